@@ -1,0 +1,193 @@
+//! Configuration of a partition log, and the [`Durability`] levels.
+//!
+//! Setters are consuming and never panic; [`LogConfig::validate`] (called by
+//! [`PartitionLog::open`](crate::PartitionLog::open)) refuses values out of range with
+//! [`Error::InvalidConfig`](crate::Error::InvalidConfig) naming the field.
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// How far an append must get before the call returns.
+///
+/// | level | returns once the batch is… | survives | Kafka analogue |
+/// |---|---|---|---|
+/// | `Buffered` | copied into the partition's in-memory write buffer | nothing until the next flush | `acks=0` |
+/// | `Written` | handed to the OS with `write(2)` | a crash of this process (the page cache outlives it) | `acks=1` |
+/// | `Synced` | written and `fdatasync`'d | power loss and kernel crashes | `acks=all` |
+///
+/// `Buffered` data becomes visible to readers when it reaches the OS: at the next
+/// [`flush`](crate::PartitionLog::flush), at the next non-`Buffered` append, or when the
+/// buffer fills. Concurrent `Synced` appends share fsyncs (group commit): a thread whose
+/// data was already covered by another thread's fsync returns without one of its own.
+///
+/// Kafka relies on replication for `acks=all`; brooklet has no replicas, so `Synced`
+/// really waits for the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Durability {
+    /// Kept in memory until the next flush: fastest, may lose recent records on any crash.
+    Buffered,
+    /// Handed to the OS before returning: survives a process crash. The default.
+    #[default]
+    Written,
+    /// `fdatasync`'d before returning: survives power loss.
+    Synced,
+}
+
+/// Configuration of one partition log.
+///
+/// # Examples
+/// ```
+/// use brooklet::LogConfig;
+/// use std::time::Duration;
+/// let config = LogConfig::default()
+///     .segment_bytes(64 * 1024 * 1024)
+///     .retention_ms(Some(Duration::from_secs(7 * 24 * 3600)));
+/// assert!(config.validate().is_ok());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    pub(crate) segment_bytes: u64,
+    pub(crate) segment_ms: Option<Duration>,
+    pub(crate) index_interval_bytes: u32,
+    pub(crate) index_max_bytes: u32,
+    pub(crate) max_batch_bytes: u32,
+    pub(crate) retention_bytes: Option<u64>,
+    pub(crate) retention_ms: Option<Duration>,
+    pub(crate) write_buffer_bytes: usize,
+    pub(crate) verify_checksums: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 128 * 1024 * 1024,
+            segment_ms: None,
+            index_interval_bytes: 4096,
+            index_max_bytes: 10 * 1024 * 1024,
+            max_batch_bytes: 16 * 1024 * 1024,
+            retention_bytes: None,
+            retention_ms: None,
+            write_buffer_bytes: 64 * 1024,
+            verify_checksums: true,
+        }
+    }
+}
+
+/// The largest segment: positions inside a segment are stored as `u32` in the offset index.
+pub(crate) const MAX_SEGMENT_BYTES: u64 = u32::MAX as u64;
+/// Every batch has a fixed header; a maximum below it could never admit a batch.
+const MIN_BATCH_BYTES: u32 = 1024;
+
+impl LogConfig {
+    /// Size at which the active segment is closed and a new one started.
+    /// Default = 128 MiB. Range: 4 KiB ..= 4 GiB − 1. Smaller segments make retention
+    /// finer-grained and cost more files.
+    #[must_use]
+    pub fn segment_bytes(mut self, bytes: u64) -> Self {
+        self.segment_bytes = bytes;
+        self
+    }
+
+    /// Age at which the active segment is rolled even if not full, measured from its first
+    /// append in this process (a reopen restarts the clock, as in Kafka). Default = `None`
+    /// (roll by size only).
+    #[must_use]
+    pub fn segment_ms(mut self, age: Option<Duration>) -> Self {
+        self.segment_ms = age;
+        self
+    }
+
+    /// Bytes of log between two entries of the sparse offset index. Default = 4096.
+    /// A read scans at most this many bytes of batch headers after the index lookup.
+    #[must_use]
+    pub fn index_interval_bytes(mut self, bytes: u32) -> Self {
+        self.index_interval_bytes = bytes;
+        self
+    }
+
+    /// Maximum size of one segment's offset index; a full index rolls the segment.
+    /// Default = 10 MiB (1.3 million entries).
+    #[must_use]
+    pub fn index_max_bytes(mut self, bytes: u32) -> Self {
+        self.index_max_bytes = bytes;
+        self
+    }
+
+    /// Largest encoded batch accepted by an append, and the most a decoder will allocate for
+    /// one batch. Default = 16 MiB.
+    #[must_use]
+    pub fn max_batch_bytes(mut self, bytes: u32) -> Self {
+        self.max_batch_bytes = bytes;
+        self
+    }
+
+    /// Delete the oldest segments while the partition is larger than this. Default = `None`
+    /// (no size limit). The active segment is never deleted.
+    #[must_use]
+    pub fn retention_bytes(mut self, bytes: Option<u64>) -> Self {
+        self.retention_bytes = bytes;
+        self
+    }
+
+    /// Delete segments whose newest record is older than this. Default = `None` (keep forever).
+    #[must_use]
+    pub fn retention_ms(mut self, age: Option<Duration>) -> Self {
+        self.retention_ms = age;
+        self
+    }
+
+    /// Capacity of the in-memory buffer that holds `Buffered` appends. Default = 64 KiB.
+    /// A `Buffered` append that would overflow it writes the buffer to the OS first.
+    #[must_use]
+    pub fn write_buffer_bytes(mut self, bytes: usize) -> Self {
+        self.write_buffer_bytes = bytes;
+        self
+    }
+
+    /// Verify each batch's CRC when it is read. Default = `true` (as Kafka's `check.crcs`).
+    /// Recovery always verifies, whatever this says.
+    #[must_use]
+    pub fn verify_checksums(mut self, verify: bool) -> Self {
+        self.verify_checksums = verify;
+        self
+    }
+
+    /// Checks every value against its allowed range.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the first field out of range.
+    pub fn validate(&self) -> Result<()> {
+        if !(4096..=MAX_SEGMENT_BYTES).contains(&self.segment_bytes) {
+            return Err(Error::config(
+                "segment_bytes",
+                format!("{} is outside 4096..={MAX_SEGMENT_BYTES}", self.segment_bytes),
+            ));
+        }
+        if self.segment_ms == Some(Duration::ZERO) {
+            return Err(Error::config("segment_ms", "must be positive when set"));
+        }
+        if self.retention_ms == Some(Duration::ZERO) {
+            return Err(Error::config("retention_ms", "must be positive when set"));
+        }
+        if self.index_interval_bytes == 0 {
+            return Err(Error::config("index_interval_bytes", "must be positive"));
+        }
+        if self.index_max_bytes < 64 {
+            return Err(Error::config(
+                "index_max_bytes",
+                format!("{} is below the minimum of 64", self.index_max_bytes),
+            ));
+        }
+        if self.max_batch_bytes < MIN_BATCH_BYTES || u64::from(self.max_batch_bytes) > self.segment_bytes {
+            return Err(Error::config(
+                "max_batch_bytes",
+                format!(
+                    "{} must be at least {MIN_BATCH_BYTES} and at most segment_bytes ({})",
+                    self.max_batch_bytes, self.segment_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+}

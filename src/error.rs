@@ -1,0 +1,195 @@
+//! The crate's one error type.
+//!
+//! Every fallible call returns [`Result<T>`]. Variants carry the values a user needs to act
+//! on the failure (the path, the offset, the limits), and `Display` prints them as a sentence.
+//! I/O errors keep their [`std::io::Error`] as [`source`](std::error::Error::source).
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+/// `std::result::Result` with brooklet's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in brooklet.
+///
+/// The enum is `#[non_exhaustive]`: later versions add variants (for topics, groups and
+/// transactions), so match with a wildcard arm.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system I/O call failed.
+    Io {
+        /// What brooklet was doing, e.g. `"append to segment"`.
+        op: &'static str,
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The error the operating system returned.
+        source: io::Error,
+    },
+    /// The directory is already open, by this process or another one.
+    Locked {
+        /// The directory whose lock file is held.
+        path: PathBuf,
+    },
+    /// A read or seek asked for an offset outside `[start, end]`.
+    OffsetOutOfRange {
+        /// The offset that was asked for.
+        requested: u64,
+        /// The log start offset: the first offset still stored.
+        start: u64,
+        /// The log end offset: the offset the next record will get.
+        end: u64,
+    },
+    /// Stored bytes failed validation (checksum, framing, or an impossible value).
+    Corrupt {
+        /// The file holding the bad bytes.
+        path: PathBuf,
+        /// Byte position in that file where the bad data starts.
+        position: u64,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A record inside a batch does not parse (only possible for a batch whose checksum was
+    /// not verified, or one written by a faulty writer).
+    InvalidBatch {
+        /// Base offset of the batch.
+        base_offset: u64,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A batch is larger than the configured maximum.
+    RecordTooLarge {
+        /// Encoded size of the batch, in bytes.
+        size: usize,
+        /// The configured maximum (`max_batch_bytes`).
+        max: usize,
+    },
+    /// A configuration value is out of its allowed range.
+    InvalidConfig {
+        /// The setting, e.g. `"segment_bytes"`.
+        field: &'static str,
+        /// Why the value was refused, including the value.
+        reason: String,
+    },
+    /// An argument to a call is not acceptable (e.g. an empty batch).
+    InvalidArgument {
+        /// What was wrong.
+        reason: String,
+    },
+    /// An earlier fsync failed, so what is on disk is unknown. The partition refuses writes
+    /// until it is reopened and has recovered from what is really on disk.
+    Poisoned {
+        /// The partition directory.
+        path: PathBuf,
+    },
+    /// A file was written by a newer (or unknown) format version.
+    UnsupportedVersion {
+        /// The file carrying the version.
+        path: PathBuf,
+        /// The version found.
+        found: u32,
+        /// The highest version this build reads.
+        supported: u32,
+    },
+    /// A batch uses a compression codec this build does not support.
+    UnsupportedCompression {
+        /// The codec number from the batch attributes.
+        codec: u8,
+    },
+}
+
+impl Error {
+    /// The underlying I/O error, if this error came from the operating system.
+    ///
+    /// # Examples
+    /// ```
+    /// use brooklet::Error;
+    /// let err = Error::Locked { path: "data".into() };
+    /// assert!(err.io_error().is_none());
+    /// ```
+    #[must_use]
+    pub fn io_error(&self) -> Option<&io::Error> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn corrupt(path: impl Into<PathBuf>, position: u64, reason: impl Into<String>) -> Self {
+        Error::Corrupt {
+            path: path.into(),
+            position,
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn config(field: &'static str, reason: impl Into<String>) -> Self {
+        Error::InvalidConfig {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io { op, path, source } => {
+                write!(f, "I/O error during {op} on {}: {source}", path.display())
+            }
+            Error::Locked { path } => write!(
+                f,
+                "directory {} is locked: it is already open in this or another process",
+                path.display()
+            ),
+            Error::OffsetOutOfRange { requested, start, end } => write!(
+                f,
+                "offset {requested} is out of range: the log holds offsets {start} to {end} (exclusive end)"
+            ),
+            Error::Corrupt { path, position, reason } => {
+                write!(f, "corrupt data in {} at byte {position}: {reason}", path.display())
+            }
+            Error::InvalidBatch { base_offset, reason } => {
+                write!(f, "invalid record in the batch at offset {base_offset}: {reason}")
+            }
+            Error::RecordTooLarge { size, max } => {
+                write!(f, "batch of {size} bytes exceeds the maximum of {max} bytes")
+            }
+            Error::InvalidConfig { field, reason } => {
+                write!(f, "invalid configuration for `{field}`: {reason}")
+            }
+            Error::InvalidArgument { reason } => write!(f, "invalid argument: {reason}"),
+            Error::Poisoned { path } => write!(
+                f,
+                "partition {} refuses writes after a failed fsync; reopen it to recover from what is on disk",
+                path.display()
+            ),
+            Error::UnsupportedVersion { path, found, supported } => write!(
+                f,
+                "{} has format version {found}, but this build reads versions up to {supported}",
+                path.display()
+            ),
+            Error::UnsupportedCompression { codec } => {
+                write!(f, "compression codec {codec} is not supported by this build")
+            }
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}

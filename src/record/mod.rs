@@ -1,0 +1,133 @@
+//! Records, headers and the on-disk batch format.
+//!
+//! A [`Record`] is what an application appends: an optional key, an optional value
+//! (`None` is a tombstone), ordered [`Header`]s and an optional timestamp. Once stored it
+//! comes back as a [`LogRecord`], which adds its offset and the timestamp it was stored with.
+//! Payloads are [`bytes::Bytes`], so a read hands out slices of one buffer without copying.
+//!
+//! The byte layout of a batch is documented in [`batch`].
+
+pub mod batch;
+pub(crate) mod varint;
+
+use bytes::Bytes;
+
+pub use batch::{Compression, RecordBatch, TimestampType};
+
+/// A record header: a string name and a byte value. Names need not be unique; order is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Header {
+    /// The header's name.
+    pub name: String,
+    /// The header's value.
+    pub value: Bytes,
+}
+
+impl Header {
+    /// A header from anything convertible into a name and a value.
+    ///
+    /// # Examples
+    /// ```
+    /// let h = brooklet::Header::new("source", "api");
+    /// assert_eq!(h.value.as_ref(), b"api");
+    /// ```
+    pub fn new(name: impl Into<String>, value: impl Into<Bytes>) -> Self {
+        Header {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+}
+
+/// A record to append.
+///
+/// # Examples
+/// ```
+/// use brooklet::Record;
+/// let r = Record::new().key("user-1").value(r#"{"amount": 42.5}"#).header("source", "api");
+/// assert_eq!(r.key_bytes().map(|k| k.as_ref()), Some(&b"user-1"[..]));
+/// assert!(r.timestamp_ms().is_none()); // stamped with the append time
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Record {
+    pub(crate) key: Option<Bytes>,
+    pub(crate) value: Option<Bytes>,
+    pub(crate) headers: Vec<Header>,
+    pub(crate) timestamp: Option<i64>,
+}
+
+impl Record {
+    /// An empty record: no key, no value (a tombstone until a value is set), no headers.
+    #[must_use]
+    pub fn new() -> Self {
+        Record::default()
+    }
+
+    /// Sets the key. Records with the same key keep their order within a partition.
+    #[must_use]
+    pub fn key(mut self, key: impl Into<Bytes>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Sets the value. A record without a value is a tombstone.
+    #[must_use]
+    pub fn value(mut self, value: impl Into<Bytes>) -> Self {
+        self.value = Some(value.into());
+        self
+    }
+
+    /// Appends a header; headers keep their order and names may repeat.
+    #[must_use]
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<Bytes>) -> Self {
+        self.headers.push(Header::new(name, value));
+        self
+    }
+
+    /// Sets the timestamp in milliseconds since the Unix epoch (Kafka's CreateTime).
+    /// Without one, the append time is used.
+    #[must_use]
+    pub fn timestamp(mut self, ms: i64) -> Self {
+        self.timestamp = Some(ms);
+        self
+    }
+
+    /// The key, if any.
+    #[must_use]
+    pub fn key_bytes(&self) -> Option<&Bytes> {
+        self.key.as_ref()
+    }
+
+    /// The value, if any (`None` for a tombstone).
+    #[must_use]
+    pub fn value_bytes(&self) -> Option<&Bytes> {
+        self.value.as_ref()
+    }
+
+    /// The headers, in order.
+    #[must_use]
+    pub fn headers(&self) -> &[Header] {
+        &self.headers
+    }
+
+    /// The timestamp set by the caller, if any.
+    #[must_use]
+    pub fn timestamp_ms(&self) -> Option<i64> {
+        self.timestamp
+    }
+}
+
+/// A record as stored in a partition log, with its offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRecord {
+    /// The record's offset in its partition.
+    pub offset: u64,
+    /// Milliseconds since the Unix epoch: the producer's timestamp or the append time.
+    pub timestamp: i64,
+    /// The key, if any.
+    pub key: Option<Bytes>,
+    /// The value; `None` is a tombstone.
+    pub value: Option<Bytes>,
+    /// The headers, in the order they were appended.
+    pub headers: Vec<Header>,
+}

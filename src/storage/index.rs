@@ -1,0 +1,336 @@
+//! The sparse offset index (`.index`) and time index (`.timeindex`) of a segment.
+//!
+//! Both live in memory as sorted vectors and are written to their files when a segment is
+//! sealed and at clean shutdown. They carry no checksum: like Kafka's, they are caches of what
+//! the `.log` says, validated structurally when loaded and rebuilt from the log when missing
+//! or invalid (and always after an unclean shutdown, for the segments recovery scans).
+//!
+//! # File formats
+//! ```text
+//! .index                                   .timeindex
+//! pos size field                           pos size field
+//!   0   4  magic b"BRKI"                     0   4  magic b"BRKT"
+//!   4   2  version u16 = 1                   4   2  version u16 = 1
+//!   6   2  reserved, 0                       6   2  reserved, 0
+//!   8   …  entries, 8 bytes each:            8   …  entries, 12 bytes each:
+//!          relative offset u32                      max timestamp so far i64
+//!          byte position   u32                      relative offset of that timestamp u32
+//! ```
+//! Little-endian. An offset entry `(r, p)` says a batch with base offset `base + r` starts at
+//! byte `p` of the `.log`. A time entry `(t, r)` says every record at offsets `≤ base + r` has
+//! a timestamp `≤ t`. Entries are strictly increasing in both fields.
+
+use super::io::{OpenMode, Vfs};
+use crate::error::{Error, Result};
+use std::io;
+use std::path::Path;
+
+const OFFSET_MAGIC: &[u8; 4] = b"BRKI";
+const TIME_MAGIC: &[u8; 4] = b"BRKT";
+const VERSION: u16 = 1;
+const FILE_HEADER: usize = 8;
+/// Size of one `.index` entry.
+pub(crate) const OFFSET_ENTRY: usize = 8;
+const TIME_ENTRY: usize = 12;
+
+/// One `.index` entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OffsetEntry {
+    pub relative_offset: u32,
+    pub position: u32,
+}
+
+/// One `.timeindex` entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TimeEntry {
+    pub timestamp: i64,
+    pub relative_offset: u32,
+}
+
+/// The in-memory indexes of one segment, and the running state that decides when the next
+/// entry is due.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct SegmentIndex {
+    pub offsets: Vec<OffsetEntry>,
+    pub times: Vec<TimeEntry>,
+    /// Largest timestamp in the segment, `i64::MIN` when empty.
+    pub max_timestamp: i64,
+    /// Relative offset of the record holding `max_timestamp`.
+    pub max_timestamp_relative: u32,
+    bytes_since_entry: u64,
+}
+
+impl SegmentIndex {
+    pub fn new() -> Self {
+        SegmentIndex {
+            max_timestamp: i64::MIN,
+            ..SegmentIndex::default()
+        }
+    }
+
+    /// Records a batch appended at `position`; adds index entries when `interval` bytes have
+    /// passed since the last one (as Kafka's `index.interval.bytes`).
+    pub fn on_batch(
+        &mut self,
+        relative_base: u32,
+        position: u32,
+        size: u64,
+        max_ts: i64,
+        max_ts_relative: u32,
+        interval: u32,
+    ) {
+        if max_ts > self.max_timestamp {
+            self.max_timestamp = max_ts;
+            self.max_timestamp_relative = max_ts_relative;
+        }
+        if self.bytes_since_entry >= u64::from(interval) {
+            self.offsets.push(OffsetEntry {
+                relative_offset: relative_base,
+                position,
+            });
+            self.bytes_since_entry = 0;
+            self.add_time_entry();
+        }
+        self.bytes_since_entry += size;
+    }
+
+    /// Adds a time entry for the segment's max timestamp so far, if it grew since the last
+    /// one. Called on entry boundaries and when the segment is sealed or closed, so that the
+    /// last time entry always carries the segment's largest timestamp after a clean close.
+    pub fn add_time_entry(&mut self) {
+        let grew = self.times.last().is_none_or(|t| self.max_timestamp > t.timestamp);
+        let forward = self
+            .times
+            .last()
+            .is_none_or(|t| self.max_timestamp_relative >= t.relative_offset);
+        if self.max_timestamp != i64::MIN && grew && forward {
+            self.times.push(TimeEntry {
+                timestamp: self.max_timestamp,
+                relative_offset: self.max_timestamp_relative,
+            });
+        }
+    }
+
+    /// Byte position from which to scan for `relative_offset`: the last indexed batch at or
+    /// before it, or 0.
+    pub fn lookup(&self, relative_offset: u32) -> u32 {
+        let i = self.offsets.partition_point(|e| e.relative_offset <= relative_offset);
+        i.checked_sub(1)
+            .and_then(|i| self.offsets.get(i))
+            .map_or(0, |e| e.position)
+    }
+
+    /// Relative offset from which a search for the first timestamp `≥ timestamp` must scan:
+    /// every record at or before the returned offset is older. `None`: scan from the start.
+    pub fn time_lookup(&self, timestamp: i64) -> Option<u32> {
+        let i = self.times.partition_point(|e| e.timestamp < timestamp);
+        i.checked_sub(1)
+            .and_then(|i| self.times.get(i))
+            .map(|e| e.relative_offset)
+    }
+
+    pub fn is_full(&self, max_entries: usize) -> bool {
+        self.offsets.len() >= max_entries
+    }
+
+    /// Writes both index files, `fdatasync`'d when `sync` (at clean shutdown, which then
+    /// trusts them; elsewhere they are caches, validated and rebuilt if lost).
+    pub fn write_files(&self, vfs: &dyn Vfs, index_path: &Path, time_path: &Path, sync: bool) -> Result<()> {
+        let mut buf = Vec::with_capacity(FILE_HEADER + self.offsets.len() * OFFSET_ENTRY);
+        file_header(&mut buf, OFFSET_MAGIC);
+        for e in &self.offsets {
+            buf.extend_from_slice(&e.relative_offset.to_le_bytes());
+            buf.extend_from_slice(&e.position.to_le_bytes());
+        }
+        write_file(vfs, index_path, &buf, sync)?;
+        buf.clear();
+        file_header(&mut buf, TIME_MAGIC);
+        for e in &self.times {
+            buf.extend_from_slice(&e.timestamp.to_le_bytes());
+            buf.extend_from_slice(&e.relative_offset.to_le_bytes());
+        }
+        write_file(vfs, time_path, &buf, sync)
+    }
+
+    /// Loads both index files of a segment whose `.log` is `log_len` bytes, checking their
+    /// structure. `Ok(None)` when either is missing or invalid: rebuild from the log.
+    pub fn load_files(vfs: &dyn Vfs, index_path: &Path, time_path: &Path, log_len: u64) -> Result<Option<Self>> {
+        let (Some(raw_offsets), Some(raw_times)) = (read_file(vfs, index_path)?, read_file(vfs, time_path)?) else {
+            return Ok(None);
+        };
+        let (Some(offset_body), Some(time_body)) = (
+            body(&raw_offsets, OFFSET_MAGIC, OFFSET_ENTRY),
+            body(&raw_times, TIME_MAGIC, TIME_ENTRY),
+        ) else {
+            return Ok(None);
+        };
+        let offsets: Vec<OffsetEntry> = offset_body
+            .chunks_exact(OFFSET_ENTRY)
+            .map(|c| OffsetEntry {
+                relative_offset: le_u32(c, 0),
+                position: le_u32(c, 4),
+            })
+            .collect();
+        let times: Vec<TimeEntry> = time_body
+            .chunks_exact(TIME_ENTRY)
+            .map(|c| TimeEntry {
+                timestamp: le_u64(c, 0) as i64,
+                relative_offset: le_u32(c, 8),
+            })
+            .collect();
+        let offsets_ok = offsets
+            .windows(2)
+            .all(|w| matches!(w, [a, b] if a.relative_offset < b.relative_offset && a.position < b.position))
+            && offsets.last().is_none_or(|e| u64::from(e.position) < log_len);
+        let times_ok = times
+            .windows(2)
+            .all(|w| matches!(w, [a, b] if a.timestamp < b.timestamp && a.relative_offset <= b.relative_offset));
+        if !offsets_ok || !times_ok {
+            return Ok(None);
+        }
+        let (max_timestamp, max_timestamp_relative) =
+            times.last().map_or((i64::MIN, 0), |t| (t.timestamp, t.relative_offset));
+        Ok(Some(SegmentIndex {
+            offsets,
+            times,
+            max_timestamp,
+            max_timestamp_relative,
+            bytes_since_entry: 0,
+        }))
+    }
+
+    /// Sets the bytes counted since the last entry, after loading an index whose segment
+    /// continues to be appended to.
+    pub fn set_bytes_since_entry(&mut self, bytes: u64) {
+        self.bytes_since_entry = bytes;
+    }
+}
+
+fn file_header(buf: &mut Vec<u8>, magic: &[u8; 4]) {
+    buf.extend_from_slice(magic);
+    buf.extend_from_slice(&VERSION.to_le_bytes());
+    buf.extend_from_slice(&0u16.to_le_bytes());
+}
+
+/// The entries of an index file, if its header is valid and its length a whole number of
+/// entries.
+fn body<'a>(raw: &'a [u8], magic: &[u8; 4], entry: usize) -> Option<&'a [u8]> {
+    let (head, body) = raw.split_at_checked(FILE_HEADER)?;
+    let ok = head.get(..4) == Some(magic.as_slice()) && le_u16(head, 4) == VERSION && body.len() % entry == 0;
+    ok.then_some(body)
+}
+
+fn le_u16(b: &[u8], at: usize) -> u16 {
+    b.get(at..at + 2)
+        .and_then(|s| s.try_into().ok())
+        .map_or(0, u16::from_le_bytes)
+}
+fn le_u32(b: &[u8], at: usize) -> u32 {
+    b.get(at..at + 4)
+        .and_then(|s| s.try_into().ok())
+        .map_or(0, u32::from_le_bytes)
+}
+fn le_u64(b: &[u8], at: usize) -> u64 {
+    b.get(at..at + 8)
+        .and_then(|s| s.try_into().ok())
+        .map_or(0, u64::from_le_bytes)
+}
+
+/// Index files are bounded by `index_max_bytes` (≤ 4 GiB) but we never trust a length read
+/// from disk: anything over this is treated as invalid and rebuilt.
+const MAX_INDEX_FILE: u64 = 1 << 30;
+
+fn read_file(vfs: &dyn Vfs, path: &Path) -> Result<Option<Vec<u8>>> {
+    let file = match vfs.open(path, OpenMode::Read) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("open index", path, e)),
+    };
+    let len = file.file_size().map_err(|e| Error::io("read index", path, e))?;
+    if len > MAX_INDEX_FILE {
+        return Ok(None);
+    }
+    let mut buf = vec![0; len as usize];
+    file.read_exact_at(&mut buf, 0)
+        .map_err(|e| Error::io("read index", path, e))?;
+    Ok(Some(buf))
+}
+
+fn write_file(vfs: &dyn Vfs, path: &Path, bytes: &[u8], sync: bool) -> Result<()> {
+    let file = vfs
+        .open(path, OpenMode::Truncate)
+        .map_err(|e| Error::io("create index", path, e))?;
+    file.write_all_at(bytes, 0)
+        .map_err(|e| Error::io("write index", path, e))?;
+    if sync {
+        file.sync_data().map_err(|e| Error::io("sync index", path, e))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::io::OsFs;
+
+    fn sample() -> SegmentIndex {
+        let mut idx = SegmentIndex::new();
+        // 10 batches of 1000 bytes, 10 records each, timestamps rising by 10 per batch.
+        for b in 0..10u32 {
+            idx.on_batch(b * 10, b * 1000, 1000, 100 + i64::from(b) * 10, b * 10 + 9, 2500);
+        }
+        idx
+    }
+
+    #[test]
+    fn entries_every_interval_and_lookups() {
+        let idx = sample();
+        // bytes_since reaches 3000 ≥ 2500 before batches 3, 6 and 9.
+        assert_eq!(
+            idx.offsets,
+            vec![
+                OffsetEntry {
+                    relative_offset: 30,
+                    position: 3000
+                },
+                OffsetEntry {
+                    relative_offset: 60,
+                    position: 6000
+                },
+                OffsetEntry {
+                    relative_offset: 90,
+                    position: 9000
+                },
+            ]
+        );
+        assert_eq!(idx.lookup(0), 0);
+        assert_eq!(idx.lookup(29), 0);
+        assert_eq!(idx.lookup(30), 3000);
+        assert_eq!(idx.lookup(75), 6000);
+        assert_eq!(idx.lookup(u32::MAX), 9000);
+        assert_eq!(idx.max_timestamp, 190);
+        assert_eq!(idx.time_lookup(100), None);
+        assert_eq!(idx.time_lookup(131), Some(39));
+        assert_eq!(idx.time_lookup(1_000), Some(99));
+    }
+
+    #[test]
+    fn files_round_trip_and_garbage_is_refused() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", ".", e))?;
+        let (ip, tp) = (dir.path().join("0.index"), dir.path().join("0.timeindex"));
+        assert_eq!(SegmentIndex::load_files(&OsFs, &ip, &tp, 10_000)?, None);
+        let mut idx = sample();
+        idx.add_time_entry();
+        idx.write_files(&OsFs, &ip, &tp, true)?;
+        let loaded = SegmentIndex::load_files(&OsFs, &ip, &tp, 10_000)?
+            .ok_or(Error::InvalidArgument { reason: "none".into() })?;
+        assert_eq!(loaded.offsets, idx.offsets);
+        assert_eq!(loaded.times, idx.times);
+        assert_eq!(loaded.max_timestamp, 190);
+        // An entry pointing past the log is invalid.
+        assert_eq!(SegmentIndex::load_files(&OsFs, &ip, &tp, 9_000)?, None);
+        std::fs::write(&ip, b"BRKI\x01\x00\x00\x00garbage").map_err(|e| Error::io("w", &ip, e))?;
+        assert_eq!(SegmentIndex::load_files(&OsFs, &ip, &tp, 10_000)?, None);
+        Ok(())
+    }
+}

@@ -1,0 +1,1194 @@
+//! [`PartitionLog`]: one partition's ordered, append-only log of record batches.
+//!
+//! # Directory
+//! ```text
+//! <dir>/
+//!   LOCK                              exclusive lock (File::try_lock), held while open
+//!   00000000000000000000.log          batches (see crate::record::batch)
+//!   00000000000000000000.index        sparse offset index   (see index)
+//!   00000000000000000000.timeindex    time index
+//!   …one triple per segment, named by its base offset…
+//!   recovery-point                    checkpoint: offset below which all is synced
+//!   log-start-offset                  checkpoint: first offset still readable
+//!   clean-shutdown                    checkpoint: [end offset, active base, active size]
+//! ```
+//!
+//! # Crash safety, argued case by case
+//! - **Torn or lost tail.** A crash can leave the last batches partly written or filled with
+//!   garbage (the file size reached disk before the data). Without a valid `clean-shutdown`
+//!   marker, open scans every segment from the one holding the recovery point, validates each
+//!   batch's length, CRC, records and offsets, truncates at the first invalid byte, deletes
+//!   any later segment, and reports what it dropped ([`RecoveryReport`]).
+//! - **Acknowledged data.** `Synced` appends return only after `fdatasync` of every segment
+//!   written since the last sync, and of the directory when a segment was created; so the
+//!   scan finds them intact. `Written` data survives a process crash (page cache).
+//! - **Checkpoints** are replaced atomically and checksummed (see `checkpoint`): a crash
+//!   leaves the old or the new value, never garbage.
+//! - **Clean open.** The marker records the end offset and the active segment's size; it is
+//!   trusted only if the size still matches, and removed (durably) before the first append,
+//!   so a later crash is never mistaken for a clean stop.
+//! - **Retention** persists the new log start offset before deleting files; open finishes an
+//!   interrupted deletion. **Truncation** syncs the shortened file before anything else.
+//! - **Failed fsync.** After `fdatasync` fails the kernel may have dropped the dirty pages, so
+//!   the log is poisoned: appends and flushes return [`Error::Poisoned`] until it is reopened
+//!   and has recovered from what is really on disk. A failed `write` is rolled back (the file
+//!   is cut back to its previous length) and the log stays usable.
+//!
+//! # Concurrency
+//! Appends serialize on one mutex. Readers never take it: they see batches up to an end
+//! offset published (release/acquire) after the bytes reach the OS, and read with `pread`.
+//! `Synced` appends share fsyncs: each waits on a sync mutex, and the thread that gets it
+//! syncs everything written so far, so followers whose data it covered return at once.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::{MappedRwLockReadGuard, Mutex, RwLock};
+
+use super::checkpoint;
+use super::index::{OFFSET_ENTRY, SegmentIndex};
+use super::io::{OsFs, Vfs};
+use super::segment::{INDEX_SUFFIX, LOG_SUFFIX, Segment, TIME_INDEX_SUFFIX, parse_segment_name, segment_path};
+use crate::config::{Durability, LogConfig};
+use crate::error::{Error, Result};
+use crate::record::batch::{self, EncodedInfo};
+use crate::record::{Record, RecordBatch};
+
+const LOCK_FILE: &str = "LOCK";
+const RECOVERY_POINT_FILE: &str = "recovery-point";
+const LOG_START_FILE: &str = "log-start-offset";
+const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
+
+/// Where an append landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    /// Offset of the first record.
+    pub base_offset: u64,
+    /// Offset of the last record.
+    pub last_offset: u64,
+    /// Largest timestamp in the batch.
+    pub max_timestamp: i64,
+    /// Size of the encoded batch in bytes.
+    pub size_bytes: usize,
+}
+
+/// What open found and did. After a clean shutdown it scanned nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// A valid clean-shutdown marker was found, so nothing was scanned.
+    pub clean_shutdown: bool,
+    /// Segments whose batches were scanned and validated.
+    pub segments_scanned: usize,
+    /// Batches validated by the scan.
+    pub batches_scanned: u64,
+    /// Bytes validated by the scan.
+    pub bytes_scanned: u64,
+    /// Where the log was cut, if the scan found an invalid batch.
+    pub truncation: Option<Truncation>,
+    /// Base offsets of segments deleted because they followed the cut or lay below the log
+    /// start offset.
+    pub segments_deleted: Vec<u64>,
+    /// Offset after the last record, after recovery.
+    pub log_end_offset: u64,
+}
+
+/// A cut made by recovery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Truncation {
+    /// The segment file that was cut.
+    pub path: PathBuf,
+    /// Its new length: the first invalid byte.
+    pub position: u64,
+    /// Bytes removed from that file.
+    pub bytes_removed: u64,
+    /// Why the bytes at `position` were invalid.
+    pub reason: String,
+}
+
+/// What [`PartitionLog::enforce_retention`] deleted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    /// Base offsets of the deleted segments.
+    pub segments_deleted: Vec<u64>,
+    /// Bytes freed.
+    pub bytes_deleted: u64,
+    /// The log start offset afterwards.
+    pub log_start_offset: u64,
+}
+
+/// The append side: only touched under `PartitionLog::writer`.
+#[derive(Debug)]
+struct Writer {
+    active: Arc<Segment>,
+    /// Encoded batches not yet handed to the OS; they start at `active.size()`.
+    buffer: Vec<u8>,
+    /// Offset the next record gets.
+    next_offset: u64,
+    /// Sealed segments written since the last sync.
+    unsynced_sealed: Vec<Arc<Segment>>,
+    /// A segment file was created since the last directory sync.
+    dir_dirty: bool,
+    /// When the active segment got its first append in this process (for `segment_ms`).
+    active_since: Option<Instant>,
+}
+
+/// One partition's log: segments of record batches with offset and time indexes.
+///
+/// `PartitionLog` is `Send + Sync`: share it with `Arc` and append and read from any thread.
+/// Dropping it closes it cleanly (errors are logged); call [`close`](Self::close) to see them.
+///
+/// # Examples
+/// ```
+/// use brooklet::{Durability, LogConfig, PartitionLog, Record};
+///
+/// let dir = tempfile::tempdir()?;
+/// let log = PartitionLog::open(dir.path(), LogConfig::default())?;
+/// let info = log.append(&[Record::new().key("user-1").value("clicked")], Durability::Written)?;
+/// assert_eq!((info.base_offset, log.log_end_offset()), (0, 1));
+/// for batch in log.read(0, 1 << 20)? {
+///     for record in batch.records() {
+///         let record = record?;
+///         assert_eq!(record.value.as_deref(), Some(&b"clicked"[..]));
+///     }
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct PartitionLog {
+    dir: PathBuf,
+    config: LogConfig,
+    vfs: Arc<dyn Vfs>,
+    _lock: File,
+    segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
+    writer: Mutex<Writer>,
+    sync_lock: Mutex<()>,
+    log_start: AtomicU64,
+    /// Records below this are in the OS and readable.
+    visible_end: AtomicU64,
+    /// Records below this are synced.
+    synced_end: AtomicU64,
+    poisoned: AtomicBool,
+    closed: AtomicBool,
+    recovery: RecoveryReport,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Takes the directory's lock file, failing at once if it is held.
+fn lock_dir(dir: &Path) -> Result<File> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| Error::io("open lock file", &path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(Error::Locked {
+            path: dir.to_path_buf(),
+        }),
+        Err(TryLockError::Error(e)) => Err(Error::io("lock directory", &path, e)),
+    }
+}
+
+impl PartitionLog {
+    /// Opens the partition log in `dir`, creating the directory if needed, and recovers it
+    /// if it was not closed cleanly.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a bad `config`; [`Error::Locked`] if the directory is open
+    /// elsewhere (in this process or another); [`Error::Io`] if it cannot be read or written;
+    /// [`Error::Corrupt`] or [`Error::UnsupportedVersion`] for an unreadable checkpoint.
+    pub fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<Self> {
+        Self::open_with_vfs(dir, config, Arc::new(OsFs))
+    }
+
+    /// Opens the log doing all file I/O through `vfs` (the lock file excepted), e.g. a
+    /// [`FaultFs`](crate::io::FaultFs) in tests.
+    ///
+    /// # Errors
+    /// As [`open`](Self::open).
+    pub fn open_with_vfs(dir: impl AsRef<Path>, config: LogConfig, vfs: Arc<dyn Vfs>) -> Result<Self> {
+        config.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        vfs.create_dir_all(&dir)
+            .map_err(|e| Error::io("create directory", &dir, e))?;
+        let lock = lock_dir(&dir)?;
+        let opened = Opened::load(&*vfs, &dir, &config)?;
+        let Opened {
+            segments,
+            next_offset,
+            log_start,
+            recovery,
+            active_since,
+        } = opened;
+        let active = segments
+            .values()
+            .next_back()
+            .cloned()
+            .ok_or_else(|| Error::corrupt(&dir, 0, "no active segment after open"))?;
+        if let Some(level) = recovery.truncation.as_ref() {
+            tracing::warn!(
+                dir = %dir.display(),
+                file = %level.path.display(),
+                position = level.position,
+                bytes_removed = level.bytes_removed,
+                reason = %level.reason,
+                "recovery truncated the log"
+            );
+        }
+        Ok(PartitionLog {
+            config,
+            vfs,
+            _lock: lock,
+            segments: RwLock::new(segments),
+            writer: Mutex::new(Writer {
+                active,
+                buffer: Vec::new(),
+                next_offset,
+                unsynced_sealed: Vec::new(),
+                dir_dirty: false,
+                active_since,
+            }),
+            sync_lock: Mutex::new(()),
+            log_start: AtomicU64::new(log_start),
+            visible_end: AtomicU64::new(next_offset),
+            synced_end: AtomicU64::new(next_offset),
+            poisoned: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            recovery,
+            dir,
+        })
+    }
+
+    /// The directory of this log.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The configuration the log was opened with.
+    #[must_use]
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// What open found: whether the last shutdown was clean, what was scanned and cut.
+    #[must_use]
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.recovery
+    }
+
+    /// The first offset still stored (advanced by retention and
+    /// [`delete_records_before`](Self::delete_records_before)).
+    #[must_use]
+    pub fn log_start_offset(&self) -> u64 {
+        self.log_start.load(Ordering::Acquire)
+    }
+
+    /// The offset the next appended record will get. Includes `Buffered` records that are
+    /// not yet readable.
+    #[must_use]
+    pub fn log_end_offset(&self) -> u64 {
+        self.writer.lock().next_offset
+    }
+
+    /// Records below this offset are readable (handed to the OS).
+    #[must_use]
+    pub fn visible_end_offset(&self) -> u64 {
+        self.visible_end.load(Ordering::Acquire)
+    }
+
+    /// Records below this offset are known to be on stable storage.
+    #[must_use]
+    pub fn synced_end_offset(&self) -> u64 {
+        self.synced_end.load(Ordering::Acquire)
+    }
+
+    /// Total bytes of the log's segment files (buffered bytes excluded).
+    #[must_use]
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.read().values().map(|s| s.size()).sum()
+    }
+
+    /// Number of segments, the active one included.
+    #[must_use]
+    pub fn segment_count(&self) -> usize {
+        self.segments.read().len()
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(Error::Poisoned { path: self.dir.clone() });
+        }
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::InvalidArgument {
+                reason: format!("partition log {} is closed", self.dir.display()),
+            });
+        }
+        Ok(())
+    }
+
+    fn poison(&self, err: Error) -> Error {
+        self.poisoned.store(true, Ordering::Release);
+        tracing::error!(dir = %self.dir.display(), error = %err, "fsync failed; the log refuses writes until reopened");
+        err
+    }
+
+    /// Appends `records` as one batch and returns the offsets they got. The call returns
+    /// once the batch has reached `durability` (see [`Durability`]).
+    ///
+    /// Records without a timestamp are stamped with the current time.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an empty slice; [`Error::RecordTooLarge`] if the
+    /// batch exceeds `max_batch_bytes` (nothing is written); [`Error::Io`] if the write
+    /// fails (it is rolled back, the log stays usable) or the fsync fails (the log is then
+    /// poisoned); [`Error::Poisoned`] after an earlier failed fsync.
+    pub fn append(&self, records: &[Record], durability: Durability) -> Result<AppendInfo> {
+        let info = {
+            let mut w = self.writer.lock();
+            self.check_writable()?;
+            self.append_locked(&mut w, records, durability)?
+        };
+        if durability == Durability::Synced {
+            self.sync_through(info.last_offset + 1)?;
+        }
+        Ok(info)
+    }
+
+    fn append_locked(&self, w: &mut Writer, records: &[Record], durability: Durability) -> Result<AppendInfo> {
+        let batch_start = w.buffer.len();
+        let encoded: EncodedInfo =
+            batch::encode(records, now_ms(), self.config.max_batch_bytes as usize, &mut w.buffer)?;
+        let size = w.buffer.len() - batch_start;
+        if self.needs_roll(w, batch_start, size, encoded.record_count)
+            && let Err(e) = self.roll(w, batch_start)
+        {
+            w.buffer.truncate(batch_start);
+            return Err(e);
+        }
+        // After a roll the batch is all that is left in the buffer.
+        let batch_start = w.buffer.len() - size;
+        let position = w.active.size() + batch_start as u64;
+        let base_offset = w.next_offset;
+        if let Some(bytes) = w.buffer.get_mut(batch_start..) {
+            batch::set_base_offset(bytes, base_offset);
+        }
+        let last_offset = base_offset + u64::from(encoded.record_count) - 1;
+        if (durability != Durability::Buffered || w.buffer.len() >= self.config.write_buffer_bytes)
+            && let Err(e) = self.write_buffer(w)
+        {
+            w.buffer.truncate(batch_start);
+            return Err(e);
+        }
+        // The batch is accepted: index it and advance the end. `needs_roll` guarantees the
+        // relative offsets and the position fit in u32.
+        let relative = (base_offset - w.active.base_offset) as u32;
+        let interval = self.config.index_interval_bytes;
+        w.active.with_index_mut(|index| {
+            index.on_batch(
+                relative,
+                position as u32,
+                size as u64,
+                encoded.max_timestamp,
+                relative + encoded.max_timestamp_delta,
+                interval,
+            );
+        });
+        w.next_offset = last_offset + 1;
+        if w.buffer.is_empty() {
+            self.visible_end.store(w.next_offset, Ordering::Release);
+        }
+        if w.active_since.is_none() {
+            w.active_since = Some(Instant::now());
+        }
+        Ok(AppendInfo {
+            base_offset,
+            last_offset,
+            max_timestamp: encoded.max_timestamp,
+            size_bytes: size,
+        })
+    }
+
+    /// Whether the batch of `size` bytes at `batch_start` in the buffer must go to a new
+    /// segment: the active one would pass `segment_bytes`, its index is full, its relative
+    /// offsets would overflow, or it is older than `segment_ms`. An empty segment never rolls.
+    fn needs_roll(&self, w: &Writer, batch_start: usize, size: usize, record_count: u32) -> bool {
+        let position = w.active.size() + batch_start as u64;
+        if position == 0 {
+            return false;
+        }
+        let max_entries = self.config.index_max_bytes as usize / OFFSET_ENTRY;
+        let last_relative = w.next_offset + u64::from(record_count) - 1 - w.active.base_offset;
+        position + size as u64 > self.config.segment_bytes
+            || last_relative > u64::from(u32::MAX)
+            || w.active.with_index_mut(|i| i.is_full(max_entries)).unwrap_or(false)
+            || matches!((self.config.segment_ms, w.active_since), (Some(max), Some(since)) if since.elapsed() >= max)
+    }
+
+    /// Writes the first `prefix` bytes of the buffer (the batches before the one being
+    /// appended) to the active segment, seals it, and starts a new one at `next_offset`.
+    fn roll(&self, w: &mut Writer, prefix: usize) -> Result<()> {
+        if prefix > 0 {
+            let rest = w.buffer.split_off(prefix);
+            let written = self.write_buffer(w);
+            let mut buffer = std::mem::replace(&mut w.buffer, rest);
+            if let Err(e) = written {
+                buffer.append(&mut w.buffer);
+                w.buffer = buffer;
+                return Err(e);
+            }
+            self.visible_end.store(w.next_offset, Ordering::Release);
+        }
+        let old = Arc::clone(&w.active);
+        if let Some(Err(e)) = old.with_index_mut(|index| {
+            index.add_time_entry();
+            index.write_files(&*self.vfs, &old.index_path(), &old.time_index_path(), false)
+        }) {
+            // Index files are caches: a failure here costs a rebuild later, not data.
+            tracing::warn!(error = %e, "could not write index files of a sealed segment");
+        }
+        let segment = Arc::new(Segment::open(&*self.vfs, &self.dir, w.next_offset, true)?);
+        segment.set_index(SegmentIndex::new());
+        self.segments.write().insert(segment.base_offset, Arc::clone(&segment));
+        w.unsynced_sealed.push(old);
+        w.active = segment;
+        w.dir_dirty = true;
+        w.active_since = None;
+        if let Err(e) = self.retain_locked(w) {
+            tracing::warn!(error = %e, "retention after a roll failed");
+        }
+        Ok(())
+    }
+
+    /// Hands the buffer to the OS at the end of the active segment. On failure the file is
+    /// cut back to its previous length (or, if even that fails, the log is poisoned) and
+    /// the buffer is kept.
+    fn write_buffer(&self, w: &mut Writer) -> Result<()> {
+        if w.buffer.is_empty() {
+            return Ok(());
+        }
+        let position = w.active.size();
+        if let Err(e) = w.active.log.write_all_at(&w.buffer, position) {
+            let err = Error::io("append to segment", &w.active.log_path, e);
+            if let Err(undo) = w.active.log.set_len(position) {
+                return Err(self.poison(Error::io("roll back a failed append", &w.active.log_path, undo)));
+            }
+            return Err(err);
+        }
+        w.active.size.store(position + w.buffer.len() as u64, Ordering::Release);
+        w.buffer.clear();
+        Ok(())
+    }
+
+    /// Makes every record below `target` durable, sharing the fsync with concurrent callers
+    /// (group commit).
+    fn sync_through(&self, target: u64) -> Result<()> {
+        let _turn = self.sync_lock.lock();
+        if self.synced_end.load(Ordering::Acquire) >= target {
+            return Ok(());
+        }
+        self.check_writable()?;
+        let (sealed, active, end, dir_dirty) = {
+            let mut w = self.writer.lock();
+            if !w.buffer.is_empty() {
+                self.write_buffer(&mut w)?;
+                self.visible_end.store(w.next_offset, Ordering::Release);
+            }
+            (
+                std::mem::take(&mut w.unsynced_sealed),
+                Arc::clone(&w.active),
+                w.next_offset,
+                std::mem::take(&mut w.dir_dirty),
+            )
+        };
+        for segment in sealed.iter().chain(std::iter::once(&active)) {
+            segment
+                .log
+                .sync_data()
+                .map_err(|e| self.poison(Error::io("sync segment", &segment.log_path, e)))?;
+        }
+        if dir_dirty {
+            self.vfs
+                .sync_dir(&self.dir)
+                .map_err(|e| self.poison(Error::io("sync directory", &self.dir, e)))?;
+        }
+        self.synced_end.store(end, Ordering::Release);
+        if !sealed.is_empty() {
+            // A segment was sealed: move the recovery point so a crash scans only from here.
+            checkpoint::write(&*self.vfs, &self.dir.join(RECOVERY_POINT_FILE), &[end])?;
+        }
+        Ok(())
+    }
+
+    /// Writes any `Buffered` records to the OS and syncs everything to stable storage.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if a write or fsync fails (a failed fsync poisons the log);
+    /// [`Error::Poisoned`] after an earlier failed fsync.
+    pub fn flush(&self) -> Result<()> {
+        let end = self.log_end_offset();
+        self.sync_through(end)?;
+        // Nothing to sync (e.g. an empty log) still must reject a poisoned log.
+        self.check_writable()
+    }
+
+    /// Reads whole batches starting with the one that holds `offset`, up to about
+    /// `max_bytes` (at least one batch, however large). Batches never span segments, so a
+    /// read at a segment's end returns that segment's last batches only; call again from the
+    /// next offset. The first batch may start before `offset`: skip its earlier records.
+    ///
+    /// Returns an empty vector at the visible end of the log.
+    ///
+    /// # Errors
+    /// [`Error::OffsetOutOfRange`] if `offset` is below the log start or past the log end;
+    /// [`Error::Corrupt`] if the stored bytes fail validation (with `verify_checksums`, the
+    /// default, every batch's CRC is checked); [`Error::Io`] if the read fails.
+    pub fn read(&self, offset: u64, max_bytes: usize) -> Result<Vec<RecordBatch>> {
+        let start = self.log_start.load(Ordering::Acquire);
+        let visible = self.visible_end.load(Ordering::Acquire);
+        if offset < start || offset > visible {
+            let end = self.log_end_offset();
+            if offset < start || offset > end {
+                return Err(Error::OffsetOutOfRange {
+                    requested: offset,
+                    start,
+                    end,
+                });
+            }
+        }
+        if offset >= visible {
+            return Ok(Vec::new());
+        }
+        let Some(segment) = self.segment_for(offset) else {
+            return Ok(Vec::new());
+        };
+        let position = self.index_of(&segment)?.lookup((offset - segment.base_offset) as u32);
+        segment.fetch(
+            u64::from(position),
+            offset,
+            max_bytes,
+            self.config.max_batch_bytes as usize,
+            self.config.verify_checksums,
+        )
+    }
+
+    /// The segment holding `offset`: the one with the largest base offset at or below it.
+    fn segment_for(&self, offset: u64) -> Option<Arc<Segment>> {
+        self.segments
+            .read()
+            .range(..=offset)
+            .next_back()
+            .map(|(_, s)| Arc::clone(s))
+    }
+
+    fn index_of<'a>(&self, segment: &'a Segment) -> Result<MappedRwLockReadGuard<'a, SegmentIndex>> {
+        segment.index(
+            &*self.vfs,
+            self.config.max_batch_bytes as usize,
+            self.config.index_interval_bytes,
+        )
+    }
+
+    /// The first offset whose timestamp is `≥ timestamp` (Kafka's `ListOffsets`), or `None`
+    /// if every record is older. Uses the time index to skip segments and batches.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] or [`Error::Io`] from reading the segments it searches.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<u64>> {
+        let start = self.log_start.load(Ordering::Acquire);
+        let visible = self.visible_end.load(Ordering::Acquire);
+        let segments: Vec<Arc<Segment>> = {
+            let map = self.segments.read();
+            let first = map.range(..=start).next_back().map_or(0, |(b, _)| *b);
+            map.range(first..).map(|(_, s)| Arc::clone(s)).collect()
+        };
+        for segment in segments {
+            let (max_ts, from) = {
+                let index = self.index_of(&segment)?;
+                let from = index
+                    .time_lookup(timestamp)
+                    .map_or(segment.base_offset, |r| segment.base_offset + u64::from(r));
+                (index.max_timestamp, from.max(start))
+            };
+            if max_ts < timestamp {
+                continue;
+            }
+            let mut offset = from;
+            while offset < visible {
+                let position = self.index_of(&segment)?.lookup((offset - segment.base_offset) as u32);
+                let batches = segment.fetch(
+                    u64::from(position),
+                    offset,
+                    1 << 20,
+                    self.config.max_batch_bytes as usize,
+                    self.config.verify_checksums,
+                )?;
+                let Some(last) = batches.last() else { break };
+                let next = last.last_offset() + 1;
+                for batch in batches.iter().filter(|b| b.max_timestamp() >= timestamp) {
+                    for record in batch.records() {
+                        let record = record?;
+                        if record.offset >= offset && record.offset < visible && record.timestamp >= timestamp {
+                            return Ok(Some(record.offset));
+                        }
+                    }
+                }
+                offset = next;
+            }
+        }
+        Ok(None)
+    }
+
+    /// Deletes whole segments beyond `retention_bytes` or older than `retention_ms` (never
+    /// the active segment) and advances the log start offset. Runs after every roll; call
+    /// it to apply time retention to an idle log.
+    ///
+    /// Size retention follows Kafka: a segment goes only if the log stays at or above
+    /// `retention_bytes` without it, so the log may exceed the limit by up to one segment.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the log start offset cannot be persisted or a file not deleted.
+    pub fn enforce_retention(&self) -> Result<RetentionReport> {
+        let mut w = self.writer.lock();
+        self.retain_locked(&mut w)
+    }
+
+    fn retain_locked(&self, w: &mut Writer) -> Result<RetentionReport> {
+        let (max_bytes, max_age) = (self.config.retention_bytes, self.config.retention_ms);
+        if max_bytes.is_none() && max_age.is_none() {
+            return Ok(RetentionReport {
+                log_start_offset: self.log_start_offset(),
+                ..RetentionReport::default()
+            });
+        }
+        let now = now_ms();
+        let candidates: Vec<Arc<Segment>> = self
+            .segments
+            .read()
+            .values()
+            .filter(|s| s.base_offset != w.active.base_offset)
+            .cloned()
+            .collect();
+        let mut total: u64 = self.size_bytes();
+        let mut doomed = Vec::new();
+        for segment in candidates {
+            let size = segment.size();
+            let by_size = max_bytes.is_some_and(|max| total.saturating_sub(size) >= max);
+            let by_age = match max_age {
+                Some(age) => {
+                    let max_ts = self.index_of(&segment)?.max_timestamp;
+                    max_ts < now.saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX))
+                }
+                None => false,
+            };
+            if !(by_size || by_age) {
+                break;
+            }
+            total -= size;
+            doomed.push(segment);
+        }
+        let Some(last) = doomed.last() else {
+            return Ok(RetentionReport {
+                log_start_offset: self.log_start_offset(),
+                ..RetentionReport::default()
+            });
+        };
+        let next_base = {
+            let map = self.segments.read();
+            map.range(last.base_offset + 1..)
+                .next()
+                .map_or(w.next_offset, |(b, _)| *b)
+        };
+        let new_start = next_base.max(self.log_start_offset());
+        self.delete_segments_below(w, new_start, doomed)
+    }
+
+    /// Persists `new_start` as the log start offset, then deletes `doomed` segments.
+    fn delete_segments_below(
+        &self,
+        w: &mut Writer,
+        new_start: u64,
+        doomed: Vec<Arc<Segment>>,
+    ) -> Result<RetentionReport> {
+        if new_start > self.log_start_offset() {
+            checkpoint::write(&*self.vfs, &self.dir.join(LOG_START_FILE), &[new_start])?;
+            self.log_start.store(new_start, Ordering::Release);
+        }
+        let mut report = RetentionReport {
+            log_start_offset: new_start,
+            ..RetentionReport::default()
+        };
+        {
+            let mut map = self.segments.write();
+            for segment in &doomed {
+                map.remove(&segment.base_offset);
+            }
+        }
+        w.unsynced_sealed
+            .retain(|s| !doomed.iter().any(|d| d.base_offset == s.base_offset));
+        for segment in doomed {
+            remove_segment_files(&*self.vfs, &self.dir, segment.base_offset)?;
+            report.bytes_deleted += segment.size();
+            report.segments_deleted.push(segment.base_offset);
+        }
+        if !report.segments_deleted.is_empty() {
+            self.vfs
+                .sync_dir(&self.dir)
+                .map_err(|e| Error::io("sync directory", &self.dir, e))?;
+            tracing::info!(dir = %self.dir.display(), segments = report.segments_deleted.len(), bytes = report.bytes_deleted, log_start_offset = new_start, "retention deleted segments");
+        }
+        Ok(report)
+    }
+
+    /// Advances the log start offset to `offset` (Kafka's `DeleteRecords`): records below
+    /// it are no longer readable, and segments wholly below it are deleted. Returns the new
+    /// log start offset (unchanged if `offset` is not past it).
+    ///
+    /// # Errors
+    /// [`Error::OffsetOutOfRange`] if `offset` is past the log end; [`Error::Io`] if the
+    /// new start cannot be persisted.
+    pub fn delete_records_before(&self, offset: u64) -> Result<u64> {
+        let mut w = self.writer.lock();
+        let start = self.log_start_offset();
+        if offset > w.next_offset {
+            return Err(Error::OffsetOutOfRange {
+                requested: offset,
+                start,
+                end: w.next_offset,
+            });
+        }
+        if offset <= start {
+            return Ok(start);
+        }
+        let doomed: Vec<Arc<Segment>> = {
+            let map = self.segments.read();
+            let bases: Vec<u64> = map.keys().copied().collect();
+            bases
+                .windows(2)
+                .filter(|pair| matches!(pair, [_, next] if *next <= offset))
+                .filter_map(|pair| pair.first().and_then(|b| map.get(b)).cloned())
+                .collect()
+        };
+        self.delete_segments_below(&mut w, offset, doomed)
+            .map(|r| r.log_start_offset)
+    }
+
+    /// Removes every record at or after `offset`, so that the log ends at `offset` or, if
+    /// `offset` falls inside a batch, at the start of that batch (batches are never split).
+    /// Returns the new log end offset. The cut is synced before the call returns.
+    ///
+    /// # Errors
+    /// [`Error::OffsetOutOfRange`] if `offset` is below the log start; [`Error::Io`] if a
+    /// write, truncation or sync fails; [`Error::Poisoned`] after an earlier failed fsync.
+    pub fn truncate_to(&self, offset: u64) -> Result<u64> {
+        let mut w = self.writer.lock();
+        self.check_writable()?;
+        let start = self.log_start_offset();
+        if offset < start {
+            return Err(Error::OffsetOutOfRange {
+                requested: offset,
+                start,
+                end: w.next_offset,
+            });
+        }
+        if offset >= w.next_offset {
+            return Ok(w.next_offset);
+        }
+        self.write_buffer(&mut w)?;
+        let target = self
+            .segment_for(offset)
+            .ok_or_else(|| Error::corrupt(&self.dir, 0, "no segment holds the offset"))?;
+        // Find the batch holding `offset`: its start is the cut.
+        let position = self.index_of(&target)?.lookup((offset - target.base_offset) as u32);
+        let batches = target.fetch(
+            u64::from(position),
+            offset,
+            1,
+            self.config.max_batch_bytes as usize,
+            self.config.verify_checksums,
+        )?;
+        let (cut, new_end) = match batches.first() {
+            Some(b) => (self.position_of(&target, b.base_offset())?, b.base_offset()),
+            None => (target.size(), w.next_offset),
+        };
+        let later: Vec<Arc<Segment>> = self
+            .segments
+            .read()
+            .range(target.base_offset + 1..)
+            .map(|(_, s)| Arc::clone(s))
+            .collect();
+        target
+            .log
+            .set_len(cut)
+            .map_err(|e| self.poison(Error::io("truncate segment", &target.log_path, e)))?;
+        target
+            .log
+            .sync_data()
+            .map_err(|e| self.poison(Error::io("sync segment", &target.log_path, e)))?;
+        target.size.store(cut, Ordering::Release);
+        {
+            let mut map = self.segments.write();
+            for s in &later {
+                map.remove(&s.base_offset);
+            }
+        }
+        for s in &later {
+            remove_segment_files(&*self.vfs, &self.dir, s.base_offset)?;
+        }
+        self.vfs
+            .sync_dir(&self.dir)
+            .map_err(|e| self.poison(Error::io("sync directory", &self.dir, e)))?;
+        // Rebuild the target's index from what is left, and make it the active segment.
+        let scan = target.scan(self.config.max_batch_bytes as usize, self.config.index_interval_bytes)?;
+        let mut index = scan.index;
+        index.set_bytes_since_entry(0);
+        target.set_index(index);
+        w.unsynced_sealed.retain(|s| s.base_offset < target.base_offset);
+        w.active = target;
+        w.next_offset = new_end;
+        w.active_since = None;
+        self.visible_end.store(new_end, Ordering::Release);
+        self.synced_end.fetch_min(new_end, Ordering::AcqRel);
+        let recovery_point = self.synced_end.load(Ordering::Acquire);
+        checkpoint::write(&*self.vfs, &self.dir.join(RECOVERY_POINT_FILE), &[recovery_point])?;
+        Ok(new_end)
+    }
+
+    /// Byte position of the batch with base offset `base` in `segment`.
+    fn position_of(&self, segment: &Segment, base: u64) -> Result<u64> {
+        let mut position = u64::from(self.index_of(segment)?.lookup((base - segment.base_offset) as u32));
+        let mut header = [0u8; batch::HEADER_LEN];
+        while position < segment.size() {
+            segment
+                .log
+                .read_exact_at(&mut header, position)
+                .map_err(|e| Error::io("read segment", &segment.log_path, e))?;
+            let h = batch::BatchHeader::parse(&header, self.config.max_batch_bytes as usize)
+                .map_err(|_| Error::corrupt(&segment.log_path, position, "invalid batch header"))?;
+            if h.base_offset == base {
+                return Ok(position);
+            }
+            position += h.size as u64;
+        }
+        Err(Error::corrupt(
+            &segment.log_path,
+            position,
+            format!("no batch starts at offset {base}"),
+        ))
+    }
+
+    /// Flushes and syncs everything, writes the indexes and checkpoints, and leaves a
+    /// clean-shutdown marker so that the next open scans nothing.
+    ///
+    /// # Errors
+    /// [`Error::Io`] or [`Error::Poisoned`]: the marker is then not written, and the next
+    /// open recovers by scanning.
+    pub fn close(self) -> Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.flush()?;
+        let _turn = self.sync_lock.lock();
+        let w = self.writer.lock();
+        self.closed.store(true, Ordering::Release);
+        let active = &w.active;
+        if let Some(result) = active.with_index_mut(|index| {
+            index.add_time_entry();
+            index.write_files(&*self.vfs, &active.index_path(), &active.time_index_path(), true)
+        }) {
+            result?;
+        }
+        checkpoint::write(&*self.vfs, &self.dir.join(RECOVERY_POINT_FILE), &[w.next_offset])?;
+        checkpoint::write(
+            &*self.vfs,
+            &self.dir.join(CLEAN_SHUTDOWN_FILE),
+            &[w.next_offset, active.base_offset, active.size()],
+        )
+    }
+}
+
+impl Drop for PartitionLog {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        if let Err(e) = self.shutdown() {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "partition log was not closed cleanly");
+        }
+    }
+}
+
+fn remove_segment_files(vfs: &dyn Vfs, dir: &Path, base: u64) -> Result<()> {
+    for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+        let path = segment_path(dir, base, suffix);
+        match vfs.remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("delete segment file", &path, e)),
+        }
+    }
+    Ok(())
+}
+
+/// The state open builds before the log exists.
+struct Opened {
+    segments: BTreeMap<u64, Arc<Segment>>,
+    next_offset: u64,
+    log_start: u64,
+    recovery: RecoveryReport,
+    active_since: Option<Instant>,
+}
+
+impl Opened {
+    fn load(vfs: &dyn Vfs, dir: &Path, config: &LogConfig) -> Result<Opened> {
+        let max_batch = config.max_batch_bytes as usize;
+        let interval = config.index_interval_bytes;
+        let mut recovery = RecoveryReport::default();
+        let entries = vfs.read_dir(dir).map_err(|e| Error::io("list directory", dir, e))?;
+        let mut bases: Vec<u64> = entries
+            .iter()
+            .filter_map(|p| parse_segment_name(p, LOG_SUFFIX))
+            .collect();
+        bases.sort_unstable();
+        // Leftovers of interrupted work: temp files, and indexes whose log is gone.
+        for path in &entries {
+            let orphan = [INDEX_SUFFIX, TIME_INDEX_SUFFIX]
+                .iter()
+                .any(|s| parse_segment_name(path, s).is_some_and(|b| bases.binary_search(&b).is_err()));
+            if orphan || path.extension().is_some_and(|e| e == "tmp") {
+                vfs.remove_file(path)
+                    .map_err(|e| Error::io("remove leftover file", path, e))?;
+            }
+        }
+        let log_start =
+            checkpoint::read(vfs, &dir.join(LOG_START_FILE), 1)?.map_or(0, |v| v.first().copied().unwrap_or(0));
+        let recovery_point = checkpoint::read(vfs, &dir.join(RECOVERY_POINT_FILE), 1)?.and_then(|v| v.first().copied());
+        let marker = match checkpoint::read(vfs, &dir.join(CLEAN_SHUTDOWN_FILE), 3) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "ignoring an unreadable clean-shutdown marker");
+                None
+            }
+        };
+
+        // Finish an interrupted retention: drop segments wholly below the log start.
+        while let [first, second, ..] = bases[..] {
+            if second > log_start {
+                break;
+            }
+            remove_segment_files(vfs, dir, first)?;
+            recovery.segments_deleted.push(first);
+            bases.remove(0);
+        }
+        let mut segments = BTreeMap::new();
+        for &base in &bases {
+            segments.insert(base, Arc::new(Segment::open(vfs, dir, base, false)?));
+        }
+        if segments.is_empty() {
+            let segment = Segment::open(vfs, dir, log_start, true)?;
+            segment.set_index(SegmentIndex::new());
+            segments.insert(log_start, Arc::new(segment));
+            checkpoint::sync_parent(vfs, &segment_path(dir, log_start, LOG_SUFFIX))?;
+            recovery.clean_shutdown = marker.is_some() || recovery_point.is_none();
+            recovery.log_end_offset = log_start;
+            checkpoint::remove(vfs, &dir.join(CLEAN_SHUTDOWN_FILE))?;
+            return Ok(Opened {
+                segments,
+                next_offset: log_start,
+                log_start,
+                recovery,
+                active_since: None,
+            });
+        }
+
+        let clean_end = Self::clean_end(vfs, &segments, marker.as_deref(), max_batch, interval)?;
+        let next_offset = match clean_end {
+            Some(end) => {
+                recovery.clean_shutdown = true;
+                end
+            }
+            None => Self::recover(
+                vfs,
+                dir,
+                config,
+                &mut segments,
+                recovery_point.unwrap_or(0),
+                &mut recovery,
+            )?,
+        };
+        // The marker must be gone before the first append, so a later crash is never taken
+        // for a clean stop.
+        checkpoint::remove(vfs, &dir.join(CLEAN_SHUTDOWN_FILE))?;
+        let mut next_offset = next_offset;
+        let mut log_start = log_start;
+        if log_start > next_offset {
+            // Recovery cut below a persisted log start: start afresh there (Kafka's
+            // truncate-fully-and-start-at).
+            for (base, _) in std::mem::take(&mut segments) {
+                remove_segment_files(vfs, dir, base)?;
+                recovery.segments_deleted.push(base);
+            }
+            let segment = Segment::open(vfs, dir, log_start, true)?;
+            segment.set_index(SegmentIndex::new());
+            segments.insert(log_start, Arc::new(segment));
+            checkpoint::sync_parent(vfs, &segment_path(dir, log_start, LOG_SUFFIX))?;
+            next_offset = log_start;
+        } else if let Some(first) = segments.keys().next() {
+            log_start = log_start.max(*first);
+        }
+        recovery.log_end_offset = next_offset;
+        Ok(Opened {
+            segments,
+            next_offset,
+            log_start,
+            recovery,
+            active_since: None,
+        })
+    }
+
+    /// After a clean shutdown: the end offset, with the active segment's indexes loaded.
+    /// `None` if there is no valid marker, or it does not match the files.
+    fn clean_end(
+        vfs: &dyn Vfs,
+        segments: &BTreeMap<u64, Arc<Segment>>,
+        marker: Option<&[u64]>,
+        max_batch: usize,
+        interval: u32,
+    ) -> Result<Option<u64>> {
+        let (Some(&[end, active_base, active_size]), Some(active)) = (marker, segments.values().next_back()) else {
+            return Ok(None);
+        };
+        if active.base_offset != active_base || active.size() != active_size || end < active_base {
+            return Ok(None);
+        }
+        let index = match SegmentIndex::load_files(vfs, &active.index_path(), &active.time_index_path(), active_size)? {
+            Some(index) => index,
+            None => {
+                let scan = active.scan(max_batch, interval)?;
+                if scan.error.is_some() || scan.next_offset != end {
+                    return Ok(None);
+                }
+                scan.index
+            }
+        };
+        let mut index = index;
+        let last = index.offsets.last().map_or(0, |e| u64::from(e.position));
+        index.set_bytes_since_entry(active_size - last);
+        active.set_index(index);
+        Ok(Some(end))
+    }
+
+    /// Scans from the segment holding `recovery_point` to the end, cutting at the first
+    /// invalid byte. Returns the end offset.
+    fn recover(
+        vfs: &dyn Vfs,
+        dir: &Path,
+        config: &LogConfig,
+        segments: &mut BTreeMap<u64, Arc<Segment>>,
+        recovery_point: u64,
+        report: &mut RecoveryReport,
+    ) -> Result<u64> {
+        let max_batch = config.max_batch_bytes as usize;
+        let interval = config.index_interval_bytes;
+        let first = segments
+            .range(..=recovery_point)
+            .next_back()
+            .or_else(|| segments.iter().next())
+            .map(|(b, _)| *b);
+        let to_scan: Vec<Arc<Segment>> = segments
+            .range(first.unwrap_or(0)..)
+            .map(|(_, s)| Arc::clone(s))
+            .collect();
+        let mut expected: Option<u64> = None;
+        let mut next_offset = 0;
+        let mut cut_from: Option<u64> = None;
+        for segment in &to_scan {
+            if expected.is_some_and(|e| e != segment.base_offset) {
+                // A gap or overlap between segments: keep what precedes it.
+                report.truncation = Some(Truncation {
+                    path: segment.log_path.clone(),
+                    position: 0,
+                    bytes_removed: segment.size(),
+                    reason: format!(
+                        "segment starts at offset {}, expected {}",
+                        segment.base_offset, next_offset
+                    ),
+                });
+                cut_from = Some(segment.base_offset);
+                break;
+            }
+            let scan = segment.scan(max_batch, interval)?;
+            report.segments_scanned += 1;
+            report.batches_scanned += scan.batches;
+            report.bytes_scanned += scan.valid_len;
+            next_offset = scan.next_offset;
+            expected = Some(scan.next_offset);
+            let mut index = scan.index;
+            if let Some(err) = scan.error {
+                segment
+                    .log
+                    .set_len(scan.valid_len)
+                    .map_err(|e| Error::io("truncate segment", &segment.log_path, e))?;
+                segment.size.store(scan.valid_len, Ordering::Release);
+                report.truncation = Some(Truncation {
+                    path: segment.log_path.clone(),
+                    position: err.position,
+                    bytes_removed: scan.file_len - scan.valid_len,
+                    reason: err.reason,
+                });
+                cut_from = Some(segment.base_offset + 1);
+            }
+            segment
+                .log
+                .sync_data()
+                .map_err(|e| Error::io("sync segment", &segment.log_path, e))?;
+            let last = index.offsets.last().map_or(0, |e| u64::from(e.position));
+            index.set_bytes_since_entry(scan.valid_len - last);
+            let is_last = cut_from.is_some() || segments.keys().next_back() == Some(&segment.base_offset);
+            if !is_last {
+                let mut sealed = index.clone();
+                sealed.add_time_entry();
+                sealed.write_files(vfs, &segment.index_path(), &segment.time_index_path(), false)?;
+            }
+            segment.set_index(index);
+            if cut_from.is_some() {
+                break;
+            }
+        }
+        if let Some(from) = cut_from {
+            let later: Vec<u64> = segments.range(from..).map(|(b, _)| *b).collect();
+            for base in later {
+                segments.remove(&base);
+                remove_segment_files(vfs, dir, base)?;
+                report.segments_deleted.push(base);
+            }
+        }
+        if segments.is_empty() {
+            // Every segment was invalid from its first byte: start over at the first base.
+            let base = first.unwrap_or(0);
+            let segment = Segment::open(vfs, dir, base, true)?;
+            segment.set_index(SegmentIndex::new());
+            segments.insert(base, Arc::new(segment));
+            next_offset = base;
+        }
+        vfs.sync_dir(dir).map_err(|e| Error::io("sync directory", dir, e))?;
+        checkpoint::write(vfs, &dir.join(RECOVERY_POINT_FILE), &[next_offset])?;
+        Ok(next_offset)
+    }
+}

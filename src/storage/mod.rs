@@ -1,0 +1,14 @@
+//! The storage engine: a partition is a directory of segments.
+//!
+//! - `log` — [`PartitionLog`](crate::PartitionLog): append, read, recovery, retention.
+//! - `segment` — one `.log` file with its indexes; the recovery scan.
+//! - `index` — the sparse offset index and the time index.
+//! - `checkpoint` — small atomic, checksummed files (recovery point, log start, clean shutdown).
+//! - [`io`](crate::io) — the I/O seam, with the fault-injecting [`FaultFs`](crate::io::FaultFs).
+
+pub(crate) mod checkpoint;
+pub(crate) mod fault;
+pub(crate) mod index;
+pub(crate) mod io;
+pub(crate) mod log;
+pub(crate) mod segment;

@@ -1,0 +1,392 @@
+//! A segment: one `.log` file of batches and its two indexes, named by base offset.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use parking_lot::{MappedRwLockReadGuard, RwLock, RwLockReadGuard};
+
+use super::index::SegmentIndex;
+use super::io::{OpenMode, Vfs, VfsFile};
+use crate::error::{Error, Result};
+use crate::record::RecordBatch;
+use crate::record::batch::{BatchHeader, DecodeError, HEADER_LEN};
+
+/// Extension of a segment's batch file.
+pub(crate) const LOG_SUFFIX: &str = "log";
+/// Extension of a segment's offset index.
+pub(crate) const INDEX_SUFFIX: &str = "index";
+/// Extension of a segment's time index.
+pub(crate) const TIME_INDEX_SUFFIX: &str = "timeindex";
+
+/// `dir/{base:020}.{suffix}`.
+pub(crate) fn segment_path(dir: &Path, base_offset: u64, suffix: &str) -> PathBuf {
+    dir.join(format!("{base_offset:020}.{suffix}"))
+}
+
+/// The base offset encoded in a segment file name, if `path` is one with `suffix`.
+pub(crate) fn parse_segment_name(path: &Path, suffix: &str) -> Option<u64> {
+    let name = path.file_name()?.to_str()?;
+    let stem = name.strip_suffix(suffix)?.strip_suffix('.')?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
+/// Where a scan of a segment stopped because the bytes were not a valid batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ScanError {
+    pub position: u64,
+    pub reason: String,
+}
+
+/// The result of walking a segment's batches from the start.
+#[derive(Debug)]
+pub(crate) struct Scan {
+    pub index: SegmentIndex,
+    /// Bytes of valid batches from the start of the file.
+    pub valid_len: u64,
+    /// Offset after the last valid record.
+    pub next_offset: u64,
+    pub batches: u64,
+    pub file_len: u64,
+    /// Why the scan stopped before the end of the file, if it did.
+    pub error: Option<ScanError>,
+}
+
+/// Bytes read per call while scanning.
+const SCAN_CHUNK: usize = 1 << 20;
+
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub base_offset: u64,
+    pub log: Box<dyn VfsFile>,
+    pub log_path: PathBuf,
+    /// Bytes of the `.log` that readers may read: whole batches handed to the OS.
+    pub size: AtomicU64,
+    /// The indexes; `None` for a sealed segment until first used.
+    index: RwLock<Option<SegmentIndex>>,
+}
+
+impl Segment {
+    /// Opens (or creates) the segment's `.log`.
+    pub fn open(vfs: &dyn Vfs, dir: &Path, base_offset: u64, create: bool) -> Result<Segment> {
+        let log_path = segment_path(dir, base_offset, LOG_SUFFIX);
+        let mode = if create {
+            OpenMode::Truncate
+        } else {
+            OpenMode::ReadWriteCreate
+        };
+        let log = vfs
+            .open(&log_path, mode)
+            .map_err(|e| Error::io("open segment", &log_path, e))?;
+        let size = if create {
+            0
+        } else {
+            log.file_size().map_err(|e| Error::io("stat segment", &log_path, e))?
+        };
+        Ok(Segment {
+            base_offset,
+            log,
+            log_path,
+            size: AtomicU64::new(size),
+            index: RwLock::new(None),
+        })
+    }
+
+    pub fn index_path(&self) -> PathBuf {
+        self.log_path.with_extension(INDEX_SUFFIX)
+    }
+
+    pub fn time_index_path(&self) -> PathBuf {
+        self.log_path.with_extension(TIME_INDEX_SUFFIX)
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size.load(Ordering::Acquire)
+    }
+
+    /// Installs indexes (for the active segment, and after a scan).
+    pub fn set_index(&self, index: SegmentIndex) {
+        *self.index.write() = Some(index);
+    }
+
+    /// Mutable access to the loaded index (the writer's, for the active segment).
+    pub fn with_index_mut<T>(&self, f: impl FnOnce(&mut SegmentIndex) -> T) -> Option<T> {
+        self.index.write().as_mut().map(f)
+    }
+
+    /// The indexes, loading them from their files, or rebuilding them from the log when the
+    /// files are missing or invalid (then written back, best effort).
+    pub fn index(
+        &self,
+        vfs: &dyn Vfs,
+        max_batch_bytes: usize,
+        interval: u32,
+    ) -> Result<MappedRwLockReadGuard<'_, SegmentIndex>> {
+        {
+            let guard = self.index.read();
+            if let Ok(loaded) = RwLockReadGuard::try_map(guard, Option::as_ref) {
+                return Ok(loaded);
+            }
+        }
+        {
+            let mut slot = self.index.write();
+            if slot.is_none() {
+                let (index_path, time_path) = (self.index_path(), self.time_index_path());
+                let index = match SegmentIndex::load_files(vfs, &index_path, &time_path, self.size())? {
+                    Some(index) => index,
+                    None => {
+                        let scan = self.scan(max_batch_bytes, interval)?;
+                        let mut index = scan.index;
+                        index.add_time_entry();
+                        tracing::warn!(segment = %self.log_path.display(), "rebuilt missing or invalid index files");
+                        if let Err(e) = index.write_files(vfs, &index_path, &time_path, false) {
+                            tracing::warn!(error = %e, "could not write rebuilt index files");
+                        }
+                        index
+                    }
+                };
+                *slot = Some(index);
+            }
+        }
+        let guard = self.index.read();
+        RwLockReadGuard::try_map(guard, Option::as_ref)
+            .map_err(|_| Error::corrupt(&self.log_path, 0, "segment index vanished while loading"))
+    }
+
+    /// Walks every batch from the start of the file, validating framing, checksum, records
+    /// and offsets (the first must be the segment's base offset, each next one contiguous),
+    /// and rebuilds the indexes on the way. Stops at the first invalid byte.
+    pub fn scan(&self, max_batch_bytes: usize, interval: u32) -> Result<Scan> {
+        let file_len = self
+            .log
+            .file_size()
+            .map_err(|e| Error::io("stat segment", &self.log_path, e))?;
+        let mut scan = Scan {
+            index: SegmentIndex::new(),
+            valid_len: 0,
+            next_offset: self.base_offset,
+            batches: 0,
+            file_len,
+            error: None,
+        };
+        let mut buf = Bytes::new();
+        let mut buf_start = 0u64;
+        let fail = |scan: &mut Scan, reason: String| {
+            scan.error = Some(ScanError {
+                position: scan.valid_len,
+                reason,
+            });
+        };
+        while scan.valid_len < file_len {
+            let pos = scan.valid_len;
+            let at = (pos - buf_start) as usize;
+            let parsed = buf.get(at..).map(|rest| BatchHeader::parse(rest, max_batch_bytes));
+            let header = match parsed {
+                Some(Ok(h)) if at + h.size <= buf.len() => h,
+                Some(Err(DecodeError::Corrupt(reason))) => {
+                    fail(&mut scan, reason);
+                    break;
+                }
+                // Not enough bytes in the buffer: read more from here, or the file ends.
+                _ => {
+                    let needed = match parsed {
+                        Some(Ok(h)) => h.size,
+                        Some(Err(DecodeError::Torn { needed: Some(n) })) => n,
+                        _ => HEADER_LEN,
+                    };
+                    if file_len - pos < needed as u64 {
+                        fail(
+                            &mut scan,
+                            format!("torn write: {} bytes remain, a batch needs {needed}", file_len - pos),
+                        );
+                        break;
+                    }
+                    let len = (file_len - pos).min(SCAN_CHUNK.max(needed) as u64) as usize;
+                    let mut fresh = vec![0; len];
+                    self.log
+                        .read_exact_at(&mut fresh, pos)
+                        .map_err(|e| Error::io("read segment", &self.log_path, e))?;
+                    buf = Bytes::from(fresh);
+                    buf_start = pos;
+                    continue;
+                }
+            };
+            let check = RecordBatch::decode(&buf.slice(at..), max_batch_bytes, true).and_then(|b| {
+                b.validate_records()?;
+                Ok(b)
+            });
+            if let Err(e) = check {
+                fail(&mut scan, decode_reason(e));
+                break;
+            }
+            if header.base_offset != scan.next_offset {
+                let reason = format!(
+                    "batch has base offset {}, expected {}",
+                    header.base_offset, scan.next_offset
+                );
+                fail(&mut scan, reason);
+                break;
+            }
+            let (Ok(relative), Ok(position), Ok(max_rel)) = (
+                u32::try_from(header.base_offset - self.base_offset),
+                u32::try_from(pos),
+                u32::try_from(header.last_offset() - self.base_offset),
+            ) else {
+                fail(&mut scan, "batch lies past what a segment can address".into());
+                break;
+            };
+            // The record holding the max timestamp is not known without decoding; the
+            // batch's last offset is a safe stand-in (every record up to it is ≤ max).
+            scan.index.on_batch(
+                relative,
+                position,
+                header.size as u64,
+                header.max_timestamp,
+                max_rel,
+                interval,
+            );
+            scan.valid_len += header.size as u64;
+            scan.next_offset = header.next_offset();
+            scan.batches += 1;
+        }
+        Ok(scan)
+    }
+
+    /// Reads whole batches from `pos`, skipping those that end before `target`, up to
+    /// `max_bytes` (but always the first batch, however large). Reads never pass `size`.
+    pub fn fetch(
+        &self,
+        mut pos: u64,
+        target: u64,
+        max_bytes: usize,
+        max_batch_bytes: usize,
+        verify: bool,
+    ) -> Result<Vec<RecordBatch>> {
+        let size = self.size();
+        loop {
+            if pos >= size {
+                return Ok(Vec::new());
+            }
+            let want = (size - pos).min(max_bytes.max(HEADER_LEN) as u64) as usize;
+            let Some(buf) = self.read_bytes(pos, want)? else {
+                return Ok(Vec::new());
+            };
+            // Skip batches that end before the target.
+            let mut at = 0usize;
+            let first = loop {
+                match buf.get(at..).map(|rest| BatchHeader::parse(rest, max_batch_bytes)) {
+                    Some(Ok(h)) if h.next_offset() <= target => {
+                        at += h.size;
+                        if at >= buf.len() {
+                            break None;
+                        }
+                    }
+                    Some(Ok(h)) => break Some(h),
+                    Some(Err(DecodeError::Torn { .. })) | None => break None,
+                    Some(Err(DecodeError::Corrupt(reason))) => {
+                        return Err(Error::corrupt(&self.log_path, pos + at as u64, reason));
+                    }
+                }
+            };
+            let Some(first) = first else {
+                if at == 0 {
+                    // Not even a header fits below `size`: the visible bytes end mid-batch.
+                    return Err(Error::corrupt(
+                        &self.log_path,
+                        pos,
+                        "segment ends inside a batch header",
+                    ));
+                }
+                pos += at as u64;
+                continue;
+            };
+            if at + first.size > buf.len() {
+                if at > 0 {
+                    pos += at as u64;
+                    continue;
+                }
+                // The first batch is larger than `max_bytes`: return it alone.
+                if pos + first.size as u64 > size {
+                    return Err(Error::corrupt(
+                        &self.log_path,
+                        pos,
+                        "batch runs past the end of the segment",
+                    ));
+                }
+                let Some(whole) = self.read_bytes(pos, first.size)? else {
+                    return Ok(Vec::new());
+                };
+                return self.decode_all(&whole, pos, max_batch_bytes, verify);
+            }
+            return self.decode_all(&buf.slice(at..), pos + at as u64, max_batch_bytes, verify);
+        }
+    }
+
+    /// Decodes every complete batch at the front of `buf` (which starts at file position
+    /// `pos`); a partial batch at the end is left out.
+    fn decode_all(&self, buf: &Bytes, pos: u64, max_batch_bytes: usize, verify: bool) -> Result<Vec<RecordBatch>> {
+        let mut batches = Vec::new();
+        let mut at = 0usize;
+        while at < buf.len() {
+            match RecordBatch::decode(&buf.slice(at..), max_batch_bytes, verify) {
+                Ok(batch) => {
+                    if let Some(prev) = batches.last().map(RecordBatch::last_offset)
+                        && batch.base_offset() != prev + 1
+                    {
+                        return Err(Error::corrupt(
+                            &self.log_path,
+                            pos + at as u64,
+                            format!("batch has base offset {}, expected {}", batch.base_offset(), prev + 1),
+                        ));
+                    }
+                    at += batch.size_bytes();
+                    batches.push(batch);
+                }
+                Err(DecodeError::Torn { .. }) if !batches.is_empty() => break,
+                Err(e) => return Err(Error::corrupt(&self.log_path, pos + at as u64, decode_reason(e))),
+            }
+        }
+        Ok(batches)
+    }
+
+    /// Reads `len` bytes at `pos`. `None` if the file is shorter (it was truncated under us).
+    fn read_bytes(&self, pos: u64, len: usize) -> Result<Option<Bytes>> {
+        let mut buf = vec![0; len];
+        match self.log.read_exact_at(&mut buf, pos) {
+            Ok(()) => Ok(Some(Bytes::from(buf))),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(None),
+            Err(e) => Err(Error::io("read segment", &self.log_path, e)),
+        }
+    }
+}
+
+fn decode_reason(e: DecodeError) -> String {
+    match e {
+        DecodeError::Corrupt(reason) => reason,
+        DecodeError::Torn { needed: Some(n) } => format!("torn write: batch of {n} bytes is incomplete"),
+        DecodeError::Torn { needed: None } => "torn write: incomplete batch header".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        let dir = Path::new("/d");
+        let p = segment_path(dir, 42, LOG_SUFFIX);
+        assert_eq!(p, Path::new("/d/00000000000000000042.log"));
+        assert_eq!(parse_segment_name(&p, LOG_SUFFIX), Some(42));
+        assert_eq!(parse_segment_name(&p, INDEX_SUFFIX), None);
+        assert_eq!(parse_segment_name(Path::new("/d/42.log"), LOG_SUFFIX), None);
+        assert_eq!(
+            parse_segment_name(Path::new("/d/0000000000000000004x.log"), LOG_SUFFIX),
+            None
+        );
+    }
+}
