@@ -51,7 +51,7 @@ pub struct LogConfig {
     pub(crate) segment_ms: Option<Duration>,
     pub(crate) index_interval_bytes: u32,
     pub(crate) index_max_bytes: u32,
-    pub(crate) max_batch_bytes: u32,
+    pub(crate) max_batch_bytes: Option<u32>,
     pub(crate) retention_bytes: Option<u64>,
     pub(crate) retention_ms: Option<Duration>,
     pub(crate) write_buffer_bytes: usize,
@@ -65,7 +65,7 @@ impl Default for LogConfig {
             segment_ms: None,
             index_interval_bytes: 4096,
             index_max_bytes: 10 * 1024 * 1024,
-            max_batch_bytes: 16 * 1024 * 1024,
+            max_batch_bytes: None,
             retention_bytes: None,
             retention_ms: None,
             write_buffer_bytes: 64 * 1024,
@@ -76,6 +76,8 @@ impl Default for LogConfig {
 
 /// The largest segment: positions inside a segment are stored as `u32` in the offset index.
 pub(crate) const MAX_SEGMENT_BYTES: u64 = u32::MAX as u64;
+/// Default of `max_batch_bytes`, as Kafka's `message.max.bytes`.
+const DEFAULT_MAX_BATCH_BYTES: u32 = 1024 * 1024;
 /// Every batch has a fixed header; a maximum below it could never admit a batch.
 const MIN_BATCH_BYTES: u32 = 1024;
 
@@ -115,11 +117,19 @@ impl LogConfig {
     }
 
     /// Largest encoded batch accepted by an append, and the most a decoder will allocate for
-    /// one batch. Default = 16 MiB.
+    /// one batch. Default = 1 MiB (Kafka's `message.max.bytes`), or `segment_bytes` if that
+    /// is smaller. An explicit value above `segment_bytes` is refused by [`validate`](Self::validate).
     #[must_use]
     pub fn max_batch_bytes(mut self, bytes: u32) -> Self {
-        self.max_batch_bytes = bytes;
+        self.max_batch_bytes = Some(bytes);
         self
+    }
+
+    /// The effective maximum batch size (see [`max_batch_bytes`](Self::max_batch_bytes)).
+    #[must_use]
+    pub fn effective_max_batch_bytes(&self) -> u32 {
+        self.max_batch_bytes
+            .unwrap_or_else(|| DEFAULT_MAX_BATCH_BYTES.min(u32::try_from(self.segment_bytes).unwrap_or(u32::MAX)))
     }
 
     /// Delete the oldest segments while the partition is larger than this. Default = `None`
@@ -179,12 +189,13 @@ impl LogConfig {
                 format!("{} is below the minimum of 64", self.index_max_bytes),
             ));
         }
-        if self.max_batch_bytes < MIN_BATCH_BYTES || u64::from(self.max_batch_bytes) > self.segment_bytes {
+        let max_batch = self.effective_max_batch_bytes();
+        if max_batch < MIN_BATCH_BYTES || u64::from(max_batch) > self.segment_bytes {
             return Err(Error::config(
                 "max_batch_bytes",
                 format!(
-                    "{} must be at least {MIN_BATCH_BYTES} and at most segment_bytes ({})",
-                    self.max_batch_bytes, self.segment_bytes
+                    "{max_batch} must be at least {MIN_BATCH_BYTES} and at most segment_bytes ({})",
+                    self.segment_bytes
                 ),
             ));
         }

@@ -369,8 +369,12 @@ impl PartitionLog {
 
     fn append_locked(&self, w: &mut Writer, records: &[Record], durability: Durability) -> Result<AppendInfo> {
         let batch_start = w.buffer.len();
-        let encoded: EncodedInfo =
-            batch::encode(records, now_ms(), self.config.max_batch_bytes as usize, &mut w.buffer)?;
+        let encoded: EncodedInfo = batch::encode(
+            records,
+            now_ms(),
+            self.config.effective_max_batch_bytes() as usize,
+            &mut w.buffer,
+        )?;
         let size = w.buffer.len() - batch_start;
         if self.needs_roll(w, batch_start, size, encoded.record_count)
             && let Err(e) = self.roll(w, batch_start)
@@ -579,7 +583,7 @@ impl PartitionLog {
             u64::from(position),
             offset,
             max_bytes,
-            self.config.max_batch_bytes as usize,
+            self.config.effective_max_batch_bytes() as usize,
             self.config.verify_checksums,
         )
     }
@@ -596,7 +600,7 @@ impl PartitionLog {
     fn index_of<'a>(&self, segment: &'a Segment) -> Result<MappedRwLockReadGuard<'a, SegmentIndex>> {
         segment.index(
             &*self.vfs,
-            self.config.max_batch_bytes as usize,
+            self.config.effective_max_batch_bytes() as usize,
             self.config.index_interval_bytes,
         )
     }
@@ -632,7 +636,7 @@ impl PartitionLog {
                     u64::from(position),
                     offset,
                     1 << 20,
-                    self.config.max_batch_bytes as usize,
+                    self.config.effective_max_batch_bytes() as usize,
                     self.config.verify_checksums,
                 )?;
                 let Some(last) = batches.last() else { break };
@@ -793,6 +797,9 @@ impl PartitionLog {
     /// [`Error::OffsetOutOfRange`] if `offset` is below the log start; [`Error::Io`] if a
     /// write, truncation or sync fails; [`Error::Poisoned`] after an earlier failed fsync.
     pub fn truncate_to(&self, offset: u64) -> Result<u64> {
+        // Lock order as in `sync_through`: a group-commit round must not publish a synced
+        // end past the cut.
+        let _turn = self.sync_lock.lock();
         let mut w = self.writer.lock();
         self.check_writable()?;
         let start = self.log_start_offset();
@@ -816,7 +823,7 @@ impl PartitionLog {
             u64::from(position),
             offset,
             1,
-            self.config.max_batch_bytes as usize,
+            self.config.effective_max_batch_bytes() as usize,
             self.config.verify_checksums,
         )?;
         let (cut, new_end) = match batches.first() {
@@ -851,7 +858,10 @@ impl PartitionLog {
             .sync_dir(&self.dir)
             .map_err(|e| self.poison(Error::io("sync directory", &self.dir, e)))?;
         // Rebuild the target's index from what is left, and make it the active segment.
-        let scan = target.scan(self.config.max_batch_bytes as usize, self.config.index_interval_bytes)?;
+        let scan = target.scan(
+            self.config.effective_max_batch_bytes() as usize,
+            self.config.index_interval_bytes,
+        )?;
         let mut index = scan.index;
         index.set_bytes_since_entry(0);
         target.set_index(index);
@@ -875,7 +885,7 @@ impl PartitionLog {
                 .log
                 .read_exact_at(&mut header, position)
                 .map_err(|e| Error::io("read segment", &segment.log_path, e))?;
-            let h = batch::BatchHeader::parse(&header, self.config.max_batch_bytes as usize)
+            let h = batch::BatchHeader::parse(&header, self.config.effective_max_batch_bytes() as usize)
                 .map_err(|_| Error::corrupt(&segment.log_path, position, "invalid batch header"))?;
             if h.base_offset == base {
                 return Ok(position);
@@ -957,7 +967,7 @@ struct Opened {
 
 impl Opened {
     fn load(vfs: &dyn Vfs, dir: &Path, config: &LogConfig) -> Result<Opened> {
-        let max_batch = config.max_batch_bytes as usize;
+        let max_batch = config.effective_max_batch_bytes() as usize;
         let interval = config.index_interval_bytes;
         let mut recovery = RecoveryReport::default();
         let entries = vfs.read_dir(dir).map_err(|e| Error::io("list directory", dir, e))?;
@@ -1104,7 +1114,7 @@ impl Opened {
         recovery_point: u64,
         report: &mut RecoveryReport,
     ) -> Result<u64> {
-        let max_batch = config.max_batch_bytes as usize;
+        let max_batch = config.effective_max_batch_bytes() as usize;
         let interval = config.index_interval_bytes;
         let first = segments
             .range(..=recovery_point)
