@@ -202,3 +202,27 @@ impl LogConfig {
         Ok(())
     }
 }
+
+/// The limits a segment needs to read and index itself, derived from a [`LogConfig`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Limits {
+    /// Largest batch a decoder accepts (and so the most it allocates for one).
+    pub max_batch: usize,
+    /// Bytes between index entries.
+    pub index_interval: u32,
+    /// Largest index file read whole; a larger one is invalid and rebuilt.
+    pub index_max_bytes: u64,
+    /// Check each batch's CRC on read.
+    pub verify_checksums: bool,
+}
+
+impl LogConfig {
+    pub(crate) fn limits(&self) -> Limits {
+        Limits {
+            max_batch: self.effective_max_batch_bytes() as usize,
+            index_interval: self.index_interval_bytes,
+            index_max_bytes: u64::from(self.index_max_bytes),
+            verify_checksums: self.verify_checksums,
+        }
+    }
+}

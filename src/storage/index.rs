@@ -154,8 +154,17 @@ impl SegmentIndex {
 
     /// Loads both index files of a segment whose `.log` is `log_len` bytes, checking their
     /// structure. `Ok(None)` when either is missing or invalid: rebuild from the log.
-    pub fn load_files(vfs: &dyn Vfs, index_path: &Path, time_path: &Path, log_len: u64) -> Result<Option<Self>> {
-        let (Some(raw_offsets), Some(raw_times)) = (read_file(vfs, index_path)?, read_file(vfs, time_path)?) else {
+    pub fn load_files(
+        vfs: &dyn Vfs,
+        index_path: &Path,
+        time_path: &Path,
+        log_len: u64,
+        max_bytes: u64,
+    ) -> Result<Option<Self>> {
+        let (Some(raw_offsets), Some(raw_times)) = (
+            read_file(vfs, index_path, max_bytes)?,
+            read_file(vfs, time_path, max_bytes)?,
+        ) else {
             return Ok(None);
         };
         let (Some(offset_body), Some(time_body)) = (
@@ -236,18 +245,17 @@ fn le_u64(b: &[u8], at: usize) -> u64 {
         .map_or(0, u64::from_le_bytes)
 }
 
-/// Index files are bounded by `index_max_bytes` (≤ 4 GiB) but we never trust a length read
-/// from disk: anything over this is treated as invalid and rebuilt.
-const MAX_INDEX_FILE: u64 = 1 << 30;
-
-fn read_file(vfs: &dyn Vfs, path: &Path) -> Result<Option<Vec<u8>>> {
+/// Reads a whole index file; `None` if it is missing or larger than `max_bytes` (the
+/// configured `index_max_bytes` plus room for the time index's wider entries), which a valid
+/// one never is.
+fn read_file(vfs: &dyn Vfs, path: &Path, max_bytes: u64) -> Result<Option<Vec<u8>>> {
     let file = match vfs.open(path, OpenMode::Read) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io("open index", path, e)),
     };
     let len = file.file_size().map_err(|e| Error::io("read index", path, e))?;
-    if len > MAX_INDEX_FILE {
+    if len > FILE_HEADER as u64 + max_bytes / OFFSET_ENTRY as u64 * TIME_ENTRY as u64 {
         return Ok(None);
     }
     let mut buf = vec![0; len as usize];
@@ -318,19 +326,19 @@ mod tests {
     fn files_round_trip_and_garbage_is_refused() -> Result<()> {
         let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", ".", e))?;
         let (ip, tp) = (dir.path().join("0.index"), dir.path().join("0.timeindex"));
-        assert_eq!(SegmentIndex::load_files(&OsFs, &ip, &tp, 10_000)?, None);
+        assert_eq!(SegmentIndex::load_files(&OsFs, &ip, &tp, 10_000, 1 << 20)?, None);
         let mut idx = sample();
         idx.add_time_entry();
         idx.write_files(&OsFs, &ip, &tp, true)?;
-        let loaded = SegmentIndex::load_files(&OsFs, &ip, &tp, 10_000)?
+        let loaded = SegmentIndex::load_files(&OsFs, &ip, &tp, 10_000, 1 << 20)?
             .ok_or(Error::InvalidArgument { reason: "none".into() })?;
         assert_eq!(loaded.offsets, idx.offsets);
         assert_eq!(loaded.times, idx.times);
         assert_eq!(loaded.max_timestamp, 190);
         // An entry pointing past the log is invalid.
-        assert_eq!(SegmentIndex::load_files(&OsFs, &ip, &tp, 9_000)?, None);
+        assert_eq!(SegmentIndex::load_files(&OsFs, &ip, &tp, 9_000, 1 << 20)?, None);
         std::fs::write(&ip, b"BRKI\x01\x00\x00\x00garbage").map_err(|e| Error::io("w", &ip, e))?;
-        assert_eq!(SegmentIndex::load_files(&OsFs, &ip, &tp, 10_000)?, None);
+        assert_eq!(SegmentIndex::load_files(&OsFs, &ip, &tp, 10_000, 1 << 20)?, None);
         Ok(())
     }
 }

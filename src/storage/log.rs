@@ -53,7 +53,7 @@ use super::checkpoint;
 use super::index::{OFFSET_ENTRY, SegmentIndex};
 use super::io::{OsFs, Vfs};
 use super::segment::{INDEX_SUFFIX, LOG_SUFFIX, Segment, TIME_INDEX_SUFFIX, parse_segment_name, segment_path};
-use crate::config::{Durability, LogConfig};
+use crate::config::{Durability, Limits, LogConfig};
 use crate::error::{Error, Result};
 use crate::record::batch::{self, EncodedInfo};
 use crate::record::{Record, RecordBatch};
@@ -463,7 +463,13 @@ impl PartitionLog {
             // Index files are caches: a failure here costs a rebuild later, not data.
             tracing::warn!(error = %e, "could not write index files of a sealed segment");
         }
-        let segment = Arc::new(Segment::open(&*self.vfs, &self.dir, w.next_offset, true)?);
+        let segment = Arc::new(Segment::open(
+            &*self.vfs,
+            &self.dir,
+            w.next_offset,
+            true,
+            self.config.limits(),
+        )?);
         segment.set_index(SegmentIndex::new());
         self.segments.write().insert(segment.base_offset, Arc::clone(&segment));
         w.unsynced_sealed.push(old);
@@ -579,13 +585,7 @@ impl PartitionLog {
             return Ok(Vec::new());
         };
         let position = self.index_of(&segment)?.lookup((offset - segment.base_offset) as u32);
-        segment.fetch(
-            u64::from(position),
-            offset,
-            max_bytes,
-            self.config.effective_max_batch_bytes() as usize,
-            self.config.verify_checksums,
-        )
+        segment.fetch(u64::from(position), offset, max_bytes)
     }
 
     /// The segment holding `offset`: the one with the largest base offset at or below it.
@@ -598,11 +598,7 @@ impl PartitionLog {
     }
 
     fn index_of<'a>(&self, segment: &'a Segment) -> Result<MappedRwLockReadGuard<'a, SegmentIndex>> {
-        segment.index(
-            &*self.vfs,
-            self.config.effective_max_batch_bytes() as usize,
-            self.config.index_interval_bytes,
-        )
+        segment.index(&*self.vfs)
     }
 
     /// The first offset whose timestamp is `≥ timestamp` (Kafka's `ListOffsets`), or `None`
@@ -632,13 +628,7 @@ impl PartitionLog {
             let mut offset = from;
             while offset < visible {
                 let position = self.index_of(&segment)?.lookup((offset - segment.base_offset) as u32);
-                let batches = segment.fetch(
-                    u64::from(position),
-                    offset,
-                    1 << 20,
-                    self.config.effective_max_batch_bytes() as usize,
-                    self.config.verify_checksums,
-                )?;
+                let batches = segment.fetch(u64::from(position), offset, 1 << 20)?;
                 let Some(last) = batches.last() else { break };
                 let next = last.last_offset() + 1;
                 for batch in batches.iter().filter(|b| b.max_timestamp() >= timestamp) {
@@ -819,13 +809,7 @@ impl PartitionLog {
             .ok_or_else(|| Error::corrupt(&self.dir, 0, "no segment holds the offset"))?;
         // Find the batch holding `offset`: its start is the cut.
         let position = self.index_of(&target)?.lookup((offset - target.base_offset) as u32);
-        let batches = target.fetch(
-            u64::from(position),
-            offset,
-            1,
-            self.config.effective_max_batch_bytes() as usize,
-            self.config.verify_checksums,
-        )?;
+        let batches = target.fetch(u64::from(position), offset, 1)?;
         let (cut, new_end) = match batches.first() {
             Some(b) => (self.position_of(&target, b.base_offset())?, b.base_offset()),
             None => (target.size(), w.next_offset),
@@ -858,10 +842,7 @@ impl PartitionLog {
             .sync_dir(&self.dir)
             .map_err(|e| self.poison(Error::io("sync directory", &self.dir, e)))?;
         // Rebuild the target's index from what is left, and make it the active segment.
-        let scan = target.scan(
-            self.config.effective_max_batch_bytes() as usize,
-            self.config.index_interval_bytes,
-        )?;
+        let scan = target.scan()?;
         let mut index = scan.index;
         index.set_bytes_since_entry(0);
         target.set_index(index);
@@ -967,8 +948,7 @@ struct Opened {
 
 impl Opened {
     fn load(vfs: &dyn Vfs, dir: &Path, config: &LogConfig) -> Result<Opened> {
-        let max_batch = config.effective_max_batch_bytes() as usize;
-        let interval = config.index_interval_bytes;
+        let limits = config.limits();
         let mut recovery = RecoveryReport::default();
         let entries = vfs.read_dir(dir).map_err(|e| Error::io("list directory", dir, e))?;
         let mut bases: Vec<u64> = entries
@@ -1008,10 +988,10 @@ impl Opened {
         }
         let mut segments = BTreeMap::new();
         for &base in &bases {
-            segments.insert(base, Arc::new(Segment::open(vfs, dir, base, false)?));
+            segments.insert(base, Arc::new(Segment::open(vfs, dir, base, false, limits)?));
         }
         if segments.is_empty() {
-            let segment = Segment::open(vfs, dir, log_start, true)?;
+            let segment = Segment::open(vfs, dir, log_start, true, limits)?;
             segment.set_index(SegmentIndex::new());
             segments.insert(log_start, Arc::new(segment));
             checkpoint::sync_parent(vfs, &segment_path(dir, log_start, LOG_SUFFIX))?;
@@ -1027,7 +1007,7 @@ impl Opened {
             });
         }
 
-        let clean_end = Self::clean_end(vfs, &segments, marker.as_deref(), max_batch, interval)?;
+        let clean_end = Self::clean_end(vfs, &segments, marker.as_deref(), &limits)?;
         let next_offset = match clean_end {
             Some(end) => {
                 recovery.clean_shutdown = true;
@@ -1054,7 +1034,7 @@ impl Opened {
                 remove_segment_files(vfs, dir, base)?;
                 recovery.segments_deleted.push(base);
             }
-            let segment = Segment::open(vfs, dir, log_start, true)?;
+            let segment = Segment::open(vfs, dir, log_start, true, limits)?;
             segment.set_index(SegmentIndex::new());
             segments.insert(log_start, Arc::new(segment));
             checkpoint::sync_parent(vfs, &segment_path(dir, log_start, LOG_SUFFIX))?;
@@ -1078,8 +1058,7 @@ impl Opened {
         vfs: &dyn Vfs,
         segments: &BTreeMap<u64, Arc<Segment>>,
         marker: Option<&[u64]>,
-        max_batch: usize,
-        interval: u32,
+        limits: &Limits,
     ) -> Result<Option<u64>> {
         let (Some(&[end, active_base, active_size]), Some(active)) = (marker, segments.values().next_back()) else {
             return Ok(None);
@@ -1087,10 +1066,16 @@ impl Opened {
         if active.base_offset != active_base || active.size() != active_size || end < active_base {
             return Ok(None);
         }
-        let index = match SegmentIndex::load_files(vfs, &active.index_path(), &active.time_index_path(), active_size)? {
+        let index = match SegmentIndex::load_files(
+            vfs,
+            &active.index_path(),
+            &active.time_index_path(),
+            active_size,
+            limits.index_max_bytes,
+        )? {
             Some(index) => index,
             None => {
-                let scan = active.scan(max_batch, interval)?;
+                let scan = active.scan()?;
                 if scan.error.is_some() || scan.next_offset != end {
                     return Ok(None);
                 }
@@ -1114,8 +1099,6 @@ impl Opened {
         recovery_point: u64,
         report: &mut RecoveryReport,
     ) -> Result<u64> {
-        let max_batch = config.effective_max_batch_bytes() as usize;
-        let interval = config.index_interval_bytes;
         let first = segments
             .range(..=recovery_point)
             .next_back()
@@ -1143,7 +1126,7 @@ impl Opened {
                 cut_from = Some(segment.base_offset);
                 break;
             }
-            let scan = segment.scan(max_batch, interval)?;
+            let scan = segment.scan()?;
             report.segments_scanned += 1;
             report.batches_scanned += scan.batches;
             report.bytes_scanned += scan.valid_len;
@@ -1192,7 +1175,7 @@ impl Opened {
         if segments.is_empty() {
             // Every segment was invalid from its first byte: start over at the first base.
             let base = first.unwrap_or(0);
-            let segment = Segment::open(vfs, dir, base, true)?;
+            let segment = Segment::open(vfs, dir, base, true, config.limits())?;
             segment.set_index(SegmentIndex::new());
             segments.insert(base, Arc::new(segment));
             next_offset = base;

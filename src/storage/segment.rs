@@ -9,6 +9,7 @@ use parking_lot::{MappedRwLockReadGuard, RwLock, RwLockReadGuard};
 
 use super::index::SegmentIndex;
 use super::io::{OpenMode, Vfs, VfsFile};
+use crate::config::Limits;
 use crate::error::{Error, Result};
 use crate::record::RecordBatch;
 use crate::record::batch::{BatchHeader, DecodeError, HEADER_LEN};
@@ -68,11 +69,12 @@ pub(crate) struct Segment {
     pub size: AtomicU64,
     /// The indexes; `None` for a sealed segment until first used.
     index: RwLock<Option<SegmentIndex>>,
+    limits: Limits,
 }
 
 impl Segment {
     /// Opens (or creates) the segment's `.log`.
-    pub fn open(vfs: &dyn Vfs, dir: &Path, base_offset: u64, create: bool) -> Result<Segment> {
+    pub fn open(vfs: &dyn Vfs, dir: &Path, base_offset: u64, create: bool, limits: Limits) -> Result<Segment> {
         let log_path = segment_path(dir, base_offset, LOG_SUFFIX);
         let mode = if create {
             OpenMode::Truncate
@@ -93,6 +95,7 @@ impl Segment {
             log_path,
             size: AtomicU64::new(size),
             index: RwLock::new(None),
+            limits,
         })
     }
 
@@ -120,12 +123,7 @@ impl Segment {
 
     /// The indexes, loading them from their files, or rebuilding them from the log when the
     /// files are missing or invalid (then written back, best effort).
-    pub fn index(
-        &self,
-        vfs: &dyn Vfs,
-        max_batch_bytes: usize,
-        interval: u32,
-    ) -> Result<MappedRwLockReadGuard<'_, SegmentIndex>> {
+    pub fn index(&self, vfs: &dyn Vfs) -> Result<MappedRwLockReadGuard<'_, SegmentIndex>> {
         {
             let guard = self.index.read();
             if let Ok(loaded) = RwLockReadGuard::try_map(guard, Option::as_ref) {
@@ -136,10 +134,16 @@ impl Segment {
             let mut slot = self.index.write();
             if slot.is_none() {
                 let (index_path, time_path) = (self.index_path(), self.time_index_path());
-                let index = match SegmentIndex::load_files(vfs, &index_path, &time_path, self.size())? {
+                let index = match SegmentIndex::load_files(
+                    vfs,
+                    &index_path,
+                    &time_path,
+                    self.size(),
+                    self.limits.index_max_bytes,
+                )? {
                     Some(index) => index,
                     None => {
-                        let scan = self.scan(max_batch_bytes, interval)?;
+                        let scan = self.scan()?;
                         let mut index = scan.index;
                         index.add_time_entry();
                         tracing::warn!(segment = %self.log_path.display(), "rebuilt missing or invalid index files");
@@ -160,7 +164,12 @@ impl Segment {
     /// Walks every batch from the start of the file, validating framing, checksum, records
     /// and offsets (the first must be the segment's base offset, each next one contiguous),
     /// and rebuilds the indexes on the way. Stops at the first invalid byte.
-    pub fn scan(&self, max_batch_bytes: usize, interval: u32) -> Result<Scan> {
+    pub fn scan(&self) -> Result<Scan> {
+        let Limits {
+            max_batch: max_batch_bytes,
+            index_interval: interval,
+            ..
+        } = self.limits;
         let file_len = self
             .log
             .file_size()
@@ -258,14 +267,8 @@ impl Segment {
 
     /// Reads whole batches from `pos`, skipping those that end before `target`, up to
     /// `max_bytes` (but always the first batch, however large). Reads never pass `size`.
-    pub fn fetch(
-        &self,
-        mut pos: u64,
-        target: u64,
-        max_bytes: usize,
-        max_batch_bytes: usize,
-        verify: bool,
-    ) -> Result<Vec<RecordBatch>> {
+    pub fn fetch(&self, mut pos: u64, target: u64, max_bytes: usize) -> Result<Vec<RecordBatch>> {
+        let max_batch_bytes = self.limits.max_batch;
         let size = self.size();
         loop {
             if pos >= size {
@@ -320,15 +323,20 @@ impl Segment {
                 let Some(whole) = self.read_bytes(pos, first.size)? else {
                     return Ok(Vec::new());
                 };
-                return self.decode_all(&whole, pos, max_batch_bytes, verify);
+                return self.decode_all(&whole, pos);
             }
-            return self.decode_all(&buf.slice(at..), pos + at as u64, max_batch_bytes, verify);
+            return self.decode_all(&buf.slice(at..), pos + at as u64);
         }
     }
 
     /// Decodes every complete batch at the front of `buf` (which starts at file position
     /// `pos`); a partial batch at the end is left out.
-    fn decode_all(&self, buf: &Bytes, pos: u64, max_batch_bytes: usize, verify: bool) -> Result<Vec<RecordBatch>> {
+    fn decode_all(&self, buf: &Bytes, pos: u64) -> Result<Vec<RecordBatch>> {
+        let Limits {
+            max_batch: max_batch_bytes,
+            verify_checksums: verify,
+            ..
+        } = self.limits;
         let mut batches = Vec::new();
         let mut at = 0usize;
         while at < buf.len() {
