@@ -814,6 +814,11 @@ impl PartitionLog {
             Some(b) => (self.position_of(&target, b.base_offset())?, b.base_offset()),
             None => (target.size(), w.next_offset),
         };
+        if new_end < start {
+            // The batch holding `offset` straddles the log start: nothing readable stays
+            // before the cut, so the log restarts empty at its start offset.
+            return self.restart_empty_at(&mut w, start);
+        }
         let later: Vec<Arc<Segment>> = self
             .segments
             .read()
@@ -842,10 +847,7 @@ impl PartitionLog {
             .sync_dir(&self.dir)
             .map_err(|e| self.poison(Error::io("sync directory", &self.dir, e)))?;
         // Rebuild the target's index from what is left, and make it the active segment.
-        let scan = target.scan()?;
-        let mut index = scan.index;
-        index.set_bytes_since_entry(0);
-        target.set_index(index);
+        target.set_index(target.scan()?.index);
         w.unsynced_sealed.retain(|s| s.base_offset < target.base_offset);
         w.active = target;
         w.next_offset = new_end;
@@ -855,6 +857,26 @@ impl PartitionLog {
         let recovery_point = self.synced_end.load(Ordering::Acquire);
         checkpoint::write(&*self.vfs, &self.dir.join(RECOVERY_POINT_FILE), &[recovery_point])?;
         Ok(new_end)
+    }
+
+    /// Deletes every segment and continues with an empty one at `base` (Kafka's
+    /// truncate-fully-and-start-at). A crash midway leaves no segment, which open turns into
+    /// an empty log at the persisted log start: the same result.
+    fn restart_empty_at(&self, w: &mut Writer, base: u64) -> Result<u64> {
+        let all: Vec<Arc<Segment>> = std::mem::take(&mut *self.segments.write()).into_values().collect();
+        for s in &all {
+            remove_segment_files(&*self.vfs, &self.dir, s.base_offset)?;
+        }
+        let segment = Segment::create_empty(&*self.vfs, &self.dir, base, self.config.limits())?;
+        self.segments.write().insert(base, Arc::clone(&segment));
+        w.active = segment;
+        w.unsynced_sealed.clear();
+        w.next_offset = base;
+        w.active_since = None;
+        self.visible_end.store(base, Ordering::Release);
+        self.synced_end.store(base, Ordering::Release);
+        checkpoint::write(&*self.vfs, &self.dir.join(RECOVERY_POINT_FILE), &[base])?;
+        Ok(base)
     }
 
     /// Byte position of the batch with base offset `base` in `segment`.
@@ -991,10 +1013,7 @@ impl Opened {
             segments.insert(base, Arc::new(Segment::open(vfs, dir, base, false, limits)?));
         }
         if segments.is_empty() {
-            let segment = Segment::open(vfs, dir, log_start, true, limits)?;
-            segment.set_index(SegmentIndex::new());
-            segments.insert(log_start, Arc::new(segment));
-            checkpoint::sync_parent(vfs, &segment_path(dir, log_start, LOG_SUFFIX))?;
+            segments.insert(log_start, Segment::create_empty(vfs, dir, log_start, limits)?);
             recovery.clean_shutdown = marker.is_some() || recovery_point.is_none();
             recovery.log_end_offset = log_start;
             checkpoint::remove(vfs, &dir.join(CLEAN_SHUTDOWN_FILE))?;
@@ -1034,10 +1053,7 @@ impl Opened {
                 remove_segment_files(vfs, dir, base)?;
                 recovery.segments_deleted.push(base);
             }
-            let segment = Segment::open(vfs, dir, log_start, true, limits)?;
-            segment.set_index(SegmentIndex::new());
-            segments.insert(log_start, Arc::new(segment));
-            checkpoint::sync_parent(vfs, &segment_path(dir, log_start, LOG_SUFFIX))?;
+            segments.insert(log_start, Segment::create_empty(vfs, dir, log_start, limits)?);
             next_offset = log_start;
         } else if let Some(first) = segments.keys().next() {
             log_start = log_start.max(*first);
@@ -1132,7 +1148,7 @@ impl Opened {
             report.bytes_scanned += scan.valid_len;
             next_offset = scan.next_offset;
             expected = Some(scan.next_offset);
-            let mut index = scan.index;
+            let index = scan.index;
             if let Some(err) = scan.error {
                 segment
                     .log
@@ -1151,8 +1167,6 @@ impl Opened {
                 .log
                 .sync_data()
                 .map_err(|e| Error::io("sync segment", &segment.log_path, e))?;
-            let last = index.offsets.last().map_or(0, |e| u64::from(e.position));
-            index.set_bytes_since_entry(scan.valid_len - last);
             let is_last = cut_from.is_some() || segments.keys().next_back() == Some(&segment.base_offset);
             if !is_last {
                 let mut sealed = index.clone();
@@ -1175,9 +1189,7 @@ impl Opened {
         if segments.is_empty() {
             // Every segment was invalid from its first byte: start over at the first base.
             let base = first.unwrap_or(0);
-            let segment = Segment::open(vfs, dir, base, true, config.limits())?;
-            segment.set_index(SegmentIndex::new());
-            segments.insert(base, Arc::new(segment));
+            segments.insert(base, Segment::create_empty(vfs, dir, base, config.limits())?);
             next_offset = base;
         }
         vfs.sync_dir(dir).map_err(|e| Error::io("sync directory", dir, e))?;

@@ -2,6 +2,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
@@ -97,6 +98,15 @@ impl Segment {
             index: RwLock::new(None),
             limits,
         })
+    }
+
+    /// Creates a new, empty segment at `base_offset` (replacing any file of that name) with
+    /// empty indexes, and makes its name durable.
+    pub fn create_empty(vfs: &dyn Vfs, dir: &Path, base_offset: u64, limits: Limits) -> Result<Arc<Segment>> {
+        let segment = Segment::open(vfs, dir, base_offset, true, limits)?;
+        segment.set_index(SegmentIndex::new());
+        vfs.sync_dir(dir).map_err(|e| Error::io("sync directory", dir, e))?;
+        Ok(Arc::new(segment))
     }
 
     pub fn index_path(&self) -> PathBuf {

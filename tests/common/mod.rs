@@ -1,0 +1,53 @@
+//! Small helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use brooklet::{LogRecord, PartitionLog, Record};
+
+/// A fresh temporary directory, removed when dropped.
+pub fn temp_dir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("create a temporary directory")
+}
+
+/// `n` records `key-{i}` / `value-{i}` with timestamps `base_ts + i`.
+pub fn make_records(n: usize, base_ts: i64) -> Vec<Record> {
+    (0..n)
+        .map(|i| {
+            Record::new()
+                .key(format!("key-{i}"))
+                .value(format!("value-{i}"))
+                .timestamp(base_ts + i as i64)
+        })
+        .collect()
+}
+
+/// Every readable record from `from` to the visible end, through consecutive `read` calls of
+/// `max_bytes` each (records of the first batch below `from` are skipped).
+pub fn read_from(log: &PartitionLog, from: u64, max_bytes: usize) -> Vec<LogRecord> {
+    let mut out = Vec::new();
+    let mut next = from;
+    loop {
+        let batches = log.read(next, max_bytes).expect("read");
+        let Some(last) = batches.last() else { break };
+        let after = last.last_offset() + 1;
+        assert!(
+            after > next,
+            "read({next}) made no progress: last batch ends at {}",
+            last.last_offset()
+        );
+        for batch in &batches {
+            for record in batch.records() {
+                let record = record.expect("decode record");
+                if record.offset >= next {
+                    out.push(record);
+                }
+            }
+        }
+        next = after;
+    }
+    out
+}
+
+/// Every readable record, from the log start offset to the visible end.
+pub fn read_all(log: &PartitionLog) -> Vec<LogRecord> {
+    read_from(log, log.log_start_offset(), 1 << 20)
+}
