@@ -376,10 +376,16 @@ fn model_index(infos: &[AppendInfo], bases: &[u64], interval: usize) -> BTreeMap
 }
 
 fn parse_index_file(path: &Path) -> Vec<(u32, u32)> {
+    // Header: magic, version 1, reserved, entry count, CRC-32 of the entries (src/storage/index.rs).
     let raw = std::fs::read(path).unwrap();
     assert_eq!(&raw[..8], b"BRKI\x01\x00\x00\x00", "{}", path.display());
-    assert_eq!((raw.len() - 8) % 8, 0);
-    raw[8..]
+    let count = u32::from_le_bytes(raw[8..12].try_into().unwrap()) as usize;
+    assert_eq!(raw.len(), 16 + 8 * count);
+    assert_eq!(
+        u32::from_le_bytes(raw[12..16].try_into().unwrap()),
+        crc32fast::hash(&raw[16..])
+    );
+    raw[16..]
         .chunks_exact(8)
         .map(|c| {
             (

@@ -1,9 +1,11 @@
 //! The sparse offset index (`.index`) and time index (`.timeindex`) of a segment.
 //!
 //! Both live in memory as sorted vectors and are written to their files when a segment is
-//! sealed and at clean shutdown. They carry no checksum: like Kafka's, they are caches of what
-//! the `.log` says, validated structurally when loaded and rebuilt from the log when missing
-//! or invalid (and always after an unclean shutdown, for the segments recovery scans).
+//! sealed and at clean shutdown. Like Kafka's, they are caches of what the `.log` says and are
+//! rebuilt from it when missing or invalid (and always after an unclean shutdown, for the
+//! segments recovery scans). Unlike Kafka's, each file carries its entry count and a CRC, so
+//! a torn or truncated file (a sealed segment's index is written without fsync) is detected
+//! and rebuilt instead of silently answering from a prefix.
 //!
 //! # File formats
 //! ```text
@@ -12,7 +14,9 @@
 //!   0   4  magic b"BRKI"                     0   4  magic b"BRKT"
 //!   4   2  version u16 = 1                   4   2  version u16 = 1
 //!   6   2  reserved, 0                       6   2  reserved, 0
-//!   8   …  entries, 8 bytes each:            8   …  entries, 12 bytes each:
+//!   8   4  entry count u32                   8   4  entry count u32
+//!  12   4  CRC-32 of the entries            12   4  CRC-32 of the entries
+//!  16   …  entries, 8 bytes each:           16   …  entries, 12 bytes each:
 //!          relative offset u32                      max timestamp so far i64
 //!          byte position   u32                      relative offset of that timestamp u32
 //! ```
@@ -28,7 +32,7 @@ use std::path::Path;
 const OFFSET_MAGIC: &[u8; 4] = b"BRKI";
 const TIME_MAGIC: &[u8; 4] = b"BRKT";
 const VERSION: u16 = 1;
-const FILE_HEADER: usize = 8;
+const FILE_HEADER: usize = 16;
 /// Size of one `.index` entry.
 pub(crate) const OFFSET_ENTRY: usize = 8;
 const TIME_ENTRY: usize = 12;
@@ -111,13 +115,17 @@ impl SegmentIndex {
         }
     }
 
-    /// Byte position from which to scan for `relative_offset`: the last indexed batch at or
-    /// before it, or 0.
-    pub fn lookup(&self, relative_offset: u32) -> u32 {
+    /// Where to start scanning for `relative_offset`: the last indexed batch at or before it,
+    /// or the segment start (relative offset 0 at position 0).
+    pub fn lookup(&self, relative_offset: u32) -> OffsetEntry {
         let i = self.offsets.partition_point(|e| e.relative_offset <= relative_offset);
         i.checked_sub(1)
             .and_then(|i| self.offsets.get(i))
-            .map_or(0, |e| e.position)
+            .copied()
+            .unwrap_or(OffsetEntry {
+                relative_offset: 0,
+                position: 0,
+            })
     }
 
     /// Relative offset from which a search for the first timestamp `≥ timestamp` must scan:
@@ -136,20 +144,23 @@ impl SegmentIndex {
     /// Writes both index files, `fdatasync`'d when `sync` (at clean shutdown, which then
     /// trusts them; elsewhere they are caches, validated and rebuilt if lost).
     pub fn write_files(&self, vfs: &dyn Vfs, index_path: &Path, time_path: &Path, sync: bool) -> Result<()> {
-        let mut buf = Vec::with_capacity(FILE_HEADER + self.offsets.len() * OFFSET_ENTRY);
-        file_header(&mut buf, OFFSET_MAGIC);
+        let mut entries = Vec::with_capacity(self.offsets.len() * OFFSET_ENTRY);
         for e in &self.offsets {
-            buf.extend_from_slice(&e.relative_offset.to_le_bytes());
-            buf.extend_from_slice(&e.position.to_le_bytes());
+            entries.extend_from_slice(&e.relative_offset.to_le_bytes());
+            entries.extend_from_slice(&e.position.to_le_bytes());
         }
-        write_file(vfs, index_path, &buf, sync)?;
-        buf.clear();
-        file_header(&mut buf, TIME_MAGIC);
+        write_file(
+            vfs,
+            index_path,
+            &framed(OFFSET_MAGIC, self.offsets.len(), &entries),
+            sync,
+        )?;
+        entries.clear();
         for e in &self.times {
-            buf.extend_from_slice(&e.timestamp.to_le_bytes());
-            buf.extend_from_slice(&e.relative_offset.to_le_bytes());
+            entries.extend_from_slice(&e.timestamp.to_le_bytes());
+            entries.extend_from_slice(&e.relative_offset.to_le_bytes());
         }
-        write_file(vfs, time_path, &buf, sync)
+        write_file(vfs, time_path, &framed(TIME_MAGIC, self.times.len(), &entries), sync)
     }
 
     /// Loads both index files of a segment whose `.log` is `log_len` bytes, checking their
@@ -215,17 +226,27 @@ impl SegmentIndex {
     }
 }
 
-fn file_header(buf: &mut Vec<u8>, magic: &[u8; 4]) {
+/// An index file's bytes: the header (magic, version, count, CRC) then `entries`.
+fn framed(magic: &[u8; 4], count: usize, entries: &[u8]) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(FILE_HEADER + entries.len());
     buf.extend_from_slice(magic);
     buf.extend_from_slice(&VERSION.to_le_bytes());
     buf.extend_from_slice(&0u16.to_le_bytes());
+    buf.extend_from_slice(&(count as u32).to_le_bytes());
+    buf.extend_from_slice(&crc32fast::hash(entries).to_le_bytes());
+    buf.extend_from_slice(entries);
+    buf
 }
 
-/// The entries of an index file, if its header is valid and its length a whole number of
-/// entries.
+/// The entries of an index file, if its header is valid, its length matches the entry
+/// count, and the entries match the CRC.
 fn body<'a>(raw: &'a [u8], magic: &[u8; 4], entry: usize) -> Option<&'a [u8]> {
     let (head, body) = raw.split_at_checked(FILE_HEADER)?;
-    let ok = head.get(..4) == Some(magic.as_slice()) && le_u16(head, 4) == VERSION && body.len() % entry == 0;
+    let count = le_u32(head, 8) as usize;
+    let ok = head.get(..4) == Some(magic.as_slice())
+        && le_u16(head, 4) == VERSION
+        && count.checked_mul(entry) == Some(body.len())
+        && crc32fast::hash(body) == le_u32(head, 12);
     ok.then_some(body)
 }
 
@@ -311,11 +332,17 @@ mod tests {
                 },
             ]
         );
-        assert_eq!(idx.lookup(0), 0);
-        assert_eq!(idx.lookup(29), 0);
-        assert_eq!(idx.lookup(30), 3000);
-        assert_eq!(idx.lookup(75), 6000);
-        assert_eq!(idx.lookup(u32::MAX), 9000);
+        assert_eq!(idx.lookup(0).position, 0);
+        assert_eq!(idx.lookup(29).position, 0);
+        assert_eq!(
+            idx.lookup(30),
+            OffsetEntry {
+                relative_offset: 30,
+                position: 3000
+            }
+        );
+        assert_eq!(idx.lookup(75).position, 6000);
+        assert_eq!(idx.lookup(u32::MAX).position, 9000);
         assert_eq!(idx.max_timestamp, 190);
         assert_eq!(idx.time_lookup(100), None);
         assert_eq!(idx.time_lookup(131), Some(39));
@@ -339,6 +366,17 @@ mod tests {
         assert_eq!(SegmentIndex::load_files(&OsFs, &ip, &tp, 9_000, 1 << 20)?, None);
         std::fs::write(&ip, b"BRKI\x01\x00\x00\x00garbage").map_err(|e| Error::io("w", &ip, e))?;
         assert_eq!(SegmentIndex::load_files(&OsFs, &ip, &tp, 10_000, 1 << 20)?, None);
+        // A torn time index (a valid prefix of entries) fails its count and CRC.
+        idx.write_files(&OsFs, &ip, &tp, true)?;
+        let full = std::fs::read(&tp).map_err(|e| Error::io("r", &tp, e))?;
+        for len in 0..full.len() {
+            std::fs::write(&tp, &full[..len]).map_err(|e| Error::io("w", &tp, e))?;
+            assert_eq!(
+                SegmentIndex::load_files(&OsFs, &ip, &tp, 10_000, 1 << 20)?,
+                None,
+                "cut at {len}"
+            );
+        }
         Ok(())
     }
 }

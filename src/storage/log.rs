@@ -52,7 +52,7 @@ use parking_lot::{MappedRwLockReadGuard, Mutex, RwLock};
 use super::checkpoint;
 use super::index::{OFFSET_ENTRY, SegmentIndex};
 use super::io::{OsFs, Vfs};
-use super::segment::{INDEX_SUFFIX, LOG_SUFFIX, Segment, TIME_INDEX_SUFFIX, parse_segment_name, segment_path};
+use super::segment::{Fetched, INDEX_SUFFIX, LOG_SUFFIX, Segment, TIME_INDEX_SUFFIX, parse_segment_name, segment_path};
 use crate::config::{Durability, Limits, LogConfig};
 use crate::error::{Error, Result};
 use crate::record::batch::{self, EncodedInfo};
@@ -118,6 +118,15 @@ pub struct RetentionReport {
     pub bytes_deleted: u64,
     /// The log start offset afterwards.
     pub log_start_offset: u64,
+}
+
+/// What one group-commit round must fsync.
+struct Unsynced {
+    sealed: Vec<Arc<Segment>>,
+    active: Arc<Segment>,
+    /// Every record below this is covered.
+    end: u64,
+    dir_dirty: bool,
 }
 
 /// The append side: only touched under `PartitionLog::writer`.
@@ -510,34 +519,43 @@ impl PartitionLog {
             return Ok(());
         }
         self.check_writable()?;
-        let (sealed, active, end, dir_dirty) = {
-            let mut w = self.writer.lock();
-            if !w.buffer.is_empty() {
-                self.write_buffer(&mut w)?;
-                self.visible_end.store(w.next_offset, Ordering::Release);
-            }
-            (
-                std::mem::take(&mut w.unsynced_sealed),
-                Arc::clone(&w.active),
-                w.next_offset,
-                std::mem::take(&mut w.dir_dirty),
-            )
-        };
-        for segment in sealed.iter().chain(std::iter::once(&active)) {
+        // Collect under the writer lock, fsync after releasing it: appends go on meanwhile.
+        let unsynced = self.take_unsynced(&mut self.writer.lock())?;
+        self.sync_unsynced(unsynced)
+    }
+
+    /// Writes the buffer and takes what the next sync must cover. Call with the sync turn.
+    fn take_unsynced(&self, w: &mut Writer) -> Result<Unsynced> {
+        if !w.buffer.is_empty() {
+            self.write_buffer(w)?;
+            self.visible_end.store(w.next_offset, Ordering::Release);
+        }
+        Ok(Unsynced {
+            sealed: std::mem::take(&mut w.unsynced_sealed),
+            active: Arc::clone(&w.active),
+            end: w.next_offset,
+            dir_dirty: std::mem::take(&mut w.dir_dirty),
+        })
+    }
+
+    /// fdatasyncs what [`take_unsynced`](Self::take_unsynced) took and publishes the synced
+    /// end. A failed sync poisons the log. Call with the sync turn.
+    fn sync_unsynced(&self, u: Unsynced) -> Result<()> {
+        for segment in u.sealed.iter().chain(std::iter::once(&u.active)) {
             segment
                 .log
                 .sync_data()
                 .map_err(|e| self.poison(Error::io("sync segment", &segment.log_path, e)))?;
         }
-        if dir_dirty {
+        if u.dir_dirty {
             self.vfs
                 .sync_dir(&self.dir)
                 .map_err(|e| self.poison(Error::io("sync directory", &self.dir, e)))?;
         }
-        self.synced_end.store(end, Ordering::Release);
-        if !sealed.is_empty() {
+        self.synced_end.store(u.end, Ordering::Release);
+        if !u.sealed.is_empty() {
             // A segment was sealed: move the recovery point so a crash scans only from here.
-            checkpoint::write(&*self.vfs, &self.dir.join(RECOVERY_POINT_FILE), &[end])?;
+            checkpoint::write(&*self.vfs, &self.dir.join(RECOVERY_POINT_FILE), &[u.end])?;
         }
         Ok(())
     }
@@ -584,8 +602,35 @@ impl PartitionLog {
         let Some(segment) = self.segment_for(offset) else {
             return Ok(Vec::new());
         };
-        let position = self.index_of(&segment)?.lookup((offset - segment.base_offset) as u32);
-        segment.fetch(u64::from(position), offset, max_bytes)
+        self.fetch_from(&segment, offset, max_bytes).map(|f| f.batches)
+    }
+
+    /// Fetches the batches of `segment` from the one holding `offset`, starting at the index
+    /// entry at or before it. Should the walk from an index entry of a sealed segment find
+    /// bytes that do not continue the entry's offsets, the index is rebuilt from the log and
+    /// the fetch retried once, so a bad index never makes good data unreadable. (The active
+    /// segment's index is the writer's own, never loaded stale.)
+    fn fetch_from(&self, segment: &Segment, offset: u64, max_bytes: usize) -> Result<Fetched> {
+        let attempt = || -> Result<Fetched> {
+            let entry = self.index_of(segment)?.lookup((offset - segment.base_offset) as u32);
+            let expected = segment.base_offset + u64::from(entry.relative_offset);
+            segment.fetch(u64::from(entry.position), expected, offset, max_bytes)
+        };
+        match attempt() {
+            Err(Error::Corrupt { .. }) if self.is_sealed(segment) => {
+                segment.rebuild_index(&*self.vfs)?;
+                attempt()
+            }
+            result => result,
+        }
+    }
+
+    fn is_sealed(&self, segment: &Segment) -> bool {
+        self.segments
+            .read()
+            .keys()
+            .next_back()
+            .is_some_and(|&last| last > segment.base_offset)
     }
 
     /// The segment holding `offset`: the one with the largest base offset at or below it.
@@ -627,8 +672,7 @@ impl PartitionLog {
             }
             let mut offset = from;
             while offset < visible {
-                let position = self.index_of(&segment)?.lookup((offset - segment.base_offset) as u32);
-                let batches = segment.fetch(u64::from(position), offset, 1 << 20)?;
+                let batches = self.fetch_from(&segment, offset, 1 << 20)?.batches;
                 let Some(last) = batches.last() else { break };
                 let next = last.last_offset() + 1;
                 for batch in batches.iter().filter(|b| b.max_timestamp() >= timestamp) {
@@ -808,10 +852,9 @@ impl PartitionLog {
             .segment_for(offset)
             .ok_or_else(|| Error::corrupt(&self.dir, 0, "no segment holds the offset"))?;
         // Find the batch holding `offset`: its start is the cut.
-        let position = self.index_of(&target)?.lookup((offset - target.base_offset) as u32);
-        let batches = target.fetch(u64::from(position), offset, 1)?;
-        let (cut, new_end) = match batches.first() {
-            Some(b) => (self.position_of(&target, b.base_offset())?, b.base_offset()),
+        let fetched = self.fetch_from(&target, offset, 1)?;
+        let (cut, new_end) = match fetched.batches.first() {
+            Some(b) => (fetched.position, b.base_offset()),
             None => (target.size(), w.next_offset),
         };
         if new_end < start {
@@ -879,47 +922,30 @@ impl PartitionLog {
         Ok(base)
     }
 
-    /// Byte position of the batch with base offset `base` in `segment`.
-    fn position_of(&self, segment: &Segment, base: u64) -> Result<u64> {
-        let mut position = u64::from(self.index_of(segment)?.lookup((base - segment.base_offset) as u32));
-        let mut header = [0u8; batch::HEADER_LEN];
-        while position < segment.size() {
-            segment
-                .log
-                .read_exact_at(&mut header, position)
-                .map_err(|e| Error::io("read segment", &segment.log_path, e))?;
-            let h = batch::BatchHeader::parse(&header, self.config.effective_max_batch_bytes() as usize)
-                .map_err(|_| Error::corrupt(&segment.log_path, position, "invalid batch header"))?;
-            if h.base_offset == base {
-                return Ok(position);
-            }
-            position += h.size as u64;
-        }
-        Err(Error::corrupt(
-            &segment.log_path,
-            position,
-            format!("no batch starts at offset {base}"),
-        ))
-    }
-
     /// Flushes and syncs everything, writes the indexes and checkpoints, and leaves a
     /// clean-shutdown marker so that the next open scans nothing.
     ///
     /// # Errors
     /// [`Error::Io`] or [`Error::Poisoned`]: the marker is then not written, and the next
-    /// open recovers by scanning.
+    /// open recovers by scanning. The log counts as closed either way (dropping it does not
+    /// retry).
     pub fn close(self) -> Result<()> {
         self.shutdown()
     }
 
+    /// Closes once: the first call marks the log closed whatever happens next, so a close
+    /// that failed is not retried by `Drop` into leaving a marker the failure should prevent.
     fn shutdown(&self) -> Result<()> {
-        if self.closed.load(Ordering::Acquire) {
+        let _turn = self.sync_lock.lock();
+        let mut w = self.writer.lock();
+        if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        self.flush()?;
-        let _turn = self.sync_lock.lock();
-        let w = self.writer.lock();
-        self.closed.store(true, Ordering::Release);
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(Error::Poisoned { path: self.dir.clone() });
+        }
+        let unsynced = self.take_unsynced(&mut w)?;
+        self.sync_unsynced(unsynced)?;
         let active = &w.active;
         if let Some(result) = active.with_index_mut(|index| {
             index.add_time_entry();

@@ -58,6 +58,14 @@ pub(crate) struct Scan {
     pub error: Option<ScanError>,
 }
 
+/// Whole batches read from a segment.
+#[derive(Debug)]
+pub(crate) struct Fetched {
+    /// File position of the first batch.
+    pub position: u64,
+    pub batches: Vec<RecordBatch>,
+}
+
 /// Bytes read per call while scanning.
 const SCAN_CHUNK: usize = 1 << 20;
 
@@ -275,34 +283,54 @@ impl Segment {
         Ok(scan)
     }
 
-    /// Reads whole batches from `pos`, skipping those that end before `target`, up to
+    /// Reads whole batches from `pos`, where a batch with base offset `expected` starts (an
+    /// index entry, or the segment start), skipping those that end before `target`, up to
     /// `max_bytes` (but always the first batch, however large). Reads never pass `size`.
-    pub fn fetch(&self, mut pos: u64, target: u64, max_bytes: usize) -> Result<Vec<RecordBatch>> {
+    ///
+    /// Base offsets sit outside the CRC, so every batch walked must continue the offsets
+    /// from `expected`; anything else is reported as corrupt rather than served.
+    /// An empty result has `position == size`.
+    pub fn fetch(&self, mut pos: u64, mut expected: u64, target: u64, max_bytes: usize) -> Result<Fetched> {
         let max_batch_bytes = self.limits.max_batch;
         let size = self.size();
         loop {
             if pos >= size {
-                return Ok(Vec::new());
+                return Ok(Fetched {
+                    position: size,
+                    batches: Vec::new(),
+                });
             }
             let want = (size - pos).min(max_bytes.max(HEADER_LEN) as u64) as usize;
             let Some(buf) = self.read_bytes(pos, want)? else {
-                return Ok(Vec::new());
+                return Ok(Fetched {
+                    position: size,
+                    batches: Vec::new(),
+                });
             };
-            // Skip batches that end before the target.
+            // Walk the headers to the batch holding the target.
             let mut at = 0usize;
             let first = loop {
-                match buf.get(at..).map(|rest| BatchHeader::parse(rest, max_batch_bytes)) {
-                    Some(Ok(h)) if h.next_offset() <= target => {
-                        at += h.size;
-                        if at >= buf.len() {
-                            break None;
-                        }
-                    }
-                    Some(Ok(h)) => break Some(h),
+                let header = match buf.get(at..).map(|rest| BatchHeader::parse(rest, max_batch_bytes)) {
+                    Some(Ok(h)) => h,
                     Some(Err(DecodeError::Torn { .. })) | None => break None,
                     Some(Err(DecodeError::Corrupt(reason))) => {
                         return Err(Error::corrupt(&self.log_path, pos + at as u64, reason));
                     }
+                };
+                if header.base_offset != expected {
+                    return Err(Error::corrupt(
+                        &self.log_path,
+                        pos + at as u64,
+                        format!("batch has base offset {}, expected {expected}", header.base_offset),
+                    ));
+                }
+                if header.next_offset() > target {
+                    break Some(header);
+                }
+                at += header.size;
+                expected = header.next_offset();
+                if at >= buf.len() {
+                    break None;
                 }
             };
             let Some(first) = first else {
@@ -331,7 +359,10 @@ impl Segment {
                     ));
                 }
                 let Some(whole) = self.read_bytes(pos, first.size)? else {
-                    return Ok(Vec::new());
+                    return Ok(Fetched {
+                        position: size,
+                        batches: Vec::new(),
+                    });
                 };
                 return self.decode_all(&whole, pos);
             }
@@ -339,9 +370,26 @@ impl Segment {
         }
     }
 
+    /// Rebuilds the indexes from the log, replacing whatever was loaded (used when an index
+    /// entry turned out not to point at the batch it names).
+    pub fn rebuild_index(&self, vfs: &dyn Vfs) -> Result<()> {
+        let mut slot = self.index.write();
+        let active = slot.is_some();
+        let mut index = self.scan()?.index;
+        tracing::warn!(segment = %self.log_path.display(), "rebuilt an index that did not match its log");
+        if !active {
+            index.add_time_entry();
+        }
+        if let Err(e) = index.write_files(vfs, &self.index_path(), &self.time_index_path(), false) {
+            tracing::warn!(error = %e, "could not write rebuilt index files");
+        }
+        *slot = Some(index);
+        Ok(())
+    }
+
     /// Decodes every complete batch at the front of `buf` (which starts at file position
     /// `pos`); a partial batch at the end is left out.
-    fn decode_all(&self, buf: &Bytes, pos: u64) -> Result<Vec<RecordBatch>> {
+    fn decode_all(&self, buf: &Bytes, pos: u64) -> Result<Fetched> {
         let Limits {
             max_batch: max_batch_bytes,
             verify_checksums: verify,
@@ -368,7 +416,7 @@ impl Segment {
                 Err(e) => return Err(Error::corrupt(&self.log_path, pos + at as u64, decode_reason(e))),
             }
         }
-        Ok(batches)
+        Ok(Fetched { position: pos, batches })
     }
 
     /// Reads `len` bytes at `pos`. `None` if the file is shorter (it was truncated under us).

@@ -1,0 +1,981 @@
+//! Injected I/O errors and simulated power loss, through `brooklet::io::FaultFs`.
+//!
+//! Every test keeps a model of what the log acknowledged, crashes it (an injected error,
+//! `FaultFs::power_loss`), reopens the directory with the real file system, and checks that
+//! what survived is exactly a prefix of what was appended, that covers every acknowledged
+//! `Synced` record.
+
+use std::fs;
+use std::path::Path;
+use std::sync::Arc;
+
+use brooklet::io::{EIO, ENOSPC, Fault, FaultFs, FaultOp, PowerLoss};
+use brooklet::{AppendInfo, Durability, Error, LogConfig, LogRecord, PartitionLog, Record};
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------
+
+/// splitmix64, for reproducible random workloads.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Batch number `b` of the fixed workloads: 1–5 records with varied keys, values (some
+/// tombstones, 0–300 bytes), headers and explicit timestamps.
+fn batch(b: u64) -> Vec<Record> {
+    let count = 1 + (b * 7 % 5);
+    (0..count)
+        .map(|i| {
+            let n = b * 10 + i;
+            let mut r = Record::new().timestamp(1_000_000 + n as i64 * 10 - if i % 3 == 2 { 25 } else { 0 });
+            if n % 4 != 3 {
+                r = r.key(format!("key-{}", n % 7));
+            }
+            if n % 9 != 8 {
+                let len = ((n * 37) % 300) as usize;
+                r = r.value((0..len).map(|j| (n as usize * 31 + j) as u8).collect::<Vec<u8>>());
+            }
+            if n.is_multiple_of(3) {
+                r = r.header("trace", format!("t{n}"));
+            }
+            r
+        })
+        .collect()
+}
+
+/// A random batch: 1–4 records, values of 0–400 bytes, optional keys and headers, timestamps
+/// around `1_000_000 + 10 * first_offset_hint` with some disorder.
+fn random_batch(rng: &mut Rng, first_offset_hint: u64) -> Vec<Record> {
+    let count = 1 + rng.below(4);
+    (0..count)
+        .map(|i| {
+            let ts = 1_000_000 + (first_offset_hint + i) as i64 * 10 - rng.below(30) as i64;
+            let mut r = Record::new().timestamp(ts);
+            if rng.below(4) != 0 {
+                r = r.key(format!("k{}", rng.below(100)));
+            }
+            if rng.below(10) != 0 {
+                let len = rng.below(400) as usize;
+                let fill = rng.next() as u8;
+                r = r.value((0..len).map(|j| fill.wrapping_add(j as u8)).collect::<Vec<u8>>());
+            }
+            if rng.below(3) == 0 {
+                r = r.header("h", format!("{}", rng.next()));
+            }
+            r
+        })
+        .collect()
+}
+
+fn same_record(got: &LogRecord, want: &Record) -> bool {
+    got.key.as_ref() == want.key_bytes()
+        && got.value.as_ref() == want.value_bytes()
+        && got.headers.as_slice() == want.headers()
+        && Some(got.timestamp) == want.timestamp_ms()
+}
+
+/// Every record from `from` to the visible end, through reads of about 4 KiB; every read and
+/// every record must succeed.
+fn read_from(log: &PartitionLog, from: u64, ctx: &str) -> Vec<LogRecord> {
+    let mut out = Vec::new();
+    let mut next = from;
+    loop {
+        let batches = log
+            .read(next, 4096)
+            .unwrap_or_else(|e| panic!("{ctx}: read({next}) failed: {e:?}"));
+        let Some(last) = batches.last() else { break };
+        let after = last.last_offset() + 1;
+        assert!(after > next, "{ctx}: read({next}) made no progress");
+        for b in &batches {
+            for r in b.records() {
+                let r =
+                    r.unwrap_or_else(|e| panic!("{ctx}: a record of the batch at {} failed: {e:?}", b.base_offset()));
+                if r.offset >= next {
+                    out.push(r);
+                }
+            }
+        }
+        next = after;
+    }
+    assert_eq!(
+        next,
+        log.visible_end_offset(),
+        "{ctx}: reads stopped before the visible end"
+    );
+    out
+}
+
+fn open_faulty(dir: &Path, config: &LogConfig) -> (FaultFs, brooklet::Result<PartitionLog>) {
+    let disk = FaultFs::new();
+    let log = PartitionLog::open_with_vfs(dir, config.clone(), Arc::new(disk.clone()));
+    (disk, log)
+}
+
+fn raw_os_error(e: &Error) -> Option<i32> {
+    e.io_error().and_then(std::io::Error::raw_os_error)
+}
+
+/// What a workload did, as the application saw it.
+#[derive(Default)]
+struct Model {
+    /// The records at every offset the log handed out in this process, acknowledged or not
+    /// (an append that failed after taking its offsets, e.g. at the fsync, is here too).
+    history: Vec<Record>,
+    /// The offset after each batch of `history`.
+    batch_ends: Vec<u64>,
+    /// Every record below this was acknowledged durable (a `Synced` append or a `flush`).
+    durable_end: u64,
+    /// Every acknowledged append.
+    acks: Vec<(AppendInfo, Durability)>,
+    /// The offset the next append gets when the history starts at a later log start.
+    start: u64,
+}
+
+impl Model {
+    fn end(&self) -> u64 {
+        self.start + self.history.len() as u64
+    }
+
+    /// Appends through `log`, checking the offsets it hands out against the model.
+    fn append(
+        &mut self,
+        log: &PartitionLog,
+        records: Vec<Record>,
+        durability: Durability,
+    ) -> brooklet::Result<AppendInfo> {
+        let before = log.log_end_offset();
+        assert_eq!(before, self.end(), "log end before an append");
+        let n = records.len() as u64;
+        let result = log.append(&records, durability);
+        let after = log.log_end_offset();
+        match &result {
+            Ok(info) => {
+                assert_eq!((info.base_offset, info.last_offset), (before, before + n - 1));
+                assert_eq!(after, before + n);
+                self.acks.push((*info, durability));
+                if durability == Durability::Synced {
+                    self.durable_end = after;
+                }
+            }
+            Err(e) => assert!(
+                after == before || after == before + n,
+                "a failed append ({e:?}) moved the end from {before} to {after}"
+            ),
+        }
+        if after == before + n {
+            self.history.extend(records);
+            self.batch_ends.push(after);
+        }
+        result
+    }
+
+    fn flush(&mut self, log: &PartitionLog) -> brooklet::Result<()> {
+        let end = log.log_end_offset();
+        let result = log.flush();
+        if result.is_ok() {
+            self.durable_end = end;
+        }
+        result
+    }
+
+    /// The log, still open in this process, serves exactly the history up to its visible
+    /// end.
+    fn check_in_process(&self, log: &PartitionLog, ctx: &str) {
+        let got = read_from(log, self.start, ctx);
+        assert!(log.visible_end_offset() <= self.end(), "{ctx}");
+        self.check_records(&got, ctx);
+    }
+
+    /// After a crash and reopen: the log holds a prefix of the history, ending at a batch
+    /// boundary, that covers every acknowledged-durable record; offsets are dense from the
+    /// log start and every batch reads back.
+    fn check_recovered(&self, log: &PartitionLog, ctx: &str) {
+        let end = log.log_end_offset();
+        assert_eq!(log.log_start_offset(), self.start, "{ctx}: log start");
+        assert!(
+            end >= self.durable_end,
+            "{ctx}: log end {end} lost acknowledged records below {}",
+            self.durable_end
+        );
+        assert!(
+            end <= self.end(),
+            "{ctx}: log end {end} past the history end {}",
+            self.end()
+        );
+        assert!(
+            end == self.start || self.batch_ends.contains(&end),
+            "{ctx}: log end {end} is not a batch boundary"
+        );
+        assert_eq!(log.visible_end_offset(), end, "{ctx}");
+        let got = read_from(log, self.start, ctx);
+        assert_eq!(got.len() as u64, end - self.start, "{ctx}: records read");
+        self.check_records(&got, ctx);
+        for (info, durability) in &self.acks {
+            if *durability == Durability::Synced {
+                assert!(info.last_offset < end, "{ctx}: synced ack {info:?} lost");
+            }
+        }
+    }
+
+    fn check_records(&self, got: &[LogRecord], ctx: &str) {
+        for (i, r) in got.iter().enumerate() {
+            let offset = self.start + i as u64;
+            assert_eq!(r.offset, offset, "{ctx}: offsets are not dense");
+            assert!(
+                same_record(r, &self.history[i]),
+                "{ctx}: offset {offset} holds {r:?}, not what was appended there"
+            );
+        }
+    }
+}
+
+/// Reopens `dir` with the real file system after a crash and checks it against `model`;
+/// then checks that the recovered log takes appends at its end.
+fn reopen_and_check(dir: &Path, config: &LogConfig, model: &Model, ctx: &str) -> PartitionLog {
+    let log = PartitionLog::open(dir, config.clone()).unwrap_or_else(|e| panic!("{ctx}: reopen failed: {e:?}"));
+    model.check_recovered(&log, ctx);
+    let end = log.log_end_offset();
+    let info = log
+        .append(
+            &[Record::new().value("after the crash").timestamp(7)],
+            Durability::Synced,
+        )
+        .unwrap_or_else(|e| panic!("{ctx}: append after recovery failed: {e:?}"));
+    assert_eq!(info.base_offset, end, "{ctx}");
+    log
+}
+
+fn no_tmp_files(dir: &Path) -> bool {
+    fs::read_dir(dir)
+        .unwrap()
+        .all(|e| !e.unwrap().file_name().to_string_lossy().ends_with(".tmp"))
+}
+
+// ---------------------------------------------------------------------------------------
+// 1–3. Single injected errors
+// ---------------------------------------------------------------------------------------
+
+/// A write that fails with ENOSPC is rolled back: the append returns the OS error, the end
+/// does not move, the next append takes the same offsets, and after a reopen everything
+/// acknowledged is there and nothing of the failed append.
+#[test]
+fn enospc_on_append_is_rolled_back() {
+    let config = LogConfig::default();
+    for durability in [Durability::Written, Durability::Synced] {
+        let ctx = format!("{durability:?}");
+        let dir = tempfile::tempdir().unwrap();
+        let (disk, log) = open_faulty(dir.path(), &config);
+        let log = log.unwrap();
+        let mut model = Model::default();
+        for b in 0..5 {
+            model.append(&log, batch(b), Durability::Written).unwrap();
+        }
+        let end = log.log_end_offset();
+        let size = log.size_bytes();
+        disk.inject(Fault {
+            op: FaultOp::Write,
+            nth: 1,
+            errno: ENOSPC,
+            forever: false,
+        });
+        let failed = vec![Record::new().key("lost").value("no space").timestamp(1)];
+        let err = model.append(&log, failed, durability).unwrap_err();
+        assert!(matches!(err, Error::Io { .. }), "{ctx}: {err:?}");
+        assert_eq!(raw_os_error(&err), Some(ENOSPC), "{ctx}");
+        assert_eq!(log.log_end_offset(), end, "{ctx}");
+        assert_eq!(log.visible_end_offset(), end, "{ctx}");
+        assert_eq!(log.size_bytes(), size, "{ctx}: the half-written batch was not cut back");
+        assert_eq!(
+            fs::metadata(dir.path().join("00000000000000000000.log")).unwrap().len(),
+            size
+        );
+        model.check_in_process(&log, &ctx);
+
+        let info = model.append(&log, batch(5), durability).unwrap();
+        assert_eq!(info.base_offset, end, "{ctx}");
+        model.append(&log, batch(6), Durability::Written).unwrap();
+        model.check_in_process(&log, &ctx);
+        log.close().unwrap();
+
+        let log = PartitionLog::open(dir.path(), config.clone()).unwrap();
+        assert!(log.recovery_report().clean_shutdown, "{ctx}");
+        model.check_recovered(&log, &ctx);
+        assert_eq!(log.log_end_offset(), model.end(), "{ctx}");
+    }
+}
+
+/// While every write fails with EIO, every append fails and changes nothing; the log stays
+/// readable. Once the disk is back, appends continue at the same offsets (across a segment
+/// roll), and a reopen finds everything acknowledged.
+#[test]
+fn eio_forever_on_writes_then_recovery() {
+    let config = LogConfig::default().segment_bytes(4096);
+    let dir = tempfile::tempdir().unwrap();
+    let (disk, log) = open_faulty(dir.path(), &config);
+    let log = log.unwrap();
+    let mut model = Model::default();
+    for b in 0..8 {
+        model.append(&log, batch(b), Durability::Written).unwrap();
+    }
+    let end = log.log_end_offset();
+    disk.inject(Fault {
+        op: FaultOp::Write,
+        nth: 1,
+        errno: EIO,
+        forever: true,
+    });
+    // Enough failing appends that one of them has to roll the segment.
+    for b in 8..24 {
+        let durability = if b % 2 == 0 {
+            Durability::Written
+        } else {
+            Durability::Synced
+        };
+        let err = model.append(&log, batch(b), durability).unwrap_err();
+        assert_eq!(raw_os_error(&err), Some(EIO), "append {b}: {err:?}");
+        assert_eq!(log.log_end_offset(), end);
+        model.check_in_process(&log, "while writes fail");
+    }
+    assert!(log.segment_count() >= 2, "no append rolled the segment");
+    disk.clear_faults();
+    for b in 24..40 {
+        let durability = if b % 3 == 0 {
+            Durability::Synced
+        } else {
+            Durability::Written
+        };
+        model.append(&log, batch(b), durability).unwrap();
+    }
+    assert!(model.history.len() as u64 > end);
+    model.check_in_process(&log, "after the disk is back");
+    log.close().unwrap();
+
+    let log = PartitionLog::open(dir.path(), config).unwrap();
+    model.check_recovered(&log, "reopened");
+    assert_eq!(log.log_end_offset(), model.end());
+}
+
+/// A failed fsync poisons the log: the append returns the I/O error, every later append and
+/// flush returns `Error::Poisoned`, reads still work. Reopening recovers what is on disk:
+/// with the page cache intact (process crash) everything written; after a power loss
+/// exactly what was synced.
+#[test]
+fn failed_fsync_poisons_until_reopen() {
+    let config = LogConfig::default();
+    for power_loss in [false, true] {
+        let ctx = format!("power loss: {power_loss}");
+        let dir = tempfile::tempdir().unwrap();
+        let (disk, log) = open_faulty(dir.path(), &config);
+        let log = log.unwrap();
+        let mut model = Model::default();
+        for b in 0..6 {
+            let d = if b % 2 == 0 {
+                Durability::Written
+            } else {
+                Durability::Synced
+            };
+            model.append(&log, batch(b), d).unwrap();
+        }
+        let durable = model.durable_end;
+        assert_eq!(durable, model.end());
+        model.append(&log, batch(6), Durability::Written).unwrap();
+        disk.inject(Fault {
+            op: FaultOp::Sync,
+            nth: 1,
+            errno: EIO,
+            forever: false,
+        });
+        let err = model.append(&log, batch(7), Durability::Synced).unwrap_err();
+        assert!(matches!(err, Error::Io { .. }), "{ctx}: {err:?}");
+        assert_eq!(raw_os_error(&err), Some(EIO), "{ctx}");
+        // The fault was once-only: the disk works, but the log must not trust it.
+        for d in [Durability::Buffered, Durability::Written, Durability::Synced] {
+            match log.append(&[Record::new().value("refused")], d) {
+                Err(Error::Poisoned { path }) => assert_eq!(path, dir.path(), "{ctx}"),
+                other => panic!("{ctx}: {d:?} append on a poisoned log gave {other:?}"),
+            }
+        }
+        match log.flush() {
+            Err(Error::Poisoned { path }) => assert_eq!(path, dir.path(), "{ctx}"),
+            other => panic!("{ctx}: flush on a poisoned log gave {other:?}"),
+        }
+        model.check_in_process(&log, &ctx);
+        assert_eq!(log.visible_end_offset(), model.end(), "{ctx}");
+
+        if power_loss {
+            disk.power_loss(PowerLoss::DropUnsynced);
+        }
+        drop(log);
+        let log = reopen_and_check(dir.path(), &config, &model, &ctx);
+        assert!(
+            !log.recovery_report().clean_shutdown,
+            "{ctx}: a poisoned log left a marker"
+        );
+        // With the page cache intact everything written survives; after the power loss,
+        // exactly what the last successful fsync covered.
+        let expected_end = if power_loss { durable } else { model.end() };
+        assert_eq!(log.recovery_report().log_end_offset, expected_end, "{ctx}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. An error at the Nth operation, for every N
+// ---------------------------------------------------------------------------------------
+
+/// The fixed workload: 30 appends mixing Buffered, Written and Synced across a few 4 KiB
+/// segments, a flush in the middle and one at the end. Stops at the first `Poisoned`.
+fn fixed_workload(log: &PartitionLog, model: &mut Model) {
+    for i in 0..30u64 {
+        let durability = match i % 4 {
+            1 => Durability::Synced,
+            3 if i % 8 == 3 => Durability::Buffered,
+            _ => Durability::Written,
+        };
+        if let Err(Error::Poisoned { .. }) = model.append(log, batch(i), durability) {
+            return;
+        }
+        if i == 14 && matches!(model.flush(log), Err(Error::Poisoned { .. })) {
+            return;
+        }
+    }
+    let _ = model.flush(log);
+}
+
+/// SQLite-style: for every operation class and every N, the Nth operation of the workload
+/// (counting from the open) fails once with EIO; also every Nth write with its rollback
+/// failing too. Then power is lost. Whatever happened, the reopened log holds a prefix of
+/// what was appended that covers every acknowledged `Synced` record, with dense offsets and
+/// every batch readable.
+#[test]
+fn error_at_every_nth_operation_then_power_loss() {
+    let config = LogConfig::default().segment_bytes(4096);
+    // Count the operations of a clean run.
+    let counts = {
+        let dir = tempfile::tempdir().unwrap();
+        let (disk, log) = open_faulty(dir.path(), &config);
+        let log = log.unwrap();
+        let mut model = Model::default();
+        fixed_workload(&log, &mut model);
+        assert!(log.segment_count() >= 3, "the workload should roll a few segments");
+        assert_eq!(model.durable_end, model.end());
+        let counts = [FaultOp::Write, FaultOp::Sync, FaultOp::Rename].map(|op| (op, disk.count(op)));
+        log.close().unwrap();
+        counts
+    };
+    let mut scenarios: Vec<(String, Vec<Fault>)> = Vec::new();
+    for (op, count) in counts {
+        assert!(count > 0, "{op:?} never happens");
+        for nth in 1..=count {
+            let fault = Fault {
+                op,
+                nth,
+                errno: EIO,
+                forever: false,
+            };
+            scenarios.push((format!("{op:?} #{nth} of {count} fails"), vec![fault]));
+            if op == FaultOp::Write {
+                let rollback = Fault {
+                    op: FaultOp::SetLen,
+                    nth: 1,
+                    errno: EIO,
+                    forever: false,
+                };
+                scenarios.push((format!("write #{nth} and its rollback fail"), vec![fault, rollback]));
+            }
+        }
+    }
+    for (ctx, faults) in &scenarios {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = FaultFs::new();
+        for f in faults {
+            disk.inject(*f);
+        }
+        let mut model = Model::default();
+        match PartitionLog::open_with_vfs(dir.path(), config.clone(), Arc::new(disk.clone())) {
+            Ok(log) => {
+                fixed_workload(&log, &mut model);
+                model.check_in_process(&log, ctx);
+                disk.power_loss(PowerLoss::DropUnsynced);
+                drop(log);
+            }
+            Err(e) => {
+                assert!(matches!(e, Error::Io { .. }), "{ctx}: open gave {e:?}");
+                disk.power_loss(PowerLoss::DropUnsynced);
+            }
+        }
+        reopen_and_check(dir.path(), &config, &model, ctx);
+        assert!(no_tmp_files(dir.path()), "{ctx}: temp files left after open");
+    }
+}
+
+/// Errors while recovering: a crashed log (torn tail, a later segment to delete) is opened
+/// with the Nth operation failing; whether that open fails or not, a power loss and a
+/// reopen still recover exactly the synced records.
+#[test]
+fn error_at_every_nth_operation_during_recovery() {
+    let config = LogConfig::default().segment_bytes(4096);
+    // A crashed directory, built from a cleanly closed log: the second-to-last segment ends
+    // in a torn batch, and the marker and recovery point are gone.
+    let template = tempfile::tempdir().unwrap();
+    let mut model = Model::default();
+    {
+        let log = PartitionLog::open(template.path(), config.clone()).unwrap();
+        for b in 0..40 {
+            model.append(&log, batch(b), Durability::Written).unwrap();
+        }
+        log.close().unwrap();
+    }
+    let mut bases: Vec<u64> = fs::read_dir(template.path())
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            name.strip_suffix(".log").and_then(|s| s.parse().ok())
+        })
+        .collect();
+    bases.sort_unstable();
+    assert!(bases.len() >= 4);
+    // Cut the second-to-last segment inside its last batch; the last segment then follows a
+    // gap and must be deleted. Without a recovery point, every segment is scanned.
+    let victim = template.path().join(format!("{:020}.log", bases[bases.len() - 2]));
+    let victim_len = fs::metadata(&victim).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&victim)
+        .unwrap()
+        .set_len(victim_len - 10)
+        .unwrap();
+    fs::remove_file(template.path().join("clean-shutdown")).unwrap();
+    fs::remove_file(template.path().join("recovery-point")).unwrap();
+    // What a recovery keeps: every batch that ends before the cut.
+    let survivors = {
+        let scratch = tempfile::tempdir().unwrap();
+        copy_dir(template.path(), scratch.path());
+        let log = PartitionLog::open(scratch.path(), config.clone()).unwrap();
+        assert!(log.recovery_report().truncation.is_some());
+        assert_eq!(log.recovery_report().segments_deleted, vec![bases[bases.len() - 1]]);
+        log.log_end_offset()
+    };
+    let counts = {
+        let scratch = tempfile::tempdir().unwrap();
+        copy_dir(template.path(), scratch.path());
+        let (disk, log) = open_faulty(scratch.path(), &config);
+        drop(log.unwrap());
+        [FaultOp::Write, FaultOp::Sync, FaultOp::Rename, FaultOp::SetLen].map(|op| (op, disk.count(op)))
+    };
+    let recovered = Model {
+        history: model.history[..survivors as usize].to_vec(),
+        batch_ends: model.batch_ends.iter().copied().filter(|e| *e <= survivors).collect(),
+        durable_end: survivors,
+        ..Model::default()
+    };
+    for (op, count) in counts {
+        for nth in 1..=count {
+            let ctx = format!("recovery with {op:?} #{nth} of {count} failing");
+            let dir = tempfile::tempdir().unwrap();
+            copy_dir(template.path(), dir.path());
+            let disk = FaultFs::new();
+            disk.inject(Fault {
+                op,
+                nth,
+                errno: EIO,
+                forever: false,
+            });
+            match PartitionLog::open_with_vfs(dir.path(), config.clone(), Arc::new(disk.clone())) {
+                Ok(log) => {
+                    recovered.check_recovered(&log, &ctx);
+                    disk.power_loss(PowerLoss::DropUnsynced);
+                    drop(log);
+                }
+                Err(e) => {
+                    assert!(matches!(e, Error::Io { .. }), "{ctx}: open gave {e:?}");
+                    disk.power_loss(PowerLoss::DropUnsynced);
+                }
+            }
+            let log = PartitionLog::open(dir.path(), config.clone()).unwrap_or_else(|e| panic!("{ctx}: {e:?}"));
+            // Only the batch cut in two is lost; the segment after the gap is gone.
+            assert_eq!(log.log_end_offset(), survivors, "{ctx}");
+            recovered.check_recovered(&log, &ctx);
+            assert!(
+                !dir.path().join(format!("{:020}.log", bases[bases.len() - 1])).exists(),
+                "{ctx}: the segment after the gap survived"
+            );
+        }
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 5. Power loss at random points
+// ---------------------------------------------------------------------------------------
+
+/// Runs a random workload for `seed` on a fresh FaultFs-backed log in `dir` and cuts the
+/// power at a random point, keeping a random torn subset of the unsynced writes. Returns the
+/// model of what was acknowledged.
+fn random_crash(dir: &Path, config: &LogConfig, seed: u64) -> Model {
+    let mut rng = Rng(seed);
+    let (disk, log) = open_faulty(dir, config);
+    let log = log.unwrap();
+    let mut model = Model::default();
+    let steps = 1 + rng.below(60);
+    for _ in 0..steps {
+        match rng.below(20) {
+            0 => model.flush(&log).unwrap(),
+            1..=4 => {
+                let records = random_batch(&mut rng, model.end());
+                model.append(&log, records, Durability::Buffered).unwrap();
+            }
+            5..=12 => {
+                let records = random_batch(&mut rng, model.end());
+                model.append(&log, records, Durability::Written).unwrap();
+            }
+            _ => {
+                let records = random_batch(&mut rng, model.end());
+                model.append(&log, records, Durability::Synced).unwrap();
+            }
+        }
+    }
+    disk.power_loss(PowerLoss::Torn { seed });
+    drop(log);
+    model
+}
+
+/// Power is lost at a random point of a random workload (random durabilities and sizes,
+/// 4 KiB segments that roll), keeping a random torn prefix of each file's unsynced writes:
+/// every `Synced` record survives intact, the log reads end to end, and it ends at a batch
+/// boundary at or after the last synced acknowledgement.
+#[test]
+fn power_loss_at_random_points_keeps_synced_data() {
+    let config = LogConfig::default().segment_bytes(4096);
+    let mut truncations = 0;
+    for seed in 0..200u64 {
+        let ctx = format!("seed {seed} (replay: random_crash(dir, config, {seed}))");
+        let dir = tempfile::tempdir().unwrap();
+        let model = random_crash(dir.path(), &config, seed);
+        let log = reopen_and_check(dir.path(), &config, &model, &ctx);
+        truncations += usize::from(log.recovery_report().truncation.is_some());
+    }
+    // The torn states really exercise the cut.
+    assert!(
+        truncations > 20,
+        "only {truncations} of 200 crashes needed a truncation"
+    );
+}
+
+/// After the same random crashes, `offset_for_timestamp` still gives the first offset whose
+/// timestamp is ≥ the target (compared with a brute-force search of what survived). Index
+/// files of sealed segments are caches written without fsync, so a crash can tear them; they
+/// must not make the answers wrong.
+#[test]
+fn power_loss_at_random_points_keeps_time_lookups_correct() {
+    let config = LogConfig::default().segment_bytes(4096).index_interval_bytes(64);
+    let mut wrong = Vec::new();
+    for seed in 0..200u64 {
+        let dir = tempfile::tempdir().unwrap();
+        random_crash(dir.path(), &config, seed);
+        let log = PartitionLog::open(dir.path(), config.clone()).unwrap();
+        let records = read_from(&log, 0, &format!("seed {seed}"));
+        let mut targets: Vec<i64> = records.iter().flat_map(|r| [r.timestamp, r.timestamp + 1]).collect();
+        targets.sort_unstable();
+        targets.dedup();
+        for t in targets {
+            let want = records.iter().find(|r| r.timestamp >= t).map(|r| r.offset);
+            let got = log.offset_for_timestamp(t).unwrap();
+            if got != want {
+                wrong.push(format!(
+                    "seed {seed}: offset_for_timestamp({t}) = {got:?}, want {want:?}"
+                ));
+                break;
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} crashes gave wrong answers: {wrong:#?}",
+        wrong.len()
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// 6. Power loss right after a roll, and around retention
+// ---------------------------------------------------------------------------------------
+
+/// The index of the first append of `batch(0..)` that rolls a 4 KiB segment, and of the
+/// first that moves the log start under `config`.
+fn first_roll_and_retention(config: &LogConfig) -> (u64, Option<u64>) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = PartitionLog::open(dir.path(), config.clone()).unwrap();
+    let mut roll = None;
+    for b in 0..80 {
+        let segments = log.segment_count();
+        log.append(&batch(b), Durability::Written).unwrap();
+        if roll.is_none() && log.segment_count() > segments {
+            roll = Some(b);
+        }
+        if log.log_start_offset() > 0 {
+            return (roll.unwrap(), Some(b));
+        }
+    }
+    (roll.unwrap(), None)
+}
+
+/// Power is lost right after an append that rolled the segment (the new segment's file may
+/// not be durable yet): synced data survives, and a synced rolling append survives whole.
+#[test]
+fn power_loss_right_after_a_roll() {
+    let config = LogConfig::default().segment_bytes(4096);
+    let (roll, _) = first_roll_and_retention(&config);
+    for rolling in [Durability::Written, Durability::Synced] {
+        for mode in [
+            PowerLoss::DropUnsynced,
+            PowerLoss::Torn { seed: 1 },
+            PowerLoss::Torn { seed: 2 },
+        ] {
+            for before in [Durability::Written, Durability::Synced] {
+                let ctx = format!("rolling append {rolling:?} after {before:?} appends, {mode:?}");
+                let dir = tempfile::tempdir().unwrap();
+                let (disk, log) = open_faulty(dir.path(), &config);
+                let log = log.unwrap();
+                let mut model = Model::default();
+                for b in 0..roll {
+                    model.append(&log, batch(b), before).unwrap();
+                }
+                assert_eq!(log.segment_count(), 1, "{ctx}");
+                model.append(&log, batch(roll), rolling).unwrap();
+                assert_eq!(log.segment_count(), 2, "{ctx}");
+                disk.power_loss(mode);
+                drop(log);
+                let log = reopen_and_check(dir.path(), &config, &model, &ctx);
+                if rolling == Durability::Synced {
+                    assert_eq!(log.recovery_report().log_end_offset, model.end(), "{ctx}");
+                }
+            }
+        }
+    }
+}
+
+/// Retention persists the new log start before deleting segments. Power is lost right after
+/// a retention, and — with every operation of the append that triggers it failing in turn —
+/// in the middle of one: the reopened log start is the old or the new one, never one whose
+/// data is gone; reading from it works, and every synced record at or after it survives.
+#[test]
+fn power_loss_around_retention() {
+    let config = LogConfig::default().segment_bytes(4096).retention_bytes(Some(8192));
+    let (_, retention) = first_roll_and_retention(&config);
+    let retention = retention.expect("the workload should trigger retention");
+    // Log start before and after, and the operations of the triggering append.
+    let (old_start, new_start, counts) = {
+        let dir = tempfile::tempdir().unwrap();
+        let (disk, log) = open_faulty(dir.path(), &config);
+        let log = log.unwrap();
+        for b in 0..retention {
+            log.append(&batch(b), Durability::Synced).unwrap();
+        }
+        let old = log.log_start_offset();
+        let before = [FaultOp::Write, FaultOp::Sync, FaultOp::Rename].map(|op| disk.count(op));
+        log.append(&batch(retention), Durability::Synced).unwrap();
+        let new = log.log_start_offset();
+        let counts = [FaultOp::Write, FaultOp::Sync, FaultOp::Rename]
+            .iter()
+            .zip(before)
+            .map(|(op, b)| (*op, disk.count(*op) - b))
+            .collect::<Vec<_>>();
+        (old, new, counts)
+    };
+    assert!(new_start > old_start);
+
+    let mut scenarios: Vec<(String, Option<Fault>, PowerLoss)> = vec![
+        ("no error".into(), None, PowerLoss::DropUnsynced),
+        ("no error".into(), None, PowerLoss::Torn { seed: 3 }),
+    ];
+    for (op, count) in counts {
+        for nth in 1..=count {
+            let fault = Fault {
+                op,
+                nth,
+                errno: EIO,
+                forever: false,
+            };
+            scenarios.push((
+                format!("{op:?} #{nth} of {count} fails"),
+                Some(fault),
+                PowerLoss::DropUnsynced,
+            ));
+        }
+    }
+    for (what, fault, mode) in &scenarios {
+        let ctx = format!("retention append, {what}, then {mode:?}");
+        let dir = tempfile::tempdir().unwrap();
+        let (disk, log) = open_faulty(dir.path(), &config);
+        let log = log.unwrap();
+        let mut model = Model::default();
+        for b in 0..retention {
+            model.append(&log, batch(b), Durability::Synced).unwrap();
+        }
+        if let Some(f) = fault {
+            disk.inject(*f);
+        }
+        let _ = model.append(&log, batch(retention), Durability::Synced);
+        let start_in_process = log.log_start_offset();
+        assert!([old_start, new_start].contains(&start_in_process), "{ctx}");
+        disk.power_loss(*mode);
+        drop(log);
+
+        let log = PartitionLog::open(dir.path(), config.clone()).unwrap_or_else(|e| panic!("{ctx}: {e:?}"));
+        let start = log.log_start_offset();
+        assert!(
+            start == old_start || start == new_start,
+            "{ctx}: log start {start}, expected {old_start} or {new_start}"
+        );
+        // A start the log acted on was persisted first, so it is never lost.
+        if start_in_process == new_start {
+            assert_eq!(start, new_start, "{ctx}: the log start moved backwards");
+        }
+        if start < log.log_end_offset() {
+            let batches = log
+                .read(start, 1)
+                .unwrap_or_else(|e| panic!("{ctx}: read({start}): {e:?}"));
+            assert_eq!(batches.first().map(|b| b.base_offset()), Some(start), "{ctx}");
+        }
+        // Compare from the recovered start: the model's history starts at 0.
+        let skipped = start as usize;
+        let from_start = Model {
+            history: model.history[skipped..].to_vec(),
+            batch_ends: model.batch_ends.clone(),
+            durable_end: model.durable_end,
+            acks: model
+                .acks
+                .iter()
+                .copied()
+                .filter(|(i, _)| i.base_offset >= start)
+                .collect(),
+            start,
+        };
+        from_start.check_recovered(&log, &ctx);
+        for base in 0..start {
+            assert!(
+                !dir.path().join(format!("{base:020}.log")).exists(),
+                "{ctx}: segment {base} below the log start is still there"
+            );
+        }
+    }
+}
+
+/// `truncate_to` syncs its cut before returning: after a power loss right after it (and
+/// after synced appends that reuse the cut offsets), the truncated records never come back,
+/// the segments after the cut stay deleted, and the new synced records are the ones at
+/// those offsets.
+#[test]
+fn power_loss_after_truncate_to() {
+    let config = LogConfig::default().segment_bytes(4096);
+    for mode in [
+        PowerLoss::DropUnsynced,
+        PowerLoss::Torn { seed: 5 },
+        PowerLoss::Torn { seed: 6 },
+    ] {
+        for appends_after in [0u64, 3] {
+            let ctx = format!("{appends_after} synced appends after truncate_to, {mode:?}");
+            let dir = tempfile::tempdir().unwrap();
+            let (disk, log) = open_faulty(dir.path(), &config);
+            let log = log.unwrap();
+            let mut model = Model::default();
+            for b in 0..40 {
+                model.append(&log, batch(b), Durability::Synced).unwrap();
+            }
+            let segments = log.segment_count();
+            assert!(segments >= 4, "{ctx}");
+            // Cut at a batch boundary in the second segment.
+            let cut = *model.batch_ends.iter().find(|e| **e > model.end() / 4).unwrap();
+            assert_eq!(log.truncate_to(cut).unwrap(), cut, "{ctx}");
+            model.history.truncate(cut as usize);
+            model.batch_ends.retain(|e| *e <= cut);
+            model.durable_end = model.durable_end.min(cut);
+            model.acks.retain(|(i, _)| i.last_offset < cut);
+            assert!(log.segment_count() < segments, "{ctx}");
+            for b in 100..100 + appends_after {
+                model.append(&log, batch(b), Durability::Synced).unwrap();
+            }
+            disk.power_loss(mode);
+            drop(log);
+            let log = reopen_and_check(dir.path(), &config, &model, &ctx);
+            assert_eq!(log.recovery_report().log_end_offset, model.end(), "{ctx}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 7. Errors at close
+// ---------------------------------------------------------------------------------------
+
+/// A checkpoint rename at close fails with ENOSPC: close returns that error and leaves no
+/// clean-shutdown marker (as documented), and the reopened log recovers with all the data.
+/// Checked with everything synced before close, and with unsynced sealed segments (whose
+/// flush at close moves the recovery point too).
+#[test]
+fn enospc_renaming_a_checkpoint_at_close() {
+    let config = LogConfig::default().segment_bytes(4096);
+    for synced_before in [true, false] {
+        let run = |fault: Option<Fault>| {
+            let dir = tempfile::tempdir().unwrap();
+            let (disk, log) = open_faulty(dir.path(), &config);
+            let log = log.unwrap();
+            let mut model = Model::default();
+            for b in 0..20 {
+                model.append(&log, batch(b), Durability::Written).unwrap();
+            }
+            assert!(log.segment_count() >= 2);
+            if synced_before {
+                model.flush(&log).unwrap();
+            }
+            let renames_before = disk.count(FaultOp::Rename);
+            if let Some(f) = fault {
+                disk.inject(f);
+            }
+            let result = log.close();
+            (dir, model, result, disk.count(FaultOp::Rename) - renames_before)
+        };
+        let (_, _, result, renames) = run(None);
+        result.unwrap();
+        assert!(renames >= 2, "close renamed {renames} checkpoints");
+        for nth in 1..=renames {
+            let ctx = format!("rename #{nth} of {renames} at close fails, synced before: {synced_before}");
+            let (dir, model, result, _) = run(Some(Fault {
+                op: FaultOp::Rename,
+                nth,
+                errno: ENOSPC,
+                forever: false,
+            }));
+            let err = result.expect_err(&ctx);
+            assert!(matches!(err, Error::Io { .. }), "{ctx}: {err:?}");
+            assert_eq!(raw_os_error(&err), Some(ENOSPC), "{ctx}");
+            let log = PartitionLog::open(dir.path(), config.clone()).unwrap_or_else(|e| panic!("{ctx}: {e:?}"));
+            assert!(
+                !log.recovery_report().clean_shutdown,
+                "{ctx}: close failed, yet the next open found a clean-shutdown marker"
+            );
+            model.check_recovered(&log, &ctx);
+            assert_eq!(log.log_end_offset(), model.end(), "{ctx}");
+            assert!(no_tmp_files(dir.path()), "{ctx}");
+        }
+    }
+}
