@@ -166,7 +166,9 @@ fn raw_read(path: &Path, crc: bool) -> (usize, u64) {
 
 /// Reads the whole partition with consecutive `read(offset, 1 MiB)` calls, decoding every
 /// record. Returns (records, sum of key and value lengths).
-fn brooklet_read_all(log: &PartitionLog) -> (usize, u64) {
+/// Reads the whole log; `owned` walks `records()` (owned `LogRecord`s), otherwise the
+/// borrowed `iter()` a consumer scanning many records would use.
+fn brooklet_read_all(log: &PartitionLog, owned: bool) -> (usize, u64) {
     let mut offset = log.log_start_offset();
     let end = log.visible_end_offset();
     let (mut count, mut sum) = (0usize, 0u64);
@@ -174,13 +176,21 @@ fn brooklet_read_all(log: &PartitionLog) -> (usize, u64) {
         let batches = log.read(offset, READ_MAX_BYTES).unwrap();
         let Some(last) = batches.last() else { break };
         let next = last.last_offset() + 1;
+        // Reads start at batch boundaries, so no record precedes `offset`.
         for batch in &batches {
-            for record in batch.records() {
-                let record = record.unwrap();
-                // Reads start at batch boundaries, so no record precedes `offset`.
-                count += 1;
-                sum += record.key.as_ref().map_or(0, |k| k.len() as u64)
-                    + record.value.as_ref().map_or(0, |v| v.len() as u64);
+            if owned {
+                for record in batch.records() {
+                    let record = record.unwrap();
+                    count += 1;
+                    sum += record.key.as_ref().map_or(0, |k| k.len() as u64)
+                        + record.value.as_ref().map_or(0, |v| v.len() as u64);
+                }
+            } else {
+                for record in batch.iter() {
+                    let record = record.unwrap();
+                    count += 1;
+                    sum += record.key().map_or(0, |k| k.len() as u64) + record.value().map_or(0, |v| v.len() as u64);
+                }
             }
         }
         offset = next;
@@ -342,7 +352,11 @@ fn read(c: &mut Criterion) {
 
     // One log, written once; each bench opens it with its own config and closes it after.
     let mut log_dir: Option<TempDir> = None;
-    for (name, verify) in [("brooklet", true), ("brooklet_no_crc_verify", false)] {
+    for (name, verify, owned) in [
+        ("brooklet", true, false),
+        ("brooklet_no_crc_verify", false, false),
+        ("brooklet_owned_records", true, true),
+    ] {
         let mut log: Option<PartitionLog> = None;
         group.bench_function(name, |b| {
             let log = log.get_or_insert_with(|| {
@@ -357,8 +371,8 @@ fn read(c: &mut Criterion) {
                 });
                 PartitionLog::open(dir.path(), LogConfig::default().verify_checksums(verify)).unwrap()
             });
-            assert_eq!(brooklet_read_all(log), (READ_RECORDS, expected_sum));
-            b.iter(|| black_box(brooklet_read_all(log)));
+            assert_eq!(brooklet_read_all(log, owned), (READ_RECORDS, expected_sum));
+            b.iter(|| black_box(brooklet_read_all(log, owned)));
         });
         drop(log);
     }

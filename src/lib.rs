@@ -79,5 +79,5 @@ pub mod io {
 
 pub use config::{Durability, LogConfig};
 pub use error::{Error, Result};
-pub use record::{Header, LogRecord, Record, RecordBatch};
+pub use record::{Header, LogRecord, Record, RecordBatch, RecordRef};
 pub use storage::log::{AppendInfo, PartitionLog, RecoveryReport, RetentionReport, Truncation};

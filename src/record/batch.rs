@@ -301,8 +301,11 @@ pub(crate) fn encode(
     })?;
     let first_ts = first.timestamp.unwrap_or(now_ms);
 
-    // Pass 1: exact size, so the limit is checked before anything is written.
-    let mut size = HEADER_LEN;
+    // One pass: records first, then the header they determine. The limit is checked as
+    // the batch grows; past it, the partial batch is removed and the full size computed
+    // for the error.
+    let start = out.len();
+    out.resize(start + HEADER_LEN, 0);
     let mut max_timestamp = i64::MIN;
     let mut max_timestamp_delta = 0;
     for (delta, record) in (0u32..).zip(records) {
@@ -311,33 +314,7 @@ pub(crate) fn encode(
             max_timestamp = ts;
             max_timestamp_delta = delta;
         }
-        let body = record_body_len(record, ts.wrapping_sub(first_ts), delta);
-        size = size.saturating_add(varint::len_u64(body as u64) + body);
-    }
-    if size > max_batch_bytes {
-        return Err(Error::RecordTooLarge {
-            size,
-            max: max_batch_bytes,
-        });
-    }
-
-    // Pass 2: write.
-    let start = out.len();
-    out.reserve(size);
-    out.extend_from_slice(&0u64.to_le_bytes());
-    out.extend_from_slice(&((size - LOG_OVERHEAD) as u32).to_le_bytes());
-    out.push(MAGIC);
-    out.extend_from_slice(&0u32.to_le_bytes()); // crc, filled below
-    out.extend_from_slice(&0u16.to_le_bytes()); // attributes: no codec, CreateTime
-    out.extend_from_slice(&(record_count - 1).to_le_bytes());
-    out.extend_from_slice(&first_ts.to_le_bytes());
-    out.extend_from_slice(&max_timestamp.to_le_bytes());
-    out.extend_from_slice(&(-1i64).to_le_bytes()); // producer id
-    out.extend_from_slice(&(-1i16).to_le_bytes()); // producer epoch
-    out.extend_from_slice(&(-1i32).to_le_bytes()); // base sequence
-    out.extend_from_slice(&record_count.to_le_bytes());
-    for (delta, record) in (0u32..).zip(records) {
-        let ts_delta = record.timestamp.unwrap_or(now_ms).wrapping_sub(first_ts);
+        let ts_delta = ts.wrapping_sub(first_ts);
         varint::put_u64(out, record_body_len(record, ts_delta, delta) as u64);
         out.push(0);
         varint::put_i64(out, ts_delta);
@@ -350,6 +327,42 @@ pub(crate) fn encode(
             out.extend_from_slice(h.name.as_bytes());
             varint::put_u64(out, h.value.len() as u64);
             out.extend_from_slice(&h.value);
+        }
+        if out.len() - start > max_batch_bytes {
+            let rest: usize = (delta + 1..)
+                .zip(records.iter().skip(delta as usize + 1))
+                .map(|(d, r)| {
+                    let body = record_body_len(r, r.timestamp.unwrap_or(now_ms).wrapping_sub(first_ts), d);
+                    varint::len_u64(body as u64) + body
+                })
+                .sum();
+            let size = out.len() - start + rest;
+            out.truncate(start);
+            return Err(Error::RecordTooLarge {
+                size,
+                max: max_batch_bytes,
+            });
+        }
+    }
+    let size = out.len() - start;
+    let header = out.get_mut(start..start + HEADER_LEN).unwrap_or_default();
+    let fields: [(usize, &[u8]); 12] = [
+        (0, &0u64.to_le_bytes()),
+        (OFF_LENGTH, &((size - LOG_OVERHEAD) as u32).to_le_bytes()),
+        (OFF_MAGIC, &[MAGIC]),
+        (OFF_CRC, &0u32.to_le_bytes()),        // filled below
+        (OFF_ATTRIBUTES, &0u16.to_le_bytes()), // no codec, CreateTime
+        (OFF_LAST_DELTA, &(record_count - 1).to_le_bytes()),
+        (OFF_FIRST_TS, &first_ts.to_le_bytes()),
+        (OFF_MAX_TS, &max_timestamp.to_le_bytes()),
+        (OFF_PRODUCER_ID, &(-1i64).to_le_bytes()),
+        (OFF_PRODUCER_EPOCH, &(-1i16).to_le_bytes()),
+        (OFF_BASE_SEQUENCE, &(-1i32).to_le_bytes()),
+        (OFF_RECORD_COUNT, &record_count.to_le_bytes()),
+    ];
+    for (at, bytes) in fields {
+        if let Some(slot) = header.get_mut(at..at + bytes.len()) {
+            slot.copy_from_slice(bytes);
         }
     }
     debug_assert_eq!(out.len() - start, size);
@@ -507,7 +520,9 @@ impl RecordBatch {
         &self.data
     }
 
-    /// Iterates over the records, decoding each on demand.
+    /// Iterates over the records as owned [`LogRecord`]s. Keys, values and header values are
+    /// zero-copy slices of the batch, but each costs a reference-count update; to scan many
+    /// records, [`iter`](Self::iter) is several times faster.
     ///
     /// Each item is a `Result`: a batch whose checksum was not verified could hold records
     /// that do not parse, and those come back as [`Error::InvalidBatch`] (after which the
@@ -515,8 +530,39 @@ impl RecordBatch {
     #[must_use]
     pub fn records(&self) -> Records {
         Records {
-            records: self.data.slice(HEADER_LEN.min(self.data.len())..),
-            position: 0,
+            data: self.data.clone(),
+            cursor: self.cursor(),
+        }
+    }
+
+    /// Iterates over borrowed views of the records: no allocation, no reference counting.
+    /// Errors as for [`records`](Self::records).
+    ///
+    /// # Examples
+    /// ```
+    /// use brooklet::{Durability, LogConfig, PartitionLog, Record};
+    /// let dir = tempfile::tempdir()?;
+    /// let log = PartitionLog::open(dir.path(), LogConfig::default())?;
+    /// log.append(&[Record::new().key("k").value("v").header("h", "1")], Durability::Written)?;
+    /// for batch in log.read(0, 1 << 20)? {
+    ///     for record in batch.iter() {
+    ///         let record = record?;
+    ///         assert_eq!((record.offset(), record.key(), record.value()), (0, Some(&b"k"[..]), Some(&b"v"[..])));
+    ///         assert_eq!(record.headers().collect::<Vec<_>>(), [("h", &b"1"[..])]);
+    ///     }
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn iter(&self) -> RecordRefs<'_> {
+        RecordRefs {
+            data: &self.data,
+            cursor: self.cursor(),
+        }
+    }
+
+    fn cursor(&self) -> RecordCursor {
+        RecordCursor {
+            position: HEADER_LEN.min(self.data.len()),
             left: self.header.record_count,
             base_offset: self.header.base_offset,
             first_timestamp: self.first_timestamp(),
@@ -529,22 +575,23 @@ impl RecordBatch {
     /// Walks every record without allocating, checking that the records section parses
     /// exactly. Used by recovery, so that every batch kept after a crash is readable.
     pub(crate) fn validate_records(&self) -> Result<(), DecodeError> {
-        let mut records = self.records();
-        while records.left > 0 {
-            let raw = records.parse_next()?;
-            records.advance(&raw);
+        let mut cursor = self.cursor();
+        while cursor.left > 0 {
+            let raw = cursor.parse_next(&self.data)?;
+            cursor.advance(&raw);
         }
-        if records.position != records.records.len() {
+        if cursor.position != self.data.len() {
             return Err(DecodeError::corrupt(format!(
                 "{} bytes after the last record",
-                records.records.len() - records.position
+                self.data.len() - cursor.position
             )));
         }
         Ok(())
     }
 }
 
-/// The fields of one record, as byte ranges into the records section.
+/// The fields of one record, as byte ranges into its batch.
+#[derive(Debug, Clone, Copy)]
 struct RawRecord {
     offset_delta: u32,
     timestamp_delta: i64,
@@ -556,10 +603,9 @@ struct RawRecord {
     size: usize,
 }
 
-/// Iterator over the records of a [`RecordBatch`], from [`RecordBatch::records`].
-#[derive(Debug, Clone)]
-pub struct Records {
-    records: Bytes,
+/// Where the next record of a batch starts, and what it must satisfy.
+#[derive(Debug, Clone, Copy)]
+struct RecordCursor {
     position: usize,
     left: u32,
     base_offset: u64,
@@ -585,16 +631,19 @@ fn varint_err(e: VarintError) -> DecodeError {
 }
 
 impl Cursor<'_> {
+    #[inline]
     fn u64(&mut self) -> Result<u64, DecodeError> {
         let (v, n) = varint::get_u64(self.buf.get(self.pos..).unwrap_or_default()).map_err(varint_err)?;
         self.pos += n;
         Ok(v)
     }
+    #[inline]
     fn i64(&mut self) -> Result<i64, DecodeError> {
         let (v, n) = varint::get_i64(self.buf.get(self.pos..).unwrap_or_default()).map_err(varint_err)?;
         self.pos += n;
         Ok(v)
     }
+    #[inline]
     fn u8(&mut self) -> Result<u8, DecodeError> {
         let b = self
             .buf
@@ -605,6 +654,7 @@ impl Cursor<'_> {
         Ok(b)
     }
     /// Skips `len` bytes, returning their range.
+    #[inline]
     fn take(&mut self, len: u64) -> Result<(usize, usize), DecodeError> {
         let end = usize::try_from(len)
             .ok()
@@ -615,6 +665,7 @@ impl Cursor<'_> {
         self.pos = end;
         Ok(range)
     }
+    #[inline(always)]
     fn nullable(&mut self) -> Result<Option<(usize, usize)>, DecodeError> {
         match self.i64()? {
             -1 => Ok(None),
@@ -624,16 +675,17 @@ impl Cursor<'_> {
     }
 }
 
-impl Records {
-    /// Parses the framing of the record at the cursor (headers included, so that a record
-    /// either decodes whole or not at all) without moving the cursor.
-    fn parse_next(&self) -> Result<RawRecord, DecodeError> {
+impl RecordCursor {
+    /// Parses the framing of the record at the cursor in `batch` (headers included, so that
+    /// a record either decodes whole or not at all) without moving the cursor.
+    #[inline]
+    fn parse_next(&self, batch: &[u8]) -> Result<RawRecord, DecodeError> {
         if !self.codec_ok {
             return Err(DecodeError::corrupt(
                 "compressed batches are not supported by this build",
             ));
         }
-        let rest = self.records.get(self.position..).unwrap_or_default();
+        let rest = batch.get(self.position..).unwrap_or_default();
         let (body_len, n) = varint::get_u64(rest).map_err(varint_err)?;
         let body = usize::try_from(body_len)
             .ok()
@@ -660,7 +712,7 @@ impl Records {
         for _ in 0..header_count {
             let name_len = c.u64()?;
             let (s, e) = c.take(name_len)?;
-            if std::str::from_utf8(self.records.get(s..e).unwrap_or_default()).is_err() {
+            if std::str::from_utf8(batch.get(s..e).unwrap_or_default()).is_err() {
                 return Err(DecodeError::corrupt("header name is not UTF-8"));
             }
             let value_len = c.u64()?;
@@ -680,60 +732,23 @@ impl Records {
         })
     }
 
+    #[inline]
     fn advance(&mut self, raw: &RawRecord) {
         self.position += raw.size;
         self.left -= 1;
         self.next_min_delta = u64::from(raw.offset_delta) + 1;
     }
 
-    fn to_log_record(&self, raw: &RawRecord) -> LogRecord {
-        let slice = |r: Option<(usize, usize)>| r.map(|(s, e)| self.records.slice(s..e));
-        let mut headers = Vec::new();
-        if raw.header_count > 0 {
-            // Already validated by `parse_next`; each header takes at least two bytes, so
-            // the count is bounded by the bytes present.
-            let (start, end) = raw.headers;
-            headers.reserve(raw.header_count.min((end - start) as u64 / 2) as usize);
-            let mut c = Cursor {
-                buf: self.records.get(start..end).unwrap_or_default(),
-                pos: 0,
-                origin: start,
-            };
-            for _ in 0..raw.header_count {
-                // `parse_next` validated these fields, so none of the `else` arms is taken.
-                let Ok(name_len) = c.u64() else { break };
-                let Ok((ns, ne)) = c.take(name_len) else { break };
-                let name = String::from_utf8_lossy(self.records.get(ns..ne).unwrap_or_default()).into_owned();
-                let Ok(value_len) = c.u64() else { break };
-                let Ok((vs, ve)) = c.take(value_len) else { break };
-                headers.push(Header {
-                    name,
-                    value: self.records.slice(vs..ve),
-                });
-            }
-        }
-        LogRecord {
-            offset: self.base_offset + u64::from(raw.offset_delta),
-            timestamp: self.first_timestamp.wrapping_add(raw.timestamp_delta),
-            key: slice(raw.key),
-            value: slice(raw.value),
-            headers,
-        }
-    }
-}
-
-impl Iterator for Records {
-    type Item = Result<LogRecord>;
-
-    fn next(&mut self) -> Option<Self::Item> {
+    /// The next record, `None` at the end; after an error the iteration ends.
+    #[inline]
+    fn next_raw(&mut self, batch: &[u8]) -> Option<Result<RawRecord>> {
         if self.left == 0 {
             return None;
         }
-        match self.parse_next() {
+        match self.parse_next(batch) {
             Ok(raw) => {
-                let record = self.to_log_record(&raw);
                 self.advance(&raw);
-                Some(Ok(record))
+                Some(Ok(raw))
             }
             Err(e) => {
                 self.left = 0;
@@ -749,8 +764,167 @@ impl Iterator for Records {
         }
     }
 
+    fn record_ref<'a>(&self, data: &'a Bytes, raw: RawRecord) -> RecordRef<'a> {
+        RecordRef {
+            data,
+            raw,
+            offset: self.base_offset + u64::from(raw.offset_delta),
+            timestamp: self.first_timestamp.wrapping_add(raw.timestamp_delta),
+        }
+    }
+}
+
+/// A record borrowed from a [`RecordBatch`], from [`RecordBatch::iter`].
+#[derive(Debug, Clone, Copy)]
+pub struct RecordRef<'a> {
+    data: &'a Bytes,
+    raw: RawRecord,
+    offset: u64,
+    timestamp: i64,
+}
+
+impl<'a> RecordRef<'a> {
+    /// The record's offset in its partition.
+    #[must_use]
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Milliseconds since the Unix epoch.
+    #[must_use]
+    pub fn timestamp(&self) -> i64 {
+        self.timestamp
+    }
+
+    /// The key, if any.
+    #[must_use]
+    pub fn key(&self) -> Option<&'a [u8]> {
+        let data: &'a [u8] = self.data;
+        self.raw.key.and_then(|(s, e)| data.get(s..e))
+    }
+
+    /// The value; `None` is a tombstone.
+    #[must_use]
+    pub fn value(&self) -> Option<&'a [u8]> {
+        let data: &'a [u8] = self.data;
+        self.raw.value.and_then(|(s, e)| data.get(s..e))
+    }
+
+    /// The headers, in order, as `(name, value)`.
+    #[must_use]
+    pub fn headers(&self) -> HeaderRefs<'a> {
+        let (pos, end) = self.raw.headers;
+        HeaderRefs {
+            batch: self.data,
+            pos,
+            end,
+            left: self.raw.header_count,
+        }
+    }
+
+    /// An owned copy whose payloads are zero-copy slices of the batch.
+    #[must_use]
+    pub fn to_log_record(&self) -> LogRecord {
+        let slice = |r: Option<(usize, usize)>| r.map(|(s, e)| self.data.slice(s..e));
+        let mut headers = Vec::new();
+        let mut refs = self.headers();
+        while let Some(((ns, ne), (vs, ve))) = refs.next_ranges() {
+            let name = String::from_utf8_lossy(self.data.get(ns..ne).unwrap_or_default()).into_owned();
+            headers.push(Header {
+                name,
+                value: self.data.slice(vs..ve),
+            });
+        }
+        LogRecord {
+            offset: self.offset,
+            timestamp: self.timestamp,
+            key: slice(self.raw.key),
+            value: slice(self.raw.value),
+            headers,
+        }
+    }
+}
+
+/// Iterator over a record's headers as `(name, value)`, from [`RecordRef::headers`].
+#[derive(Debug, Clone)]
+pub struct HeaderRefs<'a> {
+    batch: &'a [u8],
+    pos: usize,
+    end: usize,
+    left: u64,
+}
+
+impl HeaderRefs<'_> {
+    /// The next header's name and value as ranges of the batch. The record's parse
+    /// validated every header, so a failure cannot happen here; it would end the iteration
+    /// rather than panic.
+    fn next_ranges(&mut self) -> Option<((usize, usize), (usize, usize))> {
+        if self.left == 0 {
+            return None;
+        }
+        let mut c = Cursor {
+            buf: self.batch.get(self.pos..self.end)?,
+            pos: 0,
+            origin: self.pos,
+        };
+        let name_len = c.u64().ok()?;
+        let name = c.take(name_len).ok()?;
+        let value_len = c.u64().ok()?;
+        let value = c.take(value_len).ok()?;
+        self.pos = value.1;
+        self.left -= 1;
+        Some((name, value))
+    }
+}
+
+impl<'a> Iterator for HeaderRefs<'a> {
+    type Item = (&'a str, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let ((ns, ne), (vs, ve)) = self.next_ranges()?;
+        let batch: &'a [u8] = self.batch;
+        Some((std::str::from_utf8(batch.get(ns..ne)?).ok()?, batch.get(vs..ve)?))
+    }
+}
+
+/// Iterator over borrowed records, from [`RecordBatch::iter`].
+#[derive(Debug, Clone)]
+pub struct RecordRefs<'a> {
+    data: &'a Bytes,
+    cursor: RecordCursor,
+}
+
+impl<'a> Iterator for RecordRefs<'a> {
+    type Item = Result<RecordRef<'a>>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        let raw = self.cursor.next_raw(self.data)?;
+        Some(raw.map(|raw| self.cursor.record_ref(self.data, raw)))
+    }
+
     fn size_hint(&self) -> (usize, Option<usize>) {
-        (0, Some(self.left as usize))
+        (0, Some(self.cursor.left as usize))
+    }
+}
+
+/// Iterator over owned records, from [`RecordBatch::records`].
+#[derive(Debug, Clone)]
+pub struct Records {
+    data: Bytes,
+    cursor: RecordCursor,
+}
+
+impl Iterator for Records {
+    type Item = Result<LogRecord>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let raw = self.cursor.next_raw(&self.data)?;
+        Some(raw.map(|raw| self.cursor.record_ref(&self.data, raw).to_log_record()))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, Some(self.cursor.left as usize))
     }
 }
 
@@ -913,6 +1087,16 @@ mod tests {
             batch.validate_records().unwrap();
             let got: Vec<LogRecord> = batch.records().collect::<Result<_>>().unwrap();
             prop_assert_eq!(got.len(), records.len());
+            let borrowed: Vec<LogRecord> = batch.iter().map(|r| r.map(|r| r.to_log_record())).collect::<Result<_>>().unwrap();
+            prop_assert_eq!(&borrowed, &got);
+            for (r, g) in batch.iter().zip(&got) {
+                let r = r.unwrap();
+                prop_assert_eq!((r.offset(), r.timestamp()), (g.offset, g.timestamp));
+                prop_assert_eq!(r.key(), g.key.as_deref());
+                prop_assert_eq!(r.value(), g.value.as_deref());
+                let headers: Vec<(&str, &[u8])> = g.headers.iter().map(|h| (h.name.as_str(), h.value.as_ref())).collect();
+                prop_assert_eq!(r.headers().collect::<Vec<_>>(), headers);
+            }
             for (i, (g, r)) in got.iter().zip(&records).enumerate() {
                 prop_assert_eq!(g.offset, 3 + i as u64);
                 prop_assert_eq!(g.timestamp, r.timestamp.unwrap());

@@ -12,7 +12,7 @@ pub(crate) mod varint;
 
 use bytes::Bytes;
 
-pub use batch::{Compression, RecordBatch, TimestampType};
+pub use batch::{Compression, HeaderRefs, RecordBatch, RecordRef, RecordRefs, Records, TimestampType};
 
 /// A record header: a string name and a byte value. Names need not be unique; order is kept.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

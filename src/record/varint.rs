@@ -53,13 +53,20 @@ pub(crate) fn put_i64(out: &mut Vec<u8>, value: i64) {
 }
 
 /// Decodes an unsigned varint from the front of `buf`: `(value, bytes used)`.
-#[inline]
+#[inline(always)]
 pub(crate) fn get_u64(buf: &[u8]) -> Result<(u64, usize), VarintError> {
     // Fast path: one byte, the common case for lengths and deltas of small records.
     if let Some(&b) = buf.first()
         && b < 0x80
     {
         return Ok((u64::from(b), 1));
+    }
+    // Two bytes: lengths of 128..16383, the common case for record bodies.
+    if let [b0, b1, ..] = *buf
+        && b0 >= 0x80
+        && b1 < 0x80
+    {
+        return Ok((u64::from(b0 & 0x7f) | (u64::from(b1) << 7), 2));
     }
     let mut value = 0u64;
     for (i, &byte) in buf.iter().enumerate().take(10) {
