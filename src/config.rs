@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::record::TimestampType;
 
 /// How far an append must get before the call returns.
 ///
@@ -56,6 +57,7 @@ pub struct LogConfig {
     pub(crate) retention_ms: Option<Duration>,
     pub(crate) write_buffer_bytes: usize,
     pub(crate) verify_checksums: bool,
+    pub(crate) timestamp_type: TimestampType,
 }
 
 impl Default for LogConfig {
@@ -70,6 +72,7 @@ impl Default for LogConfig {
             retention_ms: None,
             write_buffer_bytes: 64 * 1024,
             verify_checksums: true,
+            timestamp_type: TimestampType::CreateTime,
         }
     }
 }
@@ -160,6 +163,18 @@ impl LogConfig {
     #[must_use]
     pub fn verify_checksums(mut self, verify: bool) -> Self {
         self.verify_checksums = verify;
+        self
+    }
+
+    /// Whose clock stamps the records, as Kafka's `message.timestamp.type`. Default =
+    /// [`TimestampType::CreateTime`]: a record keeps the timestamp its producer set (or the
+    /// append time, if it set none). With [`TimestampType::LogAppendTime`] the log stamps
+    /// every appended record with the append time, whatever the producer set; reads,
+    /// [`offset_for_timestamp`](crate::PartitionLog::offset_for_timestamp) and time retention
+    /// then see append times.
+    #[must_use]
+    pub fn timestamp_type(mut self, timestamp_type: TimestampType) -> Self {
+        self.timestamp_type = timestamp_type;
         self
     }
 

@@ -92,6 +92,42 @@ pub enum Error {
         /// The highest version this build reads.
         supported: u32,
     },
+    /// A topic name breaks Kafka's rule (1–249 characters of `[a-zA-Z0-9._-]`, not `.`/`..`).
+    InvalidTopicName {
+        /// The name as given.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The topic does not exist (or was deleted).
+    UnknownTopic {
+        /// The topic's name.
+        topic: String,
+    },
+    /// A topic of that name already exists.
+    TopicExists {
+        /// The topic's name.
+        topic: String,
+    },
+    /// A partition number is not below the topic's partition count.
+    InvalidPartition {
+        /// The topic's name.
+        topic: String,
+        /// The partition asked for.
+        partition: u32,
+        /// How many partitions the topic has.
+        partitions: u32,
+    },
+    /// A typed value could not be encoded or decoded by its [`Codec`](crate::Codec).
+    Serialization {
+        /// What the codec said.
+        reason: String,
+    },
+    /// The producer or broker was closed.
+    Closed {
+        /// What was closed.
+        what: &'static str,
+    },
     /// A batch uses a compression codec this build does not support.
     UnsupportedCompression {
         /// The codec number from the batch attributes.
@@ -113,6 +149,66 @@ impl Error {
         match self {
             Error::Io { source, .. } => Some(source),
             _ => None,
+        }
+    }
+
+    /// A copy of this error, for handing one failure to many waiters (every record of a
+    /// failed batch). An I/O error keeps its kind, its OS error code and its message.
+    pub(crate) fn duplicate(&self) -> Error {
+        match self {
+            Error::Io { op, path, source } => Error::Io {
+                op,
+                path: path.clone(),
+                source: source.raw_os_error().map_or_else(
+                    || io::Error::new(source.kind(), source.to_string()),
+                    io::Error::from_raw_os_error,
+                ),
+            },
+            Error::Locked { path } => Error::Locked { path: path.clone() },
+            Error::OffsetOutOfRange { requested, start, end } => Error::OffsetOutOfRange {
+                requested: *requested,
+                start: *start,
+                end: *end,
+            },
+            Error::Corrupt { path, position, reason } => Error::Corrupt {
+                path: path.clone(),
+                position: *position,
+                reason: reason.clone(),
+            },
+            Error::InvalidBatch { base_offset, reason } => Error::InvalidBatch {
+                base_offset: *base_offset,
+                reason: reason.clone(),
+            },
+            Error::RecordTooLarge { size, max } => Error::RecordTooLarge { size: *size, max: *max },
+            Error::InvalidConfig { field, reason } => Error::InvalidConfig {
+                field,
+                reason: reason.clone(),
+            },
+            Error::InvalidArgument { reason } => Error::InvalidArgument { reason: reason.clone() },
+            Error::Poisoned { path } => Error::Poisoned { path: path.clone() },
+            Error::UnsupportedVersion { path, found, supported } => Error::UnsupportedVersion {
+                path: path.clone(),
+                found: *found,
+                supported: *supported,
+            },
+            Error::InvalidTopicName { name, reason } => Error::InvalidTopicName {
+                name: name.clone(),
+                reason: reason.clone(),
+            },
+            Error::UnknownTopic { topic } => Error::UnknownTopic { topic: topic.clone() },
+            Error::TopicExists { topic } => Error::TopicExists { topic: topic.clone() },
+            Error::InvalidPartition {
+                topic,
+                partition,
+                partitions,
+            } => Error::InvalidPartition {
+                topic: topic.clone(),
+                partition: *partition,
+                partitions: *partitions,
+            },
+            Error::Serialization { reason } => Error::Serialization { reason: reason.clone() },
+            Error::Closed { what } => Error::Closed { what },
+            Error::UnsupportedCompression { codec } => Error::UnsupportedCompression { codec: *codec },
         }
     }
 
@@ -178,6 +274,19 @@ impl fmt::Display for Error {
                 "{} has format version {found}, but this build reads versions up to {supported}",
                 path.display()
             ),
+            Error::InvalidTopicName { name, reason } => write!(f, "invalid topic name {name:?}: {reason}"),
+            Error::UnknownTopic { topic } => write!(f, "topic {topic:?} does not exist"),
+            Error::TopicExists { topic } => write!(f, "topic {topic:?} already exists"),
+            Error::InvalidPartition {
+                topic,
+                partition,
+                partitions,
+            } => write!(
+                f,
+                "partition {partition} of topic {topic:?} does not exist: the topic has {partitions} partitions"
+            ),
+            Error::Serialization { reason } => write!(f, "serialization failed: {reason}"),
+            Error::Closed { what } => write!(f, "the {what} is closed"),
             Error::UnsupportedCompression { codec } => {
                 write!(f, "compression codec {codec} is not supported by this build")
             }

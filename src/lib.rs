@@ -64,10 +64,15 @@
     allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)
 )]
 
+mod broker;
+mod codec;
 mod config;
 mod error;
+mod partitioner;
+mod producer;
 pub mod record;
 mod storage;
+mod topic;
 
 /// The I/O seam: the [`Vfs`](io::Vfs) trait every file operation goes through, the real
 /// [`OsFs`](io::OsFs), and [`FaultFs`](io::FaultFs), which injects errors and simulates
@@ -77,7 +82,16 @@ pub mod io {
     pub use crate::storage::io::{OpenMode, OsFs, Vfs, VfsFile};
 }
 
+pub use broker::{Broker, BrokerBuilder, PartitionDescription, TopicDescription};
+pub use codec::{Bincode, Codec, Json, TypedProducer};
 pub use config::{Durability, LogConfig};
 pub use error::{Error, Result};
-pub use record::{Header, LogRecord, Record, RecordBatch, RecordRef};
-pub use storage::log::{AppendInfo, PartitionLog, RecoveryReport, RetentionReport, Truncation};
+pub use partitioner::{
+    DefaultPartitioner, FnPartitioner, Partitioner, RoundRobinPartitioner, murmur2, partition_for_key,
+};
+pub use producer::{Delivery, Producer, ProducerConfig, ProducerMetrics, ProducerRecord, RecordMetadata};
+pub use record::{Compression, Header, LogRecord, Record, RecordBatch, RecordRef, TimestampType};
+pub use storage::log::{
+    AppendInfo, AppendOptions, PartitionLog, RecoveryReport, RetentionReport, SyncStats, Truncation,
+};
+pub use topic::{CleanupPolicy, MAX_PARTITIONS, MAX_TOPIC_NAME_LEN, TopicConfig, TopicPartition, validate_topic_name};

@@ -205,13 +205,17 @@ fn round_trip_keeps_every_field_across_appends() {
             .header("", "")
             .timestamp(1_001),
     ];
+    let before0 = now_ms();
     let info = log.append(&first, Durability::Written).unwrap();
+    let after0 = now_ms();
+    assert!((before0..=after0).contains(&info.append_time));
     assert_eq!(
         info,
         AppendInfo {
             base_offset: 0,
             last_offset: 4,
             max_timestamp: 1_005,
+            append_time: info.append_time,
             size_bytes: batch_size(&first),
         }
     );
@@ -230,6 +234,7 @@ fn round_trip_keeps_every_field_across_appends() {
         "append time {} outside [{before}, {after}]",
         info2.max_timestamp
     );
+    assert_eq!(info2.append_time, info2.max_timestamp);
 
     // A later record without a timestamp.
     let third = vec![Record::new().value("a").timestamp(7), Record::new().value("b")];
@@ -246,12 +251,14 @@ fn round_trip_keeps_every_field_across_appends() {
             .timestamp(i64::from(u32::MAX) * 10),
     ];
     let info4 = log.append(&single, Durability::Written).unwrap();
+    assert!(info4.append_time >= info3.append_time);
     assert_eq!(
         info4,
         AppendInfo {
             base_offset: 9,
             last_offset: 9,
             max_timestamp: i64::from(u32::MAX) * 10,
+            append_time: info4.append_time,
             size_bytes: batch_size(&single),
         }
     );

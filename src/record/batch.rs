@@ -1,4 +1,4 @@
-//! The record batch: brooklet's unit of write, checksum and (later) compression.
+//! The record batch: brooklet's unit of write, checksum and compression.
 //!
 //! # On-disk format, version 1
 //!
@@ -29,7 +29,8 @@
 //! `base_offset` and `batch_length` sit outside the CRC so that a batch can be encoded and
 //! checksummed before the log assigns its offset (the append lock only patches 8 bytes).
 //!
-//! Each record (the records section is compressed as a whole when a codec is set):
+//! Each record (the records section is compressed as a whole when a codec is set, see
+//! [Compression](#compression)):
 //!
 //! ```text
 //! length          uvarint   bytes of the record after this field
@@ -44,11 +45,47 @@
 //! headers         header_count × (name_length uvarint, name UTF-8, value_length uvarint, value)
 //! ```
 //!
+//! # Compression
+//! With a codec set (attribute bits 0–2), everything after the 57-byte header — the whole
+//! records section — is compressed as one block, as in Kafka. The header stays
+//! uncompressed (record count, offsets and timestamps are readable without decompressing),
+//! and the CRC covers the stored, compressed bytes, so corruption is caught before any
+//! decompressor runs. A batch is stored compressed whenever a codec is asked for, even if
+//! compression made it larger (Kafka does the same), so a batch's codec is always the one
+//! its writer chose. The compressed block is framed per codec:
+//!
+//! | codec | number | framing of the records section |
+//! |---|---|---|
+//! | gzip | 1 | one gzip member (RFC 1952, deflate at the default level 6) |
+//! | snappy | 2 | raw snappy, whose preamble is the uncompressed length (not Kafka's xerial framing, not the snappy frame format) |
+//! | lz4 | 3 | `u32` little-endian uncompressed length, then one LZ4 block (not the LZ4 frame format) |
+//! | zstd | 4 | one zstd frame (level 3) that declares its content size |
+//!
+//! Snappy and lz4 state the uncompressed length before the data, and zstd frames declare
+//! it, so a reader checks it against the limit before allocating; gzip is decompressed in
+//! bounded steps.
+//!
+//! Size limits: a batch must fit the maximum batch size (`max_batch_bytes`) as stored;
+//! a compressed one must also fit it uncompressed (header plus records), because a reader
+//! refuses, as corrupt, records that decompress to more than the maximum batch size —
+//! a decompression bomb costs a reader at most that much memory.
+//!
+//! # Timestamp types
+//! Bit 3 of the attributes is Kafka's `message.timestamp.type`. With `CreateTime` (0) each
+//! record's timestamp is `first_timestamp + timestamp_delta`. With `LogAppendTime` (1) the
+//! log stamped the batch when it appended it: the writer sets `first_timestamp` and
+//! `max_timestamp` to the append time and every `timestamp_delta` to 0, and a reader gives
+//! every record the batch's `max_timestamp`, whatever its delta says.
+//!
 //! # Decoding untrusted bytes
 //! Every length is checked against the bytes actually present before it is used, the
 //! declared batch length is checked against the configured maximum before anything is
-//! allocated, and a malformed batch is reported as [`Error::Corrupt`] (or as torn, when the
+//! allocated, a compressed records section may not decompress to more than that maximum
+//! either, and a malformed batch is reported as [`Error::Corrupt`] (or as torn, when the
 //! bytes simply end early) — never a panic.
+
+use std::fmt;
+use std::io::{self, Read, Write};
 
 use bytes::Bytes;
 
@@ -101,6 +138,27 @@ pub enum Compression {
 }
 
 impl Compression {
+    /// The codec number stored in attribute bits 0–2.
+    fn bits(self) -> u16 {
+        match self {
+            Compression::None => 0,
+            Compression::Gzip => 1,
+            Compression::Snappy => 2,
+            Compression::Lz4 => 3,
+            Compression::Zstd => 4,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        }
+    }
+
     fn from_bits(bits: u16) -> Option<Self> {
         Some(match bits {
             0 => Compression::None,
@@ -244,6 +302,39 @@ pub(crate) struct EncodedInfo {
     pub max_timestamp_delta: u32,
 }
 
+/// How [`encode`] writes a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct EncodeOptions {
+    /// Codec for the records section.
+    pub compression: Compression,
+    /// `LogAppendTime` stamps every record with the append time.
+    pub timestamp_type: TimestampType,
+}
+
+/// zstd level for compressed batches (zstd's own default, as Kafka's).
+const ZSTD_LEVEL: i32 = 3;
+
+/// State [`encode`] reuses from one batch to the next: the buffer a compressed batch's
+/// records are encoded into before compression, and the compressors' tables. One lives in
+/// each partition's writer, so compressing appends allocate nothing per call once warm
+/// (gzip aside: flate2 sets up its deflate state per stream).
+#[derive(Default)]
+pub(crate) struct EncodeScratch {
+    records: Vec<u8>,
+    snappy: Option<snap::raw::Encoder>,
+    zstd: Option<zstd::bulk::Compressor<'static>>,
+}
+
+impl fmt::Debug for EncodeScratch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EncodeScratch")
+            .field("records_capacity", &self.records.capacity())
+            .field("snappy", &self.snappy.is_some())
+            .field("zstd", &self.zstd.is_some())
+            .finish()
+    }
+}
+
 fn record_body_len(record: &Record, timestamp_delta: i64, offset_delta: u32) -> usize {
     let key = record
         .key
@@ -278,17 +369,153 @@ fn put_nullable(out: &mut Vec<u8>, bytes: Option<&Bytes>) {
     }
 }
 
-/// Encodes `records` as one uncompressed batch at base offset 0, appended to `out`.
-/// Records without a timestamp get `now_ms`. Patch the base offset with [`set_base_offset`].
+/// How the records of one batch get their timestamps.
+#[derive(Clone, Copy)]
+struct Stamps {
+    now_ms: i64,
+    first_ts: i64,
+    log_append_time: bool,
+}
+
+impl Stamps {
+    #[inline]
+    fn of(&self, record: &Record) -> i64 {
+        if self.log_append_time {
+            self.now_ms
+        } else {
+            record.timestamp.unwrap_or(self.now_ms)
+        }
+    }
+}
+
+/// Appends the uncompressed records section to `buf`. The batch being built started at
+/// `start` in `buf` and has `overhead` bytes elsewhere (its header, when the records go to a
+/// scratch buffer); once it passes `max_batch_bytes`, `buf` is cut back to `start` and the
+/// full size computed for the error. Returns the largest timestamp and its offset delta.
+fn put_records(
+    records: &[Record],
+    stamps: Stamps,
+    max_batch_bytes: usize,
+    buf: &mut Vec<u8>,
+    start: usize,
+    overhead: usize,
+) -> Result<(i64, u32)> {
+    let mut max_timestamp = i64::MIN;
+    let mut max_timestamp_delta = 0;
+    for (delta, record) in (0u32..).zip(records) {
+        let ts = stamps.of(record);
+        if ts > max_timestamp {
+            max_timestamp = ts;
+            max_timestamp_delta = delta;
+        }
+        let ts_delta = ts.wrapping_sub(stamps.first_ts);
+        varint::put_u64(buf, record_body_len(record, ts_delta, delta) as u64);
+        buf.push(0);
+        varint::put_i64(buf, ts_delta);
+        varint::put_u64(buf, u64::from(delta));
+        put_nullable(buf, record.key.as_ref());
+        put_nullable(buf, record.value.as_ref());
+        varint::put_u64(buf, record.headers.len() as u64);
+        for h in &record.headers {
+            varint::put_u64(buf, h.name.len() as u64);
+            buf.extend_from_slice(h.name.as_bytes());
+            varint::put_u64(buf, h.value.len() as u64);
+            buf.extend_from_slice(&h.value);
+        }
+        if buf.len() - start + overhead > max_batch_bytes {
+            let rest: usize = (delta + 1..)
+                .zip(records.iter().skip(delta as usize + 1))
+                .map(|(d, r)| {
+                    let body = record_body_len(r, stamps.of(r).wrapping_sub(stamps.first_ts), d);
+                    varint::len_u64(body as u64) + body
+                })
+                .sum();
+            let size = buf.len() - start + overhead + rest;
+            buf.truncate(start);
+            return Err(Error::RecordTooLarge {
+                size,
+                max: max_batch_bytes,
+            });
+        }
+    }
+    Ok((max_timestamp, max_timestamp_delta))
+}
+
+fn compress_failed(codec: Compression, e: impl fmt::Display) -> Error {
+    Error::InvalidArgument {
+        reason: format!("{} compression failed: {e}", codec.name()),
+    }
+}
+
+/// Appends `input` compressed with `codec`, framed as the module docs describe, to `out`.
+/// On error `out` may hold part of the output; the caller cuts it back.
+fn compress(
+    codec: Compression,
+    input: &[u8],
+    out: &mut Vec<u8>,
+    snappy: &mut Option<snap::raw::Encoder>,
+    zstd: &mut Option<zstd::bulk::Compressor<'static>>,
+) -> Result<()> {
+    match codec {
+        Compression::None => out.extend_from_slice(input),
+        Compression::Gzip => {
+            let mut encoder = flate2::write::GzEncoder::new(&mut *out, flate2::Compression::default());
+            encoder.write_all(input).map_err(|e| compress_failed(codec, e))?;
+            encoder.finish().map_err(|e| compress_failed(codec, e))?;
+        }
+        Compression::Snappy => {
+            let at = out.len();
+            out.resize(at + snap::raw::max_compress_len(input.len()), 0);
+            let encoder = snappy.get_or_insert_with(snap::raw::Encoder::new);
+            let n = encoder
+                .compress(input, out.get_mut(at..).unwrap_or_default())
+                .map_err(|e| compress_failed(codec, e))?;
+            out.truncate(at + n);
+        }
+        Compression::Lz4 => {
+            let len = u32::try_from(input.len()).map_err(|_| compress_failed(codec, "input over 4 GiB"))?;
+            out.extend_from_slice(&len.to_le_bytes());
+            let at = out.len();
+            out.resize(at + lz4_flex::block::get_maximum_output_size(input.len()), 0);
+            let n = lz4_flex::block::compress_into(input, out.get_mut(at..).unwrap_or_default())
+                .map_err(|e| compress_failed(codec, e))?;
+            out.truncate(at + n);
+        }
+        Compression::Zstd => {
+            let compressor = match zstd {
+                Some(c) => c,
+                None => zstd.insert(zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(|e| compress_failed(codec, e))?),
+            };
+            // Compress straight into the spare capacity after the header; the frame
+            // records its content size (zstd's default), which readers check first.
+            out.reserve(zstd::zstd_safe::compress_bound(input.len()));
+            let at = out.len() as u64;
+            let mut tail = io::Cursor::new(&mut *out);
+            tail.set_position(at);
+            compressor
+                .compress_to_buffer(input, &mut tail)
+                .map_err(|e| compress_failed(codec, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Encodes `records` as one batch at base offset 0, appended to `out`. Records without a
+/// timestamp get `now_ms`; with [`TimestampType::LogAppendTime`] every record gets it.
+/// Uncompressed batches are encoded straight into `out`; compressed ones are encoded into
+/// `scratch`, then compressed into `out`. Patch the base offset with [`set_base_offset`].
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] for an empty batch or one with more than `u32::MAX` records;
-/// [`Error::RecordTooLarge`] when the batch would exceed `max_batch_bytes` (nothing is
-/// appended to `out` then).
+/// [`Error::InvalidArgument`] for an empty batch, one with more than `u32::MAX` records,
+/// or a compressor failure; [`Error::RecordTooLarge`] when the batch would exceed
+/// `max_batch_bytes` as stored or (when compressed) uncompressed. Nothing is left appended
+/// to `out` after an error.
 pub(crate) fn encode(
     records: &[Record],
     now_ms: i64,
     max_batch_bytes: usize,
+    options: EncodeOptions,
+    scratch: &mut EncodeScratch,
     out: &mut Vec<u8>,
 ) -> Result<EncodedInfo> {
     let Some(first) = records.first() else {
@@ -299,61 +526,65 @@ pub(crate) fn encode(
     let record_count = u32::try_from(records.len()).map_err(|_| Error::InvalidArgument {
         reason: format!("{} records do not fit one batch", records.len()),
     })?;
-    let first_ts = first.timestamp.unwrap_or(now_ms);
+    let log_append_time = options.timestamp_type == TimestampType::LogAppendTime;
+    let stamps = Stamps {
+        now_ms,
+        first_ts: if log_append_time {
+            now_ms
+        } else {
+            first.timestamp.unwrap_or(now_ms)
+        },
+        log_append_time,
+    };
 
     // One pass: records first, then the header they determine. The limit is checked as
     // the batch grows; past it, the partial batch is removed and the full size computed
     // for the error.
     let start = out.len();
-    out.resize(start + HEADER_LEN, 0);
-    let mut max_timestamp = i64::MIN;
-    let mut max_timestamp_delta = 0;
-    for (delta, record) in (0u32..).zip(records) {
-        let ts = record.timestamp.unwrap_or(now_ms);
-        if ts > max_timestamp {
-            max_timestamp = ts;
-            max_timestamp_delta = delta;
+    let (max_timestamp, max_timestamp_delta) = match options.compression {
+        Compression::None => {
+            out.resize(start + HEADER_LEN, 0);
+            put_records(records, stamps, max_batch_bytes, out, start, 0)?
         }
-        let ts_delta = ts.wrapping_sub(first_ts);
-        varint::put_u64(out, record_body_len(record, ts_delta, delta) as u64);
-        out.push(0);
-        varint::put_i64(out, ts_delta);
-        varint::put_u64(out, u64::from(delta));
-        put_nullable(out, record.key.as_ref());
-        put_nullable(out, record.value.as_ref());
-        varint::put_u64(out, record.headers.len() as u64);
-        for h in &record.headers {
-            varint::put_u64(out, h.name.len() as u64);
-            out.extend_from_slice(h.name.as_bytes());
-            varint::put_u64(out, h.value.len() as u64);
-            out.extend_from_slice(&h.value);
+        codec => {
+            let EncodeScratch {
+                records: raw,
+                snappy,
+                zstd,
+            } = scratch;
+            raw.clear();
+            // The uncompressed batch must fit too: readers refuse to decompress more.
+            let max = put_records(records, stamps, max_batch_bytes, raw, 0, HEADER_LEN)?;
+            out.resize(start + HEADER_LEN, 0);
+            if let Err(e) = compress(codec, raw, out, snappy, zstd) {
+                out.truncate(start);
+                return Err(e);
+            }
+            if out.len() - start > max_batch_bytes {
+                let size = out.len() - start;
+                out.truncate(start);
+                return Err(Error::RecordTooLarge {
+                    size,
+                    max: max_batch_bytes,
+                });
+            }
+            max
         }
-        if out.len() - start > max_batch_bytes {
-            let rest: usize = (delta + 1..)
-                .zip(records.iter().skip(delta as usize + 1))
-                .map(|(d, r)| {
-                    let body = record_body_len(r, r.timestamp.unwrap_or(now_ms).wrapping_sub(first_ts), d);
-                    varint::len_u64(body as u64) + body
-                })
-                .sum();
-            let size = out.len() - start + rest;
-            out.truncate(start);
-            return Err(Error::RecordTooLarge {
-                size,
-                max: max_batch_bytes,
-            });
-        }
-    }
+    };
     let size = out.len() - start;
+    let mut attributes = options.compression.bits();
+    if log_append_time {
+        attributes |= TIMESTAMP_TYPE_BIT;
+    }
     let header = out.get_mut(start..start + HEADER_LEN).unwrap_or_default();
     let fields: [(usize, &[u8]); 12] = [
         (0, &0u64.to_le_bytes()),
         (OFF_LENGTH, &((size - LOG_OVERHEAD) as u32).to_le_bytes()),
         (OFF_MAGIC, &[MAGIC]),
-        (OFF_CRC, &0u32.to_le_bytes()),        // filled below
-        (OFF_ATTRIBUTES, &0u16.to_le_bytes()), // no codec, CreateTime
+        (OFF_CRC, &0u32.to_le_bytes()), // filled below
+        (OFF_ATTRIBUTES, &attributes.to_le_bytes()),
         (OFF_LAST_DELTA, &(record_count - 1).to_le_bytes()),
-        (OFF_FIRST_TS, &first_ts.to_le_bytes()),
+        (OFF_FIRST_TS, &stamps.first_ts.to_le_bytes()),
         (OFF_MAX_TS, &max_timestamp.to_le_bytes()),
         (OFF_PRODUCER_ID, &(-1i64).to_le_bytes()),
         (OFF_PRODUCER_EPOCH, &(-1i16).to_le_bytes()),
@@ -377,6 +608,129 @@ pub(crate) fn encode(
     })
 }
 
+/// `size` is the decompressed size where the framing states it.
+fn too_large(codec: Compression, size: Option<u64>, limit: usize) -> DecodeError {
+    let size = size.map(|s| format!(" {s} bytes,")).unwrap_or_default();
+    DecodeError::corrupt(format!(
+        "{} records decompress to{size} more than the maximum batch size {limit}",
+        codec.name()
+    ))
+}
+
+fn decompress_failed(codec: Compression, e: impl fmt::Display) -> DecodeError {
+    DecodeError::corrupt(format!("{} records do not decompress: {e}", codec.name()))
+}
+
+/// Reads `reader` to its end into a buffer that never grows past `limit` bytes (its
+/// capacity included): more output than that is an error. `hint` is the expected size.
+fn read_bounded(codec: Compression, mut reader: impl Read, limit: usize, hint: usize) -> Result<Vec<u8>, DecodeError> {
+    let mut out = vec![0u8; hint.min(limit)];
+    let mut filled = 0usize;
+    let mut probe = [0u8; 512];
+    loop {
+        // With the buffer full, a small read says whether there is more before growing it.
+        let full = filled == out.len();
+        let dest = if full {
+            &mut probe[..]
+        } else {
+            out.get_mut(filled..).unwrap_or_default()
+        };
+        let n = match reader.read(dest) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(decompress_failed(codec, e)),
+        };
+        if full {
+            let need = filled + n;
+            if need > limit {
+                return Err(too_large(codec, None, limit));
+            }
+            let new_len = out.len().saturating_mul(2).max(need).max(4096).min(limit);
+            out.reserve_exact(new_len - out.len());
+            out.resize(new_len, 0);
+            if let (Some(slot), Some(bytes)) = (out.get_mut(filled..need), probe.get(..n)) {
+                slot.copy_from_slice(bytes);
+            }
+        }
+        filled += n;
+    }
+    out.truncate(filled);
+    Ok(out)
+}
+
+/// Decompresses a records section framed as the module docs describe, refusing (as
+/// corrupt) output larger than `limit` before allocating it where the framing states the
+/// size, and as soon as it passes `limit` otherwise.
+fn decompress(codec: Compression, input: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
+    match codec {
+        Compression::None => Ok(input.to_vec()),
+        Compression::Gzip => {
+            // The gzip trailer's ISIZE (length mod 2^32) sizes the first allocation.
+            let hint = input.len().checked_sub(4).map_or(0, |at| le_u32(input, at) as usize);
+            let mut decoder = flate2::bufread::GzDecoder::new(input);
+            let out = read_bounded(codec, &mut decoder, limit, hint)?;
+            if !decoder.into_inner().is_empty() {
+                return Err(DecodeError::corrupt("bytes after the gzip stream"));
+            }
+            Ok(out)
+        }
+        Compression::Snappy => {
+            let len = snap::raw::decompress_len(input).map_err(|e| decompress_failed(codec, e))?;
+            if len > limit {
+                return Err(too_large(codec, Some(len as u64), limit));
+            }
+            let mut out = vec![0u8; len];
+            let n = snap::raw::Decoder::new()
+                .decompress(input, &mut out)
+                .map_err(|e| decompress_failed(codec, e))?;
+            if n != len {
+                return Err(decompress_failed(codec, format_args!("{n} bytes, {len} declared")));
+            }
+            Ok(out)
+        }
+        Compression::Lz4 => {
+            let (len, block) = lz4_flex::block::uncompressed_size(input).map_err(|e| decompress_failed(codec, e))?;
+            if len > limit {
+                return Err(too_large(codec, Some(len as u64), limit));
+            }
+            let mut out = vec![0u8; len];
+            let n = lz4_flex::block::decompress_into(block, &mut out).map_err(|e| decompress_failed(codec, e))?;
+            if n != len {
+                return Err(decompress_failed(codec, format_args!("{n} bytes, {len} declared")));
+            }
+            Ok(out)
+        }
+        Compression::Zstd => {
+            // The frame's declared content size sizes the output; without one, the output
+            // buffer is the limit. Bulk decompression writes into that buffer only (it is the
+            // window too) and fails if the frames need more.
+            let declared = zstd::zstd_safe::get_frame_content_size(input)
+                .map_err(|_| decompress_failed(codec, "not a zstd frame"))?;
+            let capacity = match declared {
+                Some(n) if n > limit as u64 => return Err(too_large(codec, Some(n), limit)),
+                Some(n) => n as usize,
+                None => limit,
+            };
+            let mut out = Vec::with_capacity(capacity);
+            zstd::bulk::Decompressor::new()
+                .and_then(|mut d| d.decompress_to_buffer(input, &mut out))
+                .map_err(|e| {
+                    // zstd's name for ZSTD_error_dstSize_tooSmall: more output than fits.
+                    if e.to_string().contains("Destination buffer is too small") {
+                        too_large(codec, None, limit)
+                    } else {
+                        decompress_failed(codec, e)
+                    }
+                })?;
+            if declared.is_none() {
+                out.shrink_to_fit();
+            }
+            Ok(out)
+        }
+    }
+}
+
 /// Writes `base_offset` into the batch that starts at the front of `batch`.
 pub(crate) fn set_base_offset(batch: &mut [u8], base_offset: u64) {
     if let Some(slot) = batch.get_mut(0..8) {
@@ -398,7 +752,8 @@ pub(crate) fn check_crc(batch: &[u8]) -> Result<(), DecodeError> {
 }
 
 /// One stored batch: a validated header over the batch's bytes, which it shares (cheaply
-/// clonable, zero-copy).
+/// clonable, zero-copy). A compressed batch was decompressed when it was read, and its
+/// records are slices of the decompressed buffer.
 ///
 /// # Examples
 /// ```
@@ -416,12 +771,18 @@ pub(crate) fn check_crc(batch: &[u8]) -> Result<(), DecodeError> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordBatch {
     header: BatchHeader,
+    /// The batch as stored.
     data: Bytes,
+    /// The decompressed records section of a compressed batch; `None` when uncompressed
+    /// (the records are then `data[HEADER_LEN..]`).
+    decompressed: Option<Bytes>,
 }
 
 impl RecordBatch {
     /// Decodes the batch at the front of `data` (which may hold more after it), checking its
-    /// framing, and its CRC when `verify_crc`. Returns the batch and the bytes it used.
+    /// framing, and its CRC when `verify_crc`, and decompressing its records if it is
+    /// compressed — into at most `max_batch_bytes`; a batch whose records do not decompress
+    /// within that is corrupt.
     pub(crate) fn decode(data: &Bytes, max_batch_bytes: usize, verify_crc: bool) -> Result<Self, DecodeError> {
         let header = BatchHeader::parse(data, max_batch_bytes)?;
         let Some(bytes) = data.get(..header.size) else {
@@ -432,9 +793,21 @@ impl RecordBatch {
         if verify_crc {
             check_crc(bytes)?;
         }
+        let codec_bits = le_u16(bytes, OFF_ATTRIBUTES) & CODEC_MASK;
+        let decompressed = match Compression::from_bits(codec_bits) {
+            Some(Compression::None) => None,
+            Some(codec) => {
+                let section = bytes.get(HEADER_LEN..).unwrap_or_default();
+                Some(Bytes::from(decompress(codec, section, max_batch_bytes)?))
+            }
+            None => {
+                return Err(DecodeError::corrupt(format!("unknown compression codec {codec_bits}")));
+            }
+        };
         Ok(RecordBatch {
             header,
             data: data.slice(..header.size),
+            decompressed,
         })
     }
 
@@ -480,13 +853,16 @@ impl RecordBatch {
         le_u32(&self.data, OFF_CRC)
     }
 
-    /// The compression codec, or `None` for an unknown codec number.
+    /// The compression codec the batch is stored with. (`None` is never returned for a
+    /// decoded batch: one with an unknown codec number does not decode.)
     #[must_use]
     pub fn compression(&self) -> Option<Compression> {
         Compression::from_bits(le_u16(&self.data, OFF_ATTRIBUTES) & CODEC_MASK)
     }
 
-    /// Whose clock the timestamps come from.
+    /// Whose clock the timestamps come from. With [`TimestampType::LogAppendTime`] every
+    /// record's timestamp is the batch's [`max_timestamp`](Self::max_timestamp), the time the
+    /// log appended it.
     #[must_use]
     pub fn timestamp_type(&self) -> TimestampType {
         if le_u16(&self.data, OFF_ATTRIBUTES) & TIMESTAMP_TYPE_BIT == 0 {
@@ -514,7 +890,7 @@ impl RecordBatch {
         le_u32(&self.data, OFF_BASE_SEQUENCE) as i32
     }
 
-    /// The batch's bytes, exactly as stored.
+    /// The batch's bytes, exactly as stored (compressed, for a compressed batch).
     #[must_use]
     pub fn as_bytes(&self) -> &Bytes {
         &self.data
@@ -530,7 +906,7 @@ impl RecordBatch {
     #[must_use]
     pub fn records(&self) -> Records {
         Records {
-            data: self.data.clone(),
+            data: self.section().clone(),
             cursor: self.cursor(),
         }
     }
@@ -555,35 +931,49 @@ impl RecordBatch {
     /// ```
     pub fn iter(&self) -> RecordRefs<'_> {
         RecordRefs {
-            data: &self.data,
+            data: self.section(),
             cursor: self.cursor(),
         }
     }
 
+    /// The buffer the records live in: the decompressed section, or the stored batch.
+    fn section(&self) -> &Bytes {
+        self.decompressed.as_ref().unwrap_or(&self.data)
+    }
+
     fn cursor(&self) -> RecordCursor {
         RecordCursor {
-            position: HEADER_LEN.min(self.data.len()),
+            position: if self.decompressed.is_some() {
+                0
+            } else {
+                HEADER_LEN.min(self.data.len())
+            },
             left: self.header.record_count,
             base_offset: self.header.base_offset,
             first_timestamp: self.first_timestamp(),
+            log_append_time: match self.timestamp_type() {
+                TimestampType::CreateTime => None,
+                TimestampType::LogAppendTime => Some(self.header.max_timestamp),
+            },
             last_offset_delta: self.header.last_offset_delta,
             next_min_delta: 0,
-            codec_ok: le_u16(&self.data, OFF_ATTRIBUTES) & CODEC_MASK == 0,
         }
     }
 
-    /// Walks every record without allocating, checking that the records section parses
-    /// exactly. Used by recovery, so that every batch kept after a crash is readable.
+    /// Walks every record without allocating (a compressed batch was decompressed by
+    /// [`decode`](Self::decode)), checking that the records section parses exactly. Used by
+    /// recovery, so that every batch kept after a crash is readable.
     pub(crate) fn validate_records(&self) -> Result<(), DecodeError> {
+        let section = self.section();
         let mut cursor = self.cursor();
         while cursor.left > 0 {
-            let raw = cursor.parse_next(&self.data)?;
+            let raw = cursor.parse_next(section)?;
             cursor.advance(&raw);
         }
-        if cursor.position != self.data.len() {
+        if cursor.position != section.len() {
             return Err(DecodeError::corrupt(format!(
                 "{} bytes after the last record",
-                self.data.len() - cursor.position
+                section.len() - cursor.position
             )));
         }
         Ok(())
@@ -610,9 +1000,10 @@ struct RecordCursor {
     left: u32,
     base_offset: u64,
     first_timestamp: i64,
+    /// The batch's append time, which every record takes, for a `LogAppendTime` batch.
+    log_append_time: Option<i64>,
     last_offset_delta: u32,
     next_min_delta: u64,
-    codec_ok: bool,
 }
 
 /// A cursor over a byte slice whose every read is bounds-checked. Ranges it returns are
@@ -680,11 +1071,6 @@ impl RecordCursor {
     /// a record either decodes whole or not at all) without moving the cursor.
     #[inline]
     fn parse_next(&self, batch: &[u8]) -> Result<RawRecord, DecodeError> {
-        if !self.codec_ok {
-            return Err(DecodeError::corrupt(
-                "compressed batches are not supported by this build",
-            ));
-        }
         let rest = batch.get(self.position..).unwrap_or_default();
         let (body_len, n) = varint::get_u64(rest).map_err(varint_err)?;
         let body = usize::try_from(body_len)
@@ -769,7 +1155,9 @@ impl RecordCursor {
             data,
             raw,
             offset: self.base_offset + u64::from(raw.offset_delta),
-            timestamp: self.first_timestamp.wrapping_add(raw.timestamp_delta),
+            timestamp: self
+                .log_append_time
+                .unwrap_or_else(|| self.first_timestamp.wrapping_add(raw.timestamp_delta)),
         }
     }
 }
@@ -946,11 +1334,72 @@ mod tests {
         ]
     }
 
+    const CODECS: [Compression; 5] = [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ];
+
     fn encode_one(records: &[Record], base: u64) -> Bytes {
+        encode_with(records, base, Compression::None)
+    }
+
+    fn encode_with(records: &[Record], base: u64, compression: Compression) -> Bytes {
+        let options = EncodeOptions {
+            compression,
+            timestamp_type: TimestampType::CreateTime,
+        };
+        encode_opts(records, base, options)
+    }
+
+    fn encode_opts(records: &[Record], base: u64, options: EncodeOptions) -> Bytes {
         let mut out = Vec::new();
-        encode(records, 5, 1 << 20, &mut out).unwrap();
+        encode(records, 5, 1 << 20, options, &mut EncodeScratch::default(), &mut out).unwrap();
         set_base_offset(&mut out, base);
         Bytes::from(out)
+    }
+
+    /// Replaces the records section of `batch` and fixes its length and CRC.
+    fn with_section(batch: &[u8], section: &[u8]) -> Bytes {
+        let mut out = batch[..HEADER_LEN].to_vec();
+        out.extend_from_slice(section);
+        let length = (out.len() - LOG_OVERHEAD) as u32;
+        out[OFF_LENGTH..OFF_LENGTH + 4].copy_from_slice(&length.to_le_bytes());
+        fix_crc(&mut out);
+        Bytes::from(out)
+    }
+
+    fn fix_crc(batch: &mut [u8]) {
+        let crc = crc32fast::hash(&batch[CRC_START..]);
+        batch[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    fn sample_expected(base: u64) -> Vec<LogRecord> {
+        vec![
+            LogRecord {
+                offset: base,
+                timestamp: 1_000,
+                key: Some("k1".into()),
+                value: Some("v1".into()),
+                headers: vec![Header::new("h", "x"), Header::new("h", "y")],
+            },
+            LogRecord {
+                offset: base + 1,
+                timestamp: 990,
+                key: None,
+                value: None,
+                headers: vec![],
+            },
+            LogRecord {
+                offset: base + 2,
+                timestamp: 1_005,
+                key: Some(Bytes::new()),
+                value: Some(Bytes::new()),
+                headers: vec![],
+            },
+        ]
     }
 
     #[test]
@@ -1007,14 +1456,384 @@ mod tests {
 
     #[test]
     fn too_large_is_refused_before_writing() {
+        let mut scratch = EncodeScratch::default();
+        let opts = EncodeOptions::default();
         let mut out = vec![7u8];
-        let err = encode(&[Record::new().value(vec![0u8; 2000])], 0, 1024, &mut out).unwrap_err();
+        let err = encode(
+            &[Record::new().value(vec![0u8; 2000])],
+            0,
+            1024,
+            opts,
+            &mut scratch,
+            &mut out,
+        )
+        .unwrap_err();
         assert!(matches!(err, Error::RecordTooLarge { size, max: 1024 } if size > 2000));
         assert_eq!(out, [7]);
         assert!(matches!(
-            encode(&[], 0, 1024, &mut out),
+            encode(&[], 0, 1024, opts, &mut scratch, &mut out),
             Err(Error::InvalidArgument { .. })
         ));
+    }
+
+    #[test]
+    fn every_codec_round_trips_every_field() {
+        let mut scratch = EncodeScratch::default();
+        for codec in CODECS {
+            let mut out = Vec::new();
+            let options = EncodeOptions {
+                compression: codec,
+                timestamp_type: TimestampType::CreateTime,
+            };
+            // Twice through one scratch: reuse must not leak the previous batch.
+            for base in [40, 90] {
+                out.clear();
+                let info = encode(&sample(), 5, 1 << 20, options, &mut scratch, &mut out).unwrap();
+                assert_eq!(
+                    (info.record_count, info.max_timestamp, info.max_timestamp_delta),
+                    (3, 1_005, 2)
+                );
+                set_base_offset(&mut out, base);
+                let data = Bytes::from(out.clone());
+                let batch = RecordBatch::decode(&data, 1 << 20, true).unwrap();
+                assert_eq!(batch.compression(), Some(codec), "{codec:?}");
+                assert_eq!(batch.base_offset(), base);
+                assert_eq!(batch.last_offset(), base + 2);
+                assert_eq!(batch.record_count(), 3);
+                assert_eq!(batch.first_timestamp(), 1_000);
+                assert_eq!(batch.max_timestamp(), 1_005);
+                assert_eq!(batch.size_bytes(), data.len());
+                assert_eq!(batch.as_bytes(), &data);
+                assert_eq!(
+                    batch.crc(),
+                    u32::from_le_bytes(data[OFF_CRC..OFF_CRC + 4].try_into().unwrap())
+                );
+                assert_eq!(batch.producer_id(), -1);
+                assert_eq!(batch.producer_epoch(), -1);
+                assert_eq!(batch.base_sequence(), -1);
+                assert_eq!(batch.timestamp_type(), TimestampType::CreateTime);
+                batch.validate_records().unwrap();
+                let got: Vec<LogRecord> = batch.records().collect::<Result<_>>().unwrap();
+                assert_eq!(got, sample_expected(base), "{codec:?}");
+                let borrowed: Vec<LogRecord> = batch
+                    .iter()
+                    .map(|r| r.map(|r| r.to_log_record()))
+                    .collect::<Result<_>>()
+                    .unwrap();
+                assert_eq!(borrowed, got);
+                let first = batch.iter().next().unwrap().unwrap();
+                assert_eq!(
+                    first.headers().collect::<Vec<_>>(),
+                    [("h", &b"x"[..]), ("h", &b"y"[..])]
+                );
+                // The header fields stay uncompressed: the same as without a codec, but
+                // for the length, the CRC and the codec bits.
+                let plain = encode_with(&sample(), base, Compression::None);
+                assert_eq!(data[..OFF_LENGTH], plain[..OFF_LENGTH]);
+                assert_eq!(data[OFF_MAGIC], plain[OFF_MAGIC]);
+                assert_eq!(data[OFF_LAST_DELTA..HEADER_LEN], plain[OFF_LAST_DELTA..HEADER_LEN]);
+                assert_eq!(le_u16(&data, OFF_ATTRIBUTES), codec.bits());
+            }
+        }
+    }
+
+    #[test]
+    fn compressible_records_shrink_with_every_codec() {
+        let records: Vec<Record> = (0..200)
+            .map(|i| {
+                Record::new()
+                    .key(format!("user-{}", i % 7))
+                    .value(format!(r#"{{"event":"click","page":"/home","n":{i}}}"#))
+            })
+            .collect();
+        let plain = encode_with(&records, 0, Compression::None).len();
+        for codec in &CODECS[1..] {
+            let size = encode_with(&records, 0, *codec).len();
+            assert!(size * 3 < plain, "{codec:?}: {size} of {plain}");
+        }
+    }
+
+    #[test]
+    fn incompressible_records_stay_compressed() {
+        // Compression may make a batch larger; it is stored compressed all the same.
+        let records = [Record::new().value(vec![0xA5u8; 1]).timestamp(1)];
+        for codec in CODECS {
+            let data = encode_with(&records, 0, codec);
+            let batch = RecordBatch::decode(&data, 1 << 20, true).unwrap();
+            assert_eq!(batch.compression(), Some(codec));
+            assert_eq!(
+                batch.records().next().unwrap().unwrap().value.as_deref(),
+                Some(&[0xA5u8][..])
+            );
+        }
+    }
+
+    /// Bytes no codec can compress (xorshift).
+    fn noise(len: usize) -> Vec<u8> {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn compressed_size_limits_apply_stored_and_uncompressed() {
+        let mut scratch = EncodeScratch::default();
+        // 3000 zero bytes compress far below 1024, but a reader would refuse to decompress
+        // them within the limit, so the batch is refused.
+        let zeros = [Record::new().value(vec![0u8; 3000])];
+        // 954 random bytes make a 1020-byte batch; the codecs' framing takes it past 1024.
+        let random = [Record::new().value(noise(954))];
+        let mut plain = Vec::new();
+        encode(&random, 0, 1024, EncodeOptions::default(), &mut scratch, &mut plain).unwrap();
+        assert_eq!(plain.len(), 1020);
+        for codec in &CODECS[1..] {
+            let options = EncodeOptions {
+                compression: *codec,
+                timestamp_type: TimestampType::CreateTime,
+            };
+            let mut out = vec![7u8];
+            let err = encode(&zeros, 0, 1024, options, &mut scratch, &mut out).unwrap_err();
+            assert!(
+                matches!(err, Error::RecordTooLarge { size, max: 1024 } if size > 3000),
+                "{codec:?}: {err}"
+            );
+            assert_eq!(out, [7]);
+            let err = encode(&random, 0, 1024, options, &mut scratch, &mut out).unwrap_err();
+            assert!(
+                matches!(err, Error::RecordTooLarge { size, max: 1024 } if size > 1024),
+                "{codec:?}: {err}"
+            );
+            assert_eq!(out, [7]);
+            // And with room for the framing it is stored, compressed.
+            encode(&random, 0, 2048, options, &mut scratch, &mut out).unwrap();
+            let data = Bytes::from(out.split_off(1));
+            let batch = RecordBatch::decode(&data, 2048, true).unwrap();
+            assert_eq!(batch.compression(), Some(*codec));
+            assert!(batch.size_bytes() > 1020);
+            batch.validate_records().unwrap();
+        }
+    }
+
+    #[test]
+    fn every_flipped_byte_of_a_compressed_batch_is_detected() {
+        for codec in &CODECS[1..] {
+            let data = encode_with(&sample(), 7, *codec);
+            for i in 8..data.len() {
+                let mut bad = data.to_vec();
+                bad[i] ^= 0x40;
+                let bad = Bytes::from(bad);
+                assert!(
+                    RecordBatch::decode(&bad, 1 << 20, true).is_err(),
+                    "{codec:?}: flip at byte {i} went unnoticed"
+                );
+                // Without the CRC, the flip is caught by the decompressor or the record
+                // parser, or yields other bytes — but never a panic.
+                if let Ok(batch) = RecordBatch::decode(&bad, 1 << 20, false) {
+                    let _ = batch.validate_records();
+                    for r in batch.iter() {
+                        let _ = r.map(|r| r.to_log_record());
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_truncation_of_a_compressed_batch_is_torn() {
+        for codec in &CODECS[1..] {
+            let data = encode_with(&sample(), 0, *codec);
+            for len in 0..data.len() {
+                assert!(
+                    matches!(
+                        RecordBatch::decode(&data.slice(..len), 1 << 20, true),
+                        Err(DecodeError::Torn { .. })
+                    ),
+                    "{codec:?} truncated to {len}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn corrupt_compressed_payload_is_corrupt_not_a_panic() {
+        for codec in &CODECS[1..] {
+            let good = encode_with(&sample(), 0, *codec);
+            for section in [&b""[..], b"\x00", b"garbage that is not compressed at all", &[0xFF; 64]] {
+                let bad = with_section(&good, section);
+                match RecordBatch::decode(&bad, 1 << 20, true) {
+                    Err(DecodeError::Corrupt(_)) => {}
+                    Ok(batch) => assert!(batch.validate_records().is_err(), "{codec:?}: {section:?}"),
+                    Err(e) => panic!("{codec:?}: {e:?}"),
+                }
+            }
+            // A valid stream of the wrong records fails validation.
+            let other = encode_with(&[Record::new().value("only one")], 0, *codec);
+            let bad = with_section(&good, &other[HEADER_LEN..]);
+            let batch = RecordBatch::decode(&bad, 1 << 20, true).unwrap();
+            assert!(batch.validate_records().is_err());
+            assert!(batch.records().any(|r| r.is_err()));
+        }
+        let good = encode_with(&sample(), 0, Compression::Gzip);
+        let mut trailing = good[HEADER_LEN..].to_vec();
+        trailing.push(0);
+        assert!(matches!(
+            RecordBatch::decode(&with_section(&good, &trailing), 1 << 20, true),
+            Err(DecodeError::Corrupt(reason)) if reason == "bytes after the gzip stream"
+        ));
+        let mut unknown = encode_one(&sample(), 0).to_vec();
+        unknown[OFF_ATTRIBUTES] |= 5;
+        fix_crc(&mut unknown);
+        assert!(matches!(
+            RecordBatch::decode(&Bytes::from(unknown), 1 << 20, true),
+            Err(DecodeError::Corrupt(reason)) if reason.contains("codec 5")
+        ));
+    }
+
+    fn is_bomb_error(r: Result<RecordBatch, DecodeError>) -> bool {
+        match r {
+            Err(DecodeError::Corrupt(reason)) => reason.contains("more than the maximum batch size 1048576"),
+            _ => false,
+        }
+    }
+
+    #[test]
+    fn decompression_bombs_are_refused() {
+        const LIMIT: usize = 1 << 20;
+        let zeros = vec![0u8; 64 << 20];
+        let good = |codec| encode_with(&sample(), 0, codec);
+
+        // zstd with its content size declared: refused before allocating.
+        let z = zstd::bulk::compress(&zeros, 3).unwrap();
+        assert!(z.len() < 64 << 10);
+        let r = RecordBatch::decode(&with_section(&good(Compression::Zstd), &z), LIMIT, true);
+        assert!(
+            matches!(&r, Err(DecodeError::Corrupt(reason))
+            if reason == "zstd records decompress to 67108864 bytes, more than the maximum batch size 1048576"),
+            "{r:?}"
+        );
+
+        // zstd without a content size: decompression stops at the limit.
+        let mut streaming = zstd::stream::Encoder::new(Vec::new(), 3).unwrap();
+        streaming.include_contentsize(false).unwrap();
+        streaming.write_all(&zeros).unwrap();
+        let z = streaming.finish().unwrap();
+        assert_eq!(zstd::zstd_safe::get_frame_content_size(&z).unwrap(), None);
+        let r = RecordBatch::decode(&with_section(&good(Compression::Zstd), &z), LIMIT, true);
+        assert!(
+            matches!(&r, Err(DecodeError::Corrupt(reason))
+            if reason == "zstd records decompress to more than the maximum batch size 1048576"),
+            "{r:?}"
+        );
+
+        // gzip: bounded streaming.
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&zeros[..4 << 20]).unwrap();
+        let gz = gz.finish().unwrap();
+        let r = RecordBatch::decode(&with_section(&good(Compression::Gzip), &gz), LIMIT, true);
+        assert!(is_bomb_error(r));
+
+        // snappy and lz4 state the length first: a lie is refused before allocating, and
+        // a true large length too.
+        let mut snappy = Vec::new();
+        varint::put_u64(&mut snappy, 64 << 20);
+        snappy.extend_from_slice(&[0; 16]);
+        assert!(is_bomb_error(RecordBatch::decode(
+            &with_section(&good(Compression::Snappy), &snappy),
+            LIMIT,
+            true
+        )));
+        let snappy = snap::raw::Encoder::new().compress_vec(&zeros[..2 << 20]).unwrap();
+        assert!(is_bomb_error(RecordBatch::decode(
+            &with_section(&good(Compression::Snappy), &snappy),
+            LIMIT,
+            true
+        )));
+        let mut lz4 = (64u32 << 20).to_le_bytes().to_vec();
+        lz4.extend_from_slice(&[0; 16]);
+        assert!(is_bomb_error(RecordBatch::decode(
+            &with_section(&good(Compression::Lz4), &lz4),
+            LIMIT,
+            true
+        )));
+        let lz4 = lz4_flex::block::compress_prepend_size(&zeros[..2 << 20]);
+        assert!(is_bomb_error(RecordBatch::decode(
+            &with_section(&good(Compression::Lz4), &lz4),
+            LIMIT,
+            true
+        )));
+
+        // A declared length that undersells the data is caught too.
+        let mut lz4 = lz4_flex::block::compress_prepend_size(&[7u8; 5000]);
+        lz4[..4].copy_from_slice(&100u32.to_le_bytes());
+        assert!(RecordBatch::decode(&with_section(&good(Compression::Lz4), &lz4), LIMIT, true).is_err());
+    }
+
+    #[test]
+    fn read_bounded_stays_within_its_limit() {
+        for (len, hint) in [(0, 0), (1, 0), (5000, 0), (5000, 5000), (5000, 10), (1 << 16, 1 << 30)] {
+            let data: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let out = read_bounded(Compression::Gzip, &data[..], 1 << 16, hint).unwrap();
+            assert_eq!(out, data);
+            assert!(out.capacity() <= 1 << 16);
+        }
+        let data = vec![1u8; (1 << 16) + 1];
+        assert!(read_bounded(Compression::Gzip, &data[..], 1 << 16, 0).is_err());
+        assert!(read_bounded(Compression::Gzip, &data[..], 1 << 16, 1 << 16).is_err());
+    }
+
+    #[test]
+    fn log_append_time_overrides_every_timestamp() {
+        let options = EncodeOptions {
+            compression: Compression::None,
+            timestamp_type: TimestampType::LogAppendTime,
+        };
+        for codec in CODECS {
+            let mut out = Vec::new();
+            let records = [
+                Record::new().value("a").timestamp(1),
+                Record::new().value("b"),
+                Record::new().value("c").timestamp(i64::MAX),
+            ];
+            let options = EncodeOptions {
+                compression: codec,
+                ..options
+            };
+            let info = encode(
+                &records,
+                5_000,
+                1 << 20,
+                options,
+                &mut EncodeScratch::default(),
+                &mut out,
+            )
+            .unwrap();
+            assert_eq!((info.max_timestamp, info.max_timestamp_delta), (5_000, 0));
+            let data = Bytes::from(out);
+            let batch = RecordBatch::decode(&data, 1 << 20, true).unwrap();
+            assert_eq!(batch.timestamp_type(), TimestampType::LogAppendTime);
+            assert_eq!((batch.first_timestamp(), batch.max_timestamp()), (5_000, 5_000));
+            assert_eq!(le_u16(&data, OFF_ATTRIBUTES), TIMESTAMP_TYPE_BIT | codec.bits());
+            batch.validate_records().unwrap();
+            let stamps: Vec<i64> = batch.records().map(|r| r.unwrap().timestamp).collect();
+            assert_eq!(stamps, [5_000; 3]);
+            let stamps: Vec<i64> = batch.iter().map(|r| r.unwrap().timestamp()).collect();
+            assert_eq!(stamps, [5_000; 3]);
+        }
+
+        // Readers take max_timestamp whatever the deltas say (as Kafka).
+        let mut data = encode_one(&sample(), 0).to_vec();
+        data[OFF_ATTRIBUTES] |= TIMESTAMP_TYPE_BIT as u8;
+        fix_crc(&mut data);
+        let batch = RecordBatch::decode(&Bytes::from(data), 1 << 20, true).unwrap();
+        assert_eq!(batch.timestamp_type(), TimestampType::LogAppendTime);
+        let stamps: Vec<i64> = batch.records().map(|r| r.unwrap().timestamp).collect();
+        assert_eq!(stamps, [1_005; 3]);
     }
 
     #[test]
@@ -1067,6 +1886,29 @@ mod tests {
         }
 
         #[test]
+        fn random_compressed_sections_never_panic(
+            codec in 1usize..5,
+            section in proptest::collection::vec(any::<u8>(), 0..512),
+            keep in any::<prop::sample::Index>(),
+            tail in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let codec = CODECS[codec];
+            let limit = 1 << 16;
+            let _ = decompress(codec, &section, limit);
+            // A valid stream with its end replaced by noise.
+            let good = encode_with(&sample(), 0, codec);
+            let mut mangled = good[HEADER_LEN..].to_vec();
+            mangled.truncate(keep.index(mangled.len() + 1));
+            mangled.extend_from_slice(&tail);
+            for data in [with_section(&good, &section), with_section(&good, &mangled)] {
+                if let Ok(batch) = RecordBatch::decode(&data, limit, true) {
+                    let _ = batch.validate_records();
+                    for r in batch.records() { let _ = r; }
+                }
+            }
+        }
+
+        #[test]
         fn random_records_round_trip(
             recs in proptest::collection::vec(
                 (proptest::option::of(proptest::collection::vec(any::<u8>(), 0..20)),
@@ -1082,22 +1924,36 @@ mod tests {
                 for (n, hv) in hs { r = r.header(n.clone(), hv.clone()); }
                 r
             }).collect();
-            let data = encode_one(&records, 3);
+            for codec in CODECS {
+                check_round_trip(&records, codec)?;
+            }
+        }
+    }
+
+    fn check_round_trip(records: &[Record], codec: Compression) -> std::result::Result<(), TestCaseError> {
+        {
+            let data = encode_with(records, 3, codec);
             let batch = RecordBatch::decode(&data, 1 << 20, true).unwrap();
+            prop_assert_eq!(batch.compression(), Some(codec));
             batch.validate_records().unwrap();
             let got: Vec<LogRecord> = batch.records().collect::<Result<_>>().unwrap();
             prop_assert_eq!(got.len(), records.len());
-            let borrowed: Vec<LogRecord> = batch.iter().map(|r| r.map(|r| r.to_log_record())).collect::<Result<_>>().unwrap();
+            let borrowed: Vec<LogRecord> = batch
+                .iter()
+                .map(|r| r.map(|r| r.to_log_record()))
+                .collect::<Result<_>>()
+                .unwrap();
             prop_assert_eq!(&borrowed, &got);
             for (r, g) in batch.iter().zip(&got) {
                 let r = r.unwrap();
                 prop_assert_eq!((r.offset(), r.timestamp()), (g.offset, g.timestamp));
                 prop_assert_eq!(r.key(), g.key.as_deref());
                 prop_assert_eq!(r.value(), g.value.as_deref());
-                let headers: Vec<(&str, &[u8])> = g.headers.iter().map(|h| (h.name.as_str(), h.value.as_ref())).collect();
+                let headers: Vec<(&str, &[u8])> =
+                    g.headers.iter().map(|h| (h.name.as_str(), h.value.as_ref())).collect();
                 prop_assert_eq!(r.headers().collect::<Vec<_>>(), headers);
             }
-            for (i, (g, r)) in got.iter().zip(&records).enumerate() {
+            for (i, (g, r)) in got.iter().zip(records).enumerate() {
                 prop_assert_eq!(g.offset, 3 + i as u64);
                 prop_assert_eq!(g.timestamp, r.timestamp.unwrap());
                 prop_assert_eq!(&g.key, &r.key);
@@ -1105,5 +1961,6 @@ mod tests {
                 prop_assert_eq!(&g.headers, &r.headers);
             }
         }
+        Ok(())
     }
 }

@@ -87,23 +87,9 @@ enum CheckpointError {
 /// [`Error::Io`] when it cannot be read, [`Error::Corrupt`] when it is not a valid checkpoint
 /// with `expected` values, [`Error::UnsupportedVersion`] for a newer format.
 pub(crate) fn read(vfs: &dyn Vfs, path: &Path, expected: usize) -> Result<Option<Vec<u64>>> {
-    let file = match vfs.open(path, OpenMode::Read) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io("open checkpoint", path, e)),
+    let Some(buf) = read_small_file(vfs, path, 12 + 8 * MAX_VALUES as u64)? else {
+        return Ok(None);
     };
-    let len = file.file_size().map_err(|e| Error::io("read checkpoint", path, e))?;
-    let max = 12 + 8 * MAX_VALUES as u64;
-    if len > max {
-        return Err(Error::corrupt(
-            path,
-            0,
-            format!("checkpoint of {len} bytes is larger than {max}"),
-        ));
-    }
-    let mut buf = vec![0; len as usize];
-    file.read_exact_at(&mut buf, 0)
-        .map_err(|e| Error::io("read checkpoint", path, e))?;
     match decode(&buf) {
         Ok(values) if values.len() == expected => Ok(Some(values)),
         Ok(values) => Err(Error::corrupt(
@@ -125,17 +111,49 @@ pub(crate) fn read(vfs: &dyn Vfs, path: &Path, expected: usize) -> Result<Option
 /// # Errors
 /// [`Error::Io`] naming the step that failed; the old file is then still in place.
 pub(crate) fn write(vfs: &dyn Vfs, path: &Path, values: &[u64]) -> Result<()> {
+    write_atomic(vfs, path, &encode(values))
+}
+
+/// Replaces the file at `path` with `bytes` atomically: `NAME.tmp`, fdatasync, rename over
+/// `NAME`, sync the directory. A crash leaves the old or the new content.
+///
+/// # Errors
+/// [`Error::Io`] naming the step that failed; the old file is then still in place.
+pub(crate) fn write_atomic(vfs: &dyn Vfs, path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = tmp_path(path);
     let file = vfs
         .open(&tmp, OpenMode::Truncate)
-        .map_err(|e| Error::io("create checkpoint", &tmp, e))?;
-    file.write_all_at(&encode(values), 0)
-        .map_err(|e| Error::io("write checkpoint", &tmp, e))?;
-    file.sync_data().map_err(|e| Error::io("sync checkpoint", &tmp, e))?;
+        .map_err(|e| Error::io("create file", &tmp, e))?;
+    file.write_all_at(bytes, 0)
+        .map_err(|e| Error::io("write file", &tmp, e))?;
+    file.sync_data().map_err(|e| Error::io("sync file", &tmp, e))?;
     drop(file);
-    vfs.rename(&tmp, path)
-        .map_err(|e| Error::io("rename checkpoint", path, e))?;
+    vfs.rename(&tmp, path).map_err(|e| Error::io("rename file", path, e))?;
     sync_parent(vfs, path)
+}
+
+/// Reads a whole file of at most `max` bytes. `Ok(None)` when it does not exist.
+///
+/// # Errors
+/// [`Error::Io`] if it cannot be read; [`Error::Corrupt`] if it is larger than `max`.
+pub(crate) fn read_small_file(vfs: &dyn Vfs, path: &Path, max: u64) -> Result<Option<Vec<u8>>> {
+    let file = match vfs.open(path, OpenMode::Read) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("open file", path, e)),
+    };
+    let len = file.file_size().map_err(|e| Error::io("read file", path, e))?;
+    if len > max {
+        return Err(Error::corrupt(
+            path,
+            0,
+            format!("file of {len} bytes is larger than the maximum {max}"),
+        ));
+    }
+    let mut buf = vec![0; len as usize];
+    file.read_exact_at(&mut buf, 0)
+        .map_err(|e| Error::io("read file", path, e))?;
+    Ok(Some(buf))
 }
 
 /// Removes a file (if present) and makes the removal durable.

@@ -55,8 +55,8 @@ use super::io::{OsFs, Vfs};
 use super::segment::{Fetched, INDEX_SUFFIX, LOG_SUFFIX, Segment, TIME_INDEX_SUFFIX, parse_segment_name, segment_path};
 use crate::config::{Durability, Limits, LogConfig};
 use crate::error::{Error, Result};
-use crate::record::batch::{self, EncodedInfo};
-use crate::record::{Record, RecordBatch};
+use crate::record::batch::{self, EncodeOptions, EncodeScratch, EncodedInfo};
+use crate::record::{Compression, Record, RecordBatch};
 
 const LOCK_FILE: &str = "LOCK";
 const RECOVERY_POINT_FILE: &str = "recovery-point";
@@ -70,10 +70,38 @@ pub struct AppendInfo {
     pub base_offset: u64,
     /// Offset of the last record.
     pub last_offset: u64,
-    /// Largest timestamp in the batch.
+    /// Largest timestamp in the batch: the append time when the log uses
+    /// [`LogAppendTime`](crate::record::TimestampType::LogAppendTime).
     pub max_timestamp: i64,
-    /// Size of the encoded batch in bytes.
+    /// The time of the append, ms since the epoch: the timestamp of records appended
+    /// without one.
+    pub append_time: i64,
+    /// Size of the batch as stored (compressed, if it is), in bytes.
     pub size_bytes: usize,
+}
+
+/// How [`PartitionLog::append_with`] appends a batch.
+///
+/// # Examples
+/// ```
+/// use brooklet::{AppendOptions, Compression, Durability, LogConfig, PartitionLog, Record};
+/// let dir = tempfile::tempdir()?;
+/// let log = PartitionLog::open(dir.path(), LogConfig::default())?;
+/// let options = AppendOptions { durability: Durability::Written, compression: Compression::Zstd };
+/// log.append_with(&[Record::new().value("a"), Record::new().value("b")], options)?;
+/// let batch = &log.read(0, 1 << 20)?[0];
+/// assert_eq!(batch.compression(), Some(Compression::Zstd));
+/// assert_eq!(batch.records().count(), 2);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AppendOptions {
+    /// How far the batch must get before the call returns. Default = `Written`.
+    pub durability: Durability,
+    /// Codec for the batch's records (Kafka's `compression.type`). Default = none. The
+    /// batch header stays uncompressed; see [`record::batch`](crate::record::batch) for the
+    /// framing of each codec.
+    pub compression: Compression,
 }
 
 /// What open found and did. After a clean shutdown it scanned nothing.
@@ -107,6 +135,15 @@ pub struct Truncation {
     pub bytes_removed: u64,
     /// Why the bytes at `position` were invalid.
     pub reason: String,
+}
+
+/// Counters of the fsyncs a log ran, from [`PartitionLog::sync_stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncStats {
+    /// fsync rounds (each syncs every segment written since the previous one).
+    pub syncs: u64,
+    /// Total time spent in them.
+    pub sync_time: std::time::Duration,
 }
 
 /// What [`PartitionLog::enforce_retention`] deleted.
@@ -143,6 +180,8 @@ struct Writer {
     dir_dirty: bool,
     /// When the active segment got its first append in this process (for `segment_ms`).
     active_since: Option<Instant>,
+    /// Reused by compressed appends: records are encoded here, then compressed into `buffer`.
+    scratch: EncodeScratch,
 }
 
 /// One partition's log: segments of record batches with offset and time indexes.
@@ -171,7 +210,7 @@ pub struct PartitionLog {
     dir: PathBuf,
     config: LogConfig,
     vfs: Arc<dyn Vfs>,
-    _lock: File,
+    _lock: Option<File>,
     segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
     writer: Mutex<Writer>,
     sync_lock: Mutex<()>,
@@ -180,6 +219,8 @@ pub struct PartitionLog {
     visible_end: AtomicU64,
     /// Records below this are synced.
     synced_end: AtomicU64,
+    syncs: AtomicU64,
+    sync_nanos: AtomicU64,
     poisoned: AtomicBool,
     closed: AtomicBool,
     recovery: RecoveryReport,
@@ -192,7 +233,7 @@ fn now_ms() -> i64 {
 }
 
 /// Takes the directory's lock file, failing at once if it is held.
-fn lock_dir(dir: &Path) -> Result<File> {
+pub(crate) fn lock_dir(dir: &Path) -> Result<File> {
     let path = dir.join(LOCK_FILE);
     let file = OpenOptions::new()
         .read(true)
@@ -228,11 +269,21 @@ impl PartitionLog {
     /// # Errors
     /// As [`open`](Self::open).
     pub fn open_with_vfs(dir: impl AsRef<Path>, config: LogConfig, vfs: Arc<dyn Vfs>) -> Result<Self> {
+        Self::open_inner(dir.as_ref(), config, vfs, true)
+    }
+
+    /// Opens a partition whose exclusive access is guaranteed by its owner (the broker
+    /// holds the data directory's lock), so it takes no lock of its own.
+    pub(crate) fn open_owned(dir: &Path, config: LogConfig, vfs: Arc<dyn Vfs>) -> Result<Self> {
+        Self::open_inner(dir, config, vfs, false)
+    }
+
+    fn open_inner(dir: &Path, config: LogConfig, vfs: Arc<dyn Vfs>, take_lock: bool) -> Result<Self> {
         config.validate()?;
-        let dir = dir.as_ref().to_path_buf();
+        let dir = dir.to_path_buf();
         vfs.create_dir_all(&dir)
             .map_err(|e| Error::io("create directory", &dir, e))?;
-        let lock = lock_dir(&dir)?;
+        let lock = if take_lock { Some(lock_dir(&dir)?) } else { None };
         let opened = Opened::load(&*vfs, &dir, &config)?;
         let Opened {
             segments,
@@ -268,11 +319,14 @@ impl PartitionLog {
                 unsynced_sealed: Vec::new(),
                 dir_dirty: false,
                 active_since,
+                scratch: EncodeScratch::default(),
             }),
             sync_lock: Mutex::new(()),
             log_start: AtomicU64::new(log_start),
             visible_end: AtomicU64::new(next_offset),
             synced_end: AtomicU64::new(next_offset),
+            syncs: AtomicU64::new(0),
+            sync_nanos: AtomicU64::new(0),
             poisoned: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             recovery,
@@ -336,6 +390,16 @@ impl PartitionLog {
         self.segments.read().len()
     }
 
+    /// How many group-commit fsync rounds ran since open, and their total duration. With
+    /// many threads appending `Synced`, rounds < appends is group commit at work.
+    #[must_use]
+    pub fn sync_stats(&self) -> SyncStats {
+        SyncStats {
+            syncs: self.syncs.load(Ordering::Relaxed),
+            sync_time: std::time::Duration::from_nanos(self.sync_nanos.load(Ordering::Relaxed)),
+        }
+    }
+
     fn check_writable(&self) -> Result<()> {
         if self.poisoned.load(Ordering::Acquire) {
             return Err(Error::Poisoned { path: self.dir.clone() });
@@ -357,7 +421,8 @@ impl PartitionLog {
     /// Appends `records` as one batch and returns the offsets they got. The call returns
     /// once the batch has reached `durability` (see [`Durability`]).
     ///
-    /// Records without a timestamp are stamped with the current time.
+    /// Records without a timestamp are stamped with the current time; when the log's
+    /// [`LogConfig::timestamp_type`] is `LogAppendTime`, every record is.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for an empty slice; [`Error::RecordTooLarge`] if the
@@ -365,24 +430,54 @@ impl PartitionLog {
     /// fails (it is rolled back, the log stays usable) or the fsync fails (the log is then
     /// poisoned); [`Error::Poisoned`] after an earlier failed fsync.
     pub fn append(&self, records: &[Record], durability: Durability) -> Result<AppendInfo> {
+        self.append_with(
+            records,
+            AppendOptions {
+                durability,
+                compression: Compression::None,
+            },
+        )
+    }
+
+    /// Appends `records` as one batch, compressed with `options.compression`, and returns
+    /// the offsets they got once the batch has reached `options.durability`. Otherwise as
+    /// [`append`](Self::append). The records section is encoded into a buffer the log
+    /// keeps, then compressed; an uncompressed append takes no extra copy.
+    ///
+    /// # Errors
+    /// As [`append`](Self::append). A compressed batch must fit `max_batch_bytes` both as
+    /// stored and uncompressed (readers bound decompression by it), else
+    /// [`Error::RecordTooLarge`]; a compressor failure is [`Error::InvalidArgument`].
+    pub fn append_with(&self, records: &[Record], options: AppendOptions) -> Result<AppendInfo> {
         let info = {
             let mut w = self.writer.lock();
             self.check_writable()?;
-            self.append_locked(&mut w, records, durability)?
+            self.append_locked(&mut w, records, options)?
         };
-        if durability == Durability::Synced {
+        if options.durability == Durability::Synced {
             self.sync_through(info.last_offset + 1)?;
         }
         Ok(info)
     }
 
-    fn append_locked(&self, w: &mut Writer, records: &[Record], durability: Durability) -> Result<AppendInfo> {
+    fn append_locked(&self, w: &mut Writer, records: &[Record], options: AppendOptions) -> Result<AppendInfo> {
+        let AppendOptions {
+            durability,
+            compression,
+        } = options;
         let batch_start = w.buffer.len();
+        let append_time = now_ms();
+        let Writer { buffer, scratch, .. } = w;
         let encoded: EncodedInfo = batch::encode(
             records,
-            now_ms(),
+            append_time,
             self.config.effective_max_batch_bytes() as usize,
-            &mut w.buffer,
+            EncodeOptions {
+                compression,
+                timestamp_type: self.config.timestamp_type,
+            },
+            scratch,
+            buffer,
         )?;
         let size = w.buffer.len() - batch_start;
         if self.needs_roll(w, batch_start, size, encoded.record_count)
@@ -430,6 +525,7 @@ impl PartitionLog {
             base_offset,
             last_offset,
             max_timestamp: encoded.max_timestamp,
+            append_time,
             size_bytes: size,
         })
     }
@@ -513,7 +609,7 @@ impl PartitionLog {
 
     /// Makes every record below `target` durable, sharing the fsync with concurrent callers
     /// (group commit).
-    fn sync_through(&self, target: u64) -> Result<()> {
+    pub(crate) fn sync_through(&self, target: u64) -> Result<()> {
         let _turn = self.sync_lock.lock();
         if self.synced_end.load(Ordering::Acquire) >= target {
             return Ok(());
@@ -541,6 +637,7 @@ impl PartitionLog {
     /// fdatasyncs what [`take_unsynced`](Self::take_unsynced) took and publishes the synced
     /// end. A failed sync poisons the log. Call with the sync turn.
     fn sync_unsynced(&self, u: Unsynced) -> Result<()> {
+        let started = Instant::now();
         for segment in u.sealed.iter().chain(std::iter::once(&u.active)) {
             segment
                 .log
@@ -553,6 +650,9 @@ impl PartitionLog {
                 .map_err(|e| self.poison(Error::io("sync directory", &self.dir, e)))?;
         }
         self.synced_end.store(u.end, Ordering::Release);
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.sync_nanos.fetch_add(nanos, Ordering::Relaxed);
         if !u.sealed.is_empty() {
             // A segment was sealed: move the recovery point so a crash scans only from here.
             checkpoint::write(&*self.vfs, &self.dir.join(RECOVERY_POINT_FILE), &[u.end])?;

@@ -1,0 +1,629 @@
+//! [`Broker`]: one data directory of topics, each a set of partition logs.
+//!
+//! # Directory
+//! ```text
+//! DATA/
+//!   LOCK                        exclusive lock (File::try_lock) while a Broker has it open
+//!   meta/topics                 the topic table (format below), replaced atomically
+//!   <topic>-<partition>/        one PartitionLog each (see PartitionLog)
+//! ```
+//!
+//! # `meta/topics` format
+//! ```text
+//! pos  size  field
+//!   0     4  magic     b"BRKM"
+//!   4     2  version   u16 = 1
+//!   6     2  reserved, 0
+//!   8     4  length    u32: bytes of payload
+//!  12     4  crc       CRC-32 of the payload
+//!  16     …  payload   bincode 2 (standard config) of the topic list
+//! ```
+//! Little-endian. The file is replaced atomically (tmp, fdatasync, rename, directory
+//! fsync), so after a crash it holds the topic table before or after the change, never a mix.
+//! Creating a topic writes the table after its partition directories exist; deleting one
+//! writes the table before removing them; open removes partition directories the table does
+//! not name (the leftovers of an interrupted create or delete).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::record::TimestampType;
+use crate::storage::checkpoint;
+use crate::storage::io::{OsFs, Vfs};
+use crate::storage::log::lock_dir;
+use crate::topic::{CleanupPolicy, TopicConfig, validate_topic_name};
+use crate::{PartitionLog, TopicPartition};
+
+const META_DIR: &str = "meta";
+const TOPICS_FILE: &str = "topics";
+const META_MAGIC: &[u8; 4] = b"BRKM";
+const META_VERSION: u16 = 1;
+const META_HEADER: usize = 16;
+/// Largest topic table read; far above any real one (10,000 topics of long names).
+const MAX_META_BYTES: u64 = 64 << 20;
+
+/// A topic as stored in `meta/topics`: plain values, so the file format does not follow
+/// changes to the public config types.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct StoredTopic {
+    name: String,
+    partitions: u32,
+    segment_bytes: u64,
+    segment_ms: Option<u64>,
+    retention_bytes: Option<u64>,
+    retention_ms: Option<u64>,
+    max_message_bytes: u32,
+    /// 0 CreateTime, 1 LogAppendTime.
+    timestamp_type: u8,
+    /// 0 Delete, 1 Compact.
+    cleanup_policy: u8,
+}
+
+fn millis(d: Option<Duration>) -> Option<u64> {
+    d.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl StoredTopic {
+    fn new(name: &str, config: &TopicConfig) -> Self {
+        StoredTopic {
+            name: name.to_owned(),
+            partitions: config.partitions,
+            segment_bytes: config.segment_bytes,
+            segment_ms: millis(config.segment_ms),
+            retention_bytes: config.retention_bytes,
+            retention_ms: millis(config.retention_ms),
+            max_message_bytes: config.max_message_bytes,
+            timestamp_type: u8::from(config.timestamp_type == TimestampType::LogAppendTime),
+            cleanup_policy: u8::from(config.cleanup_policy == CleanupPolicy::Compact),
+        }
+    }
+
+    fn config(&self) -> TopicConfig {
+        TopicConfig::with_partitions(self.partitions)
+            .segment_bytes(self.segment_bytes)
+            .segment_ms(self.segment_ms.map(Duration::from_millis))
+            .retention_bytes(self.retention_bytes)
+            .retention_ms(self.retention_ms.map(Duration::from_millis))
+            .max_message_bytes(self.max_message_bytes)
+            .timestamp_type(if self.timestamp_type == 1 {
+                TimestampType::LogAppendTime
+            } else {
+                TimestampType::CreateTime
+            })
+            .cleanup_policy(if self.cleanup_policy == 1 {
+                CleanupPolicy::Compact
+            } else {
+                CleanupPolicy::Delete
+            })
+    }
+}
+
+fn bincode_config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<{ MAX_META_BYTES as usize }>()
+}
+
+fn encode_topics(topics: &[StoredTopic]) -> Result<Vec<u8>> {
+    let payload = bincode::serde::encode_to_vec(topics, bincode_config()).map_err(|e| Error::InvalidArgument {
+        reason: format!("cannot encode the topic table: {e}"),
+    })?;
+    let mut out = Vec::with_capacity(META_HEADER + payload.len());
+    out.extend_from_slice(META_MAGIC);
+    out.extend_from_slice(&META_VERSION.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    out.extend_from_slice(&payload);
+    Ok(out)
+}
+
+fn decode_topics(path: &Path, bytes: &[u8]) -> Result<Vec<StoredTopic>> {
+    let corrupt = |reason: &str| Error::corrupt(path, 0, reason);
+    let (head, payload) = bytes
+        .split_at_checked(META_HEADER)
+        .ok_or_else(|| corrupt("file is too short"))?;
+    let field = |at: usize| {
+        head.get(at..at + 4)
+            .and_then(|s| s.try_into().ok())
+            .map_or(0, u32::from_le_bytes)
+    };
+    if head.get(..4) != Some(META_MAGIC.as_slice()) {
+        return Err(corrupt("bad magic"));
+    }
+    let version = head
+        .get(4..6)
+        .and_then(|s| s.try_into().ok())
+        .map_or(0, u16::from_le_bytes);
+    if version != META_VERSION {
+        return Err(Error::UnsupportedVersion {
+            path: path.to_path_buf(),
+            found: u32::from(version),
+            supported: u32::from(META_VERSION),
+        });
+    }
+    if head.get(6..8) != Some([0u8, 0].as_slice()) {
+        return Err(corrupt("reserved header bytes are not zero"));
+    }
+    if field(8) as usize != payload.len() {
+        return Err(corrupt("length does not match the file"));
+    }
+    if crc32fast::hash(payload) != field(12) {
+        return Err(corrupt("checksum mismatch"));
+    }
+    let (topics, used): (Vec<StoredTopic>, usize) = bincode::serde::decode_from_slice(payload, bincode_config())
+        .map_err(|e| Error::corrupt(path, META_HEADER as u64, format!("cannot decode the topic table: {e}")))?;
+    if used != payload.len() {
+        return Err(corrupt("trailing bytes after the topic table"));
+    }
+    Ok(topics)
+}
+
+/// One open topic: its configuration and its partition logs.
+#[derive(Debug)]
+pub(crate) struct Topic {
+    pub name: String,
+    pub config: TopicConfig,
+    pub partitions: RwLock<Vec<Arc<PartitionLog>>>,
+}
+
+impl Topic {
+    pub fn partition(&self, partition: u32) -> Result<Arc<PartitionLog>> {
+        let partitions = self.partitions.read();
+        partitions
+            .get(partition as usize)
+            .cloned()
+            .ok_or_else(|| Error::InvalidPartition {
+                topic: self.name.clone(),
+                partition,
+                partitions: partitions.len() as u32,
+            })
+    }
+
+    pub fn partition_count(&self) -> u32 {
+        self.partitions.read().len() as u32
+    }
+}
+
+/// Per-partition facts, from [`Broker::describe_topic`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionDescription {
+    /// The partition number.
+    pub partition: u32,
+    /// First offset still stored.
+    pub log_start_offset: u64,
+    /// Offset the next record will get.
+    pub log_end_offset: u64,
+    /// Bytes of its segment files.
+    pub size_bytes: u64,
+}
+
+/// A topic's configuration and partitions, from [`Broker::describe_topic`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicDescription {
+    /// The topic's name.
+    pub name: String,
+    /// Its configuration (`partitions` is the current count).
+    pub config: TopicConfig,
+    /// One entry per partition, in order.
+    pub partitions: Vec<PartitionDescription>,
+}
+
+/// Builds a [`Broker`] with non-default settings.
+///
+/// # Examples
+/// ```
+/// use brooklet::{Broker, TopicConfig};
+/// let dir = tempfile::tempdir()?;
+/// let broker = Broker::builder().auto_create_topics(Some(TopicConfig::with_partitions(3))).open(dir.path())?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct BrokerBuilder {
+    auto_create: Option<TopicConfig>,
+    vfs: Arc<dyn Vfs>,
+}
+
+impl Default for BrokerBuilder {
+    fn default() -> Self {
+        BrokerBuilder {
+            auto_create: None,
+            vfs: Arc::new(OsFs),
+        }
+    }
+}
+
+impl BrokerBuilder {
+    /// Create unknown topics on first use with this configuration (Kafka's
+    /// `auto.create.topics.enable`). Default = `None`: sending to an unknown topic is an
+    /// [`Error::UnknownTopic`].
+    #[must_use]
+    pub fn auto_create_topics(mut self, config: Option<TopicConfig>) -> Self {
+        self.auto_create = config;
+        self
+    }
+
+    /// Do all partition and metadata I/O through `vfs` (e.g. a
+    /// [`FaultFs`](crate::io::FaultFs) in tests). Default = the OS file system.
+    #[must_use]
+    pub fn vfs(mut self, vfs: Arc<dyn Vfs>) -> Self {
+        self.vfs = vfs;
+        self
+    }
+
+    /// Opens (or creates) the data directory `dir`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a bad auto-create config; [`Error::Locked`] if another
+    /// broker has the directory open; [`Error::Io`] if it cannot be read or created;
+    /// [`Error::Corrupt`] or [`Error::UnsupportedVersion`] for an unreadable topic table;
+    /// any error of opening a partition log.
+    pub fn open(self, dir: impl AsRef<Path>) -> Result<Broker> {
+        Broker::open_inner(dir.as_ref(), self, None)
+    }
+}
+
+#[derive(Debug)]
+struct BrokerInner {
+    dir: PathBuf,
+    vfs: Arc<dyn Vfs>,
+    auto_create: Option<TopicConfig>,
+    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    /// Serializes admin changes and the topic table writes.
+    admin: Mutex<()>,
+    _lock: File,
+    /// Kept last: dropped after the partitions, so their clean close finds the directory.
+    _temp: Option<tempfile::TempDir>,
+}
+
+/// An open data directory of topics. Cheap to clone (`Arc` inside), `Send + Sync`:
+/// producers and consumers made from it may live on any thread.
+///
+/// Dropping the last clone closes every partition cleanly.
+///
+/// # Examples
+/// ```
+/// use brooklet::{Broker, TopicConfig};
+/// let broker = Broker::temporary()?; // a real broker in a temp dir, deleted on drop
+/// broker.create_topic("orders", TopicConfig::with_partitions(3))?;
+/// assert_eq!(broker.list_topics(), ["orders"]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Broker {
+    inner: Arc<BrokerInner>,
+}
+
+impl Broker {
+    /// Opens (or creates) the data directory `dir` with default settings.
+    ///
+    /// # Errors
+    /// As [`BrokerBuilder::open`].
+    pub fn open(dir: impl AsRef<Path>) -> Result<Broker> {
+        BrokerBuilder::default().open(dir)
+    }
+
+    /// A builder for non-default settings.
+    #[must_use]
+    pub fn builder() -> BrokerBuilder {
+        BrokerBuilder::default()
+    }
+
+    /// A broker in a fresh temporary directory that is deleted when the last clone is
+    /// dropped: the one-liner for unit tests, with the same semantics as a real one.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the temporary directory cannot be created.
+    pub fn temporary() -> Result<Broker> {
+        let temp = tempfile::Builder::new()
+            .prefix("brooklet-")
+            .tempdir()
+            .map_err(|e| Error::io("create temporary directory", std::env::temp_dir(), e))?;
+        let dir = temp.path().to_path_buf();
+        Broker::open_inner(&dir, BrokerBuilder::default(), Some(temp))
+    }
+
+    fn open_inner(dir: &Path, builder: BrokerBuilder, temp: Option<tempfile::TempDir>) -> Result<Broker> {
+        if let Some(config) = &builder.auto_create {
+            config.validate()?;
+        }
+        let vfs = builder.vfs;
+        let meta_dir = dir.join(META_DIR);
+        vfs.create_dir_all(&meta_dir)
+            .map_err(|e| Error::io("create directory", &meta_dir, e))?;
+        let lock = lock_dir(dir)?;
+        let topics_path = meta_dir.join(TOPICS_FILE);
+        let stored = match checkpoint::read_small_file(&*vfs, &topics_path, MAX_META_BYTES)? {
+            Some(bytes) => decode_topics(&topics_path, &bytes)?,
+            None => {
+                checkpoint::write_atomic(&*vfs, &topics_path, &encode_topics(&[])?)?;
+                Vec::new()
+            }
+        };
+        remove_unlisted_partitions(dir, &stored)?;
+        let mut topics = BTreeMap::new();
+        for t in &stored {
+            validate_topic_name(&t.name)?;
+            let config = t.config();
+            let mut logs = Vec::with_capacity(t.partitions as usize);
+            for p in 0..t.partitions {
+                logs.push(Arc::new(PartitionLog::open_owned(
+                    &partition_dir(dir, &t.name, p),
+                    config.log_config(),
+                    Arc::clone(&vfs),
+                )?));
+            }
+            topics.insert(
+                t.name.clone(),
+                Arc::new(Topic {
+                    name: t.name.clone(),
+                    config,
+                    partitions: RwLock::new(logs),
+                }),
+            );
+        }
+        Ok(Broker {
+            inner: Arc::new(BrokerInner {
+                dir: dir.to_path_buf(),
+                vfs,
+                auto_create: builder.auto_create,
+                topics: RwLock::new(topics),
+                admin: Mutex::new(()),
+                _lock: lock,
+                _temp: temp,
+            }),
+        })
+    }
+
+    /// The data directory.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Creates a topic with `config.partitions()` partitions.
+    ///
+    /// # Errors
+    /// [`Error::InvalidTopicName`], [`Error::InvalidConfig`], [`Error::TopicExists`], or an
+    /// I/O error creating its partitions or writing the topic table.
+    pub fn create_topic(&self, name: &str, config: TopicConfig) -> Result<()> {
+        validate_topic_name(name)?;
+        config.validate()?;
+        let _admin = self.inner.admin.lock();
+        if self.inner.topics.read().contains_key(name) {
+            return Err(Error::TopicExists { topic: name.to_owned() });
+        }
+        let logs = self.open_partitions(name, &config, 0..config.partitions)?;
+        let topic = Arc::new(Topic {
+            name: name.to_owned(),
+            config,
+            partitions: RwLock::new(logs),
+        });
+        let mut table = self.stored_topics();
+        table.push(StoredTopic::new(name, &topic.config));
+        self.write_table(&table)?;
+        self.inner.topics.write().insert(name.to_owned(), topic);
+        Ok(())
+    }
+
+    /// Creates the topic unless it exists. Returns whether it was created.
+    ///
+    /// # Errors
+    /// As [`create_topic`](Self::create_topic), except [`Error::TopicExists`].
+    pub fn create_topic_if_not_exists(&self, name: &str, config: TopicConfig) -> Result<bool> {
+        match self.create_topic(name, config) {
+            Ok(()) => Ok(true),
+            Err(Error::TopicExists { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The names of all topics, sorted.
+    #[must_use]
+    pub fn list_topics(&self) -> Vec<String> {
+        self.inner.topics.read().keys().cloned().collect()
+    }
+
+    /// A topic's configuration and, per partition, its offsets and size.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTopic`].
+    pub fn describe_topic(&self, name: &str) -> Result<TopicDescription> {
+        let topic = self.topic(name)?;
+        let logs = topic.partitions.read().clone();
+        Ok(TopicDescription {
+            name: topic.name.clone(),
+            config: topic.config.clone().partition_count(logs.len() as u32),
+            partitions: (0u32..)
+                .zip(&logs)
+                .map(|(partition, log)| PartitionDescription {
+                    partition,
+                    log_start_offset: log.log_start_offset(),
+                    log_end_offset: log.log_end_offset(),
+                    size_bytes: log.size_bytes(),
+                })
+                .collect(),
+        })
+    }
+
+    /// Grows a topic to `partitions` partitions (Kafka allows only growth: keyed records
+    /// map to new partitions afterwards, as in Kafka).
+    ///
+    /// # Errors
+    /// [`Error::UnknownTopic`]; [`Error::InvalidConfig`] if `partitions` is not more than
+    /// the current count or above the maximum; an I/O error.
+    pub fn add_partitions(&self, name: &str, partitions: u32) -> Result<()> {
+        let _admin = self.inner.admin.lock();
+        let topic = self.topic(name)?;
+        let current = topic.partition_count();
+        if partitions <= current {
+            return Err(Error::config(
+                "partitions",
+                format!("topic {name:?} has {current} partitions; the count can only grow"),
+            ));
+        }
+        let grown = topic.config.clone().partition_count(partitions);
+        grown.validate()?;
+        let logs = self.open_partitions(name, &topic.config, current..partitions)?;
+        let mut table = self.stored_topics();
+        if let Some(t) = table.iter_mut().find(|t| t.name == name) {
+            t.partitions = partitions;
+        }
+        self.write_table(&table)?;
+        topic.partitions.write().extend(logs);
+        Ok(())
+    }
+
+    /// Deletes a topic and its files. Producers and consumers still using it get
+    /// [`Error::UnknownTopic`] from then on.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTopic`]; an I/O error writing the topic table or removing files
+    /// (the topic is gone from the table by then, and open finishes the removal).
+    pub fn delete_topic(&self, name: &str) -> Result<()> {
+        let _admin = self.inner.admin.lock();
+        let topic = self.topic(name)?;
+        let table: Vec<StoredTopic> = self.stored_topics().into_iter().filter(|t| t.name != name).collect();
+        self.write_table(&table)?;
+        self.inner.topics.write().remove(name);
+        let count = topic.partition_count();
+        drop(topic);
+        for p in 0..count {
+            let dir = partition_dir(&self.inner.dir, name, p);
+            std::fs::remove_dir_all(&dir).map_err(|e| Error::io("delete partition directory", &dir, e))?;
+        }
+        self.inner
+            .vfs
+            .sync_dir(&self.inner.dir)
+            .map_err(|e| Error::io("sync directory", &self.inner.dir, e))
+    }
+
+    /// The open topic `name`, creating it first if auto-create is on.
+    pub(crate) fn topic_or_create(&self, name: &str) -> Result<Arc<Topic>> {
+        match self.topic(name) {
+            Err(Error::UnknownTopic { .. }) if self.inner.auto_create.is_some() => {
+                let config = self.inner.auto_create.clone().unwrap_or_default();
+                self.create_topic_if_not_exists(name, config)?;
+                self.topic(name)
+            }
+            other => other,
+        }
+    }
+
+    pub(crate) fn topic(&self, name: &str) -> Result<Arc<Topic>> {
+        self.inner
+            .topics
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::UnknownTopic { topic: name.to_owned() })
+    }
+
+    /// The log of one partition.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTopic`] or [`Error::InvalidPartition`].
+    pub fn partition_log(&self, tp: &TopicPartition) -> Result<Arc<PartitionLog>> {
+        self.topic(&tp.topic)?.partition(tp.partition)
+    }
+
+    fn open_partitions(
+        &self,
+        name: &str,
+        config: &TopicConfig,
+        range: std::ops::Range<u32>,
+    ) -> Result<Vec<Arc<PartitionLog>>> {
+        range
+            .map(|p| {
+                PartitionLog::open_owned(
+                    &partition_dir(&self.inner.dir, name, p),
+                    config.log_config(),
+                    Arc::clone(&self.inner.vfs),
+                )
+                .map(Arc::new)
+            })
+            .collect()
+    }
+
+    fn stored_topics(&self) -> Vec<StoredTopic> {
+        self.inner
+            .topics
+            .read()
+            .values()
+            .map(|t| StoredTopic::new(&t.name, &t.config.clone().partition_count(t.partition_count())))
+            .collect()
+    }
+
+    fn write_table(&self, table: &[StoredTopic]) -> Result<()> {
+        let path = self.inner.dir.join(META_DIR).join(TOPICS_FILE);
+        checkpoint::write_atomic(&*self.inner.vfs, &path, &encode_topics(table)?)
+    }
+}
+
+/// `DATA/<topic>-<partition>`.
+fn partition_dir(dir: &Path, topic: &str, partition: u32) -> PathBuf {
+    dir.join(format!("{topic}-{partition}"))
+}
+
+/// Removes `<topic>-<partition>` directories the topic table does not list: what an
+/// interrupted create (directories made, table not yet written) or delete (table written,
+/// directories not yet removed) left behind. Other entries are left alone.
+fn remove_unlisted_partitions(dir: &Path, topics: &[StoredTopic]) -> Result<()> {
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io("list directory", dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("list directory", dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some((topic, partition)) = name.rsplit_once('-') else {
+            continue;
+        };
+        let Ok(partition) = partition.parse::<u32>() else {
+            continue;
+        };
+        if validate_topic_name(topic).is_err() || !entry.path().is_dir() {
+            continue;
+        }
+        let listed = topics.iter().any(|t| t.name == topic && partition < t.partitions);
+        if !listed {
+            tracing::warn!(dir = %entry.path().display(), "removing a partition directory the topic table does not list");
+            std::fs::remove_dir_all(entry.path())
+                .map_err(|e| Error::io("remove partition directory", entry.path(), e))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_table_round_trips_and_rejects_damage() {
+        let table = vec![StoredTopic::new(
+            "orders",
+            &TopicConfig::with_partitions(3).retention_bytes(Some(10)),
+        )];
+        let bytes = encode_topics(&table).unwrap();
+        let path = Path::new("meta/topics");
+        assert_eq!(decode_topics(path, &bytes).unwrap(), table);
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x10;
+            assert!(decode_topics(path, &bad).is_err(), "flip at {i}");
+        }
+        for len in 0..bytes.len() {
+            assert!(decode_topics(path, &bytes[..len]).is_err(), "cut at {len}");
+        }
+        let mut newer = bytes.clone();
+        newer[4] = 2;
+        assert!(matches!(
+            decode_topics(path, &newer),
+            Err(Error::UnsupportedVersion { found: 2, .. })
+        ));
+    }
+}

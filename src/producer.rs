@@ -1,0 +1,894 @@
+//! [`Producer`]: publishes records to topics, as Kafka's producer does, in-process.
+//!
+//! # Routing
+//! A record with an explicit partition goes there; a keyed record goes to
+//! `(murmur2(key) & 0x7fffffff) % partitions` (Kafka's Java client, so a key lands on the
+//! same partition number in Kafka); a keyless one follows the configured
+//! [`Partitioner`] (sticky by default).
+//!
+//! # Sending
+//! - [`send`](Producer::send) blocks until the record is stored at the producer's
+//!   [`Durability`] and returns its [`RecordMetadata`]. `Synced` senders on many threads
+//!   share fsyncs (group commit): the append happens under the partition's lock, the fsync
+//!   wait after it is released.
+//! - [`send_async`](Producer::send_async) returns a [`Delivery`] at once. Records
+//!   accumulate per partition and are written as one batch when `batch_size` bytes are
+//!   reached or `linger` has passed (a background thread), on [`flush`](Producer::flush),
+//!   or when the producer is closed or its last clone dropped. Every record's outcome
+//!   reaches its `Delivery` (or callback); nothing is dropped silently.
+//! - [`send_batch`](Producer::send_batch) writes many records with one lock acquisition and
+//!   one write per partition.
+//!
+//! One producer keeps the order of its records within a partition, whichever of these
+//! calls sent them: a blocking send first writes the partition's pending async records.
+//!
+//! # Size limits
+//! A batch is never larger than the topic's `max_message_bytes`: the accumulator closes a
+//! batch before it would pass it, and a batch refused as too large is split, so only a
+//! record that alone exceeds the limit fails, with [`Error::RecordTooLarge`], and nothing of
+//! it is written.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use crate::broker::{Broker, Topic};
+use crate::config::Durability;
+use crate::error::{Error, Result};
+use crate::partitioner::{DefaultPartitioner, Partitioner};
+use crate::record::{Compression, Record};
+use crate::storage::log::{AppendOptions, PartitionLog};
+
+/// A record addressed to a topic (and optionally a partition): Kafka's `ProducerRecord`.
+///
+/// # Examples
+/// ```
+/// use brooklet::ProducerRecord;
+/// let r = ProducerRecord::new("orders").key("user-1").value(r#"{"amount": 42.5}"#).header("source", "api");
+/// assert_eq!(r.topic(), "orders");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerRecord {
+    topic: String,
+    partition: Option<u32>,
+    record: Record,
+}
+
+impl ProducerRecord {
+    /// A record for `topic`, with no key, value or headers yet.
+    pub fn new(topic: impl Into<String>) -> Self {
+        ProducerRecord {
+            topic: topic.into(),
+            partition: None,
+            record: Record::new(),
+        }
+    }
+
+    /// Sends to this partition, bypassing the partitioner.
+    #[must_use]
+    pub fn partition(mut self, partition: u32) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+
+    /// Sets the key (it picks the partition, and orders records of one key).
+    #[must_use]
+    pub fn key(mut self, key: impl Into<Bytes>) -> Self {
+        self.record = self.record.key(key);
+        self
+    }
+
+    /// Sets the value; without one the record is a tombstone.
+    #[must_use]
+    pub fn value(mut self, value: impl Into<Bytes>) -> Self {
+        self.record = self.record.value(value);
+        self
+    }
+
+    /// Appends a header.
+    #[must_use]
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<Bytes>) -> Self {
+        self.record = self.record.header(name, value);
+        self
+    }
+
+    /// Sets the timestamp (ms since the epoch); without one, the send time is used.
+    #[must_use]
+    pub fn timestamp(mut self, ms: i64) -> Self {
+        self.record = self.record.timestamp(ms);
+        self
+    }
+
+    /// The topic.
+    #[must_use]
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The record's key, value, headers and timestamp.
+    #[must_use]
+    pub fn record(&self) -> &Record {
+        &self.record
+    }
+
+    /// Wraps an existing [`Record`] for `topic`.
+    pub fn from_record(topic: impl Into<String>, record: Record) -> Self {
+        ProducerRecord {
+            topic: topic.into(),
+            partition: None,
+            record,
+        }
+    }
+}
+
+/// Where a record was stored.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RecordMetadata {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: u32,
+    /// The record's offset in the partition.
+    pub offset: u64,
+    /// The stored timestamp (the append time for a LogAppendTime topic).
+    pub timestamp: i64,
+}
+
+/// Settings of a [`Producer`].
+///
+/// # Examples
+/// ```
+/// use brooklet::{Compression, Durability, ProducerConfig};
+/// use std::time::Duration;
+/// let config = ProducerConfig::default()
+///     .durability(Durability::Synced)
+///     .linger(Duration::from_millis(2))
+///     .compression(Compression::Lz4);
+/// ```
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    durability: Durability,
+    batch_size: usize,
+    linger: Duration,
+    compression: Compression,
+    partitioner: Arc<dyn Partitioner>,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        ProducerConfig {
+            durability: Durability::Written,
+            batch_size: 16 * 1024,
+            linger: Duration::from_millis(5),
+            compression: Compression::None,
+            partitioner: Arc::new(DefaultPartitioner::new()),
+        }
+    }
+}
+
+impl ProducerConfig {
+    /// When a send counts as done (Kafka's `acks`). Default = `Written`.
+    #[must_use]
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Bytes of records after which a partition's async batch is written (Kafka's
+    /// `batch.size`). Default = 16 KiB.
+    #[must_use]
+    pub fn batch_size(mut self, bytes: usize) -> Self {
+        self.batch_size = bytes;
+        self
+    }
+
+    /// How long an async batch may wait for more records (Kafka's `linger.ms`).
+    /// Default = 5 ms (Kafka 4's default).
+    #[must_use]
+    pub fn linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
+        self
+    }
+
+    /// Compression of each batch (Kafka's `compression.type`). Default = none.
+    #[must_use]
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.compression = compression;
+        self
+    }
+
+    /// How keyless records (and, for custom ones, all records) pick a partition.
+    /// Default = [`DefaultPartitioner`] (key hash, sticky for keyless).
+    #[must_use]
+    pub fn partitioner(mut self, partitioner: Arc<dyn Partitioner>) -> Self {
+        self.partitioner = partitioner;
+        self
+    }
+}
+
+/// Counters of a producer (shared by its clones), from [`Producer::metrics`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProducerMetrics {
+    /// Records stored.
+    pub records_sent: u64,
+    /// Encoded batch bytes stored.
+    pub bytes_sent: u64,
+    /// Batches written.
+    pub batches: u64,
+    /// Records whose send failed.
+    pub errors: u64,
+    /// fsync rounds this producer's `Synced` sends ran (group commit makes this smaller
+    /// than the number of sends).
+    pub fsyncs: u64,
+    /// Time spent waiting for those fsyncs.
+    pub fsync_time: Duration,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    records: AtomicU64,
+    bytes: AtomicU64,
+    batches: AtomicU64,
+    errors: AtomicU64,
+    fsyncs: AtomicU64,
+    fsync_nanos: AtomicU64,
+}
+
+type Callback = Box<dyn FnOnce(Result<RecordMetadata>) + Send>;
+
+/// Where an async send's outcome goes.
+enum Slot {
+    Handle(Arc<DeliveryState>),
+    Callback(Callback),
+}
+
+impl Slot {
+    fn complete(self, result: Result<RecordMetadata>) {
+        match self {
+            Slot::Handle(state) => {
+                *state.result.lock() = Some(result);
+                state.ready.notify_all();
+            }
+            Slot::Callback(callback) => callback(result),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct DeliveryState {
+    result: Mutex<Option<Result<RecordMetadata>>>,
+    ready: Condvar,
+}
+
+/// The outcome of a [`Producer::send_async`], to wait on.
+#[derive(Debug)]
+pub struct Delivery {
+    state: Arc<DeliveryState>,
+}
+
+impl Delivery {
+    /// Blocks until the record is stored (at the producer's durability) or has failed.
+    ///
+    /// # Errors
+    /// The error that failed the record's batch, e.g. [`Error::RecordTooLarge`],
+    /// [`Error::UnknownTopic`], [`Error::Io`].
+    pub fn wait(self) -> Result<RecordMetadata> {
+        let mut result = self.state.result.lock();
+        loop {
+            if let Some(outcome) = result.take() {
+                return outcome;
+            }
+            self.state.ready.wait(&mut result);
+        }
+    }
+
+    /// The outcome if it is already known, without blocking.
+    #[must_use]
+    pub fn try_result(&self) -> Option<Result<RecordMetadata>> {
+        self.state.result.lock().take()
+    }
+}
+
+/// Records waiting to be written to one partition.
+#[derive(Default)]
+struct Pending {
+    records: Vec<Record>,
+    slots: Vec<Slot>,
+    bytes: usize,
+    since: Option<Instant>,
+}
+
+/// Outcomes of a written batch, to hand to their slots after the partition lock is released.
+#[must_use]
+struct Completions(Vec<(Slot, Result<RecordMetadata>)>, Result<()>);
+
+impl Completions {
+    fn run(self) -> Result<()> {
+        for (slot, outcome) in self.0 {
+            slot.complete(outcome);
+        }
+        self.1
+    }
+}
+
+struct PartitionQueue {
+    log: Arc<PartitionLog>,
+    /// Bytes sent by blocking sends since the partitioner last moved on.
+    sticky_bytes: std::sync::atomic::AtomicUsize,
+    topic: String,
+    partition: u32,
+    max_batch: usize,
+    pending: Mutex<Pending>,
+}
+
+struct Shared {
+    broker: Broker,
+    config: ProducerConfig,
+    queues: RwLock<HashMap<(String, u32), Arc<PartitionQueue>>>,
+    counters: Counters,
+    closed: AtomicBool,
+    /// Wakes the linger thread when a batch starts or the producer closes.
+    wake: Condvar,
+    wake_lock: Mutex<()>,
+}
+
+/// Closes the producer when the last clone drops.
+struct Handle {
+    shared: Arc<Shared>,
+    linger_thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        if let Err(e) = close(&self.shared, &self.linger_thread) {
+            tracing::warn!(error = %e, "producer closed with an error");
+        }
+    }
+}
+
+/// Publishes records to the broker's topics. `Clone + Send + Sync`; clones share one
+/// accumulator and one set of counters. Dropping the last clone (or [`close`](Self::close))
+/// writes everything still pending.
+///
+/// # Examples
+/// ```
+/// use brooklet::{Broker, ProducerConfig, ProducerRecord, TopicConfig};
+/// let broker = Broker::temporary()?;
+/// broker.create_topic("orders", TopicConfig::with_partitions(3))?;
+/// let producer = broker.producer(ProducerConfig::default());
+/// let meta = producer.send(ProducerRecord::new("orders").key("user-1").value("42.5"))?;
+/// println!("stored at {}/{}@{}", meta.topic, meta.partition, meta.offset);
+/// let pending = producer.send_async(ProducerRecord::new("orders").key("user-2").value("7"));
+/// producer.flush()?;
+/// assert_eq!(pending.wait()?.topic, "orders");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct Producer {
+    handle: Arc<Handle>,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("config", &self.handle.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Broker {
+    /// A producer writing to this broker's topics.
+    #[must_use]
+    pub fn producer(&self, config: ProducerConfig) -> Producer {
+        let shared = Arc::new(Shared {
+            broker: self.clone(),
+            config,
+            queues: RwLock::new(HashMap::new()),
+            counters: Counters::default(),
+            closed: AtomicBool::new(false),
+            wake: Condvar::new(),
+            wake_lock: Mutex::new(()),
+        });
+        let thread_shared = Arc::clone(&shared);
+        let linger_thread = std::thread::Builder::new()
+            .name("brooklet-linger".into())
+            .spawn(move || linger_loop(&thread_shared))
+            .map_err(|e| tracing::warn!(error = %e, "no linger thread: async batches wait for batch_size or flush"))
+            .ok();
+        Producer {
+            handle: Arc::new(Handle {
+                shared,
+                linger_thread: Mutex::new(linger_thread),
+            }),
+        }
+    }
+}
+
+impl Producer {
+    /// Sends one record and blocks until it is stored at the configured durability.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTopic`] (unless the broker auto-creates topics);
+    /// [`Error::InvalidPartition`]; [`Error::RecordTooLarge`] (nothing written);
+    /// [`Error::Io`] or [`Error::Poisoned`] from the partition; [`Error::Closed`].
+    pub fn send(&self, record: ProducerRecord) -> Result<RecordMetadata> {
+        let shared = &self.handle.shared;
+        let result = (|| {
+            let queue = shared.queue_for(&record)?;
+            let durability = shared.config.durability;
+            let info = {
+                let mut pending = queue.pending.lock();
+                shared.check_open()?;
+                let done = shared.write_pending(&queue, &mut pending);
+                let info = shared.append(&queue, std::slice::from_ref(&record.record), durability.min_written());
+                drop(pending);
+                done.run()?;
+                info?
+            };
+            shared.note_sent(&queue, info.size_bytes);
+            if durability == Durability::Synced {
+                shared.sync(&queue.log, info.last_offset + 1)?;
+            }
+            Ok(RecordMetadata {
+                topic: queue.topic.clone(),
+                partition: queue.partition,
+                offset: info.base_offset,
+                timestamp: info.max_timestamp,
+            })
+        })();
+        if result.is_err() {
+            shared.counters.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// Queues a record and returns at once; wait on the [`Delivery`] for the outcome.
+    /// Routing errors (unknown topic, bad partition) are delivered through it too.
+    pub fn send_async(&self, record: ProducerRecord) -> Delivery {
+        let state = Arc::new(DeliveryState::default());
+        self.handle.shared.enqueue(record, Slot::Handle(Arc::clone(&state)));
+        Delivery { state }
+    }
+
+    /// Queues a record; `callback` runs with its outcome (on the thread that writes the
+    /// batch: keep it short, and do not send from it with a blocking call).
+    pub fn send_with_callback(
+        &self,
+        record: ProducerRecord,
+        callback: impl FnOnce(Result<RecordMetadata>) + Send + 'static,
+    ) {
+        self.handle.shared.enqueue(record, Slot::Callback(Box::new(callback)));
+    }
+
+    /// Sends many records, one write per partition (more if a partition's records pass the
+    /// topic's `max_message_bytes`), and blocks until all are stored. Returns their metadata
+    /// in the order given.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send); on an error, records of partitions already written stay
+    /// written (their offsets are lost to the caller, as with a failed Kafka batch).
+    #[expect(clippy::type_complexity, reason = "one local grouping vector, named by its comment")]
+    pub fn send_batch(&self, records: Vec<ProducerRecord>) -> Result<Vec<RecordMetadata>> {
+        let shared = &self.handle.shared;
+        // Per partition: its queue and the records for it, with their position in `records`.
+        let mut groups: Vec<(Arc<PartitionQueue>, Vec<(usize, Record)>)> = Vec::new();
+        for (i, record) in records.into_iter().enumerate() {
+            let queue = shared.queue_for(&record)?;
+            match groups.iter_mut().find(|(q, _)| Arc::ptr_eq(q, &queue)) {
+                Some((_, group)) => group.push((i, record.record)),
+                None => groups.push((queue, vec![(i, record.record)])),
+            }
+        }
+        let total: usize = groups.iter().map(|(_, g)| g.len()).sum();
+        let mut out: Vec<Option<RecordMetadata>> = vec![None; total];
+        let durability = shared.config.durability;
+        let mut to_sync = Vec::new();
+        for (queue, group) in groups {
+            let (indexes, group_records): (Vec<usize>, Vec<Record>) = group.into_iter().unzip();
+            let infos = {
+                let mut pending = queue.pending.lock();
+                shared.check_open()?;
+                let done = shared.write_pending(&queue, &mut pending);
+                let infos = shared.append_split(&queue, &group_records, durability.min_written());
+                drop(pending);
+                done.run()?;
+                infos?
+            };
+            if let Some(last) = infos.last().map(|(_, info)| info.last_offset) {
+                to_sync.push((Arc::clone(&queue.log), last + 1));
+            }
+            shared.note_sent(&queue, infos.iter().map(|(_, info)| info.size_bytes).sum());
+            let metas = metadata_for(&queue, &group_records, &infos);
+            for (i, meta) in indexes.into_iter().zip(metas) {
+                if let Some(slot) = out.get_mut(i) {
+                    *slot = Some(meta);
+                }
+            }
+        }
+        if durability == Durability::Synced {
+            for (log, end) in to_sync {
+                shared.sync(&log, end)?;
+            }
+        }
+        Ok(out.into_iter().flatten().collect())
+    }
+
+    /// Writes every queued record and waits until they are stored.
+    ///
+    /// # Errors
+    /// The first error writing a pending batch (each record's own outcome also reaches its
+    /// `Delivery`).
+    pub fn flush(&self) -> Result<()> {
+        self.handle.shared.flush_all()
+    }
+
+    /// Flushes, stops the linger thread, and refuses further sends with
+    /// [`Error::Closed`]. Other clones are closed too. Dropping the last clone does the same.
+    ///
+    /// # Errors
+    /// As [`flush`](Self::flush).
+    pub fn close(&self) -> Result<()> {
+        close(&self.handle.shared, &self.handle.linger_thread)
+    }
+
+    /// The producer's counters.
+    #[must_use]
+    pub fn metrics(&self) -> ProducerMetrics {
+        let c = &self.handle.shared.counters;
+        ProducerMetrics {
+            records_sent: c.records.load(Ordering::Relaxed),
+            bytes_sent: c.bytes.load(Ordering::Relaxed),
+            batches: c.batches.load(Ordering::Relaxed),
+            errors: c.errors.load(Ordering::Relaxed),
+            fsyncs: c.fsyncs.load(Ordering::Relaxed),
+            fsync_time: Duration::from_nanos(c.fsync_nanos.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+/// Metadata for `records` appended as the batches `infos` (`(index of first record, info)`).
+fn metadata_for(
+    queue: &PartitionQueue,
+    records: &[Record],
+    infos: &[(usize, crate::AppendInfo)],
+) -> Vec<RecordMetadata> {
+    let mut out = Vec::with_capacity(records.len());
+    for (n, (first, info)) in infos.iter().enumerate() {
+        let end = infos.get(n + 1).map_or(records.len(), |(next, _)| *next);
+        for (i, record) in records.iter().enumerate().take(end).skip(*first) {
+            out.push(RecordMetadata {
+                topic: queue.topic.clone(),
+                partition: queue.partition,
+                offset: info.base_offset + (i - first) as u64,
+                timestamp: stored_timestamp(&queue.log, record, info),
+            });
+        }
+    }
+    out
+}
+
+/// The timestamp a record was stored with: the append time on a LogAppendTime topic,
+/// else the record's own (or the append time when it had none, which `max_timestamp`
+/// equals for a batch of one; for larger batches the append time is the batch's "now").
+fn stored_timestamp(log: &PartitionLog, record: &Record, info: &crate::AppendInfo) -> i64 {
+    if log.config().timestamp_type == crate::record::TimestampType::LogAppendTime {
+        info.max_timestamp
+    } else {
+        record.timestamp_ms().unwrap_or(info.append_time)
+    }
+}
+
+impl Durability {
+    /// The durability of the write done under the partition lock: `Synced` writes first
+    /// and syncs after the lock is released (group commit).
+    fn min_written(self) -> Durability {
+        match self {
+            Durability::Synced => Durability::Written,
+            other => other,
+        }
+    }
+}
+
+impl Shared {
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(Error::Closed { what: "producer" })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The queue of the partition `record` goes to.
+    fn queue_for(&self, record: &ProducerRecord) -> Result<Arc<PartitionQueue>> {
+        let topic = self.broker.topic_or_create(&record.topic)?;
+        let partitions = topic.partition_count();
+        let partition = match record.partition {
+            Some(p) => p,
+            None => self.config.partitioner.partition(
+                &record.topic,
+                record.record.key_bytes().map(|k| k.as_ref()),
+                record.record.value_bytes().map(|v| v.as_ref()),
+                partitions,
+            ),
+        };
+        if partition >= partitions {
+            return Err(Error::InvalidPartition {
+                topic: record.topic.clone(),
+                partition,
+                partitions,
+            });
+        }
+        self.queue(&topic, partition)
+    }
+
+    fn queue(&self, topic: &Topic, partition: u32) -> Result<Arc<PartitionQueue>> {
+        let key = (topic.name.clone(), partition);
+        if let Some(queue) = self.queues.read().get(&key) {
+            // A deleted and recreated topic has new logs: look again if this one is stale.
+            if self
+                .broker
+                .topic(&topic.name)
+                .is_ok_and(|t| t.partition(partition).is_ok_and(|log| Arc::ptr_eq(&log, &queue.log)))
+            {
+                return Ok(Arc::clone(queue));
+            }
+        }
+        let log = topic.partition(partition)?;
+        let queue = Arc::new(PartitionQueue {
+            max_batch: log.config().effective_max_batch_bytes() as usize,
+            log,
+            topic: topic.name.clone(),
+            partition,
+            sticky_bytes: std::sync::atomic::AtomicUsize::new(0),
+            pending: Mutex::new(Pending::default()),
+        });
+        self.queues.write().insert(key, Arc::clone(&queue));
+        Ok(queue)
+    }
+
+    fn append(&self, queue: &PartitionQueue, records: &[Record], durability: Durability) -> Result<crate::AppendInfo> {
+        if self.broker.topic(&queue.topic).is_err() {
+            return Err(Error::UnknownTopic {
+                topic: queue.topic.clone(),
+            });
+        }
+        let info = queue.log.append_with(
+            records,
+            AppendOptions {
+                durability,
+                compression: self.config.compression,
+            },
+        )?;
+        self.counters.records.fetch_add(records.len() as u64, Ordering::Relaxed);
+        self.counters.bytes.fetch_add(info.size_bytes as u64, Ordering::Relaxed);
+        self.counters.batches.fetch_add(1, Ordering::Relaxed);
+        Ok(info)
+    }
+
+    /// Appends `records` in as few batches as the size limit allows: a batch refused as too
+    /// large is split in half and retried, so only a record too large alone fails.
+    /// Returns `(index of the batch's first record, info)` per batch written.
+    fn append_split(
+        &self,
+        queue: &PartitionQueue,
+        records: &[Record],
+        durability: Durability,
+    ) -> Result<Vec<(usize, crate::AppendInfo)>> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        for chunk in size_chunks(records, queue.max_batch) {
+            match self.append(queue, chunk, durability) {
+                Ok(info) => out.push((start, info)),
+                Err(Error::RecordTooLarge { .. }) if chunk.len() > 1 => {
+                    let (a, b) = chunk.split_at(chunk.len() / 2);
+                    for (offset, part) in [(0, a), (a.len(), b)] {
+                        for (i, info) in self.append_split(queue, part, durability)? {
+                            out.push((start + offset + i, info));
+                        }
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+            start += chunk.len();
+        }
+        Ok(out)
+    }
+
+    /// fsyncs `log` through `end`, counting the round.
+    fn sync(&self, log: &PartitionLog, end: u64) -> Result<()> {
+        let started = Instant::now();
+        let before = log.sync_stats().syncs;
+        log.sync_through(end)?;
+        if log.sync_stats().syncs != before {
+            self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+            let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            self.counters.fsync_nanos.fetch_add(nanos, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn enqueue(&self, record: ProducerRecord, slot: Slot) {
+        let queue = match self.check_open().and_then(|()| self.queue_for(&record)) {
+            Ok(queue) => queue,
+            Err(e) => {
+                self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                slot.complete(Err(e));
+                return;
+            }
+        };
+        let size = estimated_size(&record.record);
+        let mut pending = queue.pending.lock();
+        let mut done = Vec::new();
+        if pending.bytes > 0 && pending.bytes + size > queue.max_batch {
+            // Close the batch before it would pass the topic's limit.
+            done.push(self.write_pending(&queue, &mut pending));
+        }
+        let first = pending.records.is_empty();
+        pending.records.push(record.record);
+        pending.slots.push(slot);
+        pending.bytes += size;
+        if pending.bytes >= self.config.batch_size {
+            done.push(self.write_pending(&queue, &mut pending));
+            self.config
+                .partitioner
+                .on_new_batch(&queue.topic, queue.log_partitions(&self.broker), queue.partition);
+        } else if first {
+            pending.since = Some(Instant::now());
+            let _guard = self.wake_lock.lock();
+            self.wake.notify_one();
+        }
+        drop(pending);
+        for completions in done {
+            // Each record's outcome went to its slot; nothing else to report here.
+            let _ = completions.run();
+        }
+    }
+
+    /// Writes a partition's pending records as one batch (split if too large). Returns the
+    /// outcome and the completions to run once the caller has released the partition lock
+    /// (so a callback may send again). A `Synced` producer fsyncs before completing them.
+    fn write_pending(&self, queue: &PartitionQueue, pending: &mut Pending) -> Completions {
+        if pending.records.is_empty() {
+            return Completions(Vec::new(), Ok(()));
+        }
+        let records = std::mem::take(&mut pending.records);
+        let slots = std::mem::take(&mut pending.slots);
+        pending.bytes = 0;
+        pending.since = None;
+        let durability = self.config.durability;
+        let mut result = self.append_split(queue, &records, durability.min_written());
+        if let Ok(infos) = &result
+            && durability == Durability::Synced
+            && let Some((_, last)) = infos.last()
+            && let Err(e) = self.sync(&queue.log, last.last_offset + 1)
+        {
+            result = Err(e);
+        }
+        match result {
+            Ok(infos) => {
+                let metas = metadata_for(queue, &records, &infos);
+                Completions(slots.into_iter().zip(metas.into_iter().map(Ok)).collect(), Ok(()))
+            }
+            Err(e) => {
+                self.counters.errors.fetch_add(slots.len() as u64, Ordering::Relaxed);
+                let outcomes = slots.into_iter().map(|slot| (slot, Err(e.duplicate()))).collect();
+                Completions(outcomes, Err(e))
+            }
+        }
+    }
+
+    /// Counts bytes sent to a partition; after `batch_size` of them, tells the partitioner a
+    /// batch is complete, so sticky keyless routing moves on for blocking sends too.
+    fn note_sent(&self, queue: &PartitionQueue, bytes: usize) {
+        let total = queue.sticky_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        if total >= self.config.batch_size {
+            queue.sticky_bytes.store(0, Ordering::Relaxed);
+            self.config
+                .partitioner
+                .on_new_batch(&queue.topic, queue.log_partitions(&self.broker), queue.partition);
+        }
+    }
+
+    fn flush_all(&self) -> Result<()> {
+        let queues: Vec<Arc<PartitionQueue>> = self.queues.read().values().cloned().collect();
+        let mut first_error = None;
+        for queue in queues {
+            let done = self.write_pending(&queue, &mut queue.pending.lock());
+            if let Err(e) = done.run() {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+impl PartitionQueue {
+    fn log_partitions(&self, broker: &Broker) -> u32 {
+        broker.topic(&self.topic).map_or(1, |t| t.partition_count())
+    }
+}
+
+/// A record's encoded size, rounded up: payloads, header names and values, plus the most
+/// its varints and fixed fields can take.
+fn estimated_size(record: &Record) -> usize {
+    let headers: usize = record.headers().iter().map(|h| h.name.len() + h.value.len() + 20).sum();
+    record.key_bytes().map_or(0, Bytes::len) + record.value_bytes().map_or(0, Bytes::len) + headers + 40
+}
+
+/// Splits `records` into runs whose estimated batch size stays within `max` (a single
+/// record larger than `max` is a run of its own, refused by the log).
+fn size_chunks(records: &[Record], max: usize) -> Vec<&[Record]> {
+    let mut chunks = Vec::new();
+    let (mut start, mut bytes) = (0, crate::record::batch::HEADER_LEN);
+    for (i, record) in records.iter().enumerate() {
+        let size = estimated_size(record);
+        if i > start && bytes + size > max {
+            chunks.extend(records.get(start..i));
+            start = i;
+            bytes = crate::record::batch::HEADER_LEN;
+        }
+        bytes += size;
+    }
+    chunks.extend(records.get(start..));
+    chunks
+}
+
+fn close(shared: &Arc<Shared>, thread: &Mutex<Option<JoinHandle<()>>>) -> Result<()> {
+    let result = shared.flush_all();
+    shared.closed.store(true, Ordering::Release);
+    {
+        let _guard = shared.wake_lock.lock();
+        shared.wake.notify_all();
+    }
+    if let Some(handle) = thread.lock().take() {
+        let _ = handle.join();
+    }
+    // Anything queued while closing.
+    let late = shared.flush_all();
+    result.and(late)
+}
+
+/// Writes batches whose linger has passed; sleeps until the next one is due.
+fn linger_loop(shared: &Shared) {
+    let linger = shared.config.linger;
+    loop {
+        let mut next_due: Option<Instant> = None;
+        let queues: Vec<Arc<PartitionQueue>> = shared.queues.read().values().cloned().collect();
+        for queue in queues {
+            let mut pending = queue.pending.lock();
+            if let Some(since) = pending.since {
+                let due = since + linger;
+                if due <= Instant::now() {
+                    let done = shared.write_pending(&queue, &mut pending);
+                    shared.config.partitioner.on_new_batch(
+                        &queue.topic,
+                        queue.log_partitions(&shared.broker),
+                        queue.partition,
+                    );
+                    drop(pending);
+                    let _ = done.run();
+                    continue;
+                } else {
+                    next_due = Some(next_due.map_or(due, |d: Instant| d.min(due)));
+                }
+            }
+        }
+        let mut guard = shared.wake_lock.lock();
+        if shared.closed.load(Ordering::Acquire) {
+            return;
+        }
+        match next_due {
+            Some(due) => {
+                shared.wake.wait_until(&mut guard, due);
+            }
+            None => {
+                shared.wake.wait_for(&mut guard, Duration::from_millis(100));
+            }
+        }
+    }
+}

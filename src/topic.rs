@@ -1,0 +1,286 @@
+//! Topics: names, per-topic configuration, and partition addresses.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::config::LogConfig;
+use crate::error::{Error, Result};
+use crate::record::TimestampType;
+
+/// Longest topic name, as Kafka's `TopicNameValidation` (249, so that
+/// `<topic>-<partition>` fits a 255-byte file name).
+pub const MAX_TOPIC_NAME_LEN: usize = 249;
+
+/// Checks a topic name against Kafka's rule: 1 to 249 characters of `[a-zA-Z0-9._-]`, and not
+/// `.` or `..`. A valid name can never escape the data directory.
+///
+/// # Errors
+/// [`Error::InvalidTopicName`] quoting the name and saying what is wrong.
+///
+/// # Examples
+/// ```
+/// use brooklet::validate_topic_name;
+/// assert!(validate_topic_name("orders.v2_eu-west").is_ok());
+/// assert!(validate_topic_name("../etc").is_err());
+/// ```
+pub fn validate_topic_name(name: &str) -> Result<()> {
+    let invalid = |reason: &str| {
+        Err(Error::InvalidTopicName {
+            name: name.to_owned(),
+            reason: reason.to_owned(),
+        })
+    };
+    if name.is_empty() {
+        return invalid("it is empty");
+    }
+    if name.len() > MAX_TOPIC_NAME_LEN {
+        return invalid("it is longer than 249 characters");
+    }
+    if name == "." || name == ".." {
+        return invalid("'.' and '..' are not allowed");
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(Error::InvalidTopicName {
+            name: name.to_owned(),
+            reason: format!("character {c:?} is not one of [a-zA-Z0-9._-]"),
+        });
+    }
+    Ok(())
+}
+
+/// A partition of a topic.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    /// The topic's name.
+    pub topic: String,
+    /// The partition number, from 0.
+    pub partition: u32,
+}
+
+impl TopicPartition {
+    /// A topic-partition pair.
+    pub fn new(topic: impl Into<String>, partition: u32) -> Self {
+        TopicPartition {
+            topic: topic.into(),
+            partition,
+        }
+    }
+}
+
+impl fmt::Display for TopicPartition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.topic, self.partition)
+    }
+}
+
+/// What happens to old data of a topic (Kafka's `cleanup.policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum CleanupPolicy {
+    /// Delete whole old segments by size and age (retention).
+    #[default]
+    Delete,
+    /// Keep the latest record per key. Reserved: not built yet, refused by validation.
+    Compact,
+}
+
+/// Configuration of a topic, applied to each of its partitions.
+///
+/// # Examples
+/// ```
+/// use brooklet::TopicConfig;
+/// use std::time::Duration;
+/// let config = TopicConfig::with_partitions(3).retention_ms(Some(Duration::from_secs(86_400)));
+/// assert_eq!(config.partitions(), 3);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicConfig {
+    pub(crate) partitions: u32,
+    pub(crate) segment_bytes: u64,
+    pub(crate) segment_ms: Option<Duration>,
+    pub(crate) retention_bytes: Option<u64>,
+    pub(crate) retention_ms: Option<Duration>,
+    pub(crate) max_message_bytes: u32,
+    pub(crate) timestamp_type: TimestampType,
+    pub(crate) cleanup_policy: CleanupPolicy,
+}
+
+impl Default for TopicConfig {
+    fn default() -> Self {
+        TopicConfig::with_partitions(1)
+    }
+}
+
+/// Default of `max_message_bytes`, Kafka's `max.message.bytes` (1 MiB).
+pub const DEFAULT_MAX_MESSAGE_BYTES: u32 = 1024 * 1024;
+
+impl TopicConfig {
+    /// A topic of `partitions` partitions with Kafka's defaults otherwise: 128 MiB segments
+    /// (brooklet's default; Kafka's is 1 GiB), no retention limits, 1 MiB max message,
+    /// CreateTime, delete cleanup.
+    #[must_use]
+    pub fn with_partitions(partitions: u32) -> Self {
+        TopicConfig {
+            partitions,
+            segment_bytes: 128 * 1024 * 1024,
+            segment_ms: None,
+            retention_bytes: None,
+            retention_ms: None,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            timestamp_type: TimestampType::CreateTime,
+            cleanup_policy: CleanupPolicy::Delete,
+        }
+    }
+
+    /// Number of partitions. Default = 1.
+    #[must_use]
+    pub fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    /// Sets the number of partitions (at creation; grow later with
+    /// [`Broker::add_partitions`](crate::Broker::add_partitions)).
+    #[must_use]
+    pub fn partition_count(mut self, partitions: u32) -> Self {
+        self.partitions = partitions;
+        self
+    }
+
+    /// Segment size of each partition. Default = 128 MiB.
+    #[must_use]
+    pub fn segment_bytes(mut self, bytes: u64) -> Self {
+        self.segment_bytes = bytes;
+        self
+    }
+
+    /// Roll segments older than this. Default = `None`.
+    #[must_use]
+    pub fn segment_ms(mut self, age: Option<Duration>) -> Self {
+        self.segment_ms = age;
+        self
+    }
+
+    /// Size retention per partition (Kafka's `retention.bytes`). Default = `None`.
+    #[must_use]
+    pub fn retention_bytes(mut self, bytes: Option<u64>) -> Self {
+        self.retention_bytes = bytes;
+        self
+    }
+
+    /// Time retention (Kafka's `retention.ms`). Default = `None`.
+    #[must_use]
+    pub fn retention_ms(mut self, age: Option<Duration>) -> Self {
+        self.retention_ms = age;
+        self
+    }
+
+    /// Largest record batch accepted, encoded (Kafka's `max.message.bytes`). A record
+    /// larger than this is refused with [`Error::RecordTooLarge`]. Default = 1 MiB.
+    #[must_use]
+    pub fn max_message_bytes(mut self, bytes: u32) -> Self {
+        self.max_message_bytes = bytes;
+        self
+    }
+
+    /// Whose clock stamps records (Kafka's `message.timestamp.type`). Default = CreateTime.
+    #[must_use]
+    pub fn timestamp_type(mut self, timestamp_type: TimestampType) -> Self {
+        self.timestamp_type = timestamp_type;
+        self
+    }
+
+    /// Cleanup policy. Default = Delete; Compact is reserved and refused for now.
+    #[must_use]
+    pub fn cleanup_policy(mut self, policy: CleanupPolicy) -> Self {
+        self.cleanup_policy = policy;
+        self
+    }
+
+    /// The partition log configuration these settings give.
+    pub(crate) fn log_config(&self) -> LogConfig {
+        LogConfig::default()
+            .segment_bytes(self.segment_bytes)
+            .segment_ms(self.segment_ms)
+            .retention_bytes(self.retention_bytes)
+            .retention_ms(self.retention_ms)
+            .max_batch_bytes(self.max_message_bytes)
+            .timestamp_type(self.timestamp_type)
+    }
+
+    /// Checks every value.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the first bad field.
+    pub fn validate(&self) -> Result<()> {
+        if self.partitions == 0 {
+            return Err(Error::config("partitions", "a topic needs at least one partition"));
+        }
+        if self.partitions > MAX_PARTITIONS {
+            return Err(Error::config(
+                "partitions",
+                format!("{} is more than the maximum of {MAX_PARTITIONS}", self.partitions),
+            ));
+        }
+        if self.cleanup_policy == CleanupPolicy::Compact {
+            return Err(Error::config("cleanup_policy", "compaction is not supported yet"));
+        }
+        self.log_config().validate()
+    }
+}
+
+/// Most partitions a topic may have: each is a directory with open files.
+pub const MAX_PARTITIONS: u32 = 10_000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_follow_kafkas_rule() {
+        for ok in ["a", "orders", "orders.v2", "A_b-C.9", &"x".repeat(249)] {
+            assert!(validate_topic_name(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x",
+            "a/b",
+            "a\\b",
+            "a b",
+            "é",
+            "a\0b",
+            &"x".repeat(250),
+        ] {
+            match validate_topic_name(bad) {
+                Err(Error::InvalidTopicName { name, .. }) => assert_eq!(name, bad),
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn config_validation_names_the_field() {
+        let field = |c: TopicConfig| match c.validate() {
+            Err(Error::InvalidConfig { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(field(TopicConfig::with_partitions(0)), "partitions");
+        assert_eq!(
+            field(TopicConfig::with_partitions(1).cleanup_policy(CleanupPolicy::Compact)),
+            "cleanup_policy"
+        );
+        assert_eq!(
+            field(TopicConfig::with_partitions(1).segment_bytes(10)),
+            "segment_bytes"
+        );
+        assert_eq!(
+            field(TopicConfig::with_partitions(1).max_message_bytes(10)),
+            "max_batch_bytes"
+        );
+        assert!(TopicConfig::with_partitions(3).validate().is_ok());
+    }
+}
