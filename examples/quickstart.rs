@@ -1,30 +1,35 @@
-//! Quickstart: write order events to a partition log in a temp dir, read them back, look
-//! one up by time, and reopen the log to show that it kept everything.
+//! Quickstart: a broker in a temp dir, an `orders` topic with 3 partitions, a producer that
+//! sends order events keyed by user, a read-back that totals revenue per user, a lookup by
+//! time, and a reopen that shows everything was kept.
 //!
 //! Run with `cargo run --release --example quickstart`.
 
 use std::time::Instant;
 
-use brooklet::{Durability, LogConfig, PartitionLog, Record};
+use brooklet::{Broker, Durability, ProducerConfig, ProducerRecord, TopicConfig, TopicPartition};
+
+const USERS: [&str; 5] = ["alice", "bob", "carol", "dave", "erin"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
-    let path = dir.path().join("orders-0");
-    let config = LogConfig::default().segment_bytes(1024 * 1024);
-    println!("brooklet quickstart: partition log in {}", path.display());
+    let data = dir.path().join("data");
+    println!("brooklet quickstart: data directory {}", data.display());
 
-    // 1. Append 100,000 order events in batches of 1,000, keyed by user, with a header.
-    let log = PartitionLog::open(&path, config.clone())?;
-    let users = ["alice", "bob", "carol", "dave", "erin"];
+    // 1. A broker and a topic.
+    let broker = Broker::open(&data)?;
+    broker.create_topic("orders", TopicConfig::with_partitions(3).segment_bytes(1024 * 1024))?;
+
+    // 2. Send 100,000 order events keyed by user: one key always lands on one partition
+    //    (the same partition number Kafka would choose), so each user's orders stay in order.
+    let producer = broker.producer(ProducerConfig::default().durability(Durability::Written));
     let base_ts = 1_700_000_000_000i64;
-    let batches: Vec<Vec<Record>> = (0..100)
-        .map(|batch| {
-            (0..1_000)
-                .map(|i| {
-                    let n = batch * 1_000 + i;
-                    let user = users[n % users.len()];
+    let batches: Vec<Vec<ProducerRecord>> = (0..100)
+        .map(|b| {
+            (b * 1_000..(b + 1) * 1_000)
+                .map(|n| {
+                    let user = USERS[n % USERS.len()];
                     let amount = 5.0 + (n % 97) as f64;
-                    Record::new()
+                    ProducerRecord::new("orders")
                         .key(user)
                         .value(format!(r#"{{"order_id":{n},"user":"{user}","amount":{amount:.2}}}"#))
                         .header("source", "quickstart")
@@ -34,82 +39,97 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .collect();
     let started = Instant::now();
-    for records in &batches {
-        log.append(records, Durability::Written)?;
+    let mut stored = Vec::with_capacity(100_000);
+    for batch in batches {
+        stored.extend(producer.send_batch(batch)?);
     }
-    log.flush()?; // fdatasync: everything is on disk now
     let elapsed = started.elapsed();
     println!(
-        "appended 100000 records (batches of 1000, then one flush) in {:.1} ms ({:.1} M records/s), {} segments, {} bytes on disk, offsets {}..{}",
+        "sent 100000 orders with send_batch in {:.1} ms ({:.1} M records/s)",
         elapsed.as_secs_f64() * 1e3,
-        100_000.0 / elapsed.as_secs_f64() / 1e6,
-        log.segment_count(),
-        log.size_bytes(),
-        log.log_start_offset(),
-        log.log_end_offset(),
+        100_000.0 / elapsed.as_secs_f64() / 1e6
     );
+    for user in USERS {
+        let i = USERS.iter().position(|u| *u == user).unwrap_or(0);
+        println!("  key {user:<6} -> partition {}", stored[i].partition);
+    }
+    let one = producer.send(
+        ProducerRecord::new("orders")
+            .key("alice")
+            .value(r#"{"order_id":-1,"amount":0}"#),
+    )?;
+    println!(
+        "one more blocking send: stored at {}/{}@{}",
+        one.topic, one.partition, one.offset
+    );
+    producer.close()?;
+    drop(producer); // a producer holds its broker open
 
-    // 2. Read everything back and total the revenue per user.
-    let mut offset = log.log_start_offset();
+    // 3. Read every partition back and total the revenue per user.
+    let description = broker.describe_topic("orders")?;
     let mut revenue = [0.0f64; 5];
     let mut count = 0u64;
-    while offset < log.log_end_offset() {
-        let batches = log.read(offset, 1 << 20)?;
-        for batch in &batches {
-            // `iter()` borrows each record from the batch: no allocation per record.
-            for record in batch.iter() {
-                let record = record?;
-                if record.offset() < offset {
-                    continue; // the first batch may start before the offset asked for
+    for p in &description.partitions {
+        println!(
+            "  partition {}: offsets {}..{}, {} bytes",
+            p.partition, p.log_start_offset, p.log_end_offset, p.size_bytes
+        );
+        let log = broker.partition_log(&TopicPartition::new("orders", p.partition))?;
+        let mut offset = p.log_start_offset;
+        while offset < p.log_end_offset {
+            let batches = log.read(offset, 1 << 20)?;
+            for batch in &batches {
+                // `iter()` borrows each record from the batch: no allocation per record.
+                for record in batch.iter() {
+                    let record = record?;
+                    if record.offset() < offset {
+                        continue; // the first batch may start before the offset asked for
+                    }
+                    let value = String::from_utf8_lossy(record.value().unwrap_or_default());
+                    let amount: f64 = value
+                        .rsplit_once("\"amount\":")
+                        .and_then(|(_, a)| a.trim_end_matches('}').parse().ok())
+                        .unwrap_or(0.0);
+                    if let Some(i) = USERS.iter().position(|u| Some(u.as_bytes()) == record.key()) {
+                        revenue[i] += amount;
+                    }
+                    count += 1;
                 }
-                let value = String::from_utf8_lossy(record.value().unwrap_or_default());
-                let amount: f64 = value
-                    .rsplit_once("\"amount\":")
-                    .and_then(|(_, a)| a.trim_end_matches('}').parse().ok())
-                    .unwrap_or(0.0);
-                if let Some(i) = users.iter().position(|u| Some(u.as_bytes()) == record.key()) {
-                    revenue[i] += amount;
-                }
-                count += 1;
             }
+            offset = batches.last().map_or(p.log_end_offset, |b| b.last_offset() + 1);
         }
-        offset = batches.last().map_or(offset, |b| b.last_offset() + 1);
     }
     println!("read back {count} records; revenue per user:");
-    for (user, total) in users.iter().zip(revenue) {
+    for (user, total) in USERS.iter().zip(revenue) {
         println!("  {user:<6} {total:>12.2}");
     }
 
-    // 3. Find the first order at or after a timestamp (the time index).
+    // 4. The first order of a user's partition at or after a timestamp (the time index).
+    let alice = broker.partition_log(&TopicPartition::new("orders", stored[0].partition))?;
     let wanted = base_ts + 42_000;
-    let found = log.offset_for_timestamp(wanted)?;
-    println!("first record with timestamp >= {wanted}: offset {found:?}");
+    println!(
+        "first record with timestamp >= {wanted} in partition {}: offset {:?}",
+        stored[0].partition,
+        alice.offset_for_timestamp(wanted)?
+    );
+    drop(alice);
 
-    // 4. Close cleanly and reopen: nothing is scanned, everything is there.
-    log.close()?;
+    // 5. Close (drop) and reopen: nothing is scanned, everything is there.
+    drop(broker);
     let started = Instant::now();
-    let log = PartitionLog::open(&path, config)?;
+    let broker = Broker::open(&data)?;
+    let reopened = broker.describe_topic("orders")?;
+    println!(
+        "reopened in {:.2} ms: topics {:?}, end offsets {:?}",
+        started.elapsed().as_secs_f64() * 1e3,
+        broker.list_topics(),
+        reopened.partitions.iter().map(|p| p.log_end_offset).collect::<Vec<_>>()
+    );
+    let log = broker.partition_log(&TopicPartition::new("orders", 0))?;
     let report = log.recovery_report();
     println!(
-        "reopened in {:.2} ms: clean shutdown = {}, segments scanned = {}, end offset = {}",
-        started.elapsed().as_secs_f64() * 1e3,
-        report.clean_shutdown,
-        report.segments_scanned,
-        log.log_end_offset()
+        "partition 0 recovery report: clean shutdown = {}, segments scanned = {}",
+        report.clean_shutdown, report.segments_scanned
     );
-    let first = log.read(0, 1)?;
-    let record = first.first().and_then(|b| b.records().next()).transpose()?;
-    if let Some(record) = record {
-        println!(
-            "offset 0: key={:?} value={} headers={:?}",
-            String::from_utf8_lossy(record.key.as_deref().unwrap_or_default()),
-            String::from_utf8_lossy(record.value.as_deref().unwrap_or_default()),
-            record
-                .headers
-                .iter()
-                .map(|h| (h.name.as_str(), String::from_utf8_lossy(&h.value)))
-                .collect::<Vec<_>>()
-        );
-    }
     Ok(())
 }

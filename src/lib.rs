@@ -4,28 +4,35 @@
 //! brooklet is to Kafka: the same concepts — partitions of records with dense offsets,
 //! segment files with offset and time indexes, retention — in a synchronous library.
 //!
-//! This release provides the storage engine: [`PartitionLog`], one partition's crash-safe
-//! log. Topics, producers and consumer groups are built on it.
+//! | type | what it is |
+//! |---|---|
+//! | [`Broker`] | one data directory of topics; `Clone + Send + Sync`; [`Broker::temporary`] for tests |
+//! | [`TopicConfig`] | partitions, segment size, retention, max message size, timestamp type |
+//! | [`Producer`] | `send` (blocking), `send_async` (batched, with linger), `send_batch`, `flush` |
+//! | [`Partitioner`] | explicit partition > Kafka's murmur2 of the key > sticky for keyless |
+//! | [`TypedProducer`] | sends your serde types through a [`Codec`] ([`Json`], [`Bincode`]) |
+//! | [`PartitionLog`] | one partition's crash-safe log: the storage engine underneath |
+//!
+//! Consumers and consumer groups are the next milestone; until then a partition is read
+//! through [`Broker::partition_log`] and [`PartitionLog::read`].
 //!
 //! ```
-//! use brooklet::{Durability, LogConfig, PartitionLog, Record};
+//! use brooklet::{Broker, Durability, ProducerConfig, ProducerRecord, TopicConfig, TopicPartition};
 //!
-//! let dir = tempfile::tempdir()?;
-//! let log = PartitionLog::open(dir.path(), LogConfig::default())?;
-//! let records: Vec<Record> = (0..3).map(|i| Record::new().key("user-1").value(format!("event {i}"))).collect();
-//! let info = log.append(&records, Durability::Synced)?;
-//! assert_eq!((info.base_offset, info.last_offset), (0, 2));
+//! let broker = Broker::temporary()?; // a real broker in a temp dir, deleted on drop
+//! broker.create_topic("orders", TopicConfig::with_partitions(3))?;
 //!
-//! let mut values = Vec::new();
-//! for batch in log.read(1, 1 << 20)? {
-//!     for record in batch.records() {
+//! let producer = broker.producer(ProducerConfig::default().durability(Durability::Synced));
+//! let meta = producer.send(ProducerRecord::new("orders").key("user-1").value(r#"{"amount": 42.5}"#))?;
+//! assert_eq!(meta.partition, brooklet::partition_for_key(b"user-1", 3)); // as Kafka would
+//!
+//! let log = broker.partition_log(&TopicPartition::new("orders", meta.partition))?;
+//! for batch in log.read(meta.offset, 1 << 20)? {
+//!     for record in batch.iter() {
 //!         let record = record?;
-//!         if record.offset >= 1 {
-//!             values.push(record.value.unwrap_or_default());
-//!         }
+//!         assert_eq!(record.value(), Some(&br#"{"amount": 42.5}"#[..]));
 //!     }
 //! }
-//! assert_eq!(values, ["event 1", "event 2"]);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
@@ -42,11 +49,17 @@
 //! ([`Error::Poisoned`]).
 //!
 //! ## Exclusive access
-//! A log directory is locked while open; a second open fails at once with [`Error::Locked`].
+//! A data directory (and a standalone log directory) is locked while open; a second open, in
+//! this process or another, fails at once with [`Error::Locked`].
+//!
+//! ## Close
+//! Dropping the last clone of a [`Broker`] closes every partition cleanly (the next open
+//! scans nothing). Dropping the last clone of a [`Producer`] writes its pending records
+//! first. A producer keeps its broker open.
 //!
 //! ## Formats
-//! The batch format is documented byte by byte in [`record::batch`]; the index and
-//! checkpoint formats in the storage sources (see `ARCHITECTURE.md`).
+//! The batch format is documented byte by byte in [`record::batch`]; the index, checkpoint
+//! and topic-table formats in the storage and broker sources (see `ARCHITECTURE.md`).
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

@@ -303,6 +303,11 @@ struct Pending {
     since: Option<Instant>,
 }
 
+struct TopicQueues {
+    topic: Arc<Topic>,
+    partitions: Vec<Option<Arc<PartitionQueue>>>,
+}
+
 /// Outcomes of a written batch, to hand to their slots after the partition lock is released.
 #[must_use]
 struct Completions(Vec<(Slot, Result<RecordMetadata>)>, Result<()>);
@@ -329,7 +334,9 @@ struct PartitionQueue {
 struct Shared {
     broker: Broker,
     config: ProducerConfig,
-    queues: RwLock<HashMap<(String, u32), Arc<PartitionQueue>>>,
+    /// Per topic name: the topic these queues belong to (a deleted and recreated topic is a
+    /// new `Topic`, so its stale queues are replaced) and one queue per partition.
+    queues: RwLock<HashMap<String, TopicQueues>>,
     counters: Counters,
     closed: AtomicBool,
     /// Wakes the linger thread when a batch starts or the producer closes.
@@ -354,6 +361,9 @@ impl Drop for Handle {
 /// Publishes records to the broker's topics. `Clone + Send + Sync`; clones share one
 /// accumulator and one set of counters. Dropping the last clone (or [`close`](Self::close))
 /// writes everything still pending.
+///
+/// A producer holds its [`Broker`] open (it keeps a clone): drop every producer before
+/// expecting the broker's directory to be closed and unlocked.
 ///
 /// # Examples
 /// ```
@@ -476,12 +486,31 @@ impl Producer {
     pub fn send_batch(&self, records: Vec<ProducerRecord>) -> Result<Vec<RecordMetadata>> {
         let shared = &self.handle.shared;
         // Per partition: its queue and the records for it, with their position in `records`.
+        // A run of records for one topic resolves the topic once.
         let mut groups: Vec<(Arc<PartitionQueue>, Vec<(usize, Record)>)> = Vec::new();
+        let mut current: Option<(Arc<Topic>, Vec<Option<usize>>)> = None;
         for (i, record) in records.into_iter().enumerate() {
-            let queue = shared.queue_for(&record)?;
-            match groups.iter_mut().find(|(q, _)| Arc::ptr_eq(q, &queue)) {
-                Some((_, group)) => group.push((i, record.record)),
-                None => groups.push((queue, vec![(i, record.record)])),
+            if current.as_ref().is_none_or(|(topic, _)| topic.name != record.topic) {
+                let topic = shared.broker.topic_or_create(&record.topic)?;
+                let slots = vec![None; topic.partition_count() as usize];
+                current = Some((topic, slots));
+            }
+            let Some((topic, group_of)) = current.as_mut() else {
+                continue;
+            };
+            let partition = shared.route(topic, &record)?;
+            let group = match group_of.get(partition as usize).copied().flatten() {
+                Some(g) => g,
+                None => {
+                    groups.push((shared.queue(topic, partition)?, Vec::new()));
+                    if let Some(slot) = group_of.get_mut(partition as usize) {
+                        *slot = Some(groups.len() - 1);
+                    }
+                    groups.len() - 1
+                }
+            };
+            if let Some((_, group)) = groups.get_mut(group) {
+                group.push((i, record.record));
             }
         }
         let total: usize = groups.iter().map(|(_, g)| g.len()).sum();
@@ -606,6 +635,12 @@ impl Shared {
     /// The queue of the partition `record` goes to.
     fn queue_for(&self, record: &ProducerRecord) -> Result<Arc<PartitionQueue>> {
         let topic = self.broker.topic_or_create(&record.topic)?;
+        let partition = self.route(&topic, record)?;
+        self.queue(&topic, partition)
+    }
+
+    /// The partition for `record` in `topic`: explicit, or the partitioner's choice.
+    fn route(&self, topic: &Topic, record: &ProducerRecord) -> Result<u32> {
         let partitions = topic.partition_count();
         let partition = match record.partition {
             Some(p) => p,
@@ -623,22 +658,36 @@ impl Shared {
                 partitions,
             });
         }
-        self.queue(&topic, partition)
+        Ok(partition)
     }
 
-    fn queue(&self, topic: &Topic, partition: u32) -> Result<Arc<PartitionQueue>> {
-        let key = (topic.name.clone(), partition);
-        if let Some(queue) = self.queues.read().get(&key) {
-            // A deleted and recreated topic has new logs: look again if this one is stale.
-            if self
-                .broker
-                .topic(&topic.name)
-                .is_ok_and(|t| t.partition(partition).is_ok_and(|log| Arc::ptr_eq(&log, &queue.log)))
-            {
-                return Ok(Arc::clone(queue));
-            }
+    fn queue(&self, topic: &Arc<Topic>, partition: u32) -> Result<Arc<PartitionQueue>> {
+        if let Some(queues) = self.queues.read().get(&topic.name)
+            && Arc::ptr_eq(&queues.topic, topic)
+            && let Some(Some(queue)) = queues.partitions.get(partition as usize)
+        {
+            return Ok(Arc::clone(queue));
         }
         let log = topic.partition(partition)?;
+        let mut all = self.queues.write();
+        let queues = all.entry(topic.name.clone()).or_insert_with(|| TopicQueues {
+            topic: Arc::clone(topic),
+            partitions: Vec::new(),
+        });
+        if !Arc::ptr_eq(&queues.topic, topic) {
+            // The topic was deleted and created again: its old queues are stale.
+            *queues = TopicQueues {
+                topic: Arc::clone(topic),
+                partitions: Vec::new(),
+            };
+        }
+        if queues.partitions.len() <= partition as usize {
+            queues.partitions.resize(partition as usize + 1, None);
+        }
+        let slot = queues.partitions.get_mut(partition as usize);
+        if let Some(Some(queue)) = slot.as_deref() {
+            return Ok(Arc::clone(queue));
+        }
         let queue = Arc::new(PartitionQueue {
             max_batch: log.config().effective_max_batch_bytes() as usize,
             log,
@@ -647,8 +696,19 @@ impl Shared {
             sticky_bytes: std::sync::atomic::AtomicUsize::new(0),
             pending: Mutex::new(Pending::default()),
         });
-        self.queues.write().insert(key, Arc::clone(&queue));
+        if let Some(slot) = slot {
+            *slot = Some(Arc::clone(&queue));
+        }
         Ok(queue)
+    }
+
+    /// Every partition queue, for flushing.
+    fn all_queues(&self) -> Vec<Arc<PartitionQueue>> {
+        self.queues
+            .read()
+            .values()
+            .flat_map(|q| q.partitions.iter().flatten().cloned())
+            .collect()
     }
 
     fn append(&self, queue: &PartitionQueue, records: &[Record], durability: Durability) -> Result<crate::AppendInfo> {
@@ -795,7 +855,7 @@ impl Shared {
     }
 
     fn flush_all(&self) -> Result<()> {
-        let queues: Vec<Arc<PartitionQueue>> = self.queues.read().values().cloned().collect();
+        let queues = self.all_queues();
         let mut first_error = None;
         for queue in queues {
             let done = self.write_pending(&queue, &mut queue.pending.lock());
@@ -858,7 +918,7 @@ fn linger_loop(shared: &Shared) {
     let linger = shared.config.linger;
     loop {
         let mut next_due: Option<Instant> = None;
-        let queues: Vec<Arc<PartitionQueue>> = shared.queues.read().values().cloned().collect();
+        let queues = shared.all_queues();
         for queue in queues {
             let mut pending = queue.pending.lock();
             if let Some(since) = pending.since {
