@@ -491,7 +491,13 @@ impl Broker {
         let table: Vec<StoredTopic> = self.stored_topics().into_iter().filter(|t| t.name != name).collect();
         self.write_table(&table)?;
         self.inner.topics.write().remove(name);
-        let count = topic.partition_count();
+        let logs = topic.partitions.read().clone();
+        for log in &logs {
+            // Producers may still hold these logs: closed, they write nothing more here.
+            log.mark_deleted();
+        }
+        let count = logs.len() as u32;
+        drop(logs);
         drop(topic);
         for p in 0..count {
             let dir = partition_dir(&self.inner.dir, name, p);

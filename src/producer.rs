@@ -303,6 +303,13 @@ struct Pending {
     since: Option<Instant>,
 }
 
+/// Records of one `send_batch` bound for one partition, with their positions in the input.
+struct Group {
+    queue: Arc<PartitionQueue>,
+    indexes: Vec<usize>,
+    records: Vec<Record>,
+}
+
 struct TopicQueues {
     topic: Arc<Topic>,
     partitions: Vec<Option<Arc<PartitionQueue>>>,
@@ -437,7 +444,8 @@ impl Producer {
                 let done = shared.write_pending(&queue, &mut pending);
                 let info = shared.append(&queue, std::slice::from_ref(&record.record), durability.min_written());
                 drop(pending);
-                done.run()?;
+                // The pending records' outcomes went to their own deliveries, not this send.
+                let _ = done.run();
                 info?
             };
             shared.note_sent(&queue, info.size_bytes);
@@ -482,58 +490,39 @@ impl Producer {
     /// # Errors
     /// As [`send`](Self::send); on an error, records of partitions already written stay
     /// written (their offsets are lost to the caller, as with a failed Kafka batch).
-    #[expect(clippy::type_complexity, reason = "one local grouping vector, named by its comment")]
     pub fn send_batch(&self, records: Vec<ProducerRecord>) -> Result<Vec<RecordMetadata>> {
-        let shared = &self.handle.shared;
-        // Per partition: its queue and the records for it, with their position in `records`.
-        // A run of records for one topic resolves the topic once.
-        let mut groups: Vec<(Arc<PartitionQueue>, Vec<(usize, Record)>)> = Vec::new();
-        let mut current: Option<(Arc<Topic>, Vec<Option<usize>>)> = None;
-        for (i, record) in records.into_iter().enumerate() {
-            if current.as_ref().is_none_or(|(topic, _)| topic.name != record.topic) {
-                let topic = shared.broker.topic_or_create(&record.topic)?;
-                let slots = vec![None; topic.partition_count() as usize];
-                current = Some((topic, slots));
-            }
-            let Some((topic, group_of)) = current.as_mut() else {
-                continue;
-            };
-            let partition = shared.route(topic, &record)?;
-            let group = match group_of.get(partition as usize).copied().flatten() {
-                Some(g) => g,
-                None => {
-                    groups.push((shared.queue(topic, partition)?, Vec::new()));
-                    if let Some(slot) = group_of.get_mut(partition as usize) {
-                        *slot = Some(groups.len() - 1);
-                    }
-                    groups.len() - 1
-                }
-            };
-            if let Some((_, group)) = groups.get_mut(group) {
-                group.push((i, record.record));
-            }
+        let count = records.len() as u64;
+        let result = self.send_batch_inner(records);
+        if result.is_err() {
+            self.handle.shared.counters.errors.fetch_add(count, Ordering::Relaxed);
         }
-        let total: usize = groups.iter().map(|(_, g)| g.len()).sum();
+        result
+    }
+
+    fn send_batch_inner(&self, records: Vec<ProducerRecord>) -> Result<Vec<RecordMetadata>> {
+        let shared = &self.handle.shared;
+        let total = records.len();
+        let groups = shared.group_by_partition(records)?;
         let mut out: Vec<Option<RecordMetadata>> = vec![None; total];
         let durability = shared.config.durability;
         let mut to_sync = Vec::new();
-        for (queue, group) in groups {
-            let (indexes, group_records): (Vec<usize>, Vec<Record>) = group.into_iter().unzip();
+        for group in groups {
             let infos = {
-                let mut pending = queue.pending.lock();
+                let mut pending = group.queue.pending.lock();
                 shared.check_open()?;
-                let done = shared.write_pending(&queue, &mut pending);
-                let infos = shared.append_split(&queue, &group_records, durability.min_written());
+                let done = shared.write_pending(&group.queue, &mut pending);
+                let infos = shared.append_split(&group.queue, &group.records, durability.min_written());
                 drop(pending);
-                done.run()?;
+                // The pending records' outcomes went to their own deliveries.
+                let _ = done.run();
                 infos?
             };
             if let Some(last) = infos.last().map(|(_, info)| info.last_offset) {
-                to_sync.push((Arc::clone(&queue.log), last + 1));
+                to_sync.push((Arc::clone(&group.queue.log), last + 1));
             }
-            shared.note_sent(&queue, infos.iter().map(|(_, info)| info.size_bytes).sum());
-            let metas = metadata_for(&queue, &group_records, &infos);
-            for (i, meta) in indexes.into_iter().zip(metas) {
+            shared.note_sent(&group.queue, infos.iter().map(|(_, info)| info.size_bytes).sum());
+            let metas = metadata_for(&group.queue, &group.records, &infos);
+            for (i, meta) in group.indexes.into_iter().zip(metas) {
                 if let Some(slot) = out.get_mut(i) {
                     *slot = Some(meta);
                 }
@@ -639,6 +628,54 @@ impl Shared {
         self.queue(&topic, partition)
     }
 
+    /// Routes `records` and groups them by partition, keeping their order within each group
+    /// (one group per partition, however the topics interleave). Each topic is resolved
+    /// once.
+    fn group_by_partition(&self, records: Vec<ProducerRecord>) -> Result<Vec<Group>> {
+        let mut groups: Vec<Group> = Vec::new();
+        // Per topic seen: the topic and, per partition, the index of its group.
+        let mut topics: Vec<(Arc<Topic>, Vec<Option<usize>>)> = Vec::new();
+        let mut current = 0;
+        for (i, record) in records.into_iter().enumerate() {
+            if topics.get(current).is_none_or(|(t, _)| t.name != record.topic) {
+                current = match topics.iter().position(|(t, _)| t.name == record.topic) {
+                    Some(seen) => seen,
+                    None => {
+                        let topic = self.broker.topic_or_create(&record.topic)?;
+                        let slots = vec![None; topic.partition_count() as usize];
+                        topics.push((topic, slots));
+                        topics.len() - 1
+                    }
+                };
+            }
+            let Some((topic, group_of)) = topics.get_mut(current) else {
+                continue;
+            };
+            let partition = self.route(topic, &record)?;
+            let slot = group_of.get(partition as usize).copied().flatten();
+            let g = match slot {
+                Some(g) => g,
+                None => {
+                    let queue = self.queue(topic, partition)?;
+                    groups.push(Group {
+                        queue,
+                        indexes: Vec::new(),
+                        records: Vec::new(),
+                    });
+                    if let Some(slot) = group_of.get_mut(partition as usize) {
+                        *slot = Some(groups.len() - 1);
+                    }
+                    groups.len() - 1
+                }
+            };
+            if let Some(group) = groups.get_mut(g) {
+                group.indexes.push(i);
+                group.records.push(record.record);
+            }
+        }
+        Ok(groups)
+    }
+
     /// The partition for `record` in `topic`: explicit, or the partitioner's choice.
     fn route(&self, topic: &Topic, record: &ProducerRecord) -> Result<u32> {
         let partitions = topic.partition_count();
@@ -670,6 +707,9 @@ impl Shared {
         }
         let log = topic.partition(partition)?;
         let mut all = self.queues.write();
+        // No queue is created after close (which sets `closed` under this lock), so close's
+        // last flush sees every queue.
+        self.check_open()?;
         let queues = all.entry(topic.name.clone()).or_insert_with(|| TopicQueues {
             topic: Arc::clone(topic),
             partitions: Vec::new(),
@@ -712,18 +752,21 @@ impl Shared {
     }
 
     fn append(&self, queue: &PartitionQueue, records: &[Record], durability: Durability) -> Result<crate::AppendInfo> {
-        if self.broker.topic(&queue.topic).is_err() {
-            return Err(Error::UnknownTopic {
-                topic: queue.topic.clone(),
-            });
+        let deleted = || Error::UnknownTopic {
+            topic: queue.topic.clone(),
+        };
+        if queue.log.is_deleted() {
+            return Err(deleted());
         }
-        let info = queue.log.append_with(
-            records,
-            AppendOptions {
-                durability,
-                compression: self.config.compression,
-            },
-        )?;
+        let options = AppendOptions {
+            durability,
+            compression: self.config.compression,
+        };
+        let info = queue
+            .log
+            .append_with(records, options)
+            // A delete racing this append closes the log under it.
+            .map_err(|e| if queue.log.is_deleted() { deleted() } else { e })?;
         self.counters.records.fetch_add(records.len() as u64, Ordering::Relaxed);
         self.counters.bytes.fetch_add(info.size_bytes as u64, Ordering::Relaxed);
         self.counters.batches.fetch_add(1, Ordering::Relaxed);
@@ -759,12 +802,10 @@ impl Shared {
         Ok(out)
     }
 
-    /// fsyncs `log` through `end`, counting the round.
+    /// fsyncs `log` through `end`, counting the round if this call ran it.
     fn sync(&self, log: &PartitionLog, end: u64) -> Result<()> {
         let started = Instant::now();
-        let before = log.sync_stats().syncs;
-        log.sync_through(end)?;
-        if log.sync_stats().syncs != before {
+        if log.sync_through(end)? {
             self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
             let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
             self.counters.fsync_nanos.fetch_add(nanos, Ordering::Relaxed);
@@ -783,6 +824,14 @@ impl Shared {
         };
         let size = estimated_size(&record.record);
         let mut pending = queue.pending.lock();
+        // Checked again under the partition lock: close's last flush takes this lock after
+        // setting `closed`, so a record pushed here is either flushed by it or refused.
+        if let Err(e) = self.check_open() {
+            drop(pending);
+            self.counters.errors.fetch_add(1, Ordering::Relaxed);
+            slot.complete(Err(e));
+            return;
+        }
         let mut done = Vec::new();
         if pending.bytes > 0 && pending.bytes + size > queue.max_batch {
             // Close the batch before it would pass the topic's limit.
@@ -900,7 +949,10 @@ fn size_chunks(records: &[Record], max: usize) -> Vec<&[Record]> {
 
 fn close(shared: &Arc<Shared>, thread: &Mutex<Option<JoinHandle<()>>>) -> Result<()> {
     let result = shared.flush_all();
-    shared.closed.store(true, Ordering::Release);
+    {
+        let _queues = shared.queues.write();
+        shared.closed.store(true, Ordering::Release);
+    }
     {
         let _guard = shared.wake_lock.lock();
         shared.wake.notify_all();

@@ -223,6 +223,7 @@ pub struct PartitionLog {
     sync_nanos: AtomicU64,
     poisoned: AtomicBool,
     closed: AtomicBool,
+    deleted: AtomicBool,
     recovery: RecoveryReport,
 }
 
@@ -329,6 +330,7 @@ impl PartitionLog {
             sync_nanos: AtomicU64::new(0),
             poisoned: AtomicBool::new(false),
             closed: AtomicBool::new(false),
+            deleted: AtomicBool::new(false),
             recovery,
             dir,
         })
@@ -608,16 +610,33 @@ impl PartitionLog {
     }
 
     /// Makes every record below `target` durable, sharing the fsync with concurrent callers
-    /// (group commit).
-    pub(crate) fn sync_through(&self, target: u64) -> Result<()> {
+    /// (group commit). Returns whether this call ran the fsync (`false`: another caller's
+    /// covered it).
+    pub(crate) fn sync_through(&self, target: u64) -> Result<bool> {
         let _turn = self.sync_lock.lock();
         if self.synced_end.load(Ordering::Acquire) >= target {
-            return Ok(());
+            return Ok(false);
         }
         self.check_writable()?;
         // Collect under the writer lock, fsync after releasing it: appends go on meanwhile.
         let unsynced = self.take_unsynced(&mut self.writer.lock())?;
-        self.sync_unsynced(unsynced)
+        self.sync_unsynced(unsynced).map(|()| true)
+    }
+
+    /// Marks the log as belonging to a deleted topic: it is closed (appends fail) and its
+    /// drop writes nothing, so removing its directory is safe even while others still hold
+    /// it, and a topic recreated at the same path is never touched by it. Waits for an
+    /// append or sync in progress to finish.
+    pub(crate) fn mark_deleted(&self) {
+        let _turn = self.sync_lock.lock();
+        let _w = self.writer.lock();
+        self.deleted.store(true, Ordering::Release);
+        self.closed.store(true, Ordering::Release);
+    }
+
+    /// Whether [`mark_deleted`](Self::mark_deleted) was called.
+    pub(crate) fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
     }
 
     /// Writes the buffer and takes what the next sync must cover. Call with the sync turn.

@@ -1,0 +1,961 @@
+//! The broker: topic administration (create, list, describe, delete, add partitions), the
+//! topic table in `meta/topics` and what survives a reopen, directory locking, auto-create,
+//! and the temporary broker.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+use brooklet::{
+    Broker, Error, LogRecord, MAX_TOPIC_NAME_LEN, PartitionDescription, Producer, ProducerConfig, ProducerRecord,
+    TimestampType, TopicConfig, TopicPartition, partition_for_key,
+};
+use common::{read_all, temp_dir};
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------
+
+/// Names of the entries of `dir`, sorted.
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .expect("list directory")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Every record of `topic`/`partition`, read through the broker.
+fn records_of(broker: &Broker, topic: &str, partition: u32) -> Vec<LogRecord> {
+    let log = broker
+        .partition_log(&TopicPartition::new(topic, partition))
+        .expect("partition log");
+    read_all(&log)
+}
+
+/// `(key, value)` of each record, as strings.
+fn key_values(records: &[LogRecord]) -> Vec<(String, String)> {
+    records
+        .iter()
+        .map(|r| {
+            let text =
+                |b: &Option<bytes::Bytes>| String::from_utf8(b.as_deref().unwrap_or_default().to_vec()).expect("utf8");
+            (text(&r.key), text(&r.value))
+        })
+        .collect()
+}
+
+/// Total bytes of the stored batches of a partition.
+fn stored_bytes(broker: &Broker, topic: &str, partition: u32) -> u64 {
+    let log = broker
+        .partition_log(&TopicPartition::new(topic, partition))
+        .expect("partition log");
+    log.read(0, 1 << 24)
+        .expect("read")
+        .iter()
+        .map(|b| b.size_bytes() as u64)
+        .sum()
+}
+
+fn producer(broker: &Broker) -> Producer {
+    broker.producer(ProducerConfig::default())
+}
+
+/// Sends `n` records `k{i}`/`{prefix}{i}` to an explicit partition; returns their offsets.
+fn send_n(producer: &Producer, topic: &str, partition: u32, n: usize, prefix: &str) -> Vec<u64> {
+    (0..n)
+        .map(|i| {
+            producer
+                .send(
+                    ProducerRecord::new(topic)
+                        .partition(partition)
+                        .key(format!("k{i}"))
+                        .value(format!("{prefix}{i}")),
+                )
+                .expect("send")
+                .offset
+        })
+        .collect()
+}
+
+fn expected_kv(n: usize, prefix: &str) -> Vec<(String, String)> {
+    (0..n).map(|i| (format!("k{i}"), format!("{prefix}{i}"))).collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. create / list / describe
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn describe_reports_exact_offsets_and_sizes_and_list_is_sorted() {
+    let broker = Broker::temporary().unwrap();
+    assert!(broker.list_topics().is_empty());
+    broker.create_topic("orders", TopicConfig::with_partitions(3)).unwrap();
+    broker.create_topic("audit", TopicConfig::with_partitions(1)).unwrap();
+    broker
+        .create_topic("billing.v2_eu-west", TopicConfig::with_partitions(2))
+        .unwrap();
+    assert_eq!(broker.list_topics(), ["audit", "billing.v2_eu-west", "orders"]);
+
+    // Fresh topic: every partition empty.
+    let fresh = broker.describe_topic("orders").unwrap();
+    assert_eq!(fresh.name, "orders");
+    assert_eq!(fresh.config, TopicConfig::with_partitions(3));
+    assert_eq!(
+        fresh.partitions,
+        (0..3)
+            .map(|partition| PartitionDescription {
+                partition,
+                log_start_offset: 0,
+                log_end_offset: 0,
+                size_bytes: 0,
+            })
+            .collect::<Vec<_>>()
+    );
+
+    let p = producer(&broker);
+    assert_eq!(send_n(&p, "orders", 0, 4, "a"), [0, 1, 2, 3]);
+    assert_eq!(send_n(&p, "orders", 2, 2, "c"), [0, 1]);
+    assert_eq!(send_n(&p, "audit", 0, 7, "x"), (0..7).collect::<Vec<u64>>());
+
+    let desc = broker.describe_topic("orders").unwrap();
+    assert_eq!(desc.config, TopicConfig::with_partitions(3));
+    let ends: Vec<(u32, u64, u64)> = desc
+        .partitions
+        .iter()
+        .map(|d| (d.partition, d.log_start_offset, d.log_end_offset))
+        .collect();
+    assert_eq!(ends, [(0, 0, 4), (1, 0, 0), (2, 0, 2)]);
+    for d in &desc.partitions {
+        assert_eq!(d.size_bytes, stored_bytes(&broker, "orders", d.partition), "{d:?}");
+    }
+    assert!(desc.partitions[0].size_bytes > 0);
+    assert_eq!(desc.partitions[1].size_bytes, 0);
+    assert!(desc.partitions[2].size_bytes > 0);
+
+    let audit = broker.describe_topic("audit").unwrap();
+    assert_eq!(audit.partitions.len(), 1);
+    assert_eq!(audit.partitions[0].log_end_offset, 7);
+    assert!(audit.partitions[0].size_bytes > 0);
+
+    assert_eq!(key_values(&records_of(&broker, "orders", 0)), expected_kv(4, "a"));
+    assert_eq!(key_values(&records_of(&broker, "orders", 2)), expected_kv(2, "c"));
+
+    match broker.describe_topic("nope") {
+        Err(Error::UnknownTopic { topic }) => assert_eq!(topic, "nope"),
+        other => panic!("{other:?}"),
+    }
+    match broker.partition_log(&TopicPartition::new("orders", 3)) {
+        Err(Error::InvalidPartition {
+            topic,
+            partition,
+            partitions,
+        }) => assert_eq!((topic.as_str(), partition, partitions), ("orders", 3, 3)),
+        other => panic!("{other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. topic name validation
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn create_topic_refuses_invalid_names_and_writes_nothing_for_them() {
+    let dir = temp_dir();
+    let broker = Broker::open(dir.path()).unwrap();
+    let before = entries(dir.path());
+    let long = "x".repeat(250);
+    let bad: [&str; 10] = ["../x", "a/b", "a\\b", "", ".", "..", &long, "café", "a\0b", "a b"];
+    for name in bad {
+        match broker.create_topic(name, TopicConfig::with_partitions(2)) {
+            Err(Error::InvalidTopicName { name: got, reason }) => {
+                assert_eq!(got, name);
+                assert!(!reason.is_empty());
+            }
+            other => panic!("{name:?}: {other:?}"),
+        }
+        match broker.create_topic_if_not_exists(name, TopicConfig::with_partitions(2)) {
+            Err(Error::InvalidTopicName { name: got, .. }) => assert_eq!(got, name),
+            other => panic!("{name:?}: {other:?}"),
+        }
+    }
+    assert!(broker.list_topics().is_empty());
+    assert_eq!(entries(dir.path()), before);
+    assert!(!dir.path().parent().unwrap().join("x-0").exists());
+    assert!(!dir.path().join("a").exists());
+
+    let longest = "y".repeat(MAX_TOPIC_NAME_LEN);
+    assert_eq!(MAX_TOPIC_NAME_LEN, 249);
+    broker.create_topic(&longest, TopicConfig::with_partitions(2)).unwrap();
+    assert_eq!(broker.list_topics(), std::slice::from_ref(&longest));
+    let mut want = before.clone();
+    want.push(format!("{longest}-0"));
+    want.push(format!("{longest}-1"));
+    want.sort();
+    assert_eq!(entries(dir.path()), want);
+    let p = producer(&broker);
+    assert_eq!(send_n(&p, &longest, 1, 2, "v"), [0, 1]);
+    drop(p);
+    drop(broker);
+
+    // The long name reopens.
+    let broker = Broker::open(dir.path()).unwrap();
+    assert_eq!(broker.list_topics(), std::slice::from_ref(&longest));
+    assert_eq!(key_values(&records_of(&broker, &longest, 1)), expected_kv(2, "v"));
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. create twice
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn creating_an_existing_topic_is_topic_exists_and_keeps_the_first_config() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(2)).unwrap();
+    match broker.create_topic("t", TopicConfig::with_partitions(5)) {
+        Err(Error::TopicExists { topic }) => assert_eq!(topic, "t"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(broker.describe_topic("t").unwrap().partitions.len(), 2);
+
+    assert!(
+        broker
+            .create_topic_if_not_exists("u", TopicConfig::with_partitions(3))
+            .unwrap()
+    );
+    assert!(
+        !broker
+            .create_topic_if_not_exists("u", TopicConfig::with_partitions(4))
+            .unwrap()
+    );
+    assert!(
+        !broker
+            .create_topic_if_not_exists("t", TopicConfig::with_partitions(1))
+            .unwrap()
+    );
+    assert_eq!(
+        broker.describe_topic("u").unwrap().config,
+        TopicConfig::with_partitions(3)
+    );
+    assert_eq!(
+        broker.describe_topic("t").unwrap().config,
+        TopicConfig::with_partitions(2)
+    );
+    assert_eq!(broker.list_topics(), ["t", "u"]);
+
+    // An invalid config is refused before the existence check, and creates nothing.
+    match broker.create_topic("v", TopicConfig::with_partitions(0)) {
+        Err(Error::InvalidConfig { field, .. }) => assert_eq!(field, "partitions"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(broker.list_topics(), ["t", "u"]);
+    assert!(!broker.dir().join("v-0").exists());
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. reopen
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn topics_configs_and_records_survive_reopen() {
+    let dir = temp_dir();
+    let configs = [
+        ("plain", TopicConfig::with_partitions(1)),
+        (
+            "retained",
+            TopicConfig::with_partitions(3)
+                .retention_ms(Some(Duration::from_secs(7 * 86_400)))
+                .retention_bytes(Some(10 << 20))
+                .segment_bytes(1 << 20)
+                .segment_ms(Some(Duration::from_millis(3_600_000))),
+        ),
+        (
+            "small",
+            TopicConfig::with_partitions(2)
+                .max_message_bytes(4096)
+                .timestamp_type(TimestampType::LogAppendTime),
+        ),
+    ];
+    let mut sent: Vec<(String, u32, usize)> = Vec::new();
+    {
+        let broker = Broker::open(dir.path()).unwrap();
+        for (name, config) in &configs {
+            broker.create_topic(name, config.clone()).unwrap();
+        }
+        let p = producer(&broker);
+        for (name, config) in &configs {
+            for partition in 0..config.partitions() {
+                let n = 3 + partition as usize * 2;
+                let offsets = send_n(&p, name, partition, n, &format!("{name}/{partition}/"));
+                assert_eq!(offsets, (0..n as u64).collect::<Vec<_>>());
+                sent.push((name.to_string(), partition, n));
+            }
+        }
+        // A timestamp the LogAppendTime topic must overwrite, and the CreateTime one keep.
+        let meta = p
+            .send(ProducerRecord::new("plain").value("ts").timestamp(1_000))
+            .unwrap();
+        assert_eq!((meta.offset, meta.timestamp), (3, 1_000));
+        sent.iter_mut().find(|(n, _, _)| n == "plain").unwrap().2 += 1;
+        drop(p);
+        drop(broker);
+    }
+    let broker = Broker::open(dir.path()).unwrap();
+    assert_eq!(broker.list_topics(), ["plain", "retained", "small"]);
+    for (name, config) in &configs {
+        let desc = broker.describe_topic(name).unwrap();
+        assert_eq!(&desc.config, config, "{name}");
+        assert_eq!(desc.config.partitions(), config.partitions());
+        assert_eq!(desc.partitions.len(), config.partitions() as usize);
+    }
+    for (name, partition, n) in &sent {
+        let desc = broker.describe_topic(name).unwrap();
+        let d = &desc.partitions[*partition as usize];
+        assert_eq!(
+            (d.log_start_offset, d.log_end_offset),
+            (0, *n as u64),
+            "{name}-{partition}"
+        );
+        let records = records_of(&broker, name, *partition);
+        let offsets: Vec<u64> = records.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, (0..*n as u64).collect::<Vec<_>>());
+        let mut want = expected_kv(
+            if name == "plain" { n - 1 } else { *n },
+            &format!("{name}/{partition}/"),
+        );
+        if name == "plain" {
+            want.push((String::new(), "ts".into()));
+        }
+        assert_eq!(key_values(&records), want, "{name}-{partition}");
+    }
+    assert_eq!(records_of(&broker, "plain", 0)[3].timestamp, 1_000);
+    // The reopened topics keep working: the LogAppendTime topic still stamps append time.
+    let p = producer(&broker);
+    let meta = p
+        .send(ProducerRecord::new("small").partition(0).value("late").timestamp(1_000))
+        .unwrap();
+    assert_eq!(meta.offset, 3);
+    assert_ne!(meta.timestamp, 1_000);
+    assert_eq!(records_of(&broker, "small", 0)[3].timestamp, meta.timestamp);
+}
+
+// ---------------------------------------------------------------------------------------
+// 5. locking
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn second_open_of_an_open_directory_is_locked() {
+    let dir = temp_dir();
+    let broker = Broker::open(dir.path()).unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    match Broker::open(dir.path()) {
+        Err(Error::Locked { path }) => assert_eq!(path, dir.path()),
+        other => panic!("{other:?}"),
+    }
+    match Broker::builder()
+        .auto_create_topics(Some(TopicConfig::with_partitions(2)))
+        .open(dir.path())
+    {
+        Err(Error::Locked { path }) => assert_eq!(path, dir.path()),
+        other => panic!("{other:?}"),
+    }
+    // A clone is the same open broker; a producer keeps it open after the broker is dropped.
+    let clone = broker.clone();
+    let p = producer(&clone);
+    drop(broker);
+    drop(clone);
+    assert!(matches!(Broker::open(dir.path()), Err(Error::Locked { .. })));
+    assert_eq!(send_n(&p, "t", 0, 1, "v"), [0]);
+    drop(p);
+    let reopened = Broker::open(dir.path()).unwrap();
+    assert_eq!(reopened.list_topics(), ["t"]);
+    assert_eq!(reopened.describe_topic("t").unwrap().partitions[0].log_end_offset, 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// 6. delete and recreate
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn delete_removes_the_topic_and_a_recreated_one_starts_at_offset_zero() {
+    let dir = temp_dir();
+    {
+        let broker = Broker::open(dir.path()).unwrap();
+        broker.create_topic("t", TopicConfig::with_partitions(3)).unwrap();
+        broker.create_topic("keep", TopicConfig::with_partitions(1)).unwrap();
+        let p = producer(&broker);
+        for partition in 0..3 {
+            assert_eq!(send_n(&p, "t", partition, 5, "old"), [0, 1, 2, 3, 4]);
+        }
+        assert_eq!(send_n(&p, "keep", 0, 2, "keep"), [0, 1]);
+        for partition in 0..3 {
+            assert!(dir.path().join(format!("t-{partition}")).is_dir());
+        }
+
+        broker.delete_topic("t").unwrap();
+        for partition in 0..3 {
+            assert!(!dir.path().join(format!("t-{partition}")).exists(), "t-{partition}");
+        }
+        assert_eq!(broker.list_topics(), ["keep"]);
+        match broker.describe_topic("t") {
+            Err(Error::UnknownTopic { topic }) => assert_eq!(topic, "t"),
+            other => panic!("{other:?}"),
+        }
+        match broker.partition_log(&TopicPartition::new("t", 0)) {
+            Err(Error::UnknownTopic { topic }) => assert_eq!(topic, "t"),
+            other => panic!("{other:?}"),
+        }
+        match broker.delete_topic("t") {
+            Err(Error::UnknownTopic { topic }) => assert_eq!(topic, "t"),
+            other => panic!("{other:?}"),
+        }
+        // The producer made before the delete (it has queues for the topic) is refused.
+        match p.send(ProducerRecord::new("t").partition(1).value("after")) {
+            Err(Error::UnknownTopic { topic }) => assert_eq!(topic, "t"),
+            other => panic!("{other:?}"),
+        }
+        match p.send(ProducerRecord::new("t").key("k").value("after")) {
+            Err(Error::UnknownTopic { topic }) => assert_eq!(topic, "t"),
+            other => panic!("{other:?}"),
+        }
+        match p.send_async(ProducerRecord::new("t").value("after")).wait() {
+            Err(Error::UnknownTopic { topic }) => assert_eq!(topic, "t"),
+            other => panic!("{other:?}"),
+        }
+        match p.send_batch(vec![ProducerRecord::new("t").value("after")]) {
+            Err(Error::UnknownTopic { topic }) => assert_eq!(topic, "t"),
+            other => panic!("{other:?}"),
+        }
+        assert!(!dir.path().join("t-0").exists());
+
+        // Recreated with fewer partitions: fresh, from offset 0, through the old producer.
+        broker.create_topic("t", TopicConfig::with_partitions(2)).unwrap();
+        let desc = broker.describe_topic("t").unwrap();
+        assert_eq!(desc.config, TopicConfig::with_partitions(2));
+        assert!(
+            desc.partitions
+                .iter()
+                .all(|d| d.log_end_offset == 0 && d.size_bytes == 0)
+        );
+        assert_eq!(send_n(&p, "t", 0, 2, "new"), [0, 1]);
+        assert_eq!(send_n(&p, "t", 1, 1, "new"), [0]);
+        match p.send(ProducerRecord::new("t").partition(2).value("gone")) {
+            Err(Error::InvalidPartition {
+                topic,
+                partition,
+                partitions,
+            }) => assert_eq!((topic.as_str(), partition, partitions), ("t", 2, 2)),
+            other => panic!("{other:?}"),
+        }
+        // A new producer sees the same.
+        let q = producer(&broker);
+        assert_eq!(send_n(&q, "t", 1, 1, "q"), [1]);
+        assert_eq!(key_values(&records_of(&broker, "t", 0)), expected_kv(2, "new"));
+        assert!(!dir.path().join("t-2").exists());
+        drop(q);
+        drop(p);
+        drop(broker);
+    }
+    let broker = Broker::open(dir.path()).unwrap();
+    assert_eq!(broker.list_topics(), ["keep", "t"]);
+    let desc = broker.describe_topic("t").unwrap();
+    assert_eq!(desc.config, TopicConfig::with_partitions(2));
+    let ends: Vec<u64> = desc.partitions.iter().map(|d| d.log_end_offset).collect();
+    assert_eq!(ends, [2, 2]);
+    assert_eq!(key_values(&records_of(&broker, "t", 0)), expected_kv(2, "new"));
+    let mut want1 = expected_kv(1, "new");
+    want1.extend(expected_kv(1, "q"));
+    assert_eq!(key_values(&records_of(&broker, "t", 1)), want1);
+    assert_eq!(key_values(&records_of(&broker, "keep", 0)), expected_kv(2, "keep"));
+    assert!(!dir.path().join("t-2").exists());
+}
+
+#[test]
+fn deleted_topic_stays_gone_after_reopen() {
+    let dir = temp_dir();
+    {
+        let broker = Broker::open(dir.path()).unwrap();
+        broker.create_topic("a", TopicConfig::with_partitions(2)).unwrap();
+        broker.create_topic("b", TopicConfig::with_partitions(1)).unwrap();
+        let p = producer(&broker);
+        send_n(&p, "a", 0, 3, "a");
+        send_n(&p, "b", 0, 3, "b");
+        drop(p);
+        broker.delete_topic("a").unwrap();
+    }
+    let broker = Broker::open(dir.path()).unwrap();
+    assert_eq!(broker.list_topics(), ["b"]);
+    assert!(matches!(broker.describe_topic("a"), Err(Error::UnknownTopic { .. })));
+    assert!(!dir.path().join("a-0").exists());
+    assert!(!dir.path().join("a-1").exists());
+    assert_eq!(key_values(&records_of(&broker, "b", 0)), expected_kv(3, "b"));
+}
+
+/// A record queued (`send_async`, long linger) for a topic that is deleted and created again
+/// before the batch is written must not be acknowledged at an offset the new topic does
+/// not hold: it either fails with `UnknownTopic` or is really readable where its metadata says.
+#[test]
+fn record_pending_across_delete_and_recreate_is_never_acknowledged_into_the_deleted_log() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    let p = broker.producer(ProducerConfig::default().linger(Duration::from_secs(30)));
+    assert_eq!(send_n(&p, "t", 0, 3, "old"), [0, 1, 2]);
+    let pending = p.send_async(ProducerRecord::new("t").partition(0).key("k").value("pending"));
+    broker.delete_topic("t").unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    p.flush().ok();
+    match pending.wait() {
+        Err(Error::UnknownTopic { topic }) => {
+            assert_eq!(topic, "t");
+            assert_eq!(broker.describe_topic("t").unwrap().partitions[0].log_end_offset, 0);
+        }
+        Ok(meta) => {
+            let records = records_of(&broker, "t", meta.partition);
+            let stored = records.iter().find(|r| r.offset == meta.offset);
+            assert!(
+                stored.is_some_and(|r| r.value.as_deref() == Some(&b"pending"[..])),
+                "acknowledged at {meta:?}, but the recreated topic holds {:?}",
+                key_values(&records)
+            );
+        }
+        Err(other) => panic!("{other:?}"),
+    }
+}
+
+/// A handle on a deleted topic's partition (here: the queue of a producer that sent to it)
+/// that is closed after the topic was created again must not write its shutdown files
+/// (clean-shutdown marker, recovery point, indexes) into the new topic's directory. The
+/// records are sized so that the stale marker matches the new segment's size: trusting it
+/// gives the new partition the old end offset.
+#[test]
+fn closing_a_deleted_topics_log_does_not_touch_the_recreated_topic() {
+    let dir = temp_dir();
+    let rec = |len: usize| {
+        ProducerRecord::new("t")
+            .partition(0)
+            .value(vec![b'v'; len])
+            .timestamp(1_000)
+    };
+    {
+        let broker = Broker::open(dir.path()).unwrap();
+        broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+        let old = producer(&broker);
+        for i in 0..3 {
+            assert_eq!(old.send(rec(20)).unwrap().offset, i);
+        }
+        let old_size = broker.describe_topic("t").unwrap().partitions[0].size_bytes;
+        // One batch of two records whose size equals the three single-record batches.
+        let second = (0..1000)
+            .find(|&len| {
+                let scratch = temp_dir();
+                let log = brooklet::PartitionLog::open(scratch.path(), brooklet::LogConfig::default()).unwrap();
+                let records = [
+                    brooklet::Record::new().value(vec![b'v'; 20]).timestamp(1_000),
+                    brooklet::Record::new().value(vec![b'v'; len]).timestamp(1_000),
+                ];
+                log.append(&records, brooklet::Durability::Written).unwrap();
+                log.size_bytes() == old_size
+            })
+            .expect("a record size that makes the sizes equal");
+
+        broker.delete_topic("t").unwrap();
+        broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+        let new = producer(&broker);
+        let metas = new.send_batch(vec![rec(20), rec(second)]).unwrap();
+        assert_eq!(metas.iter().map(|m| m.offset).collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(broker.describe_topic("t").unwrap().partitions[0].size_bytes, old_size);
+        drop(new);
+        drop(broker);
+        // `old` keeps the broker open; dropping it closes the new topic's log cleanly, and
+        // its queue still holds the deleted topic's log.
+        drop(old);
+    }
+    let broker = Broker::open(dir.path()).unwrap();
+    let log = broker.partition_log(&TopicPartition::new("t", 0)).unwrap();
+    assert_eq!(log.log_end_offset(), 2, "{:?}", log.recovery_report());
+    assert!(log.recovery_report().clean_shutdown, "{:?}", log.recovery_report());
+    let records = read_all(&log);
+    assert_eq!(records.iter().map(|r| r.offset).collect::<Vec<_>>(), [0, 1]);
+    let p = producer(&broker);
+    assert_eq!(p.send(rec(1)).unwrap().offset, 2);
+}
+
+// ---------------------------------------------------------------------------------------
+// 7. add_partitions
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn add_partitions_grows_routes_keys_to_new_partitions_and_survives_reopen() {
+    let dir = temp_dir();
+    let keys: Vec<String> = (0..200).map(|i| format!("user-{i}")).collect();
+    let config = TopicConfig::with_partitions(2).retention_bytes(Some(1 << 30));
+    let mut per_partition: Vec<Vec<String>> = vec![Vec::new(); 5];
+    {
+        let broker = Broker::open(dir.path()).unwrap();
+        broker.create_topic("t", config.clone()).unwrap();
+        let p = producer(&broker);
+        for key in &keys[..20] {
+            let meta = p
+                .send(ProducerRecord::new("t").key(key.clone()).value("before"))
+                .unwrap();
+            assert_eq!(meta.partition, partition_for_key(key.as_bytes(), 2));
+            per_partition[meta.partition as usize].push(format!("{key}=before"));
+        }
+
+        for (n, field_ok) in [(2u32, "partitions"), (1, "partitions")] {
+            match broker.add_partitions("t", n) {
+                Err(Error::InvalidConfig { field, .. }) => assert_eq!(field, field_ok),
+                other => panic!("{n}: {other:?}"),
+            }
+        }
+        match broker.add_partitions("nope", 4) {
+            Err(Error::UnknownTopic { topic }) => assert_eq!(topic, "nope"),
+            other => panic!("{other:?}"),
+        }
+        match broker.add_partitions("t", brooklet::MAX_PARTITIONS + 1) {
+            Err(Error::InvalidConfig { field, .. }) => assert_eq!(field, "partitions"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(broker.describe_topic("t").unwrap().partitions.len(), 2);
+        assert!(!dir.path().join("t-2").exists());
+
+        broker.add_partitions("t", 5).unwrap();
+        let desc = broker.describe_topic("t").unwrap();
+        assert_eq!(desc.config, config.clone().partition_count(5));
+        assert_eq!(desc.partitions.len(), 5);
+        for d in &desc.partitions[2..] {
+            assert_eq!((d.log_start_offset, d.log_end_offset, d.size_bytes), (0, 0, 0));
+        }
+        // The producer made before the growth routes keys over 5 partitions now.
+        let mut hit_new = BTreeSet::new();
+        for key in &keys {
+            let meta = p
+                .send(ProducerRecord::new("t").key(key.clone()).value("after"))
+                .unwrap();
+            assert_eq!(meta.partition, partition_for_key(key.as_bytes(), 5), "{key}");
+            if meta.partition >= 2 {
+                hit_new.insert(meta.partition);
+            }
+            per_partition[meta.partition as usize].push(format!("{key}=after"));
+        }
+        assert_eq!(hit_new, BTreeSet::from([2, 3, 4]));
+        // Explicit partitions past the new count are still refused.
+        match p.send(ProducerRecord::new("t").partition(5).value("x")) {
+            Err(Error::InvalidPartition {
+                topic,
+                partition,
+                partitions,
+            }) => assert_eq!((topic.as_str(), partition, partitions), ("t", 5, 5)),
+            other => panic!("{other:?}"),
+        }
+        broker.add_partitions("t", 6).unwrap();
+        assert_eq!(
+            p.send(ProducerRecord::new("t").partition(5).value("x")).unwrap().offset,
+            0
+        );
+        per_partition.push(vec!["=x".into()]);
+        drop(p);
+    }
+    let broker = Broker::open(dir.path()).unwrap();
+    let desc = broker.describe_topic("t").unwrap();
+    assert_eq!(desc.config, config.partition_count(6));
+    assert_eq!(desc.partitions.len(), 6);
+    for (partition, want) in per_partition.iter().enumerate() {
+        let got: Vec<String> = key_values(&records_of(&broker, "t", partition as u32))
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        assert_eq!(&got, want, "partition {partition}");
+        assert_eq!(desc.partitions[partition].log_end_offset, want.len() as u64);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 8. leftovers
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn open_removes_partition_directories_the_table_does_not_list() {
+    let dir = temp_dir();
+    {
+        let broker = Broker::open(dir.path()).unwrap();
+        broker.create_topic("orders", TopicConfig::with_partitions(2)).unwrap();
+        let p = producer(&broker);
+        send_n(&p, "orders", 1, 3, "o");
+    }
+    // Leftovers of an interrupted create/delete, and things that are not partitions.
+    let ghost = dir.path().join("ghost-0");
+    fs::create_dir(&ghost).unwrap();
+    fs::write(ghost.join("00000000000000000000.log"), b"leftover").unwrap();
+    fs::create_dir_all(dir.path().join("orders-2").join("nested")).unwrap();
+    fs::write(dir.path().join("orders-2").join("nested").join("f"), b"x").unwrap();
+    fs::create_dir(dir.path().join("my-topic-17")).unwrap();
+    fs::create_dir(dir.path().join("notes")).unwrap();
+    fs::write(dir.path().join("notes").join("keep.txt"), b"mine").unwrap();
+    fs::create_dir(dir.path().join("backup-x")).unwrap();
+    fs::write(dir.path().join("stray-0"), b"a file, not a directory").unwrap();
+
+    let broker = Broker::open(dir.path()).unwrap();
+    assert!(!ghost.exists());
+    assert!(!dir.path().join("orders-2").exists());
+    assert!(!dir.path().join("my-topic-17").exists());
+    assert_eq!(fs::read(dir.path().join("notes").join("keep.txt")).unwrap(), b"mine");
+    assert!(dir.path().join("backup-x").is_dir());
+    assert!(dir.path().join("stray-0").is_file());
+    assert!(dir.path().join("orders-0").is_dir());
+    assert_eq!(broker.list_topics(), ["orders"]);
+    assert_eq!(key_values(&records_of(&broker, "orders", 1)), expected_kv(3, "o"));
+    let mut names = entries(dir.path());
+    names.retain(|n| n != "LOCK");
+    assert_eq!(names, ["backup-x", "meta", "notes", "orders-0", "orders-1", "stray-0"]);
+}
+
+// ---------------------------------------------------------------------------------------
+// 9. damaged topic table
+// ---------------------------------------------------------------------------------------
+
+/// A data directory with two topics, closed; returns the path of its topic table.
+fn closed_dir_with_topics(dir: &Path) -> std::path::PathBuf {
+    let broker = Broker::open(dir).unwrap();
+    broker.create_topic("a", TopicConfig::with_partitions(2)).unwrap();
+    broker
+        .create_topic("b", TopicConfig::with_partitions(1).retention_bytes(Some(1 << 20)))
+        .unwrap();
+    drop(broker);
+    dir.join("meta").join("topics")
+}
+
+fn expect_corrupt(dir: &Path, table: &Path, what: &str) {
+    match Broker::open(dir) {
+        Err(Error::Corrupt { path, reason, .. }) => {
+            assert_eq!(path, table, "{what}");
+            assert!(!reason.is_empty());
+        }
+        other => panic!("{what}: {other:?}"),
+    }
+}
+
+#[test]
+fn damaged_topic_table_fails_open_with_corrupt_naming_the_file() {
+    let template = temp_dir();
+    let table = closed_dir_with_topics(template.path());
+    let good = fs::read(&table).unwrap();
+    assert!(good.len() > 16);
+    assert_eq!(&good[..4], b"BRKM");
+
+    // Flip one byte at a time in the header and the payload (the version field is separate).
+    let positions: Vec<usize> = [0, 3, 6, 7, 8, 11, 12, 15, 16, good.len() / 2, good.len() - 1]
+        .into_iter()
+        .collect();
+    for pos in positions {
+        let mut bad = good.clone();
+        bad[pos] ^= 0x20;
+        fs::write(&table, &bad).unwrap();
+        expect_corrupt(template.path(), &table, &format!("flip at {pos}"));
+    }
+    for len in [0, 1, 8, 15, 16, good.len() - 1] {
+        fs::write(&table, &good[..len]).unwrap();
+        expect_corrupt(template.path(), &table, &format!("cut at {len}"));
+    }
+    let mut longer = good.clone();
+    longer.push(0);
+    fs::write(&table, &longer).unwrap();
+    expect_corrupt(template.path(), &table, "extra byte");
+
+    // The lock was released by each failed open; the good table opens again with its topics.
+    fs::write(&table, &good).unwrap();
+    let broker = Broker::open(template.path()).unwrap();
+    assert_eq!(broker.list_topics(), ["a", "b"]);
+    assert_eq!(
+        broker.describe_topic("b").unwrap().config,
+        TopicConfig::with_partitions(1).retention_bytes(Some(1 << 20))
+    );
+}
+
+#[test]
+fn topic_table_from_a_future_version_is_unsupported() {
+    let dir = temp_dir();
+    let table = closed_dir_with_topics(dir.path());
+    let good = fs::read(&table).unwrap();
+    for version in [2u16, 7, u16::MAX] {
+        let mut newer = good.clone();
+        newer[4..6].copy_from_slice(&version.to_le_bytes());
+        fs::write(&table, &newer).unwrap();
+        match Broker::open(dir.path()) {
+            Err(Error::UnsupportedVersion { path, found, supported }) => {
+                assert_eq!(path, table);
+                assert_eq!(found, u32::from(version));
+                assert_eq!(supported, 1);
+            }
+            other => panic!("version {version}: {other:?}"),
+        }
+        // Nothing was removed because of the unreadable table.
+        assert!(dir.path().join("a-0").is_dir());
+        assert!(dir.path().join("a-1").is_dir());
+        assert!(dir.path().join("b-0").is_dir());
+        assert_eq!(fs::read(&table).unwrap(), newer);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 10. auto-create
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn auto_create_makes_unknown_topics_with_the_configured_partitions() {
+    let dir = temp_dir();
+    {
+        let broker = Broker::builder()
+            .auto_create_topics(Some(TopicConfig::with_partitions(2).max_message_bytes(8192)))
+            .open(dir.path())
+            .unwrap();
+        let p = producer(&broker);
+        let meta = p.send(ProducerRecord::new("events").key("k").value("v")).unwrap();
+        assert_eq!(meta.topic, "events");
+        assert_eq!(meta.partition, partition_for_key(b"k", 2));
+        assert_eq!(meta.offset, 0);
+        let desc = broker.describe_topic("events").unwrap();
+        assert_eq!(desc.config, TopicConfig::with_partitions(2).max_message_bytes(8192));
+        assert_eq!(desc.partitions.len(), 2);
+
+        // Through send_async and send_batch too.
+        let d = p.send_async(ProducerRecord::new("async-made").partition(1).value("a"));
+        p.flush().unwrap();
+        assert_eq!(d.wait().unwrap().offset, 0);
+        let metas = p
+            .send_batch(vec![ProducerRecord::new("batch-made").partition(1).value("b")])
+            .unwrap();
+        assert_eq!((metas[0].partition, metas[0].offset), (1, 0));
+        assert_eq!(broker.list_topics(), ["async-made", "batch-made", "events"]);
+
+        // An explicit partition beyond the auto-created count is refused.
+        match p.send(ProducerRecord::new("fresh").partition(2).value("x")) {
+            Err(Error::InvalidPartition {
+                topic,
+                partition,
+                partitions,
+            }) => assert_eq!((topic.as_str(), partition, partitions), ("fresh", 2, 2)),
+            other => panic!("{other:?}"),
+        }
+        // A bad name is still refused, and creates nothing.
+        match p.send(ProducerRecord::new("../escape").value("x")) {
+            Err(Error::InvalidTopicName { name, .. }) => assert_eq!(name, "../escape"),
+            other => panic!("{other:?}"),
+        }
+        assert!(!dir.path().parent().unwrap().join("escape-0").exists());
+        // Explicit creation still wins over the auto-create config.
+        broker
+            .create_topic("explicit", TopicConfig::with_partitions(5))
+            .unwrap();
+        assert_eq!(broker.describe_topic("explicit").unwrap().partitions.len(), 5);
+    }
+    // Auto-created topics are ordinary topics after reopen (even without auto-create).
+    let broker = Broker::open(dir.path()).unwrap();
+    // "fresh" was created by the send that then named a partition it does not have.
+    assert_eq!(
+        broker.list_topics(),
+        ["async-made", "batch-made", "events", "explicit", "fresh"]
+    );
+    assert_eq!(broker.describe_topic("events").unwrap().partitions.len(), 2);
+}
+
+#[test]
+fn without_auto_create_unknown_topics_are_refused_and_nothing_is_created() {
+    let dir = temp_dir();
+    let broker = Broker::open(dir.path()).unwrap();
+    let before = entries(dir.path());
+    let p = producer(&broker);
+    match p.send(ProducerRecord::new("missing").value("v")) {
+        Err(Error::UnknownTopic { topic }) => assert_eq!(topic, "missing"),
+        other => panic!("{other:?}"),
+    }
+    match p.send_async(ProducerRecord::new("missing").key("k").value("v")).wait() {
+        Err(Error::UnknownTopic { topic }) => assert_eq!(topic, "missing"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(p.metrics().errors, 2);
+    match p.send_batch(vec![ProducerRecord::new("missing").value("v")]) {
+        Err(Error::UnknownTopic { topic }) => assert_eq!(topic, "missing"),
+        other => panic!("{other:?}"),
+    }
+    p.flush().unwrap();
+    assert!(broker.list_topics().is_empty());
+    assert_eq!(entries(dir.path()), before);
+    assert!(!dir.path().join("missing-0").exists());
+    assert_eq!(p.metrics().records_sent, 0);
+    assert_eq!(
+        p.metrics().errors,
+        3,
+        "the record of the failed send_batch counts as a failed send"
+    );
+}
+
+#[test]
+fn invalid_auto_create_config_is_refused_at_open() {
+    let dir = temp_dir();
+    match Broker::builder()
+        .auto_create_topics(Some(TopicConfig::with_partitions(0)))
+        .open(dir.path())
+    {
+        Err(Error::InvalidConfig { field, .. }) => assert_eq!(field, "partitions"),
+        other => panic!("{other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 11. temporary broker
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn temporary_directory_lives_until_the_last_clone_and_producer_are_dropped() {
+    let broker = Broker::temporary().unwrap();
+    let dir = broker.dir().to_path_buf();
+    assert!(dir.is_dir());
+    broker.create_topic("t", TopicConfig::with_partitions(2)).unwrap();
+    let clone = broker.clone();
+    let p = producer(&broker);
+    assert_eq!(send_n(&p, "t", 1, 2, "v"), [0, 1]);
+    drop(broker);
+    assert!(dir.join("t-1").is_dir());
+    assert_eq!(key_values(&records_of(&clone, "t", 1)), expected_kv(2, "v"));
+
+    let on_thread = std::thread::spawn(move || {
+        assert_eq!(clone.describe_topic("t").unwrap().partitions[1].log_end_offset, 2);
+        clone
+    })
+    .join()
+    .unwrap();
+    assert!(dir.is_dir());
+    drop(on_thread);
+    // The producer still holds the broker.
+    assert!(dir.is_dir());
+    assert_eq!(send_n(&p, "t", 1, 1, "w"), [2]);
+    drop(p);
+    assert!(!dir.exists(), "{} still exists", dir.display());
+
+    // Two temporary brokers never share a directory.
+    let a = Broker::temporary().unwrap();
+    let b = Broker::temporary().unwrap();
+    assert_ne!(a.dir(), b.dir());
+}
+
+// ---------------------------------------------------------------------------------------
+// 12. auto traits
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn broker_and_producer_are_send_sync_clone() {
+    fn send_sync_clone<T: Send + Sync + Clone>() {}
+    fn send_sync<T: Send + Sync>() {}
+    send_sync_clone::<Broker>();
+    send_sync_clone::<Producer>();
+    send_sync_clone::<brooklet::BrokerBuilder>();
+    send_sync_clone::<TopicConfig>();
+    send_sync_clone::<ProducerConfig>();
+    send_sync::<brooklet::Delivery>();
+    send_sync::<Error>();
+}

@@ -1,0 +1,1480 @@
+//! The producer: routing (Kafka's murmur2, explicit partitions, sticky and round-robin
+//! keyless records), ordering under concurrency, batching (`send_async`, linger, flush,
+//! close, drop), size limits, compression, timestamps and headers, typed values, metrics,
+//! and what `Synced` sends guarantee across a simulated power loss.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Barrier, Mutex};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use brooklet::io::{FaultFs, PowerLoss};
+use brooklet::{
+    Bincode, Broker, Codec, Compression, Delivery, Durability, Error, Json, LogRecord, Producer, ProducerConfig,
+    ProducerRecord, RecordMetadata, RoundRobinPartitioner, TimestampType, TopicConfig, TopicPartition, TypedProducer,
+    partition_for_key,
+};
+use bytes::Bytes;
+use common::{read_all, temp_dir};
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as i64
+}
+
+fn records_of(broker: &Broker, topic: &str, partition: u32) -> Vec<LogRecord> {
+    let log = broker
+        .partition_log(&TopicPartition::new(topic, partition))
+        .expect("partition log");
+    read_all(&log)
+}
+
+fn end_offsets(broker: &Broker, topic: &str) -> Vec<u64> {
+    broker
+        .describe_topic(topic)
+        .expect("describe")
+        .partitions
+        .iter()
+        .map(|p| p.log_end_offset)
+        .collect()
+}
+
+fn text(b: &Option<Bytes>) -> String {
+    String::from_utf8(b.as_deref().unwrap_or_default().to_vec()).expect("utf8")
+}
+
+/// The stored record at `meta`'s partition and offset.
+fn stored_at(broker: &Broker, meta: &RecordMetadata) -> LogRecord {
+    let log = broker
+        .partition_log(&TopicPartition::new(meta.topic.clone(), meta.partition))
+        .expect("partition log");
+    let batches = log.read(meta.offset, 1 << 20).expect("read");
+    batches
+        .iter()
+        .flat_map(|b| b.records())
+        .map(|r| r.expect("decode"))
+        .find(|r| r.offset == meta.offset)
+        .unwrap_or_else(|| panic!("no record at {meta:?}"))
+}
+
+/// Long linger and large batches: only flush, close or drop writes async records.
+fn flush_only() -> ProducerConfig {
+    ProducerConfig::default()
+        .linger(Duration::from_secs(10))
+        .batch_size(1 << 20)
+}
+
+fn expect_too_large(result: Result<RecordMetadata, Error>, max: usize, min_size: usize) {
+    match result {
+        Err(Error::RecordTooLarge { size, max: got_max }) => {
+            assert_eq!(got_max, max);
+            assert!(size > min_size, "size {size} should exceed {min_size}");
+        }
+        other => panic!("expected RecordTooLarge, got {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. keyed routing
+// ---------------------------------------------------------------------------------------
+
+/// Kafka's `UtilsTest.testMurmur2` vectors, as Java ints.
+const KAFKA_MURMUR2: [(&str, i32); 6] = [
+    ("21", -973_932_308),
+    ("foobar", -790_332_482),
+    ("a-little-bit-long-string", -985_981_536),
+    ("a-little-bit-longer-string", -1_486_304_829),
+    ("lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58_897_971),
+    ("abc", 479_470_107),
+];
+
+#[test]
+fn keyed_records_land_on_kafkas_murmur2_partition() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(6)).unwrap();
+    let p = broker.producer(ProducerConfig::default());
+    for (key, hash) in KAFKA_MURMUR2 {
+        let want = ((hash & 0x7fff_ffff) as u32) % 6;
+        let meta = p.send(ProducerRecord::new("t").key(key).value("v")).unwrap();
+        assert_eq!(meta.partition, want, "{key}");
+        assert_eq!(meta.topic, "t");
+        assert_eq!(partition_for_key(key.as_bytes(), 6), want);
+        let d = p.send_async(ProducerRecord::new("t").key(key).value("async"));
+        p.flush().unwrap();
+        assert_eq!(d.wait().unwrap().partition, want, "{key} async");
+        let metas = p
+            .send_batch(vec![ProducerRecord::new("t").key(key).value("batch")])
+            .unwrap();
+        assert_eq!(metas[0].partition, want, "{key} batch");
+    }
+    // The exact partitions these vectors give over 6 partitions (as computed by Kafka).
+    let got: Vec<u32> = KAFKA_MURMUR2
+        .iter()
+        .map(|(k, _)| partition_for_key(k.as_bytes(), 6))
+        .collect();
+    assert_eq!(got, [0, 0, 2, 5, 5, 3]);
+
+    // Many keys: every record of a key in one partition, the one partition_for_key gives.
+    let mut seen: BTreeMap<String, BTreeSet<u32>> = BTreeMap::new();
+    for i in 0..300 {
+        let key = format!("user-{}", i % 60);
+        let meta = p
+            .send(ProducerRecord::new("t").key(key.clone()).value(format!("{i}")))
+            .unwrap();
+        assert_eq!(meta.partition, partition_for_key(key.as_bytes(), 6));
+        seen.entry(key).or_default().insert(meta.partition);
+    }
+    assert!(seen.values().all(|s| s.len() == 1));
+    let used: BTreeSet<u32> = seen.values().flatten().copied().collect();
+    assert_eq!(used, (0..6).collect());
+    // Every stored record is in its key's partition.
+    for partition in 0..6 {
+        for r in records_of(&broker, "t", partition) {
+            let key = r.key.as_deref().expect("keyed");
+            assert_eq!(partition_for_key(key, 6), partition);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. explicit partitions
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn explicit_partition_wins_and_out_of_range_is_invalid_partition() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(4)).unwrap();
+    let p = broker.producer(ProducerConfig::default());
+    let key = "foobar"; // hashes to partition 2 of 4
+    assert_eq!(partition_for_key(key.as_bytes(), 4), 2);
+    for (i, partition) in [0u32, 1, 3, 0].into_iter().enumerate() {
+        let meta = p
+            .send(
+                ProducerRecord::new("t")
+                    .partition(partition)
+                    .key(key)
+                    .value(format!("{i}")),
+            )
+            .unwrap();
+        assert_eq!(meta.partition, partition);
+    }
+    assert_eq!(end_offsets(&broker, "t"), [2, 1, 0, 1]);
+    let check = |err: Error, partition: u32| match err {
+        Error::InvalidPartition {
+            topic,
+            partition: got,
+            partitions,
+        } => assert_eq!((topic.as_str(), got, partitions), ("t", partition, 4)),
+        other => panic!("{other:?}"),
+    };
+    for partition in [4u32, 5, u32::MAX] {
+        check(
+            p.send(ProducerRecord::new("t").partition(partition).value("x"))
+                .unwrap_err(),
+            partition,
+        );
+        check(
+            p.send_async(ProducerRecord::new("t").partition(partition).value("x"))
+                .wait()
+                .unwrap_err(),
+            partition,
+        );
+        check(
+            p.send_batch(vec![
+                ProducerRecord::new("t").partition(0).value("ok"),
+                ProducerRecord::new("t").partition(partition).value("x"),
+            ])
+            .unwrap_err(),
+            partition,
+        );
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    p.send_with_callback(ProducerRecord::new("t").partition(9).value("x"), move |r| {
+        tx.send(r).unwrap();
+    });
+    check(rx.recv().unwrap().unwrap_err(), 9);
+    p.flush().unwrap();
+    // Nothing of the refused sends (nor of the batch they were in) was written.
+    assert_eq!(end_offsets(&broker, "t"), [2, 1, 0, 1]);
+    assert_eq!(p.metrics().records_sent, 4);
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. per-key ordering under concurrency
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn per_key_order_holds_under_eight_concurrent_producer_threads() {
+    const THREADS: usize = 8;
+    const PER_THREAD: usize = 2_000;
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(4)).unwrap();
+    let config = ProducerConfig::default()
+        .batch_size(2048)
+        .linger(Duration::from_millis(1));
+    let shared = broker.producer(config.clone());
+    let barrier = Arc::new(Barrier::new(THREADS));
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            // Threads 0-3 share clones of one producer; 4-7 have their own.
+            let producer = if t < 4 {
+                shared.clone()
+            } else {
+                broker.producer(config.clone())
+            };
+            let barrier = Arc::clone(&barrier);
+            thread::spawn(move || {
+                barrier.wait();
+                let mut acked: Vec<(String, String, RecordMetadata)> = Vec::new();
+                let mut pending: Vec<(String, String, Delivery)> = Vec::new();
+                for i in 0..PER_THREAD {
+                    let key = format!("t{t}-k{}", i % 10);
+                    let value = format!("{t}:{i}");
+                    let record = ProducerRecord::new("t").key(key.clone()).value(value.clone());
+                    if i % 4 == 0 {
+                        acked.push((key, value, producer.send(record).expect("send")));
+                    } else {
+                        pending.push((key, value, producer.send_async(record)));
+                    }
+                }
+                producer.flush().expect("flush");
+                for (key, value, d) in pending {
+                    acked.push((key, value, d.wait().expect("delivery")));
+                }
+                acked
+            })
+        })
+        .collect();
+    let acked: Vec<(String, String, RecordMetadata)> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    drop(shared);
+    assert_eq!(acked.len(), THREADS * PER_THREAD);
+
+    // Read everything back.
+    let mut by_position: HashMap<(u32, u64), LogRecord> = HashMap::new();
+    let mut last_seq: HashMap<String, usize> = HashMap::new();
+    let mut per_key: HashMap<String, usize> = HashMap::new();
+    let mut total = 0;
+    for partition in 0..4 {
+        let records = records_of(&broker, "t", partition);
+        let offsets: Vec<u64> = records.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, (0..records.len() as u64).collect::<Vec<_>>());
+        for r in records {
+            let key = text(&r.key);
+            assert_eq!(partition_for_key(key.as_bytes(), 4), partition, "{key}");
+            let value = text(&r.value);
+            let (thread, seq) = value.split_once(':').expect("t:i");
+            assert_eq!(key, format!("t{thread}-k{}", seq.parse::<usize>().unwrap() % 10));
+            let seq: usize = seq.parse().unwrap();
+            if let Some(&prev) = last_seq.get(&key) {
+                assert!(seq > prev, "key {key}: {seq} after {prev} in partition {partition}");
+            }
+            last_seq.insert(key.clone(), seq);
+            *per_key.entry(key).or_default() += 1;
+            total += 1;
+            by_position.insert((partition, r.offset), r);
+        }
+    }
+    assert_eq!(total, THREADS * PER_THREAD);
+    assert_eq!(per_key.len(), THREADS * 10);
+    assert!(per_key.values().all(|&n| n == PER_THREAD / 10));
+    // Every acknowledgement names exactly the stored record.
+    let mut positions = BTreeSet::new();
+    for (key, value, meta) in &acked {
+        assert_eq!(meta.partition, partition_for_key(key.as_bytes(), 4));
+        let r = &by_position[&(meta.partition, meta.offset)];
+        assert_eq!((text(&r.key), text(&r.value)), (key.clone(), value.clone()));
+        assert_eq!(r.timestamp, meta.timestamp);
+        assert!(positions.insert((meta.partition, meta.offset)), "{meta:?} twice");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. keyless routing
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn sticky_partitioner_fills_one_batch_at_a_time_and_covers_every_partition() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(6)).unwrap();
+    // Each keyless record of 100 value bytes counts 140 bytes: a batch closes at 8 records.
+    let p = broker.producer(
+        ProducerConfig::default()
+            .batch_size(1024)
+            .linger(Duration::from_secs(10)),
+    );
+    let n = 3_000;
+    let deliveries: Vec<Delivery> = (0..n)
+        .map(|i| p.send_async(ProducerRecord::new("t").value(format!("{i:0100}"))))
+        .collect();
+    p.flush().unwrap();
+    let metas: Vec<RecordMetadata> = deliveries.into_iter().map(|d| d.wait().unwrap()).collect();
+    assert_eq!(p.metrics().records_sent, n as u64);
+    assert_eq!(p.metrics().batches, n as u64 / 8);
+    // Runs of 8 consecutive records share a partition, and each run moves to another one.
+    let runs: Vec<u32> = metas
+        .chunks(8)
+        .map(|run| {
+            assert!(run.iter().all(|m| m.partition == run[0].partition), "{run:?}");
+            run[0].partition
+        })
+        .collect();
+    for pair in runs.windows(2) {
+        assert_ne!(pair[0], pair[1]);
+    }
+    let used: BTreeSet<u32> = runs.iter().copied().collect();
+    assert_eq!(used, (0..6).collect());
+    let mut total = 0;
+    for partition in 0..6 {
+        let log = broker.partition_log(&TopicPartition::new("t", partition)).unwrap();
+        for batch in log.read(0, 1 << 24).unwrap() {
+            assert_eq!(batch.record_count(), 8);
+            total += 8;
+        }
+    }
+    assert_eq!(total, n);
+    for (i, m) in metas.iter().enumerate().step_by(97) {
+        assert_eq!(text(&stored_at(&broker, m).value), format!("{i:0100}"));
+    }
+}
+
+#[test]
+fn round_robin_partitioner_spreads_blocking_sends_exactly_evenly() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(6)).unwrap();
+    let p = broker.producer(ProducerConfig::default().partitioner(Arc::new(RoundRobinPartitioner::new())));
+    let mut order = Vec::new();
+    for i in 0..600 {
+        // Keys too: round-robin ignores them.
+        let meta = p
+            .send(
+                ProducerRecord::new("t")
+                    .key(format!("same-{}", i % 2))
+                    .value(format!("{i}")),
+            )
+            .unwrap();
+        order.push(meta.partition);
+        assert_eq!(meta.offset, i / 6);
+    }
+    assert_eq!(order, (0..600).map(|i| i % 6).collect::<Vec<u32>>());
+    assert_eq!(end_offsets(&broker, "t"), [100; 6]);
+    for partition in 0..6u32 {
+        let values: Vec<String> = records_of(&broker, "t", partition)
+            .iter()
+            .map(|r| text(&r.value))
+            .collect();
+        let want: Vec<String> = (0..100u32).map(|k| format!("{}", k * 6 + partition)).collect();
+        assert_eq!(values, want);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 5. compression
+// ---------------------------------------------------------------------------------------
+
+const CODECS: [Compression; 5] = [
+    Compression::None,
+    Compression::Gzip,
+    Compression::Snappy,
+    Compression::Lz4,
+    Compression::Zstd,
+];
+
+#[test]
+fn every_compression_codec_round_trips_through_the_producer() {
+    let broker = Broker::temporary().unwrap();
+    for (c, codec) in CODECS.into_iter().enumerate() {
+        let topic = format!("c{c}");
+        broker.create_topic(&topic, TopicConfig::with_partitions(1)).unwrap();
+        let p = broker.producer(flush_only().compression(codec));
+        let values: Vec<String> = (0..200)
+            .map(|i| format!("{codec:?} record {i} {}", "abc".repeat(i % 20)))
+            .collect();
+        let deliveries: Vec<Delivery> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                p.send_async(
+                    ProducerRecord::new(topic.clone())
+                        .key(format!("k{i}"))
+                        .value(v.clone())
+                        .header("codec", format!("{codec:?}"))
+                        .timestamp(5_000 + i as i64),
+                )
+            })
+            .collect();
+        p.flush().unwrap();
+        for (i, d) in deliveries.into_iter().enumerate() {
+            assert_eq!(d.wait().unwrap().offset, i as u64);
+        }
+        let blocking = p.send(ProducerRecord::new(topic.clone()).value("blocking")).unwrap();
+        assert_eq!(blocking.offset, 200);
+        let log = broker.partition_log(&TopicPartition::new(topic.clone(), 0)).unwrap();
+        let batches = log.read(0, 1 << 24).unwrap();
+        assert_eq!(batches.len(), 2, "{codec:?}");
+        for b in &batches {
+            assert_eq!(b.compression(), Some(codec));
+        }
+        let records = read_all(&log);
+        assert_eq!(records.len(), 201);
+        for (i, r) in records.iter().take(200).enumerate() {
+            assert_eq!(r.offset, i as u64);
+            assert_eq!(text(&r.key), format!("k{i}"));
+            assert_eq!(text(&r.value), values[i]);
+            assert_eq!(r.timestamp, 5_000 + i as i64);
+            assert_eq!(r.headers.len(), 1);
+            assert_eq!(r.headers[0].name, "codec");
+            assert_eq!(r.headers[0].value, format!("{codec:?}").into_bytes());
+        }
+        assert_eq!(text(&records[200].value), "blocking");
+        if codec != Compression::None {
+            let stored: usize = batches[0].size_bytes();
+            let raw: usize = values.iter().map(String::len).sum();
+            assert!(stored < raw, "{codec:?}: {stored} stored for {raw} raw");
+        }
+    }
+}
+
+#[test]
+fn producers_with_different_codecs_share_one_partition() {
+    let dir = temp_dir();
+    let broker = Broker::open(dir.path()).unwrap();
+    broker.create_topic("mixed", TopicConfig::with_partitions(1)).unwrap();
+    let producers: Vec<Producer> = CODECS
+        .iter()
+        .map(|&c| broker.producer(ProducerConfig::default().compression(c)))
+        .collect();
+    // offset -> (codec, value); interleaved blocking sends and batches.
+    let mut want: BTreeMap<u64, (Compression, String)> = BTreeMap::new();
+    for round in 0..6 {
+        for (c, p) in producers.iter().enumerate() {
+            let codec = CODECS[c];
+            if round % 2 == 0 {
+                let value = format!("r{round}-{codec:?}-{}", "x".repeat(round * 10));
+                let meta = p.send(ProducerRecord::new("mixed").value(value.clone())).unwrap();
+                want.insert(meta.offset, (codec, value));
+            } else {
+                let values: Vec<String> = (0..3).map(|j| format!("r{round}-{codec:?}-{j}")).collect();
+                let metas = p
+                    .send_batch(
+                        values
+                            .iter()
+                            .map(|v| ProducerRecord::new("mixed").value(v.clone()))
+                            .collect(),
+                    )
+                    .unwrap();
+                for (m, v) in metas.iter().zip(values) {
+                    want.insert(m.offset, (codec, v));
+                }
+            }
+        }
+    }
+    assert_eq!(want.len(), 3 * 5 + 3 * 5 * 3);
+    assert_eq!(
+        want.keys().copied().collect::<Vec<_>>(),
+        (0..want.len() as u64).collect::<Vec<_>>()
+    );
+    let log = broker.partition_log(&TopicPartition::new("mixed", 0)).unwrap();
+    let batches = log.read(0, 1 << 24).unwrap();
+    assert_eq!(batches.len(), 6 * 5);
+    let mut seen = 0;
+    let mut codecs_seen = BTreeSet::new();
+    for b in &batches {
+        for r in b.records() {
+            let r = r.unwrap();
+            let (codec, value) = &want[&r.offset];
+            assert_eq!(b.compression(), Some(*codec), "offset {}", r.offset);
+            assert_eq!(&text(&r.value), value);
+            codecs_seen.insert(format!("{codec:?}"));
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, want.len());
+    assert_eq!(codecs_seen.len(), 5);
+    // The same after a reopen.
+    drop(batches);
+    drop(log);
+    drop(producers);
+    drop(broker);
+    let broker = Broker::open(dir.path()).unwrap();
+    let log = broker.partition_log(&TopicPartition::new("mixed", 0)).unwrap();
+    let mut seen = 0;
+    for b in log.read(0, 1 << 24).unwrap() {
+        for r in b.records() {
+            let r = r.unwrap();
+            let (codec, value) = &want[&r.offset];
+            assert_eq!(b.compression(), Some(*codec), "offset {} after reopen", r.offset);
+            assert_eq!(&text(&r.value), value);
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, want.len());
+}
+
+// ---------------------------------------------------------------------------------------
+// 6. size limits
+// ---------------------------------------------------------------------------------------
+
+fn small_topic(broker: &Broker, name: &str, partitions: u32) {
+    broker
+        .create_topic(name, TopicConfig::with_partitions(partitions).max_message_bytes(2048))
+        .unwrap();
+}
+
+#[test]
+fn oversized_record_is_refused_by_send_and_nothing_is_written() {
+    let broker = Broker::temporary().unwrap();
+    small_topic(&broker, "t", 2);
+    let p = broker.producer(ProducerConfig::default());
+    assert_eq!(
+        p.send(ProducerRecord::new("t").partition(0).value("small"))
+            .unwrap()
+            .offset,
+        0
+    );
+    let before = end_offsets(&broker, "t");
+    let size_before = broker.describe_topic("t").unwrap().partitions[0].size_bytes;
+    let big = vec![7u8; 4096];
+    expect_too_large(
+        p.send(ProducerRecord::new("t").partition(0).value(big.clone())),
+        2048,
+        4096,
+    );
+    expect_too_large(p.send(ProducerRecord::new("t").key("k").value(big.clone())), 2048, 4096);
+    assert_eq!(end_offsets(&broker, "t"), before);
+    assert_eq!(
+        broker.describe_topic("t").unwrap().partitions[0].size_bytes,
+        size_before
+    );
+    assert_eq!(p.metrics().errors, 2);
+    assert_eq!(p.metrics().records_sent, 1);
+    // A record just under the limit fits, and the partition goes on at the next offset.
+    let fits = p
+        .send(ProducerRecord::new("t").partition(0).value(vec![1u8; 1800]))
+        .unwrap();
+    assert_eq!(fits.offset, 1);
+    assert_eq!(records_of(&broker, "t", 0).len(), 2);
+}
+
+#[test]
+fn oversized_async_record_fails_alone_and_its_neighbours_are_stored() {
+    let broker = Broker::temporary().unwrap();
+    small_topic(&broker, "t", 1);
+    let p = broker.producer(flush_only());
+    let big = vec![7u8; 4096];
+    let mut small = Vec::new();
+    for i in 0..3 {
+        small.push(p.send_async(ProducerRecord::new("t").value(format!("before-{i}"))));
+    }
+    let oversized = p.send_async(ProducerRecord::new("t").value(big.clone()));
+    for i in 0..3 {
+        small.push(p.send_async(ProducerRecord::new("t").value(format!("after-{i}"))));
+    }
+    // Many small records whose sum passes the limit: split into batches, none refused.
+    for i in 0..60 {
+        small.push(p.send_async(ProducerRecord::new("t").value(format!("many-{i:080}"))));
+    }
+    // flush reports the failure too.
+    match p.flush() {
+        Err(Error::RecordTooLarge { max: 2048, .. }) | Ok(()) => {}
+        Err(other) => panic!("{other:?}"),
+    }
+    expect_too_large(oversized.wait(), 2048, 4096);
+    let metas: Vec<RecordMetadata> = small.into_iter().map(|d| d.wait().unwrap()).collect();
+    assert_eq!(
+        metas.iter().map(|m| m.offset).collect::<Vec<_>>(),
+        (0..66).collect::<Vec<u64>>()
+    );
+    let values: Vec<String> = records_of(&broker, "t", 0).iter().map(|r| text(&r.value)).collect();
+    let mut want: Vec<String> = (0..3).map(|i| format!("before-{i}")).collect();
+    want.extend((0..3).map(|i| format!("after-{i}")));
+    want.extend((0..60).map(|i| format!("many-{i:080}")));
+    assert_eq!(values, want);
+    let log = broker.partition_log(&TopicPartition::new("t", 0)).unwrap();
+    for b in log.read(0, 1 << 24).unwrap() {
+        assert!(b.size_bytes() <= 2048);
+    }
+    assert_eq!(p.metrics().errors, 1);
+    assert_eq!(p.metrics().records_sent, 66);
+}
+
+#[test]
+fn oversized_record_in_send_batch_is_refused_and_writes_nothing() {
+    let broker = Broker::temporary().unwrap();
+    small_topic(&broker, "t", 1);
+    let p = broker.producer(ProducerConfig::default());
+    assert_eq!(p.send(ProducerRecord::new("t").value("first")).unwrap().offset, 0);
+    match p.send_batch(vec![
+        ProducerRecord::new("t").value(vec![7u8; 4096]),
+        ProducerRecord::new("t").value("small-1"),
+        ProducerRecord::new("t").value("small-2"),
+    ]) {
+        Err(Error::RecordTooLarge { size, max }) => {
+            assert_eq!(max, 2048);
+            assert!(size > 4096, "{size}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(end_offsets(&broker, "t"), [1]);
+    // A batch whose records together pass the limit is split, not refused.
+    let records: Vec<ProducerRecord> = (0..50)
+        .map(|i| ProducerRecord::new("t").value(format!("{i:0100}")))
+        .collect();
+    let metas = p.send_batch(records).unwrap();
+    assert_eq!(
+        metas.iter().map(|m| m.offset).collect::<Vec<_>>(),
+        (1..51).collect::<Vec<u64>>()
+    );
+    let values: Vec<String> = records_of(&broker, "t", 0)
+        .iter()
+        .skip(1)
+        .map(|r| text(&r.value))
+        .collect();
+    assert_eq!(values, (0..50).map(|i| format!("{i:0100}")).collect::<Vec<_>>());
+}
+
+/// A blocking send first writes the partition's queued async records; when one of those
+/// fails (it alone is too large), that failure belongs to its own `Delivery`: the blocking
+/// send's record is stored and must be acknowledged.
+#[test]
+fn blocking_send_after_a_queued_oversized_record_is_acknowledged() {
+    let broker = Broker::temporary().unwrap();
+    small_topic(&broker, "t", 1);
+    let p = broker.producer(flush_only());
+    let oversized = p.send_async(ProducerRecord::new("t").value(vec![7u8; 4096]));
+    let sent = p.send(ProducerRecord::new("t").value("blocking"));
+    expect_too_large(oversized.wait(), 2048, 4096);
+    assert_eq!(end_offsets(&broker, "t"), [1]);
+    assert_eq!(text(&records_of(&broker, "t", 0)[0].value), "blocking");
+    match sent {
+        Ok(meta) => assert_eq!((meta.partition, meta.offset), (0, 0)),
+        Err(e) => panic!("the blocking send's record is stored at offset 0, but send returned {e:?}"),
+    }
+
+    // The same through send_batch.
+    let oversized = p.send_async(ProducerRecord::new("t").value(vec![7u8; 4096]));
+    let sent = p.send_batch(vec![ProducerRecord::new("t").value("batched")]);
+    expect_too_large(oversized.wait(), 2048, 4096);
+    assert_eq!(end_offsets(&broker, "t"), [2]);
+    match sent {
+        Ok(metas) => assert_eq!(metas.iter().map(|m| m.offset).collect::<Vec<_>>(), [1]),
+        Err(e) => panic!("the batch's record is stored at offset 1, but send_batch returned {e:?}"),
+    }
+    assert_eq!(p.metrics().errors, 2);
+}
+
+// ---------------------------------------------------------------------------------------
+// 7. flush, drop
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn flush_writes_every_async_record_with_dense_offsets() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(3)).unwrap();
+    let p = broker.producer(flush_only());
+    let n = 600;
+    let sent: Vec<(String, Delivery)> = (0..n)
+        .map(|i| {
+            let key = format!("key-{}", i % 17);
+            (
+                key.clone(),
+                p.send_async(ProducerRecord::new("t").key(key).value(format!("{i}"))),
+            )
+        })
+        .collect();
+    // Nothing is written before the flush (10 s linger, 1 MiB batches).
+    assert_eq!(end_offsets(&broker, "t"), [0, 0, 0]);
+    assert_eq!(p.metrics().records_sent, 0);
+    assert!(sent.iter().all(|(_, d)| d.try_result().is_none()));
+    p.flush().unwrap();
+    let mut next = [0u64; 3];
+    for (i, (key, d)) in sent.into_iter().enumerate() {
+        let meta = d.wait().unwrap();
+        let partition = partition_for_key(key.as_bytes(), 3);
+        assert_eq!(meta.partition, partition);
+        assert_eq!(meta.offset, next[partition as usize], "record {i}");
+        next[partition as usize] += 1;
+    }
+    assert_eq!(next.iter().sum::<u64>(), n);
+    assert_eq!(end_offsets(&broker, "t"), next);
+    assert_eq!(p.metrics().records_sent, n);
+    // One batch per partition.
+    assert_eq!(p.metrics().batches, 3);
+    // A second flush has nothing to do.
+    p.flush().unwrap();
+    assert_eq!(p.metrics().batches, 3);
+}
+
+/// Callback outcomes by the index of the record sent.
+type Outcomes = Vec<(usize, Result<RecordMetadata, Error>)>;
+
+#[test]
+fn dropping_the_last_producer_clone_delivers_every_callback() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(2)).unwrap();
+    let results: Arc<Mutex<Outcomes>> = Arc::new(Mutex::new(Vec::new()));
+    let p = broker.producer(flush_only());
+    let clone = p.clone();
+    let n = 400;
+    for i in 0..n {
+        let results = Arc::clone(&results);
+        let sender = if i % 2 == 0 { &p } else { &clone };
+        sender.send_with_callback(
+            ProducerRecord::new("t").partition((i % 2) as u32).value(format!("{i}")),
+            move |r| results.lock().unwrap().push((i, r)),
+        );
+    }
+    drop(clone);
+    assert!(
+        results.lock().unwrap().is_empty(),
+        "a clone's drop does not close the producer"
+    );
+    assert_eq!(end_offsets(&broker, "t"), [0, 0]);
+    // A callback may run on another thread: send one from a spawned thread as well.
+    let p2 = p.clone();
+    let results2 = Arc::clone(&results);
+    thread::spawn(move || {
+        p2.send_with_callback(ProducerRecord::new("t").partition(0).value("from-thread"), move |r| {
+            results2.lock().unwrap().push((n, r));
+        });
+    })
+    .join()
+    .unwrap();
+    drop(p);
+    let results = std::mem::take(&mut *results.lock().unwrap());
+    assert_eq!(results.len(), n + 1);
+    let mut by_index: BTreeMap<usize, RecordMetadata> = BTreeMap::new();
+    for (i, r) in results {
+        by_index.insert(i, r.unwrap_or_else(|e| panic!("record {i}: {e:?}")));
+    }
+    assert_eq!(by_index.len(), n + 1);
+    // Send order within each partition: record i is the (i / 2)th of its partition, and the
+    // one from the other thread came last to partition 0.
+    for (&i, m) in &by_index {
+        let want = if i < n {
+            ((i % 2) as u32, (i / 2) as u64)
+        } else {
+            (0, (n / 2) as u64)
+        };
+        assert_eq!((m.partition, m.offset), want, "record {i}");
+        let value = if i < n {
+            format!("{i}")
+        } else {
+            "from-thread".to_string()
+        };
+        assert_eq!(text(&stored_at(&broker, m).value), value);
+    }
+    assert_eq!(end_offsets(&broker, "t"), [(n / 2) as u64 + 1, (n / 2) as u64]);
+}
+
+// ---------------------------------------------------------------------------------------
+// 8. close
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn sends_after_close_are_refused_with_closed() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    let p = broker.producer(flush_only());
+    let clone = p.clone();
+    let queued = p.send_async(ProducerRecord::new("t").value("queued"));
+    p.close().unwrap();
+    // close wrote what was queued.
+    assert_eq!(queued.wait().unwrap().offset, 0);
+    assert_eq!(end_offsets(&broker, "t"), [1]);
+
+    let closed = |r: Result<RecordMetadata, Error>| match r {
+        Err(Error::Closed { what }) => assert_eq!(what, "producer"),
+        other => panic!("{other:?}"),
+    };
+    closed(p.send(ProducerRecord::new("t").value("x")));
+    closed(clone.send(ProducerRecord::new("t").value("x")));
+    closed(p.send_async(ProducerRecord::new("t").value("x")).wait());
+    closed(clone.send_async(ProducerRecord::new("t").value("x")).wait());
+    match p.send_batch(vec![ProducerRecord::new("t").value("x")]) {
+        Err(Error::Closed { what }) => assert_eq!(what, "producer"),
+        other => panic!("{other:?}"),
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    p.send_with_callback(ProducerRecord::new("t").value("x"), move |r| tx.send(r).unwrap());
+    closed(rx.recv().unwrap());
+    p.flush().unwrap();
+    clone.close().unwrap();
+    p.close().unwrap();
+    drop(clone);
+    drop(p);
+    assert_eq!(end_offsets(&broker, "t"), [1]);
+}
+
+/// `send_async` racing `close` on other threads: every `Delivery` is completed (stored, or
+/// `Closed`) by the time `close` has returned and the senders have stopped; none is left
+/// pending forever.
+#[test]
+fn send_async_racing_close_never_leaves_a_delivery_pending() {
+    for round in 0..40 {
+        let broker = Broker::temporary().unwrap();
+        broker.create_topic("t", TopicConfig::with_partitions(2)).unwrap();
+        let p = broker.producer(flush_only());
+        let barrier = Arc::new(Barrier::new(3));
+        let senders: Vec<_> = (0..2)
+            .map(|t| {
+                let p = p.clone();
+                let barrier = Arc::clone(&barrier);
+                thread::spawn(move || {
+                    barrier.wait();
+                    let mut out = Vec::new();
+                    for i in 0..300 {
+                        out.push(p.send_async(ProducerRecord::new("t").partition(t).value(format!("{i}"))));
+                    }
+                    out
+                })
+            })
+            .collect();
+        barrier.wait();
+        thread::yield_now();
+        p.close().ok();
+        let deliveries: Vec<Delivery> = senders.into_iter().flat_map(|h| h.join().unwrap()).collect();
+        let mut stored = 0;
+        for (i, d) in deliveries.iter().enumerate() {
+            match d.try_result() {
+                Some(Ok(_)) => stored += 1,
+                Some(Err(Error::Closed { .. })) => {}
+                Some(Err(e)) => panic!("round {round}, delivery {i}: {e:?}"),
+                None => panic!("round {round}: delivery {i} is still pending after close returned"),
+            }
+        }
+        assert_eq!(end_offsets(&broker, "t").iter().sum::<u64>(), stored);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 9. linger
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn lingered_async_record_is_written_without_flush() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    let p = broker.producer(
+        ProducerConfig::default()
+            .linger(Duration::from_millis(20))
+            .batch_size(1 << 20),
+    );
+    let d = p.send_async(ProducerRecord::new("t").key("k").value("lingered"));
+    let log = broker.partition_log(&TopicPartition::new("t", 0)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while log.visible_end_offset() < 1 {
+        assert!(Instant::now() < deadline, "the linger thread never wrote the batch");
+        thread::sleep(Duration::from_millis(2));
+    }
+    let meta = d.wait().unwrap();
+    assert_eq!((meta.partition, meta.offset), (0, 0));
+    assert_eq!(text(&read_all(&log)[0].value), "lingered");
+    // A second batch after the first was written lingers and is written too.
+    let d = p.send_async(ProducerRecord::new("t").value("second"));
+    assert_eq!(d.wait().unwrap().offset, 1);
+    assert_eq!(p.metrics().batches, 2);
+}
+
+// ---------------------------------------------------------------------------------------
+// 10. headers and timestamps
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn headers_and_create_time_timestamps_are_stored_as_sent() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    let p = broker.producer(flush_only());
+
+    let explicit = p
+        .send(
+            ProducerRecord::new("t")
+                .key("k")
+                .value("v")
+                .header("trace", "abc")
+                .header("trace", "def")
+                .header("empty", Bytes::new())
+                .timestamp(1_234_567),
+        )
+        .unwrap();
+    assert_eq!(explicit.timestamp, 1_234_567);
+
+    let before = now_ms();
+    let stamped = p.send(ProducerRecord::new("t").value("now")).unwrap();
+    let d1 = p.send_async(ProducerRecord::new("t").value("async-now"));
+    let d2 = p.send_async(ProducerRecord::new("t").value("async-explicit").timestamp(42));
+    let d3 = p.send_async(ProducerRecord::new("t").value("async-now-2").header("h", "1"));
+    p.flush().unwrap();
+    let after = now_ms();
+    let (m1, m2, m3) = (d1.wait().unwrap(), d2.wait().unwrap(), d3.wait().unwrap());
+    for m in [&stamped, &m1, &m3] {
+        assert!(
+            before <= m.timestamp && m.timestamp <= after,
+            "{m:?} not in [{before}, {after}]"
+        );
+    }
+    assert_eq!(m2.timestamp, 42);
+
+    let records = records_of(&broker, "t", 0);
+    assert_eq!(records.len(), 5);
+    let r = &records[0];
+    assert_eq!(r.timestamp, 1_234_567);
+    let headers: Vec<(&str, &[u8])> = r.headers.iter().map(|h| (h.name.as_str(), h.value.as_ref())).collect();
+    assert_eq!(headers, [("trace", &b"abc"[..]), ("trace", b"def"), ("empty", b"")]);
+    assert_eq!(records[1].timestamp, stamped.timestamp);
+    assert!(records[1].headers.is_empty());
+    for (r, m) in records[2..].iter().zip([&m1, &m2, &m3]) {
+        assert_eq!(r.offset, m.offset);
+        assert_eq!(r.timestamp, m.timestamp);
+    }
+    assert_eq!(records[4].headers.len(), 1);
+    assert_eq!(
+        (
+            records[4].headers[0].name.as_str(),
+            records[4].headers[0].value.as_ref()
+        ),
+        ("h", &b"1"[..])
+    );
+    // Tombstones (no value) and empty values are distinct.
+    let tomb = p.send(ProducerRecord::new("t").key("gone")).unwrap();
+    let empty = p
+        .send(ProducerRecord::new("t").key("empty").value(Bytes::new()))
+        .unwrap();
+    assert_eq!(stored_at(&broker, &tomb).value, None);
+    assert_eq!(stored_at(&broker, &empty).value, Some(Bytes::new()));
+}
+
+#[test]
+fn log_append_time_topic_overwrites_timestamps_and_metadata_reports_them() {
+    let broker = Broker::temporary().unwrap();
+    broker
+        .create_topic(
+            "lat",
+            TopicConfig::with_partitions(2).timestamp_type(TimestampType::LogAppendTime),
+        )
+        .unwrap();
+    let p = broker.producer(flush_only());
+    let before = now_ms();
+    let blocking = p
+        .send(ProducerRecord::new("lat").partition(0).value("b").timestamp(1_000))
+        .unwrap();
+    let deliveries: Vec<Delivery> = (0..5)
+        .map(|i| {
+            p.send_async(
+                ProducerRecord::new("lat")
+                    .partition(1)
+                    .value(format!("{i}"))
+                    .timestamp(i),
+            )
+        })
+        .collect();
+    p.flush().unwrap();
+    let batch = p
+        .send_batch(vec![
+            ProducerRecord::new("lat").partition(0).value("x").timestamp(7),
+            ProducerRecord::new("lat").partition(1).value("y"),
+        ])
+        .unwrap();
+    let after = now_ms();
+    let mut metas = vec![blocking];
+    metas.extend(deliveries.into_iter().map(|d| d.wait().unwrap()));
+    metas.extend(batch);
+    for m in &metas {
+        assert!(
+            before <= m.timestamp && m.timestamp <= after,
+            "{m:?} not in [{before}, {after}]"
+        );
+        assert_eq!(stored_at(&broker, m).timestamp, m.timestamp, "{m:?}");
+    }
+    for partition in 0..2 {
+        let log = broker.partition_log(&TopicPartition::new("lat", partition)).unwrap();
+        for b in log.read(0, 1 << 20).unwrap() {
+            assert_eq!(b.timestamp_type(), TimestampType::LogAppendTime);
+            for r in b.records() {
+                assert_eq!(r.unwrap().timestamp, b.max_timestamp());
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 11. typed values
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Order {
+    id: u32,
+    user: String,
+    amount: f64,
+    items: Vec<String>,
+    note: Option<String>,
+}
+
+fn orders() -> Vec<Order> {
+    (0..20)
+        .map(|i| Order {
+            id: i,
+            user: format!("user-{}", i % 4),
+            amount: f64::from(i) * 1.25,
+            items: (0..i % 3).map(|j| format!("item-{j}")).collect(),
+            note: (i % 2 == 0).then(|| "gift".to_string()),
+        })
+        .collect()
+}
+
+fn typed_round_trip<C>(codec: C, topic: &str)
+where
+    C: Codec<String> + Codec<Order> + Copy,
+{
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic(topic, TopicConfig::with_partitions(3)).unwrap();
+    let typed: TypedProducer<String, Order, C, C> = TypedProducer::new(broker.producer(flush_only()), codec, codec);
+    let mut metas = Vec::new();
+    for (i, order) in orders().iter().enumerate() {
+        if i % 2 == 0 {
+            metas.push(typed.send(topic, Some(&order.user), order).unwrap());
+        } else {
+            let d = typed.send_async(topic, Some(&order.user), order).unwrap();
+            typed.producer().flush().unwrap();
+            metas.push(d.wait().unwrap());
+        }
+    }
+    let keyless = typed.send(topic, None, &orders()[0]).unwrap();
+    for (order, meta) in orders().iter().zip(&metas) {
+        let key_bytes = Codec::<String>::encode(&codec, &order.user).unwrap();
+        assert_eq!(meta.partition, partition_for_key(&key_bytes, 3));
+        let r = stored_at(&broker, meta);
+        let key = Codec::<String>::decode(&codec, r.key.as_deref().unwrap()).unwrap();
+        let value = Codec::<Order>::decode(&codec, r.value.as_deref().unwrap()).unwrap();
+        assert_eq!(&key, &order.user);
+        assert_eq!(&value, order);
+    }
+    let r = stored_at(&broker, &keyless);
+    assert_eq!(r.key, None);
+    let value = Codec::<Order>::decode(&codec, r.value.as_deref().unwrap()).unwrap();
+    assert_eq!(value, orders()[0]);
+    assert_eq!(typed.producer().metrics().records_sent, 21);
+}
+
+#[test]
+fn typed_producer_round_trips_with_json() {
+    typed_round_trip(Json, "json-orders");
+    // JSON on the wire, readable by any consumer.
+    let bytes = Codec::<Order>::encode(&Json, &orders()[1]).unwrap();
+    assert_eq!(
+        std::str::from_utf8(&bytes).unwrap(),
+        r#"{"id":1,"user":"user-1","amount":1.25,"items":["item-0"],"note":null}"#
+    );
+}
+
+#[test]
+fn typed_producer_round_trips_with_bincode() {
+    typed_round_trip(Bincode, "bincode-orders");
+}
+
+#[test]
+fn codecs_report_bad_bytes_as_serialization_errors() {
+    let good_json = Codec::<Order>::encode(&Json, &orders()[3]).unwrap();
+    let good_bincode = Codec::<Order>::encode(&Bincode, &orders()[3]).unwrap();
+    let bad: Vec<(&str, &dyn Codec<Order>, Vec<u8>)> = vec![
+        ("json garbage", &Json, b"\xff\xfe not json".to_vec()),
+        ("json wrong shape", &Json, br#"{"id":"one"}"#.to_vec()),
+        ("json truncated", &Json, good_json[..good_json.len() - 3].to_vec()),
+        ("json empty", &Json, Vec::new()),
+        (
+            "bincode truncated",
+            &Bincode,
+            good_bincode[..good_bincode.len() - 2].to_vec(),
+        ),
+        ("bincode trailing", &Bincode, [good_bincode.as_ref(), b"xx"].concat()),
+        ("bincode empty", &Bincode, Vec::new()),
+    ];
+    for (what, codec, bytes) in bad {
+        match codec.decode(&bytes) {
+            Err(Error::Serialization { reason }) => assert!(!reason.is_empty(), "{what}"),
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+    // A value JSON cannot encode (a map with non-string keys) fails before anything is sent.
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    let typed: TypedProducer<String, BTreeMap<(u8, u8), u8>> =
+        TypedProducer::new(broker.producer(ProducerConfig::default()), Json, Json);
+    let value = BTreeMap::from([((1, 2), 3)]);
+    match typed.send("t", None, &value) {
+        Err(Error::Serialization { reason }) => assert!(reason.contains("JSON"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        typed.send_async("t", None, &value),
+        Err(Error::Serialization { .. })
+    ));
+    assert_eq!(end_offsets(&broker, "t"), [0]);
+}
+
+// ---------------------------------------------------------------------------------------
+// 12. metrics
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn metrics_count_records_batches_bytes_and_errors() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(2)).unwrap();
+    let p = broker.producer(flush_only());
+    let m = p.metrics();
+    assert_eq!(
+        (m.records_sent, m.batches, m.bytes_sent, m.errors, m.fsyncs),
+        (0, 0, 0, 0, 0)
+    );
+    for i in 0..10 {
+        p.send(ProducerRecord::new("t").partition(i % 2).value(format!("{i}")))
+            .unwrap();
+    }
+    let ds: Vec<Delivery> = (0..30)
+        .map(|i| p.send_async(ProducerRecord::new("t").partition(i % 2).value(format!("a{i}"))))
+        .collect();
+    p.flush().unwrap();
+    for d in ds {
+        d.wait().unwrap();
+    }
+    p.send_batch(
+        (0..6)
+            .map(|i| ProducerRecord::new("t").partition(i % 2).value("b"))
+            .collect(),
+    )
+    .unwrap();
+    let m = p.metrics();
+    assert_eq!(m.records_sent, 46);
+    assert_eq!(m.batches, 10 + 2 + 2);
+    let stored: u64 = (0..2)
+        .map(|partition| {
+            let log = broker.partition_log(&TopicPartition::new("t", partition)).unwrap();
+            log.read(0, 1 << 24)
+                .unwrap()
+                .iter()
+                .map(|b| b.size_bytes() as u64)
+                .sum::<u64>()
+        })
+        .sum();
+    assert!(m.bytes_sent > 0);
+    assert_eq!(m.bytes_sent, stored);
+    assert_eq!(m.errors, 0);
+    assert_eq!(m.fsyncs, 0, "Written sends never fsync");
+
+    assert!(p.send(ProducerRecord::new("nope").value("x")).is_err());
+    assert!(p.send(ProducerRecord::new("t").partition(7).value("x")).is_err());
+    assert!(p.send_async(ProducerRecord::new("nope").value("x")).wait().is_err());
+    let m2 = p.metrics();
+    assert_eq!(m2.errors, 3);
+    assert_eq!(
+        (m2.records_sent, m2.batches, m2.bytes_sent),
+        (m.records_sent, m.batches, m.bytes_sent)
+    );
+}
+
+#[test]
+fn synced_sends_fsync_and_concurrent_ones_share_fsyncs() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    let single = broker.producer(ProducerConfig::default().durability(Durability::Synced));
+    for i in 0..5 {
+        single.send(ProducerRecord::new("t").value(format!("{i}"))).unwrap();
+    }
+    let m = single.metrics();
+    assert_eq!(m.records_sent, 5);
+    assert!(m.fsyncs > 0);
+    assert!(m.fsyncs <= 5);
+    drop(single);
+    let log = broker.partition_log(&TopicPartition::new("t", 0)).unwrap();
+    assert_eq!(log.synced_end_offset(), 5);
+
+    const THREADS: usize = 8;
+    const PER_THREAD: usize = 200;
+    let p = broker.producer(ProducerConfig::default().durability(Durability::Synced));
+    let rounds_before = log.sync_stats().syncs;
+    let barrier = Arc::new(Barrier::new(THREADS));
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let p = p.clone();
+            let barrier = Arc::clone(&barrier);
+            thread::spawn(move || {
+                barrier.wait();
+                for i in 0..PER_THREAD {
+                    p.send(ProducerRecord::new("t").value(format!("{t}-{i}"))).unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let m = p.metrics();
+    let sent = (THREADS * PER_THREAD) as u64;
+    assert_eq!(m.records_sent, sent);
+    assert!(m.fsyncs > 0);
+    assert!(m.fsyncs < sent, "group commit: {} fsyncs for {sent} sends", m.fsyncs);
+    // The producer was the only writer: it cannot have run more fsync rounds than the log did.
+    let rounds = log.sync_stats().syncs - rounds_before;
+    assert!(
+        m.fsyncs <= rounds,
+        "producer counted {} fsyncs, the log ran {rounds}",
+        m.fsyncs
+    );
+    assert_eq!(log.synced_end_offset(), 5 + sent);
+}
+
+// ---------------------------------------------------------------------------------------
+// 13. power loss
+// ---------------------------------------------------------------------------------------
+
+/// One power-loss run: Synced sends from several threads (blocking and async), then Written
+/// ones, a simulated power loss, a reopen with the real file system. Every Synced
+/// acknowledgement must be there; everything else that survived must be what was
+/// acknowledged at that offset.
+fn power_loss_run(mode: PowerLoss) {
+    let dir = temp_dir();
+    let fs = FaultFs::new();
+    let broker = Broker::builder().vfs(Arc::new(fs.clone())).open(dir.path()).unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(3)).unwrap();
+    let synced = broker.producer(
+        ProducerConfig::default()
+            .durability(Durability::Synced)
+            .linger(Duration::from_millis(1)),
+    );
+    let handles: Vec<_> = (0..4)
+        .map(|t| {
+            let p = synced.clone();
+            thread::spawn(move || {
+                let mut acked = Vec::new();
+                for i in 0..25 {
+                    let key = format!("t{t}-k{}", i % 5);
+                    let value = format!("synced-{t}-{i}-{}", "s".repeat(i * 7));
+                    let record = ProducerRecord::new("t").key(key.clone()).value(value.clone());
+                    let meta = if i % 3 == 0 {
+                        p.send_async(record).wait().expect("synced async send")
+                    } else {
+                        p.send(record).expect("synced send")
+                    };
+                    acked.push((meta, key, value));
+                }
+                acked
+            })
+        })
+        .collect();
+    let synced_acks: Vec<(RecordMetadata, String, String)> =
+        handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    let metas = synced
+        .send_batch(
+            (0..6)
+                .map(|i| {
+                    ProducerRecord::new("t")
+                        .key(format!("batch-{i}"))
+                        .value(format!("batch-{i}"))
+                })
+                .collect(),
+        )
+        .unwrap();
+    let mut synced_acks = synced_acks;
+    for (i, m) in metas.into_iter().enumerate() {
+        synced_acks.push((m, format!("batch-{i}"), format!("batch-{i}")));
+    }
+    let written = broker.producer(ProducerConfig::default());
+    let mut written_acks = Vec::new();
+    for i in 0..30 {
+        let key = format!("w-k{}", i % 7);
+        let value = format!("written-{i}-{}", "w".repeat(i * 5));
+        let meta = written
+            .send(ProducerRecord::new("t").key(key.clone()).value(value.clone()))
+            .unwrap();
+        written_acks.push((meta, key, value));
+    }
+
+    fs.power_loss(mode);
+    drop(written);
+    drop(synced);
+    drop(broker);
+
+    let broker = Broker::open(dir.path()).unwrap();
+    assert_eq!(broker.list_topics(), ["t"], "{mode:?}");
+    let mut survived: HashMap<(u32, u64), LogRecord> = HashMap::new();
+    for partition in 0..3 {
+        let records = records_of(&broker, "t", partition);
+        let offsets: Vec<u64> = records.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, (0..records.len() as u64).collect::<Vec<_>>(), "{mode:?}");
+        for r in records {
+            survived.insert((partition, r.offset), r);
+        }
+    }
+    for (meta, key, value) in &synced_acks {
+        let r = survived
+            .get(&(meta.partition, meta.offset))
+            .unwrap_or_else(|| panic!("{mode:?}: synced {meta:?} lost"));
+        assert_eq!(
+            (text(&r.key), text(&r.value)),
+            (key.clone(), value.clone()),
+            "{mode:?} {meta:?}"
+        );
+        assert_eq!(r.timestamp, meta.timestamp);
+    }
+    let all: HashMap<(u32, u64), (String, String)> = synced_acks
+        .iter()
+        .chain(&written_acks)
+        .map(|(m, k, v)| ((m.partition, m.offset), (k.clone(), v.clone())))
+        .collect();
+    assert_eq!(all.len(), synced_acks.len() + written_acks.len());
+    for (pos, r) in &survived {
+        let want = all
+            .get(pos)
+            .unwrap_or_else(|| panic!("{mode:?}: {pos:?} was never acknowledged"));
+        assert_eq!(&(text(&r.key), text(&r.value)), want, "{mode:?} {pos:?}");
+    }
+    if mode == PowerLoss::DropUnsynced {
+        // Nothing unsynced survives: exactly the synced records.
+        assert_eq!(survived.len(), synced_acks.len());
+    }
+    // The reopened topic takes new records after what survived.
+    let p = broker.producer(ProducerConfig::default());
+    let meta = p.send(ProducerRecord::new("t").partition(0).value("after")).unwrap();
+    assert_eq!(meta.offset, survived.keys().filter(|(p, _)| *p == 0).count() as u64);
+}
+
+#[test]
+fn synced_records_survive_power_loss_dropping_unsynced_writes() {
+    power_loss_run(PowerLoss::DropUnsynced);
+}
+
+#[test]
+fn synced_records_survive_power_loss_with_torn_writes() {
+    for seed in [1, 7, 42, 1234] {
+        power_loss_run(PowerLoss::Torn { seed });
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 14. send_batch
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn send_batch_returns_metadata_in_input_order_with_one_write_per_partition() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(4)).unwrap();
+    let p = broker.producer(ProducerConfig::default());
+    // Offsets already used in partition 1, so offsets differ per partition.
+    for _ in 0..3 {
+        p.send(ProducerRecord::new("t").partition(1).value("pre")).unwrap();
+    }
+    let keys: Vec<String> = (0..40).map(|i| format!("key-{}", (i * 7) % 13)).collect();
+    let records: Vec<ProducerRecord> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| ProducerRecord::new("t").key(k.clone()).value(format!("v{i}")))
+        .collect();
+    let partitions: BTreeSet<u32> = keys.iter().map(|k| partition_for_key(k.as_bytes(), 4)).collect();
+    let batches_before = p.metrics().batches;
+    let metas = p.send_batch(records).unwrap();
+    assert_eq!(p.metrics().batches - batches_before, partitions.len() as u64);
+    assert_eq!(metas.len(), keys.len());
+    let mut next = [0u64, 3, 0, 0];
+    for (i, (m, k)) in metas.iter().zip(&keys).enumerate() {
+        let partition = partition_for_key(k.as_bytes(), 4);
+        assert_eq!(m.topic, "t");
+        assert_eq!(m.partition, partition, "record {i}");
+        assert_eq!(m.offset, next[partition as usize], "record {i}");
+        next[partition as usize] += 1;
+        let r = stored_at(&broker, m);
+        assert_eq!((text(&r.key), text(&r.value)), (k.clone(), format!("v{i}")));
+        assert_eq!(r.timestamp, m.timestamp);
+    }
+    assert_eq!(end_offsets(&broker, "t"), next);
+    // Each partition got exactly one new batch.
+    for &partition in &partitions {
+        let log = broker.partition_log(&TopicPartition::new("t", partition)).unwrap();
+        let from = if partition == 1 { 3 } else { 0 };
+        let batches: Vec<_> = log
+            .read(from, 1 << 24)
+            .unwrap()
+            .into_iter()
+            .filter(|b| b.base_offset() >= from)
+            .collect();
+        assert_eq!(batches.len(), 1, "partition {partition}");
+    }
+    assert_eq!(p.send_batch(Vec::new()).unwrap(), Vec::<RecordMetadata>::new());
+}
+
+#[test]
+fn send_batch_across_topics_writes_once_per_partition_and_refuses_atomically() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("a", TopicConfig::with_partitions(2)).unwrap();
+    broker.create_topic("b", TopicConfig::with_partitions(1)).unwrap();
+    let p = broker.producer(ProducerConfig::default());
+    // Topics interleaved: a, b, a, b, ...
+    let records: Vec<ProducerRecord> = (0..12)
+        .map(|i| {
+            let topic = if i % 2 == 0 { "a" } else { "b" };
+            ProducerRecord::new(topic)
+                .partition(if topic == "a" { (i / 2) % 2 } else { 0 })
+                .value(format!("{i}"))
+        })
+        .collect();
+    let metas = p.send_batch(records).unwrap();
+    let got: Vec<(String, u32, u64)> = metas.iter().map(|m| (m.topic.clone(), m.partition, m.offset)).collect();
+    let want: Vec<(String, u32, u64)> = (0..12u32)
+        .map(|i| {
+            if i % 2 == 0 {
+                ("a".to_string(), (i / 2) % 2, u64::from(i / 4))
+            } else {
+                ("b".to_string(), 0, u64::from(i / 2))
+            }
+        })
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(p.metrics().batches, 3, "one write per partition: a-0, a-1, b-0");
+
+    // A record for an unknown topic at the end: nothing of the batch is written.
+    let before_a = end_offsets(&broker, "a");
+    let before_b = end_offsets(&broker, "b");
+    match p.send_batch(vec![
+        ProducerRecord::new("a").partition(0).value("x"),
+        ProducerRecord::new("b").value("y"),
+        ProducerRecord::new("missing").value("z"),
+    ]) {
+        Err(Error::UnknownTopic { topic }) => assert_eq!(topic, "missing"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(end_offsets(&broker, "a"), before_a);
+    assert_eq!(end_offsets(&broker, "b"), before_b);
+}
+
+// ---------------------------------------------------------------------------------------
+// misc
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn producer_on_a_reopened_broker_continues_the_offsets() {
+    let dir = temp_dir();
+    let open = |path: &Path| Broker::open(path).unwrap();
+    {
+        let broker = open(dir.path());
+        broker.create_topic("t", TopicConfig::with_partitions(2)).unwrap();
+        let p = broker.producer(flush_only());
+        for i in 0..5 {
+            let _ = p.send_async(ProducerRecord::new("t").partition(i % 2).value(format!("{i}")));
+        }
+        // Dropping producer and broker writes what was queued.
+    }
+    let broker = open(dir.path());
+    assert_eq!(end_offsets(&broker, "t"), [3, 2]);
+    let p = broker.producer(ProducerConfig::default());
+    assert_eq!(
+        p.send(ProducerRecord::new("t").partition(1).value("x")).unwrap().offset,
+        2
+    );
+}
