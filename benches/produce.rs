@@ -1,0 +1,233 @@
+//! Producer benchmarks against baselines measured in the same run.
+//!
+//! Records are a 16-byte key and a 100-byte value. What is timed:
+//! - `produce/raw_bufwriter`: the same records length-prefixed through a 64 KiB `BufWriter`
+//!   to a fresh file, flushed to the OS (the raw-append ceiling, as in `benches/storage.rs`).
+//! - `produce/send_batch_1000`: `Producer::send_batch` of 1,000 records per call to a
+//!   1-partition topic, `Written`. Building the `ProducerRecord`s is outside the timing.
+//! - `produce/send_async_flush`: `send_async` of every record, then `flush`.
+//! - `produce/send_blocking`: one `send` per record, `Written`.
+//! - `synced/raw_write_fdatasync`: `pwrite` + `fdatasync` per record to a plain file.
+//! - `synced/send_1_thread`, `synced/send_8_threads`: blocking `send`, `Synced`, to one
+//!   partition; the 8-thread case shares fsyncs (group commit).
+//! - `compression/*`: `send_batch` of a compressible JSON payload per codec; the on-disk
+//!   bytes per record are printed to stderr.
+//!
+//! Broker creation and teardown are outside every timing.
+
+use std::hint::black_box;
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::FileExt;
+use std::time::{Duration, Instant};
+
+use brooklet::{Broker, Compression, Durability, ProducerConfig, ProducerRecord, TopicConfig};
+use bytes::Bytes;
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+
+const RECORDS: usize = 200_000;
+const SYNCED_PER_THREAD: usize = 200;
+
+fn key(i: usize) -> Bytes {
+    Bytes::from(format!("key-{i:012}"))
+}
+
+fn value() -> Bytes {
+    Bytes::from(vec![b'v'; 100])
+}
+
+fn records(n: usize) -> Vec<ProducerRecord> {
+    let v = value();
+    (0..n)
+        .map(|i| ProducerRecord::new("t").key(key(i)).value(v.clone()))
+        .collect()
+}
+
+fn broker_with_topic() -> (Broker, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(dir.path()).unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    (broker, dir)
+}
+
+fn produce(c: &mut Criterion) {
+    let mut group = c.benchmark_group("produce");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(6))
+        .warm_up_time(Duration::from_secs(1));
+    group.throughput(Throughput::Elements(RECORDS as u64));
+    let v = value();
+    let keys: Vec<Bytes> = (0..RECORDS).map(key).collect();
+    group.bench_function("raw_bufwriter", |b| {
+        b.iter_batched(
+            || tempfile::tempdir().unwrap(),
+            |dir| {
+                let file = std::fs::File::create(dir.path().join("raw")).unwrap();
+                let mut w = BufWriter::with_capacity(64 * 1024, file);
+                for k in &keys {
+                    w.write_all(&(k.len() as u32).to_le_bytes()).unwrap();
+                    w.write_all(k).unwrap();
+                    w.write_all(&(v.len() as u32).to_le_bytes()).unwrap();
+                    w.write_all(&v).unwrap();
+                }
+                w.flush().unwrap();
+                dir
+            },
+            BatchSize::PerIteration,
+        );
+    });
+    group.bench_function("send_batch_1000", |b| {
+        b.iter_batched(
+            || (broker_with_topic(), records(RECORDS)),
+            |((broker, dir), recs)| {
+                let producer = broker.producer(ProducerConfig::default());
+                let mut recs = recs;
+                while !recs.is_empty() {
+                    let rest = recs.split_off(recs.len().saturating_sub(1_000));
+                    black_box(producer.send_batch(std::mem::replace(&mut recs, rest)).unwrap());
+                }
+                (producer, broker, dir)
+            },
+            BatchSize::PerIteration,
+        );
+    });
+    group.bench_function("send_async_flush", |b| {
+        b.iter_batched(
+            || (broker_with_topic(), records(RECORDS)),
+            |((broker, dir), recs)| {
+                let producer = broker.producer(ProducerConfig::default().batch_size(128 * 1024));
+                for r in recs {
+                    black_box(producer.send_async(r));
+                }
+                producer.flush().unwrap();
+                (producer, broker, dir)
+            },
+            BatchSize::PerIteration,
+        );
+    });
+    group.bench_function("send_blocking", |b| {
+        b.iter_batched(
+            || (broker_with_topic(), records(RECORDS)),
+            |((broker, dir), recs)| {
+                let producer = broker.producer(ProducerConfig::default());
+                for r in recs {
+                    black_box(producer.send(r).unwrap());
+                }
+                (producer, broker, dir)
+            },
+            BatchSize::PerIteration,
+        );
+    });
+    group.finish();
+}
+
+fn synced(c: &mut Criterion) {
+    let mut group = c.benchmark_group("synced");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(8))
+        .warm_up_time(Duration::from_secs(1));
+    group.throughput(Throughput::Elements(SYNCED_PER_THREAD as u64));
+    let record = {
+        let mut r = Vec::new();
+        r.extend_from_slice(&key(0));
+        r.extend_from_slice(&value());
+        r
+    };
+    group.bench_function("raw_write_fdatasync", |b| {
+        b.iter_custom(|iters| {
+            let dir = tempfile::tempdir().unwrap();
+            let file = std::fs::File::create(dir.path().join("raw")).unwrap();
+            let mut pos = 0u64;
+            let start = Instant::now();
+            for _ in 0..iters * SYNCED_PER_THREAD as u64 {
+                file.write_all_at(&record, pos).unwrap();
+                pos += record.len() as u64;
+                file.sync_data().unwrap();
+            }
+            start.elapsed() / SYNCED_PER_THREAD as u32
+        });
+    });
+    for threads in [1usize, 8] {
+        group.throughput(Throughput::Elements((SYNCED_PER_THREAD * threads) as u64));
+        group.bench_function(format!("send_{threads}_threads"), |b| {
+            b.iter_custom(|iters| {
+                let (broker, _dir) = broker_with_topic();
+                let producer = broker.producer(ProducerConfig::default().durability(Durability::Synced));
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let start = Instant::now();
+                    std::thread::scope(|s| {
+                        for t in 0..threads {
+                            let producer = producer.clone();
+                            s.spawn(move || {
+                                for i in 0..SYNCED_PER_THREAD {
+                                    let r = ProducerRecord::new("t").key(key(t * 1_000_000 + i)).value(value());
+                                    black_box(producer.send(r).unwrap());
+                                }
+                            });
+                        }
+                    });
+                    total += start.elapsed();
+                }
+                total
+            });
+        });
+    }
+    group.finish();
+}
+
+fn compression(c: &mut Criterion) {
+    let mut group = c.benchmark_group("compression");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(4))
+        .warm_up_time(Duration::from_secs(1));
+    const N: usize = 50_000;
+    group.throughput(Throughput::Elements(N as u64));
+    let json = |i: usize| {
+        ProducerRecord::new("t").key(key(i % 100)).value(format!(
+            r#"{{"order_id":{i},"user":"user-{}","amount":{}.{:02},"items":[{{"sku":"A-{}","qty":1}},{{"sku":"B-7","qty":2}}],"status":"created"}}"#,
+            i % 100,
+            10 + i % 90,
+            i % 100,
+            i % 13
+        ))
+    };
+    for (name, codec) in [
+        ("none", Compression::None),
+        ("gzip", Compression::Gzip),
+        ("snappy", Compression::Snappy),
+        ("lz4", Compression::Lz4),
+        ("zstd", Compression::Zstd),
+    ] {
+        let mut reported = false;
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                || (broker_with_topic(), (0..N).map(json).collect::<Vec<_>>()),
+                |((broker, dir), recs)| {
+                    let producer = broker.producer(ProducerConfig::default().compression(codec));
+                    let mut recs = recs;
+                    while !recs.is_empty() {
+                        let rest = recs.split_off(recs.len().saturating_sub(1_000));
+                        black_box(producer.send_batch(std::mem::replace(&mut recs, rest)).unwrap());
+                    }
+                    if !reported {
+                        let size = broker.describe_topic("t").unwrap().partitions[0].size_bytes;
+                        eprintln!(
+                            "compression/{name}: {:.1} bytes per record on disk",
+                            size as f64 / N as f64
+                        );
+                        reported = true;
+                    }
+                    (producer, broker, dir)
+                },
+                BatchSize::PerIteration,
+            );
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, produce, synced, compression);
+criterion_main!(benches);
