@@ -83,8 +83,8 @@ fn produce(c: &mut Criterion) {
                 let producer = broker.producer(ProducerConfig::default());
                 let mut recs = recs;
                 while !recs.is_empty() {
-                    let rest = recs.split_off(recs.len().saturating_sub(1_000));
-                    black_box(producer.send_batch(std::mem::replace(&mut recs, rest)).unwrap());
+                    let tail = recs.split_off(recs.len().min(1_000));
+                    black_box(producer.send_batch(std::mem::replace(&mut recs, tail)).unwrap());
                 }
                 (producer, broker, dir)
             },
@@ -209,8 +209,8 @@ fn compression(c: &mut Criterion) {
                     let producer = broker.producer(ProducerConfig::default().compression(codec));
                     let mut recs = recs;
                     while !recs.is_empty() {
-                        let rest = recs.split_off(recs.len().saturating_sub(1_000));
-                        black_box(producer.send_batch(std::mem::replace(&mut recs, rest)).unwrap());
+                        let tail = recs.split_off(recs.len().min(1_000));
+                        black_box(producer.send_batch(std::mem::replace(&mut recs, tail)).unwrap());
                     }
                     if !reported {
                         let size = broker.describe_topic("t").unwrap().partitions[0].size_bytes;
