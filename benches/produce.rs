@@ -42,6 +42,16 @@ fn records(n: usize) -> Vec<ProducerRecord> {
         .collect()
 }
 
+/// `records(n)` in `send_batch` calls of 1,000.
+fn chunked(recs: Vec<ProducerRecord>) -> Vec<Vec<ProducerRecord>> {
+    let mut chunks = Vec::with_capacity(recs.len() / 1_000 + 1);
+    let mut it = recs.into_iter().peekable();
+    while it.peek().is_some() {
+        chunks.push(it.by_ref().take(1_000).collect());
+    }
+    chunks
+}
+
 fn broker_with_topic() -> (Broker, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::open(dir.path()).unwrap();
@@ -78,13 +88,11 @@ fn produce(c: &mut Criterion) {
     });
     group.bench_function("send_batch_1000", |b| {
         b.iter_batched(
-            || (broker_with_topic(), records(RECORDS)),
-            |((broker, dir), recs)| {
+            || (broker_with_topic(), chunked(records(RECORDS))),
+            |((broker, dir), chunks)| {
                 let producer = broker.producer(ProducerConfig::default());
-                let mut recs = recs;
-                while !recs.is_empty() {
-                    let tail = recs.split_off(recs.len().min(1_000));
-                    black_box(producer.send_batch(std::mem::replace(&mut recs, tail)).unwrap());
+                for chunk in chunks {
+                    black_box(producer.send_batch(chunk).unwrap());
                 }
                 (producer, broker, dir)
             },
@@ -204,13 +212,11 @@ fn compression(c: &mut Criterion) {
         let mut reported = false;
         group.bench_function(name, |b| {
             b.iter_batched(
-                || (broker_with_topic(), (0..N).map(json).collect::<Vec<_>>()),
-                |((broker, dir), recs)| {
+                || (broker_with_topic(), chunked((0..N).map(json).collect())),
+                |((broker, dir), chunks)| {
                     let producer = broker.producer(ProducerConfig::default().compression(codec));
-                    let mut recs = recs;
-                    while !recs.is_empty() {
-                        let tail = recs.split_off(recs.len().min(1_000));
-                        black_box(producer.send_batch(std::mem::replace(&mut recs, tail)).unwrap());
+                    for chunk in chunks {
+                        black_box(producer.send_batch(chunk).unwrap());
                     }
                     if !reported {
                         let size = broker.describe_topic("t").unwrap().partitions[0].size_bytes;
