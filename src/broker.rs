@@ -336,6 +336,9 @@ impl Broker {
         let meta_dir = dir.join(META_DIR);
         vfs.create_dir_all(&meta_dir)
             .map_err(|e| Error::io("create directory", &meta_dir, e))?;
+        // Make the data directory's and meta/'s own entries durable.
+        checkpoint::sync_parent(&*vfs, dir)?;
+        checkpoint::sync_parent(&*vfs, &meta_dir)?;
         let lock = lock_dir(dir)?;
         let topics_path = meta_dir.join(TOPICS_FILE);
         let stored = match checkpoint::read_small_file(&*vfs, &topics_path, MAX_META_BYTES)? {

@@ -284,6 +284,9 @@ impl PartitionLog {
         let dir = dir.to_path_buf();
         vfs.create_dir_all(&dir)
             .map_err(|e| Error::io("create directory", &dir, e))?;
+        // The directory's own entry must be durable too, or a power loss can take the whole
+        // partition with it.
+        checkpoint::sync_parent(&*vfs, &dir)?;
         let lock = if take_lock { Some(lock_dir(&dir)?) } else { None };
         let opened = Opened::load(&*vfs, &dir, &config)?;
         let Opened {
@@ -485,7 +488,10 @@ impl PartitionLog {
         if self.needs_roll(w, batch_start, size, encoded.record_count)
             && let Err(e) = self.roll(w, batch_start)
         {
-            w.buffer.truncate(batch_start);
+            // Whatever the roll got to, the new batch is the buffer's last `size` bytes:
+            // remove exactly those (earlier buffered batches stay for a later write).
+            let keep = w.buffer.len() - size;
+            w.buffer.truncate(keep);
             return Err(e);
         }
         // After a roll the batch is all that is left in the buffer.
@@ -819,6 +825,7 @@ impl PartitionLog {
     /// [`Error::Io`] if the log start offset cannot be persisted or a file not deleted.
     pub fn enforce_retention(&self) -> Result<RetentionReport> {
         let mut w = self.writer.lock();
+        self.check_writable()?;
         self.retain_locked(&mut w)
     }
 
@@ -918,6 +925,9 @@ impl PartitionLog {
     /// new start cannot be persisted.
     pub fn delete_records_before(&self, offset: u64) -> Result<u64> {
         let mut w = self.writer.lock();
+        // A closed log (e.g. of a deleted topic, whose path may now hold a new one) must not
+        // touch its directory.
+        self.check_writable()?;
         let start = self.log_start_offset();
         if offset > w.next_offset {
             return Err(Error::OffsetOutOfRange {

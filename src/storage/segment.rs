@@ -374,13 +374,17 @@ impl Segment {
     /// entry turned out not to point at the batch it names).
     pub fn rebuild_index(&self, vfs: &dyn Vfs) -> Result<()> {
         let mut slot = self.index.write();
-        let active = slot.is_some();
-        let mut index = self.scan()?.index;
+        let scan = self.scan()?;
+        let mut index = scan.index;
         tracing::warn!(segment = %self.log_path.display(), "rebuilt an index that did not match its log");
-        if !active {
-            index.add_time_entry();
-        }
-        if let Err(e) = index.write_files(vfs, &self.index_path(), &self.time_index_path(), false) {
+        // Only sealed segments are rebuilt here: the last time entry must carry the
+        // segment's max timestamp (retention and time lookups read it from the file).
+        index.add_time_entry();
+        // A scan stopped by bad bytes indexes only what precedes them: keep it in memory for
+        // this process, but do not replace the files with it.
+        if scan.error.is_none()
+            && let Err(e) = index.write_files(vfs, &self.index_path(), &self.time_index_path(), false)
+        {
             tracing::warn!(error = %e, "could not write rebuilt index files");
         }
         *slot = Some(index);
