@@ -959,3 +959,30 @@ fn broker_and_producer_are_send_sync_clone() {
     send_sync::<brooklet::Delivery>();
     send_sync::<Error>();
 }
+
+/// A handle to a deleted topic's log must not touch a topic recreated at the same path
+/// (storage review finding: retention and delete_records_before ignored the closed flag).
+#[test]
+fn stale_log_handle_of_a_deleted_topic_cannot_touch_the_recreated_topic() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    let producer = broker.producer(ProducerConfig::default());
+    for i in 0..3 {
+        producer
+            .send(ProducerRecord::new("t").value(format!("old-{i}")))
+            .unwrap();
+    }
+    let stale = broker.partition_log(&TopicPartition::new("t", 0)).unwrap();
+    broker.delete_topic("t").unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    for i in 0..3 {
+        producer
+            .send(ProducerRecord::new("t").value(format!("new-{i}")))
+            .unwrap();
+    }
+    assert!(stale.delete_records_before(2).is_err());
+    assert!(stale.enforce_retention().is_err());
+    let fresh = broker.partition_log(&TopicPartition::new("t", 0)).unwrap();
+    assert_eq!((fresh.log_start_offset(), fresh.log_end_offset()), (0, 3));
+    assert!(!broker.dir().join("t-0").join("log-start-offset").exists());
+}
