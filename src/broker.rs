@@ -5,6 +5,7 @@
 //! DATA/
 //!   LOCK                        exclusive lock (File::try_lock) while a Broker has it open
 //!   meta/topics                 the topic table (format below), replaced atomically
+//!   offsets/                    the committed-offset table (see the `offsets` module)
 //!   <topic>-<partition>/        one PartitionLog each (see PartitionLog)
 //! ```
 //!
@@ -33,7 +34,11 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
+use crate::config::Durability;
+use crate::consumer::{Consumer, ConsumerConfig};
 use crate::error::{Error, Result};
+use crate::group::coordinator::Coordinator;
+use crate::offsets::{DEFAULT_COMPACT_BYTES, OffsetStore};
 use crate::record::TimestampType;
 use crate::storage::checkpoint;
 use crate::storage::io::{OsFs, Vfs};
@@ -45,7 +50,6 @@ const META_DIR: &str = "meta";
 const TOPICS_FILE: &str = "topics";
 const META_MAGIC: &[u8; 4] = b"BRKM";
 const META_VERSION: u16 = 1;
-const META_HEADER: usize = 16;
 /// Largest topic table read; far above any real one (10,000 topics of long names).
 const MAX_META_BYTES: u64 = 64 << 20;
 
@@ -113,53 +117,21 @@ fn encode_topics(topics: &[StoredTopic]) -> Result<Vec<u8>> {
     let payload = bincode::serde::encode_to_vec(topics, bincode_config()).map_err(|e| Error::InvalidArgument {
         reason: format!("cannot encode the topic table: {e}"),
     })?;
-    let mut out = Vec::with_capacity(META_HEADER + payload.len());
-    out.extend_from_slice(META_MAGIC);
-    out.extend_from_slice(&META_VERSION.to_le_bytes());
-    out.extend_from_slice(&0u16.to_le_bytes());
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    out.extend_from_slice(&payload);
-    Ok(out)
+    Ok(checkpoint::frame(META_MAGIC, META_VERSION, &payload))
 }
 
 fn decode_topics(path: &Path, bytes: &[u8]) -> Result<Vec<StoredTopic>> {
-    let corrupt = |reason: &str| Error::corrupt(path, 0, reason);
-    let (head, payload) = bytes
-        .split_at_checked(META_HEADER)
-        .ok_or_else(|| corrupt("file is too short"))?;
-    let field = |at: usize| {
-        head.get(at..at + 4)
-            .and_then(|s| s.try_into().ok())
-            .map_or(0, u32::from_le_bytes)
-    };
-    if head.get(..4) != Some(META_MAGIC.as_slice()) {
-        return Err(corrupt("bad magic"));
-    }
-    let version = head
-        .get(4..6)
-        .and_then(|s| s.try_into().ok())
-        .map_or(0, u16::from_le_bytes);
-    if version != META_VERSION {
-        return Err(Error::UnsupportedVersion {
-            path: path.to_path_buf(),
-            found: u32::from(version),
-            supported: u32::from(META_VERSION),
-        });
-    }
-    if head.get(6..8) != Some([0u8, 0].as_slice()) {
-        return Err(corrupt("reserved header bytes are not zero"));
-    }
-    if field(8) as usize != payload.len() {
-        return Err(corrupt("length does not match the file"));
-    }
-    if crc32fast::hash(payload) != field(12) {
-        return Err(corrupt("checksum mismatch"));
-    }
+    let payload = checkpoint::unframe(path, bytes, META_MAGIC, META_VERSION)?;
     let (topics, used): (Vec<StoredTopic>, usize) = bincode::serde::decode_from_slice(payload, bincode_config())
-        .map_err(|e| Error::corrupt(path, META_HEADER as u64, format!("cannot decode the topic table: {e}")))?;
+        .map_err(|e| {
+            Error::corrupt(
+                path,
+                checkpoint::FRAME_HEADER as u64,
+                format!("cannot decode the topic table: {e}"),
+            )
+        })?;
     if used != payload.len() {
-        return Err(corrupt("trailing bytes after the topic table"));
+        return Err(Error::corrupt(path, 0, "trailing bytes after the topic table"));
     }
     Ok(topics)
 }
@@ -227,6 +199,8 @@ pub struct TopicDescription {
 pub struct BrokerBuilder {
     auto_create: Option<TopicConfig>,
     vfs: Arc<dyn Vfs>,
+    offsets_durability: Durability,
+    offsets_compact_bytes: u64,
 }
 
 impl Default for BrokerBuilder {
@@ -234,6 +208,8 @@ impl Default for BrokerBuilder {
         BrokerBuilder {
             auto_create: None,
             vfs: Arc::new(OsFs),
+            offsets_durability: Durability::Written,
+            offsets_compact_bytes: DEFAULT_COMPACT_BYTES,
         }
     }
 }
@@ -256,10 +232,29 @@ impl BrokerBuilder {
         self
     }
 
+    /// How durable a consumer's commit is before it returns. Default =
+    /// [`Durability::Written`] (survives a crash of the process; a commit costs a few
+    /// microseconds). [`Durability::Synced`] survives power loss; concurrent commits share
+    /// fsyncs.
+    #[must_use]
+    pub fn offsets_durability(mut self, durability: Durability) -> Self {
+        self.offsets_durability = durability;
+        self
+    }
+
+    /// How much the committed-offset log grows before it is snapshotted and its old
+    /// segments deleted; the table's footprint on disk stays below about twice this plus
+    /// one snapshot. Default = 16 MiB. At least 64 KiB.
+    #[must_use]
+    pub fn offsets_compact_bytes(mut self, bytes: u64) -> Self {
+        self.offsets_compact_bytes = bytes;
+        self
+    }
+
     /// Opens (or creates) the data directory `dir`.
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] for a bad auto-create config; [`Error::Locked`] if another
+    /// [`Error::InvalidConfig`] for a bad auto-create config or offsets setting; [`Error::Locked`] if another
     /// broker has the directory open; [`Error::Io`] if it cannot be read or created;
     /// [`Error::Corrupt`] or [`Error::UnsupportedVersion`] for an unreadable topic table;
     /// any error of opening a partition log.
@@ -274,6 +269,10 @@ struct BrokerInner {
     vfs: Arc<dyn Vfs>,
     auto_create: Option<TopicConfig>,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    /// Consumer groups: membership and assignment (in memory).
+    coordinator: Coordinator,
+    /// Committed offsets (durable).
+    offsets: OffsetStore,
     /// Serializes admin changes and the topic table writes.
     admin: Mutex<()>,
     _lock: File,
@@ -332,6 +331,9 @@ impl Broker {
         if let Some(config) = &builder.auto_create {
             config.validate()?;
         }
+        if builder.offsets_compact_bytes < 64 << 10 {
+            return Err(Error::config("offsets_compact_bytes", "must be at least 64 KiB"));
+        }
         let vfs = builder.vfs;
         let meta_dir = dir.join(META_DIR);
         vfs.create_dir_all(&meta_dir)
@@ -370,12 +372,20 @@ impl Broker {
                 }),
             );
         }
+        let offsets = OffsetStore::open(
+            dir,
+            Arc::clone(&vfs),
+            builder.offsets_durability,
+            builder.offsets_compact_bytes,
+        )?;
         Ok(Broker {
             inner: Arc::new(BrokerInner {
                 dir: dir.to_path_buf(),
                 vfs,
                 auto_create: builder.auto_create,
                 topics: RwLock::new(topics),
+                coordinator: Coordinator::default(),
+                offsets,
                 admin: Mutex::new(()),
                 _lock: lock,
                 _temp: temp,
@@ -411,6 +421,7 @@ impl Broker {
         table.push(StoredTopic::new(name, &topic.config));
         self.write_table(&table)?;
         self.inner.topics.write().insert(name.to_owned(), topic);
+        self.topic_changed(name);
         Ok(())
     }
 
@@ -479,6 +490,7 @@ impl Broker {
         }
         self.write_table(&table)?;
         topic.partitions.write().extend(logs);
+        self.topic_changed(name);
         Ok(())
     }
 
@@ -502,6 +514,8 @@ impl Broker {
         let count = logs.len() as u32;
         drop(logs);
         drop(topic);
+        self.topic_changed(name);
+        self.inner.offsets.delete_topic(name)?;
         for p in 0..count {
             let dir = partition_dir(&self.inner.dir, name, p);
             std::fs::remove_dir_all(&dir).map_err(|e| Error::io("delete partition directory", &dir, e))?;
@@ -510,6 +524,34 @@ impl Broker {
             .vfs
             .sync_dir(&self.inner.dir)
             .map_err(|e| Error::io("sync directory", &self.inner.dir, e))
+    }
+
+    /// Opens a consumer; see [`Consumer`] and [`ConsumerConfig`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a bad config.
+    pub fn consumer(&self, config: ConsumerConfig) -> Result<Consumer> {
+        Consumer::new(self.clone(), config)
+    }
+
+    /// Rebalances the groups subscribed to `topic`.
+    fn topic_changed(&self, topic: &str) {
+        self.inner
+            .coordinator
+            .topic_changed(topic, &|t| self.partition_count(t));
+    }
+
+    /// The partition count of `topic`, if it exists.
+    pub(crate) fn partition_count(&self, topic: &str) -> Option<u32> {
+        self.topic(topic).ok().map(|t| t.partition_count())
+    }
+
+    pub(crate) fn coordinator(&self) -> &Coordinator {
+        &self.inner.coordinator
+    }
+
+    pub(crate) fn offsets(&self) -> &OffsetStore {
+        &self.inner.offsets
     }
 
     /// The open topic `name`, creating it first if auto-create is on.

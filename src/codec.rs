@@ -1,6 +1,7 @@
 //! Typed keys and values: a [`Codec`] turns an application's types into record bytes and
 //! back, as Kafka's serializers do. [`Json`] (serde_json) and [`Bincode`] (bincode 2, serde)
-//! are provided; [`TypedProducer`] sends typed records.
+//! are provided; [`TypedProducer`] sends typed records and [`TypedConsumer`] receives them,
+//! reporting a record that does not decode as that record's error ([`PoisonRecord`]).
 
 use std::marker::PhantomData;
 
@@ -8,6 +9,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::consumer::{Consumer, ConsumerRecord};
 use crate::error::{Error, Result};
 use crate::producer::{Delivery, Producer, ProducerRecord, RecordMetadata};
 
@@ -157,6 +159,136 @@ impl<K, V, KC, VC> std::fmt::Debug for TypedProducer<K, V, KC, VC> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TypedProducer")
             .field("producer", &self.producer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A consumed record with its key and value decoded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TypedRecord<K, V> {
+    /// The decoded key (`None` if the record had none).
+    pub key: Option<K>,
+    /// The decoded value (`None` for a tombstone).
+    pub value: Option<V>,
+    /// The record as stored: topic, partition, offset, timestamp, headers, raw bytes.
+    pub raw: ConsumerRecord,
+}
+
+/// A consumed record whose key or value did not decode: a poison message. It carries the
+/// raw record, so the application can forward it to a dead-letter topic and go on.
+#[derive(Debug)]
+pub struct PoisonRecord {
+    /// The record as stored.
+    pub raw: ConsumerRecord,
+    /// Why it did not decode ([`Error::Serialization`]).
+    pub error: Error,
+}
+
+impl std::fmt::Display for PoisonRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "record {}-{}@{} does not decode: {}",
+            self.raw.topic(),
+            self.raw.partition(),
+            self.raw.offset(),
+            self.error
+        )
+    }
+}
+
+impl std::error::Error for PoisonRecord {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+/// A consumer of typed records: keys decoded with `KC`, values with `VC`. A record that
+/// fails to decode comes back as a [`PoisonRecord`] in its place; the rest of the poll is
+/// unaffected, and the position moves past it like any other record.
+///
+/// # Examples
+/// ```
+/// use brooklet::{Broker, ConsumerConfig, Json, OffsetReset, ProducerConfig, ProducerRecord, TopicConfig, TypedConsumer};
+/// use std::time::Duration;
+/// #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+/// struct Order { id: u32, amount: f64 }
+///
+/// let broker = Broker::temporary()?;
+/// broker.create_topic("orders", TopicConfig::with_partitions(1))?;
+/// let producer = broker.producer(ProducerConfig::default());
+/// producer.send(ProducerRecord::new("orders").value(r#"{"id":1,"amount":42.5}"#))?;
+/// producer.send(ProducerRecord::new("orders").value("not json"))?;
+///
+/// let consumer = broker.consumer(ConsumerConfig::group("billing").auto_offset_reset(OffsetReset::Earliest))?;
+/// let mut orders: TypedConsumer<String, Order> = TypedConsumer::new(consumer, Json, Json);
+/// orders.consumer_mut().subscribe(&["orders"])?;
+/// let polled = orders.poll(Duration::from_secs(5))?;
+/// assert_eq!(polled.len(), 2);
+/// assert_eq!(polled[0].as_ref().map(|r| r.value.as_ref()).ok(), Some(Some(&Order { id: 1, amount: 42.5 })));
+/// let poison = polled[1].as_ref().err().map(|p| p.raw.offset());
+/// assert_eq!(poison, Some(1)); // send it to a dead-letter topic
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct TypedConsumer<K, V, KC = Json, VC = Json> {
+    consumer: Consumer,
+    key_codec: KC,
+    value_codec: VC,
+    _types: PhantomData<fn() -> (K, V)>,
+}
+
+impl<K, V, KC: Codec<K>, VC: Codec<V>> TypedConsumer<K, V, KC, VC> {
+    /// Wraps `consumer` with the codecs for keys and values.
+    pub fn new(consumer: Consumer, key_codec: KC, value_codec: VC) -> Self {
+        TypedConsumer {
+            consumer,
+            key_codec,
+            value_codec,
+            _types: PhantomData,
+        }
+    }
+
+    /// The untyped consumer (for `subscribe`, `commit`, `seek`, …).
+    pub fn consumer_mut(&mut self) -> &mut Consumer {
+        &mut self.consumer
+    }
+
+    /// Unwraps the untyped consumer.
+    pub fn into_inner(self) -> Consumer {
+        self.consumer
+    }
+
+    /// Decodes one record.
+    ///
+    /// # Errors
+    /// A [`PoisonRecord`] (boxed: it holds the whole record) if its key or value does not decode.
+    pub fn decode(&self, raw: ConsumerRecord) -> Result<TypedRecord<K, V>, Box<PoisonRecord>> {
+        let key = match raw.key().map(|k| self.key_codec.decode(k)).transpose() {
+            Ok(k) => k,
+            Err(error) => return Err(Box::new(PoisonRecord { raw, error })),
+        };
+        let value = match raw.value().map(|v| self.value_codec.decode(v)).transpose() {
+            Ok(v) => v,
+            Err(error) => return Err(Box::new(PoisonRecord { raw, error })),
+        };
+        Ok(TypedRecord { key, value, raw })
+    }
+
+    /// Polls as [`Consumer::poll`] and decodes each record.
+    ///
+    /// # Errors
+    /// As [`Consumer::poll`]; decoding failures are per record, not errors of the poll.
+    #[allow(clippy::type_complexity)]
+    pub fn poll(&mut self, timeout: std::time::Duration) -> Result<Vec<Result<TypedRecord<K, V>, Box<PoisonRecord>>>> {
+        let records = self.consumer.poll(timeout)?;
+        Ok(records.into_iter().map(|r| self.decode(r)).collect())
+    }
+}
+
+impl<K, V, KC, VC> std::fmt::Debug for TypedConsumer<K, V, KC, VC> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TypedConsumer")
+            .field("consumer", &self.consumer)
             .finish_non_exhaustive()
     }
 }

@@ -133,6 +133,40 @@ pub enum Error {
         /// The codec number from the batch attributes.
         codec: u8,
     },
+    /// A consumer has no committed offset for a partition and its
+    /// [`OffsetReset`](crate::OffsetReset) is `None` (Kafka's `NoOffsetForPartitionException`).
+    NoCommittedOffset {
+        /// The consumer's group, if it has one.
+        group: Option<String>,
+        /// The partition.
+        partition: crate::TopicPartition,
+    },
+    /// A commit was refused: the member was evicted or no longer owns the partition
+    /// (Kafka's `CommitFailedException`). A zombie cannot move a group's position.
+    CommitFailed {
+        /// The group.
+        group: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A consumer was asked about a partition it is not assigned (Kafka's
+    /// `IllegalStateException` for `seek`/`position` of an unassigned partition).
+    NotAssigned {
+        /// The partition.
+        partition: crate::TopicPartition,
+    },
+    /// An admin operation needs a group without active members.
+    GroupNotEmpty {
+        /// The group.
+        group: String,
+        /// How many members it has.
+        members: usize,
+    },
+    /// The group has neither members nor committed offsets.
+    UnknownGroup {
+        /// The group.
+        group: String,
+    },
 }
 
 impl Error {
@@ -209,6 +243,22 @@ impl Error {
             Error::Serialization { reason } => Error::Serialization { reason: reason.clone() },
             Error::Closed { what } => Error::Closed { what },
             Error::UnsupportedCompression { codec } => Error::UnsupportedCompression { codec: *codec },
+            Error::NoCommittedOffset { group, partition } => Error::NoCommittedOffset {
+                group: group.clone(),
+                partition: partition.clone(),
+            },
+            Error::CommitFailed { group, reason } => Error::CommitFailed {
+                group: group.clone(),
+                reason: reason.clone(),
+            },
+            Error::NotAssigned { partition } => Error::NotAssigned {
+                partition: partition.clone(),
+            },
+            Error::GroupNotEmpty { group, members } => Error::GroupNotEmpty {
+                group: group.clone(),
+                members: *members,
+            },
+            Error::UnknownGroup { group } => Error::UnknownGroup { group: group.clone() },
         }
     }
 
@@ -290,6 +340,19 @@ impl fmt::Display for Error {
             Error::UnsupportedCompression { codec } => {
                 write!(f, "compression codec {codec} is not supported by this build")
             }
+            Error::NoCommittedOffset { group, partition } => match group {
+                Some(g) => write!(
+                    f,
+                    "group {g:?} has no committed offset for {partition} and auto_offset_reset is None"
+                ),
+                None => write!(f, "no position for {partition} and auto_offset_reset is None"),
+            },
+            Error::CommitFailed { group, reason } => write!(f, "commit to group {group:?} failed: {reason}"),
+            Error::NotAssigned { partition } => write!(f, "partition {partition} is not assigned to this consumer"),
+            Error::GroupNotEmpty { group, members } => {
+                write!(f, "group {group:?} has {members} active member(s); stop them first")
+            }
+            Error::UnknownGroup { group } => write!(f, "group {group:?} does not exist"),
         }
     }
 }

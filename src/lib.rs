@@ -80,7 +80,10 @@
 mod broker;
 mod codec;
 mod config;
+mod consumer;
 mod error;
+mod group;
+mod offsets;
 mod partitioner;
 mod producer;
 pub mod record;
@@ -96,9 +99,15 @@ pub mod io {
 }
 
 pub use broker::{Broker, BrokerBuilder, PartitionDescription, TopicDescription};
-pub use codec::{Bincode, Codec, Json, TypedProducer};
+pub use codec::{Bincode, Codec, Json, PoisonRecord, TypedConsumer, TypedProducer, TypedRecord};
 pub use config::{Durability, LogConfig};
+pub use consumer::{
+    Consumer, ConsumerConfig, ConsumerRecord, ConsumerRecords, IsolationLevel, Iter, OffsetReset, RebalanceListener,
+};
 pub use error::{Error, Result};
+pub use group::admin::{GroupDescription, GroupPartition, GroupState, OffsetSpec};
+pub use group::{Assignor, MemberDescription, MemberSubscription, RangeAssignor, RoundRobinAssignor, StickyAssignor};
+pub use offsets::{MAX_METADATA_BYTES, OffsetAndMetadata};
 pub use partitioner::{
     DefaultPartitioner, FnPartitioner, Partitioner, RoundRobinPartitioner, murmur2, partition_for_key,
 };

@@ -184,6 +184,74 @@ pub(crate) fn tmp_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// Bytes of a [`frame`] header.
+pub(crate) const FRAME_HEADER: usize = 16;
+
+/// Frames `payload` for a metadata file (the topic table, the offsets snapshot):
+/// ```text
+/// pos  size  field
+///   0     4  magic     four bytes naming the file kind
+///   4     2  version   u16
+///   6     2  reserved, 0
+///   8     4  length    u32: bytes of payload
+///  12     4  crc       CRC-32 of the payload
+///  16     …  payload
+/// ```
+/// Little-endian. Payloads above `u32::MAX` bytes are refused by the callers' limits.
+pub(crate) fn frame(magic: &[u8; 4], version: u16, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(FRAME_HEADER + payload.len());
+    out.extend_from_slice(magic);
+    out.extend_from_slice(&version.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&u32::try_from(payload.len()).unwrap_or(u32::MAX).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Checks a [`frame`]d file's header and checksum and returns its payload.
+///
+/// # Errors
+/// [`Error::UnsupportedVersion`] for another version; [`Error::Corrupt`] (naming `path`)
+/// for anything else that is not a valid frame of `magic`.
+pub(crate) fn unframe<'a>(path: &Path, bytes: &'a [u8], magic: &[u8; 4], version: u16) -> Result<&'a [u8]> {
+    let corrupt = |reason: &str| Error::corrupt(path, 0, reason);
+    let (head, payload) = bytes
+        .split_at_checked(FRAME_HEADER)
+        .ok_or_else(|| corrupt("file is too short"))?;
+    let u16_at = |at: usize| {
+        head.get(at..at + 2)
+            .and_then(|s| s.try_into().ok())
+            .map_or(0, u16::from_le_bytes)
+    };
+    let u32_at = |at: usize| {
+        head.get(at..at + 4)
+            .and_then(|s| s.try_into().ok())
+            .map_or(0, u32::from_le_bytes)
+    };
+    if head.get(..4) != Some(magic.as_slice()) {
+        return Err(corrupt("bad magic"));
+    }
+    let found = u16_at(4);
+    if found != version {
+        return Err(Error::UnsupportedVersion {
+            path: path.to_path_buf(),
+            found: u32::from(found),
+            supported: u32::from(version),
+        });
+    }
+    if u16_at(6) != 0 {
+        return Err(corrupt("reserved header bytes are not zero"));
+    }
+    if u32_at(8) as usize != payload.len() {
+        return Err(corrupt("length does not match the file"));
+    }
+    if crc32fast::hash(payload) != u32_at(12) {
+        return Err(corrupt("checksum mismatch"));
+    }
+    Ok(payload)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

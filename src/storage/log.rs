@@ -52,6 +52,7 @@ use parking_lot::{MappedRwLockReadGuard, Mutex, RwLock};
 use super::checkpoint;
 use super::index::{OFFSET_ENTRY, SegmentIndex};
 use super::io::{OsFs, Vfs};
+use super::notify::Watchers;
 use super::segment::{Fetched, INDEX_SUFFIX, LOG_SUFFIX, Segment, TIME_INDEX_SUFFIX, parse_segment_name, segment_path};
 use crate::config::{Durability, Limits, LogConfig};
 use crate::error::{Error, Result};
@@ -225,6 +226,8 @@ pub struct PartitionLog {
     closed: AtomicBool,
     deleted: AtomicBool,
     recovery: RecoveryReport,
+    /// Consumers to wake when records become visible.
+    watchers: Watchers,
 }
 
 fn now_ms() -> i64 {
@@ -335,6 +338,7 @@ impl PartitionLog {
             closed: AtomicBool::new(false),
             deleted: AtomicBool::new(false),
             recovery,
+            watchers: Watchers::default(),
             dir,
         })
     }
@@ -524,7 +528,7 @@ impl PartitionLog {
         });
         w.next_offset = last_offset + 1;
         if w.buffer.is_empty() {
-            self.visible_end.store(w.next_offset, Ordering::Release);
+            self.publish_visible(w.next_offset);
         }
         if w.active_since.is_none() {
             w.active_since = Some(Instant::now());
@@ -566,7 +570,7 @@ impl PartitionLog {
                 w.buffer = buffer;
                 return Err(e);
             }
-            self.visible_end.store(w.next_offset, Ordering::Release);
+            self.publish_visible(w.next_offset);
         }
         let old = Arc::clone(&w.active);
         if let Some(Err(e)) = old.with_index_mut(|index| {
@@ -629,6 +633,17 @@ impl PartitionLog {
         self.sync_unsynced(unsynced).map(|()| true)
     }
 
+    /// Publishes `end` as the visible end and wakes the consumers watching this log.
+    fn publish_visible(&self, end: u64) {
+        self.visible_end.store(end, Ordering::Release);
+        self.watchers.notify_all();
+    }
+
+    /// The consumers to wake when records become visible here.
+    pub(crate) fn watchers(&self) -> &Watchers {
+        &self.watchers
+    }
+
     /// Marks the log as belonging to a deleted topic: it is closed (appends fail) and its
     /// drop writes nothing, so removing its directory is safe even while others still hold
     /// it, and a topic recreated at the same path is never touched by it. Waits for an
@@ -649,7 +664,7 @@ impl PartitionLog {
     fn take_unsynced(&self, w: &mut Writer) -> Result<Unsynced> {
         if !w.buffer.is_empty() {
             self.write_buffer(w)?;
-            self.visible_end.store(w.next_offset, Ordering::Release);
+            self.publish_visible(w.next_offset);
         }
         Ok(Unsynced {
             sealed: std::mem::take(&mut w.unsynced_sealed),

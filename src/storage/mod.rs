@@ -3,6 +3,7 @@
 //! - `log` — [`PartitionLog`](crate::PartitionLog): append, read, recovery, retention.
 //! - `segment` — one `.log` file with its indexes; the recovery scan.
 //! - `index` — the sparse offset index and the time index.
+//! - `notify` — wake-ups for consumers blocked in `poll`, raised by appends.
 //! - `checkpoint` — small atomic, checksummed files (recovery point, log start, clean shutdown).
 //! - [`io`](crate::io) — the I/O seam, with the fault-injecting [`FaultFs`](crate::io::FaultFs).
 
@@ -11,4 +12,5 @@ pub(crate) mod fault;
 pub(crate) mod index;
 pub(crate) mod io;
 pub(crate) mod log;
+pub(crate) mod notify;
 pub(crate) mod segment;

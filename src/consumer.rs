@@ -1,0 +1,1225 @@
+//! [`Consumer`]: reads records from partitions it is assigned, by itself ([`Consumer::assign`])
+//! or as a member of a consumer group ([`Consumer::subscribe`]), and commits how far it got.
+//!
+//! # Poll
+//! [`Consumer::poll`] returns up to `max_poll_records` records from the consumer's
+//! partitions, visiting them in turn (a rotating start, so no partition starves), in offset
+//! order within each. It returns as soon as any record is there; with none it blocks until
+//! an append to one of its partitions wakes it (a per-consumer signal registered with each
+//! partition log: a brief spin, then a park — no sleeping loops), a rebalance needs it, or
+//! the timeout passes.
+//!
+//! # Positions and commits
+//! A partition's *position* is the next offset `poll` returns. A newly assigned partition
+//! starts at the group's committed offset, or where `auto_offset_reset` says if there is
+//! none (or if it is outside the log, e.g. removed by retention). [`Consumer::commit`]
+//! stores the positions in the broker's committed-offset table, atomically for all
+//! partitions of one call. Group commits are fenced: only the current owner of a partition
+//! may commit it ([`Error::CommitFailed`] otherwise).
+//!
+//! # Decisions where Kafka leaves room
+//! - Rebalances are incremental (see the group coordinator): `on_partitions_revoked` gets
+//!   only the partitions that move away, `on_partitions_assigned` only the new ones.
+//! - A consumer with a `group_id` that uses [`assign`](Consumer::assign) may commit only
+//!   while the group has no subscribed members (Kafka's rule for standalone consumers).
+//! - `commit_async` writes at once but never waits for an fsync; its callback runs on the
+//!   consumer's thread at the next `poll`, `commit` or `close`, once the commit has the
+//!   broker's offsets durability.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::broker::Broker;
+use crate::error::{Error, Result};
+use crate::group::assignor::{Assignor, RangeAssignor};
+use crate::group::coordinator::{JoinRequest, MemberHandle, PollStep};
+use crate::offsets::OffsetAndMetadata;
+use crate::record::{Header, LogRecord};
+use crate::storage::notify::Signal;
+use crate::{PartitionLog, TopicPartition};
+
+/// Where a consumer starts in a partition for which its group has no committed offset
+/// (Kafka's `auto.offset.reset`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OffsetReset {
+    /// The oldest record still stored.
+    Earliest,
+    /// The end: only records appended from now on (Kafka's default).
+    #[default]
+    Latest,
+    /// No default: `poll` fails with [`Error::NoCommittedOffset`].
+    None,
+}
+
+/// Which records a consumer sees (Kafka's `isolation.level`). Reserved for transactions:
+/// brooklet has none yet, so both levels see every record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IsolationLevel {
+    /// Every record.
+    #[default]
+    ReadUncommitted,
+    /// Only records of committed transactions (today: every record).
+    ReadCommitted,
+}
+
+/// Settings of a [`Consumer`]. Defaults follow Kafka's consumer.
+///
+/// # Examples
+/// ```
+/// use brooklet::{ConsumerConfig, OffsetReset, StickyAssignor};
+/// use std::time::Duration;
+/// let config = ConsumerConfig::group("analytics")
+///     .auto_offset_reset(OffsetReset::Earliest)
+///     .max_poll_records(100)
+///     .enable_auto_commit(false)
+///     .assignor(StickyAssignor);
+/// # let _ = config;
+/// ```
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    group_id: Option<String>,
+    client_id: String,
+    auto_offset_reset: OffsetReset,
+    max_poll_records: usize,
+    max_poll_interval: Duration,
+    enable_auto_commit: bool,
+    auto_commit_interval: Duration,
+    isolation: IsolationLevel,
+    assignor: Arc<dyn Assignor>,
+    fetch_max_bytes: usize,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        ConsumerConfig {
+            group_id: None,
+            client_id: "consumer".to_owned(),
+            auto_offset_reset: OffsetReset::Latest,
+            max_poll_records: 500,
+            max_poll_interval: Duration::from_secs(300),
+            enable_auto_commit: true,
+            auto_commit_interval: Duration::from_secs(5),
+            isolation: IsolationLevel::ReadUncommitted,
+            assignor: Arc::new(RangeAssignor),
+            fetch_max_bytes: 1 << 20,
+        }
+    }
+}
+
+impl ConsumerConfig {
+    /// A consumer in group `group_id`, with defaults otherwise.
+    #[must_use]
+    pub fn group(group_id: impl Into<String>) -> Self {
+        ConsumerConfig::default().group_id(Some(group_id.into()))
+    }
+
+    /// The group (Kafka's `group.id`). Without one the consumer can only
+    /// [`assign`](Consumer::assign) and cannot commit. Default = `None`.
+    #[must_use]
+    pub fn group_id(mut self, group_id: Option<String>) -> Self {
+        self.group_id = group_id;
+        self
+    }
+
+    /// A name for the member ids and descriptions. Default = `"consumer"`.
+    #[must_use]
+    pub fn client_id(mut self, client_id: impl Into<String>) -> Self {
+        self.client_id = client_id.into();
+        self
+    }
+
+    /// Where to start without a committed offset. Default = [`OffsetReset::Latest`].
+    #[must_use]
+    pub fn auto_offset_reset(mut self, reset: OffsetReset) -> Self {
+        self.auto_offset_reset = reset;
+        self
+    }
+
+    /// Most records one `poll` returns. Default = 500.
+    #[must_use]
+    pub fn max_poll_records(mut self, records: usize) -> Self {
+        self.max_poll_records = records;
+        self
+    }
+
+    /// Longest time between the end of one `poll` and the start of the next before the
+    /// group evicts the member. Default = 5 minutes.
+    #[must_use]
+    pub fn max_poll_interval(mut self, interval: Duration) -> Self {
+        self.max_poll_interval = interval;
+        self
+    }
+
+    /// Commit positions automatically: at a `poll` once `auto_commit_interval` has passed
+    /// since the last one, before partitions are revoked, and at close. Default = `true`.
+    #[must_use]
+    pub fn enable_auto_commit(mut self, enable: bool) -> Self {
+        self.enable_auto_commit = enable;
+        self
+    }
+
+    /// See [`enable_auto_commit`](Self::enable_auto_commit). Default = 5 s.
+    #[must_use]
+    pub fn auto_commit_interval(mut self, interval: Duration) -> Self {
+        self.auto_commit_interval = interval;
+        self
+    }
+
+    /// Reserved for transactions. Default = [`IsolationLevel::ReadUncommitted`].
+    #[must_use]
+    pub fn isolation(mut self, isolation: IsolationLevel) -> Self {
+        self.isolation = isolation;
+        self
+    }
+
+    /// How the group divides partitions. Default = [`RangeAssignor`](crate::RangeAssignor)
+    /// (as Kafka). The group uses its oldest member's assignor.
+    #[must_use]
+    pub fn assignor(mut self, assignor: impl Assignor + 'static) -> Self {
+        self.assignor = Arc::new(assignor);
+        self
+    }
+
+    /// About how many bytes one read of one partition fetches. Default = 1 MiB.
+    #[must_use]
+    pub fn fetch_max_bytes(mut self, bytes: usize) -> Self {
+        self.fetch_max_bytes = bytes;
+        self
+    }
+
+    /// Checks every value.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the first bad field.
+    pub fn validate(&self) -> Result<()> {
+        if let Some(g) = &self.group_id
+            && (g.is_empty() || g.len() > 255 || g.chars().any(char::is_control))
+        {
+            return Err(Error::config(
+                "group_id",
+                format!("{g:?} must be 1 to 255 bytes without control characters"),
+            ));
+        }
+        if self.client_id.is_empty() || self.client_id.len() > 255 || self.client_id.chars().any(char::is_control) {
+            return Err(Error::config(
+                "client_id",
+                "must be 1 to 255 bytes without control characters",
+            ));
+        }
+        if self.max_poll_records == 0 {
+            return Err(Error::config("max_poll_records", "must be at least 1"));
+        }
+        if self.max_poll_interval.is_zero() {
+            return Err(Error::config("max_poll_interval", "must be positive"));
+        }
+        if self.auto_commit_interval.is_zero() {
+            return Err(Error::config("auto_commit_interval", "must be positive"));
+        }
+        if self.fetch_max_bytes == 0 {
+            return Err(Error::config("fetch_max_bytes", "must be positive"));
+        }
+        Ok(())
+    }
+}
+
+/// A record as a consumer receives it: where it is stored and what it holds. Keys, values
+/// and header values are zero-copy slices of the bytes read from the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerRecord {
+    topic: Arc<str>,
+    partition: u32,
+    record: LogRecord,
+}
+
+impl ConsumerRecord {
+    /// The topic.
+    #[must_use]
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The partition.
+    #[must_use]
+    pub fn partition(&self) -> u32 {
+        self.partition
+    }
+
+    /// Topic and partition together.
+    #[must_use]
+    pub fn topic_partition(&self) -> TopicPartition {
+        TopicPartition::new(&*self.topic, self.partition)
+    }
+
+    /// The offset in the partition.
+    #[must_use]
+    pub fn offset(&self) -> u64 {
+        self.record.offset
+    }
+
+    /// Milliseconds since the Unix epoch (the producer's, or the append time).
+    #[must_use]
+    pub fn timestamp(&self) -> i64 {
+        self.record.timestamp
+    }
+
+    /// The key, if any.
+    #[must_use]
+    pub fn key(&self) -> Option<&[u8]> {
+        self.record.key.as_deref()
+    }
+
+    /// The value; `None` for a tombstone.
+    #[must_use]
+    pub fn value(&self) -> Option<&[u8]> {
+        self.record.value.as_deref()
+    }
+
+    /// The key as shared bytes.
+    #[must_use]
+    pub fn key_bytes(&self) -> Option<&Bytes> {
+        self.record.key.as_ref()
+    }
+
+    /// The value as shared bytes.
+    #[must_use]
+    pub fn value_bytes(&self) -> Option<&Bytes> {
+        self.record.value.as_ref()
+    }
+
+    /// The headers, in order.
+    #[must_use]
+    pub fn headers(&self) -> &[Header] {
+        &self.record.headers
+    }
+
+    /// The stored record without its topic and partition.
+    #[must_use]
+    pub fn into_log_record(self) -> LogRecord {
+        self.record
+    }
+}
+
+/// What one [`Consumer::poll`] returned.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConsumerRecords {
+    records: Vec<ConsumerRecord>,
+}
+
+impl ConsumerRecords {
+    /// How many records.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether there are none.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// The records as a slice.
+    #[must_use]
+    pub fn as_slice(&self) -> &[ConsumerRecord] {
+        &self.records
+    }
+
+    /// The records, partition by partition, in offset order within each.
+    pub fn iter(&self) -> std::slice::Iter<'_, ConsumerRecord> {
+        self.records.iter()
+    }
+
+    /// The partitions that have records here.
+    #[must_use]
+    pub fn partitions(&self) -> BTreeSet<TopicPartition> {
+        self.records.iter().map(ConsumerRecord::topic_partition).collect()
+    }
+
+    /// The records of one partition.
+    pub fn records_for<'a>(&'a self, tp: &'a TopicPartition) -> impl Iterator<Item = &'a ConsumerRecord> + 'a {
+        self.records
+            .iter()
+            .filter(move |r| r.partition == tp.partition && *r.topic == *tp.topic)
+    }
+}
+
+impl IntoIterator for ConsumerRecords {
+    type Item = ConsumerRecord;
+    type IntoIter = std::vec::IntoIter<ConsumerRecord>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.records.into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a ConsumerRecords {
+    type Item = &'a ConsumerRecord;
+    type IntoIter = std::slice::Iter<'a, ConsumerRecord>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.records.iter()
+    }
+}
+
+/// Called when a group member's partitions change (Kafka's `ConsumerRebalanceListener`).
+/// Every method runs on the consumer's thread, inside `poll`, with the consumer at hand.
+///
+/// # Examples
+/// ```
+/// use brooklet::{Consumer, RebalanceListener, TopicPartition};
+/// struct CommitOnRevoke;
+/// impl RebalanceListener for CommitOnRevoke {
+///     fn on_partitions_revoked(&mut self, consumer: &mut Consumer, partitions: &[TopicPartition]) {
+///         // Still the owner here: commit what was processed before the partitions move.
+///         if let Err(e) = consumer.commit() {
+///             eprintln!("commit before revoking {partitions:?} failed: {e}");
+///         }
+///     }
+/// }
+/// ```
+pub trait RebalanceListener: Send {
+    /// Before `partitions` are taken away: the place to commit. The consumer still owns
+    /// them, so commits succeed.
+    fn on_partitions_revoked(&mut self, consumer: &mut Consumer, partitions: &[TopicPartition]) {
+        let _ = (consumer, partitions);
+    }
+
+    /// After `partitions` were given to this consumer; positions are not resolved yet, so
+    /// a `seek` here decides where reading starts.
+    fn on_partitions_assigned(&mut self, consumer: &mut Consumer, partitions: &[TopicPartition]) {
+        let _ = (consumer, partitions);
+    }
+
+    /// When the member was evicted and `partitions` may already belong to others: commits
+    /// for them fail. By default calls [`on_partitions_revoked`](Self::on_partitions_revoked), as Kafka.
+    fn on_partitions_lost(&mut self, consumer: &mut Consumer, partitions: &[TopicPartition]) {
+        self.on_partitions_revoked(consumer, partitions);
+    }
+}
+
+/// The callback of [`Consumer::commit_async`].
+type CommitCallback = Box<dyn FnOnce(Result<()>) + Send>;
+
+struct Subscription {
+    topics: Vec<String>,
+    member: MemberHandle,
+    listener: Option<Box<dyn RebalanceListener>>,
+    generation: u64,
+}
+
+struct Part {
+    log: Arc<PartitionLog>,
+    topic: Arc<str>,
+    position: Option<u64>,
+    /// The last offset committed (or found committed) by this consumer.
+    committed: Option<u64>,
+    paused: bool,
+}
+
+/// Reads records from topics, alone or in a consumer group. `Send`, used from one thread
+/// at a time (as Kafka's consumer). Dropping it leaves its group (committing first if
+/// auto-commit is on), so a thread that panics gives its partitions back.
+///
+/// # Examples
+/// ```
+/// use brooklet::{Broker, ConsumerConfig, OffsetReset, ProducerConfig, ProducerRecord, TopicConfig};
+/// use std::time::Duration;
+///
+/// let broker = Broker::temporary()?;
+/// broker.create_topic("orders", TopicConfig::with_partitions(3))?;
+/// let producer = broker.producer(ProducerConfig::default());
+/// producer.send(ProducerRecord::new("orders").key("user-1").value("42.5"))?;
+///
+/// let mut consumer = broker.consumer(ConsumerConfig::group("analytics").auto_offset_reset(OffsetReset::Earliest))?;
+/// consumer.subscribe(&["orders"])?;
+/// let records = consumer.poll(Duration::from_secs(5))?;
+/// assert_eq!(records.len(), 1);
+/// for record in &records {
+///     assert_eq!(record.value(), Some(&b"42.5"[..]));
+/// }
+/// consumer.commit()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Consumer {
+    broker: Broker,
+    config: ConsumerConfig,
+    signal: Arc<Signal>,
+    subscription: Option<Subscription>,
+    parts: BTreeMap<TopicPartition, Part>,
+    rotation: usize,
+    last_auto_commit: Instant,
+    async_pending: VecDeque<(CommitCallback, Result<u64>)>,
+    closed: bool,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("group_id", &self.config.group_id)
+            .field("member_id", &self.member_id())
+            .field("assignment", &self.parts.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Consumer {
+    pub(crate) fn new(broker: Broker, config: ConsumerConfig) -> Result<Self> {
+        config.validate()?;
+        Ok(Consumer {
+            broker,
+            config,
+            signal: Signal::new(),
+            subscription: None,
+            parts: BTreeMap::new(),
+            rotation: 0,
+            last_auto_commit: Instant::now(),
+            async_pending: VecDeque::new(),
+            closed: false,
+        })
+    }
+
+    /// The consumer's settings.
+    #[must_use]
+    pub fn config(&self) -> &ConsumerConfig {
+        &self.config
+    }
+
+    fn group_id(&self) -> Option<&str> {
+        self.config.group_id.as_deref()
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.closed {
+            return Err(Error::Closed { what: "consumer" });
+        }
+        Ok(())
+    }
+
+    /// Joins the consumer's group subscribed to `topics` (replacing any earlier
+    /// subscription or assignment). Partitions arrive at the next `poll`. Topics that do not
+    /// exist yet are assigned once they are created.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] without a `group_id` or for an empty list;
+    /// [`Error::InvalidTopicName`].
+    pub fn subscribe<S: AsRef<str>>(&mut self, topics: &[S]) -> Result<()> {
+        self.subscribe_inner(topics, None)
+    }
+
+    /// As [`subscribe`](Self::subscribe), with a listener told of partition changes.
+    ///
+    /// # Errors
+    /// As [`subscribe`](Self::subscribe).
+    pub fn subscribe_with_listener<S: AsRef<str>>(
+        &mut self,
+        topics: &[S],
+        listener: impl RebalanceListener + 'static,
+    ) -> Result<()> {
+        self.subscribe_inner(topics, Some(Box::new(listener)))
+    }
+
+    fn subscribe_inner<S: AsRef<str>>(
+        &mut self,
+        topics: &[S],
+        listener: Option<Box<dyn RebalanceListener>>,
+    ) -> Result<()> {
+        self.check_open()?;
+        let Some(group) = self.config.group_id.clone() else {
+            return Err(Error::InvalidArgument {
+                reason: "subscribe needs a group_id; use assign() to read partitions without a group".into(),
+            });
+        };
+        if topics.is_empty() {
+            return Err(Error::InvalidArgument {
+                reason: "subscribe to at least one topic (or call unsubscribe)".into(),
+            });
+        }
+        let mut names: Vec<String> = Vec::with_capacity(topics.len());
+        for t in topics {
+            crate::topic::validate_topic_name(t.as_ref())?;
+            names.push(t.as_ref().to_owned());
+        }
+        names.sort();
+        names.dedup();
+        self.unsubscribe();
+        let broker = self.broker.clone();
+        let member = broker
+            .coordinator()
+            .join(self.join_request(&group, names.clone()), &|t| broker.partition_count(t));
+        self.subscription = Some(Subscription {
+            topics: names,
+            member,
+            listener,
+            generation: 0,
+        });
+        Ok(())
+    }
+
+    fn join_request(&self, group: &str, topics: Vec<String>) -> JoinRequest {
+        JoinRequest {
+            group: group.to_owned(),
+            client_id: self.config.client_id.clone(),
+            topics,
+            assignor: Arc::clone(&self.config.assignor),
+            signal: Arc::clone(&self.signal),
+            max_poll_interval: self.config.max_poll_interval,
+        }
+    }
+
+    /// Reads exactly `partitions`, without group management (replacing any subscription
+    /// or earlier assignment). Positions start at the committed offsets (with a group) or
+    /// where `auto_offset_reset` says.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTopic`] or [`Error::InvalidPartition`] for a partition that does not exist.
+    pub fn assign(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+        self.check_open()?;
+        let logs = partitions
+            .iter()
+            .map(|tp| self.broker.partition_log(tp).map(|log| (tp.clone(), log)))
+            .collect::<Result<Vec<_>>>()?;
+        self.unsubscribe();
+        for (tp, log) in logs {
+            self.add_part(tp, log);
+        }
+        Ok(())
+    }
+
+    /// Leaves the group (committing first if auto-commit is on) or drops the manual
+    /// assignment. The consumer keeps its configuration and can subscribe again.
+    pub fn unsubscribe(&mut self) {
+        if self.subscription.is_some() && self.config.enable_auto_commit {
+            let all: Vec<TopicPartition> = self.parts.keys().cloned().collect();
+            if let Err(e) = self.commit_parts(&all) {
+                tracing::warn!(error = %e, "auto-commit while leaving the group failed");
+            }
+        }
+        let all: Vec<TopicPartition> = self.parts.keys().cloned().collect();
+        self.remove_parts(&all);
+        if let Some(sub) = self.subscription.take() {
+            let broker = self.broker.clone();
+            sub.member
+                .group
+                .leave(&sub.member.member_id, &|t| broker.partition_count(t));
+        }
+    }
+
+    fn add_part(&mut self, tp: TopicPartition, log: Arc<PartitionLog>) {
+        log.watchers().add(&self.signal);
+        let topic: Arc<str> = Arc::from(tp.topic.as_str());
+        self.parts.insert(
+            tp,
+            Part {
+                log,
+                topic,
+                position: None,
+                committed: None,
+                paused: false,
+            },
+        );
+    }
+
+    fn remove_parts(&mut self, partitions: &[TopicPartition]) {
+        for tp in partitions {
+            if let Some(part) = self.parts.remove(tp) {
+                part.log.watchers().remove(&self.signal);
+            }
+        }
+    }
+
+    /// The partitions this consumer reads now.
+    #[must_use]
+    pub fn assignment(&self) -> BTreeSet<TopicPartition> {
+        self.parts.keys().cloned().collect()
+    }
+
+    /// The topics of the current subscription (empty if none).
+    #[must_use]
+    pub fn subscription(&self) -> Vec<String> {
+        self.subscription.as_ref().map(|s| s.topics.clone()).unwrap_or_default()
+    }
+
+    /// The member id the group gave this consumer, while subscribed.
+    #[must_use]
+    pub fn member_id(&self) -> Option<&str> {
+        self.subscription.as_ref().map(|s| s.member.member_id.as_str())
+    }
+
+    /// The group generation this consumer last synced with (0 before its first poll).
+    #[must_use]
+    pub fn generation(&self) -> u64 {
+        self.subscription.as_ref().map_or(0, |s| s.generation)
+    }
+
+    /// Returns up to `max_poll_records` records, blocking up to `timeout` until one is
+    /// there. Rebalances are handled here: listener callbacks run on this thread first.
+    ///
+    /// # Errors
+    /// [`Error::NoCommittedOffset`] for a partition without a position when
+    /// `auto_offset_reset` is `None`; [`Error::OffsetOutOfRange`] when a position falls
+    /// outside the log and `auto_offset_reset` is `None`; [`Error::UnknownTopic`] for a
+    /// manually assigned partition whose topic was deleted; [`Error::Corrupt`] or
+    /// [`Error::Io`] from the log; [`Error::Closed`] after `close`.
+    pub fn poll(&mut self, timeout: Duration) -> Result<ConsumerRecords> {
+        self.check_open()?;
+        let deadline = Instant::now().checked_add(timeout);
+        self.run_async_callbacks();
+        self.maybe_auto_commit();
+        let result = self.poll_loop(deadline);
+        if let Some(sub) = &self.subscription {
+            sub.member.group.end_poll(&sub.member.member_id);
+        }
+        result.map(|records| ConsumerRecords { records })
+    }
+
+    fn poll_loop(&mut self, deadline: Option<Instant>) -> Result<Vec<ConsumerRecord>> {
+        let mut out = Vec::new();
+        loop {
+            // Take the signal before reading: an append after this point raises it again.
+            self.signal.take();
+            let next_check = self.sync_group()?;
+            self.resolve_positions()?;
+            self.fetch(&mut out)?;
+            if !out.is_empty() {
+                return Ok(out);
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Ok(out);
+            }
+            let far = now + Duration::from_secs(3600);
+            let wake = [deadline, next_check].into_iter().flatten().min().unwrap_or(far);
+            self.signal.wait_until(wake);
+        }
+    }
+
+    /// Heartbeat and rebalance handling. Returns when a peer's poll deadline passes.
+    fn sync_group(&mut self) -> Result<Option<Instant>> {
+        let broker = self.broker.clone();
+        let counts = |t: &str| broker.partition_count(t);
+        loop {
+            let Some(sub) = &self.subscription else {
+                return Ok(None);
+            };
+            let group = Arc::clone(&sub.member.group);
+            let member_id = sub.member.member_id.clone();
+            match group.begin_poll(&member_id, &counts) {
+                PollStep::Evicted => {
+                    let lost: Vec<TopicPartition> = self.parts.keys().cloned().collect();
+                    if !lost.is_empty() {
+                        self.with_listener(|l, c| l.on_partitions_lost(c, &lost));
+                    }
+                    self.remove_parts(&lost);
+                    let Some(topics) = self.subscription.as_ref().map(|s| s.topics.clone()) else {
+                        return Ok(None);
+                    };
+                    let group_id = group.name.clone();
+                    tracing::warn!(group = %group_id, member = %member_id, "member was evicted; rejoining");
+                    let member = broker.coordinator().join(self.join_request(&group_id, topics), &counts);
+                    if let Some(sub) = self.subscription.as_mut() {
+                        sub.member = member;
+                        sub.generation = 0;
+                    }
+                }
+                PollStep::Member {
+                    generation,
+                    revoke,
+                    to_claim,
+                    next_check,
+                } => {
+                    if !revoke.is_empty() {
+                        if self.config.enable_auto_commit
+                            && let Err(e) = self.commit_parts(&revoke)
+                        {
+                            tracing::warn!(error = %e, "auto-commit before revoking partitions failed");
+                        }
+                        self.with_listener(|l, c| l.on_partitions_revoked(c, &revoke));
+                        self.remove_parts(&revoke);
+                        group.release(&member_id, &revoke);
+                    }
+                    if to_claim {
+                        let (claimed, _complete) = group.claim(&member_id);
+                        let mut added = Vec::with_capacity(claimed.len());
+                        for tp in claimed {
+                            match broker.partition_log(&tp) {
+                                Ok(log) => {
+                                    self.add_part(tp.clone(), log);
+                                    added.push(tp);
+                                }
+                                // Deleted meanwhile: the coordinator rebalances it away.
+                                Err(e) => tracing::debug!(partition = %tp, error = %e, "skipping a vanished partition"),
+                            }
+                        }
+                        if !added.is_empty() {
+                            self.with_listener(|l, c| l.on_partitions_assigned(c, &added));
+                        }
+                    }
+                    if let Some(sub) = self.subscription.as_mut() {
+                        sub.generation = generation;
+                    }
+                    return Ok(next_check);
+                }
+            }
+        }
+    }
+
+    fn with_listener(&mut self, call: impl FnOnce(&mut dyn RebalanceListener, &mut Consumer)) {
+        let Some(mut listener) = self.subscription.as_mut().and_then(|s| s.listener.take()) else {
+            return;
+        };
+        call(listener.as_mut(), self);
+        if let Some(sub) = self.subscription.as_mut() {
+            sub.listener = Some(listener);
+        }
+    }
+
+    /// Gives every partition without a position one: the committed offset, else the reset.
+    fn resolve_positions(&mut self) -> Result<()> {
+        let unresolved: Vec<TopicPartition> = self
+            .parts
+            .iter()
+            .filter(|(_, p)| p.position.is_none())
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        for tp in unresolved {
+            let committed = self
+                .group_id()
+                .and_then(|g| self.broker.offsets().get(g, &tp))
+                .map(|om| om.offset);
+            let Some(part) = self.parts.get_mut(&tp) else { continue };
+            let (start, end) = (part.log.log_start_offset(), part.log.log_end_offset());
+            let position = match committed {
+                Some(c) if (start..=end).contains(&c) => c,
+                Some(c) => reset(self.config.auto_offset_reset, start, end).ok_or(Error::OffsetOutOfRange {
+                    requested: c,
+                    start,
+                    end,
+                })?,
+                None => reset(self.config.auto_offset_reset, start, end).ok_or_else(|| Error::NoCommittedOffset {
+                    group: self.config.group_id.clone(),
+                    partition: tp.clone(),
+                })?,
+            };
+            part.position = Some(position);
+            part.committed = committed;
+        }
+        Ok(())
+    }
+
+    /// Reads from the unpaused partitions in turn until `max_poll_records` are in `out`.
+    fn fetch(&mut self, out: &mut Vec<ConsumerRecord>) -> Result<()> {
+        let max = self.config.max_poll_records;
+        let count = self.parts.len();
+        if count == 0 {
+            return Ok(());
+        }
+        self.rotation = (self.rotation + 1) % count;
+        let reset_policy = self.config.auto_offset_reset;
+        let fetch_bytes = self.config.fetch_max_bytes;
+        let subscribed = self.subscription.is_some();
+        let mut parts: Vec<(&TopicPartition, &mut Part)> = self.parts.iter_mut().collect();
+        parts.rotate_left(self.rotation);
+        for (tp, part) in parts {
+            if out.len() >= max {
+                break;
+            }
+            if part.paused {
+                continue;
+            }
+            let Some(mut position) = part.position else { continue };
+            if part.log.is_deleted() {
+                if subscribed {
+                    // The coordinator is rebalancing the deleted topic away.
+                    continue;
+                }
+                return Err(Error::UnknownTopic {
+                    topic: tp.topic.clone(),
+                });
+            }
+            let batches = match part.log.read(position, fetch_bytes) {
+                Ok(b) => b,
+                Err(Error::OffsetOutOfRange { requested, start, end }) => {
+                    let to =
+                        reset(reset_policy, start, end).ok_or(Error::OffsetOutOfRange { requested, start, end })?;
+                    tracing::warn!(partition = %tp, requested, reset_to = to, "position out of range; resetting");
+                    part.position = Some(to);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            'batches: for batch in &batches {
+                if batch.last_offset().saturating_add(1) <= position {
+                    continue;
+                }
+                for record in batch.records() {
+                    let record = record?;
+                    if record.offset < position {
+                        continue;
+                    }
+                    position = record.offset + 1;
+                    out.push(ConsumerRecord {
+                        topic: Arc::clone(&part.topic),
+                        partition: tp.partition,
+                        record,
+                    });
+                    if out.len() >= max {
+                        break 'batches;
+                    }
+                }
+                position = position.max(batch.last_offset().saturating_add(1));
+            }
+            part.position = Some(position);
+        }
+        Ok(())
+    }
+
+    /// An iterator that polls forever (as `for msg in consumer` in the Kafka tutorials),
+    /// yielding each record or the error of a failed poll.
+    pub fn iter(&mut self) -> Iter<'_> {
+        Iter {
+            consumer: self,
+            buffer: VecDeque::new(),
+            idle_timeout: None,
+        }
+    }
+
+    /// An iterator that ends once no record arrives for `idle`: the loop for a program
+    /// that should stop when the topic runs dry.
+    pub fn iter_until_idle(&mut self, idle: Duration) -> Iter<'_> {
+        Iter {
+            consumer: self,
+            buffer: VecDeque::new(),
+            idle_timeout: Some(idle),
+        }
+    }
+
+    fn part(&self, tp: &TopicPartition) -> Result<&Part> {
+        self.parts
+            .get(tp)
+            .ok_or_else(|| Error::NotAssigned { partition: tp.clone() })
+    }
+
+    fn part_mut(&mut self, tp: &TopicPartition) -> Result<&mut Part> {
+        self.parts
+            .get_mut(tp)
+            .ok_or_else(|| Error::NotAssigned { partition: tp.clone() })
+    }
+
+    /// The next offset `poll` returns for `tp` (resolving it from the committed offset or
+    /// the reset policy if no record was read yet).
+    ///
+    /// # Errors
+    /// [`Error::NotAssigned`]; as [`poll`](Self::poll) for resolving the position.
+    pub fn position(&mut self, tp: &TopicPartition) -> Result<u64> {
+        self.part(tp)?;
+        self.resolve_positions()?;
+        self.part(tp)?
+            .position
+            .ok_or_else(|| Error::NotAssigned { partition: tp.clone() })
+    }
+
+    /// Makes the next `poll` read `tp` from `offset`. An offset outside the log is handled
+    /// at that poll as Kafka does: by `auto_offset_reset`, or an error if it is `None`.
+    ///
+    /// # Errors
+    /// [`Error::NotAssigned`].
+    pub fn seek(&mut self, tp: &TopicPartition, offset: u64) -> Result<()> {
+        self.part_mut(tp)?.position = Some(offset);
+        Ok(())
+    }
+
+    /// Seeks each of `partitions` to its log start offset.
+    ///
+    /// # Errors
+    /// [`Error::NotAssigned`] (no partition is moved then).
+    pub fn seek_to_beginning(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+        self.seek_each(partitions, |log| log.log_start_offset())
+    }
+
+    /// Seeks each of `partitions` to its log end offset.
+    ///
+    /// # Errors
+    /// [`Error::NotAssigned`] (no partition is moved then).
+    pub fn seek_to_end(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+        self.seek_each(partitions, |log| log.log_end_offset())
+    }
+
+    fn seek_each(&mut self, partitions: &[TopicPartition], to: impl Fn(&PartitionLog) -> u64) -> Result<()> {
+        for tp in partitions {
+            self.part(tp)?;
+        }
+        for tp in partitions {
+            let part = self.part_mut(tp)?;
+            part.position = Some(to(&part.log));
+        }
+        Ok(())
+    }
+
+    /// For each partition, the first offset whose timestamp is at or after the given one
+    /// (Kafka's `offsetsForTimes`); `None` where every record is older.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTopic`] or [`Error::InvalidPartition`]; a read error.
+    pub fn offsets_for_times(
+        &self,
+        timestamps: &BTreeMap<TopicPartition, i64>,
+    ) -> Result<BTreeMap<TopicPartition, Option<u64>>> {
+        timestamps
+            .iter()
+            .map(|(tp, ts)| {
+                let log = self.broker.partition_log(tp)?;
+                Ok((tp.clone(), log.offset_for_timestamp(*ts)?))
+            })
+            .collect()
+    }
+
+    /// Stops returning records of `partitions` until [`resume`](Self::resume); they stay
+    /// assigned and their positions are kept.
+    ///
+    /// # Errors
+    /// [`Error::NotAssigned`] (nothing is paused then).
+    pub fn pause(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+        self.set_paused(partitions, true)
+    }
+
+    /// Undoes [`pause`](Self::pause).
+    ///
+    /// # Errors
+    /// [`Error::NotAssigned`] (nothing is resumed then).
+    pub fn resume(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+        self.set_paused(partitions, false)
+    }
+
+    fn set_paused(&mut self, partitions: &[TopicPartition], paused: bool) -> Result<()> {
+        for tp in partitions {
+            self.part(tp)?;
+        }
+        for tp in partitions {
+            self.part_mut(tp)?.paused = paused;
+        }
+        Ok(())
+    }
+
+    /// The paused partitions.
+    #[must_use]
+    pub fn paused(&self) -> BTreeSet<TopicPartition> {
+        self.parts
+            .iter()
+            .filter(|(_, p)| p.paused)
+            .map(|(tp, _)| tp.clone())
+            .collect()
+    }
+
+    /// The group's committed offset for `tp` (by any member), if any.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] without a `group_id`.
+    pub fn committed(&self, tp: &TopicPartition) -> Result<Option<OffsetAndMetadata>> {
+        let group = self.require_group()?;
+        Ok(self.broker.offsets().get(group, tp))
+    }
+
+    /// How many records of `tp` are past this consumer's position (log end − position).
+    ///
+    /// # Errors
+    /// [`Error::NotAssigned`]; as [`position`](Self::position).
+    pub fn lag(&mut self, tp: &TopicPartition) -> Result<u64> {
+        let position = self.position(tp)?;
+        Ok(self.part(tp)?.log.log_end_offset().saturating_sub(position))
+    }
+
+    fn require_group(&self) -> Result<&str> {
+        self.group_id().ok_or_else(|| Error::InvalidArgument {
+            reason: "committed offsets need a consumer with a group_id".into(),
+        })
+    }
+
+    /// Commits the position of every assigned partition (what `poll` has returned),
+    /// synchronously and atomically. Partitions whose position did not move since their
+    /// last commit are skipped.
+    ///
+    /// # Errors
+    /// [`Error::CommitFailed`] if the member was evicted or lost a partition (nothing is
+    /// committed then); [`Error::InvalidArgument`] without a `group_id`; an I/O error.
+    pub fn commit(&mut self) -> Result<()> {
+        self.check_open()?;
+        self.run_async_callbacks();
+        let all: Vec<TopicPartition> = self.parts.keys().cloned().collect();
+        self.commit_parts(&all)
+    }
+
+    fn commit_parts(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+        let offsets = self.changed_positions(partitions);
+        self.commit_list(&offsets, true).map(|_| ())
+    }
+
+    /// The positions of `partitions` that moved since their last commit.
+    fn changed_positions(&self, partitions: &[TopicPartition]) -> Vec<(TopicPartition, OffsetAndMetadata)> {
+        partitions
+            .iter()
+            .filter_map(|tp| {
+                let part = self.parts.get(tp)?;
+                let position = part.position?;
+                let changed = part.committed != Some(position) && !part.log.is_deleted();
+                changed.then(|| (tp.clone(), OffsetAndMetadata::new(position)))
+            })
+            .collect()
+    }
+
+    /// Commits explicit offsets (the next offset to read, with optional metadata) for any
+    /// partitions the consumer may commit, atomically.
+    ///
+    /// # Errors
+    /// As [`commit`](Self::commit); [`Error::InvalidArgument`] for metadata over 4,096 bytes.
+    pub fn commit_offsets(&mut self, offsets: &BTreeMap<TopicPartition, OffsetAndMetadata>) -> Result<()> {
+        self.check_open()?;
+        let list: Vec<(TopicPartition, OffsetAndMetadata)> =
+            offsets.iter().map(|(tp, om)| (tp.clone(), om.clone())).collect();
+        self.commit_list(&list, true).map(|_| ())
+    }
+
+    /// Commits the positions as [`commit`](Self::commit) does, without waiting for an
+    /// fsync; `callback` gets the outcome on this thread at the next `poll`, `commit` or
+    /// `close`, once the commit has the broker's offsets durability.
+    pub fn commit_async(&mut self, callback: impl FnOnce(Result<()>) + Send + 'static) {
+        let result = self.check_open().and_then(|()| {
+            let all: Vec<TopicPartition> = self.parts.keys().cloned().collect();
+            let offsets = self.changed_positions(&all);
+            self.commit_list(&offsets, false)
+        });
+        self.async_pending.push_back((Box::new(callback), result));
+    }
+
+    /// Checks fencing, writes the commit and records what was committed. With `wait`, the
+    /// commit has the offsets durability on return; without, the returned log end must be
+    /// synced before the commit is reported (see `run_async_callbacks`).
+    fn commit_list(&mut self, offsets: &[(TopicPartition, OffsetAndMetadata)], wait: bool) -> Result<u64> {
+        let group = self.require_group()?.to_owned();
+        if offsets.is_empty() {
+            return Ok(0);
+        }
+        match &self.subscription {
+            Some(sub) => {
+                let tps: Vec<&TopicPartition> = offsets.iter().map(|(tp, _)| tp).collect();
+                sub.member.group.check_owner(&sub.member.member_id, &tps)?;
+            }
+            None => {
+                let members = self
+                    .broker
+                    .coordinator()
+                    .existing(&group)
+                    .map_or(0, |g| g.member_count());
+                if members > 0 {
+                    return Err(Error::CommitFailed {
+                        group,
+                        reason: format!(
+                            "the group has {members} subscribed member(s); a consumer using assign() may commit only to a group without members"
+                        ),
+                    });
+                }
+            }
+        }
+        let end = self.broker.offsets().commit(&group, offsets, wait)?;
+        for (tp, om) in offsets {
+            if let Some(part) = self.parts.get_mut(tp) {
+                part.committed = Some(om.offset);
+            }
+        }
+        Ok(end)
+    }
+
+    fn run_async_callbacks(&mut self) {
+        while let Some((callback, result)) = self.async_pending.pop_front() {
+            let outcome = result.and_then(|end| self.broker.offsets().wait_durable(end));
+            callback(outcome);
+        }
+    }
+
+    fn maybe_auto_commit(&mut self) {
+        if !self.config.enable_auto_commit || self.config.group_id.is_none() {
+            return;
+        }
+        if self.last_auto_commit.elapsed() < self.config.auto_commit_interval {
+            return;
+        }
+        self.last_auto_commit = Instant::now();
+        let all: Vec<TopicPartition> = self.parts.keys().cloned().collect();
+        if let Err(e) = self.commit_parts(&all) {
+            tracing::warn!(error = %e, "auto-commit failed");
+        }
+    }
+
+    /// Leaves the group (committing first if auto-commit is on) and runs pending
+    /// `commit_async` callbacks. Dropping the consumer does the same.
+    ///
+    /// # Errors
+    /// The error of the final auto-commit, if it failed (the consumer is closed anyway).
+    pub fn close(mut self) -> Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        self.run_async_callbacks();
+        let mut result = Ok(());
+        if self.config.enable_auto_commit && self.config.group_id.is_some() {
+            let all: Vec<TopicPartition> = self.parts.keys().cloned().collect();
+            result = self.commit_parts(&all);
+        }
+        let all: Vec<TopicPartition> = self.parts.keys().cloned().collect();
+        self.remove_parts(&all);
+        if let Some(sub) = self.subscription.take() {
+            let broker = self.broker.clone();
+            sub.member
+                .group
+                .leave(&sub.member.member_id, &|t| broker.partition_count(t));
+        }
+        self.closed = true;
+        result
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        if let Err(e) = self.shutdown() {
+            tracing::warn!(error = %e, "closing a consumer failed");
+        }
+    }
+}
+
+fn reset(policy: OffsetReset, start: u64, end: u64) -> Option<u64> {
+    match policy {
+        OffsetReset::Earliest => Some(start),
+        OffsetReset::Latest => Some(end),
+        OffsetReset::None => None,
+    }
+}
+
+/// The iterator of [`Consumer::iter`] and [`Consumer::iter_until_idle`].
+#[derive(Debug)]
+pub struct Iter<'a> {
+    consumer: &'a mut Consumer,
+    buffer: VecDeque<ConsumerRecord>,
+    idle_timeout: Option<Duration>,
+}
+
+impl Iterator for Iter<'_> {
+    type Item = Result<ConsumerRecord>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(r) = self.buffer.pop_front() {
+                return Some(Ok(r));
+            }
+            let timeout = self.idle_timeout.unwrap_or(Duration::from_secs(3600));
+            match self.consumer.poll(timeout) {
+                Ok(records) if records.is_empty() && self.idle_timeout.is_some() => return None,
+                Ok(records) => self.buffer.extend(records),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}

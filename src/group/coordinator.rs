@@ -1,0 +1,487 @@
+//! The in-process group coordinator: membership, generations, eviction, partition
+//! ownership hand-over.
+//!
+//! # Rebalance protocol (incremental, as Kafka's cooperative protocol)
+//! A group has a *target* assignment, recomputed with a new generation number whenever a
+//! member joins, leaves or is evicted, or a subscribed topic gains or loses partitions. It
+//! also records who *owns* each partition right now. Ownership moves in two steps, so that
+//! a partition never has two owners and the old owner can commit before letting go:
+//!
+//! 1. At its next `poll` (which the coordinator wakes), a member that owns partitions the
+//!    new target gives to someone else runs `on_partitions_revoked` for exactly those — it
+//!    still owns them, so its commits there succeed — and then releases them.
+//! 2. A member whose target holds partitions nobody owns takes them, and runs
+//!    `on_partitions_assigned` for exactly those. Partitions still held by their old owner
+//!    are taken at a later poll, once released (the release wakes the new owner).
+//!
+//! Partitions that stay with their member are never revoked, so members unaffected by a
+//! rebalance keep consuming through it. The target is computed by the assignor of the
+//! group's oldest member (Kafka's group leader).
+//!
+//! # Liveness
+//! A member is alive while it is inside `poll` and for `max_poll_interval` after a `poll`
+//! returns. The check runs whenever any member of the group polls, and a member blocked in
+//! `poll` wakes at the next deadline of its peers to run it; an evicted member's partitions
+//! are free at once, and its later commits fail with [`Error::CommitFailed`].
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use super::assignor::{Assignor, MemberSubscription};
+use crate::error::{Error, Result};
+use crate::storage::notify::Signal;
+use crate::topic::TopicPartition;
+
+/// Partition counts of topics, as the broker knows them now (`None`: no such topic).
+pub(crate) type TopicCounts<'a> = &'a dyn Fn(&str) -> Option<u32>;
+
+/// All groups of one broker.
+#[derive(Debug, Default)]
+pub(crate) struct Coordinator {
+    groups: Mutex<BTreeMap<String, Arc<Group>>>,
+    next_member: AtomicU64,
+}
+
+/// One consumer group's live state.
+#[derive(Debug)]
+pub(crate) struct Group {
+    pub name: String,
+    state: Mutex<GroupState>,
+}
+
+#[derive(Debug, Default)]
+struct GroupState {
+    generation: u64,
+    members: BTreeMap<String, Member>,
+    target: BTreeMap<String, BTreeSet<TopicPartition>>,
+    owners: HashMap<TopicPartition, String>,
+    /// When the last rebalance was triggered and whether it has settled.
+    rebalancing_since: Option<Instant>,
+    last_rebalance: Option<Duration>,
+}
+
+#[derive(Debug)]
+struct Member {
+    client_id: String,
+    topics: Vec<String>,
+    assignor: Arc<dyn Assignor>,
+    signal: Arc<Signal>,
+    max_poll_interval: Duration,
+    last_poll: Instant,
+    in_poll: bool,
+}
+
+/// What a consumer brings when it joins a group.
+#[derive(Debug)]
+pub(crate) struct JoinRequest {
+    pub group: String,
+    pub client_id: String,
+    /// Sorted, without duplicates.
+    pub topics: Vec<String>,
+    pub assignor: Arc<dyn Assignor>,
+    /// Raised when the member must act (a rebalance, a released partition).
+    pub signal: Arc<Signal>,
+    pub max_poll_interval: Duration,
+}
+
+/// A consumer's membership of a group.
+#[derive(Debug, Clone)]
+pub(crate) struct MemberHandle {
+    pub group: Arc<Group>,
+    pub member_id: String,
+}
+
+/// What a member must do at this poll, from [`Group::begin_poll`].
+#[derive(Debug)]
+pub(crate) enum PollStep {
+    /// The member was evicted (or its group deleted): it must drop its partitions.
+    Evicted,
+    /// A member in good standing.
+    Member {
+        generation: u64,
+        /// Partitions it owns that the target gives away: revoke, then release them.
+        revoke: Vec<TopicPartition>,
+        /// Whether the target holds partitions it does not own yet.
+        to_claim: bool,
+        /// When a peer's poll deadline passes (wake then to run the eviction check).
+        next_check: Option<Instant>,
+    },
+}
+
+/// One member's row in a group description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberDescription {
+    /// The member id the coordinator gave it.
+    pub member_id: String,
+    /// The consumer's `client_id`.
+    pub client_id: String,
+    /// Topics it subscribes to.
+    pub topics: Vec<String>,
+    /// Partitions it owns now.
+    pub owned: Vec<TopicPartition>,
+    /// Partitions the current generation's assignment gives it.
+    pub target: Vec<TopicPartition>,
+}
+
+/// The live part of a group's description (see [`Broker::describe_group`](crate::Broker::describe_group)).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LiveGroup {
+    pub generation: u64,
+    pub assignor: Option<String>,
+    pub members: Vec<MemberDescription>,
+    pub owners: HashMap<TopicPartition, String>,
+    pub rebalancing: bool,
+    pub last_rebalance: Option<Duration>,
+    pub topics: BTreeSet<String>,
+}
+
+impl Coordinator {
+    fn group(&self, name: &str) -> Arc<Group> {
+        let mut groups = self.groups.lock();
+        Arc::clone(groups.entry(name.to_owned()).or_insert_with(|| {
+            Arc::new(Group {
+                name: name.to_owned(),
+                state: Mutex::new(GroupState::default()),
+            })
+        }))
+    }
+
+    /// The group, if it has live state.
+    pub fn existing(&self, name: &str) -> Option<Arc<Group>> {
+        self.groups.lock().get(name).cloned()
+    }
+
+    /// Names of groups with at least one member.
+    pub fn active_groups(&self) -> Vec<String> {
+        self.groups
+            .lock()
+            .iter()
+            .filter(|(_, g)| !g.state.lock().members.is_empty())
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Adds a member and rebalances.
+    pub fn join(&self, request: JoinRequest, counts: TopicCounts<'_>) -> MemberHandle {
+        let n = self.next_member.fetch_add(1, Ordering::Relaxed);
+        let member_id = format!("{}-{n:08}", request.client_id);
+        let group = self.group(&request.group);
+        {
+            let mut st = group.state.lock();
+            st.members.insert(
+                member_id.clone(),
+                Member {
+                    client_id: request.client_id,
+                    topics: request.topics,
+                    assignor: request.assignor,
+                    signal: request.signal,
+                    max_poll_interval: request.max_poll_interval,
+                    last_poll: Instant::now(),
+                    in_poll: false,
+                },
+            );
+            st.rebalance(&group.name, counts);
+        }
+        MemberHandle { group, member_id }
+    }
+
+    /// Rebalances every group subscribed to `topic` (its partition count changed, or it was
+    /// created or deleted).
+    pub fn topic_changed(&self, topic: &str, counts: TopicCounts<'_>) {
+        let groups: Vec<Arc<Group>> = self.groups.lock().values().cloned().collect();
+        for g in groups {
+            let mut st = g.state.lock();
+            if st.members.values().any(|m| m.topics.iter().any(|t| t == topic)) {
+                st.rebalance(&g.name, counts);
+            }
+        }
+    }
+
+    /// Forgets a group's live state if it has no members.
+    pub fn remove_if_empty(&self, name: &str) -> Result<()> {
+        let mut groups = self.groups.lock();
+        if let Some(g) = groups.get(name) {
+            let members = g.state.lock().members.len();
+            if members > 0 {
+                return Err(Error::GroupNotEmpty {
+                    group: name.to_owned(),
+                    members,
+                });
+            }
+            groups.remove(name);
+        }
+        Ok(())
+    }
+}
+
+impl Group {
+    /// Heartbeat at the start of a poll: marks the member as polling, evicts peers past
+    /// their deadline, and says what the member must do.
+    pub fn begin_poll(&self, member_id: &str, counts: TopicCounts<'_>) -> PollStep {
+        let now = Instant::now();
+        let mut st = self.state.lock();
+        st.evict_expired(&self.name, now, counts);
+        let Some(member) = st.members.get_mut(member_id) else {
+            return PollStep::Evicted;
+        };
+        member.in_poll = true;
+        member.last_poll = now;
+        let target = st.target.get(member_id);
+        let revoke: Vec<TopicPartition> = st
+            .owners
+            .iter()
+            .filter(|(tp, owner)| owner.as_str() == member_id && !target.is_some_and(|t| t.contains(*tp)))
+            .map(|(tp, _)| tp.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let to_claim = target.is_some_and(|t| {
+            t.iter()
+                .any(|tp| st.owners.get(tp).map(String::as_str) != Some(member_id))
+        });
+        PollStep::Member {
+            generation: st.generation,
+            revoke,
+            to_claim,
+            next_check: st.next_deadline(member_id),
+        }
+    }
+
+    /// Releases `partitions` the member owns, waking the members they go to.
+    pub fn release(&self, member_id: &str, partitions: &[TopicPartition]) {
+        let mut st = self.state.lock();
+        for tp in partitions {
+            if st.owners.get(tp).map(String::as_str) == Some(member_id) {
+                st.owners.remove(tp);
+            }
+        }
+        st.wake_all();
+        st.note_settled();
+    }
+
+    /// Takes the partitions of the member's target that nobody owns. Returns them, and
+    /// whether the member now owns its whole target.
+    pub fn claim(&self, member_id: &str) -> (Vec<TopicPartition>, bool) {
+        let mut st = self.state.lock();
+        let Some(target) = st.target.get(member_id).cloned() else {
+            return (Vec::new(), true);
+        };
+        if !st.members.contains_key(member_id) {
+            return (Vec::new(), true);
+        }
+        let mut claimed = Vec::new();
+        let mut complete = true;
+        for tp in target {
+            match st.owners.get(&tp) {
+                None => {
+                    st.owners.insert(tp.clone(), member_id.to_owned());
+                    claimed.push(tp);
+                }
+                Some(owner) if owner == member_id => {}
+                Some(_) => complete = false,
+            }
+        }
+        st.note_settled();
+        (claimed, complete)
+    }
+
+    /// Marks the end of a poll: the member's `max_poll_interval` starts now.
+    pub fn end_poll(&self, member_id: &str) {
+        let mut st = self.state.lock();
+        if let Some(m) = st.members.get_mut(member_id) {
+            m.in_poll = false;
+            m.last_poll = Instant::now();
+        }
+    }
+
+    /// Removes the member (close, drop or unsubscribe): its partitions are free at once.
+    pub fn leave(&self, member_id: &str, counts: TopicCounts<'_>) {
+        let mut st = self.state.lock();
+        if st.members.remove(member_id).is_some() {
+            st.owners.retain(|_, owner| owner != member_id);
+            st.rebalance(&self.name, counts);
+        }
+    }
+
+    /// Checks that `member_id` is a member that owns every partition in `partitions`.
+    ///
+    /// # Errors
+    /// [`Error::CommitFailed`] naming the first reason.
+    pub fn check_owner(&self, member_id: &str, partitions: &[&TopicPartition]) -> Result<()> {
+        let st = self.state.lock();
+        let fail = |reason: String| Error::CommitFailed {
+            group: self.name.clone(),
+            reason,
+        };
+        if !st.members.contains_key(member_id) {
+            return Err(fail(format!(
+                "member {member_id} is no longer in the group (evicted or left); its partitions may have moved"
+            )));
+        }
+        for tp in partitions {
+            match st.owners.get(*tp) {
+                Some(owner) if owner == member_id => {}
+                Some(owner) => {
+                    return Err(fail(format!(
+                        "{tp} is owned by {owner} since generation {}",
+                        st.generation
+                    )));
+                }
+                None => return Err(fail(format!("{tp} is not owned by member {member_id}"))),
+            }
+        }
+        Ok(())
+    }
+
+    /// The number of members.
+    pub fn member_count(&self) -> usize {
+        self.state.lock().members.len()
+    }
+
+    /// A snapshot of the live state (evicting expired members first).
+    pub fn describe(&self, counts: TopicCounts<'_>) -> LiveGroup {
+        let mut st = self.state.lock();
+        st.evict_expired(&self.name, Instant::now(), counts);
+        let members = st
+            .members
+            .iter()
+            .map(|(id, m)| {
+                let mut owned: Vec<TopicPartition> = st
+                    .owners
+                    .iter()
+                    .filter(|(_, o)| *o == id)
+                    .map(|(tp, _)| tp.clone())
+                    .collect();
+                owned.sort();
+                MemberDescription {
+                    member_id: id.clone(),
+                    client_id: m.client_id.clone(),
+                    topics: m.topics.clone(),
+                    owned,
+                    target: st
+                        .target
+                        .get(id)
+                        .map(|t| t.iter().cloned().collect())
+                        .unwrap_or_default(),
+                }
+            })
+            .collect();
+        LiveGroup {
+            generation: st.generation,
+            assignor: st.members.values().next().map(|m| m.assignor.name().to_owned()),
+            members,
+            owners: st.owners.clone(),
+            rebalancing: st.rebalancing_since.is_some(),
+            last_rebalance: st.last_rebalance,
+            topics: st.members.values().flat_map(|m| m.topics.iter().cloned()).collect(),
+        }
+    }
+}
+
+impl GroupState {
+    /// New generation: recomputes the target with the leader's assignor and wakes everyone.
+    fn rebalance(&mut self, group: &str, counts: TopicCounts<'_>) {
+        self.generation += 1;
+        let Some(leader) = self.members.values().next() else {
+            self.target.clear();
+            self.owners.clear();
+            self.rebalancing_since = None;
+            return;
+        };
+        let assignor = Arc::clone(&leader.assignor);
+        let topics: BTreeSet<&String> = self.members.values().flat_map(|m| m.topics.iter()).collect();
+        let partitions: BTreeMap<String, u32> = topics
+            .into_iter()
+            .filter_map(|t| counts(t).map(|n| (t.clone(), n)))
+            .collect();
+        let subscriptions: Vec<MemberSubscription> = self
+            .members
+            .iter()
+            .map(|(id, m)| MemberSubscription {
+                member_id: id.clone(),
+                topics: m.topics.clone(),
+                owned: self
+                    .target
+                    .get(id)
+                    .map(|t| t.iter().cloned().collect())
+                    .unwrap_or_default(),
+            })
+            .collect();
+        let assignment = assignor.assign(&subscriptions, &partitions);
+        self.target = self
+            .members
+            .keys()
+            .map(|id| {
+                let parts = assignment
+                    .get(id)
+                    .map(|v| v.iter().cloned().collect())
+                    .unwrap_or_default();
+                (id.clone(), parts)
+            })
+            .collect();
+        // Partitions that no longer exist have no owner.
+        self.owners
+            .retain(|tp, _| partitions.get(&tp.topic).is_some_and(|&n| tp.partition < n));
+        self.rebalancing_since = Some(Instant::now());
+        tracing::debug!(
+            group,
+            generation = self.generation,
+            members = self.members.len(),
+            "rebalance"
+        );
+        self.note_settled();
+        self.wake_all();
+    }
+
+    /// Records the rebalance's duration once every member owns exactly its target.
+    fn note_settled(&mut self) {
+        let Some(since) = self.rebalancing_since else { return };
+        let settled = self.members.keys().all(|id| {
+            let target = self.target.get(id);
+            let owned = self.owners.iter().filter(|(_, o)| *o == id).count();
+            target.map_or(0, BTreeSet::len) == owned
+                && target.is_none_or(|t| t.iter().all(|tp| self.owners.get(tp) == Some(id)))
+        });
+        if settled {
+            self.last_rebalance = Some(since.elapsed());
+            self.rebalancing_since = None;
+        }
+    }
+
+    fn wake_all(&self) {
+        for m in self.members.values() {
+            m.signal.notify();
+        }
+    }
+
+    fn evict_expired(&mut self, group: &str, now: Instant, counts: TopicCounts<'_>) {
+        let expired: Vec<String> = self
+            .members
+            .iter()
+            .filter(|(_, m)| !m.in_poll && now >= m.last_poll + m.max_poll_interval)
+            .map(|(id, _)| id.clone())
+            .collect();
+        if expired.is_empty() {
+            return;
+        }
+        for id in &expired {
+            tracing::warn!(group, member = %id, "evicting a member that did not poll within max_poll_interval");
+            self.members.remove(id);
+            self.owners.retain(|_, owner| owner != id);
+        }
+        self.rebalance(group, counts);
+    }
+
+    /// The earliest poll deadline among the other members not inside `poll`.
+    fn next_deadline(&self, except: &str) -> Option<Instant> {
+        self.members
+            .iter()
+            .filter(|(id, m)| id.as_str() != except && !m.in_poll)
+            .map(|(_, m)| m.last_poll + m.max_poll_interval)
+            .min()
+    }
+}
