@@ -77,8 +77,9 @@ pub enum Error {
         /// What was wrong.
         reason: String,
     },
-    /// An earlier fsync failed, so what is on disk is unknown. The partition refuses writes
-    /// until it is reopened and has recovered from what is really on disk.
+    /// An earlier fsync failed, or a truncation failed after it began deleting or cutting
+    /// files, so what is on disk is unknown. The partition refuses writes until it is
+    /// reopened and has recovered from what is really on disk.
     Poisoned {
         /// The partition directory.
         path: PathBuf,

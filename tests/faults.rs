@@ -979,3 +979,188 @@ fn enospc_renaming_a_checkpoint_at_close() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// 8. Truncation interrupted at every step
+// ---------------------------------------------------------------------------------------
+
+/// How a test stops the "machine" after an interrupted call.
+#[derive(Debug, Clone, Copy)]
+enum Crash {
+    /// The process dies: the files stay exactly as the call left them.
+    Process,
+    /// The power fails: only what was synced is certain.
+    Power(PowerLoss),
+}
+
+/// Names and lengths of the segment files in `dir`.
+fn log_files(dir: &Path) -> Vec<(String, u64)> {
+    let mut files: Vec<(String, u64)> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                e.metadata().unwrap().len(),
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// One truncation scenario: builds a log, then names the offset to truncate to, the end the
+/// call must leave, and the model to check the reopened log against (its records from the
+/// expected log start, with every record that must survive acknowledged durable).
+struct TruncationCase {
+    name: &'static str,
+    setup: fn(&PartitionLog, &mut Model) -> u64,
+}
+
+/// Appends 40 synced batches over several 4 KiB segments and picks a cut at a batch
+/// boundary in the second segment.
+fn setup_cut(log: &PartitionLog, model: &mut Model) -> u64 {
+    for b in 0..40 {
+        model.append(log, batch(b), Durability::Synced).unwrap();
+    }
+    assert!(log.segment_count() >= 4);
+    *model.batch_ends.iter().find(|e| **e > model.end() / 4).unwrap()
+}
+
+/// As `setup_cut`, then moves the log start inside a batch of the second segment and
+/// truncates at it: the batch holding the offset starts below the log start, so the log
+/// restarts empty at the log start.
+fn setup_restart(log: &PartitionLog, model: &mut Model) -> u64 {
+    setup_cut(log, model);
+    let end = *model.batch_ends.iter().find(|e| **e > model.end() / 4).unwrap();
+    // A batch of at least two records that ends at or after `end`.
+    let i = model
+        .batch_ends
+        .iter()
+        .position(|e| *e >= end && model.batch_ends.windows(2).any(|w| w[1] == *e && w[1] - w[0] >= 2))
+        .unwrap();
+    let start = model.batch_ends[i] - 1;
+    assert_eq!(log.delete_records_before(start).unwrap(), start);
+    start
+}
+
+/// `truncate_to` fails at each of its writes, syncs, renames and truncations in turn (and
+/// does not fail at all), then the process dies or the power fails. In process: the call
+/// either succeeds, or fails leaving the log usable and unchanged, or — once it deleted or
+/// cut a file — fails and poisons the log. After reopening: the log is the old one cut at a
+/// batch boundary at or after the requested end (exactly there if the call succeeded), with
+/// no hole, every record readable, and every synced record below the end still there. Both
+/// the ordinary cut and the restart-empty-at-the-log-start case are covered.
+#[test]
+fn truncate_to_interrupted_at_every_step_leaves_a_prefix() {
+    let config = LogConfig::default().segment_bytes(4096);
+    let ops = [FaultOp::Write, FaultOp::Sync, FaultOp::Rename, FaultOp::SetLen];
+    let cases = [
+        TruncationCase {
+            name: "cut",
+            setup: setup_cut,
+        },
+        TruncationCase {
+            name: "restart at the log start",
+            setup: setup_restart,
+        },
+    ];
+    for case in &cases {
+        // How many operations of each class a truncation runs.
+        let counts: Vec<(FaultOp, u64)> = {
+            let dir = tempfile::tempdir().unwrap();
+            let (disk, log) = open_faulty(dir.path(), &config);
+            let log = log.unwrap();
+            let offset = (case.setup)(&log, &mut Model::default());
+            let before = ops.map(|op| disk.count(op));
+            log.truncate_to(offset).unwrap();
+            ops.iter()
+                .zip(before)
+                .map(|(op, b)| (*op, disk.count(*op) - b))
+                .collect()
+        };
+        let mut faults = vec![None];
+        for (op, count) in counts {
+            for nth in 1..=count {
+                faults.push(Some(Fault {
+                    op,
+                    nth,
+                    errno: EIO,
+                    forever: false,
+                }));
+            }
+        }
+        for fault in &faults {
+            for crash in [
+                Crash::Process,
+                Crash::Power(PowerLoss::DropUnsynced),
+                Crash::Power(PowerLoss::Torn { seed: 7 }),
+            ] {
+                let ctx = format!("{}: {fault:?}, then {crash:?}", case.name);
+                let dir = tempfile::tempdir().unwrap();
+                let (disk, log) = open_faulty(dir.path(), &config);
+                let log = log.unwrap();
+                let mut model = Model::default();
+                let offset = (case.setup)(&log, &mut model);
+                let start = log.log_start_offset();
+                let old_end = log.log_end_offset();
+                let files = log_files(dir.path());
+                if let Some(f) = fault {
+                    disk.inject(*f);
+                }
+                let expected_end = offset.max(start);
+                // Compare from the log start: the model's history starts at 0.
+                let from_start = Model {
+                    history: model.history[start as usize..].to_vec(),
+                    batch_ends: model.batch_ends.clone(),
+                    durable_end: expected_end,
+                    acks: model
+                        .acks
+                        .iter()
+                        .copied()
+                        .filter(|(i, _)| i.base_offset >= start && i.last_offset < expected_end)
+                        .collect(),
+                    start,
+                };
+                let result = log.truncate_to(offset);
+                match &result {
+                    Ok(end) => assert_eq!(*end, expected_end, "{ctx}"),
+                    Err(e) if log_files(dir.path()) != files => {
+                        assert!(!matches!(e, Error::Poisoned { .. }), "{ctx}: {e:?}");
+                        let after = log.flush();
+                        assert!(
+                            matches!(after, Err(Error::Poisoned { .. })),
+                            "{ctx}: truncate_to failed ({e:?}) after changing the files, yet the log was not poisoned: flush gave {after:?}"
+                        );
+                    }
+                    Err(e) => {
+                        assert!(matches!(e, Error::Io { .. }), "{ctx}: {e:?}");
+                        assert_eq!(
+                            log.log_end_offset(),
+                            old_end,
+                            "{ctx}: a failed truncation moved the end"
+                        );
+                        assert_eq!(log.visible_end_offset(), old_end, "{ctx}");
+                        from_start.check_in_process(&log, &ctx);
+                    }
+                }
+                if let Crash::Power(mode) = crash {
+                    disk.power_loss(mode);
+                }
+                drop(log);
+
+                let reopened =
+                    PartitionLog::open(dir.path(), config.clone()).unwrap_or_else(|e| panic!("{ctx}: {e:?}"));
+                assert_eq!(reopened.log_start_offset(), start, "{ctx}: log start");
+                let end = reopened.log_end_offset();
+                if result.is_ok() {
+                    assert_eq!(end, expected_end, "{ctx}: a completed truncation came undone");
+                }
+                from_start.check_recovered(&reopened, &ctx);
+                drop(reopened);
+                reopen_and_check(dir.path(), &config, &from_start, &ctx);
+            }
+        }
+    }
+}

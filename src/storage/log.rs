@@ -28,7 +28,10 @@
 //!   trusted only if the size still matches, and removed (durably) before the first append,
 //!   so a later crash is never mistaken for a clean stop.
 //! - **Retention** persists the new log start offset before deleting files; open finishes an
-//!   interrupted deletion. **Truncation** syncs the shortened file before anything else.
+//!   interrupted deletion. **Truncation** first lowers and persists the recovery point to
+//!   the new end, then deletes later segments highest first, then cuts and syncs the segment
+//!   holding the cut: a crash midway leaves a prefix of the old log, never a hole (see
+//!   [`PartitionLog::truncate_to`]). A failure after its first deletion poisons the log.
 //! - **Failed fsync.** After `fdatasync` fails the kernel may have dropped the dirty pages, so
 //!   the log is poisoned: appends and flushes return [`Error::Poisoned`] until it is reopened
 //!   and has recovered from what is really on disk. A failed `write` is rolled back (the file
@@ -215,6 +218,8 @@ pub struct PartitionLog {
     writer: Mutex<Writer>,
     sync_lock: Mutex<()>,
     log_start: AtomicU64,
+    /// The value in the `recovery-point` file (written under the sync turn only).
+    recovery_point: AtomicU64,
     /// Records below this are in the OS and readable.
     visible_end: AtomicU64,
     /// Records below this are synced.
@@ -293,6 +298,7 @@ impl PartitionLog {
             segments,
             next_offset,
             log_start,
+            recovery_point,
             recovery,
             active_since,
         } = opened;
@@ -327,6 +333,7 @@ impl PartitionLog {
             }),
             sync_lock: Mutex::new(()),
             log_start: AtomicU64::new(log_start),
+            recovery_point: AtomicU64::new(recovery_point),
             visible_end: AtomicU64::new(next_offset),
             synced_end: AtomicU64::new(next_offset),
             syncs: AtomicU64::new(0),
@@ -419,7 +426,7 @@ impl PartitionLog {
 
     fn poison(&self, err: Error) -> Error {
         self.poisoned.store(true, Ordering::Release);
-        tracing::error!(dir = %self.dir.display(), error = %err, "fsync failed; the log refuses writes until reopened");
+        tracing::error!(dir = %self.dir.display(), error = %err, "the files may not match what the log holds (a failed fsync, or an interrupted truncation); it refuses writes until reopened");
         err
     }
 
@@ -680,7 +687,7 @@ impl PartitionLog {
         self.sync_nanos.fetch_add(nanos, Ordering::Relaxed);
         if !u.sealed.is_empty() {
             // A segment was sealed: move the recovery point so a crash scans only from here.
-            checkpoint::write(&*self.vfs, &self.dir.join(RECOVERY_POINT_FILE), &[u.end])?;
+            self.persist_recovery_point(u.end)?;
         }
         Ok(())
     }
@@ -956,9 +963,29 @@ impl PartitionLog {
     /// `offset` falls inside a batch, at the start of that batch (batches are never split).
     /// Returns the new log end offset. The cut is synced before the call returns.
     ///
+    /// # Crash safety
+    /// The steps, and what a crash (or power loss) right after each leaves at the next open:
+    /// 1. The recovery point is lowered to at most the new end, and persisted. No data file
+    ///    has changed yet: the whole log survives, and the next open scans from the segment
+    ///    holding the new end.
+    /// 2. The segments after the one holding the cut are deleted, highest base offset first,
+    ///    and the directory is synced. A crash in between leaves the old log without some of
+    ///    its last segments — a prefix of it, never one with a hole, since recovery scans
+    ///    (and checks the offsets of) every segment from the lowered recovery point on.
+    /// 3. The segment holding the cut is cut, and synced. A crash before the sync leaves it
+    ///    at its old or its new length, both prefixes of the old log; after it, the log ends
+    ///    at the new end.
+    ///
+    /// So a crash before the call returns leaves the old log cut somewhere at or after the new
+    /// end (at a batch boundary), and every record below the new end that was synced
+    /// survives. A failure in step 2 or 3 poisons the log (its files no longer match its
+    /// memory): it refuses writes until reopened. A `Synced` append whose records the cut
+    /// removed before its fsync was acknowledged fails with [`Error::Truncated`].
+    ///
     /// # Errors
     /// [`Error::OffsetOutOfRange`] if `offset` is below the log start; [`Error::Io`] if a
-    /// write, truncation or sync fails; [`Error::Poisoned`] after an earlier failed fsync.
+    /// write, truncation, deletion or sync fails; [`Error::Poisoned`] after an earlier
+    /// failed fsync (or a failed step 2 or 3).
     pub fn truncate_to(&self, offset: u64) -> Result<u64> {
         // Lock order as in `sync_through`: a group-commit round must not publish a synced
         // end past the cut.
@@ -977,6 +1004,7 @@ impl PartitionLog {
             return Ok(w.next_offset);
         }
         self.write_buffer(&mut w)?;
+        self.visible_end.store(w.next_offset, Ordering::Release);
         let target = self
             .segment_for(offset)
             .ok_or_else(|| Error::corrupt(&self.dir, 0, "no segment holds the offset"))?;
@@ -997,58 +1025,105 @@ impl PartitionLog {
             .range(target.base_offset + 1..)
             .map(|(_, s)| Arc::clone(s))
             .collect();
-        target
-            .log
-            .set_len(cut)
-            .map_err(|e| self.poison(Error::io("truncate segment", &target.log_path, e)))?;
-        target
-            .log
-            .sync_data()
-            .map_err(|e| self.poison(Error::io("sync segment", &target.log_path, e)))?;
-        target.size.store(cut, Ordering::Release);
+        // Step 1: nothing is destroyed yet, so a failure here leaves the log usable.
+        self.lower_recovery_point(new_end)?;
+        // Readers stop at the new end from now on, whatever happens next.
+        self.visible_end.store(new_end, Ordering::Release);
+        self.synced_end.fetch_min(new_end, Ordering::AcqRel);
+        target.size.fetch_min(cut, Ordering::AcqRel);
         {
             let mut map = self.segments.write();
             for s in &later {
                 map.remove(&s.base_offset);
             }
         }
-        for s in &later {
-            remove_segment_files(&*self.vfs, &self.dir, s.base_offset)?;
-        }
-        self.vfs
-            .sync_dir(&self.dir)
-            .map_err(|e| self.poison(Error::io("sync directory", &self.dir, e)))?;
-        // Rebuild the target's index from what is left, and make it the active segment.
-        target.set_index(target.scan()?.index);
+        let destroyed = || -> Result<()> {
+            // Step 2: highest first, so that a crash midway leaves a prefix of the log.
+            for s in later.iter().rev() {
+                remove_segment_files(&*self.vfs, &self.dir, s.base_offset)?;
+            }
+            if !later.is_empty() {
+                self.vfs
+                    .sync_dir(&self.dir)
+                    .map_err(|e| Error::io("sync directory", &self.dir, e))?;
+            }
+            // Step 3.
+            target
+                .log
+                .set_len(cut)
+                .map_err(|e| Error::io("truncate segment", &target.log_path, e))?;
+            target
+                .log
+                .sync_data()
+                .map_err(|e| Error::io("sync segment", &target.log_path, e))?;
+            // Rebuild the target's index from what is left: it becomes the active segment.
+            target.set_index(target.scan()?.index);
+            Ok(())
+        };
+        destroyed().map_err(|e| self.poison(e))?;
         w.unsynced_sealed.retain(|s| s.base_offset < target.base_offset);
         w.active = target;
         w.next_offset = new_end;
         w.active_since = None;
-        self.visible_end.store(new_end, Ordering::Release);
-        self.synced_end.fetch_min(new_end, Ordering::AcqRel);
-        let recovery_point = self.synced_end.load(Ordering::Acquire);
-        checkpoint::write(&*self.vfs, &self.dir.join(RECOVERY_POINT_FILE), &[recovery_point])?;
         Ok(new_end)
     }
 
-    /// Deletes every segment and continues with an empty one at `base` (Kafka's
-    /// truncate-fully-and-start-at). A crash midway leaves no segment, which open turns into
-    /// an empty log at the persisted log start: the same result.
+    /// Deletes every segment and continues with an empty one at `base`, the persisted log
+    /// start offset (Kafka's truncate-fully-and-start-at).
+    ///
+    /// # Crash safety
+    /// The steps, and what a crash right after each leaves at the next open:
+    /// 1. The recovery point is lowered to at most `base`, and persisted: the whole log
+    ///    survives.
+    /// 2. The segments are deleted, highest base offset first, and the directory is synced.
+    ///    A crash in between leaves the first few segments: open recovers them from the
+    ///    lowered recovery point, drops those wholly below the log start, and if what is left
+    ///    ends below `base`, restarts empty at `base`. So the result is an empty log at
+    ///    `base`, or the old log cut somewhere at or after `base` — never a hole.
+    /// 3. The new, empty segment is created at `base` and its name synced. A crash before
+    ///    that leaves no segment file, which open turns into an empty log at the persisted
+    ///    log start — `base`, the same result as completing.
+    ///
+    /// A failure after the first deletion poisons the log.
     fn restart_empty_at(&self, w: &mut Writer, base: u64) -> Result<u64> {
+        self.lower_recovery_point(base)?;
+        self.visible_end.store(base, Ordering::Release);
+        self.synced_end.fetch_min(base, Ordering::AcqRel);
         let all: Vec<Arc<Segment>> = std::mem::take(&mut *self.segments.write()).into_values().collect();
-        for s in &all {
-            remove_segment_files(&*self.vfs, &self.dir, s.base_offset)?;
-        }
-        let segment = Segment::create_empty(&*self.vfs, &self.dir, base, self.config.limits())?;
+        let created = || -> Result<Arc<Segment>> {
+            for s in all.iter().rev() {
+                remove_segment_files(&*self.vfs, &self.dir, s.base_offset)?;
+            }
+            self.vfs
+                .sync_dir(&self.dir)
+                .map_err(|e| Error::io("sync directory", &self.dir, e))?;
+            Segment::create_empty(&*self.vfs, &self.dir, base, self.config.limits())
+        };
+        let segment = created().map_err(|e| self.poison(e))?;
         self.segments.write().insert(base, Arc::clone(&segment));
         w.active = segment;
         w.unsynced_sealed.clear();
+        w.dir_dirty = false;
         w.next_offset = base;
         w.active_since = None;
-        self.visible_end.store(base, Ordering::Release);
         self.synced_end.store(base, Ordering::Release);
-        checkpoint::write(&*self.vfs, &self.dir.join(RECOVERY_POINT_FILE), &[base])?;
         Ok(base)
+    }
+
+    /// Persists `min(recovery point, end)` as the recovery point, if that lowers it. Call
+    /// with the sync turn.
+    fn lower_recovery_point(&self, end: u64) -> Result<()> {
+        if self.recovery_point.load(Ordering::Acquire) > end {
+            self.persist_recovery_point(end)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the recovery-point checkpoint. Call with the sync turn.
+    fn persist_recovery_point(&self, value: u64) -> Result<()> {
+        checkpoint::write(&*self.vfs, &self.dir.join(RECOVERY_POINT_FILE), &[value])?;
+        self.recovery_point.store(value, Ordering::Release);
+        Ok(())
     }
 
     /// Flushes and syncs everything, writes the indexes and checkpoints, and leaves a
@@ -1082,7 +1157,7 @@ impl PartitionLog {
         }) {
             result?;
         }
-        checkpoint::write(&*self.vfs, &self.dir.join(RECOVERY_POINT_FILE), &[w.next_offset])?;
+        self.persist_recovery_point(w.next_offset)?;
         checkpoint::write(
             &*self.vfs,
             &self.dir.join(CLEAN_SHUTDOWN_FILE),
@@ -1119,6 +1194,8 @@ struct Opened {
     segments: BTreeMap<u64, Arc<Segment>>,
     next_offset: u64,
     log_start: u64,
+    /// The value the `recovery-point` file holds after open.
+    recovery_point: u64,
     recovery: RecoveryReport,
     active_since: Option<Instant>,
 }
@@ -1176,25 +1253,29 @@ impl Opened {
                 segments,
                 next_offset: log_start,
                 log_start,
+                recovery_point: recovery_point.unwrap_or(0),
                 recovery,
                 active_since: None,
             });
         }
 
         let clean_end = Self::clean_end(vfs, &segments, marker.as_deref(), &limits)?;
-        let next_offset = match clean_end {
+        let (next_offset, persisted_point) = match clean_end {
             Some(end) => {
                 recovery.clean_shutdown = true;
-                end
+                (end, recovery_point.unwrap_or(0))
             }
-            None => Self::recover(
-                vfs,
-                dir,
-                config,
-                &mut segments,
-                recovery_point.unwrap_or(0),
-                &mut recovery,
-            )?,
+            None => {
+                let end = Self::recover(
+                    vfs,
+                    dir,
+                    config,
+                    &mut segments,
+                    recovery_point.unwrap_or(0),
+                    &mut recovery,
+                )?;
+                (end, end)
+            }
         };
         // The marker must be gone before the first append, so a later crash is never taken
         // for a clean stop.
@@ -1218,6 +1299,7 @@ impl Opened {
             segments,
             next_offset,
             log_start,
+            recovery_point: persisted_point,
             recovery,
             active_since: None,
         })
