@@ -1164,3 +1164,55 @@ fn truncate_to_interrupted_at_every_step_leaves_a_prefix() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// 9. A stale recovery point
+// ---------------------------------------------------------------------------------------
+
+/// The segment files are gone but the recovery point still says 100-odd (as a crash in the
+/// middle of a restart-empty could leave it). Open starts an empty log and must lower the
+/// recovery point to its end: otherwise, after new unsynced appends roll a few segments
+/// and the power fails, the next open trusts every segment below the stale point without
+/// scanning them — here empty files — and serves a log with a hole at its start.
+#[test]
+fn open_without_segments_lowers_a_stale_recovery_point() {
+    let config = LogConfig::default().segment_bytes(4096);
+    let dir = tempfile::tempdir().unwrap();
+    let log = PartitionLog::open(dir.path(), config.clone()).unwrap();
+    for b in 0..40 {
+        log.append(&batch(b), Durability::Written).unwrap();
+    }
+    let stale = log.log_end_offset();
+    log.close().unwrap();
+    for entry in fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.ends_with(".log") || name.ends_with(".index") || name.ends_with(".timeindex") {
+            fs::remove_file(path).unwrap();
+        }
+    }
+
+    let (disk, log) = open_faulty(dir.path(), &config);
+    let log = log.unwrap();
+    assert_eq!(log.log_end_offset(), 0);
+    let mut model = Model::default();
+    while log.segment_count() < 4 || log.log_end_offset() < stale + 5 {
+        let b = model.batch_ends.len() as u64;
+        model.append(&log, batch(b), Durability::Written).unwrap();
+    }
+    // Moving the log start syncs the directory, so the new segments' names are durable while
+    // their contents are not.
+    let start = model.batch_ends[0];
+    assert_eq!(log.delete_records_before(start).unwrap(), start);
+    disk.power_loss(PowerLoss::DropUnsynced);
+    drop(log);
+
+    let from_start = Model {
+        history: model.history[start as usize..].to_vec(),
+        batch_ends: model.batch_ends.clone(),
+        durable_end: start,
+        acks: Vec::new(),
+        start,
+    };
+    reopen_and_check(dir.path(), &config, &from_start, "stale recovery point");
+}

@@ -1245,15 +1245,18 @@ impl Opened {
             segments.insert(base, Arc::new(Segment::open(vfs, dir, base, false, limits)?));
         }
         if segments.is_empty() {
+            // A new log, or one whose segments were all deleted (e.g. by a restart-empty that
+            // a crash interrupted): an empty log at the persisted log start.
             segments.insert(log_start, Segment::create_empty(vfs, dir, log_start, limits)?);
             recovery.clean_shutdown = marker.is_some() || recovery_point.is_none();
             recovery.log_end_offset = log_start;
             checkpoint::remove(vfs, &dir.join(CLEAN_SHUTDOWN_FILE))?;
+            let recovery_point = Self::clamp_recovery_point(vfs, dir, recovery_point, log_start)?;
             return Ok(Opened {
                 segments,
                 next_offset: log_start,
                 log_start,
-                recovery_point: recovery_point.unwrap_or(0),
+                recovery_point,
                 recovery,
                 active_since: None,
             });
@@ -1263,7 +1266,7 @@ impl Opened {
         let (next_offset, persisted_point) = match clean_end {
             Some(end) => {
                 recovery.clean_shutdown = true;
-                (end, recovery_point.unwrap_or(0))
+                (end, recovery_point)
             }
             None => {
                 let end = Self::recover(
@@ -1274,7 +1277,7 @@ impl Opened {
                     recovery_point.unwrap_or(0),
                     &mut recovery,
                 )?;
-                (end, end)
+                (end, Some(end))
             }
         };
         // The marker must be gone before the first append, so a later crash is never taken
@@ -1295,14 +1298,29 @@ impl Opened {
             log_start = log_start.max(*first);
         }
         recovery.log_end_offset = next_offset;
+        let recovery_point = Self::clamp_recovery_point(vfs, dir, persisted_point, next_offset)?;
         Ok(Opened {
             segments,
             next_offset,
             log_start,
-            recovery_point: persisted_point,
+            recovery_point,
             recovery,
             active_since: None,
         })
+    }
+
+    /// Lowers a persisted recovery point above the recovered log `end` to `end`, durably, and
+    /// returns the recovery point now on disk (0 when there is none). A point past the end
+    /// would make a later open trust, without scanning, segments written after this one.
+    fn clamp_recovery_point(vfs: &dyn Vfs, dir: &Path, persisted: Option<u64>, end: u64) -> Result<u64> {
+        match persisted {
+            Some(point) if point > end => {
+                checkpoint::write(vfs, &dir.join(RECOVERY_POINT_FILE), &[end])?;
+                Ok(end)
+            }
+            Some(point) => Ok(point),
+            None => Ok(0),
+        }
     }
 
     /// After a clean shutdown: the end offset, with the active segment's indexes loaded.
