@@ -134,6 +134,16 @@ pub enum Error {
         /// The codec number from the batch attributes.
         codec: u8,
     },
+    /// A [`PartitionLog::truncate_to`](crate::PartitionLog::truncate_to) removed records of
+    /// an append before it was acknowledged durable: the offsets it got may now hold other
+    /// records, so the append is reported as failed, not synced.
+    Truncated {
+        /// The partition directory.
+        dir: PathBuf,
+        /// The lowest log end a truncation left since the append: every offset at or after
+        /// it was removed.
+        offset: u64,
+    },
 }
 
 impl Error {
@@ -210,6 +220,10 @@ impl Error {
             Error::Serialization { reason } => Error::Serialization { reason: reason.clone() },
             Error::Closed { what } => Error::Closed { what },
             Error::UnsupportedCompression { codec } => Error::UnsupportedCompression { codec: *codec },
+            Error::Truncated { dir, offset } => Error::Truncated {
+                dir: dir.clone(),
+                offset: *offset,
+            },
         }
     }
 
@@ -291,6 +305,11 @@ impl fmt::Display for Error {
             Error::UnsupportedCompression { codec } => {
                 write!(f, "compression codec {codec} is not supported by this build")
             }
+            Error::Truncated { dir, offset } => write!(
+                f,
+                "partition {} was truncated to offset {offset} before the append was synced; its records at or after that offset are gone",
+                dir.display()
+            ),
         }
     }
 }

@@ -9,7 +9,7 @@ use std::fs;
 use std::path::Path;
 use std::sync::Arc;
 
-use brooklet::io::{EIO, ENOSPC, Fault, FaultFs, FaultOp, PowerLoss};
+use brooklet::io::{EIO, ENOSPC, Fault, FaultFs, FaultOp, OpenMode, PowerLoss, Vfs, VfsFile};
 use brooklet::{AppendInfo, Durability, Error, LogConfig, LogRecord, PartitionLog, Record};
 
 // ---------------------------------------------------------------------------------------
@@ -1215,4 +1215,157 @@ fn open_without_segments_lowers_a_stale_recovery_point() {
         start,
     };
     reopen_and_check(dir.path(), &config, &from_start, "stale recovery point");
+}
+
+// ---------------------------------------------------------------------------------------
+// 10. A `Synced` append racing `truncate_to`
+// ---------------------------------------------------------------------------------------
+
+/// One pause point for [`GateFs`]: the next `.log` fsync blocks until released.
+#[derive(Default)]
+struct Gate {
+    state: std::sync::Mutex<(bool, bool, bool)>, // (armed, entered, released)
+    changed: std::sync::Condvar,
+}
+
+impl Gate {
+    fn wait_until(&self, what: impl Fn(&(bool, bool, bool)) -> bool) {
+        let mut s = self.state.lock().unwrap();
+        while !what(&s) {
+            s = self.changed.wait(s).unwrap();
+        }
+    }
+    fn set(&self, f: impl FnOnce(&mut (bool, bool, bool))) {
+        f(&mut self.state.lock().unwrap());
+        self.changed.notify_all();
+    }
+}
+
+/// `FaultFs` whose next segment fsync, once armed, waits for the test to release it: a
+/// slow disk under the test's control.
+#[derive(Debug, Clone)]
+struct GateFs {
+    inner: FaultFs,
+    gate: Arc<Gate>,
+}
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Gate")
+    }
+}
+
+#[derive(Debug)]
+struct GateFile {
+    inner: Box<dyn VfsFile>,
+    is_log: bool,
+    gate: Arc<Gate>,
+}
+
+impl VfsFile for GateFile {
+    fn read_at(&self, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {
+        self.inner.read_at(buf, pos)
+    }
+    fn write_all_at(&self, buf: &[u8], pos: u64) -> std::io::Result<()> {
+        self.inner.write_all_at(buf, pos)
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn file_size(&self) -> std::io::Result<u64> {
+        self.inner.file_size()
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        let armed = self.is_log && {
+            let mut s = self.gate.state.lock().unwrap();
+            std::mem::replace(&mut s.0, false)
+        };
+        if armed {
+            self.gate.set(|s| s.1 = true);
+            self.gate.wait_until(|s| s.2);
+        }
+        self.inner.sync_data()
+    }
+}
+
+impl Vfs for GateFs {
+    fn open(&self, path: &Path, mode: OpenMode) -> std::io::Result<Box<dyn VfsFile>> {
+        Ok(Box::new(GateFile {
+            inner: self.inner.open(path, mode)?,
+            is_log: path.extension().is_some_and(|e| e == "log"),
+            gate: Arc::clone(&self.gate),
+        }))
+    }
+    fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
+        self.inner.create_dir_all(path)
+    }
+    fn read_dir(&self, path: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+        self.inner.read_dir(path)
+    }
+    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
+        self.inner.remove_file(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn sync_dir(&self, path: &Path) -> std::io::Result<()> {
+        self.inner.sync_dir(path)
+    }
+}
+
+/// A `Synced` append whose records a `truncate_to` removes while the append waits for its
+/// fsync must fail with `Error::Truncated`, not be acknowledged: its offsets now belong to
+/// whatever is appended next.
+///
+/// Choreography: writer C's fsync is held at the gate (C holds the group-commit turn);
+/// `truncate_to(end)` queues for the turn; writer A appends at `end` and queues behind it;
+/// the gate opens: C completes, the truncation removes A's record, and A's turn comes.
+#[test]
+fn synced_append_cut_by_a_racing_truncation_is_not_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = Arc::new(Gate::default());
+    let fs = GateFs {
+        inner: FaultFs::new(),
+        gate: Arc::clone(&gate),
+    };
+    let log = Arc::new(PartitionLog::open_with_vfs(dir.path(), LogConfig::default(), Arc::new(fs)).unwrap());
+    for b in 0..5 {
+        log.append(&batch(b), Durability::Written).unwrap();
+    }
+    gate.set(|s| s.0 = true);
+    let c = {
+        let log = Arc::clone(&log);
+        std::thread::spawn(move || log.append(&[Record::new().value("C")], Durability::Synced))
+    };
+    gate.wait_until(|s| s.1);
+    let cut = log.log_end_offset();
+    let truncation = {
+        let log = Arc::clone(&log);
+        std::thread::spawn(move || log.truncate_to(cut))
+    };
+    // Let the truncation queue for the sync turn first.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let a = {
+        let log = Arc::clone(&log);
+        std::thread::spawn(move || log.append(&[Record::new().value("A")], Durability::Synced))
+    };
+    while log.log_end_offset() == cut {
+        std::thread::yield_now();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    gate.set(|s| s.2 = true);
+
+    let c = c.join().unwrap().unwrap();
+    assert_eq!(c.base_offset, cut - 1);
+    assert_eq!(truncation.join().unwrap().unwrap(), cut);
+    match a.join().unwrap() {
+        Err(Error::Truncated { offset, .. }) => assert_eq!(offset, cut),
+        other => panic!("an append whose record was truncated before its fsync returned {other:?}"),
+    }
+    // The offset goes to the next append, which is acknowledged.
+    let next = log.append(&[Record::new().value("next")], Durability::Synced).unwrap();
+    assert_eq!(next.base_offset, cut);
+    let batches = log.read(cut, 1 << 20).unwrap();
+    let record = batches[0].records().next().unwrap().unwrap();
+    assert_eq!(record.value.as_deref(), Some(&b"next"[..]));
 }

@@ -169,6 +169,46 @@ struct Unsynced {
     dir_dirty: bool,
 }
 
+/// How many recent truncations [`Cuts`] remembers. A waiter older than all of them is
+/// treated as cut (it gets an error, never a false success).
+const MAX_CUTS: usize = 64;
+
+/// The log ends that recent truncations left, so that a `Synced` append whose fsync waited
+/// behind a truncation can tell whether its offsets were cut (and possibly reused).
+#[derive(Debug, Default)]
+struct Cuts {
+    /// `(epoch after the truncation, log end it left)`, oldest first.
+    recent: std::collections::VecDeque<(u64, u64)>,
+}
+
+impl Cuts {
+    /// Records a truncation that made the epoch `epoch` and left the log ending at `end`.
+    fn record(&mut self, epoch: u64, end: u64) {
+        if self.recent.len() == MAX_CUTS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((epoch, end));
+    }
+
+    /// The lowest log end any truncation after `epoch` left (`current` is the epoch now);
+    /// `None` if there was none. If the history no longer reaches back to `epoch`, 0: every
+    /// offset may have been cut.
+    fn lowest_end_since(&self, epoch: u64, current: u64) -> Option<u64> {
+        if epoch >= current {
+            return None;
+        }
+        let oldest = self.recent.front().map_or(current, |(e, _)| *e);
+        if epoch.saturating_add(1) < oldest {
+            return Some(0);
+        }
+        self.recent
+            .iter()
+            .filter(|(e, _)| *e > epoch)
+            .map(|(_, end)| *end)
+            .min()
+    }
+}
+
 /// The append side: only touched under `PartitionLog::writer`.
 #[derive(Debug)]
 struct Writer {
@@ -216,7 +256,11 @@ pub struct PartitionLog {
     _lock: Option<File>,
     segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
     writer: Mutex<Writer>,
-    sync_lock: Mutex<()>,
+    /// The group-commit turn; it also guards the history of recent truncations.
+    sync_lock: Mutex<Cuts>,
+    /// Truncations so far (the truncation epoch). Bumped under both the writer lock and the
+    /// sync turn, so an append reads, under the writer lock, the epoch it happened in.
+    truncations: AtomicU64,
     log_start: AtomicU64,
     /// The value in the `recovery-point` file (written under the sync turn only).
     recovery_point: AtomicU64,
@@ -331,7 +375,8 @@ impl PartitionLog {
                 active_since,
                 scratch: EncodeScratch::default(),
             }),
-            sync_lock: Mutex::new(()),
+            sync_lock: Mutex::new(Cuts::default()),
+            truncations: AtomicU64::new(0),
             log_start: AtomicU64::new(log_start),
             recovery_point: AtomicU64::new(recovery_point),
             visible_end: AtomicU64::new(next_offset),
@@ -440,7 +485,9 @@ impl PartitionLog {
     /// [`Error::InvalidArgument`] for an empty slice; [`Error::RecordTooLarge`] if the
     /// batch exceeds `max_batch_bytes` (nothing is written); [`Error::Io`] if the write
     /// fails (it is rolled back, the log stays usable) or the fsync fails (the log is then
-    /// poisoned); [`Error::Poisoned`] after an earlier failed fsync.
+    /// poisoned); [`Error::Poisoned`] after an earlier failed fsync; for a `Synced` append,
+    /// [`Error::Truncated`] if a concurrent [`truncate_to`](Self::truncate_to) removed its
+    /// records before they were synced.
     pub fn append(&self, records: &[Record], durability: Durability) -> Result<AppendInfo> {
         self.append_with(
             records,
@@ -461,15 +508,23 @@ impl PartitionLog {
     /// stored and uncompressed (readers bound decompression by it), else
     /// [`Error::RecordTooLarge`]; a compressor failure is [`Error::InvalidArgument`].
     pub fn append_with(&self, records: &[Record], options: AppendOptions) -> Result<AppendInfo> {
-        let info = {
-            let mut w = self.writer.lock();
-            self.check_writable()?;
-            self.append_locked(&mut w, records, options)?
-        };
+        let (info, epoch) = self.append_in_epoch(records, options)?;
         if options.durability == Durability::Synced {
-            self.sync_through(info.last_offset + 1)?;
+            self.sync_through(info.last_offset + 1, Some(epoch))?;
         }
         Ok(info)
+    }
+
+    /// As [`append_with`](Self::append_with), and also returns the truncation epoch the
+    /// append happened in, for a later [`sync_through`](Self::sync_through).
+    pub(crate) fn append_in_epoch(&self, records: &[Record], options: AppendOptions) -> Result<(AppendInfo, u64)> {
+        let mut w = self.writer.lock();
+        self.check_writable()?;
+        let epoch = self.truncations.load(Ordering::Acquire);
+        // A `Synced` append is written like a `Written` one; the caller syncs it after
+        // releasing the writer lock.
+        let info = self.append_locked(&mut w, records, options)?;
+        Ok((info, epoch))
     }
 
     fn append_locked(&self, w: &mut Writer, records: &[Record], options: AppendOptions) -> Result<AppendInfo> {
@@ -625,8 +680,25 @@ impl PartitionLog {
     /// Makes every record below `target` durable, sharing the fsync with concurrent callers
     /// (group commit). Returns whether this call ran the fsync (`false`: another caller's
     /// covered it).
-    pub(crate) fn sync_through(&self, target: u64) -> Result<bool> {
-        let _turn = self.sync_lock.lock();
+    ///
+    /// `epoch` is the truncation epoch the records were appended in
+    /// ([`append_in_epoch`](Self::append_in_epoch)); `None` syncs whatever the log holds
+    /// (a flush).
+    ///
+    /// # Errors
+    /// [`Error::Truncated`] if a truncation since `epoch` cut the log below `target`: the
+    /// records were removed (and their offsets perhaps reused) before they were synced.
+    pub(crate) fn sync_through(&self, target: u64, epoch: Option<u64>) -> Result<bool> {
+        let cuts = self.sync_lock.lock();
+        if let Some(epoch) = epoch
+            && let Some(end) = cuts.lowest_end_since(epoch, self.truncations.load(Ordering::Acquire))
+            && end < target
+        {
+            return Err(Error::Truncated {
+                dir: self.dir.clone(),
+                offset: end,
+            });
+        }
         if self.synced_end.load(Ordering::Acquire) >= target {
             return Ok(false);
         }
@@ -699,7 +771,7 @@ impl PartitionLog {
     /// [`Error::Poisoned`] after an earlier failed fsync.
     pub fn flush(&self) -> Result<()> {
         let end = self.log_end_offset();
-        self.sync_through(end)?;
+        self.sync_through(end, None)?;
         // Nothing to sync (e.g. an empty log) still must reject a poisoned log.
         self.check_writable()
     }
@@ -989,7 +1061,7 @@ impl PartitionLog {
     pub fn truncate_to(&self, offset: u64) -> Result<u64> {
         // Lock order as in `sync_through`: a group-commit round must not publish a synced
         // end past the cut.
-        let _turn = self.sync_lock.lock();
+        let mut cuts = self.sync_lock.lock();
         let mut w = self.writer.lock();
         self.check_writable()?;
         let start = self.log_start_offset();
@@ -1017,7 +1089,7 @@ impl PartitionLog {
         if new_end < start {
             // The batch holding `offset` straddles the log start: nothing readable stays
             // before the cut, so the log restarts empty at its start offset.
-            return self.restart_empty_at(&mut w, start);
+            return self.restart_empty_at(&mut w, &mut cuts, start);
         }
         let later: Vec<Arc<Segment>> = self
             .segments
@@ -1027,7 +1099,9 @@ impl PartitionLog {
             .collect();
         // Step 1: nothing is destroyed yet, so a failure here leaves the log usable.
         self.lower_recovery_point(new_end)?;
-        // Readers stop at the new end from now on, whatever happens next.
+        // Readers stop at the new end from now on, whatever happens next, and `Synced`
+        // appends waiting for the sync turn learn that their records past it are gone.
+        self.note_cut(&mut cuts, new_end);
         self.visible_end.store(new_end, Ordering::Release);
         self.synced_end.fetch_min(new_end, Ordering::AcqRel);
         target.size.fetch_min(cut, Ordering::AcqRel);
@@ -1085,8 +1159,10 @@ impl PartitionLog {
     ///    log start — `base`, the same result as completing.
     ///
     /// A failure after the first deletion poisons the log.
-    fn restart_empty_at(&self, w: &mut Writer, base: u64) -> Result<u64> {
+    fn restart_empty_at(&self, w: &mut Writer, cuts: &mut Cuts, base: u64) -> Result<u64> {
         self.lower_recovery_point(base)?;
+        // Every record goes, whatever its offset.
+        self.note_cut(cuts, 0);
         self.visible_end.store(base, Ordering::Release);
         self.synced_end.fetch_min(base, Ordering::AcqRel);
         let all: Vec<Arc<Segment>> = std::mem::take(&mut *self.segments.write()).into_values().collect();
@@ -1108,6 +1184,13 @@ impl PartitionLog {
         w.active_since = None;
         self.synced_end.store(base, Ordering::Release);
         Ok(base)
+    }
+
+    /// Starts a new truncation epoch whose cut left the log ending at `end`. Call with the
+    /// writer lock and the sync turn (`cuts`).
+    fn note_cut(&self, cuts: &mut Cuts, end: u64) {
+        let epoch = self.truncations.fetch_add(1, Ordering::AcqRel) + 1;
+        cuts.record(epoch, end);
     }
 
     /// Persists `min(recovery point, end)` as the recovery point, if that lowers it. Call
