@@ -1049,6 +1049,44 @@ fn clean_open_scans_nothing() {
     assert_eq!(log.log_end_offset(), written.records.len() as u64 + 1);
 }
 
+/// Batches stored under a larger `max_batch_bytes` stay readable after the limit is
+/// lowered — on a clean open and through a recovery scan (which must not cut them as
+/// "corrupt") — while new appends above the lowered limit are refused.
+#[test]
+fn lowering_max_batch_bytes_keeps_stored_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = |tag: u8| Record::new().key(vec![tag]).value(vec![tag; 100_000]).timestamp(1_000);
+    let mut want = Vec::new();
+    {
+        let log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+        for b in 0..6u8 {
+            let records = if b % 2 == 0 { vec![big(b)] } else { batch(u64::from(b)) };
+            log.append(&records, Durability::Written).unwrap();
+            want.extend(records);
+        }
+        log.close().unwrap();
+    }
+    let lowered = LogConfig::default().max_batch_bytes(4096);
+    for clean in [true, false] {
+        if !clean {
+            fs::remove_file(dir.path().join(MARKER)).unwrap();
+            fs::remove_file(dir.path().join(RECOVERY_POINT)).unwrap();
+        }
+        let log = PartitionLog::open(dir.path(), lowered.clone()).unwrap();
+        let report = log.recovery_report();
+        assert_eq!(report.clean_shutdown, clean);
+        assert_eq!(report.truncation, None, "recovery cut stored batches");
+        assert_eq!(log.log_end_offset(), want.len() as u64);
+        assert_log_holds(&log, &want);
+        assert!(matches!(
+            log.append(&[big(9)], Durability::Written),
+            Err(Error::RecordTooLarge { max: 4096, .. })
+        ));
+        assert_eq!(log.log_end_offset(), want.len() as u64);
+        log.close().unwrap();
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // 9. Checkpoint files
 // ---------------------------------------------------------------------------------------
