@@ -95,8 +95,9 @@ impl LogConfig {
     }
 
     /// Age at which the active segment is rolled even if not full, measured from its first
-    /// append in this process (a reopen restarts the clock, as in Kafka). Default = `None`
-    /// (roll by size only).
+    /// append in this process: a reopen restarts the clock. (Kafka's `segment.ms` differs: it
+    /// measures from the timestamp of the segment's first batch, so its clock survives a
+    /// restart.) Default = `None` (roll by size only).
     #[must_use]
     pub fn segment_ms(mut self, age: Option<Duration>) -> Self {
         self.segment_ms = age;

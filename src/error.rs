@@ -144,6 +144,15 @@ pub enum Error {
         /// it was removed.
         offset: u64,
     },
+    /// An append would take offsets past `u64::MAX`.
+    OffsetOverflow {
+        /// The partition directory.
+        dir: PathBuf,
+        /// The offset the append would have started at.
+        next_offset: u64,
+        /// How many records it held.
+        records: u64,
+    },
 }
 
 impl Error {
@@ -223,6 +232,15 @@ impl Error {
             Error::Truncated { dir, offset } => Error::Truncated {
                 dir: dir.clone(),
                 offset: *offset,
+            },
+            Error::OffsetOverflow {
+                dir,
+                next_offset,
+                records,
+            } => Error::OffsetOverflow {
+                dir: dir.clone(),
+                next_offset: *next_offset,
+                records: *records,
             },
         }
     }
@@ -308,6 +326,15 @@ impl fmt::Display for Error {
             Error::Truncated { dir, offset } => write!(
                 f,
                 "partition {} was truncated to offset {offset} before the append was synced; its records at or after that offset are gone",
+                dir.display()
+            ),
+            Error::OffsetOverflow {
+                dir,
+                next_offset,
+                records,
+            } => write!(
+                f,
+                "partition {}: {records} records starting at offset {next_offset} would pass the largest offset",
                 dir.display()
             ),
         }

@@ -38,8 +38,12 @@
 //!   is cut back to its previous length) and the log stays usable.
 //!
 //! # Concurrency
-//! Appends serialize on one mutex. Readers never take it: they see batches up to an end
-//! offset published (release/acquire) after the bytes reach the OS, and read with `pread`.
+//! Appends serialize on one mutex. A read inside the visible log does not take it: it sees
+//! batches up to an end offset published (release/acquire) after the bytes reach the OS, and
+//! reads with `pread`. (A read of an offset outside the log start and the visible end takes
+//! it briefly, to report or check the log end, and so may wait for an append, a roll or a
+//! truncation in progress; a reader that loads or rebuilds a sealed segment's index holds
+//! that segment's index lock meanwhile.)
 //! `Synced` appends share fsyncs: each waits on a sync mutex, and the thread that gets it
 //! syncs everything written so far, so followers whose data it covered return at once.
 
@@ -107,10 +111,14 @@ pub struct AppendOptions {
     pub compression: Compression,
 }
 
-/// What open found and did. After a clean shutdown it scanned nothing.
+/// What open found and did. After a clean shutdown it scanned nothing for recovery (see
+/// [`clean_shutdown`](Self::clean_shutdown)).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecoveryReport {
-    /// A valid clean-shutdown marker was found, so nothing was scanned.
+    /// A valid clean-shutdown marker was found, so no recovery scan ran: the counters below
+    /// are 0. If the active segment's index files were missing or invalid, open still read
+    /// that one segment to rebuild them (and treated the shutdown as unclean if that read
+    /// did not end at the marker's end offset).
     pub clean_shutdown: bool,
     /// Segments whose batches were scanned and validated.
     pub segments_scanned: usize,
@@ -482,7 +490,8 @@ impl PartitionLog {
     /// [`LogConfig::timestamp_type`] is `LogAppendTime`, every record is.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for an empty slice; [`Error::RecordTooLarge`] if the
+    /// [`Error::InvalidArgument`] for an empty slice; [`Error::OffsetOverflow`] if the
+    /// records' offsets would pass `u64::MAX` (nothing is written); [`Error::RecordTooLarge`] if the
     /// batch exceeds `max_batch_bytes` (nothing is written); [`Error::Io`] if the write
     /// fails (it is rolled back, the log stays usable) or the fsync fails (the log is then
     /// poisoned); [`Error::Poisoned`] after an earlier failed fsync; for a `Synced` append,
@@ -547,6 +556,16 @@ impl PartitionLog {
             buffer,
         )?;
         let size = w.buffer.len() - batch_start;
+        let count = u64::from(encoded.record_count);
+        if w.next_offset.checked_add(count).is_none() {
+            // The batch's last offset and the next offset after it must fit in u64.
+            w.buffer.truncate(batch_start);
+            return Err(Error::OffsetOverflow {
+                dir: self.dir.clone(),
+                next_offset: w.next_offset,
+                records: count,
+            });
+        }
         if self.needs_roll(w, batch_start, size, encoded.record_count)
             && let Err(e) = self.roll(w, batch_start)
         {
@@ -1210,7 +1229,8 @@ impl PartitionLog {
     }
 
     /// Flushes and syncs everything, writes the indexes and checkpoints, and leaves a
-    /// clean-shutdown marker so that the next open scans nothing.
+    /// clean-shutdown marker so that the next open runs no recovery scan (see
+    /// [`RecoveryReport::clean_shutdown`]).
     ///
     /// # Errors
     /// [`Error::Io`] or [`Error::Poisoned`]: the marker is then not written, and the next
@@ -1509,7 +1529,11 @@ impl Opened {
             if !is_last {
                 let mut sealed = index.clone();
                 sealed.add_time_entry();
-                sealed.write_files(vfs, &segment.index_path(), &segment.time_index_path(), false)?;
+                // Index files are caches: failing to write one costs a rebuild later, not
+                // the open.
+                if let Err(e) = sealed.write_files(vfs, &segment.index_path(), &segment.time_index_path(), false) {
+                    tracing::warn!(segment = %segment.log_path.display(), error = %e, "could not write rebuilt index files");
+                }
             }
             segment.set_index(index);
             if cut_from.is_some() {
