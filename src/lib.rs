@@ -79,6 +79,7 @@
 )]
 
 mod broker;
+mod bytes_le;
 mod codec;
 mod config;
 mod error;

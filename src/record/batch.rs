@@ -95,6 +95,9 @@ use bytes::Bytes;
 
 use super::varint::{self, VarintError};
 use super::{Header, LogRecord, Record};
+// Callers check `HEADER_LEN` before reading header fields, so the readers' 0 for a short
+// slice is never reached there.
+use crate::bytes_le::{le_u16, le_u32, le_u64};
 use crate::error::{Error, Result};
 
 /// Bytes before the CRC-covered part: base offset, length, magic, crc.
@@ -205,24 +208,6 @@ impl DecodeError {
     fn corrupt(reason: impl Into<String>) -> Self {
         DecodeError::Corrupt(reason.into())
     }
-}
-
-// Little-endian field readers over a slice whose length the caller has checked; a short
-// slice yields 0 rather than a panic (never reached: callers check `HEADER_LEN` first).
-fn le_u16(b: &[u8], at: usize) -> u16 {
-    b.get(at..at + 2)
-        .and_then(|s| s.try_into().ok())
-        .map_or(0, u16::from_le_bytes)
-}
-fn le_u32(b: &[u8], at: usize) -> u32 {
-    b.get(at..at + 4)
-        .and_then(|s| s.try_into().ok())
-        .map_or(0, u32::from_le_bytes)
-}
-fn le_u64(b: &[u8], at: usize) -> u64 {
-    b.get(at..at + 8)
-        .and_then(|s| s.try_into().ok())
-        .map_or(0, u64::from_le_bytes)
 }
 
 /// The framing fields of a batch, read from its first [`HEADER_LEN`] bytes without the
