@@ -95,8 +95,9 @@ impl LogConfig {
     }
 
     /// Age at which the active segment is rolled even if not full, measured from its first
-    /// append in this process (a reopen restarts the clock, as in Kafka). Default = `None`
-    /// (roll by size only).
+    /// append in this process: a reopen restarts the clock. (Kafka's `segment.ms` differs: it
+    /// measures from the timestamp of the segment's first batch, so its clock survives a
+    /// restart.) Default = `None` (roll by size only).
     #[must_use]
     pub fn segment_ms(mut self, age: Option<Duration>) -> Self {
         self.segment_ms = age;
@@ -119,9 +120,17 @@ impl LogConfig {
         self
     }
 
-    /// Largest encoded batch accepted by an append, and the most a decoder will allocate for
-    /// one batch. Default = 1 MiB (Kafka's `message.max.bytes`), or `segment_bytes` if that
-    /// is smaller. An explicit value above `segment_bytes` is refused by [`validate`](Self::validate).
+    /// Largest encoded batch accepted by an append (as stored and, when compressed,
+    /// uncompressed), and the most a reader decompresses one batch's records into (a bound
+    /// on decompression bombs). Default = 1 MiB (Kafka's `message.max.bytes`), or
+    /// `segment_bytes` if that is smaller. An explicit value above `segment_bytes` is refused
+    /// by [`validate`](Self::validate).
+    ///
+    /// Stored batches are framed by the format's limit
+    /// ([`MAX_BATCH_BYTES`](crate::record::batch::MAX_BATCH_BYTES)), not by this value, so
+    /// lowering it keeps larger batches already stored readable — except compressed ones
+    /// whose records decompress to more than the new value, which readers (and recovery)
+    /// then refuse as corrupt.
     #[must_use]
     pub fn max_batch_bytes(mut self, bytes: u32) -> Self {
         self.max_batch_bytes = Some(bytes);
@@ -221,7 +230,8 @@ impl LogConfig {
 /// The limits a segment needs to read and index itself, derived from a [`LogConfig`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Limits {
-    /// Largest batch a decoder accepts (and so the most it allocates for one).
+    /// The most a decoder decompresses one batch's records into. (Framing uses the
+    /// format's `MAX_BATCH_BYTES`, whatever this says.)
     pub max_batch: usize,
     /// Bytes between index entries.
     pub index_interval: u32,

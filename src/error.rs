@@ -77,8 +77,9 @@ pub enum Error {
         /// What was wrong.
         reason: String,
     },
-    /// An earlier fsync failed, so what is on disk is unknown. The partition refuses writes
-    /// until it is reopened and has recovered from what is really on disk.
+    /// An earlier fsync failed, or a truncation failed after it began deleting or cutting
+    /// files, so what is on disk is unknown. The partition refuses writes until it is
+    /// reopened and has recovered from what is really on disk.
     Poisoned {
         /// The partition directory.
         path: PathBuf,
@@ -166,6 +167,25 @@ pub enum Error {
     UnknownGroup {
         /// The group.
         group: String,
+    },
+    /// A [`PartitionLog::truncate_to`](crate::PartitionLog::truncate_to) removed records of
+    /// an append before it was acknowledged durable: the offsets it got may now hold other
+    /// records, so the append is reported as failed, not synced.
+    Truncated {
+        /// The partition directory.
+        dir: PathBuf,
+        /// The lowest log end a truncation left since the append: every offset at or after
+        /// it was removed.
+        offset: u64,
+    },
+    /// An append would take offsets past `u64::MAX`.
+    OffsetOverflow {
+        /// The partition directory.
+        dir: PathBuf,
+        /// The offset the append would have started at.
+        next_offset: u64,
+        /// How many records it held.
+        records: u64,
     },
 }
 
@@ -259,6 +279,19 @@ impl Error {
                 members: *members,
             },
             Error::UnknownGroup { group } => Error::UnknownGroup { group: group.clone() },
+            Error::Truncated { dir, offset } => Error::Truncated {
+                dir: dir.clone(),
+                offset: *offset,
+            },
+            Error::OffsetOverflow {
+                dir,
+                next_offset,
+                records,
+            } => Error::OffsetOverflow {
+                dir: dir.clone(),
+                next_offset: *next_offset,
+                records: *records,
+            },
         }
     }
 
@@ -353,6 +386,20 @@ impl fmt::Display for Error {
                 write!(f, "group {group:?} has {members} active member(s); stop them first")
             }
             Error::UnknownGroup { group } => write!(f, "group {group:?} does not exist"),
+            Error::Truncated { dir, offset } => write!(
+                f,
+                "partition {} was truncated to offset {offset} before the append was synced; its records at or after that offset are gone",
+                dir.display()
+            ),
+            Error::OffsetOverflow {
+                dir,
+                next_offset,
+                records,
+            } => write!(
+                f,
+                "partition {}: {records} records starting at offset {next_offset} would pass the largest offset",
+                dir.display()
+            ),
         }
     }
 }

@@ -42,7 +42,8 @@
 //! survives power loss; ≈ `acks=all`). Concurrent `Synced` appends share fsyncs.
 //!
 //! ## Crash recovery
-//! A log closed cleanly reopens without scanning anything. After a crash, open validates
+//! A log closed cleanly reopens without a recovery scan (only if the active segment's index
+//! files were lost is that one segment read to rebuild them). After a crash, open validates
 //! every batch written since the last recovery point (length, CRC-32, records, offsets),
 //! truncates at the first invalid byte, rebuilds the indexes, and says what it did in a
 //! [`RecoveryReport`]. A failed fsync poisons the log until it is reopened
@@ -54,7 +55,7 @@
 //!
 //! ## Close
 //! Dropping the last clone of a [`Broker`] closes every partition cleanly (the next open
-//! scans nothing). Dropping the last clone of a [`Producer`] writes its pending records
+//! runs no recovery scan). Dropping the last clone of a [`Producer`] writes its pending records
 //! first. A producer keeps its broker open.
 //!
 //! ## Formats
@@ -78,6 +79,7 @@
 )]
 
 mod broker;
+mod bytes_le;
 mod codec;
 mod config;
 mod consumer;

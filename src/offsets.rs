@@ -328,7 +328,7 @@ impl OffsetStore {
     pub fn wait_durable(&self, end: u64) -> Result<()> {
         if self.durability == Durability::Synced && end > 0 {
             // Outside the write lock, so committing threads share fsyncs.
-            self.log.sync_through(end)?;
+            self.log.sync_through(end, None)?;
         }
         Ok(())
     }

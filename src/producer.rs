@@ -432,17 +432,24 @@ impl Producer {
     /// # Errors
     /// [`Error::UnknownTopic`] (unless the broker auto-creates topics);
     /// [`Error::InvalidPartition`]; [`Error::RecordTooLarge`] (nothing written);
-    /// [`Error::Io`] or [`Error::Poisoned`] from the partition; [`Error::Closed`].
+    /// [`Error::Io`] or [`Error::Poisoned`] from the partition; [`Error::Truncated`] if a
+    /// `Synced` send's record was removed by a truncation before its fsync; [`Error::Closed`].
     pub fn send(&self, record: ProducerRecord) -> Result<RecordMetadata> {
         let shared = &self.handle.shared;
         let result = (|| {
             let queue = shared.queue_for(&record)?;
             let durability = shared.config.durability;
+            let mut epoch = u64::MAX;
             let info = {
                 let mut pending = queue.pending.lock();
                 shared.check_open()?;
                 let done = shared.write_pending(&queue, &mut pending);
-                let info = shared.append(&queue, std::slice::from_ref(&record.record), durability.min_written());
+                let info = shared.append(
+                    &queue,
+                    std::slice::from_ref(&record.record),
+                    durability.min_written(),
+                    &mut epoch,
+                );
                 drop(pending);
                 // The pending records' outcomes went to their own deliveries, not this send.
                 let _ = done.run();
@@ -450,7 +457,7 @@ impl Producer {
             };
             shared.note_sent(&queue, info.size_bytes);
             if durability == Durability::Synced {
-                shared.sync(&queue.log, info.last_offset + 1)?;
+                shared.sync(&queue.log, info.last_offset + 1, epoch)?;
             }
             Ok(RecordMetadata {
                 topic: queue.topic.clone(),
@@ -507,18 +514,19 @@ impl Producer {
         let durability = shared.config.durability;
         let mut to_sync = Vec::new();
         for group in groups {
+            let mut epoch = u64::MAX;
             let infos = {
                 let mut pending = group.queue.pending.lock();
                 shared.check_open()?;
                 let done = shared.write_pending(&group.queue, &mut pending);
-                let infos = shared.append_split(&group.queue, &group.records, durability.min_written());
+                let infos = shared.append_split(&group.queue, &group.records, durability.min_written(), &mut epoch);
                 drop(pending);
                 // The pending records' outcomes went to their own deliveries.
                 let _ = done.run();
                 infos?
             };
             if let Some(last) = infos.last().map(|(_, info)| info.last_offset) {
-                to_sync.push((Arc::clone(&group.queue.log), last + 1));
+                to_sync.push((Arc::clone(&group.queue.log), last + 1, epoch));
             }
             shared.note_sent(&group.queue, infos.iter().map(|(_, info)| info.size_bytes).sum());
             let metas = metadata_for(&group.queue, &group.records, &infos);
@@ -529,8 +537,8 @@ impl Producer {
             }
         }
         if durability == Durability::Synced {
-            for (log, end) in to_sync {
-                shared.sync(&log, end)?;
+            for (log, end, epoch) in to_sync {
+                shared.sync(&log, end, epoch)?;
             }
         }
         Ok(out.into_iter().flatten().collect())
@@ -751,7 +759,15 @@ impl Shared {
             .collect()
     }
 
-    fn append(&self, queue: &PartitionQueue, records: &[Record], durability: Durability) -> Result<crate::AppendInfo> {
+    /// Appends one batch; lowers `epoch` to the truncation epoch it was appended in, for the
+    /// `Synced` fsync after it (see [`sync`](Self::sync)).
+    fn append(
+        &self,
+        queue: &PartitionQueue,
+        records: &[Record],
+        durability: Durability,
+        epoch: &mut u64,
+    ) -> Result<crate::AppendInfo> {
         let deleted = || Error::UnknownTopic {
             topic: queue.topic.clone(),
         };
@@ -762,11 +778,12 @@ impl Shared {
             durability,
             compression: self.config.compression,
         };
-        let info = queue
+        let (info, appended_in) = queue
             .log
-            .append_with(records, options)
+            .append_in_epoch(records, options)
             // A delete racing this append closes the log under it.
             .map_err(|e| if queue.log.is_deleted() { deleted() } else { e })?;
+        *epoch = (*epoch).min(appended_in);
         self.counters.records.fetch_add(records.len() as u64, Ordering::Relaxed);
         self.counters.bytes.fetch_add(info.size_bytes as u64, Ordering::Relaxed);
         self.counters.batches.fetch_add(1, Ordering::Relaxed);
@@ -775,22 +792,24 @@ impl Shared {
 
     /// Appends `records` in as few batches as the size limit allows: a batch refused as too
     /// large is split in half and retried, so only a record too large alone fails.
-    /// Returns `(index of the batch's first record, info)` per batch written.
+    /// Returns `(index of the batch's first record, info)` per batch written; lowers `epoch`
+    /// as [`append`](Self::append) does.
     fn append_split(
         &self,
         queue: &PartitionQueue,
         records: &[Record],
         durability: Durability,
+        epoch: &mut u64,
     ) -> Result<Vec<(usize, crate::AppendInfo)>> {
         let mut out = Vec::new();
         let mut start = 0;
         for chunk in size_chunks(records, queue.max_batch) {
-            match self.append(queue, chunk, durability) {
+            match self.append(queue, chunk, durability, epoch) {
                 Ok(info) => out.push((start, info)),
                 Err(Error::RecordTooLarge { .. }) if chunk.len() > 1 => {
                     let (a, b) = chunk.split_at(chunk.len() / 2);
                     for (offset, part) in [(0, a), (a.len(), b)] {
-                        for (i, info) in self.append_split(queue, part, durability)? {
+                        for (i, info) in self.append_split(queue, part, durability, epoch)? {
                             out.push((start + offset + i, info));
                         }
                     }
@@ -802,10 +821,12 @@ impl Shared {
         Ok(out)
     }
 
-    /// fsyncs `log` through `end`, counting the round if this call ran it.
-    fn sync(&self, log: &PartitionLog, end: u64) -> Result<()> {
+    /// fsyncs `log` through `end`, counting the round if this call ran it. `epoch` is the
+    /// lowest truncation epoch the records were appended in: if a truncation since then cut
+    /// them, this fails with [`Error::Truncated`].
+    fn sync(&self, log: &PartitionLog, end: u64, epoch: u64) -> Result<()> {
         let started = Instant::now();
-        if log.sync_through(end)? {
+        if log.sync_through(end, Some(epoch))? {
             self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
             let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
             self.counters.fsync_nanos.fetch_add(nanos, Ordering::Relaxed);
@@ -870,11 +891,12 @@ impl Shared {
         pending.bytes = 0;
         pending.since = None;
         let durability = self.config.durability;
-        let mut result = self.append_split(queue, &records, durability.min_written());
+        let mut epoch = u64::MAX;
+        let mut result = self.append_split(queue, &records, durability.min_written(), &mut epoch);
         if let Ok(infos) = &result
             && durability == Durability::Synced
             && let Some((_, last)) = infos.last()
-            && let Err(e) = self.sync(&queue.log, last.last_offset + 1)
+            && let Err(e) = self.sync(&queue.log, last.last_offset + 1, epoch)
         {
             result = Err(e);
         }

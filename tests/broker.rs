@@ -711,7 +711,12 @@ fn open_removes_partition_directories_the_table_does_not_list() {
     assert_eq!(key_values(&records_of(&broker, "orders", 1)), expected_kv(3, "o"));
     let mut names = entries(dir.path());
     names.retain(|n| n != "LOCK");
-    assert_eq!(names, ["backup-x", "meta", "notes", "offsets", "orders-0", "orders-1", "stray-0"]);
+    assert_eq!(
+        names,
+        [
+            "backup-x", "meta", "notes", "offsets", "orders-0", "orders-1", "stray-0"
+        ]
+    );
 }
 
 // ---------------------------------------------------------------------------------------

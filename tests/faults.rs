@@ -9,7 +9,7 @@ use std::fs;
 use std::path::Path;
 use std::sync::Arc;
 
-use brooklet::io::{EIO, ENOSPC, Fault, FaultFs, FaultOp, PowerLoss};
+use brooklet::io::{EIO, ENOSPC, Fault, FaultFs, FaultOp, OpenMode, PowerLoss, Vfs, VfsFile};
 use brooklet::{AppendInfo, Durability, Error, LogConfig, LogRecord, PartitionLog, Record};
 
 // ---------------------------------------------------------------------------------------
@@ -978,4 +978,394 @@ fn enospc_renaming_a_checkpoint_at_close() {
             assert!(no_tmp_files(dir.path()), "{ctx}");
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// 8. Truncation interrupted at every step
+// ---------------------------------------------------------------------------------------
+
+/// How a test stops the "machine" after an interrupted call.
+#[derive(Debug, Clone, Copy)]
+enum Crash {
+    /// The process dies: the files stay exactly as the call left them.
+    Process,
+    /// The power fails: only what was synced is certain.
+    Power(PowerLoss),
+}
+
+/// Names and lengths of the segment files in `dir`.
+fn log_files(dir: &Path) -> Vec<(String, u64)> {
+    let mut files: Vec<(String, u64)> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                e.metadata().unwrap().len(),
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// One truncation scenario: builds a log, then names the offset to truncate to, the end the
+/// call must leave, and the model to check the reopened log against (its records from the
+/// expected log start, with every record that must survive acknowledged durable).
+struct TruncationCase {
+    name: &'static str,
+    setup: fn(&PartitionLog, &mut Model) -> u64,
+}
+
+/// Appends 40 synced batches over several 4 KiB segments and picks a cut at a batch
+/// boundary in the second segment.
+fn setup_cut(log: &PartitionLog, model: &mut Model) -> u64 {
+    for b in 0..40 {
+        model.append(log, batch(b), Durability::Synced).unwrap();
+    }
+    assert!(log.segment_count() >= 4);
+    *model.batch_ends.iter().find(|e| **e > model.end() / 4).unwrap()
+}
+
+/// As `setup_cut`, then moves the log start inside a batch of the second segment and
+/// truncates at it: the batch holding the offset starts below the log start, so the log
+/// restarts empty at the log start.
+fn setup_restart(log: &PartitionLog, model: &mut Model) -> u64 {
+    setup_cut(log, model);
+    let end = *model.batch_ends.iter().find(|e| **e > model.end() / 4).unwrap();
+    // A batch of at least two records that ends at or after `end`.
+    let i = model
+        .batch_ends
+        .iter()
+        .position(|e| *e >= end && model.batch_ends.windows(2).any(|w| w[1] == *e && w[1] - w[0] >= 2))
+        .unwrap();
+    let start = model.batch_ends[i] - 1;
+    assert_eq!(log.delete_records_before(start).unwrap(), start);
+    start
+}
+
+/// `truncate_to` fails at each of its writes, syncs, renames and truncations in turn (and
+/// does not fail at all), then the process dies or the power fails. In process: the call
+/// either succeeds, or fails leaving the log usable and unchanged, or — once it deleted or
+/// cut a file — fails and poisons the log. After reopening: the log is the old one cut at a
+/// batch boundary at or after the requested end (exactly there if the call succeeded), with
+/// no hole, every record readable, and every synced record below the end still there. Both
+/// the ordinary cut and the restart-empty-at-the-log-start case are covered.
+#[test]
+fn truncate_to_interrupted_at_every_step_leaves_a_prefix() {
+    let config = LogConfig::default().segment_bytes(4096);
+    let ops = [FaultOp::Write, FaultOp::Sync, FaultOp::Rename, FaultOp::SetLen];
+    let cases = [
+        TruncationCase {
+            name: "cut",
+            setup: setup_cut,
+        },
+        TruncationCase {
+            name: "restart at the log start",
+            setup: setup_restart,
+        },
+    ];
+    for case in &cases {
+        // How many operations of each class a truncation runs.
+        let counts: Vec<(FaultOp, u64)> = {
+            let dir = tempfile::tempdir().unwrap();
+            let (disk, log) = open_faulty(dir.path(), &config);
+            let log = log.unwrap();
+            let offset = (case.setup)(&log, &mut Model::default());
+            let before = ops.map(|op| disk.count(op));
+            log.truncate_to(offset).unwrap();
+            ops.iter()
+                .zip(before)
+                .map(|(op, b)| (*op, disk.count(*op) - b))
+                .collect()
+        };
+        let mut faults = vec![None];
+        for (op, count) in counts {
+            for nth in 1..=count {
+                faults.push(Some(Fault {
+                    op,
+                    nth,
+                    errno: EIO,
+                    forever: false,
+                }));
+            }
+        }
+        for fault in &faults {
+            for crash in [
+                Crash::Process,
+                Crash::Power(PowerLoss::DropUnsynced),
+                Crash::Power(PowerLoss::Torn { seed: 7 }),
+            ] {
+                let ctx = format!("{}: {fault:?}, then {crash:?}", case.name);
+                let dir = tempfile::tempdir().unwrap();
+                let (disk, log) = open_faulty(dir.path(), &config);
+                let log = log.unwrap();
+                let mut model = Model::default();
+                let offset = (case.setup)(&log, &mut model);
+                let start = log.log_start_offset();
+                let old_end = log.log_end_offset();
+                let files = log_files(dir.path());
+                if let Some(f) = fault {
+                    disk.inject(*f);
+                }
+                let expected_end = offset.max(start);
+                // Compare from the log start: the model's history starts at 0.
+                let from_start = Model {
+                    history: model.history[start as usize..].to_vec(),
+                    batch_ends: model.batch_ends.clone(),
+                    durable_end: expected_end,
+                    acks: model
+                        .acks
+                        .iter()
+                        .copied()
+                        .filter(|(i, _)| i.base_offset >= start && i.last_offset < expected_end)
+                        .collect(),
+                    start,
+                };
+                let result = log.truncate_to(offset);
+                match &result {
+                    Ok(end) => assert_eq!(*end, expected_end, "{ctx}"),
+                    Err(e) if log_files(dir.path()) != files => {
+                        assert!(!matches!(e, Error::Poisoned { .. }), "{ctx}: {e:?}");
+                        let after = log.flush();
+                        assert!(
+                            matches!(after, Err(Error::Poisoned { .. })),
+                            "{ctx}: truncate_to failed ({e:?}) after changing the files, yet the log was not poisoned: flush gave {after:?}"
+                        );
+                    }
+                    Err(e) => {
+                        assert!(matches!(e, Error::Io { .. }), "{ctx}: {e:?}");
+                        assert_eq!(
+                            log.log_end_offset(),
+                            old_end,
+                            "{ctx}: a failed truncation moved the end"
+                        );
+                        assert_eq!(log.visible_end_offset(), old_end, "{ctx}");
+                        from_start.check_in_process(&log, &ctx);
+                    }
+                }
+                if let Crash::Power(mode) = crash {
+                    disk.power_loss(mode);
+                }
+                drop(log);
+
+                let reopened =
+                    PartitionLog::open(dir.path(), config.clone()).unwrap_or_else(|e| panic!("{ctx}: {e:?}"));
+                assert_eq!(reopened.log_start_offset(), start, "{ctx}: log start");
+                let end = reopened.log_end_offset();
+                if result.is_ok() {
+                    assert_eq!(end, expected_end, "{ctx}: a completed truncation came undone");
+                }
+                from_start.check_recovered(&reopened, &ctx);
+                drop(reopened);
+                reopen_and_check(dir.path(), &config, &from_start, &ctx);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 9. A stale recovery point
+// ---------------------------------------------------------------------------------------
+
+/// The segment files are gone but the recovery point still says 100-odd (as a crash in the
+/// middle of a restart-empty could leave it). Open starts an empty log and must lower the
+/// recovery point to its end: otherwise, after new unsynced appends roll a few segments
+/// and the power fails, the next open trusts every segment below the stale point without
+/// scanning them — here empty files — and serves a log with a hole at its start.
+#[test]
+fn open_without_segments_lowers_a_stale_recovery_point() {
+    let config = LogConfig::default().segment_bytes(4096);
+    let dir = tempfile::tempdir().unwrap();
+    let log = PartitionLog::open(dir.path(), config.clone()).unwrap();
+    for b in 0..40 {
+        log.append(&batch(b), Durability::Written).unwrap();
+    }
+    let stale = log.log_end_offset();
+    log.close().unwrap();
+    for entry in fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.ends_with(".log") || name.ends_with(".index") || name.ends_with(".timeindex") {
+            fs::remove_file(path).unwrap();
+        }
+    }
+
+    let (disk, log) = open_faulty(dir.path(), &config);
+    let log = log.unwrap();
+    assert_eq!(log.log_end_offset(), 0);
+    let mut model = Model::default();
+    while log.segment_count() < 4 || log.log_end_offset() < stale + 5 {
+        let b = model.batch_ends.len() as u64;
+        model.append(&log, batch(b), Durability::Written).unwrap();
+    }
+    // Moving the log start syncs the directory, so the new segments' names are durable while
+    // their contents are not.
+    let start = model.batch_ends[0];
+    assert_eq!(log.delete_records_before(start).unwrap(), start);
+    disk.power_loss(PowerLoss::DropUnsynced);
+    drop(log);
+
+    let from_start = Model {
+        history: model.history[start as usize..].to_vec(),
+        batch_ends: model.batch_ends.clone(),
+        durable_end: start,
+        acks: Vec::new(),
+        start,
+    };
+    reopen_and_check(dir.path(), &config, &from_start, "stale recovery point");
+}
+
+// ---------------------------------------------------------------------------------------
+// 10. A `Synced` append racing `truncate_to`
+// ---------------------------------------------------------------------------------------
+
+/// One pause point for [`GateFs`]: the next `.log` fsync blocks until released.
+#[derive(Default)]
+struct Gate {
+    state: std::sync::Mutex<(bool, bool, bool)>, // (armed, entered, released)
+    changed: std::sync::Condvar,
+}
+
+impl Gate {
+    fn wait_until(&self, what: impl Fn(&(bool, bool, bool)) -> bool) {
+        let mut s = self.state.lock().unwrap();
+        while !what(&s) {
+            s = self.changed.wait(s).unwrap();
+        }
+    }
+    fn set(&self, f: impl FnOnce(&mut (bool, bool, bool))) {
+        f(&mut self.state.lock().unwrap());
+        self.changed.notify_all();
+    }
+}
+
+/// `FaultFs` whose next segment fsync, once armed, waits for the test to release it: a
+/// slow disk under the test's control.
+#[derive(Debug, Clone)]
+struct GateFs {
+    inner: FaultFs,
+    gate: Arc<Gate>,
+}
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Gate")
+    }
+}
+
+#[derive(Debug)]
+struct GateFile {
+    inner: Box<dyn VfsFile>,
+    is_log: bool,
+    gate: Arc<Gate>,
+}
+
+impl VfsFile for GateFile {
+    fn read_at(&self, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {
+        self.inner.read_at(buf, pos)
+    }
+    fn write_all_at(&self, buf: &[u8], pos: u64) -> std::io::Result<()> {
+        self.inner.write_all_at(buf, pos)
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn file_size(&self) -> std::io::Result<u64> {
+        self.inner.file_size()
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        let armed = self.is_log && {
+            let mut s = self.gate.state.lock().unwrap();
+            std::mem::replace(&mut s.0, false)
+        };
+        if armed {
+            self.gate.set(|s| s.1 = true);
+            self.gate.wait_until(|s| s.2);
+        }
+        self.inner.sync_data()
+    }
+}
+
+impl Vfs for GateFs {
+    fn open(&self, path: &Path, mode: OpenMode) -> std::io::Result<Box<dyn VfsFile>> {
+        Ok(Box::new(GateFile {
+            inner: self.inner.open(path, mode)?,
+            is_log: path.extension().is_some_and(|e| e == "log"),
+            gate: Arc::clone(&self.gate),
+        }))
+    }
+    fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
+        self.inner.create_dir_all(path)
+    }
+    fn read_dir(&self, path: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+        self.inner.read_dir(path)
+    }
+    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
+        self.inner.remove_file(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn sync_dir(&self, path: &Path) -> std::io::Result<()> {
+        self.inner.sync_dir(path)
+    }
+}
+
+/// A `Synced` append whose records a `truncate_to` removes while the append waits for its
+/// fsync must fail with `Error::Truncated`, not be acknowledged: its offsets now belong to
+/// whatever is appended next.
+///
+/// Choreography: writer C's fsync is held at the gate (C holds the group-commit turn);
+/// `truncate_to(end)` queues for the turn; writer A appends at `end` and queues behind it;
+/// the gate opens: C completes, the truncation removes A's record, and A's turn comes.
+#[test]
+fn synced_append_cut_by_a_racing_truncation_is_not_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = Arc::new(Gate::default());
+    let fs = GateFs {
+        inner: FaultFs::new(),
+        gate: Arc::clone(&gate),
+    };
+    let log = Arc::new(PartitionLog::open_with_vfs(dir.path(), LogConfig::default(), Arc::new(fs)).unwrap());
+    for b in 0..5 {
+        log.append(&batch(b), Durability::Written).unwrap();
+    }
+    gate.set(|s| s.0 = true);
+    let c = {
+        let log = Arc::clone(&log);
+        std::thread::spawn(move || log.append(&[Record::new().value("C")], Durability::Synced))
+    };
+    gate.wait_until(|s| s.1);
+    let cut = log.log_end_offset();
+    let truncation = {
+        let log = Arc::clone(&log);
+        std::thread::spawn(move || log.truncate_to(cut))
+    };
+    // Let the truncation queue for the sync turn first.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let a = {
+        let log = Arc::clone(&log);
+        std::thread::spawn(move || log.append(&[Record::new().value("A")], Durability::Synced))
+    };
+    while log.log_end_offset() == cut {
+        std::thread::yield_now();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    gate.set(|s| s.2 = true);
+
+    let c = c.join().unwrap().unwrap();
+    assert_eq!(c.base_offset, cut - 1);
+    assert_eq!(truncation.join().unwrap().unwrap(), cut);
+    match a.join().unwrap() {
+        Err(Error::Truncated { offset, .. }) => assert_eq!(offset, cut),
+        other => panic!("an append whose record was truncated before its fsync returned {other:?}"),
+    }
+    // The offset goes to the next append, which is acknowledged.
+    let next = log.append(&[Record::new().value("next")], Durability::Synced).unwrap();
+    assert_eq!(next.base_offset, cut);
+    let batches = log.read(cut, 1 << 20).unwrap();
+    let record = batches[0].records().next().unwrap().unwrap();
+    assert_eq!(record.value.as_deref(), Some(&b"next"[..]));
 }

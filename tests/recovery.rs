@@ -9,7 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use brooklet::io::{FaultFs, PowerLoss};
+use brooklet::io::{EIO, Fault, FaultFs, FaultOp, PowerLoss};
 use brooklet::{Durability, Error, LogConfig, LogRecord, PartitionLog, Record, RecoveryReport, Truncation};
 use proptest::prelude::*;
 
@@ -1049,9 +1049,115 @@ fn clean_open_scans_nothing() {
     assert_eq!(log.log_end_offset(), written.records.len() as u64 + 1);
 }
 
+/// Batches stored under a larger `max_batch_bytes` stay readable after the limit is
+/// lowered — on a clean open and through a recovery scan (which must not cut them as
+/// "corrupt") — while new appends above the lowered limit are refused.
+#[test]
+fn lowering_max_batch_bytes_keeps_stored_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = |tag: u8| Record::new().key(vec![tag]).value(vec![tag; 100_000]).timestamp(1_000);
+    let mut want = Vec::new();
+    {
+        let log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+        for b in 0..6u8 {
+            let records = if b % 2 == 0 { vec![big(b)] } else { batch(u64::from(b)) };
+            log.append(&records, Durability::Written).unwrap();
+            want.extend(records);
+        }
+        log.close().unwrap();
+    }
+    let lowered = LogConfig::default().max_batch_bytes(4096);
+    for clean in [true, false] {
+        if !clean {
+            fs::remove_file(dir.path().join(MARKER)).unwrap();
+            fs::remove_file(dir.path().join(RECOVERY_POINT)).unwrap();
+        }
+        let log = PartitionLog::open(dir.path(), lowered.clone()).unwrap();
+        let report = log.recovery_report();
+        assert_eq!(report.clean_shutdown, clean);
+        assert_eq!(report.truncation, None, "recovery cut stored batches");
+        assert_eq!(log.log_end_offset(), want.len() as u64);
+        assert_log_holds(&log, &want);
+        assert!(matches!(
+            log.append(&[big(9)], Durability::Written),
+            Err(Error::RecordTooLarge { max: 4096, .. })
+        ));
+        assert_eq!(log.log_end_offset(), want.len() as u64);
+        log.close().unwrap();
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // 9. Checkpoint files
 // ---------------------------------------------------------------------------------------
+
+/// Writing a rebuilt index file fails during recovery: index files are caches, so open
+/// warns and goes on (the index lives in memory, and is rebuilt again if needed) instead of
+/// failing the open.
+#[test]
+fn failing_to_write_a_rebuilt_index_does_not_fail_open() {
+    let config = LogConfig::default().segment_bytes(4096);
+    let (template, written, bases) = many_segment_template(&config);
+    assert!(bases.len() >= 3);
+    let dir = fresh_copy(template.path());
+    fs::remove_file(dir.path().join(MARKER)).unwrap();
+    fs::remove_file(dir.path().join(RECOVERY_POINT)).unwrap();
+    let disk = FaultFs::new();
+    // The first write of the open is the first scanned sealed segment's `.index`.
+    disk.inject(Fault {
+        op: FaultOp::Write,
+        nth: 1,
+        errno: EIO,
+        forever: false,
+    });
+    let log = PartitionLog::open_with_vfs(dir.path(), config.clone(), Arc::new(disk))
+        .unwrap_or_else(|e| panic!("open failed on a cache write: {e:?}"));
+    assert_eq!(log.recovery_report().segments_scanned, bases.len());
+    assert_eq!(log.recovery_report().truncation, None);
+    assert_log_holds(&log, &written.records);
+    assert_every_offset_reads(&log, &written.records);
+    log.close().unwrap();
+    let log = PartitionLog::open(dir.path(), config).unwrap();
+    assert_log_holds(&log, &written.records);
+}
+
+/// An append whose offsets would pass `u64::MAX` is refused with a typed error (no wrap,
+/// no panic, nothing written); the offsets up to the largest one still work, and survive a
+/// reopen.
+#[test]
+fn appends_near_the_largest_offset_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = u64::MAX - 3;
+    fs::write(dir.path().join(LOG_START), checkpoint_bytes(1, &[start])).unwrap();
+    let log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (start, start));
+    let two = [Record::new().value("a"), Record::new().value("b")];
+    assert!(matches!(
+        log.append(&[two[0].clone(), two[1].clone(), Record::new(), Record::new()], Durability::Written),
+        Err(Error::OffsetOverflow { next_offset, records: 4, .. }) if next_offset == start
+    ));
+    assert_eq!(log.log_end_offset(), start);
+    assert_eq!(log.append(&two, Durability::Written).unwrap().last_offset, u64::MAX - 2);
+    let last = log.append(&[Record::new().value("c")], Durability::Synced).unwrap();
+    assert_eq!(last.base_offset, u64::MAX - 1);
+    assert_eq!(log.log_end_offset(), u64::MAX);
+    let size = log.size_bytes();
+    assert!(matches!(
+        log.append(&[Record::new().value("d")], Durability::Written),
+        Err(Error::OffsetOverflow {
+            next_offset: u64::MAX,
+            records: 1,
+            ..
+        })
+    ));
+    assert_eq!(log.size_bytes(), size);
+    assert_eq!(log.log_end_offset(), u64::MAX);
+    log.close().unwrap();
+    let log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+    assert_eq!(log.log_end_offset(), u64::MAX);
+    let values: Vec<_> = read_all(&log).into_iter().map(|r| r.value).collect();
+    assert_eq!(values, [Some("a".into()), Some("b".into()), Some("c".into())]);
+}
 
 /// A checkpoint file as `checkpoint.rs` documents it: magic, version, count, values, CRC.
 fn checkpoint_bytes(version: u16, values: &[u64]) -> Vec<u8> {

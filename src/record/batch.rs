@@ -65,10 +65,14 @@
 //! it, so a reader checks it against the limit before allocating; gzip is decompressed in
 //! bounded steps.
 //!
-//! Size limits: a batch must fit the maximum batch size (`max_batch_bytes`) as stored;
-//! a compressed one must also fit it uncompressed (header plus records), because a reader
-//! refuses, as corrupt, records that decompress to more than the maximum batch size —
-//! a decompression bomb costs a reader at most that much memory.
+//! Size limits: the format allows batches of up to [`MAX_BATCH_BYTES`]; readers and
+//! recovery frame stored bytes by that limit, never by the configured one, so lowering
+//! `max_batch_bytes` never turns stored batches into "corrupt" ones. An append must fit the
+//! configured maximum (`max_batch_bytes`) as stored; a compressed one must also fit it
+//! uncompressed (header plus records), because a reader refuses, as corrupt, records that
+//! decompress to more than the configured maximum — a decompression bomb costs a reader at
+//! most that much memory. (So a compressed batch whose records are larger than a *lowered*
+//! maximum is refused; uncompressed batches are not.)
 //!
 //! # Timestamp types
 //! Bit 3 of the attributes is Kafka's `message.timestamp.type`. With `CreateTime` (0) each
@@ -79,9 +83,9 @@
 //!
 //! # Decoding untrusted bytes
 //! Every length is checked against the bytes actually present before it is used, the
-//! declared batch length is checked against the configured maximum before anything is
-//! allocated, a compressed records section may not decompress to more than that maximum
-//! either, and a malformed batch is reported as [`Error::Corrupt`] (or as torn, when the
+//! declared batch length is checked against [`MAX_BATCH_BYTES`] (and, by the callers,
+//! against the bytes the file holds) before anything is allocated, a compressed records
+//! section may not decompress to more than the configured maximum batch size, and a malformed batch is reported as [`Error::Corrupt`] (or as torn, when the
 //! bytes simply end early) — never a panic.
 
 use std::fmt;
@@ -91,6 +95,9 @@ use bytes::Bytes;
 
 use super::varint::{self, VarintError};
 use super::{Header, LogRecord, Record};
+// Callers check `HEADER_LEN` before reading header fields, so the readers' 0 for a short
+// slice is never reached there.
+use crate::bytes_le::{le_u16, le_u32, le_u64};
 use crate::error::{Error, Result};
 
 /// Bytes before the CRC-covered part: base offset, length, magic, crc.
@@ -101,6 +108,11 @@ pub const HEADER_LEN: usize = 57;
 pub(crate) const LOG_OVERHEAD: usize = 12;
 /// The format version this build writes and reads.
 pub const MAGIC: u8 = 1;
+/// The largest batch the format allows, in bytes: a batch lies within one segment, whose
+/// byte positions the offset index stores as `u32`, so no configuration can write a larger
+/// one (`max_batch_bytes` ≤ `segment_bytes` < 4 GiB). Decoding uses this, not the
+/// configured `max_batch_bytes`, to decide whether bytes frame a plausible batch.
+pub const MAX_BATCH_BYTES: usize = u32::MAX as usize;
 
 const OFF_LENGTH: usize = 8;
 const OFF_MAGIC: usize = 12;
@@ -198,24 +210,6 @@ impl DecodeError {
     }
 }
 
-// Little-endian field readers over a slice whose length the caller has checked; a short
-// slice yields 0 rather than a panic (never reached: callers check `HEADER_LEN` first).
-fn le_u16(b: &[u8], at: usize) -> u16 {
-    b.get(at..at + 2)
-        .and_then(|s| s.try_into().ok())
-        .map_or(0, u16::from_le_bytes)
-}
-fn le_u32(b: &[u8], at: usize) -> u32 {
-    b.get(at..at + 4)
-        .and_then(|s| s.try_into().ok())
-        .map_or(0, u32::from_le_bytes)
-}
-fn le_u64(b: &[u8], at: usize) -> u64 {
-    b.get(at..at + 8)
-        .and_then(|s| s.try_into().ok())
-        .map_or(0, u64::from_le_bytes)
-}
-
 /// The framing fields of a batch, read from its first [`HEADER_LEN`] bytes without the
 /// records. Recovery and reads use it to walk a log batch by batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -237,9 +231,9 @@ impl BatchHeader {
         self.last_offset() + 1
     }
 
-    /// Parses and sanity-checks a header. `max_batch_bytes` bounds the declared size, so a
-    /// garbage length can never make a caller allocate more than that.
-    pub fn parse(bytes: &[u8], max_batch_bytes: usize) -> Result<Self, DecodeError> {
+    /// Parses and sanity-checks a header. The declared size must be within the format's
+    /// [`MAX_BATCH_BYTES`]; callers check it against the bytes present before reading them.
+    pub fn parse(bytes: &[u8]) -> Result<Self, DecodeError> {
         if bytes.len() < LOG_OVERHEAD {
             return Err(DecodeError::Torn { needed: None });
         }
@@ -250,9 +244,9 @@ impl BatchHeader {
                 "batch length {length} is shorter than a batch header"
             )));
         }
-        if size > max_batch_bytes {
+        if size > MAX_BATCH_BYTES {
             return Err(DecodeError::corrupt(format!(
-                "batch length {length} exceeds the maximum batch size {max_batch_bytes}"
+                "batch length {length} exceeds the format's maximum batch size {MAX_BATCH_BYTES}"
             )));
         }
         if bytes.len() < HEADER_LEN {
@@ -781,10 +775,11 @@ pub struct RecordBatch {
 impl RecordBatch {
     /// Decodes the batch at the front of `data` (which may hold more after it), checking its
     /// framing, and its CRC when `verify_crc`, and decompressing its records if it is
-    /// compressed — into at most `max_batch_bytes`; a batch whose records do not decompress
+    /// compressed — into at most `decompress_limit` (the configured maximum batch size); a
+    /// batch whose records do not decompress
     /// within that is corrupt.
-    pub(crate) fn decode(data: &Bytes, max_batch_bytes: usize, verify_crc: bool) -> Result<Self, DecodeError> {
-        let header = BatchHeader::parse(data, max_batch_bytes)?;
+    pub(crate) fn decode(data: &Bytes, decompress_limit: usize, verify_crc: bool) -> Result<Self, DecodeError> {
+        let header = BatchHeader::parse(data)?;
         let Some(bytes) = data.get(..header.size) else {
             return Err(DecodeError::Torn {
                 needed: Some(header.size),
@@ -798,7 +793,7 @@ impl RecordBatch {
             Some(Compression::None) => None,
             Some(codec) => {
                 let section = bytes.get(HEADER_LEN..).unwrap_or_default();
-                Some(Bytes::from(decompress(codec, section, max_batch_bytes)?))
+                Some(Bytes::from(decompress(codec, section, decompress_limit)?))
             }
             None => {
                 return Err(DecodeError::corrupt(format!("unknown compression codec {codec_bits}")));
@@ -1869,10 +1864,7 @@ mod tests {
     fn declared_length_is_bounded() {
         let mut data = encode_one(&sample(), 0).to_vec();
         data[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(matches!(
-            BatchHeader::parse(&data, 1 << 20),
-            Err(DecodeError::Corrupt(_))
-        ));
+        assert!(matches!(BatchHeader::parse(&data), Err(DecodeError::Corrupt(_))));
     }
 
     proptest! {

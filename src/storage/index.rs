@@ -25,6 +25,7 @@
 //! a timestamp `≤ t`. Entries are strictly increasing in both fields.
 
 use super::io::{OpenMode, Vfs};
+use crate::bytes_le::{le_u16, le_u32, le_u64};
 use crate::error::{Error, Result};
 use std::io;
 use std::path::Path;
@@ -248,22 +249,6 @@ fn body<'a>(raw: &'a [u8], magic: &[u8; 4], entry: usize) -> Option<&'a [u8]> {
         && count.checked_mul(entry) == Some(body.len())
         && crc32fast::hash(body) == le_u32(head, 12);
     ok.then_some(body)
-}
-
-fn le_u16(b: &[u8], at: usize) -> u16 {
-    b.get(at..at + 2)
-        .and_then(|s| s.try_into().ok())
-        .map_or(0, u16::from_le_bytes)
-}
-fn le_u32(b: &[u8], at: usize) -> u32 {
-    b.get(at..at + 4)
-        .and_then(|s| s.try_into().ok())
-        .map_or(0, u32::from_le_bytes)
-}
-fn le_u64(b: &[u8], at: usize) -> u64 {
-    b.get(at..at + 8)
-        .and_then(|s| s.try_into().ok())
-        .map_or(0, u64::from_le_bytes)
 }
 
 /// Reads a whole index file; `None` if it is missing or larger than `max_bytes` (the

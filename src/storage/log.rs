@@ -28,15 +28,22 @@
 //!   trusted only if the size still matches, and removed (durably) before the first append,
 //!   so a later crash is never mistaken for a clean stop.
 //! - **Retention** persists the new log start offset before deleting files; open finishes an
-//!   interrupted deletion. **Truncation** syncs the shortened file before anything else.
+//!   interrupted deletion. **Truncation** first lowers and persists the recovery point to
+//!   the new end, then deletes later segments highest first, then cuts and syncs the segment
+//!   holding the cut: a crash midway leaves a prefix of the old log, never a hole (see
+//!   [`PartitionLog::truncate_to`]). A failure after its first deletion poisons the log.
 //! - **Failed fsync.** After `fdatasync` fails the kernel may have dropped the dirty pages, so
 //!   the log is poisoned: appends and flushes return [`Error::Poisoned`] until it is reopened
 //!   and has recovered from what is really on disk. A failed `write` is rolled back (the file
 //!   is cut back to its previous length) and the log stays usable.
 //!
 //! # Concurrency
-//! Appends serialize on one mutex. Readers never take it: they see batches up to an end
-//! offset published (release/acquire) after the bytes reach the OS, and read with `pread`.
+//! Appends serialize on one mutex. A read inside the visible log does not take it: it sees
+//! batches up to an end offset published (release/acquire) after the bytes reach the OS, and
+//! reads with `pread`. (A read of an offset outside the log start and the visible end takes
+//! it briefly, to report or check the log end, and so may wait for an append, a roll or a
+//! truncation in progress; a reader that loads or rebuilds a sealed segment's index holds
+//! that segment's index lock meanwhile.)
 //! `Synced` appends share fsyncs: each waits on a sync mutex, and the thread that gets it
 //! syncs everything written so far, so followers whose data it covered return at once.
 
@@ -105,10 +112,14 @@ pub struct AppendOptions {
     pub compression: Compression,
 }
 
-/// What open found and did. After a clean shutdown it scanned nothing.
+/// What open found and did. After a clean shutdown it scanned nothing for recovery (see
+/// [`clean_shutdown`](Self::clean_shutdown)).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecoveryReport {
-    /// A valid clean-shutdown marker was found, so nothing was scanned.
+    /// A valid clean-shutdown marker was found, so no recovery scan ran: the counters below
+    /// are 0. If the active segment's index files were missing or invalid, open still read
+    /// that one segment to rebuild them (and treated the shutdown as unclean if that read
+    /// did not end at the marker's end offset).
     pub clean_shutdown: bool,
     /// Segments whose batches were scanned and validated.
     pub segments_scanned: usize,
@@ -167,6 +178,46 @@ struct Unsynced {
     dir_dirty: bool,
 }
 
+/// How many recent truncations [`Cuts`] remembers. A waiter older than all of them is
+/// treated as cut (it gets an error, never a false success).
+const MAX_CUTS: usize = 64;
+
+/// The log ends that recent truncations left, so that a `Synced` append whose fsync waited
+/// behind a truncation can tell whether its offsets were cut (and possibly reused).
+#[derive(Debug, Default)]
+struct Cuts {
+    /// `(epoch after the truncation, log end it left)`, oldest first.
+    recent: std::collections::VecDeque<(u64, u64)>,
+}
+
+impl Cuts {
+    /// Records a truncation that made the epoch `epoch` and left the log ending at `end`.
+    fn record(&mut self, epoch: u64, end: u64) {
+        if self.recent.len() == MAX_CUTS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((epoch, end));
+    }
+
+    /// The lowest log end any truncation after `epoch` left (`current` is the epoch now);
+    /// `None` if there was none. If the history no longer reaches back to `epoch`, 0: every
+    /// offset may have been cut.
+    fn lowest_end_since(&self, epoch: u64, current: u64) -> Option<u64> {
+        if epoch >= current {
+            return None;
+        }
+        let oldest = self.recent.front().map_or(current, |(e, _)| *e);
+        if epoch.saturating_add(1) < oldest {
+            return Some(0);
+        }
+        self.recent
+            .iter()
+            .filter(|(e, _)| *e > epoch)
+            .map(|(_, end)| *end)
+            .min()
+    }
+}
+
 /// The append side: only touched under `PartitionLog::writer`.
 #[derive(Debug)]
 struct Writer {
@@ -214,8 +265,14 @@ pub struct PartitionLog {
     _lock: Option<File>,
     segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
     writer: Mutex<Writer>,
-    sync_lock: Mutex<()>,
+    /// The group-commit turn; it also guards the history of recent truncations.
+    sync_lock: Mutex<Cuts>,
+    /// Truncations so far (the truncation epoch). Bumped under both the writer lock and the
+    /// sync turn, so an append reads, under the writer lock, the epoch it happened in.
+    truncations: AtomicU64,
     log_start: AtomicU64,
+    /// The value in the `recovery-point` file (written under the sync turn only).
+    recovery_point: AtomicU64,
     /// Records below this are in the OS and readable.
     visible_end: AtomicU64,
     /// Records below this are synced.
@@ -296,6 +353,7 @@ impl PartitionLog {
             segments,
             next_offset,
             log_start,
+            recovery_point,
             recovery,
             active_since,
         } = opened;
@@ -328,8 +386,10 @@ impl PartitionLog {
                 active_since,
                 scratch: EncodeScratch::default(),
             }),
-            sync_lock: Mutex::new(()),
+            sync_lock: Mutex::new(Cuts::default()),
+            truncations: AtomicU64::new(0),
             log_start: AtomicU64::new(log_start),
+            recovery_point: AtomicU64::new(recovery_point),
             visible_end: AtomicU64::new(next_offset),
             synced_end: AtomicU64::new(next_offset),
             syncs: AtomicU64::new(0),
@@ -423,7 +483,7 @@ impl PartitionLog {
 
     fn poison(&self, err: Error) -> Error {
         self.poisoned.store(true, Ordering::Release);
-        tracing::error!(dir = %self.dir.display(), error = %err, "fsync failed; the log refuses writes until reopened");
+        tracing::error!(dir = %self.dir.display(), error = %err, "the files may not match what the log holds (a failed fsync, or an interrupted truncation); it refuses writes until reopened");
         err
     }
 
@@ -434,10 +494,13 @@ impl PartitionLog {
     /// [`LogConfig::timestamp_type`] is `LogAppendTime`, every record is.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for an empty slice; [`Error::RecordTooLarge`] if the
+    /// [`Error::InvalidArgument`] for an empty slice; [`Error::OffsetOverflow`] if the
+    /// records' offsets would pass `u64::MAX` (nothing is written); [`Error::RecordTooLarge`] if the
     /// batch exceeds `max_batch_bytes` (nothing is written); [`Error::Io`] if the write
     /// fails (it is rolled back, the log stays usable) or the fsync fails (the log is then
-    /// poisoned); [`Error::Poisoned`] after an earlier failed fsync.
+    /// poisoned); [`Error::Poisoned`] after an earlier failed fsync; for a `Synced` append,
+    /// [`Error::Truncated`] if a concurrent [`truncate_to`](Self::truncate_to) removed its
+    /// records before they were synced.
     pub fn append(&self, records: &[Record], durability: Durability) -> Result<AppendInfo> {
         self.append_with(
             records,
@@ -458,15 +521,23 @@ impl PartitionLog {
     /// stored and uncompressed (readers bound decompression by it), else
     /// [`Error::RecordTooLarge`]; a compressor failure is [`Error::InvalidArgument`].
     pub fn append_with(&self, records: &[Record], options: AppendOptions) -> Result<AppendInfo> {
-        let info = {
-            let mut w = self.writer.lock();
-            self.check_writable()?;
-            self.append_locked(&mut w, records, options)?
-        };
+        let (info, epoch) = self.append_in_epoch(records, options)?;
         if options.durability == Durability::Synced {
-            self.sync_through(info.last_offset + 1)?;
+            self.sync_through(info.last_offset + 1, Some(epoch))?;
         }
         Ok(info)
+    }
+
+    /// As [`append_with`](Self::append_with), and also returns the truncation epoch the
+    /// append happened in, for a later [`sync_through`](Self::sync_through).
+    pub(crate) fn append_in_epoch(&self, records: &[Record], options: AppendOptions) -> Result<(AppendInfo, u64)> {
+        let mut w = self.writer.lock();
+        self.check_writable()?;
+        let epoch = self.truncations.load(Ordering::Acquire);
+        // A `Synced` append is written like a `Written` one; the caller syncs it after
+        // releasing the writer lock.
+        let info = self.append_locked(&mut w, records, options)?;
+        Ok((info, epoch))
     }
 
     fn append_locked(&self, w: &mut Writer, records: &[Record], options: AppendOptions) -> Result<AppendInfo> {
@@ -489,6 +560,16 @@ impl PartitionLog {
             buffer,
         )?;
         let size = w.buffer.len() - batch_start;
+        let count = u64::from(encoded.record_count);
+        if w.next_offset.checked_add(count).is_none() {
+            // The batch's last offset and the next offset after it must fit in u64.
+            w.buffer.truncate(batch_start);
+            return Err(Error::OffsetOverflow {
+                dir: self.dir.clone(),
+                next_offset: w.next_offset,
+                records: count,
+            });
+        }
         if self.needs_roll(w, batch_start, size, encoded.record_count)
             && let Err(e) = self.roll(w, batch_start)
         {
@@ -622,8 +703,25 @@ impl PartitionLog {
     /// Makes every record below `target` durable, sharing the fsync with concurrent callers
     /// (group commit). Returns whether this call ran the fsync (`false`: another caller's
     /// covered it).
-    pub(crate) fn sync_through(&self, target: u64) -> Result<bool> {
-        let _turn = self.sync_lock.lock();
+    ///
+    /// `epoch` is the truncation epoch the records were appended in
+    /// ([`append_in_epoch`](Self::append_in_epoch)); `None` syncs whatever the log holds
+    /// (a flush).
+    ///
+    /// # Errors
+    /// [`Error::Truncated`] if a truncation since `epoch` cut the log below `target`: the
+    /// records were removed (and their offsets perhaps reused) before they were synced.
+    pub(crate) fn sync_through(&self, target: u64, epoch: Option<u64>) -> Result<bool> {
+        let cuts = self.sync_lock.lock();
+        if let Some(epoch) = epoch
+            && let Some(end) = cuts.lowest_end_since(epoch, self.truncations.load(Ordering::Acquire))
+            && end < target
+        {
+            return Err(Error::Truncated {
+                dir: self.dir.clone(),
+                offset: end,
+            });
+        }
         if self.synced_end.load(Ordering::Acquire) >= target {
             return Ok(false);
         }
@@ -695,7 +793,7 @@ impl PartitionLog {
         self.sync_nanos.fetch_add(nanos, Ordering::Relaxed);
         if !u.sealed.is_empty() {
             // A segment was sealed: move the recovery point so a crash scans only from here.
-            checkpoint::write(&*self.vfs, &self.dir.join(RECOVERY_POINT_FILE), &[u.end])?;
+            self.persist_recovery_point(u.end)?;
         }
         Ok(())
     }
@@ -707,7 +805,7 @@ impl PartitionLog {
     /// [`Error::Poisoned`] after an earlier failed fsync.
     pub fn flush(&self) -> Result<()> {
         let end = self.log_end_offset();
-        self.sync_through(end)?;
+        self.sync_through(end, None)?;
         // Nothing to sync (e.g. an empty log) still must reject a poisoned log.
         self.check_writable()
     }
@@ -971,13 +1069,33 @@ impl PartitionLog {
     /// `offset` falls inside a batch, at the start of that batch (batches are never split).
     /// Returns the new log end offset. The cut is synced before the call returns.
     ///
+    /// # Crash safety
+    /// The steps, and what a crash (or power loss) right after each leaves at the next open:
+    /// 1. The recovery point is lowered to at most the new end, and persisted. No data file
+    ///    has changed yet: the whole log survives, and the next open scans from the segment
+    ///    holding the new end.
+    /// 2. The segments after the one holding the cut are deleted, highest base offset first,
+    ///    and the directory is synced. A crash in between leaves the old log without some of
+    ///    its last segments — a prefix of it, never one with a hole, since recovery scans
+    ///    (and checks the offsets of) every segment from the lowered recovery point on.
+    /// 3. The segment holding the cut is cut, and synced. A crash before the sync leaves it
+    ///    at its old or its new length, both prefixes of the old log; after it, the log ends
+    ///    at the new end.
+    ///
+    /// So a crash before the call returns leaves the old log cut somewhere at or after the new
+    /// end (at a batch boundary), and every record below the new end that was synced
+    /// survives. A failure in step 2 or 3 poisons the log (its files no longer match its
+    /// memory): it refuses writes until reopened. A `Synced` append whose records the cut
+    /// removed before its fsync was acknowledged fails with [`Error::Truncated`].
+    ///
     /// # Errors
     /// [`Error::OffsetOutOfRange`] if `offset` is below the log start; [`Error::Io`] if a
-    /// write, truncation or sync fails; [`Error::Poisoned`] after an earlier failed fsync.
+    /// write, truncation, deletion or sync fails; [`Error::Poisoned`] after an earlier
+    /// failed fsync (or a failed step 2 or 3).
     pub fn truncate_to(&self, offset: u64) -> Result<u64> {
         // Lock order as in `sync_through`: a group-commit round must not publish a synced
         // end past the cut.
-        let _turn = self.sync_lock.lock();
+        let mut cuts = self.sync_lock.lock();
         let mut w = self.writer.lock();
         self.check_writable()?;
         let start = self.log_start_offset();
@@ -992,6 +1110,7 @@ impl PartitionLog {
             return Ok(w.next_offset);
         }
         self.write_buffer(&mut w)?;
+        self.publish_visible(w.next_offset);
         let target = self
             .segment_for(offset)
             .ok_or_else(|| Error::corrupt(&self.dir, 0, "no segment holds the offset"))?;
@@ -1004,7 +1123,7 @@ impl PartitionLog {
         if new_end < start {
             // The batch holding `offset` straddles the log start: nothing readable stays
             // before the cut, so the log restarts empty at its start offset.
-            return self.restart_empty_at(&mut w, start);
+            return self.restart_empty_at(&mut w, &mut cuts, start);
         }
         let later: Vec<Arc<Segment>> = self
             .segments
@@ -1012,62 +1131,121 @@ impl PartitionLog {
             .range(target.base_offset + 1..)
             .map(|(_, s)| Arc::clone(s))
             .collect();
-        target
-            .log
-            .set_len(cut)
-            .map_err(|e| self.poison(Error::io("truncate segment", &target.log_path, e)))?;
-        target
-            .log
-            .sync_data()
-            .map_err(|e| self.poison(Error::io("sync segment", &target.log_path, e)))?;
-        target.size.store(cut, Ordering::Release);
+        // Step 1: nothing is destroyed yet, so a failure here leaves the log usable.
+        self.lower_recovery_point(new_end)?;
+        // Readers stop at the new end from now on, whatever happens next, and `Synced`
+        // appends waiting for the sync turn learn that their records past it are gone.
+        self.note_cut(&mut cuts, new_end);
+        self.visible_end.store(new_end, Ordering::Release);
+        self.synced_end.fetch_min(new_end, Ordering::AcqRel);
+        target.size.fetch_min(cut, Ordering::AcqRel);
         {
             let mut map = self.segments.write();
             for s in &later {
                 map.remove(&s.base_offset);
             }
         }
-        for s in &later {
-            remove_segment_files(&*self.vfs, &self.dir, s.base_offset)?;
-        }
-        self.vfs
-            .sync_dir(&self.dir)
-            .map_err(|e| self.poison(Error::io("sync directory", &self.dir, e)))?;
-        // Rebuild the target's index from what is left, and make it the active segment.
-        target.set_index(target.scan()?.index);
+        let destroyed = || -> Result<()> {
+            // Step 2: highest first, so that a crash midway leaves a prefix of the log.
+            for s in later.iter().rev() {
+                remove_segment_files(&*self.vfs, &self.dir, s.base_offset)?;
+            }
+            if !later.is_empty() {
+                self.vfs
+                    .sync_dir(&self.dir)
+                    .map_err(|e| Error::io("sync directory", &self.dir, e))?;
+            }
+            // Step 3.
+            target
+                .log
+                .set_len(cut)
+                .map_err(|e| Error::io("truncate segment", &target.log_path, e))?;
+            target
+                .log
+                .sync_data()
+                .map_err(|e| Error::io("sync segment", &target.log_path, e))?;
+            // Rebuild the target's index from what is left: it becomes the active segment.
+            target.set_index(target.scan()?.index);
+            Ok(())
+        };
+        destroyed().map_err(|e| self.poison(e))?;
         w.unsynced_sealed.retain(|s| s.base_offset < target.base_offset);
         w.active = target;
         w.next_offset = new_end;
         w.active_since = None;
-        self.visible_end.store(new_end, Ordering::Release);
-        self.synced_end.fetch_min(new_end, Ordering::AcqRel);
-        let recovery_point = self.synced_end.load(Ordering::Acquire);
-        checkpoint::write(&*self.vfs, &self.dir.join(RECOVERY_POINT_FILE), &[recovery_point])?;
         Ok(new_end)
     }
 
-    /// Deletes every segment and continues with an empty one at `base` (Kafka's
-    /// truncate-fully-and-start-at). A crash midway leaves no segment, which open turns into
-    /// an empty log at the persisted log start: the same result.
-    fn restart_empty_at(&self, w: &mut Writer, base: u64) -> Result<u64> {
+    /// Deletes every segment and continues with an empty one at `base`, the persisted log
+    /// start offset (Kafka's truncate-fully-and-start-at).
+    ///
+    /// # Crash safety
+    /// The steps, and what a crash right after each leaves at the next open:
+    /// 1. The recovery point is lowered to at most `base`, and persisted: the whole log
+    ///    survives.
+    /// 2. The segments are deleted, highest base offset first, and the directory is synced.
+    ///    A crash in between leaves the first few segments: open recovers them from the
+    ///    lowered recovery point, drops those wholly below the log start, and if what is left
+    ///    ends below `base`, restarts empty at `base`. So the result is an empty log at
+    ///    `base`, or the old log cut somewhere at or after `base` — never a hole.
+    /// 3. The new, empty segment is created at `base` and its name synced. A crash before
+    ///    that leaves no segment file, which open turns into an empty log at the persisted
+    ///    log start — `base`, the same result as completing.
+    ///
+    /// A failure after the first deletion poisons the log.
+    fn restart_empty_at(&self, w: &mut Writer, cuts: &mut Cuts, base: u64) -> Result<u64> {
+        self.lower_recovery_point(base)?;
+        // Every record goes, whatever its offset.
+        self.note_cut(cuts, 0);
+        self.visible_end.store(base, Ordering::Release);
+        self.synced_end.fetch_min(base, Ordering::AcqRel);
         let all: Vec<Arc<Segment>> = std::mem::take(&mut *self.segments.write()).into_values().collect();
-        for s in &all {
-            remove_segment_files(&*self.vfs, &self.dir, s.base_offset)?;
-        }
-        let segment = Segment::create_empty(&*self.vfs, &self.dir, base, self.config.limits())?;
+        let created = || -> Result<Arc<Segment>> {
+            for s in all.iter().rev() {
+                remove_segment_files(&*self.vfs, &self.dir, s.base_offset)?;
+            }
+            self.vfs
+                .sync_dir(&self.dir)
+                .map_err(|e| Error::io("sync directory", &self.dir, e))?;
+            Segment::create_empty(&*self.vfs, &self.dir, base, self.config.limits())
+        };
+        let segment = created().map_err(|e| self.poison(e))?;
         self.segments.write().insert(base, Arc::clone(&segment));
         w.active = segment;
         w.unsynced_sealed.clear();
+        w.dir_dirty = false;
         w.next_offset = base;
         w.active_since = None;
-        self.visible_end.store(base, Ordering::Release);
         self.synced_end.store(base, Ordering::Release);
-        checkpoint::write(&*self.vfs, &self.dir.join(RECOVERY_POINT_FILE), &[base])?;
         Ok(base)
     }
 
+    /// Starts a new truncation epoch whose cut left the log ending at `end`. Call with the
+    /// writer lock and the sync turn (`cuts`).
+    fn note_cut(&self, cuts: &mut Cuts, end: u64) {
+        let epoch = self.truncations.fetch_add(1, Ordering::AcqRel) + 1;
+        cuts.record(epoch, end);
+    }
+
+    /// Persists `min(recovery point, end)` as the recovery point, if that lowers it. Call
+    /// with the sync turn.
+    fn lower_recovery_point(&self, end: u64) -> Result<()> {
+        if self.recovery_point.load(Ordering::Acquire) > end {
+            self.persist_recovery_point(end)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the recovery-point checkpoint. Call with the sync turn.
+    fn persist_recovery_point(&self, value: u64) -> Result<()> {
+        checkpoint::write(&*self.vfs, &self.dir.join(RECOVERY_POINT_FILE), &[value])?;
+        self.recovery_point.store(value, Ordering::Release);
+        Ok(())
+    }
+
     /// Flushes and syncs everything, writes the indexes and checkpoints, and leaves a
-    /// clean-shutdown marker so that the next open scans nothing.
+    /// clean-shutdown marker so that the next open runs no recovery scan (see
+    /// [`RecoveryReport::clean_shutdown`]).
     ///
     /// # Errors
     /// [`Error::Io`] or [`Error::Poisoned`]: the marker is then not written, and the next
@@ -1097,7 +1275,7 @@ impl PartitionLog {
         }) {
             result?;
         }
-        checkpoint::write(&*self.vfs, &self.dir.join(RECOVERY_POINT_FILE), &[w.next_offset])?;
+        self.persist_recovery_point(w.next_offset)?;
         checkpoint::write(
             &*self.vfs,
             &self.dir.join(CLEAN_SHUTDOWN_FILE),
@@ -1134,6 +1312,8 @@ struct Opened {
     segments: BTreeMap<u64, Arc<Segment>>,
     next_offset: u64,
     log_start: u64,
+    /// The value the `recovery-point` file holds after open.
+    recovery_point: u64,
     recovery: RecoveryReport,
     active_since: Option<Instant>,
 }
@@ -1183,33 +1363,40 @@ impl Opened {
             segments.insert(base, Arc::new(Segment::open(vfs, dir, base, false, limits)?));
         }
         if segments.is_empty() {
+            // A new log, or one whose segments were all deleted (e.g. by a restart-empty that
+            // a crash interrupted): an empty log at the persisted log start.
             segments.insert(log_start, Segment::create_empty(vfs, dir, log_start, limits)?);
             recovery.clean_shutdown = marker.is_some() || recovery_point.is_none();
             recovery.log_end_offset = log_start;
             checkpoint::remove(vfs, &dir.join(CLEAN_SHUTDOWN_FILE))?;
+            let recovery_point = Self::clamp_recovery_point(vfs, dir, recovery_point, log_start)?;
             return Ok(Opened {
                 segments,
                 next_offset: log_start,
                 log_start,
+                recovery_point,
                 recovery,
                 active_since: None,
             });
         }
 
         let clean_end = Self::clean_end(vfs, &segments, marker.as_deref(), &limits)?;
-        let next_offset = match clean_end {
+        let (next_offset, persisted_point) = match clean_end {
             Some(end) => {
                 recovery.clean_shutdown = true;
-                end
+                (end, recovery_point)
             }
-            None => Self::recover(
-                vfs,
-                dir,
-                config,
-                &mut segments,
-                recovery_point.unwrap_or(0),
-                &mut recovery,
-            )?,
+            None => {
+                let end = Self::recover(
+                    vfs,
+                    dir,
+                    config,
+                    &mut segments,
+                    recovery_point.unwrap_or(0),
+                    &mut recovery,
+                )?;
+                (end, Some(end))
+            }
         };
         // The marker must be gone before the first append, so a later crash is never taken
         // for a clean stop.
@@ -1229,13 +1416,29 @@ impl Opened {
             log_start = log_start.max(*first);
         }
         recovery.log_end_offset = next_offset;
+        let recovery_point = Self::clamp_recovery_point(vfs, dir, persisted_point, next_offset)?;
         Ok(Opened {
             segments,
             next_offset,
             log_start,
+            recovery_point,
             recovery,
             active_since: None,
         })
+    }
+
+    /// Lowers a persisted recovery point above the recovered log `end` to `end`, durably, and
+    /// returns the recovery point now on disk (0 when there is none). A point past the end
+    /// would make a later open trust, without scanning, segments written after this one.
+    fn clamp_recovery_point(vfs: &dyn Vfs, dir: &Path, persisted: Option<u64>, end: u64) -> Result<u64> {
+        match persisted {
+            Some(point) if point > end => {
+                checkpoint::write(vfs, &dir.join(RECOVERY_POINT_FILE), &[end])?;
+                Ok(end)
+            }
+            Some(point) => Ok(point),
+            None => Ok(0),
+        }
     }
 
     /// After a clean shutdown: the end offset, with the active segment's indexes loaded.
@@ -1341,7 +1544,11 @@ impl Opened {
             if !is_last {
                 let mut sealed = index.clone();
                 sealed.add_time_entry();
-                sealed.write_files(vfs, &segment.index_path(), &segment.time_index_path(), false)?;
+                // Index files are caches: failing to write one costs a rebuild later, not
+                // the open.
+                if let Err(e) = sealed.write_files(vfs, &segment.index_path(), &segment.time_index_path(), false) {
+                    tracing::warn!(segment = %segment.log_path.display(), error = %e, "could not write rebuilt index files");
+                }
             }
             segment.set_index(index);
             if cut_from.is_some() {

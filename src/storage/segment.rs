@@ -184,7 +184,7 @@ impl Segment {
     /// and rebuilds the indexes on the way. Stops at the first invalid byte.
     pub fn scan(&self) -> Result<Scan> {
         let Limits {
-            max_batch: max_batch_bytes,
+            max_batch: decompress_limit,
             index_interval: interval,
             ..
         } = self.limits;
@@ -211,7 +211,7 @@ impl Segment {
         while scan.valid_len < file_len {
             let pos = scan.valid_len;
             let at = (pos - buf_start) as usize;
-            let parsed = buf.get(at..).map(|rest| BatchHeader::parse(rest, max_batch_bytes));
+            let parsed = buf.get(at..).map(BatchHeader::parse);
             let header = match parsed {
                 Some(Ok(h)) if at + h.size <= buf.len() => h,
                 Some(Err(DecodeError::Corrupt(reason))) => {
@@ -242,7 +242,7 @@ impl Segment {
                     continue;
                 }
             };
-            let check = RecordBatch::decode(&buf.slice(at..), max_batch_bytes, true).and_then(|b| {
+            let check = RecordBatch::decode(&buf.slice(at..), decompress_limit, true).and_then(|b| {
                 b.validate_records()?;
                 Ok(b)
             });
@@ -291,7 +291,6 @@ impl Segment {
     /// from `expected`; anything else is reported as corrupt rather than served.
     /// An empty result has `position == size`.
     pub fn fetch(&self, mut pos: u64, mut expected: u64, target: u64, max_bytes: usize) -> Result<Fetched> {
-        let max_batch_bytes = self.limits.max_batch;
         let size = self.size();
         loop {
             if pos >= size {
@@ -310,7 +309,7 @@ impl Segment {
             // Walk the headers to the batch holding the target.
             let mut at = 0usize;
             let first = loop {
-                let header = match buf.get(at..).map(|rest| BatchHeader::parse(rest, max_batch_bytes)) {
+                let header = match buf.get(at..).map(BatchHeader::parse) {
                     Some(Ok(h)) => h,
                     Some(Err(DecodeError::Torn { .. })) | None => break None,
                     Some(Err(DecodeError::Corrupt(reason))) => {
@@ -395,14 +394,14 @@ impl Segment {
     /// `pos`); a partial batch at the end is left out.
     fn decode_all(&self, buf: &Bytes, pos: u64) -> Result<Fetched> {
         let Limits {
-            max_batch: max_batch_bytes,
+            max_batch: decompress_limit,
             verify_checksums: verify,
             ..
         } = self.limits;
         let mut batches = Vec::new();
         let mut at = 0usize;
         while at < buf.len() {
-            match RecordBatch::decode(&buf.slice(at..), max_batch_bytes, verify) {
+            match RecordBatch::decode(&buf.slice(at..), decompress_limit, verify) {
                 Ok(batch) => {
                     if let Some(prev) = batches.last().map(RecordBatch::last_offset)
                         && batch.base_offset() != prev + 1
