@@ -546,6 +546,16 @@ impl Broker {
         self.topic(topic).ok().map(|t| t.partition_count())
     }
 
+    /// Ok if `tp` exists (and its topic is not being deleted).
+    pub(crate) fn check_partition(&self, tp: &TopicPartition) -> Result<()> {
+        if self.partition_log(tp)?.is_deleted() {
+            return Err(Error::UnknownTopic {
+                topic: tp.topic.clone(),
+            });
+        }
+        Ok(())
+    }
+
     pub(crate) fn coordinator(&self) -> &Coordinator {
         &self.inner.coordinator
     }

@@ -37,7 +37,7 @@ use crate::error::{Error, Result};
 use crate::group::assignor::{Assignor, RangeAssignor};
 use crate::group::coordinator::{JoinRequest, MemberHandle, PollStep};
 use crate::offsets::OffsetAndMetadata;
-use crate::record::{Header, LogRecord};
+use crate::record::{Header, HeaderRefs, LogRecord, RecordBatch, RecordRef};
 use crate::storage::notify::Signal;
 use crate::{PartitionLog, TopicPartition};
 
@@ -302,47 +302,152 @@ impl ConsumerRecord {
     }
 }
 
-/// What one [`Consumer::poll`] returned.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// A record borrowed from a [`ConsumerRecords`]: no allocation, no reference counting.
+/// [`to_owned`](Self::to_owned) gives a [`ConsumerRecord`].
+#[derive(Debug, Clone, Copy)]
+pub struct ConsumerRecordRef<'a> {
+    topic: &'a Arc<str>,
+    partition: u32,
+    record: RecordRef<'a>,
+}
+
+impl<'a> ConsumerRecordRef<'a> {
+    /// The topic.
+    #[must_use]
+    pub fn topic(&self) -> &'a str {
+        self.topic
+    }
+
+    /// The partition.
+    #[must_use]
+    pub fn partition(&self) -> u32 {
+        self.partition
+    }
+
+    /// Topic and partition together.
+    #[must_use]
+    pub fn topic_partition(&self) -> TopicPartition {
+        TopicPartition::new(&**self.topic, self.partition)
+    }
+
+    /// The offset in the partition.
+    #[must_use]
+    pub fn offset(&self) -> u64 {
+        self.record.offset()
+    }
+
+    /// Milliseconds since the Unix epoch (the producer's, or the append time).
+    #[must_use]
+    pub fn timestamp(&self) -> i64 {
+        self.record.timestamp()
+    }
+
+    /// The key, if any.
+    #[must_use]
+    pub fn key(&self) -> Option<&'a [u8]> {
+        self.record.key()
+    }
+
+    /// The value; `None` for a tombstone.
+    #[must_use]
+    pub fn value(&self) -> Option<&'a [u8]> {
+        self.record.value()
+    }
+
+    /// The headers, in order, as `(name, value)` pairs.
+    #[must_use]
+    pub fn headers(&self) -> HeaderRefs<'a> {
+        self.record.headers()
+    }
+
+    /// An owned copy (the payloads stay zero-copy slices of the read buffer).
+    #[must_use]
+    pub fn to_owned(&self) -> ConsumerRecord {
+        ConsumerRecord {
+            topic: Arc::clone(self.topic),
+            partition: self.partition,
+            record: self.record.to_log_record(),
+        }
+    }
+}
+
+/// The records of one partition in one poll: a stored batch and the range of it to return.
+#[derive(Debug, Clone)]
+struct Chunk {
+    topic: Arc<str>,
+    partition: u32,
+    batch: RecordBatch,
+    /// First offset to return (records of the batch before it are skipped).
+    from: u64,
+    /// How many records to return from `from` on.
+    count: usize,
+}
+
+impl Chunk {
+    fn refs(&self) -> impl Iterator<Item = ConsumerRecordRef<'_>> {
+        // `fetch` parsed these bytes already, so no record fails here.
+        self.batch
+            .iter()
+            .filter_map(Result::ok)
+            .skip_while(|r| r.offset() < self.from)
+            .take(self.count)
+            .map(|record| ConsumerRecordRef {
+                topic: &self.topic,
+                partition: self.partition,
+                record,
+            })
+    }
+}
+
+/// What one [`Consumer::poll`] returned: whole stored batches, shared with the read buffer
+/// (no per-record allocation), and which of their records belong to this poll. Iterate by
+/// reference for borrowed [`ConsumerRecordRef`]s, or by value for owned
+/// [`ConsumerRecord`]s.
+#[derive(Debug, Clone, Default)]
 pub struct ConsumerRecords {
-    records: Vec<ConsumerRecord>,
+    chunks: Vec<Chunk>,
+    len: usize,
 }
 
 impl ConsumerRecords {
     /// How many records.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.records.len()
+        self.len
     }
 
     /// Whether there are none.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
-    }
-
-    /// The records as a slice.
-    #[must_use]
-    pub fn as_slice(&self) -> &[ConsumerRecord] {
-        &self.records
+        self.len == 0
     }
 
     /// The records, partition by partition, in offset order within each.
-    pub fn iter(&self) -> std::slice::Iter<'_, ConsumerRecord> {
-        self.records.iter()
+    pub fn iter(&self) -> impl Iterator<Item = ConsumerRecordRef<'_>> {
+        self.chunks.iter().flat_map(Chunk::refs)
     }
 
     /// The partitions that have records here.
     #[must_use]
     pub fn partitions(&self) -> BTreeSet<TopicPartition> {
-        self.records.iter().map(ConsumerRecord::topic_partition).collect()
+        self.chunks
+            .iter()
+            .map(|c| TopicPartition::new(&*c.topic, c.partition))
+            .collect()
     }
 
     /// The records of one partition.
-    pub fn records_for<'a>(&'a self, tp: &'a TopicPartition) -> impl Iterator<Item = &'a ConsumerRecord> + 'a {
-        self.records
+    pub fn records_for<'a>(&'a self, tp: &'a TopicPartition) -> impl Iterator<Item = ConsumerRecordRef<'a>> + 'a {
+        self.chunks
             .iter()
-            .filter(move |r| r.partition == tp.partition && *r.topic == *tp.topic)
+            .filter(move |c| c.partition == tp.partition && *c.topic == *tp.topic)
+            .flat_map(Chunk::refs)
+    }
+
+    /// Every record, owned.
+    #[must_use]
+    pub fn to_vec(&self) -> Vec<ConsumerRecord> {
+        self.iter().map(|r| r.to_owned()).collect()
     }
 }
 
@@ -350,15 +455,15 @@ impl IntoIterator for ConsumerRecords {
     type Item = ConsumerRecord;
     type IntoIter = std::vec::IntoIter<ConsumerRecord>;
     fn into_iter(self) -> Self::IntoIter {
-        self.records.into_iter()
+        self.to_vec().into_iter()
     }
 }
 
 impl<'a> IntoIterator for &'a ConsumerRecords {
-    type Item = &'a ConsumerRecord;
-    type IntoIter = std::slice::Iter<'a, ConsumerRecord>;
+    type Item = ConsumerRecordRef<'a>;
+    type IntoIter = Box<dyn Iterator<Item = ConsumerRecordRef<'a>> + 'a>;
     fn into_iter(self) -> Self::IntoIter {
-        self.records.iter()
+        Box::new(self.iter())
     }
 }
 
@@ -400,6 +505,9 @@ pub trait RebalanceListener: Send {
 
 /// The callback of [`Consumer::commit_async`].
 type CommitCallback = Box<dyn FnOnce(Result<()>) + Send>;
+
+/// A written `commit_async`: the offsets log end to sync, and the positions it committed.
+type AsyncCommit = (u64, Vec<(TopicPartition, u64)>);
 
 struct Subscription {
     topics: Vec<String>,
@@ -449,7 +557,9 @@ pub struct Consumer {
     parts: BTreeMap<TopicPartition, Part>,
     rotation: usize,
     last_auto_commit: Instant,
-    async_pending: VecDeque<(CommitCallback, Result<u64>)>,
+    async_pending: VecDeque<(CommitCallback, Result<AsyncCommit>)>,
+    /// An error of a poll that also returned records, reported by the next poll.
+    pending_error: Option<Error>,
     closed: bool,
 }
 
@@ -475,6 +585,7 @@ impl Consumer {
             rotation: 0,
             last_auto_commit: Instant::now(),
             async_pending: VecDeque::new(),
+            pending_error: None,
             closed: false,
         })
     }
@@ -660,9 +771,14 @@ impl Consumer {
     /// `auto_offset_reset` is `None`; [`Error::OffsetOutOfRange`] when a position falls
     /// outside the log and `auto_offset_reset` is `None`; [`Error::UnknownTopic`] for a
     /// manually assigned partition whose topic was deleted; [`Error::Corrupt`] or
-    /// [`Error::Io`] from the log; [`Error::Closed`] after `close`.
+    /// [`Error::Io`] from the log; [`Error::Closed`] after `close`. As in Kafka, records
+    /// already read from other partitions in the same poll are returned first, and the
+    /// error comes from the next poll: no record is skipped because another partition failed.
     pub fn poll(&mut self, timeout: Duration) -> Result<ConsumerRecords> {
         self.check_open()?;
+        if let Some(e) = self.pending_error.take() {
+            return Err(e);
+        }
         let deadline = Instant::now().checked_add(timeout);
         self.run_async_callbacks();
         self.maybe_auto_commit();
@@ -670,11 +786,11 @@ impl Consumer {
         if let Some(sub) = &self.subscription {
             sub.member.group.end_poll(&sub.member.member_id);
         }
-        result.map(|records| ConsumerRecords { records })
+        result
     }
 
-    fn poll_loop(&mut self, deadline: Option<Instant>) -> Result<Vec<ConsumerRecord>> {
-        let mut out = Vec::new();
+    fn poll_loop(&mut self, deadline: Option<Instant>) -> Result<ConsumerRecords> {
+        let mut out = ConsumerRecords::default();
         loop {
             // Take the signal before reading: an append after this point raises it again.
             self.signal.take();
@@ -747,8 +863,11 @@ impl Consumer {
                                     self.add_part(tp.clone(), log);
                                     added.push(tp);
                                 }
-                                // Deleted meanwhile: the coordinator rebalances it away.
-                                Err(e) => tracing::debug!(partition = %tp, error = %e, "skipping a vanished partition"),
+                                // Deleted meanwhile: give it back; the coordinator rebalances it away.
+                                Err(e) => {
+                                    tracing::debug!(partition = %tp, error = %e, "skipping a vanished partition");
+                                    group.release(&member_id, std::slice::from_ref(&tp));
+                                }
                             }
                         }
                         if !added.is_empty() {
@@ -765,11 +884,17 @@ impl Consumer {
     }
 
     fn with_listener(&mut self, call: impl FnOnce(&mut dyn RebalanceListener, &mut Consumer)) {
-        let Some(mut listener) = self.subscription.as_mut().and_then(|s| s.listener.take()) else {
+        let Some(sub) = self.subscription.as_mut() else { return };
+        let member = sub.member.member_id.clone();
+        let Some(mut listener) = sub.listener.take() else {
             return;
         };
         call(listener.as_mut(), self);
-        if let Some(sub) = self.subscription.as_mut() {
+        // Put it back unless the callback replaced the subscription (and its listener).
+        if let Some(sub) = self.subscription.as_mut()
+            && sub.member.member_id == member
+            && sub.listener.is_none()
+        {
             sub.listener = Some(listener);
         }
     }
@@ -788,7 +913,7 @@ impl Consumer {
                 .and_then(|g| self.broker.offsets().get(g, &tp))
                 .map(|om| om.offset);
             let Some(part) = self.parts.get_mut(&tp) else { continue };
-            let (start, end) = (part.log.log_start_offset(), part.log.log_end_offset());
+            let (start, end) = (part.log.log_start_offset(), part.log.visible_end_offset());
             let position = match committed {
                 Some(c) if (start..=end).contains(&c) => c,
                 Some(c) => reset(self.config.auto_offset_reset, start, end).ok_or(Error::OffsetOutOfRange {
@@ -808,7 +933,9 @@ impl Consumer {
     }
 
     /// Reads from the unpaused partitions in turn until `max_poll_records` are in `out`.
-    fn fetch(&mut self, out: &mut Vec<ConsumerRecord>) -> Result<()> {
+    /// A partition that fails leaves its position alone; the error is returned now if
+    /// nothing was read, else kept for the next poll.
+    fn fetch(&mut self, out: &mut ConsumerRecords) -> Result<()> {
         let max = self.config.max_poll_records;
         let count = self.parts.len();
         if count == 0 {
@@ -820,58 +947,55 @@ impl Consumer {
         let subscribed = self.subscription.is_some();
         let mut parts: Vec<(&TopicPartition, &mut Part)> = self.parts.iter_mut().collect();
         parts.rotate_left(self.rotation);
+        let mut failure = None;
         for (tp, part) in parts {
-            if out.len() >= max {
+            if out.len >= max {
                 break;
             }
             if part.paused {
                 continue;
             }
-            let Some(mut position) = part.position else { continue };
+            let Some(position) = part.position else { continue };
             if part.log.is_deleted() {
                 if subscribed {
                     // The coordinator is rebalancing the deleted topic away.
                     continue;
                 }
-                return Err(Error::UnknownTopic {
+                failure = Some(Error::UnknownTopic {
                     topic: tp.topic.clone(),
                 });
+                break;
             }
-            let batches = match part.log.read(position, fetch_bytes) {
-                Ok(b) => b,
-                Err(Error::OffsetOutOfRange { requested, start, end }) => {
-                    let to =
-                        reset(reset_policy, start, end).ok_or(Error::OffsetOutOfRange { requested, start, end })?;
-                    tracing::warn!(partition = %tp, requested, reset_to = to, "position out of range; resetting");
-                    part.position = Some(to);
-                    continue;
+            match fetch_partition(part, tp.partition, position, fetch_bytes, max - out.len) {
+                Ok((chunks, n, next)) => {
+                    out.chunks.extend(chunks);
+                    out.len += n;
+                    part.position = Some(next);
                 }
-                Err(e) => return Err(e),
-            };
-            'batches: for batch in &batches {
-                if batch.last_offset().saturating_add(1) <= position {
-                    continue;
-                }
-                for record in batch.records() {
-                    let record = record?;
-                    if record.offset < position {
-                        continue;
+                Err(Error::OffsetOutOfRange { requested, start, end }) => match reset(reset_policy, start, end) {
+                    Some(to) => {
+                        tracing::warn!(partition = %tp, requested, reset_to = to, "position out of range; resetting");
+                        part.position = Some(to);
                     }
-                    position = record.offset + 1;
-                    out.push(ConsumerRecord {
-                        topic: Arc::clone(&part.topic),
-                        partition: tp.partition,
-                        record,
-                    });
-                    if out.len() >= max {
-                        break 'batches;
+                    None => {
+                        failure = Some(Error::OffsetOutOfRange { requested, start, end });
+                        break;
                     }
+                },
+                Err(e) => {
+                    failure = Some(e);
+                    break;
                 }
-                position = position.max(batch.last_offset().saturating_add(1));
             }
-            part.position = Some(position);
         }
-        Ok(())
+        match failure {
+            Some(e) if out.is_empty() => Err(e),
+            Some(e) => {
+                self.pending_error = Some(e);
+                Ok(())
+            }
+            None => Ok(()),
+        }
     }
 
     /// An iterator that polls forever (as `for msg in consumer` in the Kafka tutorials),
@@ -937,12 +1061,13 @@ impl Consumer {
         self.seek_each(partitions, |log| log.log_start_offset())
     }
 
-    /// Seeks each of `partitions` to its log end offset.
+    /// Seeks each of `partitions` to its end: the offset the next readable record gets
+    /// (Kafka's high watermark; `Buffered` records not yet written are not counted).
     ///
     /// # Errors
     /// [`Error::NotAssigned`] (no partition is moved then).
     pub fn seek_to_end(&mut self, partitions: &[TopicPartition]) -> Result<()> {
-        self.seek_each(partitions, |log| log.log_end_offset())
+        self.seek_each(partitions, |log| log.visible_end_offset())
     }
 
     fn seek_each(&mut self, partitions: &[TopicPartition], to: impl Fn(&PartitionLog) -> u64) -> Result<()> {
@@ -995,8 +1120,18 @@ impl Consumer {
         for tp in partitions {
             self.part(tp)?;
         }
+        let signal = Arc::clone(&self.signal);
         for tp in partitions {
-            self.part_mut(tp)?.paused = paused;
+            let part = self.part_mut(tp)?;
+            if part.paused != paused {
+                // A paused partition's appends must not wake a blocked poll.
+                if paused {
+                    part.log.watchers().remove(&signal);
+                } else {
+                    part.log.watchers().add(&signal);
+                }
+            }
+            part.paused = paused;
         }
         Ok(())
     }
@@ -1020,13 +1155,14 @@ impl Consumer {
         Ok(self.broker.offsets().get(group, tp))
     }
 
-    /// How many records of `tp` are past this consumer's position (log end − position).
+    /// How many readable records of `tp` are past this consumer's position (visible end −
+    /// position; Kafka's high watermark minus position).
     ///
     /// # Errors
     /// [`Error::NotAssigned`]; as [`position`](Self::position).
     pub fn lag(&mut self, tp: &TopicPartition) -> Result<u64> {
         let position = self.position(tp)?;
-        Ok(self.part(tp)?.log.log_end_offset().saturating_sub(position))
+        Ok(self.part(tp)?.log.visible_end_offset().saturating_sub(position))
     }
 
     fn require_group(&self) -> Result<&str> {
@@ -1086,7 +1222,8 @@ impl Consumer {
         let result = self.check_open().and_then(|()| {
             let all: Vec<TopicPartition> = self.parts.keys().cloned().collect();
             let offsets = self.changed_positions(&all);
-            self.commit_list(&offsets, false)
+            let end = self.commit_list(&offsets, false)?;
+            Ok((end, offsets.into_iter().map(|(tp, om)| (tp, om.offset)).collect()))
         });
         self.async_pending.push_back((Box::new(callback), result));
     }
@@ -1099,39 +1236,38 @@ impl Consumer {
         if offsets.is_empty() {
             return Ok(0);
         }
-        match &self.subscription {
-            Some(sub) => {
-                let tps: Vec<&TopicPartition> = offsets.iter().map(|(tp, _)| tp).collect();
-                sub.member.group.check_owner(&sub.member.member_id, &tps)?;
-            }
-            None => {
-                let members = self
-                    .broker
-                    .coordinator()
-                    .existing(&group)
-                    .map_or(0, |g| g.member_count());
-                if members > 0 {
-                    return Err(Error::CommitFailed {
-                        group,
-                        reason: format!(
-                            "the group has {members} subscribed member(s); a consumer using assign() may commit only to a group without members"
-                        ),
-                    });
-                }
-            }
-        }
-        let end = self.broker.offsets().commit(&group, offsets, wait)?;
-        for (tp, om) in offsets {
-            if let Some(part) = self.parts.get_mut(tp) {
-                part.committed = Some(om.offset);
-            }
+        let (handle, member) = match &self.subscription {
+            Some(sub) => (Arc::clone(&sub.member.group), Some(sub.member.member_id.clone())),
+            None => (self.broker.coordinator().group(&group), None),
+        };
+        // The fencing check and the write happen under the group's lock, so no rebalance
+        // or eviction can slip in between.
+        let end = handle.commit_fenced(member.as_deref(), offsets, self.broker.offsets(), &|tp| {
+            self.broker.check_partition(tp)
+        })?;
+        if wait {
+            self.broker.offsets().wait_durable(end)?;
+            self.mark_committed(offsets.iter().map(|(tp, om)| (tp, om.offset)));
         }
         Ok(end)
     }
 
+    fn mark_committed<'a>(&mut self, offsets: impl Iterator<Item = (&'a TopicPartition, u64)>) {
+        for (tp, offset) in offsets {
+            if let Some(part) = self.parts.get_mut(tp) {
+                part.committed = Some(offset);
+            }
+        }
+    }
+
     fn run_async_callbacks(&mut self) {
         while let Some((callback, result)) = self.async_pending.pop_front() {
-            let outcome = result.and_then(|end| self.broker.offsets().wait_durable(end));
+            let outcome = result.and_then(|(end, offsets)| {
+                self.broker.offsets().wait_durable(end)?;
+                // Only now is the commit durable: later commits may skip these positions.
+                self.mark_committed(offsets.iter().map(|(tp, o)| (tp, *o)));
+                Ok(())
+            });
             callback(outcome);
         }
     }
@@ -1165,7 +1301,9 @@ impl Consumer {
         }
         self.run_async_callbacks();
         let mut result = Ok(());
-        if self.config.enable_auto_commit && self.config.group_id.is_some() {
+        // A thread unwinding from a panic has not processed what it polled: committing its
+        // positions would lose those records (at-least-once), so only leave the group.
+        if self.config.enable_auto_commit && self.config.group_id.is_some() && !std::thread::panicking() {
             let all: Vec<TopicPartition> = self.parts.keys().cloned().collect();
             result = self.commit_parts(&all);
         }
@@ -1188,6 +1326,57 @@ impl Drop for Consumer {
             tracing::warn!(error = %e, "closing a consumer failed");
         }
     }
+}
+
+/// Reads up to `budget` records of one partition from `position`, checking every record.
+/// Returns the chunks, how many records they hold, and the next position.
+fn fetch_partition(
+    part: &Part,
+    partition: u32,
+    position: u64,
+    max_bytes: usize,
+    budget: usize,
+) -> Result<(Vec<Chunk>, usize, u64)> {
+    let batches = part.log.read(position, max_bytes)?;
+    let mut chunks = Vec::with_capacity(batches.len());
+    let (mut n, mut next) = (0usize, position);
+    for batch in batches {
+        if n >= budget {
+            break;
+        }
+        let batch_end = batch.last_offset().saturating_add(1);
+        if batch_end <= next {
+            continue;
+        }
+        let (mut first, mut count) = (None, 0usize);
+        for record in batch.iter() {
+            let offset = record?.offset();
+            if offset < next {
+                continue;
+            }
+            first.get_or_insert(offset);
+            count += 1;
+            next = offset + 1;
+            if n + count >= budget {
+                break;
+            }
+        }
+        if n + count < budget {
+            // The whole rest of the batch was taken: continue after its last offset.
+            next = next.max(batch_end);
+        }
+        if let Some(from) = first {
+            chunks.push(Chunk {
+                topic: Arc::clone(&part.topic),
+                partition,
+                batch,
+                from,
+                count,
+            });
+            n += count;
+        }
+    }
+    Ok((chunks, n, next))
 }
 
 fn reset(policy: OffsetReset, start: u64, end: u64) -> Option<u64> {

@@ -104,7 +104,8 @@ pub use broker::{Broker, BrokerBuilder, PartitionDescription, TopicDescription};
 pub use codec::{Bincode, Codec, Json, PoisonRecord, TypedConsumer, TypedProducer, TypedRecord};
 pub use config::{Durability, LogConfig};
 pub use consumer::{
-    Consumer, ConsumerConfig, ConsumerRecord, ConsumerRecords, IsolationLevel, Iter, OffsetReset, RebalanceListener,
+    Consumer, ConsumerConfig, ConsumerRecord, ConsumerRecordRef, ConsumerRecords, IsolationLevel, Iter, OffsetReset,
+    RebalanceListener,
 };
 pub use error::{Error, Result};
 pub use group::admin::{GroupDescription, GroupPartition, GroupState, OffsetSpec};

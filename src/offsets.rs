@@ -7,7 +7,8 @@
 //!   log/        a PartitionLog (same format, recovery and durability as a topic's partition)
 //!   snapshot    the whole table as of a log offset, replaced atomically
 //! ```
-//! A commit appends **one batch** holding one record per committed partition — key
+//! A commit (amortized O(1): the commit that crosses the snapshot threshold also writes the
+//! snapshot, O(table)) appends **one batch** holding one record per committed partition — key
 //! `(group, topic, partition)`, value `(offset, commit time, metadata)`, a tombstone (no
 //! value) for a deletion — and then updates the in-memory table. One batch per commit makes
 //! a multi-partition commit atomic: its CRC covers all of it, so a torn write loses the whole
@@ -142,6 +143,19 @@ impl OffsetStore {
         let snapshot_path = dir.join(SNAPSHOT_FILE);
         let (mut covered, entries) = match checkpoint::read_small_file(&*vfs, &snapshot_path, MAX_SNAPSHOT_BYTES)? {
             Some(bytes) => decode_snapshot(&snapshot_path, &bytes)?,
+            // Segments are deleted only after a snapshot covers them: a log that no longer
+            // starts at 0 without a snapshot has lost commits, and carrying on with a
+            // partial table would silently move groups to `auto_offset_reset`.
+            None if log.log_start_offset() > 0 => {
+                return Err(Error::corrupt(
+                    &snapshot_path,
+                    0,
+                    format!(
+                        "the offsets snapshot is missing but the offsets log starts at {}",
+                        log.log_start_offset()
+                    ),
+                ));
+            }
             None => (0, Vec::new()),
         };
         let mut table: BTreeMap<String, GroupOffsets> = BTreeMap::new();
@@ -223,7 +237,16 @@ impl OffsetStore {
     /// Commits `offsets` for `group` atomically (one batch); stamps the commit time. With
     /// `wait`, returns once the commit has the configured durability; without, the caller
     /// passes the returned log end to [`wait_durable`](Self::wait_durable) later.
-    pub fn commit(&self, group: &str, offsets: &[(TopicPartition, OffsetAndMetadata)], wait: bool) -> Result<u64> {
+    ///
+    /// `valid` is asked about every partition under the table's write lock, so a commit
+    /// cannot slip in after a topic's deletion dropped its offsets.
+    pub fn commit(
+        &self,
+        group: &str,
+        offsets: &[(TopicPartition, OffsetAndMetadata)],
+        wait: bool,
+        valid: &dyn Fn(&TopicPartition) -> Result<()>,
+    ) -> Result<u64> {
         if offsets.is_empty() {
             return Ok(0);
         }
@@ -244,7 +267,8 @@ impl OffsetStore {
                     .value(encode_value(om.offset, now, &om.metadata)),
             );
         }
-        self.append(records, wait, |table| {
+        let check = || offsets.iter().try_for_each(|(tp, _)| valid(tp));
+        self.append(records, wait, check, |table| {
             let g = table.entry(group.to_owned()).or_default();
             for (tp, om) in offsets {
                 g.insert(
@@ -274,16 +298,21 @@ impl OffsetStore {
             .iter()
             .map(|tp| encode_key(group, tp).map(|k| Record::new().key(k)))
             .collect::<Result<Vec<_>>>()?;
-        self.append(records, true, |table| {
-            if let Some(g) = table.get_mut(group) {
-                for tp in &tps {
-                    g.remove(tp);
+        self.append(
+            records,
+            true,
+            || Ok(()),
+            |table| {
+                if let Some(g) = table.get_mut(group) {
+                    for tp in &tps {
+                        g.remove(tp);
+                    }
+                    if g.is_empty() {
+                        table.remove(group);
+                    }
                 }
-                if g.is_empty() {
-                    table.remove(group);
-                }
-            }
-        })?;
+            },
+        )?;
         Ok(tps.len())
     }
 
@@ -302,18 +331,24 @@ impl OffsetStore {
         &self,
         records: Vec<Record>,
         wait: bool,
+        check: impl FnOnce() -> Result<()>,
         update: impl FnOnce(&mut BTreeMap<String, GroupOffsets>),
     ) -> Result<u64> {
         let end = {
             let mut state = self.write.lock();
+            check()?;
             let level = match self.durability {
                 Durability::Synced => Durability::Written,
                 other => other,
             };
             let info = self.log.append(&records, level)?;
             update(&mut self.table.write());
-            if self.log.size_bytes() >= state.bytes_at_snapshot.saturating_add(self.compact_bytes) {
-                self.compact(&mut state)?;
+            if self.log.size_bytes() >= state.bytes_at_snapshot.saturating_add(self.compact_bytes)
+                && let Err(e) = self.compact(&mut state)
+            {
+                // The commit itself is written; a failed snapshot only postpones reclaiming
+                // space (the next commit tries again) and must not report the commit failed.
+                tracing::warn!(error = %e, "offsets snapshot failed; the log keeps growing until one succeeds");
             }
             info.last_offset + 1
         };
@@ -541,11 +576,15 @@ mod tests {
             let store = open(dir.path(), 64 << 10);
             for i in 0..20_000u64 {
                 store
-                    .commit("g", &[(tp((i % 4) as u32), OffsetAndMetadata::new(i))], true)
+                    .commit("g", &[(tp((i % 4) as u32), OffsetAndMetadata::new(i))], true, &|_| {
+                        Ok(())
+                    })
                     .unwrap();
             }
             store
-                .commit("h", &[(tp(0), OffsetAndMetadata::new(5).metadata("x"))], true)
+                .commit("h", &[(tp(0), OffsetAndMetadata::new(5).metadata("x"))], true, &|_| {
+                    Ok(())
+                })
                 .unwrap();
             assert_eq!(store.delete_where("h", |_| true).unwrap(), 1);
             // 20,000 commits of ~70 bytes are ~1.4 MB of log; snapshots keep it near 64 KiB.

@@ -151,8 +151,8 @@ fn a_leaving_members_partition_moves_and_resumes_at_its_committed_offset() {
     let start = Instant::now();
     while rest.len() < 60 {
         assert!(start.elapsed() < LONG, "got {} of 60", rest.len());
-        rest.extend(ids(a.poll(Duration::from_millis(10)).unwrap().as_slice()));
-        rest.extend(ids(b.poll(Duration::from_millis(10)).unwrap().as_slice()));
+        rest.extend(ids(&a.poll(Duration::from_millis(10)).unwrap().to_vec()));
+        rest.extend(ids(&b.poll(Duration::from_millis(10)).unwrap().to_vec()));
     }
     rest.sort_unstable();
     let expected: Vec<(u32, u64)> = (0..3).flat_map(|p| (10..30).map(move |o| (p, o))).collect();
@@ -341,12 +341,7 @@ fn a_member_that_stops_polling_is_evicted_and_its_commits_are_fenced() {
     while fast.assignment().len() < 2 || taken.is_empty() {
         assert!(start.elapsed() < LONG);
         let records = fast.poll(Duration::from_millis(50)).unwrap();
-        taken.extend(
-            records
-                .iter()
-                .filter(|r| r.partition() == 0)
-                .map(ConsumerRecord::offset),
-        );
+        taken.extend(records.iter().filter(|r| r.partition() == 0).map(|r| r.offset()));
     }
     // The new owner starts at the committed offset.
     assert_eq!(taken.first(), Some(&3));
@@ -515,11 +510,8 @@ fn a_blocked_poll_is_woken_by_an_append_from_another_thread() {
     // A 30 s timeout: only the append's wake-up makes this return with the record.
     let records = c.poll(LONG).unwrap();
     let meta = sender.join().unwrap();
-    assert_eq!(ids(records.as_slice()), [(2, meta.offset)]);
-    assert_eq!(
-        records.iter().next().and_then(ConsumerRecord::value),
-        Some(&b"hello"[..])
-    );
+    assert_eq!(ids(&records.to_vec()), [(2, meta.offset)]);
+    assert_eq!(records.iter().next().and_then(|r| r.value()), Some(&b"hello"[..]));
 }
 
 /// Records rebalance callbacks and commits in `on_partitions_revoked`.
@@ -855,4 +847,146 @@ fn the_offset_table_survives_power_loss_and_torn_writes() {
             );
         }
     }
+}
+
+#[test]
+fn a_failing_partition_never_costs_the_records_of_another() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("a", TopicConfig::with_partitions(1)).unwrap();
+    broker.create_topic("b", TopicConfig::with_partitions(1)).unwrap();
+    fill(&broker, "a", 1, 5);
+    let mut c = broker
+        .consumer(ConsumerConfig::default().auto_offset_reset(OffsetReset::Earliest))
+        .unwrap();
+    c.assign(&[tp("a", 0), tp("b", 0)]).unwrap();
+    broker.delete_topic("b").unwrap();
+    let (mut got, mut errors) = (Vec::new(), 0);
+    for _ in 0..6 {
+        match c.poll(Duration::from_millis(10)) {
+            Ok(records) => got.extend(records.iter().map(|r| r.offset())),
+            Err(Error::UnknownTopic { topic }) => {
+                assert_eq!(topic, "b");
+                errors += 1;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(got, [0, 1, 2, 3, 4], "every record of a-0 was returned");
+    assert!(errors >= 3, "the deleted topic keeps being reported: {errors}");
+    assert_eq!(c.position(&tp("a", 0)).unwrap(), 5);
+}
+
+#[test]
+fn a_peer_blocked_in_poll_takes_over_from_a_member_that_stalls() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(2)).unwrap();
+    let mut a = broker
+        .consumer(manual("g").max_poll_interval(Duration::from_millis(200)))
+        .unwrap();
+    let mut b = broker.consumer(manual("g")).unwrap();
+    a.subscribe(&["t"]).unwrap();
+    b.subscribe(&["t"]).unwrap();
+    settle(&broker, "g", &mut [&mut a, &mut b]);
+    assert_eq!(assignment(&a), ["t-0"]);
+    let stalled = Arc::new(Barrier::new(2));
+    let a_thread = {
+        let stalled = Arc::clone(&stalled);
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_millis(300) {
+                a.poll(Duration::from_millis(50)).unwrap();
+            }
+            stalled.wait();
+            // Stuck "processing": no poll for far longer than max_poll_interval.
+            std::thread::sleep(Duration::from_secs(2));
+            a
+        })
+    };
+    let producer = broker.producer(ProducerConfig::default());
+    let sender = std::thread::spawn(move || {
+        stalled.wait();
+        producer
+            .send(ProducerRecord::new("t").partition(0).value("for a"))
+            .unwrap()
+    });
+    // b blocks in one long poll: it must wake by itself to evict a and take t-0.
+    let records = b.poll(LONG).unwrap();
+    let sent = sender.join().unwrap();
+    assert_eq!(
+        records.iter().map(|r| (r.partition(), r.offset())).collect::<Vec<_>>(),
+        [(0, sent.offset)]
+    );
+    let mut a = a_thread.join().unwrap();
+    assert!(matches!(a.commit(), Ok(()) | Err(Error::CommitFailed { .. })));
+    a.poll(Duration::from_millis(1)).unwrap();
+}
+
+#[test]
+fn deleting_a_subscribed_topic_revokes_its_partitions() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    broker.create_topic("u", TopicConfig::with_partitions(1)).unwrap();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let mut c = broker.consumer(manual("g")).unwrap();
+    c.subscribe_with_listener(
+        &["t", "u"],
+        Recorder {
+            name: "c",
+            events: Arc::clone(&events),
+        },
+    )
+    .unwrap();
+    settle(&broker, "g", &mut [&mut c]);
+    assert_eq!(assignment(&c), ["t-0", "u-0"]);
+    broker.delete_topic("t").unwrap();
+    settle(&broker, "g", &mut [&mut c]);
+    assert_eq!(assignment(&c), ["u-0"]);
+    assert_eq!(
+        events.lock().unwrap().last().cloned(),
+        Some("c revoked [\"t-0\"] committed=true".to_owned())
+    );
+    assert_eq!(broker.committed_offset("g", &tp("t", 0)), None);
+}
+
+#[test]
+fn a_panicking_worker_with_auto_commit_does_not_commit_what_it_never_processed() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    fill(&broker, "t", 1, 10);
+    for panics in [true, false] {
+        let group = if panics { "panics" } else { "returns" };
+        let b = broker.clone();
+        let worker = std::thread::spawn(move || {
+            let config = ConsumerConfig::group(group).auto_offset_reset(OffsetReset::Earliest);
+            let mut c = b.consumer(config).unwrap();
+            c.subscribe(&["t"]).unwrap();
+            poll_n(&mut c, 10);
+            assert!(!panics, "crash while processing");
+        });
+        assert_eq!(worker.join().is_err(), panics);
+        let committed = broker.committed_offset(group, &tp("t", 0)).map(|o| o.offset);
+        assert_eq!(committed, if panics { None } else { Some(10) }, "{group}");
+    }
+}
+
+#[test]
+fn the_oldest_member_chooses_the_assignor_and_commits_need_real_partitions() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(4)).unwrap();
+    let mut zeta = broker
+        .consumer(manual("g").client_id("zeta").assignor(StickyAssignor))
+        .unwrap();
+    let mut alpha = broker.consumer(manual("g").client_id("alpha")).unwrap();
+    zeta.subscribe(&["t"]).unwrap();
+    alpha.subscribe(&["t"]).unwrap();
+    settle(&broker, "g", &mut [&mut zeta, &mut alpha]);
+    assert_eq!(broker.describe_group("g").unwrap().assignor.as_deref(), Some("sticky"));
+
+    let mut standalone = broker.consumer(manual("other")).unwrap();
+    standalone.assign(&[tp("t", 0)]).unwrap();
+    let r = standalone.commit_offsets(&BTreeMap::from([(tp("nope", 99), OffsetAndMetadata::new(1))]));
+    assert!(matches!(r, Err(Error::UnknownTopic { .. })), "{r:?}");
+    let r = standalone.commit_offsets(&BTreeMap::from([(tp("t", 4), OffsetAndMetadata::new(1))]));
+    assert!(matches!(r, Err(Error::InvalidPartition { partition: 4, .. })), "{r:?}");
+    assert_eq!(broker.list_groups(), ["g"]);
 }

@@ -42,7 +42,8 @@ pub struct GroupPartition {
     pub partition: TopicPartition,
     /// The group's committed offset, if any.
     pub committed: Option<OffsetAndMetadata>,
-    /// The partition's log end offset.
+    /// The partition's end as consumers see it: the offset the next readable record gets
+    /// (Kafka's high watermark).
     pub log_end_offset: u64,
     /// `log_end_offset − committed` (`None` without a committed offset, as Kafka shows `-`).
     pub lag: Option<u64>,
@@ -142,7 +143,7 @@ impl Broker {
         let partitions = tps
             .into_iter()
             .map(|tp| {
-                let log_end_offset = self.partition_log(&tp).map_or(0, |l| l.log_end_offset());
+                let log_end_offset = self.partition_log(&tp).map_or(0, |l| l.visible_end_offset());
                 let committed = committed.get(&tp).cloned();
                 GroupPartition {
                     lag: committed.as_ref().map(|c| log_end_offset.saturating_sub(c.offset)),
@@ -183,7 +184,16 @@ impl Broker {
         to: OffsetSpec,
         topic: Option<&str>,
     ) -> Result<BTreeMap<TopicPartition, u64>> {
-        self.require_empty(group)?;
+        let handle = self.coordinator().group(group);
+        handle.while_empty(|| self.reset_offsets_locked(group, to, topic))
+    }
+
+    fn reset_offsets_locked(
+        &self,
+        group: &str,
+        to: OffsetSpec,
+        topic: Option<&str>,
+    ) -> Result<BTreeMap<TopicPartition, u64>> {
         let tps: Vec<TopicPartition> = match topic {
             Some(t) => {
                 let n = self
@@ -201,7 +211,7 @@ impl Broker {
         let mut moved = BTreeMap::new();
         for tp in tps {
             let log = self.partition_log(&tp)?;
-            let (start, end) = (log.log_start_offset(), log.log_end_offset());
+            let (start, end) = (log.log_start_offset(), log.visible_end_offset());
             let offset = match to {
                 OffsetSpec::Earliest => start,
                 OffsetSpec::Latest => end,
@@ -214,7 +224,8 @@ impl Broker {
             .iter()
             .map(|(tp, o)| (tp.clone(), OffsetAndMetadata::new(*o)))
             .collect();
-        self.offsets().commit(group, &list, true)?;
+        self.offsets()
+            .commit(group, &list, true, &|tp| self.check_partition(tp))?;
         Ok(moved)
     }
 
@@ -223,24 +234,13 @@ impl Broker {
     /// # Errors
     /// [`Error::GroupNotEmpty`]; [`Error::UnknownGroup`]; an I/O error.
     pub fn delete_group(&self, group: &str) -> Result<()> {
-        self.require_empty(group)?;
         let had_live = self.coordinator().existing(group).is_some();
-        let deleted = self.offsets().delete_where(group, |_| true)?;
+        let handle = self.coordinator().group(group);
+        let deleted = handle.while_empty(|| self.offsets().delete_where(group, |_| true))?;
         self.coordinator().remove_if_empty(group)?;
         if deleted == 0 && !had_live {
             return Err(Error::UnknownGroup {
                 group: group.to_owned(),
-            });
-        }
-        Ok(())
-    }
-
-    fn require_empty(&self, group: &str) -> Result<()> {
-        let members = self.coordinator().existing(group).map_or(0, |g| g.member_count());
-        if members > 0 {
-            return Err(Error::GroupNotEmpty {
-                group: group.to_owned(),
-                members,
             });
         }
         Ok(())

@@ -33,6 +33,7 @@ use parking_lot::Mutex;
 
 use super::assignor::{Assignor, MemberSubscription};
 use crate::error::{Error, Result};
+use crate::offsets::{OffsetAndMetadata, OffsetStore};
 use crate::storage::notify::Signal;
 use crate::topic::TopicPartition;
 
@@ -66,6 +67,8 @@ struct GroupState {
 
 #[derive(Debug)]
 struct Member {
+    /// Join order: the oldest member (lowest) is the leader whose assignor is used.
+    seq: u64,
     client_id: String,
     topics: Vec<String>,
     assignor: Arc<dyn Assignor>,
@@ -140,7 +143,8 @@ pub(crate) struct LiveGroup {
 }
 
 impl Coordinator {
-    fn group(&self, name: &str) -> Arc<Group> {
+    /// The group `name`, created empty if it does not exist.
+    pub fn group(&self, name: &str) -> Arc<Group> {
         let mut groups = self.groups.lock();
         Arc::clone(groups.entry(name.to_owned()).or_insert_with(|| {
             Arc::new(Group {
@@ -175,6 +179,7 @@ impl Coordinator {
             st.members.insert(
                 member_id.clone(),
                 Member {
+                    seq: n,
                     client_id: request.client_id,
                     topics: request.topics,
                     assignor: request.assignor,
@@ -247,7 +252,7 @@ impl Group {
             generation: st.generation,
             revoke,
             to_claim,
-            next_check: st.next_deadline(member_id),
+            next_check: st.next_deadline(member_id, now),
         }
     }
 
@@ -307,39 +312,52 @@ impl Group {
         }
     }
 
-    /// Checks that `member_id` is a member that owns every partition in `partitions`.
+    /// Commits `offsets` if the committer may: a member (`Some`) must own every partition,
+    /// a standalone consumer (`None`) needs a group without members. The check and the
+    /// append happen under the group's lock. Returns the offsets log end to wait on for
+    /// durability.
     ///
     /// # Errors
-    /// [`Error::CommitFailed`] naming the first reason.
-    pub fn check_owner(&self, member_id: &str, partitions: &[&TopicPartition]) -> Result<()> {
+    /// [`Error::CommitFailed`]; an error of `valid` (a partition that does not exist); a
+    /// write error.
+    pub fn commit_fenced(
+        &self,
+        member_id: Option<&str>,
+        offsets: &[(TopicPartition, OffsetAndMetadata)],
+        store: &OffsetStore,
+        valid: &dyn Fn(&TopicPartition) -> Result<()>,
+    ) -> Result<u64> {
         let st = self.state.lock();
-        let fail = |reason: String| Error::CommitFailed {
-            group: self.name.clone(),
-            reason,
-        };
-        if !st.members.contains_key(member_id) {
-            return Err(fail(format!(
-                "member {member_id} is no longer in the group (evicted or left); its partitions may have moved"
-            )));
-        }
-        for tp in partitions {
-            match st.owners.get(*tp) {
-                Some(owner) if owner == member_id => {}
-                Some(owner) => {
-                    return Err(fail(format!(
-                        "{tp} is owned by {owner} since generation {}",
-                        st.generation
-                    )));
-                }
-                None => return Err(fail(format!("{tp} is not owned by member {member_id}"))),
+        match member_id {
+            Some(member_id) => st.check_owner(&self.name, member_id, offsets.iter().map(|(tp, _)| tp))?,
+            None if !st.members.is_empty() => {
+                return Err(Error::CommitFailed {
+                    group: self.name.clone(),
+                    reason: format!(
+                        "the group has {} subscribed member(s); a consumer using assign() may commit only to a group without members",
+                        st.members.len()
+                    ),
+                });
             }
+            None => {}
         }
-        Ok(())
+        store.commit(&self.name, offsets, false, valid)
     }
 
-    /// The number of members.
-    pub fn member_count(&self) -> usize {
-        self.state.lock().members.len()
+    /// Runs `f` under the group's lock if the group has no members (for admin changes to
+    /// its offsets, which must not race a joining member).
+    ///
+    /// # Errors
+    /// [`Error::GroupNotEmpty`]; the error of `f`.
+    pub fn while_empty<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let st = self.state.lock();
+        if !st.members.is_empty() {
+            return Err(Error::GroupNotEmpty {
+                group: self.name.clone(),
+                members: st.members.len(),
+            });
+        }
+        f()
     }
 
     /// A snapshot of the live state (evicting expired members first).
@@ -372,7 +390,11 @@ impl Group {
             .collect();
         LiveGroup {
             generation: st.generation,
-            assignor: st.members.values().next().map(|m| m.assignor.name().to_owned()),
+            assignor: st
+                .members
+                .values()
+                .min_by_key(|m| m.seq)
+                .map(|m| m.assignor.name().to_owned()),
             members,
             owners: st.owners.clone(),
             rebalancing: st.rebalancing_since.is_some(),
@@ -383,10 +405,41 @@ impl Group {
 }
 
 impl GroupState {
+    /// Checks that `member_id` is a member that owns every partition in `partitions`.
+    fn check_owner<'a>(
+        &self,
+        group: &str,
+        member_id: &str,
+        partitions: impl Iterator<Item = &'a TopicPartition>,
+    ) -> Result<()> {
+        let fail = |reason: String| Error::CommitFailed {
+            group: group.to_owned(),
+            reason,
+        };
+        if !self.members.contains_key(member_id) {
+            return Err(fail(format!(
+                "member {member_id} is no longer in the group (evicted or left); its partitions may have moved"
+            )));
+        }
+        for tp in partitions {
+            match self.owners.get(tp) {
+                Some(owner) if owner == member_id => {}
+                Some(owner) => {
+                    return Err(fail(format!(
+                        "{tp} is owned by {owner} since generation {}",
+                        self.generation
+                    )));
+                }
+                None => return Err(fail(format!("{tp} is not owned by member {member_id}"))),
+            }
+        }
+        Ok(())
+    }
+
     /// New generation: recomputes the target with the leader's assignor and wakes everyone.
     fn rebalance(&mut self, group: &str, counts: TopicCounts<'_>) {
         self.generation += 1;
-        let Some(leader) = self.members.values().next() else {
+        let Some(leader) = self.members.values().min_by_key(|m| m.seq) else {
             self.target.clear();
             self.owners.clear();
             self.rebalancing_since = None;
@@ -411,7 +464,11 @@ impl GroupState {
                     .unwrap_or_default(),
             })
             .collect();
-        let assignment = assignor.assign(&subscriptions, &partitions);
+        let mut assignment = assignor.assign(&subscriptions, &partitions);
+        if let Err(reason) = validate(&assignment, &subscriptions, &partitions) {
+            tracing::error!(group, assignor = assignor.name(), %reason, "invalid assignment; using the range assignor");
+            assignment = super::assignor::RangeAssignor.assign(&subscriptions, &partitions);
+        }
         self.target = self
             .members
             .keys()
@@ -423,9 +480,8 @@ impl GroupState {
                 (id.clone(), parts)
             })
             .collect();
-        // Partitions that no longer exist have no owner.
-        self.owners
-            .retain(|tp, _| partitions.get(&tp.topic).is_some_and(|&n| tp.partition < n));
+        // Owned partitions that no longer exist (a deleted topic) are in nobody's target,
+        // so their holders revoke and release them like any partition that moves.
         self.rebalancing_since = Some(Instant::now());
         tracing::debug!(
             group,
@@ -476,12 +532,50 @@ impl GroupState {
         self.rebalance(group, counts);
     }
 
-    /// The earliest poll deadline among the other members not inside `poll`.
-    fn next_deadline(&self, except: &str) -> Option<Instant> {
+    /// The earliest time another member could pass its poll deadline: for one inside
+    /// `poll`, not before `now + max_poll_interval` (it may return from `poll` any moment),
+    /// so a waiting member re-checks within one interval however its peers behave.
+    fn next_deadline(&self, except: &str, now: Instant) -> Option<Instant> {
         self.members
             .iter()
-            .filter(|(id, m)| id.as_str() != except && !m.in_poll)
-            .map(|(_, m)| m.last_poll + m.max_poll_interval)
+            .filter(|(id, _)| id.as_str() != except)
+            .map(|(_, m)| if m.in_poll { now } else { m.last_poll } + m.max_poll_interval)
             .min()
     }
+}
+
+/// Checks an assignor's output: every partition to at most one member, only to a member
+/// subscribed to its topic, only partitions that exist, and every existing partition of a
+/// subscribed topic to someone.
+fn validate(
+    assignment: &BTreeMap<String, Vec<TopicPartition>>,
+    members: &[MemberSubscription],
+    partitions: &BTreeMap<String, u32>,
+) -> std::result::Result<(), String> {
+    let mut seen = BTreeSet::new();
+    for (member, tps) in assignment {
+        let Some(sub) = members.iter().find(|m| &m.member_id == member) else {
+            return Err(format!("unknown member {member}"));
+        };
+        for tp in tps {
+            if partitions.get(&tp.topic).is_none_or(|&n| tp.partition >= n) {
+                return Err(format!("{tp} does not exist"));
+            }
+            if !sub.topics.contains(&tp.topic) {
+                return Err(format!("{tp} given to {member}, which does not subscribe to its topic"));
+            }
+            if !seen.insert(tp.clone()) {
+                return Err(format!("{tp} given to two members"));
+            }
+        }
+    }
+    let wanted: usize = partitions
+        .iter()
+        .filter(|(t, _)| members.iter().any(|m| m.topics.contains(t)))
+        .map(|(_, &n)| n as usize)
+        .sum();
+    if seen.len() != wanted {
+        return Err(format!("{} of {wanted} partitions assigned", seen.len()));
+    }
+    Ok(())
 }
