@@ -37,7 +37,7 @@ use crate::error::{Error, Result};
 use crate::group::assignor::{Assignor, RangeAssignor};
 use crate::group::coordinator::{JoinRequest, MemberHandle, PollStep};
 use crate::offsets::OffsetAndMetadata;
-use crate::record::{Header, HeaderRefs, LogRecord, RecordBatch, RecordRef};
+use crate::record::{Header, HeaderRefs, LogRecord, RecordBatch, RecordRef, RecordRefs};
 use crate::storage::notify::Signal;
 use crate::{PartitionLog, TopicPartition};
 
@@ -371,38 +371,23 @@ impl<'a> ConsumerRecordRef<'a> {
     }
 }
 
-/// The records of one partition in one poll: a stored batch and the range of it to return.
+/// The records of one partition in one poll: a stored batch and the range of its records
+/// that belong to the poll (checked when the poll read them).
 #[derive(Debug, Clone)]
 struct Chunk {
     topic: Arc<str>,
     partition: u32,
     batch: RecordBatch,
-    /// First offset to return (records of the batch before it are skipped).
+    /// First offset to return; records of the batch before it are skipped.
     from: u64,
     /// How many records to return from `from` on.
     count: usize,
 }
 
-impl Chunk {
-    fn refs(&self) -> impl Iterator<Item = ConsumerRecordRef<'_>> {
-        // `fetch` parsed these bytes already, so no record fails here.
-        self.batch
-            .iter()
-            .filter_map(Result::ok)
-            .skip_while(|r| r.offset() < self.from)
-            .take(self.count)
-            .map(|record| ConsumerRecordRef {
-                topic: &self.topic,
-                partition: self.partition,
-                record,
-            })
-    }
-}
-
 /// What one [`Consumer::poll`] returned: whole stored batches, shared with the read buffer
-/// (no per-record allocation), and which of their records belong to this poll. Iterate by
-/// reference for borrowed [`ConsumerRecordRef`]s, or by value for owned
-/// [`ConsumerRecord`]s.
+/// (no per-record allocation), and which of their records belong to the poll. Every
+/// record was checked during the poll. Iterate by reference for borrowed
+/// [`ConsumerRecordRef`]s, or by value for owned [`ConsumerRecord`]s.
 #[derive(Debug, Clone, Default)]
 pub struct ConsumerRecords {
     chunks: Vec<Chunk>,
@@ -423,8 +408,12 @@ impl ConsumerRecords {
     }
 
     /// The records, partition by partition, in offset order within each.
-    pub fn iter(&self) -> impl Iterator<Item = ConsumerRecordRef<'_>> {
-        self.chunks.iter().flat_map(Chunk::refs)
+    #[must_use]
+    pub fn iter(&self) -> RecordsIter<'_> {
+        RecordsIter {
+            chunks: self.chunks.iter(),
+            current: None,
+        }
     }
 
     /// The partitions that have records here.
@@ -438,16 +427,61 @@ impl ConsumerRecords {
 
     /// The records of one partition.
     pub fn records_for<'a>(&'a self, tp: &'a TopicPartition) -> impl Iterator<Item = ConsumerRecordRef<'a>> + 'a {
-        self.chunks
-            .iter()
-            .filter(move |c| c.partition == tp.partition && *c.topic == *tp.topic)
-            .flat_map(Chunk::refs)
+        self.iter()
+            .filter(move |r| r.partition == tp.partition && **r.topic == *tp.topic)
     }
 
     /// Every record, owned.
     #[must_use]
     pub fn to_vec(&self) -> Vec<ConsumerRecord> {
         self.iter().map(|r| r.to_owned()).collect()
+    }
+}
+
+/// The chunk being iterated: its batch's records and how many are left to return.
+#[derive(Debug, Clone)]
+struct ChunkCursor<'a> {
+    chunk: &'a Chunk,
+    records: RecordRefs<'a>,
+    left: usize,
+}
+
+/// The iterator of [`ConsumerRecords::iter`].
+#[derive(Debug, Clone)]
+pub struct RecordsIter<'a> {
+    chunks: std::slice::Iter<'a, Chunk>,
+    current: Option<ChunkCursor<'a>>,
+}
+
+impl<'a> Iterator for RecordsIter<'a> {
+    type Item = ConsumerRecordRef<'a>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(cur) = &mut self.current
+                && cur.left > 0
+            {
+                // The poll parsed these bytes already, so no record fails here.
+                for record in cur.records.by_ref().flatten() {
+                    if record.offset() >= cur.chunk.from {
+                        cur.left -= 1;
+                        return Some(ConsumerRecordRef {
+                            topic: &cur.chunk.topic,
+                            partition: cur.chunk.partition,
+                            record,
+                        });
+                    }
+                }
+                cur.left = 0;
+            }
+            let chunk = self.chunks.next()?;
+            self.current = Some(ChunkCursor {
+                chunk,
+                records: chunk.batch.iter(),
+                left: chunk.count,
+            });
+        }
     }
 }
 
@@ -461,9 +495,9 @@ impl IntoIterator for ConsumerRecords {
 
 impl<'a> IntoIterator for &'a ConsumerRecords {
     type Item = ConsumerRecordRef<'a>;
-    type IntoIter = Box<dyn Iterator<Item = ConsumerRecordRef<'a>> + 'a>;
+    type IntoIter = RecordsIter<'a>;
     fn into_iter(self) -> Self::IntoIter {
-        Box::new(self.iter())
+        self.iter()
     }
 }
 
@@ -949,7 +983,7 @@ impl Consumer {
         parts.rotate_left(self.rotation);
         let mut failure = None;
         for (tp, part) in parts {
-            if out.len >= max {
+            if out.len() >= max {
                 break;
             }
             if part.paused {
@@ -966,25 +1000,17 @@ impl Consumer {
                 });
                 break;
             }
-            match fetch_partition(part, tp.partition, position, fetch_bytes, max - out.len) {
-                Ok((chunks, n, next)) => {
-                    out.chunks.extend(chunks);
-                    out.len += n;
-                    part.position = Some(next);
-                }
-                Err(Error::OffsetOutOfRange { requested, start, end }) => match reset(reset_policy, start, end) {
-                    Some(to) => {
-                        tracing::warn!(partition = %tp, requested, reset_to = to, "position out of range; resetting");
-                        part.position = Some(to);
-                    }
-                    None => {
-                        failure = Some(Error::OffsetOutOfRange { requested, start, end });
+            let mark = (out.chunks.len(), out.len);
+            match fetch_partition(part, tp.partition, position, fetch_bytes, max, out) {
+                Ok(next) => part.position = Some(next),
+                Err(e) => {
+                    // Nothing of a failed partition is returned.
+                    out.chunks.truncate(mark.0);
+                    out.len = mark.1;
+                    if let Some(e) = handle_fetch_error(e, tp, part, reset_policy) {
+                        failure = Some(e);
                         break;
                     }
-                },
-                Err(e) => {
-                    failure = Some(e);
-                    break;
                 }
             }
         }
@@ -1328,55 +1354,80 @@ impl Drop for Consumer {
     }
 }
 
-/// Reads up to `budget` records of one partition from `position`, checking every record.
-/// Returns the chunks, how many records they hold, and the next position.
+/// Reads records of one partition from `position` into `out` until it holds `max`,
+/// checking every record it takes (a batch taken whole is checked without building record
+/// views; a partly taken one record by record). Returns the next position; on error `out`
+/// may hold part of the partition's records (the caller drops them).
 fn fetch_partition(
     part: &Part,
     partition: u32,
     position: u64,
     max_bytes: usize,
-    budget: usize,
-) -> Result<(Vec<Chunk>, usize, u64)> {
+    max: usize,
+    out: &mut ConsumerRecords,
+) -> Result<u64> {
     let batches = part.log.read(position, max_bytes)?;
-    let mut chunks = Vec::with_capacity(batches.len());
-    let (mut n, mut next) = (0usize, position);
+    let mut next = position;
     for batch in batches {
-        if n >= budget {
+        if out.len >= max {
             break;
         }
         let batch_end = batch.last_offset().saturating_add(1);
         if batch_end <= next {
             continue;
         }
-        let (mut first, mut count) = (None, 0usize);
-        for record in batch.iter() {
-            let offset = record?.offset();
-            if offset < next {
-                continue;
+        let whole = batch.record_count() as usize;
+        let (from, count) = if batch.base_offset() >= next && out.len + whole <= max {
+            batch.check_records()?;
+            next = batch_end;
+            (batch.base_offset(), whole)
+        } else {
+            let (mut first, mut count) = (None, 0usize);
+            for record in batch.iter() {
+                let offset = record?.offset();
+                if offset < next {
+                    continue;
+                }
+                first.get_or_insert(offset);
+                count += 1;
+                next = offset + 1;
+                if out.len + count >= max {
+                    break;
+                }
             }
-            first.get_or_insert(offset);
-            count += 1;
-            next = offset + 1;
-            if n + count >= budget {
-                break;
+            if out.len + count < max {
+                next = next.max(batch_end);
             }
-        }
-        if n + count < budget {
-            // The whole rest of the batch was taken: continue after its last offset.
-            next = next.max(batch_end);
-        }
-        if let Some(from) = first {
-            chunks.push(Chunk {
+            (first.unwrap_or(next), count)
+        };
+        if count > 0 {
+            out.chunks.push(Chunk {
                 topic: Arc::clone(&part.topic),
                 partition,
                 batch,
                 from,
                 count,
             });
-            n += count;
+            out.len += count;
         }
     }
-    Ok((chunks, n, next))
+    Ok(next)
+}
+
+/// Handles a partition's fetch error: an out-of-range position is reset by `policy` (and
+/// is no error); anything else is returned.
+fn handle_fetch_error(e: Error, tp: &TopicPartition, part: &mut Part, policy: OffsetReset) -> Option<Error> {
+    match e {
+        Error::OffsetOutOfRange { requested, start, end } => match reset(policy, start, end) {
+            Some(to) => {
+                tracing::warn!(partition = %tp, requested, reset_to = to, "position out of range; resetting");
+                part.position = Some(to);
+                None
+            }
+            None => Some(Error::OffsetOutOfRange { requested, start, end }),
+        },
+        e => Some(e),
+    }
 }
 
 fn reset(policy: OffsetReset, start: u64, end: u64) -> Option<u64> {

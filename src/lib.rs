@@ -105,7 +105,7 @@ pub use codec::{Bincode, Codec, Json, PoisonRecord, TypedConsumer, TypedProducer
 pub use config::{Durability, LogConfig};
 pub use consumer::{
     Consumer, ConsumerConfig, ConsumerRecord, ConsumerRecordRef, ConsumerRecords, IsolationLevel, Iter, OffsetReset,
-    RebalanceListener,
+    RebalanceListener, RecordsIter,
 };
 pub use error::{Error, Result};
 pub use group::admin::{GroupDescription, GroupPartition, GroupState, OffsetSpec};

@@ -955,9 +955,20 @@ impl RecordBatch {
         }
     }
 
+    /// [`validate_records`](Self::validate_records) with the error a reader reports.
+    pub(crate) fn check_records(&self) -> Result<()> {
+        self.validate_records().map_err(|e| Error::InvalidBatch {
+            base_offset: self.header.base_offset,
+            reason: match e {
+                DecodeError::Corrupt(reason) => reason,
+                DecodeError::Torn { .. } => "records end early".into(),
+            },
+        })
+    }
+
     /// Walks every record without allocating (a compressed batch was decompressed by
     /// [`decode`](Self::decode)), checking that the records section parses exactly. Used by
-    /// recovery, so that every batch kept after a crash is readable.
+    /// recovery, so that every batch kept after a crash is readable, and by consumers.
     pub(crate) fn validate_records(&self) -> Result<(), DecodeError> {
         let section = self.section();
         let mut cursor = self.cursor();
@@ -977,15 +988,17 @@ impl RecordBatch {
 
 /// The fields of one record, as byte ranges into its batch.
 #[derive(Debug, Clone, Copy)]
+/// Positions are `u32` (a records section is at most `MAX_BATCH_BYTES` long), which keeps
+/// a record view small enough to pass around in registers rather than by `memcpy`.
 struct RawRecord {
     offset_delta: u32,
-    timestamp_delta: i64,
-    key: Option<(usize, usize)>,
-    value: Option<(usize, usize)>,
-    header_count: u64,
-    headers: (usize, usize),
     /// Bytes the record takes, its length prefix included.
-    size: usize,
+    size: u32,
+    header_count: u32,
+    timestamp_delta: i64,
+    key: Option<(u32, u32)>,
+    value: Option<(u32, u32)>,
+    headers: (u32, u32),
 }
 
 /// Where the next record of a batch starts, and what it must satisfy.
@@ -1017,19 +1030,19 @@ fn varint_err(e: VarintError) -> DecodeError {
 }
 
 impl Cursor<'_> {
-    #[inline]
+    #[inline(always)]
     fn u64(&mut self) -> Result<u64, DecodeError> {
         let (v, n) = varint::get_u64(self.buf.get(self.pos..).unwrap_or_default()).map_err(varint_err)?;
         self.pos += n;
         Ok(v)
     }
-    #[inline]
+    #[inline(always)]
     fn i64(&mut self) -> Result<i64, DecodeError> {
         let (v, n) = varint::get_i64(self.buf.get(self.pos..).unwrap_or_default()).map_err(varint_err)?;
         self.pos += n;
         Ok(v)
     }
-    #[inline]
+    #[inline(always)]
     fn u8(&mut self) -> Result<u8, DecodeError> {
         let b = self
             .buf
@@ -1040,7 +1053,7 @@ impl Cursor<'_> {
         Ok(b)
     }
     /// Skips `len` bytes, returning their range.
-    #[inline]
+    #[inline(always)]
     fn take(&mut self, len: u64) -> Result<(usize, usize), DecodeError> {
         let end = usize::try_from(len)
             .ok()
@@ -1102,20 +1115,26 @@ impl RecordCursor {
         if c.pos != body.len() {
             return Err(DecodeError::corrupt("record length does not match its fields"));
         }
+        // Every position lies inside `batch`, whose length is checked against u32 once, and
+        // each header takes at least one byte: the casts below are exact.
+        if batch.len() > u32::MAX as usize {
+            return Err(DecodeError::corrupt("records section longer than 4 GiB"));
+        }
+        let range = |r: Option<(usize, usize)>| r.map(|(s, e)| (s as u32, e as u32));
         Ok(RawRecord {
             offset_delta: offset_delta as u32,
+            size: (n + body.len()) as u32,
+            header_count: header_count as u32,
             timestamp_delta,
-            key,
-            value,
-            header_count,
-            headers: (headers_start, c.origin + c.pos),
-            size: n + body.len(),
+            key: range(key),
+            value: range(value),
+            headers: (headers_start as u32, (c.origin + c.pos) as u32),
         })
     }
 
     #[inline]
     fn advance(&mut self, raw: &RawRecord) {
-        self.position += raw.size;
+        self.position += raw.size as usize;
         self.left -= 1;
         self.next_min_delta = u64::from(raw.offset_delta) + 1;
     }
@@ -1183,14 +1202,14 @@ impl<'a> RecordRef<'a> {
     #[must_use]
     pub fn key(&self) -> Option<&'a [u8]> {
         let data: &'a [u8] = self.data;
-        self.raw.key.and_then(|(s, e)| data.get(s..e))
+        self.raw.key.and_then(|(s, e)| data.get(s as usize..e as usize))
     }
 
     /// The value; `None` is a tombstone.
     #[must_use]
     pub fn value(&self) -> Option<&'a [u8]> {
         let data: &'a [u8] = self.data;
-        self.raw.value.and_then(|(s, e)| data.get(s..e))
+        self.raw.value.and_then(|(s, e)| data.get(s as usize..e as usize))
     }
 
     /// The headers, in order, as `(name, value)`.
@@ -1199,16 +1218,16 @@ impl<'a> RecordRef<'a> {
         let (pos, end) = self.raw.headers;
         HeaderRefs {
             batch: self.data,
-            pos,
-            end,
-            left: self.raw.header_count,
+            pos: pos as usize,
+            end: end as usize,
+            left: u64::from(self.raw.header_count),
         }
     }
 
     /// An owned copy whose payloads are zero-copy slices of the batch.
     #[must_use]
     pub fn to_log_record(&self) -> LogRecord {
-        let slice = |r: Option<(usize, usize)>| r.map(|(s, e)| self.data.slice(s..e));
+        let slice = |r: Option<(u32, u32)>| r.map(|(s, e)| self.data.slice(s as usize..e as usize));
         let mut headers = Vec::new();
         let mut refs = self.headers();
         while let Some(((ns, ne), (vs, ve))) = refs.next_ranges() {
