@@ -11,13 +11,14 @@
 //! | [`Producer`] | `send` (blocking), `send_async` (batched, with linger), `send_batch`, `flush` |
 //! | [`Partitioner`] | explicit partition > Kafka's murmur2 of the key > sticky for keyless |
 //! | [`TypedProducer`] | sends your serde types through a [`Codec`] ([`Json`], [`Bincode`]) |
+//! | [`Consumer`] | `subscribe` (groups) or `assign`, blocking `poll` woken by appends, `commit`, `seek`, `pause` |
+//! | [`TypedConsumer`] | decodes serde types; a record that does not decode is a [`PoisonRecord`] |
+//! | [`Assignor`] | Kafka's [`RangeAssignor`], [`RoundRobinAssignor`], [`StickyAssignor`], or yours |
 //! | [`PartitionLog`] | one partition's crash-safe log: the storage engine underneath |
 //!
-//! Consumers and consumer groups are the next milestone; until then a partition is read
-//! through [`Broker::partition_log`] and [`PartitionLog::read`].
-//!
 //! ```
-//! use brooklet::{Broker, Durability, ProducerConfig, ProducerRecord, TopicConfig, TopicPartition};
+//! use brooklet::{Broker, ConsumerConfig, Durability, OffsetReset, ProducerConfig, ProducerRecord, TopicConfig};
+//! use std::time::Duration;
 //!
 //! let broker = Broker::temporary()?; // a real broker in a temp dir, deleted on drop
 //! broker.create_topic("orders", TopicConfig::with_partitions(3))?;
@@ -26,13 +27,15 @@
 //! let meta = producer.send(ProducerRecord::new("orders").key("user-1").value(r#"{"amount": 42.5}"#))?;
 //! assert_eq!(meta.partition, brooklet::partition_for_key(b"user-1", 3)); // as Kafka would
 //!
-//! let log = broker.partition_log(&TopicPartition::new("orders", meta.partition))?;
-//! for batch in log.read(meta.offset, 1 << 20)? {
-//!     for record in batch.iter() {
-//!         let record = record?;
-//!         assert_eq!(record.value(), Some(&br#"{"amount": 42.5}"#[..]));
-//!     }
+//! let mut consumer = broker.consumer(ConsumerConfig::group("analytics").auto_offset_reset(OffsetReset::Earliest))?;
+//! consumer.subscribe(&["orders"])?;
+//! let records = consumer.poll(Duration::from_secs(5))?; // blocks until an append wakes it
+//! for record in &records {
+//!     assert_eq!((record.partition(), record.offset()), (meta.partition, meta.offset));
+//!     assert_eq!(record.value(), Some(&br#"{"amount": 42.5}"#[..]));
 //! }
+//! consumer.commit()?; // the group resumes after offset 0 from now on, across restarts
+//! assert_eq!(broker.describe_group("analytics")?.total_lag(), 0);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
