@@ -16,8 +16,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use brooklet::{
-    Broker, Codec, ConsumerConfig, Json, OffsetReset, ProducerConfig, TopicConfig, TopicPartition, TypedConsumer,
-    TypedProducer, partition_for_key,
+    Broker, ConsumerConfig, Json, OffsetReset, ProducerConfig, TopicConfig, TopicPartition, TypedConsumer,
+    TypedProducer, Utf8, partition_for_key,
 };
 use serde::{Deserialize, Serialize};
 
@@ -70,14 +70,18 @@ fn ensure(cond: bool, msg: impl std::fmt::Display) -> Res {
 }
 
 /// Sends orders `ids`, keyed by user; returns how many went to each partition.
-fn send_orders(producer: &TypedProducer<String, Order>, rng: &mut Rng, ids: std::ops::Range<u32>) -> Res<Vec<u32>> {
+fn send_orders(
+    producer: &TypedProducer<String, Order, Utf8, Json>,
+    rng: &mut Rng,
+    ids: std::ops::Range<u32>,
+) -> Res<Vec<u32>> {
     let mut per_partition = vec![0; PARTITIONS as usize];
     for order_id in ids {
         let order = rng.order(order_id);
         let meta = producer.send(TOPIC, Some(&order.user), &order)?;
-        // The key is stored JSON-encoded (`"alice"`, quotes included), and its partition is
+        // The key is stored as UTF-8 text (Kafka's StringSerializer), and its partition is
         // murmur2(key bytes) % partitions: exactly what Kafka's default partitioner computes.
-        let kafka_partition = partition_for_key(&Codec::<String>::encode(&Json, &order.user)?, PARTITIONS);
+        let kafka_partition = partition_for_key(order.user.as_bytes(), PARTITIONS);
         ensure(meta.partition == kafka_partition, "partition = murmur2(key) % 3")?;
         per_partition[meta.partition as usize] += 1;
     }
@@ -95,18 +99,18 @@ fn show<T: std::fmt::Display>(values: &[T], sep: &str) -> String {
 }
 
 /// A member of `group` subscribed to `orders`, committing only when told to.
-fn consumer(broker: &Broker, group: &str) -> Res<TypedConsumer<String, Order>> {
+fn consumer(broker: &Broker, group: &str) -> Res<TypedConsumer<String, Order, Utf8, Json>> {
     let config = ConsumerConfig::group(group)
         .auto_offset_reset(OffsetReset::Earliest) // a new group starts at the oldest record
         .enable_auto_commit(false);
-    let mut consumer = TypedConsumer::new(broker.consumer(config)?, Json, Json);
-    consumer.consumer_mut().subscribe(&[TOPIC])?;
+    let mut consumer = TypedConsumer::new(broker.consumer(config)?, Utf8, Json);
+    consumer.subscribe(&[TOPIC])?;
     Ok(consumer)
 }
 
 /// Polls until `want` orders arrived (giving up after 10 s), then briefly once more to check
 /// that there are no others. Returns (partition, offset, order) of each.
-fn read_orders(consumer: &mut TypedConsumer<String, Order>, want: usize) -> Res<Vec<(usize, u64, Order)>> {
+fn read_orders(consumer: &mut TypedConsumer<String, Order, Utf8, Json>, want: usize) -> Res<Vec<(usize, u64, Order)>> {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut orders = Vec::new();
     let mut done = false;
@@ -139,7 +143,7 @@ fn main() -> Res {
     broker.create_topic(TOPIC, TopicConfig::with_partitions(PARTITIONS))?;
 
     // 2. 100 random orders, keyed by user.
-    let producer = TypedProducer::new(broker.producer(ProducerConfig::default()), Json, Json);
+    let producer = TypedProducer::new(broker.producer(ProducerConfig::default()), Utf8, Json);
     let mut rng = Rng(0x2545_F491_4F6C_DD1D);
     let sent = send_orders(&producer, &mut rng, 0..100)?;
     println!("producer: sent 100 orders keyed by user -> {}", show(&sent, "="));
@@ -162,7 +166,7 @@ fn main() -> Res {
         let avg = total / f64::from((*count).max(1));
         println!("  {user:<6} {count:>6} {total:>10.2} {avg:>8.2}");
     }
-    analytics.consumer_mut().commit()?; // stores the group's "next offset to read" per partition
+    analytics.commit()?; // stores the group's "next offset to read" per partition
 
     // 4. What `kafka-consumer-groups --describe --group analytics` would show.
     let group = broker.describe_group("analytics")?;
@@ -193,7 +197,7 @@ fn main() -> Res {
     println!("restart: Broker::open took {open_ms:.2} ms ({closed}, {scanned} segments scanned)");
     ensure(clean == PARTITIONS && scanned == 0, "clean reopen, no scan")?;
 
-    let producer = TypedProducer::new(broker.producer(ProducerConfig::default()), Json, Json);
+    let producer = TypedProducer::new(broker.producer(ProducerConfig::default()), Utf8, Json);
     let more = send_orders(&producer, &mut rng, 100..120)?;
     println!("producer: sent 20 more orders -> {}", show(&more, "="));
 
@@ -209,7 +213,7 @@ fn main() -> Res {
     println!("analytics (new member): resumed at offsets {}", show(&resumed, "@"));
     println!("analytics: read {} new orders, {re_read} re-read", orders.len());
     ensure(resumed == committed && re_read == 0, "resumes at the committed offsets")?;
-    analytics.consumer_mut().commit()?;
+    analytics.commit()?;
 
     // Another group has its own offsets: it reads everything (fan-out).
     let mut audit = consumer(&broker, "audit")?;

@@ -59,6 +59,30 @@ impl<T: Serialize + DeserializeOwned> Codec<T> for Json {
     }
 }
 
+/// UTF-8 text as-is, as Kafka's `StringSerializer`: the codec for string keys, so that a
+/// key lands on the partition Kafka would choose for it (JSON would add quotes).
+///
+/// # Examples
+/// ```
+/// use brooklet::{Codec, Utf8};
+/// assert_eq!(&Utf8.encode(&"alice".to_string())?[..], b"alice");
+/// assert!(Utf8.decode(&[0xff]).is_err());
+/// # Ok::<(), brooklet::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Utf8;
+
+impl Codec<String> for Utf8 {
+    fn encode(&self, value: &String) -> Result<Bytes> {
+        Ok(Bytes::copy_from_slice(value.as_bytes()))
+    }
+    fn decode(&self, bytes: &[u8]) -> Result<String> {
+        String::from_utf8(bytes.to_vec()).map_err(|e| Error::Serialization {
+            reason: format!("UTF-8 decode: {e}"),
+        })
+    }
+}
+
 /// Compact binary via bincode 2 (standard configuration), for values only Rust reads.
 /// Decoding allocates at most the input's length times a small factor (bincode's limit is
 /// set to 16 MiB), so hostile bytes cannot make it allocate without bound.
@@ -248,9 +272,25 @@ impl<K, V, KC: Codec<K>, VC: Codec<V>> TypedConsumer<K, V, KC, VC> {
         }
     }
 
-    /// The untyped consumer (for `subscribe`, `commit`, `seek`, …).
+    /// The untyped consumer (for `seek`, `pause`, `commit_offsets`, …).
     pub fn consumer_mut(&mut self) -> &mut Consumer {
         &mut self.consumer
+    }
+
+    /// As [`Consumer::subscribe`].
+    ///
+    /// # Errors
+    /// As [`Consumer::subscribe`].
+    pub fn subscribe<S: AsRef<str>>(&mut self, topics: &[S]) -> Result<()> {
+        self.consumer.subscribe(topics)
+    }
+
+    /// As [`Consumer::commit`].
+    ///
+    /// # Errors
+    /// As [`Consumer::commit`].
+    pub fn commit(&mut self) -> Result<()> {
+        self.consumer.commit()
     }
 
     /// Unwraps the untyped consumer.

@@ -10,7 +10,7 @@
 //! | [`TopicConfig`] | partitions, segment size, retention, max message size, timestamp type |
 //! | [`Producer`] | `send` (blocking), `send_async` (batched, with linger), `send_batch`, `flush` |
 //! | [`Partitioner`] | explicit partition > Kafka's murmur2 of the key > sticky for keyless |
-//! | [`TypedProducer`] | sends your serde types through a [`Codec`] ([`Json`], [`Bincode`]) |
+//! | [`TypedProducer`] | sends your serde types through a [`Codec`] ([`Json`], [`Bincode`], [`Utf8`] for string keys) |
 //! | [`Consumer`] | `subscribe` (groups) or `assign`, blocking `poll` woken by appends, `commit`, `seek`, `pause` |
 //! | [`TypedConsumer`] | decodes serde types; a record that does not decode is a [`PoisonRecord`] |
 //! | [`Assignor`] | Kafka's [`RangeAssignor`], [`RoundRobinAssignor`], [`StickyAssignor`], or yours |
@@ -104,7 +104,7 @@ pub mod io {
 }
 
 pub use broker::{Broker, BrokerBuilder, PartitionDescription, TopicDescription};
-pub use codec::{Bincode, Codec, Json, PoisonRecord, TypedConsumer, TypedProducer, TypedRecord};
+pub use codec::{Bincode, Codec, Json, PoisonRecord, TypedConsumer, TypedProducer, TypedRecord, Utf8};
 pub use config::{Durability, LogConfig};
 pub use consumer::{
     Consumer, ConsumerConfig, ConsumerRecord, ConsumerRecordRef, ConsumerRecords, IsolationLevel, Iter, OffsetReset,
