@@ -254,7 +254,12 @@ fn latency(c: &mut Criterion) {
 fn wait_stable(broker: &Broker, group: &str, members: usize) -> Duration {
     let start = Instant::now();
     loop {
-        let d = broker.describe_group(group).unwrap();
+        let Ok(d) = broker.describe_group(group) else {
+            // No member has joined yet.
+            assert!(start.elapsed() < Duration::from_secs(30), "nobody joined {group}");
+            std::thread::yield_now();
+            continue;
+        };
         if d.state == GroupState::Stable && d.members.len() == members && d.members.iter().all(|m| m.owned == m.target)
         {
             return d.last_rebalance.unwrap();
