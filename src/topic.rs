@@ -178,7 +178,8 @@ impl TopicConfig {
     }
 
     /// Largest record batch accepted, encoded (Kafka's `max.message.bytes`). A record
-    /// larger than this is refused with [`Error::RecordTooLarge`]. Default = 1 MiB.
+    /// larger than this is refused with [`Error::RecordTooLarge`]. Default = 1 MiB. A batch
+    /// must fit in one segment, so the limit in force is at most `segment_bytes`.
     #[must_use]
     pub fn max_message_bytes(mut self, bytes: u32) -> Self {
         self.max_message_bytes = bytes;
@@ -206,7 +207,11 @@ impl TopicConfig {
             .segment_ms(self.segment_ms)
             .retention_bytes(self.retention_bytes)
             .retention_ms(self.retention_ms)
-            .max_batch_bytes(self.max_message_bytes)
+            // A batch must fit in a segment: with small segments the limit is the segment size.
+            .max_batch_bytes(
+                self.max_message_bytes
+                    .min(u32::try_from(self.segment_bytes).unwrap_or(u32::MAX)),
+            )
             .timestamp_type(self.timestamp_type)
     }
 

@@ -991,3 +991,20 @@ fn stale_log_handle_of_a_deleted_topic_cannot_touch_the_recreated_topic() {
     assert_eq!((fresh.log_start_offset(), fresh.log_end_offset()), (0, 3));
     assert!(!broker.dir().join("t-0").join("log-start-offset").exists());
 }
+
+/// Small segments with the default 1 MiB message limit: the limit in force is the segment
+/// size (found by the crash loop, whose 64 KiB segments were refused as an invalid config).
+#[test]
+fn small_segments_with_the_default_message_limit_are_a_valid_topic() {
+    let broker = Broker::temporary().unwrap();
+    broker
+        .create_topic("small", TopicConfig::with_partitions(1).segment_bytes(64 << 10))
+        .unwrap();
+    let p = producer(&broker);
+    let meta = p.send(ProducerRecord::new("small").value(vec![b'x'; 1000])).unwrap();
+    assert_eq!(meta.offset, 0);
+    match p.send(ProducerRecord::new("small").value(vec![b'x'; 70 << 10])) {
+        Err(Error::RecordTooLarge { max, .. }) => assert_eq!(max, 64 << 10),
+        other => panic!("{other:?}"),
+    }
+}
