@@ -567,10 +567,16 @@ impl Broker {
     /// The open topic `name`, creating it first if auto-create is on.
     pub(crate) fn topic_or_create(&self, name: &str) -> Result<Arc<Topic>> {
         match self.topic(name) {
-            Err(Error::UnknownTopic { .. }) if self.inner.auto_create.is_some() => {
-                let config = self.inner.auto_create.clone().unwrap_or_default();
-                self.create_topic_if_not_exists(name, config)?;
-                self.topic(name)
+            Err(Error::UnknownTopic { .. }) => {
+                // A name that can never exist says so, rather than "unknown".
+                validate_topic_name(name)?;
+                match self.inner.auto_create.clone() {
+                    Some(config) => {
+                        self.create_topic_if_not_exists(name, config)?;
+                        self.topic(name)
+                    }
+                    None => Err(Error::UnknownTopic { topic: name.to_owned() }),
+                }
             }
             other => other,
         }

@@ -1,0 +1,626 @@
+//! The reliability suite's in-process parts (the crash loop with real processes is
+//! `tests/crash.rs`): whole-broker power loss at random points, corruption of a closed data
+//! directory, and hostile input. Every randomized test prints its seed on failure;
+//! `BROOKLET_SEED=<seed>` replays it and `BROOKLET_TRIALS=<n>` runs more trials.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use brooklet::io::{FaultFs, PowerLoss};
+use brooklet::{
+    Broker, ConsumerConfig, Durability, Error, LogRecord, OffsetAndMetadata, ProducerConfig, ProducerRecord,
+    TopicConfig, TopicPartition,
+};
+
+/// SplitMix64.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+fn seed() -> u64 {
+    std::env::var("BROOKLET_SEED").map_or_else(
+        |_| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        },
+        |v| v.parse().unwrap(),
+    )
+}
+
+fn trials(default: u64) -> u64 {
+    std::env::var("BROOKLET_TRIALS").map_or(default, |v| v.parse().unwrap())
+}
+
+/// Runs `f` with the seed printed if it panics.
+fn seeded(name: &str, f: impl FnOnce(u64)) {
+    let seed = seed();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(seed)));
+    if let Err(e) = result {
+        eprintln!("{name} failed; replay with BROOKLET_SEED={seed}");
+        std::panic::resume_unwind(e);
+    }
+}
+
+fn tp(topic: &str, p: u32) -> TopicPartition {
+    TopicPartition::new(topic, p)
+}
+
+fn all_records(broker: &Broker, topic: &str, p: u32) -> brooklet::Result<Vec<LogRecord>> {
+    let log = broker.partition_log(&tp(topic, p))?;
+    let mut out = Vec::new();
+    let mut next = log.log_start_offset();
+    loop {
+        let batches = log.read(next, 64 << 10)?;
+        let Some(last) = batches.last() else { break };
+        let after = last.last_offset() + 1;
+        for b in &batches {
+            for r in b.records() {
+                let r = r?;
+                if r.offset >= next {
+                    out.push(r);
+                }
+            }
+        }
+        next = after;
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. Whole-broker power loss
+// ---------------------------------------------------------------------------------------
+
+/// One run: a random mix of Synced and Written sends (blocking, async, batches) to two
+/// topics, Synced and Written offset commits, a topic created mid-way; then a power loss
+/// (dropping or tearing the unsynced writes) and a reopen with the real file system.
+fn power_loss_run(seed: u64) {
+    let mut rng = Rng(seed);
+    let dir = common::temp_dir();
+    let fs = FaultFs::new();
+    let offsets_synced = rng.below(2) == 0;
+    let broker = Broker::builder()
+        .vfs(Arc::new(fs.clone()))
+        .offsets_durability(if offsets_synced {
+            Durability::Synced
+        } else {
+            Durability::Written
+        })
+        .offsets_compact_bytes(64 << 10)
+        .open(dir.path())
+        .unwrap();
+    broker
+        .create_topic("a", TopicConfig::with_partitions(3).segment_bytes(16 << 10))
+        .unwrap();
+    let synced = broker.producer(ProducerConfig::default().durability(Durability::Synced));
+    let written = broker.producer(ProducerConfig::default());
+    let mut consumer = broker
+        .consumer(ConsumerConfig::group("g").enable_auto_commit(false))
+        .unwrap();
+    consumer.assign(&[tp("a", 0), tp("a", 1), tp("a", 2)]).unwrap();
+    // (topic, partition, offset) -> value, for Synced acknowledgements.
+    let mut durable: HashMap<(String, u32, u64), String> = HashMap::new();
+    let mut all_acked: HashMap<(String, u32, u64), String> = HashMap::new();
+    // partition -> every offset committed, in order.
+    let mut commits: HashMap<u32, Vec<u64>> = HashMap::new();
+    let mut topics = vec!["a".to_owned()];
+    let steps = 50 + rng.below(400);
+    for step in 0..steps {
+        let topic = topics[rng.below(topics.len() as u64) as usize].clone();
+        let value = format!("s{seed}-{step}");
+        match rng.below(10) {
+            0..=3 => {
+                let m = synced
+                    .send(
+                        ProducerRecord::new(&topic)
+                            .key(format!("k{}", rng.below(7)))
+                            .value(value.clone()),
+                    )
+                    .unwrap();
+                durable.insert((topic.clone(), m.partition, m.offset), value.clone());
+                all_acked.insert((topic, m.partition, m.offset), value);
+            }
+            4..=6 => {
+                let m = written
+                    .send(
+                        ProducerRecord::new(&topic)
+                            .key(format!("k{}", rng.below(7)))
+                            .value(value.clone()),
+                    )
+                    .unwrap();
+                all_acked.insert((topic, m.partition, m.offset), value);
+            }
+            7 => {
+                let n = 1 + rng.below(20);
+                let records = (0..n)
+                    .map(|i| ProducerRecord::new(&topic).value(format!("{value}-{i}")))
+                    .collect();
+                for (i, m) in synced.send_batch(records).unwrap().into_iter().enumerate() {
+                    durable.insert((topic.clone(), m.partition, m.offset), format!("{value}-{i}"));
+                    all_acked.insert((topic.clone(), m.partition, m.offset), format!("{value}-{i}"));
+                }
+            }
+            8 => {
+                let p = rng.below(3) as u32;
+                let o = rng.below(1_000);
+                consumer
+                    .commit_offsets(&BTreeMap::from([(tp("a", p), OffsetAndMetadata::new(o))]))
+                    .unwrap();
+                commits.entry(p).or_default().push(o);
+            }
+            _ => {
+                if topics.len() < 3 && rng.below(4) == 0 {
+                    let name = format!("t{}", topics.len());
+                    broker.create_topic(&name, TopicConfig::with_partitions(2)).unwrap();
+                    topics.push(name);
+                }
+            }
+        }
+    }
+    let mode = if rng.below(2) == 0 {
+        PowerLoss::DropUnsynced
+    } else {
+        PowerLoss::Torn { seed: rng.next() }
+    };
+    fs.power_loss(mode);
+    drop(consumer);
+    drop((synced, written));
+    drop(broker);
+
+    let broker = Broker::open(dir.path()).unwrap_or_else(|e| panic!("{mode:?}: reopen failed: {e}"));
+    // Topics created before the last Synced acknowledgement are durable (creation syncs the table).
+    for t in &topics {
+        assert!(broker.list_topics().contains(t), "{mode:?}: topic {t} lost");
+    }
+    let mut stored: HashMap<(String, u32, u64), String> = HashMap::new();
+    for t in broker.list_topics() {
+        let n = broker.describe_topic(&t).unwrap().partitions.len() as u32;
+        for p in 0..n {
+            let records = all_records(&broker, &t, p).unwrap_or_else(|e| panic!("{mode:?}: {t}-{p} unreadable: {e}"));
+            let log = broker.partition_log(&tp(&t, p)).unwrap();
+            let offsets: Vec<u64> = records.iter().map(|r| r.offset).collect();
+            assert_eq!(
+                offsets,
+                (log.log_start_offset()..log.log_end_offset()).collect::<Vec<_>>(),
+                "{mode:?}: {t}-{p}"
+            );
+            for r in records {
+                let v = String::from_utf8(r.value.unwrap_or_default().to_vec()).unwrap();
+                stored.insert((t.clone(), p, r.offset), v);
+            }
+        }
+    }
+    for (at, v) in &durable {
+        assert_eq!(stored.get(at), Some(v), "{mode:?}: Synced record at {at:?} lost");
+    }
+    for (at, v) in &stored {
+        assert_eq!(
+            all_acked.get(at),
+            Some(v),
+            "{mode:?}: {at:?} holds {v}, which was never acknowledged there"
+        );
+    }
+    for (p, values) in &commits {
+        let got = broker.committed_offset("g", &tp("a", *p)).map(|c| c.offset);
+        if offsets_synced {
+            assert_eq!(got, values.last().copied(), "{mode:?}: Synced commit of a-{p} lost");
+        } else if let Some(got) = got {
+            // Whatever survived is a value that was committed, never garbage.
+            assert!(
+                values.contains(&got),
+                "{mode:?}: a-{p} committed {got}, never committed"
+            );
+        }
+    }
+}
+
+#[test]
+fn whole_broker_power_loss_at_random_points() {
+    seeded("whole_broker_power_loss_at_random_points", |seed| {
+        let mut rng = Rng(seed);
+        for _ in 0..trials(20) {
+            power_loss_run(rng.next());
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. Corruption of a closed data directory
+// ---------------------------------------------------------------------------------------
+
+/// A cleanly closed broker directory: a 3-partition topic with several small segments,
+/// records with keys, values and headers, and a group whose offsets were committed often
+/// enough to have a snapshot. Returns the directory, every stored record, and every value
+/// committed per partition.
+type Stored = HashMap<(u32, u64), LogRecord>;
+
+fn template() -> (tempfile::TempDir, Stored, HashMap<u32, Vec<u64>>) {
+    let dir = common::temp_dir();
+    let mut commits: HashMap<u32, Vec<u64>> = HashMap::new();
+    {
+        let broker = Broker::builder()
+            .offsets_compact_bytes(64 << 10)
+            .open(dir.path())
+            .unwrap();
+        broker
+            .create_topic("c", TopicConfig::with_partitions(3).segment_bytes(8 << 10))
+            .unwrap();
+        let producer = broker.producer(ProducerConfig::default());
+        for i in 0..1_500u32 {
+            producer
+                .send(
+                    ProducerRecord::new("c")
+                        .key(format!("key-{}", i % 17))
+                        .value(format!("value-{i}-{}", "x".repeat((i % 50) as usize)))
+                        .header("i", i.to_string()),
+                )
+                .unwrap();
+        }
+        let mut c = broker
+            .consumer(ConsumerConfig::group("g").enable_auto_commit(false))
+            .unwrap();
+        c.assign(&[tp("c", 0), tp("c", 1), tp("c", 2)]).unwrap();
+        for i in 0..2_000u64 {
+            let p = (i % 3) as u32;
+            c.commit_offsets(&BTreeMap::from([(tp("c", p), OffsetAndMetadata::new(i % 500))]))
+                .unwrap();
+            commits.entry(p).or_default().push(i % 500);
+        }
+    }
+    assert!(dir.path().join("offsets").join("snapshot").exists());
+    let broker = Broker::open(dir.path()).unwrap();
+    let mut stored = HashMap::new();
+    for p in 0..3 {
+        for r in all_records(&broker, "c", p).unwrap() {
+            stored.insert((p, r.offset), r);
+        }
+    }
+    assert_eq!(stored.len(), 1_500);
+    (dir, stored, commits)
+}
+
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let path = e.path();
+        if e.file_type().unwrap().is_dir() {
+            out.extend(files(&path));
+        } else if path.file_name().is_some_and(|n| n != "LOCK") {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+/// Applies one random kind of damage to one random file; returns what it did.
+fn damage(rng: &mut Rng, dir: &Path) -> String {
+    let all = files(dir);
+    let file = all[rng.below(all.len() as u64) as usize].clone();
+    let mut bytes = std::fs::read(&file).unwrap();
+    let name = file.strip_prefix(dir).unwrap().display().to_string();
+    match rng.below(6) {
+        0 | 1 if !bytes.is_empty() => {
+            let at = rng.below(bytes.len() as u64) as usize;
+            bytes[at] ^= 1 << rng.below(8);
+            std::fs::write(&file, &bytes).unwrap();
+            format!("flipped a bit of {name} at {at}")
+        }
+        2 => {
+            let len = rng.below(bytes.len() as u64 + 1) as usize;
+            bytes.truncate(len);
+            std::fs::write(&file, &bytes).unwrap();
+            format!("truncated {name} to {len}")
+        }
+        3 => {
+            let len = rng.below(200) as usize;
+            let garbage: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+            std::fs::write(&file, garbage).unwrap();
+            format!("replaced {name} with {len} bytes of garbage")
+        }
+        4 => {
+            // Index files, checkpoints and snapshots are the interesting deletions.
+            let victims: Vec<&PathBuf> = all
+                .iter()
+                .filter(|p| p.extension().is_none_or(|e| e != "log"))
+                .collect();
+            let victim = victims[rng.below(victims.len() as u64) as usize];
+            std::fs::remove_file(victim).unwrap();
+            format!("deleted {}", victim.strip_prefix(dir).unwrap().display())
+        }
+        _ => {
+            std::fs::remove_file(&file).unwrap();
+            format!("deleted {name}")
+        }
+    }
+}
+
+/// Opens the damaged directory and reads everything, in a thread (a panic or a hang is
+/// a failure). Returns the outcome as text for the failure message.
+fn open_damaged(dir: &Path, stored: &Stored, commits: &HashMap<u32, Vec<u64>>, what: &str) -> Result<usize, String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (dir_owned, stored, commits) = (dir.to_path_buf(), stored.clone(), commits.clone());
+    let what_owned = what.to_owned();
+    std::thread::spawn(move || {
+        let outcome = std::panic::catch_unwind(|| check_damaged(&dir_owned, &stored, &commits, &what_owned));
+        let _ = tx.send(outcome.map_err(|_| "PANIC".to_owned()));
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(Ok(result)) => result,
+        Ok(Err(panic)) => panic!("{what}: open or read panicked: {panic}"),
+        Err(_) => panic!("{what}: open or read hung for 60 s"),
+    }
+}
+
+/// `Ok(records read)` if the directory opened; `Err(message)` for a typed error that names
+/// a file of the directory. Panics on anything else.
+fn check_damaged(dir: &Path, stored: &Stored, commits: &HashMap<u32, Vec<u64>>, what: &str) -> Result<usize, String> {
+    let names_a_file = |e: &Error| {
+        let text = e.to_string();
+        assert!(
+            text.contains(&*dir.to_string_lossy()),
+            "{what}: the error does not name the file: {text}"
+        );
+        assert!(
+            matches!(
+                e,
+                Error::Corrupt { .. } | Error::UnsupportedVersion { .. } | Error::Io { .. } | Error::Poisoned { .. }
+            ),
+            "{what}: unexpected error kind {e:?}"
+        );
+        text
+    };
+    let broker = match Broker::open(dir) {
+        Ok(b) => b,
+        Err(e) => return Err(names_a_file(&e)),
+    };
+    let mut read = 0;
+    for p in 0..broker.describe_topic("c").map_or(0, |d| d.partitions.len() as u32) {
+        match all_records(&broker, "c", p) {
+            Ok(records) => {
+                for r in records {
+                    // Never a record that was not stored exactly so.
+                    assert_eq!(
+                        stored.get(&(p, r.offset)),
+                        Some(&r),
+                        "{what}: c-{p}@{} differs",
+                        r.offset
+                    );
+                    read += 1;
+                }
+            }
+            Err(e) => {
+                names_a_file(&e);
+            }
+        }
+        if let Some(c) = broker.committed_offset("g", &tp("c", p)) {
+            assert!(
+                commits.get(&p).is_some_and(|v| v.contains(&c.offset)),
+                "{what}: committed offset {} of c-{p} was never committed",
+                c.offset
+            );
+        }
+    }
+    Ok(read)
+}
+
+#[test]
+fn corrupted_directories_recover_or_fail_with_a_typed_error_never_garbage() {
+    let (template, stored, commits) = template();
+    seeded(
+        "corrupted_directories_recover_or_fail_with_a_typed_error_never_garbage",
+        |seed| {
+            let mut rng = Rng(seed);
+            let (mut opened, mut refused, mut records) = (0, 0, 0);
+            for trial in 0..trials(200) {
+                let dir = common::temp_dir();
+                let trial_dir = dir.path().join("data");
+                copy_dir(template.path(), &trial_dir);
+                let what: Vec<String> = (0..1 + rng.below(3)).map(|_| damage(&mut rng, &trial_dir)).collect();
+                let what = format!("trial {trial}: {}", what.join("; "));
+                match open_damaged(&trial_dir, &stored, &commits, &what) {
+                    Ok(n) => {
+                        opened += 1;
+                        records += n;
+                    }
+                    Err(_) => refused += 1,
+                }
+            }
+            eprintln!(
+                "corruption: {} trials, {opened} opened ({records} records read, all intact), {refused} refused with a typed error",
+                opened + refused
+            );
+        },
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. Hostile input
+// ---------------------------------------------------------------------------------------
+
+/// Every hostile input gets a typed error, and what was stored before is untouched.
+#[test]
+fn hostile_input_gets_typed_errors_and_harms_nothing() {
+    let dir = common::temp_dir();
+    let data = dir.path().join("data");
+    let broker = Broker::open(&data).unwrap();
+    broker.create_topic("safe", TopicConfig::with_partitions(2)).unwrap();
+    let producer = broker.producer(ProducerConfig::default().durability(Durability::Synced));
+    for i in 0..10 {
+        producer
+            .send(ProducerRecord::new("safe").partition(i % 2).value(format!("v{i}")))
+            .unwrap();
+    }
+    let before: Vec<Vec<LogRecord>> = (0..2).map(|p| all_records(&broker, "safe", p).unwrap()).collect();
+    let mut tried = 0;
+
+    // Topic names that try to leave the directory or break Kafka's rule.
+    let long = "x".repeat(250);
+    for name in [
+        "",
+        ".",
+        "..",
+        "../escape",
+        "/abs",
+        "a/b",
+        "a\\b",
+        "a\0b",
+        "é",
+        "a b",
+        long.as_str(),
+    ] {
+        assert!(
+            matches!(
+                broker.create_topic(name, TopicConfig::default()),
+                Err(Error::InvalidTopicName { .. })
+            ),
+            "create {name:?}"
+        );
+        assert!(
+            matches!(
+                producer.send(ProducerRecord::new(name).value("x")),
+                Err(Error::InvalidTopicName { .. })
+            ),
+            "send to {name:?}"
+        );
+        let mut c = broker.consumer(ConsumerConfig::group("h")).unwrap();
+        assert!(
+            matches!(c.subscribe(&[name]), Err(Error::InvalidTopicName { .. })),
+            "subscribe {name:?}"
+        );
+        tried += 3;
+    }
+    assert!(!dir.path().join("escape-0").exists() && !dir.path().join("escape").exists());
+
+    // Absurd configurations.
+    let bad_topics = [
+        TopicConfig::with_partitions(0),
+        TopicConfig::with_partitions(1_000_000),
+        TopicConfig::default().segment_bytes(0),
+        TopicConfig::default().segment_ms(Some(Duration::ZERO)),
+        TopicConfig::default().retention_ms(Some(Duration::ZERO)),
+        TopicConfig::default().max_message_bytes(0),
+    ];
+    for config in bad_topics {
+        let r = broker.create_topic("absurd", config.clone());
+        assert!(matches!(r, Err(Error::InvalidConfig { .. })), "{config:?}: {r:?}");
+        tried += 1;
+    }
+    let bad_consumers = [
+        ConsumerConfig::default().max_poll_records(0),
+        ConsumerConfig::default().max_poll_interval(Duration::ZERO),
+        ConsumerConfig::default().auto_commit_interval(Duration::ZERO),
+        ConsumerConfig::group(""),
+        ConsumerConfig::group("a\nb"),
+    ];
+    for config in bad_consumers {
+        assert!(matches!(broker.consumer(config), Err(Error::InvalidConfig { .. })));
+        tried += 1;
+    }
+    assert!(matches!(
+        Broker::builder()
+            .offsets_compact_bytes(0)
+            .open(dir.path().join("other")),
+        Err(Error::InvalidConfig { .. })
+    ));
+
+    // Records at and past the size limit.
+    broker
+        .create_topic("tiny", TopicConfig::with_partitions(1).max_message_bytes(2048))
+        .unwrap();
+    let fits = producer.send(ProducerRecord::new("tiny").value(vec![b'x'; 1_900]));
+    assert!(fits.is_ok(), "{fits:?}");
+    for size in [2_048, 4_096, 1 << 20] {
+        let r = producer.send(ProducerRecord::new("tiny").value(vec![b'x'; size]));
+        assert!(
+            matches!(r, Err(Error::RecordTooLarge { max: 2048, .. })),
+            "{size}: {r:?}"
+        );
+        tried += 1;
+    }
+    assert_eq!(broker.describe_topic("tiny").unwrap().partitions[0].log_end_offset, 1);
+
+    // Offsets out of range, and seeking to u64::MAX.
+    let log = broker.partition_log(&tp("safe", 0)).unwrap();
+    for offset in [6, 1_000, u64::MAX] {
+        assert!(matches!(log.read(offset, 1 << 20), Err(Error::OffsetOutOfRange { .. })));
+        tried += 1;
+    }
+    let mut c = broker
+        .consumer(ConsumerConfig::default().auto_offset_reset(brooklet::OffsetReset::None))
+        .unwrap();
+    c.assign(&[tp("safe", 0)]).unwrap();
+    c.seek(&tp("safe", 0), u64::MAX).unwrap();
+    assert!(matches!(
+        c.poll(Duration::from_millis(10)),
+        Err(Error::OffsetOutOfRange { .. })
+    ));
+    assert!(matches!(
+        broker.partition_log(&tp("safe", 2)),
+        Err(Error::InvalidPartition { .. })
+    ));
+    assert!(matches!(
+        producer.send(ProducerRecord::new("safe").partition(7).value("x")),
+        Err(Error::InvalidPartition { partition: 7, .. })
+    ));
+    tried += 3;
+    drop(c);
+    drop(producer);
+    drop(broker);
+
+    // A data directory that is a file; one from a newer format version.
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"not a directory").unwrap();
+    match Broker::open(&file) {
+        Err(e @ Error::Io { .. }) => assert!(e.to_string().contains("a-file"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    let newer = dir.path().join("newer");
+    copy_dir(&data, &newer);
+    let table = newer.join("meta").join("topics");
+    let mut bytes = std::fs::read(&table).unwrap();
+    bytes[4] = 9; // the version field
+    std::fs::write(&table, bytes).unwrap();
+    match Broker::open(&newer) {
+        Err(Error::UnsupportedVersion { path, found: 9, .. }) => assert_eq!(path, table),
+        other => panic!("{other:?}"),
+    }
+    tried += 2;
+
+    // Nothing stored before was harmed.
+    let broker = Broker::open(&data).unwrap();
+    let after: Vec<Vec<LogRecord>> = (0..2).map(|p| all_records(&broker, "safe", p).unwrap()).collect();
+    assert_eq!(after, before);
+    assert_eq!(broker.list_topics(), ["safe", "tiny"]);
+    eprintln!("hostile input: {tried} attempts, each refused with a typed error; stored data unchanged");
+}
