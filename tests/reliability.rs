@@ -624,3 +624,248 @@ fn hostile_input_gets_typed_errors_and_harms_nothing() {
     assert_eq!(broker.list_topics(), ["safe", "tiny"]);
     eprintln!("hostile input: {tried} attempts, each refused with a typed error; stored data unchanged");
 }
+
+// ---------------------------------------------------------------------------------------
+// 6. Concurrency stress
+// ---------------------------------------------------------------------------------------
+
+/// What the members of all groups processed.
+#[derive(Default)]
+struct Processed {
+    /// group -> (partition, offset) -> times processed.
+    seen: HashMap<String, HashMap<(u32, u64), u32>>,
+    order_violations: Vec<String>,
+}
+
+/// What the chaos controller asks of a member.
+const RUN: u8 = 0;
+const LEAVE: u8 = 1;
+const PANIC: u8 = 2;
+const STALL: u8 = 3;
+
+/// Clears a member's per-key order state for partitions it is (re)assigned: it may start
+/// again from a committed offset below what it saw before.
+struct OrderReset(Arc<std::sync::Mutex<HashMap<String, (u32, u64)>>>);
+
+impl brooklet::RebalanceListener for OrderReset {
+    fn on_partitions_revoked(&mut self, consumer: &mut brooklet::Consumer, _: &[TopicPartition]) {
+        // The place to commit: whatever was processed stays processed.
+        let _ = consumer.commit();
+    }
+    fn on_partitions_assigned(&mut self, _: &mut brooklet::Consumer, partitions: &[TopicPartition]) {
+        let parts: Vec<u32> = partitions.iter().map(|tp| tp.partition).collect();
+        self.0.lock().unwrap().retain(|_, (p, _)| !parts.contains(p));
+    }
+}
+
+fn stress_member(
+    broker: Broker,
+    group: String,
+    command: Arc<std::sync::atomic::AtomicU8>,
+    shared: Arc<std::sync::Mutex<Processed>>,
+) {
+    use std::sync::atomic::Ordering;
+    let last_seq: Arc<std::sync::Mutex<HashMap<String, (u32, u64)>>> = Arc::default();
+    let config = ConsumerConfig::group(group.clone())
+        .auto_offset_reset(brooklet::OffsetReset::Earliest)
+        .enable_auto_commit(false)
+        .max_poll_interval(Duration::from_millis(300))
+        .max_poll_records(100);
+    let mut c = broker.consumer(config).unwrap();
+    c.subscribe_with_listener(&["stress"], OrderReset(Arc::clone(&last_seq)))
+        .unwrap();
+    loop {
+        match command.load(Ordering::SeqCst) {
+            LEAVE => {
+                c.close().unwrap();
+                return;
+            }
+            STALL => {
+                std::thread::sleep(Duration::from_millis(500));
+                // Back to work, unless told something else meanwhile (e.g. to leave).
+                let _ = command.compare_exchange(STALL, RUN, Ordering::SeqCst, Ordering::SeqCst);
+            }
+            _ => {}
+        }
+        let records = c.poll(Duration::from_millis(20)).unwrap();
+        {
+            let mut order = last_seq.lock().unwrap();
+            let mut shared = shared.lock().unwrap();
+            for r in &records {
+                let key = String::from_utf8(r.key().unwrap().to_vec()).unwrap();
+                let value = std::str::from_utf8(r.value().unwrap()).unwrap();
+                let seq: u64 = value.rsplit(':').next().unwrap().parse().unwrap();
+                if let Some((_, prev)) = order.get(&key)
+                    && seq <= *prev
+                {
+                    shared
+                        .order_violations
+                        .push(format!("{group}: key {key} seq {seq} after {prev}"));
+                }
+                order.insert(key, (r.partition(), seq));
+                *shared
+                    .seen
+                    .entry(group.clone())
+                    .or_default()
+                    .entry((r.partition(), r.offset()))
+                    .or_insert(0) += 1;
+            }
+        }
+        // "Processing" takes a moment, so that the run lasts long enough for the chaos.
+        std::thread::sleep(Duration::from_millis(2));
+        if command.load(Ordering::SeqCst) == PANIC {
+            // Processed, not committed: the group will see these records again.
+            panic!("injected crash of a {group} member");
+        }
+        // An evicted member's commit is refused (CommitFailed): at-least-once, as in Kafka.
+        let _ = c.commit();
+    }
+}
+
+/// 8 producer threads, 8 members in 3 groups over a 12-partition topic; with `chaos`,
+/// members leave, join, panic and stall past `max_poll_interval` at random. Returns the
+/// duplicates per group.
+fn stress(seed: u64, per_producer: u64, chaos: bool) -> HashMap<String, u64> {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    let mut rng = Rng(seed);
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("stress", TopicConfig::with_partitions(12)).unwrap();
+    let shared: Arc<std::sync::Mutex<Processed>> = Arc::default();
+    let groups = ["g0", "g0", "g0", "g1", "g1", "g1", "g2", "g2"];
+    let mut members: Vec<(String, Arc<AtomicU8>, std::thread::JoinHandle<()>)> = groups
+        .iter()
+        .map(|g| {
+            let command = Arc::new(AtomicU8::new(RUN));
+            let (b, c, s, g2) = (
+                broker.clone(),
+                Arc::clone(&command),
+                Arc::clone(&shared),
+                (*g).to_owned(),
+            );
+            (
+                (*g).to_owned(),
+                command,
+                std::thread::spawn(move || stress_member(b, g2, c, s)),
+            )
+        })
+        .collect();
+    let producers: Vec<_> = (0..8u64)
+        .map(|t| {
+            let p = broker.producer(ProducerConfig::default());
+            std::thread::spawn(move || {
+                let mut i = 0;
+                while i < per_producer {
+                    let n = 100.min(per_producer - i);
+                    let batch = (i..i + n)
+                        .map(|j| {
+                            ProducerRecord::new("stress")
+                                .key(format!("p{t}-k{}", j % 20))
+                                .value(format!("p{t}:{j}"))
+                        })
+                        .collect();
+                    p.send_batch(batch).unwrap();
+                    i += n;
+                }
+            })
+        })
+        .collect();
+    let total = (8 * per_producer) as usize;
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    let mut producers = Some(producers);
+    let mut events = 0;
+    loop {
+        std::thread::sleep(Duration::from_millis(30));
+        if let Some(ps) = producers.take_if(|ps| ps.iter().all(std::thread::JoinHandle::is_finished)) {
+            for p in ps {
+                p.join().unwrap();
+            }
+        }
+        let done = {
+            let s = shared.lock().unwrap();
+            ["g0", "g1", "g2"]
+                .iter()
+                .all(|g| s.seen.get(*g).map_or(0, HashMap::len) == total)
+        };
+        if done && producers.is_none() {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let s = shared.lock().unwrap();
+            let progress: Vec<String> = ["g0", "g1", "g2"]
+                .iter()
+                .map(|g| format!("{g}: {}/{total}", s.seen.get(*g).map_or(0, HashMap::len)))
+                .collect();
+            let states: Vec<String> = members
+                .iter()
+                .map(|(g, c, h)| format!("{g} command={} finished={}", c.load(Ordering::SeqCst), h.is_finished()))
+                .collect();
+            panic!(
+                "watchdog: no completion after 180 s (deadlock?): {progress:?}; members {states:?}; group g0 {:?}",
+                broker.describe_group("g0")
+            );
+        }
+        // Replace members whose thread ended (left or panicked).
+        for m in members.iter_mut() {
+            if m.2.is_finished() {
+                let command = Arc::new(AtomicU8::new(RUN));
+                let (b, c, s, g) = (broker.clone(), Arc::clone(&command), Arc::clone(&shared), m.0.clone());
+                let old = std::mem::replace(&mut m.2, std::thread::spawn(move || stress_member(b, g, c, s)));
+                let _ = old.join();
+                m.1 = command;
+            }
+        }
+        if chaos && events < 40 && rng.below(3) == 0 {
+            let i = rng.below(members.len() as u64) as usize;
+            let action = [LEAVE, PANIC, STALL][rng.below(3) as usize];
+            members[i].1.store(action, Ordering::SeqCst);
+            events += 1;
+        } else if !chaos && events < 10 && rng.below(5) == 0 {
+            let i = rng.below(members.len() as u64) as usize;
+            members[i].1.store(LEAVE, Ordering::SeqCst);
+            events += 1;
+        }
+    }
+    for m in &members {
+        m.1.store(LEAVE, Ordering::SeqCst);
+    }
+    for (_, _, h) in members {
+        let _ = h.join();
+    }
+    let s = shared.lock().unwrap();
+    assert!(
+        s.order_violations.is_empty(),
+        "per-key order broken: {:?}",
+        &s.order_violations[..s.order_violations.len().min(5)]
+    );
+    s.seen
+        .iter()
+        .map(|(g, m)| (g.clone(), m.values().map(|&n| u64::from(n - 1)).sum()))
+        .collect()
+}
+
+#[test]
+fn concurrency_stress_with_graceful_churn_processes_every_record_exactly_once() {
+    seeded("concurrency_stress_with_graceful_churn", |seed| {
+        let per_producer = std::env::var("BROOKLET_STRESS_RECORDS").map_or(12_500, |v| v.parse::<u64>().unwrap() / 8);
+        let duplicates = stress(seed, per_producer, false);
+        assert_eq!(duplicates.values().sum::<u64>(), 0, "{duplicates:?}");
+    });
+}
+
+#[test]
+fn concurrency_stress_with_panics_and_evictions_processes_every_record_at_least_once() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|info| {
+        if !info.to_string().contains("injected crash") {
+            eprintln!("{info}");
+        }
+    }));
+    seeded("concurrency_stress_with_panics_and_evictions", |seed| {
+        let per_producer = std::env::var("BROOKLET_STRESS_RECORDS").map_or(12_500, |v| v.parse::<u64>().unwrap() / 8);
+        let duplicates = stress(seed, per_producer, true);
+        eprintln!(
+            "stress with chaos: every record seen by every group; duplicates per group (at-least-once) {duplicates:?}"
+        );
+    });
+    std::panic::set_hook(previous);
+}
