@@ -109,53 +109,52 @@ fn durable(c: &mut Criterion) {
 }
 
 fn consume_and_open(c: &mut Criterion) {
-    let data = Data::new(CONSUME_RECORDS);
-    let fixtures = Fixtures::build(&data);
-    drop(data);
+    // Built on first use, so that a filtered run (`cargo bench --bench compare -- latency`)
+    // skips it.
+    let fixtures: std::cell::OnceCell<Fixtures> = std::cell::OnceCell::new();
+    let fixtures = || fixtures.get_or_init(|| Fixtures::build(&Data::new(CONSUME_RECORDS)));
     let n = CONSUME_RECORDS;
     let expected = (n, (n * RECORD_BYTES) as u64);
     let mut group = c.benchmark_group("compare_consume");
     configure(&mut group, 8);
     group.throughput(Throughput::Elements(n as u64));
     group.bench_function("raw_bufreader", |b| {
-        b.iter(|| assert_eq!(black_box(raw_read(&fixtures.raw_path(), false)), expected));
+        let path = fixtures().raw_path();
+        b.iter(|| assert_eq!(black_box(raw_read(&path, false)), expected));
     });
     group.bench_function("raw_bufreader_crc32", |b| {
-        b.iter(|| assert_eq!(black_box(raw_read(&fixtures.raw_crc_path(), true)), expected));
+        let path = fixtures().raw_crc_path();
+        b.iter(|| assert_eq!(black_box(raw_read(&path, true)), expected));
     });
-    {
-        let broker = brooklet::Broker::open(fixtures.brooklet_dir()).unwrap();
+    group.bench_function("brooklet_poll", |b| {
+        let broker = brooklet::Broker::open(fixtures().brooklet_dir()).unwrap();
         let mut consumer = brooklet_consumer(&broker);
-        group.bench_function("brooklet_poll", |b| {
-            b.iter(|| assert_eq!(black_box(brooklet_poll_all(&mut consumer, n)), expected));
-        });
-    }
-    {
-        let conn = sqlite_open(&fixtures.sqlite_path(), "NORMAL");
-        group.bench_function("sqlite_select_by_id", |b| {
-            b.iter(|| assert_eq!(black_box(sqlite_read_all(&conn)), expected));
-        });
-    }
-    {
-        let log = commitlog_open(&fixtures.commitlog_dir());
-        group.bench_function("commitlog_read_1mib", |b| {
-            b.iter(|| assert_eq!(black_box(commitlog_read_all(&log)), expected));
-        });
-    }
+        b.iter(|| assert_eq!(black_box(brooklet_poll_all(&mut consumer, n)), expected));
+    });
+    group.bench_function("sqlite_select_by_id", |b| {
+        let conn = sqlite_open(&fixtures().sqlite_path(), "NORMAL");
+        b.iter(|| assert_eq!(black_box(sqlite_read_all(&conn)), expected));
+    });
+    group.bench_function("commitlog_read_1mib", |b| {
+        let log = commitlog_open(&fixtures().commitlog_dir());
+        b.iter(|| assert_eq!(black_box(commitlog_read_all(&log)), expected));
+    });
     group.finish();
 
     let mut group = c.benchmark_group("compare_open");
     configure(&mut group, 3);
-    timed(&mut group, "raw_open", || raw_reopen(&fixtures.raw_path()));
+    timed(&mut group, "raw_open", || raw_reopen(&fixtures().raw_path()));
     timed(&mut group, "brooklet_partition_log_open", || {
-        brooklet_log_open(&fixtures.brooklet_partition_dir(), n)
+        brooklet_log_open(&fixtures().brooklet_partition_dir(), n)
     });
     timed(&mut group, "brooklet_broker_open", || {
-        brooklet_broker_open(&fixtures.brooklet_dir())
+        brooklet_broker_open(&fixtures().brooklet_dir())
     });
-    timed(&mut group, "sqlite_open", || sqlite_reopen(&fixtures.sqlite_path(), n));
+    timed(&mut group, "sqlite_open", || {
+        sqlite_reopen(&fixtures().sqlite_path(), n)
+    });
     timed(&mut group, "commitlog_open", || {
-        commitlog_reopen(&fixtures.commitlog_dir(), n)
+        commitlog_reopen(&fixtures().commitlog_dir(), n)
     });
     group.finish();
 }
@@ -179,15 +178,23 @@ fn latency(c: &mut Criterion) {
         ("raw_file_spin_pread", raw_file_latencies),
         ("crossbeam_ping", crossbeam_latencies),
     ];
-    for (name, f) in scenarios {
-        let [p50, p99, p999] = percentiles(f(&data, LATENCY_SAMPLES));
-        eprintln!("compare_latency/{name}: n={LATENCY_SAMPLES} p50={p50:.2?} p99={p99:.2?} p99.9={p999:.2?}");
-    }
     let mut group = c.benchmark_group("compare_latency");
     configure(&mut group, 4);
     group.throughput(Throughput::Elements(LATENCY_BENCH_SAMPLES as u64));
     for (name, f) in scenarios {
-        timed(&mut group, name, || f(&data, LATENCY_BENCH_SAMPLES).iter().sum());
+        let mut printed = false;
+        group.bench_function(name, |b| {
+            // The percentiles, from their own run, once (skipped when the bench is filtered out).
+            if !std::mem::replace(&mut printed, true) {
+                let [p50, p99, p999] = percentiles(f(&data, LATENCY_SAMPLES));
+                eprintln!("compare_latency/{name}: n={LATENCY_SAMPLES} p50={p50:.2?} p99={p99:.2?} p99.9={p999:.2?}");
+            }
+            b.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| f(&data, LATENCY_BENCH_SAMPLES).iter().sum::<Duration>())
+                    .sum()
+            });
+        });
     }
     group.finish();
 }
