@@ -4,12 +4,12 @@
 //! targets of issue 7 (met or missed, on ratios measured in this same run).
 //!
 //! ```sh
-//! cargo run --release --example compare                 # about a minute on 2 cores
+//! cargo run --release --example compare                 # about 40 s on 2 cores
 //! cargo run --release --example compare -- --plot       # also writes benches/compare-*.png
 //! cargo run --release --example compare -- --scale 0.1  # 10x fewer records (a smoke run)
 //! ```
 //!
-//! Each throughput figure is the median of `--reps` runs (default 3). A scenario that fails
+//! Each throughput figure is the median of `--reps` runs (default 5). A scenario that fails
 //! (a panic in a peer) is reported as such and the run goes on; the exit status is 0 unless
 //! the arguments are wrong.
 
@@ -28,7 +28,7 @@ const RECORDS: usize = 1_000_000;
 /// Records of the one-at-a-time scenario.
 const SINGLE_RECORDS: usize = 100_000;
 /// Records per thread of the durable scenario.
-const SYNCED_RECORDS: usize = 250;
+const SYNCED_RECORDS: usize = 500;
 /// Samples of each latency scenario.
 const LATENCY_SAMPLES: usize = 50_000;
 
@@ -105,7 +105,7 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         scale: 1.0,
-        reps: 3,
+        reps: 5,
         plot: None,
     };
     let mut it = std::env::args().skip(1);
@@ -281,6 +281,7 @@ fn main() {
     );
 
     eprintln!("- durable produce");
+    let mut fsync_rounds = Vec::new();
     let sc = Scenario::Durable;
     add(
         sc,
@@ -292,7 +293,11 @@ fn main() {
         sc,
         "brooklet send Synced, 8 threads",
         true,
-        throughput(reps, 8 * n_synced, || brooklet_send_synced(&synced, 8)),
+        throughput(reps, 8 * n_synced, || {
+            let (took, metrics) = brooklet_send_synced_metrics(&synced, 8);
+            fsync_rounds.push((metrics.records_sent, metrics.fsyncs, metrics.fsync_time));
+            took
+        }),
     );
     add(
         sc,
@@ -465,6 +470,13 @@ fn main() {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    for (records, fsyncs, time) in &fsync_rounds {
+        println!(
+            "brooklet Synced, 8 threads: {records} sends, {fsyncs} fsync rounds ({:.1} sends per fsync, {} per round)",
+            *records as f64 / (*fsyncs).max(1) as f64,
+            fmt_dur(*time / (*fsyncs).max(1) as u32)
+        );
+    }
     println!();
     print_targets(&rows);
     if let Some(dir) = &args.plot {

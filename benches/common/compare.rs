@@ -278,6 +278,11 @@ pub fn brooklet_send_each(data: &Data) -> Duration {
 /// `data.len()` records; concurrent senders share fsyncs). Timed: from the threads' start to
 /// the last send returning.
 pub fn brooklet_send_synced(data: &Data, threads: usize) -> Duration {
+    brooklet_send_synced_metrics(data, threads).0
+}
+
+/// `brooklet_send_synced`, also returning the producer's metrics (its fsync rounds).
+pub fn brooklet_send_synced_metrics(data: &Data, threads: usize) -> (Duration, brooklet::ProducerMetrics) {
     let (broker, _dir) = brooklet_broker();
     let producer = broker.producer(ProducerConfig::default().durability(Durability::Synced));
     let per_thread: Vec<Vec<ProducerRecord>> = (0..threads).map(|_| data.producer_records()).collect();
@@ -292,7 +297,7 @@ pub fn brooklet_send_synced(data: &Data, threads: usize) -> Duration {
             });
         }
     });
-    start.elapsed()
+    (start.elapsed(), producer.metrics())
 }
 
 /// A consumer assigned partition `t-0`, reading from the beginning.
