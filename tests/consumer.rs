@@ -1086,3 +1086,21 @@ fn the_offset_table_survives_a_crash_at_every_step_of_a_snapshot() {
     }
     assert!(runs >= 4, "only {runs} crash points");
 }
+
+#[test]
+fn consumers_and_their_records_can_move_between_threads() {
+    fn assert_send<T: Send>() {}
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send::<Consumer>();
+    assert_send_sync::<brooklet::ConsumerRecords>();
+    assert_send_sync::<ConsumerRecord>();
+    assert_send::<TypedConsumer<String, String>>();
+    // A consumer made on one thread polls on another.
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    fill(&broker, "t", 1, 3);
+    let mut c = broker.consumer(manual("g")).unwrap();
+    c.subscribe(&["t"]).unwrap();
+    let got = std::thread::spawn(move || poll_n(&mut c, 3).len()).join().unwrap();
+    assert_eq!(got, 3);
+}
