@@ -869,3 +869,112 @@ fn concurrency_stress_with_panics_and_evictions_processes_every_record_at_least_
     });
     std::panic::set_hook(previous);
 }
+
+// ---------------------------------------------------------------------------------------
+// 5. Faults during operation, at every N
+// ---------------------------------------------------------------------------------------
+
+/// Synced sends to two partitions and Synced commits, interleaved; returns what was
+/// acknowledged: (partition, offset, value) and the last acknowledged commit.
+fn faulty_workload(broker: &Broker, acked: &mut Vec<(u32, u64, String)>, commit: &mut Option<u64>, errors: &mut u32) {
+    let producer = broker.producer(ProducerConfig::default().durability(Durability::Synced));
+    let Ok(mut c) = broker.consumer(ConsumerConfig::group("f").enable_auto_commit(false)) else {
+        return;
+    };
+    let _ = c.assign(&[tp("f", 0)]);
+    for i in 0..24u64 {
+        let value = format!("v{i}");
+        match producer.send(ProducerRecord::new("f").partition((i % 2) as u32).value(value.clone())) {
+            Ok(m) => acked.push((m.partition, m.offset, value)),
+            Err(e) => {
+                assert!(
+                    matches!(e, Error::Io { .. } | Error::Poisoned { .. }),
+                    "a send failed with an unexpected error: {e:?}"
+                );
+                *errors += 1;
+            }
+        }
+        if i % 4 == 3 {
+            match c.commit_offsets(&BTreeMap::from([(tp("f", 0), OffsetAndMetadata::new(i))])) {
+                Ok(()) => *commit = Some(i),
+                Err(e) => {
+                    assert!(matches!(e, Error::Io { .. } | Error::Poisoned { .. }), "commit: {e:?}");
+                    *errors += 1;
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn faults_at_every_nth_operation_while_producing_and_committing() {
+    use brooklet::io::{EIO, ENOSPC, Fault, FaultOp};
+    let open = |dir: &Path, fs: &FaultFs| {
+        Broker::builder()
+            .vfs(Arc::new(fs.clone()))
+            .offsets_durability(Durability::Synced)
+            .open(dir)
+    };
+    // Dry run: how many operations of each class the workload does after open.
+    let (dry, fs) = (common::temp_dir(), FaultFs::new());
+    let broker = open(dry.path(), &fs).unwrap();
+    broker.create_topic("f", TopicConfig::with_partitions(2)).unwrap();
+    let ops = [FaultOp::Write, FaultOp::Sync, FaultOp::Rename];
+    let before = ops.map(|op| fs.count(op));
+    faulty_workload(&broker, &mut Vec::new(), &mut None, &mut 0);
+    let counts: Vec<u64> = ops.iter().zip(before).map(|(op, b)| fs.count(*op) - b).collect();
+    drop(broker);
+
+    let (mut runs, mut failed_calls) = (0u32, 0u32);
+    for (o, op) in ops.into_iter().enumerate() {
+        for nth in 1..=counts[o] {
+            for forever in [false, true] {
+                let ctx = format!("{op:?} #{nth} fails{}", if forever { " forever" } else { " once" });
+                let (dir, fs) = (common::temp_dir(), FaultFs::new());
+                let broker = open(dir.path(), &fs).unwrap();
+                broker.create_topic("f", TopicConfig::with_partitions(2)).unwrap();
+                fs.inject(Fault {
+                    op,
+                    nth,
+                    errno: if nth % 2 == 0 { ENOSPC } else { EIO },
+                    forever,
+                });
+                let (mut acked, mut commit, mut errors) = (Vec::new(), None, 0);
+                faulty_workload(&broker, &mut acked, &mut commit, &mut errors);
+                assert!(errors > 0, "{ctx}: no call reported the fault");
+                failed_calls += errors;
+                if !forever && op == FaultOp::Write {
+                    // Space is free again: a partition whose write failed keeps working.
+                    fs.clear_faults();
+                    let p = broker.producer(ProducerConfig::default().durability(Durability::Synced));
+                    for part in 0..2 {
+                        let m = p
+                            .send(ProducerRecord::new("f").partition(part).value("after"))
+                            .unwrap_or_else(|e| panic!("{ctx}: partition {part} did not recover: {e}"));
+                        acked.push((m.partition, m.offset, "after".into()));
+                    }
+                }
+                fs.power_loss(PowerLoss::DropUnsynced);
+                drop(broker);
+                let broker = Broker::open(dir.path()).unwrap_or_else(|e| panic!("{ctx}: reopen failed: {e}"));
+                for part in 0..2 {
+                    let records = all_records(&broker, "f", part).unwrap();
+                    let offsets: Vec<u64> = records.iter().map(|r| r.offset).collect();
+                    assert_eq!(offsets, (0..records.len() as u64).collect::<Vec<_>>(), "{ctx}: holes");
+                    for (p, o, v) in acked.iter().filter(|a| a.0 == part) {
+                        let got = records.get(*o as usize).and_then(|r| r.value.clone());
+                        assert_eq!(got.as_deref(), Some(v.as_bytes()), "{ctx}: acknowledged {p}@{o} lost");
+                    }
+                }
+                if let Some(c) = commit {
+                    let got = broker.committed_offset("f", &tp("f", 0)).map(|o| o.offset);
+                    assert!(got >= Some(c), "{ctx}: committed {got:?} < acknowledged {c}");
+                }
+                runs += 1;
+            }
+        }
+    }
+    eprintln!(
+        "faults: {runs} runs ({counts:?} writes/syncs/renames per workload), {failed_calls} failed calls, nothing acknowledged lost"
+    );
+}
