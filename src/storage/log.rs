@@ -44,8 +44,13 @@
 //! it briefly, to report or check the log end, and so may wait for an append, a roll or a
 //! truncation in progress; a reader that loads or rebuilds a sealed segment's index holds
 //! that segment's index lock meanwhile.)
-//! `Synced` appends share fsyncs: each waits on a sync mutex, and the thread that gets it
-//! syncs everything written so far, so followers whose data it covered return at once.
+//! `Synced` appends share fsyncs (group commit, leader/follower): a caller whose records are
+//! not yet synced either leads a round — it takes the sync turn, collects everything written
+//! so far, fsyncs it and publishes the synced end — or, while another round is running,
+//! waits for that round to finish (on a condition variable, not behind the sync mutex) and
+//! then checks again: its records are covered if they were written before the round
+//! collected, otherwise the first such waiter leads the next round at once, covering all
+//! that was written meanwhile. Callers already covered never wait for a later round.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions, TryLockError};
@@ -54,7 +59,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use parking_lot::{MappedRwLockReadGuard, Mutex, RwLock};
+use parking_lot::{Condvar, MappedRwLockReadGuard, Mutex, RwLock};
 
 use super::checkpoint;
 use super::index::{OFFSET_ENTRY, SegmentIndex};
@@ -169,6 +174,28 @@ pub struct RetentionReport {
     pub log_start_offset: u64,
 }
 
+/// Who leads the current group-commit round, and how many rounds have finished.
+#[derive(Debug, Default)]
+struct Rounds {
+    /// A caller is running a round (it holds, or is about to take, the sync turn).
+    leading: bool,
+    /// Rounds finished so far, successfully or not.
+    finished: u64,
+}
+
+/// The lead of a group-commit round: dropping it ends the round and wakes the followers.
+struct RoundLead<'a>(&'a PartitionLog);
+
+impl Drop for RoundLead<'_> {
+    fn drop(&mut self) {
+        let mut rounds = self.0.rounds.lock();
+        rounds.leading = false;
+        rounds.finished = rounds.finished.wrapping_add(1);
+        drop(rounds);
+        self.0.round_done.notify_all();
+    }
+}
+
 /// What one group-commit round must fsync.
 struct Unsynced {
     sealed: Vec<Arc<Segment>>,
@@ -267,6 +294,10 @@ pub struct PartitionLog {
     writer: Mutex<Writer>,
     /// The group-commit turn; it also guards the history of recent truncations.
     sync_lock: Mutex<Cuts>,
+    /// Group-commit coordination: whether a round is running. Never held across an fsync.
+    rounds: Mutex<Rounds>,
+    /// Signalled when a round finishes.
+    round_done: Condvar,
     /// Truncations so far (the truncation epoch). Bumped under both the writer lock and the
     /// sync turn, so an append reads, under the writer lock, the epoch it happened in.
     truncations: AtomicU64,
@@ -387,6 +418,8 @@ impl PartitionLog {
                 scratch: EncodeScratch::default(),
             }),
             sync_lock: Mutex::new(Cuts::default()),
+            rounds: Mutex::new(Rounds::default()),
+            round_done: Condvar::new(),
             truncations: AtomicU64::new(0),
             log_start: AtomicU64::new(log_start),
             recovery_point: AtomicU64::new(recovery_point),
@@ -712,6 +745,42 @@ impl PartitionLog {
     /// [`Error::Truncated`] if a truncation since `epoch` cut the log below `target`: the
     /// records were removed (and their offsets perhaps reused) before they were synced.
     pub(crate) fn sync_through(&self, target: u64, epoch: Option<u64>) -> Result<bool> {
+        let mut rounds = self.rounds.lock();
+        loop {
+            if self.synced_in_epoch(target, epoch) {
+                return Ok(false);
+            }
+            if !rounds.leading {
+                break;
+            }
+            // Follow the running round: wait for it to finish, then check again (it covered
+            // the records if they were written before it collected what to sync).
+            let seen = rounds.finished;
+            while rounds.finished == seen {
+                self.round_done.wait(&mut rounds);
+            }
+        }
+        rounds.leading = true;
+        drop(rounds);
+        // Ends the round even if the sync unwinds, so followers never wait forever.
+        let _lead = RoundLead(self);
+        self.sync_round(target, epoch)
+    }
+
+    /// Whether every record below `target` is synced and, if `epoch` is given, no
+    /// truncation happened since it (else the offsets below `target` may have been cut and
+    /// reused; [`sync_round`](Self::sync_round) then checks under the sync turn). The synced
+    /// end is read before the epoch: a synced end published after a truncation makes that
+    /// truncation's epoch visible too.
+    fn synced_in_epoch(&self, target: u64, epoch: Option<u64>) -> bool {
+        self.synced_end.load(Ordering::Acquire) >= target
+            && epoch.is_none_or(|e| self.truncations.load(Ordering::Acquire) == e)
+    }
+
+    /// One group-commit round, led by the caller: under the sync turn, checks that no
+    /// truncation cut the records below `target`, then (unless they are synced already)
+    /// collects everything written so far and fsyncs it. Returns whether it fsynced.
+    fn sync_round(&self, target: u64, epoch: Option<u64>) -> Result<bool> {
         let cuts = self.sync_lock.lock();
         if let Some(epoch) = epoch
             && let Some(end) = cuts.lowest_end_since(epoch, self.truncations.load(Ordering::Acquire))
@@ -1093,7 +1162,7 @@ impl PartitionLog {
     /// write, truncation, deletion or sync fails; [`Error::Poisoned`] after an earlier
     /// failed fsync (or a failed step 2 or 3).
     pub fn truncate_to(&self, offset: u64) -> Result<u64> {
-        // Lock order as in `sync_through`: a group-commit round must not publish a synced
+        // Lock order as in `sync_round`: a group-commit round must not publish a synced
         // end past the cut.
         let mut cuts = self.sync_lock.lock();
         let mut w = self.writer.lock();
