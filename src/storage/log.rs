@@ -49,8 +49,12 @@
 //! so far, fsyncs it and publishes the synced end — or, while another round is running,
 //! waits for that round to finish (on a condition variable, not behind the sync mutex) and
 //! then checks again: its records are covered if they were written before the round
-//! collected, otherwise the first such waiter leads the next round at once, covering all
-//! that was written meanwhile. Callers already covered never wait for a later round.
+//! collected, otherwise the first such waiter leads the next round, covering all that was
+//! written meanwhile. Before collecting, a leader waits briefly (at most half the last
+//! fsync, at most 500 µs) until as many callers have come as were syncing concurrently, so
+//! that the senders the previous round released, busy writing their next records, join
+//! this round instead of the one after; a lone caller never waits. Callers already covered
+//! never wait for a later round.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions, TryLockError};
