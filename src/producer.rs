@@ -306,7 +306,9 @@ struct Pending {
 /// Records of one `send_batch` bound for one partition, with their positions in the input.
 struct Group {
     queue: Arc<PartitionQueue>,
-    indexes: Vec<usize>,
+    /// Positions in the input of `records`; `None` when the group is the whole input, in
+    /// order (one partition: the common case, which then moves no index around).
+    indexes: Option<Vec<usize>>,
     records: Vec<Record>,
 }
 
@@ -510,9 +512,11 @@ impl Producer {
         let shared = &self.handle.shared;
         let total = records.len();
         let groups = shared.group_by_partition(records)?;
-        let mut out: Vec<Option<RecordMetadata>> = vec![None; total];
         let durability = shared.config.durability;
         let mut to_sync = Vec::new();
+        // One group in input order: its metadata is the answer as it stands.
+        let mut whole: Option<Vec<RecordMetadata>> = None;
+        let mut out: Vec<Option<RecordMetadata>> = Vec::new();
         for group in groups {
             let mut epoch = u64::MAX;
             let infos = {
@@ -530,9 +534,17 @@ impl Producer {
             }
             shared.note_sent(&group.queue, infos.iter().map(|(_, info)| info.size_bytes).sum());
             let metas = metadata_for(&group.queue, &group.records, &infos);
-            for (i, meta) in group.indexes.into_iter().zip(metas) {
-                if let Some(slot) = out.get_mut(i) {
-                    *slot = Some(meta);
+            match group.indexes {
+                None => whole = Some(metas),
+                Some(indexes) => {
+                    if out.is_empty() {
+                        out.resize(total, None);
+                    }
+                    for (i, meta) in indexes.into_iter().zip(metas) {
+                        if let Some(slot) = out.get_mut(i) {
+                            *slot = Some(meta);
+                        }
+                    }
                 }
             }
         }
@@ -541,7 +553,10 @@ impl Producer {
                 shared.sync(&log, end, epoch)?;
             }
         }
-        Ok(out.into_iter().flatten().collect())
+        Ok(match whole {
+            Some(metas) => metas,
+            None => out.into_iter().flatten().collect(),
+        })
     }
 
     /// Writes every queued record and waits until they are stored.
@@ -578,35 +593,32 @@ impl Producer {
 }
 
 /// Metadata for `records` appended as the batches `infos` (`(index of first record, info)`).
+///
+/// A record's stored timestamp is the append time on a LogAppendTime topic, else the
+/// record's own (or the append time when it had none, which `max_timestamp` equals for a
+/// batch of one; for larger batches the append time is the batch's "now").
 fn metadata_for(
     queue: &PartitionQueue,
     records: &[Record],
     infos: &[(usize, crate::AppendInfo)],
 ) -> Vec<RecordMetadata> {
+    let log_append_time = queue.log.config().timestamp_type == crate::record::TimestampType::LogAppendTime;
     let mut out = Vec::with_capacity(records.len());
     for (n, (first, info)) in infos.iter().enumerate() {
         let end = infos.get(n + 1).map_or(records.len(), |(next, _)| *next);
-        for (i, record) in records.iter().enumerate().take(end).skip(*first) {
-            out.push(RecordMetadata {
-                topic: queue.topic.clone(),
-                partition: queue.partition,
-                offset: info.base_offset + (i - first) as u64,
-                timestamp: stored_timestamp(&queue.log, record, info),
-            });
-        }
+        let batch = records.get(*first..end).unwrap_or_default();
+        out.extend((info.base_offset..).zip(batch).map(|(offset, record)| RecordMetadata {
+            topic: queue.topic.clone(),
+            partition: queue.partition,
+            offset,
+            timestamp: if log_append_time {
+                info.max_timestamp
+            } else {
+                record.timestamp_ms().unwrap_or(info.append_time)
+            },
+        }));
     }
     out
-}
-
-/// The timestamp a record was stored with: the append time on a LogAppendTime topic,
-/// else the record's own (or the append time when it had none, which `max_timestamp`
-/// equals for a batch of one; for larger batches the append time is the batch's "now").
-fn stored_timestamp(log: &PartitionLog, record: &Record, info: &crate::AppendInfo) -> i64 {
-    if log.config().timestamp_type == crate::record::TimestampType::LogAppendTime {
-        info.max_timestamp
-    } else {
-        record.timestamp_ms().unwrap_or(info.append_time)
-    }
 }
 
 impl Durability {
@@ -638,13 +650,18 @@ impl Shared {
 
     /// Routes `records` and groups them by partition, keeping their order within each group
     /// (one group per partition, however the topics interleave). Each topic is resolved
-    /// once.
+    /// once. Every record is routed before any is moved, so a routing error leaves nothing
+    /// half-grouped, and each group's vector is allocated once at its final size; a batch
+    /// for a single partition (the common case) reuses the input's allocation.
     fn group_by_partition(&self, records: Vec<ProducerRecord>) -> Result<Vec<Group>> {
-        let mut groups: Vec<Group> = Vec::new();
+        // Per group: its queue and how many records it gets.
+        let mut queues: Vec<(Arc<PartitionQueue>, usize)> = Vec::new();
+        // Per record: the index of its group.
+        let mut group_of_record: Vec<usize> = Vec::with_capacity(records.len());
         // Per topic seen: the topic and, per partition, the index of its group.
         let mut topics: Vec<(Arc<Topic>, Vec<Option<usize>>)> = Vec::new();
         let mut current = 0;
-        for (i, record) in records.into_iter().enumerate() {
+        for record in &records {
             if topics.get(current).is_none_or(|(t, _)| t.name != record.topic) {
                 current = match topics.iter().position(|(t, _)| t.name == record.topic) {
                     Some(seen) => seen,
@@ -659,25 +676,47 @@ impl Shared {
             let Some((topic, group_of)) = topics.get_mut(current) else {
                 continue;
             };
-            let partition = self.route(topic, &record)?;
+            let partition = self.route(topic, record)?;
             let slot = group_of.get(partition as usize).copied().flatten();
             let g = match slot {
                 Some(g) => g,
                 None => {
-                    let queue = self.queue(topic, partition)?;
-                    groups.push(Group {
-                        queue,
-                        indexes: Vec::new(),
-                        records: Vec::new(),
-                    });
+                    queues.push((self.queue(topic, partition)?, 0));
                     if let Some(slot) = group_of.get_mut(partition as usize) {
-                        *slot = Some(groups.len() - 1);
+                        *slot = Some(queues.len() - 1);
                     }
-                    groups.len() - 1
+                    queues.len() - 1
                 }
             };
+            if let Some((_, count)) = queues.get_mut(g) {
+                *count += 1;
+            }
+            group_of_record.push(g);
+        }
+        if queues.len() == 1
+            && let Some((queue, _)) = queues.pop()
+        {
+            // One partition: the records in input order, collected in place.
+            let records = records.into_iter().map(|r| r.record).collect();
+            return Ok(vec![Group {
+                queue,
+                indexes: None,
+                records,
+            }]);
+        }
+        let mut groups: Vec<Group> = queues
+            .into_iter()
+            .map(|(queue, count)| Group {
+                queue,
+                indexes: Some(Vec::with_capacity(count)),
+                records: Vec::with_capacity(count),
+            })
+            .collect();
+        for (i, (record, g)) in records.into_iter().zip(group_of_record).enumerate() {
             if let Some(group) = groups.get_mut(g) {
-                group.indexes.push(i);
+                if let Some(indexes) = &mut group.indexes {
+                    indexes.push(i);
+                }
                 group.records.push(record.record);
             }
         }

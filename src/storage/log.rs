@@ -44,15 +44,24 @@
 //! it briefly, to report or check the log end, and so may wait for an append, a roll or a
 //! truncation in progress; a reader that loads or rebuilds a sealed segment's index holds
 //! that segment's index lock meanwhile.)
-//! `Synced` appends share fsyncs: each waits on a sync mutex, and the thread that gets it
-//! syncs everything written so far, so followers whose data it covered return at once.
+//! `Synced` appends share fsyncs (group commit, leader/follower): a caller whose records are
+//! not yet synced either leads a round — it takes the sync turn, collects everything written
+//! so far, fsyncs it and publishes the synced end — or, while another round is running,
+//! waits for that round to finish (on a condition variable, not behind the sync mutex) and
+//! then checks again: its records are covered if they were written before the round
+//! collected, otherwise the first such waiter leads the next round, covering all that was
+//! written meanwhile. Before collecting, a leader waits briefly (at most half the last
+//! fsync, at most 500 µs) until as many callers have come as were syncing concurrently, so
+//! that the senders the previous round released, busy writing their next records, join
+//! this round instead of the one after; a lone caller never waits. Callers already covered
+//! never wait for a later round.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::{MappedRwLockReadGuard, Mutex, RwLock};
 
@@ -169,6 +178,45 @@ pub struct RetentionReport {
     pub log_start_offset: u64,
 }
 
+/// Who leads the current group-commit round, how many rounds have finished, and how many
+/// callers sync concurrently (to gather a round).
+#[derive(Debug, Default)]
+struct Rounds {
+    /// A caller is running a round (it holds, or is about to take, the sync turn).
+    leading: bool,
+    /// Rounds finished so far, successfully or not.
+    finished: u64,
+    /// Callers in `sync_through` whose records were not synced when they came.
+    inside: u64,
+    /// The most callers inside at once since the last round collected: how many callers
+    /// sync concurrently, so how many the next round should gather.
+    peak: u64,
+    /// Such callers that came, ever.
+    arrivals: u64,
+    /// `arrivals` when the last round collected.
+    collected_at: u64,
+    /// The leader is gathering: wake it on each arrival.
+    gathering: bool,
+}
+
+/// The longest a leader waits to gather the concurrent callers into its round.
+const MAX_GATHER: Duration = Duration::from_micros(500);
+
+/// The lead of a group-commit round: dropping it ends the round, counts the leader out of
+/// the callers inside, and wakes the followers.
+struct RoundLead<'a>(&'a PartitionLog);
+
+impl Drop for RoundLead<'_> {
+    fn drop(&mut self) {
+        let mut rounds = self.0.rounds();
+        rounds.leading = false;
+        rounds.finished = rounds.finished.wrapping_add(1);
+        rounds.inside = rounds.inside.saturating_sub(1);
+        drop(rounds);
+        self.0.round_done.notify_all();
+    }
+}
+
 /// What one group-commit round must fsync.
 struct Unsynced {
     sealed: Vec<Arc<Segment>>,
@@ -267,6 +315,16 @@ pub struct PartitionLog {
     writer: Mutex<Writer>,
     /// The group-commit turn; it also guards the history of recent truncations.
     sync_lock: Mutex<Cuts>,
+    /// Group-commit coordination: whether a round is running. Never held across an fsync.
+    /// (A std mutex and condvars: a finished round wakes every follower at once, where
+    /// parking_lot's `notify_all` wakes them one after another as each releases the mutex.)
+    rounds: std::sync::Mutex<Rounds>,
+    /// Signalled when a round finishes.
+    round_done: std::sync::Condvar,
+    /// Signalled when a caller comes to sync while a leader gathers its round.
+    gathered: std::sync::Condvar,
+    /// How long the last fsync round took, in nanoseconds (bounds the gathering).
+    last_sync_nanos: AtomicU64,
     /// Truncations so far (the truncation epoch). Bumped under both the writer lock and the
     /// sync turn, so an append reads, under the writer lock, the epoch it happened in.
     truncations: AtomicU64,
@@ -387,6 +445,10 @@ impl PartitionLog {
                 scratch: EncodeScratch::default(),
             }),
             sync_lock: Mutex::new(Cuts::default()),
+            rounds: std::sync::Mutex::new(Rounds::default()),
+            round_done: std::sync::Condvar::new(),
+            gathered: std::sync::Condvar::new(),
+            last_sync_nanos: AtomicU64::new(0),
             truncations: AtomicU64::new(0),
             log_start: AtomicU64::new(log_start),
             recovery_point: AtomicU64::new(recovery_point),
@@ -712,6 +774,81 @@ impl PartitionLog {
     /// [`Error::Truncated`] if a truncation since `epoch` cut the log below `target`: the
     /// records were removed (and their offsets perhaps reused) before they were synced.
     pub(crate) fn sync_through(&self, target: u64, epoch: Option<u64>) -> Result<bool> {
+        if self.synced_in_epoch(target, epoch) {
+            return Ok(false);
+        }
+        let mut rounds = self.rounds();
+        rounds.inside += 1;
+        rounds.arrivals += 1;
+        rounds.peak = rounds.peak.max(rounds.inside);
+        if rounds.gathering {
+            self.gathered.notify_one();
+        }
+        loop {
+            if self.synced_in_epoch(target, epoch) {
+                rounds.inside = rounds.inside.saturating_sub(1);
+                return Ok(false);
+            }
+            if !rounds.leading {
+                break;
+            }
+            // Follow the running round: wait for it to finish, then check again (it covered
+            // the records if they were written before it collected what to sync).
+            let seen = rounds.finished;
+            while rounds.finished == seen {
+                rounds = self.round_done.wait(rounds).unwrap_or_else(PoisonError::into_inner);
+            }
+        }
+        rounds.leading = true;
+        // Gather: callers covered by the last round are writing their next records now.
+        // Wait (briefly) until as many callers have come since that round collected as were
+        // syncing concurrently, so that one fsync covers them all rather than every other
+        // round covering half of them. A lone caller never waits.
+        let want = rounds.collected_at.saturating_add(rounds.peak);
+        if rounds.arrivals < want {
+            let last = Duration::from_nanos(self.last_sync_nanos.load(Ordering::Relaxed));
+            let deadline = Instant::now() + (last / 2).min(MAX_GATHER);
+            rounds.gathering = true;
+            while rounds.arrivals < want {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                rounds = match self.gathered.wait_timeout(rounds, left) {
+                    Ok((guard, _)) => guard,
+                    Err(poisoned) => poisoned.into_inner().0,
+                };
+            }
+            rounds.gathering = false;
+        }
+        rounds.collected_at = rounds.arrivals;
+        rounds.peak = rounds.inside;
+        drop(rounds);
+        // Ends the round even if the sync unwinds, so followers never wait forever.
+        let _lead = RoundLead(self);
+        self.sync_round(target, epoch)
+    }
+
+    /// The group-commit state. Its lock is never held across a panic-free section that
+    /// could poison it, but a poisoned lock is recovered anyway (the state stays valid).
+    fn rounds(&self) -> std::sync::MutexGuard<'_, Rounds> {
+        self.rounds.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether every record below `target` is synced and, if `epoch` is given, no
+    /// truncation happened since it (else the offsets below `target` may have been cut and
+    /// reused; [`sync_round`](Self::sync_round) then checks under the sync turn). The synced
+    /// end is read before the epoch: a synced end published after a truncation makes that
+    /// truncation's epoch visible too.
+    fn synced_in_epoch(&self, target: u64, epoch: Option<u64>) -> bool {
+        self.synced_end.load(Ordering::Acquire) >= target
+            && epoch.is_none_or(|e| self.truncations.load(Ordering::Acquire) == e)
+    }
+
+    /// One group-commit round, led by the caller: under the sync turn, checks that no
+    /// truncation cut the records below `target`, then (unless they are synced already)
+    /// collects everything written so far and fsyncs it. Returns whether it fsynced.
+    fn sync_round(&self, target: u64, epoch: Option<u64>) -> Result<bool> {
         let cuts = self.sync_lock.lock();
         if let Some(epoch) = epoch
             && let Some(end) = cuts.lowest_end_since(epoch, self.truncations.load(Ordering::Acquire))
@@ -791,6 +928,7 @@ impl PartitionLog {
         self.syncs.fetch_add(1, Ordering::Relaxed);
         let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.sync_nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.last_sync_nanos.store(nanos, Ordering::Relaxed);
         if !u.sealed.is_empty() {
             // A segment was sealed: move the recovery point so a crash scans only from here.
             self.persist_recovery_point(u.end)?;
@@ -1093,7 +1231,7 @@ impl PartitionLog {
     /// write, truncation, deletion or sync fails; [`Error::Poisoned`] after an earlier
     /// failed fsync (or a failed step 2 or 3).
     pub fn truncate_to(&self, offset: u64) -> Result<u64> {
-        // Lock order as in `sync_through`: a group-commit round must not publish a synced
+        // Lock order as in `sync_round`: a group-commit round must not publish a synced
         // end past the cut.
         let mut cuts = self.sync_lock.lock();
         let mut w = self.writer.lock();
