@@ -88,6 +88,7 @@ mod config;
 mod consumer;
 mod error;
 mod group;
+pub mod inspect;
 mod offsets;
 mod partitioner;
 mod producer;
