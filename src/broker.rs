@@ -275,7 +275,9 @@ struct BrokerInner {
     offsets: OffsetStore,
     /// Serializes admin changes and the topic table writes.
     admin: Mutex<()>,
-    _lock: File,
+    /// Opened with [`Broker::open_read_only`]: no lock, every write refused.
+    read_only: bool,
+    _lock: Option<File>,
     /// Kept last: dropped after the partitions, so their clean close finds the directory.
     _temp: Option<tempfile::TempDir>,
 }
@@ -305,6 +307,105 @@ impl Broker {
     /// As [`BrokerBuilder::open`].
     pub fn open(dir: impl AsRef<Path>) -> Result<Broker> {
         BrokerBuilder::default().open(dir)
+    }
+
+    /// Opens the data directory `dir` for reading only, while an application may hold it
+    /// (and write to it) in another process: the way to inspect a live directory, as the
+    /// `brooklet` command-line tool does.
+    ///
+    /// It takes no lock, runs no recovery and writes nothing (no directory, file, checkpoint
+    /// or marker is created, changed or removed). The topic table and the committed offsets
+    /// are read as they are at open (reopen to see topics, partitions and commits made
+    /// since); each partition serves only complete, checksum-valid batches and picks up new
+    /// ones as the writer appends them (see [`PartitionLog::open_read_only`]). A consumer on
+    /// it follows a live topic like `tail -f`: as no append in this process can wake it,
+    /// its `poll` re-checks the files every 50 ms while it waits.
+    ///
+    /// Every write — creating, growing or deleting a topic, sending, committing, resetting or
+    /// deleting a group — fails with [`Error::ReadOnly`]. Consumer groups still coordinate
+    /// members of this process in memory, but cannot commit.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if `dir` holds no readable topic table (it is not a data directory) or a
+    /// partition cannot be read; [`Error::Corrupt`] or [`Error::UnsupportedVersion`] for an
+    /// unreadable topic table or offsets snapshot.
+    ///
+    /// # Examples
+    /// ```
+    /// use brooklet::{Broker, Error, ProducerConfig, ProducerRecord, TopicConfig};
+    /// let dir = tempfile::tempdir()?;
+    /// let writer = Broker::open(dir.path())?;
+    /// writer.create_topic("orders", TopicConfig::with_partitions(1))?;
+    /// let reader = Broker::open_read_only(dir.path())?; // no lock: works beside the writer
+    /// writer.producer(ProducerConfig::default()).send(ProducerRecord::new("orders").value("o-1"))?;
+    /// assert_eq!(reader.describe_topic("orders")?.partitions[0].log_end_offset, 1);
+    /// assert!(matches!(reader.delete_topic("orders"), Err(Error::ReadOnly { .. })));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open_read_only(dir: impl AsRef<Path>) -> Result<Broker> {
+        let dir = dir.as_ref();
+        let vfs: Arc<dyn Vfs> = Arc::new(OsFs);
+        let topics_path = dir.join(META_DIR).join(TOPICS_FILE);
+        let stored = match checkpoint::read_small_file(&*vfs, &topics_path, MAX_META_BYTES)? {
+            Some(bytes) => decode_topics(&topics_path, &bytes)?,
+            None => {
+                return Err(Error::io(
+                    "open the topic table (is this a brooklet data directory?)",
+                    topics_path,
+                    std::io::ErrorKind::NotFound.into(),
+                ));
+            }
+        };
+        let mut topics = BTreeMap::new();
+        for t in &stored {
+            validate_topic_name(&t.name)?;
+            let config = t.config();
+            let mut logs = Vec::with_capacity(t.partitions as usize);
+            for p in 0..t.partitions {
+                logs.push(Arc::new(PartitionLog::open_read_only_with_vfs(
+                    &partition_dir(dir, &t.name, p),
+                    config.log_config(),
+                    Arc::clone(&vfs),
+                )?));
+            }
+            topics.insert(
+                t.name.clone(),
+                Arc::new(Topic {
+                    name: t.name.clone(),
+                    config,
+                    partitions: RwLock::new(logs),
+                }),
+            );
+        }
+        let offsets = OffsetStore::open_read_only(dir, Arc::clone(&vfs))?;
+        Ok(Broker {
+            inner: Arc::new(BrokerInner {
+                dir: dir.to_path_buf(),
+                vfs,
+                auto_create: None,
+                topics: RwLock::new(topics),
+                coordinator: Coordinator::default(),
+                offsets,
+                admin: Mutex::new(()),
+                read_only: true,
+                _lock: None,
+                _temp: None,
+            }),
+        })
+    }
+
+    /// Whether the broker was opened with [`open_read_only`](Self::open_read_only).
+    #[must_use]
+    pub fn is_read_only(&self) -> bool {
+        self.inner.read_only
+    }
+
+    /// `Err(ReadOnly)` for a read-only broker.
+    pub(crate) fn check_writable(&self, what: impl FnOnce() -> String) -> Result<()> {
+        if self.inner.read_only {
+            return Err(Error::ReadOnly { what: what() });
+        }
+        Ok(())
     }
 
     /// A builder for non-default settings.
@@ -387,7 +488,8 @@ impl Broker {
                 coordinator: Coordinator::default(),
                 offsets,
                 admin: Mutex::new(()),
-                _lock: lock,
+                read_only: false,
+                _lock: Some(lock),
                 _temp: temp,
             }),
         })
@@ -403,8 +505,10 @@ impl Broker {
     ///
     /// # Errors
     /// [`Error::InvalidTopicName`], [`Error::InvalidConfig`], [`Error::TopicExists`], or an
-    /// I/O error creating its partitions or writing the topic table.
+    /// I/O error creating its partitions or writing the topic table; [`Error::ReadOnly`] on
+    /// a read-only broker.
     pub fn create_topic(&self, name: &str, config: TopicConfig) -> Result<()> {
+        self.check_writable(|| format!("create topic {name:?}"))?;
         validate_topic_name(name)?;
         config.validate()?;
         let _admin = self.inner.admin.lock();
@@ -470,8 +574,10 @@ impl Broker {
     ///
     /// # Errors
     /// [`Error::UnknownTopic`]; [`Error::InvalidConfig`] if `partitions` is not more than
-    /// the current count or above the maximum; an I/O error.
+    /// the current count or above the maximum; an I/O error; [`Error::ReadOnly`] on a
+    /// read-only broker.
     pub fn add_partitions(&self, name: &str, partitions: u32) -> Result<()> {
+        self.check_writable(|| format!("add partitions to topic {name:?}"))?;
         let _admin = self.inner.admin.lock();
         let topic = self.topic(name)?;
         let current = topic.partition_count();
@@ -499,8 +605,10 @@ impl Broker {
     ///
     /// # Errors
     /// [`Error::UnknownTopic`]; an I/O error writing the topic table or removing files
-    /// (the topic is gone from the table by then, and open finishes the removal).
+    /// (the topic is gone from the table by then, and open finishes the removal);
+    /// [`Error::ReadOnly`] on a read-only broker.
     pub fn delete_topic(&self, name: &str) -> Result<()> {
+        self.check_writable(|| format!("delete topic {name:?}"))?;
         let _admin = self.inner.admin.lock();
         let topic = self.topic(name)?;
         let table: Vec<StoredTopic> = self.stored_topics().into_iter().filter(|t| t.name != name).collect();

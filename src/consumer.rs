@@ -7,7 +7,9 @@
 //! order within each. It returns as soon as any record is there; with none it blocks until
 //! an append to one of its partitions wakes it (a per-consumer signal registered with each
 //! partition log: a brief spin, then a park — no sleeping loops), a rebalance needs it, or
-//! the timeout passes.
+//! the timeout passes. A consumer of a [read-only broker](Broker::open_read_only), whose
+//! partitions another process appends to, instead re-checks the files every 50 ms while
+//! it waits: no append in this process can wake it.
 //!
 //! # Positions and commits
 //! A partition's *position* is the next offset `poll` returns. A newly assigned partition
@@ -33,6 +35,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::broker::Broker;
+
+/// How often a consumer of a read-only broker ([`Broker::open_read_only`]) re-reads its
+/// partitions' files while `poll` waits: another process appends there, so no in-process
+/// append wakes it. Consumers of a writable broker never sleep-poll.
+const READ_ONLY_RECHECK: Duration = Duration::from_millis(50);
 use crate::error::{Error, Result};
 use crate::group::assignor::{Assignor, RangeAssignor};
 use crate::group::coordinator::{JoinRequest, MemberHandle, PollStep};
@@ -847,7 +854,14 @@ impl Consumer {
                 return Ok(out);
             }
             let far = now + Duration::from_secs(3600);
-            let wake = [deadline, next_check].into_iter().flatten().min().unwrap_or(far);
+            // A read-only broker's logs grow by another process's appends, which raise no
+            // signal here: re-check the files every READ_ONLY_RECHECK.
+            let recheck = self.broker.is_read_only().then(|| now + READ_ONLY_RECHECK);
+            let wake = [deadline, next_check, recheck]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(far);
             self.signal.wait_until(wake);
         }
     }

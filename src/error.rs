@@ -178,6 +178,13 @@ pub enum Error {
         /// it was removed.
         offset: u64,
     },
+    /// A write was asked of a broker or log opened read-only
+    /// ([`Broker::open_read_only`](crate::Broker::open_read_only),
+    /// [`PartitionLog::open_read_only`](crate::PartitionLog::open_read_only)).
+    ReadOnly {
+        /// What was refused, e.g. `create topic "orders"`.
+        what: String,
+    },
     /// An append would take offsets past `u64::MAX`.
     OffsetOverflow {
         /// The partition directory.
@@ -283,6 +290,7 @@ impl Error {
                 dir: dir.clone(),
                 offset: *offset,
             },
+            Error::ReadOnly { what } => Error::ReadOnly { what: what.clone() },
             Error::OffsetOverflow {
                 dir,
                 next_offset,
@@ -391,6 +399,7 @@ impl fmt::Display for Error {
                 "partition {} was truncated to offset {offset} before the append was synced; its records at or after that offset are gone",
                 dir.display()
             ),
+            Error::ReadOnly { what } => write!(f, "cannot {what}: the data directory is open read-only"),
             Error::OffsetOverflow {
                 dir,
                 next_offset,

@@ -54,7 +54,9 @@
 //!
 //! ## Exclusive access
 //! A data directory (and a standalone log directory) is locked while open; a second open, in
-//! this process or another, fails at once with [`Error::Locked`].
+//! this process or another, fails at once with [`Error::Locked`]. [`Broker::open_read_only`]
+//! takes no lock: it reads, and follows, a directory another process is writing, and
+//! refuses every write with [`Error::ReadOnly`].
 //!
 //! ## Close
 //! Dropping the last clone of a [`Broker`] closes every partition cleanly (the next open
@@ -88,6 +90,7 @@ mod config;
 mod consumer;
 mod error;
 mod group;
+pub mod inspect;
 mod offsets;
 mod partitioner;
 mod producer;

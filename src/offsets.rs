@@ -158,17 +158,7 @@ impl OffsetStore {
             }
             None => (0, Vec::new()),
         };
-        let mut table: BTreeMap<String, GroupOffsets> = BTreeMap::new();
-        for e in entries {
-            table.entry(e.group).or_default().insert(
-                TopicPartition::new(e.topic, e.partition),
-                OffsetAndMetadata {
-                    offset: e.offset,
-                    metadata: e.metadata,
-                    commit_timestamp: e.commit_timestamp,
-                },
-            );
-        }
+        let mut table = table_of(entries);
         let store = OffsetStore {
             dir,
             vfs,
@@ -191,32 +181,63 @@ impl OffsetStore {
             store.write_snapshot(&table, end)?;
             covered = end;
         }
-        let mut offset = covered.max(store.log.log_start_offset());
-        while offset < end {
-            let batches = store.log.read(offset, 1 << 20)?;
-            if batches.is_empty() {
-                break;
-            }
-            for batch in &batches {
-                for record in batch.iter() {
-                    let record = record?;
-                    if record.offset() < offset {
-                        continue;
-                    }
-                    apply(
-                        &mut table,
-                        store.log.dir(),
-                        record.offset(),
-                        record.key(),
-                        record.value(),
-                    )?;
-                }
-                offset = batch.last_offset().saturating_add(1);
-            }
-        }
+        replay(&store.log, covered, &mut table)?;
         *store.table.write() = table;
         store.write.lock().bytes_at_snapshot = store.log.size_bytes();
         Ok(store)
+    }
+
+    /// Reads `DATA/offsets` without writing anything (for a read-only broker): the
+    /// snapshot, then the log after it, opened read-only. The writer may snapshot and delete
+    /// log segments meanwhile; a snapshot older than the log's start, or a segment gone
+    /// before it was opened, means that happened, and the load starts over.
+    pub fn open_read_only(data_dir: &Path, vfs: Arc<dyn Vfs>) -> Result<Self> {
+        let dir = data_dir.join(OFFSETS_DIR);
+        let snapshot_path = dir.join(SNAPSHOT_FILE);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let snapshot = match checkpoint::read_small_file(&*vfs, &snapshot_path, MAX_SNAPSHOT_BYTES)? {
+                Some(bytes) => Some(decode_snapshot(&snapshot_path, &bytes)?),
+                None => None,
+            };
+            let loaded =
+                PartitionLog::open_read_only_with_vfs(&dir.join(LOG_DIR), LogConfig::default(), Arc::clone(&vfs))
+                    .and_then(|log| {
+                        let covered = snapshot.as_ref().map_or(0, |(c, _)| *c);
+                        if log.log_start_offset() > covered {
+                            return Err(Error::corrupt(
+                                &snapshot_path,
+                                0,
+                                format!(
+                                    "the offsets snapshot covers offset {covered} but the offsets log starts at {}",
+                                    log.log_start_offset()
+                                ),
+                            ));
+                        }
+                        let mut table = table_of(snapshot.map(|(_, e)| e).unwrap_or_default());
+                        replay(&log, covered, &mut table)?;
+                        Ok((log, table))
+                    });
+            match loaded {
+                Ok((log, table)) => {
+                    return Ok(OffsetStore {
+                        dir,
+                        vfs,
+                        durability: Durability::Written,
+                        compact_bytes: DEFAULT_COMPACT_BYTES,
+                        table: RwLock::new(table),
+                        write: Mutex::new(WriteState { bytes_at_snapshot: 0 }),
+                        log,
+                    });
+                }
+                // A concurrent snapshot moved the log's start: read both again.
+                Err(Error::Corrupt { .. } | Error::OffsetOutOfRange { .. } | Error::Io { .. }) if attempt < 5 => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// The committed offset of `tp` for `group`.
@@ -334,6 +355,11 @@ impl OffsetStore {
         check: impl FnOnce() -> Result<()>,
         update: impl FnOnce(&mut BTreeMap<String, GroupOffsets>),
     ) -> Result<u64> {
+        if self.log.is_read_only() {
+            return Err(Error::ReadOnly {
+                what: "write committed offsets".into(),
+            });
+        }
         let end = {
             let mut state = self.write.lock();
             check()?;
@@ -408,6 +434,45 @@ impl OffsetStore {
         let snapshot = std::fs::metadata(self.dir.join(SNAPSHOT_FILE)).map_or(0, |m| m.len());
         self.log.size_bytes() + snapshot
     }
+}
+
+/// The table a snapshot's entries describe.
+fn table_of(entries: Vec<SnapshotEntry>) -> BTreeMap<String, GroupOffsets> {
+    let mut table: BTreeMap<String, GroupOffsets> = BTreeMap::new();
+    for e in entries {
+        table.entry(e.group).or_default().insert(
+            TopicPartition::new(e.topic, e.partition),
+            OffsetAndMetadata {
+                offset: e.offset,
+                metadata: e.metadata,
+                commit_timestamp: e.commit_timestamp,
+            },
+        );
+    }
+    table
+}
+
+/// Applies the commits of `log` from offset `covered` (what the snapshot holds) to its end.
+fn replay(log: &PartitionLog, covered: u64, table: &mut BTreeMap<String, GroupOffsets>) -> Result<()> {
+    let end = log.log_end_offset();
+    let mut offset = covered.max(log.log_start_offset());
+    while offset < end {
+        let batches = log.read(offset, 1 << 20)?;
+        if batches.is_empty() {
+            break;
+        }
+        for batch in &batches {
+            for record in batch.iter() {
+                let record = record?;
+                if record.offset() < offset {
+                    continue;
+                }
+                apply(table, log.dir(), record.offset(), record.key(), record.value())?;
+            }
+            offset = batch.last_offset().saturating_add(1);
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, serde::Serialize, serde::Deserialize)]

@@ -215,6 +215,104 @@ impl TopicConfig {
             .timestamp_type(self.timestamp_type)
     }
 
+    /// Sets one setting by its Kafka property name (as `kafka-topics --config` takes them):
+    /// `segment.bytes`, `segment.ms`, `retention.bytes`, `retention.ms` (`-1` for no limit),
+    /// `max.message.bytes`, `message.timestamp.type` (`CreateTime`/`LogAppendTime`) or
+    /// `cleanup.policy` (`delete`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for an unknown name or a value that does not parse.
+    ///
+    /// # Examples
+    /// ```
+    /// use brooklet::TopicConfig;
+    /// let config = TopicConfig::with_partitions(3).set("retention.ms", "86400000")?;
+    /// assert!(config.properties().contains(&("retention.ms", "86400000".to_owned())));
+    /// # Ok::<(), brooklet::Error>(())
+    /// ```
+    pub fn set(self, name: &str, value: &str) -> Result<Self> {
+        let number = |field: &'static str| {
+            value
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| Error::config(field, format!("{value:?} is not a non-negative integer")))
+        };
+        let limit = |field: &'static str| -> Result<Option<u64>> {
+            if value.trim() == "-1" {
+                Ok(None)
+            } else {
+                number(field).map(Some)
+            }
+        };
+        Ok(match name {
+            "segment.bytes" => self.segment_bytes(number("segment.bytes")?),
+            "segment.ms" => self.segment_ms(limit("segment.ms")?.map(Duration::from_millis)),
+            "retention.bytes" => self.retention_bytes(limit("retention.bytes")?),
+            "retention.ms" => self.retention_ms(limit("retention.ms")?.map(Duration::from_millis)),
+            "max.message.bytes" => self.max_message_bytes(
+                u32::try_from(number("max.message.bytes")?)
+                    .map_err(|_| Error::config("max.message.bytes", format!("{value} is too large")))?,
+            ),
+            "message.timestamp.type" => match value {
+                "CreateTime" => self.timestamp_type(TimestampType::CreateTime),
+                "LogAppendTime" => self.timestamp_type(TimestampType::LogAppendTime),
+                _ => {
+                    return Err(Error::config(
+                        "message.timestamp.type",
+                        format!("{value:?} is not CreateTime or LogAppendTime"),
+                    ));
+                }
+            },
+            "cleanup.policy" => match value {
+                "delete" => self.cleanup_policy(CleanupPolicy::Delete),
+                "compact" => self.cleanup_policy(CleanupPolicy::Compact),
+                _ => return Err(Error::config("cleanup.policy", format!("{value:?} is not delete"))),
+            },
+            _ => {
+                return Err(Error::config(
+                    "config",
+                    format!(
+                        "unknown setting {name:?}; known: segment.bytes, segment.ms, retention.bytes, retention.ms, max.message.bytes, message.timestamp.type, cleanup.policy"
+                    ),
+                ));
+            }
+        })
+    }
+
+    /// Every setting as a Kafka property name and value (`-1` for no limit), in the names
+    /// [`set`](Self::set) takes.
+    #[must_use]
+    pub fn properties(&self) -> Vec<(&'static str, String)> {
+        let ms = |d: Option<Duration>| d.map_or_else(|| "-1".to_owned(), |d| d.as_millis().to_string());
+        vec![
+            ("partitions", self.partitions.to_string()),
+            ("segment.bytes", self.segment_bytes.to_string()),
+            ("segment.ms", ms(self.segment_ms)),
+            (
+                "retention.bytes",
+                self.retention_bytes.map_or_else(|| "-1".to_owned(), |b| b.to_string()),
+            ),
+            ("retention.ms", ms(self.retention_ms)),
+            ("max.message.bytes", self.max_message_bytes.to_string()),
+            (
+                "message.timestamp.type",
+                match self.timestamp_type {
+                    TimestampType::CreateTime => "CreateTime",
+                    TimestampType::LogAppendTime => "LogAppendTime",
+                }
+                .to_owned(),
+            ),
+            (
+                "cleanup.policy",
+                match self.cleanup_policy {
+                    CleanupPolicy::Delete => "delete",
+                    CleanupPolicy::Compact => "compact",
+                }
+                .to_owned(),
+            ),
+        ]
+    }
+
     /// Checks every value.
     ///
     /// # Errors

@@ -177,13 +177,15 @@ impl Broker {
     /// group without members, as Kafka.
     ///
     /// # Errors
-    /// [`Error::GroupNotEmpty`]; [`Error::UnknownTopic`]; a read or commit error.
+    /// [`Error::GroupNotEmpty`]; [`Error::UnknownTopic`]; a read or commit error;
+    /// [`Error::ReadOnly`] on a read-only broker.
     pub fn reset_offsets(
         &self,
         group: &str,
         to: OffsetSpec,
         topic: Option<&str>,
     ) -> Result<BTreeMap<TopicPartition, u64>> {
+        self.check_writable(|| format!("reset the offsets of group {group:?}"))?;
         let handle = self.coordinator().group(group);
         handle.while_empty(|| self.reset_offsets_locked(group, to, topic))
     }
@@ -232,8 +234,10 @@ impl Broker {
     /// Deletes a group's committed offsets and state. Only for a group without members.
     ///
     /// # Errors
-    /// [`Error::GroupNotEmpty`]; [`Error::UnknownGroup`]; an I/O error.
+    /// [`Error::GroupNotEmpty`]; [`Error::UnknownGroup`]; an I/O error; [`Error::ReadOnly`]
+    /// on a read-only broker.
     pub fn delete_group(&self, group: &str) -> Result<()> {
+        self.check_writable(|| format!("delete group {group:?}"))?;
         let had_live = self.coordinator().existing(group).is_some();
         let handle = self.coordinator().group(group);
         let deleted = handle.while_empty(|| self.offsets().delete_where(group, |_| true))?;

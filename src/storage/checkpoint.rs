@@ -173,7 +173,11 @@ pub(crate) fn remove(vfs: &dyn Vfs, path: &Path) -> Result<()> {
 /// # Errors
 /// [`Error::Io`] naming the directory.
 pub(crate) fn sync_parent(vfs: &dyn Vfs, path: &Path) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    // A relative path of one component ("data") has the empty path as its parent.
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     vfs.sync_dir(dir).map_err(|e| Error::io("sync directory", dir, e))
 }
 

@@ -343,6 +343,9 @@ pub struct PartitionLog {
     recovery: RecoveryReport,
     /// Consumers to wake when records become visible.
     watchers: Watchers,
+    /// Opened with [`PartitionLog::open_read_only`]: every write fails with
+    /// [`Error::ReadOnly`], and the visible end follows the files (see [`PartitionLog::refresh`]).
+    read_only: bool,
 }
 
 fn now_ms() -> i64 {
@@ -461,8 +464,188 @@ impl PartitionLog {
             deleted: AtomicBool::new(false),
             recovery,
             watchers: Watchers::default(),
+            read_only: false,
             dir,
         })
+    }
+
+    /// Opens the log in `dir` for reading only, alongside a writer that may be appending to it
+    /// in another process (or in this one, through another `PartitionLog`).
+    ///
+    /// It takes no lock, runs no recovery and writes nothing: no directory, checkpoint,
+    /// marker or index file is created, changed or removed. It serves only complete batches
+    /// whose checksum, records and offsets are valid: at open, and whenever a read reaches
+    /// the end it knows ([`refresh`](Self::refresh)), it validates the new bytes of the last
+    /// segment batch by batch and stops at the first one that is not (yet) whole; it moves to
+    /// the next segment once the writer has created it. Sealed segments are trusted as the
+    /// writer left them (as a clean open does); indexes missing from disk are rebuilt in
+    /// memory only.
+    ///
+    /// What it does not follow: a writer's [`truncate_to`](Self::truncate_to), or the
+    /// truncation a writer's recovery makes after a crash (records it already served may then
+    /// be gone). Every write — append, flush, retention, truncation — fails with
+    /// [`Error::ReadOnly`]; dropping it writes nothing.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a bad `config`; [`Error::Io`] if the directory or a
+    /// segment cannot be read (e.g. it does not exist: nothing is created);
+    /// [`Error::Corrupt`] if it holds no segment or an unreadable checkpoint.
+    ///
+    /// # Examples
+    /// ```
+    /// use brooklet::{Durability, Error, LogConfig, PartitionLog, Record};
+    /// let dir = tempfile::tempdir()?;
+    /// let writer = PartitionLog::open(dir.path(), LogConfig::default())?;
+    /// let reader = PartitionLog::open_read_only(dir.path(), LogConfig::default())?;
+    /// writer.append(&[Record::new().value("a")], Durability::Written)?;
+    /// assert_eq!(reader.read(0, 1 << 20)?.len(), 1); // picked up at the end it knew
+    /// assert!(matches!(reader.append(&[Record::new()], Durability::Written), Err(Error::ReadOnly { .. })));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open_read_only(dir: impl AsRef<Path>, config: LogConfig) -> Result<Self> {
+        Self::open_read_only_with_vfs(dir.as_ref(), config, Arc::new(OsFs))
+    }
+
+    pub(crate) fn open_read_only_with_vfs(dir: &Path, config: LogConfig, vfs: Arc<dyn Vfs>) -> Result<Self> {
+        config.validate()?;
+        let dir = dir.to_path_buf();
+        let limits = config.limits();
+        let entries = vfs.read_dir(&dir).map_err(|e| Error::io("list directory", &dir, e))?;
+        let mut bases: Vec<u64> = entries
+            .iter()
+            .filter_map(|p| parse_segment_name(p, LOG_SUFFIX))
+            .collect();
+        bases.sort_unstable();
+        let mut log_start = read_log_start(&*vfs, &dir)?;
+        // Segments wholly below the log start are being (or were to be) deleted by retention.
+        while let [_, second, ..] = bases[..] {
+            if second > log_start {
+                break;
+            }
+            bases.remove(0);
+        }
+        let mut segments = BTreeMap::new();
+        for &base in &bases {
+            match Segment::open_read_only(&*vfs, &dir, base, limits) {
+                Ok(segment) => {
+                    segments.insert(base, Arc::new(segment));
+                }
+                // Retention by the writer deleted it after we listed it.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("open segment", segment_path(&dir, base, LOG_SUFFIX), e)),
+            }
+        }
+        let active = segments
+            .values()
+            .next_back()
+            .cloned()
+            .ok_or_else(|| Error::corrupt(&dir, 0, "the partition has no segment file"))?;
+        if let Some(first) = segments.keys().next() {
+            log_start = log_start.max(*first);
+        }
+        // The last segment is validated (and indexed in memory) by the first refresh.
+        active.size.store(0, Ordering::Release);
+        active.set_index(SegmentIndex::new());
+        let next_offset = active.base_offset;
+        let log = PartitionLog {
+            config,
+            vfs,
+            _lock: None,
+            segments: RwLock::new(segments),
+            writer: Mutex::new(Writer {
+                active,
+                buffer: Vec::new(),
+                next_offset,
+                unsynced_sealed: Vec::new(),
+                dir_dirty: false,
+                active_since: None,
+                scratch: EncodeScratch::default(),
+            }),
+            sync_lock: Mutex::new(Cuts::default()),
+            truncations: AtomicU64::new(0),
+            log_start: AtomicU64::new(log_start),
+            recovery_point: AtomicU64::new(0),
+            visible_end: AtomicU64::new(next_offset),
+            synced_end: AtomicU64::new(next_offset),
+            syncs: AtomicU64::new(0),
+            sync_nanos: AtomicU64::new(0),
+            poisoned: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            deleted: AtomicBool::new(false),
+            recovery: RecoveryReport::default(),
+            watchers: Watchers::default(),
+            read_only: true,
+            dir,
+        };
+        log.refresh()?;
+        Ok(log)
+    }
+
+    /// Whether the log was opened with [`open_read_only`](Self::open_read_only).
+    #[must_use]
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// For a read-only log: picks up what the writer appended since the last refresh — the
+    /// complete, valid batches after the known end of the last segment, then those of any
+    /// segment the writer rolled to — and the writer's current log start offset. Reads at
+    /// the known end and [`log_end_offset`](Self::log_end_offset) call it. A no-op for a
+    /// writable log.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if a segment or checkpoint cannot be read; [`Error::Corrupt`] for an
+    /// unreadable log-start checkpoint. Bytes that are not a valid batch are not an error
+    /// (they may be a batch being written): the visible end stops before them.
+    pub fn refresh(&self) -> Result<()> {
+        if !self.read_only {
+            return Ok(());
+        }
+        let mut w = self.writer.lock();
+        loop {
+            let active = Arc::clone(&w.active);
+            let (start, next) = (active.size(), w.next_offset);
+            let progress = active
+                .with_index_mut(|index| active.scan_into(start, next, index))
+                .ok_or_else(|| Error::corrupt(&active.log_path, 0, "read-only tail segment has no index"))??;
+            if progress.valid_len > start {
+                active.size.store(progress.valid_len, Ordering::Release);
+                w.next_offset = progress.next_offset;
+            }
+            // The writer creates the next segment only after writing every batch of this
+            // one, so once it exists at our end, this segment is complete.
+            let base = w.next_offset;
+            if base == active.base_offset {
+                break;
+            }
+            let segment = match Segment::open_read_only(&*self.vfs, &self.dir, base, self.config.limits()) {
+                Ok(s) => s,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Err(e) => return Err(Error::io("open segment", segment_path(&self.dir, base, LOG_SUFFIX), e)),
+            };
+            segment.size.store(0, Ordering::Release);
+            segment.set_index(SegmentIndex::new());
+            let segment = Arc::new(segment);
+            self.segments.write().insert(base, Arc::clone(&segment));
+            w.active = segment;
+        }
+        let start = read_log_start(&*self.vfs, &self.dir)?;
+        self.log_start.fetch_max(start.min(w.next_offset), Ordering::AcqRel);
+        self.synced_end.store(w.next_offset, Ordering::Release);
+        if self.visible_end.swap(w.next_offset, Ordering::AcqRel) != w.next_offset {
+            self.watchers.notify_all();
+        }
+        Ok(())
+    }
+
+    /// [`refresh`](Self::refresh) for getters that cannot fail: a failure is logged and
+    /// the previous end kept.
+    fn refresh_quietly(&self) {
+        if self.read_only
+            && let Err(e) = self.refresh()
+        {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "read-only log: could not pick up new batches");
+        }
     }
 
     /// The directory of this log.
@@ -494,12 +677,15 @@ impl PartitionLog {
     /// not yet readable.
     #[must_use]
     pub fn log_end_offset(&self) -> u64 {
+        self.refresh_quietly();
         self.writer.lock().next_offset
     }
 
-    /// Records below this offset are readable (handed to the OS).
+    /// Records below this offset are readable (handed to the OS). For a read-only log, the
+    /// end found by a [`refresh`](Self::refresh), which this runs first.
     #[must_use]
     pub fn visible_end_offset(&self) -> u64 {
+        self.refresh_quietly();
         self.visible_end.load(Ordering::Acquire)
     }
 
@@ -532,6 +718,11 @@ impl PartitionLog {
     }
 
     fn check_writable(&self) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly {
+                what: format!("write to partition log {}", self.dir.display()),
+            });
+        }
         if self.poisoned.load(Ordering::Acquire) {
             return Err(Error::Poisoned { path: self.dir.clone() });
         }
@@ -960,6 +1151,9 @@ impl PartitionLog {
     /// [`Error::Corrupt`] if the stored bytes fail validation (with `verify_checksums`, the
     /// default, every batch's CRC is checked); [`Error::Io`] if the read fails.
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<Vec<RecordBatch>> {
+        if self.read_only && offset >= self.visible_end.load(Ordering::Acquire) {
+            self.refresh()?;
+        }
         let start = self.log_start.load(Ordering::Acquire);
         let visible = self.visible_end.load(Ordering::Acquire);
         if offset < start || offset > visible {
@@ -1396,6 +1590,11 @@ impl PartitionLog {
     /// Closes once: the first call marks the log closed whatever happens next, so a close
     /// that failed is not retried by `Drop` into leaving a marker the failure should prevent.
     fn shutdown(&self) -> Result<()> {
+        if self.read_only {
+            // A reader writes nothing, not even at close.
+            self.closed.store(true, Ordering::Release);
+            return Ok(());
+        }
         let _turn = self.sync_lock.lock();
         let mut w = self.writer.lock();
         if self.closed.swap(true, Ordering::AcqRel) {
@@ -1431,6 +1630,11 @@ impl Drop for PartitionLog {
             tracing::warn!(dir = %self.dir.display(), error = %e, "partition log was not closed cleanly");
         }
     }
+}
+
+/// The log start offset in `dir`'s checkpoint (0 without one).
+fn read_log_start(vfs: &dyn Vfs, dir: &Path) -> Result<u64> {
+    Ok(checkpoint::read(vfs, &dir.join(LOG_START_FILE), 1)?.map_or(0, |v| v.first().copied().unwrap_or(0)))
 }
 
 fn remove_segment_files(vfs: &dyn Vfs, dir: &Path, base: u64) -> Result<()> {

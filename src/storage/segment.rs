@@ -58,6 +58,20 @@ pub(crate) struct Scan {
     pub error: Option<ScanError>,
 }
 
+/// How far [`Segment::scan_into`] got.
+#[derive(Debug)]
+pub(crate) struct ScanProgress {
+    /// File position after the last valid batch.
+    pub valid_len: u64,
+    /// Offset after the last valid record.
+    pub next_offset: u64,
+    /// Batches validated by this call.
+    pub batches: u64,
+    pub file_len: u64,
+    /// Why the scan stopped before the end of the file, if it did.
+    pub error: Option<ScanError>,
+}
+
 /// Whole batches read from a segment.
 #[derive(Debug)]
 pub(crate) struct Fetched {
@@ -79,6 +93,9 @@ pub(crate) struct Segment {
     /// The indexes; `None` for a sealed segment until first used.
     index: RwLock<Option<SegmentIndex>>,
     limits: Limits,
+    /// Opened by a read-only log: indexes rebuilt from the log stay in memory, never
+    /// written back.
+    read_only: bool,
 }
 
 impl Segment {
@@ -105,6 +122,25 @@ impl Segment {
             size: AtomicU64::new(size),
             index: RwLock::new(None),
             limits,
+            read_only: false,
+        })
+    }
+
+    /// Opens an existing segment's `.log` for reading only (a read-only log): nothing is
+    /// created, and indexes rebuilt from the log are never written. Its readable size starts
+    /// at `size` (the caller knows how much of the file is whole batches).
+    pub fn open_read_only(vfs: &dyn Vfs, dir: &Path, base_offset: u64, limits: Limits) -> io::Result<Segment> {
+        let log_path = segment_path(dir, base_offset, LOG_SUFFIX);
+        let log = vfs.open(&log_path, OpenMode::Read)?;
+        let size = log.file_size()?;
+        Ok(Segment {
+            base_offset,
+            log,
+            log_path,
+            size: AtomicU64::new(size),
+            index: RwLock::new(None),
+            limits,
+            read_only: true,
         })
     }
 
@@ -165,7 +201,9 @@ impl Segment {
                         let mut index = scan.index;
                         index.add_time_entry();
                         tracing::warn!(segment = %self.log_path.display(), "rebuilt missing or invalid index files");
-                        if let Err(e) = index.write_files(vfs, &index_path, &time_path, false) {
+                        if !self.read_only
+                            && let Err(e) = index.write_files(vfs, &index_path, &time_path, false)
+                        {
                             tracing::warn!(error = %e, "could not write rebuilt index files");
                         }
                         index
@@ -183,6 +221,23 @@ impl Segment {
     /// and offsets (the first must be the segment's base offset, each next one contiguous),
     /// and rebuilds the indexes on the way. Stops at the first invalid byte.
     pub fn scan(&self) -> Result<Scan> {
+        let mut index = SegmentIndex::new();
+        let progress = self.scan_into(0, self.base_offset, &mut index)?;
+        Ok(Scan {
+            index,
+            valid_len: progress.valid_len,
+            next_offset: progress.next_offset,
+            batches: progress.batches,
+            file_len: progress.file_len,
+            error: progress.error,
+        })
+    }
+
+    /// Validates the batches from file position `start`, where a batch with base offset
+    /// `next_offset` begins, to the end of the file (or the first invalid byte), adding them
+    /// to `index`. A read-only log follows a live writer with this: the first invalid byte
+    /// may be a batch still being written, so it simply stops there.
+    pub fn scan_into(&self, start: u64, next_offset: u64, index: &mut SegmentIndex) -> Result<ScanProgress> {
         let Limits {
             max_batch: decompress_limit,
             index_interval: interval,
@@ -192,17 +247,16 @@ impl Segment {
             .log
             .file_size()
             .map_err(|e| Error::io("stat segment", &self.log_path, e))?;
-        let mut scan = Scan {
-            index: SegmentIndex::new(),
-            valid_len: 0,
-            next_offset: self.base_offset,
+        let mut scan = ScanProgress {
+            valid_len: start,
+            next_offset,
             batches: 0,
             file_len,
             error: None,
         };
         let mut buf = Bytes::new();
-        let mut buf_start = 0u64;
-        let fail = |scan: &mut Scan, reason: String| {
+        let mut buf_start = start;
+        let fail = |scan: &mut ScanProgress, reason: String| {
             scan.error = Some(ScanError {
                 position: scan.valid_len,
                 reason,
@@ -268,7 +322,7 @@ impl Segment {
             };
             // The record holding the max timestamp is not known without decoding; the
             // batch's last offset is a safe stand-in (every record up to it is ≤ max).
-            scan.index.on_batch(
+            index.on_batch(
                 relative,
                 position,
                 header.size as u64,
@@ -382,6 +436,7 @@ impl Segment {
         // A scan stopped by bad bytes indexes only what precedes them: keep it in memory for
         // this process, but do not replace the files with it.
         if scan.error.is_none()
+            && !self.read_only
             && let Err(e) = index.write_files(vfs, &self.index_path(), &self.time_index_path(), false)
         {
             tracing::warn!(error = %e, "could not write rebuilt index files");

@@ -1,0 +1,1067 @@
+//! `brooklet`: the command-line tool for a brooklet data directory — topics, a console
+//! producer and consumer, consumer groups with their lag, segment dumps and a checker.
+//!
+//! Commands that only read open the directory with `Broker::open_read_only`, so they work
+//! while an application holds it; commands that write need it free and say so when it is in
+//! use. Errors are one line on stderr and exit code 1; `dump-log` and `verify` exit with 2
+//! when they find damage.
+
+#![forbid(unsafe_code)]
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::todo,
+    clippy::unimplemented
+)]
+
+use std::collections::BTreeMap;
+use std::io::{self, BufRead, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use brooklet::inspect::{self, PartitionCheck};
+use brooklet::{
+    Broker, ConsumerConfig, ConsumerRecordRef, Delivery, Durability, Error, GroupState, OffsetAndMetadata, OffsetReset,
+    OffsetSpec, ProducerConfig, ProducerRecord, TopicConfig, TopicPartition,
+};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const EXAMPLES: &str = "\
+Examples:
+  brooklet --dir data topics create orders --partitions 3
+  printf 'user-1:{\"amount\":42}\\n' | brooklet --dir data produce orders --key-separator :
+  brooklet --dir data consume orders --from-beginning --follow --print-key
+  brooklet --dir data groups describe analytics
+  brooklet --dir data verify";
+
+/// Inspect and drive a brooklet data directory: topics, produce, consume, groups, dump-log,
+/// verify.
+///
+/// Reading commands work while an application holds the directory (they open it read-only);
+/// writing commands (topics create/delete/add-partitions, produce, consume --group, groups
+/// reset-offsets/delete) need it free.
+#[derive(Debug, Parser)]
+#[command(name = "brooklet", version, after_help = EXAMPLES)]
+struct Cli {
+    /// The data directory (as given to Broker::open).
+    #[arg(long, global = true, value_name = "DIR", env = "BROOKLET_DIR")]
+    dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List, describe, create, delete topics and add partitions.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  brooklet --dir data topics list\n  brooklet --dir data topics create orders --partitions 3 --config retention.ms=86400000"
+    )]
+    Topics(TopicsCommand),
+    /// Send the lines of stdin as records (the console producer).
+    #[command(
+        after_help = "Examples:\n  printf 'hello\\nworld\\n' | brooklet --dir data produce orders\n  printf 'user-1:{\"amount\":42}\\n' | brooklet --dir data produce orders --key-separator : --header source=cli"
+    )]
+    Produce(ProduceArgs),
+    /// Print records of a topic (the console consumer).
+    #[command(
+        after_help = "Examples:\n  brooklet --dir data consume orders --from-beginning\n  brooklet --dir data consume orders --follow --print-key --print-timestamp\n  brooklet --dir data consume orders --partition 0 --offset 42 --max-records 10 --format json | jq .value\n  brooklet --dir data consume orders --group audit --from-beginning"
+    )]
+    Consume(ConsumeArgs),
+    /// List, describe (with lag), reset and delete consumer groups.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  brooklet --dir data groups list\n  brooklet --dir data groups describe analytics\n  brooklet --dir data groups reset-offsets analytics --to-earliest --topic orders"
+    )]
+    Groups(GroupsCommand),
+    /// Print every batch of a segment file (offsets, count, timestamps, codec, size, checksum).
+    #[command(
+        after_help = "Examples:\n  brooklet dump-log data/orders-0/00000000000000000000.log\n  brooklet dump-log data/orders-0/00000000000000000000.log --records\n\nExits with 2 if the file is damaged."
+    )]
+    DumpLog {
+        /// The segment file (`<dir>/<topic>-<partition>/<base offset>.log`).
+        path: PathBuf,
+        /// Print the records of each batch too.
+        #[arg(long)]
+        records: bool,
+    },
+    /// Check every segment and index file of the directory; exits with 2 on damage.
+    #[command(
+        after_help = "Examples:\n  brooklet --dir data verify\n\nChecks each batch's framing, checksum, records and offsets (contiguous across segments) and each index file against the batches. Reads only: it works while an application holds the directory (the batch being appended at that moment may show as torn)."
+    )]
+    Verify,
+}
+
+#[derive(Debug, Subcommand)]
+enum TopicsCommand {
+    /// The topics, with partition counts, records and size.
+    #[command(after_help = "Example:\n  brooklet --dir data topics list")]
+    List,
+    /// A topic's settings and, per partition, its offsets and size.
+    #[command(after_help = "Example:\n  brooklet --dir data topics describe orders")]
+    Describe {
+        /// The topic.
+        topic: String,
+    },
+    /// Create a topic.
+    #[command(
+        after_help = "Example:\n  brooklet --dir data topics create orders --partitions 3 --config segment.bytes=1048576"
+    )]
+    Create {
+        /// The topic.
+        topic: String,
+        /// How many partitions.
+        #[arg(long, default_value_t = 1)]
+        partitions: u32,
+        /// A setting, as Kafka names it (repeatable): segment.bytes, segment.ms,
+        /// retention.bytes, retention.ms, max.message.bytes, message.timestamp.type.
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        config: Vec<String>,
+    },
+    /// Delete a topic and its files.
+    #[command(after_help = "Example:\n  brooklet --dir data topics delete orders")]
+    Delete {
+        /// The topic.
+        topic: String,
+    },
+    /// Grow a topic to COUNT partitions.
+    #[command(after_help = "Example:\n  brooklet --dir data topics add-partitions orders 6")]
+    AddPartitions {
+        /// The topic.
+        topic: String,
+        /// The new total partition count.
+        count: u32,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum DurabilityArg {
+    /// In memory until flushed (acks=0).
+    Buffered,
+    /// Handed to the OS: survives a crash of this process (acks=1).
+    Written,
+    /// fdatasync'd: survives power loss (acks=all).
+    Synced,
+}
+
+#[derive(Debug, Args)]
+struct ProduceArgs {
+    /// The topic.
+    topic: String,
+    /// Split each line at the first SEP into key and value (Kafka's parse.key).
+    #[arg(long, value_name = "SEP")]
+    key_separator: Option<String>,
+    /// A header for every record (repeatable).
+    #[arg(long = "header", value_name = "KEY=VALUE")]
+    headers: Vec<String>,
+    /// Send every record to this partition (default: by key, else spread).
+    #[arg(long)]
+    partition: Option<u32>,
+    /// How durable each record is before it counts as sent.
+    #[arg(long, value_enum, default_value = "written")]
+    durability: DurabilityArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    /// The value (with the --print-* fields before it, tab-separated).
+    Text,
+    /// One JSON object per line: topic, partition, offset, timestamp, key, value, headers.
+    Json,
+}
+
+#[derive(Debug, Args)]
+struct ConsumeArgs {
+    /// The topic.
+    topic: String,
+    /// Consume as a member of this group and commit what was printed (needs the directory
+    /// free). Without it nothing is committed and the directory may be in use.
+    #[arg(long)]
+    group: Option<String>,
+    /// Start at the oldest record (default: only new records; a group resumes at its commit).
+    #[arg(long)]
+    from_beginning: bool,
+    /// Keep waiting for new records instead of stopping at the end.
+    #[arg(long)]
+    follow: bool,
+    /// Stop after N records.
+    #[arg(long, value_name = "N")]
+    max_records: Option<u64>,
+    /// Read only this partition.
+    #[arg(long, value_name = "P")]
+    partition: Option<u32>,
+    /// Start at this offset (needs --partition).
+    #[arg(long, value_name = "O", requires = "partition")]
+    offset: Option<u64>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+    /// Print the key before the value.
+    #[arg(long)]
+    print_key: bool,
+    /// Print the headers before the value.
+    #[arg(long)]
+    print_headers: bool,
+    /// Print the timestamp before the value.
+    #[arg(long)]
+    print_timestamp: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum GroupsCommand {
+    /// The groups with committed offsets.
+    #[command(after_help = "Example:\n  brooklet --dir data groups list")]
+    List,
+    /// Per partition: committed offset, log end offset, lag, owner.
+    #[command(after_help = "Example:\n  brooklet --dir data groups describe analytics")]
+    Describe {
+        /// The group.
+        group: String,
+    },
+    /// Move a group's committed offsets (the group must have no running members).
+    #[command(
+        after_help = "Examples:\n  brooklet --dir data groups reset-offsets analytics --to-earliest\n  brooklet --dir data groups reset-offsets analytics --to-datetime 2024-05-01T12:00:00Z --topic orders"
+    )]
+    ResetOffsets(ResetArgs),
+    /// Delete a group's committed offsets.
+    #[command(after_help = "Example:\n  brooklet --dir data groups delete analytics")]
+    Delete {
+        /// The group.
+        group: String,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("to").required(true).args(["to_earliest", "to_latest", "to_offset", "to_datetime"])))]
+struct ResetArgs {
+    /// The group.
+    group: String,
+    /// To each partition's first stored offset.
+    #[arg(long)]
+    to_earliest: bool,
+    /// To each partition's end.
+    #[arg(long)]
+    to_latest: bool,
+    /// To this offset (clamped into each partition's log).
+    #[arg(long, value_name = "N")]
+    to_offset: Option<u64>,
+    /// To the first record at or after this UTC time: YYYY-MM-DD[THH:MM[:SS[.mmm]]][Z], or
+    /// milliseconds since the epoch.
+    #[arg(long, value_name = "T")]
+    to_datetime: Option<String>,
+    /// Only this topic's partitions (default: every partition the group committed).
+    #[arg(long)]
+    topic: Option<String>,
+}
+
+/// What went wrong, as the one line printed on stderr.
+struct Failure(String);
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure(e.to_string())
+    }
+}
+
+type CliResult<T> = Result<T, Failure>;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(Failure(message)) => {
+            eprintln!("brooklet: error: {message}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> CliResult<ExitCode> {
+    let dir = || {
+        cli.dir
+            .clone()
+            .ok_or_else(|| Failure("no data directory: pass --dir DIR (or set BROOKLET_DIR)".into()))
+    };
+    let mut out = Output::new();
+    match cli.command {
+        Command::Topics(cmd) => topics(&dir()?, cmd, &mut out)?,
+        Command::Produce(args) => produce(&dir()?, &args, &mut out)?,
+        Command::Consume(args) => consume(&dir()?, &args, &mut out)?,
+        Command::Groups(cmd) => groups(&dir()?, cmd, &mut out)?,
+        Command::DumpLog { path, records } => return dump_log(&path, records, &mut out),
+        Command::Verify => return verify(&dir()?, &mut out),
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Buffered stdout. A closed pipe (`| head`) ends the program quietly, as for other tools.
+struct Output {
+    inner: BufWriter<io::Stdout>,
+}
+
+impl Output {
+    fn new() -> Self {
+        Output {
+            inner: BufWriter::new(io::stdout()),
+        }
+    }
+
+    fn line(&mut self, text: &str) -> CliResult<()> {
+        let result = writeln!(self.inner, "{text}");
+        Self::check(result)
+    }
+
+    fn flush(&mut self) -> CliResult<()> {
+        let result = self.inner.flush();
+        Self::check(result)
+    }
+
+    fn check(result: io::Result<()>) -> CliResult<()> {
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => std::process::exit(0),
+            Err(e) => Err(Failure(format!("cannot write to stdout: {e}"))),
+        }
+    }
+}
+
+/// Opens the directory for reading, beside any application that holds it.
+fn open_reader(dir: &Path) -> CliResult<Broker> {
+    Broker::open_read_only(dir).map_err(|e| match e {
+        Error::Io { ref source, .. } if source.kind() == io::ErrorKind::NotFound => Failure(format!(
+            "{} is not a brooklet data directory (no meta/topics)",
+            dir.display()
+        )),
+        other => other.into(),
+    })
+}
+
+/// Opens the directory for writing: it must not be in use.
+fn open_writer(dir: &Path, action: &str) -> CliResult<Broker> {
+    if !dir.join("meta").join("topics").exists() && !action.starts_with("create") {
+        return Err(Failure(format!(
+            "{} is not a brooklet data directory (no meta/topics)",
+            dir.display()
+        )));
+    }
+    Broker::open(dir).map_err(|e| match e {
+        Error::Locked { .. } => Failure(format!(
+            "the directory {} is in use by another process (an application has it open); {action} writes to it, so stop that process first — reading commands work meanwhile",
+            dir.display()
+        )),
+        other => other.into(),
+    })
+}
+
+/// Renders rows under headers, each column as wide as its widest cell; columns of numbers
+/// are right-aligned.
+fn table(headers: &[&str], rows: &[Vec<String>]) -> Vec<String> {
+    let columns = headers.len();
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    let mut numeric = vec![true; columns];
+    for row in rows {
+        for (i, cell) in row.iter().enumerate().take(columns) {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+            if let Some(n) = numeric.get_mut(i) {
+                *n &= cell == "-" || cell.parse::<f64>().is_ok();
+            }
+        }
+    }
+    let render = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut line = String::new();
+        for (i, cell) in cells.enumerate() {
+            let width = widths.get(i).copied().unwrap_or(0);
+            if i > 0 {
+                line.push_str("  ");
+            }
+            if numeric.get(i).copied().unwrap_or(false) {
+                line.push_str(&format!("{cell:>width$}"));
+            } else {
+                line.push_str(&format!("{cell:<width$}"));
+            }
+        }
+        line.trim_end().to_owned()
+    };
+    let mut lines = vec![render(&mut headers.iter().copied())];
+    for row in rows {
+        lines.push(render(&mut row.iter().map(String::as_str)));
+    }
+    lines
+}
+
+fn print_table(out: &mut Output, headers: &[&str], rows: &[Vec<String>]) -> CliResult<()> {
+    for line in table(headers, rows) {
+        out.line(&line)?;
+    }
+    Ok(())
+}
+
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = "KiB";
+    for u in UNITS.iter().skip(1) {
+        if value < 1024.0 {
+            break;
+        }
+        value /= 1024.0;
+        unit = u;
+    }
+    format!("{value:.1} {unit}")
+}
+
+fn topics(dir: &Path, cmd: TopicsCommand, out: &mut Output) -> CliResult<()> {
+    match cmd {
+        TopicsCommand::List => {
+            let broker = open_reader(dir)?;
+            let mut rows = Vec::new();
+            for name in broker.list_topics() {
+                let d = broker.describe_topic(&name)?;
+                let records: u64 = d.partitions.iter().map(|p| p.log_end_offset - p.log_start_offset).sum();
+                let size: u64 = d.partitions.iter().map(|p| p.size_bytes).sum();
+                rows.push(vec![
+                    name,
+                    d.partitions.len().to_string(),
+                    records.to_string(),
+                    human_bytes(size),
+                ]);
+            }
+            if rows.is_empty() {
+                return out.line("no topics");
+            }
+            print_table(out, &["TOPIC", "PARTITIONS", "RECORDS", "SIZE"], &rows)
+        }
+        TopicsCommand::Describe { topic } => {
+            let broker = open_reader(dir)?;
+            let d = broker.describe_topic(&topic)?;
+            out.line(&format!("topic {}", d.name))?;
+            for (key, value) in d.config.properties() {
+                out.line(&format!("  {key:<24}{value}"))?;
+            }
+            out.line("")?;
+            let rows: Vec<Vec<String>> = d
+                .partitions
+                .iter()
+                .map(|p| {
+                    vec![
+                        p.partition.to_string(),
+                        p.log_start_offset.to_string(),
+                        p.log_end_offset.to_string(),
+                        (p.log_end_offset - p.log_start_offset).to_string(),
+                        human_bytes(p.size_bytes),
+                    ]
+                })
+                .collect();
+            print_table(
+                out,
+                &["PARTITION", "START OFFSET", "END OFFSET", "RECORDS", "SIZE"],
+                &rows,
+            )
+        }
+        TopicsCommand::Create {
+            topic,
+            partitions,
+            config,
+        } => {
+            let mut settings = TopicConfig::with_partitions(partitions);
+            for pair in &config {
+                let (key, value) = pair
+                    .split_once('=')
+                    .ok_or_else(|| Failure(format!("--config {pair:?} is not KEY=VALUE")))?;
+                settings = settings.set(key.trim(), value.trim())?;
+            }
+            settings.validate()?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Failure(format!("cannot create directory {}: {e}", dir.display())))?;
+            let broker = open_writer(dir, "create")?;
+            broker.create_topic(&topic, settings)?;
+            out.line(&format!("created topic {topic} with {partitions} partition(s)"))
+        }
+        TopicsCommand::Delete { topic } => {
+            let broker = open_writer(dir, "topics delete")?;
+            broker.delete_topic(&topic)?;
+            out.line(&format!("deleted topic {topic}"))
+        }
+        TopicsCommand::AddPartitions { topic, count } => {
+            let broker = open_writer(dir, "topics add-partitions")?;
+            broker.add_partitions(&topic, count)?;
+            out.line(&format!("topic {topic} now has {count} partitions"))
+        }
+    }
+}
+
+fn key_value(pair: &str, what: &str) -> CliResult<(String, String)> {
+    pair.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| Failure(format!("{what} {pair:?} is not KEY=VALUE")))
+}
+
+fn produce(dir: &Path, args: &ProduceArgs, out: &mut Output) -> CliResult<()> {
+    let headers = args
+        .headers
+        .iter()
+        .map(|h| key_value(h, "--header"))
+        .collect::<CliResult<Vec<_>>>()?;
+    let broker = open_writer(dir, "produce")?;
+    // Fail before reading stdin if the topic or partition does not exist.
+    let partitions = broker.describe_topic(&args.topic)?.partitions.len() as u32;
+    if let Some(p) = args.partition
+        && p >= partitions
+    {
+        return Err(Error::InvalidPartition {
+            topic: args.topic.clone(),
+            partition: p,
+            partitions,
+        }
+        .into());
+    }
+    let durability = match args.durability {
+        DurabilityArg::Buffered => Durability::Buffered,
+        DurabilityArg::Written => Durability::Written,
+        DurabilityArg::Synced => Durability::Synced,
+    };
+    let producer = broker.producer(ProducerConfig::default().durability(durability));
+    // Per partition: records, first and last offset.
+    let mut summary: BTreeMap<u32, (u64, u64, u64)> = BTreeMap::new();
+    let mut pending: Vec<Delivery> = Vec::new();
+    let settle = |pending: &mut Vec<Delivery>, summary: &mut BTreeMap<u32, (u64, u64, u64)>| -> CliResult<()> {
+        for delivery in pending.drain(..) {
+            let meta = delivery.wait()?;
+            let entry = summary.entry(meta.partition).or_insert((0, meta.offset, meta.offset));
+            entry.0 += 1;
+            entry.1 = entry.1.min(meta.offset);
+            entry.2 = entry.2.max(meta.offset);
+        }
+        Ok(())
+    };
+    let stdin = io::stdin();
+    for (number, line) in stdin.lock().lines().enumerate() {
+        let line = line.map_err(|e| Failure(format!("cannot read stdin: {e}")))?;
+        let mut record = ProducerRecord::new(args.topic.as_str());
+        match &args.key_separator {
+            Some(sep) => {
+                let (key, value) = line
+                    .split_once(sep.as_str())
+                    .ok_or_else(|| Failure(format!("line {} has no key separator {sep:?}: {line:?}", number + 1)))?;
+                record = record.key(key.to_owned()).value(value.to_owned());
+            }
+            None => record = record.value(line),
+        }
+        for (k, v) in &headers {
+            record = record.header(k.clone(), v.clone());
+        }
+        if let Some(p) = args.partition {
+            record = record.partition(p);
+        }
+        pending.push(producer.send_async(record));
+        if pending.len() >= 10_000 {
+            producer.flush()?;
+            settle(&mut pending, &mut summary)?;
+        }
+    }
+    producer.flush()?;
+    settle(&mut pending, &mut summary)?;
+    producer.close()?;
+    let total: u64 = summary.values().map(|s| s.0).sum();
+    out.line(&format!(
+        "produced {total} record(s) to {} in {} partition(s)",
+        args.topic,
+        summary.len()
+    ))?;
+    if !summary.is_empty() {
+        let rows: Vec<Vec<String>> = summary
+            .iter()
+            .map(|(p, (n, first, last))| vec![p.to_string(), n.to_string(), first.to_string(), last.to_string()])
+            .collect();
+        print_table(out, &["PARTITION", "RECORDS", "FIRST OFFSET", "LAST OFFSET"], &rows)?;
+    }
+    Ok(())
+}
+
+fn lossy(bytes: Option<&[u8]>) -> Option<String> {
+    bytes.map(|b| String::from_utf8_lossy(b).into_owned())
+}
+
+fn format_record(r: &ConsumerRecordRef<'_>, args: &ConsumeArgs) -> String {
+    match args.format {
+        Format::Json => {
+            let headers: serde_json::Map<String, serde_json::Value> = r
+                .headers()
+                .map(|(k, v)| {
+                    (
+                        k.to_owned(),
+                        serde_json::Value::String(String::from_utf8_lossy(v).into_owned()),
+                    )
+                })
+                .collect();
+            serde_json::json!({
+                "topic": r.topic(),
+                "partition": r.partition(),
+                "offset": r.offset(),
+                "timestamp": r.timestamp(),
+                "key": lossy(r.key()),
+                "value": lossy(r.value()),
+                "headers": headers,
+            })
+            .to_string()
+        }
+        Format::Text => {
+            let mut fields = Vec::new();
+            if args.print_timestamp {
+                fields.push(format!("{} ({})", r.timestamp(), format_time(r.timestamp())));
+            }
+            if args.print_key {
+                fields.push(lossy(r.key()).unwrap_or_else(|| "null".into()));
+            }
+            if args.print_headers {
+                let headers: Vec<String> = r
+                    .headers()
+                    .map(|(k, v)| format!("{k}={}", String::from_utf8_lossy(v)))
+                    .collect();
+                fields.push(if headers.is_empty() {
+                    "NO_HEADERS".into()
+                } else {
+                    headers.join(",")
+                });
+            }
+            fields.push(lossy(r.value()).unwrap_or_else(|| "null".into()));
+            fields.join("\t")
+        }
+    }
+}
+
+fn consume(dir: &Path, args: &ConsumeArgs, out: &mut Output) -> CliResult<()> {
+    let broker = match &args.group {
+        Some(_) => open_writer(dir, "consume --group (it commits the group's offsets)")?,
+        None => open_reader(dir)?,
+    };
+    let description = broker.describe_topic(&args.topic)?;
+    let partitions: Vec<u32> = match args.partition {
+        Some(p) => {
+            if description.partitions.iter().all(|d| d.partition != p) {
+                return Err(Error::InvalidPartition {
+                    topic: args.topic.clone(),
+                    partition: p,
+                    partitions: description.partitions.len() as u32,
+                }
+                .into());
+            }
+            vec![p]
+        }
+        None => description.partitions.iter().map(|d| d.partition).collect(),
+    };
+    // Without --follow, stop at the ends as they are now.
+    let ends: BTreeMap<u32, u64> = description
+        .partitions
+        .iter()
+        .map(|d| (d.partition, d.log_end_offset))
+        .collect();
+    let reset = if args.from_beginning {
+        OffsetReset::Earliest
+    } else {
+        OffsetReset::Latest
+    };
+    let config = ConsumerConfig::default()
+        .group_id(args.group.clone())
+        .client_id("brooklet-cli")
+        .auto_offset_reset(reset)
+        .enable_auto_commit(false);
+    let mut consumer = broker.consumer(config)?;
+    let tps: Vec<TopicPartition> = partitions
+        .iter()
+        .map(|p| TopicPartition::new(args.topic.as_str(), *p))
+        .collect();
+    if args.group.is_some() && args.partition.is_none() {
+        consumer.subscribe(&[args.topic.as_str()])?;
+    } else {
+        consumer.assign(&tps)?;
+        if let (Some(offset), Some(tp)) = (args.offset, tps.first()) {
+            consumer.seek(tp, offset)?;
+        }
+    }
+    let mut printed = 0u64;
+    loop {
+        if args.max_records.is_some_and(|max| printed >= max) {
+            break;
+        }
+        let records = consumer.poll(Duration::from_millis(200))?;
+        let mut last: BTreeMap<TopicPartition, u64> = BTreeMap::new();
+        for r in &records {
+            if args.max_records.is_some_and(|max| printed >= max) {
+                break;
+            }
+            out.line(&format_record(&r, args))?;
+            last.insert(r.topic_partition(), r.offset());
+            printed += 1;
+        }
+        out.flush()?;
+        if args.group.is_some() && !last.is_empty() {
+            let offsets: BTreeMap<TopicPartition, OffsetAndMetadata> = last
+                .into_iter()
+                .map(|(tp, o)| (tp, OffsetAndMetadata::new(o + 1)))
+                .collect();
+            consumer.commit_offsets(&offsets)?;
+        }
+        if !args.follow && records.is_empty() {
+            let assignment = consumer.assignment();
+            let mut done = !assignment.is_empty();
+            for tp in &assignment {
+                let end = ends.get(&tp.partition).copied().unwrap_or(0);
+                done &= consumer.position(tp)? >= end;
+            }
+            if done {
+                break;
+            }
+        }
+    }
+    consumer.close()?;
+    Ok(())
+}
+
+fn groups(dir: &Path, cmd: GroupsCommand, out: &mut Output) -> CliResult<()> {
+    match cmd {
+        GroupsCommand::List => {
+            let broker = open_reader(dir)?;
+            let mut rows = Vec::new();
+            for group in broker.list_groups() {
+                let d = broker.describe_group(&group)?;
+                let partitions = d.partitions.iter().filter(|p| p.committed.is_some()).count();
+                rows.push(vec![group, partitions.to_string(), d.total_lag().to_string()]);
+            }
+            if rows.is_empty() {
+                return out.line("no groups");
+            }
+            print_table(out, &["GROUP", "PARTITIONS", "LAG"], &rows)
+        }
+        GroupsCommand::Describe { group } => {
+            let broker = open_reader(dir)?;
+            let d = broker.describe_group(&group)?;
+            let state = match d.state {
+                GroupState::Empty => "no members in this process",
+                GroupState::Stable => "stable",
+                GroupState::Rebalancing => "rebalancing",
+            };
+            out.line(&format!("group {} ({state}), total lag {}", d.group, d.total_lag()))?;
+            let rows: Vec<Vec<String>> = d
+                .partitions
+                .iter()
+                .map(|p| {
+                    vec![
+                        p.partition.topic.clone(),
+                        p.partition.partition.to_string(),
+                        p.committed.as_ref().map_or("-".into(), |c| c.offset.to_string()),
+                        p.log_end_offset.to_string(),
+                        p.lag.map_or("-".into(), |l| l.to_string()),
+                        p.owner.clone().unwrap_or_else(|| "-".into()),
+                        p.committed
+                            .as_ref()
+                            .filter(|c| c.commit_timestamp > 0)
+                            .map_or("-".into(), |c| format_time(c.commit_timestamp)),
+                    ]
+                })
+                .collect();
+            print_table(
+                out,
+                &[
+                    "TOPIC",
+                    "PARTITION",
+                    "COMMITTED",
+                    "LOG END",
+                    "LAG",
+                    "OWNER",
+                    "COMMITTED AT",
+                ],
+                &rows,
+            )?;
+            out.line("(owners are known only to the process running the group's consumers)")
+        }
+        GroupsCommand::ResetOffsets(args) => {
+            let to = if args.to_earliest {
+                OffsetSpec::Earliest
+            } else if args.to_latest {
+                OffsetSpec::Latest
+            } else if let Some(o) = args.to_offset {
+                OffsetSpec::Offset(o)
+            } else if let Some(t) = &args.to_datetime {
+                OffsetSpec::Timestamp(parse_time(t)?)
+            } else {
+                return Err(Failure(
+                    "give one of --to-earliest, --to-latest, --to-offset, --to-datetime".into(),
+                ));
+            };
+            let broker = open_writer(dir, "groups reset-offsets")?;
+            if args.topic.is_none() && broker.describe_group(&args.group).is_err() {
+                return Err(Failure(format!(
+                    "group {:?} has no committed offsets; name the topic with --topic",
+                    args.group
+                )));
+            }
+            let moved = broker.reset_offsets(&args.group, to, args.topic.as_deref())?;
+            let rows: Vec<Vec<String>> = moved
+                .iter()
+                .map(|(tp, o)| vec![tp.topic.clone(), tp.partition.to_string(), o.to_string()])
+                .collect();
+            out.line(&format!("reset group {}:", args.group))?;
+            print_table(out, &["TOPIC", "PARTITION", "NEW OFFSET"], &rows)
+        }
+        GroupsCommand::Delete { group } => {
+            let broker = open_writer(dir, "groups delete")?;
+            broker.delete_group(&group)?;
+            out.line(&format!("deleted group {group}"))
+        }
+    }
+}
+
+fn dump_log(path: &Path, records: bool, out: &mut Output) -> CliResult<ExitCode> {
+    let dump = inspect::dump_segment(path)?;
+    out.line(&format!(
+        "{}: {} bytes, {} batch(es), base offset {}",
+        dump.path.display(),
+        dump.file_len,
+        dump.batches.len(),
+        dump.base_offset
+            .map_or("unknown (not a segment name)".into(), |b| b.to_string())
+    ))?;
+    let mut rows = Vec::new();
+    for b in &dump.batches {
+        rows.push(vec![
+            b.position.to_string(),
+            b.base_offset.to_string(),
+            b.last_offset.to_string(),
+            b.record_count.to_string(),
+            b.first_timestamp.map_or("-".into(), |t| t.to_string()),
+            b.max_timestamp.to_string(),
+            b.compression.map_or("-".into(), |c| format!("{c:?}").to_lowercase()),
+            b.size_bytes.to_string(),
+            match (&b.problem, b.crc_ok) {
+                (None, _) => "ok".into(),
+                (Some(_), false) => "BAD".into(),
+                (Some(p), true) => format!("ok, but {p}"),
+            },
+        ]);
+    }
+    if records {
+        // One table per batch, records under it.
+        for (b, row) in dump.batches.iter().zip(&rows) {
+            print_table(
+                out,
+                &[
+                    "POSITION", "BASE", "LAST", "COUNT", "FIRST TS", "MAX TS", "CODEC", "SIZE", "CRC",
+                ],
+                std::slice::from_ref(row),
+            )?;
+            if let Some(batch) = &b.batch {
+                for r in batch.iter() {
+                    match r {
+                        Ok(r) => {
+                            let headers: Vec<String> = r
+                                .headers()
+                                .map(|(k, v)| format!("{k}={}", String::from_utf8_lossy(v)))
+                                .collect();
+                            out.line(&format!(
+                                "  offset {} timestamp {} key {} value {} headers [{}]",
+                                r.offset(),
+                                r.timestamp(),
+                                lossy(r.key()).unwrap_or_else(|| "null".into()),
+                                lossy(r.value()).unwrap_or_else(|| "null".into()),
+                                headers.join(", ")
+                            ))?;
+                        }
+                        Err(e) => {
+                            out.line(&format!("  unreadable record: {e}"))?;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    } else {
+        print_table(
+            out,
+            &[
+                "POSITION", "BASE", "LAST", "COUNT", "FIRST TS", "MAX TS", "CODEC", "SIZE", "CRC",
+            ],
+            &rows,
+        )?;
+    }
+    for b in &dump.batches {
+        if let Some(problem) = &b.problem {
+            out.line(&format!("damaged: batch at byte {}: {problem}", b.position))?;
+        }
+    }
+    if let Some((position, reason)) = &dump.stopped {
+        out.line(&format!("damaged: stopped at byte {position}: {reason}"))?;
+    }
+    out.flush()?;
+    Ok(if dump.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
+fn verify(dir: &Path, out: &mut Output) -> CliResult<ExitCode> {
+    if !dir.is_dir() {
+        return Err(Failure(format!("{} is not a directory", dir.display())));
+    }
+    let mut problems: Vec<String> = Vec::new();
+    // The metadata: the topic table and the committed offsets must load.
+    let topics = match Broker::open_read_only(dir) {
+        Ok(broker) => broker.list_topics(),
+        Err(e) => {
+            problems.push(format!("cannot open the directory read-only: {e}"));
+            Vec::new()
+        }
+    };
+    // Every partition directory: the topic table's, any other <name>-<n> with segments, and
+    // the committed-offsets log.
+    let mut partition_dirs: Vec<PathBuf> = Vec::new();
+    let entries = std::fs::read_dir(dir).map_err(|e| Failure(format!("cannot list {}: {e}", dir.display())))?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() && inspect::segment_files(&path).is_ok_and(|s| !s.is_empty()) {
+            partition_dirs.push(path);
+        }
+    }
+    let offsets_log = dir.join("offsets").join("log");
+    if offsets_log.is_dir() {
+        partition_dirs.push(offsets_log);
+    }
+    partition_dirs.sort();
+    let mut total_bytes = 0u64;
+    for d in &partition_dirs {
+        for s in inspect::segment_files(d)? {
+            total_bytes += std::fs::metadata(&s).map_or(0, |m| m.len());
+        }
+    }
+    let bar = indicatif::ProgressBar::new(total_bytes);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} verifying [{bar:40}] {bytes}/{total_bytes} {wide_msg}")
+            .map_err(|e| Failure(format!("progress bar: {e}")))?
+            .progress_chars("=> "),
+    );
+    let started = Instant::now();
+    let mut sum = PartitionCheck::default();
+    for d in &partition_dirs {
+        let name = d.strip_prefix(dir).unwrap_or(d).display().to_string();
+        bar.set_message(name.clone());
+        let check = inspect::verify_partition(d, &mut |_, bytes| bar.inc(bytes))?;
+        sum.segments += check.segments;
+        sum.indexes += check.indexes;
+        sum.batches += check.batches;
+        sum.records += check.records;
+        sum.bytes += check.bytes;
+        for damage in check.damage {
+            let at = damage.position.map_or(String::new(), |p| format!(" at byte {p}"));
+            problems.push(format!("{}{at}: {}", damage.path.display(), damage.reason));
+        }
+    }
+    bar.finish_and_clear();
+    out.line(&format!(
+        "checked {} topic(s), {} partition log(s) (offsets log included), {} segment(s), {} index file(s), {} batch(es), {} record(s), {} in {:.1?}",
+        topics.len(),
+        partition_dirs.len(),
+        sum.segments,
+        sum.indexes,
+        sum.batches,
+        sum.records,
+        human_bytes(sum.bytes),
+        started.elapsed()
+    ))?;
+    if problems.is_empty() {
+        out.line("no damage found")?;
+        out.flush()?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    for p in &problems {
+        out.line(&format!("damaged: {p}"))?;
+    }
+    out.line(&format!(
+        "{} problem(s) found; opening the directory with Broker::open recovers (cuts torn tails, rebuilds indexes)",
+        problems.len()
+    ))?;
+    out.flush()?;
+    Ok(ExitCode::from(2))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The date of a day count since 1970-01-01.
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (if m <= 2 { yoe + era * 400 + 1 } else { yoe + era * 400 }, m, d)
+}
+
+/// `ms` since the epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+fn format_time(ms: i64) -> String {
+    let (days, rest) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rest / 3_600_000,
+        rest / 60_000 % 60,
+        rest / 1000 % 60,
+        rest % 1000
+    )
+}
+
+/// Parses `YYYY-MM-DD[THH:MM[:SS[.mmm]]][Z]` (UTC) or milliseconds since the epoch.
+fn parse_time(text: &str) -> CliResult<i64> {
+    let bad = || {
+        Failure(format!(
+            "{text:?} is not a time: use YYYY-MM-DD[THH:MM[:SS[.mmm]]][Z] (UTC) or milliseconds since the epoch"
+        ))
+    };
+    if let Ok(ms) = text.parse::<i64>() {
+        return Ok(ms);
+    }
+    let t = text.trim_end_matches('Z');
+    let (date, time) = t.split_once(['T', ' ']).unwrap_or((t, "00:00"));
+    let mut date_parts = date.splitn(3, '-').map(str::parse::<i64>);
+    let (Some(Ok(y)), Some(Ok(mo)), Some(Ok(d))) = (date_parts.next(), date_parts.next(), date_parts.next()) else {
+        return Err(bad());
+    };
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut time_parts = hms.splitn(3, ':').map(str::parse::<i64>);
+    let (Some(Ok(h)), Some(Ok(mi))) = (time_parts.next(), time_parts.next()) else {
+        return Err(bad());
+    };
+    let s = match time_parts.next() {
+        Some(Ok(s)) => s,
+        Some(Err(_)) => return Err(bad()),
+        None => 0,
+    };
+    let millis: i64 = format!("{frac:0<3}")
+        .get(..3)
+        .and_then(|f| f.parse().ok())
+        .ok_or_else(bad)?;
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
+        return Err(bad());
+    }
+    Ok(((days_from_civil(y, mo, d) * 24 + h) * 60 + mi) * 60_000 + s * 1000 + millis)
+}

@@ -1,0 +1,389 @@
+//! End to end: the `brooklet` binary (built with `--features cli`) against real directories.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use brooklet::{Broker, ProducerConfig, ProducerRecord};
+
+fn brooklet(dir: &Path, args: &[&str]) -> Output {
+    brooklet_with_stdin(dir, args, "")
+}
+
+fn brooklet_with_stdin(dir: &Path, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_brooklet"))
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+/// Runs and expects success.
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let o = brooklet(dir, args);
+    assert!(o.status.success(), "{args:?} failed: {}{}", stdout(&o), stderr(&o));
+    stdout(&o)
+}
+
+/// The cells of the table row whose first cells are `first`.
+fn row<'a>(text: &'a str, first: &[&str]) -> Vec<&'a str> {
+    text.lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|cells| cells.len() >= first.len() && cells[..first.len()] == *first)
+        .unwrap_or_else(|| panic!("no row {first:?} in:\n{text}"))
+}
+
+#[test]
+fn topics_create_list_describe_add_partitions_delete() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let out = ok(
+        &dir,
+        &[
+            "topics",
+            "create",
+            "orders",
+            "--partitions",
+            "3",
+            "--config",
+            "retention.ms=86400000",
+        ],
+    );
+    assert!(out.contains("created topic orders"), "{out}");
+    ok(&dir, &["topics", "create", "audit"]);
+    let list = ok(&dir, &["topics", "list"]);
+    assert_eq!(row(&list, &["TOPIC"]), ["TOPIC", "PARTITIONS", "RECORDS", "SIZE"]);
+    assert_eq!(row(&list, &["orders"])[..3], ["orders", "3", "0"]);
+    assert_eq!(row(&list, &["audit"])[..3], ["audit", "1", "0"]);
+    let describe = ok(&dir, &["topics", "describe", "orders"]);
+    assert_eq!(row(&describe, &["retention.ms"]), ["retention.ms", "86400000"]);
+    assert_eq!(row(&describe, &["2"])[..4], ["2", "0", "0", "0"]);
+    ok(&dir, &["topics", "add-partitions", "orders", "5"]);
+    assert_eq!(row(&ok(&dir, &["topics", "list"]), &["orders"])[1], "5");
+    ok(&dir, &["topics", "delete", "audit"]);
+    assert!(!ok(&dir, &["topics", "list"]).contains("audit"));
+    // Aligned: every line of the table has its columns at the same positions.
+    let list = ok(&dir, &["topics", "list"]);
+    let header = list.lines().next().unwrap();
+    let records_col = header.find("RECORDS").unwrap() + "RECORDS".len();
+    for line in list.lines().skip(1) {
+        assert_eq!(
+            line.chars().nth(records_col - 1).map(|c| c.is_ascii_digit()),
+            Some(true),
+            "{list}"
+        );
+    }
+}
+
+#[test]
+fn produce_from_stdin_then_consume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    ok(&dir, &["topics", "create", "orders", "--partitions", "2"]);
+    let lines: String = (0..10).map(|i| format!("user-{}:order-{i}\n", i % 3)).collect();
+    let o = brooklet_with_stdin(
+        &dir,
+        &[
+            "produce",
+            "orders",
+            "--key-separator",
+            ":",
+            "--header",
+            "source=cli",
+            "--durability",
+            "synced",
+        ],
+        &lines,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("produced 10 record(s) to orders"), "{}", stdout(&o));
+    // Everything, with keys and headers, stopping at the end.
+    let out = ok(
+        &dir,
+        &[
+            "consume",
+            "orders",
+            "--from-beginning",
+            "--print-key",
+            "--print-headers",
+        ],
+    );
+    let mut got: Vec<&str> = out.lines().collect();
+    got.sort_unstable();
+    let mut want: Vec<String> = (0..10)
+        .map(|i| format!("user-{}\tsource=cli\torder-{i}", i % 3))
+        .collect();
+    want.sort_unstable();
+    assert_eq!(got, want);
+    // Per key, in send order: user-0's orders arrive in order on their partition.
+    let user0: Vec<&str> = out.lines().filter(|l| l.starts_with("user-0")).collect();
+    assert_eq!(
+        user0,
+        [
+            "user-0\tsource=cli\torder-0",
+            "user-0\tsource=cli\torder-3",
+            "user-0\tsource=cli\torder-6",
+            "user-0\tsource=cli\torder-9"
+        ]
+    );
+    // JSON, one partition from an offset, a limit.
+    let json = ok(
+        &dir,
+        &[
+            "consume",
+            "orders",
+            "--partition",
+            "0",
+            "--offset",
+            "1",
+            "--max-records",
+            "2",
+            "--format",
+            "json",
+        ],
+    );
+    let objects: Vec<serde_json::Value> = json.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(objects.len(), 2);
+    assert_eq!(objects[0]["offset"], 1);
+    assert_eq!(objects[0]["partition"], 0);
+    assert_eq!(objects[0]["headers"]["source"], "cli");
+    // Without --from-beginning and without a group: only new records, so nothing here.
+    assert_eq!(ok(&dir, &["consume", "orders"]), "");
+    // Plain lines without a separator; a line missing the separator is an error.
+    let o = brooklet_with_stdin(&dir, &["produce", "orders", "--partition", "1"], "plain\n");
+    assert!(o.status.success());
+    let o = brooklet_with_stdin(&dir, &["produce", "orders", "--key-separator", ":"], "no separator\n");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("no key separator"), "{}", stderr(&o));
+}
+
+#[test]
+fn groups_describe_lag_and_reset_offsets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    ok(&dir, &["topics", "create", "orders", "--partitions", "1"]);
+    let lines: String = (0..20).map(|i| format!("order-{i}\n")).collect();
+    assert!(
+        brooklet_with_stdin(&dir, &["produce", "orders"], &lines)
+            .status
+            .success()
+    );
+    // A group member reads 15 and commits them.
+    let out = ok(
+        &dir,
+        &[
+            "consume",
+            "orders",
+            "--group",
+            "analytics",
+            "--from-beginning",
+            "--max-records",
+            "15",
+        ],
+    );
+    assert_eq!(out.lines().count(), 15);
+    let describe = ok(&dir, &["groups", "describe", "analytics"]);
+    assert_eq!(
+        row(&describe, &["TOPIC"]),
+        [
+            "TOPIC",
+            "PARTITION",
+            "COMMITTED",
+            "LOG",
+            "END",
+            "LAG",
+            "OWNER",
+            "COMMITTED",
+            "AT"
+        ]
+    );
+    assert_eq!(
+        row(&describe, &["orders", "0"])[..6],
+        ["orders", "0", "15", "20", "5", "-"]
+    );
+    assert_eq!(
+        row(&ok(&dir, &["groups", "list"]), &["analytics"]),
+        ["analytics", "1", "5"]
+    );
+    // The group resumes where it committed.
+    let rest = ok(&dir, &["consume", "orders", "--group", "analytics"]);
+    assert_eq!(
+        rest.lines().collect::<Vec<_>>(),
+        ["order-15", "order-16", "order-17", "order-18", "order-19"]
+    );
+    // Reset: to earliest, to an offset, to a time in the future (= the end).
+    ok(&dir, &["groups", "reset-offsets", "analytics", "--to-earliest"]);
+    assert_eq!(
+        row(&ok(&dir, &["groups", "describe", "analytics"]), &["orders", "0"])[2..5],
+        ["0", "20", "20"]
+    );
+    ok(
+        &dir,
+        &[
+            "groups",
+            "reset-offsets",
+            "analytics",
+            "--to-offset",
+            "7",
+            "--topic",
+            "orders",
+        ],
+    );
+    assert_eq!(
+        row(&ok(&dir, &["groups", "describe", "analytics"]), &["orders", "0"])[2],
+        "7"
+    );
+    ok(
+        &dir,
+        &[
+            "groups",
+            "reset-offsets",
+            "analytics",
+            "--to-datetime",
+            "2999-01-01T00:00:00Z",
+        ],
+    );
+    assert_eq!(
+        row(&ok(&dir, &["groups", "describe", "analytics"]), &["orders", "0"])[2],
+        "20"
+    );
+    ok(
+        &dir,
+        &["groups", "reset-offsets", "analytics", "--to-datetime", "2000-01-01"],
+    );
+    assert_eq!(
+        row(&ok(&dir, &["groups", "describe", "analytics"]), &["orders", "0"])[2],
+        "0"
+    );
+    ok(&dir, &["groups", "delete", "analytics"]);
+    assert_eq!(ok(&dir, &["groups", "list"]).trim(), "no groups");
+}
+
+#[test]
+fn reading_works_while_an_application_holds_the_directory_and_writing_says_in_use() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    ok(&dir, &["topics", "create", "orders", "--partitions", "2"]);
+    let app = Broker::open(&dir).unwrap();
+    let producer = app.producer(ProducerConfig::default());
+    for i in 0..6 {
+        producer
+            .send(ProducerRecord::new("orders").value(format!("v{i}")))
+            .unwrap();
+    }
+    producer.flush().unwrap();
+    let out = ok(&dir, &["consume", "orders", "--from-beginning"]);
+    assert_eq!(out.lines().count(), 6);
+    assert_eq!(row(&ok(&dir, &["topics", "list"]), &["orders"])[2], "6");
+    ok(&dir, &["verify"]);
+    for args in [
+        &["topics", "create", "other"][..],
+        &["topics", "delete", "orders"],
+        &["groups", "delete", "g"],
+        &["consume", "orders", "--group", "g"],
+    ] {
+        let o = brooklet(&dir, args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        let err = stderr(&o);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("in use by another process"), "{err}");
+    }
+    let o = brooklet_with_stdin(&dir, &["produce", "orders"], "x\n");
+    assert!(stderr(&o).contains("in use by another process"), "{}", stderr(&o));
+    drop(producer);
+    drop(app);
+}
+
+#[test]
+fn dump_log_and_verify_find_damage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    ok(&dir, &["topics", "create", "orders", "--partitions", "1"]);
+    for batch in 0..3 {
+        let lines: String = (0..4).map(|i| format!("k{i}:b{batch}-r{i}\n")).collect();
+        let o = brooklet_with_stdin(&dir, &["produce", "orders", "--key-separator", ":"], &lines);
+        assert!(o.status.success());
+    }
+    let segment = dir.join("orders-0").join("00000000000000000000.log");
+    let segment_arg = segment.to_str().unwrap();
+    let dump = ok(&dir, &["dump-log", segment_arg]);
+    assert_eq!(row(&dump, &["POSITION"]).last(), Some(&"CRC"));
+    assert_eq!(row(&dump, &["0", "0", "3", "4"])[8], "ok");
+    let with_records = ok(&dir, &["dump-log", segment_arg, "--records"]);
+    assert!(with_records.contains("offset 5 "), "{with_records}");
+    assert!(with_records.contains("key k1 value b1-r1"), "{with_records}");
+    let verify = ok(&dir, &["verify"]);
+    assert!(verify.contains("no damage found"), "{verify}");
+
+    // Flip a byte inside the second batch's records.
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let second = 2 * bytes.len() / 3 - 1; // the last byte of the second batch
+    bytes[second] ^= 0xff;
+    std::fs::write(&segment, &bytes).unwrap();
+    let o = brooklet(&dir, &["dump-log", segment_arg]);
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    assert!(stdout(&o).contains("BAD"), "{}", stdout(&o));
+    let o = brooklet(&dir, &["verify"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    assert!(stdout(&o).contains("damaged:"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("problem(s) found"), "{}", stdout(&o));
+}
+
+#[test]
+fn errors_are_one_line_and_exit_1() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    ok(&dir, &["topics", "create", "orders"]);
+    for args in [
+        &["consume", "nope"][..],
+        &["topics", "describe", "nope"],
+        &["groups", "describe", "nope"],
+        &["topics", "create", "orders"],
+        &["topics", "create", "bad name!"],
+        &["topics", "create", "x", "--config", "nonsense=1"],
+        &["consume", "orders", "--partition", "9"],
+    ] {
+        let o = brooklet(&dir, args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("brooklet: error: "), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let o = brooklet(&dir, &["consume", "nope"]);
+    assert!(stderr(&o).contains("topic \"nope\" does not exist"), "{}", stderr(&o));
+    // Not a data directory.
+    let o = brooklet(&tmp.path().join("missing"), &["topics", "list"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("not a brooklet data directory"), "{}", stderr(&o));
+    assert!(!tmp.path().join("missing").exists());
+    // --help everywhere, with an example.
+    for args in [
+        &["--help"][..],
+        &["topics", "--help"],
+        &["topics", "create", "--help"],
+        &["produce", "--help"],
+        &["consume", "--help"],
+        &["groups", "describe", "--help"],
+        &["groups", "reset-offsets", "--help"],
+        &["dump-log", "--help"],
+        &["verify", "--help"],
+    ] {
+        let out = ok(&dir, args);
+        assert!(out.contains("Example"), "{args:?}: {out}");
+    }
+}

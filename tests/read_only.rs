@@ -1,0 +1,377 @@
+//! `Broker::open_read_only` and `PartitionLog::open_read_only`: a reader beside a live writer.
+//!
+//! - a real child process (this test binary, re-executed) appends while a read-only broker in
+//!   the parent follows the topic with a consumer: every record arrives exactly once, in
+//!   order, with its key, value and header, across segment rolls;
+//! - the same with the writer on another thread of this process, opened *after* the reader
+//!   (so the reader took no lock);
+//! - a batch written in pieces is invisible until its last byte is there, and a damaged one
+//!   is never served;
+//! - every write API fails with `Error::ReadOnly`, and a read-only session changes no file;
+//! - committed offsets are read (snapshot + log) and describe_group shows the lag.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use brooklet::{
+    Broker, ConsumerConfig, Durability, Error, LogConfig, OffsetAndMetadata, OffsetReset, OffsetSpec, PartitionLog,
+    ProducerConfig, ProducerRecord, Record, TopicConfig, TopicPartition,
+};
+
+const CHILD_ENV: &str = "BROOKLET_READ_ONLY_CHILD_DIR";
+const TOPIC: &str = "live";
+const PARTITIONS: u32 = 2;
+const CHILD_RECORDS: u64 = 4000;
+
+fn topic_config() -> TopicConfig {
+    // Small segments: the reader must follow the writer across many rolls.
+    TopicConfig::with_partitions(PARTITIONS).segment_bytes(16 << 10)
+}
+
+/// Record `i` of a writer: partition `i % PARTITIONS`, value `v{i}`, key `k{i}`, header `i`.
+fn record(i: u64) -> ProducerRecord {
+    ProducerRecord::new(TOPIC)
+        .partition((i % u64::from(PARTITIONS)) as u32)
+        .key(format!("k{i}"))
+        .value(format!("v{i}"))
+        .header("i", i.to_string())
+}
+
+/// Writes records `0..n` through `broker`: single sends, batches of 7 and async sends mixed,
+/// with short pauses so that a reader catches the log mid-growth.
+fn write_records(broker: &Broker, n: u64) {
+    let producer = broker.producer(ProducerConfig::default().durability(Durability::Written));
+    let mut i = 0;
+    while i < n {
+        match (i / 7) % 3 {
+            0 => {
+                producer.send(record(i)).unwrap();
+                i += 1;
+            }
+            1 => {
+                let end = (i + 7).min(n);
+                producer.send_batch((i..end).map(record).collect()).unwrap();
+                i = end;
+            }
+            _ => {
+                let end = (i + 7).min(n);
+                let deliveries: Vec<_> = (i..end).map(|j| producer.send_async(record(j))).collect();
+                producer.flush().unwrap();
+                for d in deliveries {
+                    d.wait().unwrap();
+                }
+                i = end;
+            }
+        }
+        if i % 100 < 8 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    producer.close().unwrap();
+}
+
+/// The child's work: runs only when re-executed by the parent with `CHILD_ENV` set.
+#[test]
+#[ignore = "the child process of follows_a_writer_in_another_process; runs only when re-executed by it"]
+fn read_only_child() {
+    let Ok(dir) = std::env::var(CHILD_ENV) else { return };
+    let broker = Broker::open(&dir).unwrap();
+    println!("\nOPENED");
+    write_records(&broker, CHILD_RECORDS);
+    println!("DONE");
+}
+
+/// Follows `TOPIC` on `reader` until `n` records arrived (or a minute passed), checking that
+/// each partition yields exactly the writer's sequence, whole.
+fn follow(reader: &Broker, n: u64) {
+    let mut consumer = reader
+        .consumer(ConsumerConfig::default().auto_offset_reset(OffsetReset::Earliest))
+        .unwrap();
+    let tps: Vec<TopicPartition> = (0..PARTITIONS).map(|p| TopicPartition::new(TOPIC, p)).collect();
+    consumer.assign(&tps).unwrap();
+    let mut next: BTreeMap<u32, u64> = (0..PARTITIONS).map(|p| (p, u64::from(p))).collect();
+    let mut offsets: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut seen = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen < n {
+        assert!(Instant::now() < deadline, "only {seen} of {n} records arrived");
+        let records = consumer.poll(Duration::from_millis(200)).unwrap();
+        for r in &records {
+            let p = r.partition();
+            let i = next[&p];
+            assert_eq!(r.value(), Some(format!("v{i}").as_bytes()), "partition {p}");
+            assert_eq!(r.key(), Some(format!("k{i}").as_bytes()));
+            let header = r.headers().next().unwrap();
+            assert_eq!((header.0, header.1), ("i", i.to_string().as_bytes()));
+            let expected_offset = offsets.get(&p).map_or(0, |o| o + 1);
+            assert_eq!(r.offset(), expected_offset, "offsets are dense and in order");
+            offsets.insert(p, r.offset());
+            next.insert(p, i + u64::from(PARTITIONS));
+            seen += 1;
+        }
+    }
+    // Nothing more, nothing twice.
+    assert!(consumer.poll(Duration::from_millis(150)).unwrap().is_empty());
+    assert_eq!(seen, n);
+}
+
+#[test]
+fn follows_a_writer_in_another_process() {
+    if std::env::var(CHILD_ENV).is_ok() {
+        return;
+    }
+    let dir = common::temp_dir();
+    {
+        let broker = Broker::open(dir.path()).unwrap();
+        broker.create_topic(TOPIC, topic_config()).unwrap();
+    }
+    // The reader opens first and stays open: the child's normal open must still succeed.
+    let reader = Broker::open_read_only(dir.path()).unwrap();
+    assert!(reader.is_read_only());
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "read_only_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env(CHILD_ENV, dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let output = std::thread::spawn(move || BufReader::new(stdout).lines().map_while(Result::ok).collect::<Vec<_>>());
+    follow(&reader, CHILD_RECORDS);
+    let status = child.wait().unwrap();
+    let lines = output.join().unwrap();
+    assert!(status.success(), "child failed: {lines:?}");
+    assert!(lines.iter().any(|l| l == "OPENED") && lines.iter().any(|l| l == "DONE"));
+    let d = reader.describe_topic(TOPIC).unwrap();
+    let total: u64 = d.partitions.iter().map(|p| p.log_end_offset).sum();
+    assert_eq!(total, CHILD_RECORDS);
+}
+
+#[test]
+fn follows_a_writer_on_another_thread_and_takes_no_lock() {
+    let dir = common::temp_dir();
+    {
+        let broker = Broker::open(dir.path()).unwrap();
+        broker.create_topic(TOPIC, topic_config()).unwrap();
+    }
+    let reader = Broker::open_read_only(dir.path()).unwrap();
+    // Opened after the reader: the reader holds no lock.
+    let writer = Broker::open(dir.path()).unwrap();
+    let n = 2500;
+    let thread = std::thread::spawn(move || write_records(&writer, n));
+    follow(&reader, n);
+    thread.join().unwrap();
+    // A second reader opened now sees the same.
+    let again = Broker::open_read_only(dir.path()).unwrap();
+    let ends: Vec<u64> = again
+        .describe_topic(TOPIC)
+        .unwrap()
+        .partitions
+        .iter()
+        .map(|p| p.log_end_offset)
+        .collect();
+    assert_eq!(ends, [n / 2, n / 2]);
+}
+
+#[test]
+fn a_batch_written_in_pieces_is_invisible_until_whole_and_a_damaged_one_never_served() {
+    // Make three batches with a real writer, then replay its segment file byte range by
+    // byte range into another directory that a read-only log follows.
+    let source = common::temp_dir();
+    {
+        let log = PartitionLog::open(source.path(), LogConfig::default()).unwrap();
+        for i in 0..3 {
+            log.append(
+                &[
+                    Record::new().value(format!("a{i}")),
+                    Record::new().value(format!("b{i}")),
+                ],
+                Durability::Written,
+            )
+            .unwrap();
+        }
+    }
+    let segment = std::fs::read(source.path().join("00000000000000000000.log")).unwrap();
+    let batch_len = segment.len() / 3;
+    let target = common::temp_dir();
+    let path = target.path().join("00000000000000000000.log");
+    std::fs::write(&path, &segment[..batch_len]).unwrap();
+    let reader = PartitionLog::open_read_only(target.path(), LogConfig::default()).unwrap();
+    assert_eq!(reader.log_end_offset(), 2);
+    let mut file = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+    use std::io::Write;
+    // The second batch, a few bytes at a time: never visible before its last byte.
+    for at in (batch_len..2 * batch_len).step_by(5) {
+        let end = (at + 5).min(2 * batch_len);
+        file.write_all(&segment[at..end]).unwrap();
+        let expected = if end == 2 * batch_len { 4 } else { 2 };
+        assert_eq!(reader.log_end_offset(), expected, "after {end} bytes");
+        assert_eq!(common::read_from(&reader, 0, 1 << 20).len() as u64, expected);
+    }
+    // The third batch with one byte flipped: never served, not an error either.
+    let mut bad = segment[2 * batch_len..].to_vec();
+    let last = bad.len() - 1;
+    bad[last] ^= 0x55;
+    file.write_all(&bad).unwrap();
+    assert_eq!(reader.log_end_offset(), 4);
+    assert_eq!(reader.read(4, 1 << 20).unwrap().len(), 0);
+    let values: Vec<_> = common::read_from(&reader, 0, 1 << 20)
+        .into_iter()
+        .map(|r| r.value.unwrap())
+        .collect();
+    assert_eq!(values, ["a0", "b0", "a1", "b1"]);
+    // The read-only log wrote nothing: no LOCK, no index, no checkpoint.
+    drop(reader);
+    let names: Vec<_> = std::fs::read_dir(target.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["00000000000000000000.log"]);
+}
+
+/// Every file under `dir` with its size and modification time.
+fn snapshot_files(dir: &Path) -> BTreeMap<String, (u64, SystemTime)> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let entry = entry.unwrap();
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                stack.push(entry.path());
+            }
+            out.insert(
+                entry.path().display().to_string(),
+                (meta.len(), meta.modified().unwrap()),
+            );
+        }
+    }
+    out
+}
+
+#[test]
+fn writes_fail_with_read_only_and_nothing_on_disk_changes() {
+    let dir = common::temp_dir();
+    {
+        let broker = Broker::open(dir.path()).unwrap();
+        broker.create_topic(TOPIC, topic_config()).unwrap();
+        write_records(&broker, 100);
+        let mut c = broker
+            .consumer(
+                ConsumerConfig::group("g")
+                    .auto_offset_reset(OffsetReset::Earliest)
+                    .enable_auto_commit(false),
+            )
+            .unwrap();
+        c.subscribe(&[TOPIC]).unwrap();
+        let mut got = 0;
+        while got < 30 {
+            got += c.poll(Duration::from_secs(1)).unwrap().len();
+        }
+        c.commit_offsets(&BTreeMap::from([
+            (TopicPartition::new(TOPIC, 0), OffsetAndMetadata::new(20)),
+            (TopicPartition::new(TOPIC, 1), OffsetAndMetadata::new(10)),
+        ]))
+        .unwrap();
+        c.close().unwrap();
+    }
+    let before = snapshot_files(dir.path());
+    let reader = Broker::open_read_only(dir.path()).unwrap();
+    let is_read_only = |r: brooklet::Result<()>| match r {
+        Err(e @ Error::ReadOnly { .. }) => {
+            assert!(e.to_string().contains("read-only"), "{e}");
+        }
+        other => panic!("expected ReadOnly, got {other:?}"),
+    };
+    is_read_only(reader.create_topic("other", TopicConfig::with_partitions(1)));
+    is_read_only(reader.add_partitions(TOPIC, 3));
+    is_read_only(reader.delete_topic(TOPIC));
+    is_read_only(reader.delete_group("g"));
+    is_read_only(reader.reset_offsets("g", OffsetSpec::Earliest, None).map(|_| ()));
+    let producer = reader.producer(ProducerConfig::default());
+    is_read_only(producer.send(record(0)).map(|_| ()));
+    is_read_only(producer.send_batch(vec![record(0), record(2)]).map(|_| ()));
+    is_read_only(producer.send_async(record(1)).wait().map(|_| ()));
+    drop(producer);
+    let mut c = reader
+        .consumer(ConsumerConfig::group("g").enable_auto_commit(false))
+        .unwrap();
+    let tp0 = TopicPartition::new(TOPIC, 0);
+    c.assign(std::slice::from_ref(&tp0)).unwrap();
+    // Committed offsets are read: the group resumes at 20.
+    let first = c.poll(Duration::from_secs(1)).unwrap();
+    assert_eq!(first.iter().next().unwrap().offset(), 20);
+    is_read_only(c.commit());
+    drop(c);
+    let log = reader.partition_log(&tp0).unwrap();
+    is_read_only(log.append(&[Record::new().value("x")], Durability::Written).map(|_| ()));
+    is_read_only(log.flush());
+    is_read_only(log.truncate_to(0).map(|_| ()));
+    is_read_only(log.delete_records_before(1).map(|_| ()));
+    is_read_only(log.enforce_retention().map(|_| ()));
+    drop(log);
+    // describe_group from the committed offsets: 50 per partition, lag 30 and 40.
+    let d = reader.describe_group("g").unwrap();
+    let lags: Vec<_> = d
+        .partitions
+        .iter()
+        .map(|p| (p.committed.as_ref().unwrap().offset, p.lag))
+        .collect();
+    assert_eq!(lags, [(20, Some(30)), (10, Some(40))]);
+    assert_eq!(reader.list_groups(), ["g"]);
+    drop(reader);
+    assert_eq!(snapshot_files(dir.path()), before, "a read-only session changed files");
+}
+
+#[test]
+fn not_a_data_directory_is_an_error_and_creates_nothing() {
+    let dir = common::temp_dir();
+    let missing = dir.path().join("nope");
+    let err = Broker::open_read_only(&missing).unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err:?}");
+    assert!(!missing.exists());
+    let err = Broker::open_read_only(dir.path()).unwrap_err();
+    assert!(err.to_string().contains("brooklet data directory"), "{err}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn offsets_are_read_after_snapshots() {
+    // A small compaction threshold: many commits leave a snapshot plus a log tail.
+    let dir = common::temp_dir();
+    let broker = Broker::builder()
+        .offsets_compact_bytes(64 << 10)
+        .open(dir.path())
+        .unwrap();
+    broker.create_topic(TOPIC, topic_config()).unwrap();
+    write_records(&broker, 10);
+    let mut c = broker.consumer(ConsumerConfig::group("g")).unwrap();
+    let tp = TopicPartition::new(TOPIC, 0);
+    c.assign(std::slice::from_ref(&tp)).unwrap();
+    let metadata = "m".repeat(1000);
+    for i in 0..300u64 {
+        c.commit_offsets(&BTreeMap::from([(
+            tp.clone(),
+            OffsetAndMetadata::new(i % 6).metadata(metadata.clone()),
+        )]))
+        .unwrap();
+    }
+    assert!(dir.path().join("offsets/snapshot").exists());
+    // Read while the writer is still open.
+    let reader = Broker::open_read_only(dir.path()).unwrap();
+    let committed = reader.committed_offset("g", &tp).unwrap();
+    assert_eq!(committed.offset, 299 % 6);
+    assert_eq!(committed.metadata, metadata);
+}
