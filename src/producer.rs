@@ -533,6 +533,13 @@ impl Producer {
                 to_sync.push((Arc::clone(&group.queue.log), last + 1, epoch));
             }
             shared.note_sent(&group.queue, infos.iter().map(|(_, info)| info.size_bytes).sum());
+            // A batch went out on this partition: a sticky partitioner moves on (as Kafka's
+            // does when a batch is sent), so keyless `send_batch` calls spread.
+            shared.config.partitioner.on_new_batch(
+                &group.queue.topic,
+                group.queue.log_partitions(&shared.broker),
+                group.queue.partition,
+            );
             let metas = metadata_for(&group.queue, &group.records, &infos);
             match group.indexes {
                 None => whole = Some(metas),

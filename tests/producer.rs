@@ -1478,3 +1478,26 @@ fn producer_on_a_reopened_broker_continues_the_offsets() {
         2
     );
 }
+
+/// Keyless records of one `send_batch` call stay together on one partition (sticky), and
+/// the next call moves on, as Kafka's sticky partitioner does once a batch is sent.
+#[test]
+fn keyless_send_batch_calls_stick_per_call_and_spread_across_calls() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("k", TopicConfig::with_partitions(3)).unwrap();
+    let p = broker.producer(ProducerConfig::default());
+    let mut used = std::collections::BTreeSet::new();
+    for call in 0..12 {
+        let metas = p
+            .send_batch(
+                (0..10)
+                    .map(|i| ProducerRecord::new("k").value(format!("{call}-{i}")))
+                    .collect(),
+            )
+            .unwrap();
+        let partitions: std::collections::BTreeSet<u32> = metas.iter().map(|m| m.partition).collect();
+        assert_eq!(partitions.len(), 1, "call {call} was split: {partitions:?}");
+        used.extend(partitions);
+    }
+    assert!(used.len() > 1, "every call went to {used:?}");
+}
