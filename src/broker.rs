@@ -34,7 +34,7 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
-use crate::config::Durability;
+use crate::config::{Durability, LogConfig};
 use crate::consumer::{Consumer, ConsumerConfig};
 use crate::error::{Error, Result};
 use crate::group::coordinator::Coordinator;
@@ -356,27 +356,9 @@ impl Broker {
                 ));
             }
         };
-        let mut topics = BTreeMap::new();
-        for t in &stored {
-            validate_topic_name(&t.name)?;
-            let config = t.config();
-            let mut logs = Vec::with_capacity(t.partitions as usize);
-            for p in 0..t.partitions {
-                logs.push(Arc::new(PartitionLog::open_read_only_with_vfs(
-                    &partition_dir(dir, &t.name, p),
-                    config.log_config(),
-                    Arc::clone(&vfs),
-                )?));
-            }
-            topics.insert(
-                t.name.clone(),
-                Arc::new(Topic {
-                    name: t.name.clone(),
-                    config,
-                    partitions: RwLock::new(logs),
-                }),
-            );
-        }
+        let topics = open_topics(dir, &stored, |path, config| {
+            PartitionLog::open_read_only_with_vfs(path, config, Arc::clone(&vfs))
+        })?;
         let offsets = OffsetStore::open_read_only(dir, Arc::clone(&vfs))?;
         Ok(Broker {
             inner: Arc::new(BrokerInner {
@@ -452,27 +434,9 @@ impl Broker {
             }
         };
         remove_unlisted_partitions(dir, &stored)?;
-        let mut topics = BTreeMap::new();
-        for t in &stored {
-            validate_topic_name(&t.name)?;
-            let config = t.config();
-            let mut logs = Vec::with_capacity(t.partitions as usize);
-            for p in 0..t.partitions {
-                logs.push(Arc::new(PartitionLog::open_owned(
-                    &partition_dir(dir, &t.name, p),
-                    config.log_config(),
-                    Arc::clone(&vfs),
-                )?));
-            }
-            topics.insert(
-                t.name.clone(),
-                Arc::new(Topic {
-                    name: t.name.clone(),
-                    config,
-                    partitions: RwLock::new(logs),
-                }),
-            );
-        }
+        let topics = open_topics(dir, &stored, |path, config| {
+            PartitionLog::open_owned(path, config, Arc::clone(&vfs))
+        })?;
         let offsets = OffsetStore::open(
             dir,
             Arc::clone(&vfs),
@@ -738,6 +702,31 @@ impl Broker {
         let path = self.inner.dir.join(META_DIR).join(TOPICS_FILE);
         checkpoint::write_atomic(&*self.inner.vfs, &path, &encode_topics(table)?)
     }
+}
+
+/// Opens every partition of the topics in the table with `open_log` (writable or read-only).
+fn open_topics(
+    dir: &Path,
+    stored: &[StoredTopic],
+    open_log: impl Fn(&Path, LogConfig) -> Result<PartitionLog>,
+) -> Result<BTreeMap<String, Arc<Topic>>> {
+    let mut topics = BTreeMap::new();
+    for t in stored {
+        validate_topic_name(&t.name)?;
+        let config = t.config();
+        let logs = (0..t.partitions)
+            .map(|p| open_log(&partition_dir(dir, &t.name, p), config.log_config()).map(Arc::new))
+            .collect::<Result<Vec<_>>>()?;
+        topics.insert(
+            t.name.clone(),
+            Arc::new(Topic {
+                name: t.name.clone(),
+                config,
+                partitions: RwLock::new(logs),
+            }),
+        );
+    }
+    Ok(topics)
 }
 
 /// `DATA/<topic>-<partition>`.

@@ -749,13 +749,21 @@ impl Consumer {
     /// Leaves the group (committing first if auto-commit is on) or drops the manual
     /// assignment. The consumer keeps its configuration and can subscribe again.
     pub fn unsubscribe(&mut self) {
-        if self.subscription.is_some() && self.config.enable_auto_commit {
-            let all: Vec<TopicPartition> = self.parts.keys().cloned().collect();
-            if let Err(e) = self.commit_parts(&all) {
-                tracing::warn!(error = %e, "auto-commit while leaving the group failed");
-            }
+        if let Err(e) = self.release_all(self.subscription.is_some()) {
+            tracing::warn!(error = %e, "auto-commit while leaving the group failed");
         }
+    }
+
+    /// Commits the positions if auto-commit is on and `commit` (never while the thread is
+    /// unwinding from a panic: it has not processed what it polled, and committing would
+    /// lose those records), then drops every partition and leaves the group. The group is
+    /// left even if the commit fails; its error is returned.
+    fn release_all(&mut self, commit: bool) -> Result<()> {
         let all: Vec<TopicPartition> = self.parts.keys().cloned().collect();
+        let mut result = Ok(());
+        if commit && self.config.enable_auto_commit && self.config.group_id.is_some() && !std::thread::panicking() {
+            result = self.commit_parts(&all);
+        }
         self.remove_parts(&all);
         if let Some(sub) = self.subscription.take() {
             let broker = self.broker.clone();
@@ -763,6 +771,7 @@ impl Consumer {
                 .group
                 .leave(&sub.member.member_id, &|t| broker.partition_count(t));
         }
+        result
     }
 
     fn add_part(&mut self, tp: TopicPartition, log: Arc<PartitionLog>) {
@@ -1348,21 +1357,7 @@ impl Consumer {
             return Ok(());
         }
         self.run_async_callbacks();
-        let mut result = Ok(());
-        // A thread unwinding from a panic has not processed what it polled: committing its
-        // positions would lose those records (at-least-once), so only leave the group.
-        if self.config.enable_auto_commit && self.config.group_id.is_some() && !std::thread::panicking() {
-            let all: Vec<TopicPartition> = self.parts.keys().cloned().collect();
-            result = self.commit_parts(&all);
-        }
-        let all: Vec<TopicPartition> = self.parts.keys().cloned().collect();
-        self.remove_parts(&all);
-        if let Some(sub) = self.subscription.take() {
-            let broker = self.broker.clone();
-            sub.member
-                .group
-                .leave(&sub.member.member_id, &|t| broker.partition_count(t));
-        }
+        let result = self.release_all(true);
         self.closed = true;
         result
     }

@@ -373,7 +373,60 @@ pub(crate) fn lock_dir(dir: &Path) -> Result<File> {
     }
 }
 
+/// What an open found, to build a [`PartitionLog`] from.
+struct Opening {
+    dir: PathBuf,
+    config: LogConfig,
+    vfs: Arc<dyn Vfs>,
+    lock: Option<File>,
+    segments: BTreeMap<u64, Arc<Segment>>,
+    active: Arc<Segment>,
+    next_offset: u64,
+    active_since: Option<Instant>,
+    log_start: u64,
+    recovery_point: u64,
+    recovery: RecoveryReport,
+}
+
 impl PartitionLog {
+    /// The log over what an open found: writable, or read-only (then `read_only` and no lock).
+    fn assemble(o: Opening, read_only: bool) -> PartitionLog {
+        PartitionLog {
+            config: o.config,
+            vfs: o.vfs,
+            _lock: o.lock,
+            segments: RwLock::new(o.segments),
+            writer: Mutex::new(Writer {
+                active: o.active,
+                buffer: Vec::new(),
+                next_offset: o.next_offset,
+                unsynced_sealed: Vec::new(),
+                dir_dirty: false,
+                active_since: o.active_since,
+                scratch: EncodeScratch::default(),
+            }),
+            sync_lock: Mutex::new(Cuts::default()),
+            rounds: std::sync::Mutex::new(Rounds::default()),
+            round_done: std::sync::Condvar::new(),
+            gathered: std::sync::Condvar::new(),
+            last_sync_nanos: AtomicU64::new(0),
+            truncations: AtomicU64::new(0),
+            log_start: AtomicU64::new(o.log_start),
+            recovery_point: AtomicU64::new(o.recovery_point),
+            visible_end: AtomicU64::new(o.next_offset),
+            synced_end: AtomicU64::new(o.next_offset),
+            syncs: AtomicU64::new(0),
+            sync_nanos: AtomicU64::new(0),
+            poisoned: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            deleted: AtomicBool::new(false),
+            recovery: o.recovery,
+            watchers: Watchers::default(),
+            read_only,
+            dir: o.dir,
+        }
+    }
+
     /// Opens the partition log in `dir`, creating the directory if needed, and recovers it
     /// if it was not closed cleanly.
     ///
@@ -433,40 +486,22 @@ impl PartitionLog {
                 "recovery truncated the log"
             );
         }
-        Ok(PartitionLog {
-            config,
-            vfs,
-            _lock: lock,
-            segments: RwLock::new(segments),
-            writer: Mutex::new(Writer {
+        Ok(PartitionLog::assemble(
+            Opening {
+                dir,
+                config,
+                vfs,
+                lock,
+                segments,
                 active,
-                buffer: Vec::new(),
                 next_offset,
-                unsynced_sealed: Vec::new(),
-                dir_dirty: false,
                 active_since,
-                scratch: EncodeScratch::default(),
-            }),
-            sync_lock: Mutex::new(Cuts::default()),
-            rounds: std::sync::Mutex::new(Rounds::default()),
-            round_done: std::sync::Condvar::new(),
-            gathered: std::sync::Condvar::new(),
-            last_sync_nanos: AtomicU64::new(0),
-            truncations: AtomicU64::new(0),
-            log_start: AtomicU64::new(log_start),
-            recovery_point: AtomicU64::new(recovery_point),
-            visible_end: AtomicU64::new(next_offset),
-            synced_end: AtomicU64::new(next_offset),
-            syncs: AtomicU64::new(0),
-            sync_nanos: AtomicU64::new(0),
-            poisoned: AtomicBool::new(false),
-            closed: AtomicBool::new(false),
-            deleted: AtomicBool::new(false),
-            recovery,
-            watchers: Watchers::default(),
-            read_only: false,
-            dir,
-        })
+                log_start,
+                recovery_point,
+                recovery,
+            },
+            false,
+        ))
     }
 
     /// Opens the log in `dir` for reading only, alongside a writer that may be appending to it
@@ -547,40 +582,22 @@ impl PartitionLog {
         active.size.store(0, Ordering::Release);
         active.set_index(SegmentIndex::new());
         let next_offset = active.base_offset;
-        let log = PartitionLog {
-            config,
-            vfs,
-            _lock: None,
-            segments: RwLock::new(segments),
-            writer: Mutex::new(Writer {
+        let log = PartitionLog::assemble(
+            Opening {
+                dir,
+                config,
+                vfs,
+                lock: None,
+                segments,
                 active,
-                buffer: Vec::new(),
                 next_offset,
-                unsynced_sealed: Vec::new(),
-                dir_dirty: false,
                 active_since: None,
-                scratch: EncodeScratch::default(),
-            }),
-            sync_lock: Mutex::new(Cuts::default()),
-            rounds: std::sync::Mutex::new(Rounds::default()),
-            round_done: std::sync::Condvar::new(),
-            gathered: std::sync::Condvar::new(),
-            last_sync_nanos: AtomicU64::new(0),
-            truncations: AtomicU64::new(0),
-            log_start: AtomicU64::new(log_start),
-            recovery_point: AtomicU64::new(0),
-            visible_end: AtomicU64::new(next_offset),
-            synced_end: AtomicU64::new(next_offset),
-            syncs: AtomicU64::new(0),
-            sync_nanos: AtomicU64::new(0),
-            poisoned: AtomicBool::new(false),
-            closed: AtomicBool::new(false),
-            deleted: AtomicBool::new(false),
-            recovery: RecoveryReport::default(),
-            watchers: Watchers::default(),
-            read_only: true,
-            dir,
-        };
+                log_start,
+                recovery_point: 0,
+                recovery: RecoveryReport::default(),
+            },
+            true,
+        );
         log.refresh()?;
         Ok(log)
     }

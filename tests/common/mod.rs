@@ -51,3 +51,22 @@ pub fn read_from(log: &PartitionLog, from: u64, max_bytes: usize) -> Vec<LogReco
 pub fn read_all(log: &PartitionLog) -> Vec<LogRecord> {
     read_from(log, log.log_start_offset(), 1 << 20)
 }
+
+/// SplitMix64: a small seeded generator, so a failing randomized test can be replayed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next pseudo-random value.
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A value below `n` (0 for `n` = 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
