@@ -10,7 +10,8 @@
 //!    member resumes exactly where the group committed, while a second group, `audit`, reads
 //!    all the orders from the beginning (fan-out: every group gets every record).
 //!
-//! Run with `cargo run --release --example quickstart`. It exits non-zero if any check fails.
+//! Run with `cargo run --release --example quickstart` (add `-- DIR` to keep the data in a new
+//! directory DIR, e.g. to inspect it with the CLI). It exits non-zero if any check fails.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -134,8 +135,16 @@ fn cents(amount: f64) -> i64 {
 }
 
 fn main() -> Res {
-    let dir = tempfile::tempdir()?; // deleted at the end of main
-    let data = dir.path().join("data");
+    // By default the data lives in a temp dir deleted at the end; `-- DIR` keeps it in DIR
+    // (a fresh directory), to look at afterwards with the CLI (`brooklet --dir DIR ...`).
+    let temp = tempfile::tempdir()?;
+    let data = match std::env::args().nth(1) {
+        Some(dir) if std::path::Path::new(&dir).exists() => {
+            return Err(format!("{dir} exists; give a new directory for the quickstart's data").into());
+        }
+        Some(dir) => std::path::PathBuf::from(dir),
+        None => temp.path().join("data"),
+    };
     println!("== brooklet quickstart: order events (data in {})", data.display());
 
     // 1. A broker and a topic.
