@@ -35,7 +35,6 @@ use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Durability, LogConfig};
-use crate::consumer::{Consumer, ConsumerConfig};
 use crate::error::{Error, Result};
 use crate::group::coordinator::Coordinator;
 use crate::offsets::{DEFAULT_COMPACT_BYTES, OffsetStore};
@@ -596,14 +595,6 @@ impl Broker {
             .vfs
             .sync_dir(&self.inner.dir)
             .map_err(|e| Error::io("sync directory", &self.inner.dir, e))
-    }
-
-    /// Opens a consumer; see [`Consumer`] and [`ConsumerConfig`].
-    ///
-    /// # Errors
-    /// [`Error::InvalidConfig`] for a bad config.
-    pub fn consumer(&self, config: ConsumerConfig) -> Result<Consumer> {
-        Consumer::new(self.clone(), config)
     }
 
     /// Rebalances the groups subscribed to `topic`.

@@ -612,6 +612,17 @@ pub struct Consumer {
     closed: bool,
 }
 
+impl Broker {
+    /// Opens a consumer; see [`Consumer`] and [`ConsumerConfig`]. (Defined here, beside the
+    /// consumer, as [`Broker::producer`] is beside the producer: the broker knows neither.)
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a bad config.
+    pub fn consumer(&self, config: ConsumerConfig) -> Result<Consumer> {
+        Consumer::new(self.clone(), config)
+    }
+}
+
 impl std::fmt::Debug for Consumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Consumer")
