@@ -18,6 +18,7 @@
 use std::hint::black_box;
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use brooklet::{Broker, Compression, Durability, ProducerConfig, ProducerRecord, TopicConfig};
@@ -35,10 +36,13 @@ fn value() -> Bytes {
     Bytes::from(vec![b'v'; 100])
 }
 
+/// `n` records for topic `t`, sharing one topic name (`Arc<str>`) and one value, as an
+/// application sending many records to one topic would.
 fn records(n: usize) -> Vec<ProducerRecord> {
     let v = value();
+    let topic: Arc<str> = Arc::from("t");
     (0..n)
-        .map(|i| ProducerRecord::new("t").key(key(i)).value(v.clone()))
+        .map(|i| ProducerRecord::new(Arc::clone(&topic)).key(key(i)).value(v.clone()))
         .collect()
 }
 

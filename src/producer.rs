@@ -46,22 +46,38 @@ use crate::storage::log::{AppendOptions, PartitionLog};
 
 /// A record addressed to a topic (and optionally a partition): Kafka's `ProducerRecord`.
 ///
+/// The topic name is held as an `Arc<str>`, as Java shares one `String` among the records
+/// of a topic: [`new`](Self::new) takes a `&str` or `String` (one allocation), or an
+/// `Arc<str>` that many records share (none). Key and value are [`Bytes`], shared the same
+/// way. Sending many records to one topic, make the name an `Arc<str>` once and clone it:
+/// creating and dropping such a record then allocates and frees nothing but its key and
+/// value.
+///
 /// # Examples
 /// ```
 /// use brooklet::ProducerRecord;
+/// use std::sync::Arc;
+///
 /// let r = ProducerRecord::new("orders").key("user-1").value(r#"{"amount": 42.5}"#).header("source", "api");
 /// assert_eq!(r.topic(), "orders");
+///
+/// // Many records, one topic name.
+/// let topic: Arc<str> = Arc::from("orders");
+/// let batch: Vec<ProducerRecord> =
+///     (0..3).map(|i| ProducerRecord::new(Arc::clone(&topic)).value(format!("event {i}"))).collect();
+/// assert!(batch.iter().all(|r| r.topic() == "orders"));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProducerRecord {
-    topic: String,
+    topic: Arc<str>,
     partition: Option<u32>,
     record: Record,
 }
 
 impl ProducerRecord {
-    /// A record for `topic`, with no key, value or headers yet.
-    pub fn new(topic: impl Into<String>) -> Self {
+    /// A record for `topic` (a `&str`, `String` or shared `Arc<str>`; a `&String` needs
+    /// `.as_str()`), with no key, value or headers yet.
+    pub fn new(topic: impl Into<Arc<str>>) -> Self {
         ProducerRecord {
             topic: topic.into(),
             partition: None,
@@ -117,7 +133,7 @@ impl ProducerRecord {
     }
 
     /// Wraps an existing [`Record`] for `topic`.
-    pub fn from_record(topic: impl Into<String>, record: Record) -> Self {
+    pub fn from_record(topic: impl Into<Arc<str>>, record: Record) -> Self {
         ProducerRecord {
             topic: topic.into(),
             partition: None,
@@ -129,8 +145,9 @@ impl ProducerRecord {
 /// Where a record was stored.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RecordMetadata {
-    /// The topic.
-    pub topic: String,
+    /// The topic (shared by every record sent to it: cloning the metadata or its topic
+    /// copies no string, as with [`ConsumerRecord::topic`](crate::ConsumerRecord)).
+    pub topic: Arc<str>,
     /// The partition.
     pub partition: u32,
     /// The record's offset in the partition.
@@ -334,7 +351,8 @@ struct PartitionQueue {
     log: Arc<PartitionLog>,
     /// Bytes sent by blocking sends since the partitioner last moved on.
     sticky_bytes: std::sync::atomic::AtomicUsize,
-    topic: String,
+    /// Shared with every [`RecordMetadata`] of this partition.
+    topic: Arc<str>,
     partition: u32,
     max_batch: usize,
     pending: Mutex<Pending>,
@@ -384,7 +402,7 @@ impl Drop for Handle {
 /// println!("stored at {}/{}@{}", meta.topic, meta.partition, meta.offset);
 /// let pending = producer.send_async(ProducerRecord::new("orders").key("user-2").value("7"));
 /// producer.flush()?;
-/// assert_eq!(pending.wait()?.topic, "orders");
+/// assert_eq!(&*pending.wait()?.topic, "orders");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone)]
@@ -462,7 +480,7 @@ impl Producer {
                 shared.sync(&queue.log, info.last_offset + 1, epoch)?;
             }
             Ok(RecordMetadata {
-                topic: queue.topic.clone(),
+                topic: Arc::clone(&queue.topic),
                 partition: queue.partition,
                 offset: info.base_offset,
                 timestamp: info.max_timestamp,
@@ -615,7 +633,7 @@ fn metadata_for(
         let end = infos.get(n + 1).map_or(records.len(), |(next, _)| *next);
         let batch = records.get(*first..end).unwrap_or_default();
         out.extend((info.base_offset..).zip(batch).map(|(offset, record)| RecordMetadata {
-            topic: queue.topic.clone(),
+            topic: Arc::clone(&queue.topic),
             partition: queue.partition,
             offset,
             timestamp: if log_append_time {
@@ -663,14 +681,15 @@ impl Shared {
     fn group_by_partition(&self, records: Vec<ProducerRecord>) -> Result<Vec<Group>> {
         // Per group: its queue and how many records it gets.
         let mut queues: Vec<(Arc<PartitionQueue>, usize)> = Vec::new();
-        // Per record: the index of its group.
-        let mut group_of_record: Vec<usize> = Vec::with_capacity(records.len());
+        // Per record: the index of its group; filled only once a second group appears (a
+        // batch for one partition, the common case, needs none).
+        let mut group_of_record: Vec<usize> = Vec::new();
         // Per topic seen: the topic and, per partition, the index of its group.
         let mut topics: Vec<(Arc<Topic>, Vec<Option<usize>>)> = Vec::new();
         let mut current = 0;
-        for record in &records {
-            if topics.get(current).is_none_or(|(t, _)| t.name != record.topic) {
-                current = match topics.iter().position(|(t, _)| t.name == record.topic) {
+        for (i, record) in records.iter().enumerate() {
+            if topics.get(current).is_none_or(|(t, _)| *t.name != *record.topic) {
+                current = match topics.iter().position(|(t, _)| *t.name == *record.topic) {
                     Some(seen) => seen,
                     None => {
                         let topic = self.broker.topic_or_create(&record.topic)?;
@@ -698,7 +717,14 @@ impl Shared {
             if let Some((_, count)) = queues.get_mut(g) {
                 *count += 1;
             }
-            group_of_record.push(g);
+            if !group_of_record.is_empty() || g != 0 {
+                if group_of_record.is_empty() {
+                    // The records before this one all went to the first group.
+                    group_of_record.reserve_exact(records.len());
+                    group_of_record.resize(i, 0);
+                }
+                group_of_record.push(g);
+            }
         }
         if queues.len() == 1
             && let Some((queue, _)) = queues.pop()
@@ -744,7 +770,7 @@ impl Shared {
         };
         if partition >= partitions {
             return Err(Error::InvalidPartition {
-                topic: record.topic.clone(),
+                topic: record.topic.to_string(),
                 partition,
                 partitions,
             });
@@ -785,7 +811,7 @@ impl Shared {
         let queue = Arc::new(PartitionQueue {
             max_batch: log.config().effective_max_batch_bytes() as usize,
             log,
-            topic: topic.name.clone(),
+            topic: Arc::from(topic.name.as_str()),
             partition,
             sticky_bytes: std::sync::atomic::AtomicUsize::new(0),
             pending: Mutex::new(Pending::default()),
@@ -815,7 +841,7 @@ impl Shared {
         epoch: &mut u64,
     ) -> Result<crate::AppendInfo> {
         let deleted = || Error::UnknownTopic {
-            topic: queue.topic.clone(),
+            topic: queue.topic.to_string(),
         };
         if queue.log.is_deleted() {
             return Err(deleted());

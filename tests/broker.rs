@@ -820,7 +820,7 @@ fn auto_create_makes_unknown_topics_with_the_configured_partitions() {
             .unwrap();
         let p = producer(&broker);
         let meta = p.send(ProducerRecord::new("events").key("k").value("v")).unwrap();
-        assert_eq!(meta.topic, "events");
+        assert_eq!(&*meta.topic, "events");
         assert_eq!(meta.partition, partition_for_key(b"k", 2));
         assert_eq!(meta.offset, 0);
         let desc = broker.describe_topic("events").unwrap();

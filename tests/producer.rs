@@ -55,7 +55,7 @@ fn text(b: &Option<Bytes>) -> String {
 /// The stored record at `meta`'s partition and offset.
 fn stored_at(broker: &Broker, meta: &RecordMetadata) -> LogRecord {
     let log = broker
-        .partition_log(&TopicPartition::new(meta.topic.clone(), meta.partition))
+        .partition_log(&TopicPartition::new(&*meta.topic, meta.partition))
         .expect("partition log");
     let batches = log.read(meta.offset, 1 << 20).expect("read");
     batches
@@ -106,7 +106,7 @@ fn keyed_records_land_on_kafkas_murmur2_partition() {
         let want = ((hash & 0x7fff_ffff) as u32) % 6;
         let meta = p.send(ProducerRecord::new("t").key(key).value("v")).unwrap();
         assert_eq!(meta.partition, want, "{key}");
-        assert_eq!(meta.topic, "t");
+        assert_eq!(&*meta.topic, "t");
         assert_eq!(partition_for_key(key.as_bytes(), 6), want);
         let d = p.send_async(ProducerRecord::new("t").key(key).value("async"));
         p.flush().unwrap();
@@ -1385,7 +1385,7 @@ fn send_batch_returns_metadata_in_input_order_with_one_write_per_partition() {
     let mut next = [0u64, 3, 0, 0];
     for (i, (m, k)) in metas.iter().zip(&keys).enumerate() {
         let partition = partition_for_key(k.as_bytes(), 4);
-        assert_eq!(m.topic, "t");
+        assert_eq!(&*m.topic, "t");
         assert_eq!(m.partition, partition, "record {i}");
         assert_eq!(m.offset, next[partition as usize], "record {i}");
         next[partition as usize] += 1;
@@ -1425,7 +1425,10 @@ fn send_batch_across_topics_writes_once_per_partition_and_refuses_atomically() {
         })
         .collect();
     let metas = p.send_batch(records).unwrap();
-    let got: Vec<(String, u32, u64)> = metas.iter().map(|m| (m.topic.clone(), m.partition, m.offset)).collect();
+    let got: Vec<(String, u32, u64)> = metas
+        .iter()
+        .map(|m| (m.topic.to_string(), m.partition, m.offset))
+        .collect();
     let want: Vec<(String, u32, u64)> = (0..12u32)
         .map(|i| {
             if i % 2 == 0 {

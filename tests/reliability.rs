@@ -114,7 +114,7 @@ fn power_loss_run(seed: u64) {
             0..=3 => {
                 let m = synced
                     .send(
-                        ProducerRecord::new(&topic)
+                        ProducerRecord::new(&*topic)
                             .key(format!("k{}", rng.below(7)))
                             .value(value.clone()),
                     )
@@ -125,7 +125,7 @@ fn power_loss_run(seed: u64) {
             4..=6 => {
                 let m = written
                     .send(
-                        ProducerRecord::new(&topic)
+                        ProducerRecord::new(&*topic)
                             .key(format!("k{}", rng.below(7)))
                             .value(value.clone()),
                     )
@@ -135,7 +135,7 @@ fn power_loss_run(seed: u64) {
             7 => {
                 let n = 1 + rng.below(20);
                 let records = (0..n)
-                    .map(|i| ProducerRecord::new(&topic).value(format!("{value}-{i}")))
+                    .map(|i| ProducerRecord::new(&*topic).value(format!("{value}-{i}")))
                     .collect();
                 for (i, m) in synced.send_batch(records).unwrap().into_iter().enumerate() {
                     durable.insert((topic.clone(), m.partition, m.offset), format!("{value}-{i}"));

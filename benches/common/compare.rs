@@ -78,11 +78,19 @@ impl Data {
             .collect()
     }
 
+    /// The records for `send_batch`, sharing one topic name, as an application sending
+    /// many records to one topic would.
     pub fn producer_records(&self) -> Vec<ProducerRecord> {
+        let topic: std::sync::Arc<str> = std::sync::Arc::from(TOPIC);
         self.keys
             .iter()
             .zip(&self.values)
-            .map(|(k, v)| ProducerRecord::new(TOPIC).partition(0).key(k.clone()).value(v.clone()))
+            .map(|(k, v)| {
+                ProducerRecord::new(std::sync::Arc::clone(&topic))
+                    .partition(0)
+                    .key(k.clone())
+                    .value(v.clone())
+            })
             .collect()
     }
 
