@@ -28,7 +28,11 @@ pub fn murmur2(data: &[u8]) -> u32 {
     let chunks = data.chunks_exact(4);
     let tail = chunks.remainder();
     for chunk in chunks {
-        let mut k = chunk.iter().rev().fold(0u32, |acc, &b| (acc << 8) | u32::from(b));
+        // Java reads each 4 bytes little-endian.
+        let mut k = match <[u8; 4]>::try_from(chunk) {
+            Ok(word) => u32::from_le_bytes(word),
+            Err(_) => continue, // chunks_exact(4) yields only 4-byte chunks
+        };
         k = k.wrapping_mul(M);
         k ^= k >> R;
         k = k.wrapping_mul(M);
@@ -53,7 +57,11 @@ pub fn murmur2(data: &[u8]) -> u32 {
 /// caller validates the count; this never panics).
 #[must_use]
 pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
-    (murmur2(key) & 0x7fff_ffff).checked_rem(partitions).unwrap_or(0)
+    if partitions <= 1 {
+        // Every hash maps to partition 0 of 1: skip hashing.
+        return 0;
+    }
+    (murmur2(key) & 0x7fff_ffff) % partitions
 }
 
 /// Chooses partitions. Implementations are pure decisions with no I/O, and must be cheap:

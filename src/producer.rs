@@ -74,6 +74,13 @@ pub struct ProducerRecord {
     record: Record,
 }
 
+/// The record without its address, for code that takes any `AsRef<Record>`.
+impl AsRef<Record> for ProducerRecord {
+    fn as_ref(&self) -> &Record {
+        &self.record
+    }
+}
+
 impl ProducerRecord {
     /// A record for `topic` (a `&str`, `String` or shared `Arc<str>`; a `&String` needs
     /// `.as_str()`), with no key, value or headers yet.
@@ -326,7 +333,7 @@ struct Group {
     /// Positions in the input of `records`; `None` when the group is the whole input, in
     /// order (one partition: the common case, which then moves no index around).
     indexes: Option<Vec<usize>>,
-    records: Vec<Record>,
+    records: Vec<ProducerRecord>,
 }
 
 struct TopicQueues {
@@ -558,7 +565,7 @@ impl Producer {
                 group.queue.log_partitions(&shared.broker),
                 group.queue.partition,
             );
-            let metas = metadata_for(&group.queue, &group.records, &infos);
+            let metas = metadata_for(&group.queue, group.records, &infos);
             match group.indexes {
                 None => whole = Some(metas),
                 Some(indexes) => {
@@ -617,33 +624,45 @@ impl Producer {
     }
 }
 
-/// Metadata for `records` appended as the batches `infos` (`(index of first record, info)`).
+/// Metadata for `records` appended as the batches `infos` (`(index of first record, info)`,
+/// in order, covering every record), consuming the records: the metadata is collected into
+/// their allocation (a `RecordMetadata` is smaller than a record), so a batch's answer
+/// allocates nothing and each record is dropped as its metadata is made.
 ///
 /// A record's stored timestamp is the append time on a LogAppendTime topic, else the
 /// record's own (or the append time when it had none, which `max_timestamp` equals for a
 /// batch of one; for larger batches the append time is the batch's "now").
-fn metadata_for(
+fn metadata_for<R: AsRef<Record>>(
     queue: &PartitionQueue,
-    records: &[Record],
+    records: Vec<R>,
     infos: &[(usize, crate::AppendInfo)],
 ) -> Vec<RecordMetadata> {
     let log_append_time = queue.log.config().timestamp_type == crate::record::TimestampType::LogAppendTime;
-    let mut out = Vec::with_capacity(records.len());
-    for (n, (first, info)) in infos.iter().enumerate() {
-        let end = infos.get(n + 1).map_or(records.len(), |(next, _)| *next);
-        let batch = records.get(*first..end).unwrap_or_default();
-        out.extend((info.base_offset..).zip(batch).map(|(offset, record)| RecordMetadata {
-            topic: Arc::clone(&queue.topic),
-            partition: queue.partition,
-            offset,
-            timestamp: if log_append_time {
-                info.max_timestamp
-            } else {
-                record.timestamp_ms().unwrap_or(info.append_time)
-            },
-        }));
-    }
-    out
+    let mut batches = infos.iter().peekable();
+    let mut current = batches.next().copied();
+    records
+        .into_iter()
+        .enumerate()
+        .map(|(i, record)| {
+            while let Some(&&next) = batches.peek()
+                && next.0 <= i
+            {
+                current = batches.next().copied();
+            }
+            // `infos` covers every record, so `current` is always set.
+            let (first, info) = current.unwrap_or((i, crate::AppendInfo::default()));
+            RecordMetadata {
+                topic: Arc::clone(&queue.topic),
+                partition: queue.partition,
+                offset: info.base_offset + (i - first) as u64,
+                timestamp: if log_append_time {
+                    info.max_timestamp
+                } else {
+                    record.as_ref().timestamp_ms().unwrap_or(info.append_time)
+                },
+            }
+        })
+        .collect()
 }
 
 impl Durability {
@@ -669,7 +688,7 @@ impl Shared {
     /// The queue of the partition `record` goes to.
     fn queue_for(&self, record: &ProducerRecord) -> Result<Arc<PartitionQueue>> {
         let topic = self.broker.topic_or_create(&record.topic)?;
-        let partition = self.route(&topic, record)?;
+        let partition = self.route(topic.partition_count(), record)?;
         self.queue(&topic, partition)
     }
 
@@ -687,8 +706,12 @@ impl Shared {
         // Per topic seen: the topic and, per partition, the index of its group.
         let mut topics: Vec<(Arc<Topic>, Vec<Option<usize>>)> = Vec::new();
         let mut current = 0;
+        // The previous record's topic name: records sharing one `Arc<str>` skip comparing.
+        let mut previous: Option<&Arc<str>> = None;
         for (i, record) in records.iter().enumerate() {
-            if topics.get(current).is_none_or(|(t, _)| *t.name != *record.topic) {
+            let same_topic = previous.is_some_and(|p| Arc::ptr_eq(p, &record.topic));
+            previous = Some(&record.topic);
+            if !same_topic && topics.get(current).is_none_or(|(t, _)| *t.name != *record.topic) {
                 current = match topics.iter().position(|(t, _)| *t.name == *record.topic) {
                     Some(seen) => seen,
                     None => {
@@ -702,7 +725,9 @@ impl Shared {
             let Some((topic, group_of)) = topics.get_mut(current) else {
                 continue;
             };
-            let partition = self.route(topic, record)?;
+            // The partition count as the batch started (a batch routes on one snapshot
+            // of the topic, as Kafka's producer routes on one metadata version).
+            let partition = self.route(group_of.len() as u32, record)?;
             let slot = group_of.get(partition as usize).copied().flatten();
             let g = match slot {
                 Some(g) => g,
@@ -729,8 +754,7 @@ impl Shared {
         if queues.len() == 1
             && let Some((queue, _)) = queues.pop()
         {
-            // One partition: the records in input order, collected in place.
-            let records = records.into_iter().map(|r| r.record).collect();
+            // One partition: the input as it is.
             return Ok(vec![Group {
                 queue,
                 indexes: None,
@@ -750,15 +774,15 @@ impl Shared {
                 if let Some(indexes) = &mut group.indexes {
                     indexes.push(i);
                 }
-                group.records.push(record.record);
+                group.records.push(record);
             }
         }
         Ok(groups)
     }
 
-    /// The partition for `record` in `topic`: explicit, or the partitioner's choice.
-    fn route(&self, topic: &Topic, record: &ProducerRecord) -> Result<u32> {
-        let partitions = topic.partition_count();
+    /// The partition for `record` in a topic of `partitions` partitions: explicit, or the
+    /// partitioner's choice.
+    fn route(&self, partitions: u32, record: &ProducerRecord) -> Result<u32> {
         let partition = match record.partition {
             Some(p) => p,
             None => self.config.partitioner.partition(
@@ -833,10 +857,10 @@ impl Shared {
 
     /// Appends one batch; lowers `epoch` to the truncation epoch it was appended in, for the
     /// `Synced` fsync after it (see [`sync`](Self::sync)).
-    fn append(
+    fn append<R: AsRef<Record>>(
         &self,
         queue: &PartitionQueue,
-        records: &[Record],
+        records: &[R],
         durability: Durability,
         epoch: &mut u64,
     ) -> Result<crate::AppendInfo> {
@@ -866,10 +890,10 @@ impl Shared {
     /// large is split in half and retried, so only a record too large alone fails.
     /// Returns `(index of the batch's first record, info)` per batch written; lowers `epoch`
     /// as [`append`](Self::append) does.
-    fn append_split(
+    fn append_split<R: AsRef<Record>>(
         &self,
         queue: &PartitionQueue,
-        records: &[Record],
+        records: &[R],
         durability: Durability,
         epoch: &mut u64,
     ) -> Result<Vec<(usize, crate::AppendInfo)>> {
@@ -974,7 +998,7 @@ impl Shared {
         }
         match result {
             Ok(infos) => {
-                let metas = metadata_for(queue, &records, &infos);
+                let metas = metadata_for(queue, records, &infos);
                 Completions(slots.into_iter().zip(metas.into_iter().map(Ok)).collect(), Ok(()))
             }
             Err(e) => {
@@ -1025,11 +1049,11 @@ fn estimated_size(record: &Record) -> usize {
 
 /// Splits `records` into runs whose estimated batch size stays within `max` (a single
 /// record larger than `max` is a run of its own, refused by the log).
-fn size_chunks(records: &[Record], max: usize) -> Vec<&[Record]> {
+fn size_chunks<R: AsRef<Record>>(records: &[R], max: usize) -> Vec<&[R]> {
     let mut chunks = Vec::new();
     let (mut start, mut bytes) = (0, crate::record::batch::HEADER_LEN);
     for (i, record) in records.iter().enumerate() {
-        let size = estimated_size(record);
+        let size = estimated_size(record.as_ref());
         if i > start && bytes + size > max {
             chunks.extend(records.get(start..i));
             start = i;

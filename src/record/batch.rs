@@ -386,8 +386,8 @@ impl Stamps {
 /// `start` in `buf` and has `overhead` bytes elsewhere (its header, when the records go to a
 /// scratch buffer); once it passes `max_batch_bytes`, `buf` is cut back to `start` and the
 /// full size computed for the error. Returns the largest timestamp and its offset delta.
-fn put_records(
-    records: &[Record],
+fn put_records<R: AsRef<Record>>(
+    records: &[R],
     stamps: Stamps,
     max_batch_bytes: usize,
     buf: &mut Vec<u8>,
@@ -397,6 +397,7 @@ fn put_records(
     let mut max_timestamp = i64::MIN;
     let mut max_timestamp_delta = 0;
     for (delta, record) in (0u32..).zip(records) {
+        let record = record.as_ref();
         let ts = stamps.of(record);
         if ts > max_timestamp {
             max_timestamp = ts;
@@ -420,6 +421,7 @@ fn put_records(
             let rest: usize = (delta + 1..)
                 .zip(records.iter().skip(delta as usize + 1))
                 .map(|(d, r)| {
+                    let r = r.as_ref();
                     let body = record_body_len(r, stamps.of(r).wrapping_sub(stamps.first_ts), d);
                     varint::len_u64(body as u64) + body
                 })
@@ -504,8 +506,8 @@ fn compress(
 /// or a compressor failure; [`Error::RecordTooLarge`] when the batch would exceed
 /// `max_batch_bytes` as stored or (when compressed) uncompressed. Nothing is left appended
 /// to `out` after an error.
-pub(crate) fn encode(
-    records: &[Record],
+pub(crate) fn encode<R: AsRef<Record>>(
+    records: &[R],
     now_ms: i64,
     max_batch_bytes: usize,
     options: EncodeOptions,
@@ -526,7 +528,7 @@ pub(crate) fn encode(
         first_ts: if log_append_time {
             now_ms
         } else {
-            first.timestamp.unwrap_or(now_ms)
+            first.as_ref().timestamp.unwrap_or(now_ms)
         },
         log_append_time,
     };
@@ -1485,7 +1487,7 @@ mod tests {
         assert!(matches!(err, Error::RecordTooLarge { size, max: 1024 } if size > 2000));
         assert_eq!(out, [7]);
         assert!(matches!(
-            encode(&[], 0, 1024, opts, &mut scratch, &mut out),
+            encode::<Record>(&[], 0, 1024, opts, &mut scratch, &mut out),
             Err(Error::InvalidArgument { .. })
         ));
     }

@@ -56,6 +56,14 @@ pub struct Record {
     pub(crate) timestamp: Option<i64>,
 }
 
+/// A `Record` is its own record: internal appends take any `&[impl AsRef<Record>]`, so a
+/// [`ProducerRecord`](crate::ProducerRecord) batch is encoded where it lies.
+impl AsRef<Record> for Record {
+    fn as_ref(&self) -> &Record {
+        self
+    }
+}
+
 impl Record {
     /// An empty record: no key, no value (a tombstone until a value is set), no headers.
     #[must_use]

@@ -81,7 +81,7 @@ const LOG_START_FILE: &str = "log-start-offset";
 const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
 
 /// Where an append landed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AppendInfo {
     /// Offset of the first record.
     pub base_offset: u64,
@@ -804,7 +804,11 @@ impl PartitionLog {
 
     /// As [`append_with`](Self::append_with), and also returns the truncation epoch the
     /// append happened in, for a later [`sync_through`](Self::sync_through).
-    pub(crate) fn append_in_epoch(&self, records: &[Record], options: AppendOptions) -> Result<(AppendInfo, u64)> {
+    pub(crate) fn append_in_epoch<R: AsRef<Record>>(
+        &self,
+        records: &[R],
+        options: AppendOptions,
+    ) -> Result<(AppendInfo, u64)> {
         let mut w = self.writer.lock();
         self.check_writable()?;
         let epoch = self.truncations.load(Ordering::Acquire);
@@ -814,7 +818,12 @@ impl PartitionLog {
         Ok((info, epoch))
     }
 
-    fn append_locked(&self, w: &mut Writer, records: &[Record], options: AppendOptions) -> Result<AppendInfo> {
+    fn append_locked<R: AsRef<Record>>(
+        &self,
+        w: &mut Writer,
+        records: &[R],
+        options: AppendOptions,
+    ) -> Result<AppendInfo> {
         let AppendOptions {
             durability,
             compression,
