@@ -321,7 +321,7 @@ impl Delivery {
 /// Records waiting to be written to one partition.
 #[derive(Default)]
 struct Pending {
-    records: Vec<Record>,
+    records: Vec<ProducerRecord>,
     slots: Vec<Slot>,
     bytes: usize,
     since: Option<Instant>,
@@ -358,7 +358,7 @@ struct PartitionQueue {
     log: Arc<PartitionLog>,
     /// Bytes sent by blocking sends since the partitioner last moved on.
     sticky_bytes: std::sync::atomic::AtomicUsize,
-    /// Shared with every [`RecordMetadata`] of this partition.
+    /// The topic's name, shared by the metadata of records that carry none of their own.
     topic: Arc<str>,
     partition: u32,
     max_batch: usize,
@@ -627,14 +627,15 @@ impl Producer {
 /// Metadata for `records` appended as the batches `infos` (`(index of first record, info)`,
 /// in order, covering every record), consuming the records: the metadata is collected into
 /// their allocation (a `RecordMetadata` is smaller than a record), so a batch's answer
-/// allocates nothing and each record is dropped as its metadata is made.
+/// allocates nothing, each record is dropped as its metadata is made, and its topic name
+/// moves into the metadata.
 ///
 /// A record's stored timestamp is the append time on a LogAppendTime topic, else the
 /// record's own (or the append time when it had none, which `max_timestamp` equals for a
 /// batch of one; for larger batches the append time is the batch's "now").
-fn metadata_for<R: AsRef<Record>>(
+fn metadata_for(
     queue: &PartitionQueue,
-    records: Vec<R>,
+    records: Vec<ProducerRecord>,
     infos: &[(usize, crate::AppendInfo)],
 ) -> Vec<RecordMetadata> {
     let log_append_time = queue.log.config().timestamp_type == crate::record::TimestampType::LogAppendTime;
@@ -651,15 +652,17 @@ fn metadata_for<R: AsRef<Record>>(
             }
             // `infos` covers every record, so `current` is always set.
             let (first, info) = current.unwrap_or((i, crate::AppendInfo::default()));
+            let timestamp = if log_append_time {
+                info.max_timestamp
+            } else {
+                record.record.timestamp_ms().unwrap_or(info.append_time)
+            };
             RecordMetadata {
-                topic: Arc::clone(&queue.topic),
+                // Moved from the record: no reference count touched.
+                topic: record.topic,
                 partition: queue.partition,
                 offset: info.base_offset + (i - first) as u64,
-                timestamp: if log_append_time {
-                    info.max_timestamp
-                } else {
-                    record.as_ref().timestamp_ms().unwrap_or(info.append_time)
-                },
+                timestamp,
             }
         })
         .collect()
@@ -955,7 +958,7 @@ impl Shared {
             done.push(self.write_pending(&queue, &mut pending));
         }
         let first = pending.records.is_empty();
-        pending.records.push(record.record);
+        pending.records.push(record);
         pending.slots.push(slot);
         pending.bytes += size;
         if pending.bytes >= self.config.batch_size {
