@@ -112,8 +112,8 @@ fn consume(c: &mut Criterion) {
     for chunk in 0..RECORDS / 1_000 {
         let batch = (chunk * 1_000..(chunk + 1) * 1_000)
             .map(|i| ProducerRecord::new("t").partition(0).key(key(i)).value(value.clone()))
-            .collect();
-        producer.send_batch(batch).unwrap();
+            .collect::<Vec<_>>();
+        producer.send_batch(&batch).unwrap();
     }
     drop(producer);
     let tp = TopicPartition::new("t", 0);

@@ -63,14 +63,14 @@ fn main() -> Res<()> {
             let value = vec![b'v'; 100];
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let batch = (0..500)
+                let batch: Vec<ProducerRecord> = (0..500)
                     .map(|j| {
                         ProducerRecord::new("soak")
                             .key(format!("t{t}-{}", (i + j) % 64))
                             .value(value.clone())
                     })
                     .collect();
-                producer.send_batch(batch)?;
+                producer.send_batch(&batch)?;
                 i += 500;
                 produced.fetch_add(500, Ordering::Relaxed);
             }

@@ -321,19 +321,27 @@ impl Delivery {
 /// Records waiting to be written to one partition.
 #[derive(Default)]
 struct Pending {
-    records: Vec<ProducerRecord>,
+    records: Vec<Record>,
     slots: Vec<Slot>,
     bytes: usize,
     since: Option<Instant>,
 }
 
-/// Records of one `send_batch` bound for one partition, with their positions in the input.
-struct Group {
+/// Records of one `send_batch` bound for one partition, borrowed from the input.
+struct Group<'a> {
     queue: Arc<PartitionQueue>,
-    /// Positions in the input of `records`; `None` when the group is the whole input, in
-    /// order (one partition: the common case, which then moves no index around).
-    indexes: Option<Vec<usize>>,
-    records: Vec<ProducerRecord>,
+    records: GroupRecords<'a>,
+}
+
+enum GroupRecords<'a> {
+    /// The whole input, in order (one partition: the common case, which then builds no
+    /// per-record list at all).
+    All(&'a [ProducerRecord]),
+    /// Some of the input: each record with its position in it.
+    Some {
+        records: Vec<&'a ProducerRecord>,
+        indexes: Vec<usize>,
+    },
 }
 
 struct TopicQueues {
@@ -358,7 +366,7 @@ struct PartitionQueue {
     log: Arc<PartitionLog>,
     /// Bytes sent by blocking sends since the partitioner last moved on.
     sticky_bytes: std::sync::atomic::AtomicUsize,
-    /// The topic's name, shared by the metadata of records that carry none of their own.
+    /// The topic's name, shared by every [`RecordMetadata`] of this partition.
     topic: Arc<str>,
     partition: u32,
     max_batch: usize,
@@ -521,10 +529,33 @@ impl Producer {
     /// topic's `max_message_bytes`), and blocks until all are stored. Returns their metadata
     /// in the order given.
     ///
+    /// The records are borrowed, as `Write::write_all` borrows its bytes: the call copies
+    /// them into the log and leaves them to the caller, to reuse, to retry after an error,
+    /// or to hand to a dead-letter topic.
+    ///
     /// # Errors
     /// As [`send`](Self::send); on an error, records of partitions already written stay
     /// written (their offsets are lost to the caller, as with a failed Kafka batch).
-    pub fn send_batch(&self, records: Vec<ProducerRecord>) -> Result<Vec<RecordMetadata>> {
+    ///
+    /// # Examples
+    /// ```
+    /// use brooklet::{Broker, ProducerConfig, ProducerRecord, TopicConfig};
+    /// use std::sync::Arc;
+    ///
+    /// let broker = Broker::temporary()?;
+    /// broker.create_topic("events", TopicConfig::with_partitions(2))?;
+    /// let producer = broker.producer(ProducerConfig::default());
+    /// let topic: Arc<str> = Arc::from("events");
+    /// let batch: Vec<ProducerRecord> = (0..100)
+    ///     .map(|i| ProducerRecord::new(Arc::clone(&topic)).key(format!("user-{}", i % 7)).value(format!("click {i}")))
+    ///     .collect();
+    /// let metas = producer.send_batch(&batch)?;
+    /// assert_eq!(metas.len(), 100);
+    /// // Per key, offsets grow in the order given.
+    /// assert!(metas[7].partition != metas[0].partition || metas[7].offset > metas[0].offset);
+    /// # Ok::<(), brooklet::Error>(())
+    /// ```
+    pub fn send_batch(&self, records: &[ProducerRecord]) -> Result<Vec<RecordMetadata>> {
         let count = records.len() as u64;
         let result = self.send_batch_inner(records);
         if result.is_err() {
@@ -533,7 +564,7 @@ impl Producer {
         result
     }
 
-    fn send_batch_inner(&self, records: Vec<ProducerRecord>) -> Result<Vec<RecordMetadata>> {
+    fn send_batch_inner(&self, records: &[ProducerRecord]) -> Result<Vec<RecordMetadata>> {
         let shared = &self.handle.shared;
         let total = records.len();
         let groups = shared.group_by_partition(records)?;
@@ -548,7 +579,14 @@ impl Producer {
                 let mut pending = group.queue.pending.lock();
                 shared.check_open()?;
                 let done = shared.write_pending(&group.queue, &mut pending);
-                let infos = shared.append_split(&group.queue, &group.records, durability.min_written(), &mut epoch);
+                let infos = match &group.records {
+                    GroupRecords::All(records) => {
+                        shared.append_split(&group.queue, records, durability.min_written(), &mut epoch)
+                    }
+                    GroupRecords::Some { records, .. } => {
+                        shared.append_split(&group.queue, records, durability.min_written(), &mut epoch)
+                    }
+                };
                 drop(pending);
                 // The pending records' outcomes went to their own deliveries.
                 let _ = done.run();
@@ -565,13 +603,13 @@ impl Producer {
                 group.queue.log_partitions(&shared.broker),
                 group.queue.partition,
             );
-            let metas = metadata_for(&group.queue, group.records, &infos);
-            match group.indexes {
-                None => whole = Some(metas),
-                Some(indexes) => {
+            match group.records {
+                GroupRecords::All(records) => whole = Some(metadata_for(&group.queue, records, &infos)),
+                GroupRecords::Some { records, indexes } => {
                     if out.is_empty() {
                         out.resize(total, None);
                     }
+                    let metas = metadata_for(&group.queue, &records, &infos);
                     for (i, meta) in indexes.into_iter().zip(metas) {
                         if let Some(slot) = out.get_mut(i) {
                             *slot = Some(meta);
@@ -625,47 +663,33 @@ impl Producer {
 }
 
 /// Metadata for `records` appended as the batches `infos` (`(index of first record, info)`,
-/// in order, covering every record), consuming the records: the metadata is collected into
-/// their allocation (a `RecordMetadata` is smaller than a record), so a batch's answer
-/// allocates nothing, each record is dropped as its metadata is made, and its topic name
-/// moves into the metadata.
+/// in order, covering every record).
 ///
 /// A record's stored timestamp is the append time on a LogAppendTime topic, else the
 /// record's own (or the append time when it had none, which `max_timestamp` equals for a
 /// batch of one; for larger batches the append time is the batch's "now").
-fn metadata_for(
+fn metadata_for<R: AsRef<Record>>(
     queue: &PartitionQueue,
-    records: Vec<ProducerRecord>,
+    records: &[R],
     infos: &[(usize, crate::AppendInfo)],
 ) -> Vec<RecordMetadata> {
     let log_append_time = queue.log.config().timestamp_type == crate::record::TimestampType::LogAppendTime;
-    let mut batches = infos.iter().peekable();
-    let mut current = batches.next().copied();
-    records
-        .into_iter()
-        .enumerate()
-        .map(|(i, record)| {
-            while let Some(&&next) = batches.peek()
-                && next.0 <= i
-            {
-                current = batches.next().copied();
-            }
-            // `infos` covers every record, so `current` is always set.
-            let (first, info) = current.unwrap_or((i, crate::AppendInfo::default()));
-            let timestamp = if log_append_time {
+    let mut out = Vec::with_capacity(records.len());
+    for (n, (first, info)) in infos.iter().enumerate() {
+        let end = infos.get(n + 1).map_or(records.len(), |(next, _)| *next);
+        let batch = records.get(*first..end).unwrap_or_default();
+        out.extend((info.base_offset..).zip(batch).map(|(offset, record)| RecordMetadata {
+            topic: Arc::clone(&queue.topic),
+            partition: queue.partition,
+            offset,
+            timestamp: if log_append_time {
                 info.max_timestamp
             } else {
-                record.record.timestamp_ms().unwrap_or(info.append_time)
-            };
-            RecordMetadata {
-                // Moved from the record: no reference count touched.
-                topic: record.topic,
-                partition: queue.partition,
-                offset: info.base_offset + (i - first) as u64,
-                timestamp,
-            }
-        })
-        .collect()
+                record.as_ref().timestamp_ms().unwrap_or(info.append_time)
+            },
+        }));
+    }
+    out
 }
 
 impl Durability {
@@ -700,7 +724,7 @@ impl Shared {
     /// once. Every record is routed before any is moved, so a routing error leaves nothing
     /// half-grouped, and each group's vector is allocated once at its final size; a batch
     /// for a single partition (the common case) reuses the input's allocation.
-    fn group_by_partition(&self, records: Vec<ProducerRecord>) -> Result<Vec<Group>> {
+    fn group_by_partition<'a>(&self, records: &'a [ProducerRecord]) -> Result<Vec<Group<'a>>> {
         // Per group: its queue and how many records it gets.
         let mut queues: Vec<(Arc<PartitionQueue>, usize)> = Vec::new();
         // Per record: the index of its group; filled only once a second group appears (a
@@ -760,24 +784,27 @@ impl Shared {
             // One partition: the input as it is.
             return Ok(vec![Group {
                 queue,
-                indexes: None,
-                records,
+                records: GroupRecords::All(records),
             }]);
         }
         let mut groups: Vec<Group> = queues
             .into_iter()
             .map(|(queue, count)| Group {
                 queue,
-                indexes: Some(Vec::with_capacity(count)),
-                records: Vec::with_capacity(count),
+                records: GroupRecords::Some {
+                    records: Vec::with_capacity(count),
+                    indexes: Vec::with_capacity(count),
+                },
             })
             .collect();
-        for (i, (record, g)) in records.into_iter().zip(group_of_record).enumerate() {
-            if let Some(group) = groups.get_mut(g) {
-                if let Some(indexes) = &mut group.indexes {
-                    indexes.push(i);
-                }
-                group.records.push(record);
+        for (i, (record, g)) in records.iter().zip(group_of_record).enumerate() {
+            if let Some(Group {
+                records: GroupRecords::Some { records, indexes },
+                ..
+            }) = groups.get_mut(g)
+            {
+                records.push(record);
+                indexes.push(i);
             }
         }
         Ok(groups)
@@ -958,7 +985,7 @@ impl Shared {
             done.push(self.write_pending(&queue, &mut pending));
         }
         let first = pending.records.is_empty();
-        pending.records.push(record);
+        pending.records.push(record.record);
         pending.slots.push(slot);
         pending.bytes += size;
         if pending.bytes >= self.config.batch_size {
@@ -1001,7 +1028,7 @@ impl Shared {
         }
         match result {
             Ok(infos) => {
-                let metas = metadata_for(queue, records, &infos);
+                let metas = metadata_for(queue, &records, &infos);
                 Completions(slots.into_iter().zip(metas.into_iter().map(Ok)).collect(), Ok(()))
             }
             Err(e) => {

@@ -426,7 +426,7 @@ fn delete_removes_the_topic_and_a_recreated_one_starts_at_offset_zero() {
             Err(Error::UnknownTopic { topic }) => assert_eq!(topic, "t"),
             other => panic!("{other:?}"),
         }
-        match p.send_batch(vec![ProducerRecord::new("t").value("after")]) {
+        match p.send_batch(&[ProducerRecord::new("t").value("after")]) {
             Err(Error::UnknownTopic { topic }) => assert_eq!(topic, "t"),
             other => panic!("{other:?}"),
         }
@@ -565,7 +565,7 @@ fn closing_a_deleted_topics_log_does_not_touch_the_recreated_topic() {
         broker.delete_topic("t").unwrap();
         broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
         let new = producer(&broker);
-        let metas = new.send_batch(vec![rec(20), rec(second)]).unwrap();
+        let metas = new.send_batch(&[rec(20), rec(second)]).unwrap();
         assert_eq!(metas.iter().map(|m| m.offset).collect::<Vec<_>>(), [0, 1]);
         assert_eq!(broker.describe_topic("t").unwrap().partitions[0].size_bytes, old_size);
         drop(new);
@@ -832,7 +832,7 @@ fn auto_create_makes_unknown_topics_with_the_configured_partitions() {
         p.flush().unwrap();
         assert_eq!(d.wait().unwrap().offset, 0);
         let metas = p
-            .send_batch(vec![ProducerRecord::new("batch-made").partition(1).value("b")])
+            .send_batch(&[ProducerRecord::new("batch-made").partition(1).value("b")])
             .unwrap();
         assert_eq!((metas[0].partition, metas[0].offset), (1, 0));
         assert_eq!(broker.list_topics(), ["async-made", "batch-made", "events"]);
@@ -883,7 +883,7 @@ fn without_auto_create_unknown_topics_are_refused_and_nothing_is_created() {
         other => panic!("{other:?}"),
     }
     assert_eq!(p.metrics().errors, 2);
-    match p.send_batch(vec![ProducerRecord::new("missing").value("v")]) {
+    match p.send_batch(&[ProducerRecord::new("missing").value("v")]) {
         Err(Error::UnknownTopic { topic }) => assert_eq!(topic, "missing"),
         other => panic!("{other:?}"),
     }

@@ -32,7 +32,7 @@ fn manual(group: &str) -> ConsumerConfig {
 /// timestamps `1_000 + i`.
 fn fill(broker: &Broker, topic: &str, partitions: u32, n: usize) {
     let producer = broker.producer(ProducerConfig::default());
-    let records = (0..partitions)
+    let records: Vec<ProducerRecord> = (0..partitions)
         .flat_map(|p| {
             (0..n).map(move |i| {
                 ProducerRecord::new(topic)
@@ -43,7 +43,7 @@ fn fill(broker: &Broker, topic: &str, partitions: u32, n: usize) {
             })
         })
         .collect();
-    producer.send_batch(records).unwrap();
+    producer.send_batch(&records).unwrap();
 }
 
 fn ids(records: &[ConsumerRecord]) -> Vec<(u32, u64)> {

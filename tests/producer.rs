@@ -112,7 +112,7 @@ fn keyed_records_land_on_kafkas_murmur2_partition() {
         p.flush().unwrap();
         assert_eq!(d.wait().unwrap().partition, want, "{key} async");
         let metas = p
-            .send_batch(vec![ProducerRecord::new("t").key(key).value("batch")])
+            .send_batch(&[ProducerRecord::new("t").key(key).value("batch")])
             .unwrap();
         assert_eq!(metas[0].partition, want, "{key} batch");
     }
@@ -189,7 +189,7 @@ fn explicit_partition_wins_and_out_of_range_is_invalid_partition() {
             partition,
         );
         check(
-            p.send_batch(vec![
+            p.send_batch(&[
                 ProducerRecord::new("t").partition(0).value("ok"),
                 ProducerRecord::new("t").partition(partition).value("x"),
             ])
@@ -465,10 +465,10 @@ fn producers_with_different_codecs_share_one_partition() {
                 let values: Vec<String> = (0..3).map(|j| format!("r{round}-{codec:?}-{j}")).collect();
                 let metas = p
                     .send_batch(
-                        values
+                        &values
                             .iter()
                             .map(|v| ProducerRecord::new("mixed").value(v.clone()))
-                            .collect(),
+                            .collect::<Vec<_>>(),
                     )
                     .unwrap();
                 for (m, v) in metas.iter().zip(values) {
@@ -612,7 +612,7 @@ fn oversized_record_in_send_batch_is_refused_and_writes_nothing() {
     small_topic(&broker, "t", 1);
     let p = broker.producer(ProducerConfig::default());
     assert_eq!(p.send(ProducerRecord::new("t").value("first")).unwrap().offset, 0);
-    match p.send_batch(vec![
+    match p.send_batch(&[
         ProducerRecord::new("t").value(vec![7u8; 4096]),
         ProducerRecord::new("t").value("small-1"),
         ProducerRecord::new("t").value("small-2"),
@@ -628,7 +628,7 @@ fn oversized_record_in_send_batch_is_refused_and_writes_nothing() {
     let records: Vec<ProducerRecord> = (0..50)
         .map(|i| ProducerRecord::new("t").value(format!("{i:0100}")))
         .collect();
-    let metas = p.send_batch(records).unwrap();
+    let metas = p.send_batch(&records).unwrap();
     assert_eq!(
         metas.iter().map(|m| m.offset).collect::<Vec<_>>(),
         (1..51).collect::<Vec<u64>>()
@@ -661,7 +661,7 @@ fn blocking_send_after_a_queued_oversized_record_is_acknowledged() {
 
     // The same through send_batch.
     let oversized = p.send_async(ProducerRecord::new("t").value(vec![7u8; 4096]));
-    let sent = p.send_batch(vec![ProducerRecord::new("t").value("batched")]);
+    let sent = p.send_batch(&[ProducerRecord::new("t").value("batched")]);
     expect_too_large(oversized.wait(), 2048, 4096);
     assert_eq!(end_offsets(&broker, "t"), [2]);
     match sent {
@@ -799,7 +799,7 @@ fn sends_after_close_are_refused_with_closed() {
     closed(clone.send(ProducerRecord::new("t").value("x")));
     closed(p.send_async(ProducerRecord::new("t").value("x")).wait());
     closed(clone.send_async(ProducerRecord::new("t").value("x")).wait());
-    match p.send_batch(vec![ProducerRecord::new("t").value("x")]) {
+    match p.send_batch(&[ProducerRecord::new("t").value("x")]) {
         Err(Error::Closed { what }) => assert_eq!(what, "producer"),
         other => panic!("{other:?}"),
     }
@@ -978,7 +978,7 @@ fn log_append_time_topic_overwrites_timestamps_and_metadata_reports_them() {
         .collect();
     p.flush().unwrap();
     let batch = p
-        .send_batch(vec![
+        .send_batch(&[
             ProducerRecord::new("lat").partition(0).value("x").timestamp(7),
             ProducerRecord::new("lat").partition(1).value("y"),
         ])
@@ -1146,9 +1146,9 @@ fn metrics_count_records_batches_bytes_and_errors() {
         d.wait().unwrap();
     }
     p.send_batch(
-        (0..6)
+        &(0..6)
             .map(|i| ProducerRecord::new("t").partition(i % 2).value("b"))
-            .collect(),
+            .collect::<Vec<_>>(),
     )
     .unwrap();
     let m = p.metrics();
@@ -1273,13 +1273,13 @@ fn power_loss_run(mode: PowerLoss) {
         handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
     let metas = synced
         .send_batch(
-            (0..6)
+            &(0..6)
                 .map(|i| {
                     ProducerRecord::new("t")
                         .key(format!("batch-{i}"))
                         .value(format!("batch-{i}"))
                 })
-                .collect(),
+                .collect::<Vec<_>>(),
         )
         .unwrap();
     let mut synced_acks = synced_acks;
@@ -1379,7 +1379,7 @@ fn send_batch_returns_metadata_in_input_order_with_one_write_per_partition() {
         .collect();
     let partitions: BTreeSet<u32> = keys.iter().map(|k| partition_for_key(k.as_bytes(), 4)).collect();
     let batches_before = p.metrics().batches;
-    let metas = p.send_batch(records).unwrap();
+    let metas = p.send_batch(&records).unwrap();
     assert_eq!(p.metrics().batches - batches_before, partitions.len() as u64);
     assert_eq!(metas.len(), keys.len());
     let mut next = [0u64, 3, 0, 0];
@@ -1406,7 +1406,7 @@ fn send_batch_returns_metadata_in_input_order_with_one_write_per_partition() {
             .collect();
         assert_eq!(batches.len(), 1, "partition {partition}");
     }
-    assert_eq!(p.send_batch(Vec::new()).unwrap(), Vec::<RecordMetadata>::new());
+    assert_eq!(p.send_batch(&Vec::new()).unwrap(), Vec::<RecordMetadata>::new());
 }
 
 #[test]
@@ -1424,7 +1424,7 @@ fn send_batch_across_topics_writes_once_per_partition_and_refuses_atomically() {
                 .value(format!("{i}"))
         })
         .collect();
-    let metas = p.send_batch(records).unwrap();
+    let metas = p.send_batch(&records).unwrap();
     let got: Vec<(String, u32, u64)> = metas
         .iter()
         .map(|m| (m.topic.to_string(), m.partition, m.offset))
@@ -1444,7 +1444,7 @@ fn send_batch_across_topics_writes_once_per_partition_and_refuses_atomically() {
     // A record for an unknown topic at the end: nothing of the batch is written.
     let before_a = end_offsets(&broker, "a");
     let before_b = end_offsets(&broker, "b");
-    match p.send_batch(vec![
+    match p.send_batch(&[
         ProducerRecord::new("a").partition(0).value("x"),
         ProducerRecord::new("b").value("y"),
         ProducerRecord::new("missing").value("z"),
@@ -1493,9 +1493,9 @@ fn keyless_send_batch_calls_stick_per_call_and_spread_across_calls() {
     for call in 0..12 {
         let metas = p
             .send_batch(
-                (0..10)
+                &(0..10)
                     .map(|i| ProducerRecord::new("k").value(format!("{call}-{i}")))
-                    .collect(),
+                    .collect::<Vec<_>>(),
             )
             .unwrap();
         let partitions: std::collections::BTreeSet<u32> = metas.iter().map(|m| m.partition).collect();

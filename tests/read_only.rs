@@ -55,7 +55,7 @@ fn write_records(broker: &Broker, n: u64) {
             }
             1 => {
                 let end = (i + 7).min(n);
-                producer.send_batch((i..end).map(record).collect()).unwrap();
+                producer.send_batch(&(i..end).map(record).collect::<Vec<_>>()).unwrap();
                 i = end;
             }
             _ => {
@@ -302,7 +302,7 @@ fn writes_fail_with_read_only_and_nothing_on_disk_changes() {
     is_read_only(reader.reset_offsets("g", OffsetSpec::Earliest, None).map(|_| ()));
     let producer = reader.producer(ProducerConfig::default());
     is_read_only(producer.send(record(0)).map(|_| ()));
-    is_read_only(producer.send_batch(vec![record(0), record(2)]).map(|_| ()));
+    is_read_only(producer.send_batch(&[record(0), record(2)]).map(|_| ()));
     is_read_only(producer.send_async(record(1)).wait().map(|_| ()));
     drop(producer);
     let mut c = reader

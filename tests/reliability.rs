@@ -136,8 +136,8 @@ fn power_loss_run(seed: u64) {
                 let n = 1 + rng.below(20);
                 let records = (0..n)
                     .map(|i| ProducerRecord::new(&*topic).value(format!("{value}-{i}")))
-                    .collect();
-                for (i, m) in synced.send_batch(records).unwrap().into_iter().enumerate() {
+                    .collect::<Vec<_>>();
+                for (i, m) in synced.send_batch(&records).unwrap().into_iter().enumerate() {
                     durable.insert((topic.clone(), m.partition, m.offset), format!("{value}-{i}"));
                     all_acked.insert((topic.clone(), m.partition, m.offset), format!("{value}-{i}"));
                 }
@@ -748,8 +748,8 @@ fn stress(seed: u64, per_producer: u64, chaos: bool) -> HashMap<String, u64> {
                                 .key(format!("p{t}-k{}", j % 20))
                                 .value(format!("p{t}:{j}"))
                         })
-                        .collect();
-                    p.send_batch(batch).unwrap();
+                        .collect::<Vec<_>>();
+                    p.send_batch(&batch).unwrap();
                     i += n;
                 }
             })

@@ -248,7 +248,7 @@ pub fn brooklet_send_batch(data: &Data) -> Duration {
     let batches = data.producer_batches();
     let producer = broker.producer(ProducerConfig::default());
     let start = Instant::now();
-    for batch in batches {
+    for batch in &batches {
         std::hint::black_box(producer.send_batch(batch).unwrap());
     }
     start.elapsed()
@@ -538,7 +538,7 @@ pub fn brooklet_pipeline(data: &Data) -> Duration {
             std::hint::black_box(sum);
         });
         for batch in batches {
-            producer.send_batch(batch).unwrap();
+            producer.send_batch(&batch).unwrap();
         }
     });
     start.elapsed()
@@ -709,7 +709,7 @@ impl Fixtures {
             broker.create_topic(TOPIC, TopicConfig::with_partitions(1)).unwrap();
             let producer = broker.producer(ProducerConfig::default());
             for batch in data.producer_batches() {
-                producer.send_batch(batch).unwrap();
+                producer.send_batch(&batch).unwrap();
             }
         } // dropping the last broker clone closes the partition cleanly
         {

@@ -81,7 +81,7 @@ const LOG_START_FILE: &str = "log-start-offset";
 const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
 
 /// Where an append landed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendInfo {
     /// Offset of the first record.
     pub base_offset: u64,
