@@ -244,66 +244,77 @@ pub struct ConsumerRecord {
 impl ConsumerRecord {
     /// The topic.
     #[must_use]
+    #[inline]
     pub fn topic(&self) -> &str {
         &self.topic
     }
 
     /// The partition.
     #[must_use]
+    #[inline]
     pub fn partition(&self) -> u32 {
         self.partition
     }
 
     /// Topic and partition together.
     #[must_use]
+    #[inline]
     pub fn topic_partition(&self) -> TopicPartition {
         TopicPartition::new(&*self.topic, self.partition)
     }
 
     /// The offset in the partition.
     #[must_use]
+    #[inline]
     pub fn offset(&self) -> u64 {
         self.record.offset
     }
 
     /// Milliseconds since the Unix epoch (the producer's, or the append time).
     #[must_use]
+    #[inline]
     pub fn timestamp(&self) -> i64 {
         self.record.timestamp
     }
 
     /// The key, if any.
     #[must_use]
+    #[inline]
     pub fn key(&self) -> Option<&[u8]> {
         self.record.key.as_deref()
     }
 
     /// The value; `None` for a tombstone.
     #[must_use]
+    #[inline]
     pub fn value(&self) -> Option<&[u8]> {
         self.record.value.as_deref()
     }
 
     /// The key as shared bytes.
     #[must_use]
+    #[inline]
     pub fn key_bytes(&self) -> Option<&Bytes> {
         self.record.key.as_ref()
     }
 
     /// The value as shared bytes.
     #[must_use]
+    #[inline]
     pub fn value_bytes(&self) -> Option<&Bytes> {
         self.record.value.as_ref()
     }
 
     /// The headers, in order.
     #[must_use]
+    #[inline]
     pub fn headers(&self) -> &[Header] {
         &self.record.headers
     }
 
     /// The stored record without its topic and partition.
     #[must_use]
+    #[inline]
     pub fn into_log_record(self) -> LogRecord {
         self.record
     }
@@ -321,48 +332,56 @@ pub struct ConsumerRecordRef<'a> {
 impl<'a> ConsumerRecordRef<'a> {
     /// The topic.
     #[must_use]
+    #[inline]
     pub fn topic(&self) -> &'a str {
         self.topic
     }
 
     /// The partition.
     #[must_use]
+    #[inline]
     pub fn partition(&self) -> u32 {
         self.partition
     }
 
     /// Topic and partition together.
     #[must_use]
+    #[inline]
     pub fn topic_partition(&self) -> TopicPartition {
         TopicPartition::new(&**self.topic, self.partition)
     }
 
     /// The offset in the partition.
     #[must_use]
+    #[inline]
     pub fn offset(&self) -> u64 {
         self.record.offset()
     }
 
     /// Milliseconds since the Unix epoch (the producer's, or the append time).
     #[must_use]
+    #[inline]
     pub fn timestamp(&self) -> i64 {
         self.record.timestamp()
     }
 
     /// The key, if any.
     #[must_use]
+    #[inline]
     pub fn key(&self) -> Option<&'a [u8]> {
         self.record.key()
     }
 
     /// The value; `None` for a tombstone.
     #[must_use]
+    #[inline]
     pub fn value(&self) -> Option<&'a [u8]> {
         self.record.value()
     }
 
     /// The headers, in order, as `(name, value)` pairs.
     #[must_use]
+    #[inline]
     pub fn headers(&self) -> HeaderRefs<'a> {
         self.record.headers()
     }

@@ -84,6 +84,7 @@ impl AsRef<Record> for ProducerRecord {
 impl ProducerRecord {
     /// A record for `topic` (a `&str`, `String` or shared `Arc<str>`; a `&String` needs
     /// `.as_str()`), with no key, value or headers yet.
+    #[inline]
     pub fn new(topic: impl Into<Arc<str>>) -> Self {
         ProducerRecord {
             topic: topic.into(),
@@ -94,6 +95,7 @@ impl ProducerRecord {
 
     /// Sends to this partition, bypassing the partitioner.
     #[must_use]
+    #[inline]
     pub fn partition(mut self, partition: u32) -> Self {
         self.partition = Some(partition);
         self
@@ -101,6 +103,7 @@ impl ProducerRecord {
 
     /// Sets the key (it picks the partition, and orders records of one key).
     #[must_use]
+    #[inline]
     pub fn key(mut self, key: impl Into<Bytes>) -> Self {
         self.record = self.record.key(key);
         self
@@ -108,6 +111,7 @@ impl ProducerRecord {
 
     /// Sets the value; without one the record is a tombstone.
     #[must_use]
+    #[inline]
     pub fn value(mut self, value: impl Into<Bytes>) -> Self {
         self.record = self.record.value(value);
         self
@@ -115,6 +119,7 @@ impl ProducerRecord {
 
     /// Appends a header.
     #[must_use]
+    #[inline]
     pub fn header(mut self, name: impl Into<String>, value: impl Into<Bytes>) -> Self {
         self.record = self.record.header(name, value);
         self
@@ -122,6 +127,7 @@ impl ProducerRecord {
 
     /// Sets the timestamp (ms since the epoch); without one, the send time is used.
     #[must_use]
+    #[inline]
     pub fn timestamp(mut self, ms: i64) -> Self {
         self.record = self.record.timestamp(ms);
         self
@@ -129,17 +135,20 @@ impl ProducerRecord {
 
     /// The topic.
     #[must_use]
+    #[inline]
     pub fn topic(&self) -> &str {
         &self.topic
     }
 
     /// The record's key, value, headers and timestamp.
     #[must_use]
+    #[inline]
     pub fn record(&self) -> &Record {
         &self.record
     }
 
     /// Wraps an existing [`Record`] for `topic`.
+    #[inline]
     pub fn from_record(topic: impl Into<Arc<str>>, record: Record) -> Self {
         ProducerRecord {
             topic: topic.into(),

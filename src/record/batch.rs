@@ -1190,18 +1190,21 @@ pub struct RecordRef<'a> {
 impl<'a> RecordRef<'a> {
     /// The record's offset in its partition.
     #[must_use]
+    #[inline]
     pub fn offset(&self) -> u64 {
         self.offset
     }
 
     /// Milliseconds since the Unix epoch.
     #[must_use]
+    #[inline]
     pub fn timestamp(&self) -> i64 {
         self.timestamp
     }
 
     /// The key, if any.
     #[must_use]
+    #[inline]
     pub fn key(&self) -> Option<&'a [u8]> {
         let data: &'a [u8] = self.data;
         self.raw.key.and_then(|(s, e)| data.get(s as usize..e as usize))
@@ -1209,6 +1212,7 @@ impl<'a> RecordRef<'a> {
 
     /// The value; `None` is a tombstone.
     #[must_use]
+    #[inline]
     pub fn value(&self) -> Option<&'a [u8]> {
         let data: &'a [u8] = self.data;
         self.raw.value.and_then(|(s, e)| data.get(s as usize..e as usize))
@@ -1216,6 +1220,7 @@ impl<'a> RecordRef<'a> {
 
     /// The headers, in order, as `(name, value)`.
     #[must_use]
+    #[inline]
     pub fn headers(&self) -> HeaderRefs<'a> {
         let (pos, end) = self.raw.headers;
         HeaderRefs {

@@ -67,12 +67,14 @@ impl AsRef<Record> for Record {
 impl Record {
     /// An empty record: no key, no value (a tombstone until a value is set), no headers.
     #[must_use]
+    #[inline]
     pub fn new() -> Self {
         Record::default()
     }
 
     /// Sets the key. Records with the same key keep their order within a partition.
     #[must_use]
+    #[inline]
     pub fn key(mut self, key: impl Into<Bytes>) -> Self {
         self.key = Some(key.into());
         self
@@ -80,6 +82,7 @@ impl Record {
 
     /// Sets the value. A record without a value is a tombstone.
     #[must_use]
+    #[inline]
     pub fn value(mut self, value: impl Into<Bytes>) -> Self {
         self.value = Some(value.into());
         self
@@ -87,6 +90,7 @@ impl Record {
 
     /// Appends a header; headers keep their order and names may repeat.
     #[must_use]
+    #[inline]
     pub fn header(mut self, name: impl Into<String>, value: impl Into<Bytes>) -> Self {
         self.headers.push(Header::new(name, value));
         self
@@ -95,6 +99,7 @@ impl Record {
     /// Sets the timestamp in milliseconds since the Unix epoch (Kafka's CreateTime).
     /// Without one, the append time is used.
     #[must_use]
+    #[inline]
     pub fn timestamp(mut self, ms: i64) -> Self {
         self.timestamp = Some(ms);
         self
@@ -102,24 +107,28 @@ impl Record {
 
     /// The key, if any.
     #[must_use]
+    #[inline]
     pub fn key_bytes(&self) -> Option<&Bytes> {
         self.key.as_ref()
     }
 
     /// The value, if any (`None` for a tombstone).
     #[must_use]
+    #[inline]
     pub fn value_bytes(&self) -> Option<&Bytes> {
         self.value.as_ref()
     }
 
     /// The headers, in order.
     #[must_use]
+    #[inline]
     pub fn headers(&self) -> &[Header] {
         &self.headers
     }
 
     /// The timestamp set by the caller, if any.
     #[must_use]
+    #[inline]
     pub fn timestamp_ms(&self) -> Option<i64> {
         self.timestamp
     }
