@@ -46,6 +46,7 @@ use crate::group::coordinator::{JoinRequest, MemberHandle, PollStep};
 use crate::offsets::OffsetAndMetadata;
 use crate::record::{Header, HeaderRefs, LogRecord, RecordBatch, RecordRef, RecordRefs};
 use crate::storage::notify::Signal;
+use crate::storage::segment::SpareBuffer;
 use crate::{PartitionLog, TopicPartition};
 
 /// Where a consumer starts in a partition for which its group has no committed offset
@@ -628,6 +629,10 @@ pub struct Consumer {
     async_pending: VecDeque<(CommitCallback, Result<AsyncCommit>)>,
     /// An error of a poll that also returned records, reported by the next poll.
     pending_error: Option<Error>,
+    /// The last fetch's read buffer, reused by the next fetch once the records the
+    /// application got from it are dropped (one buffer per consumer, at most
+    /// `fetch_max_bytes`).
+    spare: SpareBuffer,
     closed: bool,
 }
 
@@ -665,6 +670,7 @@ impl Consumer {
             last_auto_commit: Instant::now(),
             async_pending: VecDeque::new(),
             pending_error: None,
+            spare: SpareBuffer::default(),
             closed: false,
         })
     }
@@ -1062,7 +1068,7 @@ impl Consumer {
                 break;
             }
             let mark = (out.chunks.len(), out.len);
-            match fetch_partition(part, tp.partition, position, fetch_bytes, max, out) {
+            match fetch_partition(part, tp.partition, position, fetch_bytes, max, &mut self.spare, out) {
                 Ok(next) => part.position = Some(next),
                 Err(e) => {
                     // Nothing of a failed partition is returned.
@@ -1417,9 +1423,10 @@ fn fetch_partition(
     position: u64,
     max_bytes: usize,
     max: usize,
+    spare: &mut SpareBuffer,
     out: &mut ConsumerRecords,
 ) -> Result<u64> {
-    let batches = part.log.read(position, max_bytes)?;
+    let batches = part.log.read_into(position, max_bytes, spare)?;
     let crc_checked = part.log.config().verify_checksums;
     let mut next = position;
     for batch in batches {

@@ -69,7 +69,9 @@ use super::checkpoint;
 use super::index::{OFFSET_ENTRY, SegmentIndex};
 use super::io::{OsFs, Vfs};
 use super::notify::Watchers;
-use super::segment::{Fetched, INDEX_SUFFIX, LOG_SUFFIX, Segment, TIME_INDEX_SUFFIX, parse_segment_name, segment_path};
+use super::segment::{
+    Fetched, INDEX_SUFFIX, LOG_SUFFIX, Segment, SpareBuffer, TIME_INDEX_SUFFIX, parse_segment_name, segment_path,
+};
 use crate::config::{Durability, Limits, LogConfig};
 use crate::error::{Error, Result};
 use crate::record::batch::{self, EncodeOptions, EncodeScratch, EncodedInfo};
@@ -1181,6 +1183,12 @@ impl PartitionLog {
     /// [`Error::Corrupt`] if the stored bytes fail validation (with `verify_checksums`, the
     /// default, every batch's CRC is checked); [`Error::Io`] if the read fails.
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<Vec<RecordBatch>> {
+        self.read_into(offset, max_bytes, &mut SpareBuffer::default())
+    }
+
+    /// As [`read`](Self::read), reading into `spare`'s buffer when the caller has dropped
+    /// what the last read returned (a consumer's polls).
+    pub(crate) fn read_into(&self, offset: u64, max_bytes: usize, spare: &mut SpareBuffer) -> Result<Vec<RecordBatch>> {
         if self.read_only && offset >= self.visible_end.load(Ordering::Acquire) {
             self.refresh()?;
         }
@@ -1202,7 +1210,7 @@ impl PartitionLog {
         let Some(segment) = self.segment_for(offset) else {
             return Ok(Vec::new());
         };
-        self.fetch_from(&segment, offset, max_bytes).map(|f| f.batches)
+        self.fetch_from(&segment, offset, max_bytes, spare).map(|f| f.batches)
     }
 
     /// Fetches the batches of `segment` from the one holding `offset`, starting at the index
@@ -1210,11 +1218,11 @@ impl PartitionLog {
     /// bytes that do not continue the entry's offsets, the index is rebuilt from the log and
     /// the fetch retried once, so a bad index never makes good data unreadable. (The active
     /// segment's index is the writer's own, never loaded stale.)
-    fn fetch_from(&self, segment: &Segment, offset: u64, max_bytes: usize) -> Result<Fetched> {
-        let attempt = || -> Result<Fetched> {
+    fn fetch_from(&self, segment: &Segment, offset: u64, max_bytes: usize, spare: &mut SpareBuffer) -> Result<Fetched> {
+        let mut attempt = || -> Result<Fetched> {
             let entry = self.index_of(segment)?.lookup((offset - segment.base_offset) as u32);
             let expected = segment.base_offset + u64::from(entry.relative_offset);
-            segment.fetch(u64::from(entry.position), expected, offset, max_bytes)
+            segment.fetch(u64::from(entry.position), expected, offset, max_bytes, spare)
         };
         match attempt() {
             Err(Error::Corrupt { .. }) if self.is_sealed(segment) => {
@@ -1272,7 +1280,9 @@ impl PartitionLog {
             }
             let mut offset = from;
             while offset < visible {
-                let batches = self.fetch_from(&segment, offset, 1 << 20)?.batches;
+                let batches = self
+                    .fetch_from(&segment, offset, 1 << 20, &mut SpareBuffer::default())?
+                    .batches;
                 let Some(last) = batches.last() else { break };
                 let next = last.last_offset() + 1;
                 for batch in batches.iter().filter(|b| b.max_timestamp() >= timestamp) {
@@ -1477,7 +1487,7 @@ impl PartitionLog {
             .segment_for(offset)
             .ok_or_else(|| Error::corrupt(&self.dir, 0, "no segment holds the offset"))?;
         // Find the batch holding `offset`: its start is the cut.
-        let fetched = self.fetch_from(&target, offset, 1)?;
+        let fetched = self.fetch_from(&target, offset, 1, &mut SpareBuffer::default())?;
         let (cut, new_end) = match fetched.batches.first() {
             Some(b) => (fetched.position, b.base_offset()),
             None => (target.size(), w.next_offset),
