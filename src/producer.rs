@@ -539,8 +539,10 @@ impl Producer {
     /// in the order given.
     ///
     /// The records are borrowed, as `Write::write_all` borrows its bytes: the call copies
-    /// them into the log and leaves them to the caller, to reuse, to retry after an error,
-    /// or to hand to a dead-letter topic.
+    /// them into the log and leaves them to the caller (to reuse, or to hand to a
+    /// dead-letter topic after an error). Resending the whole slice after an error
+    /// duplicates the records of partitions written before it, as retrying a Kafka batch
+    /// without idempotence would.
     ///
     /// # Errors
     /// As [`send`](Self::send); on an error, records of partitions already written stay
@@ -729,10 +731,10 @@ impl Shared {
     }
 
     /// Routes `records` and groups them by partition, keeping their order within each group
-    /// (one group per partition, however the topics interleave). Each topic is resolved
-    /// once. Every record is routed before any is moved, so a routing error leaves nothing
-    /// half-grouped, and each group's vector is allocated once at its final size; a batch
-    /// for a single partition (the common case) reuses the input's allocation.
+    /// (one group per partition, however the topics interleave), borrowing them. Each topic
+    /// is resolved once. Every record is routed before anything is written, so a routing
+    /// error writes nothing; each group's lists are allocated once at their final size, and
+    /// a batch for a single partition (the common case) is the input slice itself.
     fn group_by_partition<'a>(&self, records: &'a [ProducerRecord]) -> Result<Vec<Group<'a>>> {
         // Per group: its queue and how many records it gets.
         let mut queues: Vec<(Arc<PartitionQueue>, usize)> = Vec::new();

@@ -363,7 +363,7 @@ impl Segment {
                 });
             }
             let want = (size - pos).min(max_bytes.max(HEADER_LEN) as u64) as usize;
-            let Some(buf) = self.read_bytes(pos, want, spare)? else {
+            let Some(buf) = self.read_bytes(pos, want, Some(&mut *spare))? else {
                 return Ok(Fetched {
                     position: size,
                     batches: Vec::new(),
@@ -420,7 +420,7 @@ impl Segment {
                         "batch runs past the end of the segment",
                     ));
                 }
-                let Some(whole) = self.read_bytes(pos, first.size, spare)? else {
+                let Some(whole) = self.read_bytes(pos, first.size, None)? else {
                     return Ok(Fetched {
                         position: size,
                         batches: Vec::new(),
@@ -486,14 +486,20 @@ impl Segment {
         Ok(Fetched { position: pos, batches })
     }
 
-    /// Reads `len` bytes at `pos` into a buffer from `spare`, and keeps the buffer there for
-    /// the next read. `None` if the file is shorter (it was truncated under us).
-    fn read_bytes(&self, pos: u64, len: usize, spare: &mut SpareBuffer) -> Result<Option<Bytes>> {
-        let mut buf = spare.take(len);
+    /// Reads `len` bytes at `pos`: into a buffer from `spare`, kept there for the next read,
+    /// or (`None`) a buffer of its own. `None` if the file is shorter (it was truncated
+    /// under us).
+    fn read_bytes(&self, pos: u64, len: usize, mut spare: Option<&mut SpareBuffer>) -> Result<Option<Bytes>> {
+        let mut buf = match &mut spare {
+            Some(spare) => spare.take(len),
+            None => BytesMut::zeroed(len),
+        };
         match self.log.read_exact_at(&mut buf, pos) {
             Ok(()) => {
                 let bytes = buf.freeze();
-                spare.keep(&bytes);
+                if let Some(spare) = spare {
+                    spare.keep(&bytes);
+                }
                 Ok(Some(bytes))
             }
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(None),
@@ -507,17 +513,20 @@ impl Segment {
 /// A fetch's batches are zero-copy slices of its read buffer, handed to the caller. A
 /// reader that fetches again (a consumer's next `poll`) after dropping them can reuse the
 /// buffer: no allocation, no zero-filling, no page faults for a fresh 1 MiB. Only one
-/// buffer is kept per `SpareBuffer` (a consumer has one, whatever its partitions), and only
-/// while the caller's batches hold it or until the next read replaces it.
+/// buffer is kept per `SpareBuffer` (a consumer has one, whatever its partitions): the
+/// last read of at most the fetch size (a batch larger than the fetch size gets a buffer
+/// of its own that is not kept). A read reuses it only if it needs at least half of it,
+/// so a small read never pins a large allocation in the records it returns.
 #[derive(Debug, Default)]
 pub(crate) struct SpareBuffer(Option<Bytes>);
 
 impl SpareBuffer {
-    /// A buffer of `len` initialized bytes: the kept one if nothing else holds it and it is
-    /// large enough (only bytes it never held are zeroed), else a new zeroed one.
+    /// A buffer of `len` initialized bytes: the kept one if nothing else holds it and
+    /// `len` is between half its capacity and its capacity (only bytes it never held are
+    /// zeroed), else a new zeroed one.
     fn take(&mut self, len: usize) -> BytesMut {
         match self.0.take().map(Bytes::try_into_mut) {
-            Some(Ok(mut buf)) if buf.capacity() >= len => {
+            Some(Ok(mut buf)) if buf.capacity() >= len && buf.capacity() / 2 <= len => {
                 if buf.len() >= len {
                     buf.truncate(len);
                 } else {
@@ -575,6 +584,15 @@ mod tests {
         assert_eq!(fourth.as_ptr(), ptr);
         assert!(fourth[..600].iter().all(|&b| b == 7));
         assert!(fourth[600..].iter().all(|&b| b == 0));
+        let fourth = fourth.freeze();
+        spare.keep(&fourth);
+        drop(fourth);
+        // A read needing less than half of it gets its own small buffer (a small record
+        // kept by the application must not pin the large one).
+        let small = spare.take(400);
+        assert_ne!(small.as_ptr(), ptr);
+        assert_eq!(small.len(), 400);
+        assert!(small.capacity() < 1000);
     }
 
     #[test]
