@@ -123,7 +123,7 @@ pub(crate) fn encode_topics(topics: &[StoredTopic]) -> Result<Vec<u8>> {
 
 /// A topic table's payload framed as a `meta/topics` file: for the fuzz targets, which
 /// cannot compute the checksum themselves, to reach the payload decoder.
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn frame_topics(payload: &[u8]) -> Vec<u8> {
     checkpoint::frame(META_MAGIC, META_VERSION, payload)
 }

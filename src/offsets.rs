@@ -510,7 +510,7 @@ pub(crate) fn encode_snapshot(covered: u64, entries: &[SnapshotEntry]) -> Result
 
 /// A snapshot file's payload framed as one: for the fuzz targets, which cannot compute the
 /// checksum themselves, to reach the payload decoder.
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn frame_snapshot(payload: &[u8]) -> Vec<u8> {
     checkpoint::frame(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, payload)
 }
