@@ -89,6 +89,10 @@ mod codec;
 mod config;
 mod consumer;
 mod error;
+// The decoders, for the cargo-fuzz targets in fuzz/ only: not a public API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod group;
 pub mod inspect;
 mod offsets;

@@ -145,23 +145,25 @@ impl SegmentIndex {
     /// Writes both index files, `fdatasync`'d when `sync` (at clean shutdown, which then
     /// trusts them; elsewhere they are caches, validated and rebuilt if lost).
     pub fn write_files(&self, vfs: &dyn Vfs, index_path: &Path, time_path: &Path, sync: bool) -> Result<()> {
+        let (offsets, times) = self.encode();
+        write_file(vfs, index_path, &offsets, sync)?;
+        write_file(vfs, time_path, &times, sync)
+    }
+
+    /// The bytes of the `.index` and `.timeindex` files of these entries.
+    pub fn encode(&self) -> (Vec<u8>, Vec<u8>) {
         let mut entries = Vec::with_capacity(self.offsets.len() * OFFSET_ENTRY);
         for e in &self.offsets {
             entries.extend_from_slice(&e.relative_offset.to_le_bytes());
             entries.extend_from_slice(&e.position.to_le_bytes());
         }
-        write_file(
-            vfs,
-            index_path,
-            &framed(OFFSET_MAGIC, self.offsets.len(), &entries),
-            sync,
-        )?;
+        let offsets = framed(OFFSET_MAGIC, self.offsets.len(), &entries);
         entries.clear();
         for e in &self.times {
             entries.extend_from_slice(&e.timestamp.to_le_bytes());
             entries.extend_from_slice(&e.relative_offset.to_le_bytes());
         }
-        write_file(vfs, time_path, &framed(TIME_MAGIC, self.times.len(), &entries), sync)
+        (offsets, framed(TIME_MAGIC, self.times.len(), &entries))
     }
 
     /// Loads both index files of a segment whose `.log` is `log_len` bytes, checking their
@@ -179,12 +181,16 @@ impl SegmentIndex {
         ) else {
             return Ok(None);
         };
-        let (Some(offset_body), Some(time_body)) = (
-            body(&raw_offsets, OFFSET_MAGIC, OFFSET_ENTRY),
-            body(&raw_times, TIME_MAGIC, TIME_ENTRY),
-        ) else {
-            return Ok(None);
-        };
+        Ok(Self::decode(&raw_offsets, &raw_times, log_len))
+    }
+
+    /// Decodes the bytes of a segment's `.index` and `.timeindex` files (the segment's
+    /// `.log` being `log_len` bytes), checking their structure: `None` when either is
+    /// invalid. Entries that are returned are strictly increasing (the time index's
+    /// relative offsets non-decreasing) and point inside the log.
+    pub fn decode(raw_offsets: &[u8], raw_times: &[u8], log_len: u64) -> Option<Self> {
+        let offset_body = body(raw_offsets, OFFSET_MAGIC, OFFSET_ENTRY)?;
+        let time_body = body(raw_times, TIME_MAGIC, TIME_ENTRY)?;
         let offsets: Vec<OffsetEntry> = offset_body
             .chunks_exact(OFFSET_ENTRY)
             .map(|c| OffsetEntry {
@@ -207,17 +213,17 @@ impl SegmentIndex {
             .windows(2)
             .all(|w| matches!(w, [a, b] if a.timestamp < b.timestamp && a.relative_offset <= b.relative_offset));
         if !offsets_ok || !times_ok {
-            return Ok(None);
+            return None;
         }
         let (max_timestamp, max_timestamp_relative) =
             times.last().map_or((i64::MIN, 0), |t| (t.timestamp, t.relative_offset));
-        Ok(Some(SegmentIndex {
+        Some(SegmentIndex {
             offsets,
             times,
             max_timestamp,
             max_timestamp_relative,
             bytes_since_entry: 0,
-        }))
+        })
     }
 
     /// Sets the bytes counted since the last entry, after loading an index whose segment
@@ -363,5 +369,144 @@ mod tests {
             );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Whether loaded entries keep the loader's promises.
+    fn promises_hold(idx: &SegmentIndex, log_len: u64) -> bool {
+        idx.offsets
+            .windows(2)
+            .all(|w| w[0].relative_offset < w[1].relative_offset && w[0].position < w[1].position)
+            && idx.offsets.last().is_none_or(|e| u64::from(e.position) < log_len)
+            && idx
+                .times
+                .windows(2)
+                .all(|w| w[0].timestamp < w[1].timestamp && w[0].relative_offset <= w[1].relative_offset)
+    }
+
+    /// A valid index: strictly increasing entries below `log_len`.
+    fn valid_index() -> impl Strategy<Value = (SegmentIndex, u64)> {
+        (
+            proptest::collection::btree_set(any::<u32>(), 0..40),
+            proptest::collection::btree_set(any::<i64>(), 0..40),
+            proptest::collection::vec(any::<u32>(), 40),
+            any::<u32>(),
+        )
+            .prop_map(|(offsets, stamps, positions, extra)| {
+                let mut positions: Vec<u32> = positions.into_iter().take(offsets.len()).collect();
+                positions.sort_unstable();
+                positions.dedup();
+                let mut idx = SegmentIndex::new();
+                idx.offsets = offsets
+                    .iter()
+                    .zip(&positions)
+                    .map(|(&relative_offset, &position)| OffsetEntry {
+                        relative_offset,
+                        position,
+                    })
+                    .collect();
+                // Relative offsets of time entries only need to be non-decreasing.
+                let mut rel = 0u32;
+                idx.times = stamps
+                    .iter()
+                    .map(|&timestamp| {
+                        rel = rel.saturating_add(extra % 3);
+                        TimeEntry {
+                            timestamp,
+                            relative_offset: rel,
+                        }
+                    })
+                    .collect();
+                let (max_timestamp, max_timestamp_relative) = idx
+                    .times
+                    .last()
+                    .map_or((i64::MIN, 0), |t| (t.timestamp, t.relative_offset));
+                idx.max_timestamp = max_timestamp;
+                idx.max_timestamp_relative = max_timestamp_relative;
+                let log_len = idx.offsets.last().map_or(0, |e| u64::from(e.position) + 1) + u64::from(extra % 5);
+                (idx, log_len)
+            })
+    }
+
+    proptest! {
+        // A fixed seed keeps runs reproducible; failures print the minimal case.
+        #![proptest_config(ProptestConfig {
+            cases: 256,
+            failure_persistence: None,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0x1dec_0de5),
+            ..ProptestConfig::default()
+        })]
+
+        /// Arbitrary bytes, as files or as entries behind a valid header and CRC: never a
+        /// panic; refused, or loaded with every promise kept.
+        #[test]
+        fn random_files_never_panic(
+            a in proptest::collection::vec(any::<u8>(), 0..200),
+            b in proptest::collection::vec(any::<u8>(), 0..200),
+            log_len in any::<u64>(),
+        ) {
+            if let Some(idx) = SegmentIndex::decode(&a, &b, log_len) {
+                prop_assert!(promises_hold(&idx, log_len));
+            }
+            let mut framed = SegmentIndex::new();
+            framed.offsets = a
+                .chunks_exact(OFFSET_ENTRY)
+                .map(|c| OffsetEntry { relative_offset: le_u32(c, 0), position: le_u32(c, 4) })
+                .collect();
+            framed.times = b
+                .chunks_exact(TIME_ENTRY)
+                .map(|c| TimeEntry { timestamp: le_u64(c, 0) as i64, relative_offset: le_u32(c, 8) })
+                .collect();
+            let (oa, tb) = framed.encode();
+            match SegmentIndex::decode(&oa, &tb, log_len) {
+                Some(idx) => {
+                    prop_assert!(promises_hold(&idx, log_len));
+                    prop_assert_eq!((&idx.offsets, &idx.times), (&framed.offsets, &framed.times));
+                }
+                None => prop_assert!(!promises_hold(&framed, log_len)),
+            }
+        }
+
+        /// Valid indexes round-trip through their files; every single-byte change of a file
+        /// is refused, except in the two reserved header bytes, which are not checked (the
+        /// entries then load unchanged).
+        #[test]
+        fn valid_files_round_trip_and_flips_are_refused(
+            (idx, log_len) in valid_index(),
+            flip in 1u8..=255,
+        ) {
+            let (offsets, times) = idx.encode();
+            prop_assert_eq!(SegmentIndex::decode(&offsets, &times, log_len), Some(idx.clone()));
+            for (file, is_offsets) in [(&offsets, true), (&times, false)] {
+                for i in 0..file.len() {
+                    let mut bad = file.clone();
+                    bad[i] ^= flip;
+                    let loaded = if is_offsets {
+                        SegmentIndex::decode(&bad, &times, log_len)
+                    } else {
+                        SegmentIndex::decode(&offsets, &bad, log_len)
+                    };
+                    if (6..8).contains(&i) {
+                        prop_assert_eq!(loaded, Some(idx.clone()), "reserved byte {}", i);
+                    } else {
+                        prop_assert_eq!(loaded, None, "flip at {} of {}", i, if is_offsets { "offsets" } else { "times" });
+                    }
+                }
+                for len in 0..file.len() {
+                    let cut = &file[..len];
+                    let loaded = if is_offsets {
+                        SegmentIndex::decode(cut, &times, log_len)
+                    } else {
+                        SegmentIndex::decode(&offsets, cut, log_len)
+                    };
+                    prop_assert_eq!(loaded, None, "cut at {}", len);
+                }
+            }
+        }
     }
 }
