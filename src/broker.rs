@@ -712,9 +712,21 @@ fn open_topics(
     open_log: impl Fn(&Path, LogConfig) -> Result<PartitionLog>,
 ) -> Result<BTreeMap<String, Arc<Topic>>> {
     let mut topics = BTreeMap::new();
+    let table = dir.join(META_DIR).join(TOPICS_FILE);
     for t in stored {
         validate_topic_name(&t.name)?;
         let config = t.config();
+        // A table whose checksum holds was written by a broker, which validated every
+        // config; anything else (a hand-edited or foreign file) is refused before a single
+        // directory is made for it — e.g. u32::MAX partitions.
+        let invalid = |reason: String| Error::corrupt(&table, 0, format!("topic {:?}: {reason}", t.name));
+        if t.timestamp_type > 1 || t.cleanup_policy > 1 {
+            return Err(invalid("unknown timestamp type or cleanup policy".into()));
+        }
+        config.validate().map_err(|e| invalid(e.to_string()))?;
+        if topics.contains_key(&t.name) {
+            return Err(invalid("listed twice".into()));
+        }
         let logs = (0..t.partitions)
             .map(|p| open_log(&partition_dir(dir, &t.name, p), config.log_config()).map(Arc::new))
             .collect::<Result<Vec<_>>>()?;
@@ -790,6 +802,55 @@ mod tests {
             decode_topics(path, &newer),
             Err(Error::UnsupportedVersion { found: 2, .. })
         ));
+    }
+
+    /// A checksummed table the broker could never have written (a hand edit) is refused at
+    /// open, naming the file, before any partition directory is made.
+    #[test]
+    fn open_refuses_a_checksummed_table_with_impossible_configs() {
+        let valid = StoredTopic::new("t", &TopicConfig::with_partitions(2));
+        let cases = [
+            StoredTopic {
+                partitions: u32::MAX,
+                ..valid.clone()
+            },
+            StoredTopic {
+                partitions: 0,
+                ..valid.clone()
+            },
+            StoredTopic {
+                cleanup_policy: 1,
+                ..valid.clone()
+            },
+            StoredTopic {
+                timestamp_type: 7,
+                ..valid.clone()
+            },
+            StoredTopic {
+                segment_bytes: 0,
+                ..valid.clone()
+            },
+        ];
+        for (i, bad) in cases.into_iter().enumerate() {
+            let dir = tempfile::tempdir().unwrap();
+            drop(Broker::open(dir.path()).unwrap());
+            let table = dir.path().join(META_DIR).join(TOPICS_FILE);
+            std::fs::write(&table, encode_topics(&[bad]).unwrap()).unwrap();
+            match Broker::open(dir.path()) {
+                Err(Error::Corrupt { path, .. }) => assert_eq!(path, table, "case {i}"),
+                other => panic!("case {i}: {other:?}"),
+            }
+            assert!(
+                !dir.path().join("t-0").exists(),
+                "case {i}: a partition directory was made"
+            );
+        }
+        // A duplicate name too.
+        let dir = tempfile::tempdir().unwrap();
+        drop(Broker::open(dir.path()).unwrap());
+        let table = dir.path().join(META_DIR).join(TOPICS_FILE);
+        std::fs::write(&table, encode_topics(&[valid.clone(), valid]).unwrap()).unwrap();
+        assert!(matches!(Broker::open(dir.path()), Err(Error::Corrupt { .. })));
     }
 }
 
