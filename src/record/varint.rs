@@ -15,7 +15,14 @@ pub(crate) enum VarintError {
 /// Number of bytes [`put_u64`] writes for `value`.
 #[inline]
 pub(crate) fn len_u64(value: u64) -> usize {
-    // 1 byte per started group of 7 bits; 0 still takes one byte.
+    // The common cases (lengths and deltas of small records) without counting bits.
+    if value < 1 << 7 {
+        return 1;
+    }
+    if value < 1 << 14 {
+        return 2;
+    }
+    // 1 byte per started group of 7 bits.
     let bits = 64 - (value | 1).leading_zeros() as usize;
     bits.div_ceil(7)
 }
