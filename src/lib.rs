@@ -124,7 +124,10 @@ pub use offsets::{MAX_METADATA_BYTES, OffsetAndMetadata};
 pub use partitioner::{
     DefaultPartitioner, FnPartitioner, Partitioner, RoundRobinPartitioner, murmur2, partition_for_key,
 };
-pub use producer::{Delivery, Producer, ProducerConfig, ProducerMetrics, ProducerRecord, RecordMetadata};
+pub use producer::{
+    BatchMetadata, BatchMetadataIter, Delivery, Producer, ProducerConfig, ProducerMetrics, ProducerRecord,
+    RecordMetadata,
+};
 pub use record::{Compression, Header, LogRecord, Record, RecordBatch, RecordRef, TimestampType};
 pub use storage::log::{
     AppendInfo, AppendOptions, PartitionLog, RecoveryReport, RetentionReport, SyncStats, Truncation,

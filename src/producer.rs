@@ -535,8 +535,9 @@ impl Producer {
     }
 
     /// Sends many records, one write per partition (more if a partition's records pass the
-    /// topic's `max_message_bytes`), and blocks until all are stored. Returns their metadata
-    /// in the order given.
+    /// topic's `max_message_bytes`), and blocks until all are stored. Returns where each
+    /// record went, in the order given, as a [`BatchMetadata`] (one compact entry per record;
+    /// a [`RecordMetadata`] per record on demand).
     ///
     /// The records are borrowed, as `Write::write_all` borrows its bytes: the call copies
     /// them into the log and leaves them to the caller (to reuse, or to hand to a
@@ -562,11 +563,12 @@ impl Producer {
     ///     .collect();
     /// let metas = producer.send_batch(&batch)?;
     /// assert_eq!(metas.len(), 100);
+    /// let (first, eighth) = (metas.get(0).unwrap(), metas.get(7).unwrap());
     /// // Per key, offsets grow in the order given.
-    /// assert!(metas[7].partition != metas[0].partition || metas[7].offset > metas[0].offset);
+    /// assert!(eighth.partition != first.partition || eighth.offset > first.offset);
     /// # Ok::<(), brooklet::Error>(())
     /// ```
-    pub fn send_batch(&self, records: &[ProducerRecord]) -> Result<Vec<RecordMetadata>> {
+    pub fn send_batch(&self, records: &[ProducerRecord]) -> Result<BatchMetadata> {
         let count = records.len() as u64;
         let result = self.send_batch_inner(records);
         if result.is_err() {
@@ -575,15 +577,17 @@ impl Producer {
         result
     }
 
-    fn send_batch_inner(&self, records: &[ProducerRecord]) -> Result<Vec<RecordMetadata>> {
+    fn send_batch_inner(&self, records: &[ProducerRecord]) -> Result<BatchMetadata> {
         let shared = &self.handle.shared;
         let total = records.len();
         let groups = shared.group_by_partition(records)?;
         let durability = shared.config.durability;
         let mut to_sync = Vec::new();
-        // One group in input order: its metadata is the answer as it stands.
-        let mut whole: Option<Vec<RecordMetadata>> = None;
-        let mut out: Vec<Option<RecordMetadata>> = Vec::new();
+        // Every record's entry, by its position in the input (each group fills its own).
+        let mut out = BatchMetadata {
+            topics: Vec::new(),
+            records: Vec::with_capacity(total),
+        };
         for group in groups {
             let mut epoch = u64::MAX;
             let infos = {
@@ -614,16 +618,23 @@ impl Producer {
                 group.queue.log_partitions(&shared.broker),
                 group.queue.partition,
             );
+            let topic = out.topic_index(&group.queue.topic);
+            let partition = group.queue.partition;
+            let entry = |(offset, timestamp)| Placed {
+                topic,
+                partition,
+                offset,
+                timestamp,
+            };
             match group.records {
-                GroupRecords::All(records) => whole = Some(metadata_for(&group.queue, records, &infos)),
+                // The whole input in order: the entries as they come.
+                GroupRecords::All(records) => out.records.extend(placed(&group.queue, records, &infos).map(entry)),
                 GroupRecords::Some { records, indexes } => {
-                    if out.is_empty() {
-                        out.resize(total, None);
-                    }
-                    let metas = metadata_for(&group.queue, &records, &infos);
-                    for (i, meta) in indexes.into_iter().zip(metas) {
-                        if let Some(slot) = out.get_mut(i) {
-                            *slot = Some(meta);
+                    // Every position is filled once the groups have all been written.
+                    out.records.resize(total, Placed::default());
+                    for (i, placed) in indexes.into_iter().zip(placed(&group.queue, &records, &infos)) {
+                        if let Some(slot) = out.records.get_mut(i) {
+                            *slot = entry(placed);
                         }
                     }
                 }
@@ -634,10 +645,7 @@ impl Producer {
                 shared.sync(&log, end, epoch)?;
             }
         }
-        Ok(match whole {
-            Some(metas) => metas,
-            None => out.into_iter().flatten().collect(),
-        })
+        Ok(out)
     }
 
     /// Writes every queued record and waits until they are stored.
@@ -679,29 +687,176 @@ impl Producer {
 /// A record's stored timestamp is the append time on a LogAppendTime topic, else the
 /// record's own (or the append time when it had none, which `max_timestamp` equals for a
 /// batch of one; for larger batches the append time is the batch's "now").
+fn placed<'a, R: AsRef<Record>>(
+    queue: &PartitionQueue,
+    records: &'a [R],
+    infos: &'a [(usize, crate::AppendInfo)],
+) -> impl Iterator<Item = (u64, i64)> + 'a {
+    let log_append_time = queue.log.config().timestamp_type == crate::record::TimestampType::LogAppendTime;
+    infos.iter().enumerate().flat_map(move |(n, (first, info))| {
+        let end = infos.get(n + 1).map_or(records.len(), |(next, _)| *next);
+        let batch = records.get(*first..end).unwrap_or_default();
+        (info.base_offset..).zip(batch).map(move |(offset, record)| {
+            let timestamp = if log_append_time {
+                info.max_timestamp
+            } else {
+                record.as_ref().timestamp_ms().unwrap_or(info.append_time)
+            };
+            (offset, timestamp)
+        })
+    })
+}
+
+/// [`placed`] as [`RecordMetadata`].
 fn metadata_for<R: AsRef<Record>>(
     queue: &PartitionQueue,
     records: &[R],
     infos: &[(usize, crate::AppendInfo)],
 ) -> Vec<RecordMetadata> {
-    let log_append_time = queue.log.config().timestamp_type == crate::record::TimestampType::LogAppendTime;
-    let mut out = Vec::with_capacity(records.len());
-    for (n, (first, info)) in infos.iter().enumerate() {
-        let end = infos.get(n + 1).map_or(records.len(), |(next, _)| *next);
-        let batch = records.get(*first..end).unwrap_or_default();
-        out.extend((info.base_offset..).zip(batch).map(|(offset, record)| RecordMetadata {
+    placed(queue, records, infos)
+        .map(|(offset, timestamp)| RecordMetadata {
             topic: Arc::clone(&queue.topic),
             partition: queue.partition,
             offset,
-            timestamp: if log_append_time {
-                info.max_timestamp
-            } else {
-                record.as_ref().timestamp_ms().unwrap_or(info.append_time)
-            },
-        }));
-    }
-    out
+            timestamp,
+        })
+        .collect()
 }
+
+/// Where each record of one [`Producer::send_batch`] was stored, in the order given.
+///
+/// Kafka's produce response reports a base offset per partition, and the client derives
+/// each record's metadata from it; this keeps one compact entry per record (partition,
+/// offset, timestamp) and the batch's topic names once, and makes a [`RecordMetadata`] when
+/// asked ([`get`](Self::get), [`iter`](Self::iter)). Sending many records thus takes no
+/// reference on a topic name per record.
+///
+/// # Examples
+/// ```
+/// use brooklet::{Broker, ProducerConfig, ProducerRecord, TopicConfig};
+/// let broker = Broker::temporary()?;
+/// broker.create_topic("events", TopicConfig::with_partitions(1))?;
+/// let producer = broker.producer(ProducerConfig::default());
+/// let sent = producer.send_batch(&[
+///     ProducerRecord::new("events").value("a"),
+///     ProducerRecord::new("events").value("b"),
+/// ])?;
+/// assert_eq!(sent.len(), 2);
+/// let second = sent.get(1).expect("two records were sent");
+/// assert_eq!((&*second.topic, second.partition, second.offset), ("events", 0, 1));
+/// let offsets: Vec<u64> = sent.iter().map(|m| m.offset).collect();
+/// assert_eq!(offsets, [0, 1]);
+/// # Ok::<(), brooklet::Error>(())
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchMetadata {
+    /// The batch's distinct topic names.
+    topics: Vec<Arc<str>>,
+    /// One entry per record, in the order given.
+    records: Vec<Placed>,
+}
+
+/// Where one record went: an index into [`BatchMetadata::topics`], and the rest of its
+/// [`RecordMetadata`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Placed {
+    topic: u32,
+    partition: u32,
+    offset: u64,
+    timestamp: i64,
+}
+
+impl BatchMetadata {
+    /// How many records were sent.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether the batch was empty.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// The metadata of the `index`th record sent; `None` past the end.
+    #[must_use]
+    pub fn get(&self, index: usize) -> Option<RecordMetadata> {
+        self.records.get(index).and_then(|p| self.metadata(p))
+    }
+
+    /// Every record's metadata, in the order the records were given.
+    pub fn iter(&self) -> BatchMetadataIter<'_> {
+        BatchMetadataIter {
+            batch: self,
+            records: self.records.iter(),
+        }
+    }
+
+    /// Every record's metadata, in the order the records were given, as a `Vec`.
+    #[must_use]
+    pub fn to_vec(&self) -> Vec<RecordMetadata> {
+        self.iter().collect()
+    }
+
+    fn metadata(&self, p: &Placed) -> Option<RecordMetadata> {
+        Some(RecordMetadata {
+            topic: Arc::clone(self.topics.get(p.topic as usize)?),
+            partition: p.partition,
+            offset: p.offset,
+            timestamp: p.timestamp,
+        })
+    }
+
+    /// The index of `topic` in `topics`, adding it if new.
+    fn topic_index(&mut self, topic: &Arc<str>) -> u32 {
+        match self.topics.iter().position(|t| Arc::ptr_eq(t, topic) || **t == **topic) {
+            Some(i) => i as u32,
+            None => {
+                self.topics.push(Arc::clone(topic));
+                (self.topics.len() - 1) as u32
+            }
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a BatchMetadata {
+    type Item = RecordMetadata;
+    type IntoIter = BatchMetadataIter<'a>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl IntoIterator for BatchMetadata {
+    type Item = RecordMetadata;
+    type IntoIter = std::vec::IntoIter<RecordMetadata>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.to_vec().into_iter()
+    }
+}
+
+/// The records' metadata, from [`BatchMetadata::iter`].
+#[derive(Debug, Clone)]
+pub struct BatchMetadataIter<'a> {
+    batch: &'a BatchMetadata,
+    records: std::slice::Iter<'a, Placed>,
+}
+
+impl Iterator for BatchMetadataIter<'_> {
+    type Item = RecordMetadata;
+
+    fn next(&mut self) -> Option<RecordMetadata> {
+        let placed = self.records.next()?;
+        self.batch.metadata(placed)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.records.size_hint()
+    }
+}
+
+impl ExactSizeIterator for BatchMetadataIter<'_> {}
 
 impl Durability {
     /// The durability of the write done under the partition lock: `Synced` writes first

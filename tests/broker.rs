@@ -565,7 +565,7 @@ fn closing_a_deleted_topics_log_does_not_touch_the_recreated_topic() {
         broker.delete_topic("t").unwrap();
         broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
         let new = producer(&broker);
-        let metas = new.send_batch(&[rec(20), rec(second)]).unwrap();
+        let metas = new.send_batch(&[rec(20), rec(second)]).unwrap().to_vec();
         assert_eq!(metas.iter().map(|m| m.offset).collect::<Vec<_>>(), [0, 1]);
         assert_eq!(broker.describe_topic("t").unwrap().partitions[0].size_bytes, old_size);
         drop(new);
@@ -833,7 +833,8 @@ fn auto_create_makes_unknown_topics_with_the_configured_partitions() {
         assert_eq!(d.wait().unwrap().offset, 0);
         let metas = p
             .send_batch(&[ProducerRecord::new("batch-made").partition(1).value("b")])
-            .unwrap();
+            .unwrap()
+            .to_vec();
         assert_eq!((metas[0].partition, metas[0].offset), (1, 0));
         assert_eq!(broker.list_topics(), ["async-made", "batch-made", "events"]);
 

@@ -113,7 +113,8 @@ fn keyed_records_land_on_kafkas_murmur2_partition() {
         assert_eq!(d.wait().unwrap().partition, want, "{key} async");
         let metas = p
             .send_batch(&[ProducerRecord::new("t").key(key).value("batch")])
-            .unwrap();
+            .unwrap()
+            .to_vec();
         assert_eq!(metas[0].partition, want, "{key} batch");
     }
     // The exact partitions these vectors give over 6 partitions (as computed by Kafka).
@@ -470,7 +471,8 @@ fn producers_with_different_codecs_share_one_partition() {
                             .map(|v| ProducerRecord::new("mixed").value(v.clone()))
                             .collect::<Vec<_>>(),
                     )
-                    .unwrap();
+                    .unwrap()
+                    .to_vec();
                 for (m, v) in metas.iter().zip(values) {
                     want.insert(m.offset, (codec, v));
                 }
@@ -628,7 +630,7 @@ fn oversized_record_in_send_batch_is_refused_and_writes_nothing() {
     let records: Vec<ProducerRecord> = (0..50)
         .map(|i| ProducerRecord::new("t").value(format!("{i:0100}")))
         .collect();
-    let metas = p.send_batch(&records).unwrap();
+    let metas = p.send_batch(&records).unwrap().to_vec();
     assert_eq!(
         metas.iter().map(|m| m.offset).collect::<Vec<_>>(),
         (1..51).collect::<Vec<u64>>()
@@ -1281,7 +1283,8 @@ fn power_loss_run(mode: PowerLoss) {
                 })
                 .collect::<Vec<_>>(),
         )
-        .unwrap();
+        .unwrap()
+        .to_vec();
     let mut synced_acks = synced_acks;
     for (i, m) in metas.into_iter().enumerate() {
         synced_acks.push((m, format!("batch-{i}"), format!("batch-{i}")));
@@ -1379,7 +1382,7 @@ fn send_batch_returns_metadata_in_input_order_with_one_write_per_partition() {
         .collect();
     let partitions: BTreeSet<u32> = keys.iter().map(|k| partition_for_key(k.as_bytes(), 4)).collect();
     let batches_before = p.metrics().batches;
-    let metas = p.send_batch(&records).unwrap();
+    let metas = p.send_batch(&records).unwrap().to_vec();
     assert_eq!(p.metrics().batches - batches_before, partitions.len() as u64);
     assert_eq!(metas.len(), keys.len());
     let mut next = [0u64, 3, 0, 0];
@@ -1406,7 +1409,9 @@ fn send_batch_returns_metadata_in_input_order_with_one_write_per_partition() {
             .collect();
         assert_eq!(batches.len(), 1, "partition {partition}");
     }
-    assert_eq!(p.send_batch(&Vec::new()).unwrap(), Vec::<RecordMetadata>::new());
+    let none = p.send_batch(&[]).unwrap();
+    assert!(none.is_empty());
+    assert_eq!(none.to_vec(), Vec::<RecordMetadata>::new());
 }
 
 #[test]
@@ -1424,7 +1429,16 @@ fn send_batch_across_topics_writes_once_per_partition_and_refuses_atomically() {
                 .value(format!("{i}"))
         })
         .collect();
-    let metas = p.send_batch(&records).unwrap();
+    let sent = p.send_batch(&records).unwrap();
+    // The batch's own accessors agree with each other.
+    assert_eq!(sent.len(), 12);
+    assert!(!sent.is_empty());
+    assert_eq!(sent.iter().len(), 12);
+    assert_eq!(sent.get(12), None);
+    let metas = sent.to_vec();
+    assert_eq!((&sent).into_iter().collect::<Vec<_>>(), metas);
+    assert_eq!((0..12).map(|i| sent.get(i).unwrap()).collect::<Vec<_>>(), metas);
+    assert_eq!(sent.clone().into_iter().collect::<Vec<_>>(), metas);
     let got: Vec<(String, u32, u64)> = metas
         .iter()
         .map(|m| (m.topic.to_string(), m.partition, m.offset))
@@ -1497,7 +1511,8 @@ fn keyless_send_batch_calls_stick_per_call_and_spread_across_calls() {
                     .map(|i| ProducerRecord::new("k").value(format!("{call}-{i}")))
                     .collect::<Vec<_>>(),
             )
-            .unwrap();
+            .unwrap()
+            .to_vec();
         let partitions: std::collections::BTreeSet<u32> = metas.iter().map(|m| m.partition).collect();
         assert_eq!(partitions.len(), 1, "call {call} was split: {partitions:?}");
         used.extend(partitions);
