@@ -28,11 +28,7 @@ pub fn murmur2(data: &[u8]) -> u32 {
     let chunks = data.chunks_exact(4);
     let tail = chunks.remainder();
     for chunk in chunks {
-        // Java reads each 4 bytes little-endian.
-        let mut k = match <[u8; 4]>::try_from(chunk) {
-            Ok(word) => u32::from_le_bytes(word),
-            Err(_) => continue, // chunks_exact(4) yields only 4-byte chunks
-        };
+        let mut k = chunk.iter().rev().fold(0u32, |acc, &b| (acc << 8) | u32::from(b));
         k = k.wrapping_mul(M);
         k ^= k >> R;
         k = k.wrapping_mul(M);

@@ -563,7 +563,8 @@ impl Producer {
     ///     .collect();
     /// let metas = producer.send_batch(&batch)?;
     /// assert_eq!(metas.len(), 100);
-    /// let (first, eighth) = (metas.get(0).unwrap(), metas.get(7).unwrap());
+    /// let first = metas.get(0).expect("100 records were sent");
+    /// let eighth = metas.get(7).expect("100 records were sent");
     /// // Per key, offsets grow in the order given.
     /// assert!(eighth.partition != first.partition || eighth.offset > first.offset);
     /// # Ok::<(), brooklet::Error>(())
@@ -630,7 +631,8 @@ impl Producer {
                 // The whole input in order: the entries as they come.
                 GroupRecords::All(records) => out.records.extend(placed(&group.queue, records, &infos).map(entry)),
                 GroupRecords::Some { records, indexes } => {
-                    // Every position is filled once the groups have all been written.
+                    // Every position is filled once the groups have all been written (the
+                    // first group sizes the list; the rest find it sized).
                     out.records.resize(total, Placed::default());
                     for (i, placed) in indexes.into_iter().zip(placed(&group.queue, &records, &infos)) {
                         if let Some(slot) = out.records.get_mut(i) {
@@ -681,8 +683,8 @@ impl Producer {
     }
 }
 
-/// Metadata for `records` appended as the batches `infos` (`(index of first record, info)`,
-/// in order, covering every record).
+/// Where `records`, appended as the batches `infos` (`(index of first record, info)`, in
+/// order, covering every record), went: `(offset, stored timestamp)` per record, in order.
 ///
 /// A record's stored timestamp is the append time on a LogAppendTime topic, else the
 /// record's own (or the append time when it had none, which `max_timestamp` equals for a
