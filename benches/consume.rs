@@ -24,7 +24,6 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::hint::black_box;
-use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,10 +36,13 @@ use brooklet::{
 use bytes::Bytes;
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 
+#[path = "common/raw.rs"]
+mod raw;
+use raw::{raw_read, raw_write};
+
 const KEY_LEN: usize = 16;
 const VALUE_LEN: usize = 100;
 const RECORDS: usize = 10_000_000;
-const RAW_BUF: usize = 64 * 1024;
 
 fn key(i: usize) -> Bytes {
     Bytes::from(format!("key-{i:012}"))
@@ -67,38 +69,12 @@ fn percentiles(name: &str, mut samples: Vec<Duration>) {
 // ---------------------------------------------------------------------------------------
 
 fn raw_fill(path: &Path) {
-    let mut w = BufWriter::with_capacity(RAW_BUF, File::create(path).unwrap());
     let value = [b'v'; VALUE_LEN];
-    for i in 0..RECORDS {
-        let k = key(i);
-        w.write_all(&(k.len() as u32).to_le_bytes()).unwrap();
-        w.write_all(&k).unwrap();
-        w.write_all(&(VALUE_LEN as u32).to_le_bytes()).unwrap();
-        w.write_all(&value).unwrap();
-    }
-    w.flush().unwrap();
-}
-
-fn raw_read(path: &Path) -> (usize, u64) {
-    let mut r = BufReader::with_capacity(RAW_BUF, File::open(path).unwrap());
-    let mut scratch = vec![0u8; 1 << 16];
-    let mut len = [0u8; 4];
-    let (mut count, mut sum) = (0usize, 0u64);
-    loop {
-        match r.read_exact(&mut len) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
-            Err(e) => panic!("{e}"),
-        }
-        let klen = u32::from_le_bytes(len) as usize;
-        r.read_exact(&mut scratch[..klen]).unwrap();
-        r.read_exact(&mut len).unwrap();
-        let vlen = u32::from_le_bytes(len) as usize;
-        r.read_exact(&mut scratch[..vlen]).unwrap();
-        count += 1;
-        sum += (klen + vlen) as u64;
-    }
-    (count, sum)
+    raw_write(
+        File::create(path).unwrap(),
+        (0..RECORDS).map(|i| (key(i), value)),
+        false,
+    );
 }
 
 fn consume(c: &mut Criterion) {
@@ -131,7 +107,7 @@ fn consume(c: &mut Criterion) {
         .throughput(Throughput::Elements(RECORDS as u64));
     group.bench_function("raw_bufreader", |b| {
         b.iter(|| {
-            let (count, sum) = raw_read(&raw);
+            let (count, sum) = raw_read(&raw, false);
             assert_eq!(count, RECORDS);
             black_box(sum)
         });

@@ -41,8 +41,7 @@
 
 use std::fs::File;
 use std::hint::black_box;
-use std::io::{BufReader, BufWriter, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use brooklet::{Durability, LogConfig, PartitionLog, Record};
@@ -50,6 +49,10 @@ use bytes::Bytes;
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use tempfile::TempDir;
+
+#[path = "common/raw.rs"]
+mod raw;
+use raw::{raw_read, raw_write};
 
 const KEY_LEN: usize = 16;
 const VALUE_LEN: usize = 100;
@@ -62,7 +65,6 @@ const SINGLE_RECORDS: usize = 20_000;
 /// Records read per iteration of the read benches.
 const READ_RECORDS: usize = 1_000_000;
 /// Capacity of the raw baselines' `BufWriter` / `BufReader`.
-const RAW_BUF: usize = 64 * 1024;
 /// `max_bytes` of each `PartitionLog::read` call.
 const READ_MAX_BYTES: usize = 1 << 20;
 /// Records per append while building the partitions of the open bench: ~625 KB batches,
@@ -101,63 +103,6 @@ fn key_of(r: &Record) -> &[u8] {
 
 fn value_of(r: &Record) -> &[u8] {
     r.value_bytes().map_or(&[], |b| b.as_ref())
-}
-
-// ---------------------------------------------------------------------------------------
-// Raw baselines: `u32 LE key length, key, u32 LE value length, value[, u32 LE crc]`.
-// ---------------------------------------------------------------------------------------
-
-/// Writes `records` length-prefixed through a 64 KiB `BufWriter`; with `crc`, each record
-/// is followed by the CRC-32 (crc32fast) of its key and value. Returns the file, flushed.
-fn raw_write(file: File, records: &[Record], crc: bool) -> File {
-    let mut w = BufWriter::with_capacity(RAW_BUF, file);
-    for r in records {
-        let (k, v) = (key_of(r), value_of(r));
-        w.write_all(&(k.len() as u32).to_le_bytes()).unwrap();
-        w.write_all(k).unwrap();
-        w.write_all(&(v.len() as u32).to_le_bytes()).unwrap();
-        w.write_all(v).unwrap();
-        if crc {
-            let mut h = crc32fast::Hasher::new();
-            h.update(k);
-            h.update(v);
-            w.write_all(&h.finalize().to_le_bytes()).unwrap();
-        }
-    }
-    w.into_inner().map_err(|e| e.into_error()).unwrap()
-}
-
-/// Reads a raw file through a 64 KiB `BufReader`, copying out every key and value; with
-/// `crc`, checks each record's CRC. Returns (records, sum of key and value lengths).
-fn raw_read(path: &Path, crc: bool) -> (usize, u64) {
-    let mut r = BufReader::with_capacity(RAW_BUF, File::open(path).unwrap());
-    let mut scratch = vec![0u8; 1 << 16];
-    let mut len = [0u8; 4];
-    let (mut count, mut sum) = (0usize, 0u64);
-    loop {
-        match r.read_exact(&mut len) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
-            Err(e) => panic!("{e}"),
-        }
-        let klen = u32::from_le_bytes(len) as usize;
-        r.read_exact(&mut scratch[..klen]).unwrap();
-        let mut h = crc.then(crc32fast::Hasher::new);
-        if let Some(h) = h.as_mut() {
-            h.update(&scratch[..klen]);
-        }
-        r.read_exact(&mut len).unwrap();
-        let vlen = u32::from_le_bytes(len) as usize;
-        r.read_exact(&mut scratch[..vlen]).unwrap();
-        if let Some(mut h) = h {
-            h.update(&scratch[..vlen]);
-            r.read_exact(&mut len).unwrap();
-            assert_eq!(h.finalize(), u32::from_le_bytes(len), "raw record {count} corrupt");
-        }
-        count += 1;
-        sum += (klen + vlen) as u64;
-    }
-    (count, sum)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -232,7 +177,7 @@ fn bench_raw_append(group: &mut BenchmarkGroup<'_, WallTime>, name: &str, record
                 let dir = tempfile::tempdir().unwrap();
                 let file = File::create(dir.path().join("raw.log")).unwrap();
                 let start = Instant::now();
-                let file = raw_write(file, records, crc);
+                let file = raw_write(file, records.iter().map(|r| (key_of(r), value_of(r))), crc);
                 total += start.elapsed();
                 file.sync_data().unwrap();
                 drop(file);
@@ -329,7 +274,11 @@ fn append(c: &mut Criterion) {
 fn raw_fixture(records: &[Record], crc: bool) -> (TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("raw.log");
-    let file = raw_write(File::create(&path).unwrap(), records, crc);
+    let file = raw_write(
+        File::create(&path).unwrap(),
+        records.iter().map(|r| (key_of(r), value_of(r))),
+        crc,
+    );
     file.sync_data().unwrap();
     (dir, path)
 }

@@ -10,8 +10,12 @@
 
 #![allow(dead_code)] // each of the two users calls a subset
 
+#[path = "raw.rs"]
+mod raw;
+pub use raw::{raw_read, raw_write};
+
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -35,7 +39,6 @@ pub const RECORD_BYTES: usize = KEY_LEN + VALUE_LEN;
 /// Records per batch: `send_batch`, `PartitionLog::append`, an SQLite transaction, a commitlog `MessageBuf`.
 pub const BATCH: usize = 1_000;
 /// Capacity of the raw baselines' `BufWriter` / `BufReader`.
-pub const RAW_BUF: usize = 64 * 1024;
 /// Bytes per read call of the storage-level readers (brooklet `PartitionLog::read`, commitlog).
 pub const READ_MAX_BYTES: usize = 1 << 20;
 /// `max_poll_records` of the consuming brooklet consumer.
@@ -133,30 +136,13 @@ fn raw_encode(out: &mut Vec<u8>, k: &[u8], v: &[u8], crc: bool) {
     }
 }
 
-fn raw_write_all(file: File, data: &Data, crc: bool) -> File {
-    let mut w = BufWriter::with_capacity(RAW_BUF, file);
-    for (k, v) in data.pairs() {
-        w.write_all(&(k.len() as u32).to_le_bytes()).unwrap();
-        w.write_all(k).unwrap();
-        w.write_all(&(v.len() as u32).to_le_bytes()).unwrap();
-        w.write_all(v).unwrap();
-        if crc {
-            let mut h = crc32fast::Hasher::new();
-            h.update(k);
-            h.update(v);
-            w.write_all(&h.finalize().to_le_bytes()).unwrap();
-        }
-    }
-    w.into_inner().map_err(|e| e.into_error()).unwrap()
-}
-
 /// Batched produce, raw: every record through a 64 KiB `BufWriter` to a fresh file. Timed:
 /// the writes and the final flush to the OS (not the `fdatasync` after).
 pub fn raw_append(data: &Data, crc: bool) -> Duration {
     let dir = tempfile::tempdir().unwrap();
     let file = File::create(dir.path().join("raw.log")).unwrap();
     let start = Instant::now();
-    let file = raw_write_all(file, data, crc);
+    let file = raw_write(file, data.pairs(), crc);
     let took = start.elapsed();
     file.sync_data().unwrap();
     took
@@ -195,39 +181,6 @@ pub fn raw_write_fdatasync(data: &Data) -> Duration {
         file.sync_data().unwrap();
     }
     start.elapsed()
-}
-
-/// Reads a raw file through a 64 KiB `BufReader`, copying out every key and value (and
-/// checking each CRC with `crc`). Returns (records, sum of key and value lengths).
-pub fn raw_read(path: &Path, crc: bool) -> (usize, u64) {
-    let mut r = BufReader::with_capacity(RAW_BUF, File::open(path).unwrap());
-    let mut scratch = vec![0u8; 1 << 16];
-    let mut len = [0u8; 4];
-    let (mut count, mut sum) = (0usize, 0u64);
-    loop {
-        match r.read_exact(&mut len) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
-            Err(e) => panic!("{e}"),
-        }
-        let klen = u32::from_le_bytes(len) as usize;
-        r.read_exact(&mut scratch[..klen]).unwrap();
-        let mut h = crc.then(crc32fast::Hasher::new);
-        if let Some(h) = h.as_mut() {
-            h.update(&scratch[..klen]);
-        }
-        r.read_exact(&mut len).unwrap();
-        let vlen = u32::from_le_bytes(len) as usize;
-        r.read_exact(&mut scratch[..vlen]).unwrap();
-        if let Some(mut h) = h {
-            h.update(&scratch[..vlen]);
-            r.read_exact(&mut len).unwrap();
-            assert_eq!(h.finalize(), u32::from_le_bytes(len), "raw record {count} corrupt");
-        }
-        count += 1;
-        sum += (klen + vlen) as u64;
-    }
-    (count, sum)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -698,10 +651,10 @@ impl Fixtures {
     pub fn build(data: &Data) -> Fixtures {
         let dir = tempfile::tempdir().unwrap();
         let f = Fixtures { n: data.len(), dir };
-        raw_write_all(File::create(f.raw_path()).unwrap(), data, false)
+        raw_write(File::create(f.raw_path()).unwrap(), data.pairs(), false)
             .sync_data()
             .unwrap();
-        raw_write_all(File::create(f.raw_crc_path()).unwrap(), data, true)
+        raw_write(File::create(f.raw_crc_path()).unwrap(), data.pairs(), true)
             .sync_data()
             .unwrap();
         {
