@@ -49,12 +49,13 @@
 //! so far, fsyncs it and publishes the synced end — or, while another round is running,
 //! waits for that round to finish (on a condition variable, not behind the sync mutex) and
 //! then checks again: its records are covered if they were written before the round
-//! collected, otherwise the first such waiter leads the next round, covering all that was
-//! written meanwhile. Before collecting, a leader waits briefly (at most half the last
-//! fsync, at most 500 µs) until as many callers have come as were syncing concurrently, so
-//! that the senders the previous round released, busy writing their next records, join
-//! this round instead of the one after; a lone caller never waits. Callers already covered
-//! never wait for a later round.
+//! collected, otherwise the next round covers them with all that was written meanwhile.
+//! Before a round starts it gathers: the senders the previous round released are busy
+//! writing their next records, so the first caller waits briefly (at most half the last
+//! fsync, at most 500 µs) until as many callers have come as were syncing concurrently, and
+//! the caller that completes that count leads the round at once — nobody is woken to start
+//! it, and the released senders join this round instead of the one after. A lone caller
+//! never waits. Callers already covered never wait for a later round.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions, TryLockError};
@@ -197,11 +198,12 @@ struct Rounds {
     arrivals: u64,
     /// `arrivals` when the last round collected.
     collected_at: u64,
-    /// The leader is gathering: wake it on each arrival.
-    gathering: bool,
+    /// The latest time the round being gathered starts (set by its first caller); `None`
+    /// while no round is being gathered.
+    gather_until: Option<Instant>,
 }
 
-/// The longest a leader waits to gather the concurrent callers into its round.
+/// The longest the first caller of a round waits for the others to gather into it.
 const MAX_GATHER: Duration = Duration::from_micros(500);
 
 /// The lead of a group-commit round: dropping it ends the round, counts the leader out of
@@ -323,8 +325,6 @@ pub struct PartitionLog {
     rounds: std::sync::Mutex<Rounds>,
     /// Signalled when a round finishes.
     round_done: std::sync::Condvar,
-    /// Signalled when a caller comes to sync while a leader gathers its round.
-    gathered: std::sync::Condvar,
     /// How long the last fsync round took, in nanoseconds (bounds the gathering).
     last_sync_nanos: AtomicU64,
     /// Truncations so far (the truncation epoch). Bumped under both the writer lock and the
@@ -410,7 +410,6 @@ impl PartitionLog {
             sync_lock: Mutex::new(Cuts::default()),
             rounds: std::sync::Mutex::new(Rounds::default()),
             round_done: std::sync::Condvar::new(),
-            gathered: std::sync::Condvar::new(),
             last_sync_nanos: AtomicU64::new(0),
             truncations: AtomicU64::new(0),
             log_start: AtomicU64::new(o.log_start),
@@ -1004,46 +1003,44 @@ impl PartitionLog {
         rounds.inside += 1;
         rounds.arrivals += 1;
         rounds.peak = rounds.peak.max(rounds.inside);
-        if rounds.gathering {
-            self.gathered.notify_one();
-        }
         loop {
             if self.synced_in_epoch(target, epoch) {
                 rounds.inside = rounds.inside.saturating_sub(1);
                 return Ok(false);
             }
-            if !rounds.leading {
+            if rounds.leading {
+                // Follow the running round: wait for it to finish, then check again (it
+                // covered the records if they were written before it collected what to sync).
+                let seen = rounds.finished;
+                while rounds.finished == seen {
+                    rounds = self.round_done.wait(rounds).unwrap_or_else(PoisonError::into_inner);
+                }
+                continue;
+            }
+            // Gather the next round: callers covered by the last round are writing their
+            // next records now. Until as many callers have come since that round collected
+            // as were syncing concurrently (or, at the latest, half the last fsync after the
+            // first of them came), wait; the caller that completes the round leads it, so no
+            // one is woken to start it. A lone caller never waits.
+            let want = rounds.collected_at.saturating_add(rounds.peak);
+            if rounds.arrivals >= want {
                 break;
             }
-            // Follow the running round: wait for it to finish, then check again (it covered
-            // the records if they were written before it collected what to sync).
-            let seen = rounds.finished;
-            while rounds.finished == seen {
-                rounds = self.round_done.wait(rounds).unwrap_or_else(PoisonError::into_inner);
+            let now = Instant::now();
+            let until = *rounds.gather_until.get_or_insert_with(|| {
+                let last = Duration::from_nanos(self.last_sync_nanos.load(Ordering::Relaxed));
+                now + (last / 2).min(MAX_GATHER)
+            });
+            if now >= until {
+                break;
             }
+            rounds = match self.round_done.wait_timeout(rounds, until - now) {
+                Ok((guard, _)) => guard,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
         }
         rounds.leading = true;
-        // Gather: callers covered by the last round are writing their next records now.
-        // Wait (briefly) until as many callers have come since that round collected as were
-        // syncing concurrently, so that one fsync covers them all rather than every other
-        // round covering half of them. A lone caller never waits.
-        let want = rounds.collected_at.saturating_add(rounds.peak);
-        if rounds.arrivals < want {
-            let last = Duration::from_nanos(self.last_sync_nanos.load(Ordering::Relaxed));
-            let deadline = Instant::now() + (last / 2).min(MAX_GATHER);
-            rounds.gathering = true;
-            while rounds.arrivals < want {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                rounds = match self.gathered.wait_timeout(rounds, left) {
-                    Ok((guard, _)) => guard,
-                    Err(poisoned) => poisoned.into_inner().0,
-                };
-            }
-            rounds.gathering = false;
-        }
+        rounds.gather_until = None;
         rounds.collected_at = rounds.arrivals;
         rounds.peak = rounds.inside;
         drop(rounds);
