@@ -11,6 +11,9 @@
 //! - `produce/send_async_flush`: `send_async` of every record, then `flush`.
 //! - `produce/send_blocking`: one `send` per record, `Written`.
 //! - `synced/raw_write_fdatasync`: `pwrite` + `fdatasync` per record to a plain file.
+//! - `synced/raw_8_threads_lockstep_fdatasync`: 8 threads `pwrite` a record each, then one
+//!   of them fdatasyncs for all 8 (barriers around it): perfect group commit with no log,
+//!   what sharing fsyncs can gain on this machine.
 //! - `synced/send_1_thread`, `synced/send_8_threads`: blocking `send`, `Synced`, to one
 //!   partition; the 8-thread case shares fsyncs (group commit).
 //! - `compression/*`: `send_batch` of a compressible JSON payload per codec; the on-disk
@@ -162,6 +165,35 @@ fn synced(c: &mut Criterion) {
             }
             // `iters` records' worth of time: criterion's iteration here is one record.
             start.elapsed() / SYNCED_PER_THREAD as u32
+        });
+    });
+    // What 8 blocking writers can gain from sharing fsyncs on this machine, with no log at
+    // all: each round, 8 threads `pwrite` one record each, meet at a barrier, one of them
+    // fdatasyncs for all 8, and all meet again. Perfect batching (8 records per fsync),
+    // the wake-ups of a real group commit included. Per iteration, 8 x SYNCED_PER_THREAD.
+    group.throughput(Throughput::Elements((SYNCED_PER_THREAD * 8) as u64));
+    group.bench_function("raw_8_threads_lockstep_fdatasync", |b| {
+        b.iter_custom(|iters| {
+            let dir = tempfile::tempdir().unwrap();
+            let file = std::fs::File::create(dir.path().join("raw")).unwrap();
+            let end = std::sync::atomic::AtomicU64::new(0);
+            let barrier = std::sync::Barrier::new(8);
+            let start = Instant::now();
+            std::thread::scope(|s| {
+                for _ in 0..8 {
+                    s.spawn(|| {
+                        for _ in 0..iters * SYNCED_PER_THREAD as u64 {
+                            let pos = end.fetch_add(record.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                            file.write_all_at(&record, pos).unwrap();
+                            if barrier.wait().is_leader() {
+                                file.sync_data().unwrap();
+                            }
+                            barrier.wait();
+                        }
+                    });
+                }
+            });
+            start.elapsed()
         });
     });
     for threads in [1usize, 8] {
