@@ -1,7 +1,10 @@
-//! Typed keys and values: a [`Codec`] turns an application's types into record bytes and
-//! back, as Kafka's serializers do. [`Json`] (serde_json) and [`Bincode`] (bincode 2, serde)
-//! are provided; [`TypedProducer`] sends typed records and [`TypedConsumer`] receives them,
-//! reporting a record that does not decode as that record's error ([`PoisonRecord`]).
+//! Typed keys and values: an [`Encoder`] turns an application's values into record bytes
+//! and a [`Decoder`] turns bytes back into values, as Kafka's `Serializer` and
+//! `Deserializer` do; a [`Codec`] is both. [`Json`] (serde_json), [`Bincode`] (bincode 2,
+//! serde) and [`Utf8`] are provided; [`TypedProducer`] sends typed records (it needs only
+//! encoders, so a type that is only `Serialize` can be sent) and [`TypedConsumer`] receives
+//! them (only decoders: a type that is only `Deserialize` can be consumed), reporting a
+//! record that does not decode as that record's error ([`PoisonRecord`]).
 
 use std::marker::PhantomData;
 
@@ -13,14 +16,19 @@ use crate::consumer::{Consumer, ConsumerRecord};
 use crate::error::{Error, Result};
 use crate::producer::{Delivery, Producer, ProducerRecord, RecordMetadata};
 
-/// Converts values of `T` to bytes and back.
-pub trait Codec<T>: Send + Sync {
+/// Converts values of `T` to record bytes (Kafka's `Serializer`). [`TypedProducer`] uses
+/// one for keys and one for values.
+pub trait Encoder<T>: Send + Sync {
     /// Encodes a value.
     ///
     /// # Errors
     /// [`Error::Serialization`] when the value cannot be encoded.
     fn encode(&self, value: &T) -> Result<Bytes>;
+}
 
+/// Converts record bytes to values of `T` (Kafka's `Deserializer`). [`TypedConsumer`] uses
+/// one for keys and one for values.
+pub trait Decoder<T>: Send + Sync {
     /// Decodes a value; a consumer reports failures per record (a poison message).
     ///
     /// # Errors
@@ -28,14 +36,32 @@ pub trait Codec<T>: Send + Sync {
     fn decode(&self, bytes: &[u8]) -> Result<T>;
 }
 
-/// JSON via serde_json: what the Kafka tutorials send.
+/// Both directions for `T` (Kafka's `Serde`): implemented for every type that is an
+/// [`Encoder<T>`] and a [`Decoder<T>`], for code that takes one value to write and read.
 ///
 /// # Examples
 /// ```
-/// use brooklet::{Codec, Json};
+/// use brooklet::{Bincode, Codec, Decoder, Encoder, Json};
+/// fn round_trip<C: Codec<Vec<u32>>>(codec: &C) -> brooklet::Result<Vec<u32>> {
+///     codec.decode(&codec.encode(&vec![1, 2, 3])?)
+/// }
+/// assert_eq!(round_trip(&Json)?, vec![1, 2, 3]);
+/// assert_eq!(round_trip(&Bincode)?, vec![1, 2, 3]);
+/// # Ok::<(), brooklet::Error>(())
+/// ```
+pub trait Codec<T>: Encoder<T> + Decoder<T> {}
+
+impl<T, C: Encoder<T> + Decoder<T>> Codec<T> for C {}
+
+/// JSON via serde_json: what the Kafka tutorials send. Encodes any `Serialize` type and
+/// decodes any `DeserializeOwned` one.
+///
+/// # Examples
+/// ```
+/// use brooklet::{Decoder, Encoder, Json};
 /// #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
 /// struct Order { id: u32, amount: f64 }
-/// let bytes = Codec::<Order>::encode(&Json, &Order { id: 1, amount: 42.5 })?;
+/// let bytes = Json.encode(&Order { id: 1, amount: 42.5 })?;
 /// assert_eq!(&bytes[..], br#"{"id":1,"amount":42.5}"#);
 /// let back: Order = Json.decode(&bytes)?;
 /// assert_eq!(back, Order { id: 1, amount: 42.5 });
@@ -44,7 +70,7 @@ pub trait Codec<T>: Send + Sync {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Json;
 
-impl<T: Serialize + DeserializeOwned> Codec<T> for Json {
+impl<T: Serialize> Encoder<T> for Json {
     fn encode(&self, value: &T) -> Result<Bytes> {
         serde_json::to_vec(value)
             .map(Bytes::from)
@@ -52,6 +78,9 @@ impl<T: Serialize + DeserializeOwned> Codec<T> for Json {
                 reason: format!("JSON encode: {e}"),
             })
     }
+}
+
+impl<T: DeserializeOwned> Decoder<T> for Json {
     fn decode(&self, bytes: &[u8]) -> Result<T> {
         serde_json::from_slice(bytes).map_err(|e| Error::Serialization {
             reason: format!("JSON decode: {e}"),
@@ -64,18 +93,21 @@ impl<T: Serialize + DeserializeOwned> Codec<T> for Json {
 ///
 /// # Examples
 /// ```
-/// use brooklet::{Codec, Utf8};
+/// use brooklet::{Decoder, Encoder, Utf8};
 /// assert_eq!(&Utf8.encode(&"alice".to_string())?[..], b"alice");
-/// assert!(Utf8.decode(&[0xff]).is_err());
+/// assert!(Decoder::<String>::decode(&Utf8, &[0xff]).is_err());
 /// # Ok::<(), brooklet::Error>(())
 /// ```
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Utf8;
 
-impl Codec<String> for Utf8 {
+impl Encoder<String> for Utf8 {
     fn encode(&self, value: &String) -> Result<Bytes> {
         Ok(Bytes::copy_from_slice(value.as_bytes()))
     }
+}
+
+impl Decoder<String> for Utf8 {
     fn decode(&self, bytes: &[u8]) -> Result<String> {
         String::from_utf8(bytes.to_vec()).map_err(|e| Error::Serialization {
             reason: format!("UTF-8 decode: {e}"),
@@ -93,7 +125,7 @@ fn bincode_config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<{ 16 << 20 }>()
 }
 
-impl<T: Serialize + DeserializeOwned> Codec<T> for Bincode {
+impl<T: Serialize> Encoder<T> for Bincode {
     fn encode(&self, value: &T) -> Result<Bytes> {
         bincode::serde::encode_to_vec(value, bincode_config())
             .map(Bytes::from)
@@ -101,6 +133,9 @@ impl<T: Serialize + DeserializeOwned> Codec<T> for Bincode {
                 reason: format!("bincode encode: {e}"),
             })
     }
+}
+
+impl<T: DeserializeOwned> Decoder<T> for Bincode {
     fn decode(&self, bytes: &[u8]) -> Result<T> {
         let (value, used) =
             bincode::serde::decode_from_slice(bytes, bincode_config()).map_err(|e| Error::Serialization {
@@ -115,7 +150,8 @@ impl<T: Serialize + DeserializeOwned> Codec<T> for Bincode {
     }
 }
 
-/// A producer of typed records: keys of `K` encoded with `KC`, values of `V` with `VC`.
+/// A producer of typed records: keys of `K` encoded with `KC`, values of `V` with `VC`
+/// (any [`Encoder`]s: sending needs no way back from bytes).
 ///
 /// # Examples
 /// ```
@@ -137,7 +173,7 @@ pub struct TypedProducer<K, V, KC = Json, VC = Json> {
     _types: PhantomData<fn(&K, &V)>,
 }
 
-impl<K, V, KC: Codec<K>, VC: Codec<V>> TypedProducer<K, V, KC, VC> {
+impl<K, V, KC: Encoder<K>, VC: Encoder<V>> TypedProducer<K, V, KC, VC> {
     /// Wraps `producer` with the codecs for keys and values.
     pub fn new(producer: Producer, key_codec: KC, value_codec: VC) -> Self {
         TypedProducer {
@@ -227,7 +263,8 @@ impl std::error::Error for PoisonRecord {
     }
 }
 
-/// A consumer of typed records: keys decoded with `KC`, values with `VC`. A record that
+/// A consumer of typed records: keys decoded with `KC`, values with `VC` (any [`Decoder`]s:
+/// the types need only be `Deserialize` for [`Json`] and [`Bincode`]). A record that
 /// fails to decode comes back as a [`PoisonRecord`] in its place; the rest of the poll is
 /// unaffected, and the position moves past it like any other record.
 ///
@@ -261,7 +298,7 @@ pub struct TypedConsumer<K, V, KC = Json, VC = Json> {
     _types: PhantomData<fn() -> (K, V)>,
 }
 
-impl<K, V, KC: Codec<K>, VC: Codec<V>> TypedConsumer<K, V, KC, VC> {
+impl<K, V, KC: Decoder<K>, VC: Decoder<V>> TypedConsumer<K, V, KC, VC> {
     /// Wraps `consumer` with the codecs for keys and values.
     pub fn new(consumer: Consumer, key_codec: KC, value_codec: VC) -> Self {
         TypedConsumer {

@@ -119,7 +119,8 @@ pub enum Error {
         /// How many partitions the topic has.
         partitions: u32,
     },
-    /// A typed value could not be encoded or decoded by its [`Codec`](crate::Codec).
+    /// A typed value could not be encoded by its [`Encoder`](crate::Encoder) or decoded by
+    /// its [`Decoder`](crate::Decoder).
     Serialization {
         /// What the codec said.
         reason: String,

@@ -10,9 +10,9 @@
 //! | [`TopicConfig`] | partitions, segment size, retention, max message size, timestamp type |
 //! | [`Producer`] | `send` (blocking), `send_async` (batched, with linger), `send_batch`, `flush` |
 //! | [`Partitioner`] | explicit partition > Kafka's murmur2 of the key > sticky for keyless |
-//! | [`TypedProducer`] | sends your serde types through a [`Codec`] ([`Json`], [`Bincode`], [`Utf8`] for string keys) |
+//! | [`TypedProducer`] | sends your serde types through an [`Encoder`] ([`Json`], [`Bincode`], [`Utf8`] for string keys; a [`Codec`] is an encoder and a [`Decoder`]) |
 //! | [`Consumer`] | `subscribe` (groups) or `assign`, blocking `poll` woken by appends, `commit`, `seek`, `pause` |
-//! | [`TypedConsumer`] | decodes serde types; a record that does not decode is a [`PoisonRecord`] |
+//! | [`TypedConsumer`] | decodes serde types through a [`Decoder`]; a record that does not decode is a [`PoisonRecord`] |
 //! | [`Assignor`] | Kafka's [`RangeAssignor`], [`RoundRobinAssignor`], [`StickyAssignor`], or yours |
 //! | [`PartitionLog`] | one partition's crash-safe log: the storage engine underneath |
 //!
@@ -111,7 +111,9 @@ pub mod io {
 }
 
 pub use broker::{Broker, BrokerBuilder, PartitionDescription, TopicDescription};
-pub use codec::{Bincode, Codec, Json, PoisonRecord, TypedConsumer, TypedProducer, TypedRecord, Utf8};
+pub use codec::{
+    Bincode, Codec, Decoder, Encoder, Json, PoisonRecord, TypedConsumer, TypedProducer, TypedRecord, Utf8,
+};
 pub use config::{Durability, LogConfig};
 pub use consumer::{
     Consumer, ConsumerConfig, ConsumerRecord, ConsumerRecordRef, ConsumerRecords, IsolationLevel, Iter, OffsetReset,

@@ -9,6 +9,7 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use brooklet::io::{EIO, Fault, FaultFs, FaultOp, PowerLoss};
+use brooklet::{Bincode, TypedProducer, Utf8};
 use brooklet::{
     Broker, Consumer, ConsumerConfig, ConsumerRecord, Durability, Error, GroupState, Json, OffsetAndMetadata,
     OffsetReset, OffsetSpec, PoisonRecord, ProducerConfig, ProducerRecord, RebalanceListener, RoundRobinAssignor,
@@ -740,6 +741,63 @@ fn a_typed_consumer_reports_a_poison_record_and_goes_on() {
     let dead = poll_n(&mut dlq, 1);
     assert_eq!(dead[0].value(), Some(&b"{oops"[..]));
     assert_eq!(dead[0].headers()[1].value.as_ref(), b"1");
+}
+
+/// A type that is only `Serialize` is sent, and one that is only `Deserialize` (as types
+/// from another crate often are) is consumed: each side needs only its own direction.
+#[test]
+fn typed_producer_and_consumer_need_only_their_own_direction() {
+    #[derive(serde::Serialize)]
+    struct OrderPlaced<'a> {
+        id: u32,
+        user: &'a str,
+    }
+    #[derive(Debug, PartialEq, serde::Deserialize)]
+    struct OrderSeen {
+        id: u32,
+        user: String,
+    }
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("orders", TopicConfig::with_partitions(1)).unwrap();
+    let typed: TypedProducer<String, OrderPlaced<'_>, Utf8, Bincode> =
+        TypedProducer::new(broker.producer(ProducerConfig::default()), Utf8, Bincode);
+    for (id, user) in [(1, "ana"), (2, "bo")] {
+        typed
+            .send("orders", Some(&user.to_string()), &OrderPlaced { id, user })
+            .unwrap();
+    }
+    let mut seen: TypedConsumer<String, OrderSeen, Utf8, Bincode> =
+        TypedConsumer::new(broker.consumer(manual("typed-one-way")).unwrap(), Utf8, Bincode);
+    seen.subscribe(&["orders"]).unwrap();
+    let mut got = Vec::new();
+    for _ in 0..10 {
+        if got.len() >= 2 {
+            break;
+        }
+        for r in seen.poll(LONG).unwrap() {
+            let r = r.unwrap();
+            got.push((r.key.unwrap(), r.value.unwrap()));
+        }
+    }
+    assert_eq!(
+        got,
+        [
+            (
+                "ana".to_string(),
+                OrderSeen {
+                    id: 1,
+                    user: "ana".into()
+                }
+            ),
+            (
+                "bo".to_string(),
+                OrderSeen {
+                    id: 2,
+                    user: "bo".into()
+                }
+            ),
+        ]
+    );
 }
 
 #[test]

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use brooklet::io::{FaultFs, PowerLoss};
 use brooklet::{
-    Bincode, Broker, Codec, Compression, Delivery, Durability, Error, Json, LogRecord, Producer, ProducerConfig,
-    ProducerRecord, RecordMetadata, RoundRobinPartitioner, TimestampType, TopicConfig, TopicPartition, TypedProducer,
-    partition_for_key,
+    Bincode, Broker, Codec, Compression, Decoder, Delivery, Durability, Encoder, Error, Json, LogRecord, Producer,
+    ProducerConfig, ProducerRecord, RecordMetadata, RoundRobinPartitioner, TimestampType, TopicConfig, TopicPartition,
+    TypedProducer, partition_for_key,
 };
 use bytes::Bytes;
 use common::{read_all, temp_dir};
@@ -1051,17 +1051,17 @@ where
     }
     let keyless = typed.send(topic, None, &orders()[0]).unwrap();
     for (order, meta) in orders().iter().zip(&metas) {
-        let key_bytes = Codec::<String>::encode(&codec, &order.user).unwrap();
+        let key_bytes = Encoder::<String>::encode(&codec, &order.user).unwrap();
         assert_eq!(meta.partition, partition_for_key(&key_bytes, 3));
         let r = stored_at(&broker, meta);
-        let key = Codec::<String>::decode(&codec, r.key.as_deref().unwrap()).unwrap();
-        let value = Codec::<Order>::decode(&codec, r.value.as_deref().unwrap()).unwrap();
+        let key = Decoder::<String>::decode(&codec, r.key.as_deref().unwrap()).unwrap();
+        let value = Decoder::<Order>::decode(&codec, r.value.as_deref().unwrap()).unwrap();
         assert_eq!(&key, &order.user);
         assert_eq!(&value, order);
     }
     let r = stored_at(&broker, &keyless);
     assert_eq!(r.key, None);
-    let value = Codec::<Order>::decode(&codec, r.value.as_deref().unwrap()).unwrap();
+    let value = Decoder::<Order>::decode(&codec, r.value.as_deref().unwrap()).unwrap();
     assert_eq!(value, orders()[0]);
     assert_eq!(typed.producer().metrics().records_sent, 21);
 }
@@ -1070,7 +1070,7 @@ where
 fn typed_producer_round_trips_with_json() {
     typed_round_trip(Json, "json-orders");
     // JSON on the wire, readable by any consumer.
-    let bytes = Codec::<Order>::encode(&Json, &orders()[1]).unwrap();
+    let bytes = Encoder::<Order>::encode(&Json, &orders()[1]).unwrap();
     assert_eq!(
         std::str::from_utf8(&bytes).unwrap(),
         r#"{"id":1,"user":"user-1","amount":1.25,"items":["item-0"],"note":null}"#
@@ -1084,8 +1084,8 @@ fn typed_producer_round_trips_with_bincode() {
 
 #[test]
 fn codecs_report_bad_bytes_as_serialization_errors() {
-    let good_json = Codec::<Order>::encode(&Json, &orders()[3]).unwrap();
-    let good_bincode = Codec::<Order>::encode(&Bincode, &orders()[3]).unwrap();
+    let good_json = Encoder::<Order>::encode(&Json, &orders()[3]).unwrap();
+    let good_bincode = Encoder::<Order>::encode(&Bincode, &orders()[3]).unwrap();
     let bad: Vec<(&str, &dyn Codec<Order>, Vec<u8>)> = vec![
         ("json garbage", &Json, b"\xff\xfe not json".to_vec()),
         ("json wrong shape", &Json, br#"{"id":"one"}"#.to_vec()),
