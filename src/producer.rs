@@ -274,34 +274,76 @@ struct Counters {
 
 type Callback = Box<dyn FnOnce(Result<RecordMetadata>) + Send>;
 
-/// Where an async send's outcome goes.
-enum Slot {
-    Handle(Arc<DeliveryState>),
+/// How an async send reports its outcome.
+enum Notify {
+    /// Through the [`Delivery`] handle `enqueue` returns.
+    Handle,
+    /// By calling back.
     Callback(Callback),
 }
 
-impl Slot {
-    fn complete(self, result: Result<RecordMetadata>) {
-        match self {
-            Slot::Handle(state) => {
-                *state.result.lock() = Some(result);
-                state.ready.notify_all();
-            }
-            Slot::Callback(callback) => callback(result),
-        }
+/// Where the records of one written batch went, in the order they were queued.
+#[derive(Debug)]
+struct Stored {
+    topic: Arc<str>,
+    partition: u32,
+    /// Offset and timestamp per record.
+    placed: Vec<(u64, i64)>,
+}
+
+impl Stored {
+    fn metadata(&self, index: usize) -> Option<RecordMetadata> {
+        self.placed.get(index).map(|&(offset, timestamp)| RecordMetadata {
+            topic: Arc::clone(&self.topic),
+            partition: self.partition,
+            offset,
+            timestamp,
+        })
     }
 }
 
+/// The outcome of one batch of async sends, shared by the deliveries of its records (as
+/// Kafka's producer shares one result per batch among its records' futures): one
+/// allocation and one wake-up per batch, not per record.
 #[derive(Debug, Default)]
-struct DeliveryState {
-    result: Mutex<Option<Result<RecordMetadata>>>,
+struct BatchOutcome {
+    result: Mutex<Option<Result<Stored>>>,
     ready: Condvar,
+}
+
+impl BatchOutcome {
+    fn failed(error: Error) -> Arc<BatchOutcome> {
+        Arc::new(BatchOutcome {
+            result: Mutex::new(Some(Err(error))),
+            ready: Condvar::new(),
+        })
+    }
+
+    fn publish(&self, result: Result<Stored>) {
+        *self.result.lock() = Some(result);
+        self.ready.notify_all();
+    }
+}
+
+/// One record's outcome in a published batch result.
+fn outcome_of(result: &Result<Stored>, index: usize) -> Result<RecordMetadata> {
+    match result {
+        Ok(stored) => stored.metadata(index).ok_or_else(|| Error::InvalidArgument {
+            reason: format!(
+                "no record {index} in the batch stored in {}-{}",
+                stored.topic, stored.partition
+            ),
+        }),
+        Err(e) => Err(e.duplicate()),
+    }
 }
 
 /// The outcome of a [`Producer::send_async`], to wait on.
 #[derive(Debug)]
 pub struct Delivery {
-    state: Arc<DeliveryState>,
+    batch: Arc<BatchOutcome>,
+    /// The record's place in its batch.
+    index: usize,
 }
 
 impl Delivery {
@@ -311,19 +353,24 @@ impl Delivery {
     /// The error that failed the record's batch, e.g. [`Error::RecordTooLarge`],
     /// [`Error::UnknownTopic`], [`Error::Io`].
     pub fn wait(self) -> Result<RecordMetadata> {
-        let mut result = self.state.result.lock();
+        let mut result = self.batch.result.lock();
         loop {
-            if let Some(outcome) = result.take() {
-                return outcome;
+            if let Some(outcome) = result.as_ref() {
+                return outcome_of(outcome, self.index);
             }
-            self.state.ready.wait(&mut result);
+            self.batch.ready.wait(&mut result);
         }
     }
 
-    /// The outcome if it is already known, without blocking.
+    /// The outcome if it is already known, without blocking (the same outcome each time
+    /// it is asked).
     #[must_use]
     pub fn try_result(&self) -> Option<Result<RecordMetadata>> {
-        self.state.result.lock().take()
+        self.batch
+            .result
+            .lock()
+            .as_ref()
+            .map(|outcome| outcome_of(outcome, self.index))
     }
 }
 
@@ -331,7 +378,10 @@ impl Delivery {
 #[derive(Default)]
 struct Pending {
     records: Vec<Record>,
-    slots: Vec<Slot>,
+    /// The outcome the records' [`Delivery`] handles wait on (made for the first of them).
+    outcome: Option<Arc<BatchOutcome>>,
+    /// Callbacks, each with its record's index in `records`.
+    callbacks: Vec<(usize, Callback)>,
     bytes: usize,
     since: Option<Instant>,
 }
@@ -358,16 +408,40 @@ struct TopicQueues {
     partitions: Vec<Option<Arc<PartitionQueue>>>,
 }
 
-/// Outcomes of a written batch, to hand to their slots after the partition lock is released.
+/// The outcome of a written batch, to hand to its deliveries and callbacks once the
+/// partition lock is released.
 #[must_use]
-struct Completions(Vec<(Slot, Result<RecordMetadata>)>, Result<()>);
+struct Completions {
+    result: Result<Stored>,
+    outcome: Option<Arc<BatchOutcome>>,
+    callbacks: Vec<(usize, Callback)>,
+}
 
 impl Completions {
-    fn run(self) -> Result<()> {
-        for (slot, outcome) in self.0 {
-            slot.complete(outcome);
+    /// Nothing was pending.
+    fn none() -> Completions {
+        Completions {
+            result: Ok(Stored {
+                topic: Arc::from(""),
+                partition: 0,
+                placed: Vec::new(),
+            }),
+            outcome: None,
+            callbacks: Vec::new(),
         }
-        self.1
+    }
+
+    /// Calls the callbacks, then publishes the outcome to the deliveries. Returns the
+    /// batch's error, if it failed.
+    fn run(self) -> Result<()> {
+        for (index, callback) in self.callbacks {
+            callback(outcome_of(&self.result, index));
+        }
+        let failed = self.result.as_ref().err().map(Error::duplicate);
+        if let Some(outcome) = self.outcome {
+            outcome.publish(self.result);
+        }
+        failed.map_or(Ok(()), Err)
     }
 }
 
@@ -519,9 +593,16 @@ impl Producer {
     /// Queues a record and returns at once; wait on the [`Delivery`] for the outcome.
     /// Routing errors (unknown topic, bad partition) are delivered through it too.
     pub fn send_async(&self, record: ProducerRecord) -> Delivery {
-        let state = Arc::new(DeliveryState::default());
-        self.handle.shared.enqueue(record, Slot::Handle(Arc::clone(&state)));
-        Delivery { state }
+        match self.handle.shared.enqueue(record, Notify::Handle) {
+            Some(delivery) => delivery,
+            // `enqueue` returns a handle for every `Notify::Handle`; this is never reached.
+            None => Delivery {
+                batch: BatchOutcome::failed(Error::InvalidArgument {
+                    reason: "the record was queued without a delivery handle".into(),
+                }),
+                index: 0,
+            },
+        }
     }
 
     /// Queues a record; `callback` runs with its outcome (on the thread that writes the
@@ -531,7 +612,7 @@ impl Producer {
         record: ProducerRecord,
         callback: impl FnOnce(Result<RecordMetadata>) + Send + 'static,
     ) {
-        self.handle.shared.enqueue(record, Slot::Callback(Box::new(callback)));
+        let _ = self.handle.shared.enqueue(record, Notify::Callback(Box::new(callback)));
     }
 
     /// Sends many records, one write per partition (more if a partition's records pass the
@@ -707,22 +788,6 @@ fn placed<'a, R: AsRef<Record>>(
             (offset, timestamp)
         })
     })
-}
-
-/// [`placed`] as [`RecordMetadata`].
-fn metadata_for<R: AsRef<Record>>(
-    queue: &PartitionQueue,
-    records: &[R],
-    infos: &[(usize, crate::AppendInfo)],
-) -> Vec<RecordMetadata> {
-    placed(queue, records, infos)
-        .map(|(offset, timestamp)| RecordMetadata {
-            topic: Arc::clone(&queue.topic),
-            partition: queue.partition,
-            offset,
-            timestamp,
-        })
-        .collect()
 }
 
 /// Where each record of one [`Producer::send_batch`] was stored, in the order given.
@@ -1128,14 +1193,24 @@ impl Shared {
         Ok(())
     }
 
-    fn enqueue(&self, record: ProducerRecord, slot: Slot) {
+    /// Queues `record` for its partition; returns its [`Delivery`] for `Notify::Handle`.
+    fn enqueue(&self, record: ProducerRecord, notify: Notify) -> Option<Delivery> {
+        let refuse = |e: Error, notify: Notify| {
+            self.counters.errors.fetch_add(1, Ordering::Relaxed);
+            match notify {
+                Notify::Handle => Some(Delivery {
+                    batch: BatchOutcome::failed(e),
+                    index: 0,
+                }),
+                Notify::Callback(callback) => {
+                    callback(Err(e));
+                    None
+                }
+            }
+        };
         let queue = match self.check_open().and_then(|()| self.queue_for(&record)) {
             Ok(queue) => queue,
-            Err(e) => {
-                self.counters.errors.fetch_add(1, Ordering::Relaxed);
-                slot.complete(Err(e));
-                return;
-            }
+            Err(e) => return refuse(e, notify),
         };
         let size = estimated_size(&record.record);
         let mut pending = queue.pending.lock();
@@ -1143,9 +1218,7 @@ impl Shared {
         // setting `closed`, so a record pushed here is either flushed by it or refused.
         if let Err(e) = self.check_open() {
             drop(pending);
-            self.counters.errors.fetch_add(1, Ordering::Relaxed);
-            slot.complete(Err(e));
-            return;
+            return refuse(e, notify);
         }
         let mut done = Vec::new();
         if pending.bytes > 0 && pending.bytes + size > queue.max_batch {
@@ -1153,8 +1226,18 @@ impl Shared {
             done.push(self.write_pending(&queue, &mut pending));
         }
         let first = pending.records.is_empty();
+        let index = pending.records.len();
         pending.records.push(record.record);
-        pending.slots.push(slot);
+        let delivery = match notify {
+            Notify::Handle => Some(Delivery {
+                batch: Arc::clone(pending.outcome.get_or_insert_with(Arc::default)),
+                index,
+            }),
+            Notify::Callback(callback) => {
+                pending.callbacks.push((index, callback));
+                None
+            }
+        };
         pending.bytes += size;
         if pending.bytes >= self.config.batch_size {
             done.push(self.write_pending(&queue, &mut pending));
@@ -1168,9 +1251,10 @@ impl Shared {
         }
         drop(pending);
         for completions in done {
-            // Each record's outcome went to its slot; nothing else to report here.
+            // Each record's outcome went to its delivery or callback; nothing else to report.
             let _ = completions.run();
         }
+        delivery
     }
 
     /// Writes a partition's pending records as one batch (split if too large). Returns the
@@ -1178,10 +1262,11 @@ impl Shared {
     /// (so a callback may send again). A `Synced` producer fsyncs before completing them.
     fn write_pending(&self, queue: &PartitionQueue, pending: &mut Pending) -> Completions {
         if pending.records.is_empty() {
-            return Completions(Vec::new(), Ok(()));
+            return Completions::none();
         }
         let records = std::mem::take(&mut pending.records);
-        let slots = std::mem::take(&mut pending.slots);
+        let outcome = pending.outcome.take();
+        let callbacks = std::mem::take(&mut pending.callbacks);
         pending.bytes = 0;
         pending.since = None;
         let durability = self.config.durability;
@@ -1194,16 +1279,29 @@ impl Shared {
         {
             result = Err(e);
         }
-        match result {
-            Ok(infos) => {
-                let metas = metadata_for(queue, &records, &infos);
-                Completions(slots.into_iter().zip(metas.into_iter().map(Ok)).collect(), Ok(()))
-            }
+        // Where each record went, unless nobody is left to ask: no callbacks, and every
+        // delivery handle of the batch dropped (no new one can appear: the batch left
+        // `pending` under its lock).
+        let asked = !callbacks.is_empty() || outcome.as_ref().is_some_and(|o| Arc::strong_count(o) > 1);
+        let result = match result {
+            Ok(infos) => Ok(Stored {
+                topic: Arc::clone(&queue.topic),
+                partition: queue.partition,
+                placed: if asked {
+                    placed(queue, &records, &infos).collect()
+                } else {
+                    Vec::new()
+                },
+            }),
             Err(e) => {
-                self.counters.errors.fetch_add(slots.len() as u64, Ordering::Relaxed);
-                let outcomes = slots.into_iter().map(|slot| (slot, Err(e.duplicate()))).collect();
-                Completions(outcomes, Err(e))
+                self.counters.errors.fetch_add(records.len() as u64, Ordering::Relaxed);
+                Err(e)
             }
+        };
+        Completions {
+            result,
+            outcome,
+            callbacks,
         }
     }
 

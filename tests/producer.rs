@@ -715,6 +715,65 @@ fn flush_writes_every_async_record_with_dense_offsets() {
     assert_eq!(p.metrics().batches, 3);
 }
 
+/// The records of one batch share its outcome, yet each delivery reports its own record,
+/// as often as asked, whether the batch's other handles were kept, dropped or were
+/// callbacks; a failed batch reports its error to each.
+#[test]
+fn deliveries_of_one_batch_each_report_their_own_record() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    let p = broker.producer(flush_only());
+    let seen: Arc<Mutex<Vec<(u64, i64)>>> = Arc::default();
+    let mut kept = Vec::new();
+    for i in 0..6i64 {
+        let record = ProducerRecord::new("t").value(format!("{i}")).timestamp(1_000 + i);
+        match i % 3 {
+            0 => kept.push((i, p.send_async(record))),
+            1 => drop(p.send_async(record)),
+            _ => {
+                let seen = Arc::clone(&seen);
+                p.send_with_callback(record, move |r| {
+                    let m = r.unwrap();
+                    seen.lock().unwrap().push((m.offset, m.timestamp));
+                });
+            }
+        }
+    }
+    p.flush().unwrap();
+    assert_eq!(p.metrics().batches, 1);
+    for (i, d) in &kept {
+        for _ in 0..2 {
+            let m = d.try_result().unwrap().unwrap();
+            assert_eq!(
+                (&*m.topic, m.partition, m.offset, m.timestamp),
+                ("t", 0, *i as u64, 1_000 + i)
+            );
+        }
+    }
+    let offsets: Vec<u64> = kept.into_iter().map(|(_, d)| d.wait().unwrap().offset).collect();
+    assert_eq!(offsets, [0, 3]);
+    assert_eq!(*seen.lock().unwrap(), [(2, 1_002), (5, 1_005)]);
+
+    // A batch that fails (its topic deleted before the flush): every record of it gets
+    // the error, each time asked.
+    broker.create_topic("gone", TopicConfig::with_partitions(1)).unwrap();
+    let (a, b) = (
+        p.send_async(ProducerRecord::new("gone").value("a")),
+        p.send_async(ProducerRecord::new("gone").value("b")),
+    );
+    broker.delete_topic("gone").unwrap();
+    assert!(matches!(p.flush(), Err(Error::UnknownTopic { .. })));
+    let batches = p.metrics().batches;
+    for d in [&a, &b] {
+        for _ in 0..2 {
+            assert!(matches!(d.try_result(), Some(Err(Error::UnknownTopic { topic })) if topic == "gone"));
+        }
+    }
+    assert!(matches!(b.wait(), Err(Error::UnknownTopic { .. })));
+    assert_eq!(p.metrics().batches, batches);
+    assert_eq!(p.metrics().errors, 2);
+}
+
 /// Callback outcomes by the index of the record sent.
 type Outcomes = Vec<(usize, Result<RecordMetadata, Error>)>;
 
