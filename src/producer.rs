@@ -408,38 +408,35 @@ struct TopicQueues {
     partitions: Vec<Option<Arc<PartitionQueue>>>,
 }
 
-/// The outcome of a written batch, to hand to its deliveries and callbacks once the
-/// partition lock is released.
+/// The outcome of a written batch (`None`: nothing was pending), to hand to its
+/// deliveries and callbacks once the partition lock is released.
 #[must_use]
-struct Completions {
+struct Completions(Option<Written>);
+
+struct Written {
     result: Result<Stored>,
     outcome: Option<Arc<BatchOutcome>>,
     callbacks: Vec<(usize, Callback)>,
 }
 
 impl Completions {
-    /// Nothing was pending.
-    fn none() -> Completions {
-        Completions {
-            result: Ok(Stored {
-                topic: Arc::from(""),
-                partition: 0,
-                placed: Vec::new(),
-            }),
-            outcome: None,
-            callbacks: Vec::new(),
-        }
-    }
-
     /// Calls the callbacks, then publishes the outcome to the deliveries. Returns the
     /// batch's error, if it failed.
     fn run(self) -> Result<()> {
-        for (index, callback) in self.callbacks {
-            callback(outcome_of(&self.result, index));
+        let Some(Written {
+            result,
+            outcome,
+            callbacks,
+        }) = self.0
+        else {
+            return Ok(());
+        };
+        for (index, callback) in callbacks {
+            callback(outcome_of(&result, index));
         }
-        let failed = self.result.as_ref().err().map(Error::duplicate);
-        if let Some(outcome) = self.outcome {
-            outcome.publish(self.result);
+        let failed = result.as_ref().err().map(Error::duplicate);
+        if let Some(outcome) = outcome {
+            outcome.publish(result);
         }
         failed.map_or(Ok(()), Err)
     }
@@ -946,9 +943,32 @@ impl Shared {
     }
 
     /// The queue of the partition `record` goes to.
+    ///
+    /// Once this producer has sent to a partition, its queue is found in the producer's own
+    /// map alone: the topic it holds is live as long as the queue's log is not marked
+    /// deleted (a deleted or recreated topic marks every old log), and its partition count
+    /// is read from it, so added partitions are seen. Otherwise the broker is asked, which
+    /// also auto-creates and reports an unknown topic.
     fn queue_for(&self, record: &ProducerRecord) -> Result<Arc<PartitionQueue>> {
+        let mut routed = None;
+        if let Some(queues) = self.queues.read().get(&*record.topic) {
+            // A routing error here is left to the broker's answer below (this topic may
+            // be a deleted one, with another partition count).
+            if let Ok(partition) = self.route(queues.topic.partition_count(), record) {
+                if let Some(Some(queue)) = queues.partitions.get(partition as usize)
+                    && !queue.log.is_deleted()
+                {
+                    return Ok(Arc::clone(queue));
+                }
+                routed = Some((Arc::clone(&queues.topic), partition));
+            }
+        }
         let topic = self.broker.topic_or_create(&record.topic)?;
-        let partition = self.route(topic.partition_count(), record)?;
+        let partition = match routed {
+            // Routed on this very topic: keep the partitioner's choice (it may keep state).
+            Some((routed_on, partition)) if Arc::ptr_eq(&routed_on, &topic) => partition,
+            _ => self.route(topic.partition_count(), record)?,
+        };
         self.queue(&topic, partition)
     }
 
@@ -1262,7 +1282,7 @@ impl Shared {
     /// (so a callback may send again). A `Synced` producer fsyncs before completing them.
     fn write_pending(&self, queue: &PartitionQueue, pending: &mut Pending) -> Completions {
         if pending.records.is_empty() {
-            return Completions::none();
+            return Completions(None);
         }
         let records = std::mem::take(&mut pending.records);
         let outcome = pending.outcome.take();
@@ -1298,11 +1318,11 @@ impl Shared {
                 Err(e)
             }
         };
-        Completions {
+        Completions(Some(Written {
             result,
             outcome,
             callbacks,
-        }
+        }))
     }
 
     /// Counts bytes sent to a partition; after `batch_size` of them, tells the partitioner a
