@@ -29,6 +29,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
@@ -150,7 +151,10 @@ pub(crate) fn decode_topics(path: &Path, bytes: &[u8]) -> Result<Vec<StoredTopic
 pub(crate) struct Topic {
     pub name: String,
     pub config: TopicConfig,
-    pub partitions: RwLock<Vec<Arc<PartitionLog>>>,
+    /// Grown only through [`add_partitions`](Topic::add_partitions).
+    partitions: RwLock<Vec<Arc<PartitionLog>>>,
+    /// `partitions.len()`, read without the lock by every send that routes a record.
+    count: AtomicU32,
 }
 
 impl Topic {
@@ -167,7 +171,28 @@ impl Topic {
     }
 
     pub fn partition_count(&self) -> u32 {
-        self.partitions.read().len() as u32
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// Every partition's log, in order.
+    pub fn partition_logs(&self) -> Vec<Arc<PartitionLog>> {
+        self.partitions.read().clone()
+    }
+
+    fn new(name: String, config: TopicConfig, logs: Vec<Arc<PartitionLog>>) -> Topic {
+        Topic {
+            name,
+            config,
+            count: AtomicU32::new(logs.len() as u32),
+            partitions: RwLock::new(logs),
+        }
+    }
+
+    fn add_partitions(&self, logs: Vec<Arc<PartitionLog>>) {
+        let mut partitions = self.partitions.write();
+        partitions.extend(logs);
+        // Published after the logs: a sender that sees the new count finds its log.
+        self.count.store(partitions.len() as u32, Ordering::Release);
     }
 }
 
@@ -489,11 +514,7 @@ impl Broker {
             return Err(Error::TopicExists { topic: name.to_owned() });
         }
         let logs = self.open_partitions(name, &config, 0..config.partitions)?;
-        let topic = Arc::new(Topic {
-            name: name.to_owned(),
-            config,
-            partitions: RwLock::new(logs),
-        });
+        let topic = Arc::new(Topic::new(name.to_owned(), config, logs));
         let mut table = self.stored_topics();
         table.push(StoredTopic::new(name, &topic.config));
         self.write_table(&table)?;
@@ -526,7 +547,7 @@ impl Broker {
     /// [`Error::UnknownTopic`].
     pub fn describe_topic(&self, name: &str) -> Result<TopicDescription> {
         let topic = self.topic(name)?;
-        let logs = topic.partitions.read().clone();
+        let logs = topic.partition_logs();
         Ok(TopicDescription {
             name: topic.name.clone(),
             config: topic.config.clone().partition_count(logs.len() as u32),
@@ -568,7 +589,7 @@ impl Broker {
             t.partitions = partitions;
         }
         self.write_table(&table)?;
-        topic.partitions.write().extend(logs);
+        topic.add_partitions(logs);
         self.topic_changed(name);
         Ok(())
     }
@@ -587,7 +608,7 @@ impl Broker {
         let table: Vec<StoredTopic> = self.stored_topics().into_iter().filter(|t| t.name != name).collect();
         self.write_table(&table)?;
         self.inner.topics.write().remove(name);
-        let logs = topic.partitions.read().clone();
+        let logs = topic.partition_logs();
         for log in &logs {
             // Producers may still hold these logs: closed, they write nothing more here.
             log.mark_deleted();
@@ -730,14 +751,7 @@ fn open_topics(
         let logs = (0..t.partitions)
             .map(|p| open_log(&partition_dir(dir, &t.name, p), config.log_config()).map(Arc::new))
             .collect::<Result<Vec<_>>>()?;
-        topics.insert(
-            t.name.clone(),
-            Arc::new(Topic {
-                name: t.name.clone(),
-                config,
-                partitions: RwLock::new(logs),
-            }),
-        );
+        topics.insert(t.name.clone(), Arc::new(Topic::new(t.name.clone(), config, logs)));
     }
     Ok(topics)
 }

@@ -28,7 +28,7 @@
 //! record that alone exceeds the limit fails, with [`Error::RecordTooLarge`], and nothing of
 //! it is written.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -458,7 +458,7 @@ struct Shared {
     config: ProducerConfig,
     /// Per topic name: the topic these queues belong to (a deleted and recreated topic is a
     /// new `Topic`, so its stale queues are replaced) and one queue per partition.
-    queues: RwLock<HashMap<String, TopicQueues>>,
+    queues: RwLock<BTreeMap<String, TopicQueues>>,
     counters: Counters,
     closed: AtomicBool,
     /// Wakes the linger thread when a batch starts or the producer closes.
@@ -520,7 +520,7 @@ impl Broker {
         let shared = Arc::new(Shared {
             broker: self.clone(),
             config,
-            queues: RwLock::new(HashMap::new()),
+            queues: RwLock::new(BTreeMap::new()),
             counters: Counters::default(),
             closed: AtomicBool::new(false),
             wake: Condvar::new(),
