@@ -8,7 +8,10 @@
 //!   `send_batch` borrows them; their keys and value are the very `Bytes` the raw baseline
 //!   writes, so both sides do the same work with the data (neither allocates nor frees it
 //!   while timed).
-//! - `produce/send_async_flush`: `send_async` of every record, then `flush`.
+//! - `produce/send_async_flush`: `send_async` of every record, then `flush` (the delivery
+//!   handles dropped: fire and forget).
+//! - `produce/send_async_wait_each`: the same, keeping every handle and waiting on each
+//!   after the flush.
 //! - `produce/send_blocking`: one `send` per record, `Written`.
 //! - `synced/raw_write_fdatasync`: `pwrite` + `fdatasync` per record to a plain file.
 //! - `synced/raw_8_threads_lockstep_fdatasync`: 8 threads `pwrite` a record each, then one
@@ -117,6 +120,21 @@ fn produce(c: &mut Criterion) {
                     black_box(producer.send_async(r));
                 }
                 producer.flush().unwrap();
+                (producer, broker, dir)
+            },
+            BatchSize::PerIteration,
+        );
+    });
+    group.bench_function("send_async_wait_each", |b| {
+        b.iter_batched(
+            || (broker_with_topic(), records_with(keys.iter().cloned(), &v)),
+            |((broker, dir), recs)| {
+                let producer = broker.producer(ProducerConfig::default().batch_size(128 * 1024));
+                let deliveries: Vec<_> = recs.into_iter().map(|r| producer.send_async(r)).collect();
+                producer.flush().unwrap();
+                for d in deliveries {
+                    black_box(d.wait().unwrap());
+                }
                 (producer, broker, dir)
             },
             BatchSize::PerIteration,
