@@ -593,12 +593,16 @@ pub(crate) fn decode_key(key: &[u8]) -> Option<(String, TopicPartition)> {
     c.0.is_empty().then(|| (group, TopicPartition::new(topic, partition)))
 }
 
-/// Decodes a log record value: `None` unless it is exactly one valid value.
+/// Decodes a log record value: `None` unless it is exactly one valid value (metadata of at
+/// most [`MAX_METADATA_BYTES`], as every commit writes).
 pub(crate) fn decode_value(value: &[u8]) -> Option<OffsetAndMetadata> {
     let mut c = Cursor(value);
     let offset = u64::from_le_bytes(c.array()?);
     let commit_timestamp = i64::from_le_bytes(c.array()?);
     let len = u32::from_le_bytes(c.array()?) as usize;
+    if len > MAX_METADATA_BYTES {
+        return None;
+    }
     let metadata = c.string(len)?;
     c.0.is_empty().then_some(OffsetAndMetadata {
         offset,
@@ -663,6 +667,12 @@ mod tests {
         let mut huge = value.to_vec();
         huge[16..20].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(decode_value(&huge), None);
+        // Metadata up to the commit limit reads back; one byte more is not a value any
+        // commit writes.
+        let longest = "m".repeat(MAX_METADATA_BYTES);
+        let om = decode_value(&encode_value(1, 2, &longest)).unwrap();
+        assert_eq!(om.metadata, longest);
+        assert_eq!(decode_value(&encode_value(1, 2, &format!("{longest}m"))), None);
     }
 
     #[test]
