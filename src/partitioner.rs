@@ -65,7 +65,8 @@ pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
 pub trait Partitioner: Send + Sync + std::fmt::Debug {
     /// The partition for a record of `topic` (which has `partitions` partitions). Must
     /// return a value below `partitions`; the producer refuses the record otherwise
-    /// ([`Error::InvalidPartition`](crate::Error::InvalidPartition)).
+    /// ([`Error::InvalidPartition`](crate::Error::InvalidPartition)). Called outside the
+    /// producer's locks, so it may itself send through the producer.
     fn partition(&self, topic: &str, key: Option<&[u8]>, value: Option<&[u8]>, partitions: u32) -> u32;
 
     /// Told by the producer when a batch for `previous` was completed, so a sticky

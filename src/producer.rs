@@ -420,8 +420,9 @@ struct Written {
 }
 
 impl Completions {
-    /// Calls the callbacks, then publishes the outcome to the deliveries. Returns the
-    /// batch's error, if it failed.
+    /// Publishes the outcome to the deliveries, then calls the callbacks. A callback that
+    /// panics is reported (tracing, error) and the others still run, as Kafka's producer
+    /// catches a callback's exception. Returns the batch's error, if it failed.
     fn run(self) -> Result<()> {
         let Some(Written {
             result,
@@ -431,12 +432,31 @@ impl Completions {
         else {
             return Ok(());
         };
-        for (index, callback) in callbacks {
-            callback(outcome_of(&result, index));
-        }
         let failed = result.as_ref().err().map(Error::duplicate);
-        if let Some(outcome) = outcome {
-            outcome.publish(result);
+        let result = match outcome {
+            Some(outcome) if callbacks.is_empty() => {
+                outcome.publish(result);
+                return failed.map_or(Ok(()), Err);
+            }
+            Some(outcome) => {
+                // Handles and callbacks in one batch: the handles get a copy.
+                outcome.publish(match &result {
+                    Ok(stored) => Ok(Stored {
+                        topic: Arc::clone(&stored.topic),
+                        partition: stored.partition,
+                        placed: stored.placed.clone(),
+                    }),
+                    Err(e) => Err(e.duplicate()),
+                });
+                result
+            }
+            None => result,
+        };
+        for (index, callback) in callbacks {
+            let outcome = outcome_of(&result, index);
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback(outcome))).is_err() {
+                tracing::error!(record = index, "a send_with_callback callback panicked");
+            }
         }
         failed.map_or(Ok(()), Err)
     }
@@ -603,7 +623,10 @@ impl Producer {
     }
 
     /// Queues a record; `callback` runs with its outcome (on the thread that writes the
-    /// batch: keep it short, and do not send from it with a blocking call).
+    /// batch: keep it short, and do not send from it with a blocking call). The batch's
+    /// [`Delivery`] handles are completed before its callbacks run. A callback that panics
+    /// is caught and reported through `tracing` (error level); the batch's other records
+    /// are still completed.
     pub fn send_with_callback(
         &self,
         record: ProducerRecord,
@@ -951,16 +974,20 @@ impl Shared {
     /// also auto-creates and reports an unknown topic.
     fn queue_for(&self, record: &ProducerRecord) -> Result<Arc<PartitionQueue>> {
         let mut routed = None;
-        if let Some(queues) = self.queues.read().get(&*record.topic) {
+        // The partitioner (the application's code, perhaps) runs outside the map's lock.
+        let known = self.queues.read().get(&*record.topic).map(|q| Arc::clone(&q.topic));
+        if let Some(known) = known {
             // A routing error here is left to the broker's answer below (this topic may
             // be a deleted one, with another partition count).
-            if let Ok(partition) = self.route(queues.topic.partition_count(), record) {
-                if let Some(Some(queue)) = queues.partitions.get(partition as usize)
+            if let Ok(partition) = self.route(known.partition_count(), record) {
+                if let Some(queues) = self.queues.read().get(&*record.topic)
+                    && Arc::ptr_eq(&queues.topic, &known)
+                    && let Some(Some(queue)) = queues.partitions.get(partition as usize)
                     && !queue.log.is_deleted()
                 {
                     return Ok(Arc::clone(queue));
                 }
-                routed = Some((Arc::clone(&queues.topic), partition));
+                routed = Some((known, partition));
             }
         }
         let topic = self.broker.topic_or_create(&record.topic)?;
@@ -1093,6 +1120,26 @@ impl Shared {
             return Ok(Arc::clone(queue));
         }
         let log = topic.partition(partition)?;
+        let mut stale = Vec::new();
+        let queue = self.queue_slot(topic, partition, log, &mut stale);
+        // Records still pending for a deleted incarnation of the topic are completed (with
+        // `UnknownTopic`: their logs are marked deleted), not dropped with their queues.
+        for old in stale {
+            let done = self.write_pending(&old, &mut old.pending.lock());
+            let _ = done.run();
+        }
+        queue
+    }
+
+    /// The queue of `partition` of `topic` (created with `log` if missing), under the
+    /// map's write lock. Queues of a deleted incarnation of the topic are moved to `stale`.
+    fn queue_slot(
+        &self,
+        topic: &Arc<Topic>,
+        partition: u32,
+        log: Arc<PartitionLog>,
+        stale: &mut Vec<Arc<PartitionQueue>>,
+    ) -> Result<Arc<PartitionQueue>> {
         let mut all = self.queues.write();
         // No queue is created after close (which sets `closed` under this lock), so close's
         // last flush sees every queue.
@@ -1103,10 +1150,14 @@ impl Shared {
         });
         if !Arc::ptr_eq(&queues.topic, topic) {
             // The topic was deleted and created again: its old queues are stale.
-            *queues = TopicQueues {
-                topic: Arc::clone(topic),
-                partitions: Vec::new(),
-            };
+            let old = std::mem::replace(
+                queues,
+                TopicQueues {
+                    topic: Arc::clone(topic),
+                    partitions: Vec::new(),
+                },
+            );
+            stale.extend(old.partitions.into_iter().flatten());
         }
         if queues.partitions.len() <= partition as usize {
             queues.partitions.resize(partition as usize + 1, None);
@@ -1235,9 +1286,18 @@ impl Shared {
         let size = estimated_size(&record.record);
         let mut pending = queue.pending.lock();
         // Checked again under the partition lock: close's last flush takes this lock after
-        // setting `closed`, so a record pushed here is either flushed by it or refused.
+        // setting `closed`, so a record pushed here is either flushed by it or refused. A
+        // queue whose topic was deleted meanwhile takes nothing more: once the topic is
+        // recreated, its old queues are drained one last time and forgotten.
         if let Err(e) = self.check_open() {
             drop(pending);
+            return refuse(e, notify);
+        }
+        if queue.log.is_deleted() {
+            drop(pending);
+            let e = Error::UnknownTopic {
+                topic: queue.topic.to_string(),
+            };
             return refuse(e, notify);
         }
         let mut done = Vec::new();

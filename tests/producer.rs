@@ -774,6 +774,100 @@ fn deliveries_of_one_batch_each_report_their_own_record() {
     assert_eq!(p.metrics().errors, 2);
 }
 
+/// Records queued for a topic that is then deleted and recreated are completed with
+/// `UnknownTopic` (never written into the new topic, never left waiting) when the producer
+/// first sends to the new incarnation; the new records go to the new topic.
+#[test]
+fn records_pending_for_a_recreated_topic_complete_with_unknown_topic() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    let p = broker.producer(flush_only());
+    let pending = p.send_async(ProducerRecord::new("t").value("pending"));
+    let fired: Arc<Mutex<Option<Result<RecordMetadata, Error>>>> = Arc::default();
+    let f = Arc::clone(&fired);
+    p.send_with_callback(ProducerRecord::new("t").value("cb"), move |r| {
+        *f.lock().unwrap() = Some(r);
+    });
+    broker.delete_topic("t").unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    // The first send to the new topic replaces the producer's queues for "t".
+    let fresh = p.send_async(ProducerRecord::new("t").value("fresh"));
+    assert!(matches!(pending.try_result(), Some(Err(Error::UnknownTopic { topic })) if topic == "t"));
+    assert!(matches!(*fired.lock().unwrap(), Some(Err(Error::UnknownTopic { .. }))));
+    p.flush().unwrap();
+    assert_eq!(fresh.wait().unwrap().offset, 0);
+    let stored: Vec<Option<Bytes>> = records_of(&broker, "t", 0).into_iter().map(|r| r.value).collect();
+    assert_eq!(stored, [Some(Bytes::from("fresh"))]);
+}
+
+/// A callback that panics is caught: the batch's delivery handles and its other callbacks
+/// are still completed, and the flush that ran them succeeds.
+#[test]
+fn a_panicking_callback_does_not_strand_the_rest_of_its_batch() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    let p = broker.producer(flush_only());
+    let first = p.send_async(ProducerRecord::new("t").value("a"));
+    p.send_with_callback(ProducerRecord::new("t").value("b"), |_| panic!("callback panics"));
+    let after: Arc<Mutex<Option<u64>>> = Arc::default();
+    let a = Arc::clone(&after);
+    p.send_with_callback(ProducerRecord::new("t").value("c"), move |r| {
+        *a.lock().unwrap() = Some(r.unwrap().offset);
+    });
+    let last = p.send_async(ProducerRecord::new("t").value("d"));
+    p.flush().unwrap();
+    assert_eq!(first.wait().unwrap().offset, 0);
+    assert_eq!(*after.lock().unwrap(), Some(2));
+    assert_eq!(last.wait().unwrap().offset, 3);
+    assert_eq!(p.metrics().records_sent, 4);
+}
+
+/// The partitioner runs outside the producer's locks: one that itself sends through the
+/// producer (here to a new partition of an audit topic each time) does not deadlock.
+#[test]
+fn a_partitioner_may_send_through_its_own_producer() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(2)).unwrap();
+    broker.create_topic("audit", TopicConfig::with_partitions(4)).unwrap();
+    let me: Arc<Mutex<Option<Producer>>> = Arc::default();
+    let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let (me2, calls2) = (Arc::clone(&me), Arc::clone(&calls));
+    let partitioner = brooklet::FnPartitioner::new(move |topic: &str, _: Option<&[u8]>, _: Option<&[u8]>, _| {
+        if topic == "t" {
+            let n = calls2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let producer = me2.lock().unwrap().clone();
+            if let Some(producer) = producer {
+                producer
+                    .send(ProducerRecord::new("audit").partition(n).value(format!("routed {n}")))
+                    .unwrap();
+            }
+        }
+        0
+    });
+    let p = broker.producer(ProducerConfig::default().partitioner(Arc::new(partitioner)));
+    *me.lock().unwrap() = Some(p.clone());
+    let (done, finished) = std::sync::mpsc::channel();
+    let sender = p.clone();
+    thread::spawn(move || {
+        let offsets: Vec<u64> = (0..3)
+            .map(|i| {
+                sender
+                    .send(ProducerRecord::new("t").value(format!("{i}")))
+                    .unwrap()
+                    .offset
+            })
+            .collect();
+        let _ = done.send(offsets);
+    });
+    let offsets = finished
+        .recv_timeout(Duration::from_secs(30))
+        .expect("sends deadlocked");
+    assert_eq!(offsets, [0, 1, 2]);
+    assert_eq!(end_offsets(&broker, "audit"), [1, 1, 1, 0]);
+    // The partitioner held a clone of the producer: let it go.
+    me.lock().unwrap().take();
+}
+
 /// Callback outcomes by the index of the record sent.
 type Outcomes = Vec<(usize, Result<RecordMetadata, Error>)>;
 

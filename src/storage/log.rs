@@ -1008,6 +1008,11 @@ impl PartitionLog {
                 rounds.inside = rounds.inside.saturating_sub(1);
                 return Ok(false);
             }
+            if self.poisoned.load(Ordering::Acquire) {
+                // A failed fsync: no round can succeed, so none is gathered or waited for.
+                rounds.inside = rounds.inside.saturating_sub(1);
+                return Err(Error::Poisoned { path: self.dir.clone() });
+            }
             if rounds.leading {
                 // Follow the running round: wait for it to finish, then check again (it
                 // covered the records if they were written before it collected what to sync).
