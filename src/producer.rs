@@ -307,7 +307,7 @@ impl Stored {
 /// allocation and one wake-up per batch, not per record.
 #[derive(Debug, Default)]
 struct BatchOutcome {
-    result: Mutex<Option<Result<Stored>>>,
+    result: Mutex<Option<Result<Arc<Stored>>>>,
     ready: Condvar,
 }
 
@@ -319,14 +319,14 @@ impl BatchOutcome {
         })
     }
 
-    fn publish(&self, result: Result<Stored>) {
+    fn publish(&self, result: Result<Arc<Stored>>) {
         *self.result.lock() = Some(result);
         self.ready.notify_all();
     }
 }
 
 /// One record's outcome in a published batch result.
-fn outcome_of(result: &Result<Stored>, index: usize) -> Result<RecordMetadata> {
+fn outcome_of(result: &Result<Arc<Stored>>, index: usize) -> Result<RecordMetadata> {
     match result {
         Ok(stored) => stored.metadata(index).ok_or_else(|| Error::InvalidArgument {
             reason: format!(
@@ -414,7 +414,7 @@ struct TopicQueues {
 struct Completions(Option<Written>);
 
 struct Written {
-    result: Result<Stored>,
+    result: Result<Arc<Stored>>,
     outcome: Option<Arc<BatchOutcome>>,
     callbacks: Vec<(usize, Callback)>,
 }
@@ -432,33 +432,19 @@ impl Completions {
         else {
             return Ok(());
         };
-        let failed = result.as_ref().err().map(Error::duplicate);
-        let result = match outcome {
-            Some(outcome) if callbacks.is_empty() => {
-                outcome.publish(result);
-                return failed.map_or(Ok(()), Err);
-            }
-            Some(outcome) => {
-                // Handles and callbacks in one batch: the handles get a copy.
-                outcome.publish(match &result {
-                    Ok(stored) => Ok(Stored {
-                        topic: Arc::clone(&stored.topic),
-                        partition: stored.partition,
-                        placed: stored.placed.clone(),
-                    }),
-                    Err(e) => Err(e.duplicate()),
-                });
-                result
-            }
-            None => result,
-        };
+        if let Some(outcome) = outcome {
+            outcome.publish(match &result {
+                Ok(stored) => Ok(Arc::clone(stored)),
+                Err(e) => Err(e.duplicate()),
+            });
+        }
         for (index, callback) in callbacks {
             let outcome = outcome_of(&result, index);
             if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback(outcome))).is_err() {
                 tracing::error!(record = index, "a send_with_callback callback panicked");
             }
         }
-        failed.map_or(Ok(()), Err)
+        result.map(drop)
     }
 }
 
@@ -1364,7 +1350,7 @@ impl Shared {
         // `pending` under its lock).
         let asked = !callbacks.is_empty() || outcome.as_ref().is_some_and(|o| Arc::strong_count(o) > 1);
         let result = match result {
-            Ok(infos) => Ok(Stored {
+            Ok(infos) => Ok(Arc::new(Stored {
                 topic: Arc::clone(&queue.topic),
                 partition: queue.partition,
                 placed: if asked {
@@ -1372,7 +1358,7 @@ impl Shared {
                 } else {
                     Vec::new()
                 },
-            }),
+            })),
             Err(e) => {
                 self.counters.errors.fetch_add(records.len() as u64, Ordering::Relaxed);
                 Err(e)
