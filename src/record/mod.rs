@@ -15,6 +15,9 @@ use bytes::Bytes;
 pub use batch::{Compression, HeaderRefs, RecordBatch, RecordRef, RecordRefs, Records, TimestampType};
 
 /// A record header: a string name and a byte value. Names need not be unique; order is kept.
+///
+/// Unlike Kafka's, a header value is never null (Kafka's Java client allows a `null` header
+/// value; its wire format writes length −1): use an empty value, or a header that is absent.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Header {
     /// The header's name.
