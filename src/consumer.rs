@@ -865,13 +865,20 @@ impl Consumer {
     /// `auto_offset_reset` is `None`; [`Error::OffsetOutOfRange`] when a position falls
     /// outside the log and `auto_offset_reset` is `None`; [`Error::UnknownTopic`] for a
     /// manually assigned partition whose topic was deleted; [`Error::Corrupt`] or
-    /// [`Error::Io`] from the log; [`Error::Closed`] after `close`. As in Kafka, records
-    /// already read from other partitions in the same poll are returned first, and the
-    /// error comes from the next poll: no record is skipped because another partition failed.
+    /// [`Error::Io`] from the log; [`Error::Closed`] after `close`;
+    /// [`Error::NotSubscribed`] at once for a consumer with neither a subscription nor an
+    /// assignment (as Kafka). As in Kafka, records already read from other partitions in the
+    /// same poll are returned first, and the error comes from the next poll: no record is
+    /// skipped because another partition failed.
     pub fn poll(&mut self, timeout: Duration) -> Result<ConsumerRecords> {
         self.check_open()?;
         if let Some(e) = self.pending_error.take() {
             return Err(e);
+        }
+        if self.subscription.is_none() && self.parts.is_empty() {
+            return Err(Error::NotSubscribed {
+                group: self.config.group_id.clone(),
+            });
         }
         let deadline = Instant::now().checked_add(timeout);
         self.run_async_callbacks();

@@ -1162,3 +1162,38 @@ fn consumers_and_their_records_can_move_between_threads() {
     let got = std::thread::spawn(move || poll_n(&mut c, 3).len()).join().unwrap();
     assert_eq!(got, 3);
 }
+
+/// Protects Kafka's rule that `poll` on a consumer with neither a subscription nor an
+/// assignment is a usage error (`IllegalStateException`), reported at once: a forgotten
+/// `subscribe` must not look like an idle topic (an empty poll after the whole timeout).
+#[test]
+fn poll_without_subscription_or_assignment_fails_at_once() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    let mut c = broker.consumer(manual("g")).unwrap();
+    let start = Instant::now();
+    let r = c.poll(Duration::from_secs(10));
+    assert!(
+        matches!(r, Err(Error::NotSubscribed { group: Some(ref g) }) if g == "g"),
+        "{r:?}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "the error came only after the timeout"
+    );
+    // After unsubscribe, and for an empty assignment (Kafka: the same as unsubscribe), too.
+    c.subscribe(&["t"]).unwrap();
+    c.poll(Duration::from_millis(1)).unwrap();
+    c.unsubscribe();
+    assert!(matches!(
+        c.poll(Duration::from_millis(1)),
+        Err(Error::NotSubscribed { .. })
+    ));
+    c.assign(&[]).unwrap();
+    assert!(matches!(
+        c.poll(Duration::from_millis(1)),
+        Err(Error::NotSubscribed { .. })
+    ));
+    c.assign(&[tp("t", 0)]).unwrap();
+    assert!(c.poll(Duration::from_millis(1)).unwrap().is_empty());
+}
