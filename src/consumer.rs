@@ -554,7 +554,10 @@ impl<'a> IntoIterator for &'a ConsumerRecords {
 /// ```
 pub trait RebalanceListener: Send {
     /// Before `partitions` are taken away: the place to commit. The consumer still owns
-    /// them, so commits succeed.
+    /// them, so commits succeed. Called at a rebalance that moves them, and — as Kafka's
+    /// "also called when the consumer is being closed" — for every owned partition when the
+    /// consumer unsubscribes, closes or is dropped (not while its thread unwinds from a
+    /// panic).
     fn on_partitions_revoked(&mut self, consumer: &mut Consumer, partitions: &[TopicPartition]) {
         let _ = (consumer, partitions);
     }
@@ -566,7 +569,9 @@ pub trait RebalanceListener: Send {
     }
 
     /// When the member was evicted and `partitions` may already belong to others: commits
-    /// for them fail. By default calls [`on_partitions_revoked`](Self::on_partitions_revoked), as Kafka.
+    /// for them fail. Called at the evicted member's next poll, or when it unsubscribes or
+    /// closes before that. By default calls
+    /// [`on_partitions_revoked`](Self::on_partitions_revoked), as Kafka.
     fn on_partitions_lost(&mut self, consumer: &mut Consumer, partitions: &[TopicPartition]) {
         self.on_partitions_revoked(consumer, partitions);
     }
@@ -595,8 +600,10 @@ struct Part {
 }
 
 /// Reads records from topics, alone or in a consumer group. `Send`, used from one thread
-/// at a time (as Kafka's consumer). Dropping it leaves its group (committing first if
-/// auto-commit is on), so a thread that panics gives its partitions back.
+/// at a time (as Kafka's consumer). Dropping it does what [`close`](Consumer::close) does
+/// (Kafka has no drop; brooklet chose to close), so a thread that panics gives its
+/// partitions back — but while unwinding from a panic it neither commits nor runs the
+/// rebalance listener.
 ///
 /// # Examples
 /// ```
@@ -782,24 +789,45 @@ impl Consumer {
         Ok(())
     }
 
-    /// Leaves the group (committing first if auto-commit is on) or drops the manual
-    /// assignment. The consumer keeps its configuration and can subscribe again.
+    /// Leaves the group or drops the manual assignment, as Kafka's `unsubscribe`: with
+    /// auto-commit on (and a `group_id`) the positions are committed first — also those of
+    /// a manual assignment, as Kafka's `assign` commits the old assignment before replacing
+    /// it — and then a group member runs its listener's `on_partitions_revoked` for every
+    /// partition it owns (`on_partitions_lost` if it was evicted meanwhile), where a
+    /// listener with auto-commit off commits. The consumer keeps its configuration and can
+    /// subscribe again. A failed auto-commit is logged; the consumer leaves anyway.
     pub fn unsubscribe(&mut self) {
-        if let Err(e) = self.release_all(self.subscription.is_some()) {
+        if let Err(e) = self.release_all() {
             tracing::warn!(error = %e, "auto-commit while leaving the group failed");
         }
     }
 
-    /// Commits the positions if auto-commit is on and `commit` (never while the thread is
-    /// unwinding from a panic: it has not processed what it polled, and committing would
-    /// lose those records), then drops every partition and leaves the group. The group is
-    /// left even if the commit fails; its error is returned.
-    fn release_all(&mut self, commit: bool) -> Result<()> {
+    /// Commits the positions if auto-commit is on, runs the listener's revoke (or lost)
+    /// callback for a member's partitions, then drops every partition and leaves the group.
+    /// While the thread is unwinding from a panic neither the commit nor the listener runs:
+    /// the thread has not processed what it polled, and committing would lose those
+    /// records. The group is left even if the commit fails; its error is returned.
+    fn release_all(&mut self) -> Result<()> {
         let all: Vec<TopicPartition> = self.parts.keys().cloned().collect();
+        let panicking = std::thread::panicking();
         let mut result = Ok(());
-        if commit && self.config.enable_auto_commit && self.config.group_id.is_some() && !std::thread::panicking() {
+        if self.config.enable_auto_commit && self.config.group_id.is_some() && !panicking {
             result = self.commit_parts(&all);
         }
+        if !panicking
+            && !all.is_empty()
+            && let Some(sub) = &self.subscription
+        {
+            // As Kafka's consumer when it leaves: still the owner, so the listener's commits
+            // succeed; an evicted member's partitions may be with others already.
+            if sub.member.group.is_member(&sub.member.member_id) {
+                self.with_listener(|l, c| l.on_partitions_revoked(c, &all));
+            } else {
+                self.with_listener(|l, c| l.on_partitions_lost(c, &all));
+            }
+        }
+        // What the listener left assigned (it may have unsubscribed itself).
+        let all: Vec<TopicPartition> = self.parts.keys().cloned().collect();
         self.remove_parts(&all);
         if let Some(sub) = self.subscription.take() {
             let broker = self.broker.clone();
@@ -1386,8 +1414,11 @@ impl Consumer {
         }
     }
 
-    /// Leaves the group (committing first if auto-commit is on) and runs pending
-    /// `commit_async` callbacks. Dropping the consumer does the same.
+    /// Runs pending `commit_async` callbacks and leaves the group as
+    /// [`unsubscribe`](Self::unsubscribe) does: commits first if auto-commit is on, then runs
+    /// the listener's `on_partitions_revoked` for the partitions it owns (as Kafka's
+    /// `close`). Dropping the consumer does the same, except while the thread unwinds from
+    /// a panic (then neither the commit nor the listener runs).
     ///
     /// # Errors
     /// The error of the final auto-commit, if it failed (the consumer is closed anyway).
@@ -1400,7 +1431,7 @@ impl Consumer {
             return Ok(());
         }
         self.run_async_callbacks();
-        let result = self.release_all(true);
+        let result = self.release_all();
         self.closed = true;
         result
     }

@@ -538,6 +538,13 @@ impl RebalanceListener for Recorder {
             partitions.iter().map(ToString::to_string).collect::<Vec<_>>()
         ));
     }
+    fn on_partitions_lost(&mut self, _consumer: &mut Consumer, partitions: &[TopicPartition]) {
+        self.events.lock().unwrap().push(format!(
+            "{} lost {:?}",
+            self.name,
+            partitions.iter().map(ToString::to_string).collect::<Vec<_>>()
+        ));
+    }
 }
 
 #[test]
@@ -1196,4 +1203,125 @@ fn poll_without_subscription_or_assignment_fails_at_once() {
     ));
     c.assign(&[tp("t", 0)]).unwrap();
     assert!(c.poll(Duration::from_millis(1)).unwrap().is_empty());
+}
+
+/// Protects Kafka's `close`/`unsubscribe` contract: the listener's `on_partitions_revoked`
+/// runs before the member leaves — the place where an application with auto-commit off
+/// commits what it processed. Without it the next owner is handed those records again.
+/// Dropping the consumer does the same (brooklet's choice: Kafka has no drop), except on a
+/// panicking thread, which has not processed what it polled.
+#[test]
+fn close_unsubscribe_and_drop_run_on_partitions_revoked_where_the_listener_commits() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    fill(&broker, "t", 1, 3);
+    for how in ["close", "unsubscribe", "drop"] {
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let mut c = broker.consumer(manual(how)).unwrap();
+        let recorder = Recorder {
+            name: how,
+            events: Arc::clone(&events),
+        };
+        c.subscribe_with_listener(&["t"], recorder).unwrap();
+        poll_n(&mut c, 3);
+        match how {
+            "close" => c.close().unwrap(),
+            "unsubscribe" => {
+                c.unsubscribe();
+                assert!(c.assignment().is_empty() && c.subscription().is_empty());
+            }
+            _ => drop(c),
+        }
+        assert_eq!(
+            *events.lock().unwrap(),
+            [
+                format!("{how} assigned [\"t-0\"] at [0]"),
+                format!("{how} revoked [\"t-0\"] committed=true"),
+            ],
+            "{how}"
+        );
+        assert_eq!(
+            broker.committed_offset(how, &tp("t", 0)).map(|o| o.offset),
+            Some(3),
+            "{how}"
+        );
+        assert!(broker.describe_group(how).unwrap().members.is_empty(), "{how}");
+    }
+
+    // A panicking thread's consumer leaves the group without running the listener.
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let (b, e) = (broker.clone(), Arc::clone(&events));
+    let worker = std::thread::spawn(move || {
+        let mut c = b.consumer(manual("panics")).unwrap();
+        c.subscribe_with_listener(&["t"], Recorder { name: "p", events: e })
+            .unwrap();
+        poll_n(&mut c, 3);
+        panic!("crash while processing");
+    });
+    assert!(worker.join().is_err());
+    assert_eq!(*events.lock().unwrap(), ["p assigned [\"t-0\"] at [0]"]);
+    assert_eq!(broker.committed_offset("panics", &tp("t", 0)), None);
+    assert!(broker.describe_group("panics").is_err(), "the member left the group");
+}
+
+/// Protects the other half of Kafka's leave: a member evicted (after `max_poll_interval`)
+/// that closes hears `on_partitions_lost` — its partitions may belong to another member
+/// already, so its commits would be fenced — not `on_partitions_revoked`.
+#[test]
+fn closing_an_evicted_member_runs_on_partitions_lost() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let mut slow = broker
+        .consumer(manual("g").max_poll_interval(Duration::from_millis(100)))
+        .unwrap();
+    let recorder = Recorder {
+        name: "slow",
+        events: Arc::clone(&events),
+    };
+    slow.subscribe_with_listener(&["t"], recorder).unwrap();
+    slow.poll(Duration::from_millis(1)).unwrap();
+    assert_eq!(assignment(&slow), ["t-0"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut fast = broker.consumer(manual("g")).unwrap();
+    fast.subscribe(&["t"]).unwrap();
+    fast.poll(Duration::from_millis(1)).unwrap();
+    assert_eq!(assignment(&fast), ["t-0"], "the slow member was evicted");
+    slow.close().unwrap();
+    assert_eq!(
+        *events.lock().unwrap(),
+        ["slow assigned [\"t-0\"] at [0]", "slow lost [\"t-0\"]"]
+    );
+}
+
+/// Protects Kafka's `assign` contract: "if auto-commit is enabled, an async commit (based
+/// on the old assignment) will be triggered before the new assignment replaces the old
+/// one". Without it a re-assigning consumer drops the positions of the partitions it gives
+/// up, and whoever reads them next re-reads what it consumed.
+#[test]
+fn reassigning_with_auto_commit_commits_the_old_assignment_first() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(2)).unwrap();
+    fill(&broker, "t", 2, 3);
+    let mut c = broker
+        .consumer(
+            ConsumerConfig::group("g")
+                .auto_offset_reset(OffsetReset::Earliest)
+                .auto_commit_interval(Duration::from_secs(3600)),
+        )
+        .unwrap();
+    c.assign(&[tp("t", 0)]).unwrap();
+    assert_eq!(ids(&poll_n(&mut c, 3)), [(0, 0), (0, 1), (0, 2)]);
+    c.assign(&[tp("t", 1)]).unwrap();
+    assert_eq!(broker.committed_offset("g", &tp("t", 0)).map(|o| o.offset), Some(3));
+    assert_eq!(ids(&poll_n(&mut c, 3)), [(1, 0), (1, 1), (1, 2)]);
+    // Moving from a manual assignment to a subscription commits the old positions too.
+    c.subscribe(&["t"]).unwrap();
+    assert_eq!(broker.committed_offset("g", &tp("t", 1)).map(|o| o.offset), Some(3));
+    // With auto-commit off, nothing is committed.
+    let mut m = broker.consumer(manual("m")).unwrap();
+    m.assign(&[tp("t", 0)]).unwrap();
+    poll_n(&mut m, 3);
+    m.assign(&[tp("t", 1)]).unwrap();
+    assert_eq!(broker.committed_offset("m", &tp("t", 0)), None);
 }

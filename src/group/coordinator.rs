@@ -294,6 +294,11 @@ impl Group {
         (claimed, complete)
     }
 
+    /// Whether `member_id` is still a member (not evicted, not left).
+    pub fn is_member(&self, member_id: &str) -> bool {
+        self.state.lock().members.contains_key(member_id)
+    }
+
     /// Marks the end of a poll: the member's `max_poll_interval` starts now.
     pub fn end_poll(&self, member_id: &str) {
         let mut st = self.state.lock();
