@@ -1300,8 +1300,10 @@ impl Consumer {
     }
 
     /// Commits the position of every assigned partition (what `poll` has returned),
-    /// synchronously and atomically. Partitions whose position did not move since their
-    /// last commit are skipped.
+    /// synchronously and atomically. As Kafka's `commitSync`, every position is written,
+    /// also one that did not move since the last commit (so a commit stores it again after
+    /// an admin deleted or reset the group's offsets); only auto-commit skips unchanged
+    /// positions. Partitions of a deleted topic are left out.
     ///
     /// # Errors
     /// [`Error::CommitFailed`] if the member was evicted or lost a partition (nothing is
@@ -1310,23 +1312,35 @@ impl Consumer {
         self.check_open()?;
         self.run_async_callbacks();
         let all: Vec<TopicPartition> = self.parts.keys().cloned().collect();
-        self.commit_parts(&all)
-    }
-
-    fn commit_parts(&mut self, partitions: &[TopicPartition]) -> Result<()> {
-        let offsets = self.changed_positions(partitions);
+        let offsets = self.positions(&all, false);
         self.commit_list(&offsets, true).map(|_| ())
     }
 
-    /// The positions of `partitions` that moved since their last commit.
-    fn changed_positions(&self, partitions: &[TopicPartition]) -> Vec<(TopicPartition, OffsetAndMetadata)> {
+    /// The auto-commit: commits the positions of `partitions` that changed.
+    fn commit_parts(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+        let offsets = self.positions(partitions, true);
+        self.commit_list(&offsets, true).map(|_| ())
+    }
+
+    /// The positions of `partitions` (those that have one, of a topic not deleted). With
+    /// `only_changed`, without those this consumer committed durably that the offset table
+    /// still holds (an admin may have deleted or reset them since).
+    fn positions(&self, partitions: &[TopicPartition], only_changed: bool) -> Vec<(TopicPartition, OffsetAndMetadata)> {
+        let group = self.group_id();
         partitions
             .iter()
             .filter_map(|tp| {
                 let part = self.parts.get(tp)?;
                 let position = part.position?;
-                let changed = part.committed != Some(position) && !part.log.is_deleted();
-                changed.then(|| (tp.clone(), OffsetAndMetadata::new(position)))
+                if part.log.is_deleted() {
+                    return None;
+                }
+                let unchanged = only_changed
+                    && part.committed == Some(position)
+                    && group
+                        .and_then(|g| self.broker.offsets().get(g, tp))
+                        .is_some_and(|om| om.offset == position);
+                (!unchanged).then(|| (tp.clone(), OffsetAndMetadata::new(position)))
             })
             .collect()
     }
@@ -1349,7 +1363,7 @@ impl Consumer {
     pub fn commit_async(&mut self, callback: impl FnOnce(Result<()>) + Send + 'static) {
         let result = self.check_open().and_then(|()| {
             let all: Vec<TopicPartition> = self.parts.keys().cloned().collect();
-            let offsets = self.changed_positions(&all);
+            let offsets = self.positions(&all, false);
             let end = self.commit_list(&offsets, false)?;
             Ok((end, offsets.into_iter().map(|(tp, om)| (tp, om.offset)).collect()))
         });
@@ -1392,7 +1406,7 @@ impl Consumer {
         while let Some((callback, result)) = self.async_pending.pop_front() {
             let outcome = result.and_then(|(end, offsets)| {
                 self.broker.offsets().wait_durable(end)?;
-                // Only now is the commit durable: later commits may skip these positions.
+                // Only now is the commit durable: auto-commits may skip these positions.
                 self.mark_committed(offsets.iter().map(|(tp, o)| (tp, *o)));
                 Ok(())
             });

@@ -1325,3 +1325,37 @@ fn reassigning_with_auto_commit_commits_the_old_assignment_first() {
     m.assign(&[tp("t", 1)]).unwrap();
     assert_eq!(broker.committed_offset("m", &tp("t", 0)), None);
 }
+
+/// Protects Kafka's `commitSync` contract: `commit()` writes every consumed position. It
+/// used to skip a position "unchanged since its last commit" even when an admin had
+/// deleted (or reset) the stored offset meanwhile: `commit()` said Ok and stored nothing.
+/// Auto-commit may still skip unchanged positions, but only those the table still holds.
+#[test]
+fn commit_after_the_group_offsets_were_deleted_or_reset_stores_the_position_again() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    fill(&broker, "t", 1, 3);
+    let committed = |group: &str| broker.committed_offset(group, &tp("t", 0)).map(|o| o.offset);
+    let mut c = broker.consumer(manual("g")).unwrap();
+    c.assign(&[tp("t", 0)]).unwrap();
+    poll_n(&mut c, 3);
+    c.commit().unwrap();
+    assert_eq!(committed("g"), Some(3));
+    broker.delete_group("g").unwrap();
+    c.commit().unwrap();
+    assert_eq!(committed("g"), Some(3), "commit() returned Ok but stored nothing");
+    broker.reset_offsets("g", OffsetSpec::Earliest, None).unwrap();
+    c.commit().unwrap();
+    assert_eq!(committed("g"), Some(3));
+
+    // Auto-commit (here: at close) skips only what the table still holds.
+    let mut a = broker
+        .consumer(ConsumerConfig::group("auto").auto_offset_reset(OffsetReset::Earliest))
+        .unwrap();
+    a.assign(&[tp("t", 0)]).unwrap();
+    poll_n(&mut a, 3);
+    a.commit().unwrap();
+    broker.delete_group("auto").unwrap();
+    a.close().unwrap();
+    assert_eq!(committed("auto"), Some(3));
+}
