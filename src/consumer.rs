@@ -948,6 +948,7 @@ impl Consumer {
 
     /// Heartbeat and rebalance handling. Returns when a peer's poll deadline passes.
     fn sync_group(&mut self) -> Result<Option<Instant>> {
+        self.revoke_deleted();
         let broker = self.broker.clone();
         let counts = |t: &str| broker.partition_count(t);
         loop {
@@ -1017,6 +1018,29 @@ impl Consumer {
                 }
             }
         }
+    }
+
+    /// Revokes a member's partitions whose topic was deleted — and perhaps created again
+    /// since its last poll: the old logs are gone whatever the coordinator's target says.
+    /// They are passed to `on_partitions_revoked` (brooklet's choice, as for any partition
+    /// a rebalance takes away; their positions cannot be committed any more), dropped and
+    /// released, so the member claims a recreated topic's partitions afresh.
+    fn revoke_deleted(&mut self) {
+        let Some(sub) = &self.subscription else { return };
+        let deleted: Vec<TopicPartition> = self
+            .parts
+            .iter()
+            .filter(|(_, p)| p.log.is_deleted())
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        if deleted.is_empty() {
+            return;
+        }
+        let (group, member_id) = (Arc::clone(&sub.member.group), sub.member.member_id.clone());
+        tracing::debug!(group = %group.name, member = %member_id, partitions = ?deleted, "revoking partitions of a deleted topic");
+        self.with_listener(|l, c| l.on_partitions_revoked(c, &deleted));
+        self.remove_parts(&deleted);
+        group.release(&member_id, &deleted);
     }
 
     fn with_listener(&mut self, call: impl FnOnce(&mut dyn RebalanceListener, &mut Consumer)) {
@@ -1094,7 +1118,7 @@ impl Consumer {
             let Some(position) = part.position else { continue };
             if part.log.is_deleted() {
                 if subscribed {
-                    // The coordinator is rebalancing the deleted topic away.
+                    // Revoked at the next sync_group (`revoke_deleted`).
                     continue;
                 }
                 failure = Some(Error::UnknownTopic {

@@ -1359,3 +1359,45 @@ fn commit_after_the_group_offsets_were_deleted_or_reset_stores_the_position_agai
     a.close().unwrap();
     assert_eq!(committed("auto"), Some(3));
 }
+
+/// Protects a subscribed consumer from a topic deleted and created again between two of its
+/// polls. It used to keep the deleted log of `t-0` and skip it silently forever: the
+/// coordinator still counted it the owner, and the recreated `t-0` was in its target again,
+/// so nothing was revoked or claimed. Now the old partition loses its owner at the delete
+/// (a commit of the old position is fenced), the member revokes it at its next poll and
+/// claims the new one, which it reads from the reset position.
+#[test]
+fn a_subscribed_consumer_reads_a_topic_deleted_and_recreated_between_polls() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    fill(&broker, "t", 1, 1);
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let mut c = broker.consumer(manual("g")).unwrap();
+    let recorder = Recorder {
+        name: "c",
+        events: Arc::clone(&events),
+    };
+    c.subscribe_with_listener(&["t"], recorder).unwrap();
+    assert_eq!(poll_n(&mut c, 1)[0].value(), Some(&b"0-0"[..]));
+
+    broker.delete_topic("t").unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    let producer = broker.producer(ProducerConfig::default());
+    producer.send(ProducerRecord::new("t").value("new")).unwrap();
+    // The old position must not become the new topic's committed offset.
+    let stale = c.commit_offsets(&BTreeMap::from([(tp("t", 0), OffsetAndMetadata::new(1))]));
+    assert!(matches!(stale, Err(Error::CommitFailed { .. })), "{stale:?}");
+
+    let got = poll_n(&mut c, 1);
+    assert_eq!((got[0].offset(), got[0].value()), (0, Some(&b"new"[..])));
+    assert_eq!(
+        *events.lock().unwrap(),
+        [
+            "c assigned [\"t-0\"] at [0]",
+            "c revoked [\"t-0\"] committed=true",
+            "c assigned [\"t-0\"] at [0]"
+        ]
+    );
+    c.commit().unwrap();
+    assert_eq!(broker.committed_offset("g", &tp("t", 0)).map(|o| o.offset), Some(1));
+}

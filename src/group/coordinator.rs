@@ -485,8 +485,12 @@ impl GroupState {
                 (id.clone(), parts)
             })
             .collect();
-        // Owned partitions that no longer exist (a deleted topic) are in nobody's target,
-        // so their holders revoke and release them like any partition that moves.
+        // Partitions that no longer exist (a deleted topic) lose their owner at once: the
+        // holder can no longer commit them, revokes them at its next poll (it finds their
+        // log deleted), and a topic created again under the name is claimed afresh —
+        // never taken for the old one's partitions.
+        self.owners
+            .retain(|tp, _| counts(&tp.topic).is_some_and(|n| tp.partition < n));
         self.rebalancing_since = Some(Instant::now());
         tracing::debug!(
             group,
