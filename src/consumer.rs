@@ -772,7 +772,10 @@ impl Consumer {
 
     /// Reads exactly `partitions`, without group management (replacing any subscription
     /// or earlier assignment). Positions start at the committed offsets (with a group) or
-    /// where `auto_offset_reset` says.
+    /// where `auto_offset_reset` says. If a partition's topic is deleted, `poll` reports
+    /// [`Error::UnknownTopic`] until a topic of that name is created again; the consumer then
+    /// reads the new topic from the committed offset or `auto_offset_reset` (the old
+    /// position is dropped).
     ///
     /// # Errors
     /// [`Error::UnknownTopic`] or [`Error::InvalidPartition`] for a partition that does not exist.
@@ -892,8 +895,8 @@ impl Consumer {
     /// [`Error::NoCommittedOffset`] for a partition without a position when
     /// `auto_offset_reset` is `None`; [`Error::OffsetOutOfRange`] when a position falls
     /// outside the log and `auto_offset_reset` is `None`; [`Error::UnknownTopic`] for a
-    /// manually assigned partition whose topic was deleted; [`Error::Corrupt`] or
-    /// [`Error::Io`] from the log; [`Error::Closed`] after `close`;
+    /// manually assigned partition whose topic was deleted (until it is created again);
+    /// [`Error::Corrupt`] or [`Error::Io`] from the log; [`Error::Closed`] after `close`;
     /// [`Error::NotSubscribed`] at once for a consumer with neither a subscription nor an
     /// assignment (as Kafka). As in Kafka, records already read from other partitions in the
     /// same poll are returned first, and the error comes from the next poll: no record is
@@ -924,6 +927,7 @@ impl Consumer {
             // Take the signal before reading: an append after this point raises it again.
             self.signal.take();
             let next_check = self.sync_group()?;
+            self.follow_recreated();
             self.resolve_positions()?;
             self.fetch(&mut out)?;
             if !out.is_empty() {
@@ -1056,6 +1060,37 @@ impl Consumer {
             && sub.listener.is_none()
         {
             sub.listener = Some(listener);
+        }
+    }
+
+    /// Makes a manually assigned partition whose topic was deleted and created again read
+    /// the new topic, as Kafka's consumer, which finds partitions by name: the new log is
+    /// swapped in and the position found afresh — the group's committed offset, which the
+    /// delete dropped, else `auto_offset_reset`. (Brooklet's choice: the old position is not
+    /// kept, as it counts records of another log.) While the topic does not exist, the
+    /// partition stays and `poll` reports [`Error::UnknownTopic`].
+    fn follow_recreated(&mut self) {
+        if self.subscription.is_some() {
+            return; // `revoke_deleted` handles a member's partitions.
+        }
+        for (tp, part) in &mut self.parts {
+            if !part.log.is_deleted() {
+                continue;
+            }
+            let Ok(log) = self.broker.partition_log(tp) else {
+                continue;
+            };
+            if log.is_deleted() {
+                continue;
+            }
+            tracing::info!(partition = %tp, "the assigned partition's topic was created again; reading the new one");
+            if !part.paused {
+                part.log.watchers().remove(&self.signal);
+                log.watchers().add(&self.signal);
+            }
+            part.log = log;
+            part.position = None;
+            part.committed = None;
         }
     }
 

@@ -1401,3 +1401,39 @@ fn a_subscribed_consumer_reads_a_topic_deleted_and_recreated_between_polls() {
     c.commit().unwrap();
     assert_eq!(broker.committed_offset("g", &tp("t", 0)).map(|o| o.offset), Some(1));
 }
+
+/// Protects a manually assigned consumer of a topic deleted and created again: Kafka's
+/// consumer finds the partition by name and goes on; brooklet's reported `UnknownTopic`
+/// forever. It reports it while the topic is gone, then reads the new topic from the reset
+/// position (the old position counts records of the deleted log).
+#[test]
+fn an_assigned_consumer_reads_a_topic_deleted_and_recreated() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    fill(&broker, "t", 1, 3);
+    let config = ConsumerConfig::default().auto_offset_reset(OffsetReset::Earliest);
+    let mut c = broker.consumer(config).unwrap();
+    c.assign(&[tp("t", 0)]).unwrap();
+    assert_eq!(ids(&poll_n(&mut c, 3)), [(0, 0), (0, 1), (0, 2)]);
+    broker.delete_topic("t").unwrap();
+    let gone = c.poll(Duration::from_millis(1));
+    assert!(
+        matches!(gone, Err(Error::UnknownTopic { ref topic }) if topic == "t"),
+        "{gone:?}"
+    );
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    let producer = broker.producer(ProducerConfig::default());
+    producer.send(ProducerRecord::new("t").value("new")).unwrap();
+    let got = poll_n(&mut c, 1);
+    assert_eq!((got[0].offset(), got[0].value()), (0, Some(&b"new"[..])));
+    // The new log wakes a blocked poll.
+    let sender = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        producer.send(ProducerRecord::new("t").value("later")).unwrap();
+    });
+    let start = Instant::now();
+    let got = c.poll(Duration::from_secs(20)).unwrap();
+    assert!(start.elapsed() < Duration::from_secs(10), "not woken by the append");
+    assert_eq!(ids(&got.to_vec()), [(0, 1)]);
+    sender.join().unwrap();
+}
