@@ -1437,15 +1437,20 @@ impl Consumer {
         if offsets.is_empty() {
             return Ok(0);
         }
-        let (handle, member) = match &self.subscription {
-            Some(sub) => (Arc::clone(&sub.member.group), Some(sub.member.member_id.clone())),
-            None => (self.broker.coordinator().group(&group), None),
+        // The fencing check and the write happen under the group's lock, so no rebalance,
+        // eviction or join can slip in between.
+        let valid = |tp: &TopicPartition| self.broker.check_partition(tp);
+        let end = match &self.subscription {
+            Some(sub) => {
+                sub.member
+                    .group
+                    .commit_fenced(&sub.member.member_id, offsets, self.broker.offsets(), &valid)?
+            }
+            None => self
+                .broker
+                .coordinator()
+                .commit_standalone(&group, offsets, self.broker.offsets(), &valid)?,
         };
-        // The fencing check and the write happen under the group's lock, so no rebalance
-        // or eviction can slip in between.
-        let end = handle.commit_fenced(member.as_deref(), offsets, self.broker.offsets(), &|tp| {
-            self.broker.check_partition(tp)
-        })?;
         if wait {
             self.broker.offsets().wait_durable(end)?;
             self.mark_committed(offsets.iter().map(|(tp, om)| (tp, om.offset)));

@@ -1437,3 +1437,51 @@ fn an_assigned_consumer_reads_a_topic_deleted_and_recreated() {
     assert_eq!(ids(&got.to_vec()), [(0, 1)]);
     sender.join().unwrap();
 }
+
+/// Protects group membership against `delete_group` racing `subscribe` (a stress run of
+/// two seconds; the interleaving itself is made deterministic in the coordinator's unit
+/// test `a_group_removed_between_lookup_and_lock_is_never_used`). A join used to look the
+/// group up, and `delete_group` could drop it before the join added its member: the member
+/// sat in a group the coordinator had forgotten, and the next consumer of the name made a
+/// second group and owned the same partitions. Either the delete is refused, or the member
+/// joins the one live group.
+#[test]
+fn delete_group_racing_subscribe_never_leaves_two_owners_of_a_partition() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    let start = Instant::now();
+    let mut rounds = 0;
+    while start.elapsed() < Duration::from_secs(2) {
+        rounds += 1;
+        let group = format!("g{rounds}");
+        let barrier = Arc::new(Barrier::new(2));
+        let deleter = {
+            let (broker, barrier, group) = (broker.clone(), Arc::clone(&barrier), group.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                match broker.delete_group(&group) {
+                    Ok(()) | Err(Error::GroupNotEmpty { .. } | Error::UnknownGroup { .. }) => {}
+                    Err(e) => panic!("{e}"),
+                }
+            })
+        };
+        let mut c = broker.consumer(manual(&group)).unwrap();
+        barrier.wait();
+        c.subscribe(&["t"]).unwrap();
+        deleter.join().unwrap();
+        c.poll(Duration::from_millis(1)).unwrap();
+        let mut other = broker.consumer(manual(&group)).unwrap();
+        other.subscribe(&["t"]).unwrap();
+        settle(&broker, &group, &mut [&mut c, &mut other]);
+        assert_eq!(
+            broker.describe_group(&group).unwrap().members.len(),
+            2,
+            "round {rounds}"
+        );
+        let both: Vec<_> = c.assignment().intersection(&other.assignment()).cloned().collect();
+        assert!(
+            both.is_empty(),
+            "round {rounds}: two members of {group} both own {both:?}"
+        );
+    }
+}
