@@ -29,6 +29,7 @@
 //!   broker's offsets durability.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -537,7 +538,11 @@ impl<'a> IntoIterator for &'a ConsumerRecords {
 }
 
 /// Called when a group member's partitions change (Kafka's `ConsumerRebalanceListener`).
-/// Every method runs on the consumer's thread, inside `poll`, with the consumer at hand.
+/// Every method runs on the consumer's thread, inside `poll` (or `unsubscribe`, `close`,
+/// drop), with the consumer at hand. A panic in a callback goes on to the caller of `poll`;
+/// the consumer keeps its listener and stays usable, and its poll has ended as far as the
+/// group is concerned (it is evicted if it does not poll again within
+/// `max_poll_interval`).
 ///
 /// # Examples
 /// ```
@@ -817,17 +822,23 @@ impl Consumer {
         if self.config.enable_auto_commit && self.config.group_id.is_some() && !panicking {
             result = self.commit_parts(&all);
         }
+        let mut listener_panic = None;
         if !panicking
             && !all.is_empty()
             && let Some(sub) = &self.subscription
         {
             // As Kafka's consumer when it leaves: still the owner, so the listener's commits
             // succeed; an evicted member's partitions may be with others already.
-            if sub.member.group.is_member(&sub.member.member_id) {
-                self.with_listener(|l, c| l.on_partitions_revoked(c, &all));
-            } else {
-                self.with_listener(|l, c| l.on_partitions_lost(c, &all));
-            }
+            let member = sub.member.group.is_member(&sub.member.member_id);
+            // A panicking listener must not keep the member in the group: leave first.
+            listener_panic = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                if member {
+                    self.with_listener(|l, c| l.on_partitions_revoked(c, &all));
+                } else {
+                    self.with_listener(|l, c| l.on_partitions_lost(c, &all));
+                }
+            }))
+            .err();
         }
         // What the listener left assigned (it may have unsubscribed itself).
         let all: Vec<TopicPartition> = self.parts.keys().cloned().collect();
@@ -837,6 +848,9 @@ impl Consumer {
             sub.member
                 .group
                 .leave(&sub.member.member_id, &|t| broker.partition_count(t));
+        }
+        if let Some(panic) = listener_panic {
+            std::panic::resume_unwind(panic);
         }
         result
     }
@@ -914,11 +928,14 @@ impl Consumer {
         let deadline = Instant::now().checked_add(timeout);
         self.run_async_callbacks();
         self.maybe_auto_commit();
-        let result = self.poll_loop(deadline);
+        // A panic of the rebalance listener propagates to the caller, but the poll still
+        // ends in the group: a member left "in poll" would never be evicted if the caller
+        // catches the panic and stops polling.
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| self.poll_loop(deadline)));
         if let Some(sub) = &self.subscription {
             sub.member.group.end_poll(&sub.member.member_id);
         }
-        result
+        result.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     }
 
     fn poll_loop(&mut self, deadline: Option<Instant>) -> Result<ConsumerRecords> {
@@ -1053,13 +1070,17 @@ impl Consumer {
         let Some(mut listener) = sub.listener.take() else {
             return;
         };
-        call(listener.as_mut(), self);
-        // Put it back unless the callback replaced the subscription (and its listener).
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| call(listener.as_mut(), &mut *self)));
+        // Put it back unless the callback replaced the subscription (and its listener) —
+        // also after a panic, which then goes on to the caller of `poll`.
         if let Some(sub) = self.subscription.as_mut()
             && sub.member.member_id == member
             && sub.listener.is_none()
         {
             sub.listener = Some(listener);
+        }
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
         }
     }
 
@@ -1517,8 +1538,12 @@ impl Consumer {
 
 impl Drop for Consumer {
     fn drop(&mut self) {
-        if let Err(e) = self.shutdown() {
-            tracing::warn!(error = %e, "closing a consumer failed");
+        // A panic of the rebalance listener is logged, not raised from `drop` (the consumer
+        // has left its group by then).
+        match std::panic::catch_unwind(AssertUnwindSafe(|| self.shutdown())) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "closing a consumer failed"),
+            Err(_) => tracing::error!("the rebalance listener panicked while the consumer was dropped"),
         }
     }
 }

@@ -1485,3 +1485,72 @@ fn delete_group_racing_subscribe_never_leaves_two_owners_of_a_partition() {
         );
     }
 }
+
+/// Protects eviction from a panicking rebalance listener. The panic leaves `poll`; if the
+/// application catches it and keeps the consumer without polling again, the member used to
+/// stay marked "in poll" forever — never evicted, its partitions never read by anyone.
+#[test]
+fn a_member_whose_listener_panicked_is_still_evicted_when_it_stops_polling() {
+    struct Panics;
+    impl RebalanceListener for Panics {
+        fn on_partitions_assigned(&mut self, _: &mut Consumer, _: &[TopicPartition]) {
+            panic!("listener bug");
+        }
+    }
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    fill(&broker, "t", 1, 3);
+    let mut stuck = broker
+        .consumer(manual("g").max_poll_interval(Duration::from_millis(100)))
+        .unwrap();
+    stuck.subscribe_with_listener(&["t"], Panics).unwrap();
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| stuck.poll(Duration::from_millis(1))));
+    assert!(caught.is_err(), "the listener's panic reaches the caller");
+    assert_eq!(assignment(&stuck), ["t-0"]);
+    let mut other = broker.consumer(manual("g")).unwrap();
+    other.subscribe(&["t"]).unwrap();
+    let start = Instant::now();
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the stuck member was never evicted"
+        );
+        got.extend(other.poll(Duration::from_millis(50)).unwrap());
+    }
+    assert_eq!(ids(&got), [(0, 0), (0, 1), (0, 2)]);
+}
+
+/// Protects leaving from a panicking listener: the panic of `on_partitions_revoked` at
+/// `close` reaches the caller (at drop it is only logged), but the member has left the
+/// group first, so its partitions move on at once.
+#[test]
+fn a_listener_that_panics_while_leaving_does_not_keep_the_member_in_the_group() {
+    struct PanicsOnRevoke;
+    impl RebalanceListener for PanicsOnRevoke {
+        fn on_partitions_revoked(&mut self, _: &mut Consumer, _: &[TopicPartition]) {
+            panic!("listener bug");
+        }
+    }
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    for close in [true, false] {
+        let group = if close { "close" } else { "drop" };
+        let mut c = broker.consumer(manual(group)).unwrap();
+        c.subscribe_with_listener(&["t"], PanicsOnRevoke).unwrap();
+        c.poll(Duration::from_millis(1)).unwrap();
+        assert_eq!(assignment(&c), ["t-0"]);
+        let left = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            if close {
+                let _ = c.close();
+            } else {
+                drop(c);
+            }
+        }));
+        assert_eq!(left.is_err(), close, "{group}");
+        assert!(
+            broker.describe_group(group).is_err(),
+            "{group}: the member is still in the group"
+        );
+    }
+}
