@@ -27,6 +27,14 @@
 //! - `commit_async` writes at once but never waits for an fsync; its callback runs on the
 //!   consumer's thread at the next `poll`, `commit` or `close`, once the commit has the
 //!   broker's offsets durability.
+//! - Dropping a consumer closes it (Kafka has no drop): it commits if auto-commit is on and
+//!   runs `on_partitions_revoked` — except while its thread unwinds from a panic.
+//! - Partitions of a deleted topic are passed to `on_partitions_revoked` at the member's
+//!   next poll (their positions can no longer be committed), even if a topic of the same
+//!   name was created since; the new topic's partitions are then assigned afresh.
+//! - A partition of a topic deleted and created again starts over in the new topic at the
+//!   committed offset (dropped with the old topic) or `auto_offset_reset`, for members and
+//!   `assign` consumers alike: the old position counts records of another log.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::panic::AssertUnwindSafe;

@@ -16,7 +16,18 @@
 //!
 //! Partitions that stay with their member are never revoked, so members unaffected by a
 //! rebalance keep consuming through it. The target is computed by the assignor of the
-//! group's oldest member (Kafka's group leader).
+//! group's oldest member (Kafka's group leader). A partition that no longer exists (its
+//! topic deleted) loses its owner at the rebalance: its holder revokes it at its next poll,
+//! and a topic created again under the name is claimed afresh.
+//!
+//! A member leaving (unsubscribe, close, drop) frees its partitions at once; the consumer
+//! ran `on_partitions_revoked` for them before.
+//!
+//! # Group deletion
+//! `delete_group` removes a group only if it has no members, under the group's lock, and
+//! marks the state removed; every use of a group by name goes through
+//! [`Coordinator::with_live`], which never uses a removed group, so a joining member never
+//! ends up in a group the coordinator has forgotten.
 //!
 //! # Liveness
 //! A member is alive while it is inside `poll` and for `max_poll_interval` after a `poll`
