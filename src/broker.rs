@@ -21,9 +21,11 @@
 //! ```
 //! Little-endian. The file is replaced atomically (tmp, fdatasync, rename, directory
 //! fsync), so after a crash it holds the topic table before or after the change, never a mix.
-//! Creating a topic writes the table after its partition directories exist; deleting one
-//! writes the table before removing them; open removes partition directories the table does
-//! not name (the leftovers of an interrupted create or delete).
+//! Creating a topic writes the table after its partition directories exist (and after any
+//! committed offsets left under its name are deleted); deleting one writes the table before
+//! removing them and its committed offsets; open removes partition directories and
+//! committed offsets of partitions the table does not name (the leftovers of an
+//! interrupted create or delete), so a recreated topic never inherits the old one's offsets.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -477,6 +479,7 @@ impl Broker {
             builder.offsets_durability,
             builder.offsets_compact_bytes,
         )?;
+        remove_unlisted_offsets(&offsets, &stored)?;
         Ok(Broker {
             inner: Arc::new(BrokerInner {
                 dir: dir.to_path_buf(),
@@ -501,10 +504,15 @@ impl Broker {
 
     /// Creates a topic with `config.partitions()` partitions.
     ///
+    /// A new topic never inherits the records or committed offsets of an earlier topic of
+    /// the same name (Kafka ties offsets to a topic id): any a failed
+    /// [`delete_topic`](Self::delete_topic) left behind are deleted before the topic is
+    /// published.
+    ///
     /// # Errors
     /// [`Error::InvalidTopicName`], [`Error::InvalidConfig`], [`Error::TopicExists`], or an
-    /// I/O error creating its partitions or writing the topic table; [`Error::ReadOnly`] on
-    /// a read-only broker.
+    /// I/O error deleting such offsets, creating its partitions or writing the topic table
+    /// (the topic is not created then); [`Error::ReadOnly`] on a read-only broker.
     pub fn create_topic(&self, name: &str, config: TopicConfig) -> Result<()> {
         self.check_writable(|| format!("create topic {name:?}"))?;
         validate_topic_name(name)?;
@@ -513,6 +521,11 @@ impl Broker {
         if self.inner.topics.read().contains_key(name) {
             return Err(Error::TopicExists { topic: name.to_owned() });
         }
+        // No commit can add offsets for the name until the topic is published: commits
+        // check, under the offsets lock, that the partition exists.
+        self.inner.offsets.delete_topic(name)?;
+        // Nor its records: a delete that failed after writing the table left directories.
+        remove_unlisted_partitions(&self.inner.dir, &self.stored_topics())?;
         let logs = self.open_partitions(name, &config, 0..config.partitions)?;
         let topic = Arc::new(Topic::new(name.to_owned(), config, logs));
         let mut table = self.stored_topics();
@@ -598,8 +611,9 @@ impl Broker {
     /// [`Error::UnknownTopic`] from then on.
     ///
     /// # Errors
-    /// [`Error::UnknownTopic`]; an I/O error writing the topic table or removing files
-    /// (the topic is gone from the table by then, and open finishes the removal);
+    /// [`Error::UnknownTopic`]; an I/O error writing the topic table, deleting its committed
+    /// offsets or removing files (the topic is gone from the table by then; open, or
+    /// creating a topic of that name again, finishes the removal);
     /// [`Error::ReadOnly`] on a read-only broker.
     pub fn delete_topic(&self, name: &str) -> Result<()> {
         self.check_writable(|| format!("delete topic {name:?}"))?;
@@ -784,6 +798,26 @@ fn remove_unlisted_partitions(dir: &Path, topics: &[StoredTopic]) -> Result<()> 
             tracing::warn!(dir = %entry.path().display(), "removing a partition directory the topic table does not list");
             std::fs::remove_dir_all(entry.path())
                 .map_err(|e| Error::io("remove partition directory", entry.path(), e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Deletes committed offsets of partitions the topic table does not list: what a
+/// `delete_topic` interrupted between its table write and its offset tombstones (a crash,
+/// a write error) left behind. A topic created again under the name must not inherit them.
+fn remove_unlisted_offsets(offsets: &OffsetStore, topics: &[StoredTopic]) -> Result<()> {
+    let counts: BTreeMap<&str, u32> = topics.iter().map(|t| (t.name.as_str(), t.partitions)).collect();
+    for group in offsets.groups() {
+        let removed = offsets.delete_where(&group, |tp| {
+            counts.get(tp.topic.as_str()).is_none_or(|&n| tp.partition >= n)
+        })?;
+        if removed > 0 {
+            tracing::warn!(
+                group,
+                partitions = removed,
+                "removing committed offsets of partitions the topic table does not list"
+            );
         }
     }
     Ok(())

@@ -27,8 +27,17 @@
 //! - `commit_async` writes at once but never waits for an fsync; its callback runs on the
 //!   consumer's thread at the next `poll`, `commit` or `close`, once the commit has the
 //!   broker's offsets durability.
+//! - Dropping a consumer closes it (Kafka has no drop): it commits if auto-commit is on and
+//!   runs `on_partitions_revoked` — except while its thread unwinds from a panic.
+//! - Partitions of a deleted topic are passed to `on_partitions_revoked` at the member's
+//!   next poll (their positions can no longer be committed), even if a topic of the same
+//!   name was created since; the new topic's partitions are then assigned afresh.
+//! - A partition of a topic deleted and created again starts over in the new topic at the
+//!   committed offset (dropped with the old topic) or `auto_offset_reset`, for members and
+//!   `assign` consumers alike: the old position counts records of another log.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -537,7 +546,11 @@ impl<'a> IntoIterator for &'a ConsumerRecords {
 }
 
 /// Called when a group member's partitions change (Kafka's `ConsumerRebalanceListener`).
-/// Every method runs on the consumer's thread, inside `poll`, with the consumer at hand.
+/// Every method runs on the consumer's thread, inside `poll` (or `unsubscribe`, `close`,
+/// drop), with the consumer at hand. A panic in a callback goes on to the caller of `poll`;
+/// the consumer keeps its listener and stays usable, and its poll has ended as far as the
+/// group is concerned (it is evicted if it does not poll again within
+/// `max_poll_interval`).
 ///
 /// # Examples
 /// ```
@@ -554,7 +567,10 @@ impl<'a> IntoIterator for &'a ConsumerRecords {
 /// ```
 pub trait RebalanceListener: Send {
     /// Before `partitions` are taken away: the place to commit. The consumer still owns
-    /// them, so commits succeed.
+    /// them, so commits succeed. Called at a rebalance that moves them, and — as Kafka's
+    /// "also called when the consumer is being closed" — for every owned partition when the
+    /// consumer unsubscribes, closes or is dropped (not while its thread unwinds from a
+    /// panic).
     fn on_partitions_revoked(&mut self, consumer: &mut Consumer, partitions: &[TopicPartition]) {
         let _ = (consumer, partitions);
     }
@@ -566,7 +582,9 @@ pub trait RebalanceListener: Send {
     }
 
     /// When the member was evicted and `partitions` may already belong to others: commits
-    /// for them fail. By default calls [`on_partitions_revoked`](Self::on_partitions_revoked), as Kafka.
+    /// for them fail. Called at the evicted member's next poll, or when it unsubscribes or
+    /// closes before that. By default calls
+    /// [`on_partitions_revoked`](Self::on_partitions_revoked), as Kafka.
     fn on_partitions_lost(&mut self, consumer: &mut Consumer, partitions: &[TopicPartition]) {
         self.on_partitions_revoked(consumer, partitions);
     }
@@ -595,8 +613,10 @@ struct Part {
 }
 
 /// Reads records from topics, alone or in a consumer group. `Send`, used from one thread
-/// at a time (as Kafka's consumer). Dropping it leaves its group (committing first if
-/// auto-commit is on), so a thread that panics gives its partitions back.
+/// at a time (as Kafka's consumer). Dropping it does what [`close`](Consumer::close) does
+/// (Kafka has no drop; brooklet chose to close), so a thread that panics gives its
+/// partitions back — but while unwinding from a panic it neither commits nor runs the
+/// rebalance listener.
 ///
 /// # Examples
 /// ```
@@ -765,7 +785,10 @@ impl Consumer {
 
     /// Reads exactly `partitions`, without group management (replacing any subscription
     /// or earlier assignment). Positions start at the committed offsets (with a group) or
-    /// where `auto_offset_reset` says.
+    /// where `auto_offset_reset` says. If a partition's topic is deleted, `poll` reports
+    /// [`Error::UnknownTopic`] until a topic of that name is created again; the consumer then
+    /// reads the new topic from the committed offset or `auto_offset_reset` (the old
+    /// position is dropped).
     ///
     /// # Errors
     /// [`Error::UnknownTopic`] or [`Error::InvalidPartition`] for a partition that does not exist.
@@ -782,30 +805,60 @@ impl Consumer {
         Ok(())
     }
 
-    /// Leaves the group (committing first if auto-commit is on) or drops the manual
-    /// assignment. The consumer keeps its configuration and can subscribe again.
+    /// Leaves the group or drops the manual assignment, as Kafka's `unsubscribe`: with
+    /// auto-commit on (and a `group_id`) the positions are committed first — also those of
+    /// a manual assignment, as Kafka's `assign` commits the old assignment before replacing
+    /// it — and then a group member runs its listener's `on_partitions_revoked` for every
+    /// partition it owns (`on_partitions_lost` if it was evicted meanwhile), where a
+    /// listener with auto-commit off commits. The consumer keeps its configuration and can
+    /// subscribe again. A failed auto-commit is logged; the consumer leaves anyway.
     pub fn unsubscribe(&mut self) {
-        if let Err(e) = self.release_all(self.subscription.is_some()) {
+        if let Err(e) = self.release_all() {
             tracing::warn!(error = %e, "auto-commit while leaving the group failed");
         }
     }
 
-    /// Commits the positions if auto-commit is on and `commit` (never while the thread is
-    /// unwinding from a panic: it has not processed what it polled, and committing would
-    /// lose those records), then drops every partition and leaves the group. The group is
-    /// left even if the commit fails; its error is returned.
-    fn release_all(&mut self, commit: bool) -> Result<()> {
+    /// Commits the positions if auto-commit is on, runs the listener's revoke (or lost)
+    /// callback for a member's partitions, then drops every partition and leaves the group.
+    /// While the thread is unwinding from a panic neither the commit nor the listener runs:
+    /// the thread has not processed what it polled, and committing would lose those
+    /// records. The group is left even if the commit fails; its error is returned.
+    fn release_all(&mut self) -> Result<()> {
         let all: Vec<TopicPartition> = self.parts.keys().cloned().collect();
+        let panicking = std::thread::panicking();
         let mut result = Ok(());
-        if commit && self.config.enable_auto_commit && self.config.group_id.is_some() && !std::thread::panicking() {
+        if self.config.enable_auto_commit && self.config.group_id.is_some() && !panicking {
             result = self.commit_parts(&all);
         }
+        let mut listener_panic = None;
+        if !panicking
+            && !all.is_empty()
+            && let Some(sub) = &self.subscription
+        {
+            // As Kafka's consumer when it leaves: still the owner, so the listener's commits
+            // succeed; an evicted member's partitions may be with others already.
+            let member = sub.member.group.is_member(&sub.member.member_id);
+            // A panicking listener must not keep the member in the group: leave first.
+            listener_panic = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                if member {
+                    self.with_listener(|l, c| l.on_partitions_revoked(c, &all));
+                } else {
+                    self.with_listener(|l, c| l.on_partitions_lost(c, &all));
+                }
+            }))
+            .err();
+        }
+        // What the listener left assigned (it may have unsubscribed itself).
+        let all: Vec<TopicPartition> = self.parts.keys().cloned().collect();
         self.remove_parts(&all);
         if let Some(sub) = self.subscription.take() {
             let broker = self.broker.clone();
             sub.member
                 .group
                 .leave(&sub.member.member_id, &|t| broker.partition_count(t));
+        }
+        if let Some(panic) = listener_panic {
+            std::panic::resume_unwind(panic);
         }
         result
     }
@@ -864,23 +917,33 @@ impl Consumer {
     /// [`Error::NoCommittedOffset`] for a partition without a position when
     /// `auto_offset_reset` is `None`; [`Error::OffsetOutOfRange`] when a position falls
     /// outside the log and `auto_offset_reset` is `None`; [`Error::UnknownTopic`] for a
-    /// manually assigned partition whose topic was deleted; [`Error::Corrupt`] or
-    /// [`Error::Io`] from the log; [`Error::Closed`] after `close`. As in Kafka, records
-    /// already read from other partitions in the same poll are returned first, and the
-    /// error comes from the next poll: no record is skipped because another partition failed.
+    /// manually assigned partition whose topic was deleted (until it is created again);
+    /// [`Error::Corrupt`] or [`Error::Io`] from the log; [`Error::Closed`] after `close`;
+    /// [`Error::NotSubscribed`] at once for a consumer with neither a subscription nor an
+    /// assignment (as Kafka). As in Kafka, records already read from other partitions in the
+    /// same poll are returned first, and the error comes from the next poll: no record is
+    /// skipped because another partition failed.
     pub fn poll(&mut self, timeout: Duration) -> Result<ConsumerRecords> {
         self.check_open()?;
         if let Some(e) = self.pending_error.take() {
             return Err(e);
         }
+        if self.subscription.is_none() && self.parts.is_empty() {
+            return Err(Error::NotSubscribed {
+                group: self.config.group_id.clone(),
+            });
+        }
         let deadline = Instant::now().checked_add(timeout);
         self.run_async_callbacks();
         self.maybe_auto_commit();
-        let result = self.poll_loop(deadline);
+        // A panic of the rebalance listener propagates to the caller, but the poll still
+        // ends in the group: a member left "in poll" would never be evicted if the caller
+        // catches the panic and stops polling.
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| self.poll_loop(deadline)));
         if let Some(sub) = &self.subscription {
             sub.member.group.end_poll(&sub.member.member_id);
         }
-        result
+        result.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     }
 
     fn poll_loop(&mut self, deadline: Option<Instant>) -> Result<ConsumerRecords> {
@@ -889,6 +952,7 @@ impl Consumer {
             // Take the signal before reading: an append after this point raises it again.
             self.signal.take();
             let next_check = self.sync_group()?;
+            self.follow_recreated();
             self.resolve_positions()?;
             self.fetch(&mut out)?;
             if !out.is_empty() {
@@ -913,6 +977,7 @@ impl Consumer {
 
     /// Heartbeat and rebalance handling. Returns when a peer's poll deadline passes.
     fn sync_group(&mut self) -> Result<Option<Instant>> {
+        self.revoke_deleted();
         let broker = self.broker.clone();
         let counts = |t: &str| broker.partition_count(t);
         loop {
@@ -984,19 +1049,77 @@ impl Consumer {
         }
     }
 
+    /// Revokes a member's partitions whose topic was deleted — and perhaps created again
+    /// since its last poll: the old logs are gone whatever the coordinator's target says.
+    /// They are passed to `on_partitions_revoked` (brooklet's choice, as for any partition
+    /// a rebalance takes away; their positions cannot be committed any more), dropped and
+    /// released, so the member claims a recreated topic's partitions afresh.
+    fn revoke_deleted(&mut self) {
+        let Some(sub) = &self.subscription else { return };
+        let deleted: Vec<TopicPartition> = self
+            .parts
+            .iter()
+            .filter(|(_, p)| p.log.is_deleted())
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        if deleted.is_empty() {
+            return;
+        }
+        let (group, member_id) = (Arc::clone(&sub.member.group), sub.member.member_id.clone());
+        tracing::debug!(group = %group.name, member = %member_id, partitions = ?deleted, "revoking partitions of a deleted topic");
+        self.with_listener(|l, c| l.on_partitions_revoked(c, &deleted));
+        self.remove_parts(&deleted);
+        group.release(&member_id, &deleted);
+    }
+
     fn with_listener(&mut self, call: impl FnOnce(&mut dyn RebalanceListener, &mut Consumer)) {
         let Some(sub) = self.subscription.as_mut() else { return };
         let member = sub.member.member_id.clone();
         let Some(mut listener) = sub.listener.take() else {
             return;
         };
-        call(listener.as_mut(), self);
-        // Put it back unless the callback replaced the subscription (and its listener).
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| call(listener.as_mut(), &mut *self)));
+        // Put it back unless the callback replaced the subscription (and its listener) —
+        // also after a panic, which then goes on to the caller of `poll`.
         if let Some(sub) = self.subscription.as_mut()
             && sub.member.member_id == member
             && sub.listener.is_none()
         {
             sub.listener = Some(listener);
+        }
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
+    }
+
+    /// Makes a manually assigned partition whose topic was deleted and created again read
+    /// the new topic, as Kafka's consumer, which finds partitions by name: the new log is
+    /// swapped in and the position found afresh — the group's committed offset, which the
+    /// delete dropped, else `auto_offset_reset`. (Brooklet's choice: the old position is not
+    /// kept, as it counts records of another log.) While the topic does not exist, the
+    /// partition stays and `poll` reports [`Error::UnknownTopic`].
+    fn follow_recreated(&mut self) {
+        if self.subscription.is_some() {
+            return; // `revoke_deleted` handles a member's partitions.
+        }
+        for (tp, part) in &mut self.parts {
+            if !part.log.is_deleted() {
+                continue;
+            }
+            let Ok(log) = self.broker.partition_log(tp) else {
+                continue;
+            };
+            if log.is_deleted() {
+                continue;
+            }
+            tracing::info!(partition = %tp, "the assigned partition's topic was created again; reading the new one");
+            if !part.paused {
+                part.log.watchers().remove(&self.signal);
+                log.watchers().add(&self.signal);
+            }
+            part.log = log;
+            part.position = None;
+            part.committed = None;
         }
     }
 
@@ -1059,7 +1182,7 @@ impl Consumer {
             let Some(position) = part.position else { continue };
             if part.log.is_deleted() {
                 if subscribed {
-                    // The coordinator is rebalancing the deleted topic away.
+                    // Revoked at the next sync_group (`revoke_deleted`).
                     continue;
                 }
                 failure = Some(Error::UnknownTopic {
@@ -1265,8 +1388,10 @@ impl Consumer {
     }
 
     /// Commits the position of every assigned partition (what `poll` has returned),
-    /// synchronously and atomically. Partitions whose position did not move since their
-    /// last commit are skipped.
+    /// synchronously and atomically. As Kafka's `commitSync`, every position is written,
+    /// also one that did not move since the last commit (so a commit stores it again after
+    /// an admin deleted or reset the group's offsets); only auto-commit skips unchanged
+    /// positions. Partitions of a deleted topic are left out.
     ///
     /// # Errors
     /// [`Error::CommitFailed`] if the member was evicted or lost a partition (nothing is
@@ -1275,23 +1400,35 @@ impl Consumer {
         self.check_open()?;
         self.run_async_callbacks();
         let all: Vec<TopicPartition> = self.parts.keys().cloned().collect();
-        self.commit_parts(&all)
-    }
-
-    fn commit_parts(&mut self, partitions: &[TopicPartition]) -> Result<()> {
-        let offsets = self.changed_positions(partitions);
+        let offsets = self.positions(&all, false);
         self.commit_list(&offsets, true).map(|_| ())
     }
 
-    /// The positions of `partitions` that moved since their last commit.
-    fn changed_positions(&self, partitions: &[TopicPartition]) -> Vec<(TopicPartition, OffsetAndMetadata)> {
+    /// The auto-commit: commits the positions of `partitions` that changed.
+    fn commit_parts(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+        let offsets = self.positions(partitions, true);
+        self.commit_list(&offsets, true).map(|_| ())
+    }
+
+    /// The positions of `partitions` (those that have one, of a topic not deleted). With
+    /// `only_changed`, without those this consumer committed durably that the offset table
+    /// still holds (an admin may have deleted or reset them since).
+    fn positions(&self, partitions: &[TopicPartition], only_changed: bool) -> Vec<(TopicPartition, OffsetAndMetadata)> {
+        let group = self.group_id();
         partitions
             .iter()
             .filter_map(|tp| {
                 let part = self.parts.get(tp)?;
                 let position = part.position?;
-                let changed = part.committed != Some(position) && !part.log.is_deleted();
-                changed.then(|| (tp.clone(), OffsetAndMetadata::new(position)))
+                if part.log.is_deleted() {
+                    return None;
+                }
+                let unchanged = only_changed
+                    && part.committed == Some(position)
+                    && group
+                        .and_then(|g| self.broker.offsets().get(g, tp))
+                        .is_some_and(|om| om.offset == position);
+                (!unchanged).then(|| (tp.clone(), OffsetAndMetadata::new(position)))
             })
             .collect()
     }
@@ -1314,7 +1451,7 @@ impl Consumer {
     pub fn commit_async(&mut self, callback: impl FnOnce(Result<()>) + Send + 'static) {
         let result = self.check_open().and_then(|()| {
             let all: Vec<TopicPartition> = self.parts.keys().cloned().collect();
-            let offsets = self.changed_positions(&all);
+            let offsets = self.positions(&all, false);
             let end = self.commit_list(&offsets, false)?;
             Ok((end, offsets.into_iter().map(|(tp, om)| (tp, om.offset)).collect()))
         });
@@ -1329,15 +1466,20 @@ impl Consumer {
         if offsets.is_empty() {
             return Ok(0);
         }
-        let (handle, member) = match &self.subscription {
-            Some(sub) => (Arc::clone(&sub.member.group), Some(sub.member.member_id.clone())),
-            None => (self.broker.coordinator().group(&group), None),
+        // The fencing check and the write happen under the group's lock, so no rebalance,
+        // eviction or join can slip in between.
+        let valid = |tp: &TopicPartition| self.broker.check_partition(tp);
+        let end = match &self.subscription {
+            Some(sub) => {
+                sub.member
+                    .group
+                    .commit_fenced(&sub.member.member_id, offsets, self.broker.offsets(), &valid)?
+            }
+            None => self
+                .broker
+                .coordinator()
+                .commit_standalone(&group, offsets, self.broker.offsets(), &valid)?,
         };
-        // The fencing check and the write happen under the group's lock, so no rebalance
-        // or eviction can slip in between.
-        let end = handle.commit_fenced(member.as_deref(), offsets, self.broker.offsets(), &|tp| {
-            self.broker.check_partition(tp)
-        })?;
         if wait {
             self.broker.offsets().wait_durable(end)?;
             self.mark_committed(offsets.iter().map(|(tp, om)| (tp, om.offset)));
@@ -1357,7 +1499,7 @@ impl Consumer {
         while let Some((callback, result)) = self.async_pending.pop_front() {
             let outcome = result.and_then(|(end, offsets)| {
                 self.broker.offsets().wait_durable(end)?;
-                // Only now is the commit durable: later commits may skip these positions.
+                // Only now is the commit durable: auto-commits may skip these positions.
                 self.mark_committed(offsets.iter().map(|(tp, o)| (tp, *o)));
                 Ok(())
             });
@@ -1379,8 +1521,11 @@ impl Consumer {
         }
     }
 
-    /// Leaves the group (committing first if auto-commit is on) and runs pending
-    /// `commit_async` callbacks. Dropping the consumer does the same.
+    /// Runs pending `commit_async` callbacks and leaves the group as
+    /// [`unsubscribe`](Self::unsubscribe) does: commits first if auto-commit is on, then runs
+    /// the listener's `on_partitions_revoked` for the partitions it owns (as Kafka's
+    /// `close`). Dropping the consumer does the same, except while the thread unwinds from
+    /// a panic (then neither the commit nor the listener runs).
     ///
     /// # Errors
     /// The error of the final auto-commit, if it failed (the consumer is closed anyway).
@@ -1393,7 +1538,7 @@ impl Consumer {
             return Ok(());
         }
         self.run_async_callbacks();
-        let result = self.release_all(true);
+        let result = self.release_all();
         self.closed = true;
         result
     }
@@ -1401,8 +1546,12 @@ impl Consumer {
 
 impl Drop for Consumer {
     fn drop(&mut self) {
-        if let Err(e) = self.shutdown() {
-            tracing::warn!(error = %e, "closing a consumer failed");
+        // A panic of the rebalance listener is logged, not raised from `drop` (the consumer
+        // has left its group by then).
+        match std::panic::catch_unwind(AssertUnwindSafe(|| self.shutdown())) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "closing a consumer failed"),
+            Err(_) => tracing::error!("the rebalance listener panicked while the consumer was dropped"),
         }
     }
 }

@@ -157,6 +157,13 @@ pub enum Error {
         /// The partition.
         partition: crate::TopicPartition,
     },
+    /// `poll` was called on a consumer with neither a subscription nor an assignment
+    /// (Kafka's `IllegalStateException`: "Consumer is not subscribed to any topics or
+    /// assigned any partitions"). Call `subscribe` or `assign` first.
+    NotSubscribed {
+        /// The consumer's group, if it has one.
+        group: Option<String>,
+    },
     /// An admin operation needs a group without active members.
     GroupNotEmpty {
         /// The group.
@@ -282,6 +289,7 @@ impl Error {
             Error::NotAssigned { partition } => Error::NotAssigned {
                 partition: partition.clone(),
             },
+            Error::NotSubscribed { group } => Error::NotSubscribed { group: group.clone() },
             Error::GroupNotEmpty { group, members } => Error::GroupNotEmpty {
                 group: group.clone(),
                 members: *members,
@@ -391,6 +399,13 @@ impl fmt::Display for Error {
             },
             Error::CommitFailed { group, reason } => write!(f, "commit to group {group:?} failed: {reason}"),
             Error::NotAssigned { partition } => write!(f, "partition {partition} is not assigned to this consumer"),
+            Error::NotSubscribed { group } => match group {
+                Some(g) => write!(
+                    f,
+                    "the consumer of group {g:?} is not subscribed to any topic nor assigned any partition"
+                ),
+                None => write!(f, "the consumer is not assigned any partition"),
+            },
             Error::GroupNotEmpty { group, members } => {
                 write!(f, "group {group:?} has {members} active member(s); stop them first")
             }

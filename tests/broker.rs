@@ -1009,3 +1009,86 @@ fn small_segments_with_the_default_message_limit_are_a_valid_topic() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Protects a recreated topic from inheriting the deleted topic's committed offsets (Kafka
+/// ties offsets to the topic id). `delete_topic` writes the topic table, then the offset
+/// tombstones; if those fail (or the process dies in between), the old offsets stayed, and
+/// a group reading the new topic skipped its first records (and, without a reopen, the
+/// old partition directories stayed too, so the new topic even began with the old records).
+/// Both `create_topic` and open now drop offsets and directories of topics that do not
+/// exist; if that fails, create fails.
+#[test]
+fn a_recreated_topic_never_inherits_the_old_topics_committed_offsets() {
+    use brooklet::io::{EIO, Fault, FaultFs, FaultOp};
+    use brooklet::{ConsumerConfig, OffsetAndMetadata, OffsetReset};
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    let tp = TopicPartition::new("t", 0);
+    let commit_5 = |broker: &Broker| {
+        let mut c = broker
+            .consumer(ConsumerConfig::group("g").auto_offset_reset(OffsetReset::Earliest))
+            .unwrap();
+        c.assign(std::slice::from_ref(&tp)).unwrap();
+        c.commit_offsets(&BTreeMap::from([(tp.clone(), OffsetAndMetadata::new(5))]))
+            .unwrap();
+    };
+    let fail_next_write = |fs: &FaultFs| {
+        fs.inject(Fault {
+            op: FaultOp::Write,
+            nth: 1,
+            errno: EIO,
+            forever: false,
+        });
+    };
+    for reopen in [false, true] {
+        let dir = temp_dir();
+        let fs = FaultFs::new();
+        let broker = Broker::builder().vfs(Arc::new(fs.clone())).open(dir.path()).unwrap();
+        broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+        send_n(&producer(&broker), "t", 0, 5, "old");
+        commit_5(&broker);
+        // The topic table is written (write 1); the offset tombstones (write 2) fail.
+        fs.inject(Fault {
+            op: FaultOp::Write,
+            nth: 2,
+            errno: EIO,
+            forever: false,
+        });
+        assert!(broker.delete_topic("t").is_err());
+        assert!(broker.list_topics().is_empty());
+        assert_eq!(
+            broker.committed_offset("g", &tp).map(|o| o.offset),
+            Some(5),
+            "reopen={reopen}"
+        );
+        let broker = if reopen {
+            drop(broker);
+            let broker = Broker::open(dir.path()).unwrap();
+            assert_eq!(broker.committed_offset("g", &tp), None, "open drops them");
+            broker
+        } else {
+            // If the stale offsets cannot be deleted, the topic is not created.
+            fail_next_write(&fs);
+            assert!(matches!(
+                broker.create_topic("t", TopicConfig::with_partitions(1)),
+                Err(Error::Io { .. })
+            ));
+            assert!(broker.list_topics().is_empty());
+            broker
+        };
+        broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+        assert_eq!(broker.committed_offset("g", &tp), None, "reopen={reopen}");
+        send_n(&producer(&broker), "t", 0, 10, "new");
+        let mut c = broker
+            .consumer(ConsumerConfig::group("g").auto_offset_reset(OffsetReset::Earliest))
+            .unwrap();
+        c.subscribe(&["t"]).unwrap();
+        let mut offsets = Vec::new();
+        let start = std::time::Instant::now();
+        while offsets.len() < 10 && start.elapsed() < Duration::from_secs(20) {
+            offsets.extend(c.poll(Duration::from_millis(50)).unwrap().iter().map(|r| r.offset()));
+        }
+        assert_eq!(offsets, (0..10).collect::<Vec<u64>>(), "reopen={reopen}");
+    }
+}

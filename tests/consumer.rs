@@ -538,6 +538,13 @@ impl RebalanceListener for Recorder {
             partitions.iter().map(ToString::to_string).collect::<Vec<_>>()
         ));
     }
+    fn on_partitions_lost(&mut self, _consumer: &mut Consumer, partitions: &[TopicPartition]) {
+        self.events.lock().unwrap().push(format!(
+            "{} lost {:?}",
+            self.name,
+            partitions.iter().map(ToString::to_string).collect::<Vec<_>>()
+        ));
+    }
 }
 
 #[test]
@@ -1161,4 +1168,389 @@ fn consumers_and_their_records_can_move_between_threads() {
     c.subscribe(&["t"]).unwrap();
     let got = std::thread::spawn(move || poll_n(&mut c, 3).len()).join().unwrap();
     assert_eq!(got, 3);
+}
+
+/// Protects Kafka's rule that `poll` on a consumer with neither a subscription nor an
+/// assignment is a usage error (`IllegalStateException`), reported at once: a forgotten
+/// `subscribe` must not look like an idle topic (an empty poll after the whole timeout).
+#[test]
+fn poll_without_subscription_or_assignment_fails_at_once() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    let mut c = broker.consumer(manual("g")).unwrap();
+    let start = Instant::now();
+    let r = c.poll(Duration::from_secs(10));
+    assert!(
+        matches!(r, Err(Error::NotSubscribed { group: Some(ref g) }) if g == "g"),
+        "{r:?}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "the error came only after the timeout"
+    );
+    // After unsubscribe, and for an empty assignment (Kafka: the same as unsubscribe), too.
+    c.subscribe(&["t"]).unwrap();
+    c.poll(Duration::from_millis(1)).unwrap();
+    c.unsubscribe();
+    assert!(matches!(
+        c.poll(Duration::from_millis(1)),
+        Err(Error::NotSubscribed { .. })
+    ));
+    c.assign(&[]).unwrap();
+    assert!(matches!(
+        c.poll(Duration::from_millis(1)),
+        Err(Error::NotSubscribed { .. })
+    ));
+    c.assign(&[tp("t", 0)]).unwrap();
+    assert!(c.poll(Duration::from_millis(1)).unwrap().is_empty());
+}
+
+/// Protects Kafka's `close`/`unsubscribe` contract: the listener's `on_partitions_revoked`
+/// runs before the member leaves — the place where an application with auto-commit off
+/// commits what it processed. Without it the next owner is handed those records again.
+/// Dropping the consumer does the same (brooklet's choice: Kafka has no drop), except on a
+/// panicking thread, which has not processed what it polled.
+#[test]
+fn close_unsubscribe_and_drop_run_on_partitions_revoked_where_the_listener_commits() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    fill(&broker, "t", 1, 3);
+    for how in ["close", "unsubscribe", "drop"] {
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let mut c = broker.consumer(manual(how)).unwrap();
+        let recorder = Recorder {
+            name: how,
+            events: Arc::clone(&events),
+        };
+        c.subscribe_with_listener(&["t"], recorder).unwrap();
+        poll_n(&mut c, 3);
+        match how {
+            "close" => c.close().unwrap(),
+            "unsubscribe" => {
+                c.unsubscribe();
+                assert!(c.assignment().is_empty() && c.subscription().is_empty());
+            }
+            _ => drop(c),
+        }
+        assert_eq!(
+            *events.lock().unwrap(),
+            [
+                format!("{how} assigned [\"t-0\"] at [0]"),
+                format!("{how} revoked [\"t-0\"] committed=true"),
+            ],
+            "{how}"
+        );
+        assert_eq!(
+            broker.committed_offset(how, &tp("t", 0)).map(|o| o.offset),
+            Some(3),
+            "{how}"
+        );
+        assert!(broker.describe_group(how).unwrap().members.is_empty(), "{how}");
+    }
+
+    // A panicking thread's consumer leaves the group without running the listener.
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let (b, e) = (broker.clone(), Arc::clone(&events));
+    let worker = std::thread::spawn(move || {
+        let mut c = b.consumer(manual("panics")).unwrap();
+        c.subscribe_with_listener(&["t"], Recorder { name: "p", events: e })
+            .unwrap();
+        poll_n(&mut c, 3);
+        panic!("crash while processing");
+    });
+    assert!(worker.join().is_err());
+    assert_eq!(*events.lock().unwrap(), ["p assigned [\"t-0\"] at [0]"]);
+    assert_eq!(broker.committed_offset("panics", &tp("t", 0)), None);
+    assert!(broker.describe_group("panics").is_err(), "the member left the group");
+}
+
+/// Protects the other half of Kafka's leave: a member evicted (after `max_poll_interval`)
+/// that closes hears `on_partitions_lost` — its partitions may belong to another member
+/// already, so its commits would be fenced — not `on_partitions_revoked`.
+#[test]
+fn closing_an_evicted_member_runs_on_partitions_lost() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let mut slow = broker
+        .consumer(manual("g").max_poll_interval(Duration::from_millis(100)))
+        .unwrap();
+    let recorder = Recorder {
+        name: "slow",
+        events: Arc::clone(&events),
+    };
+    slow.subscribe_with_listener(&["t"], recorder).unwrap();
+    slow.poll(Duration::from_millis(1)).unwrap();
+    assert_eq!(assignment(&slow), ["t-0"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut fast = broker.consumer(manual("g")).unwrap();
+    fast.subscribe(&["t"]).unwrap();
+    fast.poll(Duration::from_millis(1)).unwrap();
+    assert_eq!(assignment(&fast), ["t-0"], "the slow member was evicted");
+    slow.close().unwrap();
+    assert_eq!(
+        *events.lock().unwrap(),
+        ["slow assigned [\"t-0\"] at [0]", "slow lost [\"t-0\"]"]
+    );
+}
+
+/// Protects Kafka's `assign` contract: "if auto-commit is enabled, an async commit (based
+/// on the old assignment) will be triggered before the new assignment replaces the old
+/// one". Without it a re-assigning consumer drops the positions of the partitions it gives
+/// up, and whoever reads them next re-reads what it consumed.
+#[test]
+fn reassigning_with_auto_commit_commits_the_old_assignment_first() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(2)).unwrap();
+    fill(&broker, "t", 2, 3);
+    let mut c = broker
+        .consumer(
+            ConsumerConfig::group("g")
+                .auto_offset_reset(OffsetReset::Earliest)
+                .auto_commit_interval(Duration::from_secs(3600)),
+        )
+        .unwrap();
+    c.assign(&[tp("t", 0)]).unwrap();
+    assert_eq!(ids(&poll_n(&mut c, 3)), [(0, 0), (0, 1), (0, 2)]);
+    c.assign(&[tp("t", 1)]).unwrap();
+    assert_eq!(broker.committed_offset("g", &tp("t", 0)).map(|o| o.offset), Some(3));
+    assert_eq!(ids(&poll_n(&mut c, 3)), [(1, 0), (1, 1), (1, 2)]);
+    // Moving from a manual assignment to a subscription commits the old positions too.
+    c.subscribe(&["t"]).unwrap();
+    assert_eq!(broker.committed_offset("g", &tp("t", 1)).map(|o| o.offset), Some(3));
+    // With auto-commit off, nothing is committed.
+    let mut m = broker.consumer(manual("m")).unwrap();
+    m.assign(&[tp("t", 0)]).unwrap();
+    poll_n(&mut m, 3);
+    m.assign(&[tp("t", 1)]).unwrap();
+    assert_eq!(broker.committed_offset("m", &tp("t", 0)), None);
+}
+
+/// Protects Kafka's `commitSync` contract: `commit()` writes every consumed position. It
+/// used to skip a position "unchanged since its last commit" even when an admin had
+/// deleted (or reset) the stored offset meanwhile: `commit()` said Ok and stored nothing.
+/// Auto-commit may still skip unchanged positions, but only those the table still holds.
+#[test]
+fn commit_after_the_group_offsets_were_deleted_or_reset_stores_the_position_again() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    fill(&broker, "t", 1, 3);
+    let committed = |group: &str| broker.committed_offset(group, &tp("t", 0)).map(|o| o.offset);
+    let mut c = broker.consumer(manual("g")).unwrap();
+    c.assign(&[tp("t", 0)]).unwrap();
+    poll_n(&mut c, 3);
+    c.commit().unwrap();
+    assert_eq!(committed("g"), Some(3));
+    broker.delete_group("g").unwrap();
+    c.commit().unwrap();
+    assert_eq!(committed("g"), Some(3), "commit() returned Ok but stored nothing");
+    broker.reset_offsets("g", OffsetSpec::Earliest, None).unwrap();
+    c.commit().unwrap();
+    assert_eq!(committed("g"), Some(3));
+
+    // Auto-commit (here: at close) skips only what the table still holds.
+    let mut a = broker
+        .consumer(ConsumerConfig::group("auto").auto_offset_reset(OffsetReset::Earliest))
+        .unwrap();
+    a.assign(&[tp("t", 0)]).unwrap();
+    poll_n(&mut a, 3);
+    a.commit().unwrap();
+    broker.delete_group("auto").unwrap();
+    a.close().unwrap();
+    assert_eq!(committed("auto"), Some(3));
+}
+
+/// Protects a subscribed consumer from a topic deleted and created again between two of its
+/// polls. It used to keep the deleted log of `t-0` and skip it silently forever: the
+/// coordinator still counted it the owner, and the recreated `t-0` was in its target again,
+/// so nothing was revoked or claimed. Now the old partition loses its owner at the delete
+/// (a commit of the old position is fenced), the member revokes it at its next poll and
+/// claims the new one, which it reads from the reset position.
+#[test]
+fn a_subscribed_consumer_reads_a_topic_deleted_and_recreated_between_polls() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    fill(&broker, "t", 1, 1);
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let mut c = broker.consumer(manual("g")).unwrap();
+    let recorder = Recorder {
+        name: "c",
+        events: Arc::clone(&events),
+    };
+    c.subscribe_with_listener(&["t"], recorder).unwrap();
+    assert_eq!(poll_n(&mut c, 1)[0].value(), Some(&b"0-0"[..]));
+
+    broker.delete_topic("t").unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    let producer = broker.producer(ProducerConfig::default());
+    producer.send(ProducerRecord::new("t").value("new")).unwrap();
+    // The old position must not become the new topic's committed offset.
+    let stale = c.commit_offsets(&BTreeMap::from([(tp("t", 0), OffsetAndMetadata::new(1))]));
+    assert!(matches!(stale, Err(Error::CommitFailed { .. })), "{stale:?}");
+
+    let got = poll_n(&mut c, 1);
+    assert_eq!((got[0].offset(), got[0].value()), (0, Some(&b"new"[..])));
+    assert_eq!(
+        *events.lock().unwrap(),
+        [
+            "c assigned [\"t-0\"] at [0]",
+            "c revoked [\"t-0\"] committed=true",
+            "c assigned [\"t-0\"] at [0]"
+        ]
+    );
+    c.commit().unwrap();
+    assert_eq!(broker.committed_offset("g", &tp("t", 0)).map(|o| o.offset), Some(1));
+}
+
+/// Protects a manually assigned consumer of a topic deleted and created again: Kafka's
+/// consumer finds the partition by name and goes on; brooklet's reported `UnknownTopic`
+/// forever. It reports it while the topic is gone, then reads the new topic from the reset
+/// position (the old position counts records of the deleted log).
+#[test]
+fn an_assigned_consumer_reads_a_topic_deleted_and_recreated() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    fill(&broker, "t", 1, 3);
+    let config = ConsumerConfig::default().auto_offset_reset(OffsetReset::Earliest);
+    let mut c = broker.consumer(config).unwrap();
+    c.assign(&[tp("t", 0)]).unwrap();
+    assert_eq!(ids(&poll_n(&mut c, 3)), [(0, 0), (0, 1), (0, 2)]);
+    broker.delete_topic("t").unwrap();
+    let gone = c.poll(Duration::from_millis(1));
+    assert!(
+        matches!(gone, Err(Error::UnknownTopic { ref topic }) if topic == "t"),
+        "{gone:?}"
+    );
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    let producer = broker.producer(ProducerConfig::default());
+    producer.send(ProducerRecord::new("t").value("new")).unwrap();
+    let got = poll_n(&mut c, 1);
+    assert_eq!((got[0].offset(), got[0].value()), (0, Some(&b"new"[..])));
+    // The new log wakes a blocked poll.
+    let sender = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        producer.send(ProducerRecord::new("t").value("later")).unwrap();
+    });
+    let start = Instant::now();
+    let got = c.poll(Duration::from_secs(20)).unwrap();
+    assert!(start.elapsed() < Duration::from_secs(10), "not woken by the append");
+    assert_eq!(ids(&got.to_vec()), [(0, 1)]);
+    sender.join().unwrap();
+}
+
+/// Protects group membership against `delete_group` racing `subscribe` (a stress run of
+/// two seconds; the interleaving itself is made deterministic in the coordinator's unit
+/// test `a_group_removed_between_lookup_and_lock_is_never_used`). A join used to look the
+/// group up, and `delete_group` could drop it before the join added its member: the member
+/// sat in a group the coordinator had forgotten, and the next consumer of the name made a
+/// second group and owned the same partitions. Either the delete is refused, or the member
+/// joins the one live group.
+#[test]
+fn delete_group_racing_subscribe_never_leaves_two_owners_of_a_partition() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    let start = Instant::now();
+    let mut rounds = 0;
+    while start.elapsed() < Duration::from_secs(2) {
+        rounds += 1;
+        let group = format!("g{rounds}");
+        let barrier = Arc::new(Barrier::new(2));
+        let deleter = {
+            let (broker, barrier, group) = (broker.clone(), Arc::clone(&barrier), group.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                match broker.delete_group(&group) {
+                    Ok(()) | Err(Error::GroupNotEmpty { .. } | Error::UnknownGroup { .. }) => {}
+                    Err(e) => panic!("{e}"),
+                }
+            })
+        };
+        let mut c = broker.consumer(manual(&group)).unwrap();
+        barrier.wait();
+        c.subscribe(&["t"]).unwrap();
+        deleter.join().unwrap();
+        c.poll(Duration::from_millis(1)).unwrap();
+        let mut other = broker.consumer(manual(&group)).unwrap();
+        other.subscribe(&["t"]).unwrap();
+        settle(&broker, &group, &mut [&mut c, &mut other]);
+        assert_eq!(
+            broker.describe_group(&group).unwrap().members.len(),
+            2,
+            "round {rounds}"
+        );
+        let both: Vec<_> = c.assignment().intersection(&other.assignment()).cloned().collect();
+        assert!(
+            both.is_empty(),
+            "round {rounds}: two members of {group} both own {both:?}"
+        );
+    }
+}
+
+/// Protects eviction from a panicking rebalance listener. The panic leaves `poll`; if the
+/// application catches it and keeps the consumer without polling again, the member used to
+/// stay marked "in poll" forever — never evicted, its partitions never read by anyone.
+#[test]
+fn a_member_whose_listener_panicked_is_still_evicted_when_it_stops_polling() {
+    struct Panics;
+    impl RebalanceListener for Panics {
+        fn on_partitions_assigned(&mut self, _: &mut Consumer, _: &[TopicPartition]) {
+            panic!("listener bug");
+        }
+    }
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    fill(&broker, "t", 1, 3);
+    let mut stuck = broker
+        .consumer(manual("g").max_poll_interval(Duration::from_millis(100)))
+        .unwrap();
+    stuck.subscribe_with_listener(&["t"], Panics).unwrap();
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| stuck.poll(Duration::from_millis(1))));
+    assert!(caught.is_err(), "the listener's panic reaches the caller");
+    assert_eq!(assignment(&stuck), ["t-0"]);
+    let mut other = broker.consumer(manual("g")).unwrap();
+    other.subscribe(&["t"]).unwrap();
+    let start = Instant::now();
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the stuck member was never evicted"
+        );
+        got.extend(other.poll(Duration::from_millis(50)).unwrap());
+    }
+    assert_eq!(ids(&got), [(0, 0), (0, 1), (0, 2)]);
+}
+
+/// Protects leaving from a panicking listener: the panic of `on_partitions_revoked` at
+/// `close` reaches the caller (at drop it is only logged), but the member has left the
+/// group first, so its partitions move on at once.
+#[test]
+fn a_listener_that_panics_while_leaving_does_not_keep_the_member_in_the_group() {
+    struct PanicsOnRevoke;
+    impl RebalanceListener for PanicsOnRevoke {
+        fn on_partitions_revoked(&mut self, _: &mut Consumer, _: &[TopicPartition]) {
+            panic!("listener bug");
+        }
+    }
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    for close in [true, false] {
+        let group = if close { "close" } else { "drop" };
+        let mut c = broker.consumer(manual(group)).unwrap();
+        c.subscribe_with_listener(&["t"], PanicsOnRevoke).unwrap();
+        c.poll(Duration::from_millis(1)).unwrap();
+        assert_eq!(assignment(&c), ["t-0"]);
+        let left = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            if close {
+                let _ = c.close();
+            } else {
+                drop(c);
+            }
+        }));
+        assert_eq!(left.is_err(), close, "{group}");
+        assert!(
+            broker.describe_group(group).is_err(),
+            "{group}: the member is still in the group"
+        );
+    }
 }

@@ -186,8 +186,8 @@ impl Broker {
         topic: Option<&str>,
     ) -> Result<BTreeMap<TopicPartition, u64>> {
         self.check_writable(|| format!("reset the offsets of group {group:?}"))?;
-        let handle = self.coordinator().group(group);
-        handle.while_empty(|| self.reset_offsets_locked(group, to, topic))
+        self.coordinator()
+            .while_empty(group, || self.reset_offsets_locked(group, to, topic))
     }
 
     fn reset_offsets_locked(
@@ -231,17 +231,20 @@ impl Broker {
         Ok(moved)
     }
 
-    /// Deletes a group's committed offsets and state. Only for a group without members.
+    /// Deletes a group's committed offsets and state. Only for a group without members: the
+    /// check, the deletion and forgetting the group happen under the group's lock, so a
+    /// consumer subscribing at the same moment either joins before (and the delete is
+    /// refused, nothing deleted) or joins a fresh group afterwards.
     ///
     /// # Errors
-    /// [`Error::GroupNotEmpty`]; [`Error::UnknownGroup`]; an I/O error; [`Error::ReadOnly`]
-    /// on a read-only broker.
+    /// [`Error::GroupNotEmpty`] (nothing is deleted then); [`Error::UnknownGroup`]; an I/O
+    /// error; [`Error::ReadOnly`] on a read-only broker.
     pub fn delete_group(&self, group: &str) -> Result<()> {
         self.check_writable(|| format!("delete group {group:?}"))?;
         let had_live = self.coordinator().existing(group).is_some();
-        let handle = self.coordinator().group(group);
-        let deleted = handle.while_empty(|| self.offsets().delete_where(group, |_| true))?;
-        self.coordinator().remove_if_empty(group)?;
+        let deleted = self
+            .coordinator()
+            .delete_if_empty(group, || self.offsets().delete_where(group, |_| true))?;
         if deleted == 0 && !had_live {
             return Err(Error::UnknownGroup {
                 group: group.to_owned(),

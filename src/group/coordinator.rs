@@ -16,7 +16,18 @@
 //!
 //! Partitions that stay with their member are never revoked, so members unaffected by a
 //! rebalance keep consuming through it. The target is computed by the assignor of the
-//! group's oldest member (Kafka's group leader).
+//! group's oldest member (Kafka's group leader). A partition that no longer exists (its
+//! topic deleted) loses its owner at the rebalance: its holder revokes it at its next poll,
+//! and a topic created again under the name is claimed afresh.
+//!
+//! A member leaving (unsubscribe, close, drop) frees its partitions at once; the consumer
+//! ran `on_partitions_revoked` for them before.
+//!
+//! # Group deletion
+//! `delete_group` removes a group only if it has no members, under the group's lock, and
+//! marks the state removed; every use of a group by name goes through
+//! [`Coordinator::with_live`], which never uses a removed group, so a joining member never
+//! ends up in a group the coordinator has forgotten.
 //!
 //! # Liveness
 //! A member is alive while it is inside `poll` and for `max_poll_interval` after a `poll`
@@ -63,6 +74,9 @@ struct GroupState {
     /// When the last rebalance was triggered and whether it has settled.
     rebalancing_since: Option<Instant>,
     last_rebalance: Option<Duration>,
+    /// The group was deleted (`delete_if_empty`): a handle to it is stale, and nothing may
+    /// join it or commit through it — [`Coordinator::with_live`] looks the name up again.
+    removed: bool,
 }
 
 #[derive(Debug)]
@@ -143,8 +157,9 @@ pub(crate) struct LiveGroup {
 }
 
 impl Coordinator {
-    /// The group `name`, created empty if it does not exist.
-    pub fn group(&self, name: &str) -> Arc<Group> {
+    /// The group `name`, created empty if it does not exist. The handle may be stale by the
+    /// time its lock is taken: use it through [`with_live`](Self::with_live).
+    fn group(&self, name: &str) -> Arc<Group> {
         let mut groups = self.groups.lock();
         Arc::clone(groups.entry(name.to_owned()).or_insert_with(|| {
             Arc::new(Group {
@@ -173,25 +188,60 @@ impl Coordinator {
     pub fn join(&self, request: JoinRequest, counts: TopicCounts<'_>) -> MemberHandle {
         let n = self.next_member.fetch_add(1, Ordering::Relaxed);
         let member_id = format!("{}-{n:08}", request.client_id);
-        let group = self.group(&request.group);
-        {
-            let mut st = group.state.lock();
-            st.members.insert(
-                member_id.clone(),
-                Member {
-                    seq: n,
-                    client_id: request.client_id,
-                    topics: request.topics,
-                    assignor: request.assignor,
-                    signal: request.signal,
-                    max_poll_interval: request.max_poll_interval,
-                    last_poll: Instant::now(),
-                    in_poll: false,
-                },
-            );
+        let member = Member {
+            seq: n,
+            client_id: request.client_id,
+            topics: request.topics,
+            assignor: request.assignor,
+            signal: request.signal,
+            max_poll_interval: request.max_poll_interval,
+            last_poll: Instant::now(),
+            in_poll: false,
+        };
+        self.with_live(&request.group, |group, st| {
+            st.members.insert(member_id.clone(), member);
             st.rebalance(&group.name, counts);
+            MemberHandle {
+                group: Arc::clone(group),
+                member_id,
+            }
+        })
+    }
+
+    /// Runs `f` under the lock of the live group `name` (created empty if needed).
+    fn with_live<T>(&self, name: &str, f: impl FnOnce(&Arc<Group>, &mut GroupState) -> T) -> T {
+        self.with_live_from(name, self.group(name), f)
+    }
+
+    /// [`with_live`](Self::with_live), starting from a handle looked up earlier. Between
+    /// the lookup and the lock, `delete_if_empty` may have removed the group: such a stale
+    /// group is never used (a member joining it would be in a group nobody else can see,
+    /// and a second group of the name would hand out the same partitions); the name is
+    /// looked up again.
+    fn with_live_from<T>(
+        &self,
+        name: &str,
+        mut group: Arc<Group>,
+        f: impl FnOnce(&Arc<Group>, &mut GroupState) -> T,
+    ) -> T {
+        loop {
+            {
+                let mut st = group.state.lock();
+                if !st.removed {
+                    return f(&group, &mut st);
+                }
+            }
+            self.forget(name, &group);
+            group = self.group(name);
         }
-        MemberHandle { group, member_id }
+    }
+
+    /// Drops `group` from the map if it is still the entry for `name`.
+    fn forget(&self, name: &str, group: &Arc<Group>) {
+        let mut groups = self.groups.lock();
+        if groups.get(name).is_some_and(|g| Arc::ptr_eq(g, group)) {
+            groups.remove(name);
+        }
     }
 
     /// Rebalances every group subscribed to `topic` (its partition count changed, or it was
@@ -206,20 +256,50 @@ impl Coordinator {
         }
     }
 
-    /// Forgets a group's live state if it has no members.
-    pub fn remove_if_empty(&self, name: &str) -> Result<()> {
-        let mut groups = self.groups.lock();
-        if let Some(g) = groups.get(name) {
-            let members = g.state.lock().members.len();
-            if members > 0 {
-                return Err(Error::GroupNotEmpty {
-                    group: name.to_owned(),
-                    members,
-                });
-            }
-            groups.remove(name);
-        }
-        Ok(())
+    /// Deletes group `name` if it has no members: runs `f` (which deletes its committed
+    /// offsets), marks the live state removed and forgets it, all under the group's lock,
+    /// so no member can join in between — one that looked the group up earlier finds it
+    /// removed once it has the lock, and joins a fresh group of the name.
+    ///
+    /// # Errors
+    /// [`Error::GroupNotEmpty`] (`f` does not run then); the error of `f` (the group stays).
+    pub fn delete_if_empty<T>(&self, name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let (group, out) = self.with_live(name, |group, st| {
+            st.check_empty(name)?;
+            let out = f()?;
+            st.removed = true;
+            Ok((Arc::clone(group), out))
+        })?;
+        self.forget(name, &group);
+        Ok(out)
+    }
+
+    /// Runs `f` under the lock of group `name` if it has no members (for admin changes to
+    /// its offsets, which must not race a joining member).
+    ///
+    /// # Errors
+    /// [`Error::GroupNotEmpty`]; the error of `f`.
+    pub fn while_empty<T>(&self, name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        self.with_live(name, |_, st| {
+            st.check_empty(name)?;
+            f()
+        })
+    }
+
+    /// Commits `offsets` for a consumer outside the group (`assign`), which may commit only
+    /// while the group has no members; the check and the append happen under the lock of the
+    /// live group. Returns the offsets log end to wait on for durability.
+    ///
+    /// # Errors
+    /// As [`Group::commit_fenced`].
+    pub fn commit_standalone(
+        &self,
+        name: &str,
+        offsets: &[(TopicPartition, OffsetAndMetadata)],
+        store: &OffsetStore,
+        valid: &dyn Fn(&TopicPartition) -> Result<()>,
+    ) -> Result<u64> {
+        self.with_live(name, |_, st| st.commit_fenced(name, None, offsets, store, valid))
     }
 }
 
@@ -294,6 +374,11 @@ impl Group {
         (claimed, complete)
     }
 
+    /// Whether `member_id` is still a member (not evicted, not left).
+    pub fn is_member(&self, member_id: &str) -> bool {
+        self.state.lock().members.contains_key(member_id)
+    }
+
     /// Marks the end of a poll: the member's `max_poll_interval` starts now.
     pub fn end_poll(&self, member_id: &str) {
         let mut st = self.state.lock();
@@ -312,52 +397,23 @@ impl Group {
         }
     }
 
-    /// Commits `offsets` if the committer may: a member (`Some`) must own every partition,
-    /// a standalone consumer (`None`) needs a group without members. The check and the
-    /// append happen under the group's lock. Returns the offsets log end to wait on for
-    /// durability.
+    /// Commits `offsets` for member `member_id`, which must own every partition; the check
+    /// and the append happen under the group's lock. Returns the offsets log end to wait on
+    /// for durability.
     ///
     /// # Errors
     /// [`Error::CommitFailed`]; an error of `valid` (a partition that does not exist); a
     /// write error.
     pub fn commit_fenced(
         &self,
-        member_id: Option<&str>,
+        member_id: &str,
         offsets: &[(TopicPartition, OffsetAndMetadata)],
         store: &OffsetStore,
         valid: &dyn Fn(&TopicPartition) -> Result<()>,
     ) -> Result<u64> {
-        let st = self.state.lock();
-        match member_id {
-            Some(member_id) => st.check_owner(&self.name, member_id, offsets.iter().map(|(tp, _)| tp))?,
-            None if !st.members.is_empty() => {
-                return Err(Error::CommitFailed {
-                    group: self.name.clone(),
-                    reason: format!(
-                        "the group has {} subscribed member(s); a consumer using assign() may commit only to a group without members",
-                        st.members.len()
-                    ),
-                });
-            }
-            None => {}
-        }
-        store.commit(&self.name, offsets, false, valid)
-    }
-
-    /// Runs `f` under the group's lock if the group has no members (for admin changes to
-    /// its offsets, which must not race a joining member).
-    ///
-    /// # Errors
-    /// [`Error::GroupNotEmpty`]; the error of `f`.
-    pub fn while_empty<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
-        let st = self.state.lock();
-        if !st.members.is_empty() {
-            return Err(Error::GroupNotEmpty {
-                group: self.name.clone(),
-                members: st.members.len(),
-            });
-        }
-        f()
+        self.state
+            .lock()
+            .commit_fenced(&self.name, Some(member_id), offsets, store, valid)
     }
 
     /// A snapshot of the live state (evicting expired members first).
@@ -405,6 +461,43 @@ impl Group {
 }
 
 impl GroupState {
+    /// Commits `offsets` if the committer may: a member (`Some`) must own every partition,
+    /// a standalone consumer (`None`) needs a group without members.
+    fn commit_fenced(
+        &self,
+        group: &str,
+        member_id: Option<&str>,
+        offsets: &[(TopicPartition, OffsetAndMetadata)],
+        store: &OffsetStore,
+        valid: &dyn Fn(&TopicPartition) -> Result<()>,
+    ) -> Result<u64> {
+        match member_id {
+            Some(member_id) => self.check_owner(group, member_id, offsets.iter().map(|(tp, _)| tp))?,
+            None if !self.members.is_empty() => {
+                return Err(Error::CommitFailed {
+                    group: group.to_owned(),
+                    reason: format!(
+                        "the group has {} subscribed member(s); a consumer using assign() may commit only to a group without members",
+                        self.members.len()
+                    ),
+                });
+            }
+            None => {}
+        }
+        store.commit(group, offsets, false, valid)
+    }
+
+    /// `Err(GroupNotEmpty)` if the group has members.
+    fn check_empty(&self, group: &str) -> Result<()> {
+        if self.members.is_empty() {
+            return Ok(());
+        }
+        Err(Error::GroupNotEmpty {
+            group: group.to_owned(),
+            members: self.members.len(),
+        })
+    }
+
     /// Checks that `member_id` is a member that owns every partition in `partitions`.
     fn check_owner<'a>(
         &self,
@@ -480,8 +573,12 @@ impl GroupState {
                 (id.clone(), parts)
             })
             .collect();
-        // Owned partitions that no longer exist (a deleted topic) are in nobody's target,
-        // so their holders revoke and release them like any partition that moves.
+        // Partitions that no longer exist (a deleted topic) lose their owner at once: the
+        // holder can no longer commit them, revokes them at its next poll (it finds their
+        // log deleted), and a topic created again under the name is claimed afresh —
+        // never taken for the old one's partitions.
+        self.owners
+            .retain(|tp, _| counts(&tp.topic).is_some_and(|n| tp.partition < n));
         self.rebalancing_since = Some(Instant::now());
         tracing::debug!(
             group,
@@ -578,4 +675,52 @@ fn validate(
         return Err(format!("{} of {wanted} partitions assigned", seen.len()));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::group::assignor::RangeAssignor;
+
+    fn request(group: &str) -> JoinRequest {
+        JoinRequest {
+            group: group.to_owned(),
+            client_id: "c".to_owned(),
+            topics: vec!["t".to_owned()],
+            assignor: Arc::new(RangeAssignor),
+            signal: Signal::new(),
+            max_poll_interval: Duration::from_secs(300),
+        }
+    }
+
+    /// The interleaving behind a `delete_group` racing a `subscribe`, made deterministic: a
+    /// join looked the group up, then `delete_group` removed it before the join took its
+    /// lock. The stale group must never be used — the member would sit in a group nobody
+    /// else sees, and the next consumer of the name would make a second group and own the
+    /// same partitions.
+    #[test]
+    fn a_group_removed_between_lookup_and_lock_is_never_used() {
+        let coordinator = Coordinator::default();
+        let counts = |_: &str| Some(1);
+        let stale = coordinator.group("g");
+        coordinator.delete_if_empty("g", || Ok(())).unwrap();
+        // Here join would add its member.
+        let used = coordinator.with_live_from("g", Arc::clone(&stale), |group, _| Arc::clone(group));
+        assert!(!Arc::ptr_eq(&used, &stale), "the removed group was used");
+        assert!(coordinator.existing("g").is_some_and(|g| Arc::ptr_eq(&g, &used)));
+
+        // Joins land in the one live group: the second member sees the first.
+        let a = coordinator.join(request("g"), &counts);
+        let b = coordinator.join(request("g"), &counts);
+        assert!(Arc::ptr_eq(&a.group, &b.group) && Arc::ptr_eq(&a.group, &used));
+        assert_eq!(a.group.describe(&counts).members.len(), 2);
+        // And delete refuses a group with members without running its deletion.
+        let ran = std::cell::Cell::new(false);
+        let refused = coordinator.delete_if_empty("g", || {
+            ran.set(true);
+            Ok(())
+        });
+        assert!(matches!(refused, Err(Error::GroupNotEmpty { members: 2, .. })));
+        assert!(!ran.get(), "offsets deleted before the refusal");
+    }
 }
