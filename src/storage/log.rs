@@ -793,7 +793,7 @@ impl PartitionLog {
     ///
     /// # Errors
     /// As [`append`](Self::append). A compressed batch must fit `max_batch_bytes` both as
-    /// stored and uncompressed (readers bound decompression by it), else
+    /// stored and uncompressed, else
     /// [`Error::RecordTooLarge`]; a compressor failure is [`Error::InvalidArgument`].
     pub fn append_with(&self, records: &[Record], options: AppendOptions) -> Result<AppendInfo> {
         let (info, epoch) = self.append_in_epoch(records, options)?;

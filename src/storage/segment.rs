@@ -13,7 +13,7 @@ use super::io::{OpenMode, Vfs, VfsFile};
 use crate::config::Limits;
 use crate::error::{Error, Result};
 use crate::record::RecordBatch;
-use crate::record::batch::{BatchHeader, DecodeError, HEADER_LEN};
+use crate::record::batch::{BatchHeader, DecodeError, HEADER_LEN, MAX_BATCH_BYTES};
 
 /// Extension of a segment's batch file.
 pub(crate) const LOG_SUFFIX: &str = "log";
@@ -238,11 +238,7 @@ impl Segment {
     /// to `index`. A read-only log follows a live writer with this: the first invalid byte
     /// may be a batch still being written, so it simply stops there.
     pub fn scan_into(&self, start: u64, next_offset: u64, index: &mut SegmentIndex) -> Result<ScanProgress> {
-        let Limits {
-            max_batch: decompress_limit,
-            index_interval: interval,
-            ..
-        } = self.limits;
+        let interval = self.limits.index_interval;
         let file_len = self
             .log
             .file_size()
@@ -296,7 +292,10 @@ impl Segment {
                     continue;
                 }
             };
-            let check = RecordBatch::decode(&buf.slice(at..), decompress_limit, true).and_then(|b| {
+            // Stored batches are decompressed up to the format's limit, not the configured
+            // one: a batch whose CRC holds is never cut for exceeding a limit lowered since
+            // it was written (see `LogConfig::max_batch_bytes`).
+            let check = RecordBatch::decode(&buf.slice(at..), MAX_BATCH_BYTES, true).and_then(|b| {
                 b.validate_records()?;
                 Ok(b)
             });
@@ -457,15 +456,12 @@ impl Segment {
     /// Decodes every complete batch at the front of `buf` (which starts at file position
     /// `pos`); a partial batch at the end is left out.
     fn decode_all(&self, buf: &Bytes, pos: u64) -> Result<Fetched> {
-        let Limits {
-            max_batch: decompress_limit,
-            verify_checksums: verify,
-            ..
-        } = self.limits;
+        let verify = self.limits.verify_checksums;
         let mut batches = Vec::new();
         let mut at = 0usize;
         while at < buf.len() {
-            match RecordBatch::decode(&buf.slice(at..), decompress_limit, verify) {
+            // The format's limit, as in `scan_into`: what recovery keeps, readers read.
+            match RecordBatch::decode(&buf.slice(at..), MAX_BATCH_BYTES, verify) {
                 Ok(batch) => {
                     if let Some(prev) = batches.last().map(RecordBatch::last_offset)
                         && batch.base_offset() != prev + 1
