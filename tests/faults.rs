@@ -774,6 +774,79 @@ fn power_loss_right_after_a_roll() {
     }
 }
 
+/// Protects: a `Synced` append whose records were fsynced is acknowledged even if moving
+/// the recovery point afterwards fails (it is only an optimisation: a stale one means more
+/// to scan at the next unclean open). Reporting `Io` there made producers retry records that
+/// were already durable, i.e. duplicate them. The failed checkpoint is retried at the next
+/// sync, so the recovery scan after a power loss starts from the new segment.
+#[test]
+fn a_synced_append_is_acknowledged_when_only_the_recovery_point_fails_to_persist() {
+    let config = LogConfig::default().segment_bytes(4096);
+    let (roll, _) = first_roll_and_retention(&config);
+    // The rolling append ends with the checkpoint: write, sync and rename of its temp
+    // file, then a sync of the directory. Count the operations of a clean run.
+    let ops = [FaultOp::Write, FaultOp::Sync, FaultOp::Rename];
+    let in_rolling_append = {
+        let dir = tempfile::tempdir().unwrap();
+        let (disk, log) = open_faulty(dir.path(), &config);
+        let log = log.unwrap();
+        for b in 0..roll {
+            log.append(&batch(b), Durability::Written).unwrap();
+        }
+        let before = ops.map(|op| disk.count(op));
+        log.append(&batch(roll), Durability::Synced).unwrap();
+        ops.map(|op| disk.count(op))
+            .iter()
+            .zip(before)
+            .map(|(a, b)| a - b)
+            .collect::<Vec<u64>>()
+    };
+    for (op, count) in ops.into_iter().zip(in_rolling_append) {
+        let ctx = format!("{op:?} of the recovery-point checkpoint fails");
+        let dir = tempfile::tempdir().unwrap();
+        let (disk, log) = open_faulty(dir.path(), &config);
+        let log = log.unwrap();
+        let mut model = Model::default();
+        for b in 0..roll {
+            model.append(&log, batch(b), Durability::Written).unwrap();
+        }
+        // The checkpoint's last write and rename; the sync of its temp file comes before
+        // the directory's.
+        let nth = if op == FaultOp::Sync { count - 1 } else { count };
+        disk.inject(Fault {
+            op,
+            nth,
+            errno: EIO,
+            forever: false,
+        });
+        // The failed rename counts as one.
+        let renames = disk.count(FaultOp::Rename) + u64::from(op == FaultOp::Rename);
+        let info = model.append(&log, batch(roll), Durability::Synced);
+        assert!(info.is_ok(), "{ctx}: {info:?}");
+        assert_eq!(log.segment_count(), 2, "{ctx}");
+        assert_eq!(log.synced_end_offset(), model.end(), "{ctx}");
+        assert_eq!(
+            disk.count(FaultOp::Rename),
+            renames,
+            "{ctx}: the checkpoint was renamed"
+        );
+        // The next sync retries the checkpoint (one rename); the one after has nothing to do.
+        model.append(&log, batch(roll + 1), Durability::Synced).unwrap();
+        assert_eq!(disk.count(FaultOp::Rename), renames + 1, "{ctx}: not retried");
+        model.append(&log, batch(roll + 2), Durability::Synced).unwrap();
+        assert_eq!(disk.count(FaultOp::Rename), renames + 1, "{ctx}");
+        disk.power_loss(PowerLoss::DropUnsynced);
+        drop(log);
+        let log = reopen_and_check(dir.path(), &config, &model, &ctx);
+        assert_eq!(log.recovery_report().log_end_offset, model.end(), "{ctx}");
+        assert_eq!(
+            log.recovery_report().segments_scanned,
+            1,
+            "{ctx}: scanned from a stale recovery point"
+        );
+    }
+}
+
 /// Retention persists the new log start before deleting segments. Power is lost right after
 /// a retention, and — with every operation of the append that triggers it failing in turn —
 /// in the middle of one: the reopened log start is the old or the new one, never one whose

@@ -333,6 +333,8 @@ pub struct PartitionLog {
     log_start: AtomicU64,
     /// The value in the `recovery-point` file (written under the sync turn only).
     recovery_point: AtomicU64,
+    /// A sync after a roll could not persist the recovery point: the next sync retries.
+    recovery_point_behind: AtomicBool,
     /// Records below this are in the OS and readable.
     visible_end: AtomicU64,
     /// Records below this are synced.
@@ -414,6 +416,7 @@ impl PartitionLog {
             truncations: AtomicU64::new(0),
             log_start: AtomicU64::new(o.log_start),
             recovery_point: AtomicU64::new(o.recovery_point),
+            recovery_point_behind: AtomicBool::new(false),
             visible_end: AtomicU64::new(o.next_offset),
             synced_end: AtomicU64::new(o.next_offset),
             syncs: AtomicU64::new(0),
@@ -1135,8 +1138,31 @@ impl PartitionLog {
     }
 
     /// fdatasyncs what [`take_unsynced`](Self::take_unsynced) took and publishes the synced
-    /// end. A failed sync poisons the log. Call with the sync turn.
+    /// end; then, if a segment was sealed (or an earlier attempt failed), moves the
+    /// recovery point there. A failed sync poisons the log. Call with the sync turn.
+    ///
+    /// The recovery point is an optimisation (a stale one only means more to scan at the
+    /// next unclean open), and the records are durable once the synced end is published:
+    /// a failure to persist it is logged and retried at the next sync, never reported as
+    /// the sync's failure (a `Synced` producer would retry, and duplicate, durable records).
     fn sync_unsynced(&self, u: Unsynced) -> Result<()> {
+        let (end, sealed) = (u.end, !u.sealed.is_empty());
+        self.sync_files(u)?;
+        if sealed || self.recovery_point_behind.load(Ordering::Acquire) {
+            match self.persist_recovery_point(end) {
+                Ok(()) => self.recovery_point_behind.store(false, Ordering::Release),
+                Err(e) => {
+                    self.recovery_point_behind.store(true, Ordering::Release);
+                    tracing::warn!(dir = %self.dir.display(), error = %e, "could not move the recovery point (the records are synced); the next sync retries");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The fsyncs of [`sync_unsynced`](Self::sync_unsynced), and the synced end published
+    /// after them. A failed sync poisons the log. Call with the sync turn.
+    fn sync_files(&self, u: Unsynced) -> Result<()> {
         let started = Instant::now();
         for segment in u.sealed.iter().chain(std::iter::once(&u.active)) {
             segment
@@ -1154,10 +1180,6 @@ impl PartitionLog {
         let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.sync_nanos.fetch_add(nanos, Ordering::Relaxed);
         self.last_sync_nanos.store(nanos, Ordering::Relaxed);
-        if !u.sealed.is_empty() {
-            // A segment was sealed: move the recovery point so a crash scans only from here.
-            self.persist_recovery_point(u.end)?;
-        }
         Ok(())
     }
 
@@ -1646,7 +1668,8 @@ impl PartitionLog {
             return Err(Error::Poisoned { path: self.dir.clone() });
         }
         let unsynced = self.take_unsynced(&mut w)?;
-        self.sync_unsynced(unsynced)?;
+        // The recovery point is persisted below, where a failure fails the close.
+        self.sync_files(unsynced)?;
         let active = &w.active;
         if let Some(result) = active.with_index_mut(|index| {
             index.add_time_entry();
