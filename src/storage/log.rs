@@ -1107,15 +1107,21 @@ impl PartitionLog {
         &self.watchers
     }
 
-    /// Marks the log as belonging to a deleted topic: it is closed (appends fail) and its
-    /// drop writes nothing, so removing its directory is safe even while others still hold
-    /// it, and a topic recreated at the same path is never touched by it. Waits for an
-    /// append or sync in progress to finish.
+    /// Marks the log as belonging to a deleted topic: it is closed (appends fail) and
+    /// never again opens a file by path — no index file is loaded or written back (its
+    /// segments are retired), and its drop writes nothing — so removing its directory is
+    /// safe even while others still hold it, and a topic recreated at the same path is never
+    /// touched by it. Reads through it still serve what it held, from its open `.log`
+    /// files (indexes it has not loaded are rebuilt from them, in memory). Waits for an
+    /// append, sync or index load in progress to finish.
     pub(crate) fn mark_deleted(&self) {
         let _turn = self.sync_lock.lock();
         let _w = self.writer.lock();
         self.deleted.store(true, Ordering::Release);
         self.closed.store(true, Ordering::Release);
+        for segment in self.segments.read().values() {
+            segment.retire();
+        }
     }
 
     /// Whether [`mark_deleted`](Self::mark_deleted) was called.

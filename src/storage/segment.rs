@@ -3,7 +3,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use parking_lot::{MappedRwLockReadGuard, RwLock, RwLockReadGuard};
@@ -96,6 +96,10 @@ pub(crate) struct Segment {
     /// Opened by a read-only log: indexes rebuilt from the log stay in memory, never
     /// written back.
     read_only: bool,
+    /// Its log was deleted ([`retire`](Self::retire)): its paths may belong to another
+    /// segment now, so index files are neither loaded nor written; a missing index is
+    /// rebuilt in memory from the open `.log`. Set under the index lock.
+    retired: AtomicBool,
 }
 
 impl Segment {
@@ -123,6 +127,7 @@ impl Segment {
             index: RwLock::new(None),
             limits,
             read_only: false,
+            retired: AtomicBool::new(false),
         })
     }
 
@@ -141,6 +146,7 @@ impl Segment {
             index: RwLock::new(None),
             limits,
             read_only: true,
+            retired: AtomicBool::new(false),
         })
     }
 
@@ -170,6 +176,20 @@ impl Segment {
         *self.index.write() = Some(index);
     }
 
+    /// Marks the segment's files as no longer its own (its log was deleted, and a new
+    /// segment may take its paths): from when this returns, it never loads or writes an
+    /// index file. Waits for an index load or rebuild in progress.
+    pub fn retire(&self) {
+        let _slot = self.index.write();
+        self.retired.store(true, Ordering::Release);
+    }
+
+    /// Whether index files may be written back: not by a read-only log, nor once retired.
+    /// Call with the index lock.
+    fn writes_index_files(&self) -> bool {
+        !self.read_only && !self.retired.load(Ordering::Acquire)
+    }
+
     /// Mutable access to the loaded index (the writer's, for the active segment).
     pub fn with_index_mut<T>(&self, f: impl FnOnce(&mut SegmentIndex) -> T) -> Option<T> {
         self.index.write().as_mut().map(f)
@@ -188,20 +208,22 @@ impl Segment {
             let mut slot = self.index.write();
             if slot.is_none() {
                 let (index_path, time_path) = (self.index_path(), self.time_index_path());
-                let index = match SegmentIndex::load_files(
-                    vfs,
-                    &index_path,
-                    &time_path,
-                    self.size(),
-                    self.limits.index_max_bytes,
-                )? {
+                let retired = self.retired.load(Ordering::Acquire);
+                let loaded = if retired {
+                    None
+                } else {
+                    SegmentIndex::load_files(vfs, &index_path, &time_path, self.size(), self.limits.index_max_bytes)?
+                };
+                let index = match loaded {
                     Some(index) => index,
                     None => {
                         let scan = self.scan()?;
                         let mut index = scan.index;
                         index.add_time_entry();
-                        tracing::warn!(segment = %self.log_path.display(), "rebuilt missing or invalid index files");
-                        if !self.read_only
+                        if !retired {
+                            tracing::warn!(segment = %self.log_path.display(), "rebuilt missing or invalid index files");
+                        }
+                        if self.writes_index_files()
                             && let Err(e) = index.write_files(vfs, &index_path, &time_path, false)
                         {
                             tracing::warn!(error = %e, "could not write rebuilt index files");
@@ -444,7 +466,7 @@ impl Segment {
         // A scan stopped by bad bytes indexes only what precedes them: keep it in memory for
         // this process, but do not replace the files with it.
         if scan.error.is_none()
-            && !self.read_only
+            && self.writes_index_files()
             && let Err(e) = index.write_files(vfs, &self.index_path(), &self.time_index_path(), false)
         {
             tracing::warn!(error = %e, "could not write rebuilt index files");
