@@ -67,7 +67,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use parking_lot::{MappedRwLockReadGuard, Mutex, RwLock};
 
 use super::checkpoint;
-use super::index::{OFFSET_ENTRY, SegmentIndex};
+use super::index::{Extent, OFFSET_ENTRY, SegmentIndex};
 use super::io::{OsFs, Vfs};
 use super::notify::Watchers;
 use super::segment::{
@@ -941,9 +941,13 @@ impl PartitionLog {
             self.publish_visible(w.next_offset);
         }
         let old = Arc::clone(&w.active);
+        let extent = Extent {
+            log_len: old.size(),
+            next_offset: w.next_offset,
+        };
         if let Some(Err(e)) = old.with_index_mut(|index| {
             index.add_time_entry();
-            index.write_files(&*self.vfs, &old.index_path(), &old.time_index_path(), false)
+            index.write_files(&*self.vfs, &old.index_path(), &old.time_index_path(), extent, false)
         }) {
             // Index files are caches: a failure here costs a rebuild later, not data.
             tracing::warn!(error = %e, "could not write index files of a sealed segment");
@@ -1280,8 +1284,16 @@ impl PartitionLog {
             .map(|(_, s)| Arc::clone(s))
     }
 
+    /// The segment's indexes, loaded (or rebuilt) if need be; a sealed segment ends where
+    /// the next one starts.
     fn index_of<'a>(&self, segment: &'a Segment) -> Result<MappedRwLockReadGuard<'a, SegmentIndex>> {
-        segment.index(&*self.vfs)
+        segment.index(&*self.vfs, || {
+            self.segments
+                .read()
+                .range(segment.base_offset.saturating_add(1)..)
+                .next()
+                .map(|(base, _)| *base)
+        })
     }
 
     /// The first offset whose timestamp is `≥ timestamp` (Kafka's `ListOffsets`), or `None`
@@ -1677,9 +1689,19 @@ impl PartitionLog {
         // The recovery point is persisted below, where a failure fails the close.
         self.sync_files(unsynced)?;
         let active = &w.active;
+        let extent = Extent {
+            log_len: active.size(),
+            next_offset: w.next_offset,
+        };
         if let Some(result) = active.with_index_mut(|index| {
             index.add_time_entry();
-            index.write_files(&*self.vfs, &active.index_path(), &active.time_index_path(), true)
+            index.write_files(
+                &*self.vfs,
+                &active.index_path(),
+                &active.time_index_path(),
+                extent,
+                true,
+            )
         }) {
             result?;
         }
@@ -1873,6 +1895,7 @@ impl Opened {
             &active.index_path(),
             &active.time_index_path(),
             active_size,
+            Some(end),
             limits.index_max_bytes,
         )? {
             Some(index) => index,
@@ -1929,6 +1952,7 @@ impl Opened {
                 break;
             }
             let scan = segment.scan()?;
+            let extent = scan.extent();
             report.segments_scanned += 1;
             report.batches_scanned += scan.batches;
             report.bytes_scanned += scan.valid_len;
@@ -1959,7 +1983,9 @@ impl Opened {
                 sealed.add_time_entry();
                 // Index files are caches: failing to write one costs a rebuild later, not
                 // the open.
-                if let Err(e) = sealed.write_files(vfs, &segment.index_path(), &segment.time_index_path(), false) {
+                if let Err(e) =
+                    sealed.write_files(vfs, &segment.index_path(), &segment.time_index_path(), extent, false)
+                {
                     tracing::warn!(segment = %segment.log_path.display(), error = %e, "could not write rebuilt index files");
                 }
             }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use bytes::{Bytes, BytesMut};
 use parking_lot::{MappedRwLockReadGuard, RwLock, RwLockReadGuard};
 
-use super::index::SegmentIndex;
+use super::index::{Extent, SegmentIndex};
 use super::io::{OpenMode, Vfs, VfsFile};
 use crate::config::Limits;
 use crate::error::{Error, Result};
@@ -56,6 +56,16 @@ pub(crate) struct Scan {
     pub file_len: u64,
     /// Why the scan stopped before the end of the file, if it did.
     pub error: Option<ScanError>,
+}
+
+impl Scan {
+    /// The extent of the log the scan's index describes: the valid batches.
+    pub fn extent(&self) -> Extent {
+        Extent {
+            log_len: self.valid_len,
+            next_offset: self.next_offset,
+        }
+    }
 }
 
 /// How far [`Segment::scan_into`] got.
@@ -196,14 +206,22 @@ impl Segment {
     }
 
     /// The indexes, loading them from their files, or rebuilding them from the log when the
-    /// files are missing or invalid (then written back, best effort).
-    pub fn index(&self, vfs: &dyn Vfs) -> Result<MappedRwLockReadGuard<'_, SegmentIndex>> {
+    /// files are missing, invalid, or describe another extent of the log than its current
+    /// size and `next_offset` (an older version); rebuilt ones are written back, best
+    /// effort. `next_offset` says where the segment ends (the next segment's base offset),
+    /// if known; it is asked only when the index is not loaded yet.
+    pub fn index(
+        &self,
+        vfs: &dyn Vfs,
+        next_offset: impl FnOnce() -> Option<u64>,
+    ) -> Result<MappedRwLockReadGuard<'_, SegmentIndex>> {
         {
             let guard = self.index.read();
             if let Ok(loaded) = RwLockReadGuard::try_map(guard, Option::as_ref) {
                 return Ok(loaded);
             }
         }
+        let next_offset = next_offset();
         {
             let mut slot = self.index.write();
             if slot.is_none() {
@@ -212,19 +230,27 @@ impl Segment {
                 let loaded = if retired {
                     None
                 } else {
-                    SegmentIndex::load_files(vfs, &index_path, &time_path, self.size(), self.limits.index_max_bytes)?
+                    SegmentIndex::load_files(
+                        vfs,
+                        &index_path,
+                        &time_path,
+                        self.size(),
+                        next_offset,
+                        self.limits.index_max_bytes,
+                    )?
                 };
                 let index = match loaded {
                     Some(index) => index,
                     None => {
                         let scan = self.scan()?;
+                        let extent = scan.extent();
                         let mut index = scan.index;
                         index.add_time_entry();
                         if !retired {
                             tracing::warn!(segment = %self.log_path.display(), "rebuilt missing or invalid index files");
                         }
                         if self.writes_index_files()
-                            && let Err(e) = index.write_files(vfs, &index_path, &time_path, false)
+                            && let Err(e) = index.write_files(vfs, &index_path, &time_path, extent, false)
                         {
                             tracing::warn!(error = %e, "could not write rebuilt index files");
                         }
@@ -458,6 +484,7 @@ impl Segment {
     pub fn rebuild_index(&self, vfs: &dyn Vfs) -> Result<()> {
         let mut slot = self.index.write();
         let scan = self.scan()?;
+        let extent = scan.extent();
         let mut index = scan.index;
         tracing::warn!(segment = %self.log_path.display(), "rebuilt an index that did not match its log");
         // Only sealed segments are rebuilt here: the last time entry must carry the
@@ -467,7 +494,7 @@ impl Segment {
         // this process, but do not replace the files with it.
         if scan.error.is_none()
             && self.writes_index_files()
-            && let Err(e) = index.write_files(vfs, &self.index_path(), &self.time_index_path(), false)
+            && let Err(e) = index.write_files(vfs, &self.index_path(), &self.time_index_path(), extent, false)
         {
             tracing::warn!(error = %e, "could not write rebuilt index files");
         }
