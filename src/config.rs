@@ -121,16 +121,17 @@ impl LogConfig {
     }
 
     /// Largest encoded batch accepted by an append (as stored and, when compressed,
-    /// uncompressed), and the most a reader decompresses one batch's records into (a bound
-    /// on decompression bombs). Default = 1 MiB (Kafka's `message.max.bytes`), or
-    /// `segment_bytes` if that is smaller. An explicit value above `segment_bytes` is refused
-    /// by [`validate`](Self::validate).
+    /// uncompressed). Default = 1 MiB (Kafka's `message.max.bytes`), or `segment_bytes` if
+    /// that is smaller. An explicit value above `segment_bytes` is refused by
+    /// [`validate`](Self::validate).
     ///
-    /// Stored batches are framed by the format's limit
+    /// This limits what is *written*, nothing else. Stored batches are framed and
+    /// decompressed by the format's limit
     /// ([`MAX_BATCH_BYTES`](crate::record::batch::MAX_BATCH_BYTES)), not by this value, so
-    /// lowering it keeps larger batches already stored readable — except compressed ones
-    /// whose records decompress to more than the new value, which readers (and recovery)
-    /// then refuse as corrupt.
+    /// lowering it (directly, or by lowering `segment_bytes`) keeps every batch already
+    /// stored: recovery never cuts a batch whose checksum holds for exceeding it, and
+    /// readers read it, compressed or not. A reader's memory for one batch is bounded by
+    /// what the batch's records decompress to, at most the format's limit.
     #[must_use]
     pub fn max_batch_bytes(mut self, bytes: u32) -> Self {
         self.max_batch_bytes = Some(bytes);
@@ -230,9 +231,6 @@ impl LogConfig {
 /// The limits a segment needs to read and index itself, derived from a [`LogConfig`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Limits {
-    /// The most a decoder decompresses one batch's records into. (Framing uses the
-    /// format's `MAX_BATCH_BYTES`, whatever this says.)
-    pub max_batch: usize,
     /// Bytes between index entries.
     pub index_interval: u32,
     /// Largest index file read whole; a larger one is invalid and rebuilt.
@@ -244,7 +242,6 @@ pub(crate) struct Limits {
 impl LogConfig {
     pub(crate) fn limits(&self) -> Limits {
         Limits {
-            max_batch: self.effective_max_batch_bytes() as usize,
             index_interval: self.index_interval_bytes,
             index_max_bytes: u64::from(self.index_max_bytes),
             verify_checksums: self.verify_checksums,

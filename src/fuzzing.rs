@@ -17,7 +17,7 @@ use crate::broker::{self, StoredTopic};
 use crate::error::Result;
 use crate::offsets::{self, SnapshotEntry};
 use crate::record::batch::{self, DecodeError, EncodeOptions, EncodeScratch};
-use crate::storage::index::SegmentIndex;
+use crate::storage::index::{Extent, SegmentIndex};
 use crate::{Compression, OffsetAndMetadata, Record, RecordBatch, TimestampType, TopicConfig, TopicPartition};
 
 /// The path the decoders name in their errors.
@@ -155,25 +155,28 @@ impl LoadedIndex {
         self.index.time_lookup(timestamp)
     }
 
-    /// The bytes of the `.index` and `.timeindex` files the index writes.
+    /// The bytes of the `.index` and `.timeindex` files the index writes for a `.log` of
+    /// `log_len` bytes ending before `next_offset`.
     #[must_use]
-    pub fn encode(&self) -> (Vec<u8>, Vec<u8>) {
-        self.index.encode()
+    pub fn encode(&self, log_len: u64, next_offset: u64) -> (Vec<u8>, Vec<u8>) {
+        self.index.encode(Extent { log_len, next_offset })
     }
 }
 
 /// Loads a segment's indexes from the bytes of its `.index` and `.timeindex` files, its
-/// `.log` being `log_len` bytes, as open does: `None` when they are invalid (open then
+/// `.log` being `log_len` bytes and ending before `next_offset` (when known), as open
+/// does: `None` when they are invalid or describe another extent of the log (open then
 /// rebuilds them from the log).
 #[must_use]
-pub fn load_index(offset_file: &[u8], time_file: &[u8], log_len: u64) -> Option<LoadedIndex> {
-    SegmentIndex::decode(offset_file, time_file, log_len).map(|index| LoadedIndex { index })
+pub fn load_index(offset_file: &[u8], time_file: &[u8], log_len: u64, next_offset: Option<u64>) -> Option<LoadedIndex> {
+    SegmentIndex::decode(offset_file, time_file, log_len, next_offset).map(|index| LoadedIndex { index })
 }
 
 /// Index files holding the given entry bytes (cut to whole entries) with a valid header,
-/// count and CRC, as the index writes them.
+/// count and CRC, as the index writes them for a `.log` of `log_len` bytes ending before
+/// `next_offset`.
 #[must_use]
-pub fn frame_index(offset_entries: &[u8], time_entries: &[u8]) -> (Vec<u8>, Vec<u8>) {
+pub fn frame_index(offset_entries: &[u8], time_entries: &[u8], log_len: u64, next_offset: u64) -> (Vec<u8>, Vec<u8>) {
     let mut index = SegmentIndex::new();
     index.offsets = offset_entries
         .chunks_exact(8)
@@ -189,7 +192,7 @@ pub fn frame_index(offset_entries: &[u8], time_entries: &[u8]) -> (Vec<u8>, Vec<
             relative_offset: crate::bytes_le::le_u32(c, 8),
         })
         .collect();
-    index.encode()
+    index.encode(Extent { log_len, next_offset })
 }
 
 // ---- the committed-offset table -------------------------------------------------------

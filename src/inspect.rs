@@ -212,8 +212,9 @@ pub fn segment_files(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// Checks every segment of a partition directory — each batch's framing, checksum, records
 /// and offsets, contiguous across segments — and every index file present against the
-/// batches it points at. A missing index file is not damage (open rebuilds it); an invalid
-/// one is. `on_segment` is called after each segment with its size in bytes (for progress).
+/// batches it points at. A missing index file is not damage (open rebuilds it), nor is a
+/// valid one that describes another extent of the log (an older version, which open also
+/// rebuilds); an invalid one is. `on_segment` is called after each segment with its size in bytes (for progress).
 ///
 /// # Errors
 /// [`Error::Io`] if a file cannot be read.
@@ -286,9 +287,17 @@ fn check_indexes(dump: &SegmentDump, check: &mut PartitionCheck) {
         return;
     }
     // Far above any index a segment can have (the default limit is 10 MiB).
-    let loaded = SegmentIndex::load_files(&OsFs, &index_path, &time_path, dump.file_len, 1 << 30);
+    let loaded = SegmentIndex::load_files_recorded(&OsFs, &index_path, &time_path, 1 << 30);
     let index = match loaded {
-        Ok(Some(index)) => index,
+        Ok(Some((extent, index))) => {
+            if extent.log_len != dump.file_len || Some(extent.next_offset) != dump.next_offset() {
+                // Files of an older extent of the log: the active segment's of a running (or
+                // crashed) log, or a sealed one's reverted by a power loss. Open rebuilds
+                // them; they are not damage.
+                return;
+            }
+            index
+        }
         Ok(None) => {
             damage(&index_path, "invalid index files (open rebuilds them)".into());
             return;

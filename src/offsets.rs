@@ -37,7 +37,7 @@
 //! (standard configuration) of `(covered log offset, [(group, topic, partition, offset,
 //! commit time, metadata)])`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -116,6 +116,33 @@ pub(crate) struct OffsetStore {
     table: RwLock<BTreeMap<String, GroupOffsets>>,
     /// Serializes appends with table updates (so the table follows log order) and snapshots.
     write: Mutex<WriteState>,
+    /// With `Synced` offsets: the changes of commits appended but not yet synced, in log
+    /// order, each with the log end its batch reached. The table shows a commit only once
+    /// it is durable, so a commit whose fsync failed is never served as committed. Pushed
+    /// under `write`; applied, oldest first, by whoever sees them synced.
+    pending: Mutex<VecDeque<(u64, Vec<Change>)>>,
+}
+
+/// One change to the table: set (`Some`) or remove (`None`) a group's offset of a partition.
+type Change = (String, TopicPartition, Option<OffsetAndMetadata>);
+
+/// Applies `changes` to `table`, in order.
+fn apply_changes(table: &mut BTreeMap<String, GroupOffsets>, changes: Vec<Change>) {
+    for (group, tp, change) in changes {
+        match change {
+            Some(om) => {
+                table.entry(group).or_default().insert(tp, om);
+            }
+            None => {
+                if let Some(g) = table.get_mut(&group) {
+                    g.remove(&tp);
+                    if g.is_empty() {
+                        table.remove(&group);
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -166,6 +193,7 @@ impl OffsetStore {
             compact_bytes,
             table: RwLock::new(BTreeMap::new()),
             write: Mutex::new(WriteState { bytes_at_snapshot: 0 }),
+            pending: Mutex::new(VecDeque::new()),
             log,
         };
         let end = store.log.log_end_offset();
@@ -228,6 +256,7 @@ impl OffsetStore {
                         compact_bytes: DEFAULT_COMPACT_BYTES,
                         table: RwLock::new(table),
                         write: Mutex::new(WriteState { bytes_at_snapshot: 0 }),
+                        pending: Mutex::new(VecDeque::new()),
                         log,
                     });
                 }
@@ -288,53 +317,52 @@ impl OffsetStore {
                     .value(encode_value(om.offset, now, &om.metadata)),
             );
         }
-        let check = || offsets.iter().try_for_each(|(tp, _)| valid(tp));
-        self.append(records, wait, check, |table| {
-            let g = table.entry(group.to_owned()).or_default();
-            for (tp, om) in offsets {
-                g.insert(
-                    tp.clone(),
-                    OffsetAndMetadata {
-                        offset: om.offset,
-                        metadata: om.metadata.clone(),
-                        commit_timestamp: now,
-                    },
-                );
-            }
+        let changes: Vec<Change> = offsets
+            .iter()
+            .map(|(tp, om)| {
+                let om = OffsetAndMetadata {
+                    offset: om.offset,
+                    metadata: om.metadata.clone(),
+                    commit_timestamp: now,
+                };
+                (group.to_owned(), tp.clone(), Some(om))
+            })
+            .collect();
+        self.append(wait, || {
+            offsets.iter().try_for_each(|(tp, _)| valid(tp))?;
+            Ok((records, changes))
         })
     }
 
     /// Removes the offsets of `group` for which `doomed` holds (tombstones in one batch).
+    /// Commits not yet durable count too: their tombstones follow them in the log.
     pub fn delete_where(&self, group: &str, doomed: impl Fn(&TopicPartition) -> bool) -> Result<usize> {
-        let tps: Vec<TopicPartition> = self
-            .table
-            .read()
-            .get(group)
-            .map(|g| g.keys().filter(|tp| doomed(tp)).cloned().collect())
-            .unwrap_or_default();
-        if tps.is_empty() {
-            return Ok(0);
-        }
-        let records = tps
-            .iter()
-            .map(|tp| encode_key(group, tp).map(|k| Record::new().key(k)))
-            .collect::<Result<Vec<_>>>()?;
-        self.append(
-            records,
-            true,
-            || Ok(()),
-            |table| {
-                if let Some(g) = table.get_mut(group) {
-                    for tp in &tps {
-                        g.remove(tp);
-                    }
-                    if g.is_empty() {
-                        table.remove(group);
+        let mut count = 0;
+        self.append(true, || {
+            let mut tps: Vec<TopicPartition> = self
+                .table
+                .read()
+                .get(group)
+                .map(|g| g.keys().filter(|tp| doomed(tp)).cloned().collect())
+                .unwrap_or_default();
+            for (_, changes) in self.pending.lock().iter() {
+                for (g, tp, _) in changes {
+                    if g == group && doomed(tp) && !tps.contains(tp) {
+                        tps.push(tp.clone());
                     }
                 }
-            },
-        )?;
-        Ok(tps.len())
+            }
+            let records = tps
+                .iter()
+                .map(|tp| encode_key(group, tp).map(|k| Record::new().key(k)))
+                .collect::<Result<Vec<_>>>()?;
+            count = tps.len();
+            Ok((
+                records,
+                tps.into_iter().map(|tp| (group.to_owned(), tp, None)).collect(),
+            ))
+        })?;
+        Ok(count)
     }
 
     /// Drops every group's offsets for `topic` (the topic was deleted).
@@ -345,16 +373,13 @@ impl OffsetStore {
         Ok(())
     }
 
-    /// Appends `records` as one batch and applies `update` to the table in log order,
-    /// snapshotting if the log has grown enough; with `wait`, then waits for the configured
-    /// durability. Returns the log end the append reached.
-    fn append(
-        &self,
-        records: Vec<Record>,
-        wait: bool,
-        check: impl FnOnce() -> Result<()>,
-        update: impl FnOnce(&mut BTreeMap<String, GroupOffsets>),
-    ) -> Result<u64> {
+    /// Appends the records `prepare` returns (called under the write lock, so no other
+    /// commit comes between; the commits not yet durable are in `pending`) as one batch, snapshotting if the log has grown enough;
+    /// with `wait`, then waits for the configured durability. Their changes reach the table
+    /// in log order, once the batch has the configured durability: at once for `Written`
+    /// (or `Buffered`), after the fsync for `Synced`. Returns the log end the append
+    /// reached (0 if `prepare` returned no records: nothing is appended).
+    fn append(&self, wait: bool, prepare: impl FnOnce() -> Result<(Vec<Record>, Vec<Change>)>) -> Result<u64> {
         if self.log.is_read_only() {
             return Err(Error::ReadOnly {
                 what: "write committed offsets".into(),
@@ -362,13 +387,21 @@ impl OffsetStore {
         }
         let end = {
             let mut state = self.write.lock();
-            check()?;
+            let (records, changes) = prepare()?;
+            if records.is_empty() {
+                return Ok(0);
+            }
             let level = match self.durability {
                 Durability::Synced => Durability::Written,
                 other => other,
             };
             let info = self.log.append(&records, level)?;
-            update(&mut self.table.write());
+            let end = info.last_offset + 1;
+            if self.durability == Durability::Synced {
+                self.pending.lock().push_back((end, changes));
+            } else {
+                apply_changes(&mut self.table.write(), changes);
+            }
             if self.log.size_bytes() >= state.bytes_at_snapshot.saturating_add(self.compact_bytes)
                 && let Err(e) = self.compact(&mut state)
             {
@@ -376,7 +409,7 @@ impl OffsetStore {
                 // space (the next commit tries again) and must not report the commit failed.
                 tracing::warn!(error = %e, "offsets snapshot failed; the log keeps growing until one succeeds");
             }
-            info.last_offset + 1
+            end
         };
         if wait {
             self.wait_durable(end)?;
@@ -385,18 +418,37 @@ impl OffsetStore {
     }
 
     /// Waits until the commits below log offset `end` have the configured durability
-    /// (an fsync shared with other committers for `Synced`; nothing to do otherwise).
+    /// (an fsync shared with other committers for `Synced`; nothing to do otherwise), and
+    /// shows the commits that have it in the table.
     pub fn wait_durable(&self, end: u64) -> Result<()> {
         if self.durability == Durability::Synced && end > 0 {
             // Outside the write lock, so committing threads share fsyncs.
             self.log.sync_through(end, None)?;
+            self.apply_synced();
         }
         Ok(())
+    }
+
+    /// Applies to the table, oldest first, the pending commits that are synced now.
+    fn apply_synced(&self) {
+        let synced = self.log.synced_end_offset();
+        let mut pending = self.pending.lock();
+        if pending.front().is_none_or(|(end, _)| *end > synced) {
+            return;
+        }
+        let mut table = self.table.write();
+        while pending.front().is_some_and(|(end, _)| *end <= synced) {
+            if let Some((_, changes)) = pending.pop_front() {
+                apply_changes(&mut table, changes);
+            }
+        }
     }
 
     /// Writes a snapshot of the table and deletes the log segments it covers.
     fn compact(&self, state: &mut WriteState) -> Result<()> {
         self.log.flush()?;
+        // Everything is synced: the snapshot must hold every commit below `covered`.
+        self.apply_synced();
         let covered = self.log.log_end_offset();
         self.write_snapshot(&self.table.read(), covered)?;
         self.log.delete_records_before(covered)?;
@@ -645,6 +697,36 @@ mod tests {
 
     fn open(dir: &Path, compact: u64) -> OffsetStore {
         OffsetStore::open(dir, Arc::new(OsFs), Durability::Written, compact).unwrap()
+    }
+
+    /// `Synced` commits reach the table in log order whoever waits first: a later commit's
+    /// wait applies the earlier one before it, and the earlier one's wait, coming last,
+    /// does not bring its older value back. Before a wait, a commit is not in the table.
+    #[test]
+    fn synced_commits_reach_the_table_in_log_order_once_durable() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", ".", e))?;
+        let store = OffsetStore::open(dir.path(), Arc::new(OsFs), Durability::Synced, 1 << 30)?;
+        let tp = TopicPartition::new("t", 0);
+        let ok = |_: &TopicPartition| Ok(());
+        let commit = |offset| store.commit("g", &[(tp.clone(), OffsetAndMetadata::new(offset))], false, &ok);
+        let first = commit(1)?;
+        let second = commit(2)?;
+        assert_eq!(store.get("g", &tp), None, "shown before it is durable");
+        store.wait_durable(second)?;
+        assert_eq!(store.get("g", &tp).map(|o| o.offset), Some(2));
+        store.wait_durable(first)?;
+        assert_eq!(store.get("g", &tp).map(|o| o.offset), Some(2));
+        // A deletion covers a commit not yet durable (here, of a partition not yet in the
+        // table): its tombstone follows it.
+        let other = TopicPartition::new("u", 0);
+        store.commit("g", &[(other.clone(), OffsetAndMetadata::new(3))], false, &ok)?;
+        assert_eq!(store.delete_where("g", |t| t.topic == "u")?, 1);
+        assert_eq!(store.get("g", &other), None);
+        drop(store);
+        let store = OffsetStore::open(dir.path(), Arc::new(OsFs), Durability::Synced, 1 << 30)?;
+        assert_eq!(store.get("g", &other), None);
+        assert_eq!(store.get("g", &tp).map(|o| o.offset), Some(2));
+        Ok(())
     }
 
     #[test]

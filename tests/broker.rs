@@ -526,6 +526,56 @@ fn record_pending_across_delete_and_recreate_is_never_acknowledged_into_the_dele
     }
 }
 
+/// Protects: a handle on a deleted topic's partition log that reads after the topic was
+/// created again never writes into (or loads from) the new topic's directory. Its sealed
+/// segment 0 has lost its index file, so the read rebuilds the index: by path, that used
+/// to write `00000000000000000000.index` and `.timeindex` into the new `t-0/`. The read is
+/// still served, from the deleted log's own open `.log`.
+#[test]
+fn a_deleted_topics_log_handle_does_not_write_into_the_recreated_topic() {
+    let dir = temp_dir();
+    let config = TopicConfig::with_partitions(1).segment_bytes(4096);
+    let tp = TopicPartition::new("t", 0);
+    {
+        let broker = Broker::open(dir.path()).unwrap();
+        broker.create_topic("t", config.clone()).unwrap();
+        let log = broker.partition_log(&tp).unwrap();
+        for i in 0..40u8 {
+            log.append(
+                &[brooklet::Record::new().value(vec![i; 300])],
+                brooklet::Durability::Written,
+            )
+            .unwrap();
+        }
+        assert!(log.segment_count() > 1);
+    }
+    // Reopened cleanly: the sealed segments' indexes are loaded lazily, on first read.
+    let broker = Broker::open(dir.path()).unwrap();
+    let old = broker.partition_log(&tp).unwrap();
+    let partition_dir = dir.path().join("t-0");
+    fs::remove_file(partition_dir.join("00000000000000000000.index")).unwrap();
+
+    broker.delete_topic("t").unwrap();
+    broker.create_topic("t", config).unwrap();
+    let new = broker.partition_log(&tp).unwrap();
+    new.append(&[brooklet::Record::new().value("new")], brooklet::Durability::Synced)
+        .unwrap();
+    let before = entries(&partition_dir);
+    assert_eq!(before, ["00000000000000000000.log"]);
+
+    let read = old.read(0, 1 << 20).unwrap();
+    assert_eq!(
+        entries(&partition_dir),
+        before,
+        "the deleted log wrote into the new directory"
+    );
+    let first = read.first().expect("the deleted log still serves what it held");
+    assert_eq!(first.base_offset(), 0);
+    let value = first.records().next().unwrap().unwrap().value;
+    assert_eq!(value.as_deref(), Some(&[0u8; 300][..]));
+    assert_eq!(read_all(&new).len(), 1);
+}
+
 /// A handle on a deleted topic's partition (here: the queue of a producer that sent to it)
 /// that is closed after the topic was created again must not write its shutdown files
 /// (clean-shutdown marker, recovery point, indexes) into the new topic's directory. The

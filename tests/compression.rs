@@ -326,8 +326,12 @@ fn gzip_zeros(len: usize) -> Vec<u8> {
     encoder.finish().unwrap()
 }
 
+/// Stored batches decompress up to the format's limit (the configured `max_batch_bytes`
+/// governs writes only, so that a lowered limit never cuts stored data): a bomb behind a
+/// valid CRC costs a reader or recovery at most what its framing declares or its records
+/// really decompress to — never the format's 4 GiB up front — and is still refused.
 #[test]
-fn decompression_bombs_cost_at_most_the_batch_limit() {
+fn decompression_bombs_cost_at_most_what_they_declare_or_decompress_to() {
     const LIMIT: usize = 1 << 20;
     const BOMB: usize = 64 << 20;
     let payloads = [
@@ -376,19 +380,23 @@ fn decompression_bombs_cost_at_most_the_batch_limit() {
         bomb[13..17].copy_from_slice(&crc.to_le_bytes());
         fs::write(&path, &bomb).unwrap();
 
-        // The read path: the batch is refused as corrupt.
+        // The read path: the batch is refused as corrupt, by its decompression (a lying
+        // length) or by its records (64 MiB of zeros are no records).
         let log = PartitionLog::open(dir.path(), config.clone()).unwrap();
         assert!(log.recovery_report().clean_shutdown, "{what}");
-        let (read, largest) = largest_allocation(|| log.read(0, 64 * 1024));
+        let (read, largest) = largest_allocation(|| {
+            log.read(0, 64 * 1024).and_then(|batches| {
+                let batch = batches.first().expect("a batch at offset 0");
+                batch.records().map(|r| r.map(|_| ())).collect::<Result<Vec<()>, _>>()
+            })
+        });
         match read {
-            Err(brooklet::Error::Corrupt {
-                position: 0, reason, ..
-            }) => {
-                assert!(reason.contains("more than the maximum batch size"), "{what}: {reason}");
-            }
+            Err(
+                brooklet::Error::Corrupt { position: 0, .. } | brooklet::Error::InvalidBatch { base_offset: 0, .. },
+            ) => {}
             other => panic!("{what}: {other:?}"),
         }
-        assert!(largest <= LIMIT, "{what}: read allocated {largest} bytes at once");
+        assert!(largest <= 2 * BOMB, "{what}: read allocated {largest} bytes at once");
         eprintln!("{what}: read refused the bomb, largest allocation {largest} bytes");
         log.close().unwrap();
 
@@ -398,14 +406,9 @@ fn decompression_bombs_cost_at_most_the_batch_limit() {
         let (log, largest) = largest_allocation(|| PartitionLog::open(dir.path(), config.clone()).unwrap());
         let cut = log.recovery_report().truncation.clone().unwrap();
         assert_eq!((cut.path, cut.position), (path, 0), "{what}");
-        assert!(
-            cut.reason.contains("more than the maximum batch size"),
-            "{what}: {}",
-            cut.reason
-        );
         assert_eq!(log.log_end_offset(), 0);
         eprintln!("{what}: recovery cut the bomb, largest allocation {largest} bytes");
-        assert!(largest <= 2 * LIMIT, "{what}: open allocated {largest} bytes at once");
+        assert!(largest <= 2 * BOMB, "{what}: open allocated {largest} bytes at once");
     }
 }
 

@@ -1094,6 +1094,50 @@ fn commit_until_failure(dir: &std::path::Path, fs: &FaultFs, n: u64) -> (u64, bo
 /// The disk fails (from then on) at every write, sync, rename and truncation of the commit
 /// that snapshots the offset table and trims its log, and then the power goes: the reopened
 /// table holds the last acknowledged commit (or the one in flight), never less, never garbage.
+/// Protects: with `Synced` offsets, a commit whose fsync failed is never served as
+/// committed. The table used to take the commit as soon as it was written, before the
+/// fsync; the fsync failed, the commit returned an error, yet `committed()` showed it — a
+/// value the next power loss takes away. Now the table changes only once the commit is
+/// durable: it still shows the last acknowledged commit, later commits fail (the offsets
+/// log is poisoned), and after a power loss the acknowledged commit is what survives.
+#[test]
+fn a_commit_whose_fsync_failed_is_not_reported_as_committed() {
+    let dir = common::temp_dir();
+    let fs = FaultFs::new();
+    let broker = Broker::builder()
+        .vfs(Arc::new(fs.clone()))
+        .offsets_durability(Durability::Synced)
+        .open(dir.path())
+        .unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    let mut c = broker.consumer(manual("g")).unwrap();
+    c.assign(&[tp("t", 0)]).unwrap();
+    let commit =
+        |c: &mut Consumer, offset| c.commit_offsets(&BTreeMap::from([(tp("t", 0), OffsetAndMetadata::new(offset))]));
+    commit(&mut c, 5).unwrap();
+    assert_eq!(c.committed(&tp("t", 0)).unwrap().map(|o| o.offset), Some(5));
+
+    fs.inject(Fault {
+        op: FaultOp::Sync,
+        nth: 1,
+        errno: EIO,
+        forever: true,
+    });
+    let failed = commit(&mut c, 9);
+    assert!(matches!(failed, Err(Error::Io { .. })), "{failed:?}");
+    assert_eq!(c.committed(&tp("t", 0)).unwrap().map(|o| o.offset), Some(5));
+    let again = commit(&mut c, 10);
+    assert!(matches!(again, Err(Error::Poisoned { .. })), "{again:?}");
+    assert_eq!(c.committed(&tp("t", 0)).unwrap().map(|o| o.offset), Some(5));
+
+    fs.power_loss(PowerLoss::DropUnsynced);
+    drop(c);
+    drop(broker);
+    let reopened = Broker::open(dir.path()).unwrap();
+    let c = reopened.consumer(manual("g")).unwrap();
+    assert_eq!(c.committed(&tp("t", 0)).unwrap().map(|o| o.offset), Some(5));
+}
+
 #[test]
 fn the_offset_table_survives_a_crash_at_every_step_of_a_snapshot() {
     const OPS: [FaultOp; 4] = [FaultOp::Write, FaultOp::Sync, FaultOp::Rename, FaultOp::SetLen];

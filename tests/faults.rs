@@ -774,6 +774,154 @@ fn power_loss_right_after_a_roll() {
     }
 }
 
+/// Protects: a `Synced` append whose records were fsynced is acknowledged even if moving
+/// the recovery point afterwards fails (it is only an optimisation: a stale one means more
+/// to scan at the next unclean open). Reporting `Io` there made producers retry records that
+/// were already durable, i.e. duplicate them. The failed checkpoint is retried at the next
+/// sync, so the recovery scan after a power loss starts from the new segment.
+#[test]
+fn a_synced_append_is_acknowledged_when_only_the_recovery_point_fails_to_persist() {
+    let config = LogConfig::default().segment_bytes(4096);
+    let (roll, _) = first_roll_and_retention(&config);
+    // The rolling append ends with the checkpoint: write, sync and rename of its temp
+    // file, then a sync of the directory. Count the operations of a clean run.
+    let ops = [FaultOp::Write, FaultOp::Sync, FaultOp::Rename];
+    let in_rolling_append = {
+        let dir = tempfile::tempdir().unwrap();
+        let (disk, log) = open_faulty(dir.path(), &config);
+        let log = log.unwrap();
+        for b in 0..roll {
+            log.append(&batch(b), Durability::Written).unwrap();
+        }
+        let before = ops.map(|op| disk.count(op));
+        log.append(&batch(roll), Durability::Synced).unwrap();
+        ops.map(|op| disk.count(op))
+            .iter()
+            .zip(before)
+            .map(|(a, b)| a - b)
+            .collect::<Vec<u64>>()
+    };
+    for (op, count) in ops.into_iter().zip(in_rolling_append) {
+        let ctx = format!("{op:?} of the recovery-point checkpoint fails");
+        let dir = tempfile::tempdir().unwrap();
+        let (disk, log) = open_faulty(dir.path(), &config);
+        let log = log.unwrap();
+        let mut model = Model::default();
+        for b in 0..roll {
+            model.append(&log, batch(b), Durability::Written).unwrap();
+        }
+        // The checkpoint's last write and rename; the sync of its temp file comes before
+        // the directory's.
+        let nth = if op == FaultOp::Sync { count - 1 } else { count };
+        disk.inject(Fault {
+            op,
+            nth,
+            errno: EIO,
+            forever: false,
+        });
+        // The failed rename counts as one.
+        let renames = disk.count(FaultOp::Rename) + u64::from(op == FaultOp::Rename);
+        let info = model.append(&log, batch(roll), Durability::Synced);
+        assert!(info.is_ok(), "{ctx}: {info:?}");
+        assert_eq!(log.segment_count(), 2, "{ctx}");
+        assert_eq!(log.synced_end_offset(), model.end(), "{ctx}");
+        assert_eq!(
+            disk.count(FaultOp::Rename),
+            renames,
+            "{ctx}: the checkpoint was renamed"
+        );
+        // The next sync retries the checkpoint (one rename); the one after has nothing to do.
+        model.append(&log, batch(roll + 1), Durability::Synced).unwrap();
+        assert_eq!(disk.count(FaultOp::Rename), renames + 1, "{ctx}: not retried");
+        model.append(&log, batch(roll + 2), Durability::Synced).unwrap();
+        assert_eq!(disk.count(FaultOp::Rename), renames + 1, "{ctx}");
+        disk.power_loss(PowerLoss::DropUnsynced);
+        drop(log);
+        let log = reopen_and_check(dir.path(), &config, &model, &ctx);
+        assert_eq!(log.recovery_report().log_end_offset, model.end(), "{ctx}");
+        assert_eq!(
+            log.recovery_report().segments_scanned,
+            1,
+            "{ctx}: scanned from a stale recovery point"
+        );
+    }
+}
+
+/// A stale (older, checksum-valid) index after a power loss. Phase 1 writes a record two
+/// hours old and closes cleanly: segment 0's index files are fsynced, saying "max timestamp
+/// = 2 h ago, log of N bytes". Phase 2 appends a recent record to segment 0 and rolls (all
+/// `Synced`): the roll rewrites segment 0's index files in place without fsync. Power loss
+/// reverts them to the phase-1 version, still well-formed; recovery scans only from the
+/// recovery point (segment 1), so segment 0's index is loaded from its files, lazily.
+/// Returns the directory, its config (1 h time retention) and the recent timestamp.
+fn stale_time_index_after_power_loss() -> (tempfile::TempDir, LogConfig, i64) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig::default()
+        .segment_bytes(4096)
+        .retention_ms(Some(std::time::Duration::from_secs(3600)));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let old = now - 2 * 3600 * 1000;
+
+    let log = PartitionLog::open(dir.path(), config.clone()).unwrap();
+    log.append(&[Record::new().timestamp(old).value("old")], Durability::Synced)
+        .unwrap();
+    log.close().unwrap();
+
+    let (disk, log) = open_faulty(dir.path(), &config);
+    let log = log.unwrap();
+    assert!(log.recovery_report().clean_shutdown);
+    log.append(&[Record::new().timestamp(now).value("recent")], Durability::Synced)
+        .unwrap();
+    // Does not fit in the 4 KiB segment: rolls, sealing segment 0 (max timestamp = now).
+    let info = log
+        .append(
+            &[Record::new().timestamp(now).value(vec![7u8; 3900])],
+            Durability::Synced,
+        )
+        .unwrap();
+    assert_eq!(info.base_offset, 2);
+    assert_eq!(log.segment_count(), 2);
+    assert_eq!(log.log_start_offset(), 0, "segment 0 holds a recent record: kept");
+    disk.power_loss(PowerLoss::DropUnsynced);
+    drop(log);
+    (dir, config, now)
+}
+
+/// Protects: time retention after a power loss never deletes a segment holding recent
+/// `Synced` records because of a stale time index. Index files record the exact `.log`
+/// length (and next offset) they describe, and one describing another is rebuilt.
+#[test]
+fn time_retention_after_power_loss_keeps_a_segment_with_recent_synced_records() {
+    let (dir, config, _) = stale_time_index_after_power_loss();
+    let log = PartitionLog::open(dir.path(), config).unwrap();
+    assert!(!log.recovery_report().clean_shutdown);
+    assert_eq!(log.log_end_offset(), 3, "every Synced record survived the power loss");
+    let report = log.enforce_retention().unwrap();
+    assert_eq!(report.segments_deleted, Vec::<u64>::new(), "{report:?}");
+    assert_eq!(log.log_start_offset(), 0);
+    let values: Vec<(u64, Option<Vec<u8>>)> = read_from(&log, 0, "after retention")
+        .into_iter()
+        .map(|r| (r.offset, r.value.map(|v| v.to_vec())))
+        .collect();
+    assert_eq!(values.len(), 3);
+    assert_eq!(values[0], (0, Some(b"old".to_vec())));
+    assert_eq!(values[1], (1, Some(b"recent".to_vec())));
+}
+
+/// Protects: `offset_for_timestamp` after the same power loss finds the recent record in
+/// the sealed segment, instead of skipping the segment on its stale max timestamp.
+#[test]
+fn offset_for_timestamp_after_power_loss_finds_recent_record_in_sealed_segment() {
+    let (dir, config, now) = stale_time_index_after_power_loss();
+    let log = PartitionLog::open(dir.path(), config.retention_ms(None)).unwrap();
+    assert_eq!(log.offset_for_timestamp(now - 60_000).unwrap(), Some(1));
+    assert_eq!(log.offset_for_timestamp(now).unwrap(), Some(1));
+    assert_eq!(log.offset_for_timestamp(now + 1).unwrap(), None);
+}
+
 /// Retention persists the new log start before deleting segments. Power is lost right after
 /// a retention, and — with every operation of the append that triggers it failing in turn —
 /// in the middle of one: the reopened log start is the old or the new one, never one whose

@@ -383,16 +383,19 @@ fn model_index(infos: &[AppendInfo], bases: &[u64], interval: usize) -> BTreeMap
 }
 
 fn parse_index_file(path: &Path) -> Vec<(u32, u32)> {
-    // Header: magic, version 1, reserved, entry count, CRC-32 of the entries (src/storage/index.rs).
+    // Header: magic, version 2, reserved, CRC-32 of the rest, .log length, next offset,
+    // entry count (src/storage/index.rs).
     let raw = std::fs::read(path).unwrap();
-    assert_eq!(&raw[..8], b"BRKI\x01\x00\x00\x00", "{}", path.display());
-    let count = u32::from_le_bytes(raw[8..12].try_into().unwrap()) as usize;
-    assert_eq!(raw.len(), 16 + 8 * count);
+    assert_eq!(&raw[..8], b"BRKI\x02\x00\x00\x00", "{}", path.display());
     assert_eq!(
-        u32::from_le_bytes(raw[12..16].try_into().unwrap()),
-        crc32fast::hash(&raw[16..])
+        u32::from_le_bytes(raw[8..12].try_into().unwrap()),
+        crc32fast::hash(&raw[12..])
     );
-    raw[16..]
+    let log_len = u64::from_le_bytes(raw[12..20].try_into().unwrap());
+    assert_eq!(log_len, std::fs::metadata(path.with_extension("log")).unwrap().len());
+    let count = u32::from_le_bytes(raw[28..32].try_into().unwrap()) as usize;
+    assert_eq!(raw.len(), 32 + 8 * count);
+    raw[32..]
         .chunks_exact(8)
         .map(|c| {
             (

@@ -1087,6 +1087,66 @@ fn lowering_max_batch_bytes_keeps_stored_batches() {
     }
 }
 
+/// Protects: a config change that lowers the *effective* `max_batch_bytes` (here smaller
+/// segments, which cap it) never makes recovery cut a stored batch whose CRC holds. A zstd
+/// batch of 200 KB of records (a few hundred bytes stored) and 10 `Synced` records, a power
+/// loss, then a reopen with 16 KiB segments: recovery used to decompress with the new 16 KiB
+/// limit, class the batch as corrupt and truncate the whole log at byte 0.
+#[test]
+fn recovery_keeps_synced_compressed_batches_after_segment_bytes_is_lowered() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultFs::new();
+    let log = PartitionLog::open_with_vfs(dir.path(), LogConfig::default(), Arc::new(fs.clone())).unwrap();
+    let big: Vec<Record> = (0..50).map(|_| Record::new().value(vec![b'a'; 4000])).collect();
+    let info = log
+        .append_with(
+            &big,
+            brooklet::AppendOptions {
+                durability: Durability::Synced,
+                compression: brooklet::Compression::Zstd,
+            },
+        )
+        .unwrap();
+    assert!(info.size_bytes < 16 * 1024, "stored as {} bytes", info.size_bytes);
+    for i in 0..10u8 {
+        log.append(&[Record::new().value(vec![i])], Durability::Synced).unwrap();
+    }
+    assert_eq!(log.synced_end_offset(), 60);
+    fs.power_loss(PowerLoss::DropUnsynced);
+    drop(log);
+
+    let log = PartitionLog::open(dir.path(), LogConfig::default().segment_bytes(16 * 1024)).unwrap();
+    let report = log.recovery_report();
+    assert!(!report.clean_shutdown);
+    assert_eq!(report.truncation, None);
+    assert_eq!(log.log_end_offset(), 60);
+    // What recovery keeps, readers read: the 200 KB batch too, under the 16 KiB limit.
+    let records = read_all(&log);
+    assert_eq!(records.len(), 60);
+    assert!(
+        records[..50]
+            .iter()
+            .all(|r| r.value.as_deref() == Some(&[b'a'; 4000][..]))
+    );
+    assert!(
+        records[50..]
+            .iter()
+            .zip(0u8..)
+            .all(|(r, i)| r.value.as_deref() == Some(&[i][..]))
+    );
+    // The lowered limit still governs writes.
+    assert!(matches!(
+        log.append_with(
+            &big,
+            brooklet::AppendOptions {
+                durability: Durability::Written,
+                compression: brooklet::Compression::Zstd,
+            }
+        ),
+        Err(Error::RecordTooLarge { max: 16384, .. })
+    ));
+}
+
 // ---------------------------------------------------------------------------------------
 // 9. Checkpoint files
 // ---------------------------------------------------------------------------------------

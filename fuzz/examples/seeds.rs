@@ -103,11 +103,11 @@ fn index(tmp: &Path, out: &Path) -> Res {
     let split = u16::try_from(offsets.len())?.to_le_bytes();
     let len = log_len.to_le_bytes();
     write(out, "files", 0, &[&len, &split, &offsets, &times])?;
-    // The same entries without their headers, for the target to frame.
-    let split = u16::try_from(offsets.len() - 16)?.to_le_bytes();
-    write(out, "entries", 1, &[&len, &split, &offsets[16..], &times[16..]])?;
+    // The same entries without their headers (32 bytes), for the target to frame.
+    let split = u16::try_from(offsets.len() - 32)?.to_le_bytes();
+    write(out, "entries", 1, &[&len, &split, &offsets[32..], &times[32..]])?;
     // Empty indexes (a segment too small for an entry).
-    let (empty_offsets, empty_times) = brooklet::fuzzing::frame_index(&[], &[]);
+    let (empty_offsets, empty_times) = brooklet::fuzzing::frame_index(&[], &[], 0, 0);
     let split = u16::try_from(empty_offsets.len())?.to_le_bytes();
     write(
         out,

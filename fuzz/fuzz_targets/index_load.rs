@@ -3,12 +3,16 @@
 //!
 //! Input: a mode byte, the `.log` length (u64 LE), the `.index` file's length (u16 LE), then
 //! the `.index` bytes followed by the `.timeindex` bytes. Mode bit 0 set: the two parts are
-//! entries, which the target frames with a valid header, count and CRC (as the index writes
-//! them), so that the fuzzer reaches the checks behind the CRC.
+//! entries, which the target frames with a valid header, extent, count and CRC (as the
+//! index writes them for that `.log` length), so that the fuzzer reaches the checks behind
+//! the CRC. Mode bit 1 set: the load also expects the next offset the mode byte's upper
+//! bits give (and framing records it).
 //!
 //! Beyond "no panic": a loaded index has what the loader promises (entries strictly
-//! increasing, positions inside the log), writes back exactly the bytes it was loaded from,
-//! answers lookups as a linear scan does; and well-framed entries are refused exactly when they break those promises.
+//! increasing, positions inside the log) and describes the `.log` length (and next offset)
+//! it was loaded for, writes back exactly the bytes it was loaded from, answers lookups as a
+//! linear scan does; and well-framed entries are refused exactly when they break those
+//! promises.
 #![no_main]
 
 use brooklet::fuzzing::{frame_index, load_index};
@@ -24,13 +28,15 @@ fuzz_target!(|data: &[u8]| {
     let split = usize::from(u16::from_le_bytes(head[9..11].try_into().unwrap())).min(rest.len());
     let (a, b) = rest.split_at(split);
     let framed = mode & 1 == 1;
+    let next_offset = u64::from(mode >> 2);
+    let expected_next = (mode & 2 == 2).then_some(next_offset);
     let (offset_file, time_file) = if framed {
-        frame_index(a, b)
+        frame_index(a, b, log_len, next_offset)
     } else {
         (a.to_vec(), b.to_vec())
     };
 
-    let Some(index) = load_index(&offset_file, &time_file, log_len) else {
+    let Some(index) = load_index(&offset_file, &time_file, log_len, expected_next) else {
         if framed {
             // Framing, count and CRC are valid: only the entries can be at fault.
             let (offsets, times) = entries(a, b);
@@ -45,8 +51,13 @@ fuzz_target!(|data: &[u8]| {
         times.last().map_or((i64::MIN, 0), |&(t, r)| (t, r))
     );
 
-    // Written back, the index is the files it came from.
-    let (offset_again, time_again) = index.encode();
+    // Written back, the index is the files it came from: the same `.log` length, and the
+    // next offset recorded in them (read from the file when the load did not expect one).
+    let recorded_next = u64::from_le_bytes(offset_file[20..28].try_into().unwrap());
+    if let Some(next) = expected_next {
+        assert_eq!(recorded_next, next, "loaded for another next offset");
+    }
+    let (offset_again, time_again) = index.encode(log_len, recorded_next);
     assert_eq!(offset_again, offset_file);
     assert_eq!(time_again, time_file);
 

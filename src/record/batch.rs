@@ -65,14 +65,16 @@
 //! it, so a reader checks it against the limit before allocating; gzip is decompressed in
 //! bounded steps.
 //!
-//! Size limits: the format allows batches of up to [`MAX_BATCH_BYTES`]; readers and
-//! recovery frame stored bytes by that limit, never by the configured one, so lowering
-//! `max_batch_bytes` never turns stored batches into "corrupt" ones. An append must fit the
-//! configured maximum (`max_batch_bytes`) as stored; a compressed one must also fit it
-//! uncompressed (header plus records), because a reader refuses, as corrupt, records that
-//! decompress to more than the configured maximum — a decompression bomb costs a reader at
-//! most that much memory. (So a compressed batch whose records are larger than a *lowered*
-//! maximum is refused; uncompressed batches are not.)
+//! Size limits: the format allows batches of up to [`MAX_BATCH_BYTES`], stored and (when
+//! compressed) decompressed. The configured maximum (`max_batch_bytes`) limits what is
+//! *written*: an append must fit it as stored and, when compressed, uncompressed (header
+//! plus records). Readers and recovery frame and decompress stored batches by the format's
+//! limit, never by the configured one, so lowering `max_batch_bytes` (or `segment_bytes`,
+//! which caps it) never turns a stored batch whose checksum holds into a "corrupt" one:
+//! recovery keeps it and readers read it. A decompression bomb therefore costs a reader at
+//! most what its records really decompress to (gzip, and zstd without a declared size,
+//! grow their buffer with the output) or the size its framing declares (snappy, lz4, zstd),
+//! and never more than [`MAX_BATCH_BYTES`].
 //!
 //! # Timestamp types
 //! Bit 3 of the attributes is Kafka's `message.timestamp.type`. With `CreateTime` (0) each
@@ -85,8 +87,9 @@
 //! Every length is checked against the bytes actually present before it is used, the
 //! declared batch length is checked against [`MAX_BATCH_BYTES`] (and, by the callers,
 //! against the bytes the file holds) before anything is allocated, a compressed records
-//! section may not decompress to more than the configured maximum batch size, and a malformed batch is reported as [`Error::Corrupt`] (or as torn, when the
-//! bytes simply end early) — never a panic.
+//! section may not decompress to more than the decoder's limit (the format's
+//! [`MAX_BATCH_BYTES`] for stored batches), and a malformed batch is reported as
+//! [`Error::Corrupt`] (or as torn, when the bytes simply end early) — never a panic.
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -698,17 +701,22 @@ fn decompress(codec: Compression, input: &[u8], limit: usize) -> Result<Vec<u8>,
             Ok(out)
         }
         Compression::Zstd => {
-            // The frame's declared content size sizes the output; without one, the output
-            // buffer is the limit. Bulk decompression writes into that buffer only (it is the
-            // window too) and fails if the frames need more.
+            // The frame's declared content size sizes the output, and bulk decompression
+            // writes into that buffer only (it is the window too) and fails if the frames
+            // need more. Without a declared size (brooklet always declares it), the frames
+            // are streamed into a buffer that grows with the output, up to the limit: the
+            // limit may be the format's 4 GiB, never worth reserving up front.
             let declared = zstd::zstd_safe::get_frame_content_size(input)
                 .map_err(|_| decompress_failed(codec, "not a zstd frame"))?;
-            let capacity = match declared {
-                Some(n) if n > limit as u64 => return Err(too_large(codec, Some(n), limit)),
-                Some(n) => n as usize,
-                None => limit,
+            let Some(capacity) = declared else {
+                let decoder =
+                    zstd::stream::read::Decoder::with_buffer(input).map_err(|e| decompress_failed(codec, e))?;
+                return read_bounded(codec, decoder, limit, input.len().saturating_mul(4));
             };
-            let mut out = Vec::with_capacity(capacity);
+            if capacity > limit as u64 {
+                return Err(too_large(codec, Some(capacity), limit));
+            }
+            let mut out = Vec::with_capacity(capacity as usize);
             zstd::bulk::Decompressor::new()
                 .and_then(|mut d| d.decompress_to_buffer(input, &mut out))
                 .map_err(|e| {
@@ -719,9 +727,6 @@ fn decompress(codec: Compression, input: &[u8], limit: usize) -> Result<Vec<u8>,
                         decompress_failed(codec, e)
                     }
                 })?;
-            if declared.is_none() {
-                out.shrink_to_fit();
-            }
             Ok(out)
         }
     }
@@ -777,9 +782,9 @@ pub struct RecordBatch {
 impl RecordBatch {
     /// Decodes the batch at the front of `data` (which may hold more after it), checking its
     /// framing, and its CRC when `verify_crc`, and decompressing its records if it is
-    /// compressed — into at most `decompress_limit` (the configured maximum batch size); a
-    /// batch whose records do not decompress
-    /// within that is corrupt.
+    /// compressed — into at most `decompress_limit` (for stored batches, the format's
+    /// [`MAX_BATCH_BYTES`], whatever `max_batch_bytes` is configured now); a batch whose
+    /// records do not decompress within that is corrupt.
     pub(crate) fn decode(data: &Bytes, decompress_limit: usize, verify_crc: bool) -> Result<Self, DecodeError> {
         let header = BatchHeader::parse(data)?;
         let Some(bytes) = data.get(..header.size) else {

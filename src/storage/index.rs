@@ -5,24 +5,37 @@
 //! rebuilt from it when missing or invalid (and always after an unclean shutdown, for the
 //! segments recovery scans). Unlike Kafka's, each file carries its entry count and a CRC, so
 //! a torn or truncated file (a sealed segment's index is written without fsync) is detected
-//! and rebuilt instead of silently answering from a prefix.
+//! and rebuilt instead of silently answering from a prefix. Each file also records the
+//! extent of the `.log` it describes — its exact length and the offset after its last
+//! record — and is refused unless that matches the segment as it is: a power loss can
+//! revert an index file rewritten without fsync to an older version that is well-formed
+//! but describes less of the log (say, without the segment's newest record, whose timestamp
+//! retention and time lookups need).
 //!
 //! # File formats
 //! ```text
 //! .index                                   .timeindex
 //! pos size field                           pos size field
 //!   0   4  magic b"BRKI"                     0   4  magic b"BRKT"
-//!   4   2  version u16 = 1                   4   2  version u16 = 1
+//!   4   2  version u16 = 2                   4   2  version u16 = 2
 //!   6   2  reserved, 0                       6   2  reserved, 0
-//!   8   4  entry count u32                   8   4  entry count u32
-//!  12   4  CRC-32 of the entries            12   4  CRC-32 of the entries
-//!  16   …  entries, 8 bytes each:           16   …  entries, 12 bytes each:
+//!   8   4  CRC-32 of bytes 12..end           8   4  CRC-32 of bytes 12..end
+//!  12   8  .log length u64                  12   8  .log length u64
+//!  20   8  next offset u64                  20   8  next offset u64
+//!  28   4  entry count u32                  28   4  entry count u32
+//!  32   …  entries, 8 bytes each:           32   …  entries, 12 bytes each:
 //!          relative offset u32                      max timestamp so far i64
 //!          byte position   u32                      relative offset of that timestamp u32
 //! ```
-//! Little-endian. An offset entry `(r, p)` says a batch with base offset `base + r` starts at
-//! byte `p` of the `.log`. A time entry `(t, r)` says every record at offsets `≤ base + r` has
-//! a timestamp `≤ t`. Entries are strictly increasing in both fields.
+//! Little-endian. The `.log` length is the size in bytes of the segment's `.log` the
+//! entries were taken from, and the next offset the offset after its last record (the
+//! segment's base offset when it is empty). An offset entry `(r, p)` says a batch with
+//! base offset `base + r` starts at byte `p` of the `.log`. A time entry `(t, r)` says
+//! every record at offsets `≤ base + r` has a timestamp `≤ t`. Entries are strictly
+//! increasing in both fields.
+//!
+//! Version 1 (a 16-byte header without the extent) is not read: such a file is refused and
+//! rebuilt from the log, as any invalid one.
 
 use super::io::{OpenMode, Vfs};
 use crate::bytes_le::{le_u16, le_u32, le_u64};
@@ -32,8 +45,11 @@ use std::path::Path;
 
 const OFFSET_MAGIC: &[u8; 4] = b"BRKI";
 const TIME_MAGIC: &[u8; 4] = b"BRKT";
-const VERSION: u16 = 1;
-const FILE_HEADER: usize = 16;
+const VERSION: u16 = 2;
+const FILE_HEADER: usize = 32;
+/// Position of the CRC in the header, and of the first byte it covers.
+const CRC_AT: usize = 8;
+const CRC_START: usize = 12;
 /// Size of one `.index` entry.
 pub(crate) const OFFSET_ENTRY: usize = 8;
 const TIME_ENTRY: usize = 12;
@@ -50,6 +66,15 @@ pub(crate) struct OffsetEntry {
 pub(crate) struct TimeEntry {
     pub timestamp: i64,
     pub relative_offset: u32,
+}
+
+/// What an index file describes: the extent of its segment's `.log`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Extent {
+    /// Exact size of the `.log` in bytes.
+    pub log_len: u64,
+    /// The offset after the last record of the `.log`.
+    pub next_offset: u64,
 }
 
 /// The in-memory indexes of one segment, and the running state that decides when the next
@@ -142,37 +167,48 @@ impl SegmentIndex {
         self.offsets.len() >= max_entries
     }
 
-    /// Writes both index files, `fdatasync`'d when `sync` (at clean shutdown, which then
-    /// trusts them; elsewhere they are caches, validated and rebuilt if lost).
-    pub fn write_files(&self, vfs: &dyn Vfs, index_path: &Path, time_path: &Path, sync: bool) -> Result<()> {
-        let (offsets, times) = self.encode();
+    /// Writes both index files of a segment whose `.log` has `extent`, `fdatasync`'d when
+    /// `sync` (at clean shutdown, which then trusts them; elsewhere they are caches,
+    /// validated and rebuilt if lost).
+    pub fn write_files(
+        &self,
+        vfs: &dyn Vfs,
+        index_path: &Path,
+        time_path: &Path,
+        extent: Extent,
+        sync: bool,
+    ) -> Result<()> {
+        let (offsets, times) = self.encode(extent);
         write_file(vfs, index_path, &offsets, sync)?;
         write_file(vfs, time_path, &times, sync)
     }
 
-    /// The bytes of the `.index` and `.timeindex` files of these entries.
-    pub fn encode(&self) -> (Vec<u8>, Vec<u8>) {
+    /// The bytes of the `.index` and `.timeindex` files of these entries, describing a
+    /// `.log` of `extent`.
+    pub fn encode(&self, extent: Extent) -> (Vec<u8>, Vec<u8>) {
         let mut entries = Vec::with_capacity(self.offsets.len() * OFFSET_ENTRY);
         for e in &self.offsets {
             entries.extend_from_slice(&e.relative_offset.to_le_bytes());
             entries.extend_from_slice(&e.position.to_le_bytes());
         }
-        let offsets = framed(OFFSET_MAGIC, self.offsets.len(), &entries);
+        let offsets = framed(OFFSET_MAGIC, extent, self.offsets.len(), &entries);
         entries.clear();
         for e in &self.times {
             entries.extend_from_slice(&e.timestamp.to_le_bytes());
             entries.extend_from_slice(&e.relative_offset.to_le_bytes());
         }
-        (offsets, framed(TIME_MAGIC, self.times.len(), &entries))
+        (offsets, framed(TIME_MAGIC, extent, self.times.len(), &entries))
     }
 
-    /// Loads both index files of a segment whose `.log` is `log_len` bytes, checking their
-    /// structure. `Ok(None)` when either is missing or invalid: rebuild from the log.
+    /// Loads both index files of a segment whose `.log` is `log_len` bytes and, when known,
+    /// ends before `next_offset`, checking their structure and that they describe exactly
+    /// that `.log`. `Ok(None)` when either is missing or invalid: rebuild from the log.
     pub fn load_files(
         vfs: &dyn Vfs,
         index_path: &Path,
         time_path: &Path,
         log_len: u64,
+        next_offset: Option<u64>,
         max_bytes: u64,
     ) -> Result<Option<Self>> {
         let (Some(raw_offsets), Some(raw_times)) = (
@@ -181,16 +217,47 @@ impl SegmentIndex {
         ) else {
             return Ok(None);
         };
-        Ok(Self::decode(&raw_offsets, &raw_times, log_len))
+        Ok(Self::decode(&raw_offsets, &raw_times, log_len, next_offset))
+    }
+
+    /// Loads both index files as [`decode_recorded`](Self::decode_recorded) decodes them:
+    /// `Ok(None)` when either is missing or invalid.
+    pub fn load_files_recorded(
+        vfs: &dyn Vfs,
+        index_path: &Path,
+        time_path: &Path,
+        max_bytes: u64,
+    ) -> Result<Option<(Extent, Self)>> {
+        let (Some(raw_offsets), Some(raw_times)) = (
+            read_file(vfs, index_path, max_bytes)?,
+            read_file(vfs, time_path, max_bytes)?,
+        ) else {
+            return Ok(None);
+        };
+        Ok(Self::decode_recorded(&raw_offsets, &raw_times))
     }
 
     /// Decodes the bytes of a segment's `.index` and `.timeindex` files (the segment's
-    /// `.log` being `log_len` bytes), checking their structure: `None` when either is
-    /// invalid. Entries that are returned are strictly increasing (the time index's
-    /// relative offsets non-decreasing) and point inside the log.
-    pub fn decode(raw_offsets: &[u8], raw_times: &[u8], log_len: u64) -> Option<Self> {
-        let offset_body = body(raw_offsets, OFFSET_MAGIC, OFFSET_ENTRY)?;
-        let time_body = body(raw_times, TIME_MAGIC, TIME_ENTRY)?;
+    /// `.log` being `log_len` bytes and, when known, ending before `next_offset`), checking
+    /// their structure: `None` when either is invalid or describes another extent of the
+    /// `.log` (an older version of the file). Entries that are returned are strictly
+    /// increasing (the time index's relative offsets non-decreasing) and point inside the log.
+    pub fn decode(raw_offsets: &[u8], raw_times: &[u8], log_len: u64, next_offset: Option<u64>) -> Option<Self> {
+        let (extent, index) = Self::decode_recorded(raw_offsets, raw_times)?;
+        let describes_the_log = extent.log_len == log_len && next_offset.is_none_or(|next| extent.next_offset == next);
+        describes_the_log.then_some(index)
+    }
+
+    /// Decodes index files as [`decode`](Self::decode) does, for whatever extent of the
+    /// `.log` they record (both must record the same): that extent and the entries, which
+    /// point inside it. For tools that tell a stale index (another extent) from a damaged one.
+    pub fn decode_recorded(raw_offsets: &[u8], raw_times: &[u8]) -> Option<(Extent, Self)> {
+        let (extent, offset_body) = body(raw_offsets, OFFSET_MAGIC, OFFSET_ENTRY)?;
+        let (time_extent, time_body) = body(raw_times, TIME_MAGIC, TIME_ENTRY)?;
+        if extent != time_extent {
+            return None;
+        }
+        let log_len = extent.log_len;
         let offsets: Vec<OffsetEntry> = offset_body
             .chunks_exact(OFFSET_ENTRY)
             .map(|c| OffsetEntry {
@@ -217,13 +284,14 @@ impl SegmentIndex {
         }
         let (max_timestamp, max_timestamp_relative) =
             times.last().map_or((i64::MIN, 0), |t| (t.timestamp, t.relative_offset));
-        Some(SegmentIndex {
+        let index = SegmentIndex {
             offsets,
             times,
             max_timestamp,
             max_timestamp_relative,
             bytes_since_entry: 0,
-        })
+        };
+        Some((extent, index))
     }
 
     /// Sets the bytes counted since the last entry, after loading an index whose segment
@@ -233,29 +301,42 @@ impl SegmentIndex {
     }
 }
 
-/// An index file's bytes: the header (magic, version, count, CRC) then `entries`.
-fn framed(magic: &[u8; 4], count: usize, entries: &[u8]) -> Vec<u8> {
+/// An index file's bytes: the header (magic, version, CRC, extent, count) then `entries`.
+fn framed(magic: &[u8; 4], extent: Extent, count: usize, entries: &[u8]) -> Vec<u8> {
     let mut buf = Vec::with_capacity(FILE_HEADER + entries.len());
     buf.extend_from_slice(magic);
     buf.extend_from_slice(&VERSION.to_le_bytes());
     buf.extend_from_slice(&0u16.to_le_bytes());
+    buf.extend_from_slice(&0u32.to_le_bytes()); // the CRC, below
+    buf.extend_from_slice(&extent.log_len.to_le_bytes());
+    buf.extend_from_slice(&extent.next_offset.to_le_bytes());
     buf.extend_from_slice(&(count as u32).to_le_bytes());
-    buf.extend_from_slice(&crc32fast::hash(entries).to_le_bytes());
     buf.extend_from_slice(entries);
+    let crc = crc32fast::hash(buf.get(CRC_START..).unwrap_or_default());
+    if let Some(slot) = buf.get_mut(CRC_AT..CRC_START) {
+        slot.copy_from_slice(&crc.to_le_bytes());
+    }
     buf
 }
 
-/// The entries of an index file, if its header is valid (reserved bytes zero, as the
-/// checkpoint file's), its length matches the entry count, and the entries match the CRC.
-fn body<'a>(raw: &'a [u8], magic: &[u8; 4], entry: usize) -> Option<&'a [u8]> {
+/// The extent and entries of an index file, if its header is valid (version 2, reserved
+/// bytes zero, as the checkpoint file's), its length matches the entry count, and the CRC
+/// matches the bytes after it.
+fn body<'a>(raw: &'a [u8], magic: &[u8; 4], entry: usize) -> Option<(Extent, &'a [u8])> {
     let (head, body) = raw.split_at_checked(FILE_HEADER)?;
-    let count = le_u32(head, 8) as usize;
+    let count = le_u32(head, 28) as usize;
     let ok = head.get(..4) == Some(magic.as_slice())
         && le_u16(head, 4) == VERSION
         && le_u16(head, 6) == 0
         && count.checked_mul(entry) == Some(body.len())
-        && crc32fast::hash(body) == le_u32(head, 12);
-    ok.then_some(body)
+        && raw
+            .get(CRC_START..)
+            .is_some_and(|covered| crc32fast::hash(covered) == le_u32(head, CRC_AT));
+    let extent = Extent {
+        log_len: le_u64(head, 12),
+        next_offset: le_u64(head, 20),
+    };
+    ok.then_some((extent, body))
 }
 
 /// Reads a whole index file; `None` if it is missing or larger than `max_bytes` (the
@@ -345,31 +426,79 @@ mod tests {
     fn files_round_trip_and_garbage_is_refused() -> Result<()> {
         let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", ".", e))?;
         let (ip, tp) = (dir.path().join("0.index"), dir.path().join("0.timeindex"));
-        assert_eq!(SegmentIndex::load_files(&OsFs, &ip, &tp, 10_000, 1 << 20)?, None);
+        let extent = Extent {
+            log_len: 10_000,
+            next_offset: 100,
+        };
+        let load = |log_len, next| SegmentIndex::load_files(&OsFs, &ip, &tp, log_len, next, 1 << 20);
+        assert_eq!(load(10_000, Some(100))?, None);
         let mut idx = sample();
         idx.add_time_entry();
-        idx.write_files(&OsFs, &ip, &tp, true)?;
-        let loaded = SegmentIndex::load_files(&OsFs, &ip, &tp, 10_000, 1 << 20)?
-            .ok_or(Error::InvalidArgument { reason: "none".into() })?;
+        idx.write_files(&OsFs, &ip, &tp, extent, true)?;
+        let loaded = load(10_000, Some(100))?.ok_or(Error::InvalidArgument { reason: "none".into() })?;
         assert_eq!(loaded.offsets, idx.offsets);
         assert_eq!(loaded.times, idx.times);
         assert_eq!(loaded.max_timestamp, 190);
+        assert_eq!(load(10_000, None)?, Some(loaded));
+        // Files that describe another extent of the log (an older version) are refused.
+        assert_eq!(load(10_001, Some(100))?, None);
+        assert_eq!(load(9_999, None)?, None);
+        assert_eq!(load(10_000, Some(101))?, None);
         // An entry pointing past the log is invalid.
-        assert_eq!(SegmentIndex::load_files(&OsFs, &ip, &tp, 9_000, 1 << 20)?, None);
-        std::fs::write(&ip, b"BRKI\x01\x00\x00\x00garbage").map_err(|e| Error::io("w", &ip, e))?;
-        assert_eq!(SegmentIndex::load_files(&OsFs, &ip, &tp, 10_000, 1 << 20)?, None);
+        idx.write_files(
+            &OsFs,
+            &ip,
+            &tp,
+            Extent {
+                log_len: 9_000,
+                ..extent
+            },
+            true,
+        )?;
+        assert_eq!(load(9_000, None)?, None);
+        // The two files must describe the same extent.
+        idx.write_files(&OsFs, &ip, &tp, extent, true)?;
+        let (_, other_time) = idx.encode(Extent {
+            next_offset: 99,
+            ..extent
+        });
+        std::fs::write(&tp, other_time).map_err(|e| Error::io("w", &tp, e))?;
+        assert_eq!(load(10_000, None)?, None);
+        std::fs::write(&ip, b"BRKI\x02\x00\x00\x00garbage").map_err(|e| Error::io("w", &ip, e))?;
+        assert_eq!(load(10_000, Some(100))?, None);
         // A torn time index (a valid prefix of entries) fails its count and CRC.
-        idx.write_files(&OsFs, &ip, &tp, true)?;
+        idx.write_files(&OsFs, &ip, &tp, extent, true)?;
         let full = std::fs::read(&tp).map_err(|e| Error::io("r", &tp, e))?;
         for len in 0..full.len() {
             std::fs::write(&tp, &full[..len]).map_err(|e| Error::io("w", &tp, e))?;
-            assert_eq!(
-                SegmentIndex::load_files(&OsFs, &ip, &tp, 10_000, 1 << 20)?,
-                None,
-                "cut at {len}"
-            );
+            assert_eq!(load(10_000, Some(100))?, None, "cut at {len}");
         }
         Ok(())
+    }
+
+    #[test]
+    fn version_1_files_are_refused() {
+        let idx = sample();
+        let extent = Extent {
+            log_len: 10_000,
+            next_offset: 100,
+        };
+        let (offsets, times) = idx.encode(extent);
+        // The version-1 layout of the same entries: 16-byte header, CRC of the entries.
+        let v1 = |magic: &[u8], body: &[u8], count: usize| {
+            let mut f = magic.to_vec();
+            f.extend_from_slice(&1u16.to_le_bytes());
+            f.extend_from_slice(&0u16.to_le_bytes());
+            f.extend_from_slice(&(count as u32).to_le_bytes());
+            f.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
+            f.extend_from_slice(body);
+            f
+        };
+        let old_offsets = v1(OFFSET_MAGIC, &offsets[FILE_HEADER..], idx.offsets.len());
+        let old_times = v1(TIME_MAGIC, &times[FILE_HEADER..], idx.times.len());
+        assert!(SegmentIndex::decode(&offsets, &times, 10_000, Some(100)).is_some());
+        assert_eq!(SegmentIndex::decode(&old_offsets, &old_times, 10_000, None), None);
+        assert_eq!(SegmentIndex::decode(&old_offsets, &times, 10_000, None), None);
     }
 }
 
@@ -451,7 +580,7 @@ mod proptests {
             b in proptest::collection::vec(any::<u8>(), 0..200),
             log_len in any::<u64>(),
         ) {
-            if let Some(idx) = SegmentIndex::decode(&a, &b, log_len) {
+            if let Some(idx) = SegmentIndex::decode(&a, &b, log_len, None) {
                 prop_assert!(promises_hold(&idx, log_len));
             }
             let mut framed = SegmentIndex::new();
@@ -463,8 +592,8 @@ mod proptests {
                 .chunks_exact(TIME_ENTRY)
                 .map(|c| TimeEntry { timestamp: le_u64(c, 0) as i64, relative_offset: le_u32(c, 8) })
                 .collect();
-            let (oa, tb) = framed.encode();
-            match SegmentIndex::decode(&oa, &tb, log_len) {
+            let (oa, tb) = framed.encode(Extent { log_len, next_offset: 0 });
+            match SegmentIndex::decode(&oa, &tb, log_len, Some(0)) {
                 Some(idx) => {
                     prop_assert!(promises_hold(&idx, log_len));
                     prop_assert_eq!((&idx.offsets, &idx.times), (&framed.offsets, &framed.times));
@@ -480,25 +609,29 @@ mod proptests {
             (idx, log_len) in valid_index(),
             flip in 1u8..=255,
         ) {
-            let (offsets, times) = idx.encode();
-            prop_assert_eq!(SegmentIndex::decode(&offsets, &times, log_len), Some(idx.clone()));
+            let extent = Extent { log_len, next_offset: u64::from(flip) };
+            let (offsets, times) = idx.encode(extent);
+            prop_assert_eq!(SegmentIndex::decode(&offsets, &times, log_len, Some(extent.next_offset)), Some(idx.clone()));
+            // Another extent of the log: an older version of the files, refused.
+            prop_assert_eq!(SegmentIndex::decode(&offsets, &times, log_len + 1, None), None);
+            prop_assert_eq!(SegmentIndex::decode(&offsets, &times, log_len, Some(extent.next_offset + 1)), None);
             for (file, is_offsets) in [(&offsets, true), (&times, false)] {
                 for i in 0..file.len() {
                     let mut bad = file.clone();
                     bad[i] ^= flip;
                     let loaded = if is_offsets {
-                        SegmentIndex::decode(&bad, &times, log_len)
+                        SegmentIndex::decode(&bad, &times, log_len, Some(extent.next_offset))
                     } else {
-                        SegmentIndex::decode(&offsets, &bad, log_len)
+                        SegmentIndex::decode(&offsets, &bad, log_len, Some(extent.next_offset))
                     };
                     prop_assert_eq!(loaded, None, "flip at {} of {}", i, if is_offsets { "offsets" } else { "times" });
                 }
                 for len in 0..file.len() {
                     let cut = &file[..len];
                     let loaded = if is_offsets {
-                        SegmentIndex::decode(cut, &times, log_len)
+                        SegmentIndex::decode(cut, &times, log_len, Some(extent.next_offset))
                     } else {
-                        SegmentIndex::decode(&offsets, cut, log_len)
+                        SegmentIndex::decode(&offsets, cut, log_len, Some(extent.next_offset))
                     };
                     prop_assert_eq!(loaded, None, "cut at {}", len);
                 }

@@ -67,7 +67,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use parking_lot::{MappedRwLockReadGuard, Mutex, RwLock};
 
 use super::checkpoint;
-use super::index::{OFFSET_ENTRY, SegmentIndex};
+use super::index::{Extent, OFFSET_ENTRY, SegmentIndex};
 use super::io::{OsFs, Vfs};
 use super::notify::Watchers;
 use super::segment::{
@@ -347,6 +347,8 @@ pub struct PartitionLog {
     log_start: AtomicU64,
     /// The value in the `recovery-point` file (written under the sync turn only).
     recovery_point: AtomicU64,
+    /// A sync after a roll could not persist the recovery point: the next sync retries.
+    recovery_point_behind: AtomicBool,
     /// Records below this are in the OS and readable.
     visible_end: AtomicU64,
     /// Records below this are synced.
@@ -429,6 +431,7 @@ impl PartitionLog {
             truncations: AtomicU64::new(0),
             log_start: AtomicU64::new(o.log_start),
             recovery_point: AtomicU64::new(o.recovery_point),
+            recovery_point_behind: AtomicBool::new(false),
             visible_end: AtomicU64::new(o.next_offset),
             synced_end: AtomicU64::new(o.next_offset),
             syncs: AtomicU64::new(0),
@@ -808,7 +811,7 @@ impl PartitionLog {
     ///
     /// # Errors
     /// As [`append`](Self::append). A compressed batch must fit `max_batch_bytes` both as
-    /// stored and uncompressed (readers bound decompression by it), else
+    /// stored and uncompressed, else
     /// [`Error::RecordTooLarge`]; a compressor failure is [`Error::InvalidArgument`].
     pub fn append_with(&self, records: &[Record], options: AppendOptions) -> Result<AppendInfo> {
         let (info, epoch) = self.append_in_epoch(records, options)?;
@@ -953,9 +956,13 @@ impl PartitionLog {
             self.publish_visible(w.next_offset);
         }
         let old = Arc::clone(&w.active);
+        let extent = Extent {
+            log_len: old.size(),
+            next_offset: w.next_offset,
+        };
         if let Some(Err(e)) = old.with_index_mut(|index| {
             index.add_time_entry();
-            index.write_files(&*self.vfs, &old.index_path(), &old.time_index_path(), false)
+            index.write_files(&*self.vfs, &old.index_path(), &old.time_index_path(), extent, false)
         }) {
             // Index files are caches: a failure here costs a rebuild later, not data.
             tracing::warn!(error = %e, "could not write index files of a sealed segment");
@@ -1163,15 +1170,21 @@ impl PartitionLog {
         &self.watchers
     }
 
-    /// Marks the log as belonging to a deleted topic: it is closed (appends fail) and its
-    /// drop writes nothing, so removing its directory is safe even while others still hold
-    /// it, and a topic recreated at the same path is never touched by it. Waits for an
-    /// append or sync in progress to finish.
+    /// Marks the log as belonging to a deleted topic: it is closed (appends fail) and
+    /// never again opens a file by path — no index file is loaded or written back (its
+    /// segments are retired), and its drop writes nothing — so removing its directory is
+    /// safe even while others still hold it, and a topic recreated at the same path is never
+    /// touched by it. Reads through it still serve what it held, from its open `.log`
+    /// files (indexes it has not loaded are rebuilt from them, in memory). Waits for an
+    /// append, sync or index load in progress to finish.
     pub(crate) fn mark_deleted(&self) {
         let _turn = self.sync_lock.lock();
         let _w = self.writer.lock();
         self.deleted.store(true, Ordering::Release);
         self.closed.store(true, Ordering::Release);
+        for segment in self.segments.read().values() {
+            segment.retire();
+        }
     }
 
     /// Whether [`mark_deleted`](Self::mark_deleted) was called.
@@ -1194,8 +1207,31 @@ impl PartitionLog {
     }
 
     /// fdatasyncs what [`take_unsynced`](Self::take_unsynced) took and publishes the synced
-    /// end. A failed sync poisons the log. Call with the sync turn.
+    /// end; then, if a segment was sealed (or an earlier attempt failed), moves the
+    /// recovery point there. A failed sync poisons the log. Call with the sync turn.
+    ///
+    /// The recovery point is an optimisation (a stale one only means more to scan at the
+    /// next unclean open), and the records are durable once the synced end is published:
+    /// a failure to persist it is logged and retried at the next sync, never reported as
+    /// the sync's failure (a `Synced` producer would retry, and duplicate, durable records).
     fn sync_unsynced(&self, u: Unsynced) -> Result<()> {
+        let (end, sealed) = (u.end, !u.sealed.is_empty());
+        self.sync_files(u)?;
+        if sealed || self.recovery_point_behind.load(Ordering::Acquire) {
+            match self.persist_recovery_point(end) {
+                Ok(()) => self.recovery_point_behind.store(false, Ordering::Release),
+                Err(e) => {
+                    self.recovery_point_behind.store(true, Ordering::Release);
+                    tracing::warn!(dir = %self.dir.display(), error = %e, "could not move the recovery point (the records are synced); the next sync retries");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The fsyncs of [`sync_unsynced`](Self::sync_unsynced), and the synced end published
+    /// after them. A failed sync poisons the log. Call with the sync turn.
+    fn sync_files(&self, u: Unsynced) -> Result<()> {
         let started = Instant::now();
         for segment in u.sealed.iter().chain(std::iter::once(&u.active)) {
             segment
@@ -1213,10 +1249,6 @@ impl PartitionLog {
         let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.sync_nanos.fetch_add(nanos, Ordering::Relaxed);
         self.last_sync_nanos.store(nanos, Ordering::Relaxed);
-        if !u.sealed.is_empty() {
-            // A segment was sealed: move the recovery point so a crash scans only from here.
-            self.persist_recovery_point(u.end)?;
-        }
         Ok(())
     }
 
@@ -1311,8 +1343,16 @@ impl PartitionLog {
             .map(|(_, s)| Arc::clone(s))
     }
 
+    /// The segment's indexes, loaded (or rebuilt) if need be; a sealed segment ends where
+    /// the next one starts.
     fn index_of<'a>(&self, segment: &'a Segment) -> Result<MappedRwLockReadGuard<'a, SegmentIndex>> {
-        segment.index(&*self.vfs)
+        segment.index(&*self.vfs, || {
+            self.segments
+                .read()
+                .range(segment.base_offset.saturating_add(1)..)
+                .next()
+                .map(|(base, _)| *base)
+        })
     }
 
     /// The first offset whose timestamp is `≥ timestamp` (Kafka's `ListOffsets`), or `None`
@@ -1705,11 +1745,22 @@ impl PartitionLog {
             return Err(Error::Poisoned { path: self.dir.clone() });
         }
         let unsynced = self.take_unsynced(&mut w)?;
-        self.sync_unsynced(unsynced)?;
+        // The recovery point is persisted below, where a failure fails the close.
+        self.sync_files(unsynced)?;
         let active = &w.active;
+        let extent = Extent {
+            log_len: active.size(),
+            next_offset: w.next_offset,
+        };
         if let Some(result) = active.with_index_mut(|index| {
             index.add_time_entry();
-            index.write_files(&*self.vfs, &active.index_path(), &active.time_index_path(), true)
+            index.write_files(
+                &*self.vfs,
+                &active.index_path(),
+                &active.time_index_path(),
+                extent,
+                true,
+            )
         }) {
             result?;
         }
@@ -1903,6 +1954,7 @@ impl Opened {
             &active.index_path(),
             &active.time_index_path(),
             active_size,
+            Some(end),
             limits.index_max_bytes,
         )? {
             Some(index) => index,
@@ -1959,6 +2011,7 @@ impl Opened {
                 break;
             }
             let scan = segment.scan()?;
+            let extent = scan.extent();
             report.segments_scanned += 1;
             report.batches_scanned += scan.batches;
             report.bytes_scanned += scan.valid_len;
@@ -1989,7 +2042,9 @@ impl Opened {
                 sealed.add_time_entry();
                 // Index files are caches: failing to write one costs a rebuild later, not
                 // the open.
-                if let Err(e) = sealed.write_files(vfs, &segment.index_path(), &segment.time_index_path(), false) {
+                if let Err(e) =
+                    sealed.write_files(vfs, &segment.index_path(), &segment.time_index_path(), extent, false)
+                {
                     tracing::warn!(segment = %segment.log_path.display(), error = %e, "could not write rebuilt index files");
                 }
             }

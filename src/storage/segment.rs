@@ -3,17 +3,17 @@
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use parking_lot::{MappedRwLockReadGuard, RwLock, RwLockReadGuard};
 
-use super::index::SegmentIndex;
+use super::index::{Extent, SegmentIndex};
 use super::io::{OpenMode, Vfs, VfsFile};
 use crate::config::Limits;
 use crate::error::{Error, Result};
 use crate::record::RecordBatch;
-use crate::record::batch::{BatchHeader, DecodeError, HEADER_LEN};
+use crate::record::batch::{BatchHeader, DecodeError, HEADER_LEN, MAX_BATCH_BYTES};
 
 /// Extension of a segment's batch file.
 pub(crate) const LOG_SUFFIX: &str = "log";
@@ -58,6 +58,16 @@ pub(crate) struct Scan {
     pub error: Option<ScanError>,
 }
 
+impl Scan {
+    /// The extent of the log the scan's index describes: the valid batches.
+    pub fn extent(&self) -> Extent {
+        Extent {
+            log_len: self.valid_len,
+            next_offset: self.next_offset,
+        }
+    }
+}
+
 /// How far [`Segment::scan_into`] got.
 #[derive(Debug)]
 pub(crate) struct ScanProgress {
@@ -96,6 +106,10 @@ pub(crate) struct Segment {
     /// Opened by a read-only log: indexes rebuilt from the log stay in memory, never
     /// written back.
     read_only: bool,
+    /// Its log was deleted ([`retire`](Self::retire)): its paths may belong to another
+    /// segment now, so index files are neither loaded nor written; a missing index is
+    /// rebuilt in memory from the open `.log`. Set under the index lock.
+    retired: AtomicBool,
 }
 
 impl Segment {
@@ -123,6 +137,7 @@ impl Segment {
             index: RwLock::new(None),
             limits,
             read_only: false,
+            retired: AtomicBool::new(false),
         })
     }
 
@@ -141,6 +156,7 @@ impl Segment {
             index: RwLock::new(None),
             limits,
             read_only: true,
+            retired: AtomicBool::new(false),
         })
     }
 
@@ -170,39 +186,71 @@ impl Segment {
         *self.index.write() = Some(index);
     }
 
+    /// Marks the segment's files as no longer its own (its log was deleted, and a new
+    /// segment may take its paths): from when this returns, it never loads or writes an
+    /// index file. Waits for an index load or rebuild in progress.
+    pub fn retire(&self) {
+        let _slot = self.index.write();
+        self.retired.store(true, Ordering::Release);
+    }
+
+    /// Whether index files may be written back: not by a read-only log, nor once retired.
+    /// Call with the index lock.
+    fn writes_index_files(&self) -> bool {
+        !self.read_only && !self.retired.load(Ordering::Acquire)
+    }
+
     /// Mutable access to the loaded index (the writer's, for the active segment).
     pub fn with_index_mut<T>(&self, f: impl FnOnce(&mut SegmentIndex) -> T) -> Option<T> {
         self.index.write().as_mut().map(f)
     }
 
     /// The indexes, loading them from their files, or rebuilding them from the log when the
-    /// files are missing or invalid (then written back, best effort).
-    pub fn index(&self, vfs: &dyn Vfs) -> Result<MappedRwLockReadGuard<'_, SegmentIndex>> {
+    /// files are missing, invalid, or describe another extent of the log than its current
+    /// size and `next_offset` (an older version); rebuilt ones are written back, best
+    /// effort. `next_offset` says where the segment ends (the next segment's base offset),
+    /// if known; it is asked only when the index is not loaded yet.
+    pub fn index(
+        &self,
+        vfs: &dyn Vfs,
+        next_offset: impl FnOnce() -> Option<u64>,
+    ) -> Result<MappedRwLockReadGuard<'_, SegmentIndex>> {
         {
             let guard = self.index.read();
             if let Ok(loaded) = RwLockReadGuard::try_map(guard, Option::as_ref) {
                 return Ok(loaded);
             }
         }
+        let next_offset = next_offset();
         {
             let mut slot = self.index.write();
             if slot.is_none() {
                 let (index_path, time_path) = (self.index_path(), self.time_index_path());
-                let index = match SegmentIndex::load_files(
-                    vfs,
-                    &index_path,
-                    &time_path,
-                    self.size(),
-                    self.limits.index_max_bytes,
-                )? {
+                let retired = self.retired.load(Ordering::Acquire);
+                let loaded = if retired {
+                    None
+                } else {
+                    SegmentIndex::load_files(
+                        vfs,
+                        &index_path,
+                        &time_path,
+                        self.size(),
+                        next_offset,
+                        self.limits.index_max_bytes,
+                    )?
+                };
+                let index = match loaded {
                     Some(index) => index,
                     None => {
                         let scan = self.scan()?;
+                        let extent = scan.extent();
                         let mut index = scan.index;
                         index.add_time_entry();
-                        tracing::warn!(segment = %self.log_path.display(), "rebuilt missing or invalid index files");
-                        if !self.read_only
-                            && let Err(e) = index.write_files(vfs, &index_path, &time_path, false)
+                        if !retired {
+                            tracing::warn!(segment = %self.log_path.display(), "rebuilt missing or invalid index files");
+                        }
+                        if self.writes_index_files()
+                            && let Err(e) = index.write_files(vfs, &index_path, &time_path, extent, false)
                         {
                             tracing::warn!(error = %e, "could not write rebuilt index files");
                         }
@@ -238,11 +286,7 @@ impl Segment {
     /// to `index`. A read-only log follows a live writer with this: the first invalid byte
     /// may be a batch still being written, so it simply stops there.
     pub fn scan_into(&self, start: u64, next_offset: u64, index: &mut SegmentIndex) -> Result<ScanProgress> {
-        let Limits {
-            max_batch: decompress_limit,
-            index_interval: interval,
-            ..
-        } = self.limits;
+        let interval = self.limits.index_interval;
         let file_len = self
             .log
             .file_size()
@@ -296,7 +340,10 @@ impl Segment {
                     continue;
                 }
             };
-            let check = RecordBatch::decode(&buf.slice(at..), decompress_limit, true).and_then(|b| {
+            // Stored batches are decompressed up to the format's limit, not the configured
+            // one: a batch whose CRC holds is never cut for exceeding a limit lowered since
+            // it was written (see `LogConfig::max_batch_bytes`).
+            let check = RecordBatch::decode(&buf.slice(at..), MAX_BATCH_BYTES, true).and_then(|b| {
                 b.validate_records()?;
                 Ok(b)
             });
@@ -437,6 +484,7 @@ impl Segment {
     pub fn rebuild_index(&self, vfs: &dyn Vfs) -> Result<()> {
         let mut slot = self.index.write();
         let scan = self.scan()?;
+        let extent = scan.extent();
         let mut index = scan.index;
         tracing::warn!(segment = %self.log_path.display(), "rebuilt an index that did not match its log");
         // Only sealed segments are rebuilt here: the last time entry must carry the
@@ -445,8 +493,8 @@ impl Segment {
         // A scan stopped by bad bytes indexes only what precedes them: keep it in memory for
         // this process, but do not replace the files with it.
         if scan.error.is_none()
-            && !self.read_only
-            && let Err(e) = index.write_files(vfs, &self.index_path(), &self.time_index_path(), false)
+            && self.writes_index_files()
+            && let Err(e) = index.write_files(vfs, &self.index_path(), &self.time_index_path(), extent, false)
         {
             tracing::warn!(error = %e, "could not write rebuilt index files");
         }
@@ -457,15 +505,12 @@ impl Segment {
     /// Decodes every complete batch at the front of `buf` (which starts at file position
     /// `pos`); a partial batch at the end is left out.
     fn decode_all(&self, buf: &Bytes, pos: u64) -> Result<Fetched> {
-        let Limits {
-            max_batch: decompress_limit,
-            verify_checksums: verify,
-            ..
-        } = self.limits;
+        let verify = self.limits.verify_checksums;
         let mut batches = Vec::new();
         let mut at = 0usize;
         while at < buf.len() {
-            match RecordBatch::decode(&buf.slice(at..), decompress_limit, verify) {
+            // The format's limit, as in `scan_into`: what recovery keeps, readers read.
+            match RecordBatch::decode(&buf.slice(at..), MAX_BATCH_BYTES, verify) {
                 Ok(batch) => {
                     if let Some(prev) = batches.last().map(RecordBatch::last_offset)
                         && batch.base_offset() != prev + 1
