@@ -72,9 +72,11 @@
 //! limit, never by the configured one, so lowering `max_batch_bytes` (or `segment_bytes`,
 //! which caps it) never turns a stored batch whose checksum holds into a "corrupt" one:
 //! recovery keeps it and readers read it. A decompression bomb therefore costs a reader at
-//! most what its records really decompress to (gzip, and zstd without a declared size,
-//! grow their buffer with the output) or the size its framing declares (snappy, lz4, zstd),
-//! and never more than [`MAX_BATCH_BYTES`].
+//! most what its records really decompress to (gzip, and zstd above 8 MiB or without a
+//! declared size, grow their buffer with the output), or the size its framing declares
+//! where that is small (zstd up to 8 MiB) or possible for its input (snappy expands each
+//! byte to at most ~21, lz4 to at most ~255: a larger declared size is refused as corrupt
+//! before anything is allocated); never more than [`MAX_BATCH_BYTES`].
 //!
 //! # Timestamp types
 //! Bit 3 of the attributes is Kafka's `message.timestamp.type`. With `CreateTime` (0) each
@@ -616,6 +618,29 @@ fn too_large(codec: Compression, size: Option<u64>, limit: usize) -> DecodeError
     ))
 }
 
+/// The most output one byte of snappy input can produce, with margin (the format's densest
+/// element, a copy with a 2-byte offset, writes 64 bytes from 3).
+const SNAPPY_MAX_EXPANSION: usize = 32;
+/// The most output one byte of an lz4 block can produce, with margin (a match-length
+/// extension byte adds up to 255 bytes; a sequence's 3 fixed bytes, up to 19).
+const LZ4_MAX_EXPANSION: usize = 256;
+/// The largest declared zstd content size decompressed into a buffer of that size at once;
+/// larger frames are streamed into a buffer that grows with the real output.
+const ZSTD_BULK_MAX: usize = 8 << 20;
+
+/// `Err` if `declared` bytes cannot come out of `input_len` bytes of `codec` input, whose
+/// format expands by at most `max_expansion` per byte (plus a little for the framing):
+/// the declaration is a lie.
+fn expandable(codec: Compression, declared: usize, input_len: usize, max_expansion: usize) -> Result<(), DecodeError> {
+    if declared <= input_len.saturating_add(16).saturating_mul(max_expansion) {
+        return Ok(());
+    }
+    Err(DecodeError::corrupt(format!(
+        "{} records declare {declared} bytes from {input_len} compressed bytes, more than the format can expand to",
+        codec.name()
+    )))
+}
+
 fn decompress_failed(codec: Compression, e: impl fmt::Display) -> DecodeError {
     DecodeError::corrupt(format!("{} records do not decompress: {e}", codec.name()))
 }
@@ -679,6 +704,9 @@ fn decompress(codec: Compression, input: &[u8], limit: usize) -> Result<Vec<u8>,
             if len > limit {
                 return Err(too_large(codec, Some(len as u64), limit));
             }
+            // Snappy's densest element, a 3-byte copy, writes 64 bytes: a larger declared
+            // length is a lie, refused before it sizes an allocation.
+            expandable(codec, len, input.len(), SNAPPY_MAX_EXPANSION)?;
             let mut out = vec![0u8; len];
             let n = snap::raw::Decoder::new()
                 .decompress(input, &mut out)
@@ -693,6 +721,8 @@ fn decompress(codec: Compression, input: &[u8], limit: usize) -> Result<Vec<u8>,
             if len > limit {
                 return Err(too_large(codec, Some(len as u64), limit));
             }
+            // Each byte of an lz4 match-length extension adds at most 255 bytes of output.
+            expandable(codec, len, block.len(), LZ4_MAX_EXPANSION)?;
             let mut out = vec![0u8; len];
             let n = lz4_flex::block::decompress_into(block, &mut out).map_err(|e| decompress_failed(codec, e))?;
             if n != len {
@@ -708,14 +738,19 @@ fn decompress(codec: Compression, input: &[u8], limit: usize) -> Result<Vec<u8>,
             // limit may be the format's 4 GiB, never worth reserving up front.
             let declared = zstd::zstd_safe::get_frame_content_size(input)
                 .map_err(|_| decompress_failed(codec, "not a zstd frame"))?;
-            let Some(capacity) = declared else {
+            let capacity = match declared {
+                Some(n) if n > limit as u64 => return Err(too_large(codec, Some(n), limit)),
+                // A size zstd can reach (an RLE block writes 128 KiB from 4 bytes) but one
+                // that should not size an allocation unseen: stream it, growing with the output.
+                Some(n) if n > ZSTD_BULK_MAX as u64 => None,
+                declared => declared,
+            };
+            let Some(capacity) = capacity else {
                 let decoder =
                     zstd::stream::read::Decoder::with_buffer(input).map_err(|e| decompress_failed(codec, e))?;
-                return read_bounded(codec, decoder, limit, input.len().saturating_mul(4));
+                let hint = declared.map_or(input.len().saturating_mul(4), |_| ZSTD_BULK_MAX);
+                return read_bounded(codec, decoder, limit, hint);
             };
-            if capacity > limit as u64 {
-                return Err(too_large(codec, Some(capacity), limit));
-            }
             let mut out = Vec::with_capacity(capacity as usize);
             zstd::bulk::Decompressor::new()
                 .and_then(|mut d| d.decompress_to_buffer(input, &mut out))
@@ -1793,6 +1828,52 @@ mod tests {
             LIMIT,
             true
         )));
+
+        // With the format's limit (as readers and recovery decode stored batches), a
+        // declared length the input cannot expand to is refused before it is allocated...
+        let lie = |codec| {
+            move |r: Result<RecordBatch, DecodeError>| {
+                matches!(&r, Err(DecodeError::Corrupt(reason))
+                    if reason == &format!("{codec} records declare 67108864 bytes from 16 compressed bytes, more than the format can expand to"))
+            }
+        };
+        let mut snappy = Vec::new();
+        varint::put_u64(&mut snappy, 64 << 20);
+        snappy.extend_from_slice(&[0; 12]);
+        assert_eq!(snappy.len(), 16);
+        let r = RecordBatch::decode(
+            &with_section(&good(Compression::Snappy), &snappy),
+            MAX_BATCH_BYTES,
+            true,
+        );
+        assert!(lie("snappy")(r));
+        let mut lz4 = (64u32 << 20).to_le_bytes().to_vec();
+        lz4.extend_from_slice(&[0; 16]);
+        let r = RecordBatch::decode(&with_section(&good(Compression::Lz4), &lz4), MAX_BATCH_BYTES, true);
+        assert!(lie("lz4")(r));
+        // ...while the densest real input of each codec (zeros) still decompresses: the
+        // bound never refuses what a compressor can produce. (Zeros are no records, so the
+        // records fail to parse later; here only the decompression is checked.)
+        let not_a_lie = |r: &Result<RecordBatch, DecodeError>| !matches!(r, Err(DecodeError::Corrupt(reason)) if reason.contains("expand"));
+        for (codec, section) in [
+            (
+                Compression::Snappy,
+                snap::raw::Encoder::new().compress_vec(&zeros[..8 << 20]).unwrap(),
+            ),
+            (
+                Compression::Lz4,
+                lz4_flex::block::compress_prepend_size(&zeros[..8 << 20]),
+            ),
+            (Compression::Zstd, zstd::bulk::compress(&zeros, 3).unwrap()),
+        ] {
+            let batch = with_section(&good(codec), &section);
+            let r = RecordBatch::decode(&batch, MAX_BATCH_BYTES, true);
+            assert!(not_a_lie(&r), "{codec:?}: {r:?}");
+            assert!(
+                decompress(codec, &section, MAX_BATCH_BYTES).is_ok_and(|out| out.iter().all(|&b| b == 0)),
+                "{codec:?}"
+            );
+        }
 
         // A declared length that undersells the data is caught too.
         let mut lz4 = lz4_flex::block::compress_prepend_size(&[7u8; 5000]);
