@@ -129,16 +129,27 @@ type Change = (String, TopicPartition, Option<OffsetAndMetadata>);
 /// Applies `changes` to `table`, in order.
 fn apply_changes(table: &mut BTreeMap<String, GroupOffsets>, changes: Vec<Change>) {
     for (group, tp, change) in changes {
-        match change {
-            Some(om) => {
-                table.entry(group).or_default().insert(tp, om);
-            }
-            None => {
-                if let Some(g) = table.get_mut(&group) {
-                    g.remove(&tp);
-                    if g.is_empty() {
-                        table.remove(&group);
-                    }
+        apply_change(table, group, tp, change);
+    }
+}
+
+/// Sets (`Some`) or removes (`None`) `group`'s offset of `tp`; a group left with no offsets
+/// is dropped.
+fn apply_change(
+    table: &mut BTreeMap<String, GroupOffsets>,
+    group: String,
+    tp: TopicPartition,
+    change: Option<OffsetAndMetadata>,
+) {
+    match change {
+        Some(om) => {
+            table.entry(group).or_default().insert(tp, om);
+        }
+        None => {
+            if let Some(g) = table.get_mut(&group) {
+                g.remove(&tp);
+                if g.is_empty() {
+                    table.remove(&group);
                 }
             }
         }
@@ -673,20 +684,11 @@ fn apply(
 ) -> Result<()> {
     let bad = |what: &str| Error::corrupt(log_dir, offset, format!("offsets record {offset}: {what}"));
     let (group, tp) = key.and_then(decode_key).ok_or_else(|| bad("undecodable key"))?;
-    match value {
-        Some(v) => {
-            let om = decode_value(v).ok_or_else(|| bad("undecodable value"))?;
-            table.entry(group).or_default().insert(tp, om);
-        }
-        None => {
-            if let Some(g) = table.get_mut(&group) {
-                g.remove(&tp);
-                if g.is_empty() {
-                    table.remove(&group);
-                }
-            }
-        }
-    }
+    let change = match value {
+        Some(v) => Some(decode_value(v).ok_or_else(|| bad("undecodable value"))?),
+        None => None,
+    };
+    apply_change(table, group, tp, change);
     Ok(())
 }
 
