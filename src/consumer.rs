@@ -44,19 +44,19 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::broker::Broker;
+use crate::error::{Error, Result};
+use crate::group::assignor::{Assignor, RangeAssignor};
+use crate::group::coordinator::{JoinRequest, MemberHandle, PollStep};
+use crate::offsets::OffsetAndMetadata;
+use crate::record::{Header, HeaderRefs, LogRecord, RecordBatch, RecordRef, RecordRefs, TimestampType};
+use crate::storage::notify::Signal;
+use crate::storage::segment::SpareBuffer;
+use crate::{PartitionLog, TopicPartition};
 
 /// How often a consumer of a read-only broker ([`Broker::open_read_only`]) re-reads its
 /// partitions' files while `poll` waits: another process appends there, so no in-process
 /// append wakes it. Consumers of a writable broker never sleep-poll.
 const READ_ONLY_RECHECK: Duration = Duration::from_millis(50);
-use crate::error::{Error, Result};
-use crate::group::assignor::{Assignor, RangeAssignor};
-use crate::group::coordinator::{JoinRequest, MemberHandle, PollStep};
-use crate::offsets::OffsetAndMetadata;
-use crate::record::{Header, HeaderRefs, LogRecord, RecordBatch, RecordRef, RecordRefs};
-use crate::storage::notify::Signal;
-use crate::storage::segment::SpareBuffer;
-use crate::{PartitionLog, TopicPartition};
 
 /// Where a consumer starts in a partition for which its group has no committed offset
 /// (Kafka's `auto.offset.reset`).
@@ -248,6 +248,7 @@ impl ConsumerConfig {
 pub struct ConsumerRecord {
     topic: Arc<str>,
     partition: u32,
+    timestamp_type: TimestampType,
     record: LogRecord,
 }
 
@@ -285,6 +286,15 @@ impl ConsumerRecord {
     #[inline]
     pub fn timestamp(&self) -> i64 {
         self.record.timestamp
+    }
+
+    /// Whose clock [`timestamp`](Self::timestamp) is (Kafka's `timestampType()`): the
+    /// producer's ([`TimestampType::CreateTime`]) or the log's at append
+    /// ([`TimestampType::LogAppendTime`], the topic's setting when the record was stored).
+    #[must_use]
+    #[inline]
+    pub fn timestamp_type(&self) -> TimestampType {
+        self.timestamp_type
     }
 
     /// The key, if any.
@@ -336,6 +346,7 @@ impl ConsumerRecord {
 pub struct ConsumerRecordRef<'a> {
     topic: &'a Arc<str>,
     partition: u32,
+    timestamp_type: TimestampType,
     record: RecordRef<'a>,
 }
 
@@ -375,6 +386,13 @@ impl<'a> ConsumerRecordRef<'a> {
         self.record.timestamp()
     }
 
+    /// Whose clock [`timestamp`](Self::timestamp) is, as [`ConsumerRecord::timestamp_type`].
+    #[must_use]
+    #[inline]
+    pub fn timestamp_type(&self) -> TimestampType {
+        self.timestamp_type
+    }
+
     /// The key, if any.
     #[must_use]
     #[inline]
@@ -402,6 +420,7 @@ impl<'a> ConsumerRecordRef<'a> {
         ConsumerRecord {
             topic: Arc::clone(self.topic),
             partition: self.partition,
+            timestamp_type: self.timestamp_type,
             record: self.record.to_log_record(),
         }
     }
@@ -480,6 +499,7 @@ struct ChunkCursor<'a> {
     chunk: &'a Chunk,
     records: RecordRefs<'a>,
     left: usize,
+    timestamp_type: TimestampType,
 }
 
 /// The iterator of [`ConsumerRecords::iter`].
@@ -505,6 +525,7 @@ impl<'a> Iterator for RecordsIter<'a> {
                             return Some(ConsumerRecordRef {
                                 topic: &cur.chunk.topic,
                                 partition: cur.chunk.partition,
+                                timestamp_type: cur.timestamp_type,
                                 record,
                             });
                         }
@@ -524,6 +545,7 @@ impl<'a> Iterator for RecordsIter<'a> {
                 chunk,
                 records: chunk.batch.iter(),
                 left: chunk.count,
+                timestamp_type: chunk.batch.timestamp_type(),
             });
         }
     }

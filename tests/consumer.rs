@@ -13,7 +13,7 @@ use brooklet::{Bincode, TypedProducer, Utf8};
 use brooklet::{
     Broker, Consumer, ConsumerConfig, ConsumerRecord, Durability, Error, GroupState, Json, OffsetAndMetadata,
     OffsetReset, OffsetSpec, PoisonRecord, ProducerConfig, ProducerRecord, RebalanceListener, RoundRobinAssignor,
-    StickyAssignor, TopicConfig, TopicPartition, TypedConsumer,
+    StickyAssignor, TimestampType, TopicConfig, TopicPartition, TypedConsumer,
 };
 
 const LONG: Duration = Duration::from_secs(30);
@@ -1597,4 +1597,44 @@ fn a_listener_that_panics_while_leaving_does_not_keep_the_member_in_the_group() 
             "{group}: the member is still in the group"
         );
     }
+}
+
+/// A consumer tells whose clock each record's timestamp is (Kafka's
+/// `ConsumerRecord.timestampType()`): the producer's on a CreateTime topic, the log's on a
+/// LogAppendTime one — borrowed and owned records alike.
+#[test]
+fn records_say_whose_clock_their_timestamp_is() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("created", TopicConfig::with_partitions(1)).unwrap();
+    broker
+        .create_topic(
+            "appended",
+            TopicConfig::with_partitions(1).timestamp_type(TimestampType::LogAppendTime),
+        )
+        .unwrap();
+    let producer = broker.producer(ProducerConfig::default());
+    for topic in ["created", "appended"] {
+        producer
+            .send(ProducerRecord::new(topic).value("v").timestamp(1_000))
+            .unwrap();
+    }
+    let mut consumer = broker.consumer(manual("clocks")).unwrap();
+    consumer.assign(&[tp("created", 0), tp("appended", 0)]).unwrap();
+    let mut seen = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while seen.len() < 2 && Instant::now() < deadline {
+        let records = consumer.poll(Duration::from_millis(100)).unwrap();
+        for r in &records {
+            let owned = r.to_owned();
+            assert_eq!(owned.timestamp_type(), r.timestamp_type());
+            seen.insert(r.topic().to_owned(), (r.timestamp_type(), r.timestamp() == 1_000));
+        }
+    }
+    assert_eq!(
+        seen,
+        BTreeMap::from([
+            ("appended".to_owned(), (TimestampType::LogAppendTime, false)),
+            ("created".to_owned(), (TimestampType::CreateTime, true)),
+        ])
+    );
 }
