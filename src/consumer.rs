@@ -598,7 +598,9 @@ pub trait RebalanceListener: Send {
     }
 
     /// After `partitions` were given to this consumer; positions are not resolved yet, so
-    /// a `seek` here decides where reading starts.
+    /// a `seek` here decides where reading starts. Called only when partitions were added
+    /// (Kafka's cooperative protocol also calls it, with an empty list, after a rebalance
+    /// that gave this member nothing new).
     fn on_partitions_assigned(&mut self, consumer: &mut Consumer, partitions: &[TopicPartition]) {
         let _ = (consumer, partitions);
     }
