@@ -339,6 +339,13 @@ fn decompression_bombs_cost_at_most_what_they_declare_or_decompress_to() {
         ("zstd, no content size", Compression::Zstd, zstd_zeros(BOMB, false)),
         // deflate tops out near 1000:1, so 64 MiB would not fit one stored batch.
         ("gzip", Compression::Gzip, gzip_zeros(BOMB / 8)),
+        ("gzip, size lies", Compression::Gzip, {
+            // The trailer's ISIZE claims ~4 GiB for an empty stream.
+            let mut gz = gzip_zeros(0);
+            let n = gz.len();
+            gz[n - 4..].copy_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+            gz
+        }),
         ("snappy, length lies", Compression::Snappy, {
             let mut s = vec![0x80, 0x80, 0x80, 0x20]; // uvarint 64 MiB
             s.extend_from_slice(&[0; 32]);
@@ -398,7 +405,8 @@ fn decompression_bombs_cost_at_most_what_they_declare_or_decompress_to() {
         }
         assert!(largest <= 2 * BOMB, "{what}: read allocated {largest} bytes at once");
         if what.contains("lies") {
-            // 64 MiB cannot come out of 36 bytes of snappy or lz4: refused unallocated.
+            // 64 MiB cannot come out of 36 bytes of snappy or lz4, nor 4 GiB out of 20 bytes
+            // of gzip: no buffer is sized from such a claim.
             assert!(largest < LIMIT, "{what}: read allocated {largest} bytes at once");
         }
         eprintln!("{what}: read refused the bomb, largest allocation {largest} bytes");

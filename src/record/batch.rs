@@ -624,9 +624,12 @@ const SNAPPY_MAX_EXPANSION: usize = 32;
 /// The most output one byte of an lz4 block can produce, with margin (a match-length
 /// extension byte adds up to 255 bytes; a sequence's 3 fixed bytes, up to 19).
 const LZ4_MAX_EXPANSION: usize = 256;
-/// The largest declared zstd content size decompressed into a buffer of that size at once;
-/// larger frames are streamed into a buffer that grows with the real output.
-const ZSTD_BULK_MAX: usize = 8 << 20;
+/// The largest output buffer sized from what a batch declares (zstd's content size,
+/// gzip's trailer) before any output exists; beyond it, the buffer grows with the real
+/// output.
+const PREALLOC_MAX: usize = 8 << 20;
+/// The most output one byte of a deflate stream can produce (deflate's limit is ~1032:1).
+const DEFLATE_MAX_EXPANSION: usize = 1032;
 
 /// `Err` if `declared` bytes cannot come out of `input_len` bytes of `codec` input, whose
 /// format expands by at most `max_expansion` per byte (plus a little for the framing):
@@ -690,8 +693,12 @@ fn decompress(codec: Compression, input: &[u8], limit: usize) -> Result<Vec<u8>,
     match codec {
         Compression::None => Ok(input.to_vec()),
         Compression::Gzip => {
-            // The gzip trailer's ISIZE (length mod 2^32) sizes the first allocation.
+            // The gzip trailer's ISIZE (length mod 2^32) sizes the first allocation, within
+            // what the input can expand to and at most `PREALLOC_MAX`: it is unchecked yet.
             let hint = input.len().checked_sub(4).map_or(0, |at| le_u32(input, at) as usize);
+            let hint = hint
+                .min(input.len().saturating_mul(DEFLATE_MAX_EXPANSION))
+                .min(PREALLOC_MAX);
             let mut decoder = flate2::bufread::GzDecoder::new(input);
             let out = read_bounded(codec, &mut decoder, limit, hint)?;
             if !decoder.into_inner().is_empty() {
@@ -742,13 +749,13 @@ fn decompress(codec: Compression, input: &[u8], limit: usize) -> Result<Vec<u8>,
                 Some(n) if n > limit as u64 => return Err(too_large(codec, Some(n), limit)),
                 // A size zstd can reach (an RLE block writes 128 KiB from 4 bytes) but one
                 // that should not size an allocation unseen: stream it, growing with the output.
-                Some(n) if n > ZSTD_BULK_MAX as u64 => None,
+                Some(n) if n > PREALLOC_MAX as u64 => None,
                 declared => declared,
             };
             let Some(capacity) = capacity else {
                 let decoder =
                     zstd::stream::read::Decoder::with_buffer(input).map_err(|e| decompress_failed(codec, e))?;
-                let hint = declared.map_or(input.len().saturating_mul(4), |_| ZSTD_BULK_MAX);
+                let hint = declared.map_or(input.len().saturating_mul(4), |_| PREALLOC_MAX);
                 return read_bounded(codec, decoder, limit, hint);
             };
             let mut out = Vec::with_capacity(capacity as usize);
