@@ -808,17 +808,12 @@ fn remove_unlisted_partitions(dir: &Path, topics: &[StoredTopic]) -> Result<()> 
 /// a write error) left behind. A topic created again under the name must not inherit them.
 fn remove_unlisted_offsets(offsets: &OffsetStore, topics: &[StoredTopic]) -> Result<()> {
     let counts: BTreeMap<&str, u32> = topics.iter().map(|t| (t.name.as_str(), t.partitions)).collect();
-    for group in offsets.groups() {
-        let removed = offsets.delete_where(&group, |tp| {
-            counts.get(tp.topic.as_str()).is_none_or(|&n| tp.partition >= n)
-        })?;
-        if removed > 0 {
-            tracing::warn!(
-                group,
-                partitions = removed,
-                "removing committed offsets of partitions the topic table does not list"
-            );
-        }
+    let removed = offsets.delete_matching(|_, tp| counts.get(tp.topic.as_str()).is_none_or(|&n| tp.partition >= n))?;
+    if removed > 0 {
+        tracing::warn!(
+            offsets = removed,
+            "removed committed offsets of partitions the topic table does not list"
+        );
     }
     Ok(())
 }

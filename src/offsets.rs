@@ -37,7 +37,7 @@
 //! (standard configuration) of `(covered log offset, [(group, topic, partition, offset,
 //! commit time, metadata)])`.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -348,40 +348,49 @@ impl OffsetStore {
     /// Removes the offsets of `group` for which `doomed` holds (tombstones in one batch).
     /// Commits not yet durable count too: their tombstones follow them in the log.
     pub fn delete_where(&self, group: &str, doomed: impl Fn(&TopicPartition) -> bool) -> Result<usize> {
+        self.delete_matching(|g, tp| g == group && doomed(tp))
+    }
+
+    /// Drops every group's offsets for `topic` (the topic was deleted, or is created again),
+    /// in one batch.
+    pub fn delete_topic(&self, topic: &str) -> Result<()> {
+        self.delete_matching(|_, tp| tp.topic == topic).map(drop)
+    }
+
+    /// Removes, in every group, the offsets for which `doomed(group, partition)` holds, as
+    /// one batch of tombstones; returns how many. What counts is the table as it will be
+    /// once the commits not yet durable (`Synced` offsets) are applied: a pending commit is
+    /// removed too (its tombstone follows it in the log), a pending removal is not counted
+    /// again.
+    pub fn delete_matching(&self, doomed: impl Fn(&str, &TopicPartition) -> bool) -> Result<usize> {
         let mut count = 0;
         self.append(true, || {
-            let mut tps: Vec<TopicPartition> = self
-                .table
-                .read()
-                .get(group)
-                .map(|g| g.keys().filter(|tp| doomed(tp)).cloned().collect())
-                .unwrap_or_default();
+            let mut live: BTreeSet<(String, TopicPartition)> = BTreeSet::new();
+            for (group, offsets) in self.table.read().iter() {
+                for tp in offsets.keys().filter(|tp| doomed(group, tp)) {
+                    live.insert((group.clone(), tp.clone()));
+                }
+            }
             for (_, changes) in self.pending.lock().iter() {
-                for (g, tp, _) in changes {
-                    if g == group && doomed(tp) && !tps.contains(tp) {
-                        tps.push(tp.clone());
+                for (group, tp, change) in changes {
+                    if doomed(group, tp) {
+                        let key = (group.clone(), tp.clone());
+                        if change.is_some() {
+                            live.insert(key);
+                        } else {
+                            live.remove(&key);
+                        }
                     }
                 }
             }
-            let records = tps
+            let records = live
                 .iter()
-                .map(|tp| encode_key(group, tp).map(|k| Record::new().key(k)))
+                .map(|(group, tp)| encode_key(group, tp).map(|k| Record::new().key(k)))
                 .collect::<Result<Vec<_>>>()?;
-            count = tps.len();
-            Ok((
-                records,
-                tps.into_iter().map(|tp| (group.to_owned(), tp, None)).collect(),
-            ))
+            count = live.len();
+            Ok((records, live.into_iter().map(|(g, tp)| (g, tp, None)).collect()))
         })?;
         Ok(count)
-    }
-
-    /// Drops every group's offsets for `topic` (the topic was deleted).
-    pub fn delete_topic(&self, topic: &str) -> Result<()> {
-        for group in self.groups() {
-            self.delete_where(&group, |tp| tp.topic == topic)?;
-        }
-        Ok(())
     }
 
     /// Appends the records `prepare` returns (called under the write lock, so no other

@@ -1142,3 +1142,52 @@ fn a_recreated_topic_never_inherits_the_old_topics_committed_offsets() {
         assert_eq!(offsets, (0..10).collect::<Vec<u64>>(), "reopen={reopen}");
     }
 }
+
+/// With `Synced` committed offsets, a commit appended but not yet fsynced is not in the
+/// table yet; deleting the topic must tombstone it too. It was missed (the deletion looked
+/// at the table only), so the commit reached the table when its fsync came and the topic
+/// created again under the name started at the deleted topic's offset, also after a reopen.
+#[test]
+fn a_commit_not_yet_durable_when_its_topic_is_deleted_is_not_inherited() {
+    use brooklet::{ConsumerConfig, Durability, OffsetReset};
+    use std::sync::{Arc, Mutex};
+    let dir = temp_dir();
+    let tp0 = TopicPartition::new("t", 0);
+    {
+        let broker = Broker::builder()
+            .offsets_durability(Durability::Synced)
+            .open(dir.path())
+            .unwrap();
+        broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+        let p = broker.producer(ProducerConfig::default());
+        for i in 0..5 {
+            p.send(ProducerRecord::new("t").partition(0).value(format!("v{i}")))
+                .unwrap();
+        }
+        let mut c = broker
+            .consumer(
+                ConsumerConfig::group("g")
+                    .auto_offset_reset(OffsetReset::Earliest)
+                    .enable_auto_commit(false),
+            )
+            .unwrap();
+        c.assign(std::slice::from_ref(&tp0)).unwrap();
+        let mut got = 0;
+        while got < 5 {
+            got += c.poll(Duration::from_millis(100)).unwrap().len();
+        }
+        let outcome = Arc::new(Mutex::new(None));
+        let o = Arc::clone(&outcome);
+        c.commit_async(move |r| *o.lock().unwrap() = Some(r.is_ok()));
+        assert_eq!(broker.committed_offset("g", &tp0), None, "not durable yet");
+
+        broker.delete_topic("t").unwrap();
+        broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+        // Closing waits for the async commit (it succeeded: its batch is in the log).
+        c.close().unwrap();
+        assert_eq!(*outcome.lock().unwrap(), Some(true));
+        assert_eq!(broker.committed_offset("g", &tp0), None, "inherited in this process");
+    }
+    let broker = Broker::open(dir.path()).unwrap();
+    assert_eq!(broker.committed_offset("g", &tp0), None, "inherited after a reopen");
+}
