@@ -655,6 +655,36 @@ fn entry_size(path: &Path) -> usize {
     if path.extension().unwrap() == "index" { 8 } else { 12 }
 }
 
+/// A sealed segment damaged in its last batch, whose index files are gone: reading it
+/// rebuilds its index from the good prefix but does not write that partial index back (it
+/// describes less of the `.log` than the file holds, so it would never be loaded again, only
+/// rebuilt and rewritten at every start).
+#[test]
+fn a_partial_rebuild_of_a_damaged_sealed_segment_is_not_written_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig::default().segment_bytes(4096).index_interval_bytes(256);
+    let log = PartitionLog::open(dir.path(), config.clone()).unwrap();
+    for b in 0..40 {
+        log.append(&batch(b), Durability::Written).unwrap();
+    }
+    log.close().unwrap();
+    let first = segment_bases(dir.path())[0];
+    fs::remove_file(seg_path(dir.path(), first, "index")).unwrap();
+    fs::remove_file(seg_path(dir.path(), first, "timeindex")).unwrap();
+    let path = seg_path(dir.path(), first, "log");
+    let mut raw = fs::read(&path).unwrap();
+    let last = raw.len() - 1;
+    raw[last] ^= 0xff; // the last batch's CRC no longer holds
+    fs::write(&path, &raw).unwrap();
+
+    let log = PartitionLog::open(dir.path(), config).unwrap();
+    assert!(log.recovery_report().clean_shutdown);
+    let batches = log.read(0, 1024).unwrap();
+    assert_eq!(batches.first().map(|b| b.base_offset()), Some(0));
+    assert!(!seg_path(dir.path(), first, "index").exists());
+    assert!(!seg_path(dir.path(), first, "timeindex").exists());
+}
+
 /// Lost or garbage `.index` / `.timeindex` files, of sealed segments and of the active one,
 /// are caches: after reopening, every offset reads correctly and `offset_for_timestamp`
 /// answers exactly as before (and as a brute-force search of the records).

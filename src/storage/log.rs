@@ -1486,6 +1486,8 @@ impl PartitionLog {
                 map.remove(&segment.base_offset);
             }
         }
+        // A reader still holding one must not write its index files by path.
+        doomed.iter().for_each(|s| s.retire());
         w.unsynced_sealed
             .retain(|s| !doomed.iter().any(|d| d.base_offset == s.base_offset));
         for segment in doomed {
@@ -1618,6 +1620,9 @@ impl PartitionLog {
                 map.remove(&s.base_offset);
             }
         }
+        // A reader still holding one must not write index files at paths that a segment
+        // created later with the same base offset will own.
+        later.iter().for_each(|s| s.retire());
         let destroyed = || -> Result<()> {
             // Step 2: highest first, so that a crash midway leaves a prefix of the log.
             for s in later.iter().rev() {
@@ -1673,6 +1678,7 @@ impl PartitionLog {
         self.visible_end.store(base, Ordering::Release);
         self.synced_end.fetch_min(base, Ordering::AcqRel);
         let all: Vec<Arc<Segment>> = std::mem::take(&mut *self.segments.write()).into_values().collect();
+        all.iter().for_each(|s| s.retire());
         let created = || -> Result<Arc<Segment>> {
             for s in all.iter().rev() {
                 remove_segment_files(&*self.vfs, &self.dir, s.base_offset)?;

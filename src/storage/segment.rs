@@ -186,9 +186,10 @@ impl Segment {
         *self.index.write() = Some(index);
     }
 
-    /// Marks the segment's files as no longer its own (its log was deleted, and a new
-    /// segment may take its paths): from when this returns, it never loads or writes an
-    /// index file. Waits for an index load or rebuild in progress.
+    /// Marks the segment's files as no longer its own (its log was deleted, or the segment
+    /// was removed by retention or a truncation, and a new segment may take its paths):
+    /// from when this returns, it never loads or writes an index file. Waits for an index
+    /// load or rebuild in progress.
     pub fn retire(&self) {
         let _slot = self.index.write();
         self.retired.store(true, Ordering::Release);
@@ -249,7 +250,10 @@ impl Segment {
                         if !retired {
                             tracing::warn!(segment = %self.log_path.display(), "rebuilt missing or invalid index files");
                         }
+                        // An index of a scan that stopped early describes less than the
+                        // file: it would never be loaded, so it is not written.
                         if self.writes_index_files()
+                            && extent.log_len == self.size()
                             && let Err(e) = index.write_files(vfs, &index_path, &time_path, extent, false)
                         {
                             tracing::warn!(error = %e, "could not write rebuilt index files");
