@@ -161,6 +161,7 @@ fn produce_from_stdin_then_consume() {
     assert_eq!(objects[0]["offset"], 1);
     assert_eq!(objects[0]["partition"], 0);
     assert_eq!(objects[0]["headers"]["source"], "cli");
+    assert_eq!(objects[0]["timestamp_type"], "CreateTime");
     // Without --from-beginning and without a group: only new records, so nothing here.
     assert_eq!(ok(&dir, &["consume", "orders"]), "");
     // Plain lines without a separator; a line missing the separator is an error.

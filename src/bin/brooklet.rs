@@ -169,7 +169,9 @@ struct ProduceArgs {
 enum Format {
     /// The value (with the --print-* fields before it, tab-separated).
     Text,
-    /// One JSON object per line: topic, partition, offset, timestamp, key, value, headers.
+    /// One JSON object per line: topic, partition, offset, timestamp, timestamp_type
+    /// (CreateTime or LogAppendTime), key, value, headers (an object by name: of a name that
+    /// repeats, the last value).
     Json,
 }
 
@@ -608,6 +610,7 @@ fn format_record(r: &ConsumerRecordRef<'_>, args: &ConsumeArgs) -> String {
                 "partition": r.partition(),
                 "offset": r.offset(),
                 "timestamp": r.timestamp(),
+                "timestamp_type": format!("{:?}", r.timestamp_type()),
                 "key": lossy(r.key()),
                 "value": lossy(r.value()),
                 "headers": headers,
