@@ -118,9 +118,10 @@ impl Default for TopicConfig {
 pub const DEFAULT_MAX_MESSAGE_BYTES: u32 = 1024 * 1024;
 
 impl TopicConfig {
-    /// A topic of `partitions` partitions with Kafka's defaults otherwise: 128 MiB segments
-    /// (brooklet's default; Kafka's is 1 GiB), no retention limits, 1 MiB max message,
-    /// CreateTime, delete cleanup.
+    /// A topic of `partitions` partitions with these defaults otherwise: 128 MiB segments
+    /// (Kafka's are 1 GiB), no retention limits (unlike Kafka, whose `retention.ms` is 7
+    /// days: an embedded log keeps what it was given until told otherwise), no time-based
+    /// roll (Kafka's `segment.ms` is 7 days), 1 MiB max message, CreateTime, delete cleanup.
     #[must_use]
     pub fn with_partitions(partitions: u32) -> Self {
         TopicConfig {
