@@ -162,8 +162,16 @@ fn produce_from_stdin_then_consume() {
     assert_eq!(objects[0]["partition"], 0);
     assert_eq!(objects[0]["headers"]["source"], "cli");
     assert_eq!(objects[0]["timestamp_type"], "CreateTime");
-    // Without --from-beginning and without a group: only new records, so nothing here.
-    assert_eq!(ok(&dir, &["consume", "orders"]), "");
+    // Without --from-beginning and without a group: only new records, so nothing here (and
+    // a hint on stderr).
+    let o = brooklet(&dir, &["consume", "orders"]);
+    assert!(o.status.success());
+    assert_eq!(stdout(&o), "");
+    assert!(
+        stderr(&o).contains("--from-beginning reads what is stored"),
+        "{}",
+        stderr(&o)
+    );
     // Plain lines without a separator; a line missing the separator is an error.
     let o = brooklet_with_stdin(&dir, &["produce", "orders", "--partition", "1"], "plain\n");
     assert!(o.status.success());
@@ -335,6 +343,11 @@ fn dump_log_and_verify_find_damage() {
     let second = 2 * bytes.len() / 3 - 1; // the last byte of the second batch
     bytes[second] ^= 0xff;
     std::fs::write(&segment, &bytes).unwrap();
+    // An index file is not a segment: refused, not reported as damaged.
+    let index_arg = segment_arg.replace(".log", ".index");
+    let o = brooklet(&dir, &["dump-log", &index_arg]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(stderr(&o).contains("is not a segment's .log file"), "{}", stderr(&o));
     let o = brooklet(&dir, &["dump-log", segment_arg]);
     assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
     assert!(stdout(&o).contains("BAD"), "{}", stdout(&o));

@@ -727,6 +727,17 @@ fn consume(dir: &Path, args: &ConsumeArgs, out: &mut Output) -> CliResult<()> {
         }
     }
     consumer.close()?;
+    if printed == 0 && !args.follow {
+        // stdout stays empty for scripts; the hint goes to stderr.
+        if args.from_beginning || args.offset.is_some() || args.group.is_some() {
+            eprintln!("brooklet: no records to read");
+        } else {
+            eprintln!(
+                "brooklet: no new records (consume starts at the end of each partition, as Kafka's console \
+                 consumer; --from-beginning reads what is stored, --follow waits for new records)"
+            );
+        }
+    }
     Ok(())
 }
 
@@ -825,6 +836,12 @@ fn groups(dir: &Path, cmd: GroupsCommand, out: &mut Output) -> CliResult<()> {
 }
 
 fn dump_log(path: &Path, records: bool, out: &mut Output) -> CliResult<ExitCode> {
+    if path.extension().is_some_and(|e| e != "log") {
+        return Err(Failure(format!(
+            "{} is not a segment's .log file (index files are caches rebuilt from the .log; `verify` checks them)",
+            path.display()
+        )));
+    }
     let dump = inspect::dump_segment(path)?;
     out.line(&format!(
         "{}: {} bytes, {} batch(es), base offset {}",
@@ -989,7 +1006,9 @@ fn verify(dir: &Path, out: &mut Output) -> CliResult<ExitCode> {
         out.line(&format!("damaged: {p}"))?;
     }
     out.line(&format!(
-        "{} problem(s) found; opening the directory with Broker::open recovers (cuts torn tails, rebuilds indexes)",
+        "{} problem(s) found. After a crash, Broker::open recovers each partition's tail (it cuts a torn or damaged \
+         tail past the recovery point and rebuilds indexes); damage inside data a clean shutdown or the recovery point \
+         vouched for is not repaired: reads stop there with a corrupt-data error (see RELIABILITY.md)",
         problems.len()
     ))?;
     out.flush()?;
