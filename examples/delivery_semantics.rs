@@ -5,6 +5,7 @@
 //!
 //! Run with `cargo run --release --example delivery_semantics`. Exits non-zero if a check fails.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use brooklet::{Broker, Consumer, ConsumerConfig, OffsetReset, ProducerConfig, ProducerRecord, TopicConfig};
@@ -42,26 +43,27 @@ fn poll5(c: &mut Consumer) -> brooklet::Result<Vec<u64>> {
 /// next five. Returns (what the first sent, what the second sent).
 fn run(broker: &Broker, group: &'static str, commit_first: bool) -> Res<(Vec<u64>, Vec<u64>)> {
     let b = broker.clone();
-    let crashed = std::thread::spawn(move || -> Vec<u64> {
+    // What the worker really sent before it crashed (shared: its thread dies).
+    let outbox = Arc::new(Mutex::new(Vec::new()));
+    let sent = Arc::clone(&outbox);
+    let crashed = std::thread::spawn(move || {
         let Ok(mut c) = member(&b, group) else {
-            return Vec::new();
+            return;
         };
         let batch = poll5(&mut c).unwrap_or_default();
         if commit_first {
             let _ = c.commit();
             panic!("crash after committing, before sending");
         }
-        let sent = batch.clone(); // the emails went out...
-        if sent.len() == 5 {
+        if let Ok(mut sent) = sent.lock() {
+            sent.extend(&batch); // the emails went out...
+        }
+        if batch.len() == 5 {
             panic!("crash after sending, before committing");
         }
-        sent
     });
-    let first = match crashed.join() {
-        Ok(sent) => sent,
-        Err(_) if commit_first => Vec::new(),
-        Err(_) => (0..5).collect(),
-    };
+    let _ = crashed.join(); // a panic: the crash, on purpose
+    let first = outbox.lock().map(|sent| sent.clone()).unwrap_or_default();
     let mut replacement = member(broker, group)?;
     let second = poll5(&mut replacement)?;
     replacement.commit()?;

@@ -60,6 +60,7 @@ fn main() -> Res {
     println!("  60 keyless events, in send order, as (partition, consecutive events): {runs:?}");
     ensure(runs.len() > 1, "keyless batches move between partitions")?;
     let d = broker.describe_topic("user-events")?;
+    println!("records per partition, the keyed events above included:");
     for p in &d.partitions {
         println!("  partition {}: {} records", p.partition, p.log_end_offset);
     }

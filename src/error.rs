@@ -383,9 +383,11 @@ impl fmt::Display for Error {
                 partitions,
             } => write!(
                 f,
-                "partition {partition} of topic {topic:?} does not exist: the topic has {partitions} partitions"
+                "partition {partition} of topic {topic:?} does not exist: the topic has {partitions} partition{}",
+                if *partitions == 1 { "" } else { "s" }
             ),
-            Error::Serialization { reason } => write!(f, "serialization failed: {reason}"),
+            // Encoding or decoding: the reason says which ("JSON decode: …").
+            Error::Serialization { reason } => write!(f, "(de)serialization failed: {reason}"),
             Error::Closed { what } => write!(f, "the {what} is closed"),
             Error::UnsupportedCompression { codec } => {
                 write!(f, "compression codec {codec} is not supported by this build")
