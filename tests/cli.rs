@@ -178,6 +178,20 @@ fn produce_from_stdin_then_consume() {
     let o = brooklet_with_stdin(&dir, &["produce", "orders", "--key-separator", ":"], "no separator\n");
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("no key separator"), "{}", stderr(&o));
+    // A bad line stops the input; the lines before it are produced and counted.
+    let o = brooklet_with_stdin(
+        &dir,
+        &["produce", "orders", "--key-separator", ":"],
+        "k:v\nno separator\nk:w\n",
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).contains("produced 1 record(s)"), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("line 2 has no key separator")
+            && stderr(&o).contains("the 1 record(s) before it were produced"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]

@@ -61,7 +61,8 @@ enum Command {
         after_help = "Examples:\n  brooklet --dir data topics list\n  brooklet --dir data topics create orders --partitions 3 --config retention.ms=86400000"
     )]
     Topics(TopicsCommand),
-    /// Send the lines of stdin as records (the console producer).
+    /// Send the lines of stdin as records (the console producer). Lines are bytes, UTF-8 or
+    /// not; a line without the key separator stops the input after the lines before it.
     #[command(
         after_help = "Examples:\n  printf 'hello\\nworld\\n' | brooklet --dir data produce orders\n  printf 'user-1:{\"amount\":42}\\n' | brooklet --dir data produce orders --key-separator : --header source=cli"
     )]
@@ -507,6 +508,15 @@ fn key_value(pair: &str, what: &str) -> CliResult<(String, String)> {
         .ok_or_else(|| Failure(format!("{what} {pair:?} is not KEY=VALUE")))
 }
 
+/// `line` split at the first `sep`, if any.
+fn split_once_bytes<'a>(line: &'a [u8], sep: &[u8]) -> Option<(&'a [u8], &'a [u8])> {
+    if sep.is_empty() {
+        return None;
+    }
+    let at = line.windows(sep.len()).position(|w| w == sep)?;
+    Some((line.get(..at)?, line.get(at + sep.len()..)?))
+}
+
 fn produce(dir: &Path, args: &ProduceArgs, out: &mut Output) -> CliResult<()> {
     let headers = args
         .headers
@@ -545,18 +555,32 @@ fn produce(dir: &Path, args: &ProduceArgs, out: &mut Output) -> CliResult<()> {
         }
         Ok(())
     };
-    let stdin = io::stdin();
-    for (number, line) in stdin.lock().lines().enumerate() {
-        let line = line.map_err(|e| Failure(format!("cannot read stdin: {e}")))?;
+    // Lines are bytes (a value need not be UTF-8); a bad line stops the input, after the
+    // records before it are delivered and counted.
+    let mut input = io::stdin().lock();
+    let mut buf = Vec::new();
+    let mut number = 0usize;
+    let stopped = loop {
+        buf.clear();
+        match input.read_until(b'\n', &mut buf) {
+            Ok(0) => break None,
+            Ok(_) => number += 1,
+            Err(e) => break Some(format!("cannot read line {} of stdin: {e}", number + 1)),
+        }
+        let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
         let mut record = ProducerRecord::new(args.topic.as_str());
         match &args.key_separator {
-            Some(sep) => {
-                let (key, value) = line
-                    .split_once(sep.as_str())
-                    .ok_or_else(|| Failure(format!("line {} has no key separator {sep:?}: {line:?}", number + 1)))?;
-                record = record.key(key.to_owned()).value(value.to_owned());
-            }
-            None => record = record.value(line),
+            Some(sep) => match split_once_bytes(line, sep.as_bytes()) {
+                Some((key, value)) => record = record.key(key.to_vec()).value(value.to_vec()),
+                None => {
+                    break Some(format!(
+                        "line {number} has no key separator {sep:?}: {:?}",
+                        String::from_utf8_lossy(line)
+                    ));
+                }
+            },
+            None => record = record.value(line.to_vec()),
         }
         for (k, v) in &headers {
             record = record.header(k.clone(), v.clone());
@@ -569,7 +593,7 @@ fn produce(dir: &Path, args: &ProduceArgs, out: &mut Output) -> CliResult<()> {
             producer.flush()?;
             settle(&mut pending, &mut summary)?;
         }
-    }
+    };
     producer.flush()?;
     settle(&mut pending, &mut summary)?;
     producer.close()?;
@@ -585,6 +609,11 @@ fn produce(dir: &Path, args: &ProduceArgs, out: &mut Output) -> CliResult<()> {
             .map(|(p, (n, first, last))| vec![p.to_string(), n.to_string(), first.to_string(), last.to_string()])
             .collect();
         print_table(out, &["PARTITION", "RECORDS", "FIRST OFFSET", "LAST OFFSET"], &rows)?;
+    }
+    if let Some(reason) = stopped {
+        return Err(Failure(format!(
+            "{reason}; stopped there: the {total} record(s) before it were produced"
+        )));
     }
     Ok(())
 }
