@@ -353,7 +353,9 @@ impl Broker {
     /// or marker is created, changed or removed). The topic table and the committed offsets
     /// are read as they are at open (reopen to see topics, partitions and commits made
     /// since); each partition serves only complete, checksum-valid batches and picks up new
-    /// ones as the writer appends them (see [`PartitionLog::open_read_only`]). A consumer on
+    /// ones as the writer appends them (see [`PartitionLog::open_read_only`]); where the
+    /// writer closed cleanly and the batches stop being valid before the end it recorded,
+    /// a read there is [`Error::Corrupt`], not a shorter log. A consumer on
     /// it follows a live topic like `tail -f`: as no append in this process can wake it,
     /// its `poll` re-checks the files every 50 ms while it waits.
     ///

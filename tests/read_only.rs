@@ -375,3 +375,39 @@ fn offsets_are_read_after_snapshots() {
     assert_eq!(committed.offset, 299 % 6);
     assert_eq!(committed.metadata, metadata);
 }
+
+/// A log whose writer closed it cleanly, damaged afterwards inside its last segment: a
+/// read-only reader does not pass the damage off as a shorter log. The clean-shutdown
+/// marker says how far the segment goes, so stopping short of it is reported as corrupt
+/// data when the reader reads there (as a writable open reports it), while opening still
+/// works (the rest of a directory stays readable).
+#[test]
+fn a_read_only_reader_reports_damage_before_a_clean_end_instead_of_a_shorter_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+    for i in 0..10 {
+        log.append(&[Record::new().value(format!("v{i}"))], Durability::Written)
+            .unwrap();
+    }
+    log.close().unwrap();
+    let path = dir.path().join("00000000000000000000.log");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+
+    let reader = PartitionLog::open_read_only(dir.path(), LogConfig::default()).unwrap();
+    let end = reader.log_end_offset();
+    assert!(end < 10, "the valid prefix ends before the damage: {end}");
+    match reader.read(end, 1 << 20) {
+        Err(Error::Corrupt { reason, .. }) => {
+            assert!(reason.contains("closed cleanly at offset 10"), "{reason}");
+        }
+        other => panic!("expected Corrupt at offset {end}, got {other:?}"),
+    }
+    // Below the damage, records read as stored.
+    if end > 0 {
+        let first = reader.read(0, 1 << 20).unwrap();
+        assert_eq!(first.first().map(|b| b.base_offset()), Some(0));
+    }
+}

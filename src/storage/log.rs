@@ -617,7 +617,7 @@ impl PartitionLog {
             },
             true,
         );
-        log.refresh()?;
+        log.refresh_with(false)?;
         Ok(log)
     }
 
@@ -636,11 +636,24 @@ impl PartitionLog {
     /// # Errors
     /// [`Error::Io`] if a segment or checkpoint cannot be read; [`Error::Corrupt`] for an
     /// unreadable log-start checkpoint. Bytes that are not a valid batch are not an error
-    /// (they may be a batch being written): the visible end stops before them.
+    /// while a writer may be writing them: the visible end stops before them. But where
+    /// the writer closed the log cleanly, its clean-shutdown marker says how far the last
+    /// segment goes; valid batches that stop short of that are damage, reported as
+    /// [`Error::Corrupt`] (a writable open would fail the same read), not a shorter log.
     pub fn refresh(&self) -> Result<()> {
+        self.refresh_with(true)
+    }
+
+    /// [`refresh`](Self::refresh); with `fail_on_damage` false (at open, so that the rest
+    /// of a damaged directory stays readable), damage short of the clean end is logged
+    /// instead of returned: the next read at the end reports it.
+    fn refresh_with(&self, fail_on_damage: bool) -> Result<()> {
         if !self.read_only {
             return Ok(());
         }
+        // Read before the scan: whatever the scan then finds was written before the marker
+        // (a writer that opens again removes the marker before it writes anything).
+        let marker = self.clean_shutdown_marker();
         let mut w = self.writer.lock();
         loop {
             let active = Arc::clone(&w.active);
@@ -669,6 +682,26 @@ impl PartitionLog {
             self.segments.write().insert(base, Arc::clone(&segment));
             w.active = segment;
         }
+        if let Some(&[end, base, size]) = marker.as_deref()
+            && base == w.active.base_offset
+            && w.active.size() < size
+            && self.clean_shutdown_marker() == marker
+        {
+            let damage = Error::corrupt(
+                &w.active.log_path,
+                w.active.size(),
+                format!(
+                    "the log was closed cleanly at offset {end} with {size} bytes in this segment, but its batches \
+                     stop being valid at offset {} (byte {})",
+                    w.next_offset,
+                    w.active.size()
+                ),
+            );
+            if fail_on_damage {
+                return Err(damage);
+            }
+            tracing::warn!(error = %damage, "read-only log: damaged before its clean end");
+        }
         let start = read_log_start(&*self.vfs, &self.dir)?;
         self.log_start.fetch_max(start.min(w.next_offset), Ordering::AcqRel);
         self.synced_end.store(w.next_offset, Ordering::Release);
@@ -676,6 +709,14 @@ impl PartitionLog {
             self.watchers.notify_all();
         }
         Ok(())
+    }
+
+    /// The clean-shutdown marker `[end, active base, active size]`, if there is a readable
+    /// one (a read-only log's view of whether the writer closed cleanly).
+    fn clean_shutdown_marker(&self) -> Option<Vec<u64>> {
+        checkpoint::read(&*self.vfs, &self.dir.join(CLEAN_SHUTDOWN_FILE), 3)
+            .ok()
+            .flatten()
     }
 
     /// [`refresh`](Self::refresh) for getters that cannot fail: a failure is logged and
