@@ -248,8 +248,19 @@ fn groups_describe_lag_and_reset_offsets() {
         rest.lines().collect::<Vec<_>>(),
         ["order-15", "order-16", "order-17", "order-18", "order-19"]
     );
-    // Reset: to earliest, to an offset, to a time in the future (= the end).
-    ok(&dir, &["groups", "reset-offsets", "analytics", "--to-earliest"]);
+    // Reset: without --execute only the plan is shown (as Kafka's tool), nothing moves.
+    let plan = ok(&dir, &["groups", "reset-offsets", "analytics", "--to-earliest"]);
+    assert!(plan.contains("dry run: nothing changed"), "{plan}");
+    assert_eq!(row(&plan, &["orders", "0"]), ["orders", "0", "0"]);
+    assert_eq!(
+        row(&ok(&dir, &["groups", "describe", "analytics"]), &["orders", "0"])[2],
+        "20"
+    );
+    // Applied: to earliest, to an offset, to a time in the future (= the end).
+    ok(
+        &dir,
+        &["groups", "reset-offsets", "analytics", "--to-earliest", "--execute"],
+    );
     assert_eq!(
         row(&ok(&dir, &["groups", "describe", "analytics"]), &["orders", "0"])[2..5],
         ["0", "20", "20"]
@@ -264,6 +275,7 @@ fn groups_describe_lag_and_reset_offsets() {
             "7",
             "--topic",
             "orders",
+            "--execute",
         ],
     );
     assert_eq!(
@@ -278,6 +290,7 @@ fn groups_describe_lag_and_reset_offsets() {
             "analytics",
             "--to-datetime",
             "2999-01-01T00:00:00Z",
+            "--execute",
         ],
     );
     assert_eq!(
@@ -286,7 +299,14 @@ fn groups_describe_lag_and_reset_offsets() {
     );
     ok(
         &dir,
-        &["groups", "reset-offsets", "analytics", "--to-datetime", "2000-01-01"],
+        &[
+            "groups",
+            "reset-offsets",
+            "analytics",
+            "--to-datetime",
+            "2000-01-01",
+            "--execute",
+        ],
     );
     assert_eq!(
         row(&ok(&dir, &["groups", "describe", "analytics"]), &["orders", "0"])[2],

@@ -75,7 +75,7 @@ enum Command {
     /// List, describe (with lag), reset and delete consumer groups.
     #[command(
         subcommand,
-        after_help = "Examples:\n  brooklet --dir data groups list\n  brooklet --dir data groups describe analytics\n  brooklet --dir data groups reset-offsets analytics --to-earliest --topic orders"
+        after_help = "Examples:\n  brooklet --dir data groups list\n  brooklet --dir data groups describe analytics\n  brooklet --dir data groups reset-offsets analytics --to-earliest --topic orders --execute"
     )]
     Groups(GroupsCommand),
     /// Print every batch of a segment file (offsets, count, timestamps, codec, size, checksum).
@@ -224,9 +224,10 @@ enum GroupsCommand {
         /// The group.
         group: String,
     },
-    /// Move a group's committed offsets (the group must have no running members).
+    /// Move a group's committed offsets (the group must have no running members). As
+    /// Kafka's tool, it only shows the plan unless --execute is given.
     #[command(
-        after_help = "Examples:\n  brooklet --dir data groups reset-offsets analytics --to-earliest\n  brooklet --dir data groups reset-offsets analytics --to-datetime 2024-05-01T12:00:00Z --topic orders"
+        after_help = "Examples:\n  brooklet --dir data groups reset-offsets analytics --to-earliest            # show the plan\n  brooklet --dir data groups reset-offsets analytics --to-earliest --execute  # apply it\n  brooklet --dir data groups reset-offsets analytics --to-datetime 2024-05-01T12:00:00Z --topic orders --execute"
     )]
     ResetOffsets(ResetArgs),
     /// Delete a group's committed offsets.
@@ -258,6 +259,10 @@ struct ResetArgs {
     /// Only this topic's partitions (default: every partition the group committed).
     #[arg(long)]
     topic: Option<String>,
+    /// Apply the reset; without it, only print the offsets it would set (a dry run, as
+    /// Kafka's `kafka-consumer-groups --reset-offsets`).
+    #[arg(long)]
+    execute: bool,
 }
 
 /// What went wrong, as the one line printed on stderr.
@@ -841,19 +846,34 @@ fn groups(dir: &Path, cmd: GroupsCommand, out: &mut Output) -> CliResult<()> {
                     "give one of --to-earliest, --to-latest, --to-offset, --to-datetime".into(),
                 ));
             };
-            let broker = open_writer(dir, "groups reset-offsets")?;
+            let broker = if args.execute {
+                open_writer(dir, "groups reset-offsets --execute")?
+            } else {
+                open_reader(dir)?
+            };
             if args.topic.is_none() && broker.describe_group(&args.group).is_err() {
                 return Err(Failure(format!(
                     "group {:?} has no committed offsets; name the topic with --topic",
                     args.group
                 )));
             }
-            let moved = broker.reset_offsets(&args.group, to, args.topic.as_deref())?;
+            let moved = if args.execute {
+                broker.reset_offsets(&args.group, to, args.topic.as_deref())?
+            } else {
+                broker.plan_reset_offsets(&args.group, to, args.topic.as_deref())?
+            };
             let rows: Vec<Vec<String>> = moved
                 .iter()
                 .map(|(tp, o)| vec![tp.topic.clone(), tp.partition.to_string(), o.to_string()])
                 .collect();
-            out.line(&format!("reset group {}:", args.group))?;
+            if args.execute {
+                out.line(&format!("reset group {}:", args.group))?;
+            } else {
+                out.line(&format!(
+                    "group {} would be reset to (dry run: nothing changed; add --execute to apply):",
+                    args.group
+                ))?;
+            }
             print_table(out, &["TOPIC", "PARTITION", "NEW OFFSET"], &rows)
         }
         GroupsCommand::Delete { group } => {

@@ -190,7 +190,26 @@ impl Broker {
             .while_empty(group, || self.reset_offsets_locked(group, to, topic))
     }
 
-    fn reset_offsets_locked(
+    /// The offsets [`reset_offsets`](Self::reset_offsets) would set now, changing nothing
+    /// (Kafka's `kafka-consumer-groups --reset-offsets` without `--execute`). Works on a
+    /// read-only broker too. The logs may move before a reset is applied, so the reset
+    /// computes its offsets again.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTopic`]; a read error.
+    ///
+    /// # Examples
+    /// ```
+    /// use brooklet::{Broker, OffsetSpec, ProducerConfig, ProducerRecord, TopicConfig, TopicPartition};
+    /// let broker = Broker::temporary()?;
+    /// broker.create_topic("orders", TopicConfig::with_partitions(1))?;
+    /// broker.producer(ProducerConfig::default()).send(ProducerRecord::new("orders").value("a"))?;
+    /// let plan = broker.plan_reset_offsets("analytics", OffsetSpec::Latest, Some("orders"))?;
+    /// assert_eq!(plan[&TopicPartition::new("orders", 0)], 1);
+    /// assert_eq!(broker.committed_offset("analytics", &TopicPartition::new("orders", 0)), None);
+    /// # Ok::<(), brooklet::Error>(())
+    /// ```
+    pub fn plan_reset_offsets(
         &self,
         group: &str,
         to: OffsetSpec,
@@ -222,6 +241,16 @@ impl Broker {
             };
             moved.insert(tp, offset);
         }
+        Ok(moved)
+    }
+
+    fn reset_offsets_locked(
+        &self,
+        group: &str,
+        to: OffsetSpec,
+        topic: Option<&str>,
+    ) -> Result<BTreeMap<TopicPartition, u64>> {
+        let moved = self.plan_reset_offsets(group, to, topic)?;
         let list: Vec<(TopicPartition, OffsetAndMetadata)> = moved
             .iter()
             .map(|(tp, o)| (tp.clone(), OffsetAndMetadata::new(*o)))
