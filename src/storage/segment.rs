@@ -243,22 +243,10 @@ impl Segment {
                 let index = match loaded {
                     Some(index) => index,
                     None => {
-                        let scan = self.scan()?;
-                        let extent = scan.extent();
-                        let mut index = scan.index;
-                        index.add_time_entry();
                         if !retired {
                             tracing::warn!(segment = %self.log_path.display(), "rebuilt missing or invalid index files");
                         }
-                        // An index of a scan that stopped early describes less than the
-                        // file: it would never be loaded, so it is not written.
-                        if self.writes_index_files()
-                            && extent.log_len == self.size()
-                            && let Err(e) = index.write_files(vfs, &index_path, &time_path, extent, false)
-                        {
-                            tracing::warn!(error = %e, "could not write rebuilt index files");
-                        }
-                        index
+                        self.rebuilt_index(vfs)?
                     }
                 };
                 *slot = Some(index);
@@ -487,23 +475,30 @@ impl Segment {
     /// entry turned out not to point at the batch it names).
     pub fn rebuild_index(&self, vfs: &dyn Vfs) -> Result<()> {
         let mut slot = self.index.write();
+        tracing::warn!(segment = %self.log_path.display(), "rebuilt an index that did not match its log");
+        *slot = Some(self.rebuilt_index(vfs)?);
+        Ok(())
+    }
+
+    /// The indexes of a sealed segment rebuilt from its log, written back (best effort)
+    /// where this segment may write index files and the scan covered the whole file: an
+    /// index of a scan stopped by bad bytes describes less than the file, so it would never
+    /// be loaded; it is kept in memory for this process only. Call with the index lock.
+    fn rebuilt_index(&self, vfs: &dyn Vfs) -> Result<SegmentIndex> {
         let scan = self.scan()?;
+        let whole = scan.error.is_none() && scan.valid_len == self.size();
         let extent = scan.extent();
         let mut index = scan.index;
-        tracing::warn!(segment = %self.log_path.display(), "rebuilt an index that did not match its log");
-        // Only sealed segments are rebuilt here: the last time entry must carry the
-        // segment's max timestamp (retention and time lookups read it from the file).
+        // The last time entry carries the segment's max timestamp (retention and time
+        // lookups read it from the file).
         index.add_time_entry();
-        // A scan stopped by bad bytes indexes only what precedes them: keep it in memory for
-        // this process, but do not replace the files with it.
-        if scan.error.is_none()
+        if whole
             && self.writes_index_files()
             && let Err(e) = index.write_files(vfs, &self.index_path(), &self.time_index_path(), extent, false)
         {
             tracing::warn!(error = %e, "could not write rebuilt index files");
         }
-        *slot = Some(index);
-        Ok(())
+        Ok(index)
     }
 
     /// Decodes every complete batch at the front of `buf` (which starts at file position
