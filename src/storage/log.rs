@@ -3,7 +3,9 @@
 //! # Directory
 //! ```text
 //! <dir>/
-//!   LOCK                              exclusive lock (File::try_lock), held while open
+//!   LOCK                              exclusive lock (File::try_lock), held while open;
+//!                                     only by a standalone log (a broker's partitions
+//!                                     are covered by the data directory's LOCK)
 //!   00000000000000000000.log          batches (see crate::record::batch)
 //!   00000000000000000000.index        sparse offset index   (see index)
 //!   00000000000000000000.timeindex    time index
