@@ -1419,7 +1419,9 @@ impl Consumer {
     ///
     /// # Errors
     /// [`Error::CommitFailed`] if the member was evicted or lost a partition (nothing is
-    /// committed then); [`Error::InvalidArgument`] without a `group_id`; an I/O error.
+    /// committed then); [`Error::InvalidArgument`] without a `group_id`; an I/O error;
+    /// [`Error::ReadOnly`] on a [read-only broker](Broker::open_read_only);
+    /// [`Error::Closed`] after `close`.
     pub fn commit(&mut self) -> Result<()> {
         self.check_open()?;
         self.run_async_callbacks();
@@ -1461,7 +1463,9 @@ impl Consumer {
     /// partitions the consumer may commit, atomically.
     ///
     /// # Errors
-    /// As [`commit`](Self::commit); [`Error::InvalidArgument`] for metadata over 4,096 bytes.
+    /// As [`commit`](Self::commit); [`Error::InvalidArgument`] for metadata over 4,096 bytes;
+    /// [`Error::UnknownTopic`] or [`Error::InvalidPartition`] for a partition that does not
+    /// exist (nothing is committed then).
     pub fn commit_offsets(&mut self, offsets: &BTreeMap<TopicPartition, OffsetAndMetadata>) -> Result<()> {
         self.check_open()?;
         let list: Vec<(TopicPartition, OffsetAndMetadata)> =

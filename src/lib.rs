@@ -46,7 +46,8 @@
 //!
 //! ## Crash recovery
 //! A log closed cleanly reopens without a recovery scan (only if the active segment's index
-//! files were lost is that one segment read to rebuild them). After a crash, open validates
+//! files are missing, invalid or describe another extent of it is that one segment read to
+//! rebuild them). After a crash, open validates
 //! every batch written since the last recovery point (length, CRC-32, records, offsets),
 //! truncates at the first invalid byte, rebuilds the indexes, and says what it did in a
 //! [`RecoveryReport`]. A failed fsync poisons the log until it is reopened

@@ -554,7 +554,8 @@ impl Producer {
     /// [`Error::UnknownTopic`] (unless the broker auto-creates topics);
     /// [`Error::InvalidPartition`]; [`Error::RecordTooLarge`] (nothing written);
     /// [`Error::Io`] or [`Error::Poisoned`] from the partition; [`Error::Truncated`] if a
-    /// `Synced` send's record was removed by a truncation before its fsync; [`Error::Closed`].
+    /// `Synced` send's record was removed by a truncation before its fsync; [`Error::Closed`];
+    /// [`Error::ReadOnly`] on a [read-only broker](Broker::open_read_only).
     pub fn send(&self, record: ProducerRecord) -> Result<RecordMetadata> {
         let shared = &self.handle.shared;
         let result = (|| {

@@ -75,8 +75,9 @@
 //! most what its records really decompress to (gzip, and zstd above 8 MiB or without a
 //! declared size, grow their buffer with the output), or the size its framing declares
 //! where that is small (zstd up to 8 MiB) or possible for its input (snappy expands each
-//! byte to at most ~21, lz4 to at most ~255: a larger declared size is refused as corrupt
-//! before anything is allocated); never more than [`MAX_BATCH_BYTES`].
+//! byte to at most ~21, lz4 to at most ~255; a declared size above 32 and 256 per input
+//! byte, that bound with a margin, is refused as corrupt before anything is allocated);
+//! never more than [`MAX_BATCH_BYTES`].
 //!
 //! # Timestamp types
 //! Bit 3 of the attributes is Kafka's `message.timestamp.type`. With `CreateTime` (0) each

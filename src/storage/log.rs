@@ -3,7 +3,9 @@
 //! # Directory
 //! ```text
 //! <dir>/
-//!   LOCK                              exclusive lock (File::try_lock), held while open
+//!   LOCK                              exclusive lock (File::try_lock), held while open;
+//!                                     only by a standalone log (a broker's partitions
+//!                                     are covered by the data directory's LOCK)
 //!   00000000000000000000.log          batches (see crate::record::batch)
 //!   00000000000000000000.index        sparse offset index   (see index)
 //!   00000000000000000000.timeindex    time index
@@ -828,13 +830,15 @@ impl PartitionLog {
     /// [`LogConfig::timestamp_type`] is `LogAppendTime`, every record is.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for an empty slice; [`Error::OffsetOverflow`] if the
+    /// [`Error::InvalidArgument`] for an empty slice, or for a closed log (a broker's
+    /// partition of a deleted topic); [`Error::OffsetOverflow`] if the
     /// records' offsets would pass `u64::MAX` (nothing is written); [`Error::RecordTooLarge`] if the
     /// batch exceeds `max_batch_bytes` (nothing is written); [`Error::Io`] if the write
     /// fails (it is rolled back, the log stays usable) or the fsync fails (the log is then
     /// poisoned); [`Error::Poisoned`] after an earlier failed fsync; for a `Synced` append,
     /// [`Error::Truncated`] if a concurrent [`truncate_to`](Self::truncate_to) removed its
-    /// records before they were synced.
+    /// records before they were synced; [`Error::ReadOnly`] for a log opened with
+    /// [`open_read_only`](Self::open_read_only).
     pub fn append(&self, records: &[Record], durability: Durability) -> Result<AppendInfo> {
         self.append_with(
             records,
@@ -1297,7 +1301,8 @@ impl PartitionLog {
     ///
     /// # Errors
     /// [`Error::Io`] if a write or fsync fails (a failed fsync poisons the log);
-    /// [`Error::Poisoned`] after an earlier failed fsync.
+    /// [`Error::Poisoned`] after an earlier failed fsync; [`Error::ReadOnly`] for a log
+    /// opened read-only.
     pub fn flush(&self) -> Result<()> {
         let end = self.log_end_offset();
         self.sync_through(end, None)?;
@@ -1449,7 +1454,9 @@ impl PartitionLog {
     /// `retention_bytes` without it, so the log may exceed the limit by up to one segment.
     ///
     /// # Errors
-    /// [`Error::Io`] if the log start offset cannot be persisted or a file not deleted.
+    /// [`Error::Io`] if the log start offset cannot be persisted or a file not deleted;
+    /// [`Error::Poisoned`] after a failed fsync; [`Error::ReadOnly`] for a log opened
+    /// read-only.
     pub fn enforce_retention(&self) -> Result<RetentionReport> {
         let mut w = self.writer.lock();
         self.check_writable()?;
@@ -1551,7 +1558,8 @@ impl PartitionLog {
     ///
     /// # Errors
     /// [`Error::OffsetOutOfRange`] if `offset` is past the log end; [`Error::Io`] if the
-    /// new start cannot be persisted.
+    /// new start cannot be persisted or a segment not deleted; [`Error::Poisoned`] after a
+    /// failed fsync; [`Error::ReadOnly`] for a log opened read-only.
     pub fn delete_records_before(&self, offset: u64) -> Result<u64> {
         let mut w = self.writer.lock();
         // A closed log (e.g. of a deleted topic, whose path may now hold a new one) must not
@@ -1607,7 +1615,8 @@ impl PartitionLog {
     /// # Errors
     /// [`Error::OffsetOutOfRange`] if `offset` is below the log start; [`Error::Io`] if a
     /// write, truncation, deletion or sync fails; [`Error::Poisoned`] after an earlier
-    /// failed fsync (or a failed step 2 or 3).
+    /// failed fsync (or a failed step 2 or 3); [`Error::ReadOnly`] for a log opened
+    /// read-only.
     pub fn truncate_to(&self, offset: u64) -> Result<u64> {
         // Lock order as in `sync_round`: a group-commit round must not publish a synced
         // end past the cut.
