@@ -317,6 +317,62 @@ fn enospc_on_append_is_rolled_back() {
     }
 }
 
+/// Reserving blocks ahead of the writes is a hint: with every reservation failing (ENOSPC),
+/// appends past the point where the log reserves (1 MiB) still succeed, a roll and a close
+/// still work, and a power loss keeps exactly what was synced. Without the fault the same
+/// workload reserves, a few times rather than per write.
+#[test]
+fn failed_reservations_cost_nothing_but_speed() {
+    let config = LogConfig::default().segment_bytes(2 * 1024 * 1024);
+    let value = vec![7u8; 20_000];
+    let workload = |log: &PartitionLog, model: &mut Model| {
+        for b in 0..200u64 {
+            let records: Vec<Record> = (0..5)
+                .map(|i| Record::new().key(format!("k{b}-{i}")).value(value.clone()).timestamp(9))
+                .collect();
+            let durability = if b % 10 == 9 {
+                Durability::Synced
+            } else {
+                Durability::Written
+            };
+            model.append(log, records, durability).unwrap();
+        }
+    };
+    let reservations = {
+        let dir = tempfile::tempdir().unwrap();
+        let (disk, log) = open_faulty(dir.path(), &config);
+        let log = log.unwrap();
+        workload(&log, &mut Model::default());
+        // 200 writes of ~100 kB fill nine 2 MiB segments and 60% of a tenth.
+        assert_eq!(log.segment_count(), 10);
+        disk.count(FaultOp::Preallocate)
+    };
+    // One per segment: the first write past 1 MiB reserves as much again as the segment
+    // holds, which reaches `segment_bytes`.
+    assert_eq!(reservations, 10, "reservations for 200 writes");
+
+    let dir = tempfile::tempdir().unwrap();
+    let (disk, log) = open_faulty(dir.path(), &config);
+    disk.inject(Fault {
+        op: FaultOp::Preallocate,
+        nth: 1,
+        errno: ENOSPC,
+        forever: true,
+    });
+    let log = log.unwrap();
+    let mut model = Model::default();
+    workload(&log, &mut model);
+    assert_eq!(
+        disk.count(FaultOp::Preallocate),
+        reservations,
+        "the failures were retried per write"
+    );
+    model.check_in_process(&log, "reservations failing");
+    disk.power_loss(PowerLoss::DropUnsynced);
+    drop(log);
+    reopen_and_check(dir.path(), &config, &model, "reservations failing, then power loss");
+}
+
 /// While every write fails with EIO, every append fails and changes nothing; the log stays
 /// readable. Once the disk is back, appends continue at the same offsets (across a segment
 /// roll), and a reopen finds everything acknowledged.

@@ -791,6 +791,100 @@ fn reopen_after_close_or_drop_keeps_everything_and_appends_continue() {
     assert_eq!(info.base_offset, end + 1);
 }
 
+/// Bytes of disk the file at `path` occupies (`st_blocks`), reserved blocks included.
+#[cfg(target_os = "linux")]
+fn allocated(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().blocks() * 512
+}
+
+/// Appends `Written` batches of 100 records of 1,000 bytes until the segment `base` holds
+/// at least `until` bytes or the log rolls past it; returns the records appended.
+#[cfg(target_os = "linux")]
+fn fill_segment(log: &PartitionLog, dir: &Path, base: u64, until: u64, tag: &mut u64) -> Vec<LogRecord> {
+    let mut out = Vec::new();
+    let segments = log.segment_count();
+    while std::fs::metadata(segment_file(dir, base, "log")).unwrap().len() < until && log.segment_count() == segments {
+        let batch: Vec<Record> = (0..100)
+            .map(|_| {
+                *tag += 1;
+                Record::new()
+                    .key(format!("k{tag}"))
+                    .value(vec![(*tag % 251) as u8; 1000])
+                    .timestamp(7)
+            })
+            .collect();
+        let info = log.append(&batch, Durability::Written).unwrap();
+        out.extend(batch.iter().zip(info.base_offset..).map(|(r, o)| stored(r, o)));
+    }
+    out
+}
+
+/// A growing active segment reserves disk blocks ahead of its writes (past 1 MiB), gives
+/// back what it did not use when it is sealed and when the log closes, and the reservation
+/// changes nothing that is read or recovered. Turned off, nothing is reserved.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_active_segment_reserves_blocks_ahead_and_gives_back_the_unused_ones() {
+    const MIB: u64 = 1024 * 1024;
+    let slack = 64 * 1024; // file-system block rounding
+    let dir = temp_dir();
+    let config = LogConfig::default().segment_bytes(8 * MIB);
+    let log = PartitionLog::open(dir.path(), config.clone()).unwrap();
+    let mut tag = 0;
+    let first = segment_file(dir.path(), 0, "log");
+    // Under 1 MiB: nothing reserved.
+    let mut expected = fill_segment(&log, dir.path(), 0, MIB / 2, &mut tag);
+    assert!(allocated(&first) < std::fs::metadata(&first).unwrap().len() + slack);
+    // Past 1 MiB: the write that passed it reserved as much again as the segment held
+    // (so up to at least 2 MiB); the length is what was written.
+    expected.extend(fill_segment(&log, dir.path(), 0, 3 * MIB / 2, &mut tag));
+    let size = std::fs::metadata(&first).unwrap().len();
+    assert!(size < 2 * MIB);
+    assert!(
+        allocated(&first) >= 2 * MIB,
+        "{} bytes allocated for {size}",
+        allocated(&first)
+    );
+    // Roll: the sealed segment gives back its reservation.
+    expected.extend(fill_segment(&log, dir.path(), 0, 8 * MIB, &mut tag));
+    assert_eq!(log.segment_count(), 2);
+    let sealed = std::fs::metadata(&first).unwrap().len();
+    assert!(
+        allocated(&first) < sealed + slack,
+        "{} allocated for {sealed}",
+        allocated(&first)
+    );
+    let active_base = *segment_bases(dir.path()).last().unwrap();
+    let active = segment_file(dir.path(), active_base, "log");
+    expected.extend(fill_segment(&log, dir.path(), active_base, 3 * MIB / 2, &mut tag));
+    assert!(allocated(&active) >= 2 * MIB);
+    // Close: the active segment gives back its reservation; everything reads back.
+    log.close().unwrap();
+    let size = std::fs::metadata(&active).unwrap().len();
+    assert!(
+        allocated(&active) < size + slack,
+        "{} allocated for {size}",
+        allocated(&active)
+    );
+    let log = PartitionLog::open(dir.path(), config).unwrap();
+    assert!(log.recovery_report().clean_shutdown);
+    assert_eq!(read_all(&log), expected);
+    drop(log);
+
+    // Switched off: a segment past 1 MiB reserves nothing.
+    let dir = temp_dir();
+    let log = PartitionLog::open(dir.path(), LogConfig::default().preallocate_bytes(0)).unwrap();
+    fill_segment(&log, dir.path(), 0, 3 * MIB, &mut tag);
+    let first = segment_file(dir.path(), 0, "log");
+    let size = std::fs::metadata(&first).unwrap().len();
+    assert!(
+        allocated(&first) < size + slack,
+        "{} allocated for {size}",
+        allocated(&first)
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // 8. delete_records_before
 // ---------------------------------------------------------------------------------------

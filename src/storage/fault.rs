@@ -64,6 +64,8 @@ pub enum FaultOp {
     Rename,
     /// `set_len`.
     SetLen,
+    /// `preallocate` (a hint: the log carries on without the reservation).
+    Preallocate,
 }
 
 /// An error to inject: the `nth` operation of class `op` (counted from 1, from when the
@@ -385,6 +387,11 @@ impl VfsFile for FaultFile {
     fn file_size(&self) -> io::Result<u64> {
         self.state.lock().alive()?;
         self.inner.file_size()
+    }
+    fn preallocate(&self, offset: u64, len: u64) -> io::Result<()> {
+        // Reserving blocks changes no content, so there is nothing to lose in a power loss.
+        self.state.lock().check(FaultOp::Preallocate)?;
+        self.inner.preallocate(offset, len)
     }
     fn sync_data(&self) -> io::Result<()> {
         let mut s = self.state.lock();

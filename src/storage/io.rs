@@ -3,7 +3,7 @@
 //! [`OsFs`] is the real file system. [`FaultFs`](super::fault::FaultFs) wraps it to inject
 //! errors and to simulate power loss, so that tests (ours and applications') can prove what
 //! survives. The seam is deliberately narrow: positional reads and writes, `set_len`,
-//! `fdatasync`, and the directory operations the log needs.
+//! `fdatasync`, a block reservation hint, and the directory operations the log needs.
 
 use std::fmt::Debug;
 use std::fs::{self, File, OpenOptions};
@@ -45,6 +45,20 @@ pub trait VfsFile: Send + Sync + Debug {
     /// Any I/O error. After a failed sync the kernel may have dropped the dirty pages, so
     /// the caller must not assume a retry makes them durable.
     fn sync_data(&self) -> io::Result<()>;
+
+    /// Reserves disk blocks for `len` bytes from `offset` without changing the file's
+    /// length (`fallocate(2)` with `FALLOC_FL_KEEP_SIZE` on Linux), so later writes there
+    /// do not allocate blocks one page at a time. A hint: nothing may depend on it, and the
+    /// default does nothing. Blocks reserved past the end are released by a
+    /// [`set_len`](Self::set_len) to the current length.
+    ///
+    /// # Errors
+    /// Any I/O error, e.g. `EOPNOTSUPP` where the file system cannot reserve blocks; callers
+    /// treat it as "not reserved".
+    fn preallocate(&self, offset: u64, len: u64) -> io::Result<()> {
+        let _ = (offset, len);
+        Ok(())
+    }
 
     /// Reads exactly `buf.len()` bytes at `pos`.
     ///
@@ -138,6 +152,11 @@ impl VfsFile for OsFile {
     }
     fn sync_data(&self) -> io::Result<()> {
         self.0.sync_data()
+    }
+    #[cfg(target_os = "linux")]
+    fn preallocate(&self, offset: u64, len: u64) -> io::Result<()> {
+        use rustix::fs::{FallocateFlags, fallocate};
+        fallocate(&self.0, FallocateFlags::KEEP_SIZE, offset, len).map_err(io::Error::from)
     }
 }
 

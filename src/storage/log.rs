@@ -248,6 +248,11 @@ struct Unsynced {
 /// treated as cut (it gets an error, never a false success).
 const MAX_CUTS: usize = 64;
 
+/// The active segment reserves disk blocks ahead of its writes once it holds this much, and
+/// at least this much at a time (up to [`LogConfig::preallocate_bytes`]): small partitions
+/// never reserve, and a growing one reserves in steps that a batch rarely outgrows.
+const RESERVE_MIN: u64 = 1024 * 1024;
+
 /// The log ends that recent truncations left, so that a `Synced` append whose fsync waited
 /// behind a truncation can tell whether its offsets were cut (and possibly reused).
 #[derive(Debug, Default)]
@@ -300,6 +305,10 @@ struct Writer {
     active_since: Option<Instant>,
     /// Reused by compressed appends: records are encoded here, then compressed into `buffer`.
     scratch: EncodeScratch,
+    /// End of the disk blocks reserved ahead of the active segment's writes
+    /// ([`LogConfig::preallocate_bytes`]); 0 when none are known to be. Reset whenever the
+    /// active segment changes or its file is cut.
+    reserved_end: u64,
 }
 
 /// One partition's log: segments of record batches with offset and time indexes.
@@ -424,6 +433,7 @@ impl PartitionLog {
                 dir_dirty: false,
                 active_since: o.active_since,
                 scratch: EncodeScratch::default(),
+                reserved_end: 0,
             }),
             sync_lock: Mutex::new(Cuts::default()),
             rounds: std::sync::Mutex::new(Rounds::default()),
@@ -1001,6 +1011,7 @@ impl PartitionLog {
             self.publish_visible(w.next_offset);
         }
         let old = Arc::clone(&w.active);
+        self.release_reserved(w);
         let extent = Extent {
             log_len: old.size(),
             next_offset: w.next_offset,
@@ -1023,6 +1034,7 @@ impl PartitionLog {
         self.segments.write().insert(segment.base_offset, Arc::clone(&segment));
         w.unsynced_sealed.push(old);
         w.active = segment;
+        w.reserved_end = 0;
         w.dir_dirty = true;
         w.active_since = None;
         if let Err(e) = self.retain_locked(w) {
@@ -1039,16 +1051,53 @@ impl PartitionLog {
             return Ok(());
         }
         let position = w.active.size();
+        let end = position + w.buffer.len() as u64;
+        if end > w.reserved_end {
+            self.reserve_ahead(w, position, end);
+        }
         if let Err(e) = w.active.log.write_all_at(&w.buffer, position) {
             let err = Error::io("append to segment", &w.active.log_path, e);
+            // The cut gives back the reserved blocks too.
+            w.reserved_end = 0;
             if let Err(undo) = w.active.log.set_len(position) {
                 return Err(self.poison(Error::io("roll back a failed append", &w.active.log_path, undo)));
             }
             return Err(err);
         }
-        w.active.size.store(position + w.buffer.len() as u64, Ordering::Release);
+        w.active.size.store(end, Ordering::Release);
         w.buffer.clear();
         Ok(())
+    }
+
+    /// Reserves disk blocks ahead of a write of `position..end` in the active segment (see
+    /// [`LogConfig::preallocate_bytes`]): as much again as the segment holds (at least
+    /// [`RESERVE_MIN`]) up to the configured maximum, never past `segment_bytes` unless
+    /// the write itself goes further. A segment under `RESERVE_MIN` reserves nothing. A
+    /// failed reservation is only a slower write: it is logged, and not retried before the
+    /// write passes the end it asked for.
+    fn reserve_ahead(&self, w: &mut Writer, position: u64, end: u64) {
+        let max = self.config.preallocate_bytes;
+        if max == 0 || position < RESERVE_MIN {
+            return;
+        }
+        let ahead = position.max(RESERVE_MIN).min(max);
+        let target = (end + ahead).min(self.config.segment_bytes).max(end);
+        if let Err(e) = w.active.log.preallocate(position, target - position) {
+            tracing::debug!(file = %w.active.log_path.display(), error = %e, "could not reserve blocks ahead of the log");
+        }
+        w.reserved_end = target;
+    }
+
+    /// Gives back the blocks reserved past the active segment's end (a cut to its own
+    /// length), before it is sealed or closed. A failure costs disk space, not data: logged.
+    fn release_reserved(&self, w: &mut Writer) {
+        let size = w.active.size();
+        if w.reserved_end > size
+            && let Err(e) = w.active.log.set_len(size)
+        {
+            tracing::warn!(file = %w.active.log_path.display(), error = %e, "could not release the blocks reserved past a segment's end");
+        }
+        w.reserved_end = 0;
     }
 
     /// Makes every record below `target` durable, sharing the fsync with concurrent callers
@@ -1699,6 +1748,7 @@ impl PartitionLog {
         destroyed().map_err(|e| self.poison(e))?;
         w.unsynced_sealed.retain(|s| s.base_offset < target.base_offset);
         w.active = target;
+        w.reserved_end = 0;
         w.next_offset = new_end;
         w.active_since = None;
         Ok(new_end)
@@ -1741,6 +1791,7 @@ impl PartitionLog {
         let segment = created().map_err(|e| self.poison(e))?;
         self.segments.write().insert(base, Arc::clone(&segment));
         w.active = segment;
+        w.reserved_end = 0;
         w.unsynced_sealed.clear();
         w.dir_dirty = false;
         w.next_offset = base;
@@ -1803,6 +1854,7 @@ impl PartitionLog {
         let unsynced = self.take_unsynced(&mut w)?;
         // The recovery point is persisted below, where a failure fails the close.
         self.sync_files(unsynced)?;
+        self.release_reserved(&mut w);
         let active = &w.active;
         let extent = Extent {
             log_len: active.size(),
