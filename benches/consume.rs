@@ -16,7 +16,8 @@
 //! - `rebalance/100p_8_members`: eight members on their own threads polling a 100-partition
 //!   topic; a ninth joins, and the time from its join until every member owns exactly its
 //!   new assignment (the coordinator's own measurement) is the figure; it then leaves.
-//! - `commit/written`: `commit_offsets` of one partition by a group member, `Written`
+//! - `commit/written`: `commit_offsets` of one partition by a consumer `assign`ed to it with
+//!   a group id (a standalone commit, as Kafka's `assign` + `commitSync`), `Written`
 //!   offsets durability. Percentiles are printed to stderr.
 //!
 //! Broker creation, filling the partition and teardown are outside every timing.

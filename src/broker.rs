@@ -751,12 +751,12 @@ fn open_topics(
     let mut topics = BTreeMap::new();
     let table = dir.join(META_DIR).join(TOPICS_FILE);
     for t in stored {
-        validate_topic_name(&t.name)?;
-        let config = t.config();
-        // A table whose checksum holds was written by a broker, which validated every
-        // config; anything else (a hand-edited or foreign file) is refused before a single
-        // directory is made for it — e.g. u32::MAX partitions.
+        // A table whose checksum holds was written by a broker, which validated every name
+        // and config; anything else (a hand-edited or foreign file) is refused before a
+        // single directory is made for it — e.g. `../x`, or u32::MAX partitions.
         let invalid = |reason: String| Error::corrupt(&table, 0, format!("topic {:?}: {reason}", t.name));
+        validate_topic_name(&t.name).map_err(|e| invalid(e.to_string()))?;
+        let config = t.config();
         if t.timestamp_type > 1 || t.cleanup_policy > 1 {
             return Err(invalid("unknown timestamp type or cleanup policy".into()));
         }
@@ -873,6 +873,10 @@ mod tests {
             },
             StoredTopic {
                 segment_bytes: 0,
+                ..valid.clone()
+            },
+            StoredTopic {
+                name: "../t".into(),
                 ..valid.clone()
             },
         ];

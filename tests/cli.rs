@@ -414,6 +414,40 @@ fn errors_are_one_line_and_exit_1() {
     }
     let o = brooklet(&dir, &["consume", "nope"]);
     assert!(stderr(&o).contains("topic \"nope\" does not exist"), "{}", stderr(&o));
+    // Times that do not exist are refused, not moved to a neighbouring day or minute.
+    for time in [
+        "2024-02-30",
+        "2023-02-29",
+        "2024-04-31",
+        "2024-02-28T10:00:60Z",
+        "2024-01-01T-1:00",
+    ] {
+        let args = [
+            "groups",
+            "reset-offsets",
+            "g",
+            "--to-datetime",
+            time,
+            "--topic",
+            "orders",
+        ];
+        let o = brooklet(&dir, &args);
+        assert_eq!(o.status.code(), Some(1), "{time}: {}", stdout(&o));
+        assert!(stderr(&o).contains("is not a time"), "{time}: {}", stderr(&o));
+    }
+    let plan = ok(
+        &dir,
+        &[
+            "groups",
+            "reset-offsets",
+            "g",
+            "--to-datetime",
+            "2024-02-29T23:59:59.999Z",
+            "--topic",
+            "orders",
+        ],
+    );
+    assert!(plan.contains("orders"), "{plan}");
     // Not a data directory.
     let o = brooklet(&tmp.path().join("missing"), &["topics", "list"]);
     assert_eq!(o.status.code(), Some(1));

@@ -1131,7 +1131,21 @@ fn parse_time(text: &str) -> CliResult<i64> {
         .get(..3)
         .and_then(|f| f.parse().ok())
         .ok_or_else(bad)?;
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
+    // A day the month does not have is refused rather than moved into the next month;
+    // leap seconds are not taken (as Java's ISO formats, which Kafka's tool uses).
+    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+    let month_days = match mo {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    if !(1..=12).contains(&mo)
+        || !(1..=month_days).contains(&d)
+        || !(0..=23).contains(&h)
+        || !(0..=59).contains(&mi)
+        || !(0..=59).contains(&s)
+    {
         return Err(bad());
     }
     Ok(((days_from_civil(y, mo, d) * 24 + h) * 60 + mi) * 60_000 + s * 1000 + millis)
