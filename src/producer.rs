@@ -633,7 +633,9 @@ impl Producer {
     /// without idempotence would.
     ///
     /// # Errors
-    /// As [`send`](Self::send); on an error, records of partitions already written stay
+    /// As [`send`](Self::send). A routing error or a record too large alone
+    /// ([`Error::RecordTooLarge`]) is found before anything is written: nothing of the call
+    /// is stored then. On a later error (I/O), records of partitions already written stay
     /// written (their offsets are lost to the caller, as with a failed Kafka batch).
     ///
     /// # Examples
@@ -669,6 +671,15 @@ impl Producer {
         let shared = &self.handle.shared;
         let total = records.len();
         let groups = shared.group_by_partition(records)?;
+        // A record too large alone fails the whole call: refused before anything is written,
+        // as a routing error is (else the records before it would be stored while the call
+        // reports them failed).
+        for group in &groups {
+            match &group.records {
+                GroupRecords::All(records) => check_sizes(&group.queue, records)?,
+                GroupRecords::Some { records, .. } => check_sizes(&group.queue, records)?,
+            }
+        }
         let durability = shared.config.durability;
         let mut to_sync = Vec::new();
         // Every record's entry, by its position in the input (each group fills its own).
@@ -1407,6 +1418,21 @@ impl PartitionQueue {
 fn estimated_size(record: &Record) -> usize {
     let headers: usize = record.headers().iter().map(|h| h.name.len() + h.value.len() + 20).sum();
     record.key_bytes().map_or(0, Bytes::len) + record.value_bytes().map_or(0, Bytes::len) + headers + 40
+}
+
+/// `Err(RecordTooLarge)` for the first of `records` that alone exceeds the partition's
+/// batch limit, with the size the log would report for it.
+fn check_sizes<R: AsRef<Record>>(queue: &PartitionQueue, records: &[R]) -> Result<()> {
+    for record in records {
+        let size = crate::record::batch::single_record_batch_len(record.as_ref());
+        if size > queue.max_batch {
+            return Err(Error::RecordTooLarge {
+                size,
+                max: queue.max_batch,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Splits `records` into runs whose estimated batch size stays within `max` (a single

@@ -1672,3 +1672,45 @@ fn keyless_send_batch_calls_stick_per_call_and_spread_across_calls() {
     }
     assert!(used.len() > 1, "every call went to {used:?}");
 }
+
+// ---------------------------------------------------------------------------------------
+// 13. review: size limits inside a batch, completion order, flush, linger edge cases
+// ---------------------------------------------------------------------------------------
+
+/// A `send_batch` whose middle record alone exceeds the limit writes nothing: not the
+/// records before it (which `send_batch` would otherwise report as failed while storing
+/// them), nor those after it.
+#[test]
+fn send_batch_with_an_oversized_record_in_the_middle_writes_nothing() {
+    let broker = Broker::temporary().unwrap();
+    small_topic(&broker, "t", 2);
+    let p = broker.producer(ProducerConfig::default());
+    let batch = [
+        ProducerRecord::new("t").partition(0).value("before"),
+        ProducerRecord::new("t").partition(1).value("other partition"),
+        ProducerRecord::new("t").partition(0).value(vec![7u8; 4096]),
+        ProducerRecord::new("t").partition(0).value("after"),
+    ];
+    match p.send_batch(&batch) {
+        Err(Error::RecordTooLarge { size, max }) => {
+            assert_eq!(max, 2048);
+            assert!(size > 4096, "{size}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        end_offsets(&broker, "t"),
+        [0, 0],
+        "nothing of the refused batch is written"
+    );
+    let m = p.metrics();
+    assert_eq!((m.records_sent, m.batches, m.errors), (0, 0, 4));
+    // The same records without the oversized one go through, from offset 0.
+    let sent = p
+        .send_batch(&[batch[0].clone(), batch[1].clone(), batch[3].clone()])
+        .unwrap();
+    assert_eq!(
+        sent.iter().map(|m| (m.partition, m.offset)).collect::<Vec<_>>(),
+        [(0, 0), (1, 0), (0, 1)]
+    );
+}
