@@ -221,7 +221,8 @@ impl ProducerConfig {
     }
 
     /// How long an async batch may wait for more records (Kafka's `linger.ms`).
-    /// Default = 5 ms (Kafka 4's default).
+    /// Default = 5 ms (Kafka 4's default). [`Duration::MAX`] (or any linger too long to add
+    /// to the clock) means never by time: batches are written when full, on flush or close.
     #[must_use]
     pub fn linger(mut self, linger: Duration) -> Self {
         self.linger = linger;
@@ -1479,8 +1480,9 @@ fn linger_loop(shared: &Shared) {
         let queues = shared.all_queues();
         for queue in queues {
             let mut pending = queue.pending.lock();
-            if let Some(since) = pending.since {
-                let due = since + linger;
+            // A linger too long to add to the clock (Kafka allows up to `Long.MAX_VALUE`
+            // ms) never expires: such batches wait for `batch_size`, a flush or close.
+            if let Some(due) = pending.since.and_then(|since| since.checked_add(linger)) {
                 if due <= Instant::now() {
                     let done = shared.write_pending(&queue, &mut pending);
                     shared.config.partitioner.on_new_batch(

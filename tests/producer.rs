@@ -1714,3 +1714,44 @@ fn send_batch_with_an_oversized_record_in_the_middle_writes_nothing() {
         [(0, 0), (1, 0), (0, 1)]
     );
 }
+
+/// How many threads named `brooklet-linger` have panicked in this test binary.
+fn linger_thread_panics() -> usize {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static PANICS: AtomicUsize = AtomicUsize::new(0);
+    static HOOK: OnceLock<()> = OnceLock::new();
+    HOOK.get_or_init(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if thread::current().name() == Some("brooklet-linger") {
+                PANICS.fetch_add(1, Ordering::SeqCst);
+            }
+            previous(info);
+        }));
+    });
+    PANICS.load(Ordering::SeqCst)
+}
+
+/// Kafka accepts any `linger.ms` up to `Long.MAX_VALUE`; a linger too long to add to a
+/// clock reading means "never by time": the linger thread must not panic on it.
+#[test]
+fn a_linger_of_duration_max_means_flush_only_and_panics_nothing() {
+    let before = linger_thread_panics();
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    let p = broker.producer(ProducerConfig::default().linger(Duration::MAX));
+    let d = p.send_async(ProducerRecord::new("t").value("v"));
+    thread::sleep(Duration::from_millis(200));
+    assert!(d.try_result().is_none(), "written without a flush");
+    assert_eq!(linger_thread_panics(), before, "the linger thread panicked");
+    p.flush().unwrap();
+    assert_eq!(d.wait().unwrap().offset, 0);
+    // A linger that is long but not Duration::MAX.
+    let p = broker.producer(ProducerConfig::default().linger(Duration::from_secs(u64::MAX / 4)));
+    let d = p.send_async(ProducerRecord::new("t").value("w"));
+    thread::sleep(Duration::from_millis(200));
+    assert_eq!(linger_thread_panics(), before, "the linger thread panicked");
+    drop(p);
+    assert_eq!(d.wait().unwrap().offset, 1);
+}
