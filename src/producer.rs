@@ -1465,7 +1465,11 @@ fn close(shared: &Arc<Shared>, thread: &Mutex<Option<JoinHandle<()>>>) -> Result
         shared.wake.notify_all();
     }
     if let Some(handle) = thread.lock().take() {
-        let _ = handle.join();
+        // The last clone may be dropped by a callback the linger thread runs: it is not
+        // joined then (joining itself would panic), and exits once this returns.
+        if handle.thread().id() != std::thread::current().id() {
+            let _ = handle.join();
+        }
     }
     // Anything queued while closing.
     let late = shared.flush_all();

@@ -1755,3 +1755,35 @@ fn a_linger_of_duration_max_means_flush_only_and_panics_nothing() {
     drop(p);
     assert_eq!(d.wait().unwrap().offset, 1);
 }
+
+/// A callback may send (blocking or not), flush, and drop the last clone of its producer:
+/// nothing deadlocks, every outcome is reported, and order per partition holds.
+#[test]
+fn callbacks_may_send_flush_and_drop_the_last_producer_clone() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    let p = broker.producer(ProducerConfig::default().linger(Duration::from_millis(1)));
+    let (tx, rx) = std::sync::mpsc::channel::<(String, u64)>();
+    let inner = p.clone();
+    let tx2 = tx.clone();
+    p.send_with_callback(ProducerRecord::new("t").value("outer"), move |r| {
+        tx2.send(("outer".into(), r.unwrap().offset)).unwrap();
+        let blocking = inner.send(ProducerRecord::new("t").value("blocking")).unwrap();
+        tx2.send(("blocking".into(), blocking.offset)).unwrap();
+        let tx3 = tx2.clone();
+        inner.send_with_callback(ProducerRecord::new("t").value("nested"), move |r| {
+            tx3.send(("nested".into(), r.unwrap().offset)).unwrap();
+        });
+        inner.flush().unwrap();
+        // `inner` is dropped here: the last clone once the test has dropped its own.
+    });
+    drop(p);
+    drop(tx);
+    let got: Vec<(String, u64)> = (0..3)
+        .map(|_| rx.recv_timeout(Duration::from_secs(10)).expect("a callback never ran"))
+        .collect();
+    assert_eq!(got, [("outer".into(), 0), ("blocking".into(), 1), ("nested".into(), 2)]);
+    assert!(rx.recv_timeout(Duration::from_secs(1)).is_err());
+    assert_eq!(end_offsets(&broker, "t"), [3]);
+    assert_eq!(linger_thread_panics(), 0, "the linger thread panicked");
+}
