@@ -15,7 +15,9 @@
 //!   accumulate per partition and are written as one batch when `batch_size` bytes are
 //!   reached or `linger` has passed (a background thread), on [`flush`](Producer::flush),
 //!   or when the producer is closed or its last clone dropped. Every record's outcome
-//!   reaches its `Delivery` (or callback); nothing is dropped silently.
+//!   reaches its `Delivery` (or callback); nothing is dropped silently. As in Kafka, the
+//!   outcomes of one partition's records are reported in the order they were sent (one
+//!   callback at a time), whichever thread wrote their batches.
 //! - [`send_batch`](Producer::send_batch) writes many records with one lock acquisition and
 //!   one write per partition.
 //!
@@ -409,30 +411,24 @@ struct TopicQueues {
     partitions: Vec<Option<Arc<PartitionQueue>>>,
 }
 
-/// The outcome of a written batch (`None`: nothing was pending), to hand to its
-/// deliveries and callbacks once the partition lock is released.
-#[must_use]
-struct Completions(Option<Written>);
-
+/// The outcome of a written batch, to hand to its deliveries and callbacks once the
+/// partition lock is released (see [`Reports`]).
 struct Written {
     result: Result<Arc<Stored>>,
     outcome: Option<Arc<BatchOutcome>>,
     callbacks: Vec<(usize, Callback)>,
 }
 
-impl Completions {
+impl Written {
     /// Publishes the outcome to the deliveries, then calls the callbacks. A callback that
     /// panics is reported (tracing, error) and the others still run, as Kafka's producer
-    /// catches a callback's exception. Returns the batch's error, if it failed.
-    fn run(self) -> Result<()> {
-        let Some(Written {
+    /// catches a callback's exception.
+    fn run(self) {
+        let Written {
             result,
             outcome,
             callbacks,
-        }) = self.0
-        else {
-            return Ok(());
-        };
+        } = self;
         if let Some(outcome) = outcome {
             outcome.publish(match &result {
                 Ok(stored) => Ok(Arc::clone(stored)),
@@ -445,7 +441,53 @@ impl Completions {
                 tracing::error!(record = index, "a send_with_callback callback panicked");
             }
         }
-        result.map(drop)
+    }
+}
+
+/// The written batches of one partition whose outcomes are still to be reported, in the
+/// order they were written (queued under the partition's `pending` lock, which orders the
+/// appends), and who reports them.
+///
+/// One thread at a time reports a partition's batches, oldest first, so its callbacks run
+/// one at a time in the order the records were sent, as Kafka guarantees, whichever thread
+/// wrote each batch: a thread that queues a batch while another reports leaves it to that
+/// one. A callback that sends to its own partition thus queues behind itself instead of
+/// deadlocking.
+#[derive(Default)]
+struct Reports {
+    waiting: std::collections::VecDeque<Written>,
+    /// A thread is reporting `waiting`.
+    running: bool,
+    /// Batches queued here so far.
+    queued: u64,
+    /// Batches whose outcomes have been reported (deliveries and callbacks done).
+    reported: u64,
+}
+
+thread_local! {
+    /// How deep this thread is in reporting batches (running callbacks): a flush there
+    /// cannot wait for reports, its own caller's among them.
+    static REPORTING: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Whether this thread is reporting batches (inside a callback, perhaps).
+fn reporting() -> bool {
+    REPORTING.with(|r| r.get() > 0)
+}
+
+/// Marks this thread as reporting while alive.
+struct ReportingGuard;
+
+impl ReportingGuard {
+    fn enter() -> ReportingGuard {
+        REPORTING.with(|r| r.set(r.get() + 1));
+        ReportingGuard
+    }
+}
+
+impl Drop for ReportingGuard {
+    fn drop(&mut self) {
+        REPORTING.with(|r| r.set(r.get().saturating_sub(1)));
     }
 }
 
@@ -458,6 +500,10 @@ struct PartitionQueue {
     partition: u32,
     max_batch: usize,
     pending: Mutex<Pending>,
+    /// Outcomes of written batches still to be reported, in write order.
+    reports: Mutex<Reports>,
+    /// Signalled as batches are reported, for [`flush`](Producer::flush).
+    reported: Condvar,
 }
 
 struct Shared {
@@ -565,7 +611,8 @@ impl Producer {
             let info = {
                 let mut pending = queue.pending.lock();
                 shared.check_open()?;
-                let done = shared.write_pending(&queue, &mut pending);
+                // The pending records' outcomes go to their own deliveries, not this send.
+                let wrote = shared.write_pending(&queue, &mut pending).is_some();
                 let info = shared.append(
                     &queue,
                     std::slice::from_ref(&record.record),
@@ -573,8 +620,9 @@ impl Producer {
                     &mut epoch,
                 );
                 drop(pending);
-                // The pending records' outcomes went to their own deliveries, not this send.
-                let _ = done.run();
+                if wrote {
+                    queue.report();
+                }
                 info?
             };
             shared.note_sent(&queue, info.size_bytes);
@@ -609,11 +657,18 @@ impl Producer {
         }
     }
 
-    /// Queues a record; `callback` runs with its outcome (on the thread that writes the
-    /// batch: keep it short, and do not send from it with a blocking call). The batch's
-    /// [`Delivery`] handles are completed before its callbacks run. A callback that panics
-    /// is caught and reported through `tracing` (error level); the batch's other records
-    /// are still completed.
+    /// Queues a record; `callback` runs with its outcome, on the thread that writes the
+    /// batch or on one still reporting an earlier batch of the same partition: callbacks of
+    /// one partition run one at a time, in the order their records were sent (as Kafka's).
+    /// Keep it short. The batch's [`Delivery`] handles are completed before its callbacks
+    /// run. A callback that panics is caught and reported through `tracing` (error level);
+    /// the batch's other records are still completed.
+    ///
+    /// A callback may send (even with a blocking [`send`](Self::send)), flush, close, or drop
+    /// the producer's last clone. A [`flush`](Self::flush) inside a callback writes what is
+    /// pending without waiting for other callbacks (it may be one of them). A callback must
+    /// not wait for a later record of its partition ([`Delivery::wait`]) nor for a thread
+    /// that is flushing this producer: those wait for it.
     pub fn send_with_callback(
         &self,
         record: ProducerRecord,
@@ -693,7 +748,8 @@ impl Producer {
             let infos = {
                 let mut pending = group.queue.pending.lock();
                 shared.check_open()?;
-                let done = shared.write_pending(&group.queue, &mut pending);
+                // The pending records' outcomes go to their own deliveries.
+                let wrote = shared.write_pending(&group.queue, &mut pending).is_some();
                 let infos = match &group.records {
                     GroupRecords::All(records) => {
                         shared.append_split(&group.queue, records, durability.min_written(), &mut epoch)
@@ -703,8 +759,9 @@ impl Producer {
                     }
                 };
                 drop(pending);
-                // The pending records' outcomes went to their own deliveries.
-                let _ = done.run();
+                if wrote {
+                    group.queue.report();
+                }
                 infos?
             };
             if let Some(last) = infos.last().map(|(_, info)| info.last_offset) {
@@ -749,7 +806,10 @@ impl Producer {
         Ok(out)
     }
 
-    /// Writes every queued record and waits until they are stored.
+    /// Writes every queued record and waits until they are stored, and (as Kafka's
+    /// `flush`) until every record sent before the call, from any clone or thread, has
+    /// completed: its [`Delivery`] is done and its callback has run. Inside a callback it
+    /// only writes (see [`send_with_callback`](Self::send_with_callback)).
     ///
     /// # Errors
     /// The first error writing a pending batch (each record's own outcome also reaches its
@@ -1123,8 +1183,8 @@ impl Shared {
         // Records still pending for a deleted incarnation of the topic are completed (with
         // `UnknownTopic`: their logs are marked deleted), not dropped with their queues.
         for old in stale {
-            let done = self.write_pending(&old, &mut old.pending.lock());
-            let _ = done.run();
+            let _ = self.write_pending(&old, &mut old.pending.lock());
+            old.report();
         }
         queue
     }
@@ -1171,6 +1231,8 @@ impl Shared {
             partition,
             sticky_bytes: std::sync::atomic::AtomicUsize::new(0),
             pending: Mutex::new(Pending::default()),
+            reports: Mutex::new(Reports::default()),
+            reported: Condvar::new(),
         });
         if let Some(slot) = slot {
             *slot = Some(Arc::clone(&queue));
@@ -1298,10 +1360,10 @@ impl Shared {
             };
             return refuse(e, notify);
         }
-        let mut done = Vec::new();
+        let mut wrote = false;
         if pending.bytes > 0 && pending.bytes + size > queue.max_batch {
             // Close the batch before it would pass the topic's limit.
-            done.push(self.write_pending(&queue, &mut pending));
+            wrote |= self.write_pending(&queue, &mut pending).is_some();
         }
         let first = pending.records.is_empty();
         let index = pending.records.len();
@@ -1318,7 +1380,7 @@ impl Shared {
         };
         pending.bytes += size;
         if pending.bytes >= self.config.batch_size {
-            done.push(self.write_pending(&queue, &mut pending));
+            wrote |= self.write_pending(&queue, &mut pending).is_some();
             self.config
                 .partitioner
                 .on_new_batch(&queue.topic, queue.log_partitions(&self.broker), queue.partition);
@@ -1328,19 +1390,21 @@ impl Shared {
             self.wake.notify_one();
         }
         drop(pending);
-        for completions in done {
-            // Each record's outcome went to its delivery or callback; nothing else to report.
-            let _ = completions.run();
+        if wrote {
+            // Each record's outcome goes to its delivery or callback; nothing else to report.
+            queue.report();
         }
         delivery
     }
 
-    /// Writes a partition's pending records as one batch (split if too large). Returns the
-    /// outcome and the completions to run once the caller has released the partition lock
-    /// (so a callback may send again). A `Synced` producer fsyncs before completing them.
-    fn write_pending(&self, queue: &PartitionQueue, pending: &mut Pending) -> Completions {
+    /// Writes a partition's pending records as one batch (split if too large) and queues
+    /// its outcome in the partition's [`Reports`]; the caller runs
+    /// [`report`](PartitionQueue::report) once it has released the partition lock (so a
+    /// callback may send again). A `Synced` producer fsyncs before reporting them. Returns
+    /// `None` if nothing was pending, else whether the batch was stored.
+    fn write_pending(&self, queue: &PartitionQueue, pending: &mut Pending) -> Option<Result<()>> {
         if pending.records.is_empty() {
-            return Completions(None);
+            return None;
         }
         let records = std::mem::take(&mut pending.records);
         let outcome = pending.outcome.take();
@@ -1376,11 +1440,16 @@ impl Shared {
                 Err(e)
             }
         };
-        Completions(Some(Written {
+        let stored = match &result {
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.duplicate()),
+        };
+        queue.queue_report(Written {
             result,
             outcome,
             callbacks,
-        }))
+        });
+        Some(stored)
     }
 
     /// Counts bytes sent to a partition; after `batch_size` of them, tells the partitioner a
@@ -1395,13 +1464,23 @@ impl Shared {
         }
     }
 
+    /// Writes every partition's pending records, then (as Kafka's `flush`) waits until every
+    /// batch written before, by any thread, has been reported: deliveries completed and
+    /// callbacks run. Called from a callback it does not wait (it may be one of those).
     fn flush_all(&self) -> Result<()> {
         let queues = self.all_queues();
         let mut first_error = None;
-        for queue in queues {
-            let done = self.write_pending(&queue, &mut queue.pending.lock());
-            if let Err(e) = done.run() {
+        for queue in &queues {
+            let written = self.write_pending(queue, &mut queue.pending.lock());
+            if let Some(Err(e)) = written {
                 first_error.get_or_insert(e);
+            }
+            // Also reports what a thread that failed before reporting left queued.
+            queue.report();
+        }
+        if !reporting() {
+            for queue in &queues {
+                queue.wait_reported();
             }
         }
         first_error.map_or(Ok(()), Err)
@@ -1409,6 +1488,40 @@ impl Shared {
 }
 
 impl PartitionQueue {
+    /// Queues a written batch's outcome. Call under the `pending` lock, right after the
+    /// append, so the queue's order is the write order.
+    fn queue_report(&self, written: Written) {
+        let mut reports = self.reports.lock();
+        reports.waiting.push_back(written);
+        reports.queued += 1;
+    }
+
+    /// Reports the queued batches in order, unless another thread (or this one, further up
+    /// the stack: a callback that sent) is reporting them already.
+    fn report(&self) {
+        let mut reports = self.reports.lock();
+        if reports.running {
+            return;
+        }
+        reports.running = true;
+        let _reporting = ReportingGuard::enter();
+        while let Some(written) = reports.waiting.pop_front() {
+            parking_lot::MutexGuard::unlocked(&mut reports, || written.run());
+            reports.reported += 1;
+            self.reported.notify_all();
+        }
+        reports.running = false;
+    }
+
+    /// Waits until every batch queued so far has been reported.
+    fn wait_reported(&self) {
+        let mut reports = self.reports.lock();
+        let target = reports.queued;
+        while reports.reported < target {
+            self.reported.wait(&mut reports);
+        }
+    }
+
     fn log_partitions(&self, broker: &Broker) -> u32 {
         broker.topic(&self.topic).map_or(1, |t| t.partition_count())
     }
@@ -1488,14 +1601,14 @@ fn linger_loop(shared: &Shared) {
             // ms) never expires: such batches wait for `batch_size`, a flush or close.
             if let Some(due) = pending.since.and_then(|since| since.checked_add(linger)) {
                 if due <= Instant::now() {
-                    let done = shared.write_pending(&queue, &mut pending);
+                    let _ = shared.write_pending(&queue, &mut pending);
                     shared.config.partitioner.on_new_batch(
                         &queue.topic,
                         queue.log_partitions(&shared.broker),
                         queue.partition,
                     );
                     drop(pending);
-                    let _ = done.run();
+                    queue.report();
                     continue;
                 } else {
                     next_due = Some(next_due.map_or(due, |d: Instant| d.min(due)));

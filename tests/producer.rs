@@ -1756,6 +1756,63 @@ fn a_linger_of_duration_max_means_flush_only_and_panics_nothing() {
     assert_eq!(d.wait().unwrap().offset, 1);
 }
 
+/// Kafka's `flush()` returns once every record sent before it has completed, callbacks
+/// included. A batch the linger thread wrote and is still reporting is part of that.
+#[test]
+fn flush_waits_for_callbacks_of_batches_other_threads_are_completing() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    let p = broker.producer(ProducerConfig::default().linger(Duration::from_millis(1)));
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let f = Arc::clone(&finished);
+    p.send_with_callback(ProducerRecord::new("t").value("slow"), move |r| {
+        assert_eq!(r.unwrap().offset, 0);
+        started_tx.send(()).unwrap();
+        thread::sleep(Duration::from_millis(300));
+        f.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    // The linger thread wrote the batch and runs its callback.
+    started.recv_timeout(Duration::from_secs(10)).unwrap();
+    let later = p.send_async(ProducerRecord::new("t").value("later"));
+    p.flush().unwrap();
+    assert!(
+        finished.load(std::sync::atomic::Ordering::SeqCst),
+        "flush returned before the callback of a record sent before it had completed"
+    );
+    assert_eq!(later.try_result().map(|r| r.unwrap().offset), Some(1));
+}
+
+/// As Kafka guarantees, callbacks of records sent to one partition run in the order the
+/// records were sent, even when different threads write their batches.
+#[test]
+fn callbacks_of_one_partition_run_in_send_order_across_batches() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    let p = broker.producer(ProducerConfig::default().linger(Duration::from_millis(50)));
+    let order: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let o = Arc::clone(&order);
+    p.send_with_callback(ProducerRecord::new("t").value("0"), move |r| {
+        started_tx.send(()).unwrap();
+        thread::sleep(Duration::from_millis(200));
+        o.lock().unwrap().push(r.unwrap().offset);
+    });
+    let o = Arc::clone(&order);
+    p.send_with_callback(ProducerRecord::new("t").value("1"), move |r| {
+        o.lock().unwrap().push(r.unwrap().offset);
+    });
+    // The linger thread runs the first callback; meanwhile this thread writes a later batch.
+    started.recv_timeout(Duration::from_secs(10)).unwrap();
+    let o = Arc::clone(&order);
+    p.send_with_callback(ProducerRecord::new("t").value("2"), move |r| {
+        o.lock().unwrap().push(r.unwrap().offset);
+    });
+    p.flush().unwrap();
+    p.close().unwrap();
+    assert_eq!(*order.lock().unwrap(), [0, 1, 2]);
+}
+
 /// A callback may send (blocking or not), flush, and drop the last clone of its producer:
 /// nothing deadlocks, every outcome is reported, and order per partition holds.
 #[test]
