@@ -1048,7 +1048,11 @@ impl Shared {
                 routed = Some((known, partition));
             }
         }
-        let topic = self.broker.topic_or_create(&record.topic)?;
+        let topic = self.broker.topic_or_create(&record.topic).inspect_err(|e| {
+            if matches!(e, Error::UnknownTopic { .. }) {
+                self.forget_deleted_topics();
+            }
+        })?;
         let partition = match routed {
             // Routed on this very topic: keep the partitioner's choice (it may keep state).
             Some((routed_on, partition)) if Arc::ptr_eq(&routed_on, &topic) => partition,
@@ -1080,7 +1084,11 @@ impl Shared {
                 current = match topics.iter().position(|(t, _)| *t.name == *record.topic) {
                     Some(seen) => seen,
                     None => {
-                        let topic = self.broker.topic_or_create(&record.topic)?;
+                        let topic = self.broker.topic_or_create(&record.topic).inspect_err(|e| {
+                            if matches!(e, Error::UnknownTopic { .. }) {
+                                self.forget_deleted_topics();
+                            }
+                        })?;
                         let slots = vec![None; topic.partition_count() as usize];
                         topics.push((topic, slots));
                         topics.len() - 1
@@ -1238,6 +1246,31 @@ impl Shared {
             *slot = Some(Arc::clone(&queue));
         }
         Ok(queue)
+    }
+
+    /// Drops the queues of deleted topics, first completing what they still held (with
+    /// `UnknownTopic`: their logs are marked deleted), so that the producer no longer holds
+    /// the deleted partitions' files open: a deleted topic's disk space is freed while the
+    /// producer lives. Run by the linger thread, and by a send that finds a topic unknown.
+    /// A sender still holding one of these queues gets `UnknownTopic` from it (its log is
+    /// marked deleted), never a record stranded in it.
+    fn forget_deleted_topics(&self) {
+        let is_deleted = |q: &TopicQueues| q.partitions.iter().flatten().any(|p| p.log.is_deleted());
+        if !self.queues.read().values().any(is_deleted) {
+            return;
+        }
+        let mut stale = Vec::new();
+        self.queues.write().retain(|_, q| {
+            if is_deleted(q) {
+                stale.extend(q.partitions.drain(..).flatten());
+                return false;
+            }
+            true
+        });
+        for old in stale {
+            let _ = self.write_pending(&old, &mut old.pending.lock());
+            old.report();
+        }
     }
 
     /// Every partition queue, for flushing.
@@ -1615,6 +1648,7 @@ fn linger_loop(shared: &Shared) {
                 }
             }
         }
+        shared.forget_deleted_topics();
         let mut guard = shared.wake_lock.lock();
         if shared.closed.load(Ordering::Acquire) {
             return;

@@ -1844,3 +1844,48 @@ fn callbacks_may_send_flush_and_drop_the_last_producer_clone() {
     assert_eq!(end_offsets(&broker, "t"), [3]);
     assert_eq!(linger_thread_panics(), 0, "the linger thread panicked");
 }
+
+/// Open file descriptors of this process whose target lies under `dir`.
+#[cfg(target_os = "linux")]
+fn open_files_under(dir: &Path) -> Vec<String> {
+    let dir = dir.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|t| t.to_string_lossy().into_owned())
+        .filter(|t| t.starts_with(&dir))
+        .collect()
+}
+
+/// Deleting a topic frees its disk space even while a long-lived producer that sent to it
+/// is still open: the producer lets go of the deleted partitions' files once it learns the
+/// topic is gone, rather than holding the unlinked segments open for its whole life.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_producer_lets_go_of_a_deleted_topics_files() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("gone", TopicConfig::with_partitions(2)).unwrap();
+    let p = broker.producer(ProducerConfig::default());
+    for partition in 0..2 {
+        p.send(ProducerRecord::new("gone").partition(partition).value("x"))
+            .unwrap();
+    }
+    let topic_dir = broker.dir().join("gone-");
+    assert!(!open_files_under(&topic_dir).is_empty());
+    broker.delete_topic("gone").unwrap();
+    assert!(matches!(
+        p.send(ProducerRecord::new("gone").partition(0).value("y")),
+        Err(Error::UnknownTopic { .. })
+    ));
+    assert!(matches!(
+        p.send_async(ProducerRecord::new("gone").value("z")).wait(),
+        Err(Error::UnknownTopic { .. })
+    ));
+    p.flush().unwrap();
+    // The linger thread may hold a queue for a moment while it scans them.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !open_files_under(&topic_dir).is_empty() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(open_files_under(&topic_dir), Vec::<String>::new());
+}
