@@ -516,7 +516,10 @@ struct Shared {
     closed: AtomicBool,
     /// Wakes the linger thread when a batch starts or the producer closes.
     wake: Condvar,
-    wake_lock: Mutex<()>,
+    /// How many batches have been started: the linger thread sleeps only if none was
+    /// started since it began scanning the queues (else it scans again), so a batch started
+    /// while it scans is not left for its next idle round.
+    wake_lock: Mutex<u64>,
 }
 
 /// Closes the producer when the last clone drops.
@@ -577,7 +580,7 @@ impl Broker {
             counters: Counters::default(),
             closed: AtomicBool::new(false),
             wake: Condvar::new(),
-            wake_lock: Mutex::new(()),
+            wake_lock: Mutex::new(0),
         });
         let thread_shared = Arc::clone(&shared);
         let linger_thread = std::thread::Builder::new()
@@ -1419,7 +1422,8 @@ impl Shared {
                 .on_new_batch(&queue.topic, queue.log_partitions(&self.broker), queue.partition);
         } else if first {
             pending.since = Some(Instant::now());
-            let _guard = self.wake_lock.lock();
+            let mut started = self.wake_lock.lock();
+            *started = started.wrapping_add(1);
             self.wake.notify_one();
         }
         drop(pending);
@@ -1626,6 +1630,7 @@ fn close(shared: &Arc<Shared>, thread: &Mutex<Option<JoinHandle<()>>>) -> Result
 fn linger_loop(shared: &Shared) {
     let linger = shared.config.linger;
     loop {
+        let started = *shared.wake_lock.lock();
         let mut next_due: Option<Instant> = None;
         let queues = shared.all_queues();
         for queue in queues {
@@ -1652,6 +1657,10 @@ fn linger_loop(shared: &Shared) {
         let mut guard = shared.wake_lock.lock();
         if shared.closed.load(Ordering::Acquire) {
             return;
+        }
+        if *guard != started {
+            // A batch started during the scan, perhaps in a queue already scanned.
+            continue;
         }
         match next_due {
             Some(due) => {

@@ -1889,3 +1889,29 @@ fn a_producer_lets_go_of_a_deleted_topics_files() {
     }
     assert_eq!(open_files_under(&topic_dir), Vec::<String>::new());
 }
+
+/// A record sent while the linger thread is between scanning the queues and going to sleep
+/// is still written after `linger`, not after the thread's 100 ms idle poll: a tight loop of
+/// `send_async` + `wait` with no linger (each send lands right after the linger thread
+/// reported the previous one, as it goes back to sleep) runs at write speed.
+#[test]
+fn a_record_sent_as_the_linger_thread_goes_to_sleep_is_not_delayed() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    let p = broker.producer(ProducerConfig::default().linger(Duration::ZERO).batch_size(1 << 20));
+    let started = Instant::now();
+    let mut slowest = Duration::ZERO;
+    for i in 0..200u64 {
+        let sent = Instant::now();
+        assert_eq!(
+            p.send_async(ProducerRecord::new("t").value("v")).wait().unwrap().offset,
+            i
+        );
+        slowest = slowest.max(sent.elapsed());
+    }
+    assert!(
+        slowest < Duration::from_millis(80),
+        "a record waited {slowest:?} with no linger (200 records in {:?})",
+        started.elapsed()
+    );
+}
