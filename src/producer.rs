@@ -811,7 +811,9 @@ impl Producer {
 
     /// Writes every queued record and waits until they are stored, and (as Kafka's
     /// `flush`) until every record sent before the call, from any clone or thread, has
-    /// completed: its [`Delivery`] is done and its callback has run. Inside a callback it
+    /// completed: its [`Delivery`] is done and its callback has run. With
+    /// [`Durability::Buffered`] it also hands the partitions' buffered records to the OS
+    /// (no fsync), so consumers can read everything sent before it. Inside a callback it
     /// only writes (see [`send_with_callback`](Self::send_with_callback)).
     ///
     /// # Errors
@@ -1514,6 +1516,16 @@ impl Shared {
             }
             // Also reports what a thread that failed before reporting left queued.
             queue.report();
+            // `Buffered` records (this producer's or not) sit in the log's buffer, unseen by
+            // consumers until something writes it out: after a flush they are readable, as a
+            // Kafka producer's flush hands even `acks=0` records to the broker. A deleted
+            // topic's log has nothing more to give.
+            if self.config.durability == Durability::Buffered
+                && !queue.log.is_deleted()
+                && let Err(e) = queue.log.write_buffered()
+            {
+                first_error.get_or_insert(e);
+            }
         }
         if !reporting() {
             for queue in &queues {

@@ -1915,3 +1915,31 @@ fn a_record_sent_as_the_linger_thread_goes_to_sleep_is_not_delayed() {
         started.elapsed()
     );
 }
+
+/// With `Durability::Buffered` (≈ acks=0), `flush` (and so close and drop) still makes the
+/// records it wrote readable, as a Kafka producer's flush hands even acks=0 records to the
+/// broker: a consumer polling after `flush` sees them, without waiting for some later write.
+#[test]
+fn a_buffered_producers_flush_makes_its_records_readable() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(2)).unwrap();
+    let log = |p: u32| broker.partition_log(&TopicPartition::new("t", p)).unwrap();
+    let p = broker.producer(flush_only().durability(Durability::Buffered));
+    assert_eq!(
+        p.send(ProducerRecord::new("t").partition(0).value("blocking"))
+            .unwrap()
+            .offset,
+        0
+    );
+    let queued = p.send_async(ProducerRecord::new("t").partition(1).value("queued"));
+    p.flush().unwrap();
+    assert_eq!(queued.wait().unwrap().offset, 0);
+    assert_eq!((log(0).visible_end_offset(), log(1).visible_end_offset()), (1, 1));
+    assert_eq!(text(&read_all(&log(0))[0].value), "blocking");
+    assert_eq!(text(&read_all(&log(1))[0].value), "queued");
+    // Dropping the producer flushes too.
+    let queued = p.send_async(ProducerRecord::new("t").partition(1).value("at drop"));
+    drop(p);
+    assert_eq!(queued.wait().unwrap().offset, 1);
+    assert_eq!(log(1).visible_end_offset(), 2);
+}
