@@ -15,7 +15,9 @@
 //!   accumulate per partition and are written as one batch when `batch_size` bytes are
 //!   reached or `linger` has passed (a background thread), on [`flush`](Producer::flush),
 //!   or when the producer is closed or its last clone dropped. Every record's outcome
-//!   reaches its `Delivery` (or callback); nothing is dropped silently.
+//!   reaches its `Delivery` (or callback); nothing is dropped silently. As in Kafka, the
+//!   outcomes of one partition's records are reported in the order they were sent (one
+//!   callback at a time), whichever thread wrote their batches.
 //! - [`send_batch`](Producer::send_batch) writes many records with one lock acquisition and
 //!   one write per partition.
 //!
@@ -221,7 +223,8 @@ impl ProducerConfig {
     }
 
     /// How long an async batch may wait for more records (Kafka's `linger.ms`).
-    /// Default = 5 ms (Kafka 4's default).
+    /// Default = 5 ms (Kafka 4's default). [`Duration::MAX`] (or any linger too long to add
+    /// to the clock) means never by time: batches are written when full, on flush or close.
     #[must_use]
     pub fn linger(mut self, linger: Duration) -> Self {
         self.linger = linger;
@@ -408,30 +411,24 @@ struct TopicQueues {
     partitions: Vec<Option<Arc<PartitionQueue>>>,
 }
 
-/// The outcome of a written batch (`None`: nothing was pending), to hand to its
-/// deliveries and callbacks once the partition lock is released.
-#[must_use]
-struct Completions(Option<Written>);
-
+/// The outcome of a written batch, to hand to its deliveries and callbacks once the
+/// partition lock is released (see [`Reports`]).
 struct Written {
     result: Result<Arc<Stored>>,
     outcome: Option<Arc<BatchOutcome>>,
     callbacks: Vec<(usize, Callback)>,
 }
 
-impl Completions {
+impl Written {
     /// Publishes the outcome to the deliveries, then calls the callbacks. A callback that
     /// panics is reported (tracing, error) and the others still run, as Kafka's producer
-    /// catches a callback's exception. Returns the batch's error, if it failed.
-    fn run(self) -> Result<()> {
-        let Some(Written {
+    /// catches a callback's exception.
+    fn run(self) {
+        let Written {
             result,
             outcome,
             callbacks,
-        }) = self.0
-        else {
-            return Ok(());
-        };
+        } = self;
         if let Some(outcome) = outcome {
             outcome.publish(match &result {
                 Ok(stored) => Ok(Arc::clone(stored)),
@@ -444,7 +441,53 @@ impl Completions {
                 tracing::error!(record = index, "a send_with_callback callback panicked");
             }
         }
-        result.map(drop)
+    }
+}
+
+/// The written batches of one partition whose outcomes are still to be reported, in the
+/// order they were written (queued under the partition's `pending` lock, which orders the
+/// appends), and who reports them.
+///
+/// One thread at a time reports a partition's batches, oldest first, so its callbacks run
+/// one at a time in the order the records were sent, as Kafka guarantees, whichever thread
+/// wrote each batch: a thread that queues a batch while another reports leaves it to that
+/// one. A callback that sends to its own partition thus queues behind itself instead of
+/// deadlocking.
+#[derive(Default)]
+struct Reports {
+    waiting: std::collections::VecDeque<Written>,
+    /// A thread is reporting `waiting`.
+    running: bool,
+    /// Batches queued here so far.
+    queued: u64,
+    /// Batches whose outcomes have been reported (deliveries and callbacks done).
+    reported: u64,
+}
+
+thread_local! {
+    /// How deep this thread is in reporting batches (running callbacks): a flush there
+    /// cannot wait for reports, its own caller's among them.
+    static REPORTING: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Whether this thread is reporting batches (inside a callback, perhaps).
+fn reporting() -> bool {
+    REPORTING.with(|r| r.get() > 0)
+}
+
+/// Marks this thread as reporting while alive.
+struct ReportingGuard;
+
+impl ReportingGuard {
+    fn enter() -> ReportingGuard {
+        REPORTING.with(|r| r.set(r.get() + 1));
+        ReportingGuard
+    }
+}
+
+impl Drop for ReportingGuard {
+    fn drop(&mut self) {
+        REPORTING.with(|r| r.set(r.get().saturating_sub(1)));
     }
 }
 
@@ -457,6 +500,10 @@ struct PartitionQueue {
     partition: u32,
     max_batch: usize,
     pending: Mutex<Pending>,
+    /// Outcomes of written batches still to be reported, in write order.
+    reports: Mutex<Reports>,
+    /// Signalled as batches are reported, for [`flush`](Producer::flush).
+    reported: Condvar,
 }
 
 struct Shared {
@@ -469,7 +516,10 @@ struct Shared {
     closed: AtomicBool,
     /// Wakes the linger thread when a batch starts or the producer closes.
     wake: Condvar,
-    wake_lock: Mutex<()>,
+    /// How many batches have been started: the linger thread sleeps only if none was
+    /// started since it began scanning the queues (else it scans again), so a batch started
+    /// while it scans is not left for its next idle round.
+    wake_lock: Mutex<u64>,
 }
 
 /// Closes the producer when the last clone drops.
@@ -530,7 +580,7 @@ impl Broker {
             counters: Counters::default(),
             closed: AtomicBool::new(false),
             wake: Condvar::new(),
-            wake_lock: Mutex::new(()),
+            wake_lock: Mutex::new(0),
         });
         let thread_shared = Arc::clone(&shared);
         let linger_thread = std::thread::Builder::new()
@@ -565,7 +615,8 @@ impl Producer {
             let info = {
                 let mut pending = queue.pending.lock();
                 shared.check_open()?;
-                let done = shared.write_pending(&queue, &mut pending);
+                // The pending records' outcomes go to their own deliveries, not this send.
+                let wrote = shared.write_pending(&queue, &mut pending).is_some();
                 let info = shared.append(
                     &queue,
                     std::slice::from_ref(&record.record),
@@ -573,8 +624,9 @@ impl Producer {
                     &mut epoch,
                 );
                 drop(pending);
-                // The pending records' outcomes went to their own deliveries, not this send.
-                let _ = done.run();
+                if wrote {
+                    queue.report();
+                }
                 info?
             };
             shared.note_sent(&queue, info.size_bytes);
@@ -609,11 +661,18 @@ impl Producer {
         }
     }
 
-    /// Queues a record; `callback` runs with its outcome (on the thread that writes the
-    /// batch: keep it short, and do not send from it with a blocking call). The batch's
-    /// [`Delivery`] handles are completed before its callbacks run. A callback that panics
-    /// is caught and reported through `tracing` (error level); the batch's other records
-    /// are still completed.
+    /// Queues a record; `callback` runs with its outcome, on the thread that writes the
+    /// batch or on one still reporting an earlier batch of the same partition: callbacks of
+    /// one partition run one at a time, in the order their records were sent (as Kafka's).
+    /// Keep it short. The batch's [`Delivery`] handles are completed before its callbacks
+    /// run. A callback that panics is caught and reported through `tracing` (error level);
+    /// the batch's other records are still completed.
+    ///
+    /// A callback may send (even with a blocking [`send`](Self::send)), flush, close, or drop
+    /// the producer's last clone. A [`flush`](Self::flush) inside a callback writes what is
+    /// pending without waiting for other callbacks (it may be one of them). A callback must
+    /// not wait for a later record of its partition ([`Delivery::wait`]) nor for a thread
+    /// that is flushing this producer: those wait for it.
     pub fn send_with_callback(
         &self,
         record: ProducerRecord,
@@ -634,7 +693,9 @@ impl Producer {
     /// without idempotence would.
     ///
     /// # Errors
-    /// As [`send`](Self::send); on an error, records of partitions already written stay
+    /// As [`send`](Self::send). A routing error or a record too large alone
+    /// ([`Error::RecordTooLarge`]) is found before anything is written: nothing of the call
+    /// is stored then. On a later error (I/O), records of partitions already written stay
     /// written (their offsets are lost to the caller, as with a failed Kafka batch).
     ///
     /// # Examples
@@ -670,6 +731,15 @@ impl Producer {
         let shared = &self.handle.shared;
         let total = records.len();
         let groups = shared.group_by_partition(records)?;
+        // A record too large alone fails the whole call: refused before anything is written,
+        // as a routing error is (else the records before it would be stored while the call
+        // reports them failed).
+        for group in &groups {
+            match &group.records {
+                GroupRecords::All(records) => check_sizes(&group.queue, records)?,
+                GroupRecords::Some { records, .. } => check_sizes(&group.queue, records)?,
+            }
+        }
         let durability = shared.config.durability;
         let mut to_sync = Vec::new();
         // Every record's entry, by its position in the input (each group fills its own).
@@ -682,7 +752,8 @@ impl Producer {
             let infos = {
                 let mut pending = group.queue.pending.lock();
                 shared.check_open()?;
-                let done = shared.write_pending(&group.queue, &mut pending);
+                // The pending records' outcomes go to their own deliveries.
+                let wrote = shared.write_pending(&group.queue, &mut pending).is_some();
                 let infos = match &group.records {
                     GroupRecords::All(records) => {
                         shared.append_split(&group.queue, records, durability.min_written(), &mut epoch)
@@ -692,8 +763,9 @@ impl Producer {
                     }
                 };
                 drop(pending);
-                // The pending records' outcomes went to their own deliveries.
-                let _ = done.run();
+                if wrote {
+                    group.queue.report();
+                }
                 infos?
             };
             if let Some(last) = infos.last().map(|(_, info)| info.last_offset) {
@@ -738,7 +810,12 @@ impl Producer {
         Ok(out)
     }
 
-    /// Writes every queued record and waits until they are stored.
+    /// Writes every queued record and waits until they are stored, and (as Kafka's
+    /// `flush`) until every record sent before the call, from any clone or thread, has
+    /// completed: its [`Delivery`] is done and its callback has run. With
+    /// [`Durability::Buffered`] it also hands the partitions' buffered records to the OS
+    /// (no fsync), so consumers can read everything sent before it. Inside a callback it
+    /// only writes (see [`send_with_callback`](Self::send_with_callback)).
     ///
     /// # Errors
     /// The first error writing a pending batch (each record's own outcome also reaches its
@@ -977,7 +1054,11 @@ impl Shared {
                 routed = Some((known, partition));
             }
         }
-        let topic = self.broker.topic_or_create(&record.topic)?;
+        let topic = self.broker.topic_or_create(&record.topic).inspect_err(|e| {
+            if matches!(e, Error::UnknownTopic { .. }) {
+                self.forget_deleted_topics();
+            }
+        })?;
         let partition = match routed {
             // Routed on this very topic: keep the partitioner's choice (it may keep state).
             Some((routed_on, partition)) if Arc::ptr_eq(&routed_on, &topic) => partition,
@@ -1009,7 +1090,11 @@ impl Shared {
                 current = match topics.iter().position(|(t, _)| *t.name == *record.topic) {
                     Some(seen) => seen,
                     None => {
-                        let topic = self.broker.topic_or_create(&record.topic)?;
+                        let topic = self.broker.topic_or_create(&record.topic).inspect_err(|e| {
+                            if matches!(e, Error::UnknownTopic { .. }) {
+                                self.forget_deleted_topics();
+                            }
+                        })?;
                         let slots = vec![None; topic.partition_count() as usize];
                         topics.push((topic, slots));
                         topics.len() - 1
@@ -1112,8 +1197,8 @@ impl Shared {
         // Records still pending for a deleted incarnation of the topic are completed (with
         // `UnknownTopic`: their logs are marked deleted), not dropped with their queues.
         for old in stale {
-            let done = self.write_pending(&old, &mut old.pending.lock());
-            let _ = done.run();
+            let _ = self.write_pending(&old, &mut old.pending.lock());
+            old.report();
         }
         queue
     }
@@ -1160,11 +1245,38 @@ impl Shared {
             partition,
             sticky_bytes: std::sync::atomic::AtomicUsize::new(0),
             pending: Mutex::new(Pending::default()),
+            reports: Mutex::new(Reports::default()),
+            reported: Condvar::new(),
         });
         if let Some(slot) = slot {
             *slot = Some(Arc::clone(&queue));
         }
         Ok(queue)
+    }
+
+    /// Drops the queues of deleted topics, first completing what they still held (with
+    /// `UnknownTopic`: their logs are marked deleted), so that the producer no longer holds
+    /// the deleted partitions' files open: a deleted topic's disk space is freed while the
+    /// producer lives. Run by the linger thread, and by a send that finds a topic unknown.
+    /// A sender still holding one of these queues gets `UnknownTopic` from it (its log is
+    /// marked deleted), never a record stranded in it.
+    fn forget_deleted_topics(&self) {
+        let is_deleted = |q: &TopicQueues| q.partitions.iter().flatten().any(|p| p.log.is_deleted());
+        if !self.queues.read().values().any(is_deleted) {
+            return;
+        }
+        let mut stale = Vec::new();
+        self.queues.write().retain(|_, q| {
+            if is_deleted(q) {
+                stale.extend(q.partitions.drain(..).flatten());
+                return false;
+            }
+            true
+        });
+        for old in stale {
+            let _ = self.write_pending(&old, &mut old.pending.lock());
+            old.report();
+        }
     }
 
     /// Every partition queue, for flushing.
@@ -1287,10 +1399,10 @@ impl Shared {
             };
             return refuse(e, notify);
         }
-        let mut done = Vec::new();
+        let mut wrote = false;
         if pending.bytes > 0 && pending.bytes + size > queue.max_batch {
             // Close the batch before it would pass the topic's limit.
-            done.push(self.write_pending(&queue, &mut pending));
+            wrote |= self.write_pending(&queue, &mut pending).is_some();
         }
         let first = pending.records.is_empty();
         let index = pending.records.len();
@@ -1307,29 +1419,32 @@ impl Shared {
         };
         pending.bytes += size;
         if pending.bytes >= self.config.batch_size {
-            done.push(self.write_pending(&queue, &mut pending));
+            wrote |= self.write_pending(&queue, &mut pending).is_some();
             self.config
                 .partitioner
                 .on_new_batch(&queue.topic, queue.log_partitions(&self.broker), queue.partition);
         } else if first {
             pending.since = Some(Instant::now());
-            let _guard = self.wake_lock.lock();
+            let mut started = self.wake_lock.lock();
+            *started = started.wrapping_add(1);
             self.wake.notify_one();
         }
         drop(pending);
-        for completions in done {
-            // Each record's outcome went to its delivery or callback; nothing else to report.
-            let _ = completions.run();
+        if wrote {
+            // Each record's outcome goes to its delivery or callback; nothing else to report.
+            queue.report();
         }
         delivery
     }
 
-    /// Writes a partition's pending records as one batch (split if too large). Returns the
-    /// outcome and the completions to run once the caller has released the partition lock
-    /// (so a callback may send again). A `Synced` producer fsyncs before completing them.
-    fn write_pending(&self, queue: &PartitionQueue, pending: &mut Pending) -> Completions {
+    /// Writes a partition's pending records as one batch (split if too large) and queues
+    /// its outcome in the partition's [`Reports`]; the caller runs
+    /// [`report`](PartitionQueue::report) once it has released the partition lock (so a
+    /// callback may send again). A `Synced` producer fsyncs before reporting them. Returns
+    /// `None` if nothing was pending, else whether the batch was stored.
+    fn write_pending(&self, queue: &PartitionQueue, pending: &mut Pending) -> Option<Result<()>> {
         if pending.records.is_empty() {
-            return Completions(None);
+            return None;
         }
         let records = std::mem::take(&mut pending.records);
         let outcome = pending.outcome.take();
@@ -1365,11 +1480,16 @@ impl Shared {
                 Err(e)
             }
         };
-        Completions(Some(Written {
+        let stored = match &result {
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.duplicate()),
+        };
+        queue.queue_report(Written {
             result,
             outcome,
             callbacks,
-        }))
+        });
+        Some(stored)
     }
 
     /// Counts bytes sent to a partition; after `batch_size` of them, tells the partitioner a
@@ -1384,13 +1504,33 @@ impl Shared {
         }
     }
 
+    /// Writes every partition's pending records, then (as Kafka's `flush`) waits until every
+    /// batch written before, by any thread, has been reported: deliveries completed and
+    /// callbacks run. Called from a callback it does not wait (it may be one of those).
     fn flush_all(&self) -> Result<()> {
         let queues = self.all_queues();
         let mut first_error = None;
-        for queue in queues {
-            let done = self.write_pending(&queue, &mut queue.pending.lock());
-            if let Err(e) = done.run() {
+        for queue in &queues {
+            let written = self.write_pending(queue, &mut queue.pending.lock());
+            if let Some(Err(e)) = written {
                 first_error.get_or_insert(e);
+            }
+            // Also reports what a thread that failed before reporting left queued.
+            queue.report();
+            // `Buffered` records (this producer's or not) sit in the log's buffer, unseen by
+            // consumers until something writes it out: after a flush they are readable, as a
+            // Kafka producer's flush hands even `acks=0` records to the broker. A deleted
+            // topic's log has nothing more to give.
+            if self.config.durability == Durability::Buffered
+                && !queue.log.is_deleted()
+                && let Err(e) = queue.log.write_buffered()
+            {
+                first_error.get_or_insert(e);
+            }
+        }
+        if !reporting() {
+            for queue in &queues {
+                queue.wait_reported();
             }
         }
         first_error.map_or(Ok(()), Err)
@@ -1398,6 +1538,40 @@ impl Shared {
 }
 
 impl PartitionQueue {
+    /// Queues a written batch's outcome. Call under the `pending` lock, right after the
+    /// append, so the queue's order is the write order.
+    fn queue_report(&self, written: Written) {
+        let mut reports = self.reports.lock();
+        reports.waiting.push_back(written);
+        reports.queued += 1;
+    }
+
+    /// Reports the queued batches in order, unless another thread (or this one, further up
+    /// the stack: a callback that sent) is reporting them already.
+    fn report(&self) {
+        let mut reports = self.reports.lock();
+        if reports.running {
+            return;
+        }
+        reports.running = true;
+        let _reporting = ReportingGuard::enter();
+        while let Some(written) = reports.waiting.pop_front() {
+            parking_lot::MutexGuard::unlocked(&mut reports, || written.run());
+            reports.reported += 1;
+            self.reported.notify_all();
+        }
+        reports.running = false;
+    }
+
+    /// Waits until every batch queued so far has been reported.
+    fn wait_reported(&self) {
+        let mut reports = self.reports.lock();
+        let target = reports.queued;
+        while reports.reported < target {
+            self.reported.wait(&mut reports);
+        }
+    }
+
     fn log_partitions(&self, broker: &Broker) -> u32 {
         broker.topic(&self.topic).map_or(1, |t| t.partition_count())
     }
@@ -1408,6 +1582,21 @@ impl PartitionQueue {
 fn estimated_size(record: &Record) -> usize {
     let headers: usize = record.headers().iter().map(|h| h.name.len() + h.value.len() + 20).sum();
     record.key_bytes().map_or(0, Bytes::len) + record.value_bytes().map_or(0, Bytes::len) + headers + 40
+}
+
+/// `Err(RecordTooLarge)` for the first of `records` that alone exceeds the partition's
+/// batch limit, with the size the log would report for it.
+fn check_sizes<R: AsRef<Record>>(queue: &PartitionQueue, records: &[R]) -> Result<()> {
+    for record in records {
+        let size = crate::record::batch::single_record_batch_len(record.as_ref());
+        if size > queue.max_batch {
+            return Err(Error::RecordTooLarge {
+                size,
+                max: queue.max_batch,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Splits `records` into runs whose estimated batch size stays within `max` (a single
@@ -1439,7 +1628,11 @@ fn close(shared: &Arc<Shared>, thread: &Mutex<Option<JoinHandle<()>>>) -> Result
         shared.wake.notify_all();
     }
     if let Some(handle) = thread.lock().take() {
-        let _ = handle.join();
+        // The last clone may be dropped by a callback the linger thread runs: it is not
+        // joined then (joining itself would panic), and exits once this returns.
+        if handle.thread().id() != std::thread::current().id() {
+            let _ = handle.join();
+        }
     }
     // Anything queued while closing.
     let late = shared.flush_all();
@@ -1450,30 +1643,37 @@ fn close(shared: &Arc<Shared>, thread: &Mutex<Option<JoinHandle<()>>>) -> Result
 fn linger_loop(shared: &Shared) {
     let linger = shared.config.linger;
     loop {
+        let started = *shared.wake_lock.lock();
         let mut next_due: Option<Instant> = None;
         let queues = shared.all_queues();
         for queue in queues {
             let mut pending = queue.pending.lock();
-            if let Some(since) = pending.since {
-                let due = since + linger;
+            // A linger too long to add to the clock (Kafka allows up to `Long.MAX_VALUE`
+            // ms) never expires: such batches wait for `batch_size`, a flush or close.
+            if let Some(due) = pending.since.and_then(|since| since.checked_add(linger)) {
                 if due <= Instant::now() {
-                    let done = shared.write_pending(&queue, &mut pending);
+                    let _ = shared.write_pending(&queue, &mut pending);
                     shared.config.partitioner.on_new_batch(
                         &queue.topic,
                         queue.log_partitions(&shared.broker),
                         queue.partition,
                     );
                     drop(pending);
-                    let _ = done.run();
+                    queue.report();
                     continue;
                 } else {
                     next_due = Some(next_due.map_or(due, |d: Instant| d.min(due)));
                 }
             }
         }
+        shared.forget_deleted_topics();
         let mut guard = shared.wake_lock.lock();
         if shared.closed.load(Ordering::Acquire) {
             return;
+        }
+        if *guard != started {
+            // A batch started during the scan, perhaps in a queue already scanned.
+            continue;
         }
         match next_due {
             Some(due) => {

@@ -157,7 +157,8 @@ impl TopicConfig {
         self
     }
 
-    /// Roll segments older than this. Default = `None`.
+    /// Roll segments older than this. Default = `None`. Stored in whole milliseconds (as
+    /// Kafka's `segment.ms`): [`validate`](Self::validate) refuses a fraction of one.
     #[must_use]
     pub fn segment_ms(mut self, age: Option<Duration>) -> Self {
         self.segment_ms = age;
@@ -171,7 +172,8 @@ impl TopicConfig {
         self
     }
 
-    /// Time retention (Kafka's `retention.ms`). Default = `None`.
+    /// Time retention (Kafka's `retention.ms`). Default = `None`. Stored in whole
+    /// milliseconds: [`validate`](Self::validate) refuses a fraction of one.
     #[must_use]
     pub fn retention_ms(mut self, age: Option<Duration>) -> Self {
         self.retention_ms = age;
@@ -331,8 +333,25 @@ impl TopicConfig {
         if self.cleanup_policy == CleanupPolicy::Compact {
             return Err(Error::config("cleanup_policy", "compaction is not supported yet"));
         }
+        // The topic table stores these in whole milliseconds: anything else would come back
+        // different after a reopen (a value below 1 ms as 0, which no open accepts).
+        for (field, age) in [("segment_ms", self.segment_ms), ("retention_ms", self.retention_ms)] {
+            if let Some(age) = age
+                && !whole_millis(age)
+            {
+                return Err(Error::config(
+                    field,
+                    format!("{age:?} is not a whole number of milliseconds from 1 to u64::MAX"),
+                ));
+            }
+        }
         self.log_config().validate()
     }
+}
+
+/// Whether `age` is a whole number of milliseconds, at least one, that fits a `u64`.
+fn whole_millis(age: Duration) -> bool {
+    age.subsec_nanos().is_multiple_of(1_000_000) && u64::try_from(age.as_millis()).is_ok_and(|ms| ms >= 1)
 }
 
 /// Most partitions a topic may have: each is a directory with open files.

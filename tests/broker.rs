@@ -1191,3 +1191,45 @@ fn a_commit_not_yet_durable_when_its_topic_is_deleted_is_not_inherited() {
     let broker = Broker::open(dir.path()).unwrap();
     assert_eq!(broker.committed_offset("g", &tp0), None, "inherited after a reopen");
 }
+
+/// The topic table stores `segment.ms` and `retention.ms` in whole milliseconds, as Kafka
+/// does. A duration that would not survive that (below a millisecond, which would be stored
+/// as 0 and then refused at every open; a fraction; more milliseconds than a u64) is refused
+/// at creation, so a broker can always reopen its own directory with the config it was given.
+#[test]
+fn durations_the_topic_table_cannot_store_are_refused_at_create() {
+    let dir = temp_dir();
+    let broker = Broker::open(dir.path()).unwrap();
+    let bad = [
+        (
+            "retention_ms",
+            TopicConfig::with_partitions(1).retention_ms(Some(Duration::from_micros(500))),
+        ),
+        (
+            "segment_ms",
+            TopicConfig::with_partitions(1).segment_ms(Some(Duration::from_micros(999))),
+        ),
+        (
+            "retention_ms",
+            TopicConfig::with_partitions(1).retention_ms(Some(Duration::from_micros(1_500))),
+        ),
+        (
+            "segment_ms",
+            TopicConfig::with_partitions(1).segment_ms(Some(Duration::MAX)),
+        ),
+    ];
+    for (i, (field, config)) in bad.into_iter().enumerate() {
+        match broker.create_topic(&format!("t{i}"), config) {
+            Err(Error::InvalidConfig { field: got, .. }) => assert_eq!(got, field, "case {i}"),
+            other => panic!("case {i}: {other:?}"),
+        }
+    }
+    assert!(broker.list_topics().is_empty());
+    let ok = TopicConfig::with_partitions(1)
+        .retention_ms(Some(Duration::from_millis(1)))
+        .segment_ms(Some(Duration::from_millis(u64::MAX)));
+    broker.create_topic("ok", ok.clone()).unwrap();
+    drop(broker);
+    let broker = Broker::open(dir.path()).unwrap();
+    assert_eq!(broker.describe_topic("ok").unwrap().config, ok);
+}

@@ -1672,3 +1672,274 @@ fn keyless_send_batch_calls_stick_per_call_and_spread_across_calls() {
     }
     assert!(used.len() > 1, "every call went to {used:?}");
 }
+
+// ---------------------------------------------------------------------------------------
+// 13. review: size limits inside a batch, completion order, flush, linger edge cases
+// ---------------------------------------------------------------------------------------
+
+/// A `send_batch` whose middle record alone exceeds the limit writes nothing: not the
+/// records before it (which `send_batch` would otherwise report as failed while storing
+/// them), nor those after it.
+#[test]
+fn send_batch_with_an_oversized_record_in_the_middle_writes_nothing() {
+    let broker = Broker::temporary().unwrap();
+    small_topic(&broker, "t", 2);
+    let p = broker.producer(ProducerConfig::default());
+    let batch = [
+        ProducerRecord::new("t").partition(0).value("before"),
+        ProducerRecord::new("t").partition(1).value("other partition"),
+        ProducerRecord::new("t").partition(0).value(vec![7u8; 4096]),
+        ProducerRecord::new("t").partition(0).value("after"),
+    ];
+    match p.send_batch(&batch) {
+        Err(Error::RecordTooLarge { size, max }) => {
+            assert_eq!(max, 2048);
+            assert!(size > 4096, "{size}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        end_offsets(&broker, "t"),
+        [0, 0],
+        "nothing of the refused batch is written"
+    );
+    let m = p.metrics();
+    assert_eq!((m.records_sent, m.batches, m.errors), (0, 0, 4));
+    // The same records without the oversized one go through, from offset 0.
+    let sent = p
+        .send_batch(&[batch[0].clone(), batch[1].clone(), batch[3].clone()])
+        .unwrap();
+    assert_eq!(
+        sent.iter().map(|m| (m.partition, m.offset)).collect::<Vec<_>>(),
+        [(0, 0), (1, 0), (0, 1)]
+    );
+}
+
+/// How many threads named `brooklet-linger` have panicked in this test binary.
+fn linger_thread_panics() -> usize {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static PANICS: AtomicUsize = AtomicUsize::new(0);
+    static HOOK: OnceLock<()> = OnceLock::new();
+    HOOK.get_or_init(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if thread::current().name() == Some("brooklet-linger") {
+                PANICS.fetch_add(1, Ordering::SeqCst);
+            }
+            previous(info);
+        }));
+    });
+    PANICS.load(Ordering::SeqCst)
+}
+
+/// Kafka accepts any `linger.ms` up to `Long.MAX_VALUE`; a linger too long to add to a
+/// clock reading means "never by time": the linger thread must not panic on it.
+#[test]
+fn a_linger_of_duration_max_means_flush_only_and_panics_nothing() {
+    let before = linger_thread_panics();
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    let p = broker.producer(ProducerConfig::default().linger(Duration::MAX));
+    let d = p.send_async(ProducerRecord::new("t").value("v"));
+    thread::sleep(Duration::from_millis(200));
+    assert!(d.try_result().is_none(), "written without a flush");
+    assert_eq!(linger_thread_panics(), before, "the linger thread panicked");
+    p.flush().unwrap();
+    assert_eq!(d.wait().unwrap().offset, 0);
+    // A linger that is long but not Duration::MAX.
+    let p = broker.producer(ProducerConfig::default().linger(Duration::from_secs(u64::MAX / 4)));
+    let d = p.send_async(ProducerRecord::new("t").value("w"));
+    thread::sleep(Duration::from_millis(200));
+    assert_eq!(linger_thread_panics(), before, "the linger thread panicked");
+    drop(p);
+    assert_eq!(d.wait().unwrap().offset, 1);
+}
+
+/// Kafka's `flush()` returns once every record sent before it has completed, callbacks
+/// included. A batch the linger thread wrote and is still reporting is part of that.
+#[test]
+fn flush_waits_for_callbacks_of_batches_other_threads_are_completing() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    let p = broker.producer(ProducerConfig::default().linger(Duration::from_millis(1)));
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let f = Arc::clone(&finished);
+    p.send_with_callback(ProducerRecord::new("t").value("slow"), move |r| {
+        assert_eq!(r.unwrap().offset, 0);
+        started_tx.send(()).unwrap();
+        thread::sleep(Duration::from_millis(300));
+        f.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    // The linger thread wrote the batch and runs its callback.
+    started.recv_timeout(Duration::from_secs(10)).unwrap();
+    let later = p.send_async(ProducerRecord::new("t").value("later"));
+    p.flush().unwrap();
+    assert!(
+        finished.load(std::sync::atomic::Ordering::SeqCst),
+        "flush returned before the callback of a record sent before it had completed"
+    );
+    assert_eq!(later.try_result().map(|r| r.unwrap().offset), Some(1));
+}
+
+/// As Kafka guarantees, callbacks of records sent to one partition run in the order the
+/// records were sent, even when different threads write their batches.
+#[test]
+fn callbacks_of_one_partition_run_in_send_order_across_batches() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    let p = broker.producer(ProducerConfig::default().linger(Duration::from_millis(50)));
+    let order: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let o = Arc::clone(&order);
+    p.send_with_callback(ProducerRecord::new("t").value("0"), move |r| {
+        started_tx.send(()).unwrap();
+        thread::sleep(Duration::from_millis(200));
+        o.lock().unwrap().push(r.unwrap().offset);
+    });
+    let o = Arc::clone(&order);
+    p.send_with_callback(ProducerRecord::new("t").value("1"), move |r| {
+        o.lock().unwrap().push(r.unwrap().offset);
+    });
+    // The linger thread runs the first callback; meanwhile this thread writes a later batch.
+    started.recv_timeout(Duration::from_secs(10)).unwrap();
+    let o = Arc::clone(&order);
+    p.send_with_callback(ProducerRecord::new("t").value("2"), move |r| {
+        o.lock().unwrap().push(r.unwrap().offset);
+    });
+    p.flush().unwrap();
+    p.close().unwrap();
+    assert_eq!(*order.lock().unwrap(), [0, 1, 2]);
+}
+
+/// A callback may send (blocking or not), flush, and drop the last clone of its producer:
+/// nothing deadlocks, every outcome is reported, and order per partition holds.
+#[test]
+fn callbacks_may_send_flush_and_drop_the_last_producer_clone() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    let p = broker.producer(ProducerConfig::default().linger(Duration::from_millis(1)));
+    let (tx, rx) = std::sync::mpsc::channel::<(String, u64)>();
+    let inner = p.clone();
+    let tx2 = tx.clone();
+    p.send_with_callback(ProducerRecord::new("t").value("outer"), move |r| {
+        tx2.send(("outer".into(), r.unwrap().offset)).unwrap();
+        let blocking = inner.send(ProducerRecord::new("t").value("blocking")).unwrap();
+        tx2.send(("blocking".into(), blocking.offset)).unwrap();
+        let tx3 = tx2.clone();
+        inner.send_with_callback(ProducerRecord::new("t").value("nested"), move |r| {
+            tx3.send(("nested".into(), r.unwrap().offset)).unwrap();
+        });
+        inner.flush().unwrap();
+        // `inner` is dropped here: the last clone once the test has dropped its own.
+    });
+    drop(p);
+    drop(tx);
+    let got: Vec<(String, u64)> = (0..3)
+        .map(|_| rx.recv_timeout(Duration::from_secs(10)).expect("a callback never ran"))
+        .collect();
+    assert_eq!(got, [("outer".into(), 0), ("blocking".into(), 1), ("nested".into(), 2)]);
+    assert!(rx.recv_timeout(Duration::from_secs(1)).is_err());
+    assert_eq!(end_offsets(&broker, "t"), [3]);
+    assert_eq!(linger_thread_panics(), 0, "the linger thread panicked");
+}
+
+/// Open file descriptors of this process whose target lies under `dir`.
+#[cfg(target_os = "linux")]
+fn open_files_under(dir: &Path) -> Vec<String> {
+    let dir = dir.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|t| t.to_string_lossy().into_owned())
+        .filter(|t| t.starts_with(&dir))
+        .collect()
+}
+
+/// Deleting a topic frees its disk space even while a long-lived producer that sent to it
+/// is still open: the producer lets go of the deleted partitions' files once it learns the
+/// topic is gone, rather than holding the unlinked segments open for its whole life.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_producer_lets_go_of_a_deleted_topics_files() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("gone", TopicConfig::with_partitions(2)).unwrap();
+    let p = broker.producer(ProducerConfig::default());
+    for partition in 0..2 {
+        p.send(ProducerRecord::new("gone").partition(partition).value("x"))
+            .unwrap();
+    }
+    let topic_dir = broker.dir().join("gone-");
+    assert!(!open_files_under(&topic_dir).is_empty());
+    broker.delete_topic("gone").unwrap();
+    assert!(matches!(
+        p.send(ProducerRecord::new("gone").partition(0).value("y")),
+        Err(Error::UnknownTopic { .. })
+    ));
+    assert!(matches!(
+        p.send_async(ProducerRecord::new("gone").value("z")).wait(),
+        Err(Error::UnknownTopic { .. })
+    ));
+    p.flush().unwrap();
+    // The linger thread may hold a queue for a moment while it scans them.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !open_files_under(&topic_dir).is_empty() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(open_files_under(&topic_dir), Vec::<String>::new());
+}
+
+/// A record sent while the linger thread is between scanning the queues and going to sleep
+/// is still written after `linger`, not after the thread's 100 ms idle poll: a tight loop of
+/// `send_async` + `wait` with no linger (each send lands right after the linger thread
+/// reported the previous one, as it goes back to sleep) runs at write speed.
+#[test]
+fn a_record_sent_as_the_linger_thread_goes_to_sleep_is_not_delayed() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    let p = broker.producer(ProducerConfig::default().linger(Duration::ZERO).batch_size(1 << 20));
+    let started = Instant::now();
+    let mut slowest = Duration::ZERO;
+    for i in 0..200u64 {
+        let sent = Instant::now();
+        assert_eq!(
+            p.send_async(ProducerRecord::new("t").value("v")).wait().unwrap().offset,
+            i
+        );
+        slowest = slowest.max(sent.elapsed());
+    }
+    assert!(
+        slowest < Duration::from_millis(80),
+        "a record waited {slowest:?} with no linger (200 records in {:?})",
+        started.elapsed()
+    );
+}
+
+/// With `Durability::Buffered` (≈ acks=0), `flush` (and so close and drop) still makes the
+/// records it wrote readable, as a Kafka producer's flush hands even acks=0 records to the
+/// broker: a consumer polling after `flush` sees them, without waiting for some later write.
+#[test]
+fn a_buffered_producers_flush_makes_its_records_readable() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(2)).unwrap();
+    let log = |p: u32| broker.partition_log(&TopicPartition::new("t", p)).unwrap();
+    let p = broker.producer(flush_only().durability(Durability::Buffered));
+    assert_eq!(
+        p.send(ProducerRecord::new("t").partition(0).value("blocking"))
+            .unwrap()
+            .offset,
+        0
+    );
+    let queued = p.send_async(ProducerRecord::new("t").partition(1).value("queued"));
+    p.flush().unwrap();
+    assert_eq!(queued.wait().unwrap().offset, 0);
+    assert_eq!((log(0).visible_end_offset(), log(1).visible_end_offset()), (1, 1));
+    assert_eq!(text(&read_all(&log(0))[0].value), "blocking");
+    assert_eq!(text(&read_all(&log(1))[0].value), "queued");
+    // Dropping the producer flushes too.
+    let queued = p.send_async(ProducerRecord::new("t").partition(1).value("at drop"));
+    drop(p);
+    assert_eq!(queued.wait().unwrap().offset, 1);
+    assert_eq!(log(1).visible_end_offset(), 2);
+}

@@ -359,6 +359,14 @@ fn record_body_len(record: &Record, timestamp_delta: i64, offset_delta: u32) -> 
         + headers
 }
 
+/// The encoded size of a batch holding `record` alone (uncompressed): the least any batch
+/// holding it takes, since its deltas are smallest there. A record for which this passes
+/// `max_batch_bytes` can never be appended: [`encode`] refuses it with the same size.
+pub(crate) fn single_record_batch_len(record: &Record) -> usize {
+    let body = record_body_len(record, 0, 0);
+    HEADER_LEN + varint::len_u64(body as u64) + body
+}
+
 fn put_nullable(out: &mut Vec<u8>, bytes: Option<&Bytes>) {
     match bytes {
         Some(b) => {

@@ -1253,6 +1253,22 @@ impl PartitionLog {
         self.sync_unsynced(unsynced).map(|()| true)
     }
 
+    /// Hands `Buffered` records to the OS (no fsync), making them visible to readers: what
+    /// a `Buffered` producer's flush does for the partitions it wrote.
+    ///
+    /// # Errors
+    /// As a failed write of [`append`](Self::append) (the records stay buffered).
+    pub(crate) fn write_buffered(&self) -> Result<()> {
+        let mut w = self.writer.lock();
+        if w.buffer.is_empty() {
+            return Ok(());
+        }
+        self.check_writable()?;
+        self.write_buffer(&mut w)?;
+        self.publish_visible(w.next_offset);
+        Ok(())
+    }
+
     /// Publishes `end` as the visible end and wakes the consumers watching this log.
     fn publish_visible(&self, end: u64) {
         self.visible_end.store(end, Ordering::Release);
