@@ -1584,11 +1584,23 @@ fn estimated_size(record: &Record) -> usize {
     record.key_bytes().map_or(0, Bytes::len) + record.value_bytes().map_or(0, Bytes::len) + headers + 40
 }
 
+/// Most that [`single_record_batch_len`](crate::record::batch::single_record_batch_len)
+/// exceeds [`estimated_size`] by: the batch header, the body's length varint (≤ 10 bytes),
+/// attributes and the two zero deltas (3), the key and value lengths and the header count
+/// (≤ 10 each), less the 40 `estimated_size` adds. (Each header's two lengths take at most
+/// the 20 bytes `estimated_size` counts for them.)
+const SINGLE_BATCH_SLACK: usize = crate::record::batch::HEADER_LEN + 10 + 3 + 30 - 40;
+
 /// `Err(RecordTooLarge)` for the first of `records` that alone exceeds the partition's
 /// batch limit, with the size the log would report for it.
 fn check_sizes<R: AsRef<Record>>(queue: &PartitionQueue, records: &[R]) -> Result<()> {
     for record in records {
-        let size = crate::record::batch::single_record_batch_len(record.as_ref());
+        let record = record.as_ref();
+        // The cheap bound clears the usual record; only one near the limit is sized exactly.
+        if estimated_size(record) + SINGLE_BATCH_SLACK <= queue.max_batch {
+            continue;
+        }
+        let size = crate::record::batch::single_record_batch_len(record);
         if size > queue.max_batch {
             return Err(Error::RecordTooLarge {
                 size,

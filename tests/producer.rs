@@ -1715,6 +1715,43 @@ fn send_batch_with_an_oversized_record_in_the_middle_writes_nothing() {
     );
 }
 
+/// At the limit, `send_batch` refuses exactly the records that `send` refuses (its
+/// up-front check agrees with the log's own), with the same size; the largest record that
+/// fits is stored.
+#[test]
+fn send_batch_and_send_agree_on_which_records_are_too_large() {
+    let broker = Broker::temporary().unwrap();
+    small_topic(&broker, "t", 1);
+    let p = broker.producer(ProducerConfig::default());
+    let (mut accepted, mut refused) = (0, 0);
+    for len in 1_900..2_100 {
+        let big = ProducerRecord::new("t").key("k").value(vec![1u8; len]).header("h", "v");
+        let small = ProducerRecord::new("t").value("small");
+        let before = end_offsets(&broker, "t")[0];
+        let alone = p.send(big.clone());
+        let batched = p.send_batch(&[small, big]);
+        match (alone, batched) {
+            (Ok(_), Ok(sent)) => {
+                assert_eq!(sent.len(), 2);
+                assert_eq!(end_offsets(&broker, "t")[0], before + 3, "len {len}");
+                accepted += 1;
+            }
+            (Err(Error::RecordTooLarge { size: a, .. }), Err(Error::RecordTooLarge { size: b, max })) => {
+                assert_eq!((a, max), (b, 2048), "len {len}");
+                assert_eq!(
+                    end_offsets(&broker, "t")[0],
+                    before,
+                    "len {len}: part of a refused batch was written"
+                );
+                refused += 1;
+            }
+            other => panic!("len {len}: send and send_batch disagree: {other:?}"),
+        }
+    }
+    assert!(accepted > 0 && refused > 0, "{accepted} accepted, {refused} refused");
+    assert_eq!(accepted + refused, 200);
+}
+
 /// How many threads named `brooklet-linger` have panicked in this test binary.
 fn linger_thread_panics() -> usize {
     use std::sync::OnceLock;
