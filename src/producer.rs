@@ -436,11 +436,18 @@ impl Written {
             });
         }
         for (index, callback) in callbacks {
-            let outcome = outcome_of(&result, index);
-            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback(outcome))).is_err() {
-                tracing::error!(record = index, "a send_with_callback callback panicked");
-            }
+            run_callback(callback, outcome_of(&result, index));
         }
+    }
+}
+
+/// Runs a `send_with_callback` callback with its record's outcome. A panic is caught and
+/// reported (tracing, error level), as Kafka's producer catches a callback's exception, so
+/// that it neither reaches the thread that happened to complete the record nor stops the
+/// other callbacks.
+fn run_callback(callback: Callback, outcome: Result<RecordMetadata>) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback(outcome))).is_err() {
+        tracing::error!("a send_with_callback callback panicked");
     }
 }
 
@@ -1373,7 +1380,7 @@ impl Shared {
                     index: 0,
                 }),
                 Notify::Callback(callback) => {
-                    callback(Err(e));
+                    run_callback(callback, Err(e));
                     None
                 }
             }
@@ -1665,11 +1672,18 @@ fn linger_loop(shared: &Shared) {
             if let Some(due) = pending.since.and_then(|since| since.checked_add(linger)) {
                 if due <= Instant::now() {
                     let _ = shared.write_pending(&queue, &mut pending);
-                    shared.config.partitioner.on_new_batch(
-                        &queue.topic,
-                        queue.log_partitions(&shared.broker),
-                        queue.partition,
-                    );
+                    // A user partitioner that panics must not end the linger thread (every
+                    // later async batch would wait for a flush): reported, and carried on.
+                    let moved_on = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        shared.config.partitioner.on_new_batch(
+                            &queue.topic,
+                            queue.log_partitions(&shared.broker),
+                            queue.partition,
+                        );
+                    }));
+                    if moved_on.is_err() {
+                        tracing::error!(topic = %queue.topic, "the partitioner's on_new_batch panicked");
+                    }
                     drop(pending);
                     queue.report();
                     continue;

@@ -822,6 +822,77 @@ fn a_panicking_callback_does_not_strand_the_rest_of_its_batch() {
     assert_eq!(p.metrics().records_sent, 4);
 }
 
+/// A record refused at once (its topic does not exist) completes its callback on the
+/// sending thread; a panic there is caught as any callback's, not thrown at the sender.
+#[test]
+fn a_panicking_callback_of_a_refused_record_does_not_reach_the_sender() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    let p = broker.producer(flush_only());
+    let sent = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        p.send_with_callback(ProducerRecord::new("missing").value("x"), |r| {
+            assert!(matches!(r, Err(Error::UnknownTopic { .. })));
+            panic!("callback panics");
+        });
+    }));
+    assert!(sent.is_ok(), "the callback's panic reached the sender");
+    assert_eq!(p.metrics().errors, 1);
+    let d = p.send_async(ProducerRecord::new("t").value("next"));
+    p.flush().unwrap();
+    assert_eq!(d.wait().unwrap().offset, 0);
+}
+
+/// A user partitioner whose `on_new_batch` panics (called by the linger thread as it
+/// writes a batch) does not end the linger thread: later batches are still written by time.
+#[test]
+fn a_panicking_on_new_batch_does_not_stop_the_linger_thread() {
+    #[derive(Debug)]
+    struct Panicky(std::sync::atomic::AtomicUsize);
+    impl brooklet::Partitioner for Panicky {
+        fn partition(&self, _: &str, _: Option<&[u8]>, _: Option<&[u8]>, _: u32) -> u32 {
+            0
+        }
+        fn on_new_batch(&self, _: &str, _: u32, _: u32) {
+            if thread::current().name() == Some("brooklet-linger") {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            panic!("on_new_batch panics on purpose");
+        }
+    }
+    let partitioner = Arc::new(Panicky(Default::default()));
+    let before = linger_thread_panics();
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    let p = broker.producer(
+        ProducerConfig::default()
+            .linger(Duration::from_millis(1))
+            .partitioner(Arc::clone(&partitioner) as Arc<dyn brooklet::Partitioner>),
+    );
+    for i in 0..3u64 {
+        let d = p.send_async(ProducerRecord::new("t").value("v"));
+        // Written by the linger thread (no flush): a dead one would leave it pending.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let result = loop {
+            if let Some(result) = d.try_result() {
+                break result;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "record {i} was not written by the linger thread"
+            );
+            thread::sleep(Duration::from_millis(1));
+        };
+        assert_eq!(result.unwrap().offset, i);
+    }
+    assert_eq!(
+        partitioner.0.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "on_new_batch calls on the linger thread"
+    );
+    assert_eq!(linger_thread_panics(), before);
+    drop(p);
+}
+
 /// The partitioner runs outside the producer's locks: one that itself sends through the
 /// producer (here to a new partition of an audit topic each time) does not deadlock.
 #[test]
@@ -1761,7 +1832,12 @@ fn linger_thread_panics() -> usize {
     HOOK.get_or_init(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            if thread::current().name() == Some("brooklet-linger") {
+            // Panics a test provokes on purpose say so; they are not counted.
+            let on_purpose = info
+                .payload()
+                .downcast_ref::<&str>()
+                .is_some_and(|m| m.contains("on purpose"));
+            if thread::current().name() == Some("brooklet-linger") && !on_purpose {
                 PANICS.fetch_add(1, Ordering::SeqCst);
             }
             previous(info);
