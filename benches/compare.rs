@@ -64,6 +64,8 @@ fn batched(c: &mut Criterion) {
     configure(&mut group, 5);
     group.throughput(Throughput::Elements(BATCHED_RECORDS as u64));
     timed(&mut group, "raw_bufwriter", || raw_append(&data, false));
+    #[cfg(target_os = "linux")]
+    timed(&mut group, "raw_bufwriter_reserved", || raw_append_reserved(&data));
     timed(&mut group, "raw_bufwriter_crc32", || raw_append(&data, true));
     timed(&mut group, "brooklet_send_batch_1000", || brooklet_send_batch(&data));
     timed(&mut group, "brooklet_log_append_1000", || {

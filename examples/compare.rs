@@ -228,6 +228,13 @@ fn main() {
         false,
         throughput(reps, n, || raw_append(&data, false)),
     );
+    #[cfg(target_os = "linux")]
+    add(
+        sc,
+        "raw file, BufWriter, blocks reserved",
+        false,
+        throughput(reps, n, || raw_append_reserved(&data)),
+    );
     add(
         sc,
         "raw file + crc32 per record",

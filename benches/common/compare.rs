@@ -148,6 +148,23 @@ pub fn raw_append(data: &Data, crc: bool) -> Duration {
     took
 }
 
+/// Batched produce, raw, with the file's blocks reserved first (`fallocate` with
+/// `KEEP_SIZE` for the whole output, outside the timing), as brooklet's active segment
+/// reserves ahead of its writes: the ceiling for an append-only log that reserves. Timed:
+/// as [`raw_append`].
+#[cfg(target_os = "linux")]
+pub fn raw_append_reserved(data: &Data) -> Duration {
+    let dir = tempfile::tempdir().unwrap();
+    let file = File::create(dir.path().join("raw.log")).unwrap();
+    let total: usize = data.pairs().map(|(k, v)| 8 + k.len() + v.len()).sum();
+    rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::KEEP_SIZE, 0, total as u64).unwrap();
+    let start = Instant::now();
+    let file = raw_write(file, data.pairs(), false);
+    let took = start.elapsed();
+    file.sync_data().unwrap();
+    took
+}
+
 /// One-at-a-time produce, raw: one `write(2)` per record (no buffering), as brooklet's
 /// `Written` does. Timed: the writes.
 pub fn raw_write_per_record(data: &Data) -> Duration {
