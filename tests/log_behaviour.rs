@@ -808,16 +808,115 @@ fn fill_segment(log: &PartitionLog, dir: &Path, base: u64, until: u64, tag: &mut
         let batch: Vec<Record> = (0..100)
             .map(|_| {
                 *tag += 1;
-                Record::new()
-                    .key(format!("k{tag}"))
-                    .value(vec![(*tag % 251) as u8; 1000])
-                    .timestamp(7)
+                reserve_record(*tag)
             })
             .collect();
         let info = log.append(&batch, Durability::Written).unwrap();
         out.extend(batch.iter().zip(info.base_offset..).map(|(r, o)| stored(r, o)));
     }
     out
+}
+
+/// Record number `tag` of the block-reservation tests: 1,000 bytes of value.
+#[cfg(target_os = "linux")]
+fn reserve_record(tag: u64) -> Record {
+    Record::new()
+        .key(format!("k{tag}"))
+        .value(vec![(tag % 251) as u8; 1000])
+        .timestamp(7)
+}
+
+#[cfg(target_os = "linux")]
+const RESERVE_ENV: &str = "BROOKLET_TEST_RESERVE_DIR";
+
+/// Not a test of its own: when `BROOKLET_TEST_RESERVE_DIR` is set (by
+/// `a_killed_writer_leaves_reserved_blocks_that_change_nothing_it_wrote`), appends
+/// `Written` until the active segment holds 3 MiB (so blocks are reserved past its end),
+/// prints how many records it appended, and waits to be killed.
+#[cfg(target_os = "linux")]
+#[test]
+fn reserving_writer_child_process() {
+    let Some(dir) = std::env::var_os(RESERVE_ENV) else {
+        return;
+    };
+    let dir = Path::new(&dir);
+    let log = PartitionLog::open(dir, LogConfig::default().segment_bytes(8 << 20)).expect("child opens the log");
+    let mut tag = 0;
+    let written = fill_segment(&log, dir, 0, 3 << 20, &mut tag);
+    println!("appended {}", written.len());
+    std::io::stdout().flush().unwrap();
+    let mut sink = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut sink);
+    std::mem::forget(log); // never closed: the parent kills this process first
+}
+
+/// A process killed while its active segment has blocks reserved past the end (SIGKILL:
+/// no close, so nothing gives them back) leaves a segment whose length is exactly what it
+/// wrote: the reopen recovers every `Written` record and nothing else, appends continue at
+/// the end, and a clean close then gives the reserved blocks back.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_killed_writer_leaves_reserved_blocks_that_change_nothing_it_wrote() {
+    let dir = temp_dir();
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "reserving_writer_child_process",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(RESERVE_ENV, dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    let stdout = child.0.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let appended: u64 = loop {
+        match lines.next() {
+            // libtest may print "test <name> ... " on the same line first.
+            Some(line) => {
+                if let Some((_, n)) = line.unwrap().split_once("appended ") {
+                    break n.trim().parse().unwrap();
+                }
+            }
+            None => panic!("child exited before appending: {:?}", child.0.wait()),
+        }
+    };
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+
+    let file = segment_file(dir.path(), 0, "log");
+    let size = std::fs::metadata(&file).unwrap().len();
+    assert!(size >= 3 << 20);
+    assert!(
+        allocated(&file) >= size + (512 << 10),
+        "{} allocated for {size}",
+        allocated(&file)
+    );
+    let log = PartitionLog::open(dir.path(), LogConfig::default().segment_bytes(8 << 20)).unwrap();
+    assert!(!log.recovery_report().clean_shutdown);
+    assert!(
+        log.recovery_report().truncation.is_none(),
+        "{:?}",
+        log.recovery_report()
+    );
+    assert_eq!(log.log_end_offset(), appended);
+    let expected: Vec<LogRecord> = (1..=appended).map(|t| stored(&reserve_record(t), t - 1)).collect();
+    assert_eq!(read_all(&log), expected);
+    let info = log
+        .append(&[reserve_record(appended + 1)], Durability::Written)
+        .unwrap();
+    assert_eq!(info.base_offset, appended);
+    log.close().unwrap();
+    let size = std::fs::metadata(&file).unwrap().len();
+    assert!(
+        allocated(&file) < size + (64 << 10),
+        "{} allocated for {size}",
+        allocated(&file)
+    );
 }
 
 /// A growing active segment reserves disk blocks ahead of its writes (past 1 MiB), gives
