@@ -201,7 +201,7 @@ impl LogConfig {
     /// little. The file's length, and so everything the log reads and recovers, is
     /// unchanged. A segment gives back what it did not use when it is sealed or the log is
     /// closed; after a crash the active segment may hold up to this much reserved space
-    /// until it is sealed or deleted. Small partitions (under 1 MiB) never reserve.
+    /// until it is sealed, the reopened log closed, or the segment deleted. Small partitions (under 1 MiB) never reserve.
     /// Kafka's `log.preallocate` is the same idea for whole segments, off by default; this
     /// reserves little at a time and is on by default.
     #[must_use]

@@ -743,8 +743,8 @@ impl Producer {
         // reports them failed).
         for group in &groups {
             match &group.records {
-                GroupRecords::All(records) => check_sizes(&group.queue, records)?,
-                GroupRecords::Some { records, .. } => check_sizes(&group.queue, records)?,
+                GroupRecords::All(records) => check_sizes(&group.queue, records, shared.config.compression)?,
+                GroupRecords::Some { records, .. } => check_sizes(&group.queue, records, shared.config.compression)?,
             }
         }
         let durability = shared.config.durability;
@@ -1599,12 +1599,22 @@ fn estimated_size(record: &Record) -> usize {
 const SINGLE_BATCH_SLACK: usize = crate::record::batch::HEADER_LEN + 10 + 3 + 30 - 40;
 
 /// `Err(RecordTooLarge)` for the first of `records` that alone exceeds the partition's
-/// batch limit, with the size the log would report for it.
-fn check_sizes<R: AsRef<Record>>(queue: &PartitionQueue, records: &[R]) -> Result<()> {
+/// batch limit, with the size the log would report for it. With `compression` the limit
+/// applies to the compressed batch too, which incompressible bytes make a little larger
+/// than the records: a record near the limit is then compressed to size it.
+fn check_sizes<R: AsRef<Record>>(queue: &PartitionQueue, records: &[R], compression: Compression) -> Result<()> {
+    let mut scratch = crate::record::batch::EncodeScratch::default();
+    let mut out = Vec::new();
     for record in records {
         let record = record.as_ref();
         // The cheap bound clears the usual record; only one near the limit is sized exactly.
-        if estimated_size(record) + SINGLE_BATCH_SLACK <= queue.max_batch {
+        let bound = estimated_size(record) + SINGLE_BATCH_SLACK;
+        let bound = match compression {
+            Compression::None => bound,
+            // The codecs' worst growth (snappy's 32 + n/6 is the largest), rounded up.
+            _ => bound + bound / 5 + 64,
+        };
+        if bound <= queue.max_batch {
             continue;
         }
         let size = crate::record::batch::single_record_batch_len(record);
@@ -1613,6 +1623,25 @@ fn check_sizes<R: AsRef<Record>>(queue: &PartitionQueue, records: &[R]) -> Resul
                 size,
                 max: queue.max_batch,
             });
+        }
+        if compression != Compression::None {
+            // Encoded as the log would (a single record's deltas, and so its size, do not
+            // depend on the clock); any other failure is the write's to report.
+            out.clear();
+            let options = crate::record::batch::EncodeOptions {
+                compression,
+                timestamp_type: crate::record::TimestampType::CreateTime,
+            };
+            if let Err(e @ Error::RecordTooLarge { .. }) = crate::record::batch::encode(
+                std::slice::from_ref(record),
+                0,
+                queue.max_batch,
+                options,
+                &mut scratch,
+                &mut out,
+            ) {
+                return Err(e);
+            }
         }
     }
     Ok(())

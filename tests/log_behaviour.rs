@@ -850,14 +850,11 @@ fn reserving_writer_child_process() {
     std::mem::forget(log); // never closed: the parent kills this process first
 }
 
-/// A process killed while its active segment has blocks reserved past the end (SIGKILL:
-/// no close, so nothing gives them back) leaves a segment whose length is exactly what it
-/// wrote: the reopen recovers every `Written` record and nothing else, appends continue at
-/// the end, and a clean close then gives the reserved blocks back.
+/// Runs `reserving_writer_child_process` on `dir` and kills it (SIGKILL: no close, so
+/// nothing gives its reserved blocks back) once it has appended; returns how many records
+/// it appended.
 #[cfg(target_os = "linux")]
-#[test]
-fn a_killed_writer_leaves_reserved_blocks_that_change_nothing_it_wrote() {
-    let dir = temp_dir();
+fn kill_a_reserving_writer(dir: &Path) -> u64 {
     let child = Command::new(std::env::current_exe().unwrap())
         .args([
             "reserving_writer_child_process",
@@ -865,7 +862,7 @@ fn a_killed_writer_leaves_reserved_blocks_that_change_nothing_it_wrote() {
             "--nocapture",
             "--test-threads=1",
         ])
-        .env(RESERVE_ENV, dir.path())
+        .env(RESERVE_ENV, dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -887,6 +884,19 @@ fn a_killed_writer_leaves_reserved_blocks_that_change_nothing_it_wrote() {
     };
     child.0.kill().unwrap();
     child.0.wait().unwrap();
+
+    appended
+}
+
+/// A process killed while its active segment has blocks reserved past the end (SIGKILL:
+/// no close, so nothing gives them back) leaves a segment whose length is exactly what it
+/// wrote: the reopen recovers every `Written` record and nothing else, appends continue at
+/// the end, and a clean close then gives the reserved blocks back.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_killed_writer_leaves_reserved_blocks_that_change_nothing_it_wrote() {
+    let dir = temp_dir();
+    let appended = kill_a_reserving_writer(dir.path());
 
     let file = segment_file(dir.path(), 0, "log");
     let size = std::fs::metadata(&file).unwrap().len();
@@ -917,6 +927,43 @@ fn a_killed_writer_leaves_reserved_blocks_that_change_nothing_it_wrote() {
         "{} allocated for {size}",
         allocated(&file)
     );
+}
+
+/// The blocks a killed writer left reserved past its active segment's end are given back
+/// when that segment is sealed, even if the reopened log seals it before writing to it
+/// (here: reopened with smaller segments, the first append rolls), as
+/// `LogConfig::preallocate_bytes` promises; nothing written is lost.
+#[cfg(target_os = "linux")]
+#[test]
+fn blocks_a_killed_writer_reserved_are_given_back_when_its_segment_is_sealed() {
+    let dir = temp_dir();
+    let appended = kill_a_reserving_writer(dir.path());
+    let file = segment_file(dir.path(), 0, "log");
+    let size = std::fs::metadata(&file).unwrap().len();
+    assert!(
+        allocated(&file) >= size + (512 << 10),
+        "{} allocated for {size}",
+        allocated(&file)
+    );
+
+    let config = LogConfig::default().segment_bytes(3 << 20);
+    let log = PartitionLog::open(dir.path(), config.clone()).unwrap();
+    assert!(!log.recovery_report().clean_shutdown);
+    let info = log
+        .append(&[reserve_record(appended + 1)], Durability::Written)
+        .unwrap();
+    assert_eq!(info.base_offset, appended);
+    assert_eq!(log.segment_count(), 2, "the append rolled");
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), size);
+    assert!(
+        allocated(&file) < size + (64 << 10),
+        "{} allocated for the sealed {size}",
+        allocated(&file)
+    );
+    log.close().unwrap();
+    let log = PartitionLog::open(dir.path(), config).unwrap();
+    let expected: Vec<LogRecord> = (1..=appended + 1).map(|t| stored(&reserve_record(t), t - 1)).collect();
+    assert_eq!(read_all(&log), expected);
 }
 
 /// A growing active segment reserves disk blocks ahead of its writes (past 1 MiB), gives

@@ -1823,6 +1823,59 @@ fn send_batch_and_send_agree_on_which_records_are_too_large() {
     assert_eq!(accepted + refused, 200);
 }
 
+/// With compression, a record whose batch alone fits the limit uncompressed but not
+/// compressed (incompressible bytes grow a little) is still found before anything of the
+/// `send_batch` is written: the records of the other partition, before it, are not stored
+/// while the call fails. Every codec; `send` refuses the same records.
+#[test]
+fn send_batch_with_compression_refuses_a_record_too_large_compressed_before_writing() {
+    // Incompressible bytes (xorshift).
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let noise: Vec<u8> = (0..2100)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    for codec in [
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ] {
+        let broker = Broker::temporary().unwrap();
+        small_topic(&broker, "t", 2);
+        let p = broker.producer(ProducerConfig::default().compression(codec));
+        let (mut accepted, mut refused) = (0, 0);
+        for len in 1_900..2_048 {
+            let big = ProducerRecord::new("t").partition(1).value(noise[..len].to_vec());
+            let small = ProducerRecord::new("t").partition(0).value("small");
+            let before = end_offsets(&broker, "t");
+            let alone = p.send(big.clone());
+            let batched = p.send_batch(&[small, big]);
+            match (alone, batched) {
+                (Ok(_), Ok(_)) => accepted += 1,
+                (Err(Error::RecordTooLarge { .. }), Err(Error::RecordTooLarge { max, .. })) => {
+                    assert_eq!(max, 2048);
+                    assert_eq!(
+                        end_offsets(&broker, "t"),
+                        before,
+                        "{codec:?}, len {len}: part of a refused batch was written"
+                    );
+                    refused += 1;
+                }
+                other => panic!("{codec:?}, len {len}: send and send_batch disagree: {other:?}"),
+            }
+        }
+        assert!(
+            accepted > 0 && refused > 0,
+            "{codec:?}: {accepted} accepted, {refused} refused"
+        );
+    }
+}
+
 /// How many threads named `brooklet-linger` have panicked in this test binary.
 fn linger_thread_panics() -> usize {
     use std::sync::OnceLock;

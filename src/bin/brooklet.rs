@@ -1127,6 +1127,10 @@ fn parse_time(text: &str) -> CliResult<i64> {
         Some(Err(_)) => return Err(bad()),
         None => 0,
     };
+    // Digits only: a sign would move the time back (".-5") or be ignored (".+5").
+    if frac.is_empty() || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
     let millis: i64 = format!("{frac:0<3}")
         .get(..3)
         .and_then(|f| f.parse().ok())
@@ -1145,6 +1149,9 @@ fn parse_time(text: &str) -> CliResult<i64> {
         || !(0..=23).contains(&h)
         || !(0..=59).contains(&mi)
         || !(0..=59).contains(&s)
+        // Milliseconds since the epoch fit an i64 for some 292 million years either way:
+        // a year past that would overflow (a panic, or a wrong time).
+        || !(-290_000_000..=290_000_000).contains(&y)
     {
         return Err(bad());
     }

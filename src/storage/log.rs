@@ -307,7 +307,8 @@ struct Writer {
     scratch: EncodeScratch,
     /// End of the disk blocks reserved ahead of the active segment's writes
     /// ([`LogConfig::preallocate_bytes`]); 0 when none are known to be. Reset whenever the
-    /// active segment changes or its file is cut.
+    /// active segment changes or its file is cut. Past the length at an unclean open: a
+    /// writer that did not close may have left some.
     reserved_end: u64,
 }
 
@@ -420,6 +421,14 @@ struct Opening {
 impl PartitionLog {
     /// The log over what an open found: writable, or read-only (then `read_only` and no lock).
     fn assemble(o: Opening, read_only: bool) -> PartitionLog {
+        // A writer that did not close (killed, or its close failed) may have left blocks
+        // reserved past the active segment's end: an end just past its length makes the
+        // first seal or close give them back (a write past it reserves anew).
+        let reserved_end = if o.recovery.clean_shutdown || read_only {
+            0
+        } else {
+            o.active.size().saturating_add(1)
+        };
         PartitionLog {
             config: o.config,
             vfs: o.vfs,
@@ -433,7 +442,7 @@ impl PartitionLog {
                 dir_dirty: false,
                 active_since: o.active_since,
                 scratch: EncodeScratch::default(),
-                reserved_end: 0,
+                reserved_end,
             }),
             sync_lock: Mutex::new(Cuts::default()),
             rounds: std::sync::Mutex::new(Rounds::default()),
