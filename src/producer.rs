@@ -1425,11 +1425,10 @@ impl Shared {
             }
         };
         pending.bytes += size;
+        let mut moved_on = Ok(());
         if pending.bytes >= self.config.batch_size {
             wrote |= self.write_pending(&queue, &mut pending).is_some();
-            self.config
-                .partitioner
-                .on_new_batch(&queue.topic, queue.log_partitions(&self.broker), queue.partition);
+            moved_on = self.on_new_batch(&queue);
         } else if first {
             pending.since = Some(Instant::now());
             let mut started = self.wake_lock.lock();
@@ -1441,7 +1440,22 @@ impl Shared {
             // Each record's outcome goes to its delivery or callback; nothing else to report.
             queue.report();
         }
+        // The user partitioner's panic reaches its caller, but only once the batch written
+        // above has been reported (else its deliveries would wait for the next write).
+        if let Err(panic) = moved_on {
+            std::panic::resume_unwind(panic);
+        }
         delivery
+    }
+
+    /// Tells the partitioner a batch of `queue` was written, catching its panic (user code)
+    /// so that the caller can first finish what it must.
+    fn on_new_batch(&self, queue: &PartitionQueue) -> std::thread::Result<()> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.config
+                .partitioner
+                .on_new_batch(&queue.topic, queue.log_partitions(&self.broker), queue.partition);
+        }))
     }
 
     /// Writes a partition's pending records as one batch (split if too large) and queues
@@ -1703,14 +1717,7 @@ fn linger_loop(shared: &Shared) {
                     let _ = shared.write_pending(&queue, &mut pending);
                     // A user partitioner that panics must not end the linger thread (every
                     // later async batch would wait for a flush): reported, and carried on.
-                    let moved_on = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        shared.config.partitioner.on_new_batch(
-                            &queue.topic,
-                            queue.log_partitions(&shared.broker),
-                            queue.partition,
-                        );
-                    }));
-                    if moved_on.is_err() {
+                    if shared.on_new_batch(&queue).is_err() {
                         tracing::error!(topic = %queue.topic, "the partitioner's on_new_batch panicked");
                     }
                     drop(pending);

@@ -842,6 +842,40 @@ fn a_panicking_callback_of_a_refused_record_does_not_reach_the_sender() {
     assert_eq!(d.wait().unwrap().offset, 0);
 }
 
+/// A user partitioner whose `on_new_batch` panics on the sending thread (its record filled
+/// a batch, which was written): the panic reaches the sender, but only after the written
+/// batch was reported — its callback has run, not left for some later write or flush.
+#[test]
+fn a_panicking_on_new_batch_in_a_send_still_reports_the_written_batch() {
+    #[derive(Debug)]
+    struct Panicky;
+    impl brooklet::Partitioner for Panicky {
+        fn partition(&self, _: &str, _: Option<&[u8]>, _: Option<&[u8]>, _: u32) -> u32 {
+            0
+        }
+        fn on_new_batch(&self, _: &str, _: u32, _: u32) {
+            panic!("on_new_batch panics on purpose");
+        }
+    }
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    let p = broker.producer(
+        ProducerConfig::default()
+            .linger(Duration::MAX)
+            .batch_size(1)
+            .partitioner(Arc::new(Panicky)),
+    );
+    let got: Arc<Mutex<Option<u64>>> = Arc::default();
+    let g = Arc::clone(&got);
+    let sent = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        p.send_with_callback(ProducerRecord::new("t").value("v"), move |r| {
+            *g.lock().unwrap() = Some(r.unwrap().offset);
+        });
+    }));
+    assert!(sent.is_err(), "the partitioner's panic should reach its caller");
+    assert_eq!(*got.lock().unwrap(), Some(0), "the written batch was not reported");
+}
+
 /// A user partitioner whose `on_new_batch` panics (called by the linger thread as it
 /// writes a batch) does not end the linger thread: later batches are still written by time.
 #[test]
