@@ -352,9 +352,14 @@ impl OffsetStore {
     }
 
     /// Drops every group's offsets for `topic` (the topic was deleted, or is created again),
-    /// in one batch.
+    /// in one batch, and syncs the offsets log whatever the offsets durability.
+    ///
+    /// The sync (which also covers tombstones an earlier call wrote but did not sync) is
+    /// what lets `create_topic` write its synced topic table next: without it a power loss
+    /// could keep the new topic and lose the tombstones, handing it the old topic's offsets.
     pub fn delete_topic(&self, topic: &str) -> Result<()> {
-        self.delete_matching(|_, tp| tp.topic == topic).map(drop)
+        self.delete_matching(|_, tp| tp.topic == topic)?;
+        self.log.flush()
     }
 
     /// Removes, in every group, the offsets for which `doomed(group, partition)` holds, as

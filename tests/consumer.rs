@@ -1638,3 +1638,33 @@ fn records_say_whose_clock_their_timestamp_is() {
         ])
     );
 }
+
+/// Protects: a topic deleted and created again never inherits the old topic's committed
+/// offsets, also when the power fails right after (with the default `Written` offsets).
+/// `create_topic` tombstones any offsets left under the name and then writes the synced
+/// topic table; the tombstones were only written, not synced, so a power loss kept the new
+/// topic and lost them: the reopened broker served group `g` the old topic's offset 7 for
+/// the new, empty `t-0`.
+#[test]
+fn a_recreated_topic_does_not_inherit_old_offsets_after_a_power_loss() {
+    let dir = common::temp_dir();
+    {
+        let broker = Broker::open(dir.path()).unwrap();
+        broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+        let mut c = broker.consumer(manual("g")).unwrap();
+        c.assign(&[tp("t", 0)]).unwrap();
+        c.commit_offsets(&BTreeMap::from([(tp("t", 0), OffsetAndMetadata::new(7))]))
+            .unwrap();
+    } // A clean shutdown: the commit is on disk.
+    let fs = FaultFs::new();
+    let broker = Broker::builder().vfs(Arc::new(fs.clone())).open(dir.path()).unwrap();
+    assert_eq!(broker.committed_offset("g", &tp("t", 0)).map(|o| o.offset), Some(7));
+    broker.delete_topic("t").unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    assert_eq!(broker.committed_offset("g", &tp("t", 0)), None);
+    fs.power_loss(PowerLoss::DropUnsynced);
+    drop(broker);
+    let broker = Broker::open(dir.path()).unwrap();
+    assert_eq!(broker.list_topics(), ["t"]);
+    assert_eq!(broker.committed_offset("g", &tp("t", 0)), None);
+}
