@@ -370,13 +370,16 @@ impl OffsetStore {
     pub fn delete_matching(&self, doomed: impl Fn(&str, &TopicPartition) -> bool) -> Result<usize> {
         let mut count = 0;
         self.append(true, || {
+            // Pending first, held while the table is read (the lock order of `apply_synced`):
+            // a commit moved from one to the other in between would be seen in neither.
+            let pending = self.pending.lock();
             let mut live: BTreeSet<(String, TopicPartition)> = BTreeSet::new();
             for (group, offsets) in self.table.read().iter() {
                 for tp in offsets.keys().filter(|tp| doomed(group, tp)) {
                     live.insert((group.clone(), tp.clone()));
                 }
             }
-            for (_, changes) in self.pending.lock().iter() {
+            for (_, changes) in pending.iter() {
                 for (group, tp, change) in changes {
                     if doomed(group, tp) {
                         let key = (group.clone(), tp.clone());
@@ -742,6 +745,45 @@ mod tests {
         let store = OffsetStore::open(dir.path(), Arc::new(OsFs), Durability::Synced, 1 << 30)?;
         assert_eq!(store.get("g", &other), None);
         assert_eq!(store.get("g", &tp).map(|o| o.offset), Some(2));
+        Ok(())
+    }
+
+    /// Protects: a deletion removes a `Synced` commit that becomes durable while the
+    /// deletion looks for what to remove. The deletion read the table, let go of it, then
+    /// read the pending commits; a commit moved from pending to the table in between (by
+    /// its committer's `wait_durable`) was in neither: no tombstone, and the group's offset
+    /// outlived `delete_group` (or a deleted topic's outlived `delete_topic`), on disk too.
+    #[test]
+    fn a_deletion_removes_a_commit_made_durable_while_it_runs() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", ".", e))?;
+        let store = OffsetStore::open(dir.path(), Arc::new(OsFs), Durability::Synced, 1 << 30)?;
+        let tp = TopicPartition::new("t", 0);
+        store.commit("g", &[(tp.clone(), OffsetAndMetadata::new(5))], false, &|_| Ok(()))?;
+        store.log.flush()?;
+        // The committer's `apply_synced`, held at its first step (pending locked) until the
+        // deletion is under way.
+        let mut pending = store.pending.lock();
+        let deleted = std::thread::scope(|s| {
+            let deletion = s.spawn(|| store.delete_where("g", |_| true));
+            while !store.write.is_locked() {
+                std::thread::yield_now();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            let mut table = store.table.write();
+            while let Some((_, changes)) = pending.pop_front() {
+                apply_changes(&mut table, changes);
+            }
+            drop(table);
+            drop(pending);
+            deletion.join().map_err(|_| Error::InvalidArgument {
+                reason: "the deletion panicked".into(),
+            })
+        })??;
+        assert_eq!(deleted, 1);
+        assert_eq!(store.get("g", &tp), None);
+        drop(store);
+        let store = OffsetStore::open(dir.path(), Arc::new(OsFs), Durability::Synced, 1 << 30)?;
+        assert_eq!(store.get("g", &tp), None);
         Ok(())
     }
 
