@@ -22,8 +22,9 @@
 //! Little-endian. The file is replaced atomically (tmp, fdatasync, rename, directory
 //! fsync), so after a crash it holds the topic table before or after the change, never a mix.
 //! Creating a topic writes the table after its partition directories exist (and after any
-//! committed offsets left under its name are deleted); deleting one writes the table before
-//! removing them and its committed offsets; open removes partition directories and
+//! committed offsets left under its name are deleted, the deletion synced whatever the
+//! offsets durability); deleting one writes the table before removing them and its
+//! committed offsets; open removes partition directories and
 //! committed offsets of partitions the table does not name (the leftovers of an
 //! interrupted create or delete), so a recreated topic never inherits the old one's offsets.
 

@@ -116,8 +116,10 @@ impl Decoder<String> for Utf8 {
 }
 
 /// Compact binary via bincode 2 (standard configuration), for values only Rust reads.
-/// Decoding allocates at most the input's length times a small factor (bincode's limit is
-/// set to 16 MiB), so hostile bytes cannot make it allocate without bound.
+/// Decoding is limited to 16 MiB, so hostile bytes cannot make it allocate without bound;
+/// but bincode sizes a string or byte buffer from its length prefix before reading it, so
+/// a few hostile bytes can make one decode allocate up to that limit (briefly: the decode
+/// then fails).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Bincode;
 

@@ -339,7 +339,7 @@ impl OffsetStore {
                 (group.to_owned(), tp.clone(), Some(om))
             })
             .collect();
-        self.append(wait, || {
+        self.append(wait, false, || {
             offsets.iter().try_for_each(|(tp, _)| valid(tp))?;
             Ok((records, changes))
         })
@@ -352,26 +352,36 @@ impl OffsetStore {
     }
 
     /// Drops every group's offsets for `topic` (the topic was deleted, or is created again),
-    /// in one batch.
+    /// as [`delete_matching`](Self::delete_matching) does, and syncs the offsets log whatever the offsets durability.
+    ///
+    /// The sync (which also covers tombstones an earlier call wrote but did not sync) is
+    /// what lets `create_topic` write its synced topic table next: without it a power loss
+    /// could keep the new topic and lose the tombstones, handing it the old topic's offsets.
     pub fn delete_topic(&self, topic: &str) -> Result<()> {
-        self.delete_matching(|_, tp| tp.topic == topic).map(drop)
+        self.delete_matching(|_, tp| tp.topic == topic)?;
+        self.log.flush()
     }
 
     /// Removes, in every group, the offsets for which `doomed(group, partition)` holds, as
-    /// one batch of tombstones; returns how many. What counts is the table as it will be
+    /// one batch of tombstones, or several where they do not fit in one (a failure or crash
+    /// between those leaves some removed: deleting again removes the rest, and open does so
+    /// for a deleted topic's); returns how many. What counts is the table as it will be
     /// once the commits not yet durable (`Synced` offsets) are applied: a pending commit is
     /// removed too (its tombstone follows it in the log), a pending removal is not counted
     /// again.
     pub fn delete_matching(&self, doomed: impl Fn(&str, &TopicPartition) -> bool) -> Result<usize> {
         let mut count = 0;
-        self.append(true, || {
+        self.append(true, true, || {
+            // Pending first, held while the table is read (the lock order of `apply_synced`):
+            // a commit moved from one to the other in between would be seen in neither.
+            let pending = self.pending.lock();
             let mut live: BTreeSet<(String, TopicPartition)> = BTreeSet::new();
             for (group, offsets) in self.table.read().iter() {
                 for tp in offsets.keys().filter(|tp| doomed(group, tp)) {
                     live.insert((group.clone(), tp.clone()));
                 }
             }
-            for (_, changes) in self.pending.lock().iter() {
+            for (_, changes) in pending.iter() {
                 for (group, tp, change) in changes {
                     if doomed(group, tp) {
                         let key = (group.clone(), tp.clone());
@@ -394,12 +404,22 @@ impl OffsetStore {
     }
 
     /// Appends the records `prepare` returns (called under the write lock, so no other
-    /// commit comes between; the commits not yet durable are in `pending`) as one batch, snapshotting if the log has grown enough;
+    /// commit comes between; the commits not yet durable are in `pending`) as one batch
+    /// (see `divisible` below), snapshotting if the log has grown enough;
     /// with `wait`, then waits for the configured durability. Their changes reach the table
     /// in log order, once the batch has the configured durability: at once for `Written`
     /// (or `Buffered`), after the fsync for `Synced`. Returns the log end the append
     /// reached (0 if `prepare` returned no records: nothing is appended).
-    fn append(&self, wait: bool, prepare: impl FnOnce() -> Result<(Vec<Record>, Vec<Change>)>) -> Result<u64> {
+    ///
+    /// `prepare` returns one change per record, in the same order. A commit is one batch
+    /// (atomic), refused whole if too large for one; `divisible` records (a deletion's
+    /// tombstones, each meaningful alone) too many for one batch are written as several.
+    fn append(
+        &self,
+        wait: bool,
+        divisible: bool,
+        prepare: impl FnOnce() -> Result<(Vec<Record>, Vec<Change>)>,
+    ) -> Result<u64> {
         if self.log.is_read_only() {
             return Err(Error::ReadOnly {
                 what: "write committed offsets".into(),
@@ -415,13 +435,7 @@ impl OffsetStore {
                 Durability::Synced => Durability::Written,
                 other => other,
             };
-            let info = self.log.append(&records, level)?;
-            let end = info.last_offset + 1;
-            if self.durability == Durability::Synced {
-                self.pending.lock().push_back((end, changes));
-            } else {
-                apply_changes(&mut self.table.write(), changes);
-            }
+            let end = self.append_pieces(&records, changes, level, divisible)?;
             if self.log.size_bytes() >= state.bytes_at_snapshot.saturating_add(self.compact_bytes)
                 && let Err(e) = self.compact(&mut state)
             {
@@ -435,6 +449,39 @@ impl OffsetStore {
             self.wait_durable(end)?;
         }
         Ok(end)
+    }
+
+    /// Appends `records` as one batch and hands their `changes` (one per record) on to the
+    /// table: at once, or for `Synced` offsets once synced (`pending`). If the batch is too
+    /// large for the log and the records are `divisible`, appends each half the same way
+    /// instead, so a failure part-way leaves the table matching the log. Returns the log
+    /// end reached. Called under the write lock.
+    fn append_pieces(
+        &self,
+        records: &[Record],
+        mut changes: Vec<Change>,
+        level: Durability,
+        divisible: bool,
+    ) -> Result<u64> {
+        match self.log.append(records, level) {
+            Ok(info) => {
+                let end = info.last_offset + 1;
+                if self.durability == Durability::Synced {
+                    self.pending.lock().push_back((end, changes));
+                } else {
+                    apply_changes(&mut self.table.write(), changes);
+                }
+                Ok(end)
+            }
+            Err(Error::RecordTooLarge { .. }) if divisible && records.len() > 1 => {
+                let half = records.len() / 2;
+                let (head, tail) = records.split_at(half);
+                let rest = changes.split_off(half.min(changes.len()));
+                self.append_pieces(head, changes, level, divisible)?;
+                self.append_pieces(tail, rest, level, divisible)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Waits until the commits below log offset `end` have the configured durability
@@ -737,6 +784,45 @@ mod tests {
         let store = OffsetStore::open(dir.path(), Arc::new(OsFs), Durability::Synced, 1 << 30)?;
         assert_eq!(store.get("g", &other), None);
         assert_eq!(store.get("g", &tp).map(|o| o.offset), Some(2));
+        Ok(())
+    }
+
+    /// Protects: a deletion removes a `Synced` commit that becomes durable while the
+    /// deletion looks for what to remove. The deletion read the table, let go of it, then
+    /// read the pending commits; a commit moved from pending to the table in between (by
+    /// its committer's `wait_durable`) was in neither: no tombstone, and the group's offset
+    /// outlived `delete_group` (or a deleted topic's outlived `delete_topic`), on disk too.
+    #[test]
+    fn a_deletion_removes_a_commit_made_durable_while_it_runs() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", ".", e))?;
+        let store = OffsetStore::open(dir.path(), Arc::new(OsFs), Durability::Synced, 1 << 30)?;
+        let tp = TopicPartition::new("t", 0);
+        store.commit("g", &[(tp.clone(), OffsetAndMetadata::new(5))], false, &|_| Ok(()))?;
+        store.log.flush()?;
+        // The committer's `apply_synced`, held at its first step (pending locked) until the
+        // deletion is under way.
+        let mut pending = store.pending.lock();
+        let deleted = std::thread::scope(|s| {
+            let deletion = s.spawn(|| store.delete_where("g", |_| true));
+            while !store.write.is_locked() {
+                std::thread::yield_now();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            let mut table = store.table.write();
+            while let Some((_, changes)) = pending.pop_front() {
+                apply_changes(&mut table, changes);
+            }
+            drop(table);
+            drop(pending);
+            deletion.join().map_err(|_| Error::InvalidArgument {
+                reason: "the deletion panicked".into(),
+            })
+        })??;
+        assert_eq!(deleted, 1);
+        assert_eq!(store.get("g", &tp), None);
+        drop(store);
+        let store = OffsetStore::open(dir.path(), Arc::new(OsFs), Durability::Synced, 1 << 30)?;
+        assert_eq!(store.get("g", &tp), None);
         Ok(())
     }
 

@@ -1638,3 +1638,64 @@ fn records_say_whose_clock_their_timestamp_is() {
         ])
     );
 }
+
+/// Protects: a topic deleted and created again never inherits the old topic's committed
+/// offsets, also when the power fails right after (with the default `Written` offsets).
+/// `create_topic` tombstones any offsets left under the name and then writes the synced
+/// topic table; the tombstones were only written, not synced, so a power loss kept the new
+/// topic and lost them: the reopened broker served group `g` the old topic's offset 7 for
+/// the new, empty `t-0`.
+#[test]
+fn a_recreated_topic_does_not_inherit_old_offsets_after_a_power_loss() {
+    let dir = common::temp_dir();
+    {
+        let broker = Broker::open(dir.path()).unwrap();
+        broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+        let mut c = broker.consumer(manual("g")).unwrap();
+        c.assign(&[tp("t", 0)]).unwrap();
+        c.commit_offsets(&BTreeMap::from([(tp("t", 0), OffsetAndMetadata::new(7))]))
+            .unwrap();
+    } // A clean shutdown: the commit is on disk.
+    let fs = FaultFs::new();
+    let broker = Broker::builder().vfs(Arc::new(fs.clone())).open(dir.path()).unwrap();
+    assert_eq!(broker.committed_offset("g", &tp("t", 0)).map(|o| o.offset), Some(7));
+    broker.delete_topic("t").unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    assert_eq!(broker.committed_offset("g", &tp("t", 0)), None);
+    fs.power_loss(PowerLoss::DropUnsynced);
+    drop(broker);
+    let broker = Broker::open(dir.path()).unwrap();
+    assert_eq!(broker.list_topics(), ["t"]);
+    assert_eq!(broker.committed_offset("g", &tp("t", 0)), None);
+}
+
+/// Protects: deleting a topic whose offsets, across all groups, are more tombstones than
+/// one batch of the offsets log holds. The tombstones went into one batch, which the log
+/// refused (`RecordTooLarge`) after the topic table had dropped the topic: the offsets
+/// stayed, creating the topic again failed, and so did every later open of the broker
+/// (which removes the offsets of unlisted topics the same way).
+#[test]
+fn deleting_a_topic_with_more_offsets_than_one_batch_holds() {
+    const GROUPS: usize = 4_000;
+    let dir = common::temp_dir();
+    let broker = Broker::builder()
+        .offsets_compact_bytes(64 << 10)
+        .open(dir.path())
+        .unwrap();
+    broker.create_topic("orders", TopicConfig::with_partitions(1)).unwrap();
+    for g in 0..GROUPS {
+        let mut c = broker.consumer(manual(&format!("group-{g}"))).unwrap();
+        c.assign(&[tp("orders", 0)]).unwrap();
+        c.commit_offsets(&BTreeMap::from([(tp("orders", 0), OffsetAndMetadata::new(3))]))
+            .unwrap();
+    }
+    assert_eq!(broker.list_groups().len(), GROUPS);
+    broker.delete_topic("orders").unwrap();
+    assert_eq!(broker.list_groups(), Vec::<String>::new());
+    broker.create_topic("orders", TopicConfig::with_partitions(1)).unwrap();
+    assert_eq!(broker.committed_offset("group-0", &tp("orders", 0)), None);
+    drop(broker);
+    let broker = Broker::open(dir.path()).unwrap();
+    assert_eq!(broker.list_groups(), Vec::<String>::new());
+    assert_eq!(broker.committed_offset("group-0", &tp("orders", 0)), None);
+}

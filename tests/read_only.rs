@@ -28,6 +28,12 @@ const TOPIC: &str = "live";
 const PARTITIONS: u32 = 2;
 const CHILD_RECORDS: u64 = 4000;
 
+/// Held while a test spawns a child process, and by a test while it drops a broker and opens
+/// the directory again: a child spawned meanwhile holds a copy of every descriptor of this
+/// process, the broker's locked `LOCK` file's too, until its `exec` closes them (they are
+/// close-on-exec), and the reopen would find the directory locked.
+static SPAWN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn topic_config() -> TopicConfig {
     // Small segments: the reader must follow the writer across many rolls.
     TopicConfig::with_partitions(PARTITIONS).segment_bytes(16 << 10)
@@ -133,6 +139,7 @@ fn follows_a_writer_in_another_process() {
     // The reader opens first and stays open: the child's normal open must still succeed.
     let reader = Broker::open_read_only(dir.path()).unwrap();
     assert!(reader.is_read_only());
+    let spawning = SPAWN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -147,6 +154,7 @@ fn follows_a_writer_in_another_process() {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
+    drop(spawning);
     let stdout = child.stdout.take().unwrap();
     let output = std::thread::spawn(move || BufReader::new(stdout).lines().map_while(Result::ok).collect::<Vec<_>>());
     follow(&reader, CHILD_RECORDS);
@@ -162,6 +170,7 @@ fn follows_a_writer_in_another_process() {
 #[test]
 fn follows_a_writer_on_another_thread_and_takes_no_lock() {
     let dir = common::temp_dir();
+    let reopening = SPAWN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     {
         let broker = Broker::open(dir.path()).unwrap();
         broker.create_topic(TOPIC, topic_config()).unwrap();
@@ -169,6 +178,7 @@ fn follows_a_writer_on_another_thread_and_takes_no_lock() {
     let reader = Broker::open_read_only(dir.path()).unwrap();
     // Opened after the reader: the reader holds no lock.
     let writer = Broker::open(dir.path()).unwrap();
+    drop(reopening);
     let n = 2500;
     let thread = std::thread::spawn(move || write_records(&writer, n));
     follow(&reader, n);
