@@ -180,6 +180,35 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// Runs this binary's test `name` alone in a child process, with the variable `env` set to
+/// `dir` and stdin and stdout piped, and reads its output until `seen` finds what it waits
+/// for in a line (libtest may print "test <name> ... " on the same line first). Panics,
+/// saying the child exited before `waiting_for`, if it ends first.
+fn child_test<T>(
+    name: &str,
+    env: &str,
+    dir: &Path,
+    waiting_for: &str,
+    mut seen: impl FnMut(&str) -> Option<T>,
+) -> (KillOnDrop, T) {
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(env, dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    let stdout = child.0.stdout.take().unwrap();
+    for line in BufReader::new(stdout).lines() {
+        if let Some(found) = seen(&line.unwrap()) {
+            return (child, found);
+        }
+    }
+    panic!("child exited before {waiting_for}: {:?}", child.0.wait());
+}
+
 // ---------------------------------------------------------------------------------------
 // 1. Round trip
 // ---------------------------------------------------------------------------------------
@@ -855,33 +884,16 @@ fn reserving_writer_child_process() {
 /// it appended.
 #[cfg(target_os = "linux")]
 fn kill_a_reserving_writer(dir: &Path) -> u64 {
-    let child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "reserving_writer_child_process",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(RESERVE_ENV, dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut child = KillOnDrop(child);
-    let stdout = child.0.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let appended: u64 = loop {
-        match lines.next() {
-            // libtest may print "test <name> ... " on the same line first.
-            Some(line) => {
-                if let Some((_, n)) = line.unwrap().split_once("appended ") {
-                    break n.trim().parse().unwrap();
-                }
-            }
-            None => panic!("child exited before appending: {:?}", child.0.wait()),
-        }
-    };
+    let (mut child, appended) = child_test(
+        "reserving_writer_child_process",
+        RESERVE_ENV,
+        dir,
+        "appending",
+        |line| {
+            line.split_once("appended ")
+                .map(|(_, n)| n.trim().parse::<u64>().unwrap())
+        },
+    );
     child.0.kill().unwrap();
     child.0.wait().unwrap();
 
@@ -1371,30 +1383,13 @@ fn directory_lock_excludes_a_second_open_in_another_process() {
         log.append(&common::make_records(3, 0), Durability::Synced).unwrap();
         log.close().unwrap();
     }
-    let child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "lock_holder_child_process",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(HOLD_ENV, dir.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut child = KillOnDrop(child);
-    let stdout = child.0.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    loop {
-        match lines.next() {
-            // libtest may print "test <name> ... " on the same line first.
-            Some(line) if line.as_ref().unwrap().trim_end().ends_with("ready") => break,
-            Some(_) => {}
-            None => panic!("child exited before holding the log: {:?}", child.0.wait()),
-        }
-    }
+    let (mut child, ()) = child_test(
+        "lock_holder_child_process",
+        HOLD_ENV,
+        dir.path(),
+        "holding the log",
+        |line| line.trim_end().ends_with("ready").then_some(()),
+    );
 
     let err = PartitionLog::open(dir.path(), LogConfig::default()).unwrap_err();
     match &err {
