@@ -827,6 +827,24 @@ fn allocated(path: &Path) -> u64 {
     std::fs::metadata(path).unwrap().blocks() * 512
 }
 
+/// Bytes of disk the file at `path` occupies beyond its length: what is reserved past its
+/// end (plus the file system's rounding of the last block).
+#[cfg(target_os = "linux")]
+fn reserved_past_end(path: &Path) -> u64 {
+    allocated(path).saturating_sub(std::fs::metadata(path).unwrap().len())
+}
+
+/// Nothing is reserved past the end of `path`: at most the file system's block rounding.
+#[cfg(target_os = "linux")]
+fn assert_nothing_reserved(path: &Path) {
+    let reserved = reserved_past_end(path);
+    assert!(
+        reserved < 64 << 10,
+        "{reserved} bytes reserved past the end of {}",
+        path.display()
+    );
+}
+
 /// Appends `Written` batches of 100 records of 1,000 bytes until the segment `base` holds
 /// at least `until` bytes or the log rolls past it; returns the records appended.
 #[cfg(target_os = "linux")]
@@ -913,11 +931,7 @@ fn a_killed_writer_leaves_reserved_blocks_that_change_nothing_it_wrote() {
     let file = segment_file(dir.path(), 0, "log");
     let size = std::fs::metadata(&file).unwrap().len();
     assert!(size >= 3 << 20);
-    assert!(
-        allocated(&file) >= size + (512 << 10),
-        "{} allocated for {size}",
-        allocated(&file)
-    );
+    assert!(reserved_past_end(&file) >= 512 << 10);
     let log = PartitionLog::open(dir.path(), LogConfig::default().segment_bytes(8 << 20)).unwrap();
     assert!(!log.recovery_report().clean_shutdown);
     assert!(
@@ -933,12 +947,7 @@ fn a_killed_writer_leaves_reserved_blocks_that_change_nothing_it_wrote() {
         .unwrap();
     assert_eq!(info.base_offset, appended);
     log.close().unwrap();
-    let size = std::fs::metadata(&file).unwrap().len();
-    assert!(
-        allocated(&file) < size + (64 << 10),
-        "{} allocated for {size}",
-        allocated(&file)
-    );
+    assert_nothing_reserved(&file);
 }
 
 /// The blocks a killed writer left reserved past its active segment's end are given back
@@ -952,11 +961,7 @@ fn blocks_a_killed_writer_reserved_are_given_back_when_its_segment_is_sealed() {
     let appended = kill_a_reserving_writer(dir.path());
     let file = segment_file(dir.path(), 0, "log");
     let size = std::fs::metadata(&file).unwrap().len();
-    assert!(
-        allocated(&file) >= size + (512 << 10),
-        "{} allocated for {size}",
-        allocated(&file)
-    );
+    assert!(reserved_past_end(&file) >= 512 << 10);
 
     let config = LogConfig::default().segment_bytes(3 << 20);
     let log = PartitionLog::open(dir.path(), config.clone()).unwrap();
@@ -967,11 +972,7 @@ fn blocks_a_killed_writer_reserved_are_given_back_when_its_segment_is_sealed() {
     assert_eq!(info.base_offset, appended);
     assert_eq!(log.segment_count(), 2, "the append rolled");
     assert_eq!(std::fs::metadata(&file).unwrap().len(), size);
-    assert!(
-        allocated(&file) < size + (64 << 10),
-        "{} allocated for the sealed {size}",
-        allocated(&file)
-    );
+    assert_nothing_reserved(&file);
     log.close().unwrap();
     let log = PartitionLog::open(dir.path(), config).unwrap();
     let expected: Vec<LogRecord> = (1..=appended + 1).map(|t| stored(&reserve_record(t), t - 1)).collect();
@@ -985,7 +986,6 @@ fn blocks_a_killed_writer_reserved_are_given_back_when_its_segment_is_sealed() {
 #[test]
 fn the_active_segment_reserves_blocks_ahead_and_gives_back_the_unused_ones() {
     const MIB: u64 = 1024 * 1024;
-    let slack = 64 * 1024; // file-system block rounding
     let dir = temp_dir();
     let config = LogConfig::default().segment_bytes(8 * MIB);
     let log = PartitionLog::open(dir.path(), config.clone()).unwrap();
@@ -993,7 +993,7 @@ fn the_active_segment_reserves_blocks_ahead_and_gives_back_the_unused_ones() {
     let first = segment_file(dir.path(), 0, "log");
     // Under 1 MiB: nothing reserved.
     let mut expected = fill_segment(&log, dir.path(), 0, MIB / 2, &mut tag);
-    assert!(allocated(&first) < std::fs::metadata(&first).unwrap().len() + slack);
+    assert_nothing_reserved(&first);
     // Past 1 MiB: the write that passed it reserved as much again as the segment held
     // (so up to at least 2 MiB); the length is what was written.
     expected.extend(fill_segment(&log, dir.path(), 0, 3 * MIB / 2, &mut tag));
@@ -1007,24 +1007,14 @@ fn the_active_segment_reserves_blocks_ahead_and_gives_back_the_unused_ones() {
     // Roll: the sealed segment gives back its reservation.
     expected.extend(fill_segment(&log, dir.path(), 0, 8 * MIB, &mut tag));
     assert_eq!(log.segment_count(), 2);
-    let sealed = std::fs::metadata(&first).unwrap().len();
-    assert!(
-        allocated(&first) < sealed + slack,
-        "{} allocated for {sealed}",
-        allocated(&first)
-    );
+    assert_nothing_reserved(&first);
     let active_base = *segment_bases(dir.path()).last().unwrap();
     let active = segment_file(dir.path(), active_base, "log");
     expected.extend(fill_segment(&log, dir.path(), active_base, 3 * MIB / 2, &mut tag));
     assert!(allocated(&active) >= 2 * MIB);
     // Close: the active segment gives back its reservation; everything reads back.
     log.close().unwrap();
-    let size = std::fs::metadata(&active).unwrap().len();
-    assert!(
-        allocated(&active) < size + slack,
-        "{} allocated for {size}",
-        allocated(&active)
-    );
+    assert_nothing_reserved(&active);
     let log = PartitionLog::open(dir.path(), config).unwrap();
     assert!(log.recovery_report().clean_shutdown);
     assert_eq!(read_all(&log), expected);
@@ -1035,12 +1025,7 @@ fn the_active_segment_reserves_blocks_ahead_and_gives_back_the_unused_ones() {
     let log = PartitionLog::open(dir.path(), LogConfig::default().preallocate_bytes(0)).unwrap();
     fill_segment(&log, dir.path(), 0, 3 * MIB, &mut tag);
     let first = segment_file(dir.path(), 0, "log");
-    let size = std::fs::metadata(&first).unwrap().len();
-    assert!(
-        allocated(&first) < size + slack,
-        "{} allocated for {size}",
-        allocated(&first)
-    );
+    assert_nothing_reserved(&first);
 }
 
 // ---------------------------------------------------------------------------------------
