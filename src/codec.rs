@@ -7,6 +7,7 @@
 //! record that does not decode as that record's error ([`PoisonRecord`]).
 
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -14,7 +15,7 @@ use serde::de::DeserializeOwned;
 
 use crate::consumer::{Consumer, ConsumerRecord};
 use crate::error::{Error, Result};
-use crate::producer::{Delivery, Producer, ProducerRecord, RecordMetadata};
+use crate::producer::{BatchMetadata, Delivery, Producer, ProducerRecord, RecordMetadata};
 
 /// Converts values of `T` to record bytes (Kafka's `Serializer`). [`TypedProducer`] uses
 /// one for keys and one for values.
@@ -192,10 +193,42 @@ impl<K, V, KC: Encoder<K>, VC: Encoder<V>> TypedProducer<K, V, KC, VC> {
         &self.producer
     }
 
-    fn record(&self, topic: &str, key: Option<&K>, value: &V) -> Result<ProducerRecord> {
-        let mut record = ProducerRecord::new(topic).value(self.value_codec.encode(value)?);
+    /// Encodes `key` and `value` into a [`ProducerRecord`] for `topic` without sending it:
+    /// add what the typed sends do not take (a partition, headers, a timestamp) and send it
+    /// through [`producer()`](Self::producer). A `value` of `None` makes a tombstone: the key
+    /// with no value, which Kafka's compacted topics and their readers take as "this key is
+    /// deleted".
+    ///
+    /// # Errors
+    /// [`Error::Serialization`] if the key or the value does not encode.
+    ///
+    /// # Examples
+    /// ```
+    /// use brooklet::{Broker, Json, ProducerConfig, TopicConfig, TypedProducer, Utf8};
+    /// #[derive(serde::Serialize)]
+    /// struct Order { id: u32, amount: f64 }
+    ///
+    /// let broker = Broker::temporary()?;
+    /// broker.create_topic("orders", TopicConfig::with_partitions(3))?;
+    /// let orders: TypedProducer<String, Order, Utf8, Json> =
+    ///     TypedProducer::new(broker.producer(ProducerConfig::default()), Utf8, Json);
+    /// let user = "user-1".to_string();
+    /// let record = orders
+    ///     .encode("orders", Some(&user), Some(&Order { id: 1, amount: 42.5 }))?
+    ///     .partition(2)
+    ///     .header("trace-id", "4bf92f35")
+    ///     .timestamp(1_700_000_000_000);
+    /// let meta = orders.producer().send(record)?;
+    /// assert_eq!((meta.partition, meta.offset, meta.timestamp), (2, 0, 1_700_000_000_000));
+    /// # Ok::<(), brooklet::Error>(())
+    /// ```
+    pub fn encode(&self, topic: impl Into<Arc<str>>, key: Option<&K>, value: Option<&V>) -> Result<ProducerRecord> {
+        let mut record = ProducerRecord::new(topic);
         if let Some(key) = key {
             record = record.key(self.key_codec.encode(key)?);
+        }
+        if let Some(value) = value {
+            record = record.value(self.value_codec.encode(value)?);
         }
         Ok(record)
     }
@@ -203,9 +236,18 @@ impl<K, V, KC: Encoder<K>, VC: Encoder<V>> TypedProducer<K, V, KC, VC> {
     /// Encodes and sends, blocking as [`Producer::send`].
     ///
     /// # Errors
-    /// [`Error::Serialization`], or as [`Producer::send`].
+    /// [`Error::Serialization`] (nothing is sent), or as [`Producer::send`].
     pub fn send(&self, topic: &str, key: Option<&K>, value: &V) -> Result<RecordMetadata> {
-        self.producer.send(self.record(topic, key, value)?)
+        self.producer.send(self.encode(topic, key, Some(value))?)
+    }
+
+    /// Sends a tombstone for `key` (the key with no value: "this key is deleted"), blocking
+    /// as [`Producer::send`]. It goes to the key's partition, as the key's other records do.
+    ///
+    /// # Errors
+    /// [`Error::Serialization`] (nothing is sent), or as [`Producer::send`].
+    pub fn send_tombstone(&self, topic: &str, key: &K) -> Result<RecordMetadata> {
+        self.producer.send(self.encode(topic, Some(key), None)?)
     }
 
     /// Encodes and queues, as [`Producer::send_async`].
@@ -213,7 +255,58 @@ impl<K, V, KC: Encoder<K>, VC: Encoder<V>> TypedProducer<K, V, KC, VC> {
     /// # Errors
     /// [`Error::Serialization`] at once; delivery errors through the [`Delivery`].
     pub fn send_async(&self, topic: &str, key: Option<&K>, value: &V) -> Result<Delivery> {
-        Ok(self.producer.send_async(self.record(topic, key, value)?))
+        Ok(self.producer.send_async(self.encode(topic, key, Some(value))?))
+    }
+
+    /// Encodes and queues, as [`Producer::send_with_callback`]: `callback` runs with the
+    /// delivery's outcome.
+    ///
+    /// # Errors
+    /// [`Error::Serialization`] at once, and then nothing is queued and `callback` is not
+    /// run (as Kafka's `send` throws a `SerializationException` instead of calling back).
+    pub fn send_with_callback(
+        &self,
+        topic: &str,
+        key: Option<&K>,
+        value: &V,
+        callback: impl FnOnce(Result<RecordMetadata>) + Send + 'static,
+    ) -> Result<()> {
+        self.producer
+            .send_with_callback(self.encode(topic, key, Some(value))?, callback);
+        Ok(())
+    }
+
+    /// Encodes every `(key, value)` and sends them to `topic` with one
+    /// [`Producer::send_batch`]: one write per partition, offsets in the order given.
+    ///
+    /// # Errors
+    /// [`Error::Serialization`] if any key or value does not encode: then nothing of the
+    /// call is sent. Otherwise as [`Producer::send_batch`].
+    ///
+    /// # Examples
+    /// ```
+    /// use brooklet::{Broker, Json, ProducerConfig, TopicConfig, TypedProducer};
+    ///
+    /// let broker = Broker::temporary()?;
+    /// broker.create_topic("scores", TopicConfig::with_partitions(2))?;
+    /// let scores: TypedProducer<String, u32> = TypedProducer::new(broker.producer(ProducerConfig::default()), Json, Json);
+    /// let (ann, bob) = ("ann".to_string(), "bob".to_string());
+    /// let metas = scores.send_batch("scores", [(Some(&ann), &3), (Some(&bob), &5), (Some(&ann), &8)])?;
+    /// assert_eq!(metas.len(), 3);
+    /// # Ok::<(), brooklet::Error>(())
+    /// ```
+    pub fn send_batch<'a, I>(&self, topic: &str, items: I) -> Result<BatchMetadata>
+    where
+        I: IntoIterator<Item = (Option<&'a K>, &'a V)>,
+        K: 'a,
+        V: 'a,
+    {
+        let topic: Arc<str> = Arc::from(topic);
+        let records = items
+            .into_iter()
+            .map(|(key, value)| self.encode(Arc::clone(&topic), key, Some(value)))
+            .collect::<Result<Vec<_>>>()?;
+        self.producer.send_batch(&records)
     }
 }
 

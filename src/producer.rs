@@ -248,15 +248,23 @@ impl ProducerConfig {
 }
 
 /// Counters of a producer (shared by its clones), from [`Producer::metrics`].
+///
+/// `records_sent` counts what reached a partition's log; `errors` counts records whose
+/// send reported an error. A record can be in both: a `Synced` record written whose fsync
+/// failed, or, when a [`send_batch`](Producer::send_batch) fails on one partition, its
+/// records already written to others (the call reports every record of it failed).
+/// Records refused by a [`TypedProducer`](crate::TypedProducer) because they did not
+/// encode never reach the producer and are in neither.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ProducerMetrics {
-    /// Records stored.
+    /// Records written to their partition's log.
     pub records_sent: u64,
-    /// Encoded batch bytes stored.
+    /// Encoded batch bytes written.
     pub bytes_sent: u64,
     /// Batches written.
     pub batches: u64,
-    /// Records whose send failed.
+    /// Records whose send reported an error (through `send`'s result, a [`Delivery`] or a
+    /// callback).
     pub errors: u64,
     /// fsync rounds this producer's `Synced` sends ran (group commit makes this smaller
     /// than the number of sends).

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use brooklet::io::{FaultFs, PowerLoss};
 use brooklet::{
-    Bincode, Broker, Codec, Compression, Decoder, Delivery, Durability, Encoder, Error, Json, LogRecord, Producer,
-    ProducerConfig, ProducerRecord, RecordMetadata, RoundRobinPartitioner, TimestampType, TopicConfig, TopicPartition,
-    TypedProducer, partition_for_key,
+    Bincode, Broker, Codec, Compression, ConsumerConfig, Decoder, Delivery, Durability, Encoder, Error, Json,
+    LogRecord, Producer, ProducerConfig, ProducerRecord, RecordMetadata, RoundRobinPartitioner, TimestampType,
+    TopicConfig, TopicPartition, TypedConsumer, TypedProducer, partition_for_key,
 };
 use bytes::Bytes;
 use common::{read_all, temp_dir};
@@ -1338,6 +1338,134 @@ fn typed_producer_round_trips_with_json() {
 #[test]
 fn typed_producer_round_trips_with_bincode() {
     typed_round_trip(Bincode, "bincode-orders");
+}
+
+#[test]
+fn typed_producer_sends_tombstones_batches_callbacks_and_records_with_headers() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("orders", TopicConfig::with_partitions(3)).unwrap();
+    let typed: TypedProducer<String, Order> =
+        TypedProducer::new(broker.producer(ProducerConfig::default()), Json, Json);
+    let all = orders();
+    let user = |i: usize| all[i].user.clone();
+    let partition_of = |user: &str| partition_for_key(&Encoder::<String>::encode(&Json, &user.to_string()).unwrap(), 3);
+
+    // `encode` leaves room for a partition, headers and a timestamp.
+    let record = typed
+        .encode("orders", Some(&user(1)), Some(&all[1]))
+        .unwrap()
+        .partition(2)
+        .header("trace-id", "4bf92f35")
+        .header("source", "api")
+        .timestamp(1_700_000_000_123);
+    let meta = typed.producer().send(record).unwrap();
+    assert_eq!((meta.partition, meta.timestamp), (2, 1_700_000_000_123));
+    let stored = stored_at(&broker, &meta);
+    assert_eq!(stored.timestamp, 1_700_000_000_123);
+    assert_eq!(
+        stored
+            .headers
+            .iter()
+            .map(|h| (h.name.as_str(), &h.value[..]))
+            .collect::<Vec<_>>(),
+        [("trace-id", &b"4bf92f35"[..]), ("source", &b"api"[..])]
+    );
+    assert_eq!(
+        Decoder::<Order>::decode(&Json, stored.value.as_deref().unwrap()).unwrap(),
+        all[1]
+    );
+
+    // A tombstone: the key, on its partition, and no value.
+    let tomb = typed.send_tombstone("orders", &user(0)).unwrap();
+    assert_eq!(tomb.partition, partition_of(&user(0)));
+    let stored = stored_at(&broker, &tomb);
+    assert_eq!((text(&stored.key), stored.value), (format!("\"{}\"", user(0)), None));
+    // A typed consumer reads it as the key with no value (not as a poison record).
+    let tp = TopicPartition::new("orders", tomb.partition);
+    let mut consumer: TypedConsumer<String, Order> = TypedConsumer::new(
+        broker.consumer(ConsumerConfig::group("typed-tombstones")).unwrap(),
+        Json,
+        Json,
+    );
+    consumer.consumer_mut().assign(std::slice::from_ref(&tp)).unwrap();
+    consumer.consumer_mut().seek(&tp, tomb.offset).unwrap();
+    let polled = consumer.poll(Duration::from_secs(10)).unwrap();
+    let first = polled.first().unwrap().as_ref().unwrap();
+    assert_eq!(
+        (first.key.as_deref(), first.value.as_ref(), first.raw.offset()),
+        (Some(&*user(0)), None, tomb.offset)
+    );
+    let keyless_tombstone = typed.encode("orders", None, None).unwrap();
+    assert_eq!(
+        (
+            keyless_tombstone.record().key_bytes(),
+            keyless_tombstone.record().value_bytes()
+        ),
+        (None, None)
+    );
+
+    // A batch: every record on its key's partition, in the order given per partition.
+    let before = end_offsets(&broker, "orders");
+    let keys: Vec<String> = all.iter().map(|o| o.user.clone()).collect();
+    let metas = typed
+        .send_batch("orders", keys.iter().zip(&all).map(|(k, o)| (Some(k), o)))
+        .unwrap();
+    assert_eq!(metas.len(), all.len());
+    let mut next = before.clone();
+    for (i, meta) in metas.iter().enumerate() {
+        assert_eq!(meta.partition, partition_of(&all[i].user), "record {i}");
+        let p = meta.partition as usize;
+        assert_eq!(meta.offset, next[p], "record {i}");
+        next[p] += 1;
+        let value = stored_at(&broker, &meta).value.unwrap();
+        assert_eq!(Decoder::<Order>::decode(&Json, &value).unwrap(), all[i]);
+    }
+    assert_eq!(end_offsets(&broker, "orders"), next);
+
+    // A callback gets the record's metadata.
+    let (tx, rx) = std::sync::mpsc::channel();
+    typed
+        .send_with_callback("orders", Some(&user(3)), &all[3], move |r| tx.send(r).unwrap())
+        .unwrap();
+    typed.producer().flush().unwrap();
+    let called = rx.recv_timeout(Duration::from_secs(10)).unwrap().unwrap();
+    assert_eq!(called.partition, partition_of(&user(3)));
+    assert_eq!(called.offset, next[called.partition as usize]);
+    assert_eq!(
+        Decoder::<Order>::decode(&Json, stored_at(&broker, &called).value.as_deref().unwrap()).unwrap(),
+        all[3]
+    );
+}
+
+#[test]
+fn typed_producer_sends_nothing_of_a_batch_or_callback_that_does_not_encode() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(2)).unwrap();
+    // JSON cannot encode a map with non-string keys.
+    let typed: TypedProducer<String, BTreeMap<(u8, u8), u8>> =
+        TypedProducer::new(broker.producer(ProducerConfig::default()), Json, Json);
+    let good = BTreeMap::new();
+    let bad = BTreeMap::from([((1, 2), 3)]);
+    let key = "k".to_string();
+    let batch = [(Some(&key), &good), (None, &good), (Some(&key), &bad), (None, &good)];
+    match typed.send_batch("t", batch) {
+        Err(Error::Serialization { reason }) => assert!(reason.contains("JSON"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    let called = Arc::new(Mutex::new(false));
+    let flag = Arc::clone(&called);
+    assert!(matches!(
+        typed.send_with_callback("t", None, &bad, move |_| *flag.lock().unwrap() = true),
+        Err(Error::Serialization { .. })
+    ));
+    typed.producer().flush().unwrap();
+    assert!(
+        !*called.lock().unwrap(),
+        "the callback of a record that did not encode ran"
+    );
+    assert_eq!(end_offsets(&broker, "t"), [0, 0]);
+    let m = typed.producer().metrics();
+    assert_eq!((m.records_sent, m.errors), (0, 0));
 }
 
 #[test]
