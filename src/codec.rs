@@ -120,7 +120,10 @@ impl Decoder<String> for Utf8 {
 /// Decoding is limited to 16 MiB, so hostile bytes cannot make it allocate without bound;
 /// but bincode sizes a string or byte buffer from its length prefix before reading it, so
 /// a few hostile bytes can make one decode allocate up to that limit (briefly: the decode
-/// then fails).
+/// then fails). bincode has no nesting limit: a recursive type (one holding a `Box` or
+/// `Vec` of itself) decoded from hostile bytes nests as deep as the bytes say, and a deep
+/// enough nesting overflows the thread's stack; decode such types from untrusted sources
+/// with [`Json`], which refuses more than 128 levels.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Bincode;
 
