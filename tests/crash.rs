@@ -130,6 +130,8 @@ struct Model {
     acks: HashMap<(String, u32, u64), Ack>,
     /// partition -> the highest commit acknowledged.
     commits: HashMap<u32, u64>,
+    /// Commits acknowledged, across runs.
+    commits_acked: u64,
 }
 
 fn run_child(dir: &std::path::Path, run: u64, alive: Duration, model: &mut Model) -> usize {
@@ -200,6 +202,7 @@ fn run_child(dir: &std::path::Path, run: u64, alive: Duration, model: &mut Model
                 let (p, o): (u32, u64) = (p.parse().unwrap(), o.parse().unwrap());
                 let best = model.commits.entry(p).or_insert(0);
                 *best = (*best).max(o);
+                model.commits_acked += 1;
             }
             ["READY"] => {}
             // The test harness's own lines.
@@ -315,7 +318,8 @@ fn crash_loop() {
     }
     let _ = std::io::stderr().write_all(
         format!(
-            "crash_loop: {iterations} SIGKILLs survived, {total_acks} acknowledged records checked, {} commits tracked, seed {seed}\n",
+            "crash_loop: {iterations} SIGKILLs survived, {total_acks} acknowledged records checked, {} acknowledged commits of {} partitions tracked, seed {seed}\n",
+            model.commits_acked,
             model.commits.len()
         )
         .as_bytes(),
