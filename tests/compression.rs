@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use brooklet::{
     AppendOptions, Compression, Durability, LogConfig, LogRecord, PartitionLog, Record, RecordBatch, TimestampType,
 };
-use common::{read_all, temp_dir};
+use common::{read_all, synced_through, temp_dir};
 
 // ---- the largest allocation made by this thread, for the decompression-bomb tests ----
 
@@ -251,6 +251,8 @@ fn rewrite_section(path: &Path, position: usize, fill: impl Fn(&mut [u8])) {
     fs::write(path, bytes).unwrap();
 }
 
+/// A compressed batch with a valid CRC over bytes its codec rejects (a faulty writer) is not
+/// served; after a crash, recovery cuts at it if it was not synced, and refuses to if it was.
 #[test]
 fn recovery_cuts_at_a_compressed_batch_that_does_not_decompress() {
     for codec in &CODECS[1..] {
@@ -290,7 +292,24 @@ fn recovery_cuts_at_a_compressed_batch_that_does_not_decompress() {
         }
         log.close().unwrap();
 
+        // After a crash with the batch synced (the recovery point, 40, vouches for it),
+        // recovery does not cut it: the open fails at it.
         fs::remove_file(dir.path().join(MARKER)).unwrap();
+        match PartitionLog::open(dir.path(), LogConfig::default()) {
+            Err(brooklet::Error::Corrupt {
+                position: p, reason, ..
+            }) => {
+                assert_eq!(p, position as u64);
+                assert!(reason.contains("do not decompress"), "{codec:?}: {reason}");
+                assert!(
+                    reason.contains("records below offset 40 were synced"),
+                    "{codec:?}: {reason}"
+                );
+            }
+            other => panic!("{codec:?}: {other:?}"),
+        }
+        // After a crash before it was synced, recovery cuts at it.
+        synced_through(dir.path(), 30);
         let log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
         let cut = log.recovery_report().truncation.clone().unwrap();
         assert_eq!(cut.path, path);

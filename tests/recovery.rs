@@ -13,6 +13,9 @@ use brooklet::io::{EIO, Fault, FaultFs, FaultOp, PowerLoss};
 use brooklet::{Durability, Error, LogConfig, LogRecord, PartitionLog, Record, RecoveryReport, Truncation};
 use proptest::prelude::*;
 
+mod common;
+use common::{checkpoint_bytes, synced_through};
+
 const MARKER: &str = "clean-shutdown";
 const RECOVERY_POINT: &str = "recovery-point";
 const LOG_START: &str = "log-start-offset";
@@ -288,7 +291,8 @@ fn timestamp_queries(records: &[Record]) -> Vec<i64> {
 // 1. Torn tail
 // ---------------------------------------------------------------------------------------
 
-/// A crash can leave the last batch cut at any byte. For every cut inside the last batch,
+/// A crash can leave the last batch cut at any byte (it was not synced: the recovery point
+/// is its base offset). For every cut inside the last batch,
 /// recovery truncates back to the batch's start, reports it exactly, keeps every earlier
 /// record, and the next append takes the lost batch's offset. A cut exactly at the batch's
 /// start leaves only whole batches: nothing is invalid, so there is no truncation.
@@ -334,6 +338,8 @@ fn recover_torn_tail_at_every_byte() {
             if !keep_marker {
                 fs::remove_file(dir.path().join(MARKER)).unwrap();
             }
+            // The crash came while the last batch was written, after a sync of the others.
+            synced_through(dir.path(), last_base);
             let log = PartitionLog::open(dir.path(), config.clone()).unwrap();
             let report = log.recovery_report().clone();
             let truncation = (cut > last_start).then(|| Truncation {
@@ -506,6 +512,8 @@ fn recover_flipped_bit_in_tail_segment_cuts_at_its_batch() {
             let path = seg_path(dir.path(), last_base, "log");
             flip(&path, victim.position + at, mask);
             fs::remove_file(dir.path().join(MARKER)).unwrap();
+            // Synced through the roll to the tail segment, not since.
+            synced_through(dir.path(), last_base);
             let log = PartitionLog::open(dir.path(), config.clone()).unwrap();
             let report = log.recovery_report().clone();
             assert!(!report.clean_shutdown, "{ctx}");
@@ -537,6 +545,128 @@ fn recover_flipped_bit_in_tail_segment_cuts_at_its_batch() {
             assert_appends_at(&log, victim.base_offset);
         }
     }
+}
+
+/// Every file of a directory and its bytes.
+fn dir_contents(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files: Vec<(PathBuf, Vec<u8>)> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .map(|p| {
+            let bytes = fs::read(&p).unwrap();
+            (p, bytes)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Records below the recovery point were synced (here: the log was closed cleanly, then
+/// reopened and killed, so the marker is gone and the point is the end). A flipped bit in
+/// one of their batches is damage, not a torn write: the open fails with `Corrupt` at that
+/// batch, naming the recovery-point file as the way to accept the loss, and changes no
+/// file — before, recovery cut there and deleted the intact batches after it. A read-only
+/// open sees the same damage. Removing the recovery-point file (the operator's decision)
+/// lets the next open cut at the damage.
+#[test]
+fn damage_below_the_recovery_point_fails_open_and_cuts_nothing() {
+    let config = LogConfig::default().segment_bytes(4096).index_interval_bytes(256);
+    let (template, written, last_base, framed) = multi_segment_template(&config);
+    let victim = framed[framed.len() / 2];
+    let kept = &written.records[..victim.base_offset as usize];
+    let end = written.records.len() as u64;
+    for (at, field) in [
+        (HEADER_LEN + 3, "a record byte"),
+        (8, "the batch length"),
+        (12, "the magic"),
+    ] {
+        let ctx = format!("{field} of the batch at {}", victim.position);
+        let dir = fresh_copy(template.path());
+        let path = seg_path(dir.path(), last_base, "log");
+        flip(&path, victim.position + at, 0x01);
+        fs::remove_file(dir.path().join(MARKER)).unwrap();
+        let before = dir_contents(dir.path());
+        let recovery_point_file = dir.path().join(RECOVERY_POINT);
+
+        match PartitionLog::open(dir.path(), config.clone()) {
+            Err(Error::Corrupt {
+                path: p,
+                position,
+                reason,
+            }) => {
+                assert_eq!((&p, position), (&path, victim.position), "{ctx}: {reason}");
+                let says = [
+                    format!("records below offset {end} were synced"),
+                    format!("stop being valid at offset {}", victim.base_offset),
+                    format!("removing {}", recovery_point_file.display()),
+                ];
+                for s in says {
+                    assert!(reason.contains(&s), "{ctx}: {reason:?} lacks {s:?}");
+                }
+            }
+            other => panic!("{ctx}: open gave {other:?}"),
+        }
+        assert!(
+            dir_contents(dir.path()) == before,
+            "{ctx}: a refused open changed files"
+        );
+
+        let ro = PartitionLog::open_read_only(dir.path(), config.clone()).unwrap();
+        match ro.refresh() {
+            Err(Error::Corrupt { path: p, reason, .. }) => {
+                assert_eq!(p, path, "{ctx}: {reason}");
+                assert!(reason.contains("recovery point"), "{ctx}: {reason}");
+            }
+            other => panic!("{ctx}: read-only refresh gave {other:?}"),
+        }
+        drop(ro);
+        assert!(
+            dir_contents(dir.path()) == before,
+            "{ctx}: a read-only open changed files"
+        );
+
+        // The operator accepts the loss: recovery scans from the first segment and cuts.
+        fs::remove_file(&recovery_point_file).unwrap();
+        let log = PartitionLog::open(dir.path(), config.clone()).unwrap();
+        let report = log.recovery_report().clone();
+        assert_eq!(report.segments_scanned, 2, "{ctx}");
+        let t = report.truncation.unwrap_or_else(|| panic!("{ctx}: no truncation"));
+        assert_eq!((&t.path, t.position), (&path, victim.position), "{ctx}");
+        assert_eq!(log.log_end_offset(), victim.base_offset, "{ctx}");
+        assert_log_holds(&log, kept);
+    }
+}
+
+/// The segment holding the recovery point lost its contents (here: emptied), and a later
+/// segment follows. Before, recovery cut at the gap and deleted the later segment, intact
+/// records and all; now the open fails with `Corrupt` and every file stays as it was.
+#[test]
+fn a_segment_emptied_below_the_recovery_point_fails_open_and_deletes_nothing() {
+    let config = LogConfig::default().segment_bytes(4096).index_interval_bytes(256);
+    let (template, _written, last_base, _framed) = multi_segment_template(&config);
+    let dir = fresh_copy(template.path());
+    fs::remove_file(dir.path().join(MARKER)).unwrap();
+    // Synced through most of the first segment (as a sync before the roll leaves it).
+    synced_through(dir.path(), last_base - 1);
+    truncate_file(&seg_path(dir.path(), 0, "log"), 0);
+    let before = dir_contents(dir.path());
+    match PartitionLog::open(dir.path(), config) {
+        Err(Error::Corrupt { path, position, reason }) => {
+            assert_eq!(
+                (path, position),
+                (seg_path(dir.path(), last_base, "log"), 0),
+                "{reason}"
+            );
+            assert!(
+                reason.contains(&format!("the next segment starts at offset {last_base}")),
+                "{reason}"
+            );
+            assert!(reason.contains("stop being valid at offset 0"), "{reason}");
+        }
+        other => panic!("open gave {other:?}"),
+    }
+    assert!(dir_contents(dir.path()) == before, "a refused open changed files");
 }
 
 /// After a clean close the marker is trusted and nothing is scanned; a bit that flips later
@@ -1247,19 +1377,6 @@ fn appends_near_the_largest_offset_are_checked() {
     assert_eq!(log.log_end_offset(), u64::MAX);
     let values: Vec<_> = read_all(&log).into_iter().map(|r| r.value).collect();
     assert_eq!(values, [Some("a".into()), Some("b".into()), Some("c".into())]);
-}
-
-/// A checkpoint file as `checkpoint.rs` documents it: magic, version, count, values, CRC.
-fn checkpoint_bytes(version: u16, values: &[u64]) -> Vec<u8> {
-    let mut out = b"BRKC".to_vec();
-    out.extend_from_slice(&version.to_le_bytes());
-    out.extend_from_slice(&(values.len() as u16).to_le_bytes());
-    for v in values {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
-    let crc = crc32fast::hash(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out
 }
 
 /// Checkpoints are checksummed and replaced atomically, so a crash never leaves garbage in

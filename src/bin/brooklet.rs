@@ -1056,8 +1056,10 @@ fn verify(dir: &Path, out: &mut Output) -> CliResult<ExitCode> {
     }
     out.line(&format!(
         "{} problem(s) found. After a crash, Broker::open recovers each partition's tail (it cuts a torn or damaged \
-         tail past the recovery point and rebuilds indexes); damage inside data a clean shutdown or the recovery point \
-         vouched for is not repaired: reads stop there with a corrupt-data error (see RELIABILITY.md)",
+         tail past the recovery point and rebuilds indexes). Damage to records the recovery point vouches for \
+         (synced) is not repaired: after a crash the open fails with a corrupt-data error naming the partition's \
+         recovery-point file, whose removal accepts losing the records from the damage on; after a clean shutdown, \
+         reads stop there with a corrupt-data error (see RELIABILITY.md)",
         problems.len()
     ))?;
     out.flush()?;

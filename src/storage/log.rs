@@ -473,7 +473,10 @@ impl PartitionLog {
     /// # Errors
     /// [`Error::InvalidConfig`] for a bad `config`; [`Error::Locked`] if the directory is open
     /// elsewhere (in this process or another); [`Error::Io`] if it cannot be read or written;
-    /// [`Error::Corrupt`] or [`Error::UnsupportedVersion`] for an unreadable checkpoint.
+    /// [`Error::Corrupt`] or [`Error::UnsupportedVersion`] for an unreadable checkpoint;
+    /// [`Error::Corrupt`] if, after a crash, records below the recovery point (synced) are
+    /// damaged: recovery does not cut synced records, and the error names the way to accept
+    /// the loss (removing the `recovery-point` file).
     pub fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<Self> {
         Self::open_with_vfs(dir, config, Arc::new(OsFs))
     }
@@ -661,6 +664,8 @@ impl PartitionLog {
     /// the writer closed the log cleanly, its clean-shutdown marker says how far the last
     /// segment goes; valid batches that stop short of that are damage, reported as
     /// [`Error::Corrupt`] (a writable open would fail the same read), not a shorter log.
+    /// Likewise valid batches that stop below the writer's recovery point (records it has
+    /// synced): [`Error::Corrupt`], as a writable open would fail.
     pub fn refresh(&self) -> Result<()> {
         self.refresh_with(true)
     }
@@ -673,8 +678,11 @@ impl PartitionLog {
             return Ok(());
         }
         // Read before the scan: whatever the scan then finds was written before the marker
-        // (a writer that opens again removes the marker before it writes anything).
+        // (a writer that opens again removes the marker before it writes anything), and
+        // before the recovery point (the writer syncs records before it raises the point,
+        // and lowers the point before it cuts records).
         let marker = self.clean_shutdown_marker();
+        let recovery_point = self.persisted_recovery_point();
         let mut w = self.writer.lock();
         loop {
             let active = Arc::clone(&w.active);
@@ -722,6 +730,22 @@ impl PartitionLog {
                 return Err(damage);
             }
             tracing::warn!(error = %damage, "read-only log: damaged before its clean end");
+        } else if let Some(point) = recovery_point
+            && w.next_offset < point
+            && self.persisted_recovery_point() == recovery_point
+        {
+            let damage = vouched_damage(
+                &self.dir,
+                &w.active.log_path,
+                w.active.size(),
+                point,
+                w.next_offset,
+                "the next bytes are not a valid batch",
+            );
+            if fail_on_damage {
+                return Err(damage);
+            }
+            tracing::warn!(error = %damage, "read-only log: damaged below its recovery point");
         }
         let start = read_log_start(&*self.vfs, &self.dir)?;
         self.log_start.fetch_max(start.min(w.next_offset), Ordering::AcqRel);
@@ -738,6 +762,15 @@ impl PartitionLog {
         checkpoint::read(&*self.vfs, &self.dir.join(CLEAN_SHUTDOWN_FILE), 3)
             .ok()
             .flatten()
+    }
+
+    /// The writer's persisted recovery point, if there is a readable one (a read-only log's
+    /// view of how far the writer has synced).
+    fn persisted_recovery_point(&self) -> Option<u64> {
+        checkpoint::read(&*self.vfs, &self.dir.join(RECOVERY_POINT_FILE), 1)
+            .ok()
+            .flatten()
+            .and_then(|v| v.first().copied())
     }
 
     /// [`refresh`](Self::refresh) for getters that cannot fail: a failure is logged and
@@ -2108,6 +2141,13 @@ impl Opened {
 
     /// Scans from the segment holding `recovery_point` to the end, cutting at the first
     /// invalid byte. Returns the end offset.
+    ///
+    /// Records below the recovery point were synced (or closed cleanly), so invalid bytes
+    /// among them are damage, not a write the crash interrupted: recovery refuses to cut
+    /// there (it would delete the intact records after the damage too) and fails with
+    /// [`Error::Corrupt`] instead, saying how to accept the loss (see
+    /// [`vouched_damage`]). A log whose valid records simply end below the recovery
+    /// point (the file lost its end) keeps what it has, with an error-level log line.
     fn recover(
         vfs: &dyn Vfs,
         dir: &Path,
@@ -2128,7 +2168,7 @@ impl Opened {
         let mut expected: Option<u64> = None;
         let mut next_offset = 0;
         let mut cut_from: Option<u64> = None;
-        for segment in &to_scan {
+        for (i, segment) in to_scan.iter().enumerate() {
             if expected.is_some_and(|e| e != segment.base_offset) {
                 // A gap or overlap between segments: keep what precedes it.
                 report.truncation = Some(Truncation {
@@ -2151,6 +2191,31 @@ impl Opened {
             next_offset = scan.next_offset;
             expected = Some(scan.next_offset);
             let index = scan.index;
+            if scan.next_offset < recovery_point {
+                // Checked before this segment or its index files change.
+                if let Some(err) = &scan.error {
+                    return Err(vouched_damage(
+                        dir,
+                        &segment.log_path,
+                        err.position,
+                        recovery_point,
+                        scan.next_offset,
+                        &err.reason,
+                    ));
+                }
+                if let Some(next) = to_scan.get(i + 1)
+                    && next.base_offset != scan.next_offset
+                {
+                    return Err(vouched_damage(
+                        dir,
+                        &next.log_path,
+                        0,
+                        recovery_point,
+                        scan.next_offset,
+                        &format!("the next segment starts at offset {}", next.base_offset),
+                    ));
+                }
+            }
             if let Some(err) = scan.error {
                 segment
                     .log
@@ -2200,8 +2265,36 @@ impl Opened {
             segments.insert(base, Segment::create_empty(vfs, dir, base, config.limits())?);
             next_offset = base;
         }
+        if next_offset < recovery_point {
+            tracing::error!(
+                dir = %dir.display(),
+                end = next_offset,
+                recovery_point,
+                "the log ends below its recovery point: records it had synced are gone (the files lost their end)"
+            );
+        }
         vfs.sync_dir(dir).map_err(|e| Error::io("sync directory", dir, e))?;
         checkpoint::write(vfs, &dir.join(RECOVERY_POINT_FILE), &[next_offset])?;
         Ok(next_offset)
     }
+}
+
+/// The error for invalid bytes (at `position` of `path`, after the valid records end at
+/// offset `valid_end`) below the recovery point: records there were synced, so this is
+/// damage, and recovery does not repair it by cutting. The way out it names — removing
+/// the recovery-point file, after which the next open scans from the first segment and
+/// cuts at the damage — deletes every record from `valid_end` on, so it is the
+/// operator's decision, as `pg_resetwal` is PostgreSQL's.
+fn vouched_damage(dir: &Path, path: &Path, position: u64, recovery_point: u64, valid_end: u64, reason: &str) -> Error {
+    Error::corrupt(
+        path,
+        position,
+        format!(
+            "damaged below the recovery point: records below offset {recovery_point} were synced, but they stop \
+             being valid at offset {valid_end} ({reason}). Recovery does not cut synced records. Restore the \
+             partition from a copy, or accept losing every record from offset {valid_end} on by removing {} and \
+             opening again",
+            dir.join(RECOVERY_POINT_FILE).display()
+        ),
+    )
 }
