@@ -1,7 +1,7 @@
 //! brooklet side by side with a raw file, a crossbeam channel, SQLite and the commitlog
 //! crate: every scenario of `benches/compare.rs` once, with fixed record counts, printed as
 //! ONE table (records/s, MB/s, latency, brooklet's ratio to each peer) followed by the
-//! targets of issue 7 (met or missed, on ratios measured in this same run).
+//! project's targets (BENCHMARKS.md, "Targets"; met or missed, on ratios measured in this same run).
 //!
 //! ```sh
 //! cargo run --release --example compare                 # about 30 s on 2 cores
@@ -631,7 +631,7 @@ fn print_table(rows: &[Row], n: usize, n_single: usize, n_synced: usize, n_laten
 }
 
 // ---------------------------------------------------------------------------------------
-// Targets (issue 7)
+// Targets (BENCHMARKS.md)
 // ---------------------------------------------------------------------------------------
 
 fn find<'a>(rows: &'a [Row], scenario: Scenario, system: &str) -> Option<&'a Row> {
@@ -754,7 +754,7 @@ fn print_targets(rows: &[Row]) {
     ));
     let w0 = lines.iter().map(|l| l.0.chars().count()).max().unwrap_or(0);
     let w1 = lines.iter().map(|l| l.1.chars().count()).max().unwrap_or(0);
-    println!("targets (issue 7; ratios from this run)");
+    println!("targets (see BENCHMARKS.md; ratios from this run)");
     for (what, value, ok) in &lines {
         let mark = match ok {
             Some(true) => "✅",

@@ -55,12 +55,24 @@ fn main() -> Res {
             match item {
                 Ok(r) => {
                     let order = r.value.ok_or("a tombstone")?;
-                    println!("billed order {} for {:.2}", order.id, order.amount);
+                    println!(
+                        "{}-{}@{}: billed order {} for {:.2}",
+                        r.raw.topic(),
+                        r.raw.partition(),
+                        r.raw.offset(),
+                        order.id,
+                        order.amount
+                    );
                     billed += order.amount;
                 }
                 Err(poison) => {
                     let PoisonRecord { raw, error } = *poison;
-                    println!("poison message at offset {} -> orders.dlq ({error})", raw.offset());
+                    println!(
+                        "{}-{}@{}: poison message, parked in orders.dlq ({error})",
+                        raw.topic(),
+                        raw.partition(),
+                        raw.offset()
+                    );
                     let mut dlq = ProducerRecord::new("orders.dlq")
                         .value(raw.value_bytes().cloned().unwrap_or_default())
                         .header("error", error.to_string())

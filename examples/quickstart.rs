@@ -134,7 +134,18 @@ fn cents(amount: f64) -> i64 {
     (amount * 100.0).round() as i64
 }
 
-fn main() -> Res {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The error's message, not its debug form.
+            eprintln!("quickstart: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Res {
     // By default the data lives in a temp dir deleted at the end; `-- DIR` keeps it in DIR
     // (a fresh directory), to look at afterwards with the CLI (`brooklet --dir DIR ...`).
     let temp = tempfile::tempdir()?;

@@ -1,4 +1,4 @@
-//! The scenarios of the side-by-side comparison (issue 7), shared by the criterion bench
+//! The scenarios of the side-by-side comparison (BENCHMARKS.md), shared by the criterion bench
 //! `benches/compare.rs` and the runner `examples/compare.rs`, so that both time exactly the
 //! same code.
 //!
