@@ -638,6 +638,49 @@ fn damage_below_the_recovery_point_fails_open_and_cuts_nothing() {
     }
 }
 
+/// The last segment lost its end (cut at a batch boundary, so every batch left is valid)
+/// below the recovery point: the records after the cut were synced, so this is damage too.
+/// The open fails and changes nothing; removing the recovery-point file accepts the loss.
+#[test]
+fn a_log_that_lost_its_end_below_the_recovery_point_fails_open() {
+    let config = LogConfig::default().segment_bytes(4096).index_interval_bytes(256);
+    let (template, written, last_base, framed) = multi_segment_template(&config);
+    let victim = framed[framed.len() / 2];
+    let dir = fresh_copy(template.path());
+    let path = seg_path(dir.path(), last_base, "log");
+    truncate_file(&path, victim.position);
+    fs::remove_file(dir.path().join(MARKER)).unwrap();
+    let before = dir_contents(dir.path());
+    match PartitionLog::open(dir.path(), config.clone()) {
+        Err(Error::Corrupt {
+            path: p,
+            position,
+            reason,
+        }) => {
+            assert_eq!((&p, position), (&path, victim.position), "{reason}");
+            let end = written.records.len();
+            assert!(
+                reason.contains(&format!("records below offset {end} were synced")),
+                "{reason}"
+            );
+            assert!(
+                reason.contains(&format!(
+                    "stop being valid at offset {} (the last segment ends there)",
+                    victim.base_offset
+                )),
+                "{reason}"
+            );
+        }
+        other => panic!("open gave {other:?}"),
+    }
+    assert!(dir_contents(dir.path()) == before, "a refused open changed files");
+    fs::remove_file(dir.path().join(RECOVERY_POINT)).unwrap();
+    let log = PartitionLog::open(dir.path(), config).unwrap();
+    assert_eq!(log.recovery_report().truncation, None);
+    assert_eq!(log.log_end_offset(), victim.base_offset);
+    assert_log_holds(&log, &written.records[..victim.base_offset as usize]);
+}
+
 /// The segment holding the recovery point lost its contents (here: emptied), and a later
 /// segment follows. Before, recovery cut at the gap and deleted the later segment, intact
 /// records and all; now the open fails with `Corrupt` and every file stays as it was.

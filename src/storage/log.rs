@@ -2052,7 +2052,10 @@ impl Opened {
                     dir,
                     config,
                     &mut segments,
-                    recovery_point.unwrap_or(0),
+                    Vouched {
+                        log_start,
+                        recovery_point: recovery_point.unwrap_or(0),
+                    },
                     &mut recovery,
                 )?;
                 (end, Some(end))
@@ -2142,20 +2145,20 @@ impl Opened {
     /// Scans from the segment holding `recovery_point` to the end, cutting at the first
     /// invalid byte. Returns the end offset.
     ///
-    /// Records below the recovery point were synced (or closed cleanly), so invalid bytes
-    /// among them are damage, not a write the crash interrupted: recovery refuses to cut
-    /// there (it would delete the intact records after the damage too) and fails with
-    /// [`Error::Corrupt`] instead, saying how to accept the loss (see
-    /// [`vouched_damage`]). A log whose valid records simply end below the recovery
-    /// point (the file lost its end) keeps what it has, with an error-level log line.
+    /// Records from the log start to the recovery point were synced (or closed cleanly), so
+    /// invalid bytes among them, a gap, or an end below the point is damage, not a write the
+    /// crash interrupted: recovery refuses to cut there (it would delete the intact records
+    /// after the damage too) and fails with [`Error::Corrupt`] instead, saying how to
+    /// accept the loss (see [`vouched_damage`]). It checks before it changes any file.
     fn recover(
         vfs: &dyn Vfs,
         dir: &Path,
         config: &LogConfig,
         segments: &mut BTreeMap<u64, Arc<Segment>>,
-        recovery_point: u64,
+        vouched: Vouched,
         report: &mut RecoveryReport,
     ) -> Result<u64> {
+        let recovery_point = vouched.recovery_point;
         let first = segments
             .range(..=recovery_point)
             .next_back()
@@ -2191,7 +2194,7 @@ impl Opened {
             next_offset = scan.next_offset;
             expected = Some(scan.next_offset);
             let index = scan.index;
-            if scan.next_offset < recovery_point {
+            if vouched.lost_from(scan.next_offset) {
                 // Checked before this segment or its index files change.
                 if let Some(err) = &scan.error {
                     return Err(vouched_damage(
@@ -2213,6 +2216,16 @@ impl Opened {
                         recovery_point,
                         scan.next_offset,
                         &format!("the next segment starts at offset {}", next.base_offset),
+                    ));
+                }
+                if i + 1 == to_scan.len() {
+                    return Err(vouched_damage(
+                        dir,
+                        &segment.log_path,
+                        scan.valid_len,
+                        recovery_point,
+                        scan.next_offset,
+                        "the last segment ends there",
                     ));
                 }
             }
@@ -2265,17 +2278,26 @@ impl Opened {
             segments.insert(base, Segment::create_empty(vfs, dir, base, config.limits())?);
             next_offset = base;
         }
-        if next_offset < recovery_point {
-            tracing::error!(
-                dir = %dir.display(),
-                end = next_offset,
-                recovery_point,
-                "the log ends below its recovery point: records it had synced are gone (the files lost their end)"
-            );
-        }
         vfs.sync_dir(dir).map_err(|e| Error::io("sync directory", dir, e))?;
         checkpoint::write(vfs, &dir.join(RECOVERY_POINT_FILE), &[next_offset])?;
         Ok(next_offset)
+    }
+}
+
+/// What a recovery may not cut: the records from the log start to the recovery point.
+#[derive(Debug, Clone, Copy)]
+struct Vouched {
+    log_start: u64,
+    recovery_point: u64,
+}
+
+impl Vouched {
+    /// Whether valid records ending at `end` would lose vouched ones: `end` is below the
+    /// recovery point, and some records from the log start on are below it too. (A crash
+    /// midway through a restart at the log start leaves the point at the log start with
+    /// older segments still there: nothing vouched is lost when they go.)
+    fn lost_from(self, end: u64) -> bool {
+        end < self.recovery_point && self.log_start < self.recovery_point
     }
 }
 
