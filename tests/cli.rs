@@ -471,3 +471,68 @@ fn errors_are_one_line_and_exit_1() {
         assert!(out.contains("Example"), "{args:?}: {out}");
     }
 }
+
+#[test]
+fn config_errors_name_the_kafka_setting_and_its_range() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let refused = |setting: &str| {
+        let o = brooklet(&dir, &["topics", "create", "x", "--config", setting]);
+        assert_eq!(o.status.code(), Some(1), "{setting}");
+        assert_eq!(stdout(&o), "");
+        stderr(&o)
+    };
+    assert_eq!(
+        refused("cleanup.policy=compact"),
+        "brooklet: error: invalid configuration for `cleanup.policy`: \"compact\" is not supported: brooklet has no \
+         log compaction yet; cleanup.policy takes only delete\n"
+    );
+    assert_eq!(
+        refused("segment.bytes=10"),
+        "brooklet: error: invalid configuration for `segment.bytes`: \"10\" is not allowed: segment.bytes takes a \
+         whole number of bytes from 4096 to 4294967295\n"
+    );
+    assert_eq!(
+        refused("max.message.bytes=100"),
+        "brooklet: error: invalid configuration for `max.message.bytes`: \"100\" is not allowed: max.message.bytes \
+         takes a whole number of bytes from 1024 to 4294967295 (above segment.bytes, segment.bytes is the limit)\n"
+    );
+    let retention = "retention.ms takes -1 (no limit, the default) or a whole number of milliseconds from 1 to \
+                     18446744073709551615\n";
+    for value in ["abc", "0", "-2"] {
+        assert_eq!(
+            refused(&format!("retention.ms={value}")),
+            format!(
+                "brooklet: error: invalid configuration for `retention.ms`: \"{value}\" is not allowed: {retention}"
+            )
+        );
+    }
+    assert!(!dir.join("x-0").exists());
+    // -1 is no limit, as in Kafka (and the default): shown as -1.
+    ok(
+        &dir,
+        &[
+            "topics",
+            "create",
+            "x",
+            "--config",
+            "retention.ms=-1",
+            "--config",
+            "retention.bytes=-1",
+            "--config",
+            "cleanup.policy=delete",
+        ],
+    );
+    let describe = ok(&dir, &["topics", "describe", "x"]);
+    assert_eq!(row(&describe, &["retention.ms"]), ["retention.ms", "-1"]);
+    assert_eq!(row(&describe, &["retention.bytes"]), ["retention.bytes", "-1"]);
+    assert_eq!(row(&describe, &["cleanup.policy"]), ["cleanup.policy", "delete"]);
+    let help = ok(&dir, &["topics", "create", "--help"]);
+    for text in [
+        "cleanup.policy (only delete: compact is refused",
+        "-1 = no limit",
+        "1024",
+    ] {
+        assert!(help.replace("\n ", " ").contains(text), "{text}: {help}");
+    }
+}

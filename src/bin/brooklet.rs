@@ -117,8 +117,12 @@ enum TopicsCommand {
         /// How many partitions.
         #[arg(long, default_value_t = 1)]
         partitions: u32,
-        /// A setting, as Kafka names it (repeatable): segment.bytes, segment.ms,
-        /// retention.bytes, retention.ms, max.message.bytes, message.timestamp.type.
+        /// A setting, as Kafka names it (repeatable): segment.bytes (4096 to 4294967295),
+        /// segment.ms, retention.ms (-1 = no limit, the default, or 1 and up),
+        /// retention.bytes (-1 = no limit, the default, or 0 and up), max.message.bytes (1024
+        /// to 4294967295; above segment.bytes, that is the limit), message.timestamp.type
+        /// (CreateTime or LogAppendTime), cleanup.policy (only delete: compact is refused,
+        /// there is no compaction yet).
         #[arg(long = "config", value_name = "KEY=VALUE")]
         config: Vec<String>,
     },
