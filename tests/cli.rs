@@ -450,11 +450,29 @@ fn errors_are_one_line_and_exit_1() {
         ],
     );
     assert!(plan.contains("orders"), "{plan}");
-    // Not a data directory.
-    let o = brooklet(&tmp.path().join("missing"), &["topics", "list"]);
+    // Not a data directory: one that does not exist is named so, and is not created.
+    let missing = tmp.path().join("missing");
+    for args in [&["topics", "list"][..], &["groups", "delete", "g"], &["verify"]] {
+        let o = brooklet(&missing, args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        assert_eq!(
+            stderr(&o),
+            format!("brooklet: error: {} does not exist\n", missing.display()),
+            "{args:?}"
+        );
+        assert!(!missing.exists());
+    }
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let o = brooklet(&empty, &["topics", "list"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("not a brooklet data directory"), "{}", stderr(&o));
-    assert!(!tmp.path().join("missing").exists());
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "brooklet: error: {} is not a brooklet data directory (no meta/topics)\n",
+            empty.display()
+        )
+    );
     // --help everywhere, with an example.
     for args in [
         &["--help"][..],
@@ -535,4 +553,87 @@ fn config_errors_name_the_kafka_setting_and_its_range() {
     ] {
         assert!(help.replace("\n ", " ").contains(text), "{text}: {help}");
     }
+}
+
+#[test]
+fn dump_log_finds_a_relative_segment_under_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    ok(&dir, &["topics", "create", "orders"]);
+    assert!(
+        brooklet_with_stdin(&dir, &["produce", "orders"], "x\n")
+            .status
+            .success()
+    );
+    let relative = "orders-0/00000000000000000000.log";
+    assert!(!Path::new(relative).exists());
+    let dump = ok(&dir, &["dump-log", relative]);
+    assert_eq!(
+        dump.lines().next().unwrap(),
+        format!("{}: 65 bytes, 1 batch(es), base offset 0", dir.join(relative).display())
+    );
+    assert_eq!(row(&dump, &["0", "0", "0", "1"])[8], "ok");
+    let o = brooklet(&dir, &["dump-log", "orders-0/00000000000000000001.log"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "brooklet: error: orders-0/00000000000000000001.log does not exist, nor does {}\n",
+            dir.join("orders-0/00000000000000000001.log").display()
+        )
+    );
+}
+
+#[test]
+fn consume_and_produce_refuse_bad_arguments_up_front() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    ok(&dir, &["topics", "create", "orders"]);
+    assert!(
+        brooklet_with_stdin(&dir, &["produce", "orders"], "a\nb\nc\n")
+            .status
+            .success()
+    );
+    // An offset past the end is refused, naming the end; the end itself is the next record.
+    let o = brooklet(&dir, &["consume", "orders", "--partition", "0", "--offset", "9999"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stderr(&o),
+        "brooklet: error: offset 9999 is past the end of orders-0: its end offset is 3 (the offset the next record gets)\n"
+    );
+    let o = brooklet(&dir, &["consume", "orders", "--partition", "0", "--offset", "3"]);
+    assert_eq!((o.status.code(), stdout(&o).as_str()), (Some(0), ""));
+    assert_eq!(stderr(&o), "brooklet: no records to read\n");
+    assert_eq!(
+        ok(&dir, &["consume", "orders", "--partition", "0", "--offset", "2"]),
+        "c\n"
+    );
+    // Conflicting and empty arguments: clap's usage errors (exit 2), nothing run.
+    let o = brooklet(
+        &dir,
+        &[
+            "consume",
+            "orders",
+            "--partition",
+            "0",
+            "--offset",
+            "1",
+            "--from-beginning",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).starts_with("error: the argument '--offset <O>' cannot be used with '--from-beginning'\n"),
+        "{}",
+        stderr(&o)
+    );
+    let o = brooklet_with_stdin(&dir, &["produce", "orders", "--key-separator", ""], "a\n");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o)
+            .starts_with("error: invalid value '' for '--key-separator <SEP>': the separator must not be empty\n"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(ok(&dir, &["consume", "orders", "--from-beginning"]), "a\nb\nc\n");
 }

@@ -80,10 +80,11 @@ enum Command {
     Groups(GroupsCommand),
     /// Print every batch of a segment file (offsets, count, timestamps, codec, size, checksum).
     #[command(
-        after_help = "Examples:\n  brooklet dump-log data/orders-0/00000000000000000000.log\n  brooklet dump-log data/orders-0/00000000000000000000.log --records\n\nExits with 2 if the file is damaged."
+        after_help = "Examples:\n  brooklet dump-log data/orders-0/00000000000000000000.log\n  brooklet --dir data dump-log orders-0/00000000000000000000.log --records\n\nExits with 2 if the file is damaged."
     )]
     DumpLog {
-        /// The segment file (`<dir>/<topic>-<partition>/<base offset>.log`).
+        /// The segment file (`<dir>/<topic>-<partition>/<base offset>.log`). A relative path
+        /// that does not exist as given is looked up under --dir, if one is given.
         path: PathBuf,
         /// Print the records of each batch too.
         #[arg(long)]
@@ -156,8 +157,8 @@ enum DurabilityArg {
 struct ProduceArgs {
     /// The topic.
     topic: String,
-    /// Split each line at the first SEP into key and value (Kafka's parse.key).
-    #[arg(long, value_name = "SEP")]
+    /// Split each line at the first SEP into key and value (Kafka's parse.key). Not empty.
+    #[arg(long, value_name = "SEP", value_parser = non_empty_separator)]
     key_separator: Option<String>,
     /// A header for every record (repeatable).
     #[arg(long = "header", value_name = "KEY=VALUE")]
@@ -189,7 +190,7 @@ struct ConsumeArgs {
     #[arg(long)]
     group: Option<String>,
     /// Start at the oldest record (default: only new records; a group resumes at its commit).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "offset")]
     from_beginning: bool,
     /// Keep waiting for new records instead of stopping at the end.
     #[arg(long)]
@@ -200,7 +201,7 @@ struct ConsumeArgs {
     /// Read only this partition.
     #[arg(long, value_name = "P")]
     partition: Option<u32>,
-    /// Start at this offset (needs --partition).
+    /// Start at this offset (needs --partition; at most the partition's end offset).
     #[arg(long, value_name = "O", requires = "partition")]
     offset: Option<u64>,
     /// Output format.
@@ -303,7 +304,9 @@ fn run(cli: Cli) -> CliResult<ExitCode> {
         Command::Produce(args) => produce(&dir()?, &args, &mut out)?,
         Command::Consume(args) => consume(&dir()?, &args, &mut out)?,
         Command::Groups(cmd) => groups(&dir()?, cmd, &mut out)?,
-        Command::DumpLog { path, records } => return dump_log(&path, records, &mut out),
+        Command::DumpLog { path, records } => {
+            return dump_log(&segment_path(&path, cli.dir.as_deref())?, records, &mut out);
+        }
         Command::Verify => return verify(&dir()?, &mut out),
     }
     out.flush()?;
@@ -341,8 +344,20 @@ impl Output {
     }
 }
 
+/// Fails unless `dir` is an existing directory.
+fn check_dir(dir: &Path) -> CliResult<()> {
+    if !dir.exists() {
+        return Err(Failure(format!("{} does not exist", dir.display())));
+    }
+    if !dir.is_dir() {
+        return Err(Failure(format!("{} is not a directory", dir.display())));
+    }
+    Ok(())
+}
+
 /// Opens the directory for reading, beside any application that holds it.
 fn open_reader(dir: &Path) -> CliResult<Broker> {
+    check_dir(dir)?;
     Broker::open_read_only(dir).map_err(|e| match e {
         Error::Io { ref source, .. } if source.kind() == io::ErrorKind::NotFound => Failure(format!(
             "{} is not a brooklet data directory (no meta/topics)",
@@ -354,6 +369,7 @@ fn open_reader(dir: &Path) -> CliResult<Broker> {
 
 /// Opens the directory for writing: it must not be in use.
 fn open_writer(dir: &Path, action: &str) -> CliResult<Broker> {
+    check_dir(dir)?;
     if !dir.join("meta").join("topics").exists() && !action.starts_with("create") {
         return Err(Failure(format!(
             "{} is not a brooklet data directory (no meta/topics)",
@@ -526,6 +542,15 @@ fn split_once_bytes<'a>(line: &'a [u8], sep: &[u8]) -> Option<(&'a [u8], &'a [u8
     Some((line.get(..at)?, line.get(at + sep.len()..)?))
 }
 
+/// `--key-separator`: an empty one would match before every line's first byte.
+fn non_empty_separator(sep: &str) -> Result<String, String> {
+    if sep.is_empty() {
+        Err("the separator must not be empty".into())
+    } else {
+        Ok(sep.to_owned())
+    }
+}
+
 fn produce(dir: &Path, args: &ProduceArgs, out: &mut Output) -> CliResult<()> {
     let headers = args
         .headers
@@ -688,13 +713,29 @@ fn consume(dir: &Path, args: &ConsumeArgs, out: &mut Output) -> CliResult<()> {
     let description = broker.describe_topic(&args.topic)?;
     let partitions: Vec<u32> = match args.partition {
         Some(p) => {
-            if description.partitions.iter().all(|d| d.partition != p) {
+            let Some(d) = description.partitions.iter().find(|d| d.partition == p) else {
                 return Err(Error::InvalidPartition {
                     topic: args.topic.clone(),
                     partition: p,
                     partitions: description.partitions.len() as u32,
                 }
                 .into());
+            };
+            // Refused rather than moved to an end by the reset policy, which would print
+            // something else than asked for, or nothing, without saying why.
+            if let Some(offset) = args.offset {
+                if offset > d.log_end_offset {
+                    return Err(Failure(format!(
+                        "offset {offset} is past the end of {}-{p}: its end offset is {} (the offset the next record gets)",
+                        args.topic, d.log_end_offset
+                    )));
+                }
+                if offset < d.log_start_offset {
+                    return Err(Failure(format!(
+                        "offset {offset} is before the start of {}-{p}: its first stored offset is {}",
+                        args.topic, d.log_start_offset
+                    )));
+                }
             }
             vec![p]
         }
@@ -888,6 +929,29 @@ fn groups(dir: &Path, cmd: GroupsCommand, out: &mut Output) -> CliResult<()> {
     }
 }
 
+/// The segment `dump-log` reads: `path` as given if it exists, else (if relative) under
+/// `dir`.
+fn segment_path(path: &Path, dir: Option<&Path>) -> CliResult<PathBuf> {
+    if path.exists() {
+        return Ok(path.to_path_buf());
+    }
+    match dir {
+        Some(dir) if path.is_relative() => {
+            let under = dir.join(path);
+            if under.exists() {
+                Ok(under)
+            } else {
+                Err(Failure(format!(
+                    "{} does not exist, nor does {}",
+                    path.display(),
+                    under.display()
+                )))
+            }
+        }
+        _ => Err(Failure(format!("{} does not exist", path.display()))),
+    }
+}
+
 fn dump_log(path: &Path, records: bool, out: &mut Output) -> CliResult<ExitCode> {
     if path.extension().is_some_and(|e| e != "log") {
         return Err(Failure(format!(
@@ -983,9 +1047,7 @@ fn dump_log(path: &Path, records: bool, out: &mut Output) -> CliResult<ExitCode>
 }
 
 fn verify(dir: &Path, out: &mut Output) -> CliResult<ExitCode> {
-    if !dir.is_dir() {
-        return Err(Failure(format!("{} is not a directory", dir.display())));
-    }
+    check_dir(dir)?;
     let mut problems: Vec<String> = Vec::new();
     // The metadata: the topic table and the committed offsets must load.
     let topics = match Broker::open_read_only(dir) {
