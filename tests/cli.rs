@@ -2,7 +2,7 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 
 use brooklet::{Broker, ProducerConfig, ProducerRecord};
 
@@ -11,7 +11,18 @@ fn brooklet(dir: &Path, args: &[&str]) -> Output {
 }
 
 fn brooklet_with_stdin(dir: &Path, args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_brooklet"))
+    brooklet_with_stdin_bytes(dir, args, stdin.as_bytes())
+}
+
+fn brooklet_with_stdin_bytes(dir: &Path, args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = spawn(dir, args);
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Starts the binary with every stream piped.
+fn spawn(dir: &Path, args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_brooklet"))
         .arg("--dir")
         .arg(dir)
         .args(args)
@@ -19,9 +30,7 @@ fn brooklet_with_stdin(dir: &Path, args: &[&str], stdin: &str) -> Output {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    child.wait_with_output().unwrap()
+        .unwrap()
 }
 
 fn stdout(o: &Output) -> String {
@@ -553,6 +562,36 @@ fn config_errors_name_the_kafka_setting_and_its_range() {
     ] {
         assert!(help.replace("\n ", " ").contains(text), "{text}: {help}");
     }
+}
+
+#[test]
+fn text_consume_gives_back_the_bytes_produced_utf8_or_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    ok(&dir, &["topics", "create", "bin"]);
+    let o = brooklet_with_stdin_bytes(
+        &dir,
+        &["produce", "bin", "--key-separator", ":", "--header", "h=v"],
+        b"k\xff:\xff\xfebin\n",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = brooklet(&dir, &["consume", "bin", "--from-beginning"]);
+    assert_eq!(o.stdout, b"\xff\xfebin\n");
+    let o = brooklet(
+        &dir,
+        &["consume", "bin", "--from-beginning", "--print-key", "--print-headers"],
+    );
+    assert_eq!(o.stdout, b"k\xff\th=v\t\xff\xfebin\n");
+    // JSON strings cannot hold such bytes: they become U+FFFD, as its help says.
+    let json = ok(&dir, &["consume", "bin", "--from-beginning", "--format", "json"]);
+    let object: serde_json::Value = serde_json::from_str(json.trim_end()).unwrap();
+    assert_eq!(object["value"], "\u{fffd}\u{fffd}bin");
+    assert_eq!(object["key"], "k\u{fffd}");
+    let help = ok(&dir, &["consume", "--help"]);
+    assert!(help.replace("\n ", " ").contains("become U+FFFD"), "{help}");
+    // dump-log shows them escaped.
+    let dump = ok(&dir, &["dump-log", "bin-0/00000000000000000000.log", "--records"]);
+    assert!(dump.contains("key k\\xff value \\xff\\xfebin headers [h=v]"), "{dump}");
 }
 
 #[test]

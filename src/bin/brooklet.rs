@@ -86,7 +86,8 @@ enum Command {
         /// The segment file (`<dir>/<topic>-<partition>/<base offset>.log`). A relative path
         /// that does not exist as given is looked up under --dir, if one is given.
         path: PathBuf,
-        /// Print the records of each batch too.
+        /// Print the records of each batch too (keys, values and header values as text;
+        /// bytes that are not UTF-8 as \xNN).
         #[arg(long)]
         records: bool,
     },
@@ -173,11 +174,13 @@ struct ProduceArgs {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Format {
-    /// The value (with the --print-* fields before it, tab-separated).
+    /// The value (with the --print-* fields before it, tab-separated), its bytes as stored:
+    /// what was produced comes back byte for byte, UTF-8 or not.
     Text,
     /// One JSON object per line: topic, partition, offset, timestamp, timestamp_type
     /// (CreateTime or LogAppendTime), key, value, headers (an object by name: of a name that
-    /// repeats, the last value).
+    /// repeats, the last value). Keys, values and header values are JSON strings: bytes that
+    /// are not UTF-8 become U+FFFD there (use text for the exact bytes).
     Json,
 }
 
@@ -326,7 +329,12 @@ impl Output {
     }
 
     fn line(&mut self, text: &str) -> CliResult<()> {
-        let result = writeln!(self.inner, "{text}");
+        self.bytes_line(text.as_bytes())
+    }
+
+    /// `bytes` as they are (UTF-8 or not), then a newline.
+    fn bytes_line(&mut self, bytes: &[u8]) -> CliResult<()> {
+        let result = self.inner.write_all(bytes).and_then(|()| self.inner.write_all(b"\n"));
         Self::check(result)
     }
 
@@ -656,7 +664,21 @@ fn lossy(bytes: Option<&[u8]>) -> Option<String> {
     bytes.map(|b| String::from_utf8_lossy(b).into_owned())
 }
 
-fn format_record(r: &ConsumerRecordRef<'_>, args: &ConsumeArgs) -> String {
+/// `bytes` as text for `dump-log`: UTF-8 as it is, any other byte as `\xNN`.
+fn escaped(bytes: &[u8]) -> String {
+    let mut text = String::new();
+    for chunk in bytes.utf8_chunks() {
+        text.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            text.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    text
+}
+
+/// One record as the line `consume` prints (without the newline). Text gives keys, values
+/// and header values as the bytes stored.
+fn format_record(r: &ConsumerRecordRef<'_>, args: &ConsumeArgs) -> Vec<u8> {
     match args.format {
         Format::Json => {
             let headers: serde_json::Map<String, serde_json::Value> = r
@@ -679,28 +701,26 @@ fn format_record(r: &ConsumerRecordRef<'_>, args: &ConsumeArgs) -> String {
                 "headers": headers,
             })
             .to_string()
+            .into_bytes()
         }
         Format::Text => {
-            let mut fields = Vec::new();
+            let mut fields: Vec<Vec<u8>> = Vec::new();
             if args.print_timestamp {
-                fields.push(format!("{} ({})", r.timestamp(), format_time(r.timestamp())));
+                fields.push(format!("{} ({})", r.timestamp(), format_time(r.timestamp())).into_bytes());
             }
             if args.print_key {
-                fields.push(lossy(r.key()).unwrap_or_else(|| "null".into()));
+                fields.push(r.key().map_or_else(|| b"null".to_vec(), <[u8]>::to_vec));
             }
             if args.print_headers {
-                let headers: Vec<String> = r
-                    .headers()
-                    .map(|(k, v)| format!("{k}={}", String::from_utf8_lossy(v)))
-                    .collect();
+                let headers: Vec<Vec<u8>> = r.headers().map(|(k, v)| [k.as_bytes(), b"=", v].concat()).collect();
                 fields.push(if headers.is_empty() {
-                    "NO_HEADERS".into()
+                    b"NO_HEADERS".to_vec()
                 } else {
-                    headers.join(",")
+                    headers.join(&b","[..])
                 });
             }
-            fields.push(lossy(r.value()).unwrap_or_else(|| "null".into()));
-            fields.join("\t")
+            fields.push(r.value().map_or_else(|| b"null".to_vec(), <[u8]>::to_vec));
+            fields.join(&b"\t"[..])
         }
     }
 }
@@ -781,7 +801,7 @@ fn consume(dir: &Path, args: &ConsumeArgs, out: &mut Output) -> CliResult<()> {
             if args.max_records.is_some_and(|max| printed >= max) {
                 break;
             }
-            out.line(&format_record(&r, args))?;
+            out.bytes_line(&format_record(&r, args))?;
             last.insert(r.topic_partition(), r.offset());
             printed += 1;
         }
@@ -1000,16 +1020,14 @@ fn dump_log(path: &Path, records: bool, out: &mut Output) -> CliResult<ExitCode>
                 for r in batch.iter() {
                     match r {
                         Ok(r) => {
-                            let headers: Vec<String> = r
-                                .headers()
-                                .map(|(k, v)| format!("{k}={}", String::from_utf8_lossy(v)))
-                                .collect();
+                            let headers: Vec<String> =
+                                r.headers().map(|(k, v)| format!("{k}={}", escaped(v))).collect();
                             out.line(&format!(
                                 "  offset {} timestamp {} key {} value {} headers [{}]",
                                 r.offset(),
                                 r.timestamp(),
-                                lossy(r.key()).unwrap_or_else(|| "null".into()),
-                                lossy(r.value()).unwrap_or_else(|| "null".into()),
+                                r.key().map_or_else(|| "null".into(), escaped),
+                                r.value().map_or_else(|| "null".into(), escaped),
                                 headers.join(", ")
                             ))?;
                         }
