@@ -1,8 +1,10 @@
 //! End to end: the `brooklet` binary (built with `--features cli`) against real directories.
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use brooklet::{Broker, ProducerConfig, ProducerRecord};
 
@@ -31,6 +33,32 @@ fn spawn(dir: &Path, args: &[&str]) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
+}
+
+/// The first `n` lines the child prints (its stdout is taken), failing after 60 s.
+fn first_lines(child: &mut Child, n: usize) -> Vec<String> {
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        for _ in 0..n {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                break;
+            }
+            if tx.send(line.trim_end_matches('\n').to_owned()).is_err() {
+                break;
+            }
+        }
+        // Keep reading until the child exits, so that it never blocks on a full pipe.
+        let _ = std::io::copy(&mut reader, &mut std::io::sink());
+    });
+    (0..n)
+        .map(|i| {
+            rx.recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|e| panic!("line {i} of {n} did not come: {e}"))
+        })
+        .collect()
 }
 
 fn stdout(o: &Output) -> String {
@@ -497,6 +525,52 @@ fn errors_are_one_line_and_exit_1() {
         let out = ok(&dir, args);
         assert!(out.contains("Example"), "{args:?}: {out}");
     }
+}
+
+#[test]
+fn a_recovery_that_cut_bytes_is_reported_on_stderr() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    ok(&dir, &["topics", "create", "orders", "--partitions", "2"]);
+    let o = brooklet_with_stdin(&dir, &["produce", "orders", "--partition", "1"], "a\nb\n");
+    assert!(o.status.success());
+    // A writer killed while it holds the directory leaves every partition unclean.
+    let mut child = spawn(
+        &dir,
+        &["consume", "orders", "--group", "g", "--from-beginning", "--follow"],
+    );
+    assert_eq!(first_lines(&mut child, 2), ["a", "b"]);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!dir.join("orders-1").join("clean-shutdown").exists());
+    // And a torn tail: bytes of a batch that was never completed.
+    let segment = dir.join("orders-1").join("00000000000000000000.log");
+    let len = std::fs::metadata(&segment).unwrap().len();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&segment)
+        .unwrap()
+        .write_all(b"garbage!")
+        .unwrap();
+    // A reader runs no recovery: nothing to report, nothing changed.
+    let o = brooklet(&dir, &["consume", "orders", "--from-beginning"]);
+    assert_eq!((stdout(&o).as_str(), stderr(&o).as_str()), ("a\nb\n", ""));
+    // A writer's open cuts the tail and says so on stderr, stdout as always.
+    let o = brooklet(&dir, &["produce", "orders"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "produced 0 record(s) to orders in 0 partition(s)\n");
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "brooklet: warning: orders-1 was not closed cleanly: recovery cut 8 bytes at byte {len} of {} \
+             (torn write: 8 bytes remain, a batch needs 57)\n",
+            segment.display()
+        )
+    );
+    assert_eq!(std::fs::metadata(&segment).unwrap().len(), len);
+    // Closed cleanly since: no more warning, the records are all there.
+    let o = brooklet(&dir, &["consume", "orders", "--group", "h", "--from-beginning"]);
+    assert_eq!((stdout(&o).as_str(), stderr(&o).as_str()), ("a\nb\n", ""));
 }
 
 #[test]

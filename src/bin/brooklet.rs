@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use brooklet::inspect::{self, PartitionCheck};
 use brooklet::{
     Broker, ConsumerConfig, ConsumerRecordRef, Delivery, Durability, Error, GroupState, OffsetAndMetadata, OffsetReset,
-    OffsetSpec, ProducerConfig, ProducerRecord, TopicConfig, TopicPartition,
+    OffsetSpec, ProducerConfig, ProducerRecord, RecoveryReport, TopicConfig, TopicPartition,
 };
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -366,13 +366,17 @@ fn check_dir(dir: &Path) -> CliResult<()> {
 /// Opens the directory for reading, beside any application that holds it.
 fn open_reader(dir: &Path) -> CliResult<Broker> {
     check_dir(dir)?;
-    Broker::open_read_only(dir).map_err(|e| match e {
+    let broker = Broker::open_read_only(dir).map_err(|e| match e {
         Error::Io { ref source, .. } if source.kind() == io::ErrorKind::NotFound => Failure(format!(
             "{} is not a brooklet data directory (no meta/topics)",
             dir.display()
         )),
         other => other.into(),
-    })
+    })?;
+    // A read-only open runs no recovery and cuts nothing, so its reports are empty today;
+    // checked all the same, so that a reader would say so if it ever did.
+    warn_recoveries(&broker);
+    Ok(broker)
 }
 
 /// Opens the directory for writing: it must not be in use.
@@ -384,13 +388,61 @@ fn open_writer(dir: &Path, action: &str) -> CliResult<Broker> {
             dir.display()
         )));
     }
-    Broker::open(dir).map_err(|e| match e {
+    let broker = Broker::open(dir).map_err(|e| match e {
         Error::Locked { .. } => Failure(format!(
             "the directory {} is in use by another process (an application has it open); {action} writes to it, so stop that process first — reading commands work meanwhile",
             dir.display()
         )),
         other => other.into(),
-    })
+    })?;
+    warn_recoveries(&broker);
+    Ok(broker)
+}
+
+/// One line on stderr for each partition whose open found it not closed cleanly and had to
+/// cut a torn or damaged tail or delete segments: the library reports that only through
+/// `tracing`, which the CLI does not collect, and a user should learn that bytes were cut.
+/// stdout is left as it is.
+fn warn_recoveries(broker: &Broker) {
+    for topic in broker.list_topics() {
+        let Ok(description) = broker.describe_topic(&topic) else {
+            continue;
+        };
+        for p in &description.partitions {
+            let tp = TopicPartition::new(topic.as_str(), p.partition);
+            if let Ok(log) = broker.partition_log(&tp)
+                && let Some(warning) = recovery_warning(&tp, log.recovery_report())
+            {
+                eprintln!("brooklet: warning: {warning}");
+            }
+        }
+    }
+}
+
+/// What a recovery did to `tp`, if it lost or removed anything.
+fn recovery_warning(tp: &TopicPartition, report: &RecoveryReport) -> Option<String> {
+    if report.clean_shutdown || (report.truncation.is_none() && report.segments_deleted.is_empty()) {
+        return None;
+    }
+    let mut done = Vec::new();
+    if let Some(cut) = &report.truncation {
+        done.push(format!(
+            "cut {} bytes at byte {} of {} ({})",
+            cut.bytes_removed,
+            cut.position,
+            cut.path.display(),
+            cut.reason
+        ));
+    }
+    if !report.segments_deleted.is_empty() {
+        let bases: Vec<String> = report.segments_deleted.iter().map(u64::to_string).collect();
+        done.push(format!(
+            "deleted {} segment(s) (base offsets {})",
+            bases.len(),
+            bases.join(", ")
+        ));
+    }
+    Some(format!("{tp} was not closed cleanly: recovery {}", done.join(" and ")))
 }
 
 /// Renders rows under headers, each column as wide as its widest cell; columns of numbers
