@@ -574,6 +574,58 @@ fn a_recovery_that_cut_bytes_is_reported_on_stderr() {
 }
 
 #[test]
+fn produce_stops_at_a_line_too_large_for_the_topic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    ok(
+        &dir,
+        &["topics", "create", "small", "--config", "max.message.bytes=2000"],
+    );
+    let lines = format!("a\nb\n{}\nc\nd\n", "x".repeat(5000));
+    let o = brooklet_with_stdin(&dir, &["produce", "small"], &lines);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stdout(&o),
+        "produced 2 record(s) to small in 1 partition(s)\n\
+         PARTITION  RECORDS  FIRST OFFSET  LAST OFFSET\n        0        2             0            1\n"
+    );
+    assert_eq!(
+        stderr(&o),
+        "brooklet: error: line 3 is one record of 5066 bytes, too large for topic small: its max.message.bytes is \
+         2000 bytes; stopped there: the 2 record(s) before it were produced\n"
+    );
+    // Nothing after it was produced.
+    assert_eq!(ok(&dir, &["consume", "small", "--from-beginning"]), "a\nb\n");
+    // The first line of a run, and one whose limit is segment.bytes (max.message.bytes
+    // above it).
+    ok(
+        &dir,
+        &[
+            "topics",
+            "create",
+            "tiny",
+            "--config",
+            "segment.bytes=4096",
+            "--config",
+            "max.message.bytes=8192",
+        ],
+    );
+    let o = brooklet_with_stdin(&dir, &["produce", "tiny"], &format!("{}\nz\n", "y".repeat(5000)));
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stdout(&o), "produced 0 record(s) to tiny in 0 partition(s)\n");
+    assert_eq!(
+        stderr(&o),
+        "brooklet: error: line 1 is one record of 5066 bytes, too large for topic tiny: its segment.bytes is 4096 \
+         bytes; stopped there: the 0 record(s) before it were produced\n"
+    );
+    let o = brooklet(&dir, &["consume", "tiny", "--from-beginning"]);
+    assert_eq!(
+        (stdout(&o).as_str(), stderr(&o).as_str()),
+        ("", "brooklet: no records to read\n")
+    );
+}
+
+#[test]
 fn config_errors_name_the_kafka_setting_and_its_range() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");

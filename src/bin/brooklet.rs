@@ -20,12 +20,13 @@ use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use brooklet::inspect::{self, PartitionCheck};
 use brooklet::{
-    Broker, ConsumerConfig, ConsumerRecordRef, Delivery, Durability, Error, GroupState, OffsetAndMetadata, OffsetReset,
-    OffsetSpec, ProducerConfig, ProducerRecord, RecoveryReport, TopicConfig, TopicPartition,
+    Broker, ConsumerConfig, ConsumerRecordRef, Durability, Error, GroupState, OffsetAndMetadata, OffsetReset,
+    OffsetSpec, Producer, ProducerConfig, ProducerRecord, RecordMetadata, RecoveryReport, TopicConfig, TopicPartition,
 };
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -62,7 +63,9 @@ enum Command {
     )]
     Topics(TopicsCommand),
     /// Send the lines of stdin as records (the console producer). Lines are bytes, UTF-8 or
-    /// not; a line without the key separator stops the input after the lines before it.
+    /// not; a line that cannot be produced (no key separator, or a record larger than the
+    /// topic's max.message.bytes) stops the input: the lines before it are produced, none
+    /// after it.
     #[command(
         after_help = "Examples:\n  printf 'hello\\nworld\\n' | brooklet --dir data produce orders\n  printf 'user-1:{\"amount\":42}\\n' | brooklet --dir data produce orders --key-separator : --header source=cli"
     )]
@@ -611,6 +614,98 @@ fn non_empty_separator(sep: &str) -> Result<String, String> {
     }
 }
 
+/// What the stdin thread hands over.
+enum Input {
+    /// One line, without its line ending.
+    Line(Vec<u8>),
+    /// The end of stdin.
+    End,
+    /// A read failed (the thread stops).
+    Failed(io::Error),
+}
+
+/// Lines sent with one `send_batch` at most (more only when that many are already waiting).
+const CHUNK_RECORDS: usize = 1000;
+/// Line bytes sent with one `send_batch` at most.
+const CHUNK_BYTES: usize = 1 << 20;
+
+/// Reads stdin on a thread of its own, so that `produce` can tell whether more lines are
+/// waiting: a pipe's lines go out in chunks, a terminal's one by one as they are typed.
+fn read_stdin_lines() -> CliResult<mpsc::Receiver<Input>> {
+    let (lines, receiver) = mpsc::sync_channel(CHUNK_RECORDS);
+    std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            let mut input = io::stdin().lock();
+            loop {
+                let mut buf = Vec::new();
+                let item = match input.read_until(b'\n', &mut buf) {
+                    Ok(0) => Input::End,
+                    Ok(_) => {
+                        if buf.last() == Some(&b'\n') {
+                            buf.pop();
+                        }
+                        if buf.last() == Some(&b'\r') {
+                            buf.pop();
+                        }
+                        Input::Line(buf)
+                    }
+                    Err(e) => Input::Failed(e),
+                };
+                let last = !matches!(item, Input::Line(_));
+                if lines.send(item).is_err() || last {
+                    return;
+                }
+            }
+        })
+        .map_err(|e| Failure(format!("cannot start the thread that reads stdin: {e}")))?;
+    Ok(receiver)
+}
+
+/// Why `send_in_order` stopped.
+enum SendFailure {
+    /// The record at this index alone is larger than its partition's batch limit.
+    TooLarge { index: usize, size: usize, max: usize },
+    /// Any other error of a `send_batch` (records of partitions written before it stay).
+    Other(Error),
+}
+
+/// Sends `records` in their order and stops at the first one too large: those before it
+/// are written, nothing from it on. `send_batch` refuses a call holding a record too large
+/// before writing any of it, so halving such a call finds the record and writes each record
+/// before it once.
+fn send_in_order(
+    producer: &Producer,
+    records: &[ProducerRecord],
+    sent: &mut Vec<RecordMetadata>,
+) -> Option<SendFailure> {
+    match producer.send_batch(records) {
+        Ok(metadata) => {
+            sent.extend(metadata.iter());
+            None
+        }
+        Err(Error::RecordTooLarge { .. }) if records.len() > 1 => {
+            let (head, tail) = records.split_at(records.len() / 2);
+            if let Some(failure) = send_in_order(producer, head, sent) {
+                return Some(failure);
+            }
+            send_in_order(producer, tail, sent).map(|failure| match failure {
+                SendFailure::TooLarge { index, size, max } => SendFailure::TooLarge {
+                    index: index + head.len(),
+                    size,
+                    max,
+                },
+                other => other,
+            })
+        }
+        Err(Error::RecordTooLarge { size, max }) => Some(SendFailure::TooLarge { index: 0, size, max }),
+        Err(e) => Some(SendFailure::Other(e)),
+    }
+}
+
+/// Per partition: records, first and last offset.
+type ProduceSummary = BTreeMap<u32, (u64, u64, u64)>;
+
 fn produce(dir: &Path, args: &ProduceArgs, out: &mut Output) -> CliResult<()> {
     let headers = args
         .headers
@@ -619,7 +714,8 @@ fn produce(dir: &Path, args: &ProduceArgs, out: &mut Output) -> CliResult<()> {
         .collect::<CliResult<Vec<_>>>()?;
     let broker = open_writer(dir, "produce")?;
     // Fail before reading stdin if the topic or partition does not exist.
-    let partitions = broker.describe_topic(&args.topic)?.partitions.len() as u32;
+    let description = broker.describe_topic(&args.topic)?;
+    let partitions = description.partitions.len() as u32;
     if let Some(p) = args.partition
         && p >= partitions
     {
@@ -630,51 +726,103 @@ fn produce(dir: &Path, args: &ProduceArgs, out: &mut Output) -> CliResult<()> {
         }
         .into());
     }
+    // The setting that sets the batch limit, to name it when a line is too large.
+    let setting = |name: &str| {
+        description
+            .config
+            .properties()
+            .into_iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value)
+    };
+    let limit_name = |max: usize| {
+        if setting("max.message.bytes").is_some_and(|v| v == max.to_string()) {
+            "max.message.bytes"
+        } else {
+            // A max.message.bytes above segment.bytes: a batch must fit in a segment.
+            "segment.bytes"
+        }
+    };
     let durability = match args.durability {
         DurabilityArg::Buffered => Durability::Buffered,
         DurabilityArg::Written => Durability::Written,
         DurabilityArg::Synced => Durability::Synced,
     };
     let producer = broker.producer(ProducerConfig::default().durability(durability));
-    // Per partition: records, first and last offset.
-    let mut summary: BTreeMap<u32, (u64, u64, u64)> = BTreeMap::new();
-    let mut pending: Vec<Delivery> = Vec::new();
-    let settle = |pending: &mut Vec<Delivery>, summary: &mut BTreeMap<u32, (u64, u64, u64)>| -> CliResult<()> {
-        for delivery in pending.drain(..) {
-            let meta = delivery.wait()?;
+    let mut summary = ProduceSummary::new();
+    let mut sent: Vec<RecordMetadata> = Vec::new();
+    // Sends the lines gathered in `chunk` (the first of them is line `first`), in order:
+    // a line that fails stops everything after it.
+    let mut send = |chunk: &mut Vec<ProducerRecord>, first: usize, summary: &mut ProduceSummary| -> Option<String> {
+        if chunk.is_empty() {
+            return None;
+        }
+        sent.clear();
+        let failure = send_in_order(&producer, chunk, &mut sent);
+        for meta in sent.drain(..) {
             let entry = summary.entry(meta.partition).or_insert((0, meta.offset, meta.offset));
             entry.0 += 1;
             entry.1 = entry.1.min(meta.offset);
             entry.2 = entry.2.max(meta.offset);
         }
-        Ok(())
+        let lines = chunk.len();
+        chunk.clear();
+        match failure? {
+            SendFailure::TooLarge { index, size, max } => Some(format!(
+                "line {} is one record of {size} bytes, too large for topic {}: its {} is {max} bytes",
+                first + index,
+                args.topic,
+                limit_name(max)
+            )),
+            SendFailure::Other(e) => Some(format!("cannot produce lines {first} to {}: {e}", first + lines - 1)),
+        }
     };
-    // Lines are bytes (a value need not be UTF-8); a bad line stops the input, after the
-    // records before it are delivered and counted.
-    let mut input = io::stdin().lock();
-    let mut buf = Vec::new();
+    // Lines are bytes (a value need not be UTF-8), gathered while more are waiting and sent
+    // in order; a bad line stops the input after the records before it are produced.
+    let lines = read_stdin_lines()?;
+    let mut chunk: Vec<ProducerRecord> = Vec::new();
+    let mut chunk_bytes = 0usize;
     let mut number = 0usize;
     let stopped = loop {
-        buf.clear();
-        match input.read_until(b'\n', &mut buf) {
-            Ok(0) => break None,
-            Ok(_) => number += 1,
-            Err(e) => break Some(format!("cannot read line {} of stdin: {e}", number + 1)),
-        }
-        let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let mut record = ProducerRecord::new(args.topic.as_str());
-        match &args.key_separator {
-            Some(sep) => match split_once_bytes(line, sep.as_bytes()) {
-                Some((key, value)) => record = record.key(key.to_vec()).value(value.to_vec()),
+        let first = number + 1 - chunk.len();
+        let next = if chunk.is_empty() {
+            lines.recv().map_err(|_| true)
+        } else {
+            lines.try_recv().map_err(|e| e == mpsc::TryRecvError::Disconnected)
+        };
+        let line = match next {
+            Ok(Input::Line(line)) => line,
+            // Nothing waiting: send what was gathered (a terminal's lines go out one by one).
+            Err(false) => match send(&mut chunk, first, &mut summary) {
+                Some(failure) => break Some(failure),
                 None => {
-                    break Some(format!(
-                        "line {number} has no key separator {sep:?}: {:?}",
-                        String::from_utf8_lossy(line)
-                    ));
+                    chunk_bytes = 0;
+                    continue;
                 }
             },
-            None => record = record.value(line.to_vec()),
+            Ok(Input::End) | Err(true) => break send(&mut chunk, first, &mut summary),
+            Ok(Input::Failed(e)) => {
+                break Some(
+                    send(&mut chunk, first, &mut summary)
+                        .unwrap_or_else(|| format!("cannot read line {} of stdin: {e}", number + 1)),
+                );
+            }
+        };
+        number += 1;
+        let mut record = ProducerRecord::new(args.topic.as_str());
+        match &args.key_separator {
+            Some(sep) => match split_once_bytes(&line, sep.as_bytes()) {
+                Some((key, value)) => record = record.key(key.to_vec()).value(value.to_vec()),
+                None => {
+                    break Some(send(&mut chunk, first, &mut summary).unwrap_or_else(|| {
+                        format!(
+                            "line {number} has no key separator {sep:?}: {:?}",
+                            String::from_utf8_lossy(&line)
+                        )
+                    }));
+                }
+            },
+            None => record = record.value(line.clone()),
         }
         for (k, v) in &headers {
             record = record.header(k.clone(), v.clone());
@@ -682,15 +830,18 @@ fn produce(dir: &Path, args: &ProduceArgs, out: &mut Output) -> CliResult<()> {
         if let Some(p) = args.partition {
             record = record.partition(p);
         }
-        pending.push(producer.send_async(record));
-        if pending.len() >= 10_000 {
-            producer.flush()?;
-            settle(&mut pending, &mut summary)?;
+        chunk_bytes += line.len();
+        chunk.push(record);
+        if chunk.len() >= CHUNK_RECORDS || chunk_bytes >= CHUNK_BYTES {
+            if let Some(failure) = send(&mut chunk, first, &mut summary) {
+                break Some(failure);
+            }
+            chunk_bytes = 0;
         }
     };
-    producer.flush()?;
-    settle(&mut pending, &mut summary)?;
     producer.close()?;
+    drop(producer);
+    drop(broker);
     let total: u64 = summary.values().map(|s| s.0).sum();
     out.line(&format!(
         "produced {total} record(s) to {} in {} partition(s)",
