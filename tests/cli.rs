@@ -6,7 +6,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use brooklet::{Broker, ProducerConfig, ProducerRecord};
+use brooklet::{Broker, ProducerConfig, ProducerRecord, partition_for_key};
 
 fn brooklet(dir: &Path, args: &[&str]) -> Output {
     brooklet_with_stdin(dir, args, "")
@@ -60,6 +60,39 @@ fn first_lines(child: &mut Child, n: usize) -> Vec<String> {
         })
         .collect()
 }
+
+/// `groups describe`'s (partition, committed) per row of `topic`.
+fn committed(dir: &Path, group: &str, topic: &str) -> Vec<(String, String)> {
+    ok(dir, &["groups", "describe", group])
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|cells| cells.first() == Some(&topic))
+        .map(|cells| (cells[1].to_owned(), cells[2].to_owned()))
+        .collect()
+}
+
+/// `[(partition, committed)]` as `committed` returns them.
+fn offsets(pairs: &[(u32, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(p, o)| (p.to_string(), (*o).to_owned())).collect()
+}
+
+/// A key Kafka's partitioner sends to `partition` of `partitions`.
+fn key_for(partition: u32, partitions: u32) -> String {
+    (0..)
+        .map(|i| format!("user-{i}"))
+        .find(|k| partition_for_key(k.as_bytes(), partitions) == partition)
+        .unwrap()
+}
+
+/// The lines of `text`, sorted (records of different partitions come in any order).
+fn sorted_lines(text: &str) -> Vec<&str> {
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.sort_unstable();
+    lines
+}
+
+const NO_NEW_RECORDS: &str = "brooklet: no new records (consume starts at the end of each partition, as Kafka's \
+                              console consumer; --from-beginning reads what is stored, --follow waits for new records)\n";
 
 fn stdout(o: &Output) -> String {
     String::from_utf8(o.stdout.clone()).unwrap()
@@ -525,6 +558,120 @@ fn errors_are_one_line_and_exit_1() {
         let out = ok(&dir, args);
         assert!(out.contains("Example"), "{args:?}: {out}");
     }
+}
+
+#[test]
+fn a_group_commits_every_assigned_partition_and_never_past_a_record_not_printed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    ok(&dir, &["topics", "create", "orders", "--partitions", "3"]);
+    let (k1, k2) = (key_for(1, 3), key_for(2, 3));
+    let produce = |lines: &str| {
+        let o = brooklet_with_stdin(&dir, &["produce", "orders", "--key-separator", ":"], lines);
+        assert!(o.status.success(), "{}", stderr(&o));
+    };
+    produce(&format!("{k2}:first\n{k2}:second\n"));
+    // One record printed of the two the poll read from partition 2: the commit stops at
+    // the second; partitions 0 and 1, assigned but empty, are committed too.
+    let out = ok(
+        &dir,
+        &[
+            "consume",
+            "orders",
+            "--group",
+            "analytics",
+            "--from-beginning",
+            "--max-records",
+            "1",
+            "--print-key",
+        ],
+    );
+    assert_eq!(out, format!("{k2}\tfirst\n"));
+    assert_eq!(
+        committed(&dir, "analytics", "orders"),
+        offsets(&[(0, "0"), (1, "0"), (2, "1")])
+    );
+    // A record on partition 1 is not skipped: the next run prints it and the rest of
+    // partition 2, nothing twice.
+    produce(&format!("{k1}:third\n"));
+    let out = ok(&dir, &["consume", "orders", "--group", "analytics", "--print-key"]);
+    let want = [format!("{k1}\tthird"), format!("{k2}\tsecond")];
+    assert_eq!(sorted_lines(&out), want.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(
+        committed(&dir, "analytics", "orders"),
+        offsets(&[(0, "0"), (1, "1"), (2, "2")])
+    );
+    // Caught up: nothing printed, and the hint says why.
+    let o = brooklet(&dir, &["consume", "orders", "--group", "analytics"]);
+    assert!(o.status.success());
+    assert_eq!(stdout(&o), "");
+    assert_eq!(
+        stderr(&o),
+        "brooklet: no new records for group analytics since its committed offsets (groups reset-offsets moves them)\n"
+    );
+
+    // Records on every partition: whichever the one printed record came from, every other
+    // partition is committed at its first record, and the next run prints the other five.
+    ok(&dir, &["topics", "create", "multi", "--partitions", "3"]);
+    for p in 0..3 {
+        let lines = format!("p{p}-0\np{p}-1\n");
+        let o = brooklet_with_stdin(&dir, &["produce", "multi", "--partition", &p.to_string()], &lines);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let out = ok(
+        &dir,
+        &[
+            "consume",
+            "multi",
+            "--group",
+            "m",
+            "--from-beginning",
+            "--max-records",
+            "1",
+        ],
+    );
+    let printed: u32 = out
+        .strip_prefix('p')
+        .and_then(|rest| rest.strip_suffix("-0\n"))
+        .unwrap_or_else(|| panic!("{out:?}"))
+        .parse()
+        .unwrap();
+    let want: Vec<(u32, &str)> = (0..3).map(|p| (p, if p == printed { "1" } else { "0" })).collect();
+    assert_eq!(committed(&dir, "m", "multi"), offsets(&want));
+    let rest = ok(&dir, &["consume", "multi", "--group", "m"]);
+    let mut want: Vec<String> = (0..3)
+        .flat_map(|p| [format!("p{p}-0"), format!("p{p}-1")])
+        .filter(|l| *l != format!("p{printed}-0"))
+        .collect();
+    want.sort_unstable();
+    assert_eq!(sorted_lines(&rest), want.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(committed(&dir, "m", "multi"), offsets(&[(0, "2"), (1, "2"), (2, "2")]));
+}
+
+#[test]
+fn a_new_group_that_finds_nothing_commits_the_ends_and_then_misses_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    ok(&dir, &["topics", "create", "t", "--partitions", "2"]);
+    let o = brooklet_with_stdin(&dir, &["produce", "t", "--partition", "0"], "old-0\nold-1\n");
+    assert!(o.status.success());
+    let o = brooklet_with_stdin(&dir, &["produce", "t", "--partition", "1"], "old-2\n");
+    assert!(o.status.success());
+    // A new group starts at the ends (as Kafka's console consumer), prints nothing, says
+    // why as without --group, and commits where it starts.
+    let o = brooklet(&dir, &["consume", "t", "--group", "newgrp"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(stdout(&o), "");
+    assert_eq!(stderr(&o), NO_NEW_RECORDS);
+    assert_eq!(committed(&dir, "newgrp", "t"), offsets(&[(0, "2"), (1, "1")]));
+    // So the records produced before its next run are its.
+    let o = brooklet_with_stdin(&dir, &["produce", "t", "--partition", "0"], "new-0\n");
+    assert!(o.status.success());
+    let o = brooklet_with_stdin(&dir, &["produce", "t", "--partition", "1"], "new-1\n");
+    assert!(o.status.success());
+    let out = ok(&dir, &["consume", "t", "--group", "newgrp"]);
+    assert_eq!(sorted_lines(&out), ["new-0", "new-1"]);
+    assert_eq!(committed(&dir, "newgrp", "t"), offsets(&[(0, "3"), (1, "2")]));
 }
 
 #[test]

@@ -191,8 +191,10 @@ enum Format {
 struct ConsumeArgs {
     /// The topic.
     topic: String,
-    /// Consume as a member of this group and commit what was printed (needs the directory
-    /// free). Without it nothing is committed and the directory may be in use.
+    /// Consume as a member of this group (needs the directory free). At exit it commits, for
+    /// every partition it was assigned, how far it got (never past a record it read but did
+    /// not print), so its next run prints the rest. Without it nothing is committed and the
+    /// directory may be in use.
     #[arg(long)]
     group: Option<String>,
     /// Start at the oldest record (default: only new records; a group resumes at its commit).
@@ -928,6 +930,10 @@ fn format_record(r: &ConsumerRecordRef<'_>, args: &ConsumeArgs) -> Vec<u8> {
     }
 }
 
+/// The hint on stderr when `consume` started at the end of each partition and found nothing.
+const NO_NEW_RECORDS: &str = "brooklet: no new records (consume starts at the end of each partition, as Kafka's \
+                              console consumer; --from-beginning reads what is stored, --follow waits for new records)";
+
 fn consume(dir: &Path, args: &ConsumeArgs, out: &mut Output) -> CliResult<()> {
     let broker = match &args.group {
         Some(_) => open_writer(dir, "consume --group (it commits the group's offsets)")?,
@@ -985,6 +991,13 @@ fn consume(dir: &Path, args: &ConsumeArgs, out: &mut Output) -> CliResult<()> {
         .iter()
         .map(|p| TopicPartition::new(args.topic.as_str(), *p))
         .collect();
+    // Whether the group starts from commits of its own, for the hint below.
+    let mut resumes = false;
+    if args.group.is_some() {
+        for tp in &tps {
+            resumes |= consumer.committed(tp)?.is_some();
+        }
+    }
     if args.group.is_some() && args.partition.is_none() {
         consumer.subscribe(&[args.topic.as_str()])?;
     } else {
@@ -999,20 +1012,29 @@ fn consume(dir: &Path, args: &ConsumeArgs, out: &mut Output) -> CliResult<()> {
             break;
         }
         let records = consumer.poll(Duration::from_millis(200))?;
-        let mut last: BTreeMap<TopicPartition, u64> = BTreeMap::new();
+        // Per partition: the offset after the last record printed, and the first one read
+        // but not printed (past --max-records).
+        let mut next: BTreeMap<TopicPartition, u64> = BTreeMap::new();
+        let mut unprinted: BTreeMap<TopicPartition, u64> = BTreeMap::new();
         for r in &records {
             if args.max_records.is_some_and(|max| printed >= max) {
-                break;
+                unprinted.entry(r.topic_partition()).or_insert(r.offset());
+                continue;
             }
             out.bytes_line(&format_record(&r, args))?;
-            last.insert(r.topic_partition(), r.offset());
+            next.insert(r.topic_partition(), r.offset() + 1);
             printed += 1;
         }
         out.flush()?;
-        if args.group.is_some() && !last.is_empty() {
-            let offsets: BTreeMap<TopicPartition, OffsetAndMetadata> = last
+        // The position must not pass a record read but not printed: the commit below and
+        // the one at exit stop before it.
+        for (tp, offset) in &unprinted {
+            consumer.seek(tp, *offset)?;
+        }
+        if args.group.is_some() && !next.is_empty() {
+            let offsets: BTreeMap<TopicPartition, OffsetAndMetadata> = next
                 .into_iter()
-                .map(|(tp, o)| (tp, OffsetAndMetadata::new(o + 1)))
+                .map(|(tp, o)| (tp, OffsetAndMetadata::new(o)))
                 .collect();
             consumer.commit_offsets(&offsets)?;
         }
@@ -1028,16 +1050,28 @@ fn consume(dir: &Path, args: &ConsumeArgs, out: &mut Output) -> CliResult<()> {
             }
         }
     }
+    if args.group.is_some() {
+        // As Kafka's console consumer commits at close: every assigned partition's position,
+        // also of a partition nothing was printed from (a new group that found nothing
+        // starts from here next time, rather than at the end as it is then).
+        for tp in consumer.assignment() {
+            consumer.position(&tp)?;
+        }
+        consumer.commit()?;
+    }
     consumer.close()?;
+    drop(broker);
     if printed == 0 && !args.follow {
         // stdout stays empty for scripts; the hint goes to stderr.
-        if args.from_beginning || args.offset.is_some() || args.group.is_some() {
+        if args.from_beginning || args.offset.is_some() {
             eprintln!("brooklet: no records to read");
-        } else {
+        } else if resumes {
             eprintln!(
-                "brooklet: no new records (consume starts at the end of each partition, as Kafka's console \
-                 consumer; --from-beginning reads what is stored, --follow waits for new records)"
+                "brooklet: no new records for group {} since its committed offsets (groups reset-offsets moves them)",
+                args.group.as_deref().unwrap_or_default()
             );
+        } else {
+            eprintln!("{NO_NEW_RECORDS}");
         }
     }
     Ok(())
