@@ -4,7 +4,8 @@
 //! Commands that only read open the directory with `Broker::open_read_only`, so they work
 //! while an application holds it; commands that write need it free and say so when it is in
 //! use. Errors are one line on stderr and exit code 1; `dump-log` and `verify` exit with 2
-//! when they find damage.
+//! when they find damage. `consume` and `produce` stop cleanly on SIGINT, SIGTERM or SIGHUP
+//! (a group commits, the directory is closed) and exit with 128 + the signal's number.
 
 #![forbid(unsafe_code)]
 #![deny(
@@ -17,9 +18,12 @@
 )]
 
 use std::collections::BTreeMap;
+use std::ffi::c_int;
 use std::io::{self, BufRead, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -67,12 +71,12 @@ enum Command {
     /// topic's max.message.bytes) stops the input: the lines before it are produced, none
     /// after it.
     #[command(
-        after_help = "Examples:\n  printf 'hello\\nworld\\n' | brooklet --dir data produce orders\n  printf 'user-1:{\"amount\":42}\\n' | brooklet --dir data produce orders --key-separator : --header source=cli"
+        after_help = "Examples:\n  printf 'hello\\nworld\\n' | brooklet --dir data produce orders\n  printf 'user-1:{\"amount\":42}\\n' | brooklet --dir data produce orders --key-separator : --header source=cli\n\nCtrl-C (SIGINT), SIGTERM or SIGHUP makes it stop taking lines within 0.2 s, also while it waits for one: it produces the lines it took, prints the summary, closes the directory cleanly, says after which line it stopped, and exits with 130 (SIGINT), 143 (SIGTERM) or 129 (SIGHUP), as a shell reports a command the signal stopped. A second signal ends it at once."
     )]
     Produce(ProduceArgs),
     /// Print records of a topic (the console consumer).
     #[command(
-        after_help = "Examples:\n  brooklet --dir data consume orders --from-beginning\n  brooklet --dir data consume orders --follow --print-key --print-timestamp\n  brooklet --dir data consume orders --partition 0 --offset 42 --max-records 10 --format json | jq .value\n  brooklet --dir data consume orders --group audit --from-beginning"
+        after_help = "Examples:\n  brooklet --dir data consume orders --from-beginning\n  brooklet --dir data consume orders --follow --print-key --print-timestamp\n  brooklet --dir data consume orders --partition 0 --offset 42 --max-records 10 --format json | jq .value\n  brooklet --dir data consume orders --group audit --from-beginning\n\nCtrl-C (SIGINT), SIGTERM or SIGHUP stops it at its next poll (within 0.2 s): a group commits what it printed and the directory is closed cleanly; it exits with 130 (SIGINT), 143 (SIGTERM) or 129 (SIGHUP), as a shell reports a command the signal stopped. A second signal ends it at once. Closing its output (| head) stops it the same way, with exit 0."
     )]
     Consume(ConsumeArgs),
     /// List, describe (with lag), reset and delete consumer groups.
@@ -307,29 +311,33 @@ fn run(cli: Cli) -> CliResult<ExitCode> {
             .ok_or_else(|| Failure("no data directory: pass --dir DIR (or set BROOKLET_DIR)".into()))
     };
     let mut out = Output::new();
-    match cli.command {
-        Command::Topics(cmd) => topics(&dir()?, cmd, &mut out)?,
+    let code = match cli.command {
+        Command::Topics(cmd) => topics(&dir()?, cmd, &mut out).map(|()| ExitCode::SUCCESS)?,
         Command::Produce(args) => produce(&dir()?, &args, &mut out)?,
         Command::Consume(args) => consume(&dir()?, &args, &mut out)?,
-        Command::Groups(cmd) => groups(&dir()?, cmd, &mut out)?,
+        Command::Groups(cmd) => groups(&dir()?, cmd, &mut out).map(|()| ExitCode::SUCCESS)?,
         Command::DumpLog { path, records } => {
             return dump_log(&segment_path(&path, cli.dir.as_deref())?, records, &mut out);
         }
         Command::Verify => return verify(&dir()?, &mut out),
-    }
+    };
     out.flush()?;
-    Ok(ExitCode::SUCCESS)
+    Ok(code)
 }
 
-/// Buffered stdout. A closed pipe (`| head`) ends the program quietly, as for other tools.
+/// Buffered stdout. Once a reader closes the pipe (`| head`), everything written after is
+/// dropped quietly, as other tools stop there; `consume` checks [`broken`](Self::broken) to
+/// stop, commit and close the directory cleanly (exiting here would skip that).
 struct Output {
     inner: BufWriter<io::Stdout>,
+    broken: bool,
 }
 
 impl Output {
     fn new() -> Self {
         Output {
             inner: BufWriter::new(io::stdout()),
+            broken: false,
         }
     }
 
@@ -339,22 +347,102 @@ impl Output {
 
     /// `bytes` as they are (UTF-8 or not), then a newline.
     fn bytes_line(&mut self, bytes: &[u8]) -> CliResult<()> {
+        if self.broken {
+            return Ok(());
+        }
         let result = self.inner.write_all(bytes).and_then(|()| self.inner.write_all(b"\n"));
-        Self::check(result)
+        self.check(result)
     }
 
     fn flush(&mut self) -> CliResult<()> {
+        if self.broken {
+            return Ok(());
+        }
         let result = self.inner.flush();
-        Self::check(result)
+        self.check(result)
     }
 
-    fn check(result: io::Result<()>) -> CliResult<()> {
+    /// Whether the reader of stdout is gone (what was written since the last successful
+    /// flush may not have reached it).
+    fn broken(&self) -> bool {
+        self.broken
+    }
+
+    fn check(&mut self, result: io::Result<()>) -> CliResult<()> {
         match result {
             Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => std::process::exit(0),
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                self.broken = true;
+                Ok(())
+            }
             Err(e) => Err(Failure(format!("cannot write to stdout: {e}"))),
         }
     }
+}
+
+/// The termination signals `consume` and `produce` handle.
+#[cfg(unix)]
+const STOP_SIGNALS: &[c_int] = &[
+    signal_hook::consts::SIGINT,
+    signal_hook::consts::SIGTERM,
+    signal_hook::consts::SIGHUP,
+];
+#[cfg(not(unix))]
+const STOP_SIGNALS: &[c_int] = &[signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM];
+
+/// SIGINT, SIGTERM and SIGHUP turned into a flag that the long-running commands check
+/// between polls and lines, so that they stop there, commit and close the directory cleanly
+/// (a signal's default action would end the process with every partition left unclean, to
+/// be recovered at the next open). A second signal ends the process at once, in case the
+/// clean stop hangs.
+struct Interrupt {
+    /// The number of the last signal received; 0 for none.
+    received: Arc<AtomicUsize>,
+}
+
+impl Interrupt {
+    fn install() -> CliResult<Interrupt> {
+        let received = Arc::new(AtomicUsize::new(0));
+        let armed = Arc::new(AtomicBool::new(false));
+        for &signal in STOP_SIGNALS {
+            let failed = |e: io::Error| Failure(format!("cannot handle signal {signal}: {e}"));
+            // Registered first, so that it sees `armed` as an earlier signal left it.
+            signal_hook::flag::register_conditional_shutdown(signal, 128 + signal, Arc::clone(&armed))
+                .map_err(failed)?;
+            signal_hook::flag::register(signal, Arc::clone(&armed)).map_err(failed)?;
+            signal_hook::flag::register_usize(signal, Arc::clone(&received), signal.unsigned_abs() as usize)
+                .map_err(failed)?;
+        }
+        Ok(Interrupt { received })
+    }
+
+    /// The signal received, if any.
+    fn received(&self) -> Option<c_int> {
+        match self.received.load(Ordering::SeqCst) {
+            0 => None,
+            signal => c_int::try_from(signal).ok(),
+        }
+    }
+}
+
+/// How long a command waits for records or a line before it checks for a signal again.
+const SIGNAL_CHECK: Duration = Duration::from_millis(200);
+
+/// A signal's name, for messages.
+fn signal_name(signal: c_int) -> String {
+    match signal {
+        signal_hook::consts::SIGINT => "SIGINT".into(),
+        signal_hook::consts::SIGTERM => "SIGTERM".into(),
+        #[cfg(unix)]
+        signal_hook::consts::SIGHUP => "SIGHUP".into(),
+        other => format!("signal {other}"),
+    }
+}
+
+/// The exit status after a stop by `signal`: 128 + its number, as a shell reports a command
+/// that the signal ended.
+fn signal_exit(signal: c_int) -> ExitCode {
+    ExitCode::from(u8::try_from(128 + signal).unwrap_or(1))
 }
 
 /// Fails unless `dir` is an existing directory.
@@ -631,8 +719,8 @@ const CHUNK_RECORDS: usize = 1000;
 /// Line bytes sent with one `send_batch` at most.
 const CHUNK_BYTES: usize = 1 << 20;
 
-/// Reads stdin on a thread of its own, so that `produce` can tell whether more lines are
-/// waiting: a pipe's lines go out in chunks, a terminal's one by one as they are typed.
+/// Reads stdin on a thread of its own, so that `produce` notices a signal while a read
+/// blocks (on a terminal, waiting for the next line). The thread is left blocked at exit.
 fn read_stdin_lines() -> CliResult<mpsc::Receiver<Input>> {
     let (lines, receiver) = mpsc::sync_channel(CHUNK_RECORDS);
     std::thread::Builder::new()
@@ -708,12 +796,21 @@ fn send_in_order(
 /// Per partition: records, first and last offset.
 type ProduceSummary = BTreeMap<u32, (u64, u64, u64)>;
 
-fn produce(dir: &Path, args: &ProduceArgs, out: &mut Output) -> CliResult<()> {
+/// Why `produce` stopped before the end of stdin.
+enum ProduceStop {
+    /// A line or read that could not be produced: the error message.
+    Failed(String),
+    /// A signal.
+    Signal(c_int),
+}
+
+fn produce(dir: &Path, args: &ProduceArgs, out: &mut Output) -> CliResult<ExitCode> {
     let headers = args
         .headers
         .iter()
         .map(|h| key_value(h, "--header"))
         .collect::<CliResult<Vec<_>>>()?;
+    let interrupt = Interrupt::install()?;
     let broker = open_writer(dir, "produce")?;
     // Fail before reading stdin if the topic or partition does not exist.
     let description = broker.describe_topic(&args.topic)?;
@@ -787,8 +884,15 @@ fn produce(dir: &Path, args: &ProduceArgs, out: &mut Output) -> CliResult<()> {
     let mut number = 0usize;
     let stopped = loop {
         let first = number + 1 - chunk.len();
+        if let Some(signal) = interrupt.received() {
+            break send(&mut chunk, first, &mut summary)
+                .map(ProduceStop::Failed)
+                .or(Some(ProduceStop::Signal(signal)));
+        }
         let next = if chunk.is_empty() {
-            lines.recv().map_err(|_| true)
+            lines
+                .recv_timeout(SIGNAL_CHECK)
+                .map_err(|e| e == mpsc::RecvTimeoutError::Disconnected)
         } else {
             lines.try_recv().map_err(|e| e == mpsc::TryRecvError::Disconnected)
         };
@@ -796,18 +900,17 @@ fn produce(dir: &Path, args: &ProduceArgs, out: &mut Output) -> CliResult<()> {
             Ok(Input::Line(line)) => line,
             // Nothing waiting: send what was gathered (a terminal's lines go out one by one).
             Err(false) => match send(&mut chunk, first, &mut summary) {
-                Some(failure) => break Some(failure),
+                Some(failure) => break Some(ProduceStop::Failed(failure)),
                 None => {
                     chunk_bytes = 0;
                     continue;
                 }
             },
-            Ok(Input::End) | Err(true) => break send(&mut chunk, first, &mut summary),
+            Ok(Input::End) | Err(true) => break send(&mut chunk, first, &mut summary).map(ProduceStop::Failed),
             Ok(Input::Failed(e)) => {
-                break Some(
-                    send(&mut chunk, first, &mut summary)
-                        .unwrap_or_else(|| format!("cannot read line {} of stdin: {e}", number + 1)),
-                );
+                let failure = send(&mut chunk, first, &mut summary)
+                    .unwrap_or_else(|| format!("cannot read line {} of stdin: {e}", number + 1));
+                break Some(ProduceStop::Failed(failure));
             }
         };
         number += 1;
@@ -816,12 +919,13 @@ fn produce(dir: &Path, args: &ProduceArgs, out: &mut Output) -> CliResult<()> {
             Some(sep) => match split_once_bytes(&line, sep.as_bytes()) {
                 Some((key, value)) => record = record.key(key.to_vec()).value(value.to_vec()),
                 None => {
-                    break Some(send(&mut chunk, first, &mut summary).unwrap_or_else(|| {
+                    let failure = send(&mut chunk, first, &mut summary).unwrap_or_else(|| {
                         format!(
                             "line {number} has no key separator {sep:?}: {:?}",
                             String::from_utf8_lossy(&line)
                         )
-                    }));
+                    });
+                    break Some(ProduceStop::Failed(failure));
                 }
             },
             None => record = record.value(line.clone()),
@@ -836,7 +940,7 @@ fn produce(dir: &Path, args: &ProduceArgs, out: &mut Output) -> CliResult<()> {
         chunk.push(record);
         if chunk.len() >= CHUNK_RECORDS || chunk_bytes >= CHUNK_BYTES {
             if let Some(failure) = send(&mut chunk, first, &mut summary) {
-                break Some(failure);
+                break Some(ProduceStop::Failed(failure));
             }
             chunk_bytes = 0;
         }
@@ -857,12 +961,20 @@ fn produce(dir: &Path, args: &ProduceArgs, out: &mut Output) -> CliResult<()> {
             .collect();
         print_table(out, &["PARTITION", "RECORDS", "FIRST OFFSET", "LAST OFFSET"], &rows)?;
     }
-    if let Some(reason) = stopped {
-        return Err(Failure(format!(
+    match stopped {
+        None => Ok(ExitCode::SUCCESS),
+        Some(ProduceStop::Failed(reason)) => Err(Failure(format!(
             "{reason}; stopped there: the {total} record(s) before it were produced"
-        )));
+        ))),
+        Some(ProduceStop::Signal(signal)) => {
+            out.flush()?;
+            eprintln!(
+                "brooklet: interrupted by {}: stopped after line {number} of stdin; the {total} record(s) up to it were produced",
+                signal_name(signal)
+            );
+            Ok(signal_exit(signal))
+        }
     }
-    Ok(())
 }
 
 fn lossy(bytes: Option<&[u8]>) -> Option<String> {
@@ -934,7 +1046,8 @@ fn format_record(r: &ConsumerRecordRef<'_>, args: &ConsumeArgs) -> Vec<u8> {
 const NO_NEW_RECORDS: &str = "brooklet: no new records (consume starts at the end of each partition, as Kafka's \
                               console consumer; --from-beginning reads what is stored, --follow waits for new records)";
 
-fn consume(dir: &Path, args: &ConsumeArgs, out: &mut Output) -> CliResult<()> {
+fn consume(dir: &Path, args: &ConsumeArgs, out: &mut Output) -> CliResult<ExitCode> {
+    let interrupt = Interrupt::install()?;
     let broker = match &args.group {
         Some(_) => open_writer(dir, "consume --group (it commits the group's offsets)")?,
         None => open_reader(dir)?,
@@ -1007,16 +1120,23 @@ fn consume(dir: &Path, args: &ConsumeArgs, out: &mut Output) -> CliResult<()> {
         }
     }
     let mut printed = 0u64;
+    let mut signal = None;
     loop {
         if args.max_records.is_some_and(|max| printed >= max) {
             break;
         }
-        let records = consumer.poll(Duration::from_millis(200))?;
-        // Per partition: the offset after the last record printed, and the first one read
-        // but not printed (past --max-records).
+        signal = interrupt.received();
+        if signal.is_some() {
+            break;
+        }
+        let records = consumer.poll(SIGNAL_CHECK)?;
+        // Per partition: the offset after the last record printed, the first record of
+        // this poll, and the first one read but not printed (past --max-records).
         let mut next: BTreeMap<TopicPartition, u64> = BTreeMap::new();
+        let mut first: BTreeMap<TopicPartition, u64> = BTreeMap::new();
         let mut unprinted: BTreeMap<TopicPartition, u64> = BTreeMap::new();
         for r in &records {
+            first.entry(r.topic_partition()).or_insert(r.offset());
             if args.max_records.is_some_and(|max| printed >= max) {
                 unprinted.entry(r.topic_partition()).or_insert(r.offset());
                 continue;
@@ -1026,6 +1146,14 @@ fn consume(dir: &Path, args: &ConsumeArgs, out: &mut Output) -> CliResult<()> {
             printed += 1;
         }
         out.flush()?;
+        if out.broken() {
+            // The reader is gone: this poll's records may not have reached it, so the group
+            // resumes at them (at least once) rather than past them.
+            for (tp, offset) in &first {
+                consumer.seek(tp, *offset)?;
+            }
+            break;
+        }
         // The position must not pass a record read but not printed: the commit below and
         // the one at exit stop before it.
         for (tp, offset) in &unprinted {
@@ -1061,7 +1189,7 @@ fn consume(dir: &Path, args: &ConsumeArgs, out: &mut Output) -> CliResult<()> {
     }
     consumer.close()?;
     drop(broker);
-    if printed == 0 && !args.follow {
+    if printed == 0 && !args.follow && signal.is_none() {
         // stdout stays empty for scripts; the hint goes to stderr.
         if args.from_beginning || args.offset.is_some() {
             eprintln!("brooklet: no records to read");
@@ -1074,7 +1202,7 @@ fn consume(dir: &Path, args: &ConsumeArgs, out: &mut Output) -> CliResult<()> {
             eprintln!("{NO_NEW_RECORDS}");
         }
     }
-    Ok(())
+    Ok(signal.map_or(ExitCode::SUCCESS, signal_exit))
 }
 
 fn groups(dir: &Path, cmd: GroupsCommand, out: &mut Output) -> CliResult<()> {
