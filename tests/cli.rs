@@ -18,7 +18,11 @@ fn brooklet_with_stdin(dir: &Path, args: &[&str], stdin: &str) -> Output {
 
 fn brooklet_with_stdin_bytes(dir: &Path, args: &[&str], stdin: &[u8]) -> Output {
     let mut child = spawn(dir, args);
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    // A command that fails before reading stdin may be gone already: its stdin is closed.
+    match child.stdin.take().unwrap().write_all(stdin) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        other => other.unwrap(),
+    }
     child.wait_with_output().unwrap()
 }
 
