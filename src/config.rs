@@ -81,10 +81,12 @@ impl Default for LogConfig {
 
 /// The largest segment: positions inside a segment are stored as `u32` in the offset index.
 pub(crate) const MAX_SEGMENT_BYTES: u64 = u32::MAX as u64;
+/// The smallest segment.
+pub(crate) const MIN_SEGMENT_BYTES: u64 = 4096;
 /// Default of `max_batch_bytes`, as Kafka's `message.max.bytes`.
 const DEFAULT_MAX_BATCH_BYTES: u32 = 1024 * 1024;
 /// Every batch has a fixed header; a maximum below it could never admit a batch.
-const MIN_BATCH_BYTES: u32 = 1024;
+pub(crate) const MIN_BATCH_BYTES: u32 = 1024;
 
 impl LogConfig {
     /// Size at which the active segment is closed and a new one started.
@@ -215,10 +217,13 @@ impl LogConfig {
     /// # Errors
     /// [`Error::InvalidConfig`] naming the first field out of range.
     pub fn validate(&self) -> Result<()> {
-        if !(4096..=MAX_SEGMENT_BYTES).contains(&self.segment_bytes) {
+        if !(MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES).contains(&self.segment_bytes) {
             return Err(Error::config(
                 "segment_bytes",
-                format!("{} is outside 4096..={MAX_SEGMENT_BYTES}", self.segment_bytes),
+                format!(
+                    "{} is outside {MIN_SEGMENT_BYTES}..={MAX_SEGMENT_BYTES}",
+                    self.segment_bytes
+                ),
             ));
         }
         if self.segment_ms == Some(Duration::ZERO) {

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::config::LogConfig;
+use crate::config::{LogConfig, MAX_SEGMENT_BYTES, MIN_BATCH_BYTES, MIN_SEGMENT_BYTES};
 use crate::error::{Error, Result};
 use crate::record::TimestampType;
 
@@ -218,58 +218,113 @@ impl TopicConfig {
             .timestamp_type(self.timestamp_type)
     }
 
-    /// Sets one setting by its Kafka property name (as `kafka-topics --config` takes them):
-    /// `segment.bytes`, `segment.ms`, `retention.bytes`, `retention.ms` (`-1` for no limit),
-    /// `max.message.bytes`, `message.timestamp.type` (`CreateTime`/`LogAppendTime`) or
-    /// `cleanup.policy` (`delete`).
+    /// Sets one setting by its Kafka property name (as `kafka-topics --config` takes them),
+    /// checking the value's range at once, so that an error names the setting as it was
+    /// given (`segment.bytes`, not the field `segment_bytes` that [`validate`](Self::validate)
+    /// names):
+    ///
+    /// | name | values |
+    /// | --- | --- |
+    /// | `segment.bytes` | 4096 to 4294967295 |
+    /// | `segment.ms` | `-1` (no time-based roll, the default) or 1 to `u64::MAX` |
+    /// | `retention.bytes` | `-1` (no limit, the default) or 0 to `u64::MAX` |
+    /// | `retention.ms` | `-1` (no limit, the default) or 1 to `u64::MAX` |
+    /// | `max.message.bytes` | 1024 to 4294967295; above `segment.bytes`, that is the limit |
+    /// | `message.timestamp.type` | `CreateTime` or `LogAppendTime` |
+    /// | `cleanup.policy` | `delete` (`compact` is refused: compaction is not built yet) |
+    ///
+    /// As in Kafka, `-1` means no limit; no other negative number is taken.
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] for an unknown name or a value that does not parse.
+    /// [`Error::InvalidConfig`], with the Kafka name as its `field`, for an unknown name or a
+    /// value that does not parse or is out of its range.
     ///
     /// # Examples
     /// ```
-    /// use brooklet::TopicConfig;
+    /// use brooklet::{Error, TopicConfig};
     /// let config = TopicConfig::with_partitions(3).set("retention.ms", "86400000")?;
     /// assert!(config.properties().contains(&("retention.ms", "86400000".to_owned())));
+    /// let unlimited = config.set("retention.ms", "-1")?; // no limit, as in Kafka
+    /// assert!(unlimited.properties().contains(&("retention.ms", "-1".to_owned())));
+    /// let refused = TopicConfig::default().set("segment.bytes", "10");
+    /// assert!(matches!(refused, Err(Error::InvalidConfig { field: "segment.bytes", .. })));
     /// # Ok::<(), brooklet::Error>(())
     /// ```
     pub fn set(self, name: &str, value: &str) -> Result<Self> {
-        let number = |field: &'static str| {
-            value
-                .trim()
-                .parse::<u64>()
-                .map_err(|_| Error::config(field, format!("{value:?} is not a non-negative integer")))
+        const ANY_MS: &str = "a whole number of milliseconds from 1 to 18446744073709551615";
+        let refused = |key: &'static str, allowed: &str| {
+            Error::config(key, format!("{value:?} is not allowed: {key} takes {allowed}"))
         };
-        let limit = |field: &'static str| -> Result<Option<u64>> {
-            if value.trim() == "-1" {
+        let trimmed = value.trim();
+        // A whole number within `range`.
+        let number = |key: &'static str, range: std::ops::RangeInclusive<u64>, allowed: &str| {
+            trimmed
+                .parse::<u64>()
+                .ok()
+                .filter(|n| range.contains(n))
+                .ok_or_else(|| refused(key, allowed))
+        };
+        // `-1` (no limit, `None`) or a whole number within `range`.
+        let limit = |key: &'static str, range: std::ops::RangeInclusive<u64>, allowed: &str| {
+            if trimmed == "-1" {
                 Ok(None)
             } else {
-                number(field).map(Some)
+                number(key, range, allowed).map(Some)
             }
         };
         Ok(match name {
-            "segment.bytes" => self.segment_bytes(number("segment.bytes")?),
-            "segment.ms" => self.segment_ms(limit("segment.ms")?.map(Duration::from_millis)),
-            "retention.bytes" => self.retention_bytes(limit("retention.bytes")?),
-            "retention.ms" => self.retention_ms(limit("retention.ms")?.map(Duration::from_millis)),
-            "max.message.bytes" => self.max_message_bytes(
-                u32::try_from(number("max.message.bytes")?)
-                    .map_err(|_| Error::config("max.message.bytes", format!("{value} is too large")))?,
+            "segment.bytes" => self.segment_bytes(number(
+                "segment.bytes",
+                MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES,
+                &format!("a whole number of bytes from {MIN_SEGMENT_BYTES} to {MAX_SEGMENT_BYTES}"),
+            )?),
+            "segment.ms" => self.segment_ms(
+                limit(
+                    "segment.ms",
+                    1..=u64::MAX,
+                    &format!("-1 (no time-based roll, the default) or {ANY_MS}"),
+                )?
+                .map(Duration::from_millis),
             ),
-            "message.timestamp.type" => match value {
+            "retention.bytes" => self.retention_bytes(limit(
+                "retention.bytes",
+                0..=u64::MAX,
+                "-1 (no limit, the default) or a whole number of bytes from 0 to 18446744073709551615",
+            )?),
+            "retention.ms" => self.retention_ms(
+                limit(
+                    "retention.ms",
+                    1..=u64::MAX,
+                    &format!("-1 (no limit, the default) or {ANY_MS}"),
+                )?
+                .map(Duration::from_millis),
+            ),
+            "max.message.bytes" => {
+                let allowed = format!(
+                    "a whole number of bytes from {MIN_BATCH_BYTES} to {} (above segment.bytes, segment.bytes is the limit)",
+                    u32::MAX
+                );
+                let bytes = number(
+                    "max.message.bytes",
+                    u64::from(MIN_BATCH_BYTES)..=u64::from(u32::MAX),
+                    &allowed,
+                )?;
+                self.max_message_bytes(u32::try_from(bytes).map_err(|_| refused("max.message.bytes", &allowed))?)
+            }
+            "message.timestamp.type" => match trimmed {
                 "CreateTime" => self.timestamp_type(TimestampType::CreateTime),
                 "LogAppendTime" => self.timestamp_type(TimestampType::LogAppendTime),
-                _ => {
+                _ => return Err(refused("message.timestamp.type", "CreateTime or LogAppendTime")),
+            },
+            "cleanup.policy" => match trimmed {
+                "delete" => self.cleanup_policy(CleanupPolicy::Delete),
+                "compact" => {
                     return Err(Error::config(
-                        "message.timestamp.type",
-                        format!("{value:?} is not CreateTime or LogAppendTime"),
+                        "cleanup.policy",
+                        "\"compact\" is not supported: brooklet has no log compaction yet; cleanup.policy takes only delete",
                     ));
                 }
-            },
-            "cleanup.policy" => match value {
-                "delete" => self.cleanup_policy(CleanupPolicy::Delete),
-                "compact" => self.cleanup_policy(CleanupPolicy::Compact),
-                _ => return Err(Error::config("cleanup.policy", format!("{value:?} is not delete"))),
+                _ => return Err(refused("cleanup.policy", "only delete (compact is not supported yet)")),
             },
             _ => {
                 return Err(Error::config(
@@ -405,5 +460,76 @@ mod tests {
             "max_batch_bytes"
         );
         assert!(TopicConfig::with_partitions(3).validate().is_ok());
+    }
+
+    #[test]
+    fn set_names_the_kafka_key_and_the_allowed_values() {
+        let refused = |name: &str, value: &str| match TopicConfig::default().set(name, value) {
+            Err(e @ Error::InvalidConfig { .. }) => e.to_string(),
+            other => panic!("{name}={value}: {other:?}"),
+        };
+        assert_eq!(
+            refused("segment.bytes", "10"),
+            "invalid configuration for `segment.bytes`: \"10\" is not allowed: segment.bytes takes a whole number of bytes from 4096 to 4294967295"
+        );
+        assert_eq!(
+            refused("max.message.bytes", "100"),
+            "invalid configuration for `max.message.bytes`: \"100\" is not allowed: max.message.bytes takes a whole number of bytes from 1024 to 4294967295 (above segment.bytes, segment.bytes is the limit)"
+        );
+        assert_eq!(
+            refused("max.message.bytes", "4294967296"),
+            refused("max.message.bytes", "100").replace("\"100\"", "\"4294967296\"")
+        );
+        assert_eq!(
+            refused("retention.ms", "abc"),
+            "invalid configuration for `retention.ms`: \"abc\" is not allowed: retention.ms takes -1 (no limit, the default) or a whole number of milliseconds from 1 to 18446744073709551615"
+        );
+        assert_eq!(
+            refused("retention.ms", "0"),
+            refused("retention.ms", "abc").replace("\"abc\"", "\"0\"")
+        );
+        assert_eq!(
+            refused("retention.ms", "-2"),
+            refused("retention.ms", "abc").replace("\"abc\"", "\"-2\"")
+        );
+        assert_eq!(
+            refused("retention.bytes", "-5"),
+            "invalid configuration for `retention.bytes`: \"-5\" is not allowed: retention.bytes takes -1 (no limit, the default) or a whole number of bytes from 0 to 18446744073709551615"
+        );
+        assert_eq!(
+            refused("segment.ms", "0"),
+            "invalid configuration for `segment.ms`: \"0\" is not allowed: segment.ms takes -1 (no time-based roll, the default) or a whole number of milliseconds from 1 to 18446744073709551615"
+        );
+        assert_eq!(
+            refused("cleanup.policy", "compact"),
+            "invalid configuration for `cleanup.policy`: \"compact\" is not supported: brooklet has no log compaction yet; cleanup.policy takes only delete"
+        );
+        assert_eq!(
+            refused("message.timestamp.type", "Now"),
+            "invalid configuration for `message.timestamp.type`: \"Now\" is not allowed: message.timestamp.type takes CreateTime or LogAppendTime"
+        );
+        // -1 is "no limit", as in Kafka: the same as never setting it.
+        let config = TopicConfig::default()
+            .set("retention.ms", "5")
+            .and_then(|c| c.set("retention.ms", "-1"))
+            .and_then(|c| c.set("retention.bytes", "-1"))
+            .and_then(|c| c.set("segment.ms", "-1"))
+            .unwrap();
+        assert_eq!(config, TopicConfig::default());
+        // Every value set takes passes validate(), at both ends of its range.
+        for (name, value) in [
+            ("segment.bytes", "4096"),
+            ("segment.bytes", "4294967295"),
+            ("max.message.bytes", "1024"),
+            ("max.message.bytes", "4294967295"),
+            ("retention.ms", "1"),
+            ("retention.ms", "18446744073709551615"),
+            ("segment.ms", "1"),
+            ("retention.bytes", "0"),
+            ("cleanup.policy", "delete"),
+        ] {
+            let config = TopicConfig::default().set(name, value).unwrap();
+            assert!(config.validate().is_ok(), "{name}={value}");
+        }
     }
 }

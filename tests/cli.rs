@@ -1,17 +1,34 @@
 //! End to end: the `brooklet` binary (built with `--features cli`) against real directories.
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
-use brooklet::{Broker, ProducerConfig, ProducerRecord};
+use brooklet::{Broker, ProducerConfig, ProducerRecord, partition_for_key};
 
 fn brooklet(dir: &Path, args: &[&str]) -> Output {
     brooklet_with_stdin(dir, args, "")
 }
 
 fn brooklet_with_stdin(dir: &Path, args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_brooklet"))
+    brooklet_with_stdin_bytes(dir, args, stdin.as_bytes())
+}
+
+fn brooklet_with_stdin_bytes(dir: &Path, args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = spawn(dir, args);
+    // A command that fails before reading stdin may be gone already: its stdin is closed.
+    match child.stdin.take().unwrap().write_all(stdin) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        other => other.unwrap(),
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Starts the binary with every stream piped.
+fn spawn(dir: &Path, args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_brooklet"))
         .arg("--dir")
         .arg(dir)
         .args(args)
@@ -19,10 +36,99 @@ fn brooklet_with_stdin(dir: &Path, args: &[&str], stdin: &str) -> Output {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    child.wait_with_output().unwrap()
+        .unwrap()
 }
+
+/// Sends `signal` (e.g. "INT") to the child with kill(1).
+fn signal(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal} failed");
+}
+
+/// The first `n` lines the child prints (its stdout is taken), failing after 60 s.
+fn first_lines(child: &mut Child, n: usize) -> Vec<String> {
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        for _ in 0..n {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                break;
+            }
+            if tx.send(line.trim_end_matches('\n').to_owned()).is_err() {
+                break;
+            }
+        }
+        // Keep reading until the child exits, so that it never blocks on a full pipe.
+        let _ = std::io::copy(&mut reader, &mut std::io::sink());
+    });
+    (0..n)
+        .map(|i| {
+            rx.recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|e| panic!("line {i} of {n} did not come: {e}"))
+        })
+        .collect()
+}
+
+/// Waits (at most 60 s) for the child to exit after a signal.
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "the child did not exit after the signal");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Every partition directory of `topic` (and the offsets log) holds a clean-shutdown marker.
+fn assert_closed_cleanly(dir: &Path, topic: &str, partitions: u32) {
+    for p in 0..partitions {
+        let marker = dir.join(format!("{topic}-{p}")).join("clean-shutdown");
+        assert!(marker.exists(), "{} is missing", marker.display());
+    }
+    let marker = dir.join("offsets").join("log").join("clean-shutdown");
+    assert!(marker.exists(), "{} is missing", marker.display());
+}
+
+/// `groups describe`'s (partition, committed) per row of `topic`.
+fn committed(dir: &Path, group: &str, topic: &str) -> Vec<(String, String)> {
+    ok(dir, &["groups", "describe", group])
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|cells| cells.first() == Some(&topic))
+        .map(|cells| (cells[1].to_owned(), cells[2].to_owned()))
+        .collect()
+}
+
+/// `[(partition, committed)]` as `committed` returns them.
+fn offsets(pairs: &[(u32, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(p, o)| (p.to_string(), (*o).to_owned())).collect()
+}
+
+/// A key Kafka's partitioner sends to `partition` of `partitions`.
+fn key_for(partition: u32, partitions: u32) -> String {
+    (0..)
+        .map(|i| format!("user-{i}"))
+        .find(|k| partition_for_key(k.as_bytes(), partitions) == partition)
+        .unwrap()
+}
+
+/// The lines of `text`, sorted (records of different partitions come in any order).
+fn sorted_lines(text: &str) -> Vec<&str> {
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.sort_unstable();
+    lines
+}
+
+const NO_NEW_RECORDS: &str = "brooklet: no new records (consume starts at the end of each partition, as Kafka's \
+                              console consumer; --from-beginning reads what is stored, --follow waits for new records)\n";
 
 fn stdout(o: &Output) -> String {
     String::from_utf8(o.stdout.clone()).unwrap()
@@ -450,11 +556,29 @@ fn errors_are_one_line_and_exit_1() {
         ],
     );
     assert!(plan.contains("orders"), "{plan}");
-    // Not a data directory.
-    let o = brooklet(&tmp.path().join("missing"), &["topics", "list"]);
+    // Not a data directory: one that does not exist is named so, and is not created.
+    let missing = tmp.path().join("missing");
+    for args in [&["topics", "list"][..], &["groups", "delete", "g"], &["verify"]] {
+        let o = brooklet(&missing, args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        assert_eq!(
+            stderr(&o),
+            format!("brooklet: error: {} does not exist\n", missing.display()),
+            "{args:?}"
+        );
+        assert!(!missing.exists());
+    }
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let o = brooklet(&empty, &["topics", "list"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("not a brooklet data directory"), "{}", stderr(&o));
-    assert!(!tmp.path().join("missing").exists());
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "brooklet: error: {} is not a brooklet data directory (no meta/topics)\n",
+            empty.display()
+        )
+    );
     // --help everywhere, with an example.
     for args in [
         &["--help"][..],
@@ -470,4 +594,501 @@ fn errors_are_one_line_and_exit_1() {
         let out = ok(&dir, args);
         assert!(out.contains("Example"), "{args:?}: {out}");
     }
+}
+
+#[test]
+fn a_group_commits_every_assigned_partition_and_never_past_a_record_not_printed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    ok(&dir, &["topics", "create", "orders", "--partitions", "3"]);
+    let (k1, k2) = (key_for(1, 3), key_for(2, 3));
+    let produce = |lines: &str| {
+        let o = brooklet_with_stdin(&dir, &["produce", "orders", "--key-separator", ":"], lines);
+        assert!(o.status.success(), "{}", stderr(&o));
+    };
+    produce(&format!("{k2}:first\n{k2}:second\n"));
+    // One record printed of the two the poll read from partition 2: the commit stops at
+    // the second; partitions 0 and 1, assigned but empty, are committed too.
+    let out = ok(
+        &dir,
+        &[
+            "consume",
+            "orders",
+            "--group",
+            "analytics",
+            "--from-beginning",
+            "--max-records",
+            "1",
+            "--print-key",
+        ],
+    );
+    assert_eq!(out, format!("{k2}\tfirst\n"));
+    assert_eq!(
+        committed(&dir, "analytics", "orders"),
+        offsets(&[(0, "0"), (1, "0"), (2, "1")])
+    );
+    // A record on partition 1 is not skipped: the next run prints it and the rest of
+    // partition 2, nothing twice.
+    produce(&format!("{k1}:third\n"));
+    let out = ok(&dir, &["consume", "orders", "--group", "analytics", "--print-key"]);
+    let want = [format!("{k1}\tthird"), format!("{k2}\tsecond")];
+    assert_eq!(sorted_lines(&out), want.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(
+        committed(&dir, "analytics", "orders"),
+        offsets(&[(0, "0"), (1, "1"), (2, "2")])
+    );
+    // Caught up: nothing printed, and the hint says why.
+    let o = brooklet(&dir, &["consume", "orders", "--group", "analytics"]);
+    assert!(o.status.success());
+    assert_eq!(stdout(&o), "");
+    assert_eq!(
+        stderr(&o),
+        "brooklet: no new records for group analytics since its committed offsets (groups reset-offsets moves them)\n"
+    );
+
+    // Records on every partition: whichever the one printed record came from, every other
+    // partition is committed at its first record, and the next run prints the other five.
+    ok(&dir, &["topics", "create", "multi", "--partitions", "3"]);
+    for p in 0..3 {
+        let lines = format!("p{p}-0\np{p}-1\n");
+        let o = brooklet_with_stdin(&dir, &["produce", "multi", "--partition", &p.to_string()], &lines);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let out = ok(
+        &dir,
+        &[
+            "consume",
+            "multi",
+            "--group",
+            "m",
+            "--from-beginning",
+            "--max-records",
+            "1",
+        ],
+    );
+    let printed: u32 = out
+        .strip_prefix('p')
+        .and_then(|rest| rest.strip_suffix("-0\n"))
+        .unwrap_or_else(|| panic!("{out:?}"))
+        .parse()
+        .unwrap();
+    let want: Vec<(u32, &str)> = (0..3).map(|p| (p, if p == printed { "1" } else { "0" })).collect();
+    assert_eq!(committed(&dir, "m", "multi"), offsets(&want));
+    let rest = ok(&dir, &["consume", "multi", "--group", "m"]);
+    let mut want: Vec<String> = (0..3)
+        .flat_map(|p| [format!("p{p}-0"), format!("p{p}-1")])
+        .filter(|l| *l != format!("p{printed}-0"))
+        .collect();
+    want.sort_unstable();
+    assert_eq!(sorted_lines(&rest), want.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(committed(&dir, "m", "multi"), offsets(&[(0, "2"), (1, "2"), (2, "2")]));
+}
+
+#[test]
+fn a_new_group_that_finds_nothing_commits_the_ends_and_then_misses_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    ok(&dir, &["topics", "create", "t", "--partitions", "2"]);
+    let o = brooklet_with_stdin(&dir, &["produce", "t", "--partition", "0"], "old-0\nold-1\n");
+    assert!(o.status.success());
+    let o = brooklet_with_stdin(&dir, &["produce", "t", "--partition", "1"], "old-2\n");
+    assert!(o.status.success());
+    // A new group starts at the ends (as Kafka's console consumer), prints nothing, says
+    // why as without --group, and commits where it starts.
+    let o = brooklet(&dir, &["consume", "t", "--group", "newgrp"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(stdout(&o), "");
+    assert_eq!(stderr(&o), NO_NEW_RECORDS);
+    assert_eq!(committed(&dir, "newgrp", "t"), offsets(&[(0, "2"), (1, "1")]));
+    // So the records produced before its next run are its.
+    let o = brooklet_with_stdin(&dir, &["produce", "t", "--partition", "0"], "new-0\n");
+    assert!(o.status.success());
+    let o = brooklet_with_stdin(&dir, &["produce", "t", "--partition", "1"], "new-1\n");
+    assert!(o.status.success());
+    let out = ok(&dir, &["consume", "t", "--group", "newgrp"]);
+    assert_eq!(sorted_lines(&out), ["new-0", "new-1"]);
+    assert_eq!(committed(&dir, "newgrp", "t"), offsets(&[(0, "3"), (1, "2")]));
+}
+
+#[test]
+fn a_signal_stops_consume_follow_which_commits_and_closes_the_directory_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    ok(&dir, &["topics", "create", "t", "--partitions", "3"]);
+    let o = brooklet_with_stdin(&dir, &["produce", "t", "--partition", "0"], "a0\na1\na2\n");
+    assert!(o.status.success());
+    let o = brooklet_with_stdin(&dir, &["produce", "t", "--partition", "1"], "b0\n");
+    assert!(o.status.success());
+    // SIGINT (Ctrl-C) once it printed everything and waits for more.
+    let mut child = spawn(&dir, &["consume", "t", "--group", "g", "--from-beginning", "--follow"]);
+    let mut lines = first_lines(&mut child, 4);
+    lines.sort_unstable();
+    assert_eq!(lines, ["a0", "a1", "a2", "b0"]);
+    signal(&child, "INT");
+    let status = wait_exit(&mut child);
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(err, "");
+    assert_closed_cleanly(&dir, "t", 3);
+    // Partition 2, empty and never printed from, is committed too.
+    assert_eq!(committed(&dir, "g", "t"), offsets(&[(0, "3"), (1, "1"), (2, "0")]));
+    // The next open needed no recovery: no warning.
+    let o = brooklet_with_stdin(&dir, &["produce", "t", "--partition", "2"], "c0\nc1\n");
+    assert!(o.status.success());
+    assert_eq!(stderr(&o), "");
+    // SIGTERM: the group resumes at its commit, prints exactly the new records, and exits
+    // with 143.
+    let mut child = spawn(&dir, &["consume", "t", "--group", "g", "--follow"]);
+    assert_eq!(first_lines(&mut child, 2), ["c0", "c1"]);
+    signal(&child, "TERM");
+    let status = wait_exit(&mut child);
+    assert_eq!(status.code(), Some(143), "{status:?}");
+    assert_closed_cleanly(&dir, "t", 3);
+    assert_eq!(committed(&dir, "g", "t"), offsets(&[(0, "3"), (1, "1"), (2, "2")]));
+    // Without a group (read-only) a signal stops it the same way.
+    let mut child = spawn(&dir, &["consume", "t", "--partition", "2", "--offset", "1", "--follow"]);
+    assert_eq!(first_lines(&mut child, 1), ["c1"]);
+    signal(&child, "INT");
+    assert_eq!(wait_exit(&mut child).code(), Some(130));
+}
+
+#[test]
+fn a_signal_stops_produce_waiting_for_a_line_and_closes_the_directory_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    ok(&dir, &["topics", "create", "t", "--partitions", "2"]);
+    let mut child = spawn(&dir, &["produce", "t", "--partition", "1"]);
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"one\ntwo\n").unwrap();
+    stdin.flush().unwrap();
+    // Wait until both are stored (a reader works beside the producer), stdin still open.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let reader = Broker::open_read_only(&dir).unwrap();
+    while reader.describe_topic("t").unwrap().partitions[1].log_end_offset < 2 {
+        assert!(Instant::now() < deadline, "the lines were not produced");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal(&child, "INT");
+    let status = wait_exit(&mut child);
+    drop(stdin);
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(status.code(), Some(130), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        "produced 2 record(s) to t in 1 partition(s)\n\
+         PARTITION  RECORDS  FIRST OFFSET  LAST OFFSET\n        1        2             0            1\n"
+    );
+    assert_eq!(
+        stderr(&o),
+        "brooklet: interrupted by SIGINT: stopped after line 2 of stdin; the 2 record(s) up to it were produced\n"
+    );
+    assert_closed_cleanly(&dir, "t", 2);
+    assert_eq!(ok(&dir, &["consume", "t", "--from-beginning"]), "one\ntwo\n");
+}
+
+#[test]
+fn consume_into_a_closed_pipe_stops_commits_what_it_wrote_and_closes_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    ok(&dir, &["topics", "create", "t"]);
+    // Far more than a pipe buffers, so that the writes fail once the reader is gone.
+    let lines: String = (0..20_000)
+        .map(|i| format!("record-{i:05}-{}\n", "x".repeat(100)))
+        .collect();
+    assert!(brooklet_with_stdin(&dir, &["produce", "t"], &lines).status.success());
+    let mut child = spawn(&dir, &["consume", "t", "--group", "g", "--from-beginning"]);
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    reader.read_line(&mut first).unwrap();
+    assert!(first.starts_with("record-00000-"), "{first}");
+    drop(reader);
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stderr(&o), "");
+    assert_closed_cleanly(&dir, "t", 1);
+    // It stopped short of the end (the records of the poll whose write failed are not
+    // committed: they may not have reached the reader), and the next run prints exactly
+    // the records after the commit: none skipped.
+    let at: usize = committed(&dir, "g", "t")[0].1.parse().unwrap();
+    assert!(at < 20_000, "committed {at}");
+    let rest = ok(&dir, &["consume", "t", "--group", "g"]);
+    let want: String = lines.lines().skip(at).map(|l| format!("{l}\n")).collect();
+    assert!(rest == want, "the rest after {at} differs");
+}
+
+#[test]
+fn a_recovery_that_cut_bytes_is_reported_on_stderr() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    ok(&dir, &["topics", "create", "orders", "--partitions", "2"]);
+    let o = brooklet_with_stdin(&dir, &["produce", "orders", "--partition", "1"], "a\nb\n");
+    assert!(o.status.success());
+    // A writer killed while it holds the directory leaves every partition unclean.
+    let mut child = spawn(
+        &dir,
+        &["consume", "orders", "--group", "g", "--from-beginning", "--follow"],
+    );
+    assert_eq!(first_lines(&mut child, 2), ["a", "b"]);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!dir.join("orders-1").join("clean-shutdown").exists());
+    // And a torn tail: bytes of a batch that was never completed.
+    let segment = dir.join("orders-1").join("00000000000000000000.log");
+    let len = std::fs::metadata(&segment).unwrap().len();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&segment)
+        .unwrap()
+        .write_all(b"garbage!")
+        .unwrap();
+    // A reader runs no recovery: nothing to report, nothing changed.
+    let o = brooklet(&dir, &["consume", "orders", "--from-beginning"]);
+    assert_eq!((stdout(&o).as_str(), stderr(&o).as_str()), ("a\nb\n", ""));
+    // A writer's open cuts the tail and says so on stderr, stdout as always.
+    let o = brooklet(&dir, &["produce", "orders"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "produced 0 record(s) to orders in 0 partition(s)\n");
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "brooklet: warning: orders-1 was not closed cleanly: recovery cut 8 bytes at byte {len} of {} \
+             (torn write: 8 bytes remain, a batch needs 57)\n",
+            segment.display()
+        )
+    );
+    assert_eq!(std::fs::metadata(&segment).unwrap().len(), len);
+    // Closed cleanly since: no more warning, the records are all there.
+    let o = brooklet(&dir, &["consume", "orders", "--group", "h", "--from-beginning"]);
+    assert_eq!((stdout(&o).as_str(), stderr(&o).as_str()), ("a\nb\n", ""));
+}
+
+#[test]
+fn produce_stops_at_a_line_too_large_for_the_topic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    ok(
+        &dir,
+        &["topics", "create", "small", "--config", "max.message.bytes=2000"],
+    );
+    let lines = format!("a\nb\n{}\nc\nd\n", "x".repeat(5000));
+    let o = brooklet_with_stdin(&dir, &["produce", "small"], &lines);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stdout(&o),
+        "produced 2 record(s) to small in 1 partition(s)\n\
+         PARTITION  RECORDS  FIRST OFFSET  LAST OFFSET\n        0        2             0            1\n"
+    );
+    assert_eq!(
+        stderr(&o),
+        "brooklet: error: line 3 is one record of 5066 bytes, too large for topic small: its max.message.bytes is \
+         2000 bytes; stopped there: the 2 record(s) before it were produced\n"
+    );
+    // Nothing after it was produced.
+    assert_eq!(ok(&dir, &["consume", "small", "--from-beginning"]), "a\nb\n");
+    // The first line of a run, and one whose limit is segment.bytes (max.message.bytes
+    // above it).
+    ok(
+        &dir,
+        &[
+            "topics",
+            "create",
+            "tiny",
+            "--config",
+            "segment.bytes=4096",
+            "--config",
+            "max.message.bytes=8192",
+        ],
+    );
+    let o = brooklet_with_stdin(&dir, &["produce", "tiny"], &format!("{}\nz\n", "y".repeat(5000)));
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stdout(&o), "produced 0 record(s) to tiny in 0 partition(s)\n");
+    assert_eq!(
+        stderr(&o),
+        "brooklet: error: line 1 is one record of 5066 bytes, too large for topic tiny: its segment.bytes is 4096 \
+         bytes; stopped there: the 0 record(s) before it were produced\n"
+    );
+    let o = brooklet(&dir, &["consume", "tiny", "--from-beginning"]);
+    assert_eq!(
+        (stdout(&o).as_str(), stderr(&o).as_str()),
+        ("", "brooklet: no records to read\n")
+    );
+}
+
+#[test]
+fn config_errors_name_the_kafka_setting_and_its_range() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let refused = |setting: &str| {
+        let o = brooklet(&dir, &["topics", "create", "x", "--config", setting]);
+        assert_eq!(o.status.code(), Some(1), "{setting}");
+        assert_eq!(stdout(&o), "");
+        stderr(&o)
+    };
+    assert_eq!(
+        refused("cleanup.policy=compact"),
+        "brooklet: error: invalid configuration for `cleanup.policy`: \"compact\" is not supported: brooklet has no \
+         log compaction yet; cleanup.policy takes only delete\n"
+    );
+    assert_eq!(
+        refused("segment.bytes=10"),
+        "brooklet: error: invalid configuration for `segment.bytes`: \"10\" is not allowed: segment.bytes takes a \
+         whole number of bytes from 4096 to 4294967295\n"
+    );
+    assert_eq!(
+        refused("max.message.bytes=100"),
+        "brooklet: error: invalid configuration for `max.message.bytes`: \"100\" is not allowed: max.message.bytes \
+         takes a whole number of bytes from 1024 to 4294967295 (above segment.bytes, segment.bytes is the limit)\n"
+    );
+    let retention = "retention.ms takes -1 (no limit, the default) or a whole number of milliseconds from 1 to \
+                     18446744073709551615\n";
+    for value in ["abc", "0", "-2"] {
+        assert_eq!(
+            refused(&format!("retention.ms={value}")),
+            format!(
+                "brooklet: error: invalid configuration for `retention.ms`: \"{value}\" is not allowed: {retention}"
+            )
+        );
+    }
+    assert!(!dir.join("x-0").exists());
+    // -1 is no limit, as in Kafka (and the default): shown as -1.
+    ok(
+        &dir,
+        &[
+            "topics",
+            "create",
+            "x",
+            "--config",
+            "retention.ms=-1",
+            "--config",
+            "retention.bytes=-1",
+            "--config",
+            "cleanup.policy=delete",
+        ],
+    );
+    let describe = ok(&dir, &["topics", "describe", "x"]);
+    assert_eq!(row(&describe, &["retention.ms"]), ["retention.ms", "-1"]);
+    assert_eq!(row(&describe, &["retention.bytes"]), ["retention.bytes", "-1"]);
+    assert_eq!(row(&describe, &["cleanup.policy"]), ["cleanup.policy", "delete"]);
+    let help = ok(&dir, &["topics", "create", "--help"]);
+    for text in [
+        "cleanup.policy (only delete: compact is refused",
+        "-1 = no limit",
+        "1024",
+    ] {
+        assert!(help.replace("\n ", " ").contains(text), "{text}: {help}");
+    }
+}
+
+#[test]
+fn text_consume_gives_back_the_bytes_produced_utf8_or_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    ok(&dir, &["topics", "create", "bin"]);
+    let o = brooklet_with_stdin_bytes(
+        &dir,
+        &["produce", "bin", "--key-separator", ":", "--header", "h=v"],
+        b"k\xff:\xff\xfebin\n",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = brooklet(&dir, &["consume", "bin", "--from-beginning"]);
+    assert_eq!(o.stdout, b"\xff\xfebin\n");
+    let o = brooklet(
+        &dir,
+        &["consume", "bin", "--from-beginning", "--print-key", "--print-headers"],
+    );
+    assert_eq!(o.stdout, b"k\xff\th=v\t\xff\xfebin\n");
+    // JSON strings cannot hold such bytes: they become U+FFFD, as its help says.
+    let json = ok(&dir, &["consume", "bin", "--from-beginning", "--format", "json"]);
+    let object: serde_json::Value = serde_json::from_str(json.trim_end()).unwrap();
+    assert_eq!(object["value"], "\u{fffd}\u{fffd}bin");
+    assert_eq!(object["key"], "k\u{fffd}");
+    let help = ok(&dir, &["consume", "--help"]);
+    assert!(help.replace("\n ", " ").contains("become U+FFFD"), "{help}");
+    // dump-log shows them escaped.
+    let dump = ok(&dir, &["dump-log", "bin-0/00000000000000000000.log", "--records"]);
+    assert!(dump.contains("key k\\xff value \\xff\\xfebin headers [h=v]"), "{dump}");
+}
+
+#[test]
+fn dump_log_finds_a_relative_segment_under_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    ok(&dir, &["topics", "create", "orders"]);
+    assert!(
+        brooklet_with_stdin(&dir, &["produce", "orders"], "x\n")
+            .status
+            .success()
+    );
+    let relative = "orders-0/00000000000000000000.log";
+    assert!(!Path::new(relative).exists());
+    let dump = ok(&dir, &["dump-log", relative]);
+    assert_eq!(
+        dump.lines().next().unwrap(),
+        format!("{}: 65 bytes, 1 batch(es), base offset 0", dir.join(relative).display())
+    );
+    assert_eq!(row(&dump, &["0", "0", "0", "1"])[8], "ok");
+    let o = brooklet(&dir, &["dump-log", "orders-0/00000000000000000001.log"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "brooklet: error: orders-0/00000000000000000001.log does not exist, nor does {}\n",
+            dir.join("orders-0/00000000000000000001.log").display()
+        )
+    );
+}
+
+#[test]
+fn consume_and_produce_refuse_bad_arguments_up_front() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    ok(&dir, &["topics", "create", "orders"]);
+    assert!(
+        brooklet_with_stdin(&dir, &["produce", "orders"], "a\nb\nc\n")
+            .status
+            .success()
+    );
+    // An offset past the end is refused, naming the end; the end itself is the next record.
+    let o = brooklet(&dir, &["consume", "orders", "--partition", "0", "--offset", "9999"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stderr(&o),
+        "brooklet: error: offset 9999 is past the end of orders-0: its end offset is 3 (the offset the next record gets)\n"
+    );
+    let o = brooklet(&dir, &["consume", "orders", "--partition", "0", "--offset", "3"]);
+    assert_eq!((o.status.code(), stdout(&o).as_str()), (Some(0), ""));
+    assert_eq!(stderr(&o), "brooklet: no records to read\n");
+    assert_eq!(
+        ok(&dir, &["consume", "orders", "--partition", "0", "--offset", "2"]),
+        "c\n"
+    );
+    // Conflicting and empty arguments: clap's usage errors (exit 2), nothing run.
+    let o = brooklet(
+        &dir,
+        &[
+            "consume",
+            "orders",
+            "--partition",
+            "0",
+            "--offset",
+            "1",
+            "--from-beginning",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).starts_with("error: the argument '--offset <O>' cannot be used with '--from-beginning'\n"),
+        "{}",
+        stderr(&o)
+    );
+    let o = brooklet_with_stdin(&dir, &["produce", "orders", "--key-separator", ""], "a\n");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o)
+            .starts_with("error: invalid value '' for '--key-separator <SEP>': the separator must not be empty\n"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(ok(&dir, &["consume", "orders", "--from-beginning"]), "a\nb\nc\n");
 }

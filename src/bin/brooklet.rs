@@ -4,7 +4,8 @@
 //! Commands that only read open the directory with `Broker::open_read_only`, so they work
 //! while an application holds it; commands that write need it free and say so when it is in
 //! use. Errors are one line on stderr and exit code 1; `dump-log` and `verify` exit with 2
-//! when they find damage.
+//! when they find damage. `consume` and `produce` stop cleanly on SIGINT, SIGTERM or SIGHUP
+//! (a group commits, the directory is closed) and exit with 128 + the signal's number.
 
 #![forbid(unsafe_code)]
 #![deny(
@@ -17,15 +18,19 @@
 )]
 
 use std::collections::BTreeMap;
+use std::ffi::c_int;
 use std::io::{self, BufRead, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use brooklet::inspect::{self, PartitionCheck};
 use brooklet::{
-    Broker, ConsumerConfig, ConsumerRecordRef, Delivery, Durability, Error, GroupState, OffsetAndMetadata, OffsetReset,
-    OffsetSpec, ProducerConfig, ProducerRecord, TopicConfig, TopicPartition,
+    Broker, ConsumerConfig, ConsumerRecordRef, Durability, Error, GroupState, OffsetAndMetadata, OffsetReset,
+    OffsetSpec, Producer, ProducerConfig, ProducerRecord, RecordMetadata, RecoveryReport, TopicConfig, TopicPartition,
 };
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -62,14 +67,16 @@ enum Command {
     )]
     Topics(TopicsCommand),
     /// Send the lines of stdin as records (the console producer). Lines are bytes, UTF-8 or
-    /// not; a line without the key separator stops the input after the lines before it.
+    /// not; a line that cannot be produced (no key separator, or a record larger than the
+    /// topic's max.message.bytes) stops the input: the lines before it are produced, none
+    /// after it.
     #[command(
-        after_help = "Examples:\n  printf 'hello\\nworld\\n' | brooklet --dir data produce orders\n  printf 'user-1:{\"amount\":42}\\n' | brooklet --dir data produce orders --key-separator : --header source=cli"
+        after_help = "Examples:\n  printf 'hello\\nworld\\n' | brooklet --dir data produce orders\n  printf 'user-1:{\"amount\":42}\\n' | brooklet --dir data produce orders --key-separator : --header source=cli\n\nCtrl-C (SIGINT), SIGTERM or SIGHUP makes it stop taking lines within 0.2 s, also while it waits for one: it produces the lines it took, prints the summary, closes the directory cleanly, says after which line it stopped, and exits with 130 (SIGINT), 143 (SIGTERM) or 129 (SIGHUP), as a shell reports a command the signal stopped. A second signal ends it at once."
     )]
     Produce(ProduceArgs),
     /// Print records of a topic (the console consumer).
     #[command(
-        after_help = "Examples:\n  brooklet --dir data consume orders --from-beginning\n  brooklet --dir data consume orders --follow --print-key --print-timestamp\n  brooklet --dir data consume orders --partition 0 --offset 42 --max-records 10 --format json | jq .value\n  brooklet --dir data consume orders --group audit --from-beginning"
+        after_help = "Examples:\n  brooklet --dir data consume orders --from-beginning\n  brooklet --dir data consume orders --follow --print-key --print-timestamp\n  brooklet --dir data consume orders --partition 0 --offset 42 --max-records 10 --format json | jq .value\n  brooklet --dir data consume orders --group audit --from-beginning\n\nCtrl-C (SIGINT), SIGTERM or SIGHUP stops it at its next poll (within 0.2 s): a group commits what it printed and the directory is closed cleanly; it exits with 130 (SIGINT), 143 (SIGTERM) or 129 (SIGHUP), as a shell reports a command the signal stopped. A second signal ends it at once. Closing its output (| head) stops it the same way, with exit 0."
     )]
     Consume(ConsumeArgs),
     /// List, describe (with lag), reset and delete consumer groups.
@@ -80,12 +87,14 @@ enum Command {
     Groups(GroupsCommand),
     /// Print every batch of a segment file (offsets, count, timestamps, codec, size, checksum).
     #[command(
-        after_help = "Examples:\n  brooklet dump-log data/orders-0/00000000000000000000.log\n  brooklet dump-log data/orders-0/00000000000000000000.log --records\n\nExits with 2 if the file is damaged."
+        after_help = "Examples:\n  brooklet dump-log data/orders-0/00000000000000000000.log\n  brooklet --dir data dump-log orders-0/00000000000000000000.log --records\n\nExits with 2 if the file is damaged."
     )]
     DumpLog {
-        /// The segment file (`<dir>/<topic>-<partition>/<base offset>.log`).
+        /// The segment file (`<dir>/<topic>-<partition>/<base offset>.log`). A relative path
+        /// that does not exist as given is looked up under --dir, if one is given.
         path: PathBuf,
-        /// Print the records of each batch too.
+        /// Print the records of each batch too (keys, values and header values as text;
+        /// bytes that are not UTF-8 as \xNN).
         #[arg(long)]
         records: bool,
     },
@@ -117,8 +126,12 @@ enum TopicsCommand {
         /// How many partitions.
         #[arg(long, default_value_t = 1)]
         partitions: u32,
-        /// A setting, as Kafka names it (repeatable): segment.bytes, segment.ms,
-        /// retention.bytes, retention.ms, max.message.bytes, message.timestamp.type.
+        /// A setting, as Kafka names it (repeatable): segment.bytes (4096 to 4294967295),
+        /// segment.ms, retention.ms (-1 = no limit, the default, or 1 and up),
+        /// retention.bytes (-1 = no limit, the default, or 0 and up), max.message.bytes (1024
+        /// to 4294967295; above segment.bytes, that is the limit), message.timestamp.type
+        /// (CreateTime or LogAppendTime), cleanup.policy (only delete: compact is refused,
+        /// there is no compaction yet).
         #[arg(long = "config", value_name = "KEY=VALUE")]
         config: Vec<String>,
     },
@@ -152,8 +165,8 @@ enum DurabilityArg {
 struct ProduceArgs {
     /// The topic.
     topic: String,
-    /// Split each line at the first SEP into key and value (Kafka's parse.key).
-    #[arg(long, value_name = "SEP")]
+    /// Split each line at the first SEP into key and value (Kafka's parse.key). Not empty.
+    #[arg(long, value_name = "SEP", value_parser = non_empty_separator)]
     key_separator: Option<String>,
     /// A header for every record (repeatable).
     #[arg(long = "header", value_name = "KEY=VALUE")]
@@ -168,11 +181,13 @@ struct ProduceArgs {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Format {
-    /// The value (with the --print-* fields before it, tab-separated).
+    /// The value (with the --print-* fields before it, tab-separated), its bytes as stored:
+    /// what was produced comes back byte for byte, UTF-8 or not.
     Text,
     /// One JSON object per line: topic, partition, offset, timestamp, timestamp_type
     /// (CreateTime or LogAppendTime), key, value, headers (an object by name: of a name that
-    /// repeats, the last value).
+    /// repeats, the last value). Keys, values and header values are JSON strings: bytes that
+    /// are not UTF-8 become U+FFFD there (use text for the exact bytes).
     Json,
 }
 
@@ -180,12 +195,14 @@ enum Format {
 struct ConsumeArgs {
     /// The topic.
     topic: String,
-    /// Consume as a member of this group and commit what was printed (needs the directory
-    /// free). Without it nothing is committed and the directory may be in use.
+    /// Consume as a member of this group (needs the directory free). At exit it commits, for
+    /// every partition it was assigned, how far it got (never past a record it read but did
+    /// not print), so its next run prints the rest. Without it nothing is committed and the
+    /// directory may be in use.
     #[arg(long)]
     group: Option<String>,
     /// Start at the oldest record (default: only new records; a group resumes at its commit).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "offset")]
     from_beginning: bool,
     /// Keep waiting for new records instead of stopping at the end.
     #[arg(long)]
@@ -196,7 +213,7 @@ struct ConsumeArgs {
     /// Read only this partition.
     #[arg(long, value_name = "P")]
     partition: Option<u32>,
-    /// Start at this offset (needs --partition).
+    /// Start at this offset (needs --partition; at most the partition's end offset).
     #[arg(long, value_name = "O", requires = "partition")]
     offset: Option<u64>,
     /// Output format.
@@ -294,75 +311,231 @@ fn run(cli: Cli) -> CliResult<ExitCode> {
             .ok_or_else(|| Failure("no data directory: pass --dir DIR (or set BROOKLET_DIR)".into()))
     };
     let mut out = Output::new();
-    match cli.command {
-        Command::Topics(cmd) => topics(&dir()?, cmd, &mut out)?,
+    let code = match cli.command {
+        Command::Topics(cmd) => topics(&dir()?, cmd, &mut out).map(|()| ExitCode::SUCCESS)?,
         Command::Produce(args) => produce(&dir()?, &args, &mut out)?,
         Command::Consume(args) => consume(&dir()?, &args, &mut out)?,
-        Command::Groups(cmd) => groups(&dir()?, cmd, &mut out)?,
-        Command::DumpLog { path, records } => return dump_log(&path, records, &mut out),
+        Command::Groups(cmd) => groups(&dir()?, cmd, &mut out).map(|()| ExitCode::SUCCESS)?,
+        Command::DumpLog { path, records } => {
+            return dump_log(&segment_path(&path, cli.dir.as_deref())?, records, &mut out);
+        }
         Command::Verify => return verify(&dir()?, &mut out),
-    }
+    };
     out.flush()?;
-    Ok(ExitCode::SUCCESS)
+    Ok(code)
 }
 
-/// Buffered stdout. A closed pipe (`| head`) ends the program quietly, as for other tools.
+/// Buffered stdout. Once a reader closes the pipe (`| head`), everything written after is
+/// dropped quietly, as other tools stop there; `consume` checks [`broken`](Self::broken) to
+/// stop, commit and close the directory cleanly (exiting here would skip that).
 struct Output {
     inner: BufWriter<io::Stdout>,
+    broken: bool,
 }
 
 impl Output {
     fn new() -> Self {
         Output {
             inner: BufWriter::new(io::stdout()),
+            broken: false,
         }
     }
 
     fn line(&mut self, text: &str) -> CliResult<()> {
-        let result = writeln!(self.inner, "{text}");
-        Self::check(result)
+        self.bytes_line(text.as_bytes())
+    }
+
+    /// `bytes` as they are (UTF-8 or not), then a newline.
+    fn bytes_line(&mut self, bytes: &[u8]) -> CliResult<()> {
+        if self.broken {
+            return Ok(());
+        }
+        let result = self.inner.write_all(bytes).and_then(|()| self.inner.write_all(b"\n"));
+        self.check(result)
     }
 
     fn flush(&mut self) -> CliResult<()> {
+        if self.broken {
+            return Ok(());
+        }
         let result = self.inner.flush();
-        Self::check(result)
+        self.check(result)
     }
 
-    fn check(result: io::Result<()>) -> CliResult<()> {
+    /// Whether the reader of stdout is gone (what was written since the last successful
+    /// flush may not have reached it).
+    fn broken(&self) -> bool {
+        self.broken
+    }
+
+    fn check(&mut self, result: io::Result<()>) -> CliResult<()> {
         match result {
             Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => std::process::exit(0),
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                self.broken = true;
+                Ok(())
+            }
             Err(e) => Err(Failure(format!("cannot write to stdout: {e}"))),
         }
     }
 }
 
+/// The termination signals `consume` and `produce` handle.
+#[cfg(unix)]
+const STOP_SIGNALS: &[c_int] = &[
+    signal_hook::consts::SIGINT,
+    signal_hook::consts::SIGTERM,
+    signal_hook::consts::SIGHUP,
+];
+#[cfg(not(unix))]
+const STOP_SIGNALS: &[c_int] = &[signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM];
+
+/// SIGINT, SIGTERM and SIGHUP turned into a flag that the long-running commands check
+/// between polls and lines, so that they stop there, commit and close the directory cleanly
+/// (a signal's default action would end the process with every partition left unclean, to
+/// be recovered at the next open). A second signal ends the process at once, in case the
+/// clean stop hangs.
+struct Interrupt {
+    /// The number of the last signal received; 0 for none.
+    received: Arc<AtomicUsize>,
+}
+
+impl Interrupt {
+    fn install() -> CliResult<Interrupt> {
+        let received = Arc::new(AtomicUsize::new(0));
+        let armed = Arc::new(AtomicBool::new(false));
+        for &signal in STOP_SIGNALS {
+            let failed = |e: io::Error| Failure(format!("cannot handle signal {signal}: {e}"));
+            // Registered first, so that it sees `armed` as an earlier signal left it.
+            signal_hook::flag::register_conditional_shutdown(signal, 128 + signal, Arc::clone(&armed))
+                .map_err(failed)?;
+            signal_hook::flag::register(signal, Arc::clone(&armed)).map_err(failed)?;
+            signal_hook::flag::register_usize(signal, Arc::clone(&received), signal.unsigned_abs() as usize)
+                .map_err(failed)?;
+        }
+        Ok(Interrupt { received })
+    }
+
+    /// The signal received, if any.
+    fn received(&self) -> Option<c_int> {
+        match self.received.load(Ordering::SeqCst) {
+            0 => None,
+            signal => c_int::try_from(signal).ok(),
+        }
+    }
+}
+
+/// How long a command waits for records or a line before it checks for a signal again.
+const SIGNAL_CHECK: Duration = Duration::from_millis(200);
+
+/// A signal's name, for messages.
+fn signal_name(signal: c_int) -> String {
+    match signal {
+        signal_hook::consts::SIGINT => "SIGINT".into(),
+        signal_hook::consts::SIGTERM => "SIGTERM".into(),
+        #[cfg(unix)]
+        signal_hook::consts::SIGHUP => "SIGHUP".into(),
+        other => format!("signal {other}"),
+    }
+}
+
+/// The exit status after a stop by `signal`: 128 + its number, as a shell reports a command
+/// that the signal ended.
+fn signal_exit(signal: c_int) -> ExitCode {
+    ExitCode::from(u8::try_from(128 + signal).unwrap_or(1))
+}
+
+/// Fails unless `dir` is an existing directory.
+fn check_dir(dir: &Path) -> CliResult<()> {
+    if !dir.exists() {
+        return Err(Failure(format!("{} does not exist", dir.display())));
+    }
+    if !dir.is_dir() {
+        return Err(Failure(format!("{} is not a directory", dir.display())));
+    }
+    Ok(())
+}
+
 /// Opens the directory for reading, beside any application that holds it.
 fn open_reader(dir: &Path) -> CliResult<Broker> {
-    Broker::open_read_only(dir).map_err(|e| match e {
+    check_dir(dir)?;
+    let broker = Broker::open_read_only(dir).map_err(|e| match e {
         Error::Io { ref source, .. } if source.kind() == io::ErrorKind::NotFound => Failure(format!(
             "{} is not a brooklet data directory (no meta/topics)",
             dir.display()
         )),
         other => other.into(),
-    })
+    })?;
+    // A read-only open runs no recovery and cuts nothing, so its reports are empty today;
+    // checked all the same, so that a reader would say so if it ever did.
+    warn_recoveries(&broker);
+    Ok(broker)
 }
 
 /// Opens the directory for writing: it must not be in use.
 fn open_writer(dir: &Path, action: &str) -> CliResult<Broker> {
+    check_dir(dir)?;
     if !dir.join("meta").join("topics").exists() && !action.starts_with("create") {
         return Err(Failure(format!(
             "{} is not a brooklet data directory (no meta/topics)",
             dir.display()
         )));
     }
-    Broker::open(dir).map_err(|e| match e {
+    let broker = Broker::open(dir).map_err(|e| match e {
         Error::Locked { .. } => Failure(format!(
             "the directory {} is in use by another process (an application has it open); {action} writes to it, so stop that process first — reading commands work meanwhile",
             dir.display()
         )),
         other => other.into(),
-    })
+    })?;
+    warn_recoveries(&broker);
+    Ok(broker)
+}
+
+/// One line on stderr for each partition whose open found it not closed cleanly and had to
+/// cut a torn or damaged tail or delete segments: the library reports that only through
+/// `tracing`, which the CLI does not collect, and a user should learn that bytes were cut.
+/// stdout is left as it is.
+fn warn_recoveries(broker: &Broker) {
+    for topic in broker.list_topics() {
+        let Ok(description) = broker.describe_topic(&topic) else {
+            continue;
+        };
+        for p in &description.partitions {
+            let tp = TopicPartition::new(topic.as_str(), p.partition);
+            if let Ok(log) = broker.partition_log(&tp)
+                && let Some(warning) = recovery_warning(&tp, log.recovery_report())
+            {
+                eprintln!("brooklet: warning: {warning}");
+            }
+        }
+    }
+}
+
+/// What a recovery did to `tp`, if it lost or removed anything.
+fn recovery_warning(tp: &TopicPartition, report: &RecoveryReport) -> Option<String> {
+    if report.clean_shutdown || (report.truncation.is_none() && report.segments_deleted.is_empty()) {
+        return None;
+    }
+    let mut done = Vec::new();
+    if let Some(cut) = &report.truncation {
+        done.push(format!(
+            "cut {} bytes at byte {} of {} ({})",
+            cut.bytes_removed,
+            cut.position,
+            cut.path.display(),
+            cut.reason
+        ));
+    }
+    if !report.segments_deleted.is_empty() {
+        let bases: Vec<String> = report.segments_deleted.iter().map(u64::to_string).collect();
+        done.push(format!(
+            "deleted {} segment(s) (base offsets {})",
+            bases.len(),
+            bases.join(", ")
+        ));
+    }
+    Some(format!("{tp} was not closed cleanly: recovery {}", done.join(" and ")))
 }
 
 /// Renders rows under headers, each column as wide as its widest cell; columns of numbers
@@ -522,15 +695,126 @@ fn split_once_bytes<'a>(line: &'a [u8], sep: &[u8]) -> Option<(&'a [u8], &'a [u8
     Some((line.get(..at)?, line.get(at + sep.len()..)?))
 }
 
-fn produce(dir: &Path, args: &ProduceArgs, out: &mut Output) -> CliResult<()> {
+/// `--key-separator`: an empty one would match before every line's first byte.
+fn non_empty_separator(sep: &str) -> Result<String, String> {
+    if sep.is_empty() {
+        Err("the separator must not be empty".into())
+    } else {
+        Ok(sep.to_owned())
+    }
+}
+
+/// What the stdin thread hands over.
+enum Input {
+    /// One line, without its line ending.
+    Line(Vec<u8>),
+    /// The end of stdin.
+    End,
+    /// A read failed (the thread stops).
+    Failed(io::Error),
+}
+
+/// Lines sent with one `send_batch` at most (more only when that many are already waiting).
+const CHUNK_RECORDS: usize = 1000;
+/// Line bytes sent with one `send_batch` at most.
+const CHUNK_BYTES: usize = 1 << 20;
+
+/// Reads stdin on a thread of its own, so that `produce` notices a signal while a read
+/// blocks (on a terminal, waiting for the next line). The thread is left blocked at exit.
+fn read_stdin_lines() -> CliResult<mpsc::Receiver<Input>> {
+    let (lines, receiver) = mpsc::sync_channel(CHUNK_RECORDS);
+    std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            let mut input = io::stdin().lock();
+            loop {
+                let mut buf = Vec::new();
+                let item = match input.read_until(b'\n', &mut buf) {
+                    Ok(0) => Input::End,
+                    Ok(_) => {
+                        if buf.last() == Some(&b'\n') {
+                            buf.pop();
+                        }
+                        if buf.last() == Some(&b'\r') {
+                            buf.pop();
+                        }
+                        Input::Line(buf)
+                    }
+                    Err(e) => Input::Failed(e),
+                };
+                let last = !matches!(item, Input::Line(_));
+                if lines.send(item).is_err() || last {
+                    return;
+                }
+            }
+        })
+        .map_err(|e| Failure(format!("cannot start the thread that reads stdin: {e}")))?;
+    Ok(receiver)
+}
+
+/// Why `send_in_order` stopped.
+enum SendFailure {
+    /// The record at this index alone is larger than its partition's batch limit.
+    TooLarge { index: usize, size: usize, max: usize },
+    /// Any other error of a `send_batch` (records of partitions written before it stay).
+    Other(Error),
+}
+
+/// Sends `records` in their order and stops at the first one too large: those before it
+/// are written, nothing from it on. `send_batch` refuses a call holding a record too large
+/// before writing any of it, so halving such a call finds the record and writes each record
+/// before it once.
+fn send_in_order(
+    producer: &Producer,
+    records: &[ProducerRecord],
+    sent: &mut Vec<RecordMetadata>,
+) -> Option<SendFailure> {
+    match producer.send_batch(records) {
+        Ok(metadata) => {
+            sent.extend(metadata.iter());
+            None
+        }
+        Err(Error::RecordTooLarge { .. }) if records.len() > 1 => {
+            let (head, tail) = records.split_at(records.len() / 2);
+            if let Some(failure) = send_in_order(producer, head, sent) {
+                return Some(failure);
+            }
+            send_in_order(producer, tail, sent).map(|failure| match failure {
+                SendFailure::TooLarge { index, size, max } => SendFailure::TooLarge {
+                    index: index + head.len(),
+                    size,
+                    max,
+                },
+                other => other,
+            })
+        }
+        Err(Error::RecordTooLarge { size, max }) => Some(SendFailure::TooLarge { index: 0, size, max }),
+        Err(e) => Some(SendFailure::Other(e)),
+    }
+}
+
+/// Per partition: records, first and last offset.
+type ProduceSummary = BTreeMap<u32, (u64, u64, u64)>;
+
+/// Why `produce` stopped before the end of stdin.
+enum ProduceStop {
+    /// A line or read that could not be produced: the error message.
+    Failed(String),
+    /// A signal.
+    Signal(c_int),
+}
+
+fn produce(dir: &Path, args: &ProduceArgs, out: &mut Output) -> CliResult<ExitCode> {
     let headers = args
         .headers
         .iter()
         .map(|h| key_value(h, "--header"))
         .collect::<CliResult<Vec<_>>>()?;
+    let interrupt = Interrupt::install()?;
     let broker = open_writer(dir, "produce")?;
     // Fail before reading stdin if the topic or partition does not exist.
-    let partitions = broker.describe_topic(&args.topic)?.partitions.len() as u32;
+    let description = broker.describe_topic(&args.topic)?;
+    let partitions = description.partitions.len() as u32;
     if let Some(p) = args.partition
         && p >= partitions
     {
@@ -541,51 +825,110 @@ fn produce(dir: &Path, args: &ProduceArgs, out: &mut Output) -> CliResult<()> {
         }
         .into());
     }
+    // The setting that sets the batch limit, to name it when a line is too large.
+    let setting = |name: &str| {
+        description
+            .config
+            .properties()
+            .into_iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value)
+    };
+    let limit_name = |max: usize| {
+        if setting("max.message.bytes").is_some_and(|v| v == max.to_string()) {
+            "max.message.bytes"
+        } else {
+            // A max.message.bytes above segment.bytes: a batch must fit in a segment.
+            "segment.bytes"
+        }
+    };
     let durability = match args.durability {
         DurabilityArg::Buffered => Durability::Buffered,
         DurabilityArg::Written => Durability::Written,
         DurabilityArg::Synced => Durability::Synced,
     };
     let producer = broker.producer(ProducerConfig::default().durability(durability));
-    // Per partition: records, first and last offset.
-    let mut summary: BTreeMap<u32, (u64, u64, u64)> = BTreeMap::new();
-    let mut pending: Vec<Delivery> = Vec::new();
-    let settle = |pending: &mut Vec<Delivery>, summary: &mut BTreeMap<u32, (u64, u64, u64)>| -> CliResult<()> {
-        for delivery in pending.drain(..) {
-            let meta = delivery.wait()?;
+    let mut summary = ProduceSummary::new();
+    let mut sent: Vec<RecordMetadata> = Vec::new();
+    // Sends the lines gathered in `chunk` (the first of them is line `first`), in order:
+    // a line that fails stops everything after it.
+    let mut send = |chunk: &mut Vec<ProducerRecord>, first: usize, summary: &mut ProduceSummary| -> Option<String> {
+        if chunk.is_empty() {
+            return None;
+        }
+        sent.clear();
+        let failure = send_in_order(&producer, chunk, &mut sent);
+        for meta in sent.drain(..) {
             let entry = summary.entry(meta.partition).or_insert((0, meta.offset, meta.offset));
             entry.0 += 1;
             entry.1 = entry.1.min(meta.offset);
             entry.2 = entry.2.max(meta.offset);
         }
-        Ok(())
+        let lines = chunk.len();
+        chunk.clear();
+        match failure? {
+            SendFailure::TooLarge { index, size, max } => Some(format!(
+                "line {} is one record of {size} bytes, too large for topic {}: its {} is {max} bytes",
+                first + index,
+                args.topic,
+                limit_name(max)
+            )),
+            SendFailure::Other(e) => Some(format!("cannot produce lines {first} to {}: {e}", first + lines - 1)),
+        }
     };
-    // Lines are bytes (a value need not be UTF-8); a bad line stops the input, after the
-    // records before it are delivered and counted.
-    let mut input = io::stdin().lock();
-    let mut buf = Vec::new();
+    // Lines are bytes (a value need not be UTF-8), gathered while more are waiting and sent
+    // in order; a bad line stops the input after the records before it are produced.
+    let lines = read_stdin_lines()?;
+    let mut chunk: Vec<ProducerRecord> = Vec::new();
+    let mut chunk_bytes = 0usize;
     let mut number = 0usize;
     let stopped = loop {
-        buf.clear();
-        match input.read_until(b'\n', &mut buf) {
-            Ok(0) => break None,
-            Ok(_) => number += 1,
-            Err(e) => break Some(format!("cannot read line {} of stdin: {e}", number + 1)),
+        let first = number + 1 - chunk.len();
+        if let Some(signal) = interrupt.received() {
+            break send(&mut chunk, first, &mut summary)
+                .map(ProduceStop::Failed)
+                .or(Some(ProduceStop::Signal(signal)));
         }
-        let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let mut record = ProducerRecord::new(args.topic.as_str());
-        match &args.key_separator {
-            Some(sep) => match split_once_bytes(line, sep.as_bytes()) {
-                Some((key, value)) => record = record.key(key.to_vec()).value(value.to_vec()),
+        let next = if chunk.is_empty() {
+            lines
+                .recv_timeout(SIGNAL_CHECK)
+                .map_err(|e| e == mpsc::RecvTimeoutError::Disconnected)
+        } else {
+            lines.try_recv().map_err(|e| e == mpsc::TryRecvError::Disconnected)
+        };
+        let line = match next {
+            Ok(Input::Line(line)) => line,
+            // Nothing waiting: send what was gathered (a terminal's lines go out one by one).
+            Err(false) => match send(&mut chunk, first, &mut summary) {
+                Some(failure) => break Some(ProduceStop::Failed(failure)),
                 None => {
-                    break Some(format!(
-                        "line {number} has no key separator {sep:?}: {:?}",
-                        String::from_utf8_lossy(line)
-                    ));
+                    chunk_bytes = 0;
+                    continue;
                 }
             },
-            None => record = record.value(line.to_vec()),
+            Ok(Input::End) | Err(true) => break send(&mut chunk, first, &mut summary).map(ProduceStop::Failed),
+            Ok(Input::Failed(e)) => {
+                let failure = send(&mut chunk, first, &mut summary)
+                    .unwrap_or_else(|| format!("cannot read line {} of stdin: {e}", number + 1));
+                break Some(ProduceStop::Failed(failure));
+            }
+        };
+        number += 1;
+        let mut record = ProducerRecord::new(args.topic.as_str());
+        match &args.key_separator {
+            Some(sep) => match split_once_bytes(&line, sep.as_bytes()) {
+                Some((key, value)) => record = record.key(key.to_vec()).value(value.to_vec()),
+                None => {
+                    let failure = send(&mut chunk, first, &mut summary).unwrap_or_else(|| {
+                        format!(
+                            "line {number} has no key separator {sep:?}: {:?}",
+                            String::from_utf8_lossy(&line)
+                        )
+                    });
+                    break Some(ProduceStop::Failed(failure));
+                }
+            },
+            None => record = record.value(line.clone()),
         }
         for (k, v) in &headers {
             record = record.header(k.clone(), v.clone());
@@ -593,15 +936,18 @@ fn produce(dir: &Path, args: &ProduceArgs, out: &mut Output) -> CliResult<()> {
         if let Some(p) = args.partition {
             record = record.partition(p);
         }
-        pending.push(producer.send_async(record));
-        if pending.len() >= 10_000 {
-            producer.flush()?;
-            settle(&mut pending, &mut summary)?;
+        chunk_bytes += line.len();
+        chunk.push(record);
+        if chunk.len() >= CHUNK_RECORDS || chunk_bytes >= CHUNK_BYTES {
+            if let Some(failure) = send(&mut chunk, first, &mut summary) {
+                break Some(ProduceStop::Failed(failure));
+            }
+            chunk_bytes = 0;
         }
     };
-    producer.flush()?;
-    settle(&mut pending, &mut summary)?;
     producer.close()?;
+    drop(producer);
+    drop(broker);
     let total: u64 = summary.values().map(|s| s.0).sum();
     out.line(&format!(
         "produced {total} record(s) to {} in {} partition(s)",
@@ -615,19 +961,41 @@ fn produce(dir: &Path, args: &ProduceArgs, out: &mut Output) -> CliResult<()> {
             .collect();
         print_table(out, &["PARTITION", "RECORDS", "FIRST OFFSET", "LAST OFFSET"], &rows)?;
     }
-    if let Some(reason) = stopped {
-        return Err(Failure(format!(
+    match stopped {
+        None => Ok(ExitCode::SUCCESS),
+        Some(ProduceStop::Failed(reason)) => Err(Failure(format!(
             "{reason}; stopped there: the {total} record(s) before it were produced"
-        )));
+        ))),
+        Some(ProduceStop::Signal(signal)) => {
+            out.flush()?;
+            eprintln!(
+                "brooklet: interrupted by {}: stopped after line {number} of stdin; the {total} record(s) up to it were produced",
+                signal_name(signal)
+            );
+            Ok(signal_exit(signal))
+        }
     }
-    Ok(())
 }
 
 fn lossy(bytes: Option<&[u8]>) -> Option<String> {
     bytes.map(|b| String::from_utf8_lossy(b).into_owned())
 }
 
-fn format_record(r: &ConsumerRecordRef<'_>, args: &ConsumeArgs) -> String {
+/// `bytes` as text for `dump-log`: UTF-8 as it is, any other byte as `\xNN`.
+fn escaped(bytes: &[u8]) -> String {
+    let mut text = String::new();
+    for chunk in bytes.utf8_chunks() {
+        text.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            text.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    text
+}
+
+/// One record as the line `consume` prints (without the newline). Text gives keys, values
+/// and header values as the bytes stored.
+fn format_record(r: &ConsumerRecordRef<'_>, args: &ConsumeArgs) -> Vec<u8> {
     match args.format {
         Format::Json => {
             let headers: serde_json::Map<String, serde_json::Value> = r
@@ -650,33 +1018,36 @@ fn format_record(r: &ConsumerRecordRef<'_>, args: &ConsumeArgs) -> String {
                 "headers": headers,
             })
             .to_string()
+            .into_bytes()
         }
         Format::Text => {
-            let mut fields = Vec::new();
+            let mut fields: Vec<Vec<u8>> = Vec::new();
             if args.print_timestamp {
-                fields.push(format!("{} ({})", r.timestamp(), format_time(r.timestamp())));
+                fields.push(format!("{} ({})", r.timestamp(), format_time(r.timestamp())).into_bytes());
             }
             if args.print_key {
-                fields.push(lossy(r.key()).unwrap_or_else(|| "null".into()));
+                fields.push(r.key().map_or_else(|| b"null".to_vec(), <[u8]>::to_vec));
             }
             if args.print_headers {
-                let headers: Vec<String> = r
-                    .headers()
-                    .map(|(k, v)| format!("{k}={}", String::from_utf8_lossy(v)))
-                    .collect();
+                let headers: Vec<Vec<u8>> = r.headers().map(|(k, v)| [k.as_bytes(), b"=", v].concat()).collect();
                 fields.push(if headers.is_empty() {
-                    "NO_HEADERS".into()
+                    b"NO_HEADERS".to_vec()
                 } else {
-                    headers.join(",")
+                    headers.join(&b","[..])
                 });
             }
-            fields.push(lossy(r.value()).unwrap_or_else(|| "null".into()));
-            fields.join("\t")
+            fields.push(r.value().map_or_else(|| b"null".to_vec(), <[u8]>::to_vec));
+            fields.join(&b"\t"[..])
         }
     }
 }
 
-fn consume(dir: &Path, args: &ConsumeArgs, out: &mut Output) -> CliResult<()> {
+/// The hint on stderr when `consume` started at the end of each partition and found nothing.
+const NO_NEW_RECORDS: &str = "brooklet: no new records (consume starts at the end of each partition, as Kafka's \
+                              console consumer; --from-beginning reads what is stored, --follow waits for new records)";
+
+fn consume(dir: &Path, args: &ConsumeArgs, out: &mut Output) -> CliResult<ExitCode> {
+    let interrupt = Interrupt::install()?;
     let broker = match &args.group {
         Some(_) => open_writer(dir, "consume --group (it commits the group's offsets)")?,
         None => open_reader(dir)?,
@@ -684,13 +1055,29 @@ fn consume(dir: &Path, args: &ConsumeArgs, out: &mut Output) -> CliResult<()> {
     let description = broker.describe_topic(&args.topic)?;
     let partitions: Vec<u32> = match args.partition {
         Some(p) => {
-            if description.partitions.iter().all(|d| d.partition != p) {
+            let Some(d) = description.partitions.iter().find(|d| d.partition == p) else {
                 return Err(Error::InvalidPartition {
                     topic: args.topic.clone(),
                     partition: p,
                     partitions: description.partitions.len() as u32,
                 }
                 .into());
+            };
+            // Refused rather than moved to an end by the reset policy, which would print
+            // something else than asked for, or nothing, without saying why.
+            if let Some(offset) = args.offset {
+                if offset > d.log_end_offset {
+                    return Err(Failure(format!(
+                        "offset {offset} is past the end of {}-{p}: its end offset is {} (the offset the next record gets)",
+                        args.topic, d.log_end_offset
+                    )));
+                }
+                if offset < d.log_start_offset {
+                    return Err(Failure(format!(
+                        "offset {offset} is before the start of {}-{p}: its first stored offset is {}",
+                        args.topic, d.log_start_offset
+                    )));
+                }
             }
             vec![p]
         }
@@ -717,6 +1104,13 @@ fn consume(dir: &Path, args: &ConsumeArgs, out: &mut Output) -> CliResult<()> {
         .iter()
         .map(|p| TopicPartition::new(args.topic.as_str(), *p))
         .collect();
+    // Whether the group starts from commits of its own, for the hint below.
+    let mut resumes = false;
+    if args.group.is_some() {
+        for tp in &tps {
+            resumes |= consumer.committed(tp)?.is_some();
+        }
+    }
     if args.group.is_some() && args.partition.is_none() {
         consumer.subscribe(&[args.topic.as_str()])?;
     } else {
@@ -726,25 +1120,49 @@ fn consume(dir: &Path, args: &ConsumeArgs, out: &mut Output) -> CliResult<()> {
         }
     }
     let mut printed = 0u64;
+    let mut signal = None;
     loop {
         if args.max_records.is_some_and(|max| printed >= max) {
             break;
         }
-        let records = consumer.poll(Duration::from_millis(200))?;
-        let mut last: BTreeMap<TopicPartition, u64> = BTreeMap::new();
+        signal = interrupt.received();
+        if signal.is_some() {
+            break;
+        }
+        let records = consumer.poll(SIGNAL_CHECK)?;
+        // Per partition: the offset after the last record printed, the first record of
+        // this poll, and the first one read but not printed (past --max-records).
+        let mut next: BTreeMap<TopicPartition, u64> = BTreeMap::new();
+        let mut first: BTreeMap<TopicPartition, u64> = BTreeMap::new();
+        let mut unprinted: BTreeMap<TopicPartition, u64> = BTreeMap::new();
         for r in &records {
+            first.entry(r.topic_partition()).or_insert(r.offset());
             if args.max_records.is_some_and(|max| printed >= max) {
-                break;
+                unprinted.entry(r.topic_partition()).or_insert(r.offset());
+                continue;
             }
-            out.line(&format_record(&r, args))?;
-            last.insert(r.topic_partition(), r.offset());
+            out.bytes_line(&format_record(&r, args))?;
+            next.insert(r.topic_partition(), r.offset() + 1);
             printed += 1;
         }
         out.flush()?;
-        if args.group.is_some() && !last.is_empty() {
-            let offsets: BTreeMap<TopicPartition, OffsetAndMetadata> = last
+        if out.broken() {
+            // The reader is gone: this poll's records may not have reached it, so the group
+            // resumes at them (at least once) rather than past them.
+            for (tp, offset) in &first {
+                consumer.seek(tp, *offset)?;
+            }
+            break;
+        }
+        // The position must not pass a record read but not printed: the commit below and
+        // the one at exit stop before it.
+        for (tp, offset) in &unprinted {
+            consumer.seek(tp, *offset)?;
+        }
+        if args.group.is_some() && !next.is_empty() {
+            let offsets: BTreeMap<TopicPartition, OffsetAndMetadata> = next
                 .into_iter()
-                .map(|(tp, o)| (tp, OffsetAndMetadata::new(o + 1)))
+                .map(|(tp, o)| (tp, OffsetAndMetadata::new(o)))
                 .collect();
             consumer.commit_offsets(&offsets)?;
         }
@@ -760,19 +1178,31 @@ fn consume(dir: &Path, args: &ConsumeArgs, out: &mut Output) -> CliResult<()> {
             }
         }
     }
+    if args.group.is_some() {
+        // As Kafka's console consumer commits at close: every assigned partition's position,
+        // also of a partition nothing was printed from (a new group that found nothing
+        // starts from here next time, rather than at the end as it is then).
+        for tp in consumer.assignment() {
+            consumer.position(&tp)?;
+        }
+        consumer.commit()?;
+    }
     consumer.close()?;
-    if printed == 0 && !args.follow {
+    drop(broker);
+    if printed == 0 && !args.follow && signal.is_none() {
         // stdout stays empty for scripts; the hint goes to stderr.
-        if args.from_beginning || args.offset.is_some() || args.group.is_some() {
+        if args.from_beginning || args.offset.is_some() {
             eprintln!("brooklet: no records to read");
-        } else {
+        } else if resumes {
             eprintln!(
-                "brooklet: no new records (consume starts at the end of each partition, as Kafka's console \
-                 consumer; --from-beginning reads what is stored, --follow waits for new records)"
+                "brooklet: no new records for group {} since its committed offsets (groups reset-offsets moves them)",
+                args.group.as_deref().unwrap_or_default()
             );
+        } else {
+            eprintln!("{NO_NEW_RECORDS}");
         }
     }
-    Ok(())
+    Ok(signal.map_or(ExitCode::SUCCESS, signal_exit))
 }
 
 fn groups(dir: &Path, cmd: GroupsCommand, out: &mut Output) -> CliResult<()> {
@@ -884,6 +1314,29 @@ fn groups(dir: &Path, cmd: GroupsCommand, out: &mut Output) -> CliResult<()> {
     }
 }
 
+/// The segment `dump-log` reads: `path` as given if it exists, else (if relative) under
+/// `dir`.
+fn segment_path(path: &Path, dir: Option<&Path>) -> CliResult<PathBuf> {
+    if path.exists() {
+        return Ok(path.to_path_buf());
+    }
+    match dir {
+        Some(dir) if path.is_relative() => {
+            let under = dir.join(path);
+            if under.exists() {
+                Ok(under)
+            } else {
+                Err(Failure(format!(
+                    "{} does not exist, nor does {}",
+                    path.display(),
+                    under.display()
+                )))
+            }
+        }
+        _ => Err(Failure(format!("{} does not exist", path.display()))),
+    }
+}
+
 fn dump_log(path: &Path, records: bool, out: &mut Output) -> CliResult<ExitCode> {
     if path.extension().is_some_and(|e| e != "log") {
         return Err(Failure(format!(
@@ -932,16 +1385,14 @@ fn dump_log(path: &Path, records: bool, out: &mut Output) -> CliResult<ExitCode>
                 for r in batch.iter() {
                     match r {
                         Ok(r) => {
-                            let headers: Vec<String> = r
-                                .headers()
-                                .map(|(k, v)| format!("{k}={}", String::from_utf8_lossy(v)))
-                                .collect();
+                            let headers: Vec<String> =
+                                r.headers().map(|(k, v)| format!("{k}={}", escaped(v))).collect();
                             out.line(&format!(
                                 "  offset {} timestamp {} key {} value {} headers [{}]",
                                 r.offset(),
                                 r.timestamp(),
-                                lossy(r.key()).unwrap_or_else(|| "null".into()),
-                                lossy(r.value()).unwrap_or_else(|| "null".into()),
+                                r.key().map_or_else(|| "null".into(), escaped),
+                                r.value().map_or_else(|| "null".into(), escaped),
                                 headers.join(", ")
                             ))?;
                         }
@@ -979,9 +1430,7 @@ fn dump_log(path: &Path, records: bool, out: &mut Output) -> CliResult<ExitCode>
 }
 
 fn verify(dir: &Path, out: &mut Output) -> CliResult<ExitCode> {
-    if !dir.is_dir() {
-        return Err(Failure(format!("{} is not a directory", dir.display())));
-    }
+    check_dir(dir)?;
     let mut problems: Vec<String> = Vec::new();
     // The metadata: the topic table and the committed offsets must load.
     let topics = match Broker::open_read_only(dir) {
