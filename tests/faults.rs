@@ -1127,6 +1127,64 @@ fn power_loss_after_truncate_to() {
     }
 }
 
+/// Protects: a recovery-point checkpoint that failed only at its final directory sync was
+/// already renamed into place, so the file may hold the new, higher point (and the next
+/// sync of the directory makes it durable). A later `truncate_to` below that point must
+/// lower it: otherwise the next unclean open finds the log ending below a recovery point
+/// that claims its records were synced, and refuses a healthy directory as damaged.
+#[test]
+fn truncate_to_lowers_a_recovery_point_whose_checkpoint_failed_after_its_rename() {
+    let config = LogConfig::default().segment_bytes(4096);
+    let (roll, _) = first_roll_and_retention(&config);
+    let dir = tempfile::tempdir().unwrap();
+    let (disk, log) = open_faulty(dir.path(), &config);
+    let log = log.unwrap();
+    let mut model = Model::default();
+    for b in 0..roll + 3 {
+        model.append(&log, batch(b), Durability::Written).unwrap();
+    }
+    assert_eq!(log.segment_count(), 2);
+    // The flush syncs the sealed segment, the active one and the directory (the roll made
+    // a file), then moves the recovery point: sync of the checkpoint's temp file, rename,
+    // sync of the directory. Only that last sync fails.
+    disk.inject(Fault {
+        op: FaultOp::Sync,
+        nth: 5,
+        errno: EIO,
+        forever: false,
+    });
+    let renames = disk.count(FaultOp::Rename);
+    let syncs = disk.count(FaultOp::Sync);
+    model.flush(&log).unwrap();
+    assert_eq!(
+        disk.count(FaultOp::Sync),
+        syncs + 5,
+        "the directory sync after the rename failed"
+    );
+    assert_eq!(
+        disk.count(FaultOp::Rename),
+        renames + 1,
+        "the new recovery point was renamed into place"
+    );
+    // Cut inside the first segment: deleting the second one syncs the directory, which makes
+    // the renamed checkpoint durable too.
+    let cut = *model.batch_ends.iter().find(|e| **e > model.end() / 4).unwrap();
+    assert!(
+        cut < model.batch_ends[roll as usize - 1],
+        "the cut is in the first segment"
+    );
+    assert_eq!(log.truncate_to(cut).unwrap(), cut);
+    assert_eq!(log.segment_count(), 1);
+    model.history.truncate(cut as usize);
+    model.batch_ends.retain(|e| *e <= cut);
+    model.durable_end = model.durable_end.min(cut);
+    model.acks.retain(|(i, _)| i.last_offset < cut);
+    disk.power_loss(PowerLoss::DropUnsynced);
+    drop(log);
+    let log = reopen_and_check(dir.path(), &config, &model, "after the truncation");
+    assert_eq!(log.recovery_report().log_end_offset, cut);
+}
+
 // ---------------------------------------------------------------------------------------
 // 7. Errors at close
 // ---------------------------------------------------------------------------------------

@@ -357,7 +357,8 @@ pub struct PartitionLog {
     /// sync turn, so an append reads, under the writer lock, the epoch it happened in.
     truncations: AtomicU64,
     log_start: AtomicU64,
-    /// The value in the `recovery-point` file (written under the sync turn only).
+    /// The value in the `recovery-point` file (written under the sync turn only); after a
+    /// failed write of it, the higher of the values it may hold.
     recovery_point: AtomicU64,
     /// A sync after a roll could not persist the recovery point: the next sync retries.
     recovery_point_behind: AtomicBool,
@@ -1875,8 +1876,16 @@ impl PartitionLog {
     }
 
     /// Writes the recovery-point checkpoint. Call with the sync turn.
+    ///
+    /// A failed write may still have renamed the new value into place (only the directory
+    /// sync after it failed), and the next directory sync makes it durable: the file holds
+    /// the old value or the new one, so the higher of the two is kept as what it may hold,
+    /// for [`lower_recovery_point`](Self::lower_recovery_point) to lower.
     fn persist_recovery_point(&self, value: u64) -> Result<()> {
-        checkpoint::write(&*self.vfs, &self.dir.join(RECOVERY_POINT_FILE), &[value])?;
+        if let Err(e) = checkpoint::write(&*self.vfs, &self.dir.join(RECOVERY_POINT_FILE), &[value]) {
+            self.recovery_point.fetch_max(value, Ordering::AcqRel);
+            return Err(e);
+        }
         self.recovery_point.store(value, Ordering::Release);
         Ok(())
     }
