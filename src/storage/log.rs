@@ -666,7 +666,8 @@ impl PartitionLog {
     /// segment goes; valid batches that stop short of that are damage, reported as
     /// [`Error::Corrupt`] (a writable open would fail the same read), not a shorter log.
     /// Likewise valid batches that stop below the writer's recovery point (records it has
-    /// synced): [`Error::Corrupt`], as a writable open would fail.
+    /// synced), at or above its log start: [`Error::Corrupt`], as a writable open would
+    /// fail. (Below the log start, the segments were deleted by retention: not damage.)
     pub fn refresh(&self) -> Result<()> {
         self.refresh_with(true)
     }
@@ -712,6 +713,9 @@ impl PartitionLog {
             self.segments.write().insert(base, Arc::clone(&segment));
             w.active = segment;
         }
+        // Read after the scan: retention persists a new log start before it deletes
+        // segments, so a segment the scan found deleted lies below this.
+        let start = read_log_start(&*self.vfs, &self.dir)?;
         if let Some(&[end, base, size]) = marker.as_deref()
             && base == w.active.base_offset
             && w.active.size() < size
@@ -733,6 +737,9 @@ impl PartitionLog {
             tracing::warn!(error = %damage, "read-only log: damaged before its clean end");
         } else if let Some(point) = recovery_point
             && w.next_offset < point
+            // A reader that fell behind the writer's retention finds the segment after its
+            // own deleted: the records from its end on are below the log start, not damaged.
+            && w.next_offset >= start
             && self.persisted_recovery_point() == recovery_point
         {
             let damage = vouched_damage(
@@ -748,7 +755,6 @@ impl PartitionLog {
             }
             tracing::warn!(error = %damage, "read-only log: damaged below its recovery point");
         }
-        let start = read_log_start(&*self.vfs, &self.dir)?;
         self.log_start.fetch_max(start.min(w.next_offset), Ordering::AcqRel);
         self.synced_end.store(w.next_offset, Ordering::Release);
         if self.visible_end.swap(w.next_offset, Ordering::AcqRel) != w.next_offset {
