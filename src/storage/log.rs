@@ -2039,7 +2039,25 @@ impl Opened {
         }
         if segments.is_empty() {
             // A new log, or one whose segments were all deleted (e.g. by a restart-empty that
-            // a crash interrupted): an empty log at the persisted log start.
+            // a crash interrupted, which lowered the recovery point to the log start first):
+            // an empty log at the persisted log start. Unless the recovery point vouches for
+            // records from the log start on: then they were lost, which is damage.
+            if let Some(point) = recovery_point
+                && (Vouched {
+                    log_start,
+                    recovery_point: point,
+                })
+                .lost_from(log_start)
+            {
+                return Err(vouched_damage(
+                    dir,
+                    &segment_path(dir, log_start, LOG_SUFFIX),
+                    0,
+                    point,
+                    log_start,
+                    "no segment file is left",
+                ));
+            }
             segments.insert(log_start, Segment::create_empty(vfs, dir, log_start, limits)?);
             recovery.clean_shutdown = marker.is_some() || recovery_point.is_none();
             recovery.log_end_offset = log_start;
