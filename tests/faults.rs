@@ -1127,6 +1127,64 @@ fn power_loss_after_truncate_to() {
     }
 }
 
+/// Protects: a recovery-point checkpoint that failed only at its final directory sync was
+/// already renamed into place, so the file may hold the new, higher point (and the next
+/// sync of the directory makes it durable). A later `truncate_to` below that point must
+/// lower it: otherwise the next unclean open finds the log ending below a recovery point
+/// that claims its records were synced, and refuses a healthy directory as damaged.
+#[test]
+fn truncate_to_lowers_a_recovery_point_whose_checkpoint_failed_after_its_rename() {
+    let config = LogConfig::default().segment_bytes(4096);
+    let (roll, _) = first_roll_and_retention(&config);
+    let dir = tempfile::tempdir().unwrap();
+    let (disk, log) = open_faulty(dir.path(), &config);
+    let log = log.unwrap();
+    let mut model = Model::default();
+    for b in 0..roll + 3 {
+        model.append(&log, batch(b), Durability::Written).unwrap();
+    }
+    assert_eq!(log.segment_count(), 2);
+    // The flush syncs the sealed segment, the active one and the directory (the roll made
+    // a file), then moves the recovery point: sync of the checkpoint's temp file, rename,
+    // sync of the directory. Only that last sync fails.
+    disk.inject(Fault {
+        op: FaultOp::Sync,
+        nth: 5,
+        errno: EIO,
+        forever: false,
+    });
+    let renames = disk.count(FaultOp::Rename);
+    let syncs = disk.count(FaultOp::Sync);
+    model.flush(&log).unwrap();
+    assert_eq!(
+        disk.count(FaultOp::Sync),
+        syncs + 5,
+        "the directory sync after the rename failed"
+    );
+    assert_eq!(
+        disk.count(FaultOp::Rename),
+        renames + 1,
+        "the new recovery point was renamed into place"
+    );
+    // Cut inside the first segment: deleting the second one syncs the directory, which makes
+    // the renamed checkpoint durable too.
+    let cut = *model.batch_ends.iter().find(|e| **e > model.end() / 4).unwrap();
+    assert!(
+        cut < model.batch_ends[roll as usize - 1],
+        "the cut is in the first segment"
+    );
+    assert_eq!(log.truncate_to(cut).unwrap(), cut);
+    assert_eq!(log.segment_count(), 1);
+    model.history.truncate(cut as usize);
+    model.batch_ends.retain(|e| *e <= cut);
+    model.durable_end = model.durable_end.min(cut);
+    model.acks.retain(|(i, _)| i.last_offset < cut);
+    disk.power_loss(PowerLoss::DropUnsynced);
+    drop(log);
+    let log = reopen_and_check(dir.path(), &config, &model, "after the truncation");
+    assert_eq!(log.recovery_report().log_end_offset, cut);
+}
+
 // ---------------------------------------------------------------------------------------
 // 7. Errors at close
 // ---------------------------------------------------------------------------------------
@@ -1373,13 +1431,16 @@ fn truncate_to_interrupted_at_every_step_leaves_a_prefix() {
 // 9. A stale recovery point
 // ---------------------------------------------------------------------------------------
 
-/// The segment files are gone but the recovery point still says 100-odd (as a crash in the
-/// middle of a restart-empty could leave it). Open starts an empty log and must lower the
-/// recovery point to its end: otherwise, after new unsynced appends roll a few segments
-/// and the power fails, the next open trusts every segment below the stale point without
-/// scanning them — here empty files — and serves a log with a hole at its start.
+/// The segment files are gone but the recovery point still says 100-odd. No crash leaves
+/// that (a restart-empty lowers the point to the log start before it deletes a segment):
+/// the records the point vouches for were lost, so open refuses the directory, creating
+/// nothing, as for any damage below the point. Before, it started an empty log (and had to
+/// lower the point, or, after new unsynced appends rolled a few segments and the power
+/// failed, the next open trusted the segments below the stale point without scanning them
+/// and served a hole). Once the operator accepts the loss by removing the recovery-point
+/// file, the empty log takes appends and a power loss leaves no hole.
 #[test]
-fn open_without_segments_lowers_a_stale_recovery_point() {
+fn open_without_segments_refuses_a_recovery_point_above_the_log_start() {
     let config = LogConfig::default().segment_bytes(4096);
     let dir = tempfile::tempdir().unwrap();
     let log = PartitionLog::open(dir.path(), config.clone()).unwrap();
@@ -1395,6 +1456,31 @@ fn open_without_segments_lowers_a_stale_recovery_point() {
             fs::remove_file(path).unwrap();
         }
     }
+    let files = |dir: &Path| {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = files(dir.path());
+    match PartitionLog::open(dir.path(), config.clone()) {
+        Err(Error::Corrupt { path, position, reason }) => {
+            assert_eq!(
+                (path, position),
+                (dir.path().join(format!("{:020}.log", 0)), 0),
+                "{reason}"
+            );
+            assert!(
+                reason.contains(&format!("records below offset {stale} were synced")),
+                "{reason}"
+            );
+        }
+        other => panic!("open gave {other:?}"),
+    }
+    assert_eq!(files(dir.path()), before, "a refused open created or removed files");
+    fs::remove_file(dir.path().join("recovery-point")).unwrap();
 
     let (disk, log) = open_faulty(dir.path(), &config);
     let log = log.unwrap();
@@ -1418,7 +1504,7 @@ fn open_without_segments_lowers_a_stale_recovery_point() {
         acks: Vec::new(),
         start,
     };
-    reopen_and_check(dir.path(), &config, &from_start, "stale recovery point");
+    reopen_and_check(dir.path(), &config, &from_start, "after accepting the loss");
 }
 
 // ---------------------------------------------------------------------------------------

@@ -421,3 +421,39 @@ fn a_read_only_reader_reports_damage_before_a_clean_end_instead_of_a_shorter_log
         assert_eq!(first.first().map(|b| b.base_offset()), Some(0));
     }
 }
+
+/// Protects: a reader that fell behind the writer's retention is not told its healthy
+/// directory is damaged. The writer's retention deleted the segments after the one the
+/// reader is on (the log start moved past them), while its recovery point, moved at each
+/// synced roll, lies beyond: valid records end below the recovery point in the reader's
+/// view only because they are below the log start, which is not damage.
+#[test]
+fn a_reader_behind_the_writers_retention_reports_no_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig::default().segment_bytes(4096).retention_bytes(Some(8192));
+    let writer = PartitionLog::open(dir.path(), config.clone()).unwrap();
+    let value = vec![7u8; 200];
+    for _ in 0..5 {
+        writer
+            .append(&[Record::new().value(value.clone())], Durability::Synced)
+            .unwrap();
+    }
+    let reader = PartitionLog::open_read_only(dir.path(), config).unwrap();
+    assert_eq!(reader.log_end_offset(), 5);
+    // The writer goes on across many rolls, each synced (which moves its recovery point);
+    // retention deletes the segment the reader is on and the ones after it.
+    while writer.log_start_offset() < 40 {
+        writer
+            .append(&[Record::new().value(value.clone())], Durability::Synced)
+            .unwrap();
+    }
+    let end = writer.log_end_offset();
+    assert!(writer.segment_count() >= 2);
+    match reader.refresh() {
+        Ok(()) => {}
+        Err(e) => panic!("a reader behind retention reported {e:?}"),
+    }
+    let seen = reader.log_end_offset();
+    assert!((5..=end).contains(&seen), "reader end {seen}, writer end {end}");
+    assert!(reader.read(seen, 1 << 20).is_ok());
+}

@@ -712,6 +712,45 @@ fn a_segment_emptied_below_the_recovery_point_fails_open_and_deletes_nothing() {
     assert!(dir_contents(dir.path()) == before, "a refused open changed files");
 }
 
+/// Every segment file is gone while the recovery point says records below it were synced:
+/// damage too (the log lost all of them), not a new log. Before, the open made an empty log
+/// at the log start and lowered the recovery point, silently. Now it fails with `Corrupt`
+/// and creates nothing; removing the recovery-point file accepts the loss.
+#[test]
+fn a_log_whose_segments_are_all_gone_below_the_recovery_point_fails_open() {
+    let config = LogConfig::default().segment_bytes(4096).index_interval_bytes(256);
+    let (template, written, last_base, _framed) = multi_segment_template(&config);
+    let dir = fresh_copy(template.path());
+    fs::remove_file(dir.path().join(MARKER)).unwrap();
+    for base in [0, last_base] {
+        for ext in ["log", "index", "timeindex"] {
+            let _ = fs::remove_file(seg_path(dir.path(), base, ext));
+        }
+    }
+    assert!(segment_bases(dir.path()).is_empty());
+    let before = dir_contents(dir.path());
+    match PartitionLog::open(dir.path(), config.clone()) {
+        Err(Error::Corrupt { path, position, reason }) => {
+            assert_eq!((path, position), (seg_path(dir.path(), 0, "log"), 0), "{reason}");
+            let end = written.records.len();
+            assert!(
+                reason.contains(&format!("records below offset {end} were synced")),
+                "{reason}"
+            );
+            assert!(
+                reason.contains("stop being valid at offset 0 (no segment file is left)"),
+                "{reason}"
+            );
+        }
+        other => panic!("open gave {other:?}"),
+    }
+    assert!(dir_contents(dir.path()) == before, "a refused open changed files");
+    fs::remove_file(dir.path().join(RECOVERY_POINT)).unwrap();
+    let log = PartitionLog::open(dir.path(), config).unwrap();
+    assert_eq!(log.log_end_offset(), 0);
+    assert_eq!(segment_bases(dir.path()), vec![0]);
+}
+
 /// After a clean close the marker is trusted and nothing is scanned; a bit that flips later
 /// (bit rot) inside a batch's checksummed bytes must not be served: reading that batch
 /// fails with `Error::Corrupt` naming the `.log` file and the batch's position, while the

@@ -357,7 +357,8 @@ pub struct PartitionLog {
     /// sync turn, so an append reads, under the writer lock, the epoch it happened in.
     truncations: AtomicU64,
     log_start: AtomicU64,
-    /// The value in the `recovery-point` file (written under the sync turn only).
+    /// The value in the `recovery-point` file (written under the sync turn only); after a
+    /// failed write of it, the higher of the values it may hold.
     recovery_point: AtomicU64,
     /// A sync after a roll could not persist the recovery point: the next sync retries.
     recovery_point_behind: AtomicBool,
@@ -665,7 +666,8 @@ impl PartitionLog {
     /// segment goes; valid batches that stop short of that are damage, reported as
     /// [`Error::Corrupt`] (a writable open would fail the same read), not a shorter log.
     /// Likewise valid batches that stop below the writer's recovery point (records it has
-    /// synced): [`Error::Corrupt`], as a writable open would fail.
+    /// synced), at or above its log start: [`Error::Corrupt`], as a writable open would
+    /// fail. (Below the log start, the segments were deleted by retention: not damage.)
     pub fn refresh(&self) -> Result<()> {
         self.refresh_with(true)
     }
@@ -711,6 +713,9 @@ impl PartitionLog {
             self.segments.write().insert(base, Arc::clone(&segment));
             w.active = segment;
         }
+        // Read after the scan: retention persists a new log start before it deletes
+        // segments, so a segment the scan found deleted lies below this.
+        let start = read_log_start(&*self.vfs, &self.dir)?;
         if let Some(&[end, base, size]) = marker.as_deref()
             && base == w.active.base_offset
             && w.active.size() < size
@@ -732,6 +737,9 @@ impl PartitionLog {
             tracing::warn!(error = %damage, "read-only log: damaged before its clean end");
         } else if let Some(point) = recovery_point
             && w.next_offset < point
+            // A reader that fell behind the writer's retention finds the segment after its
+            // own deleted: the records from its end on are below the log start, not damaged.
+            && w.next_offset >= start
             && self.persisted_recovery_point() == recovery_point
         {
             let damage = vouched_damage(
@@ -747,7 +755,6 @@ impl PartitionLog {
             }
             tracing::warn!(error = %damage, "read-only log: damaged below its recovery point");
         }
-        let start = read_log_start(&*self.vfs, &self.dir)?;
         self.log_start.fetch_max(start.min(w.next_offset), Ordering::AcqRel);
         self.synced_end.store(w.next_offset, Ordering::Release);
         if self.visible_end.swap(w.next_offset, Ordering::AcqRel) != w.next_offset {
@@ -1875,8 +1882,16 @@ impl PartitionLog {
     }
 
     /// Writes the recovery-point checkpoint. Call with the sync turn.
+    ///
+    /// A failed write may still have renamed the new value into place (only the directory
+    /// sync after it failed), and the next directory sync makes it durable: the file holds
+    /// the old value or the new one, so the higher of the two is kept as what it may hold,
+    /// for [`lower_recovery_point`](Self::lower_recovery_point) to lower.
     fn persist_recovery_point(&self, value: u64) -> Result<()> {
-        checkpoint::write(&*self.vfs, &self.dir.join(RECOVERY_POINT_FILE), &[value])?;
+        if let Err(e) = checkpoint::write(&*self.vfs, &self.dir.join(RECOVERY_POINT_FILE), &[value]) {
+            self.recovery_point.fetch_max(value, Ordering::AcqRel);
+            return Err(e);
+        }
         self.recovery_point.store(value, Ordering::Release);
         Ok(())
     }
@@ -2024,7 +2039,25 @@ impl Opened {
         }
         if segments.is_empty() {
             // A new log, or one whose segments were all deleted (e.g. by a restart-empty that
-            // a crash interrupted): an empty log at the persisted log start.
+            // a crash interrupted, which lowered the recovery point to the log start first):
+            // an empty log at the persisted log start. Unless the recovery point vouches for
+            // records from the log start on: then they were lost, which is damage.
+            if let Some(point) = recovery_point
+                && (Vouched {
+                    log_start,
+                    recovery_point: point,
+                })
+                .lost_from(log_start)
+            {
+                return Err(vouched_damage(
+                    dir,
+                    &segment_path(dir, log_start, LOG_SUFFIX),
+                    0,
+                    point,
+                    log_start,
+                    "no segment file is left",
+                ));
+            }
             segments.insert(log_start, Segment::create_empty(vfs, dir, log_start, limits)?);
             recovery.clean_shutdown = marker.is_some() || recovery_point.is_none();
             recovery.log_end_offset = log_start;
