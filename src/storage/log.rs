@@ -2016,6 +2016,10 @@ impl Opened {
         let log_start =
             checkpoint::read(vfs, &dir.join(LOG_START_FILE), 1)?.map_or(0, |v| v.first().copied().unwrap_or(0));
         let recovery_point = checkpoint::read(vfs, &dir.join(RECOVERY_POINT_FILE), 1)?.and_then(|v| v.first().copied());
+        let vouched = Vouched {
+            log_start,
+            recovery_point: recovery_point.unwrap_or(0),
+        };
         let marker = match checkpoint::read(vfs, &dir.join(CLEAN_SHUTDOWN_FILE), 3) {
             Ok(m) => m,
             Err(e) => {
@@ -2042,18 +2046,12 @@ impl Opened {
             // a crash interrupted, which lowered the recovery point to the log start first):
             // an empty log at the persisted log start. Unless the recovery point vouches for
             // records from the log start on: then they were lost, which is damage.
-            if let Some(point) = recovery_point
-                && (Vouched {
-                    log_start,
-                    recovery_point: point,
-                })
-                .lost_from(log_start)
-            {
+            if vouched.lost_from(log_start) {
                 return Err(vouched_damage(
                     dir,
                     &segment_path(dir, log_start, LOG_SUFFIX),
                     0,
-                    point,
+                    vouched.recovery_point,
                     log_start,
                     "no segment file is left",
                 ));
@@ -2080,17 +2078,7 @@ impl Opened {
                 (end, recovery_point)
             }
             None => {
-                let end = Self::recover(
-                    vfs,
-                    dir,
-                    config,
-                    &mut segments,
-                    Vouched {
-                        log_start,
-                        recovery_point: recovery_point.unwrap_or(0),
-                    },
-                    &mut recovery,
-                )?;
+                let end = Self::recover(vfs, dir, config, &mut segments, vouched, &mut recovery)?;
                 (end, Some(end))
             }
         };
