@@ -562,6 +562,27 @@ fn dir_contents(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     files
 }
 
+/// Opens `dir` and expects the open refused for damage below the recovery point:
+/// `Error::Corrupt` at `path`, byte `position`, with a reason holding each of `says`, and
+/// every file of the directory as it was.
+fn assert_open_refused(dir: &Path, config: &LogConfig, path: &Path, position: u64, says: &[String], ctx: &str) {
+    let before = dir_contents(dir);
+    match PartitionLog::open(dir, config.clone()) {
+        Err(Error::Corrupt {
+            path: p,
+            position: at,
+            reason,
+        }) => {
+            assert_eq!((p.as_path(), at), (path, position), "{ctx}: {reason}");
+            for s in says {
+                assert!(reason.contains(s.as_str()), "{ctx}: {reason:?} lacks {s:?}");
+            }
+        }
+        other => panic!("{ctx}: open gave {other:?}"),
+    }
+    assert!(dir_contents(dir) == before, "{ctx}: a refused open changed files");
+}
+
 /// Records below the recovery point were synced (here: the log was closed cleanly, then
 /// reopened and killed, so the marker is gone and the point is the end). A flipped bit in
 /// one of their batches is damage, not a torn write: the open fails with `Corrupt` at that
@@ -586,31 +607,20 @@ fn damage_below_the_recovery_point_fails_open_and_cuts_nothing() {
         let path = seg_path(dir.path(), last_base, "log");
         flip(&path, victim.position + at, 0x01);
         fs::remove_file(dir.path().join(MARKER)).unwrap();
-        let before = dir_contents(dir.path());
         let recovery_point_file = dir.path().join(RECOVERY_POINT);
-
-        match PartitionLog::open(dir.path(), config.clone()) {
-            Err(Error::Corrupt {
-                path: p,
-                position,
-                reason,
-            }) => {
-                assert_eq!((&p, position), (&path, victim.position), "{ctx}: {reason}");
-                let says = [
-                    format!("records below offset {end} were synced"),
-                    format!("stop being valid at offset {}", victim.base_offset),
-                    format!("removing {}", recovery_point_file.display()),
-                ];
-                for s in says {
-                    assert!(reason.contains(&s), "{ctx}: {reason:?} lacks {s:?}");
-                }
-            }
-            other => panic!("{ctx}: open gave {other:?}"),
-        }
-        assert!(
-            dir_contents(dir.path()) == before,
-            "{ctx}: a refused open changed files"
+        assert_open_refused(
+            dir.path(),
+            &config,
+            &path,
+            victim.position,
+            &[
+                format!("records below offset {end} were synced"),
+                format!("stop being valid at offset {}", victim.base_offset),
+                format!("removing {}", recovery_point_file.display()),
+            ],
+            &ctx,
         );
+        let before = dir_contents(dir.path());
 
         let ro = PartitionLog::open_read_only(dir.path(), config.clone()).unwrap();
         match ro.refresh() {
@@ -650,30 +660,21 @@ fn a_log_that_lost_its_end_below_the_recovery_point_fails_open() {
     let path = seg_path(dir.path(), last_base, "log");
     truncate_file(&path, victim.position);
     fs::remove_file(dir.path().join(MARKER)).unwrap();
-    let before = dir_contents(dir.path());
-    match PartitionLog::open(dir.path(), config.clone()) {
-        Err(Error::Corrupt {
-            path: p,
-            position,
-            reason,
-        }) => {
-            assert_eq!((&p, position), (&path, victim.position), "{reason}");
-            let end = written.records.len();
-            assert!(
-                reason.contains(&format!("records below offset {end} were synced")),
-                "{reason}"
-            );
-            assert!(
-                reason.contains(&format!(
-                    "stop being valid at offset {} (the last segment ends there)",
-                    victim.base_offset
-                )),
-                "{reason}"
-            );
-        }
-        other => panic!("open gave {other:?}"),
-    }
-    assert!(dir_contents(dir.path()) == before, "a refused open changed files");
+    let end = written.records.len();
+    assert_open_refused(
+        dir.path(),
+        &config,
+        &path,
+        victim.position,
+        &[
+            format!("records below offset {end} were synced"),
+            format!(
+                "stop being valid at offset {} (the last segment ends there)",
+                victim.base_offset
+            ),
+        ],
+        "a lost end",
+    );
     fs::remove_file(dir.path().join(RECOVERY_POINT)).unwrap();
     let log = PartitionLog::open(dir.path(), config).unwrap();
     assert_eq!(log.recovery_report().truncation, None);
@@ -693,23 +694,17 @@ fn a_segment_emptied_below_the_recovery_point_fails_open_and_deletes_nothing() {
     // Synced through most of the first segment (as a sync before the roll leaves it).
     synced_through(dir.path(), last_base - 1);
     truncate_file(&seg_path(dir.path(), 0, "log"), 0);
-    let before = dir_contents(dir.path());
-    match PartitionLog::open(dir.path(), config) {
-        Err(Error::Corrupt { path, position, reason }) => {
-            assert_eq!(
-                (path, position),
-                (seg_path(dir.path(), last_base, "log"), 0),
-                "{reason}"
-            );
-            assert!(
-                reason.contains(&format!("the next segment starts at offset {last_base}")),
-                "{reason}"
-            );
-            assert!(reason.contains("stop being valid at offset 0"), "{reason}");
-        }
-        other => panic!("open gave {other:?}"),
-    }
-    assert!(dir_contents(dir.path()) == before, "a refused open changed files");
+    assert_open_refused(
+        dir.path(),
+        &config,
+        &seg_path(dir.path(), last_base, "log"),
+        0,
+        &[
+            format!("the next segment starts at offset {last_base}"),
+            "stop being valid at offset 0".to_string(),
+        ],
+        "an emptied segment",
+    );
 }
 
 /// Every segment file is gone while the recovery point says records below it were synced:
@@ -728,23 +723,18 @@ fn a_log_whose_segments_are_all_gone_below_the_recovery_point_fails_open() {
         }
     }
     assert!(segment_bases(dir.path()).is_empty());
-    let before = dir_contents(dir.path());
-    match PartitionLog::open(dir.path(), config.clone()) {
-        Err(Error::Corrupt { path, position, reason }) => {
-            assert_eq!((path, position), (seg_path(dir.path(), 0, "log"), 0), "{reason}");
-            let end = written.records.len();
-            assert!(
-                reason.contains(&format!("records below offset {end} were synced")),
-                "{reason}"
-            );
-            assert!(
-                reason.contains("stop being valid at offset 0 (no segment file is left)"),
-                "{reason}"
-            );
-        }
-        other => panic!("open gave {other:?}"),
-    }
-    assert!(dir_contents(dir.path()) == before, "a refused open changed files");
+    let end = written.records.len();
+    assert_open_refused(
+        dir.path(),
+        &config,
+        &seg_path(dir.path(), 0, "log"),
+        0,
+        &[
+            format!("records below offset {end} were synced"),
+            "stop being valid at offset 0 (no segment file is left)".to_string(),
+        ],
+        "no segment left",
+    );
     fs::remove_file(dir.path().join(RECOVERY_POINT)).unwrap();
     let log = PartitionLog::open(dir.path(), config).unwrap();
     assert_eq!(log.log_end_offset(), 0);
