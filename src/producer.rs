@@ -527,6 +527,10 @@ struct Shared {
     /// Per topic name: the topic these queues belong to (a deleted and recreated topic is a
     /// new `Topic`, so its stale queues are replaced) and one queue per partition.
     queues: RwLock<BTreeMap<String, TopicQueues>>,
+    /// Queues taken out of `queues` (their topic deleted) that a thread is still completing.
+    /// They move here under `queues`' write lock and leave once completed, so `flush` (which
+    /// reads both, in that order) never misses a record sent before it.
+    retiring: Mutex<Vec<Arc<PartitionQueue>>>,
     counters: Counters,
     closed: AtomicBool,
     /// Wakes the linger thread when a batch starts or the producer closes.
@@ -592,6 +596,7 @@ impl Broker {
             broker: self.clone(),
             config,
             queues: RwLock::new(BTreeMap::new()),
+            retiring: Mutex::new(Vec::new()),
             counters: Counters::default(),
             closed: AtomicBool::new(false),
             wake: Condvar::new(),
@@ -1213,17 +1218,29 @@ impl Shared {
         let log = topic.partition(partition)?;
         let mut stale = Vec::new();
         let queue = self.queue_slot(topic, partition, log, &mut stale);
-        // Records still pending for a deleted incarnation of the topic are completed (with
-        // `UnknownTopic`: their logs are marked deleted), not dropped with their queues.
-        for old in stale {
-            let _ = self.write_pending(&old, &mut old.pending.lock());
-            old.report();
-        }
+        self.complete_retired(stale);
         queue
     }
 
+    /// Completes queues retired from `queues` (moved to `retiring` under its write lock):
+    /// the records they still hold get `UnknownTopic` (their logs are marked deleted), never
+    /// dropped with their queues; then they leave `retiring`.
+    fn complete_retired(&self, stale: Vec<Arc<PartitionQueue>>) {
+        if stale.is_empty() {
+            return;
+        }
+        for old in &stale {
+            let _ = self.write_pending(old, &mut old.pending.lock());
+            old.report();
+        }
+        self.retiring
+            .lock()
+            .retain(|q| !stale.iter().any(|old| Arc::ptr_eq(old, q)));
+    }
+
     /// The queue of `partition` of `topic` (created with `log` if missing), under the
-    /// map's write lock. Queues of a deleted incarnation of the topic are moved to `stale`.
+    /// map's write lock. Queues of a deleted incarnation of the topic are moved to `stale`
+    /// and `retiring`, for [`complete_retired`](Self::complete_retired).
     fn queue_slot(
         &self,
         topic: &Arc<Topic>,
@@ -1248,7 +1265,9 @@ impl Shared {
                     partitions: Vec::new(),
                 },
             );
-            stale.extend(old.partitions.into_iter().flatten());
+            let old: Vec<_> = old.partitions.into_iter().flatten().collect();
+            self.retiring.lock().extend(old.iter().cloned());
+            stale.extend(old);
         }
         if queues.partitions.len() <= partition as usize {
             queues.partitions.resize(partition as usize + 1, None);
@@ -1285,26 +1304,28 @@ impl Shared {
             return;
         }
         let mut stale = Vec::new();
-        self.queues.write().retain(|_, q| {
+        let mut all = self.queues.write();
+        all.retain(|_, q| {
             if is_deleted(q) {
                 stale.extend(q.partitions.drain(..).flatten());
                 return false;
             }
             true
         });
-        for old in stale {
-            let _ = self.write_pending(&old, &mut old.pending.lock());
-            old.report();
-        }
+        self.retiring.lock().extend(stale.iter().cloned());
+        drop(all);
+        self.complete_retired(stale);
     }
 
-    /// Every partition queue, for flushing.
+    /// Every partition queue, for flushing: those in the map and those being retired.
     fn all_queues(&self) -> Vec<Arc<PartitionQueue>> {
-        self.queues
-            .read()
+        let all = self.queues.read();
+        let mut queues: Vec<_> = all
             .values()
             .flat_map(|q| q.partitions.iter().flatten().cloned())
-            .collect()
+            .collect();
+        queues.extend(self.retiring.lock().iter().cloned());
+        queues
     }
 
     /// Appends one batch; lowers `epoch` to the truncation epoch it was appended in, for the

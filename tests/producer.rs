@@ -800,6 +800,40 @@ fn records_pending_for_a_recreated_topic_complete_with_unknown_topic() {
     assert_eq!(stored, [Some(Bytes::from("fresh"))]);
 }
 
+/// `flush` returns only once every record sent before it has its outcome, also when they
+/// were queued for a topic since deleted and recreated: the queues a producer retires for
+/// the deleted incarnation are flushed too while another thread is still completing them,
+/// not missed between leaving the producer's map and being completed.
+#[test]
+fn flush_waits_for_records_of_a_deleted_topic_that_another_thread_is_completing() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(2)).unwrap();
+    let p = broker.producer(flush_only());
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    // Partition 0's callback holds the retiring thread for a while, before it reaches
+    // partition 1's queue.
+    p.send_with_callback(ProducerRecord::new("t").partition(0).value("a"), move |r| {
+        assert!(matches!(r, Err(Error::UnknownTopic { .. })));
+        entered_tx.send(()).unwrap();
+        thread::sleep(Duration::from_millis(300));
+    });
+    let second = p.send_async(ProducerRecord::new("t").partition(1).value("b"));
+    broker.delete_topic("t").unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(2)).unwrap();
+    thread::scope(|s| {
+        // The first send to the new incarnation retires the old queues and completes them.
+        let fresh = s.spawn(|| p.send_async(ProducerRecord::new("t").partition(0).value("c")));
+        entered.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert!(matches!(p.flush(), Err(Error::UnknownTopic { .. })));
+        assert!(
+            matches!(second.try_result(), Some(Err(Error::UnknownTopic { .. }))),
+            "a record sent before flush has no outcome after it"
+        );
+        p.flush().unwrap();
+        assert_eq!(fresh.join().unwrap().wait().unwrap().offset, 0);
+    });
+}
+
 /// A callback that panics is caught: the batch's delivery handles and its other callbacks
 /// are still completed, and the flush that ran them succeeds.
 #[test]
