@@ -8,7 +8,9 @@
 //! - a batch written in pieces is invisible until its last byte is there, and a damaged one
 //!   is never served;
 //! - every write API fails with `Error::ReadOnly`, and a read-only session changes no file;
-//! - committed offsets are read (snapshot + log) and describe_group shows the lag.
+//! - committed offsets are read (snapshot + log) and describe_group shows the lag;
+//! - a reader behind the writer's retention jumps to the log start (a consumer resets to it)
+//!   and lets go of the deleted segments' files.
 
 mod common;
 
@@ -423,12 +425,15 @@ fn a_read_only_reader_reports_damage_before_a_clean_end_instead_of_a_shorter_log
 }
 
 /// Protects: a reader that fell behind the writer's retention is not told its healthy
-/// directory is damaged. The writer's retention deleted the segments after the one the
-/// reader is on (the log start moved past them), while its recovery point, moved at each
-/// synced roll, lies beyond: valid records end below the recovery point in the reader's
-/// view only because they are below the log start, which is not damage.
+/// directory is damaged, does not stall at the deleted segment, and lets go of the deleted
+/// segments' files. The writer's retention deleted the segment the reader is on and the ones
+/// after it (the log start moved past them), while its recovery point, moved at each synced
+/// roll, lies beyond: the reader's records end below the recovery point only because they are
+/// below the log start, which is not damage. The reader jumps to the writer's first segment,
+/// as Kafka's follower does: its start and end are the writer's, an offset below the start is
+/// `OffsetOutOfRange`, and no file of the directory stays open deleted.
 #[test]
-fn a_reader_behind_the_writers_retention_reports_no_damage() {
+fn a_reader_behind_the_writers_retention_jumps_to_the_log_start() {
     let dir = tempfile::tempdir().unwrap();
     let config = LogConfig::default().segment_bytes(4096).retention_bytes(Some(8192));
     let writer = PartitionLog::open(dir.path(), config.clone()).unwrap();
@@ -447,13 +452,105 @@ fn a_reader_behind_the_writers_retention_reports_no_damage() {
             .append(&[Record::new().value(value.clone())], Durability::Synced)
             .unwrap();
     }
-    let end = writer.log_end_offset();
     assert!(writer.segment_count() >= 2);
-    match reader.refresh() {
-        Ok(()) => {}
-        Err(e) => panic!("a reader behind retention reported {e:?}"),
+    if let Err(e) = reader.refresh() {
+        panic!("a reader behind retention reported {e:?}");
     }
-    let seen = reader.log_end_offset();
-    assert!((5..=end).contains(&seen), "reader end {seen}, writer end {end}");
-    assert!(reader.read(seen, 1 << 20).is_ok());
+    assert_eq!(reader.log_end_offset(), writer.log_end_offset());
+    assert_eq!(reader.log_start_offset(), writer.log_start_offset());
+    assert_eq!(reader.segment_count(), writer.segment_count());
+    let start = writer.log_start_offset();
+    match reader.read(5, 1 << 20) {
+        Err(Error::OffsetOutOfRange {
+            requested: 5, start: s, ..
+        }) => assert_eq!(s, start),
+        other => panic!("read below the log start gave {other:?}"),
+    }
+    let first = reader.read(start, 1 << 20).unwrap();
+    assert_eq!(first.first().map(|b| b.base_offset()), Some(start));
+    assert_eq!(deleted_files_open_under(dir.path()), Vec::<String>::new());
+    // It follows on from there.
+    writer
+        .append(&[Record::new().value(value.clone())], Durability::Written)
+        .unwrap();
+    let end = writer.log_end_offset();
+    let last = reader.read(end - 1, 1 << 20).unwrap();
+    assert_eq!(last.first().map(|b| b.base_offset()), Some(end - 1));
+}
+
+/// The files under `dir` this process holds open although they were deleted.
+fn deleted_files_open_under(dir: &Path) -> Vec<String> {
+    let prefix = dir.canonicalize().unwrap().to_string_lossy().into_owned();
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|target| target.to_string_lossy().into_owned())
+        .filter(|t| t.starts_with(&prefix) && t.ends_with(" (deleted)"))
+        .collect()
+}
+
+/// A consumer on a read-only broker that fell behind the writer's retention goes on from the
+/// log start (its `auto_offset_reset`), as a Kafka consumer behind the log start does, and
+/// then follows the writer: it neither stalls at the deleted segment nor reads a record twice.
+#[test]
+fn a_consumer_behind_the_writers_retention_resets_to_the_log_start_and_follows() {
+    let dir = common::temp_dir();
+    let reopening = SPAWN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let config = TopicConfig::with_partitions(1)
+        .segment_bytes(4096)
+        .retention_bytes(Some(8192));
+    {
+        let broker = Broker::open(dir.path()).unwrap();
+        broker.create_topic(TOPIC, config).unwrap();
+    }
+    let reader = Broker::open_read_only(dir.path()).unwrap();
+    let writer = Broker::open(dir.path()).unwrap();
+    drop(reopening);
+    let producer = writer.producer(ProducerConfig::default());
+    let send = |i: u64| {
+        producer
+            .send(ProducerRecord::new(TOPIC).value(format!("{i:0>200}")))
+            .unwrap()
+    };
+    for i in 0..5 {
+        send(i);
+    }
+    let mut consumer = reader
+        .consumer(ConsumerConfig::default().auto_offset_reset(OffsetReset::Earliest))
+        .unwrap();
+    let tp = TopicPartition::new(TOPIC, 0);
+    consumer.assign(std::slice::from_ref(&tp)).unwrap();
+    let first: Vec<u64> = consumer
+        .poll(Duration::from_secs(5))
+        .unwrap()
+        .iter()
+        .map(|r| r.offset())
+        .collect();
+    assert_eq!(first, [0, 1, 2, 3, 4]);
+    // Retention deletes the segment the consumer is on and the ones after it.
+    let mut i = 5;
+    while writer.describe_topic(TOPIC).unwrap().partitions[0].log_start_offset < 40 {
+        send(i);
+        i += 1;
+    }
+    let start = writer.describe_topic(TOPIC).unwrap().partitions[0].log_start_offset;
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got.len() < (i - start) as usize {
+        assert!(Instant::now() < deadline, "stalled after {got:?}");
+        got.extend(consumer.poll(Duration::from_millis(200)).unwrap().iter().map(|r| {
+            assert_eq!(r.value(), Some(format!("{:0>200}", r.offset()).as_bytes()));
+            r.offset()
+        }));
+    }
+    assert_eq!(got, (start..i).collect::<Vec<_>>());
+    // And it follows on.
+    send(i);
+    let next: Vec<u64> = consumer
+        .poll(Duration::from_secs(5))
+        .unwrap()
+        .iter()
+        .map(|r| r.offset())
+        .collect();
+    assert_eq!(next, [i]);
 }

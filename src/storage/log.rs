@@ -658,6 +658,12 @@ impl PartitionLog {
     /// the known end and [`log_end_offset`](Self::log_end_offset) call it. A no-op for a
     /// writable log.
     ///
+    /// A reader that fell behind the writer's retention (the segment after its end deleted,
+    /// the log start past it) jumps to the writer's segment at the log start, as a Kafka
+    /// follower does; reads below the log start are then [`Error::OffsetOutOfRange`]. The
+    /// segments wholly below the log start are dropped, so that their deleted files are not
+    /// held open.
+    ///
     /// # Errors
     /// [`Error::Io`] if a segment or checkpoint cannot be read; [`Error::Corrupt`] for an
     /// unreadable log-start checkpoint. Bytes that are not a valid batch are not an error
@@ -704,7 +710,15 @@ impl PartitionLog {
             }
             let segment = match Segment::open_read_only(&*self.vfs, &self.dir, base, self.config.limits()) {
                 Ok(s) => s,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    match self.segment_past_retention(&active, base)? {
+                        Some(s) => {
+                            w.next_offset = s.base_offset;
+                            s
+                        }
+                        None => break,
+                    }
+                }
                 Err(e) => return Err(Error::io("open segment", segment_path(&self.dir, base, LOG_SUFFIX), e)),
             };
             segment.size.store(0, Ordering::Release);
@@ -756,11 +770,64 @@ impl PartitionLog {
             tracing::warn!(error = %damage, "read-only log: damaged below its recovery point");
         }
         self.log_start.fetch_max(start.min(w.next_offset), Ordering::AcqRel);
+        self.forget_segments_below(start);
         self.synced_end.store(w.next_offset, Ordering::Release);
         if self.visible_end.swap(w.next_offset, Ordering::AcqRel) != w.next_offset {
             self.watchers.notify_all();
         }
         Ok(())
+    }
+
+    /// For a read-only log whose next segment (at `next`, after `active`) is gone: the
+    /// segment to go on from if the writer's retention deleted it, that is if the log start
+    /// is past `next` (the writer persists a new log start before it deletes a segment). The
+    /// records from `next` up to the returned segment's base are below the log start, so the
+    /// reader jumps over them, as a Kafka follower that fell behind the leader's log start
+    /// does; reads there are then [`Error::OffsetOutOfRange`]. The segment returned is the
+    /// last one at or below the log start (else the first after `active`). `None` if the log
+    /// start is not past `next` (the writer has not rolled yet), or if no such segment is
+    /// left (a later refresh looks again).
+    fn segment_past_retention(&self, active: &Segment, next: u64) -> Result<Option<Segment>> {
+        let start = read_log_start(&*self.vfs, &self.dir)?;
+        if start <= next {
+            return Ok(None);
+        }
+        let entries = self
+            .vfs
+            .read_dir(&self.dir)
+            .map_err(|e| Error::io("list directory", &self.dir, e))?;
+        let mut bases: Vec<u64> = entries
+            .iter()
+            .filter_map(|p| parse_segment_name(p, LOG_SUFFIX))
+            .filter(|&base| base > active.base_offset)
+            .collect();
+        bases.sort_unstable();
+        let Some(&base) = bases.iter().rev().find(|&&b| b <= start).or(bases.first()) else {
+            return Ok(None);
+        };
+        match Segment::open_read_only(&*self.vfs, &self.dir, base, self.config.limits()) {
+            Ok(segment) => Ok(Some(segment)),
+            // Deleted meanwhile too: the next refresh looks again.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("open segment", segment_path(&self.dir, base, LOG_SUFFIX), e)),
+        }
+    }
+
+    /// Drops a read-only log's segments wholly below `start` (those whose successor begins
+    /// at or below it): the writer's retention deleted their files, which this log would
+    /// otherwise hold open (their disk space not freed) for as long as it lives. The last
+    /// segment is never dropped.
+    fn forget_segments_below(&self, start: u64) {
+        let mut segments = self.segments.write();
+        let below: Vec<u64> = segments
+            .keys()
+            .zip(segments.keys().skip(1))
+            .take_while(|&(_, &next)| next <= start)
+            .map(|(&base, _)| base)
+            .collect();
+        for base in below {
+            segments.remove(&base);
+        }
     }
 
     /// The clean-shutdown marker `[end, active base, active size]`, if there is a readable
