@@ -863,6 +863,49 @@ fn a_recovery_that_cut_bytes_is_reported_on_stderr() {
     assert_eq!((stdout(&o).as_str(), stderr(&o).as_str()), ("a\nb\n", ""));
 }
 
+/// A reading command on a directory whose partition is damaged (valid batches stop short of
+/// where the writer closed it cleanly) says so on stderr, so that a count or listing is not
+/// taken for the whole log; stdout is as it would be, and a read that reaches the damage fails.
+#[test]
+fn reading_commands_warn_of_a_damaged_partition() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    ok(&dir, &["topics", "create", "t", "--partitions", "2"]);
+    let o = brooklet_with_stdin(&dir, &["produce", "t", "--partition", "0"], "a\nb\nc\n");
+    assert!(o.status.success());
+    let segment = dir.join("t-0").join("00000000000000000000.log");
+    let len = std::fs::metadata(&segment).unwrap().len();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    // The first batch's CRC (bytes 17..21): every batch from the first one on is lost,
+    // however `produce` batched the lines.
+    bytes[18] ^= 0xff;
+    std::fs::write(&segment, bytes).unwrap();
+    let warning = format!(
+        "brooklet: warning: t-0: corrupt data in {} at byte 0: the log was closed cleanly at offset 3 with \
+         {len} bytes in this segment, but its batches stop being valid at offset 0 (byte 0)\n",
+        segment.display()
+    );
+    let o = brooklet(&dir, &["topics", "list"]);
+    assert!(o.status.success());
+    assert_eq!(
+        stdout(&o),
+        "TOPIC  PARTITIONS  RECORDS  SIZE\nt               2        0  0 B\n"
+    );
+    assert_eq!(stderr(&o), warning);
+    // The other partition reads as ever; the damaged one's read fails with the damage.
+    let o = brooklet(&dir, &["consume", "t", "--partition", "1", "--from-beginning"]);
+    assert_eq!(
+        (o.status.code(), stdout(&o).as_str(), stderr(&o)),
+        (Some(0), "", format!("{warning}brooklet: no records to read\n"))
+    );
+    let o = brooklet(&dir, &["consume", "t", "--partition", "0", "--from-beginning"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stderr(&o),
+        format!("{warning}{}", warning.replace("warning: t-0:", "error:"))
+    );
+}
+
 #[test]
 fn produce_stops_at_a_line_too_large_for_the_topic() {
     let tmp = tempfile::tempdir().unwrap();

@@ -469,7 +469,29 @@ fn open_reader(dir: &Path) -> CliResult<Broker> {
     // A read-only open runs no recovery and cuts nothing, so its reports are empty today;
     // checked all the same, so that a reader would say so if it ever did.
     warn_recoveries(&broker);
+    warn_damage(&broker);
     Ok(broker)
+}
+
+/// One line on stderr for each partition a read-only open found damaged (valid batches
+/// that stop short of the writer's clean end or recovery point): the open itself succeeds,
+/// so that the rest stays readable, and reports the damage only through `tracing`; a count
+/// or listing printed without this line would pass a shorter log off as whole. A read that
+/// reaches the damage still fails with it.
+fn warn_damage(broker: &Broker) {
+    for topic in broker.list_topics() {
+        let Ok(description) = broker.describe_topic(&topic) else {
+            continue;
+        };
+        for p in &description.partitions {
+            let tp = TopicPartition::new(topic.as_str(), p.partition);
+            if let Ok(log) = broker.partition_log(&tp)
+                && let Err(e) = log.refresh()
+            {
+                eprintln!("brooklet: warning: {tp}: {e}");
+            }
+        }
+    }
 }
 
 /// Opens the directory for writing: it must not be in use.
