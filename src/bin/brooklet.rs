@@ -30,7 +30,8 @@ use std::time::{Duration, Instant};
 use brooklet::inspect::{self, PartitionCheck};
 use brooklet::{
     Broker, ConsumerConfig, ConsumerRecordRef, Durability, Error, GroupState, OffsetAndMetadata, OffsetReset,
-    OffsetSpec, Producer, ProducerConfig, ProducerRecord, RecordMetadata, RecoveryReport, TopicConfig, TopicPartition,
+    OffsetSpec, PartitionLog, Producer, ProducerConfig, ProducerRecord, RecordMetadata, RecoveryReport, TopicConfig,
+    TopicPartition,
 };
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -479,19 +480,28 @@ fn open_reader(dir: &Path) -> CliResult<Broker> {
 /// or listing printed without this line would pass a shorter log off as whole. A read that
 /// reaches the damage still fails with it.
 fn warn_damage(broker: &Broker) {
+    for (tp, log) in partition_logs(broker) {
+        if let Err(e) = log.refresh() {
+            eprintln!("brooklet: warning: {tp}: {e}");
+        }
+    }
+}
+
+/// Every partition of every topic, with its log (those that cannot be had are skipped).
+fn partition_logs(broker: &Broker) -> Vec<(TopicPartition, Arc<PartitionLog>)> {
+    let mut logs = Vec::new();
     for topic in broker.list_topics() {
         let Ok(description) = broker.describe_topic(&topic) else {
             continue;
         };
         for p in &description.partitions {
             let tp = TopicPartition::new(topic.as_str(), p.partition);
-            if let Ok(log) = broker.partition_log(&tp)
-                && let Err(e) = log.refresh()
-            {
-                eprintln!("brooklet: warning: {tp}: {e}");
+            if let Ok(log) = broker.partition_log(&tp) {
+                logs.push((tp, log));
             }
         }
     }
+    logs
 }
 
 /// Opens the directory for writing: it must not be in use.
@@ -519,17 +529,9 @@ fn open_writer(dir: &Path, action: &str) -> CliResult<Broker> {
 /// `tracing`, which the CLI does not collect, and a user should learn that bytes were cut.
 /// stdout is left as it is.
 fn warn_recoveries(broker: &Broker) {
-    for topic in broker.list_topics() {
-        let Ok(description) = broker.describe_topic(&topic) else {
-            continue;
-        };
-        for p in &description.partitions {
-            let tp = TopicPartition::new(topic.as_str(), p.partition);
-            if let Ok(log) = broker.partition_log(&tp)
-                && let Some(warning) = recovery_warning(&tp, log.recovery_report())
-            {
-                eprintln!("brooklet: warning: {warning}");
-            }
+    for (tp, log) in partition_logs(broker) {
+        if let Some(warning) = recovery_warning(&tp, log.recovery_report()) {
+            eprintln!("brooklet: warning: {warning}");
         }
     }
 }
