@@ -724,7 +724,8 @@ impl PartitionLog {
             segment.size.store(0, Ordering::Release);
             segment.set_index(SegmentIndex::new());
             let segment = Arc::new(segment);
-            self.segments.write().insert(base, Arc::clone(&segment));
+            // Under its own base: after a jump, that is past `base`.
+            self.segments.write().insert(segment.base_offset, Arc::clone(&segment));
             w.active = segment;
         }
         // Read after the scan: retention persists a new log start before it deletes
@@ -784,9 +785,9 @@ impl PartitionLog {
     /// records from `next` up to the returned segment's base are below the log start, so the
     /// reader jumps over them, as a Kafka follower that fell behind the leader's log start
     /// does; reads there are then [`Error::OffsetOutOfRange`]. The segment returned is the
-    /// last one at or below the log start (else the first after `active`). `None` if the log
-    /// start is not past `next` (the writer has not rolled yet), or if no such segment is
-    /// left (a later refresh looks again).
+    /// last one at or below the log start. `None` if the log start is not past `next` (the
+    /// writer has not rolled yet), or if no such segment is left (a later refresh looks
+    /// again).
     fn segment_past_retention(&self, active: &Segment, next: u64) -> Result<Option<Segment>> {
         let start = read_log_start(&*self.vfs, &self.dir)?;
         if start <= next {
@@ -802,7 +803,11 @@ impl PartitionLog {
             .filter(|&base| base > active.base_offset)
             .collect();
         bases.sort_unstable();
-        let Some(&base) = bases.iter().rev().find(|&&b| b <= start).or(bases.first()) else {
+        // Only a segment at or below the log start: if every one is above it, the log start
+        // lies in `active`'s own tail (raised there by `delete_records_before`, nothing
+        // deleted) whose records the scan has not reached yet, or retention moved on since
+        // it was read. Either way the next refresh goes on from `next`.
+        let Some(&base) = bases.iter().rev().find(|&&b| b <= start) else {
             return Ok(None);
         };
         match Segment::open_read_only(&*self.vfs, &self.dir, base, self.config.limits()) {
@@ -2407,4 +2412,111 @@ fn vouched_damage(dir: &Path, path: &Path, position: u64, recovery_point: u64, v
             dir.join(RECOVERY_POINT_FILE).display()
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use super::*;
+    use crate::storage::io::{OpenMode, VfsFile};
+
+    /// The OS file system, except that opening `target` first runs `hook` (once).
+    struct HookFs {
+        target: PathBuf,
+        hook: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    }
+
+    impl std::fmt::Debug for HookFs {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("HookFs").field("target", &self.target).finish()
+        }
+    }
+
+    impl Vfs for HookFs {
+        fn open(&self, path: &Path, mode: OpenMode) -> std::io::Result<Box<dyn VfsFile>> {
+            if path == self.target {
+                let hook = self.hook.lock().take();
+                if let Some(hook) = hook {
+                    hook();
+                }
+            }
+            OsFs.open(path, mode)
+        }
+        fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
+            OsFs.create_dir_all(path)
+        }
+        fn read_dir(&self, path: &Path) -> std::io::Result<Vec<PathBuf>> {
+            OsFs.read_dir(path)
+        }
+        fn remove_file(&self, path: &Path) -> std::io::Result<()> {
+            OsFs.remove_file(path)
+        }
+        fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+            OsFs.rename(from, to)
+        }
+        fn sync_dir(&self, path: &Path) -> std::io::Result<()> {
+            OsFs.sync_dir(path)
+        }
+    }
+
+    /// A reader whose scan of its last segment stopped short (the writer was still writing
+    /// it) finds no segment at its end; if meanwhile the writer filled that segment, raised
+    /// the log start into its tail with `delete_records_before` (no file deleted) and
+    /// rolled, the reader has not fallen behind retention: the records from the log start
+    /// to the end of that segment are still stored, and it must serve them, not jump past
+    /// them to the next segment.
+    #[test]
+    fn a_reader_does_not_jump_past_records_above_a_log_start_raised_inside_its_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig::default().segment_bytes(4096);
+        let writer = Arc::new(PartitionLog::open(dir.path(), config.clone()).unwrap());
+        let value = vec![7u8; 200];
+        for _ in 0..5 {
+            writer
+                .append(&[Record::new().value(value.clone())], Durability::Written)
+                .unwrap();
+        }
+        let (at_end_tx, at_end) = mpsc::channel::<()>();
+        let (done_tx, done) = mpsc::channel::<()>();
+        let fs = Arc::new(HookFs {
+            target: segment_path(dir.path(), 5, LOG_SUFFIX),
+            hook: Mutex::new(None),
+        });
+        let reader = PartitionLog::open_read_only_with_vfs(dir.path(), config, fs.clone()).unwrap();
+        assert_eq!(reader.log_end_offset(), 5);
+        // The next refresh, having scanned the segment to offset 5, looks for a segment
+        // there: the writer goes on meanwhile, on its own thread.
+        *fs.hook.lock() = Some(Box::new(move || {
+            at_end_tx.send(()).unwrap();
+            done.recv().unwrap();
+        }));
+        let writing = {
+            let writer = Arc::clone(&writer);
+            let value = value.clone();
+            std::thread::spawn(move || {
+                at_end.recv().unwrap();
+                while writer.segment_count() < 2 {
+                    writer
+                        .append(&[Record::new().value(value.clone())], Durability::Written)
+                        .unwrap();
+                }
+                assert_eq!(writer.delete_records_before(7).unwrap(), 7);
+                done_tx.send(()).unwrap();
+            })
+        };
+        reader.refresh().unwrap();
+        writing.join().unwrap();
+        let end = writer.log_end_offset();
+        assert!(end > 8, "the writer rolled past offset 7");
+        let mut read = Vec::new();
+        let mut offset = reader.log_start_offset().max(7);
+        while offset < reader.log_end_offset() {
+            let batches = reader.read(offset, 1 << 20).unwrap();
+            let Some(last) = batches.last() else { break };
+            read.extend(batches.iter().map(RecordBatch::base_offset));
+            offset = last.last_offset() + 1;
+        }
+        assert_eq!(read, (7..end).collect::<Vec<_>>());
+    }
 }
