@@ -1252,6 +1252,15 @@ impl Shared {
         // No queue is created after close (which sets `closed` under this lock), so close's
         // last flush sees every queue.
         self.check_open()?;
+        // Routed on a topic deleted meanwhile (its partitioner ran while another thread
+        // deleted it, and perhaps created it again): it must not replace the queues of the
+        // topic now of that name. `delete_topic` marks every log before a topic of that name
+        // can be created again, so one checked under this lock cannot replace a newer one.
+        if log.is_deleted() {
+            return Err(Error::UnknownTopic {
+                topic: topic.name.clone(),
+            });
+        }
         let queues = all.entry(topic.name.clone()).or_insert_with(|| TopicQueues {
             topic: Arc::clone(topic),
             partitions: Vec::new(),
@@ -1299,7 +1308,13 @@ impl Shared {
     /// A sender still holding one of these queues gets `UnknownTopic` from it (its log is
     /// marked deleted), never a record stranded in it.
     fn forget_deleted_topics(&self) {
-        let is_deleted = |q: &TopicQueues| q.partitions.iter().flatten().any(|p| p.log.is_deleted());
+        // Only once every partition is marked: `delete_topic` marks them one after another,
+        // and a queue retired before its log is marked could still take a record (senders
+        // check their own queue's log) that nobody would then complete.
+        let is_deleted = |q: &TopicQueues| {
+            let mut queues = q.partitions.iter().flatten().peekable();
+            queues.peek().is_some() && queues.all(|p| p.log.is_deleted())
+        };
         if !self.queues.read().values().any(is_deleted) {
             return;
         }

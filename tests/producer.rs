@@ -834,6 +834,60 @@ fn flush_waits_for_records_of_a_deleted_topic_that_another_thread_is_completing(
     });
 }
 
+/// A partitioner that, for the key `slow`, tells `entered` and waits for `release` (once).
+#[derive(Debug)]
+struct PausingPartitioner {
+    pause: Mutex<Option<(std::sync::mpsc::Sender<()>, std::sync::mpsc::Receiver<()>)>>,
+}
+
+impl brooklet::Partitioner for PausingPartitioner {
+    fn partition(&self, _topic: &str, key: Option<&[u8]>, _value: Option<&[u8]>, _partitions: u32) -> u32 {
+        if key == Some(b"slow".as_slice()) {
+            let pause = self.pause.lock().unwrap().take();
+            if let Some((entered, release)) = pause {
+                entered.send(()).unwrap();
+                release.recv_timeout(Duration::from_secs(10)).unwrap();
+            }
+        }
+        0
+    }
+}
+
+/// A send routed on a topic that is deleted and created again while its partitioner runs
+/// fails with `UnknownTopic` and leaves the producer's queues for the new topic alone: a
+/// record queued for the new topic stays queued (written by the next flush, not by the stale
+/// send), where a stale send used to replace the live queues with the deleted topic's.
+#[test]
+fn a_send_routed_on_a_deleted_topic_leaves_the_new_topics_queues_alone() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel();
+    let partitioner = PausingPartitioner {
+        pause: Mutex::new(Some((entered_tx, release_rx))),
+    };
+    let p = broker.producer(flush_only().partitioner(Arc::new(partitioner)));
+    thread::scope(|s| {
+        // The producer has no queue for "t" yet: it resolves the topic, then routes.
+        let stale = s.spawn(|| p.send(ProducerRecord::new("t").key("slow").value("stale")));
+        entered.recv_timeout(Duration::from_secs(10)).unwrap();
+        broker.delete_topic("t").unwrap();
+        broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+        let live = p.send_async(ProducerRecord::new("t").value("live"));
+        release.send(()).unwrap();
+        assert!(matches!(stale.join().unwrap(), Err(Error::UnknownTopic { topic }) if topic == "t"));
+        assert!(
+            live.try_result().is_none(),
+            "the live queue was flushed by the stale send"
+        );
+        assert!(records_of(&broker, "t", 0).is_empty());
+        p.flush().unwrap();
+        assert_eq!(live.wait().unwrap().offset, 0);
+    });
+    let stored: Vec<Option<Bytes>> = records_of(&broker, "t", 0).into_iter().map(|r| r.value).collect();
+    assert_eq!(stored, [Some(Bytes::from("live"))]);
+}
+
 /// A callback that panics is caught: the batch's delivery handles and its other callbacks
 /// are still completed, and the flush that ran them succeeds.
 #[test]
