@@ -1737,7 +1737,10 @@ fn close(shared: &Arc<Shared>, thread: &Mutex<Option<JoinHandle<()>>>) -> Result
         let _guard = shared.wake_lock.lock();
         shared.wake.notify_all();
     }
-    if let Some(handle) = thread.lock().take() {
+    // Taken out before the join, not joined under the lock: a callback on the linger thread
+    // that closes the producer meanwhile must not wait for this lock while we wait for it.
+    let handle = thread.lock().take();
+    if let Some(handle) = handle {
         // The last clone may be dropped by a callback the linger thread runs: it is not
         // joined then (joining itself would panic), and exits once this returns.
         if handle.thread().id() != std::thread::current().id() {
