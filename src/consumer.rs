@@ -809,7 +809,9 @@ impl Consumer {
 
     /// Reads exactly `partitions`, without group management (replacing any subscription
     /// or earlier assignment). Positions start at the committed offsets (with a group) or
-    /// where `auto_offset_reset` says. If a partition's topic is deleted, `poll` reports
+    /// where `auto_offset_reset` says; as Kafka's `assign`, a partition that was already
+    /// assigned (and not by a subscription) keeps its position and pause state. If a
+    /// partition's topic is deleted, `poll` reports
     /// [`Error::UnknownTopic`] until a topic of that name is created again; the consumer then
     /// reads the new topic from the committed offset or `auto_offset_reset` (the old
     /// position is dropped).
@@ -822,9 +824,25 @@ impl Consumer {
             .iter()
             .map(|tp| self.broker.partition_log(tp).map(|log| (tp.clone(), log)))
             .collect::<Result<Vec<_>>>()?;
-        self.unsubscribe();
+        if self.subscription.is_some() {
+            self.unsubscribe();
+        } else {
+            if let Err(e) = self.auto_commit_all() {
+                tracing::warn!(error = %e, "auto-commit before a new assignment failed");
+            }
+            // What stays keeps its position (the same log: not a topic created again since).
+            let dropped: Vec<TopicPartition> = self
+                .parts
+                .iter()
+                .filter(|(tp, part)| !logs.iter().any(|(t, log)| t == *tp && Arc::ptr_eq(log, &part.log)))
+                .map(|(tp, _)| tp.clone())
+                .collect();
+            self.remove_parts(&dropped);
+        }
         for (tp, log) in logs {
-            self.add_part(tp, log);
+            if !self.parts.contains_key(&tp) {
+                self.add_part(tp, log);
+            }
         }
         Ok(())
     }
@@ -850,10 +868,7 @@ impl Consumer {
     fn release_all(&mut self) -> Result<()> {
         let all: Vec<TopicPartition> = self.parts.keys().cloned().collect();
         let panicking = std::thread::panicking();
-        let mut result = Ok(());
-        if self.config.enable_auto_commit && self.config.group_id.is_some() && !panicking {
-            result = self.commit_parts(&all);
-        }
+        let result = self.auto_commit_all();
         let mut listener_panic = None;
         if !panicking
             && !all.is_empty()
@@ -885,6 +900,17 @@ impl Consumer {
             std::panic::resume_unwind(panic);
         }
         result
+    }
+
+    /// The auto-commit of a consumer giving its partitions up (a new assignment, leaving):
+    /// every changed position, if auto-commit is on and there is a group — but not while
+    /// the thread unwinds from a panic (it has not processed what it polled).
+    fn auto_commit_all(&mut self) -> Result<()> {
+        if !self.config.enable_auto_commit || self.config.group_id.is_none() || std::thread::panicking() {
+            return Ok(());
+        }
+        let all: Vec<TopicPartition> = self.parts.keys().cloned().collect();
+        self.commit_parts(&all)
     }
 
     fn add_part(&mut self, tp: TopicPartition, log: Arc<PartitionLog>) {

@@ -1699,3 +1699,49 @@ fn deleting_a_topic_with_more_offsets_than_one_batch_holds() {
     assert_eq!(broker.list_groups(), Vec::<String>::new());
     assert_eq!(broker.committed_offset("group-0", &tp("orders", 0)), None);
 }
+
+/// Protects Kafka's `assign` for the partitions a new assignment keeps: their positions and
+/// pause state carry over (Kafka's `assignFromUser` keeps each remaining partition's state).
+/// `assign` used to drop every position and find it again from the committed offset or
+/// `auto_offset_reset`, so a consumer that grew its assignment re-read what it had consumed
+/// (`Earliest`) or skipped what had arrived meanwhile (`Latest`).
+#[test]
+fn reassigning_keeps_the_position_and_pause_of_a_partition_that_stays() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(3)).unwrap();
+    fill(&broker, "t", 3, 4);
+    let mut c = broker
+        .consumer(
+            ConsumerConfig::default()
+                .auto_offset_reset(OffsetReset::Earliest)
+                .max_poll_records(2),
+        )
+        .unwrap();
+    c.assign(&[tp("t", 0), tp("t", 2)]).unwrap();
+    c.pause(&[tp("t", 2)]).unwrap();
+    assert_eq!(ids(&poll_n(&mut c, 2)), [(0, 0), (0, 1)]);
+    c.assign(&[tp("t", 0), tp("t", 1), tp("t", 2)]).unwrap();
+    assert_eq!(c.position(&tp("t", 0)).unwrap(), 2, "t-0 read from the start again");
+    assert_eq!(c.paused(), BTreeSet::from([tp("t", 2)]));
+    let mut got = ids(&poll_n(&mut c, 6));
+    got.sort_unstable();
+    assert_eq!(got, [(0, 2), (0, 3), (1, 0), (1, 1), (1, 2), (1, 3)]);
+    // A partition given up and assigned again starts afresh, as in Kafka.
+    c.assign(&[tp("t", 1)]).unwrap();
+    c.assign(&[tp("t", 0), tp("t", 1)]).unwrap();
+    assert_eq!(c.position(&tp("t", 0)).unwrap(), 0);
+    assert_eq!(c.position(&tp("t", 1)).unwrap(), 4);
+
+    // At `Latest`, the records that arrive before the assignment grows are not skipped.
+    let mut latest = broker
+        .consumer(ConsumerConfig::default().auto_offset_reset(OffsetReset::Latest))
+        .unwrap();
+    latest.assign(&[tp("t", 0)]).unwrap();
+    assert_eq!(latest.position(&tp("t", 0)).unwrap(), 4);
+    let producer = broker.producer(ProducerConfig::default());
+    producer
+        .send(ProducerRecord::new("t").partition(0).value("late"))
+        .unwrap();
+    latest.assign(&[tp("t", 0), tp("t", 1)]).unwrap();
+    assert_eq!(ids(&poll_n(&mut latest, 1)), [(0, 4)]);
+}
