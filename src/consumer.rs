@@ -738,7 +738,10 @@ impl Consumer {
 
     /// Joins the consumer's group subscribed to `topics` (replacing any earlier
     /// subscription or assignment). Partitions arrive at the next `poll`. Topics that do not
-    /// exist yet are assigned once they are created.
+    /// exist yet are assigned once they are created. A consumer already subscribed stays the
+    /// same member, as in Kafka: its partitions of topics it still subscribes to keep their
+    /// positions, those of dropped topics are revoked at the next `poll`, and the same
+    /// topics again cause no rebalance.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] without a `group_id` or for an empty list;
@@ -782,8 +785,18 @@ impl Consumer {
         }
         names.sort();
         names.dedup();
-        self.unsubscribe();
         let broker = self.broker.clone();
+        if let Some(sub) = self.subscription.as_mut()
+            && sub
+                .member
+                .group
+                .resubscribe(&sub.member.member_id, &names, &|t| broker.partition_count(t))
+        {
+            sub.topics = names;
+            sub.listener = listener;
+            return Ok(());
+        }
+        self.unsubscribe();
         let member = broker
             .coordinator()
             .join(self.join_request(&group, names.clone()), &|t| broker.partition_count(t));

@@ -1745,3 +1745,61 @@ fn reassigning_keeps_the_position_and_pause_of_a_partition_that_stays() {
     latest.assign(&[tp("t", 0), tp("t", 1)]).unwrap();
     assert_eq!(ids(&poll_n(&mut latest, 1)), [(0, 4)]);
 }
+/// Protects Kafka's `subscribe` on a consumer already subscribed: it stays the same member,
+/// the same topics cause no rebalance, and the partitions of topics it still subscribes to
+/// keep their positions; only the partitions of dropped topics are revoked. `subscribe`
+/// used to leave and join again: every partition was revoked and its position found again
+/// from the committed offset or `auto_offset_reset`, so a member with auto-commit off
+/// re-read what it had consumed (or, at `Latest`, skipped what had arrived meanwhile).
+#[test]
+fn subscribing_again_keeps_the_membership_and_the_positions_of_topics_still_subscribed() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("a", TopicConfig::with_partitions(1)).unwrap();
+    broker.create_topic("b", TopicConfig::with_partitions(1)).unwrap();
+    fill(&broker, "a", 1, 4);
+    fill(&broker, "b", 1, 2);
+    let topic_offsets = |records: &[ConsumerRecord]| -> Vec<(String, u64)> {
+        records.iter().map(|r| (r.topic().to_owned(), r.offset())).collect()
+    };
+    let mut c = broker.consumer(manual("g").max_poll_records(2)).unwrap();
+    c.subscribe(&["a"]).unwrap();
+    assert_eq!(
+        topic_offsets(&poll_n(&mut c, 2)),
+        [("a".to_owned(), 0), ("a".to_owned(), 1)]
+    );
+    let (member, generation) = (c.member_id().map(str::to_owned), c.generation());
+
+    c.subscribe(&["a"]).unwrap();
+    assert_eq!(c.member_id().map(str::to_owned), member, "left and joined again");
+    assert_eq!(c.position(&tp("a", 0)).unwrap(), 2, "a-0 read from the start again");
+    assert_eq!(
+        topic_offsets(&poll_n(&mut c, 2)),
+        [("a".to_owned(), 2), ("a".to_owned(), 3)]
+    );
+    assert_eq!(c.generation(), generation, "the same topics rebalanced the group");
+
+    // A topic added: only its partition is assigned; a-0 stays where it was.
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let recorder = || Recorder {
+        name: "c",
+        events: Arc::clone(&events),
+    };
+    c.subscribe_with_listener(&["a", "b"], recorder()).unwrap();
+    assert_eq!(
+        topic_offsets(&poll_n(&mut c, 2)),
+        [("b".to_owned(), 0), ("b".to_owned(), 1)]
+    );
+    assert_eq!(c.member_id().map(str::to_owned), member);
+    assert_eq!(c.position(&tp("a", 0)).unwrap(), 4);
+    // A topic dropped: its partition is revoked (the listener commits there), b-0 stays.
+    c.subscribe_with_listener(&["b"], recorder()).unwrap();
+    c.poll(Duration::from_millis(1)).unwrap();
+    assert_eq!(assignment(&c), ["b-0"]);
+    assert_eq!(c.position(&tp("b", 0)).unwrap(), 2);
+    assert_eq!(
+        *events.lock().unwrap(),
+        ["c assigned [\"b-0\"] at [0]", "c revoked [\"a-0\"] committed=true"]
+    );
+    assert_eq!(broker.committed_offset("g", &tp("a", 0)).map(|o| o.offset), Some(4));
+    assert_eq!(broker.describe_group("g").unwrap().members.len(), 1);
+}

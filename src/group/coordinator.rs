@@ -3,7 +3,8 @@
 //!
 //! # Rebalance protocol (incremental, as Kafka's cooperative protocol)
 //! A group has a *target* assignment, recomputed with a new generation number whenever a
-//! member joins, leaves or is evicted, or a subscribed topic gains or loses partitions. It
+//! member joins, leaves, is evicted or changes its topics, or a subscribed topic gains or
+//! loses partitions. It
 //! also records who *owns* each partition right now. Ownership moves in two steps, so that
 //! a partition never has two owners and the old owner can commit before letting go:
 //!
@@ -386,6 +387,21 @@ impl Group {
             m.in_poll = false;
             m.last_poll = Instant::now();
         }
+    }
+
+    /// Changes a member's topics (a consumer subscribing again): a new generation if they
+    /// differ, nothing if not; partitions of topics it dropped are revoked at its next poll.
+    /// Returns whether it is still a member (else nothing changed).
+    pub fn resubscribe(&self, member_id: &str, topics: &[String], counts: TopicCounts<'_>) -> bool {
+        let mut st = self.state.lock();
+        let Some(member) = st.members.get_mut(member_id) else {
+            return false;
+        };
+        if member.topics != topics {
+            member.topics = topics.to_vec();
+            st.rebalance(&self.name, counts);
+        }
+        true
     }
 
     /// Removes the member (close, drop or unsubscribe): its partitions are free at once.
