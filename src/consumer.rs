@@ -671,8 +671,10 @@ pub struct Consumer {
     rotation: usize,
     last_auto_commit: Instant,
     async_pending: VecDeque<(CommitCallback, Result<AsyncCommit>)>,
-    /// An error of a poll that also returned records, reported by the next poll.
-    pending_error: Option<Error>,
+    /// An error of a poll that also returned records: the partition and the position it
+    /// failed at, reported by the next poll unless that partition was moved or unassigned
+    /// since (then it no longer applies, and Kafka drops it as stale).
+    pending_error: Option<(TopicPartition, u64, Error)>,
     /// The last fetch's read buffer, reused by the next fetch once the records the
     /// application got from it are dropped (one buffer per consumer, at most
     /// `fetch_max_bytes`).
@@ -985,10 +987,14 @@ impl Consumer {
     /// [`Error::NotSubscribed`] at once for a consumer with neither a subscription nor an
     /// assignment (as Kafka). As in Kafka, records already read from other partitions in the
     /// same poll are returned first, and the error comes from the next poll: no record is
-    /// skipped because another partition failed.
+    /// skipped because another partition failed. (Not if the failed partition was seeked or
+    /// unassigned in between: then the error no longer applies and is dropped, as Kafka
+    /// drops a stale fetch.)
     pub fn poll(&mut self, timeout: Duration) -> Result<ConsumerRecords> {
         self.check_open()?;
-        if let Some(e) = self.pending_error.take() {
+        if let Some((tp, position, e)) = self.pending_error.take()
+            && self.parts.get(&tp).is_some_and(|p| p.position == Some(position))
+        {
             return Err(e);
         }
         if self.subscription.is_none() && self.parts.is_empty() {
@@ -1248,9 +1254,13 @@ impl Consumer {
                     // Revoked at the next sync_group (`revoke_deleted`).
                     continue;
                 }
-                failure = Some(Error::UnknownTopic {
-                    topic: tp.topic.clone(),
-                });
+                failure = Some((
+                    tp.clone(),
+                    position,
+                    Error::UnknownTopic {
+                        topic: tp.topic.clone(),
+                    },
+                ));
                 break;
             }
             let mark = (out.chunks.len(), out.len);
@@ -1261,16 +1271,16 @@ impl Consumer {
                     out.chunks.truncate(mark.0);
                     out.len = mark.1;
                     if let Some(e) = handle_fetch_error(e, tp, part, reset_policy) {
-                        failure = Some(e);
+                        failure = Some((tp.clone(), position, e));
                         break;
                     }
                 }
             }
         }
         match failure {
-            Some(e) if out.is_empty() => Err(e),
-            Some(e) => {
-                self.pending_error = Some(e);
+            Some((_, _, e)) if out.is_empty() => Err(e),
+            Some(failure) => {
+                self.pending_error = Some(failure);
                 Ok(())
             }
             None => Ok(()),

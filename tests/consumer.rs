@@ -1803,3 +1803,54 @@ fn subscribing_again_keeps_the_membership_and_the_positions_of_topics_still_subs
     assert_eq!(broker.committed_offset("g", &tp("a", 0)).map(|o| o.offset), Some(4));
     assert_eq!(broker.describe_group("g").unwrap().members.len(), 1);
 }
+/// Protects Kafka's handling of a partition's fetch error kept for the next poll (records
+/// of other partitions came first): once the application has moved that partition (a
+/// seek) or given it up (a new assignment), the error no longer applies, and Kafka drops it
+/// as stale. It used to be reported anyway, by a poll that then returned nothing.
+#[test]
+fn a_kept_fetch_error_is_dropped_once_its_partition_was_moved_or_unassigned() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(2)).unwrap();
+    fill(&broker, "t", 2, 3);
+    let mut c = broker
+        .consumer(ConsumerConfig::default().auto_offset_reset(OffsetReset::None))
+        .unwrap();
+    c.assign(&[tp("t", 0), tp("t", 1)]).unwrap();
+    // Polls until one returns t-0's records while t-1's position is out of range (a poll
+    // that visits t-1 first reports its error at once).
+    let records_despite_t1 = |c: &mut Consumer| -> Vec<(u32, u64)> {
+        let start = Instant::now();
+        loop {
+            assert!(start.elapsed() < LONG);
+            match c.poll(Duration::from_millis(10)) {
+                Ok(records) if !records.is_empty() => return ids(&records.to_vec()),
+                Ok(_) => {}
+                Err(Error::OffsetOutOfRange { requested: 100, .. }) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+    };
+    c.seek(&tp("t", 0), 0).unwrap();
+    c.seek(&tp("t", 1), 100).unwrap();
+    assert_eq!(records_despite_t1(&mut c), [(0, 0), (0, 1), (0, 2)]);
+    c.seek(&tp("t", 1), 1).unwrap();
+    assert_eq!(ids(&poll_n(&mut c, 2)), [(1, 1), (1, 2)]);
+
+    c.seek(&tp("t", 0), 0).unwrap();
+    c.seek(&tp("t", 1), 100).unwrap();
+    assert_eq!(records_despite_t1(&mut c), [(0, 0), (0, 1), (0, 2)]);
+    c.assign(&[tp("t", 0)]).unwrap();
+    let next = c.poll(Duration::from_millis(1));
+    assert!(next.as_ref().is_ok_and(brooklet::ConsumerRecords::is_empty), "{next:?}");
+
+    // Nothing changed about the partition: the error is reported.
+    c.assign(&[tp("t", 0), tp("t", 1)]).unwrap();
+    c.seek(&tp("t", 0), 0).unwrap();
+    c.seek(&tp("t", 1), 100).unwrap();
+    assert_eq!(records_despite_t1(&mut c), [(0, 0), (0, 1), (0, 2)]);
+    let kept = c.poll(Duration::from_millis(1));
+    assert!(
+        matches!(kept, Err(Error::OffsetOutOfRange { requested: 100, .. })),
+        "{kept:?}"
+    );
+}
