@@ -1320,12 +1320,15 @@ impl Consumer {
     }
 
     /// The next offset `poll` returns for `tp` (resolving it from the committed offset or
-    /// the reset policy if no record was read yet).
+    /// the reset policy if no record was read yet — as in Kafka, with every other partition
+    /// that has no position).
     ///
     /// # Errors
     /// [`Error::NotAssigned`]; as [`poll`](Self::poll) for resolving the position.
     pub fn position(&mut self, tp: &TopicPartition) -> Result<u64> {
-        self.part(tp)?;
+        if let Some(position) = self.part(tp)?.position {
+            return Ok(position);
+        }
         self.resolve_positions()?;
         self.part(tp)?
             .position

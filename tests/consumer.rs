@@ -1854,3 +1854,26 @@ fn a_kept_fetch_error_is_dropped_once_its_partition_was_moved_or_unassigned() {
         "{kept:?}"
     );
 }
+/// Protects Kafka's `position`: a partition that has a position returns it at once. It used
+/// to resolve every partition first, so one without a committed offset (and
+/// `auto_offset_reset` `None`) made `position` and `lag` fail for another that had been
+/// seeked.
+#[test]
+fn position_of_a_seeked_partition_does_not_depend_on_the_others() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(2)).unwrap();
+    fill(&broker, "t", 2, 5);
+    let mut c = broker
+        .consumer(manual("g").auto_offset_reset(OffsetReset::None))
+        .unwrap();
+    c.assign(&[tp("t", 0), tp("t", 1)]).unwrap();
+    c.seek(&tp("t", 1), 2).unwrap();
+    assert_eq!(c.position(&tp("t", 1)).unwrap(), 2);
+    assert_eq!(c.lag(&tp("t", 1)).unwrap(), 3);
+    // The partition without a position still reports why it has none.
+    let err = c.position(&tp("t", 0)).unwrap_err();
+    assert!(
+        matches!(&err, Error::NoCommittedOffset { partition, .. } if *partition == tp("t", 0)),
+        "{err}"
+    );
+}
