@@ -163,7 +163,9 @@ impl ConsumerConfig {
     }
 
     /// Longest time between the end of one `poll` and the start of the next before the
-    /// group evicts the member. Default = 5 minutes.
+    /// group evicts the member. Default = 5 minutes. As in Kafka, a member past it has left
+    /// the group: its commits fail with [`Error::CommitFailed`](crate::Error::CommitFailed)
+    /// and its next `poll` joins again.
     #[must_use]
     pub fn max_poll_interval(mut self, interval: Duration) -> Self {
         self.max_poll_interval = interval;
@@ -1549,16 +1551,20 @@ impl Consumer {
         // The fencing check and the write happen under the group's lock, so no rebalance,
         // eviction or join can slip in between.
         let valid = |tp: &TopicPartition| self.broker.check_partition(tp);
+        let counts = |t: &str| self.broker.partition_count(t);
         let end = match &self.subscription {
-            Some(sub) => {
-                sub.member
-                    .group
-                    .commit_fenced(&sub.member.member_id, offsets, self.broker.offsets(), &valid)?
+            Some(sub) => sub.member.group.commit_fenced(
+                &sub.member.member_id,
+                offsets,
+                self.broker.offsets(),
+                &valid,
+                &counts,
+            )?,
+            None => {
+                self.broker
+                    .coordinator()
+                    .commit_standalone(&group, offsets, self.broker.offsets(), &valid, &counts)?
             }
-            None => self
-                .broker
-                .coordinator()
-                .commit_standalone(&group, offsets, self.broker.offsets(), &valid)?,
         };
         if wait {
             self.broker.offsets().wait_durable(end)?;

@@ -1877,3 +1877,67 @@ fn position_of_a_seeked_partition_does_not_depend_on_the_others() {
         "{err}"
     );
 }
+
+/// Protects Kafka's `max.poll.interval.ms` contract for the member itself: one that did not
+/// poll within the interval has left the group, so its commit fails with `CommitFailed`
+/// even when no other member polled meanwhile to notice (Kafka's heartbeat thread leaves
+/// the group on its own); its next poll joins again and commits work again.
+#[test]
+fn a_member_past_its_poll_interval_cannot_commit_even_if_no_one_else_polls() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    fill(&broker, "t", 1, 3);
+    let mut slow = broker
+        .consumer(
+            manual("g")
+                .auto_offset_reset(OffsetReset::Earliest)
+                .max_poll_interval(Duration::from_millis(100)),
+        )
+        .unwrap();
+    slow.subscribe(&["t"]).unwrap();
+    assert_eq!(ids(&poll_n(&mut slow, 3)), [(0, 0), (0, 1), (0, 2)]);
+    std::thread::sleep(Duration::from_millis(300));
+    match slow.commit() {
+        Err(Error::CommitFailed { group, reason }) => {
+            assert_eq!(group, "g");
+            assert!(reason.contains("no longer in the group"), "{reason}");
+        }
+        other => panic!("a member past its poll interval committed: {other:?}"),
+    }
+    assert_eq!(broker.committed_offset("g", &tp("t", 0)), None);
+    // Its next poll joins again, from the committed offset (none: the reset policy).
+    assert_eq!(ids(&poll_n(&mut slow, 3)), [(0, 0), (0, 1), (0, 2)]);
+    slow.commit().unwrap();
+    assert_eq!(broker.committed_offset("g", &tp("t", 0)).map(|o| o.offset), Some(3));
+}
+
+/// Protects the admin side of the same contract: a group whose only member stopped polling
+/// longer than its interval ago is empty, as Kafka's coordinator would have removed the
+/// member by then, so resetting its offsets and deleting it work without asking for a
+/// `describe_group` first.
+#[test]
+fn a_group_whose_members_are_past_their_poll_interval_can_be_reset_and_deleted() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    fill(&broker, "t", 1, 3);
+    let mut gone = broker
+        .consumer(
+            manual("g")
+                .auto_offset_reset(OffsetReset::Earliest)
+                .max_poll_interval(Duration::from_millis(100)),
+        )
+        .unwrap();
+    gone.subscribe(&["t"]).unwrap();
+    poll_n(&mut gone, 3);
+    gone.commit().unwrap();
+    assert!(matches!(
+        broker.reset_offsets("g", OffsetSpec::Earliest, None),
+        Err(Error::GroupNotEmpty { .. })
+    ));
+    std::thread::sleep(Duration::from_millis(300));
+    let reset = broker.reset_offsets("g", OffsetSpec::Earliest, None).unwrap();
+    assert_eq!(reset.into_iter().collect::<Vec<_>>(), [(tp("t", 0), 0)]);
+    assert_eq!(broker.committed_offset("g", &tp("t", 0)).map(|o| o.offset), Some(0));
+    broker.delete_group("g").unwrap();
+    assert_eq!(broker.committed_offset("g", &tp("t", 0)), None);
+}

@@ -186,8 +186,9 @@ impl Broker {
         topic: Option<&str>,
     ) -> Result<BTreeMap<TopicPartition, u64>> {
         self.check_writable(|| format!("reset the offsets of group {group:?}"))?;
-        self.coordinator()
-            .while_empty(group, || self.reset_offsets_locked(group, to, topic))
+        self.coordinator().while_empty(group, &|t| self.partition_count(t), || {
+            self.reset_offsets_locked(group, to, topic)
+        })
     }
 
     /// The offsets [`reset_offsets`](Self::reset_offsets) would set now, changing nothing
@@ -273,7 +274,9 @@ impl Broker {
         let had_live = self.coordinator().existing(group).is_some();
         let deleted = self
             .coordinator()
-            .delete_if_empty(group, || self.offsets().delete_where(group, |_| true))?;
+            .delete_if_empty(group, &|t| self.partition_count(t), || {
+                self.offsets().delete_where(group, |_| true)
+            })?;
         if deleted == 0 && !had_live {
             return Err(Error::UnknownGroup {
                 group: group.to_owned(),

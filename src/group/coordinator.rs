@@ -257,15 +257,17 @@ impl Coordinator {
         }
     }
 
-    /// Deletes group `name` if it has no members: runs `f` (which deletes its committed
-    /// offsets), marks the live state removed and forgets it, all under the group's lock,
-    /// so no member can join in between — one that looked the group up earlier finds it
-    /// removed once it has the lock, and joins a fresh group of the name.
+    /// Deletes group `name` if it has no members (members past their poll deadline are
+    /// evicted first): runs `f` (which deletes its committed offsets), marks the live state
+    /// removed and forgets it, all under the group's lock, so no member can join in between
+    /// — one that looked the group up earlier finds it removed once it has the lock, and
+    /// joins a fresh group of the name.
     ///
     /// # Errors
     /// [`Error::GroupNotEmpty`] (`f` does not run then); the error of `f` (the group stays).
-    pub fn delete_if_empty<T>(&self, name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    pub fn delete_if_empty<T>(&self, name: &str, counts: TopicCounts<'_>, f: impl FnOnce() -> Result<T>) -> Result<T> {
         let (group, out) = self.with_live(name, |group, st| {
+            st.evict_expired(name, Instant::now(), counts);
             st.check_empty(name)?;
             let out = f()?;
             st.removed = true;
@@ -275,21 +277,24 @@ impl Coordinator {
         Ok(out)
     }
 
-    /// Runs `f` under the lock of group `name` if it has no members (for admin changes to
-    /// its offsets, which must not race a joining member).
+    /// Runs `f` under the lock of group `name` if it has no members (members past their
+    /// poll deadline are evicted first), for admin changes to its offsets, which must not
+    /// race a joining member.
     ///
     /// # Errors
     /// [`Error::GroupNotEmpty`]; the error of `f`.
-    pub fn while_empty<T>(&self, name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    pub fn while_empty<T>(&self, name: &str, counts: TopicCounts<'_>, f: impl FnOnce() -> Result<T>) -> Result<T> {
         self.with_live(name, |_, st| {
+            st.evict_expired(name, Instant::now(), counts);
             st.check_empty(name)?;
             f()
         })
     }
 
     /// Commits `offsets` for a consumer outside the group (`assign`), which may commit only
-    /// while the group has no members; the check and the append happen under the lock of the
-    /// live group. Returns the offsets log end to wait on for durability.
+    /// while the group has no members (members past their poll deadline are evicted first);
+    /// the check and the append happen under the lock of the live group. Returns the offsets
+    /// log end to wait on for durability.
     ///
     /// # Errors
     /// As [`Group::commit_fenced`].
@@ -299,8 +304,12 @@ impl Coordinator {
         offsets: &[(TopicPartition, OffsetAndMetadata)],
         store: &OffsetStore,
         valid: &dyn Fn(&TopicPartition) -> Result<()>,
+        counts: TopicCounts<'_>,
     ) -> Result<u64> {
-        self.with_live(name, |_, st| st.commit_fenced(name, None, offsets, store, valid))
+        self.with_live(name, |_, st| {
+            st.evict_expired(name, Instant::now(), counts);
+            st.commit_fenced(name, None, offsets, store, valid)
+        })
     }
 }
 
@@ -414,8 +423,10 @@ impl Group {
     }
 
     /// Commits `offsets` for member `member_id`, which must own every partition; the check
-    /// and the append happen under the group's lock. Returns the offsets log end to wait on
-    /// for durability.
+    /// and the append happen under the group's lock. Members past their poll deadline are
+    /// evicted first, the committer too: as in Kafka, a member that did not poll within
+    /// `max_poll_interval` has left the group, and its commit fails, whether or not another
+    /// member has polled since. Returns the offsets log end to wait on for durability.
     ///
     /// # Errors
     /// [`Error::CommitFailed`]; an error of `valid` (a partition that does not exist); a
@@ -426,10 +437,11 @@ impl Group {
         offsets: &[(TopicPartition, OffsetAndMetadata)],
         store: &OffsetStore,
         valid: &dyn Fn(&TopicPartition) -> Result<()>,
+        counts: TopicCounts<'_>,
     ) -> Result<u64> {
-        self.state
-            .lock()
-            .commit_fenced(&self.name, Some(member_id), offsets, store, valid)
+        let mut st = self.state.lock();
+        st.evict_expired(&self.name, Instant::now(), counts);
+        st.commit_fenced(&self.name, Some(member_id), offsets, store, valid)
     }
 
     /// A snapshot of the live state (evicting expired members first).
@@ -719,7 +731,7 @@ mod tests {
         let coordinator = Coordinator::default();
         let counts = |_: &str| Some(1);
         let stale = coordinator.group("g");
-        coordinator.delete_if_empty("g", || Ok(())).unwrap();
+        coordinator.delete_if_empty("g", &counts, || Ok(())).unwrap();
         // Here join would add its member.
         let used = coordinator.with_live_from("g", Arc::clone(&stale), |group, _| Arc::clone(group));
         assert!(!Arc::ptr_eq(&used, &stale), "the removed group was used");
@@ -732,7 +744,7 @@ mod tests {
         assert_eq!(a.group.describe(&counts).members.len(), 2);
         // And delete refuses a group with members without running its deletion.
         let ran = std::cell::Cell::new(false);
-        let refused = coordinator.delete_if_empty("g", || {
+        let refused = coordinator.delete_if_empty("g", &counts, || {
             ran.set(true);
             Ok(())
         });
