@@ -935,6 +935,82 @@ fn reading_commands_warn_of_a_damaged_partition() {
     );
 }
 
+/// Every line the child prints, as they come (its stdout is taken).
+fn line_receiver(child: &mut Child) -> mpsc::Receiver<String> {
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// `consume --follow` that fell behind the writer's retention (here: stopped while an
+/// application wrote on) goes on from the log start instead of stalling, and says on
+/// stderr which offsets it never saw.
+#[test]
+fn consume_follow_behind_retention_goes_on_from_the_log_start_and_says_what_it_skipped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    ok(
+        &dir,
+        &[
+            "topics",
+            "create",
+            "t",
+            "--config",
+            "segment.bytes=4096",
+            "--config",
+            "retention.bytes=8192",
+        ],
+    );
+    // An application writes; the CLI reads beside it (a reader takes no lock).
+    let writer = Broker::open(&dir).unwrap();
+    let producer = writer.producer(ProducerConfig::default());
+    let send = |i: u64| {
+        producer
+            .send(ProducerRecord::new("t").value(format!("{i:0>200}")))
+            .unwrap()
+    };
+    let start_offset = || writer.describe_topic("t").unwrap().partitions[0].log_start_offset;
+    for i in 0..5 {
+        send(i);
+    }
+    let mut child = spawn(&dir, &["consume", "t", "--from-beginning", "--follow"]);
+    let lines = line_receiver(&mut child);
+    let next_line = || lines.recv_timeout(Duration::from_secs(60)).unwrap();
+    for i in 0..5 {
+        assert_eq!(next_line(), format!("{i:0>200}"));
+    }
+    signal(&child, "STOP");
+    let mut end = 5;
+    while start_offset() < 40 {
+        send(end);
+        end += 1;
+    }
+    let start = start_offset();
+    signal(&child, "CONT");
+    for i in start..end {
+        assert_eq!(next_line(), format!("{i:0>200}"));
+    }
+    signal(&child, "INT");
+    assert_eq!(wait_exit(&mut child).code(), Some(130));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(
+        stderr,
+        format!(
+            "brooklet: warning: t-0: skipped offsets 5 to {}: retention deleted them before they were read\n",
+            start - 1
+        )
+    );
+}
+
 #[test]
 fn produce_stops_at_a_line_too_large_for_the_topic() {
     let tmp = tempfile::tempdir().unwrap();

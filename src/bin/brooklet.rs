@@ -1145,6 +1145,8 @@ fn consume(dir: &Path, args: &ConsumeArgs, out: &mut Output) -> CliResult<ExitCo
     }
     let mut printed = 0u64;
     let mut signal = None;
+    // Per partition: the offset after the last record printed, to tell a jump.
+    let mut expected: BTreeMap<TopicPartition, u64> = BTreeMap::new();
     loop {
         if args.max_records.is_some_and(|max| printed >= max) {
             break;
@@ -1165,8 +1167,21 @@ fn consume(dir: &Path, args: &ConsumeArgs, out: &mut Output) -> CliResult<ExitCo
                 unprinted.entry(r.topic_partition()).or_insert(r.offset());
                 continue;
             }
+            let tp = r.topic_partition();
+            if let Some(&from) = expected.get(&tp)
+                && r.offset() > from
+            {
+                // Offsets are dense: a jump is the consumer resetting to the log start,
+                // the records between deleted by retention before it read them.
+                out.flush()?;
+                eprintln!(
+                    "brooklet: warning: {tp}: skipped offsets {from} to {}: retention deleted them before they were read",
+                    r.offset() - 1
+                );
+            }
             out.bytes_line(&format_record(&r, args))?;
-            next.insert(r.topic_partition(), r.offset() + 1);
+            expected.insert(tp.clone(), r.offset() + 1);
+            next.insert(tp, r.offset() + 1);
             printed += 1;
         }
         out.flush()?;
