@@ -1659,3 +1659,76 @@ fn synced_append_cut_by_a_racing_truncation_is_not_acknowledged() {
     let record = batches[0].records().next().unwrap().unwrap();
     assert_eq!(record.value.as_deref(), Some(&b"next"[..]));
 }
+
+/// A `Synced` append whose own write succeeded must be acknowledged once its records are
+/// synced, even if the round that syncs them also tries to write another caller's
+/// `Buffered` records and that write fails: the failure belongs to those records (which
+/// stay buffered), not to records that are in the log — reporting it to the `Synced`
+/// caller would make it retry, and duplicate, records that are stored and durable.
+///
+/// Choreography: writer C's fsync is held at the gate (C leads a round); writer A appends
+/// `Synced` (its record is written) and waits for the next round; a `Buffered` append
+/// fills the buffer; the next write is made to fail; the gate opens: C completes, and A
+/// leads the next round, whose write of the buffer fails.
+#[test]
+fn synced_append_is_acknowledged_when_the_round_fails_to_write_others_buffered_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = Arc::new(Gate::default());
+    let disk = FaultFs::new();
+    let fs = GateFs {
+        inner: disk.clone(),
+        gate: Arc::clone(&gate),
+    };
+    let log = Arc::new(PartitionLog::open_with_vfs(dir.path(), LogConfig::default(), Arc::new(fs)).unwrap());
+    for b in 0..5 {
+        log.append(&batch(b), Durability::Written).unwrap();
+    }
+    gate.set(|s| s.0 = true);
+    let c = {
+        let log = Arc::clone(&log);
+        std::thread::spawn(move || log.append(&[Record::new().value("C")], Durability::Synced))
+    };
+    gate.wait_until(|s| s.1);
+    let a_offset = log.log_end_offset();
+    let a = {
+        let log = Arc::clone(&log);
+        std::thread::spawn(move || log.append(&[Record::new().value("A")], Durability::Synced))
+    };
+    // A's record is in the OS once it is visible.
+    while log.visible_end_offset() <= a_offset {
+        std::thread::yield_now();
+    }
+    let b = log.append(&[Record::new().value("B")], Durability::Buffered).unwrap();
+    assert_eq!(b.base_offset, a_offset + 1);
+    disk.inject(Fault {
+        op: FaultOp::Write,
+        nth: 1,
+        errno: ENOSPC,
+        forever: false,
+    });
+    gate.set(|s| s.2 = true);
+
+    assert_eq!(c.join().unwrap().unwrap().base_offset, a_offset - 1);
+    let a = a
+        .join()
+        .unwrap()
+        .expect("A's record was written; a failed write of B's must not fail A");
+    assert_eq!(a.base_offset, a_offset);
+    assert!(log.synced_end_offset() > a_offset, "A was acknowledged unsynced");
+    // B failed to reach the OS only: still buffered, written by the next flush.
+    assert_eq!(log.visible_end_offset(), a_offset + 1);
+    assert_eq!(log.log_end_offset(), a_offset + 2);
+    log.flush().unwrap();
+    let values: Vec<Vec<u8>> = log
+        .read(a_offset - 1, 1 << 20)
+        .unwrap()
+        .iter()
+        .flat_map(|batch| {
+            batch
+                .records()
+                .map(|r| r.unwrap().value.unwrap().to_vec())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(values, [b"C".to_vec(), b"A".to_vec(), b"B".to_vec()]);
+}

@@ -1370,8 +1370,14 @@ impl PartitionLog {
         }
         self.check_writable()?;
         // Collect under the writer lock, fsync after releasing it: appends go on meanwhile.
-        let unsynced = self.take_unsynced(&mut self.writer.lock())?;
-        self.sync_unsynced(unsynced).map(|()| true)
+        let (unsynced, unwritten) = self.take_unsynced(&mut self.writer.lock())?;
+        let end = unsynced.end;
+        self.sync_unsynced(unsynced)?;
+        match unwritten {
+            // Buffered records failed to reach the OS; the caller's are synced if they are below.
+            Some(err) if end < target => Err(err),
+            _ => Ok(true),
+        }
     }
 
     /// Hands `Buffered` records to the OS (no fsync), making them visible to readers: what
@@ -1424,17 +1430,33 @@ impl PartitionLog {
     }
 
     /// Writes the buffer and takes what the next sync must cover. Call with the sync turn.
-    fn take_unsynced(&self, w: &mut Writer) -> Result<Unsynced> {
+    ///
+    /// If the buffer's write fails (and is rolled back), what was written before it is
+    /// still taken, and the write's error returned beside it: a round syncs those records
+    /// for the callers they belong to, and fails only those whose records stayed buffered.
+    /// A write whose rollback failed (the log is poisoned) is an error.
+    fn take_unsynced(&self, w: &mut Writer) -> Result<(Unsynced, Option<Error>)> {
+        let mut unwritten = None;
         if !w.buffer.is_empty() {
-            self.write_buffer(w)?;
-            self.publish_visible(w.next_offset);
+            match self.write_buffer(w) {
+                Ok(()) => self.publish_visible(w.next_offset),
+                Err(e) if self.poisoned.load(Ordering::Acquire) => return Err(e),
+                Err(e) => unwritten = Some(e),
+            }
         }
-        Ok(Unsynced {
+        // With records still buffered, the visible end is where the written ones end.
+        let end = if unwritten.is_some() {
+            self.visible_end.load(Ordering::Acquire)
+        } else {
+            w.next_offset
+        };
+        let unsynced = Unsynced {
             sealed: std::mem::take(&mut w.unsynced_sealed),
             active: Arc::clone(&w.active),
-            end: w.next_offset,
+            end,
             dir_dirty: std::mem::take(&mut w.dir_dirty),
-        })
+        };
+        Ok((unsynced, unwritten))
     }
 
     /// fdatasyncs what [`take_unsynced`](Self::take_unsynced) took and publishes the synced
@@ -1996,7 +2018,10 @@ impl PartitionLog {
         if self.poisoned.load(Ordering::Acquire) {
             return Err(Error::Poisoned { path: self.dir.clone() });
         }
-        let unsynced = self.take_unsynced(&mut w)?;
+        let (unsynced, unwritten) = self.take_unsynced(&mut w)?;
+        if let Some(err) = unwritten {
+            return Err(err);
+        }
         // The recovery point is persisted below, where a failure fails the close.
         self.sync_files(unsynced)?;
         self.release_reserved(&mut w);
