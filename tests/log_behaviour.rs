@@ -1089,6 +1089,36 @@ fn delete_records_before_moves_the_log_start_and_drops_whole_segments() {
     assert_eq!(out_of_range(log.read(34, 1 << 20)), (34, 35, 36));
 }
 
+/// Kafka's retention deletes the segments wholly below the log start in every pass
+/// (`deleteLogStartOffsetBreachedSegments`), whatever the size and time limits. After
+/// `delete_records_before` moved the log start to the end of the active segment, that
+/// segment holds nothing readable once the next roll seals it: the roll's retention
+/// deletes it, without any retention limit configured, and it no longer counts in
+/// `size_bytes` or `segment_count`.
+#[test]
+fn a_segment_sealed_wholly_below_the_log_start_is_deleted_at_the_roll() {
+    let dir = temp_dir();
+    let log = PartitionLog::open(dir.path(), small_config()).unwrap();
+    for o in 0..40u64 {
+        log.append(&[rec400(o, 1_000)], Durability::Written).unwrap();
+    }
+    assert_eq!(segment_bases(dir.path()), vec![0, 10, 20, 30]);
+    // Everything consumed and deleted: the full active segment stays, below the start.
+    assert_eq!(log.delete_records_before(40).unwrap(), 40);
+    assert_eq!(segment_bases(dir.path()), vec![30]);
+    assert_eq!(log.size_bytes(), 4000);
+
+    let info = log.append(&[rec400(40, 1_000)], Durability::Written).unwrap();
+    assert_eq!(info.base_offset, 40);
+    assert_eq!(segment_bases(dir.path()), vec![40]);
+    assert!(!segment_file(dir.path(), 30, "index").exists());
+    assert_eq!(log.segment_count(), 1);
+    assert_eq!(log.size_bytes(), 400);
+    assert_eq!(log_files_size(dir.path()), 400);
+    assert_eq!(log.log_start_offset(), 40);
+    assert_eq!(read_all(&log), vec![stored(&rec400(40, 1_000), 40)]);
+}
+
 #[test]
 fn delete_records_before_inside_a_batch_keeps_that_batch_readable_from_the_start() {
     let dir = temp_dir();

@@ -1654,9 +1654,11 @@ impl PartitionLog {
         Ok(None)
     }
 
-    /// Deletes whole segments beyond `retention_bytes` or older than `retention_ms` (never
-    /// the active segment) and advances the log start offset. Runs after every roll; call
-    /// it to apply time retention to an idle log.
+    /// Deletes whole segments beyond `retention_bytes` or older than `retention_ms`, and
+    /// those wholly below the log start (as Kafka, whatever the limits: a segment that
+    /// [`delete_records_before`](Self::delete_records_before) moved the start past while it
+    /// was active), never the active segment, and advances the log start offset. Runs after
+    /// every roll; call it to apply time retention to an idle log.
     ///
     /// Size retention follows Kafka: a segment goes only if the log stays at or above
     /// `retention_bytes` without it, so the log may exceed the limit by up to one segment.
@@ -1673,51 +1675,44 @@ impl PartitionLog {
 
     fn retain_locked(&self, w: &mut Writer) -> Result<RetentionReport> {
         let (max_bytes, max_age) = (self.config.retention_bytes, self.config.retention_ms);
-        if max_bytes.is_none() && max_age.is_none() {
-            return Ok(RetentionReport {
-                log_start_offset: self.log_start_offset(),
-                ..RetentionReport::default()
-            });
-        }
         let now = now_ms();
-        let candidates: Vec<Arc<Segment>> = self
-            .segments
-            .read()
-            .values()
-            .filter(|s| s.base_offset != w.active.base_offset)
-            .cloned()
-            .collect();
+        let log_start = self.log_start_offset();
+        let mut new_start = log_start;
+        // The sealed segments (all but the last, the active one), each with the base of the
+        // segment after it.
+        let candidates: Vec<(Arc<Segment>, u64)> = {
+            let map = self.segments.read();
+            map.values()
+                .zip(map.keys().skip(1))
+                .map(|(s, &next)| (Arc::clone(s), next))
+                .collect()
+        };
         let mut total: u64 = self.size_bytes();
         let mut doomed = Vec::new();
-        for segment in candidates {
+        for (segment, next_base) in candidates {
             let size = segment.size();
+            // Nothing in it is readable any more (Kafka's log-start-offset breach): the active
+            // segment `delete_records_before` emptied, sealed since.
+            let below_start = next_base <= log_start;
             let by_size = max_bytes.is_some_and(|max| total.saturating_sub(size) >= max);
-            let by_age = match max_age {
-                Some(age) => {
-                    let max_ts = self.index_of(&segment)?.max_timestamp;
-                    max_ts < now.saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX))
-                }
-                None => false,
+            let by_age = || -> Result<bool> {
+                let Some(age) = max_age else { return Ok(false) };
+                let max_ts = self.index_of(&segment)?.max_timestamp;
+                Ok(max_ts < now.saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX)))
             };
-            if !(by_size || by_age) {
+            if !(below_start || by_size || by_age()?) {
                 break;
             }
             total -= size;
+            new_start = new_start.max(next_base);
             doomed.push(segment);
         }
-        let Some(last) = doomed.last() else {
+        if doomed.is_empty() {
             return Ok(RetentionReport {
-                log_start_offset: self.log_start_offset(),
+                log_start_offset: new_start,
                 ..RetentionReport::default()
             });
-        };
-        let next_base = {
-            let map = self.segments.read();
-            map.range(last.base_offset + 1..)
-                .next()
-                .map_or(w.next_offset, |(b, _)| *b)
-        };
-        let new_start = next_base.max(self.log_start_offset());
+        }
         self.delete_segments_below(w, new_start, doomed)
     }
 
@@ -1761,8 +1756,9 @@ impl PartitionLog {
     }
 
     /// Advances the log start offset to `offset` (Kafka's `DeleteRecords`): records below
-    /// it are no longer readable, and segments wholly below it are deleted. Returns the new
-    /// log start offset (unchanged if `offset` is not past it).
+    /// it are no longer readable, and segments wholly below it are deleted (the active
+    /// segment once a roll seals it). Returns the new log start offset (unchanged if
+    /// `offset` is not past it).
     ///
     /// # Errors
     /// [`Error::OffsetOutOfRange`] if `offset` is past the log end; [`Error::Io`] if the
