@@ -1555,6 +1555,16 @@ impl PartitionLog {
             return Ok(Vec::new());
         }
         let Some(segment) = self.segment_for(offset) else {
+            // Retention deleted the segment since the start was read: out of range now, not
+            // "at the end" (an empty answer would make a consumer wait a poll for nothing).
+            let start = self.log_start.load(Ordering::Acquire);
+            if offset < start {
+                return Err(Error::OffsetOutOfRange {
+                    requested: offset,
+                    start,
+                    end: self.log_end_offset(),
+                });
+            }
             return Ok(Vec::new());
         };
         self.fetch_from(&segment, offset, max_bytes, spare).map(|f| f.batches)
