@@ -614,16 +614,19 @@ impl Broker {
     /// [`Error::UnknownTopic`] from then on.
     ///
     /// # Errors
-    /// [`Error::UnknownTopic`]; an I/O error writing the topic table, deleting its committed
-    /// offsets or removing files (the topic is gone from the table by then; open, or
-    /// creating a topic of that name again, finishes the removal);
-    /// [`Error::ReadOnly`] on a read-only broker.
+    /// [`Error::UnknownTopic`]; an I/O error replacing the topic table (the topic is left
+    /// as it was), or syncing it into place, deleting its committed offsets or removing
+    /// files (the topic is deleted by then, gone from the table; open, or creating a topic
+    /// of that name again, finishes the removal); [`Error::ReadOnly`] on a read-only broker.
     pub fn delete_topic(&self, name: &str) -> Result<()> {
         self.check_writable(|| format!("delete topic {name:?}"))?;
         let _admin = self.inner.admin.lock();
         let topic = self.topic(name)?;
         let table: Vec<StoredTopic> = self.stored_topics().into_iter().filter(|t| t.name != name).collect();
-        self.write_table(&table)?;
+        let path = self.table_path();
+        checkpoint::replace(&*self.inner.vfs, &path, &encode_topics(&table)?)?;
+        // The next open reads the new table whatever fails from here (its directory sync
+        // included) and removes the topic's files: no record may be acknowledged into them.
         self.inner.topics.write().remove(name);
         let logs = topic.partition_logs();
         for log in &logs {
@@ -634,6 +637,7 @@ impl Broker {
         drop(logs);
         drop(topic);
         self.topic_changed(name);
+        checkpoint::sync_parent(&*self.inner.vfs, &path)?;
         self.inner.offsets.delete_topic(name)?;
         for p in 0..count {
             let dir = partition_dir(&self.inner.dir, name, p);
@@ -737,9 +741,12 @@ impl Broker {
             .collect()
     }
 
+    fn table_path(&self) -> PathBuf {
+        self.inner.dir.join(META_DIR).join(TOPICS_FILE)
+    }
+
     fn write_table(&self, table: &[StoredTopic]) -> Result<()> {
-        let path = self.inner.dir.join(META_DIR).join(TOPICS_FILE);
-        checkpoint::write_atomic(&*self.inner.vfs, &path, &encode_topics(table)?)
+        checkpoint::write_atomic(&*self.inner.vfs, &self.table_path(), &encode_topics(table)?)
     }
 }
 

@@ -634,6 +634,54 @@ fn closing_a_deleted_topics_log_does_not_touch_the_recreated_topic() {
     assert_eq!(p.send(rec(1)).unwrap().offset, 2);
 }
 
+/// Protects the records of a topic whose delete failed once the new topic table was in
+/// place. `delete_topic` renames the table without the topic over the old one, then syncs
+/// the directory; when that sync failed, the call returned the error with the topic still
+/// open: producers went on writing to it, acknowledged, and the next open read the table
+/// without the topic and removed its directory with every record. A failure before the
+/// rename still changes nothing.
+#[test]
+fn a_delete_failing_after_the_table_is_replaced_acknowledges_no_record_the_next_open_drops() {
+    use brooklet::io::{EIO, Fault, FaultFs, FaultOp};
+    use std::sync::Arc;
+
+    let dir = temp_dir();
+    let fs = FaultFs::new();
+    let broker = Broker::builder().vfs(Arc::new(fs.clone())).open(dir.path()).unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    send_n(&producer(&broker), "t", 0, 3, "v");
+
+    // The rename fails: nothing changed, the topic and its records stay.
+    fs.inject(Fault {
+        op: FaultOp::Rename,
+        nth: 1,
+        errno: EIO,
+        forever: false,
+    });
+    assert!(matches!(broker.delete_topic("t"), Err(Error::Io { .. })));
+    assert_eq!(broker.list_topics(), ["t"]);
+    assert_eq!(send_n(&producer(&broker), "t", 0, 1, "w"), [3]);
+
+    // The table's temp file is synced (sync 1) and renamed; the directory sync (sync 2) fails.
+    fs.inject(Fault {
+        op: FaultOp::Sync,
+        nth: 2,
+        errno: EIO,
+        forever: false,
+    });
+    assert!(matches!(broker.delete_topic("t"), Err(Error::Io { .. })));
+    // The next open reads the new table: the topic is deleted for this broker already.
+    assert!(broker.list_topics().is_empty());
+    match producer(&broker).send(ProducerRecord::new("t").partition(0).value("lost?")) {
+        Err(Error::UnknownTopic { topic }) => assert_eq!(topic, "t"),
+        other => panic!("a record was acknowledged into a deleted topic: {other:?}"),
+    }
+    drop(broker);
+    let broker = Broker::open(dir.path()).unwrap();
+    assert!(broker.list_topics().is_empty());
+    assert!(!dir.path().join("t-0").exists());
+}
+
 // ---------------------------------------------------------------------------------------
 // 7. add_partitions
 // ---------------------------------------------------------------------------------------

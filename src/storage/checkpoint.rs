@@ -118,8 +118,21 @@ pub(crate) fn write(vfs: &dyn Vfs, path: &Path, values: &[u64]) -> Result<()> {
 /// `NAME`, sync the directory. A crash leaves the old or the new content.
 ///
 /// # Errors
-/// [`Error::Io`] naming the step that failed; the old file is then still in place.
+/// [`Error::Io`] naming the step that failed; the old file is then still in place, unless
+/// only the directory sync failed (the new content is in place, but may not survive a
+/// power loss).
 pub(crate) fn write_atomic(vfs: &dyn Vfs, path: &Path, bytes: &[u8]) -> Result<()> {
+    replace(vfs, path, bytes)?;
+    sync_parent(vfs, path)
+}
+
+/// The first steps of [`write_atomic`]: `NAME.tmp`, fdatasync, rename over `NAME`. The new
+/// content is then what a reader (or the next open) finds, but its name is durable only
+/// once [`sync_parent`] has run.
+///
+/// # Errors
+/// [`Error::Io`] naming the step that failed; the old file is then still in place.
+pub(crate) fn replace(vfs: &dyn Vfs, path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = tmp_path(path);
     let file = vfs
         .open(&tmp, OpenMode::Truncate)
@@ -128,8 +141,7 @@ pub(crate) fn write_atomic(vfs: &dyn Vfs, path: &Path, bytes: &[u8]) -> Result<(
         .map_err(|e| Error::io("write file", &tmp, e))?;
     file.sync_data().map_err(|e| Error::io("sync file", &tmp, e))?;
     drop(file);
-    vfs.rename(&tmp, path).map_err(|e| Error::io("rename file", path, e))?;
-    sync_parent(vfs, path)
+    vfs.rename(&tmp, path).map_err(|e| Error::io("rename file", path, e))
 }
 
 /// Reads a whole file of at most `max` bytes. `Ok(None)` when it does not exist.
