@@ -27,6 +27,8 @@
 //! committed offsets; open removes partition directories and
 //! committed offsets of partitions the table does not name (the leftovers of an
 //! interrupted create or delete), so a recreated topic never inherits the old one's offsets.
+//! A directory without a table is new: open refuses one holding a directory named like a
+//! partition, which cannot be a leftover.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -293,8 +295,10 @@ impl BrokerBuilder {
     /// # Errors
     /// [`Error::InvalidConfig`] for a bad auto-create config or offsets setting; [`Error::Locked`] if another
     /// broker has the directory open; [`Error::Io`] if it cannot be read or created;
-    /// [`Error::Corrupt`] or [`Error::UnsupportedVersion`] for an unreadable topic table;
-    /// any error of opening a partition log.
+    /// [`Error::Corrupt`] or [`Error::UnsupportedVersion`] for an unreadable topic table,
+    /// or `Corrupt` for a missing one in a directory holding a subdirectory named like a
+    /// partition (`<topic>-<number>`), which open would otherwise take for a leftover and
+    /// remove; any error of opening a partition log.
     pub fn open(self, dir: impl AsRef<Path>) -> Result<Broker> {
         Broker::open_inner(dir.as_ref(), self, None)
     }
@@ -468,6 +472,20 @@ impl Broker {
         let stored = match checkpoint::read_small_file(&*vfs, &topics_path, MAX_META_BYTES)? {
             Some(bytes) => decode_topics(&topics_path, &bytes)?,
             None => {
+                // A new data directory. No create or delete runs before the table exists, so
+                // a directory named like a partition is nobody's leftover: it is data this
+                // broker must not remove below (someone else's, or topics whose table was lost).
+                if let Some((path, ..)) = partition_dirs(dir)?.first() {
+                    return Err(Error::corrupt(
+                        &topics_path,
+                        0,
+                        format!(
+                            "the topic table is missing, but {} is named like a partition directory: \
+                             not a new data directory, or one that lost its table",
+                            path.display()
+                        ),
+                    ));
+                }
                 checkpoint::write_atomic(&*vfs, &topics_path, &encode_topics(&[])?)?;
                 Vec::new()
             }
@@ -785,11 +803,11 @@ fn partition_dir(dir: &Path, topic: &str, partition: u32) -> PathBuf {
     dir.join(format!("{topic}-{partition}"))
 }
 
-/// Removes `<topic>-<partition>` directories the topic table does not list: what an
-/// interrupted create (directories made, table not yet written) or delete (table written,
-/// directories not yet removed) left behind. Other entries are left alone.
-fn remove_unlisted_partitions(dir: &Path, topics: &[StoredTopic]) -> Result<()> {
+/// The directories in `dir` named like a partition's (`<topic>-<partition>`), sorted, with
+/// their topic and partition.
+fn partition_dirs(dir: &Path) -> Result<Vec<(PathBuf, String, u32)>> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io("list directory", dir, e))?;
+    let mut found = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| Error::io("list directory", dir, e))?;
         let name = entry.file_name();
@@ -803,11 +821,21 @@ fn remove_unlisted_partitions(dir: &Path, topics: &[StoredTopic]) -> Result<()> 
         if validate_topic_name(topic).is_err() || !entry.path().is_dir() {
             continue;
         }
+        found.push((entry.path(), topic.to_owned(), partition));
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Removes `<topic>-<partition>` directories the topic table does not list: what an
+/// interrupted create (directories made, table not yet written) or delete (table written,
+/// directories not yet removed) left behind. Other entries are left alone.
+fn remove_unlisted_partitions(dir: &Path, topics: &[StoredTopic]) -> Result<()> {
+    for (path, topic, partition) in partition_dirs(dir)? {
         let listed = topics.iter().any(|t| t.name == topic && partition < t.partitions);
         if !listed {
-            tracing::warn!(dir = %entry.path().display(), "removing a partition directory the topic table does not list");
-            std::fs::remove_dir_all(entry.path())
-                .map_err(|e| Error::io("remove partition directory", entry.path(), e))?;
+            tracing::warn!(dir = %path.display(), "removing a partition directory the topic table does not list");
+            std::fs::remove_dir_all(&path).map_err(|e| Error::io("remove partition directory", &path, e))?;
         }
     }
     Ok(())

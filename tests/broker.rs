@@ -817,6 +817,56 @@ fn open_removes_partition_directories_the_table_does_not_list() {
     );
 }
 
+/// Protects directories that were never a topic's. Open took a directory without a topic
+/// table for a new data directory, wrote an empty table, and then removed every
+/// subdirectory named like a partition (`<name>-<number>`) as a leftover: an application's
+/// `backup-2024` where it first opened the broker, or — when the table was lost — every
+/// partition of every topic, with their records. No create or delete runs before the table
+/// exists, so without one such a directory is nobody's leftover: open refuses, naming the
+/// table, and removes nothing.
+#[test]
+fn open_without_a_topic_table_removes_no_directory() {
+    // A directory that is not a data directory yet.
+    let dir = temp_dir();
+    let backup = dir.path().join("backup-2024");
+    fs::create_dir(&backup).unwrap();
+    fs::write(backup.join("notes.txt"), b"keep me").unwrap();
+    let table = dir.path().join("meta").join("topics");
+    match Broker::open(dir.path()) {
+        Err(Error::Corrupt { path, reason, .. }) => {
+            assert_eq!(path, table);
+            assert!(reason.contains("backup-2024"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(fs::read(backup.join("notes.txt")).unwrap(), b"keep me");
+
+    // A data directory whose topic table was lost.
+    let data = temp_dir();
+    {
+        let broker = Broker::open(data.path()).unwrap();
+        broker.create_topic("orders", TopicConfig::with_partitions(2)).unwrap();
+        send_n(&producer(&broker), "orders", 1, 3, "o");
+    }
+    let before = entries(&data.path().join("orders-1"));
+    let table = data.path().join("meta").join("topics");
+    fs::remove_file(&table).unwrap();
+    match Broker::open(data.path()) {
+        Err(Error::Corrupt { path, .. }) => assert_eq!(path, table),
+        other => panic!("{other:?}"),
+    }
+    assert!(data.path().join("orders-0").is_dir());
+    assert_eq!(entries(&data.path().join("orders-1")), before);
+
+    // Without anything named like a partition, a directory opens as a new data directory.
+    let plain = temp_dir();
+    fs::create_dir(plain.path().join("notes")).unwrap();
+    fs::create_dir(plain.path().join("backup-x")).unwrap();
+    let broker = Broker::open(plain.path()).unwrap();
+    assert!(broker.list_topics().is_empty());
+    assert!(plain.path().join("notes").is_dir() && plain.path().join("backup-x").is_dir());
+}
+
 // ---------------------------------------------------------------------------------------
 // 9. damaged topic table
 // ---------------------------------------------------------------------------------------
