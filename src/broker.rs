@@ -62,6 +62,7 @@ const MAX_META_BYTES: u64 = 64 << 20;
 /// changes to the public config types.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct StoredTopic {
+    #[serde(deserialize_with = "checkpoint::owned_str")]
     pub(crate) name: String,
     partitions: u32,
     segment_bytes: u64,

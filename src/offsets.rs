@@ -606,11 +606,14 @@ pub(crate) fn apply_batch(
 /// One committed offset in a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct SnapshotEntry {
+    #[serde(deserialize_with = "checkpoint::owned_str")]
     pub group: String,
+    #[serde(deserialize_with = "checkpoint::owned_str")]
     pub topic: String,
     pub partition: u32,
     pub offset: u64,
     pub commit_timestamp: i64,
+    #[serde(deserialize_with = "checkpoint::owned_str")]
     pub metadata: String,
 }
 

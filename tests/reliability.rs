@@ -18,6 +18,59 @@ use brooklet::{
     TopicConfig, TopicPartition,
 };
 
+// ---------------------------------------------------------------------------------------
+// Allocation tracking (for the metadata decoders): the largest single allocation a closure
+// makes on its thread.
+// ---------------------------------------------------------------------------------------
+
+struct LargestAlloc;
+
+thread_local! {
+    static TRACKING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static LARGEST: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+fn note(size: usize) {
+    let _ = TRACKING.try_with(|t| {
+        if t.get() {
+            let _ = LARGEST.try_with(|l| l.set(l.get().max(size)));
+        }
+    });
+}
+
+// SAFETY: forwards every call to `System` unchanged; `note` only touches thread-locals
+// with const initializers, which never allocate.
+unsafe impl std::alloc::GlobalAlloc for LargestAlloc {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        note(layout.size());
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        note(layout.size());
+        unsafe { std::alloc::System.alloc_zeroed(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        note(new_size);
+        unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: LargestAlloc = LargestAlloc;
+
+/// Runs `f` and returns its result with the largest single allocation (in bytes) it made on
+/// this thread.
+fn largest_allocation<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    LARGEST.with(|l| l.set(0));
+    TRACKING.with(|t| t.set(true));
+    let out = f();
+    TRACKING.with(|t| t.set(false));
+    (out, LARGEST.with(std::cell::Cell::get))
+}
+
 fn seed() -> u64 {
     std::env::var("BROOKLET_SEED").map_or_else(
         |_| {
@@ -453,6 +506,48 @@ fn corrupted_directories_recover_or_fail_with_a_typed_error_never_garbage() {
 // ---------------------------------------------------------------------------------------
 // 4. Hostile input
 // ---------------------------------------------------------------------------------------
+
+/// `magic`, version 1, reserved 0, length, CRC-32, `payload`: a valid metadata file frame.
+fn framed(magic: &[u8; 4], payload: &[u8]) -> Vec<u8> {
+    let mut out = magic.to_vec();
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Protects open from allocating what a metadata file merely claims. A topic table or an
+/// offsets snapshot whose checksum holds but whose first string claims a length far past
+/// the file's end (a hand-made or foreign file) had bincode allocate that length — up to
+/// the decoder's limit, 64 MiB for the table and 1 GiB for the snapshot — before finding
+/// the bytes missing. A string is now checked against the bytes present first: the open
+/// fails with `Corrupt` naming the file, having allocated little.
+#[test]
+fn metadata_files_claiming_long_strings_allocate_only_what_they_hold() {
+    // bincode (standard): varint 252 = a u32 follows. A string of 1 GiB − 1 KiB.
+    let claim = [252u8].into_iter().chain(((1u32 << 30) - 1024).to_le_bytes());
+    // The topic table: a list of one topic whose name claims it (under its 64 MiB limit).
+    let table: Vec<u8> = [1u8, 252].into_iter().chain((60u32 << 20).to_le_bytes()).collect();
+    // The offsets snapshot: covered offset 0, one entry whose group claims it.
+    let snapshot: Vec<u8> = [0u8, 1].into_iter().chain(claim).collect();
+    for (file, bytes) in [
+        ("meta/topics", framed(b"BRKM", &table)),
+        ("offsets/snapshot", framed(b"BRKO", &snapshot)),
+    ] {
+        let dir = common::temp_dir();
+        drop(Broker::open(dir.path()).unwrap());
+        let path = dir.path().join(file);
+        std::fs::write(&path, &bytes).unwrap();
+        let (opened, largest) = largest_allocation(|| Broker::open(dir.path()));
+        match opened {
+            Err(Error::Corrupt { path: p, .. }) => assert_eq!(p, path, "{file}"),
+            other => panic!("{file}: {other:?}"),
+        }
+        assert!(largest < 16 << 20, "{file}: opening allocated {largest} bytes at once");
+    }
+}
 
 /// Every hostile input gets a typed error, and what was stored before is untouched.
 #[test]

@@ -200,6 +200,14 @@ pub(crate) fn tmp_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// Deserializes a `String` of a [`frame`]d payload by borrowing it from the payload first
+/// (`#[serde(deserialize_with = "checkpoint::owned_str")]`), so that a length read from the
+/// file is checked against the bytes present before anything is allocated: bincode's owned
+/// decoding allocates the length a file claims first, up to the decoder's limit.
+pub(crate) fn owned_str<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<String, D::Error> {
+    <&'de str as serde::Deserialize<'de>>::deserialize(d).map(str::to_owned)
+}
+
 /// Bytes of a [`frame`] header.
 pub(crate) const FRAME_HEADER: usize = 16;
 
