@@ -33,8 +33,8 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
@@ -48,6 +48,7 @@ use crate::record::TimestampType;
 use crate::storage::checkpoint;
 use crate::storage::io::{OsFs, Vfs};
 use crate::storage::log::lock_dir;
+use crate::storage::retention::RetentionChecker;
 use crate::topic::{CleanupPolicy, TopicConfig, validate_topic_name};
 use crate::{PartitionLog, TopicPartition};
 
@@ -241,7 +242,11 @@ pub struct BrokerBuilder {
     vfs: Arc<dyn Vfs>,
     offsets_durability: Durability,
     offsets_compact_bytes: u64,
+    retention_check_interval: Option<Duration>,
 }
+
+/// Kafka's `log.retention.check.interval.ms` default: 5 minutes.
+const DEFAULT_RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(300);
 
 impl Default for BrokerBuilder {
     fn default() -> Self {
@@ -250,6 +255,7 @@ impl Default for BrokerBuilder {
             vfs: Arc::new(OsFs),
             offsets_durability: Durability::Written,
             offsets_compact_bytes: DEFAULT_COMPACT_BYTES,
+            retention_check_interval: Some(DEFAULT_RETENTION_CHECK_INTERVAL),
         }
     }
 }
@@ -291,10 +297,33 @@ impl BrokerBuilder {
         self
     }
 
+    /// How often a thread of the broker applies retention (`retention.ms`, `retention.bytes`)
+    /// to every partition, as Kafka's `log.retention.check.interval.ms`. An append applies it
+    /// at each segment roll; this check is what deletes the expired segments of a partition
+    /// nobody writes to any more. Default = 5 minutes (Kafka's). `None`: no thread; retention
+    /// runs only at rolls and when [`PartitionLog::enforce_retention`] is called. The thread
+    /// stops when the last clone of the broker is dropped. As in Kafka's checks, the active
+    /// segment is never deleted.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use brooklet::Broker;
+    /// let dir = tempfile::tempdir()?;
+    /// let broker = Broker::builder().retention_check_interval(Some(Duration::from_secs(30))).open(dir.path())?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn retention_check_interval(mut self, interval: Option<Duration>) -> Self {
+        self.retention_check_interval = interval;
+        self
+    }
+
     /// Opens (or creates) the data directory `dir`.
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] for a bad auto-create config or offsets setting; [`Error::Locked`] if another
+    /// [`Error::InvalidConfig`] for a bad auto-create config or offsets setting, or a zero
+    /// `retention_check_interval`; [`Error::Locked`] if another
     /// broker has the directory open; [`Error::Io`] if it cannot be read or created;
     /// [`Error::Corrupt`] or [`Error::UnsupportedVersion`] for an unreadable topic table,
     /// or `Corrupt` for a missing one in a directory holding a subdirectory named like a
@@ -339,6 +368,9 @@ struct BrokerInner {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Broker {
+    /// Declared before `inner`, so dropped first: the last handle stops and joins the
+    /// retention thread (which may hold `inner` during a pass) before the directory closes.
+    _retention: Option<Arc<RetentionChecker>>,
     inner: Arc<BrokerInner>,
 }
 
@@ -405,6 +437,7 @@ impl Broker {
         })?;
         let offsets = OffsetStore::open_read_only(dir, Arc::clone(&vfs))?;
         Ok(Broker {
+            _retention: None,
             inner: Arc::new(BrokerInner {
                 dir: dir.to_path_buf(),
                 vfs,
@@ -461,6 +494,12 @@ impl Broker {
         if builder.offsets_compact_bytes < 64 << 10 {
             return Err(Error::config("offsets_compact_bytes", "must be at least 64 KiB"));
         }
+        if builder.retention_check_interval == Some(Duration::ZERO) {
+            return Err(Error::config(
+                "retention_check_interval",
+                "must be longer than zero (None: no retention thread)",
+            ));
+        }
         let vfs = builder.vfs;
         let meta_dir = dir.join(META_DIR);
         vfs.create_dir_all(&meta_dir)
@@ -502,19 +541,28 @@ impl Broker {
             builder.offsets_compact_bytes,
         )?;
         remove_unlisted_offsets(&offsets, &stored)?;
+        let inner = Arc::new(BrokerInner {
+            dir: dir.to_path_buf(),
+            vfs,
+            auto_create: builder.auto_create,
+            topics: RwLock::new(topics),
+            coordinator: Coordinator::default(),
+            offsets,
+            admin: Mutex::new(()),
+            read_only: false,
+            _lock: Some(lock),
+            _temp: temp,
+        });
+        let retention = builder.retention_check_interval.and_then(|interval| {
+            let weak = Arc::downgrade(&inner);
+            RetentionChecker::start(interval, move || retention_pass(&weak))
+                .map_err(|e| tracing::warn!(error = %e, "no retention thread: idle partitions keep expired segments"))
+                .ok()
+                .map(Arc::new)
+        });
         Ok(Broker {
-            inner: Arc::new(BrokerInner {
-                dir: dir.to_path_buf(),
-                vfs,
-                auto_create: builder.auto_create,
-                topics: RwLock::new(topics),
-                coordinator: Coordinator::default(),
-                offsets,
-                admin: Mutex::new(()),
-                read_only: false,
-                _lock: Some(lock),
-                _temp: temp,
-            }),
+            _retention: retention,
+            inner,
         })
     }
 
@@ -826,6 +874,24 @@ fn partition_dirs(dir: &Path) -> Result<Vec<(PathBuf, String, u32)>> {
     }
     found.sort();
     Ok(found)
+}
+
+/// One pass of the retention thread: retention applied to every partition of the broker
+/// `inner` points to. `false` once the broker is gone.
+fn retention_pass(inner: &Weak<BrokerInner>) -> bool {
+    let Some(inner) = inner.upgrade() else {
+        return false;
+    };
+    let logs: Vec<Arc<PartitionLog>> = inner.topics.read().values().flat_map(|t| t.partition_logs()).collect();
+    for log in logs {
+        // A topic deleted meanwhile: its files are going anyway.
+        if let Err(e) = log.enforce_retention()
+            && !log.is_deleted()
+        {
+            tracing::warn!(dir = %log.dir().display(), error = %e, "retention check failed");
+        }
+    }
+    true
 }
 
 /// Removes `<topic>-<partition>` directories the topic table does not list: what an

@@ -1331,3 +1331,78 @@ fn durations_the_topic_table_cannot_store_are_refused_at_create() {
     let broker = Broker::open(dir.path()).unwrap();
     assert_eq!(broker.describe_topic("ok").unwrap().config, ok);
 }
+
+/// Kafka's `log.retention.check.interval.ms`: time retention reaches a partition nobody
+/// writes to any more. The sealed segments were young when the last append rolled (so the
+/// roll's retention kept them); once they expire, the broker's retention thread deletes
+/// them — all but the active segment — without another append. Dropping the broker stops
+/// the thread before the directory closes: it opens again at once.
+#[test]
+fn the_retention_thread_deletes_expired_segments_of_an_idle_partition() {
+    let dir = temp_dir();
+    let open = || {
+        Broker::builder()
+            .retention_check_interval(Some(Duration::from_millis(20)))
+            .open(dir.path())
+            .unwrap()
+    };
+    let broker = open();
+    let config = TopicConfig::with_partitions(1)
+        .segment_bytes(4096)
+        .retention_ms(Some(Duration::from_millis(300)));
+    broker.create_topic("t", config).unwrap();
+    let producer = broker.producer(ProducerConfig::default());
+    for i in 0..100 {
+        producer
+            .send(ProducerRecord::new("t").value(format!("{i:0>200}")))
+            .unwrap();
+    }
+    let describe = || broker.describe_topic("t").unwrap().partitions[0].clone();
+    let tp = TopicPartition::new("t", 0);
+    let log = broker.partition_log(&tp).unwrap();
+    assert!(log.segment_count() > 3, "{} segments", log.segment_count());
+    let before = describe();
+    assert_eq!((before.log_start_offset, before.log_end_offset), (0, 100));
+    // Idle from here: only the thread can delete anything.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while log.segment_count() > 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the expired segments were never deleted"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let after = describe();
+    let active_base = after.log_start_offset;
+    assert!(active_base > 0 && active_base < 100, "log start {active_base}");
+    assert_eq!(after.log_end_offset, 100);
+    let offsets: Vec<u64> = read_all(&log).iter().map(|r| r.offset).collect();
+    assert_eq!(offsets, (active_base..100).collect::<Vec<_>>());
+    drop((producer, log));
+    drop(broker);
+    let again = open();
+    assert_eq!(
+        again.describe_topic("t").unwrap().partitions[0].log_start_offset,
+        active_base
+    );
+}
+
+/// A zero interval is refused; `None` runs no thread.
+#[test]
+fn a_zero_retention_check_interval_is_refused() {
+    let dir = temp_dir();
+    let refused = Broker::builder()
+        .retention_check_interval(Some(Duration::ZERO))
+        .open(dir.path());
+    assert!(matches!(
+        refused,
+        Err(Error::InvalidConfig {
+            field: "retention_check_interval",
+            ..
+        })
+    ));
+    Broker::builder()
+        .retention_check_interval(None)
+        .open(dir.path())
+        .unwrap();
+}

@@ -1668,7 +1668,9 @@ impl PartitionLog {
     /// those wholly below the log start (as Kafka, whatever the limits: a segment that
     /// [`delete_records_before`](Self::delete_records_before) moved the start past while it
     /// was active), never the active segment, and advances the log start offset. Runs after
-    /// every roll; call it to apply time retention to an idle log.
+    /// every roll, and a broker's retention thread runs it for every partition (see
+    /// [`BrokerBuilder::retention_check_interval`](crate::BrokerBuilder::retention_check_interval));
+    /// call it to apply time retention to an idle log of your own.
     ///
     /// Size retention follows Kafka: a segment goes only if the log stays at or above
     /// `retention_bytes` without it, so the log may exceed the limit by up to one segment.

@@ -5,6 +5,7 @@
 //! - `index` — the sparse offset index and the time index.
 //! - `notify` — wake-ups for consumers blocked in `poll`, raised by appends.
 //! - `checkpoint` — small atomic, checksummed files (recovery point, log start, clean shutdown).
+//! - `retention` — the broker's thread that applies retention to idle partitions.
 //! - [`io`](crate::io) — the I/O seam, with the fault-injecting [`FaultFs`](crate::io::FaultFs).
 
 pub(crate) mod checkpoint;
@@ -13,4 +14,5 @@ pub(crate) mod index;
 pub(crate) mod io;
 pub(crate) mod log;
 pub(crate) mod notify;
+pub(crate) mod retention;
 pub(crate) mod segment;

@@ -1,0 +1,86 @@
+//! The broker's retention checker: a thread that applies retention to every partition at a
+//! fixed interval, as Kafka's `log.retention.check.interval.ms` scheduler does, so that time
+//! retention reaches partitions nobody appends to (an append applies retention at each
+//! roll, but an idle partition never rolls).
+//!
+//! The thread holds no strong reference to what it checks: the pass it runs upgrades a weak
+//! one, so the broker closes when the application drops its last handle, and
+//! [`RetentionChecker`]'s drop (run by that last handle) stops and joins the thread first,
+//! so that a pass in progress never closes the directory late on the checker's thread.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+/// Runs a pass every `interval` on a thread of its own until dropped.
+#[derive(Debug)]
+pub(crate) struct RetentionChecker {
+    stop: Arc<Stop>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+#[derive(Debug, Default)]
+struct Stop {
+    stopped: Mutex<bool>,
+    wake: Condvar,
+}
+
+impl RetentionChecker {
+    /// Starts the thread: `pass` runs every `interval` (the first time one interval from
+    /// now) and returns `false` once there is nothing left to check (the thread then ends).
+    ///
+    /// # Errors
+    /// The OS refusing a thread.
+    pub(crate) fn start(
+        interval: Duration,
+        mut pass: impl FnMut() -> bool + Send + 'static,
+    ) -> std::io::Result<RetentionChecker> {
+        let stop = Arc::new(Stop::default());
+        let thread = {
+            let stop = Arc::clone(&stop);
+            std::thread::Builder::new()
+                .name("brooklet-retention".into())
+                .spawn(move || while stop.sleep(interval) && pass() {})?
+        };
+        Ok(RetentionChecker {
+            stop,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+}
+
+impl Stop {
+    /// Sleeps `interval` unless stopped meanwhile; whether to go on.
+    fn sleep(&self, interval: Duration) -> bool {
+        let mut stopped = self.stopped.lock();
+        // An interval too long to add to the clock never ends: the thread only waits.
+        let deadline = Instant::now().checked_add(interval);
+        while !*stopped {
+            match deadline {
+                Some(deadline) => {
+                    if self.wake.wait_until(&mut stopped, deadline).timed_out() {
+                        return !*stopped;
+                    }
+                }
+                None => self.wake.wait(&mut stopped),
+            }
+        }
+        false
+    }
+}
+
+impl Drop for RetentionChecker {
+    fn drop(&mut self) {
+        *self.stop.stopped.lock() = true;
+        self.stop.wake.notify_all();
+        if let Some(thread) = self.thread.lock().take()
+            // Never reached from the checker's own thread (it holds no handle); checked all
+            // the same, as joining itself would fail.
+            && thread.thread().id() != std::thread::current().id()
+        {
+            let _ = thread.join();
+        }
+    }
+}
