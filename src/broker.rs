@@ -302,8 +302,9 @@ impl BrokerBuilder {
     /// at each segment roll; this check is what deletes the expired segments of a partition
     /// nobody writes to any more. Default = 5 minutes (Kafka's). `None`: no thread; retention
     /// runs only at rolls and when [`PartitionLog::enforce_retention`] is called. The thread
-    /// stops when the last clone of the broker is dropped. As in Kafka's checks, the active
-    /// segment is never deleted.
+    /// stops when the last clone of the broker is dropped. As in Kafka's checks, a partition
+    /// whose newest record is older than `retention.ms` is emptied (its active segment too);
+    /// its offsets go on from where they were.
     ///
     /// # Examples
     /// ```

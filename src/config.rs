@@ -158,6 +158,8 @@ impl LogConfig {
     }
 
     /// Delete segments whose newest record is older than this. Default = `None` (keep forever).
+    /// The active segment too, but only by [`PartitionLog::enforce_retention`](crate::PartitionLog::enforce_retention)
+    /// (a broker's retention thread), not at a roll.
     #[must_use]
     pub fn retention_ms(mut self, age: Option<Duration>) -> Self {
         self.retention_ms = age;

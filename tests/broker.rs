@@ -1334,11 +1334,12 @@ fn durations_the_topic_table_cannot_store_are_refused_at_create() {
 
 /// Kafka's `log.retention.check.interval.ms`: time retention reaches a partition nobody
 /// writes to any more. The sealed segments were young when the last append rolled (so the
-/// roll's retention kept them); once they expire, the broker's retention thread deletes
-/// them — all but the active segment — without another append. Dropping the broker stops
-/// the thread before the directory closes: it opens again at once.
+/// roll's retention kept them); once every record is expired, the broker's retention thread
+/// deletes them and, as Kafka's check, the active segment too, without another append: the
+/// partition is empty and its offsets go on. Dropping the broker stops the thread before the
+/// directory closes: it opens again at once.
 #[test]
-fn the_retention_thread_deletes_expired_segments_of_an_idle_partition() {
+fn the_retention_thread_empties_an_idle_partition_whose_records_expired() {
     let dir = temp_dir();
     let open = || {
         Broker::builder()
@@ -1352,39 +1353,51 @@ fn the_retention_thread_deletes_expired_segments_of_an_idle_partition() {
         .retention_ms(Some(Duration::from_millis(300)));
     broker.create_topic("t", config).unwrap();
     let producer = broker.producer(ProducerConfig::default());
-    for i in 0..100 {
+    let send = |i: u64| {
         producer
             .send(ProducerRecord::new("t").value(format!("{i:0>200}")))
-            .unwrap();
+            .unwrap()
+            .offset
+    };
+    for i in 0..100 {
+        assert_eq!(send(i), i);
     }
     let describe = || broker.describe_topic("t").unwrap().partitions[0].clone();
-    let tp = TopicPartition::new("t", 0);
-    let log = broker.partition_log(&tp).unwrap();
+    let log = broker.partition_log(&TopicPartition::new("t", 0)).unwrap();
     assert!(log.segment_count() > 3, "{} segments", log.segment_count());
-    let before = describe();
-    assert_eq!((before.log_start_offset, before.log_end_offset), (0, 100));
+    assert_eq!((describe().log_start_offset, describe().log_end_offset), (0, 100));
     // Idle from here: only the thread can delete anything.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while log.segment_count() > 1 {
+    while describe().log_start_offset < 100 {
         assert!(
             std::time::Instant::now() < deadline,
-            "the expired segments were never deleted"
+            "the expired records were never deleted"
         );
         std::thread::sleep(Duration::from_millis(10));
     }
     let after = describe();
-    let active_base = after.log_start_offset;
-    assert!(active_base > 0 && active_base < 100, "log start {active_base}");
-    assert_eq!(after.log_end_offset, 100);
-    let offsets: Vec<u64> = read_all(&log).iter().map(|r| r.offset).collect();
-    assert_eq!(offsets, (active_base..100).collect::<Vec<_>>());
+    assert_eq!((after.log_start_offset, after.log_end_offset), (100, 100));
+    assert_eq!(log.segment_count(), 1);
+    assert_eq!(segment_files(&dir.path().join("t-0")), ["00000000000000000100.log"]);
+    assert!(read_all(&log).is_empty());
+    // Offsets go on.
+    assert_eq!(send(100), 100);
     drop((producer, log));
     drop(broker);
     let again = open();
-    assert_eq!(
-        again.describe_topic("t").unwrap().partitions[0].log_start_offset,
-        active_base
-    );
+    let reopened = again.describe_topic("t").unwrap().partitions[0].clone();
+    assert_eq!((reopened.log_start_offset, reopened.log_end_offset), (100, 101));
+}
+
+/// The `.log` files in a partition directory, sorted.
+fn segment_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".log"))
+        .collect();
+    names.sort();
+    names
 }
 
 /// A zero interval is refused; `None` runs no thread.

@@ -749,8 +749,11 @@ fn time_retention_deletes_exactly_the_segments_whose_newest_record_is_too_old() 
     assert_eq!(log.enforce_retention().unwrap().segments_deleted, Vec::<u64>::new());
 }
 
+/// Time retention at a roll keeps the active segment; the retention check
+/// (`enforce_retention`, a broker's retention thread) deletes it too once its newest record
+/// is expired, as Kafka's check does: the log is empty and offsets go on.
 #[test]
-fn time_retention_runs_on_roll_and_keeps_the_active_segment() {
+fn time_retention_keeps_the_active_segment_at_a_roll_and_deletes_it_at_a_check() {
     let dir = temp_dir();
     let config = small_config().retention_ms(Some(Duration::from_secs(3600)));
     let log = PartitionLog::open(dir.path(), config).unwrap();
@@ -760,21 +763,29 @@ fn time_retention_runs_on_roll_and_keeps_the_active_segment() {
     // Each roll deleted the segment it sealed: everything but the active segment is old.
     assert_eq!(segment_bases(dir.path()), vec![20]);
     assert_eq!(log.log_start_offset(), 20);
-    // The active segment is old too, but is never deleted.
+    // The active segment is old too: the check seals and deletes it.
     assert_eq!(
         log.enforce_retention().unwrap(),
         RetentionReport {
-            segments_deleted: vec![],
-            bytes_deleted: 0,
-            log_start_offset: 20,
+            segments_deleted: vec![20],
+            bytes_deleted: 2000,
+            log_start_offset: 25,
         }
     );
+    assert_eq!(segment_bases(dir.path()), vec![25]);
     assert_eq!(log.segment_count(), 1);
-    assert_eq!(out_of_range(log.read(19, 1 << 20)), (19, 20, 25));
+    assert_eq!(out_of_range(log.read(19, 1 << 20)), (19, 25, 25));
+    assert!(read_all(&log).is_empty());
+    // An empty log has nothing to expire; offsets go on.
+    assert_eq!(log.enforce_retention().unwrap().segments_deleted, Vec::<u64>::new());
     assert_eq!(
-        read_all(&log).iter().map(|r| r.offset).collect::<Vec<_>>(),
-        (20..25).collect::<Vec<_>>()
+        log.append(&[rec400(25, now_ms())], Durability::Written)
+            .unwrap()
+            .base_offset,
+        25
     );
+    assert_eq!(log.enforce_retention().unwrap().segments_deleted, Vec::<u64>::new());
+    assert_eq!(read_all(&log).iter().map(|r| r.offset).collect::<Vec<_>>(), vec![25]);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1118,8 +1118,18 @@ impl PartitionLog {
     }
 
     /// Writes the first `prefix` bytes of the buffer (the batches before the one being
-    /// appended) to the active segment, seals it, and starts a new one at `next_offset`.
+    /// appended) to the active segment, seals it, and starts a new one at `next_offset`;
+    /// then applies retention.
     fn roll(&self, w: &mut Writer, prefix: usize) -> Result<()> {
+        self.seal_active(w, prefix)?;
+        if let Err(e) = self.retain_locked(w) {
+            tracing::warn!(error = %e, "retention after a roll failed");
+        }
+        Ok(())
+    }
+
+    /// [`roll`](Self::roll) without the retention.
+    fn seal_active(&self, w: &mut Writer, prefix: usize) -> Result<()> {
         if prefix > 0 {
             let rest = w.buffer.split_off(prefix);
             let written = self.write_buffer(w);
@@ -1158,9 +1168,6 @@ impl PartitionLog {
         w.reserved_end = 0;
         w.dir_dirty = true;
         w.active_since = None;
-        if let Err(e) = self.retain_locked(w) {
-            tracing::warn!(error = %e, "retention after a roll failed");
-        }
         Ok(())
     }
 
@@ -1667,8 +1674,11 @@ impl PartitionLog {
     /// Deletes whole segments beyond `retention_bytes` or older than `retention_ms`, and
     /// those wholly below the log start (as Kafka, whatever the limits: a segment that
     /// [`delete_records_before`](Self::delete_records_before) moved the start past while it
-    /// was active), never the active segment, and advances the log start offset. Runs after
-    /// every roll, and a broker's retention thread runs it for every partition (see
+    /// was active), and advances the log start offset. The active segment goes only by age,
+    /// as in Kafka's retention check: when its newest record is older than `retention_ms`,
+    /// it is sealed and deleted, leaving an empty log (start = end) whose next record starts
+    /// a new segment at the same offset. Runs after every roll (without sealing the active
+    /// segment), and a broker's retention thread runs it for every partition (see
     /// [`BrokerBuilder::retention_check_interval`](crate::BrokerBuilder::retention_check_interval));
     /// call it to apply time retention to an idle log of your own.
     ///
@@ -1682,7 +1692,24 @@ impl PartitionLog {
     pub fn enforce_retention(&self) -> Result<RetentionReport> {
         let mut w = self.writer.lock();
         self.check_writable()?;
+        // As Kafka's retention check: an active segment whose newest record is past
+        // `retention_ms` is sealed, so that it can go too (an idle partition empties in
+        // time; its next record starts a new segment at the same offset).
+        if let Some(age) = self.config.retention_ms
+            && w.next_offset > w.active.base_offset
+            && self.older_than(&w.active, age, now_ms())?
+        {
+            let buffered = w.buffer.len();
+            self.seal_active(&mut w, buffered)?;
+        }
         self.retain_locked(&mut w)
+    }
+
+    /// Whether every record of `segment` is older than `age` at `now` (its largest
+    /// timestamp, as Kafka's `retention.ms`).
+    fn older_than(&self, segment: &Segment, age: Duration, now: i64) -> Result<bool> {
+        let max_ts = self.index_of(segment)?.max_timestamp;
+        Ok(max_ts < now.saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX)))
     }
 
     fn retain_locked(&self, w: &mut Writer) -> Result<RetentionReport> {
@@ -1707,11 +1734,7 @@ impl PartitionLog {
             // segment `delete_records_before` emptied, sealed since.
             let below_start = next_base <= log_start;
             let by_size = max_bytes.is_some_and(|max| total.saturating_sub(size) >= max);
-            let by_age = || -> Result<bool> {
-                let Some(age) = max_age else { return Ok(false) };
-                let max_ts = self.index_of(&segment)?.max_timestamp;
-                Ok(max_ts < now.saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX)))
-            };
+            let by_age = || max_age.map_or(Ok(false), |age| self.older_than(&segment, age, now));
             if !(below_start || by_size || by_age()?) {
                 break;
             }
