@@ -196,6 +196,21 @@ impl OffsetStore {
             }
             None => (0, Vec::new()),
         };
+        // Compaction writes the snapshot before it trims the log, so the log never starts
+        // past what the snapshot covers but by damage (an older snapshot put back): the
+        // commits in between are lost, and replaying from the log's start would silently
+        // move their groups back. Refused, as a read-only open refuses it.
+        if covered < log.log_start_offset() {
+            return Err(Error::corrupt(
+                &snapshot_path,
+                0,
+                format!(
+                    "the offsets snapshot covers offset {covered} but the offsets log starts at {}: \
+                     the commits in between are lost",
+                    log.log_start_offset()
+                ),
+            ));
+        }
         let mut table = table_of(entries);
         let store = OffsetStore {
             dir,

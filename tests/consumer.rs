@@ -1941,3 +1941,60 @@ fn a_group_whose_members_are_past_their_poll_interval_can_be_reset_and_deleted()
     broker.delete_group("g").unwrap();
     assert_eq!(broker.committed_offset("g", &tp("t", 0)), None);
 }
+
+/// Commits `from..to` to group `g`, partition `t-0`, one at a time.
+fn commit_each(broker: &Broker, from: u64, to: u64) {
+    let mut c = broker.consumer(manual("g")).unwrap();
+    c.assign(&[tp("t", 0)]).unwrap();
+    for i in from..to {
+        c.commit_offsets(&BTreeMap::from([(tp("t", 0), OffsetAndMetadata::new(i))]))
+            .unwrap();
+    }
+}
+
+/// Protects: an offsets snapshot that covers less than the offsets log still holds (an old
+/// snapshot file put back: damage, as compaction writes the snapshot before it trims the
+/// log) fails the open with `Corrupt` naming it, as a read-only open does, instead of
+/// silently replaying from the log's start, which would lose the commits in between (the
+/// group would resume from an older offset).
+#[test]
+fn an_offsets_snapshot_older_than_the_log_start_fails_open() {
+    let dir = common::temp_dir();
+    let open = || {
+        Broker::builder()
+            .offsets_compact_bytes(64 << 10)
+            .open(dir.path())
+    };
+    let snapshot = dir.path().join("offsets").join("snapshot");
+    let broker = open().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    // Enough commits for several snapshots; keep a copy of an early one.
+    let mut early = None;
+    let mut next = 1;
+    while early.is_none() {
+        commit_each(&broker, next, next + 100);
+        next += 100;
+        early = std::fs::read(&snapshot).ok();
+    }
+    let early = early.unwrap();
+    let before = std::fs::read(&snapshot).unwrap();
+    while std::fs::read(&snapshot).unwrap() == before {
+        commit_each(&broker, next, next + 100);
+        next += 100;
+    }
+    commit_each(&broker, next, next + 2000);
+    next += 2000;
+    drop(broker);
+    // Healthy: the last commit is there.
+    let broker = open().unwrap();
+    assert_eq!(broker.committed_offset("g", &tp("t", 0)).map(|o| o.offset), Some(next - 1));
+    drop(broker);
+    std::fs::write(&snapshot, &early).unwrap();
+    match open() {
+        Err(Error::Corrupt { path, reason, .. }) => {
+            assert_eq!(path, snapshot);
+            assert!(reason.contains("the offsets snapshot covers offset"), "{reason}");
+        }
+        other => panic!("an old snapshot was accepted: {other:?}"),
+    }
+}
