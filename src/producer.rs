@@ -1581,11 +1581,19 @@ impl Shared {
         let mut first_error = None;
         for queue in &queues {
             let written = self.write_pending(queue, &mut queue.pending.lock());
+            let wrote = written.is_some();
             if let Some(Err(e)) = written {
                 first_error.get_or_insert(e);
             }
             // Also reports what a thread that failed before reporting left queued.
             queue.report();
+            // The flush completed a batch: a sticky partitioner moves on, as it does when
+            // `batch_size` or the linger closes one (else keyless records sent and flushed
+            // a few at a time would all go to one partition). Flush also runs in close and
+            // drop, so a panicking user partitioner is reported, as the linger thread does.
+            if wrote && self.on_new_batch(queue).is_err() {
+                tracing::error!(topic = %queue.topic, "the partitioner's on_new_batch panicked");
+            }
             // `Buffered` records (this producer's or not) sit in the log's buffer, unseen by
             // consumers until something writes it out: after a flush they are readable, as a
             // Kafka producer's flush hands even `acks=0` records to the broker. A deleted

@@ -2359,3 +2359,31 @@ fn a_buffered_producers_flush_makes_its_records_readable() {
     assert_eq!(queued.wait().unwrap().offset, 1);
     assert_eq!(log(1).visible_end_offset(), 2);
 }
+
+// ---------------------------------------------------------------------------------------
+// 14. review: keyless routing after flush
+// ---------------------------------------------------------------------------------------
+
+/// Keyless `send_async` records flushed one at a time: each flush completes a batch, so
+/// the sticky partitioner moves on to another partition (Kafka's sticky partitioner,
+/// KIP-480, switches when a batch is completed), instead of every record landing on the
+/// partition chosen first.
+#[test]
+fn keyless_async_records_flushed_one_by_one_move_on_at_every_batch() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(6)).unwrap();
+    let p = broker.producer(flush_only());
+    let mut partitions = Vec::new();
+    for i in 0..30 {
+        let d = p.send_async(ProducerRecord::new("t").value(format!("{i}")));
+        p.flush().unwrap();
+        partitions.push(d.wait().unwrap().partition);
+    }
+    for pair in partitions.windows(2) {
+        assert_ne!(
+            pair[0], pair[1],
+            "a completed batch did not move the partitioner on: {partitions:?}"
+        );
+    }
+    assert_eq!(p.metrics().batches, 30);
+}
