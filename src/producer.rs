@@ -28,7 +28,8 @@
 //! A batch is never larger than the topic's `max_message_bytes`: the accumulator closes a
 //! batch before it would pass it, and a batch refused as too large is split, so only a
 //! record that alone exceeds the limit fails, with [`Error::RecordTooLarge`], and nothing of
-//! it is written.
+//! it is written. [`send_async`](Producer::send_async) refuses such a record at once,
+//! before it joins a batch, so that it never fails the records batched with it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -689,7 +690,7 @@ impl Producer {
     /// the batch's other records are still completed.
     ///
     /// A record refused at once (producer closed, topic unknown or deleted, partition out of
-    /// range) gets its callback at once, on the sending thread, ahead of earlier records'
+    /// range, record too large alone) gets its callback at once, on the sending thread, ahead of earlier records'
     /// callbacks still to run — as Kafka's producer reports errors it finds in `send` itself.
     ///
     /// A callback may send (even with a blocking [`send`](Self::send)), flush, close, or drop
@@ -1437,6 +1438,14 @@ impl Shared {
             Ok(queue) => queue,
             Err(e) => return refuse(e, notify),
         };
+        // A record too large alone is refused at once, as Kafka's `send` checks a record's
+        // size before batching it. Queued, it would share its batch's one outcome with the
+        // records around it: the estimate below keeps such a record out of other records'
+        // batches only uncompressed, and a compressed one that fits uncompressed but not
+        // compressed failed its whole batch, whose other records were partly stored.
+        if let Err(e) = check_sizes(&queue, std::slice::from_ref(&record.record), self.config.compression) {
+            return refuse(e, notify);
+        }
         let size = estimated_size(&record.record);
         let mut pending = queue.pending.lock();
         // Checked again under the partition lock: close's last flush takes this lock after

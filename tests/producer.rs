@@ -2361,7 +2361,7 @@ fn a_buffered_producers_flush_makes_its_records_readable() {
 }
 
 // ---------------------------------------------------------------------------------------
-// 14. review: keyless routing after flush
+// 14. review: keyless routing after flush; async records too large only compressed
 // ---------------------------------------------------------------------------------------
 
 /// Keyless `send_async` records flushed one at a time: each flush completes a batch, so
@@ -2386,4 +2386,58 @@ fn keyless_async_records_flushed_one_by_one_move_on_at_every_batch() {
         );
     }
     assert_eq!(p.metrics().batches, 30);
+}
+
+/// With compression, a queued record whose batch alone fits the limit uncompressed but not
+/// compressed (incompressible bytes grow a little) fails alone, as a record too large
+/// uncompressed does: the small records queued around it are stored and acknowledged with
+/// their offsets, never reported failed while stored (or dropped). Every codec.
+#[test]
+fn async_record_too_large_only_compressed_fails_alone() {
+    // Incompressible bytes (xorshift).
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let noise: Vec<u8> = (0..2100)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    for codec in [
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ] {
+        let broker = Broker::temporary().unwrap();
+        small_topic(&broker, "t", 1);
+        let p = broker.producer(flush_only().compression(codec));
+        let mut refused = 0;
+        for len in 1_900..2_048 {
+            let before = end_offsets(&broker, "t")[0];
+            let a = p.send_async(ProducerRecord::new("t").value("a"));
+            let big = p.send_async(ProducerRecord::new("t").value(noise[..len].to_vec()));
+            let c = p.send_async(ProducerRecord::new("t").value("c"));
+            let _ = p.flush();
+            let (a, big, c) = (a.wait(), big.wait(), c.wait());
+            let a = a.unwrap_or_else(|e| panic!("{codec:?}, len {len}: the record before it failed: {e:?}"));
+            let c = c.unwrap_or_else(|e| panic!("{codec:?}, len {len}: the record after it failed: {e:?}"));
+            let stored = match big {
+                Ok(m) => {
+                    assert_eq!((a.offset, m.offset, c.offset), (before, before + 1, before + 2));
+                    3
+                }
+                Err(Error::RecordTooLarge { max, .. }) => {
+                    assert_eq!(max, 2048);
+                    assert_eq!((a.offset, c.offset), (before, before + 1), "{codec:?}, len {len}");
+                    refused += 1;
+                    2
+                }
+                Err(e) => panic!("{codec:?}, len {len}: {e:?}"),
+            };
+            assert_eq!(end_offsets(&broker, "t"), [before + stored], "{codec:?}, len {len}");
+        }
+        assert!(refused > 0, "{codec:?}: no length was refused");
+    }
 }
