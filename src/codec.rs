@@ -156,6 +156,17 @@ impl<T: DeserializeOwned> Decoder<T> for Bincode {
     }
 }
 
+/// `error` with the part of the record it concerns (`"key"` or `"value"`) before a codec's
+/// reason: a codec serving both cannot say which it was given.
+fn in_part(part: &str, error: Error) -> Error {
+    match error {
+        Error::Serialization { reason } => Error::Serialization {
+            reason: format!("{part}: {reason}"),
+        },
+        other => other,
+    }
+}
+
 /// A producer of typed records: keys of `K` encoded with `KC`, values of `V` with `VC`
 /// (any [`Encoder`]s: sending needs no way back from bytes).
 ///
@@ -203,7 +214,8 @@ impl<K, V, KC: Encoder<K>, VC: Encoder<V>> TypedProducer<K, V, KC, VC> {
     /// deleted".
     ///
     /// # Errors
-    /// [`Error::Serialization`] if the key or the value does not encode.
+    /// [`Error::Serialization`] if the key or the value does not encode (its reason starts
+    /// with `key: ` or `value: `).
     ///
     /// # Examples
     /// ```
@@ -228,10 +240,10 @@ impl<K, V, KC: Encoder<K>, VC: Encoder<V>> TypedProducer<K, V, KC, VC> {
     pub fn encode(&self, topic: impl Into<Arc<str>>, key: Option<&K>, value: Option<&V>) -> Result<ProducerRecord> {
         let mut record = ProducerRecord::new(topic);
         if let Some(key) = key {
-            record = record.key(self.key_codec.encode(key)?);
+            record = record.key(self.key_codec.encode(key).map_err(|e| in_part("key", e))?);
         }
         if let Some(value) = value {
-            record = record.value(self.value_codec.encode(value)?);
+            record = record.value(self.value_codec.encode(value).map_err(|e| in_part("value", e))?);
         }
         Ok(record)
     }
@@ -338,7 +350,8 @@ pub struct TypedRecord<K, V> {
 pub struct PoisonRecord {
     /// The record as stored.
     pub raw: ConsumerRecord,
-    /// Why it did not decode ([`Error::Serialization`]).
+    /// Why it did not decode ([`Error::Serialization`], whose reason starts with `key: ` or
+    /// `value: `, the part that did not decode).
     pub error: Error,
 }
 
@@ -440,11 +453,21 @@ impl<K, V, KC: Decoder<K>, VC: Decoder<V>> TypedConsumer<K, V, KC, VC> {
     pub fn decode(&self, raw: ConsumerRecord) -> Result<TypedRecord<K, V>, Box<PoisonRecord>> {
         let key = match raw.key().map(|k| self.key_codec.decode(k)).transpose() {
             Ok(k) => k,
-            Err(error) => return Err(Box::new(PoisonRecord { raw, error })),
+            Err(error) => {
+                return Err(Box::new(PoisonRecord {
+                    raw,
+                    error: in_part("key", error),
+                }));
+            }
         };
         let value = match raw.value().map(|v| self.value_codec.decode(v)).transpose() {
             Ok(v) => v,
-            Err(error) => return Err(Box::new(PoisonRecord { raw, error })),
+            Err(error) => {
+                return Err(Box::new(PoisonRecord {
+                    raw,
+                    error: in_part("value", error),
+                }));
+            }
         };
         Ok(TypedRecord { key, value, raw })
     }

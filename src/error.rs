@@ -386,7 +386,8 @@ impl fmt::Display for Error {
                 "partition {partition} of topic {topic:?} does not exist: the topic has {partitions} partition{}",
                 if *partitions == 1 { "" } else { "s" }
             ),
-            // Encoding or decoding: the reason says which ("JSON decode: …").
+            // Encoding or decoding: the reason says which ("JSON decode: …"), and for a typed
+            // record whether of its key or its value ("value: JSON decode: …").
             Error::Serialization { reason } => write!(f, "(de)serialization failed: {reason}"),
             Error::Closed { what } => write!(f, "the {what} is closed"),
             Error::UnsupportedCompression { codec } => {

@@ -704,6 +704,51 @@ fn a_standalone_commit_is_refused_while_the_group_has_members() {
     ));
 }
 
+/// A poison record's error says whether its key or its value did not decode (as Kafka's
+/// `RecordDeserializationException` names its origin), and a typed send's error whether
+/// the key or the value did not encode: the codec's own reason cannot tell them apart when
+/// one codec serves both.
+#[test]
+fn typed_codec_errors_say_whether_the_key_or_the_value_failed() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("p", TopicConfig::with_partitions(1)).unwrap();
+    let producer = broker.producer(ProducerConfig::default());
+    // A key that is not UTF-8 with a good value; a good key with a value that is not JSON.
+    producer
+        .send(ProducerRecord::new("p").key(&b"\xff"[..]).value("1"))
+        .unwrap();
+    producer.send(ProducerRecord::new("p").key("k").value("{oops")).unwrap();
+    let consumer = broker.consumer(manual("typed-origin")).unwrap();
+    let mut typed: TypedConsumer<String, u32, Utf8, Json> = TypedConsumer::new(consumer, Utf8, Json);
+    typed.subscribe(&["p"]).unwrap();
+    let mut reasons = Vec::new();
+    let deadline = Instant::now() + LONG;
+    while reasons.len() < 2 && Instant::now() < deadline {
+        for item in typed.poll(Duration::from_millis(100)).unwrap() {
+            match item.map_err(|poison| poison.error) {
+                Err(Error::Serialization { reason }) => reasons.push(reason),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(reasons[0].starts_with("key: UTF-8 decode: "), "{}", reasons[0]);
+    assert!(reasons[1].starts_with("value: JSON decode: "), "{}", reasons[1]);
+
+    // Sending: JSON cannot encode a map with non-string keys, as a key or as a value.
+    type PairMap = BTreeMap<(u8, u8), u8>;
+    let typed: TypedProducer<PairMap, PairMap> = TypedProducer::new(producer.clone(), Json, Json);
+    let (good, bad) = (BTreeMap::new(), BTreeMap::from([((1, 2), 3)]));
+    for (key, value, part) in [(&bad, &good, "key"), (&good, &bad, "value")] {
+        match typed.send("p", Some(key), value) {
+            Err(Error::Serialization { reason }) => {
+                assert!(reason.starts_with(&format!("{part}: JSON encode: ")), "{reason}");
+            }
+            other => panic!("{part}: {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn a_typed_consumer_reports_a_poison_record_and_goes_on() {
     #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
