@@ -2005,11 +2005,7 @@ fn commit_each(broker: &Broker, from: u64, to: u64) {
 #[test]
 fn an_offsets_snapshot_older_than_the_log_start_fails_open() {
     let dir = common::temp_dir();
-    let open = || {
-        Broker::builder()
-            .offsets_compact_bytes(64 << 10)
-            .open(dir.path())
-    };
+    let open = || Broker::builder().offsets_compact_bytes(64 << 10).open(dir.path());
     let snapshot = dir.path().join("offsets").join("snapshot");
     let broker = open().unwrap();
     broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
@@ -2032,7 +2028,10 @@ fn an_offsets_snapshot_older_than_the_log_start_fails_open() {
     drop(broker);
     // Healthy: the last commit is there.
     let broker = open().unwrap();
-    assert_eq!(broker.committed_offset("g", &tp("t", 0)).map(|o| o.offset), Some(next - 1));
+    assert_eq!(
+        broker.committed_offset("g", &tp("t", 0)).map(|o| o.offset),
+        Some(next - 1)
+    );
     drop(broker);
     std::fs::write(&snapshot, &early).unwrap();
     match open() {
