@@ -589,31 +589,7 @@ impl PartitionLog {
         config.validate()?;
         let dir = dir.to_path_buf();
         let limits = config.limits();
-        let entries = vfs.read_dir(&dir).map_err(|e| Error::io("list directory", &dir, e))?;
-        let mut bases: Vec<u64> = entries
-            .iter()
-            .filter_map(|p| parse_segment_name(p, LOG_SUFFIX))
-            .collect();
-        bases.sort_unstable();
-        let mut log_start = read_log_start(&*vfs, &dir)?;
-        // Segments wholly below the log start are being (or were to be) deleted by retention.
-        while let [_, second, ..] = bases[..] {
-            if second > log_start {
-                break;
-            }
-            bases.remove(0);
-        }
-        let mut segments = BTreeMap::new();
-        for &base in &bases {
-            match Segment::open_read_only(&*vfs, &dir, base, limits) {
-                Ok(segment) => {
-                    segments.insert(base, Arc::new(segment));
-                }
-                // Retention by the writer deleted it after we listed it.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io("open segment", segment_path(&dir, base, LOG_SUFFIX), e)),
-            }
-        }
+        let (mut log_start, segments) = Self::open_listed_segments(&*vfs, &dir, limits)?;
         let active = segments
             .values()
             .next_back()
@@ -644,6 +620,50 @@ impl PartitionLog {
         );
         log.refresh_with(false)?;
         Ok(log)
+    }
+
+    /// For a read-only open: the log start and the segments the directory lists (less
+    /// those wholly below the log start), each opened. A listed segment may be gone by the
+    /// time it is opened — the writer's retention deleted it, even the last one when its
+    /// retention check sealed an expired active segment — so if none of them could be
+    /// opened, the directory is listed again: the writer creates the next segment before it
+    /// deletes the old ones, so a new listing finds it. Only a directory that lists no
+    /// segment at all, or whose segments vanish listing after listing, has none.
+    fn open_listed_segments(vfs: &dyn Vfs, dir: &Path, limits: Limits) -> Result<(u64, BTreeMap<u64, Arc<Segment>>)> {
+        /// Listings tried before giving up on a directory whose segments keep vanishing.
+        const ATTEMPTS: usize = 16;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let entries = vfs.read_dir(dir).map_err(|e| Error::io("list directory", dir, e))?;
+            let mut bases: Vec<u64> = entries
+                .iter()
+                .filter_map(|p| parse_segment_name(p, LOG_SUFFIX))
+                .collect();
+            bases.sort_unstable();
+            let log_start = read_log_start(vfs, dir)?;
+            // Segments wholly below the log start are being (or were to be) deleted by retention.
+            while let [_, second, ..] = bases[..] {
+                if second > log_start {
+                    break;
+                }
+                bases.remove(0);
+            }
+            let mut segments = BTreeMap::new();
+            for &base in &bases {
+                match Segment::open_read_only(vfs, dir, base, limits) {
+                    Ok(segment) => {
+                        segments.insert(base, Arc::new(segment));
+                    }
+                    // Retention by the writer deleted it after we listed it.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io("open segment", segment_path(dir, base, LOG_SUFFIX), e)),
+                }
+            }
+            if !segments.is_empty() || bases.is_empty() || attempt == ATTEMPTS {
+                return Ok((log_start, segments));
+            }
+        }
     }
 
     /// Whether the log was opened with [`open_read_only`](Self::open_read_only).
@@ -2574,5 +2594,47 @@ mod tests {
             offset = last.last_offset() + 1;
         }
         assert_eq!(read, (7..end).collect::<Vec<_>>());
+    }
+
+    /// The writer's retention check seals and deletes an expired active segment: the
+    /// partition's only segment goes, and a new, empty one takes over at the end. A
+    /// read-only open that listed the directory just before must not take the vanished
+    /// segment for a partition without segments (`Corrupt`, so that a CLI reading beside a
+    /// running application fails): it finds the new segment, an empty log at the writer's
+    /// end.
+    #[test]
+    fn a_read_only_open_racing_the_deletion_of_the_writers_only_segment_finds_the_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig::default().retention_ms(Some(Duration::from_secs(3600)));
+        let writer = Arc::new(PartitionLog::open(dir.path(), config.clone()).unwrap());
+        let expired = now_ms() - 7_200_000;
+        for _ in 0..5 {
+            writer
+                .append(&[Record::new().value("v").timestamp(expired)], Durability::Written)
+                .unwrap();
+        }
+        // Listed, then deleted before the reader opens it.
+        let fs = Arc::new(HookFs {
+            target: segment_path(dir.path(), 0, LOG_SUFFIX),
+            hook: Mutex::new(None),
+        });
+        let (checked_tx, checked) = mpsc::channel();
+        let check = Arc::clone(&writer);
+        *fs.hook.lock() = Some(Box::new(move || {
+            checked_tx.send(check.enforce_retention().unwrap()).unwrap();
+        }));
+        let reader = PartitionLog::open_read_only_with_vfs(dir.path(), config, fs).unwrap();
+        assert_eq!(checked.recv().unwrap().segments_deleted, vec![0]);
+        assert_eq!((reader.log_start_offset(), reader.log_end_offset()), (5, 5));
+        assert!(reader.read(5, 1 << 20).unwrap().is_empty());
+        assert_eq!(
+            writer
+                .append(&[Record::new().value("w")], Durability::Written)
+                .unwrap()
+                .base_offset,
+            5
+        );
+        let batches = reader.read(5, 1 << 20).unwrap();
+        assert_eq!(batches.iter().map(RecordBatch::base_offset).collect::<Vec<_>>(), [5]);
     }
 }
