@@ -1011,6 +1011,80 @@ fn consume_follow_behind_retention_goes_on_from_the_log_start_and_says_what_it_s
     );
 }
 
+/// Without `--from-beginning`, a `consume --follow` that fell behind the writer's
+/// retention is reset to the end of the partition (Kafka's `auto.offset.reset=latest`), so it
+/// also skips records retention never deleted: the warning must not blame retention for
+/// those, and says where the log started.
+#[test]
+fn consume_follow_reset_to_the_end_does_not_say_retention_deleted_what_it_skipped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    ok(
+        &dir,
+        &[
+            "topics",
+            "create",
+            "t",
+            "--config",
+            "segment.bytes=4096",
+            "--config",
+            "retention.bytes=8192",
+        ],
+    );
+    let writer = Broker::open(&dir).unwrap();
+    let producer = writer.producer(ProducerConfig::default());
+    let send = |i: u64| {
+        producer
+            .send(ProducerRecord::new("t").value(format!("{i:0>200}")))
+            .unwrap()
+    };
+    let start_offset = || writer.describe_topic("t").unwrap().partitions[0].log_start_offset;
+    let mut child = spawn(&dir, &["consume", "t", "--follow"]);
+    let lines = line_receiver(&mut child);
+    let next_line = || lines.recv_timeout(Duration::from_secs(60)).unwrap();
+    // Started at the (empty) end: records sent until one is printed.
+    let mut end = 0;
+    let first = loop {
+        send(end);
+        end += 1;
+        if let Ok(line) = lines.recv_timeout(Duration::from_millis(200)) {
+            break line;
+        }
+    };
+    let mut printed = first.parse::<u64>().unwrap() + 1;
+    while printed < end {
+        assert_eq!(next_line(), format!("{printed:0>200}"));
+        printed += 1;
+    }
+    signal(&child, "STOP");
+    while start_offset() < printed + 40 {
+        send(end);
+        end += 1;
+    }
+    let start = start_offset();
+    assert!(start > printed && start < end);
+    signal(&child, "CONT");
+    // The reset goes to the end: the next record sent is the next one printed.
+    let after = loop {
+        send(end);
+        end += 1;
+        if let Ok(line) = lines.recv_timeout(Duration::from_millis(200)) {
+            break line.parse::<u64>().unwrap();
+        }
+    };
+    assert!(after > start, "reset to {after}, the log start is {start}");
+    signal(&child, "INT");
+    assert_eq!(wait_exit(&mut child).code(), Some(130));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    let (warning, rest) = stderr.split_once('\n').unwrap();
+    assert_eq!(rest, "");
+    let prefix = format!("brooklet: warning: t-0: skipped offsets {printed} to {}: ", after - 1);
+    assert!(warning.starts_with(&prefix), "{warning}");
+    assert!(!warning.contains("retention deleted them"), "{warning}");
+    assert!(warning.contains("log start"), "{warning}");
+}
+
 #[test]
 fn produce_stops_at_a_line_too_large_for_the_topic() {
     let tmp = tempfile::tempdir().unwrap();

@@ -1171,11 +1171,22 @@ fn consume(dir: &Path, args: &ConsumeArgs, out: &mut Output) -> CliResult<ExitCo
             if let Some(&from) = expected.get(&tp)
                 && r.offset() > from
             {
-                // Offsets are dense: a jump is the consumer resetting to the log start,
-                // the records between deleted by retention before it read them.
+                // Offsets are dense: a jump is the consumer resetting after it fell behind
+                // the log start. To the log start (--from-beginning), the records between
+                // were deleted by retention before it read them; to the end (the default,
+                // Kafka's latest), it also skipped records still stored.
+                let start = broker.partition_log(&tp).map_or(0, |log| log.log_start_offset());
+                let why = if r.offset() <= start {
+                    "retention deleted them before they were read".to_string()
+                } else {
+                    format!(
+                        "the consumer fell behind the log start ({start}, retention) and was reset to the end \
+                         (--from-beginning resets to the log start)"
+                    )
+                };
                 out.flush()?;
                 eprintln!(
-                    "brooklet: warning: {tp}: skipped offsets {from} to {}: retention deleted them before they were read",
+                    "brooklet: warning: {tp}: skipped offsets {from} to {}: {why}",
                     r.offset() - 1
                 );
             }
