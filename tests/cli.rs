@@ -950,27 +950,35 @@ fn line_receiver(child: &mut Child) -> mpsc::Receiver<String> {
     rx
 }
 
+/// A data directory with topic `t` (4 KiB segments, 8 KiB size retention) and an
+/// application's broker holding it to write; a reading command beside it takes no lock.
+fn small_retention_topic() -> (tempfile::TempDir, std::path::PathBuf, Broker) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let config = ["segment.bytes=4096", "retention.bytes=8192"];
+    ok(
+        &dir,
+        &["topics", "create", "t", "--config", config[0], "--config", config[1]],
+    );
+    let writer = Broker::open(&dir).unwrap();
+    (tmp, dir, writer)
+}
+
+/// Stops the child with SIGINT (it exits 130) and returns what it printed on stderr.
+fn interrupt_and_stderr(child: &mut Child) -> String {
+    signal(child, "INT");
+    assert_eq!(wait_exit(child).code(), Some(130));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    stderr
+}
+
 /// `consume --follow` that fell behind the writer's retention (here: stopped while an
 /// application wrote on) goes on from the log start instead of stalling, and says on
 /// stderr which offsets it never saw.
 #[test]
 fn consume_follow_behind_retention_goes_on_from_the_log_start_and_says_what_it_skipped() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("data");
-    ok(
-        &dir,
-        &[
-            "topics",
-            "create",
-            "t",
-            "--config",
-            "segment.bytes=4096",
-            "--config",
-            "retention.bytes=8192",
-        ],
-    );
-    // An application writes; the CLI reads beside it (a reader takes no lock).
-    let writer = Broker::open(&dir).unwrap();
+    let (_tmp, dir, writer) = small_retention_topic();
     let producer = writer.producer(ProducerConfig::default());
     let send = |i: u64| {
         producer
@@ -998,10 +1006,7 @@ fn consume_follow_behind_retention_goes_on_from_the_log_start_and_says_what_it_s
     for i in start..end {
         assert_eq!(next_line(), format!("{i:0>200}"));
     }
-    signal(&child, "INT");
-    assert_eq!(wait_exit(&mut child).code(), Some(130));
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    let stderr = interrupt_and_stderr(&mut child);
     assert_eq!(
         stderr,
         format!(
@@ -1017,21 +1022,7 @@ fn consume_follow_behind_retention_goes_on_from_the_log_start_and_says_what_it_s
 /// those, and says where the log started.
 #[test]
 fn consume_follow_reset_to_the_end_does_not_say_retention_deleted_what_it_skipped() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("data");
-    ok(
-        &dir,
-        &[
-            "topics",
-            "create",
-            "t",
-            "--config",
-            "segment.bytes=4096",
-            "--config",
-            "retention.bytes=8192",
-        ],
-    );
-    let writer = Broker::open(&dir).unwrap();
+    let (_tmp, dir, writer) = small_retention_topic();
     let producer = writer.producer(ProducerConfig::default());
     let send = |i: u64| {
         producer
@@ -1073,10 +1064,7 @@ fn consume_follow_reset_to_the_end_does_not_say_retention_deleted_what_it_skippe
         }
     };
     assert!(after > start, "reset to {after}, the log start is {start}");
-    signal(&child, "INT");
-    assert_eq!(wait_exit(&mut child).code(), Some(130));
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    let stderr = interrupt_and_stderr(&mut child);
     let (warning, rest) = stderr.split_once('\n').unwrap();
     assert_eq!(rest, "");
     let prefix = format!("brooklet: warning: t-0: skipped offsets {printed} to {}: ", after - 1);

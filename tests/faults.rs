@@ -1578,6 +1578,35 @@ impl VfsFile for GateFile {
     }
 }
 
+/// A log in `dir` through a [`GateFs`] over `disk`, holding batches 0..5, and a writer C
+/// whose `Synced` append of "C" the gate holds in its fsync (the round leader's): the gate,
+/// the log and C's thread.
+fn log_with_c_held_in_its_fsync(
+    dir: &Path,
+    disk: FaultFs,
+) -> (
+    Arc<Gate>,
+    Arc<PartitionLog>,
+    std::thread::JoinHandle<Result<AppendInfo, Error>>,
+) {
+    let gate = Arc::new(Gate::default());
+    let fs = GateFs {
+        inner: disk,
+        gate: Arc::clone(&gate),
+    };
+    let log = Arc::new(PartitionLog::open_with_vfs(dir, LogConfig::default(), Arc::new(fs)).unwrap());
+    for b in 0..5 {
+        log.append(&batch(b), Durability::Written).unwrap();
+    }
+    gate.set(|s| s.0 = true);
+    let c = {
+        let log = Arc::clone(&log);
+        std::thread::spawn(move || log.append(&[Record::new().value("C")], Durability::Synced))
+    };
+    gate.wait_until(|s| s.1);
+    (gate, log, c)
+}
+
 impl Vfs for GateFs {
     fn open(&self, path: &Path, mode: OpenMode) -> std::io::Result<Box<dyn VfsFile>> {
         Ok(Box::new(GateFile {
@@ -1613,21 +1642,7 @@ impl Vfs for GateFs {
 #[test]
 fn synced_append_cut_by_a_racing_truncation_is_not_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
-    let gate = Arc::new(Gate::default());
-    let fs = GateFs {
-        inner: FaultFs::new(),
-        gate: Arc::clone(&gate),
-    };
-    let log = Arc::new(PartitionLog::open_with_vfs(dir.path(), LogConfig::default(), Arc::new(fs)).unwrap());
-    for b in 0..5 {
-        log.append(&batch(b), Durability::Written).unwrap();
-    }
-    gate.set(|s| s.0 = true);
-    let c = {
-        let log = Arc::clone(&log);
-        std::thread::spawn(move || log.append(&[Record::new().value("C")], Durability::Synced))
-    };
-    gate.wait_until(|s| s.1);
+    let (gate, log, c) = log_with_c_held_in_its_fsync(dir.path(), FaultFs::new());
     let cut = log.log_end_offset();
     let truncation = {
         let log = Arc::clone(&log);
@@ -1673,22 +1688,8 @@ fn synced_append_cut_by_a_racing_truncation_is_not_acknowledged() {
 #[test]
 fn synced_append_is_acknowledged_when_the_round_fails_to_write_others_buffered_records() {
     let dir = tempfile::tempdir().unwrap();
-    let gate = Arc::new(Gate::default());
     let disk = FaultFs::new();
-    let fs = GateFs {
-        inner: disk.clone(),
-        gate: Arc::clone(&gate),
-    };
-    let log = Arc::new(PartitionLog::open_with_vfs(dir.path(), LogConfig::default(), Arc::new(fs)).unwrap());
-    for b in 0..5 {
-        log.append(&batch(b), Durability::Written).unwrap();
-    }
-    gate.set(|s| s.0 = true);
-    let c = {
-        let log = Arc::clone(&log);
-        std::thread::spawn(move || log.append(&[Record::new().value("C")], Durability::Synced))
-    };
-    gate.wait_until(|s| s.1);
+    let (gate, log, c) = log_with_c_held_in_its_fsync(dir.path(), disk.clone());
     let a_offset = log.log_end_offset();
     let a = {
         let log = Arc::clone(&log);

@@ -2073,28 +2073,35 @@ fn send_batch_and_send_agree_on_which_records_are_too_large() {
     assert_eq!(accepted + refused, 200);
 }
 
-/// With compression, a record whose batch alone fits the limit uncompressed but not
-/// compressed (incompressible bytes grow a little) is still found before anything of the
-/// `send_batch` is written: the records of the other partition, before it, are not stored
-/// while the call fails. Every codec; `send` refuses the same records.
-#[test]
-fn send_batch_with_compression_refuses_a_record_too_large_compressed_before_writing() {
-    // Incompressible bytes (xorshift).
+/// Every codec that compresses.
+const COMPRESSED: [Compression; 4] = [
+    Compression::Gzip,
+    Compression::Snappy,
+    Compression::Lz4,
+    Compression::Zstd,
+];
+
+/// `len` incompressible bytes (xorshift).
+fn incompressible(len: usize) -> Vec<u8> {
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let noise: Vec<u8> = (0..2100)
+    (0..len)
         .map(|_| {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
             state as u8
         })
-        .collect();
-    for codec in [
-        Compression::Gzip,
-        Compression::Snappy,
-        Compression::Lz4,
-        Compression::Zstd,
-    ] {
+        .collect()
+}
+
+/// With compression, a record whose batch alone fits the limit uncompressed but not
+/// compressed (incompressible bytes grow a little) is still found before anything of the
+/// `send_batch` is written: the records of the other partition, before it, are not stored
+/// while the call fails. Every codec; `send` refuses the same records.
+#[test]
+fn send_batch_with_compression_refuses_a_record_too_large_compressed_before_writing() {
+    let noise = incompressible(2100);
+    for codec in COMPRESSED {
         let broker = Broker::temporary().unwrap();
         small_topic(&broker, "t", 2);
         let p = broker.producer(ProducerConfig::default().compression(codec));
@@ -2394,22 +2401,8 @@ fn keyless_async_records_flushed_one_by_one_move_on_at_every_batch() {
 /// their offsets, never reported failed while stored (or dropped). Every codec.
 #[test]
 fn async_record_too_large_only_compressed_fails_alone() {
-    // Incompressible bytes (xorshift).
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let noise: Vec<u8> = (0..2100)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect();
-    for codec in [
-        Compression::Gzip,
-        Compression::Snappy,
-        Compression::Lz4,
-        Compression::Zstd,
-    ] {
+    let noise = incompressible(2100);
+    for codec in COMPRESSED {
         let broker = Broker::temporary().unwrap();
         small_topic(&broker, "t", 1);
         let p = broker.producer(flush_only().compression(codec));

@@ -636,11 +636,7 @@ impl PartitionLog {
         loop {
             attempt += 1;
             let entries = vfs.read_dir(dir).map_err(|e| Error::io("list directory", dir, e))?;
-            let mut bases: Vec<u64> = entries
-                .iter()
-                .filter_map(|p| parse_segment_name(p, LOG_SUFFIX))
-                .collect();
-            bases.sort_unstable();
+            let mut bases = segment_bases(&entries);
             let log_start = read_log_start(vfs, dir)?;
             // Segments wholly below the log start are being (or were to be) deleted by retention.
             while let [_, second, ..] = bases[..] {
@@ -817,12 +813,8 @@ impl PartitionLog {
             .vfs
             .read_dir(&self.dir)
             .map_err(|e| Error::io("list directory", &self.dir, e))?;
-        let mut bases: Vec<u64> = entries
-            .iter()
-            .filter_map(|p| parse_segment_name(p, LOG_SUFFIX))
-            .filter(|&base| base > active.base_offset)
-            .collect();
-        bases.sort_unstable();
+        let mut bases = segment_bases(&entries);
+        bases.retain(|&base| base > active.base_offset);
         // Only a segment at or below the log start: if every one is above it, the log start
         // lies in `active`'s own tail (raised there by `delete_records_before`, nothing
         // deleted) whose records the scan has not reached yet, or retention moved on since
@@ -2141,16 +2133,22 @@ struct Opened {
     active_since: Option<Instant>,
 }
 
+/// The base offsets of the segment `.log` files among `entries`, sorted.
+fn segment_bases(entries: &[PathBuf]) -> Vec<u64> {
+    let mut bases: Vec<u64> = entries
+        .iter()
+        .filter_map(|p| parse_segment_name(p, LOG_SUFFIX))
+        .collect();
+    bases.sort_unstable();
+    bases
+}
+
 impl Opened {
     fn load(vfs: &dyn Vfs, dir: &Path, config: &LogConfig) -> Result<Opened> {
         let limits = config.limits();
         let mut recovery = RecoveryReport::default();
         let entries = vfs.read_dir(dir).map_err(|e| Error::io("list directory", dir, e))?;
-        let mut bases: Vec<u64> = entries
-            .iter()
-            .filter_map(|p| parse_segment_name(p, LOG_SUFFIX))
-            .collect();
-        bases.sort_unstable();
+        let mut bases = segment_bases(&entries);
         // Leftovers of interrupted work: temp files, and indexes whose log is gone.
         for path in &entries {
             let orphan = [INDEX_SUFFIX, TIME_INDEX_SUFFIX]
