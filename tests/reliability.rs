@@ -4,8 +4,11 @@
 //! `BROOKLET_SEED=<seed>` replays it and `BROOKLET_TRIALS=<n>` runs more trials.
 
 mod common;
+#[path = "common/largest_alloc.rs"]
+mod largest_alloc;
 
 use common::Rng;
+use largest_alloc::largest_allocation;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -17,59 +20,6 @@ use brooklet::{
     Broker, ConsumerConfig, Durability, Error, LogRecord, OffsetAndMetadata, ProducerConfig, ProducerRecord,
     TopicConfig, TopicPartition,
 };
-
-// ---------------------------------------------------------------------------------------
-// Allocation tracking (for the metadata decoders): the largest single allocation a closure
-// makes on its thread.
-// ---------------------------------------------------------------------------------------
-
-struct LargestAlloc;
-
-thread_local! {
-    static TRACKING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-    static LARGEST: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
-fn note(size: usize) {
-    let _ = TRACKING.try_with(|t| {
-        if t.get() {
-            let _ = LARGEST.try_with(|l| l.set(l.get().max(size)));
-        }
-    });
-}
-
-// SAFETY: forwards every call to `System` unchanged; `note` only touches thread-locals
-// with const initializers, which never allocate.
-unsafe impl std::alloc::GlobalAlloc for LargestAlloc {
-    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
-        note(layout.size());
-        unsafe { std::alloc::System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
-        note(layout.size());
-        unsafe { std::alloc::System.alloc_zeroed(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
-        unsafe { std::alloc::System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
-        note(new_size);
-        unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: LargestAlloc = LargestAlloc;
-
-/// Runs `f` and returns its result with the largest single allocation (in bytes) it made on
-/// this thread.
-fn largest_allocation<T>(f: impl FnOnce() -> T) -> (T, usize) {
-    LARGEST.with(|l| l.set(0));
-    TRACKING.with(|t| t.set(true));
-    let out = f();
-    TRACKING.with(|t| t.set(false));
-    (out, LARGEST.with(std::cell::Cell::get))
-}
 
 fn seed() -> u64 {
     std::env::var("BROOKLET_SEED").map_or_else(
