@@ -950,9 +950,28 @@ fn line_receiver(child: &mut Child) -> mpsc::Receiver<String> {
     rx
 }
 
+/// An application writing to topic `t` beside the CLI: record `i` has the value `i`
+/// zero-padded to 200 bytes.
+struct App {
+    broker: Broker,
+    producer: brooklet::Producer,
+}
+
+impl App {
+    fn send(&self, i: u64) {
+        self.producer
+            .send(ProducerRecord::new("t").value(format!("{i:0>200}")))
+            .unwrap();
+    }
+
+    fn log_start(&self) -> u64 {
+        self.broker.describe_topic("t").unwrap().partitions[0].log_start_offset
+    }
+}
+
 /// A data directory with topic `t` (4 KiB segments, 8 KiB size retention) and an
-/// application's broker holding it to write; a reading command beside it takes no lock.
-fn small_retention_topic() -> (tempfile::TempDir, std::path::PathBuf, Broker) {
+/// application holding it to write; a reading command beside it takes no lock.
+fn small_retention_topic() -> (tempfile::TempDir, std::path::PathBuf, App) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
     let config = ["segment.bytes=4096", "retention.bytes=8192"];
@@ -960,8 +979,9 @@ fn small_retention_topic() -> (tempfile::TempDir, std::path::PathBuf, Broker) {
         &dir,
         &["topics", "create", "t", "--config", config[0], "--config", config[1]],
     );
-    let writer = Broker::open(&dir).unwrap();
-    (tmp, dir, writer)
+    let broker = Broker::open(&dir).unwrap();
+    let producer = broker.producer(ProducerConfig::default());
+    (tmp, dir, App { broker, producer })
 }
 
 /// Stops the child with SIGINT (it exits 130) and returns what it printed on stderr.
@@ -978,14 +998,9 @@ fn interrupt_and_stderr(child: &mut Child) -> String {
 /// stderr which offsets it never saw.
 #[test]
 fn consume_follow_behind_retention_goes_on_from_the_log_start_and_says_what_it_skipped() {
-    let (_tmp, dir, writer) = small_retention_topic();
-    let producer = writer.producer(ProducerConfig::default());
-    let send = |i: u64| {
-        producer
-            .send(ProducerRecord::new("t").value(format!("{i:0>200}")))
-            .unwrap()
-    };
-    let start_offset = || writer.describe_topic("t").unwrap().partitions[0].log_start_offset;
+    let (_tmp, dir, app) = small_retention_topic();
+    let send = |i: u64| app.send(i);
+    let start_offset = || app.log_start();
     for i in 0..5 {
         send(i);
     }
@@ -1022,14 +1037,9 @@ fn consume_follow_behind_retention_goes_on_from_the_log_start_and_says_what_it_s
 /// those, and says where the log started.
 #[test]
 fn consume_follow_reset_to_the_end_does_not_say_retention_deleted_what_it_skipped() {
-    let (_tmp, dir, writer) = small_retention_topic();
-    let producer = writer.producer(ProducerConfig::default());
-    let send = |i: u64| {
-        producer
-            .send(ProducerRecord::new("t").value(format!("{i:0>200}")))
-            .unwrap()
-    };
-    let start_offset = || writer.describe_topic("t").unwrap().partitions[0].log_start_offset;
+    let (_tmp, dir, app) = small_retention_topic();
+    let send = |i: u64| app.send(i);
+    let start_offset = || app.log_start();
     let mut child = spawn(&dir, &["consume", "t", "--follow"]);
     let lines = line_receiver(&mut child);
     let next_line = || lines.recv_timeout(Duration::from_secs(60)).unwrap();
