@@ -690,8 +690,9 @@ impl Producer {
     /// the batch's other records are still completed.
     ///
     /// A record refused at once (producer closed, topic unknown or deleted, partition out of
-    /// range, record too large alone) gets its callback at once, on the sending thread, ahead of earlier records'
-    /// callbacks still to run — as Kafka's producer reports errors it finds in `send` itself.
+    /// range, record too large alone) gets its callback at once, on the sending thread,
+    /// ahead of earlier records' callbacks still to run — as Kafka's producer reports errors
+    /// it finds in `send` itself.
     ///
     /// A callback may send (even with a blocking [`send`](Self::send)), flush, close, or drop
     /// the producer's last clone. A [`flush`](Self::flush) inside a callback writes what is
