@@ -865,10 +865,12 @@ fn partition_dirs(dir: &Path) -> Result<Vec<(PathBuf, String, u32)>> {
         let Some((topic, partition)) = name.rsplit_once('-') else {
             continue;
         };
+        // Only the name brooklet writes (`orders-1`, never `orders-01` or `orders-+1`): a
+        // directory named otherwise is not a partition's, whatever number it parses to.
         let Ok(partition) = partition.parse::<u32>() else {
             continue;
         };
-        if validate_topic_name(topic).is_err() || !entry.path().is_dir() {
+        if name != format!("{topic}-{partition}") || validate_topic_name(topic).is_err() || !entry.path().is_dir() {
             continue;
         }
         found.push((entry.path(), topic.to_owned(), partition));

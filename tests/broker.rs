@@ -796,6 +796,10 @@ fn open_removes_partition_directories_the_table_does_not_list() {
     fs::write(dir.path().join("notes").join("keep.txt"), b"mine").unwrap();
     fs::create_dir(dir.path().join("backup-x")).unwrap();
     fs::write(dir.path().join("stray-0"), b"a file, not a directory").unwrap();
+    // Not a name brooklet gives a partition directory (it writes `orders-1`): not ours.
+    for name in ["orders-01", "orders-+1", "orders-007"] {
+        fs::create_dir(dir.path().join(name)).unwrap();
+    }
 
     let broker = Broker::open(dir.path()).unwrap();
     assert!(!ghost.exists());
@@ -812,7 +816,16 @@ fn open_removes_partition_directories_the_table_does_not_list() {
     assert_eq!(
         names,
         [
-            "backup-x", "meta", "notes", "offsets", "orders-0", "orders-1", "stray-0"
+            "backup-x",
+            "meta",
+            "notes",
+            "offsets",
+            "orders-+1",
+            "orders-0",
+            "orders-007",
+            "orders-01",
+            "orders-1",
+            "stray-0"
         ]
     );
 }
