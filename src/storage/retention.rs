@@ -30,6 +30,7 @@ struct Stop {
 impl RetentionChecker {
     /// Starts the thread: `pass` runs every `interval` (the first time one interval from
     /// now) and returns `false` once there is nothing left to check (the thread then ends).
+    /// A pass that panics is logged and the thread goes on.
     ///
     /// # Errors
     /// The OS refusing a thread.
@@ -42,7 +43,17 @@ impl RetentionChecker {
             let stop = Arc::clone(&stop);
             std::thread::Builder::new()
                 .name("brooklet-retention".into())
-                .spawn(move || while stop.sleep(interval) && pass() {})?
+                .spawn(move || {
+                    while stop.sleep(interval) {
+                        // A pass that panics (a bug) is reported, not the end of retention:
+                        // the next interval tries again.
+                        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut pass)) {
+                            Ok(true) => {}
+                            Ok(false) => return,
+                            Err(_) => tracing::error!("a retention check panicked; the next one runs as planned"),
+                        }
+                    }
+                })?
         };
         Ok(RetentionChecker {
             stop,
@@ -82,5 +93,40 @@ impl Drop for RetentionChecker {
         {
             let _ = thread.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use super::*;
+
+    /// A pass that panics is reported and the checker goes on to the next one.
+    #[test]
+    fn a_panicking_pass_does_not_end_the_checker() {
+        let (tx, rx) = mpsc::channel();
+        let mut passes = 0;
+        let checker = RetentionChecker::start(Duration::from_millis(1), move || {
+            passes += 1;
+            assert!(passes != 1, "the first pass panics");
+            tx.send(passes).is_ok()
+        })
+        .unwrap();
+        assert_eq!(rx.recv_timeout(Duration::from_secs(30)), Ok(2));
+        drop(checker);
+    }
+
+    /// Dropping the checker wakes and joins its thread at once, whatever the interval.
+    #[test]
+    fn drop_stops_a_sleeping_checker() {
+        let (tx, rx) = mpsc::channel::<()>();
+        let checker = RetentionChecker::start(Duration::from_secs(3600), move || tx.send(()).is_ok()).unwrap();
+        drop(checker);
+        // The thread ended (its closure, holding the sender, is gone) without a pass.
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(30)),
+            Err(mpsc::RecvTimeoutError::Disconnected)
+        );
     }
 }
