@@ -65,6 +65,13 @@ pub enum Error {
         /// The configured maximum (`max_batch_bytes`).
         max: usize,
     },
+    /// A record's timestamp is negative. As in Kafka (whose `ProducerRecord` refuses one), a
+    /// timestamp is milliseconds since the Unix epoch, 0 or later; a negative one would sort
+    /// before every stored record and make time-based retention delete it at once.
+    InvalidTimestamp {
+        /// The timestamp given.
+        timestamp: i64,
+    },
     /// A configuration value is out of its allowed range.
     InvalidConfig {
         /// The setting, e.g. `"segment_bytes"`.
@@ -249,6 +256,7 @@ impl Error {
                 reason: reason.clone(),
             },
             Error::RecordTooLarge { size, max } => Error::RecordTooLarge { size: *size, max: *max },
+            Error::InvalidTimestamp { timestamp } => Error::InvalidTimestamp { timestamp: *timestamp },
             Error::InvalidConfig { field, reason } => Error::InvalidConfig {
                 field,
                 reason: reason.clone(),
@@ -360,6 +368,10 @@ impl fmt::Display for Error {
             Error::RecordTooLarge { size, max } => {
                 write!(f, "batch of {size} bytes exceeds the maximum of {max} bytes")
             }
+            Error::InvalidTimestamp { timestamp } => write!(
+                f,
+                "invalid timestamp {timestamp}: a record's timestamp is milliseconds since the Unix epoch, 0 or later"
+            ),
             Error::InvalidConfig { field, reason } => {
                 write!(f, "invalid configuration for `{field}`: {reason}")
             }

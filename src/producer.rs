@@ -623,8 +623,8 @@ impl Producer {
     ///
     /// # Errors
     /// [`Error::UnknownTopic`] (unless the broker auto-creates topics);
-    /// [`Error::InvalidPartition`]; [`Error::RecordTooLarge`] (nothing written);
-    /// [`Error::Io`] or [`Error::Poisoned`] from the partition; [`Error::Truncated`] if a
+    /// [`Error::InvalidPartition`]; [`Error::RecordTooLarge`] or [`Error::InvalidTimestamp`]
+    /// (nothing written); [`Error::Io`] or [`Error::Poisoned`] from the partition; [`Error::Truncated`] if a
     /// `Synced` send's record was removed by a truncation before its fsync; [`Error::Closed`];
     /// [`Error::ReadOnly`] on a [read-only broker](Broker::open_read_only).
     pub fn send(&self, record: ProducerRecord) -> Result<RecordMetadata> {
@@ -668,7 +668,9 @@ impl Producer {
     }
 
     /// Queues a record and returns at once; wait on the [`Delivery`] for the outcome.
-    /// Routing errors (unknown topic, bad partition) are delivered through it too.
+    /// Routing errors (unknown topic, bad partition) are delivered through it too, as are a
+    /// record too large alone and one with a negative timestamp, which are refused before
+    /// they join a batch.
     pub fn send_async(&self, record: ProducerRecord) -> Delivery {
         match self.handle.shared.enqueue(record, Notify::Handle) {
             Some(delivery) => delivery,
@@ -719,8 +721,9 @@ impl Producer {
     /// without idempotence would.
     ///
     /// # Errors
-    /// As [`send`](Self::send). A routing error or a record too large alone
-    /// ([`Error::RecordTooLarge`]) is found before anything is written: nothing of the call
+    /// As [`send`](Self::send). A routing error, a record too large alone
+    /// ([`Error::RecordTooLarge`]) or one with a negative timestamp
+    /// ([`Error::InvalidTimestamp`]) is found before anything is written: nothing of the call
     /// is stored then. On a later error (I/O), records of partitions already written stay
     /// written (their offsets are lost to the caller, as with a failed Kafka batch).
     ///
@@ -757,13 +760,13 @@ impl Producer {
         let shared = &self.handle.shared;
         let total = records.len();
         let groups = shared.group_by_partition(records)?;
-        // A record too large alone fails the whole call: refused before anything is written,
-        // as a routing error is (else the records before it would be stored while the call
-        // reports them failed).
+        // A record too large alone, or with a negative timestamp, fails the whole call:
+        // refused before anything is written, as a routing error is (else the records before
+        // it would be stored while the call reports them failed).
         for group in &groups {
             match &group.records {
-                GroupRecords::All(records) => check_sizes(&group.queue, records, shared.config.compression)?,
-                GroupRecords::Some { records, .. } => check_sizes(&group.queue, records, shared.config.compression)?,
+                GroupRecords::All(records) => check_records(&group.queue, records, shared.config.compression)?,
+                GroupRecords::Some { records, .. } => check_records(&group.queue, records, shared.config.compression)?,
             }
         }
         let durability = shared.config.durability;
@@ -1439,12 +1442,13 @@ impl Shared {
             Ok(queue) => queue,
             Err(e) => return refuse(e, notify),
         };
-        // A record too large alone is refused at once, as Kafka's `send` checks a record's
-        // size before batching it. Queued, it would share its batch's one outcome with the
-        // records around it: the estimate below keeps such a record out of other records'
-        // batches only uncompressed, and a compressed one that fits uncompressed but not
-        // compressed failed its whole batch, whose other records were partly stored.
-        if let Err(e) = check_sizes(&queue, std::slice::from_ref(&record.record), self.config.compression) {
+        // A record too large alone, or with a negative timestamp, is refused at once, as
+        // Kafka's `send` checks a record's size before batching it. Queued, it would share
+        // its batch's one outcome with the records around it: the estimate below keeps such a
+        // record out of other records' batches only uncompressed, and a compressed one that
+        // fits uncompressed but not compressed failed its whole batch, whose other records
+        // were partly stored.
+        if let Err(e) = check_records(&queue, std::slice::from_ref(&record.record), self.config.compression) {
             return refuse(e, notify);
         }
         let size = estimated_size(&record.record);
@@ -1678,15 +1682,19 @@ fn estimated_size(record: &Record) -> usize {
 /// the 20 bytes `estimated_size` counts for them.)
 const SINGLE_BATCH_SLACK: usize = crate::record::batch::HEADER_LEN + 10 + 3 + 30 - 40;
 
+/// `Err(InvalidTimestamp)` for the first of `records` with a negative timestamp, and
 /// `Err(RecordTooLarge)` for the first of `records` that alone exceeds the partition's
 /// batch limit, with the size the log would report for it. With `compression` the limit
 /// applies to the compressed batch too, which incompressible bytes make a little larger
 /// than the records: a record near the limit is then compressed to size it.
-fn check_sizes<R: AsRef<Record>>(queue: &PartitionQueue, records: &[R], compression: Compression) -> Result<()> {
+fn check_records<R: AsRef<Record>>(queue: &PartitionQueue, records: &[R], compression: Compression) -> Result<()> {
     let mut scratch = crate::record::batch::EncodeScratch::default();
     let mut out = Vec::new();
     for record in records {
         let record = record.as_ref();
+        if let Some(timestamp) = record.timestamp_ms().filter(|ts| *ts < 0) {
+            return Err(Error::InvalidTimestamp { timestamp });
+        }
         // The cheap bound clears the usual record; only one near the limit is sized exactly.
         let bound = estimated_size(record) + SINGLE_BATCH_SLACK;
         let bound = match compression {

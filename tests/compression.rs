@@ -463,7 +463,7 @@ fn log_append_time_replaces_producer_timestamps() {
         }
         let records = [
             Record::new().value("old").timestamp(1_000),
-            Record::new().key("k").value("older").timestamp(-5),
+            Record::new().key("k").value("older").timestamp(5),
             Record::new().value("unset"),
             Record::new().value("future").timestamp(i64::MAX),
         ];

@@ -1353,6 +1353,63 @@ fn log_append_time_topic_overwrites_timestamps_and_metadata_reports_them() {
     }
 }
 
+/// As Kafka's `ProducerRecord`, a negative timestamp is refused, on every path and whatever
+/// the topic's timestamp type, with nothing written; 0 (the epoch) is a timestamp like any.
+#[test]
+fn a_negative_timestamp_is_refused_on_every_path_and_nothing_is_written() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("create", TopicConfig::with_partitions(1)).unwrap();
+    broker
+        .create_topic(
+            "append",
+            TopicConfig::with_partitions(1).timestamp_type(TimestampType::LogAppendTime),
+        )
+        .unwrap();
+    let p = broker.producer(flush_only());
+    let refused = |result: Result<RecordMetadata, Error>| match result {
+        Err(Error::InvalidTimestamp { timestamp: -5 }) => {}
+        other => panic!("expected InvalidTimestamp {{ timestamp: -5 }}, got {other:?}"),
+    };
+    for topic in ["create", "append"] {
+        let bad = || ProducerRecord::new(topic).value("bad").timestamp(-5);
+        refused(p.send(bad()));
+        // send_async: refused alone; the records queued around it are stored.
+        let before = p.send_async(ProducerRecord::new(topic).value("before"));
+        let negative = p.send_async(bad());
+        let after = p.send_async(ProducerRecord::new(topic).value("after"));
+        p.flush().unwrap();
+        refused(negative.wait());
+        assert_eq!(before.wait().unwrap().offset, 0, "{topic}");
+        assert_eq!(after.wait().unwrap().offset, 1, "{topic}");
+        // send_batch: the whole call is refused before anything is written.
+        match p.send_batch(&[ProducerRecord::new(topic).value("ok"), bad()]) {
+            Err(Error::InvalidTimestamp { timestamp: -5 }) => {}
+            other => panic!("{other:?}"),
+        }
+        // The partition log itself refuses it too.
+        let log = broker.partition_log(&TopicPartition::new(topic, 0)).unwrap();
+        let records = [
+            brooklet::Record::new().value("ok"),
+            brooklet::Record::new().value("bad").timestamp(-1),
+        ];
+        match log.append(&records, Durability::Written) {
+            Err(Error::InvalidTimestamp { timestamp: -1 }) => {}
+            other => panic!("{other:?}"),
+        }
+        let values: Vec<String> = records_of(&broker, topic, 0).iter().map(|r| text(&r.value)).collect();
+        assert_eq!(values, ["before", "after"], "{topic}");
+        // The epoch itself is a timestamp like any other.
+        let epoch = p.send(ProducerRecord::new(topic).value("epoch").timestamp(0)).unwrap();
+        assert_eq!(epoch.offset, 2, "{topic}");
+        if topic == "create" {
+            assert_eq!(stored_at(&broker, &epoch).timestamp, 0);
+        }
+    }
+    // Per topic: send, send_async, and send_batch's two records (errors count records).
+    assert_eq!(p.metrics().errors, 8);
+    assert_eq!(p.metrics().records_sent, 6);
+}
+
 // ---------------------------------------------------------------------------------------
 // 11. typed values
 // ---------------------------------------------------------------------------------------

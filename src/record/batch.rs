@@ -412,6 +412,10 @@ fn put_records<R: AsRef<Record>>(
     let mut max_timestamp_delta = 0;
     for (delta, record) in (0u32..).zip(records) {
         let record = record.as_ref();
+        if let Some(timestamp) = record.timestamp.filter(|ts| *ts < 0) {
+            buf.truncate(start);
+            return Err(Error::InvalidTimestamp { timestamp });
+        }
         let ts = stamps.of(record);
         if ts > max_timestamp {
             max_timestamp = ts;
@@ -517,7 +521,8 @@ fn compress(
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] for an empty batch, one with more than `u32::MAX` records,
-/// or a compressor failure; [`Error::RecordTooLarge`] when the batch would exceed
+/// or a compressor failure; [`Error::InvalidTimestamp`] for a record whose own timestamp
+/// is negative (whatever the timestamp type); [`Error::RecordTooLarge`] when the batch would exceed
 /// `max_batch_bytes` as stored or (when compressed) uncompressed. Nothing is left appended
 /// to `out` after an error.
 pub(crate) fn encode<R: AsRef<Record>>(
@@ -1532,6 +1537,30 @@ mod tests {
     }
 
     #[test]
+    fn a_negative_timestamp_is_refused_before_writing() {
+        let mut scratch = EncodeScratch::default();
+        for codec in CODECS {
+            for timestamp_type in [TimestampType::CreateTime, TimestampType::LogAppendTime] {
+                let opts = EncodeOptions {
+                    compression: codec,
+                    timestamp_type,
+                };
+                let mut out = vec![7u8];
+                let records = [
+                    Record::new().value("a").timestamp(3),
+                    Record::new().value("b").timestamp(-1),
+                ];
+                let err = encode(&records, 0, 1 << 20, opts, &mut scratch, &mut out).unwrap_err();
+                assert!(
+                    matches!(err, Error::InvalidTimestamp { timestamp: -1 }),
+                    "{codec:?}: {err:?}"
+                );
+                assert_eq!(out, [7], "{codec:?}");
+            }
+        }
+    }
+
+    #[test]
     fn too_large_is_refused_before_writing() {
         let mut scratch = EncodeScratch::default();
         let opts = EncodeOptions::default();
@@ -2042,7 +2071,7 @@ mod tests {
                 (proptest::option::of(proptest::collection::vec(any::<u8>(), 0..20)),
                  proptest::option::of(proptest::collection::vec(any::<u8>(), 0..200)),
                  proptest::collection::vec(("[a-z]{0,5}", proptest::collection::vec(any::<u8>(), 0..8)), 0..3),
-                 any::<i64>()),
+                 0..=i64::MAX),
                 1..20)
         ) {
             let records: Vec<Record> = recs.iter().map(|(k, v, hs, ts)| {

@@ -100,7 +100,9 @@ impl Record {
     }
 
     /// Sets the timestamp in milliseconds since the Unix epoch (Kafka's CreateTime).
-    /// Without one, the append time is used.
+    /// Without one, the append time is used. A negative timestamp is refused when the record
+    /// is sent or appended, with [`Error::InvalidTimestamp`](crate::Error::InvalidTimestamp)
+    /// and nothing written, as Kafka's `ProducerRecord` refuses one.
     #[must_use]
     #[inline]
     pub fn timestamp(mut self, ms: i64) -> Self {

@@ -976,7 +976,8 @@ impl PartitionLog {
     /// [`Error::InvalidArgument`] for an empty slice, or for a closed log (a broker's
     /// partition of a deleted topic); [`Error::OffsetOverflow`] if the
     /// records' offsets would pass `u64::MAX` (nothing is written); [`Error::RecordTooLarge`] if the
-    /// batch exceeds `max_batch_bytes` (nothing is written); [`Error::Io`] if the write
+    /// batch exceeds `max_batch_bytes` and [`Error::InvalidTimestamp`] if a record's
+    /// timestamp is negative (nothing is written either way); [`Error::Io`] if the write
     /// fails (it is rolled back, the log stays usable) or the fsync fails (the log is then
     /// poisoned); [`Error::Poisoned`] after an earlier failed fsync; for a `Synced` append,
     /// [`Error::Truncated`] if a concurrent [`truncate_to`](Self::truncate_to) removed its
