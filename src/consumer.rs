@@ -11,6 +11,12 @@
 //! partitions another process appends to, instead re-checks the files every 50 ms while
 //! it waits: no append in this process can wake it.
 //!
+//! # Stopping a blocked poll
+//! A consumer is used from one thread; another thread stops it through a [`WakeupHandle`]
+//! (Kafka's `consumer.wakeup()`): the `poll` blocked at that moment, or else the next one,
+//! returns [`Error::Wakeup`] at once, having consumed nothing, and the consumer's thread
+//! can then close it — a clean shutdown without short poll timeouts and a flag.
+//!
 //! # Positions and commits
 //! A partition's *position* is the next offset `poll` returns. A newly assigned partition
 //! starts at the group's committed offset, or where `auto_offset_reset` says if there is
@@ -39,6 +45,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -638,6 +645,28 @@ struct Part {
     paused: bool,
 }
 
+/// Interrupts a [`Consumer`]'s `poll` from another thread; from
+/// [`Consumer::wakeup_handle`]. `Clone + Send + Sync`, and usable after the consumer is
+/// gone (it then does nothing).
+#[derive(Debug, Clone)]
+pub struct WakeupHandle {
+    signal: Arc<Signal>,
+    requested: Arc<AtomicBool>,
+}
+
+impl WakeupHandle {
+    /// Makes the consumer's `poll` that is blocked now — or, if none is, its next `poll` —
+    /// return [`Error::Wakeup`] at once, as Kafka's `consumer.wakeup()` makes it throw
+    /// `WakeupException`. The interrupted call consumes nothing: positions stay where they
+    /// were, and the records it would have returned come with a later poll. Several
+    /// wakeups before a poll interrupt it once. [`Consumer::iter`] ends instead of
+    /// yielding the error.
+    pub fn wakeup(&self) {
+        self.requested.store(true, Ordering::SeqCst);
+        self.signal.notify();
+    }
+}
+
 /// Reads records from topics, alone or in a consumer group. `Send`, used from one thread
 /// at a time (as Kafka's consumer). Dropping it does what [`close`](Consumer::close) does
 /// (Kafka has no drop; brooklet chose to close), so a thread that panics gives its
@@ -668,6 +697,8 @@ pub struct Consumer {
     broker: Broker,
     config: ConsumerConfig,
     signal: Arc<Signal>,
+    /// Set by a [`WakeupHandle`]; taken by the poll it interrupts.
+    wakeup: Arc<AtomicBool>,
     subscription: Option<Subscription>,
     parts: BTreeMap<TopicPartition, Part>,
     rotation: usize,
@@ -712,6 +743,7 @@ impl Consumer {
             broker,
             config,
             signal: Signal::new(),
+            wakeup: Arc::new(AtomicBool::new(false)),
             subscription: None,
             parts: BTreeMap::new(),
             rotation: 0,
@@ -727,6 +759,43 @@ impl Consumer {
     #[must_use]
     pub fn config(&self) -> &ConsumerConfig {
         &self.config
+    }
+
+    /// A handle another thread uses to interrupt this consumer's `poll` (Kafka's
+    /// `consumer.wakeup()`, which Rust's ownership puts on a handle: the consumer itself is
+    /// used by one thread). See [`WakeupHandle::wakeup`].
+    ///
+    /// # Examples
+    /// ```
+    /// use brooklet::{Broker, ConsumerConfig, Error, TopicConfig};
+    /// use std::time::Duration;
+    ///
+    /// let broker = Broker::temporary()?;
+    /// broker.create_topic("orders", TopicConfig::with_partitions(1))?;
+    /// let mut consumer = broker.consumer(ConsumerConfig::group("billing"))?;
+    /// consumer.subscribe(&["orders"])?;
+    /// let wakeup = consumer.wakeup_handle();
+    /// let worker = std::thread::spawn(move || {
+    ///     loop {
+    ///         match consumer.poll(Duration::from_secs(3600)) {
+    ///             Ok(records) => { /* process, commit */ }
+    ///             Err(Error::Wakeup) => break, // asked to stop
+    ///             Err(e) => return Err(e),
+    ///         }
+    ///     }
+    ///     consumer.close() // commits (auto-commit) and leaves the group
+    /// });
+    /// std::thread::sleep(Duration::from_millis(50));
+    /// wakeup.wakeup(); // e.g. from a shutdown handler
+    /// worker.join().expect("worker")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn wakeup_handle(&self) -> WakeupHandle {
+        WakeupHandle {
+            signal: Arc::clone(&self.signal),
+            requested: Arc::clone(&self.wakeup),
+        }
     }
 
     fn group_id(&self) -> Option<&str> {
@@ -986,6 +1055,7 @@ impl Consumer {
     /// outside the log and `auto_offset_reset` is `None`; [`Error::UnknownTopic`] for a
     /// manually assigned partition whose topic was deleted (until it is created again);
     /// [`Error::Corrupt`] or [`Error::Io`] from the log; [`Error::Closed`] after `close`;
+    /// [`Error::Wakeup`] when a [`WakeupHandle`] interrupted it (nothing consumed);
     /// [`Error::NotSubscribed`] at once for a consumer with neither a subscription nor an
     /// assignment (as Kafka). As in Kafka, records already read from other partitions in the
     /// same poll are returned first, and the error comes from the next poll: no record is
@@ -1020,8 +1090,12 @@ impl Consumer {
     fn poll_loop(&mut self, deadline: Option<Instant>) -> Result<ConsumerRecords> {
         let mut out = ConsumerRecords::default();
         loop {
-            // Take the signal before reading: an append after this point raises it again.
+            // Take the signal before reading: an append (or a wakeup) after this point
+            // raises it again.
             self.signal.take();
+            if self.wakeup.swap(false, Ordering::SeqCst) {
+                return Err(Error::Wakeup);
+            }
             let next_check = self.sync_group()?;
             self.follow_recreated();
             self.resolve_positions()?;
@@ -1290,7 +1364,8 @@ impl Consumer {
     }
 
     /// An iterator that polls forever (as `for msg in consumer` in the Kafka tutorials),
-    /// yielding each record or the error of a failed poll.
+    /// yielding each record or the error of a failed poll. It ends when a
+    /// [`WakeupHandle`] wakes the consumer (the way to stop the loop from another thread).
     pub fn iter(&mut self) -> Iter<'_> {
         Iter {
             consumer: self,
@@ -1300,7 +1375,7 @@ impl Consumer {
     }
 
     /// An iterator that ends once no record arrives for `idle`: the loop for a program
-    /// that should stop when the topic runs dry.
+    /// that should stop when the topic runs dry. A [`WakeupHandle`] ends it too.
     pub fn iter_until_idle(&mut self, idle: Duration) -> Iter<'_> {
         Iter {
             consumer: self,
@@ -1756,6 +1831,7 @@ impl Iterator for Iter<'_> {
             match self.consumer.poll(timeout) {
                 Ok(records) if records.is_empty() && self.idle_timeout.is_some() => return None,
                 Ok(records) => self.buffer.extend(records),
+                Err(Error::Wakeup) => return None,
                 Err(e) => return Some(Err(e)),
             }
         }

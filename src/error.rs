@@ -171,6 +171,11 @@ pub enum Error {
         /// The consumer's group, if it has one.
         group: Option<String>,
     },
+    /// A consumer's `poll` was interrupted by [`WakeupHandle::wakeup`](crate::WakeupHandle::wakeup)
+    /// (Kafka's `WakeupException`): the way another thread stops a consumer blocked in a long
+    /// poll, e.g. at shutdown. Nothing was consumed by the interrupted call; the consumer is
+    /// still usable (close it, or poll again).
+    Wakeup,
     /// An admin operation needs a group without active members.
     GroupNotEmpty {
         /// The group.
@@ -298,6 +303,7 @@ impl Error {
                 partition: partition.clone(),
             },
             Error::NotSubscribed { group } => Error::NotSubscribed { group: group.clone() },
+            Error::Wakeup => Error::Wakeup,
             Error::GroupNotEmpty { group, members } => Error::GroupNotEmpty {
                 group: group.clone(),
                 members: *members,
@@ -421,6 +427,7 @@ impl fmt::Display for Error {
                 ),
                 None => write!(f, "the consumer is not assigned any partition"),
             },
+            Error::Wakeup => write!(f, "the consumer's poll was interrupted by WakeupHandle::wakeup"),
             Error::GroupNotEmpty { group, members } => {
                 write!(f, "group {group:?} has {members} active member(s); stop them first")
             }

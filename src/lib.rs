@@ -62,7 +62,9 @@
 //! ## Close
 //! Dropping the last clone of a [`Broker`] closes every partition cleanly (the next open
 //! runs no recovery scan). Dropping the last clone of a [`Producer`] writes its pending records
-//! first. A producer keeps its broker open.
+//! first. A producer keeps its broker open. A consumer blocked in `poll` on another thread
+//! is stopped with its [`WakeupHandle`] (Kafka's `wakeup()`), then closed (or dropped),
+//! which commits (with auto-commit) and leaves its group.
 //!
 //! ## Formats
 //! The batch format is documented byte by byte in [`record::batch`]; the index, checkpoint
@@ -118,7 +120,7 @@ pub use codec::{
 pub use config::{Durability, LogConfig};
 pub use consumer::{
     Consumer, ConsumerConfig, ConsumerRecord, ConsumerRecordRef, ConsumerRecords, IsolationLevel, Iter, OffsetReset,
-    RebalanceListener, RecordsIter,
+    RebalanceListener, RecordsIter, WakeupHandle,
 };
 pub use error::{Error, Result};
 pub use group::admin::{GroupDescription, GroupPartition, GroupState, OffsetSpec};

@@ -2042,3 +2042,121 @@ fn an_offsets_snapshot_older_than_the_log_start_fails_open() {
         other => panic!("an old snapshot was accepted: {other:?}"),
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Wakeup: stopping a consumer blocked in poll from another thread
+// ---------------------------------------------------------------------------------------
+
+/// A poll blocked for an hour returns `Wakeup` as soon as another thread wakes it; the
+/// member stays in its group, and closing it then commits and leaves (Kafka's shutdown
+/// pattern: `wakeup()` from a hook, catch `WakeupException`, `close()`).
+#[test]
+fn wakeup_interrupts_a_blocked_poll_and_the_consumer_closes_cleanly() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("orders", TopicConfig::with_partitions(2)).unwrap();
+    fill(&broker, "orders", 2, 3);
+    let mut c = broker
+        .consumer(ConsumerConfig::group("g").auto_offset_reset(OffsetReset::Earliest))
+        .unwrap();
+    c.subscribe(&["orders"]).unwrap();
+    assert_eq!(poll_n(&mut c, 6).len(), 6);
+    let wakeup = c.wakeup_handle();
+    let (started_tx, started) = crossbeam_channel::bounded(1);
+    let (done_tx, done) = crossbeam_channel::bounded(1);
+    let worker = std::thread::spawn(move || {
+        started_tx.send(()).unwrap();
+        let outcome = c.poll(Duration::from_secs(3600));
+        done_tx.send(()).unwrap();
+        (c, outcome)
+    });
+    started.recv_timeout(LONG).unwrap();
+    // Long enough for the poll to spin and park (it spins ~50 µs).
+    assert!(
+        done.recv_timeout(Duration::from_millis(200)).is_err(),
+        "poll returned early"
+    );
+    let woken = Instant::now();
+    wakeup.wakeup();
+    done.recv_timeout(LONG).expect("the poll returned after the wakeup");
+    assert!(woken.elapsed() < Duration::from_secs(5), "{:?}", woken.elapsed());
+    let (mut c, outcome) = worker.join().unwrap();
+    assert!(matches!(outcome, Err(Error::Wakeup)), "{outcome:?}");
+    // Still a member that owns both partitions, and usable.
+    assert_eq!(broker.describe_group("g").unwrap().members.len(), 1);
+    assert_eq!(assignment(&c), ["orders-0", "orders-1"]);
+    broker
+        .producer(ProducerConfig::default())
+        .send(ProducerRecord::new("orders").partition(1).value("late"))
+        .unwrap();
+    assert_eq!(ids(&poll_n(&mut c, 1)), [(1, 3)]);
+    c.close().unwrap();
+    assert_eq!(broker.describe_group("g").unwrap().members.len(), 0);
+    assert_eq!(
+        broker.committed_offset("g", &tp("orders", 0)).map(|o| o.offset),
+        Some(3)
+    );
+    assert_eq!(
+        broker.committed_offset("g", &tp("orders", 1)).map(|o| o.offset),
+        Some(4)
+    );
+}
+
+/// A wakeup with no poll running interrupts the next poll once (however many wakeups came
+/// before it), even with records waiting; that poll consumes nothing, and the next returns
+/// the records from where the consumer was.
+#[test]
+fn a_wakeup_before_poll_interrupts_the_next_poll_once_and_consumes_nothing() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    fill(&broker, "t", 1, 4);
+    let mut c = broker.consumer(manual("g").max_poll_records(2)).unwrap();
+    c.subscribe(&["t"]).unwrap();
+    assert_eq!(ids(&poll_n(&mut c, 2)), [(0, 0), (0, 1)]);
+    let wakeup = c.wakeup_handle();
+    let other = wakeup.clone();
+    wakeup.wakeup();
+    other.wakeup();
+    assert!(matches!(c.poll(Duration::ZERO), Err(Error::Wakeup)));
+    assert_eq!(c.position(&tp("t", 0)).unwrap(), 2);
+    assert_eq!(ids(&c.poll(Duration::ZERO).unwrap().to_vec()), [(0, 2), (0, 3)]);
+    assert!(c.poll(Duration::ZERO).unwrap().is_empty());
+    // A manually assigned consumer is woken the same way.
+    let mut solo = broker
+        .consumer(ConsumerConfig::default().auto_offset_reset(OffsetReset::Earliest))
+        .unwrap();
+    solo.assign(&[tp("t", 0)]).unwrap();
+    solo.wakeup_handle().wakeup();
+    assert!(matches!(solo.poll(Duration::from_secs(3600)), Err(Error::Wakeup)));
+    assert_eq!(solo.poll(Duration::ZERO).unwrap().len(), 4);
+    // A handle outlives its consumer harmlessly.
+    drop(c);
+    wakeup.wakeup();
+}
+
+/// `for record in consumer.iter()` ends when another thread wakes the consumer, after every
+/// record produced before it was yielded.
+#[test]
+fn wakeup_ends_the_consumer_iterator() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    let mut c = broker.consumer(manual("g")).unwrap();
+    c.subscribe(&["t"]).unwrap();
+    let wakeup = c.wakeup_handle();
+    let (seen_tx, seen) = crossbeam_channel::unbounded();
+    let worker = std::thread::spawn(move || {
+        let mut offsets = Vec::new();
+        for record in c.iter() {
+            let record = record.unwrap();
+            offsets.push(record.offset());
+            seen_tx.send(record.offset()).unwrap();
+        }
+        offsets
+    });
+    let producer = broker.producer(ProducerConfig::default());
+    for i in 0..5 {
+        producer.send(ProducerRecord::new("t").value(format!("{i}"))).unwrap();
+        assert_eq!(seen.recv_timeout(LONG).unwrap(), i);
+    }
+    wakeup.wakeup();
+    assert_eq!(worker.join().unwrap(), [0, 1, 2, 3, 4]);
+}
