@@ -157,7 +157,9 @@ pub(crate) fn decode_topics(path: &Path, bytes: &[u8]) -> Result<Vec<StoredTopic
 #[derive(Debug)]
 pub(crate) struct Topic {
     pub name: String,
-    pub config: TopicConfig,
+    /// Replaced by [`Broker::alter_topic_config`]; its partition count is the one the topic
+    /// was created with (`partitions` holds the current one).
+    config: RwLock<TopicConfig>,
     /// Grown only through [`add_partitions`](Topic::add_partitions).
     partitions: RwLock<Vec<Arc<PartitionLog>>>,
     /// `partitions.len()`, read without the lock by every send that routes a record.
@@ -181,6 +183,11 @@ impl Topic {
         self.count.load(Ordering::Acquire)
     }
 
+    /// The topic's settings now, with its current partition count.
+    pub fn config(&self) -> TopicConfig {
+        self.config.read().clone().partition_count(self.partition_count())
+    }
+
     /// Every partition's log, in order.
     pub fn partition_logs(&self) -> Vec<Arc<PartitionLog>> {
         self.partitions.read().clone()
@@ -189,7 +196,7 @@ impl Topic {
     fn new(name: String, config: TopicConfig, logs: Vec<Arc<PartitionLog>>) -> Topic {
         Topic {
             name,
-            config,
+            config: RwLock::new(config),
             count: AtomicU32::new(logs.len() as u32),
             partitions: RwLock::new(logs),
         }
@@ -600,7 +607,7 @@ impl Broker {
         let logs = self.open_partitions(name, &config, 0..config.partitions)?;
         let topic = Arc::new(Topic::new(name.to_owned(), config, logs));
         let mut table = self.stored_topics();
-        table.push(StoredTopic::new(name, &topic.config));
+        table.push(StoredTopic::new(name, &topic.config()));
         self.write_table(&table)?;
         self.inner.topics.write().insert(name.to_owned(), topic);
         self.topic_changed(name);
@@ -634,7 +641,7 @@ impl Broker {
         let logs = topic.partition_logs();
         Ok(TopicDescription {
             name: topic.name.clone(),
-            config: topic.config.clone().partition_count(logs.len() as u32),
+            config: topic.config().partition_count(logs.len() as u32),
             partitions: (0u32..)
                 .zip(&logs)
                 .map(|(partition, log)| PartitionDescription {
@@ -665,9 +672,9 @@ impl Broker {
                 format!("topic {name:?} has {current} partitions; the count can only grow"),
             ));
         }
-        let grown = topic.config.clone().partition_count(partitions);
+        let grown = topic.config().partition_count(partitions);
         grown.validate()?;
-        let logs = self.open_partitions(name, &topic.config, current..partitions)?;
+        let logs = self.open_partitions(name, &grown, current..partitions)?;
         let mut table = self.stored_topics();
         if let Some(t) = table.iter_mut().find(|t| t.name == name) {
             t.partitions = partitions;
@@ -675,6 +682,75 @@ impl Broker {
         self.write_table(&table)?;
         topic.add_partitions(logs);
         self.topic_changed(name);
+        Ok(())
+    }
+
+    /// Changes a topic's settings while it is in use, as Kafka's
+    /// `kafka-configs --alter --entity-type topics` (`incrementalAlterConfigs`). `config`
+    /// replaces every setting at once; start from the current ones to change a few (as the
+    /// example does). The partition count cannot change here (see
+    /// [`add_partitions`](Self::add_partitions)): `config`'s must be the topic's.
+    ///
+    /// The new settings are written to the topic table first (atomically, as at creation),
+    /// then applied to the live partitions, each at its next use, as in Kafka: the
+    /// message-size limit and timestamp type at the next append (producers see the new
+    /// limit at their next send); `segment_bytes` and `segment_ms` at the next roll check
+    /// (an active segment already past a lowered `segment_bytes` rolls at the next append);
+    /// retention at the next retention check
+    /// ([`BrokerBuilder::retention_check_interval`]) or segment roll. Stored records are
+    /// never rewritten: a lowered `max_message_bytes` does not touch batches already stored,
+    /// and a topic switched to LogAppendTime keeps the create times of earlier records.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTopic`]; [`Error::InvalidConfig`] for a bad setting or another
+    /// partition count (nothing changes); an I/O error writing the topic table (nothing
+    /// changes; if only the directory sync after the rename failed, the new settings are in
+    /// effect at the next open); [`Error::ReadOnly`] on a read-only broker.
+    ///
+    /// # Examples
+    /// ```
+    /// use brooklet::{Broker, TopicConfig};
+    /// use std::time::Duration;
+    ///
+    /// let broker = Broker::temporary()?;
+    /// broker.create_topic("orders", TopicConfig::with_partitions(3))?;
+    /// // Keep a week of orders from now on.
+    /// let week = Duration::from_secs(7 * 24 * 3600);
+    /// let config = broker.describe_topic("orders")?.config.retention_ms(Some(week));
+    /// broker.alter_topic_config("orders", config)?;
+    /// let want = TopicConfig::with_partitions(3).retention_ms(Some(week));
+    /// assert_eq!(broker.describe_topic("orders")?.config, want);
+    /// // Or by Kafka's names, as `kafka-configs --add-config` takes them:
+    /// let config = broker.describe_topic("orders")?.config.set("retention.bytes", "1073741824")?;
+    /// broker.alter_topic_config("orders", config)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn alter_topic_config(&self, name: &str, config: TopicConfig) -> Result<()> {
+        self.check_writable(|| format!("alter the configuration of topic {name:?}"))?;
+        config.validate()?;
+        let _admin = self.inner.admin.lock();
+        let topic = self.topic(name)?;
+        let current = topic.partition_count();
+        if config.partitions() != current {
+            return Err(Error::config(
+                "partitions",
+                format!(
+                    "topic {name:?} has {current} partitions, the new configuration {}; \
+                     alter_topic_config keeps the count (add_partitions grows it)",
+                    config.partitions()
+                ),
+            ));
+        }
+        let mut table = self.stored_topics();
+        if let Some(t) = table.iter_mut().find(|t| t.name == name) {
+            *t = StoredTopic::new(name, &config);
+        }
+        self.write_table(&table)?;
+        let log_config = config.log_config();
+        *topic.config.write() = config;
+        for log in topic.partition_logs() {
+            log.set_config(log_config.clone())?;
+        }
         Ok(())
     }
 
@@ -805,7 +881,7 @@ impl Broker {
             .topics
             .read()
             .values()
-            .map(|t| StoredTopic::new(&t.name, &t.config.clone().partition_count(t.partition_count())))
+            .map(|t| StoredTopic::new(&t.name, &t.config()))
             .collect()
     }
 

@@ -514,7 +514,6 @@ struct PartitionQueue {
     /// The topic's name, shared by every [`RecordMetadata`] of this partition.
     topic: Arc<str>,
     partition: u32,
-    max_batch: usize,
     pending: Mutex<Pending>,
     /// Outcomes of written batches still to be reported, in write order.
     reports: Mutex<Reports>,
@@ -818,12 +817,12 @@ impl Producer {
             };
             match group.records {
                 // The whole input in order: the entries as they come.
-                GroupRecords::All(records) => out.records.extend(placed(&group.queue, records, &infos).map(entry)),
+                GroupRecords::All(records) => out.records.extend(placed(records, &infos).map(entry)),
                 GroupRecords::Some { records, indexes } => {
                     // Every position is filled once the groups have all been written (the
                     // first group sizes the list; the rest find it sized).
                     out.records.resize(total, Placed::default());
-                    for (i, placed) in indexes.into_iter().zip(placed(&group.queue, &records, &infos)) {
+                    for (i, placed) in indexes.into_iter().zip(placed(&records, &infos)) {
                         if let Some(slot) = out.records.get_mut(i) {
                             *slot = entry(placed);
                         }
@@ -880,18 +879,17 @@ impl Producer {
 /// Where `records`, appended as the batches `infos` (`(index of first record, info)`, in
 /// order, covering every record), went: `(offset, stored timestamp)` per record, in order.
 ///
-/// A record's stored timestamp is the append time on a LogAppendTime topic, else the
+/// A record's stored timestamp is the append time in a batch stored as LogAppendTime, else the
 /// record's own (or the append time when it had none, which `max_timestamp` equals for a
 /// batch of one; for larger batches the append time is the batch's "now").
 fn placed<'a, R: AsRef<Record>>(
-    queue: &PartitionQueue,
     records: &'a [R],
     infos: &'a [(usize, crate::AppendInfo)],
 ) -> impl Iterator<Item = (u64, i64)> + 'a {
-    let log_append_time = queue.log.config().timestamp_type == crate::record::TimestampType::LogAppendTime;
     infos.iter().enumerate().flat_map(move |(n, (first, info))| {
         let end = infos.get(n + 1).map_or(records.len(), |(next, _)| *next);
         let batch = records.get(*first..end).unwrap_or_default();
+        let log_append_time = info.timestamp_type == crate::record::TimestampType::LogAppendTime;
         (info.base_offset..).zip(batch).map(move |(offset, record)| {
             let timestamp = if log_append_time {
                 info.max_timestamp
@@ -1291,7 +1289,6 @@ impl Shared {
             return Ok(Arc::clone(queue));
         }
         let queue = Arc::new(PartitionQueue {
-            max_batch: log.config().effective_max_batch_bytes() as usize,
             log,
             topic: Arc::from(topic.name.as_str()),
             partition,
@@ -1392,7 +1389,7 @@ impl Shared {
     ) -> Result<Vec<(usize, crate::AppendInfo)>> {
         let mut out = Vec::new();
         let mut start = 0;
-        for chunk in size_chunks(records, queue.max_batch) {
+        for chunk in size_chunks(records, queue.max_batch()) {
             match self.append(queue, chunk, durability, epoch) {
                 Ok(info) => out.push((start, info)),
                 Err(Error::RecordTooLarge { .. }) if chunk.len() > 1 => {
@@ -1469,7 +1466,7 @@ impl Shared {
             return refuse(e, notify);
         }
         let mut wrote = false;
-        if pending.bytes > 0 && pending.bytes + size > queue.max_batch {
+        if pending.bytes > 0 && pending.bytes + size > queue.max_batch() {
             // Close the batch before it would pass the topic's limit.
             wrote |= self.write_pending(&queue, &mut pending).is_some();
         }
@@ -1553,7 +1550,7 @@ impl Shared {
                 topic: Arc::clone(&queue.topic),
                 partition: queue.partition,
                 placed: if asked {
-                    placed(queue, &records, &infos).collect()
+                    placed(&records, &infos).collect()
                 } else {
                     Vec::new()
                 },
@@ -1629,6 +1626,12 @@ impl Shared {
 }
 
 impl PartitionQueue {
+    /// The largest batch the partition takes now (the topic's `max_message_bytes`, which
+    /// [`Broker::alter_topic_config`] may change while the producer runs).
+    fn max_batch(&self) -> usize {
+        self.log.max_batch_bytes()
+    }
+
     /// Queues a written batch's outcome. Call under the `pending` lock, right after the
     /// append, so the queue's order is the write order.
     fn queue_report(&self, written: Written) {
@@ -1690,6 +1693,7 @@ const SINGLE_BATCH_SLACK: usize = crate::record::batch::HEADER_LEN + 10 + 3 + 30
 fn check_records<R: AsRef<Record>>(queue: &PartitionQueue, records: &[R], compression: Compression) -> Result<()> {
     let mut scratch = crate::record::batch::EncodeScratch::default();
     let mut out = Vec::new();
+    let max_batch = queue.max_batch();
     for record in records {
         let record = record.as_ref();
         if let Some(timestamp) = record.timestamp_ms().filter(|ts| *ts < 0) {
@@ -1702,15 +1706,12 @@ fn check_records<R: AsRef<Record>>(queue: &PartitionQueue, records: &[R], compre
             // The codecs' worst growth (snappy's 32 + n/6 is the largest), rounded up.
             _ => bound + bound / 5 + 64,
         };
-        if bound <= queue.max_batch {
+        if bound <= max_batch {
             continue;
         }
         let size = crate::record::batch::single_record_batch_len(record);
-        if size > queue.max_batch {
-            return Err(Error::RecordTooLarge {
-                size,
-                max: queue.max_batch,
-            });
+        if size > max_batch {
+            return Err(Error::RecordTooLarge { size, max: max_batch });
         }
         if compression != Compression::None {
             // Encoded as the log would (a single record's deltas, and so its size, do not
@@ -1723,7 +1724,7 @@ fn check_records<R: AsRef<Record>>(queue: &PartitionQueue, records: &[R], compre
             if let Err(e @ Error::RecordTooLarge { .. }) = crate::record::batch::encode(
                 std::slice::from_ref(record),
                 0,
-                queue.max_batch,
+                max_batch,
                 options,
                 &mut scratch,
                 &mut out,

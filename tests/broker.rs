@@ -10,8 +10,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use brooklet::{
-    Broker, Error, LogRecord, MAX_TOPIC_NAME_LEN, PartitionDescription, Producer, ProducerConfig, ProducerRecord,
-    TimestampType, TopicConfig, TopicPartition, partition_for_key,
+    Broker, Error, LogConfig, LogRecord, MAX_TOPIC_NAME_LEN, PartitionDescription, Producer, ProducerConfig,
+    ProducerRecord, TimestampType, TopicConfig, TopicPartition, partition_for_key,
 };
 use common::{read_all, temp_dir};
 
@@ -1431,4 +1431,156 @@ fn a_zero_retention_check_interval_is_refused() {
         .retention_check_interval(None)
         .open(dir.path())
         .unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
+// Altering a topic's configuration
+// ---------------------------------------------------------------------------------------
+
+/// Each altered setting reaches the live partitions at its next use — the size limit also
+/// a producer that was already sending to them — and the table keeps them across a
+/// reopen; stored records are not rewritten.
+#[test]
+fn altered_topic_settings_apply_to_live_partitions_and_survive_reopen() {
+    let dir = temp_dir();
+    // (No time retention here: the record stamped 1970 would be deleted at the roll.)
+    let altered = TopicConfig::with_partitions(2)
+        .max_message_bytes(2048)
+        .timestamp_type(TimestampType::LogAppendTime)
+        .segment_bytes(4096)
+        .retention_bytes(Some(1 << 30));
+    {
+        let broker = Broker::open(dir.path()).unwrap();
+        broker.create_topic("t", TopicConfig::with_partitions(2)).unwrap();
+        let p = producer(&broker);
+        let big = vec![7u8; 3000];
+        // Before: the default 1 MiB limit takes it, and CreateTime keeps the producer's time.
+        let before = p
+            .send(
+                ProducerRecord::new("t")
+                    .partition(0)
+                    .value(vec![1u8; 5000])
+                    .timestamp(1_000),
+            )
+            .unwrap();
+        assert_eq!((before.offset, before.timestamp), (0, 1_000));
+        let log = broker.partition_log(&TopicPartition::new("t", 0)).unwrap();
+        assert_eq!(log.segment_count(), 1);
+
+        broker.alter_topic_config("t", altered.clone()).unwrap();
+        assert_eq!(broker.describe_topic("t").unwrap().config, altered);
+        assert_eq!(log.config().effective_max_batch_bytes(), 2048);
+        // The same producer now gets the new limit, blocking and async, and writes nothing.
+        match p.send(ProducerRecord::new("t").partition(0).value(big.clone())) {
+            Err(Error::RecordTooLarge { size, max: 2048 }) => assert!(size > 3000, "{size}"),
+            other => panic!("{other:?}"),
+        }
+        match p
+            .send_async(ProducerRecord::new("t").partition(1).value(big.clone()))
+            .wait()
+        {
+            Err(Error::RecordTooLarge { max: 2048, .. }) => {}
+            other => panic!("{other:?}"),
+        }
+        // LogAppendTime from the next append on: the producer's timestamp is replaced, and
+        // the metadata reports the stored one.
+        let after = p
+            .send(ProducerRecord::new("t").partition(0).value("small").timestamp(1_000))
+            .unwrap();
+        assert_eq!(after.offset, 1);
+        assert_ne!(after.timestamp, 1_000);
+        let stored = records_of(&broker, "t", 0);
+        assert_eq!(
+            stored.iter().map(|r| r.timestamp).collect::<Vec<_>>(),
+            [1_000, after.timestamp],
+            "the earlier record keeps its create time"
+        );
+        // The first segment (5 KB) was already past the new 4 KiB segment size: it rolled at
+        // the next append.
+        assert_eq!(log.segment_count(), 2);
+        assert_eq!(broker.describe_topic("t").unwrap().partitions[1].log_end_offset, 0);
+    }
+    let broker = Broker::open(dir.path()).unwrap();
+    assert_eq!(broker.describe_topic("t").unwrap().config, altered);
+    let log = broker.partition_log(&TopicPartition::new("t", 1)).unwrap();
+    let want = LogConfig::default()
+        .segment_bytes(4096)
+        .retention_bytes(Some(1 << 30))
+        .max_batch_bytes(2048)
+        .timestamp_type(TimestampType::LogAppendTime);
+    assert_eq!(log.config(), want);
+    match producer(&broker).send(ProducerRecord::new("t").partition(1).value(vec![0u8; 3000])) {
+        Err(Error::RecordTooLarge { max: 2048, .. }) => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Lowering retention on a live topic frees its old segments at the next retention check,
+/// with no restart and no record rewritten.
+#[test]
+fn lowering_retention_on_a_live_topic_frees_old_segments_at_the_next_check() {
+    let broker = Broker::temporary().unwrap();
+    broker
+        .create_topic("t", TopicConfig::with_partitions(1).segment_bytes(4096))
+        .unwrap();
+    let p = producer(&broker);
+    for i in 0..40 {
+        p.send(ProducerRecord::new("t").value(vec![i as u8; 500])).unwrap();
+    }
+    let log = broker.partition_log(&TopicPartition::new("t", 0)).unwrap();
+    let segments = log.segment_count();
+    assert!(segments >= 5, "{segments}");
+    assert_eq!(log.enforce_retention().unwrap().segments_deleted, Vec::<u64>::new());
+    let config = broker
+        .describe_topic("t")
+        .unwrap()
+        .config
+        .set("retention.bytes", "4096")
+        .unwrap();
+    broker.alter_topic_config("t", config).unwrap();
+    let report = log.enforce_retention().unwrap();
+    assert_eq!(report.segments_deleted.len(), segments - 2, "{report:?}");
+    assert_eq!(log.segment_count(), 2);
+    let d = &broker.describe_topic("t").unwrap().partitions[0];
+    assert_eq!(d.log_end_offset, 40);
+    assert_eq!(d.log_start_offset, read_all(&log)[0].offset);
+}
+
+/// What alter refuses changes nothing: another partition count, a bad value, an unknown
+/// topic, a read-only broker.
+#[test]
+fn alter_topic_config_refuses_what_it_cannot_apply_and_changes_nothing() {
+    let dir = temp_dir();
+    let broker = Broker::open(dir.path()).unwrap();
+    let original = TopicConfig::with_partitions(3).retention_ms(Some(Duration::from_secs(60)));
+    broker.create_topic("t", original.clone()).unwrap();
+    let table = fs::read(dir.path().join("meta").join("topics")).unwrap();
+    match broker.alter_topic_config("t", original.clone().partition_count(4)) {
+        Err(Error::InvalidConfig {
+            field: "partitions",
+            reason,
+        }) => {
+            assert!(reason.contains("add_partitions"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    match broker.alter_topic_config("t", original.clone().segment_bytes(10)) {
+        Err(Error::InvalidConfig {
+            field: "segment_bytes", ..
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    match broker.alter_topic_config("nope", original.clone()) {
+        Err(Error::UnknownTopic { topic }) => assert_eq!(topic, "nope"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(broker.describe_topic("t").unwrap().config, original);
+    assert_eq!(fs::read(dir.path().join("meta").join("topics")).unwrap(), table);
+    let reader = Broker::open_read_only(dir.path()).unwrap();
+    assert!(matches!(
+        reader.alter_topic_config("t", original.clone().retention_ms(None)),
+        Err(Error::ReadOnly { .. })
+    ));
+    let log = reader.partition_log(&TopicPartition::new("t", 0)).unwrap();
+    assert!(matches!(log.set_config(log.config()), Err(Error::ReadOnly { .. })));
 }

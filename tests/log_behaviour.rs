@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use brooklet::{AppendInfo, Durability, Error, Header, LogConfig, LogRecord, PartitionLog, Record, RetentionReport};
+use brooklet::{
+    AppendInfo, Durability, Error, Header, LogConfig, LogRecord, PartitionLog, Record, RetentionReport, TimestampType,
+};
 use bytes::Bytes;
 use common::{read_all, read_from, temp_dir};
 
@@ -246,6 +248,7 @@ fn round_trip_keeps_every_field_across_appends() {
             max_timestamp: 1_005,
             append_time: info.append_time,
             size_bytes: batch_size(&first),
+            timestamp_type: TimestampType::CreateTime,
         }
     );
 
@@ -289,6 +292,7 @@ fn round_trip_keeps_every_field_across_appends() {
             max_timestamp: i64::from(u32::MAX) * 10,
             append_time: info4.append_time,
             size_bytes: batch_size(&single),
+            timestamp_type: TimestampType::CreateTime,
         }
     );
     // 57-byte header + 1 length byte + 13-byte body.
@@ -1488,7 +1492,7 @@ fn open_refuses_invalid_configs_naming_the_field() {
     ] {
         let dir = temp_dir();
         let log = PartitionLog::open(dir.path(), config.clone()).unwrap();
-        assert_eq!(log.config(), &config);
+        assert_eq!(log.config(), config);
     }
 }
 

@@ -62,7 +62,7 @@
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -78,7 +78,7 @@ use super::segment::{
 use crate::config::{Durability, Limits, LogConfig};
 use crate::error::{Error, Result};
 use crate::record::batch::{self, EncodeOptions, EncodeScratch, EncodedInfo};
-use crate::record::{Compression, Record, RecordBatch};
+use crate::record::{Compression, Record, RecordBatch, TimestampType};
 
 const LOCK_FILE: &str = "LOCK";
 const RECOVERY_POINT_FILE: &str = "recovery-point";
@@ -100,6 +100,9 @@ pub struct AppendInfo {
     pub append_time: i64,
     /// Size of the batch as stored (compressed, if it is), in bytes.
     pub size_bytes: usize,
+    /// The timestamp type the batch was stored with: the log's at the time of the append
+    /// (it can change, see [`PartitionLog::set_config`]).
+    pub timestamp_type: TimestampType,
 }
 
 /// How [`PartitionLog::append_with`] appends a batch.
@@ -305,6 +308,10 @@ struct Writer {
     active_since: Option<Instant>,
     /// Reused by compressed appends: records are encoded here, then compressed into `buffer`.
     scratch: EncodeScratch,
+    /// The settings the writer follows (appends, rolls, retention): a copy of the log's
+    /// `config`, replaced together with it by [`PartitionLog::set_config`], so the append
+    /// path reads them under the lock it already holds.
+    config: LogConfig,
     /// End of the disk blocks reserved ahead of the active segment's writes
     /// ([`LogConfig::preallocate_bytes`]); 0 when none are known to be. Reset whenever the
     /// active segment changes or its file is cut. Past the length at an unclean open: a
@@ -336,7 +343,11 @@ struct Writer {
 #[derive(Debug)]
 pub struct PartitionLog {
     dir: PathBuf,
-    config: LogConfig,
+    /// The current settings (see [`PartitionLog::set_config`]); the writer keeps a copy.
+    /// Read by copying out: no lock is held across this one.
+    config: RwLock<LogConfig>,
+    /// `config`'s effective batch limit, read by every producer send without a lock.
+    max_batch_bytes: AtomicU32,
     vfs: Arc<dyn Vfs>,
     _lock: Option<File>,
     segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
@@ -431,7 +442,8 @@ impl PartitionLog {
             o.active.size().saturating_add(1)
         };
         PartitionLog {
-            config: o.config,
+            max_batch_bytes: AtomicU32::new(o.config.effective_max_batch_bytes()),
+            config: RwLock::new(o.config.clone()),
             vfs: o.vfs,
             _lock: o.lock,
             segments: RwLock::new(o.segments),
@@ -444,6 +456,7 @@ impl PartitionLog {
                 active_since: o.active_since,
                 scratch: EncodeScratch::default(),
                 reserved_end,
+                config: o.config,
             }),
             sync_lock: Mutex::new(Cuts::default()),
             rounds: std::sync::Mutex::new(Rounds::default()),
@@ -724,7 +737,8 @@ impl PartitionLog {
             if base == active.base_offset {
                 break;
             }
-            let segment = match Segment::open_read_only(&*self.vfs, &self.dir, base, self.config.limits()) {
+            let limits = self.config.read().limits();
+            let segment = match Segment::open_read_only(&*self.vfs, &self.dir, base, limits) {
                 Ok(s) => s,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     match self.segment_past_retention(&active, base)? {
@@ -822,7 +836,8 @@ impl PartitionLog {
         let Some(&base) = bases.iter().rev().find(|&&b| b <= start) else {
             return Ok(None);
         };
-        match Segment::open_read_only(&*self.vfs, &self.dir, base, self.config.limits()) {
+        let limits = self.config.read().limits();
+        match Segment::open_read_only(&*self.vfs, &self.dir, base, limits) {
             Ok(segment) => Ok(Some(segment)),
             // Deleted meanwhile too: the next refresh looks again.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -880,10 +895,60 @@ impl PartitionLog {
         &self.dir
     }
 
-    /// The configuration the log was opened with.
+    /// The log's current configuration: the one it was opened with, or the last given to
+    /// [`set_config`](Self::set_config).
     #[must_use]
-    pub fn config(&self) -> &LogConfig {
-        &self.config
+    pub fn config(&self) -> LogConfig {
+        self.config.read().clone()
+    }
+
+    /// The largest batch an append takes now, in bytes (`config().effective_max_batch_bytes()`,
+    /// read without a lock).
+    pub(crate) fn max_batch_bytes(&self) -> usize {
+        self.max_batch_bytes.load(Ordering::Acquire) as usize
+    }
+
+    /// Changes the log's settings while it is open (as Kafka applies a topic's altered
+    /// configuration to its live logs). Each takes effect at its next use: the batch limit,
+    /// timestamp type, index interval and write buffer at the next append; `segment_bytes`,
+    /// `segment_ms` and the index size at the next append's roll check (a segment already
+    /// past a lowered `segment_bytes` is rolled then); retention at the next roll or
+    /// [`enforce_retention`](Self::enforce_retention). Stored batches are never rewritten,
+    /// and nothing is persisted here: a log opened again gets the configuration its opener
+    /// gives (a broker keeps its topics' settings in its topic table).
+    ///
+    /// A poisoned or closed log takes the change too (it writes nothing with it until it is
+    /// reopened, but what reports its configuration should not fall behind the broker's).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a bad `config` (nothing changes); [`Error::ReadOnly`] for
+    /// a log opened read-only.
+    ///
+    /// # Examples
+    /// ```
+    /// use brooklet::{Durability, LogConfig, PartitionLog, Record};
+    /// use std::time::Duration;
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let log = PartitionLog::open(dir.path(), LogConfig::default())?;
+    /// log.append(&[Record::new().value("kept until retention says")], Durability::Written)?;
+    /// log.set_config(log.config().retention_ms(Some(Duration::from_secs(3600))))?;
+    /// assert_eq!(log.config(), LogConfig::default().retention_ms(Some(Duration::from_secs(3600))));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_config(&self, config: LogConfig) -> Result<()> {
+        config.validate()?;
+        if self.read_only {
+            return Err(Error::ReadOnly {
+                what: format!("change the configuration of partition log {}", self.dir.display()),
+            });
+        }
+        let mut w = self.writer.lock();
+        self.max_batch_bytes
+            .store(config.effective_max_batch_bytes(), Ordering::Release);
+        *self.config.write() = config.clone();
+        w.config = config;
+        Ok(())
     }
 
     /// What open found: whether the last shutdown was clean, what was scanned and cut.
@@ -1038,14 +1103,20 @@ impl PartitionLog {
         } = options;
         let batch_start = w.buffer.len();
         let append_time = now_ms();
-        let Writer { buffer, scratch, .. } = w;
+        let timestamp_type = w.config.timestamp_type;
+        let Writer {
+            buffer,
+            scratch,
+            config,
+            ..
+        } = w;
         let encoded: EncodedInfo = batch::encode(
             records,
             append_time,
-            self.config.effective_max_batch_bytes() as usize,
+            config.effective_max_batch_bytes() as usize,
             EncodeOptions {
                 compression,
-                timestamp_type: self.config.timestamp_type,
+                timestamp_type,
             },
             scratch,
             buffer,
@@ -1078,7 +1149,7 @@ impl PartitionLog {
             batch::set_base_offset(bytes, base_offset);
         }
         let last_offset = base_offset + u64::from(encoded.record_count) - 1;
-        if (durability != Durability::Buffered || w.buffer.len() >= self.config.write_buffer_bytes)
+        if (durability != Durability::Buffered || w.buffer.len() >= w.config.write_buffer_bytes)
             && let Err(e) = self.write_buffer(w)
         {
             w.buffer.truncate(batch_start);
@@ -1087,7 +1158,7 @@ impl PartitionLog {
         // The batch is accepted: index it and advance the end. `needs_roll` guarantees the
         // relative offsets and the position fit in u32.
         let relative = (base_offset - w.active.base_offset) as u32;
-        let interval = self.config.index_interval_bytes;
+        let interval = w.config.index_interval_bytes;
         w.active.with_index_mut(|index| {
             index.on_batch(
                 relative,
@@ -1111,6 +1182,7 @@ impl PartitionLog {
             max_timestamp: encoded.max_timestamp,
             append_time,
             size_bytes: size,
+            timestamp_type,
         })
     }
 
@@ -1122,12 +1194,12 @@ impl PartitionLog {
         if position == 0 {
             return false;
         }
-        let max_entries = self.config.index_max_bytes as usize / OFFSET_ENTRY;
+        let max_entries = w.config.index_max_bytes as usize / OFFSET_ENTRY;
         let last_relative = w.next_offset + u64::from(record_count) - 1 - w.active.base_offset;
-        position + size as u64 > self.config.segment_bytes
+        position + size as u64 > w.config.segment_bytes
             || last_relative > u64::from(u32::MAX)
             || w.active.with_index_mut(|i| i.is_full(max_entries)).unwrap_or(false)
-            || matches!((self.config.segment_ms, w.active_since), (Some(max), Some(since)) if since.elapsed() >= max)
+            || matches!((w.config.segment_ms, w.active_since), (Some(max), Some(since)) if since.elapsed() >= max)
     }
 
     /// Writes the first `prefix` bytes of the buffer (the batches before the one being
@@ -1172,7 +1244,7 @@ impl PartitionLog {
             &self.dir,
             w.next_offset,
             true,
-            self.config.limits(),
+            w.config.limits(),
         )?);
         segment.set_index(SegmentIndex::new());
         self.segments.write().insert(segment.base_offset, Arc::clone(&segment));
@@ -1217,12 +1289,12 @@ impl PartitionLog {
     /// failed reservation is only a slower write: it is logged, and not retried before the
     /// write passes the end it asked for.
     fn reserve_ahead(&self, w: &mut Writer, position: u64, end: u64) {
-        let max = self.config.preallocate_bytes;
+        let max = w.config.preallocate_bytes;
         if max == 0 || position < RESERVE_MIN {
             return;
         }
         let ahead = position.max(RESERVE_MIN).min(max);
-        let target = (end + ahead).min(self.config.segment_bytes).max(end);
+        let target = (end + ahead).min(w.config.segment_bytes).max(end);
         if let Err(e) = w.active.log.preallocate(position, target - position) {
             tracing::debug!(file = %w.active.log_path.display(), error = %e, "could not reserve blocks ahead of the log");
         }
@@ -1708,7 +1780,7 @@ impl PartitionLog {
         // As Kafka's retention check: an active segment whose newest record is past
         // `retention_ms` is sealed, so that it can go too (an idle partition empties in
         // time; its next record starts a new segment at the same offset).
-        if let Some(age) = self.config.retention_ms
+        if let Some(age) = w.config.retention_ms
             && w.next_offset > w.active.base_offset
             && self.older_than(&w.active, age, now_ms())?
         {
@@ -1726,7 +1798,7 @@ impl PartitionLog {
     }
 
     fn retain_locked(&self, w: &mut Writer) -> Result<RetentionReport> {
-        let (max_bytes, max_age) = (self.config.retention_bytes, self.config.retention_ms);
+        let (max_bytes, max_age) = (w.config.retention_bytes, w.config.retention_ms);
         let now = now_ms();
         let log_start = self.log_start_offset();
         let mut new_start = log_start;
@@ -1989,7 +2061,7 @@ impl PartitionLog {
             self.vfs
                 .sync_dir(&self.dir)
                 .map_err(|e| Error::io("sync directory", &self.dir, e))?;
-            Segment::create_empty(&*self.vfs, &self.dir, base, self.config.limits())
+            Segment::create_empty(&*self.vfs, &self.dir, base, w.config.limits())
         };
         let segment = created().map_err(|e| self.poison(e))?;
         self.segments.write().insert(base, Arc::clone(&segment));
