@@ -195,6 +195,69 @@ fn topics_create_list_describe_add_partitions_delete() {
     }
 }
 
+/// `topics alter` changes and resets settings, prints what changed, and the topic keeps
+/// them; a bad setting or nothing to change is refused and changes nothing.
+#[test]
+fn topics_alter_changes_and_resets_settings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    ok(
+        &dir,
+        &[
+            "topics",
+            "create",
+            "orders",
+            "--partitions",
+            "2",
+            "--config",
+            "segment.ms=60000",
+        ],
+    );
+    let out = ok(
+        &dir,
+        &[
+            "topics",
+            "alter",
+            "orders",
+            "--config",
+            "retention.ms=604800000",
+            "--config",
+            "max.message.bytes=2048",
+            "--delete-config",
+            "segment.ms",
+        ],
+    );
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "  segment.ms              60000 -> -1",
+            "  retention.ms            -1 -> 604800000",
+            "  max.message.bytes       1048576 -> 2048",
+            "altered topic orders: 3 setting(s) changed",
+        ],
+        "{out}"
+    );
+    let describe = ok(&dir, &["topics", "describe", "orders"]);
+    assert_eq!(row(&describe, &["retention.ms"]), ["retention.ms", "604800000"]);
+    assert_eq!(row(&describe, &["max.message.bytes"]), ["max.message.bytes", "2048"]);
+    assert_eq!(row(&describe, &["segment.ms"]), ["segment.ms", "-1"]);
+    assert_eq!(row(&describe, &["partitions"]), ["partitions", "2"]);
+    // The new limit holds for the next produce.
+    let o = brooklet_with_stdin(&dir, &["produce", "orders"], &format!("{}\n", "x".repeat(3000)));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    for args in [
+        &["topics", "alter", "orders"][..],
+        &["topics", "alter", "orders", "--config", "retention.ms=-5"],
+        &["topics", "alter", "orders", "--delete-config", "partitions"],
+        &["topics", "alter", "nope", "--config", "retention.ms=1000"],
+    ] {
+        let o = brooklet(&dir, args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
+        assert_eq!(stderr(&o).lines().count(), 1, "{args:?}: {}", stderr(&o));
+    }
+    assert_eq!(ok(&dir, &["topics", "describe", "orders"]), describe);
+}
+
 #[test]
 fn produce_from_stdin_then_consume() {
     let tmp = tempfile::tempdir().unwrap();

@@ -136,6 +136,22 @@ enum TopicsCommand {
         #[arg(long = "config", value_name = "KEY=VALUE")]
         config: Vec<String>,
     },
+    /// Change a topic's settings (as kafka-configs --alter); they apply to its partitions
+    /// at their next append, roll or retention check, and stay across restarts.
+    #[command(
+        after_help = "Examples:\n  brooklet --dir data topics alter orders --config retention.ms=604800000\n  brooklet --dir data topics alter orders --config retention.bytes=1073741824 --delete-config segment.ms\n\nPrints each setting that changed, old and new. Stored records are never rewritten: a lowered max.message.bytes leaves stored batches alone, and a topic switched to LogAppendTime keeps earlier records' create times."
+    )]
+    Alter {
+        /// The topic.
+        topic: String,
+        /// A setting to change, as `topics create --config` takes it (repeatable).
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        config: Vec<String>,
+        /// A setting to put back to its default (repeatable), as kafka-configs
+        /// --delete-config.
+        #[arg(long = "delete-config", value_name = "KEY")]
+        delete_config: Vec<String>,
+    },
     /// Delete a topic and its files.
     #[command(after_help = "Example:\n  brooklet --dir data topics delete orders")]
     Delete {
@@ -677,19 +693,36 @@ fn topics(dir: &Path, cmd: TopicsCommand, out: &mut Output) -> CliResult<()> {
             partitions,
             config,
         } => {
-            let mut settings = TopicConfig::with_partitions(partitions);
-            for pair in &config {
-                let (key, value) = pair
-                    .split_once('=')
-                    .ok_or_else(|| Failure(format!("--config {pair:?} is not KEY=VALUE")))?;
-                settings = settings.set(key.trim(), value.trim())?;
-            }
-            settings.validate()?;
+            let settings = with_settings(TopicConfig::with_partitions(partitions), &config, &[])?;
             std::fs::create_dir_all(dir)
                 .map_err(|e| Failure(format!("cannot create directory {}: {e}", dir.display())))?;
             let broker = open_writer(dir, "create")?;
             broker.create_topic(&topic, settings)?;
             out.line(&format!("created topic {topic} with {partitions} partition(s)"))
+        }
+        TopicsCommand::Alter {
+            topic,
+            config,
+            delete_config,
+        } => {
+            if config.is_empty() && delete_config.is_empty() {
+                return Err(Failure(
+                    "nothing to change: give --config KEY=VALUE or --delete-config KEY".into(),
+                ));
+            }
+            let broker = open_writer(dir, "topics alter")?;
+            let old = broker.describe_topic(&topic)?.config;
+            let new = with_settings(old.clone(), &config, &delete_config)?;
+            broker.alter_topic_config(&topic, new.clone())?;
+            let before = old.properties();
+            let mut changed = 0;
+            for ((key, was), (_, now)) in before.iter().zip(new.properties()) {
+                if *was != now {
+                    out.line(&format!("  {key:<24}{was} -> {now}"))?;
+                    changed += 1;
+                }
+            }
+            out.line(&format!("altered topic {topic}: {changed} setting(s) changed"))
         }
         TopicsCommand::Delete { topic } => {
             let broker = open_writer(dir, "topics delete")?;
@@ -702,6 +735,29 @@ fn topics(dir: &Path, cmd: TopicsCommand, out: &mut Output) -> CliResult<()> {
             out.line(&format!("topic {topic} now has {count} partitions"))
         }
     }
+}
+
+/// `config` with each `--config KEY=VALUE` of `set` applied, and each `--delete-config KEY`
+/// of `reset` put back to its default; checked as a whole.
+fn with_settings(mut config: TopicConfig, set: &[String], reset: &[String]) -> CliResult<TopicConfig> {
+    for pair in set {
+        let (key, value) = pair
+            .split_once('=')
+            .ok_or_else(|| Failure(format!("--config {pair:?} is not KEY=VALUE")))?;
+        config = config.set(key.trim(), value.trim())?;
+    }
+    let defaults = TopicConfig::default().properties();
+    for key in reset {
+        let key = key.trim();
+        let default = defaults
+            .iter()
+            .find(|(name, _)| *name == key && *name != "partitions")
+            .map(|(_, value)| value.as_str());
+        // An unknown name goes to `set`, whose error lists the known ones.
+        config = config.set(key, default.unwrap_or(""))?;
+    }
+    config.validate()?;
+    Ok(config)
 }
 
 fn key_value(pair: &str, what: &str) -> CliResult<(String, String)> {
