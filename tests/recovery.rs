@@ -841,6 +841,53 @@ fn flipped_base_offset_in_clean_log_is_not_served() {
     assert!(problems.is_empty(), "{problems:#?}");
 }
 
+/// The length field is outside the CRC too. A sealed segment whose batch claims a length
+/// running past the end of the segment cannot be walked past that batch: reading any later
+/// offset of the segment fails with `Error::Corrupt` at the batch (not an empty answer, which
+/// looks like the end of the log and leaves a consumer waiting there forever), and
+/// `truncate_to` such an offset fails without deleting anything.
+#[test]
+fn a_length_running_past_a_sealed_segment_is_reported_on_read() {
+    let config = LogConfig::default().segment_bytes(4096);
+    let (template, written, bases) = many_segment_template(&config);
+    let middle = bases[2];
+    let framed = framed_batches(&seg_path(template.path(), middle, "log"));
+    assert!(framed.len() >= 3, "{framed:?}");
+    let (victim, after) = (framed[1], framed[framed.len() - 1]);
+    for (byte, mask) in [(9u64, 0x40u8), (11, 0x01)] {
+        let ctx = format!("bit {mask:#04x} of length byte {byte}");
+        let dir = fresh_copy(template.path());
+        let path = seg_path(dir.path(), middle, "log");
+        flip(&path, victim.position + byte, mask);
+        let log = PartitionLog::open(dir.path(), config.clone()).unwrap();
+        assert!(log.recovery_report().clean_shutdown, "{ctx}");
+        for max_bytes in [1, 1 << 20] {
+            match log.read(after.base_offset, max_bytes) {
+                Err(Error::Corrupt { path: p, position, .. }) => {
+                    assert_eq!((&p, position), (&path, victim.position), "{ctx}, max_bytes {max_bytes}");
+                }
+                other => panic!("{ctx}: read({}, {max_bytes}) gave {other:?}", after.base_offset),
+            }
+        }
+        match log.truncate_to(after.base_offset) {
+            Err(Error::Corrupt { path: p, position, .. }) => assert_eq!((&p, position), (&path, victim.position)),
+            other => panic!("{ctx}: truncate_to({}) gave {other:?}", after.base_offset),
+        }
+        assert_eq!(log.log_end_offset(), written.records.len() as u64, "{ctx}");
+        assert_eq!(segment_bases(dir.path()), bases, "{ctx}");
+        // The batches before the damage, and the segments after it, still read.
+        let first = log.read(framed[0].base_offset, 1).unwrap();
+        assert_eq!(
+            first.first().map(|b| b.base_offset()),
+            Some(framed[0].base_offset),
+            "{ctx}"
+        );
+        let next_segment = bases[3];
+        let later = log.read(next_segment, 1).unwrap();
+        assert_eq!(later.first().map(|b| b.base_offset()), Some(next_segment), "{ctx}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // 5. Index files
 // ---------------------------------------------------------------------------------------

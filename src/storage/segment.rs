@@ -380,8 +380,9 @@ impl Segment {
     /// index entry, or the segment start), skipping those that end before `target`, up to
     /// `max_bytes` (but always the first batch, however large). Reads never pass `size`.
     ///
-    /// Base offsets sit outside the CRC, so every batch walked must continue the offsets
-    /// from `expected`; anything else is reported as corrupt rather than served.
+    /// Base offsets and lengths sit outside the CRC, so every batch walked must continue the
+    /// offsets from `expected` and end inside `size`; anything else is reported as corrupt
+    /// rather than served (or skipped as if the log ended there).
     /// An empty result has `position == size`.
     ///
     /// The read buffer comes from `spare` when the last one it kept is no longer used.
@@ -425,6 +426,16 @@ impl Segment {
                         format!("batch has base offset {}, expected {expected}", header.base_offset),
                     ));
                 }
+                // The length is outside the CRC too: a batch skipped for running past the
+                // buffer must still end inside the segment, or the walk would jump past
+                // `size` and answer as if the log ended here.
+                if pos + at as u64 + header.size as u64 > size {
+                    return Err(Error::corrupt(
+                        &self.log_path,
+                        pos + at as u64,
+                        "batch runs past the end of the segment",
+                    ));
+                }
                 if header.next_offset() > target {
                     break Some(header);
                 }
@@ -451,14 +462,8 @@ impl Segment {
                     pos += at as u64;
                     continue;
                 }
-                // The first batch is larger than `max_bytes`: return it alone.
-                if pos + first.size as u64 > size {
-                    return Err(Error::corrupt(
-                        &self.log_path,
-                        pos,
-                        "batch runs past the end of the segment",
-                    ));
-                }
+                // The first batch is larger than `max_bytes` (it ends inside the segment,
+                // checked above): return it alone.
                 let Some(whole) = self.read_bytes(pos, first.size, None)? else {
                     return Ok(Fetched {
                         position: size,
