@@ -341,7 +341,9 @@ fn body<'a>(raw: &'a [u8], magic: &[u8; 4], entry: usize) -> Option<(Extent, &'a
 
 /// Reads a whole index file; `None` if it is missing or larger than `max_bytes` (the
 /// configured `index_max_bytes` plus room for the time index's wider entries), which a valid
-/// one never is.
+/// one never is, or if it ends before the length taken first (another process, a writer
+/// recovering or rebuilding it, truncated it to rewrite it): the caller rebuilds from the
+/// log, as for any invalid file, instead of failing the read.
 fn read_file(vfs: &dyn Vfs, path: &Path, max_bytes: u64) -> Result<Option<Vec<u8>>> {
     let file = match vfs.open(path, OpenMode::Read) {
         Ok(f) => f,
@@ -353,9 +355,11 @@ fn read_file(vfs: &dyn Vfs, path: &Path, max_bytes: u64) -> Result<Option<Vec<u8
         return Ok(None);
     }
     let mut buf = vec![0; len as usize];
-    file.read_exact_at(&mut buf, 0)
-        .map_err(|e| Error::io("read index", path, e))?;
-    Ok(Some(buf))
+    match file.read_exact_at(&mut buf, 0) {
+        Ok(()) => Ok(Some(buf)),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(None),
+        Err(e) => Err(Error::io("read index", path, e)),
+    }
 }
 
 fn write_file(vfs: &dyn Vfs, path: &Path, bytes: &[u8], sync: bool) -> Result<()> {
@@ -373,7 +377,8 @@ fn write_file(vfs: &dyn Vfs, path: &Path, bytes: &[u8], sync: bool) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::io::OsFs;
+    use crate::storage::io::{OsFs, VfsFile};
+    use std::path::PathBuf;
 
     fn sample() -> SegmentIndex {
         let mut idx = SegmentIndex::new();
@@ -473,6 +478,81 @@ mod tests {
             std::fs::write(&tp, &full[..len]).map_err(|e| Error::io("w", &tp, e))?;
             assert_eq!(load(10_000, Some(100))?, None, "cut at {len}");
         }
+        Ok(())
+    }
+
+    /// The OS file system, except that a file opened for reading is cut to nothing right
+    /// after its length is taken: as another process rewriting the index files (with
+    /// `OpenMode::Truncate`) does between a reader's `stat` and its read.
+    #[derive(Debug)]
+    struct CutAfterStat;
+
+    #[derive(Debug)]
+    struct CutFile(Box<dyn VfsFile>, PathBuf);
+
+    impl VfsFile for CutFile {
+        fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
+            self.0.read_at(buf, pos)
+        }
+        fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
+            self.0.write_all_at(buf, pos)
+        }
+        fn set_len(&self, len: u64) -> io::Result<()> {
+            self.0.set_len(len)
+        }
+        fn file_size(&self) -> io::Result<u64> {
+            let len = self.0.file_size()?;
+            std::fs::OpenOptions::new().write(true).open(&self.1)?.set_len(0)?;
+            Ok(len)
+        }
+        fn sync_data(&self) -> io::Result<()> {
+            self.0.sync_data()
+        }
+    }
+
+    impl Vfs for CutAfterStat {
+        fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn VfsFile>> {
+            let file = OsFs.open(path, mode)?;
+            Ok(match mode {
+                OpenMode::Read => Box::new(CutFile(file, path.to_path_buf())),
+                _ => file,
+            })
+        }
+        fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+            OsFs.create_dir_all(path)
+        }
+        fn read_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
+            OsFs.read_dir(path)
+        }
+        fn remove_file(&self, path: &Path) -> io::Result<()> {
+            OsFs.remove_file(path)
+        }
+        fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+            OsFs.rename(from, to)
+        }
+        fn sync_dir(&self, path: &Path) -> io::Result<()> {
+            OsFs.sync_dir(path)
+        }
+    }
+
+    /// Index files are caches: one that gets shorter while it is read (rewritten by another
+    /// process: a writer recovering or rebuilding it while a read-only log loads it) is
+    /// rebuilt from the log like any invalid one, not an I/O error failing the read.
+    #[test]
+    fn an_index_file_cut_while_it_is_read_is_rebuilt() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", ".", e))?;
+        let (ip, tp) = (dir.path().join("0.index"), dir.path().join("0.timeindex"));
+        let extent = Extent {
+            log_len: 10_000,
+            next_offset: 100,
+        };
+        let idx = sample();
+        idx.write_files(&OsFs, &ip, &tp, extent, false)?;
+        let loaded = SegmentIndex::load_files(&CutAfterStat, &ip, &tp, 10_000, Some(100), 1 << 20)?;
+        assert_eq!(loaded, None);
+        idx.write_files(&OsFs, &ip, &tp, extent, false)?;
+        let recorded = SegmentIndex::load_files_recorded(&CutAfterStat, &ip, &tp, 1 << 20)?;
+        assert_eq!(recorded, None);
         Ok(())
     }
 
