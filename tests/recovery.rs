@@ -888,6 +888,37 @@ fn a_length_running_past_a_sealed_segment_is_reported_on_read() {
     }
 }
 
+/// A sealed segment file cut short by something outside the log while it is open: a read
+/// of an offset in the lost part is no batch, and `truncate_to` there fails with `Corrupt`
+/// naming the segment, deleting nothing and keeping the end (it cut at the segment's end,
+/// deleted every later segment and kept the old log end: a hole the next append wrote past).
+#[test]
+fn truncate_to_an_offset_a_shortened_segment_lost_fails_and_deletes_nothing() {
+    let config = LogConfig::default().segment_bytes(4096);
+    let (template, written, bases) = many_segment_template(&config);
+    let middle = bases[2];
+    let framed = framed_batches(&seg_path(template.path(), middle, "log"));
+    let lost = framed[framed.len() - 1];
+    let dir = fresh_copy(template.path());
+    let log = PartitionLog::open(dir.path(), config).unwrap();
+    let path = seg_path(dir.path(), middle, "log");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(lost.position)
+        .unwrap();
+    match log.truncate_to(lost.base_offset) {
+        Err(Error::Corrupt { path: p, .. }) => assert_eq!(p, path),
+        other => panic!("truncate_to({}) gave {other:?}", lost.base_offset),
+    }
+    assert_eq!(log.log_end_offset(), written.records.len() as u64);
+    assert_eq!(segment_bases(dir.path()), bases);
+    let next_segment = bases[3];
+    let later = log.read(next_segment, 1).unwrap();
+    assert_eq!(later.first().map(|b| b.base_offset()), Some(next_segment));
+}
+
 // ---------------------------------------------------------------------------------------
 // 5. Index files
 // ---------------------------------------------------------------------------------------

@@ -1937,8 +1937,9 @@ impl PartitionLog {
     /// removed before its fsync was acknowledged fails with [`Error::Truncated`].
     ///
     /// # Errors
-    /// [`Error::OffsetOutOfRange`] if `offset` is below the log start; [`Error::Io`] if a
-    /// write, truncation, deletion or sync fails; [`Error::Poisoned`] after an earlier
+    /// [`Error::OffsetOutOfRange`] if `offset` is below the log start; [`Error::Corrupt`] if
+    /// no stored batch holds `offset` (damage, or a segment file shortened under the log:
+    /// nothing is cut); [`Error::Io`] if a write, truncation, deletion or sync fails; [`Error::Poisoned`] after an earlier
     /// failed fsync (or a failed step 2 or 3); [`Error::ReadOnly`] for a log opened
     /// read-only.
     pub fn truncate_to(&self, offset: u64) -> Result<u64> {
@@ -1965,10 +1966,16 @@ impl PartitionLog {
             .ok_or_else(|| Error::corrupt(&self.dir, 0, "no segment holds the offset"))?;
         // Find the batch holding `offset`: its start is the cut.
         let fetched = self.fetch_from(&target, offset, 1, &mut SpareBuffer::default())?;
-        let (cut, new_end) = match fetched.batches.first() {
-            Some(b) => (fetched.position, b.base_offset()),
-            None => (target.size(), w.next_offset),
+        // Below the end, some batch of `target` holds `offset`; none means its file lost
+        // bytes under the log (cut outside it): cutting anywhere would leave a hole.
+        let Some(cut_batch) = fetched.batches.first() else {
+            return Err(Error::corrupt(
+                &target.log_path,
+                fetched.position,
+                format!("no batch holds offset {offset}: the segment file ends before it"),
+            ));
         };
+        let (cut, new_end) = (fetched.position, cut_batch.base_offset());
         if new_end < start {
             // The batch holding `offset` straddles the log start: nothing readable stays
             // before the cut, so the log restarts empty at its start offset.
