@@ -694,10 +694,11 @@ impl Broker {
     /// The new settings are written to the topic table first (atomically, as at creation),
     /// then applied to the live partitions, each at its next use, as in Kafka: the
     /// message-size limit and timestamp type at the next append (producers see the new
-    /// limit at their next send); `segment_bytes` and `segment_ms` at the next roll check
-    /// (an active segment already past a lowered `segment_bytes` rolls at the next append);
-    /// retention at the next retention check
-    /// ([`BrokerBuilder::retention_check_interval`]) or segment roll. Stored records are
+    /// limit at their next send; a record `send_async` queued before that the new limit
+    /// refuses fails alone, with [`Error::RecordTooLarge`], when its batch is written);
+    /// `segment_bytes` and `segment_ms` at the next roll check (an active segment already
+    /// past a lowered `segment_bytes` rolls at the next append); retention at the next
+    /// retention check ([`BrokerBuilder::retention_check_interval`]) or segment roll. Stored records are
     /// never rewritten: a lowered `max_message_bytes` does not touch batches already stored,
     /// and a topic switched to LogAppendTime keeps the create times of earlier records.
     ///

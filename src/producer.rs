@@ -299,18 +299,24 @@ enum Notify {
 struct Stored {
     topic: Arc<str>,
     partition: u32,
-    /// Offset and timestamp per record.
+    /// Offset and timestamp per record written (the batch's records but `refused`).
     placed: Vec<(u64, i64)>,
+    /// Records of the batch refused alone, not written (index in the batch, in order, and
+    /// why): those a `max_message_bytes` lowered after they were queued no longer takes.
+    refused: Vec<(usize, Error)>,
 }
 
 impl Stored {
     fn metadata(&self, index: usize) -> Option<RecordMetadata> {
-        self.placed.get(index).map(|&(offset, timestamp)| RecordMetadata {
-            topic: Arc::clone(&self.topic),
-            partition: self.partition,
-            offset,
-            timestamp,
-        })
+        let before = self.refused.iter().take_while(|(i, _)| *i < index).count();
+        self.placed
+            .get(index - before)
+            .map(|&(offset, timestamp)| RecordMetadata {
+                topic: Arc::clone(&self.topic),
+                partition: self.partition,
+                offset,
+                timestamp,
+            })
     }
 }
 
@@ -340,12 +346,17 @@ impl BatchOutcome {
 /// One record's outcome in a published batch result.
 fn outcome_of(result: &Result<Arc<Stored>>, index: usize) -> Result<RecordMetadata> {
     match result {
-        Ok(stored) => stored.metadata(index).ok_or_else(|| Error::InvalidArgument {
-            reason: format!(
-                "no record {index} in the batch stored in {}-{}",
-                stored.topic, stored.partition
-            ),
-        }),
+        Ok(stored) => {
+            if let Some((_, e)) = stored.refused.iter().find(|(i, _)| *i == index) {
+                return Err(e.duplicate());
+            }
+            stored.metadata(index).ok_or_else(|| Error::InvalidArgument {
+                reason: format!(
+                    "no record {index} in the batch stored in {}-{}",
+                    stored.topic, stored.partition
+                ),
+            })
+        }
         Err(e) => Err(e.duplicate()),
     }
 }
@@ -1526,14 +1537,32 @@ impl Shared {
         if pending.records.is_empty() {
             return None;
         }
-        let records = std::mem::take(&mut pending.records);
+        let mut records = std::mem::take(&mut pending.records);
         let outcome = pending.outcome.take();
         let callbacks = std::mem::take(&mut pending.callbacks);
         pending.bytes = 0;
         pending.since = None;
+        // Each record fit alone when it was queued, but `alter_topic_config` may have lowered
+        // the limit since: such a record fails alone, as at its send, and the others are
+        // written (else the batch would fail after writing the records before it).
+        let mut refused = Vec::new();
+        if check_records(queue, &records, self.config.compression).is_err() {
+            let mut kept = Vec::with_capacity(records.len());
+            for (i, record) in records.into_iter().enumerate() {
+                match check_records(queue, std::slice::from_ref(&record), self.config.compression) {
+                    Ok(()) => kept.push(record),
+                    Err(e) => refused.push((i, e)),
+                }
+            }
+            records = kept;
+        }
         let durability = self.config.durability;
         let mut epoch = u64::MAX;
-        let mut result = self.append_split(queue, &records, durability.min_written(), &mut epoch);
+        let mut result = if records.is_empty() {
+            Ok(Vec::new())
+        } else {
+            self.append_split(queue, &records, durability.min_written(), &mut epoch)
+        };
         if let Ok(infos) = &result
             && durability == Durability::Synced
             && let Some((_, last)) = infos.last()
@@ -1545,8 +1574,15 @@ impl Shared {
         // delivery handle of the batch dropped (no new one can appear: the batch left
         // `pending` under its lock).
         let asked = !callbacks.is_empty() || outcome.as_ref().is_some_and(|o| Arc::strong_count(o) > 1);
-        let result = match result {
-            Ok(infos) => Ok(Arc::new(Stored {
+        let failed = match &result {
+            Ok(_) => refused.len(),
+            Err(_) => records.len() + refused.len(),
+        };
+        if failed > 0 {
+            self.counters.errors.fetch_add(failed as u64, Ordering::Relaxed);
+        }
+        let result = result.map(|infos| {
+            Arc::new(Stored {
                 topic: Arc::clone(&queue.topic),
                 partition: queue.partition,
                 placed: if asked {
@@ -1554,14 +1590,11 @@ impl Shared {
                 } else {
                     Vec::new()
                 },
-            })),
-            Err(e) => {
-                self.counters.errors.fetch_add(records.len() as u64, Ordering::Relaxed);
-                Err(e)
-            }
-        };
+                refused,
+            })
+        });
         let stored = match &result {
-            Ok(_) => Ok(()),
+            Ok(stored) => stored.refused.first().map_or(Ok(()), |(_, e)| Err(e.duplicate())),
             Err(e) => Err(e.duplicate()),
         };
         queue.queue_report(Written {

@@ -1584,3 +1584,31 @@ fn alter_topic_config_refuses_what_it_cannot_apply_and_changes_nothing() {
     let log = reader.partition_log(&TopicPartition::new("t", 0)).unwrap();
     assert!(matches!(log.set_config(log.config()), Err(Error::ReadOnly { .. })));
 }
+
+/// A record queued by `send_async` under the old size limit that a lowered
+/// `max_message_bytes` now refuses fails alone: the records queued with it are stored and
+/// their deliveries say so (as Kafka's producer splits a batch the broker refuses as too
+/// large), so none is reported failed while it is stored (a retry would duplicate it).
+#[test]
+fn a_queued_record_too_large_after_alter_fails_alone() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    let p = broker.producer(ProducerConfig::default().linger(Duration::from_secs(3600)));
+    let small = p.send_async(ProducerRecord::new("t").partition(0).value("small"));
+    let big = p.send_async(ProducerRecord::new("t").partition(0).value(vec![7u8; 3000]));
+    let after = p.send_async(ProducerRecord::new("t").partition(0).value("after"));
+    let config = broker.describe_topic("t").unwrap().config.max_message_bytes(2048);
+    broker.alter_topic_config("t", config).unwrap();
+    let _ = p.flush();
+    let stored: Vec<_> = records_of(&broker, "t", 0)
+        .into_iter()
+        .map(|r| r.value.map(|v| v.to_vec()))
+        .collect();
+    assert_eq!(stored, [Some(b"small".to_vec()), Some(b"after".to_vec())]);
+    assert_eq!(small.wait().unwrap().offset, 0);
+    match big.wait() {
+        Err(Error::RecordTooLarge { max: 2048, .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(after.wait().unwrap().offset, 1);
+}
