@@ -75,6 +75,11 @@ fn batches(tmp: &Path, out: &Path) -> Res {
         let name = format!("{:?}", batch.compression().ok_or("no codec")?).to_lowercase();
         write(out, &format!("{i}-{name}"), 0, &[batch.as_bytes()])?;
     }
+    // A batch whose first timestamp (bytes 23..31) is negative, as an append now refuses to
+    // write: mode 1, so the target writes its CRC.
+    let mut negative = log.read(0, 1 << 20)?[0].as_bytes().to_vec();
+    negative[23..31].copy_from_slice(&(-1000i64).to_le_bytes());
+    write(out, "negative-timestamp", 1, &[&negative])?;
     let log = PartitionLog::open(
         tmp.join("append-time"),
         LogConfig::default().timestamp_type(TimestampType::LogAppendTime),

@@ -11,7 +11,7 @@
 #![no_main]
 
 use brooklet::fuzzing::{BatchError, decode_batch, encode_batch, seal_batch, validate_batch_records};
-use brooklet::{LogRecord, Record, TimestampType};
+use brooklet::{Error, LogRecord, Record, TimestampType};
 use libfuzzer_sys::fuzz_target;
 
 /// The readers' decompression limit: the default `max_batch_bytes` (1 MiB).
@@ -84,7 +84,9 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 
-    // A valid batch's records re-encode to the same records, at dense offsets.
+    // A valid batch's records re-encode to the same records, at dense offsets; but a
+    // negative timestamp, which a batch can hold (written before brooklet refused one, or by
+    // another writer) and reads back, is refused when written.
     let records: Vec<Record> = parsed
         .iter()
         .map(|r| {
@@ -101,6 +103,20 @@ fuzz_target!(|data: &[u8]| {
             record
         })
         .collect();
+    if let Some(r) = parsed.iter().find(|r| r.timestamp < 0) {
+        let refused = encode_batch(
+            &records,
+            base,
+            0,
+            brooklet::Compression::None,
+            TimestampType::CreateTime,
+        );
+        assert!(
+            matches!(refused, Err(Error::InvalidTimestamp { timestamp }) if timestamp == r.timestamp),
+            "{refused:?}"
+        );
+        return;
+    }
     let codec = batch.compression().unwrap();
     for codec in [codec, brooklet::Compression::None] {
         let encoded = encode_batch(&records, base, 0, codec, TimestampType::CreateTime).unwrap();
