@@ -407,6 +407,10 @@ struct Pending {
     callbacks: Vec<(usize, Callback)>,
     bytes: usize,
     since: Option<Instant>,
+    /// The smallest batch limit the queued records were checked against at their send
+    /// (`None` while none is queued): a limit lowered below it since
+    /// ([`Broker::alter_topic_config`]) makes the write check them again.
+    checked_limit: Option<usize>,
 }
 
 /// Records of one `send_batch` bound for one partition, borrowed from the input.
@@ -775,8 +779,12 @@ impl Producer {
         // it would be stored while the call reports them failed).
         for group in &groups {
             match &group.records {
-                GroupRecords::All(records) => check_records(&group.queue, records, shared.config.compression)?,
-                GroupRecords::Some { records, .. } => check_records(&group.queue, records, shared.config.compression)?,
+                GroupRecords::All(records) => {
+                    check_records(records, group.queue.max_batch(), shared.config.compression)?;
+                }
+                GroupRecords::Some { records, .. } => {
+                    check_records(records, group.queue.max_batch(), shared.config.compression)?;
+                }
             }
         }
         let durability = shared.config.durability;
@@ -1456,7 +1464,8 @@ impl Shared {
         // record out of other records' batches only uncompressed, and a compressed one that
         // fits uncompressed but not compressed failed its whole batch, whose other records
         // were partly stored.
-        if let Err(e) = check_records(&queue, std::slice::from_ref(&record.record), self.config.compression) {
+        let limit = queue.max_batch();
+        if let Err(e) = check_records(std::slice::from_ref(&record.record), limit, self.config.compression) {
             return refuse(e, notify);
         }
         let size = estimated_size(&record.record);
@@ -1484,6 +1493,7 @@ impl Shared {
         let first = pending.records.is_empty();
         let index = pending.records.len();
         pending.records.push(record.record);
+        pending.checked_limit = Some(pending.checked_limit.map_or(limit, |l| l.min(limit)));
         let delivery = match notify {
             Notify::Handle => Some(Delivery {
                 batch: Arc::clone(pending.outcome.get_or_insert_with(Arc::default)),
@@ -1543,13 +1553,15 @@ impl Shared {
         pending.bytes = 0;
         pending.since = None;
         // Each record fit alone when it was queued, but `alter_topic_config` may have lowered
-        // the limit since: such a record fails alone, as at its send, and the others are
-        // written (else the batch would fail after writing the records before it).
+        // the limit since (then, and only then, they are checked again): such a record fails
+        // alone, as at its send, and the others are written (else the batch would fail after
+        // writing the records before it).
         let mut refused = Vec::new();
-        if check_records(queue, &records, self.config.compression).is_err() {
+        let limit = queue.max_batch();
+        if pending.checked_limit.take().is_some_and(|checked| limit < checked) {
             let mut kept = Vec::with_capacity(records.len());
             for (i, record) in records.into_iter().enumerate() {
-                match check_records(queue, std::slice::from_ref(&record), self.config.compression) {
+                match check_records(std::slice::from_ref(&record), limit, self.config.compression) {
                     Ok(()) => kept.push(record),
                     Err(e) => refused.push((i, e)),
                 }
@@ -1723,10 +1735,9 @@ const SINGLE_BATCH_SLACK: usize = crate::record::batch::HEADER_LEN + 10 + 3 + 30
 /// batch limit, with the size the log would report for it. With `compression` the limit
 /// applies to the compressed batch too, which incompressible bytes make a little larger
 /// than the records: a record near the limit is then compressed to size it.
-fn check_records<R: AsRef<Record>>(queue: &PartitionQueue, records: &[R], compression: Compression) -> Result<()> {
+fn check_records<R: AsRef<Record>>(records: &[R], max_batch: usize, compression: Compression) -> Result<()> {
     let mut scratch = crate::record::batch::EncodeScratch::default();
     let mut out = Vec::new();
-    let max_batch = queue.max_batch();
     for record in records {
         let record = record.as_ref();
         if let Some(timestamp) = record.timestamp_ms().filter(|ts| *ts < 0) {
