@@ -425,6 +425,12 @@ impl<K, V, KC: Decoder<K>, VC: Decoder<V>> TypedConsumer<K, V, KC, VC> {
         &mut self.consumer
     }
 
+    /// As [`Consumer::wakeup_handle`]: a handle another thread uses to interrupt `poll`.
+    #[must_use]
+    pub fn wakeup_handle(&self) -> crate::WakeupHandle {
+        self.consumer.wakeup_handle()
+    }
+
     /// As [`Consumer::subscribe`].
     ///
     /// # Errors

@@ -2131,6 +2131,10 @@ fn a_wakeup_before_poll_interrupts_the_next_poll_once_and_consumes_nothing() {
     // A handle outlives its consumer harmlessly.
     drop(c);
     wakeup.wakeup();
+    // A typed consumer hands one out too.
+    let mut typed: TypedConsumer<String, String, Utf8, Utf8> = TypedConsumer::new(solo, Utf8, Utf8);
+    typed.wakeup_handle().wakeup();
+    assert!(matches!(typed.poll(Duration::from_secs(3600)), Err(Error::Wakeup)));
 }
 
 /// `for record in consumer.iter()` ends when another thread wakes the consumer, after every
