@@ -331,13 +331,13 @@ fn check_indexes(dump: &SegmentDump, check: &mut PartitionCheck) {
     if let Some(t) = index
         .times
         .iter()
-        .find(|t| base.saturating_add(u64::from(t.relative_offset)) >= end.max(base + 1))
+        .find(|t| base.saturating_add(u64::from(t.relative_offset)) >= end.max(base.saturating_add(1)))
     {
         damage(
             &time_path,
             format!(
                 "entry names offset {}, past the segment's end {end}",
-                base + u64::from(t.relative_offset)
+                base.saturating_add(u64::from(t.relative_offset))
             ),
         );
     }
