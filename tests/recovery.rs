@@ -1110,6 +1110,50 @@ fn missing_or_garbage_index_files_are_rebuilt() {
     );
 }
 
+/// Index files written under a larger `index_max_bytes` are loaded, not refused and
+/// rebuilt, once the setting is lowered: an open with the lower setting reads every record
+/// without rewriting a single sealed segment's index file (it rebuilt and rewrote them at
+/// every open, scanning each whole segment again).
+#[test]
+fn index_files_written_under_a_larger_index_max_bytes_still_load() {
+    let config = LogConfig::default().segment_bytes(4096).index_interval_bytes(1);
+    let dir = tempfile::tempdir().unwrap();
+    // One small record per batch: each sealed segment's index holds ~50 entries.
+    let records: Vec<Record> = (0..400u32)
+        .map(|i| {
+            Record::new()
+                .value(i.to_le_bytes().to_vec())
+                .timestamp(1_000 + i64::from(i))
+        })
+        .collect();
+    {
+        let log = PartitionLog::open(dir.path(), config.clone()).unwrap();
+        for r in &records {
+            log.append(std::slice::from_ref(r), Durability::Written).unwrap();
+        }
+        log.close().unwrap();
+    }
+    let bases = segment_bases(dir.path());
+    assert!(bases.len() >= 4, "{bases:?}");
+    let sealed = &bases[..bases.len() - 1];
+    let modified = |b: &u64| {
+        fs::metadata(seg_path(dir.path(), *b, "index"))
+            .unwrap()
+            .modified()
+            .unwrap()
+    };
+    let before: Vec<_> = sealed.iter().map(modified).collect();
+    let index_bytes = file_len(&seg_path(dir.path(), sealed[0], "index"));
+    assert!(
+        index_bytes > 64,
+        "{index_bytes}: the first segment's index must pass the new limit"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let log = PartitionLog::open(dir.path(), config.index_max_bytes(64)).unwrap();
+    assert_log_holds(&log, &records);
+    assert_eq!(sealed.iter().map(modified).collect::<Vec<_>>(), before);
+}
+
 // ---------------------------------------------------------------------------------------
 // 6, 7, 8. Multi-segment recovery
 // ---------------------------------------------------------------------------------------

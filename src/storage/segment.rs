@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use bytes::{Bytes, BytesMut};
 use parking_lot::{MappedRwLockReadGuard, RwLock, RwLockReadGuard};
 
-use super::index::{Extent, SegmentIndex};
+use super::index::{Extent, OFFSET_ENTRY, SegmentIndex};
 use super::io::{OpenMode, Vfs, VfsFile};
 use crate::config::Limits;
 use crate::error::{Error, Result};
@@ -228,17 +228,17 @@ impl Segment {
             if slot.is_none() {
                 let (index_path, time_path) = (self.index_path(), self.time_index_path());
                 let retired = self.retired.load(Ordering::Acquire);
+                // Files written under a larger `index_max_bytes` stay loadable after it is
+                // lowered (else every open would refuse and rebuild them): a segment's index
+                // has at most one entry per batch, so its size is bounded by the segment's.
+                let max_bytes = self
+                    .limits
+                    .index_max_bytes
+                    .max(self.size() / HEADER_LEN as u64 * OFFSET_ENTRY as u64);
                 let loaded = if retired {
                     None
                 } else {
-                    SegmentIndex::load_files(
-                        vfs,
-                        &index_path,
-                        &time_path,
-                        self.size(),
-                        next_offset,
-                        self.limits.index_max_bytes,
-                    )?
+                    SegmentIndex::load_files(vfs, &index_path, &time_path, self.size(), next_offset, max_bytes)?
                 };
                 let index = match loaded {
                     Some(index) => index,
