@@ -2164,3 +2164,33 @@ fn wakeup_ends_the_consumer_iterator() {
     wakeup.wakeup();
     assert_eq!(worker.join().unwrap(), [0, 1, 2, 3, 4]);
 }
+
+/// Protects a consumer that turns eviction off with the longest interval there is (Kafka
+/// users set `max.poll.interval.ms` to `Integer.MAX_VALUE` for that): the deadline
+/// `last poll + max_poll_interval` used to be computed with `Instant + Duration`, which
+/// panics past what an `Instant` holds, so the first `poll` — and every commit, describe,
+/// reset or delete of the group, and every peer's poll — panicked. A deadline past the end
+/// of time is never reached: such a member is never evicted.
+#[test]
+fn a_member_whose_poll_interval_never_ends_is_never_evicted() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(2)).unwrap();
+    fill(&broker, "t", 2, 3);
+    let mut forever = broker.consumer(manual("g").max_poll_interval(Duration::MAX)).unwrap();
+    forever.subscribe(&["t"]).unwrap();
+    assert_eq!(poll_n(&mut forever, 6).len(), 6);
+    forever.commit().unwrap();
+    assert_eq!(broker.committed_offset("g", &tp("t", 0)).map(|o| o.offset), Some(3));
+    // A peer's poll looks at its deadline too (to evict it, and to know when to look again).
+    let mut peer = broker.consumer(manual("g")).unwrap();
+    peer.subscribe(&["t"]).unwrap();
+    peer.poll(Duration::from_millis(10)).unwrap();
+    let d = broker.describe_group("g").unwrap();
+    assert_eq!(d.members.len(), 2);
+    assert!(matches!(
+        broker.delete_group("g"),
+        Err(Error::GroupNotEmpty { members: 2, .. })
+    ));
+    forever.poll(Duration::from_millis(10)).unwrap();
+    forever.commit().unwrap();
+}

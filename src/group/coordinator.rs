@@ -93,6 +93,14 @@ struct Member {
     in_poll: bool,
 }
 
+impl Member {
+    /// When a member whose poll ended at `since` passes its `max_poll_interval`; `None`
+    /// if that is past what an `Instant` holds (`Duration::MAX`: never evicted).
+    fn deadline(&self, since: Instant) -> Option<Instant> {
+        since.checked_add(self.max_poll_interval)
+    }
+}
+
 /// What a consumer brings when it joins a group.
 #[derive(Debug)]
 pub(crate) struct JoinRequest {
@@ -643,7 +651,7 @@ impl GroupState {
         let expired: Vec<String> = self
             .members
             .iter()
-            .filter(|(_, m)| !m.in_poll && now >= m.last_poll + m.max_poll_interval)
+            .filter(|(_, m)| !m.in_poll && m.deadline(m.last_poll).is_some_and(|d| now >= d))
             .map(|(id, _)| id.clone())
             .collect();
         if expired.is_empty() {
@@ -664,7 +672,7 @@ impl GroupState {
         self.members
             .iter()
             .filter(|(id, _)| id.as_str() != except)
-            .map(|(_, m)| if m.in_poll { now } else { m.last_poll } + m.max_poll_interval)
+            .filter_map(|(_, m)| m.deadline(if m.in_poll { now } else { m.last_poll }))
             .min()
     }
 }
