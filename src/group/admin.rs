@@ -233,7 +233,10 @@ impl Broker {
         let mut moved = BTreeMap::new();
         for tp in tps {
             let log = self.partition_log(&tp)?;
-            let (start, end) = (log.log_start_offset(), log.visible_end_offset());
+            // The start may pass the visible end: `delete_records_before` may move it up to
+            // the next offset, past `Buffered` records not written out yet.
+            let start = log.log_start_offset();
+            let end = log.visible_end_offset().max(start);
             let offset = match to {
                 OffsetSpec::Earliest => start,
                 OffsetSpec::Latest => end,
