@@ -1877,8 +1877,9 @@ impl PartitionLog {
 
     /// Advances the log start offset to `offset` (Kafka's `DeleteRecords`): records below
     /// it are no longer readable, and segments wholly below it are deleted (the active
-    /// segment once a roll seals it). Returns the new log start offset (unchanged if
-    /// `offset` is not past it).
+    /// segment once a roll seals it). `Buffered` records below `offset` are written out
+    /// first, so the start never passes the visible end. Returns the new log start offset
+    /// (unchanged if `offset` is not past it).
     ///
     /// # Errors
     /// [`Error::OffsetOutOfRange`] if `offset` is past the log end; [`Error::Io`] if the
@@ -1899,6 +1900,13 @@ impl PartitionLog {
         }
         if offset <= start {
             return Ok(start);
+        }
+        // Records below the new start that are still buffered go to the OS first: the start
+        // never passes the visible end (readers and consumers resolve positions in
+        // `start..=visible end`), as Kafka's DeleteRecords never passes the high watermark.
+        if offset > self.visible_end_offset() {
+            self.write_buffer(&mut w)?;
+            self.publish_visible(w.next_offset);
         }
         let doomed: Vec<Arc<Segment>> = {
             let map = self.segments.read();
