@@ -58,8 +58,12 @@ const SNAPSHOT_FILE: &str = "snapshot";
 const SNAPSHOT_MAGIC: &[u8; 4] = b"BRKO";
 const SNAPSHOT_VERSION: u16 = 1;
 const KEY_VERSION: u8 = 1;
-/// Largest snapshot read: far above any real table (millions of committed partitions).
+/// Largest snapshot payload written or read: far above any real table (millions of
+/// committed partitions).
 const MAX_SNAPSHOT_BYTES: u64 = 1 << 30;
+/// Largest snapshot file read: the largest payload and its frame (a payload the encoder
+/// takes must be readable back).
+const MAX_SNAPSHOT_FILE_BYTES: u64 = MAX_SNAPSHOT_BYTES + checkpoint::FRAME_HEADER as u64;
 /// Longest metadata string a commit may carry (Kafka's `offset.metadata.max.bytes`).
 pub const MAX_METADATA_BYTES: usize = 4096;
 /// Default log growth between snapshots.
@@ -179,7 +183,7 @@ impl OffsetStore {
         let config = LogConfig::default().segment_bytes(segment_bytes);
         let log = PartitionLog::open_owned(&dir.join(LOG_DIR), config, Arc::clone(&vfs))?;
         let snapshot_path = dir.join(SNAPSHOT_FILE);
-        let (mut covered, entries) = match checkpoint::read_small_file(&*vfs, &snapshot_path, MAX_SNAPSHOT_BYTES)? {
+        let (mut covered, entries) = match checkpoint::read_small_file(&*vfs, &snapshot_path, MAX_SNAPSHOT_FILE_BYTES)? {
             Some(bytes) => decode_snapshot(&snapshot_path, &bytes)?,
             // Segments are deleted only after a snapshot covers them: a log that no longer
             // starts at 0 without a snapshot has lost commits, and carrying on with a
@@ -251,7 +255,7 @@ impl OffsetStore {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let snapshot = match checkpoint::read_small_file(&*vfs, &snapshot_path, MAX_SNAPSHOT_BYTES)? {
+            let snapshot = match checkpoint::read_small_file(&*vfs, &snapshot_path, MAX_SNAPSHOT_FILE_BYTES)? {
                 Some(bytes) => Some(decode_snapshot(&snapshot_path, &bytes)?),
                 None => None,
             };
