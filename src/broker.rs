@@ -35,7 +35,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
@@ -250,6 +250,7 @@ pub struct BrokerBuilder {
     offsets_durability: Durability,
     offsets_compact_bytes: u64,
     retention_check_interval: Option<Duration>,
+    offsets_retention: Option<Duration>,
 }
 
 /// Kafka's `log.retention.check.interval.ms` default: 5 minutes.
@@ -263,6 +264,7 @@ impl Default for BrokerBuilder {
             offsets_durability: Durability::Written,
             offsets_compact_bytes: DEFAULT_COMPACT_BYTES,
             retention_check_interval: Some(DEFAULT_RETENTION_CHECK_INTERVAL),
+            offsets_retention: None,
         }
     }
 }
@@ -327,11 +329,36 @@ impl BrokerBuilder {
         self
     }
 
+    /// How long a consumer group stays empty before its committed offsets are deleted
+    /// (Kafka's `offsets.retention.minutes`): checked by the retention thread (see
+    /// [`retention_check_interval`](Self::retention_check_interval)), counted from when its
+    /// last member left or was evicted, or, for a group no member joined since the broker
+    /// opened (one that only `assign` consumers commit for, or one from before a restart),
+    /// from its newest commit. A group with members keeps its offsets however old they are.
+    /// Default = `None`: offsets are kept until [`delete_group`](Broker::delete_group), as
+    /// an embedded log keeps what it was given until told otherwise (Kafka's default is 7
+    /// days; a consumer of an expired group starts from `auto_offset_reset`).
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use brooklet::Broker;
+    /// let dir = tempfile::tempdir()?;
+    /// let week = Duration::from_secs(7 * 24 * 3600);
+    /// let broker = Broker::builder().offsets_retention(Some(week)).open(dir.path())?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn offsets_retention(mut self, retention: Option<Duration>) -> Self {
+        self.offsets_retention = retention;
+        self
+    }
+
     /// Opens (or creates) the data directory `dir`.
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] for a bad auto-create config or offsets setting, or a zero
-    /// `retention_check_interval`; [`Error::Locked`] if another
+    /// `retention_check_interval` or `offsets_retention`; [`Error::Locked`] if another
     /// broker has the directory open; [`Error::Io`] if it cannot be read or created;
     /// [`Error::Corrupt`] or [`Error::UnsupportedVersion`] for an unreadable topic table,
     /// or `Corrupt` for a missing one in a directory holding a subdirectory named like a
@@ -508,6 +535,18 @@ impl Broker {
                 "must be longer than zero (None: no retention thread)",
             ));
         }
+        if builder.offsets_retention == Some(Duration::ZERO) {
+            return Err(Error::config(
+                "offsets_retention",
+                "must be longer than zero (None: committed offsets are kept)",
+            ));
+        }
+        if builder.offsets_retention.is_some() && builder.retention_check_interval.is_none() {
+            return Err(Error::config(
+                "offsets_retention",
+                "is applied by the retention thread, which retention_check_interval(None) turns off",
+            ));
+        }
         let vfs = builder.vfs;
         let meta_dir = dir.join(META_DIR);
         vfs.create_dir_all(&meta_dir)
@@ -561,9 +600,10 @@ impl Broker {
             _lock: Some(lock),
             _temp: temp,
         });
+        let offsets_retention = builder.offsets_retention;
         let retention = builder.retention_check_interval.and_then(|interval| {
             let weak = Arc::downgrade(&inner);
-            RetentionChecker::start(interval, move || retention_pass(&weak))
+            RetentionChecker::start(interval, move || retention_pass(&weak, offsets_retention))
                 .map_err(|e| tracing::warn!(error = %e, "no retention thread: idle partitions keep expired segments"))
                 .ok()
                 .map(Arc::new)
@@ -958,7 +998,7 @@ fn partition_dirs(dir: &Path) -> Result<Vec<(PathBuf, String, u32)>> {
 
 /// One pass of the retention thread: retention applied to every partition of the broker
 /// `inner` points to. `false` once the broker is gone.
-fn retention_pass(inner: &Weak<BrokerInner>) -> bool {
+fn retention_pass(inner: &Weak<BrokerInner>, offsets_retention: Option<Duration>) -> bool {
     let Some(inner) = inner.upgrade() else {
         return false;
     };
@@ -971,7 +1011,40 @@ fn retention_pass(inner: &Weak<BrokerInner>) -> bool {
             tracing::warn!(dir = %log.dir().display(), error = %e, "retention check failed");
         }
     }
+    if let Some(retention) = offsets_retention {
+        expire_offsets(&inner, retention);
+    }
     true
+}
+
+/// Deletes the committed offsets of every group without members that has been idle for
+/// `retention` (see [`BrokerBuilder::offsets_retention`]).
+fn expire_offsets(inner: &BrokerInner, retention: Duration) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let cutoff = now.saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
+    let counts = |t: &str| inner.topics.read().get(t).map(|t| t.partition_count());
+    for group in inner.offsets.groups() {
+        let idle = |emptied_at: Option<i64>| {
+            let newest = inner
+                .offsets
+                .group(&group)
+                .values()
+                .map(|o| o.commit_timestamp)
+                .max()
+                .unwrap_or(i64::MIN);
+            newest.max(emptied_at.unwrap_or(i64::MIN)) < cutoff
+        };
+        let delete = || inner.offsets.delete_where(&group, |_| true);
+        match inner.coordinator.expire_if_idle(&group, &counts, idle, delete) {
+            Ok(0) => {}
+            Ok(deleted) => {
+                tracing::info!(group = %group, offsets = deleted, "deleted the committed offsets of a group idle past offsets_retention")
+            }
+            Err(e) => tracing::warn!(group = %group, error = %e, "offsets retention failed"),
+        }
+    }
 }
 
 /// Removes `<topic>-<partition>` directories the topic table does not list: what an

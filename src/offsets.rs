@@ -183,7 +183,8 @@ impl OffsetStore {
         let config = LogConfig::default().segment_bytes(segment_bytes);
         let log = PartitionLog::open_owned(&dir.join(LOG_DIR), config, Arc::clone(&vfs))?;
         let snapshot_path = dir.join(SNAPSHOT_FILE);
-        let (mut covered, entries) = match checkpoint::read_small_file(&*vfs, &snapshot_path, MAX_SNAPSHOT_FILE_BYTES)? {
+        let (mut covered, entries) = match checkpoint::read_small_file(&*vfs, &snapshot_path, MAX_SNAPSHOT_FILE_BYTES)?
+        {
             Some(bytes) => decode_snapshot(&snapshot_path, &bytes)?,
             // Segments are deleted only after a snapshot covers them: a log that no longer
             // starts at 0 without a snapshot has lost commits, and carrying on with a

@@ -2218,3 +2218,120 @@ fn reset_to_an_offset_after_deleting_records_past_buffered_ones() {
         assert_eq!(moved, BTreeMap::from([(tp("t", 0), 4)]));
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Offsets retention
+// ---------------------------------------------------------------------------------------
+
+/// Polls `until` every 20 ms for up to 30 s; panics with `what` if it never holds.
+fn eventually(what: &str, mut until: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !until() {
+        assert!(start.elapsed() < LONG, "{what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// With `offsets_retention` (Kafka's `offsets.retention.minutes`), a group's committed
+/// offsets are deleted once it has been empty that long, counted from when its last member
+/// left — not from its last commit — and a group with a live member keeps them however old
+/// they are; offsets only `assign` consumers committed expire from their newest commit.
+#[test]
+fn offsets_of_a_group_empty_past_offsets_retention_are_deleted() {
+    let dir = common::temp_dir();
+    let retention = Duration::from_secs(2);
+    let broker = Broker::builder()
+        .retention_check_interval(Some(Duration::from_millis(20)))
+        .offsets_retention(Some(retention))
+        .open(dir.path())
+        .unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(2)).unwrap();
+    fill(&broker, "t", 2, 3);
+    let committed = |group: &str| broker.committed_offset(group, &tp("t", 0)).map(|o| o.offset);
+    let member = |group: &str| {
+        let mut c = broker.consumer(manual(group)).unwrap();
+        c.subscribe(&["t"]).unwrap();
+        assert_eq!(poll_n(&mut c, 6).len(), 6);
+        c.commit().unwrap();
+        c
+    };
+    let started = Instant::now();
+    member("left").close().unwrap();
+    let mut alive = member("alive");
+    let mut late = member("late");
+    let mut solo = broker.consumer(manual("solo")).unwrap();
+    solo.assign(&[tp("t", 0)]).unwrap();
+    assert_eq!(poll_n(&mut solo, 3).len(), 3);
+    solo.commit().unwrap();
+    solo.close().unwrap();
+    for group in ["left", "alive", "late", "solo"] {
+        assert_eq!(committed(group), Some(3), "{group}");
+    }
+    // The empty groups expire; the two with members keep theirs.
+    eventually("left and solo expire", || {
+        committed("left").is_none() && committed("solo").is_none()
+    });
+    assert!(started.elapsed() >= retention);
+    assert_eq!((committed("alive"), committed("late")), (Some(3), Some(3)));
+    // `late` leaves long after its last commit: its retention starts now.
+    while started.elapsed() < retention + Duration::from_millis(500) {
+        late.poll(Duration::from_millis(20)).unwrap();
+    }
+    late.close().unwrap();
+    let left_at = Instant::now();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        committed("late"),
+        Some(3),
+        "expired {:?} after it emptied",
+        left_at.elapsed()
+    );
+    eventually("late expires", || committed("late").is_none());
+    assert!(left_at.elapsed() >= retention);
+    // A member keeps the group's offsets however old; they expire once it left.
+    assert_eq!(committed("alive"), Some(3));
+    assert_eq!(broker.list_groups(), ["alive"]);
+    alive.poll(Duration::ZERO).unwrap();
+    alive.close().unwrap();
+    eventually("alive expires once empty", || committed("alive").is_none());
+    assert!(broker.list_groups().is_empty());
+}
+
+/// After a restart no member has joined yet: a group expires from its newest commit.
+#[test]
+fn after_a_restart_offsets_expire_from_their_newest_commit() {
+    let dir = common::temp_dir();
+    {
+        let broker = Broker::open(dir.path()).unwrap();
+        broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+        fill(&broker, "t", 1, 2);
+        let mut c = broker.consumer(manual("old")).unwrap();
+        c.subscribe(&["t"]).unwrap();
+        assert_eq!(poll_n(&mut c, 2).len(), 2);
+        c.commit().unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    let broker = Broker::builder()
+        .retention_check_interval(Some(Duration::from_millis(20)))
+        .offsets_retention(Some(Duration::from_secs(1)))
+        .open(dir.path())
+        .unwrap();
+    eventually("old expires", || broker.committed_offset("old", &tp("t", 0)).is_none());
+    assert!(matches!(broker.describe_group("old"), Err(Error::UnknownGroup { .. })));
+    // Refused settings.
+    for builder in [
+        Broker::builder().offsets_retention(Some(Duration::ZERO)),
+        Broker::builder()
+            .offsets_retention(Some(Duration::from_secs(60)))
+            .retention_check_interval(None),
+    ] {
+        let other = common::temp_dir();
+        match builder.open(other.path()) {
+            Err(Error::InvalidConfig {
+                field: "offsets_retention",
+                ..
+            }) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+}

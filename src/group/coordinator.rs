@@ -39,7 +39,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 
@@ -48,6 +48,13 @@ use crate::error::{Error, Result};
 use crate::offsets::{OffsetAndMetadata, OffsetStore};
 use crate::storage::notify::Signal;
 use crate::topic::TopicPartition;
+
+/// Milliseconds since the Unix epoch (0 for a clock before it).
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
 
 /// Partition counts of topics, as the broker knows them now (`None`: no such topic).
 pub(crate) type TopicCounts<'a> = &'a dyn Fn(&str) -> Option<u32>;
@@ -78,6 +85,10 @@ struct GroupState {
     /// The group was deleted (`delete_if_empty`): a handle to it is stale, and nothing may
     /// join it or commit through it — [`Coordinator::with_live`] looks the name up again.
     removed: bool,
+    /// When (ms since the epoch) its last member left or was evicted; `None` while it has
+    /// members, and for a group nobody joined in this process. Offsets retention counts
+    /// from here (as Kafka's, from when the group became empty).
+    emptied_at: Option<i64>,
 }
 
 #[derive(Debug)]
@@ -283,6 +294,44 @@ impl Coordinator {
         })?;
         self.forget(name, &group);
         Ok(out)
+    }
+
+    /// Deletes group `name` as [`delete_if_empty`](Self::delete_if_empty) does if it has no
+    /// members and `idle` says it has been idle long enough, given when its last member
+    /// left (`None` if none did in this process); `delete` deletes its committed offsets
+    /// and returns how many. Returns 0 when the group stays.
+    ///
+    /// # Errors
+    /// The error of `delete` (the group stays).
+    pub fn expire_if_idle(
+        &self,
+        name: &str,
+        counts: TopicCounts<'_>,
+        idle: impl FnOnce(Option<i64>) -> bool,
+        delete: impl FnOnce() -> Result<usize>,
+    ) -> Result<usize> {
+        let (group, deleted) = self.with_live(name, |group, st| {
+            st.evict_expired(name, Instant::now(), counts);
+            if !st.members.is_empty() {
+                return Ok((None, 0));
+            }
+            let deleted = if idle(st.emptied_at) {
+                delete()?
+            } else if st.emptied_at.is_none() && st.generation == 0 {
+                // Made by this lookup (nobody joined it in this process): not kept, so that
+                // checking every group with offsets does not keep a live entry for each.
+                0
+            } else {
+                // Emptied here: kept, to remember when.
+                return Ok((None, 0));
+            };
+            st.removed = true;
+            Ok((Some(Arc::clone(group)), deleted))
+        })?;
+        if let Some(group) = group {
+            self.forget(name, &group);
+        }
+        Ok(deleted)
     }
 
     /// Runs `f` under the lock of group `name` if it has no members (members past their
@@ -569,11 +618,13 @@ impl GroupState {
     fn rebalance(&mut self, group: &str, counts: TopicCounts<'_>) {
         self.generation += 1;
         let Some(leader) = self.members.values().min_by_key(|m| m.seq) else {
+            self.emptied_at.get_or_insert_with(now_ms);
             self.target.clear();
             self.owners.clear();
             self.rebalancing_since = None;
             return;
         };
+        self.emptied_at = None;
         let assignor = Arc::clone(&leader.assignor);
         let topics: BTreeSet<&String> = self.members.values().flat_map(|m| m.topics.iter()).collect();
         let partitions: BTreeMap<String, u32> = topics
