@@ -735,7 +735,9 @@ impl Broker {
     /// then applied to the live partitions, each at its next use, as in Kafka: the
     /// message-size limit and timestamp type at the next append (producers see the new
     /// limit at their next send; a record `send_async` queued before that the new limit
-    /// refuses fails alone, with [`Error::RecordTooLarge`], when its batch is written);
+    /// refuses fails alone, with [`Error::RecordTooLarge`], when its batch is written,
+    /// and the others are stored; a `send_batch` running as the limit drops may fail with
+    /// it after writing some of its records, as after an I/O error);
     /// `segment_bytes` and `segment_ms` at the next roll check (an active segment already
     /// past a lowered `segment_bytes` rolls at the next append); retention at the next
     /// retention check ([`BrokerBuilder::retention_check_interval`]) or segment roll. Stored records are

@@ -803,10 +803,10 @@ impl Producer {
                 let wrote = shared.write_pending(&group.queue, &mut pending).is_some();
                 let infos = match &group.records {
                     GroupRecords::All(records) => {
-                        shared.append_split(&group.queue, records, durability.min_written(), &mut epoch)
+                        shared.append_split(&group.queue, records, durability.min_written(), &mut epoch, None)
                     }
                     GroupRecords::Some { records, .. } => {
-                        shared.append_split(&group.queue, records, durability.min_written(), &mut epoch)
+                        shared.append_split(&group.queue, records, durability.min_written(), &mut epoch, None)
                     }
                 };
                 drop(pending);
@@ -905,9 +905,13 @@ fn placed<'a, R: AsRef<Record>>(
     records: &'a [R],
     infos: &'a [(usize, crate::AppendInfo)],
 ) -> impl Iterator<Item = (u64, i64)> + 'a {
-    infos.iter().enumerate().flat_map(move |(n, (first, info))| {
-        let end = infos.get(n + 1).map_or(records.len(), |(next, _)| *next);
-        let batch = records.get(*first..end).unwrap_or_default();
+    infos.iter().flat_map(move |(first, info)| {
+        // A batch holds its records from `first` on: its offsets say how many (a record
+        // refused alone between two batches is in neither).
+        let count = usize::try_from(info.last_offset - info.base_offset + 1).unwrap_or(usize::MAX);
+        let batch = records
+            .get(*first..first.saturating_add(count).min(records.len()))
+            .unwrap_or_default();
         let log_append_time = info.timestamp_type == crate::record::TimestampType::LogAppendTime;
         (info.base_offset..).zip(batch).map(move |(offset, record)| {
             let timestamp = if log_append_time {
@@ -1396,15 +1400,18 @@ impl Shared {
     }
 
     /// Appends `records` in as few batches as the size limit allows: a batch refused as too
-    /// large is split in half and retried, so only a record too large alone fails.
-    /// Returns `(index of the batch's first record, info)` per batch written; lowers `epoch`
-    /// as [`append`](Self::append) does.
+    /// large is split in half and retried, so only a record too large alone fails — with
+    /// `refused`, that record is put there (its index in `records`, and the error) and the
+    /// others are written; without, its error ends the call. Returns `(index of the batch's
+    /// first record, info)` per batch written; lowers `epoch` as [`append`](Self::append)
+    /// does.
     fn append_split<R: AsRef<Record>>(
         &self,
         queue: &PartitionQueue,
         records: &[R],
         durability: Durability,
         epoch: &mut u64,
+        mut refused: Option<&mut Vec<(usize, Error)>>,
     ) -> Result<Vec<(usize, crate::AppendInfo)>> {
         let mut out = Vec::new();
         let mut start = 0;
@@ -1414,10 +1421,18 @@ impl Shared {
                 Err(Error::RecordTooLarge { .. }) if chunk.len() > 1 => {
                     let (a, b) = chunk.split_at(chunk.len() / 2);
                     for (offset, part) in [(0, a), (a.len(), b)] {
-                        for (i, info) in self.append_split(queue, part, durability, epoch)? {
+                        let mut part_refused = Vec::new();
+                        let inner = refused.is_some().then_some(&mut part_refused);
+                        for (i, info) in self.append_split(queue, part, durability, epoch, inner)? {
                             out.push((start + offset + i, info));
                         }
+                        if let Some(refused) = refused.as_deref_mut() {
+                            refused.extend(part_refused.into_iter().map(|(i, e)| (start + offset + i, e)));
+                        }
                     }
+                }
+                Err(e @ Error::RecordTooLarge { .. }) if let Some(refused) = refused.as_deref_mut() => {
+                    refused.push((start, e));
                 }
                 Err(e) => return Err(e),
             }
@@ -1548,6 +1563,7 @@ impl Shared {
             return None;
         }
         let mut records = std::mem::take(&mut pending.records);
+        let batch_len = records.len();
         let outcome = pending.outcome.take();
         let callbacks = std::mem::take(&mut pending.callbacks);
         pending.bytes = 0;
@@ -1557,24 +1573,44 @@ impl Shared {
         // alone, as at its send, and the others are written (else the batch would fail after
         // writing the records before it).
         let mut refused = Vec::new();
+        // The position in the batch of each record of `records`, once some were refused.
+        let mut positions = None;
         let limit = queue.max_batch();
         if pending.checked_limit.take().is_some_and(|checked| limit < checked) {
             let mut kept = Vec::with_capacity(records.len());
+            let mut kept_at = Vec::with_capacity(records.len());
             for (i, record) in records.into_iter().enumerate() {
                 match check_records(std::slice::from_ref(&record), limit, self.config.compression) {
-                    Ok(()) => kept.push(record),
+                    Ok(()) => {
+                        kept.push(record);
+                        kept_at.push(i);
+                    }
                     Err(e) => refused.push((i, e)),
                 }
             }
             records = kept;
+            positions = Some(kept_at);
         }
         let durability = self.config.durability;
         let mut epoch = u64::MAX;
+        // A limit lowered between the check above and the write refuses a record there:
+        // it too fails alone.
+        let mut late = Vec::new();
         let mut result = if records.is_empty() {
             Ok(Vec::new())
         } else {
-            self.append_split(queue, &records, durability.min_written(), &mut epoch)
+            self.append_split(queue, &records, durability.min_written(), &mut epoch, Some(&mut late))
         };
+        if !late.is_empty() {
+            refused.extend(late.into_iter().map(|(i, e)| {
+                let at = positions
+                    .as_ref()
+                    .and_then(|p: &Vec<usize>| p.get(i).copied())
+                    .unwrap_or(i);
+                (at, e)
+            }));
+            refused.sort_by_key(|(i, _)| *i);
+        }
         if let Ok(infos) = &result
             && durability == Durability::Synced
             && let Some((_, last)) = infos.last()
@@ -1588,7 +1624,7 @@ impl Shared {
         let asked = !callbacks.is_empty() || outcome.as_ref().is_some_and(|o| Arc::strong_count(o) > 1);
         let failed = match &result {
             Ok(_) => refused.len(),
-            Err(_) => records.len() + refused.len(),
+            Err(_) => batch_len,
         };
         if failed > 0 {
             self.counters.errors.fetch_add(failed as u64, Ordering::Relaxed);

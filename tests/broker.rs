@@ -1612,3 +1612,57 @@ fn a_queued_record_too_large_after_alter_fails_alone() {
     }
     assert_eq!(after.wait().unwrap().offset, 1);
 }
+
+/// `alter_topic_config` lowering and raising `max_message_bytes` over and over while a
+/// producer writes batches holding a record between the two limits: every delivery's
+/// outcome matches what was stored — a record reported stored is at its offset, a record
+/// reported refused is nowhere — whichever moment each change lands at (between the
+/// producer's re-check of its queued records and the write, too).
+#[test]
+fn deliveries_match_what_is_stored_while_the_size_limit_changes() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    let p = broker.producer(ProducerConfig::default().linger(Duration::from_secs(3600)));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let toggler = {
+        let (broker, stop) = (broker.clone(), std::sync::Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut low = true;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let limit = if low { 2048 } else { 1 << 20 };
+                let config = broker.describe_topic("t").unwrap().config.max_message_bytes(limit);
+                broker.alter_topic_config("t", config).unwrap();
+                low = !low;
+            }
+        })
+    };
+    let mut sent = Vec::new();
+    for round in 0..3000 {
+        for (i, size) in [10usize, 3000, 10, 3000, 10].into_iter().enumerate() {
+            let value = format!("{round}-{i}-{}", "x".repeat(size));
+            sent.push((value.clone(), p.send_async(ProducerRecord::new("t").value(value))));
+        }
+        let _ = p.flush();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    toggler.join().unwrap();
+    let stored: Vec<(u64, String)> = records_of(&broker, "t", 0)
+        .into_iter()
+        .map(|r| (r.offset, String::from_utf8(r.value.unwrap().to_vec()).unwrap()))
+        .collect();
+    let mut acknowledged = Vec::new();
+    for (value, delivery) in sent {
+        match delivery.wait() {
+            Ok(meta) => acknowledged.push((meta.offset, value)),
+            Err(Error::RecordTooLarge { .. }) => {
+                assert!(
+                    !stored.iter().any(|(_, v)| *v == value),
+                    "refused but stored: {}",
+                    &value[..12]
+                );
+            }
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(stored, acknowledged);
+}
