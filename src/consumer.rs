@@ -1450,6 +1450,53 @@ impl Consumer {
         Ok(())
     }
 
+    /// The first readable offset of each partition (Kafka's `beginningOffsets`): its log
+    /// start, which retention and `delete_records_before` move up. Any partitions, assigned
+    /// or not.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTopic`] or [`Error::InvalidPartition`].
+    pub fn beginning_offsets(&self, partitions: &[TopicPartition]) -> Result<BTreeMap<TopicPartition, u64>> {
+        self.offsets_of(partitions, PartitionLog::log_start_offset)
+    }
+
+    /// The end of each partition (Kafka's `endOffsets`, the high watermark): the offset
+    /// the next readable record will get, so a consumer whose position is there has read
+    /// everything stored so far. Any partitions, assigned or not.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTopic`] or [`Error::InvalidPartition`].
+    ///
+    /// # Examples
+    /// ```
+    /// use brooklet::{Broker, ConsumerConfig, ProducerConfig, ProducerRecord, TopicConfig, TopicPartition};
+    ///
+    /// let broker = Broker::temporary()?;
+    /// broker.create_topic("orders", TopicConfig::with_partitions(2))?;
+    /// let producer = broker.producer(ProducerConfig::default());
+    /// producer.send(ProducerRecord::new("orders").partition(1).value("o-1"))?;
+    /// let consumer = broker.consumer(ConsumerConfig::default())?;
+    /// let all = [TopicPartition::new("orders", 0), TopicPartition::new("orders", 1)];
+    /// let ends = consumer.end_offsets(&all)?;
+    /// assert_eq!(ends.values().copied().collect::<Vec<_>>(), [0, 1]);
+    /// assert_eq!(consumer.beginning_offsets(&all)?.values().copied().collect::<Vec<_>>(), [0, 0]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn end_offsets(&self, partitions: &[TopicPartition]) -> Result<BTreeMap<TopicPartition, u64>> {
+        self.offsets_of(partitions, PartitionLog::visible_end_offset)
+    }
+
+    fn offsets_of(
+        &self,
+        partitions: &[TopicPartition],
+        offset: impl Fn(&PartitionLog) -> u64,
+    ) -> Result<BTreeMap<TopicPartition, u64>> {
+        partitions
+            .iter()
+            .map(|tp| Ok((tp.clone(), offset(&*self.broker.partition_log(tp)?))))
+            .collect()
+    }
+
     /// For each partition, the first offset whose timestamp is at or after the given one
     /// (Kafka's `offsetsForTimes`); `None` where every record is older.
     ///

@@ -2335,3 +2335,37 @@ fn after_a_restart_offsets_expire_from_their_newest_commit() {
         }
     }
 }
+
+/// `beginning_offsets` and `end_offsets` (Kafka's `beginningOffsets`/`endOffsets`) of any
+/// partitions, assigned or not: the log start (moved by deleting records) and the visible
+/// end (not `Buffered` records still in the writer's buffer).
+#[test]
+fn beginning_and_end_offsets_follow_the_log_start_and_the_visible_end() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(2)).unwrap();
+    fill(&broker, "t", 2, 5);
+    let c = broker.consumer(ConsumerConfig::default()).unwrap();
+    let all = [tp("t", 0), tp("t", 1)];
+    let log = broker.partition_log(&tp("t", 1)).unwrap();
+    assert_eq!(log.delete_records_before(3).unwrap(), 3);
+    log.append(&[brooklet::Record::new().value("buffered")], Durability::Buffered)
+        .unwrap();
+    assert_eq!(
+        c.beginning_offsets(&all).unwrap(),
+        BTreeMap::from([(tp("t", 0), 0), (tp("t", 1), 3)])
+    );
+    assert_eq!(
+        c.end_offsets(&all).unwrap(),
+        BTreeMap::from([(tp("t", 0), 5), (tp("t", 1), 5)])
+    );
+    log.flush().unwrap();
+    assert_eq!(c.end_offsets(&all[1..]).unwrap(), BTreeMap::from([(tp("t", 1), 6)]));
+    assert!(matches!(
+        c.end_offsets(&[tp("nope", 0)]),
+        Err(Error::UnknownTopic { .. })
+    ));
+    assert!(matches!(
+        c.beginning_offsets(&[tp("t", 2)]),
+        Err(Error::InvalidPartition { partition: 2, .. })
+    ));
+}
