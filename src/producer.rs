@@ -896,7 +896,8 @@ impl Producer {
 }
 
 /// Where `records`, appended as the batches `infos` (`(index of first record, info)`, in
-/// order, covering every record), went: `(offset, stored timestamp)` per record, in order.
+/// order, covering every record but those refused alone), went: `(offset, stored
+/// timestamp)` per record written, in order.
 ///
 /// A record's stored timestamp is the append time in a batch stored as LogAppendTime, else the
 /// record's own (or the append time when it had none, which `max_timestamp` equals for a
