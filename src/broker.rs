@@ -30,7 +30,7 @@
 //! A directory without a table is new: open refuses one holding a directory named like a
 //! partition, which cannot be a leftover.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -424,8 +424,9 @@ impl Broker {
     ///
     /// It takes no lock, runs no recovery and writes nothing (no directory, file, checkpoint
     /// or marker is created, changed or removed). The topic table and the committed offsets
-    /// are read as they are at open (reopen to see topics, partitions and commits made
-    /// since); each partition serves only complete, checksum-valid batches and picks up new
+    /// are read as they are at open ([`refresh_topics`](Self::refresh_topics) reads the
+    /// table again, for topics, partitions and settings changed since; reopen for commits
+    /// made since); each partition serves only complete, checksum-valid batches and picks up new
     /// ones as the writer appends them (see [`PartitionLog::open_read_only`]); where the
     /// writer closed cleanly and the batches stop being valid before the end it recorded,
     /// a read there is [`Error::Corrupt`], not a shorter log. A consumer on
@@ -456,17 +457,7 @@ impl Broker {
     pub fn open_read_only(dir: impl AsRef<Path>) -> Result<Broker> {
         let dir = dir.as_ref();
         let vfs: Arc<dyn Vfs> = Arc::new(OsFs);
-        let topics_path = dir.join(META_DIR).join(TOPICS_FILE);
-        let stored = match checkpoint::read_small_file(&*vfs, &topics_path, MAX_META_BYTES)? {
-            Some(bytes) => decode_topics(&topics_path, &bytes)?,
-            None => {
-                return Err(Error::io(
-                    "open the topic table (is this a brooklet data directory?)",
-                    topics_path,
-                    std::io::ErrorKind::NotFound.into(),
-                ));
-            }
-        };
+        let stored = read_existing_table(&*vfs, &dir.join(META_DIR).join(TOPICS_FILE))?;
         let topics = open_topics(dir, &stored, |path, config| {
             PartitionLog::open_read_only_with_vfs(path, config, Arc::clone(&vfs))
         })?;
@@ -692,6 +683,101 @@ impl Broker {
                 })
                 .collect(),
         })
+    }
+
+    /// Re-reads the topic table of a [read-only broker](Self::open_read_only), which
+    /// otherwise keeps the one it opened with: topics the writer created since are opened,
+    /// partitions it added appear (groups of this process rebalance over them), settings it
+    /// altered show in [`describe_topic`](Self::describe_topic), and topics it deleted go
+    /// (their consumers get [`Error::UnknownTopic`], as on the writer's broker). As Kafka
+    /// clients refresh their metadata, a long-lived reader calls this now and then; the CLI's
+    /// `consume --follow` does, every second. A writable broker's table is its own: this
+    /// does nothing there.
+    ///
+    /// Not seen: a topic deleted and created again under its name between two refreshes
+    /// (this broker goes on reading the old topic's files; open it again), and commits made
+    /// since open (the committed offsets are read at open).
+    ///
+    /// # Errors
+    /// [`Error::Io`], [`Error::Corrupt`] or [`Error::UnsupportedVersion`] reading the table
+    /// (nothing changes then), or opening a new topic's or partition's files.
+    ///
+    /// # Examples
+    /// ```
+    /// use brooklet::{Broker, TopicConfig};
+    /// let dir = tempfile::tempdir()?;
+    /// let writer = Broker::open(dir.path())?;
+    /// let reader = Broker::open_read_only(dir.path())?;
+    /// writer.create_topic("orders", TopicConfig::with_partitions(2))?;
+    /// assert!(reader.list_topics().is_empty());
+    /// reader.refresh_topics()?;
+    /// assert_eq!(reader.list_topics(), ["orders"]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn refresh_topics(&self) -> Result<()> {
+        if !self.inner.read_only {
+            return Ok(());
+        }
+        let mut changed = Vec::new();
+        // Groups rebalance over what changed, also if opening a later topic failed.
+        let result = (|| -> Result<()> {
+            let _admin = self.inner.admin.lock();
+            let path = self.table_path();
+            let stored = read_existing_table(&*self.inner.vfs, &path)?;
+            let configs = checked_configs(&path, &stored)?;
+            let open = |name: &str, p: u32, config: &TopicConfig| {
+                PartitionLog::open_read_only_with_vfs(
+                    &partition_dir(&self.inner.dir, name, p),
+                    config.log_config(),
+                    Arc::clone(&self.inner.vfs),
+                )
+                .map(Arc::new)
+            };
+            let current: Vec<(String, Arc<Topic>)> = self
+                .inner
+                .topics
+                .read()
+                .iter()
+                .map(|(name, topic)| (name.clone(), Arc::clone(topic)))
+                .collect();
+            for (name, topic) in &current {
+                if !stored.iter().any(|t| &t.name == name) {
+                    self.inner.topics.write().remove(name);
+                    for log in topic.partition_logs() {
+                        log.mark_deleted();
+                    }
+                    changed.push(name.clone());
+                }
+            }
+            for (t, config) in stored.iter().zip(configs) {
+                match current.iter().find(|(name, _)| *name == t.name) {
+                    Some((_, topic)) => {
+                        let have = topic.partition_count();
+                        if t.partitions > have {
+                            let logs = (have..t.partitions)
+                                .map(|p| open(&t.name, p, &config))
+                                .collect::<Result<Vec<_>>>()?;
+                            topic.add_partitions(logs);
+                            changed.push(t.name.clone());
+                        }
+                        *topic.config.write() = config;
+                    }
+                    None => {
+                        let logs = (0..t.partitions)
+                            .map(|p| open(&t.name, p, &config))
+                            .collect::<Result<Vec<_>>>()?;
+                        let topic = Arc::new(Topic::new(t.name.clone(), config, logs));
+                        self.inner.topics.write().insert(t.name.clone(), topic);
+                        changed.push(t.name.clone());
+                    }
+                }
+            }
+            Ok(())
+        })();
+        for name in changed {
+            self.topic_changed(&name);
+        }
+        result
     }
 
     /// Grows a topic to `partitions` partitions (Kafka allows only growth: keyed records
@@ -937,28 +1023,51 @@ impl Broker {
     }
 }
 
+/// The topic table at `path`, which must exist.
+fn read_existing_table(vfs: &dyn Vfs, path: &Path) -> Result<Vec<StoredTopic>> {
+    match checkpoint::read_small_file(vfs, path, MAX_META_BYTES)? {
+        Some(bytes) => decode_topics(path, &bytes),
+        None => Err(Error::io(
+            "open the topic table (is this a brooklet data directory?)",
+            path,
+            std::io::ErrorKind::NotFound.into(),
+        )),
+    }
+}
+
+/// Each topic's configuration from the table at `table`, every entry checked first. A
+/// table whose checksum holds was written by a broker, which validated every name and
+/// config; anything else (a hand-edited or foreign file) is refused before a single
+/// directory is made for it — e.g. `../x`, or u32::MAX partitions.
+fn checked_configs(table: &Path, stored: &[StoredTopic]) -> Result<Vec<TopicConfig>> {
+    let mut seen = BTreeSet::new();
+    stored
+        .iter()
+        .map(|t| {
+            let invalid = |reason: String| Error::corrupt(table, 0, format!("topic {:?}: {reason}", t.name));
+            validate_topic_name(&t.name).map_err(|e| invalid(e.to_string()))?;
+            if t.timestamp_type > 1 || t.cleanup_policy > 1 {
+                return Err(invalid("unknown timestamp type or cleanup policy".into()));
+            }
+            let config = t.config();
+            config.validate().map_err(|e| invalid(e.to_string()))?;
+            if !seen.insert(t.name.as_str()) {
+                return Err(invalid("listed twice".into()));
+            }
+            Ok(config)
+        })
+        .collect()
+}
+
 /// Opens every partition of the topics in the table with `open_log` (writable or read-only).
 fn open_topics(
     dir: &Path,
     stored: &[StoredTopic],
     open_log: impl Fn(&Path, LogConfig) -> Result<PartitionLog>,
 ) -> Result<BTreeMap<String, Arc<Topic>>> {
+    let configs = checked_configs(&dir.join(META_DIR).join(TOPICS_FILE), stored)?;
     let mut topics = BTreeMap::new();
-    let table = dir.join(META_DIR).join(TOPICS_FILE);
-    for t in stored {
-        // A table whose checksum holds was written by a broker, which validated every name
-        // and config; anything else (a hand-edited or foreign file) is refused before a
-        // single directory is made for it — e.g. `../x`, or u32::MAX partitions.
-        let invalid = |reason: String| Error::corrupt(&table, 0, format!("topic {:?}: {reason}", t.name));
-        validate_topic_name(&t.name).map_err(|e| invalid(e.to_string()))?;
-        let config = t.config();
-        if t.timestamp_type > 1 || t.cleanup_policy > 1 {
-            return Err(invalid("unknown timestamp type or cleanup policy".into()));
-        }
-        config.validate().map_err(|e| invalid(e.to_string()))?;
-        if topics.contains_key(&t.name) {
-            return Err(invalid("listed twice".into()));
-        }
+    for (t, config) in stored.iter().zip(configs) {
         let logs = (0..t.partitions)
             .map(|p| open_log(&partition_dir(dir, &t.name, p), config.log_config()).map(Arc::new))
             .collect::<Result<Vec<_>>>()?;

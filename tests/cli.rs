@@ -1375,3 +1375,30 @@ fn consume_and_produce_refuse_bad_arguments_up_front() {
     );
     assert_eq!(ok(&dir, &["consume", "orders", "--from-beginning"]), "a\nb\nc\n");
 }
+
+/// `consume --follow` of a whole topic beside an application follows the partitions the
+/// application adds while it runs (from their first record), as a Kafka consumer picks up
+/// new partitions from refreshed metadata; it stops with an error when the topic is deleted.
+#[test]
+fn consume_follow_picks_up_partitions_added_while_it_runs() {
+    let (_tmp, dir, app) = small_retention_topic();
+    app.send(0);
+    let mut child = spawn(&dir, &["consume", "t", "--from-beginning", "--follow"]);
+    let lines = line_receiver(&mut child);
+    let next_line = || lines.recv_timeout(Duration::from_secs(60)).unwrap();
+    assert_eq!(next_line(), format!("{:0>200}", 0));
+    app.broker.add_partitions("t", 3).unwrap();
+    for p in [1, 2] {
+        app.producer
+            .send(ProducerRecord::new("t").partition(p).value(format!("on-{p}")))
+            .unwrap();
+    }
+    let mut got = vec![next_line(), next_line()];
+    got.sort();
+    assert_eq!(got, ["on-1", "on-2"]);
+    app.broker.delete_topic("t").unwrap();
+    assert_eq!(wait_exit(&mut child).code(), Some(1));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("topic \"t\" does not exist"), "{stderr}");
+}

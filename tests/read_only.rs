@@ -554,3 +554,79 @@ fn a_consumer_behind_the_writers_retention_resets_to_the_log_start_and_follows()
         .collect();
     assert_eq!(next, [i]);
 }
+
+/// `refresh_topics` shows a read-only broker what the writer changed since it opened:
+/// a created topic, added partitions (a group member of the reader takes them and reads
+/// their records), altered settings, a deleted topic (its consumer gets `UnknownTopic`).
+#[test]
+fn refresh_topics_shows_created_grown_altered_and_deleted_topics() {
+    let dir = common::temp_dir();
+    let writer = Broker::open(dir.path()).unwrap();
+    writer.create_topic("grows", TopicConfig::with_partitions(1)).unwrap();
+    writer.create_topic("goes", TopicConfig::with_partitions(1)).unwrap();
+    let producer = writer.producer(ProducerConfig::default());
+    producer.send(ProducerRecord::new("grows").value("g0")).unwrap();
+    producer.send(ProducerRecord::new("goes").value("x")).unwrap();
+
+    let reader = Broker::open_read_only(dir.path()).unwrap();
+    let mut member = reader
+        .consumer(ConsumerConfig::group("watch").auto_offset_reset(OffsetReset::Earliest))
+        .unwrap();
+    member.subscribe(&["grows"]).unwrap();
+    let mut gone = reader
+        .consumer(ConsumerConfig::default().auto_offset_reset(OffsetReset::Earliest))
+        .unwrap();
+    gone.assign(&[TopicPartition::new("goes", 0)]).unwrap();
+    assert_eq!(gone.poll(Duration::from_secs(5)).unwrap().len(), 1);
+    let first = member.poll(Duration::from_secs(5)).unwrap();
+    assert_eq!(
+        first.iter().map(|r| r.value().unwrap().to_vec()).collect::<Vec<_>>(),
+        [b"g0".to_vec()]
+    );
+
+    writer.create_topic("new", TopicConfig::with_partitions(3)).unwrap();
+    writer.add_partitions("grows", 3).unwrap();
+    let altered = writer
+        .describe_topic("grows")
+        .unwrap()
+        .config
+        .retention_ms(Some(Duration::from_secs(3600)));
+    writer.alter_topic_config("grows", altered.clone()).unwrap();
+    writer.delete_topic("goes").unwrap();
+    producer
+        .send(ProducerRecord::new("grows").partition(2).value("g2"))
+        .unwrap();
+    assert_eq!(
+        reader.list_topics(),
+        ["goes", "grows"],
+        "nothing changes before a refresh"
+    );
+
+    reader.refresh_topics().unwrap();
+    assert_eq!(reader.list_topics(), ["grows", "new"]);
+    assert_eq!(reader.describe_topic("grows").unwrap().config, altered);
+    assert_eq!(reader.describe_topic("new").unwrap().partitions.len(), 3);
+    assert!(matches!(reader.describe_topic("goes"), Err(Error::UnknownTopic { .. })));
+    assert!(matches!(gone.poll(Duration::ZERO), Err(Error::UnknownTopic { .. })));
+    // The member takes the new partitions and reads the record on partition 2.
+    let start = Instant::now();
+    let mut values = Vec::new();
+    while values.is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the new partition's record never came"
+        );
+        values.extend(
+            member
+                .poll(Duration::from_millis(50))
+                .unwrap()
+                .iter()
+                .map(|r| r.value().unwrap().to_vec()),
+        );
+    }
+    assert_eq!(values, [b"g2".to_vec()]);
+    assert_eq!(member.assignment().len(), 3);
+    // A writable broker's refresh does nothing.
+    writer.refresh_topics().unwrap();
+    assert_eq!(writer.list_topics(), ["grows", "new"]);
+}

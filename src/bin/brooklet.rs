@@ -221,7 +221,8 @@ struct ConsumeArgs {
     /// Start at the oldest record (default: only new records; a group resumes at its commit).
     #[arg(long, conflicts_with = "offset")]
     from_beginning: bool,
-    /// Keep waiting for new records instead of stopping at the end.
+    /// Keep waiting for new records instead of stopping at the end (of a whole topic: also
+    /// from partitions an application adds meanwhile).
     #[arg(long)]
     follow: bool,
     /// Stop after N records.
@@ -1203,6 +1204,8 @@ fn consume(dir: &Path, args: &ConsumeArgs, out: &mut Output) -> CliResult<ExitCo
     let mut signal = None;
     // Per partition: the offset after the last record printed, to tell a jump.
     let mut expected: BTreeMap<TopicPartition, u64> = BTreeMap::new();
+    // Following every partition beside an application: partitions it adds are followed too.
+    let mut refreshed = (args.follow && args.partition.is_none() && broker.is_read_only()).then(Instant::now);
     loop {
         if args.max_records.is_some_and(|max| printed >= max) {
             break;
@@ -1210,6 +1213,12 @@ fn consume(dir: &Path, args: &ConsumeArgs, out: &mut Output) -> CliResult<ExitCo
         signal = interrupt.received();
         if signal.is_some() {
             break;
+        }
+        if let Some(at) = refreshed.as_mut()
+            && at.elapsed() >= TOPIC_REFRESH
+        {
+            *at = Instant::now();
+            follow_new_partitions(&broker, &mut consumer, &args.topic)?;
         }
         let records = consumer.poll(SIGNAL_CHECK)?;
         // Per partition: the offset after the last record printed, the first record of
@@ -1309,6 +1318,32 @@ fn consume(dir: &Path, args: &ConsumeArgs, out: &mut Output) -> CliResult<ExitCo
         }
     }
     Ok(signal.map_or(ExitCode::SUCCESS, signal_exit))
+}
+
+/// How often `consume --follow` of a whole topic re-reads the topic table for partitions
+/// the application added.
+const TOPIC_REFRESH: Duration = Duration::from_secs(1);
+
+/// Re-reads the topic table of `broker` (read-only) and assigns `consumer` the partitions
+/// of `topic` added since, from their first record (all of them are new to this follower).
+/// A deleted topic makes the next poll fail with `UnknownTopic`.
+fn follow_new_partitions(broker: &Broker, consumer: &mut brooklet::Consumer, topic: &str) -> CliResult<()> {
+    broker.refresh_topics()?;
+    let Ok(description) = broker.describe_topic(topic) else {
+        return Ok(());
+    };
+    let assigned = consumer.assignment();
+    let all: Vec<TopicPartition> = description
+        .partitions
+        .iter()
+        .map(|d| TopicPartition::new(topic, d.partition))
+        .collect();
+    let added: Vec<TopicPartition> = all.iter().filter(|tp| !assigned.contains(*tp)).cloned().collect();
+    if !added.is_empty() {
+        consumer.assign(&all)?;
+        consumer.seek_to_beginning(&added)?;
+    }
+    Ok(())
 }
 
 fn groups(dir: &Path, cmd: GroupsCommand, out: &mut Output) -> CliResult<()> {
