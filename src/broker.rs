@@ -425,8 +425,8 @@ impl Broker {
     /// It takes no lock, runs no recovery and writes nothing (no directory, file, checkpoint
     /// or marker is created, changed or removed). The topic table and the committed offsets
     /// are read as they are at open ([`refresh_topics`](Self::refresh_topics) reads the
-    /// table again, for topics, partitions and settings changed since; reopen for commits
-    /// made since); each partition serves only complete, checksum-valid batches and picks up new
+    /// table again, for topics, partitions and settings changed since;
+    /// [`refresh_offsets`](Self::refresh_offsets) the offsets, for commits since); each partition serves only complete, checksum-valid batches and picks up new
     /// ones as the writer appends them (see [`PartitionLog::open_read_only`]); where the
     /// writer closed cleanly and the batches stop being valid before the end it recorded,
     /// a read there is [`Error::Corrupt`], not a shorter log. A consumer on
@@ -696,7 +696,7 @@ impl Broker {
     ///
     /// Not seen: a topic deleted and created again under its name between two refreshes
     /// (this broker goes on reading the old topic's files; open it again), and commits made
-    /// since open (the committed offsets are read at open).
+    /// since open (see [`refresh_offsets`](Self::refresh_offsets)).
     ///
     /// # Errors
     /// [`Error::Io`], [`Error::Corrupt`] or [`Error::UnsupportedVersion`] reading the table
@@ -778,6 +778,41 @@ impl Broker {
             self.topic_changed(&name);
         }
         result
+    }
+
+    /// Re-reads the committed offsets of a [read-only broker](Self::open_read_only), which
+    /// otherwise keeps those it opened with: [`describe_group`](Self::describe_group),
+    /// [`committed_offset`](Self::committed_offset) and its consumers' `committed` then show
+    /// the writer's commits since (a lag monitor beside an application calls this before
+    /// each look). It reads the offsets snapshot and log again, as an open does. A writable
+    /// broker's table is its own: this does nothing there.
+    ///
+    /// # Errors
+    /// [`Error::Io`], [`Error::Corrupt`] or [`Error::UnsupportedVersion`] reading the offsets
+    /// (the table read before stays).
+    ///
+    /// # Examples
+    /// ```
+    /// use brooklet::{Broker, OffsetAndMetadata, TopicConfig, TopicPartition};
+    /// use std::collections::BTreeMap;
+    /// let dir = tempfile::tempdir()?;
+    /// let writer = Broker::open(dir.path())?;
+    /// writer.create_topic("orders", TopicConfig::with_partitions(1))?;
+    /// let reader = Broker::open_read_only(dir.path())?;
+    /// let tp = TopicPartition::new("orders", 0);
+    /// let mut consumer = writer.consumer(brooklet::ConsumerConfig::group("billing"))?;
+    /// consumer.assign(&[tp.clone()])?;
+    /// consumer.commit_offsets(&BTreeMap::from([(tp.clone(), OffsetAndMetadata::new(0))]))?;
+    /// assert_eq!(reader.committed_offset("billing", &tp), None);
+    /// reader.refresh_offsets()?;
+    /// assert_eq!(reader.committed_offset("billing", &tp).map(|o| o.offset), Some(0));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn refresh_offsets(&self) -> Result<()> {
+        if !self.inner.read_only {
+            return Ok(());
+        }
+        self.inner.offsets.reload_read_only()
     }
 
     /// Grows a topic to `partitions` partitions (Kafka allows only growth: keyed records

@@ -246,6 +246,16 @@ impl OffsetStore {
         Ok(store)
     }
 
+    /// For a store opened with [`open_read_only`](Self::open_read_only): reads the snapshot
+    /// and the log again, as an open would, and takes the table they give (the writer may
+    /// have committed, snapshotted and deleted segments since). On error the table stays.
+    pub fn reload_read_only(&self) -> Result<()> {
+        let data_dir = self.dir.parent().unwrap_or(&self.dir);
+        let fresh = OffsetStore::open_read_only(data_dir, Arc::clone(&self.vfs))?;
+        *self.table.write() = fresh.table.into_inner();
+        Ok(())
+    }
+
     /// Reads `DATA/offsets` without writing anything (for a read-only broker): the
     /// snapshot, then the log after it, opened read-only. The writer may snapshot and delete
     /// log segments meanwhile; a snapshot older than the log's start, or a segment gone

@@ -386,6 +386,23 @@ fn offsets_are_read_after_snapshots() {
     let committed = reader.committed_offset("g", &tp).unwrap();
     assert_eq!(committed.offset, 299 % 6);
     assert_eq!(committed.metadata, metadata);
+    // The writer goes on committing, snapshotting again and deleting log segments: the
+    // reader sees the latest after `refresh_offsets`, and only then.
+    for i in 300..700u64 {
+        c.commit_offsets(&BTreeMap::from([(
+            tp.clone(),
+            OffsetAndMetadata::new(i % 7).metadata(metadata.clone()),
+        )]))
+        .unwrap();
+    }
+    assert_eq!(reader.committed_offset("g", &tp).unwrap().offset, 299 % 6);
+    reader.refresh_offsets().unwrap();
+    assert_eq!(reader.committed_offset("g", &tp).unwrap().offset, 699 % 7);
+    let described = reader.describe_group("g").unwrap();
+    assert_eq!(
+        described.partitions[0].committed.as_ref().map(|o| o.offset),
+        Some(699 % 7)
+    );
 }
 
 /// A log whose writer closed it cleanly, damaged afterwards inside its last segment: a
