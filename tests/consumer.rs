@@ -2369,3 +2369,54 @@ fn beginning_and_end_offsets_follow_the_log_start_and_the_visible_end() {
         Err(Error::InvalidPartition { partition: 2, .. })
     ));
 }
+
+/// A user assignor with a bug: it panics once the group has two members.
+#[derive(Debug)]
+struct PanicsWithTwoMembers;
+
+impl brooklet::Assignor for PanicsWithTwoMembers {
+    fn name(&self) -> &str {
+        "panics"
+    }
+
+    fn assign(
+        &self,
+        members: &[brooklet::MemberSubscription],
+        partitions: &BTreeMap<String, u32>,
+    ) -> BTreeMap<String, Vec<TopicPartition>> {
+        assert!(members.len() < 2, "a bug in the user's assignor");
+        brooklet::RangeAssignor.assign(members, partitions)
+    }
+}
+
+#[test]
+fn a_panicking_assignor_falls_back_to_range_and_never_panics_another_member() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(4)).unwrap();
+    // The leader (oldest member) brings the faulty assignor; the others use the default.
+    let mut leader = broker.consumer(manual("g").assignor(PanicsWithTwoMembers)).unwrap();
+    leader.subscribe(&["t"]).unwrap();
+    settle(&broker, "g", &mut [&mut leader]);
+    assert_eq!(leader.assignment().len(), 4);
+
+    // Joining runs the leader's assignor in this member's thread: it must not panic here.
+    let mut second = broker.consumer(manual("g")).unwrap();
+    second.subscribe(&["t"]).unwrap();
+    let mut third = broker.consumer(manual("g")).unwrap();
+    third.subscribe(&["t"]).unwrap();
+    settle(&broker, "g", &mut [&mut leader, &mut second, &mut third]);
+    // The range assignor's result, as for an invalid assignment.
+    assert_eq!(
+        [assignment(&leader), assignment(&second), assignment(&third)],
+        [vec!["t-0", "t-1"], vec!["t-2"], vec!["t-3"]]
+    );
+
+    // Leaving does not panic either, and the partitions of the member that left are
+    // handed out again: none is left without an owner.
+    third.close().unwrap();
+    settle(&broker, "g", &mut [&mut leader, &mut second]);
+    assert_eq!(
+        [assignment(&leader), assignment(&second)],
+        [vec!["t-0", "t-1"], vec!["t-2", "t-3"]]
+    );
+}

@@ -56,7 +56,8 @@ pub trait Assignor: Send + Sync + std::fmt::Debug {
     /// Maps every member id to its partitions (sorted by topic then partition). Every partition of every topic in
     /// `partitions` (topic -> partition count) that at least one member subscribes to must go to exactly one member
     /// that subscribes to its topic; every member appears in the result, possibly with an empty list. `members` are
-    /// sorted by `member_id`.
+    /// sorted by `member_id`. If the result breaks these rules, or `assign` panics, the group logs an error and uses
+    /// [`RangeAssignor`] for that generation.
     fn assign(
         &self,
         members: &[MemberSubscription],

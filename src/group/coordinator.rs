@@ -37,6 +37,7 @@
 //! are free at once, and its later commits fail with [`Error::CommitFailed`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -644,11 +645,16 @@ impl GroupState {
                     .unwrap_or_default(),
             })
             .collect();
-        let mut assignment = assignor.assign(&subscriptions, &partitions);
-        if let Err(reason) = validate(&assignment, &subscriptions, &partitions) {
-            tracing::error!(group, assignor = assignor.name(), %reason, "invalid assignment; using the range assignor");
-            assignment = super::assignor::RangeAssignor.assign(&subscriptions, &partitions);
-        }
+        // A user's assignor runs in whichever member's thread caused the rebalance (a join, a
+        // leave, a drop): its panic is caught here, as an invalid result is, so that it
+        // neither reaches an unrelated member nor leaves the group with a stale target.
+        let assignment = std::panic::catch_unwind(AssertUnwindSafe(|| assignor.assign(&subscriptions, &partitions)))
+            .map_err(|_| "the assignor panicked".to_owned())
+            .and_then(|assignment| validate(&assignment, &subscriptions, &partitions).map(|()| assignment))
+            .unwrap_or_else(|reason| {
+                tracing::error!(group, assignor = assignor.name(), %reason, "invalid assignment; using the range assignor");
+                super::assignor::RangeAssignor.assign(&subscriptions, &partitions)
+            });
         self.target = self
             .members
             .keys()
