@@ -117,8 +117,12 @@ impl Decoder<String> for Utf8 {
 }
 
 /// Compact binary via bincode 2 (standard configuration), for values only Rust reads.
-/// Decoding is limited to 16 MiB, so hostile bytes cannot make it allocate without bound;
-/// but bincode sizes a string or byte buffer from its length prefix before reading it, so
+/// Decoding is limited to 16 MiB, so hostile bytes cannot make it allocate without bound.
+/// The limit counts the decoded value's size in memory (a `u64` is 8 bytes however few it
+/// took on the wire), and encoding has none: a value of more than 16 MiB in memory (a
+/// `Vec<u64>` of 2.5 million small numbers encodes to 2.5 MB) is sent but fails to decode
+/// (its consumer gets a [`PoisonRecord`](crate::PoisonRecord)); the default 1 MiB
+/// `max_message_bytes` keeps every record below it. But bincode sizes a string or byte buffer from its length prefix before reading it, so
 /// a few hostile bytes can make one decode allocate up to that limit (briefly: the decode
 /// then fails). bincode has no nesting limit: a recursive type (one holding a `Box` or
 /// `Vec` of itself) decoded from hostile bytes nests as deep as the bytes say, and a deep
