@@ -251,6 +251,26 @@ pub struct BrokerBuilder {
     offsets_compact_bytes: u64,
     retention_check_interval: Option<Duration>,
     offsets_retention: Option<Duration>,
+    damage_policy: DamagePolicy,
+}
+
+/// What [`BrokerBuilder::open`] does with a partition whose open finds damage: records that
+/// were synced (below its recovery point) no longer read back as written — a bit flip, a
+/// lost block, a segment gone. See `RELIABILITY.md`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DamagePolicy {
+    /// The open fails with the damage's [`Error::Corrupt`] (which names the file, the byte,
+    /// the first lost offset and the way out), and nothing is cut: the default, as a
+    /// database refuses to start on a damaged log rather than serve it.
+    #[default]
+    FailOpen,
+    /// The broker opens, and each damaged partition is *offline* (as a Kafka partition
+    /// whose log directory failed): its records read back up to the damage (a read there
+    /// is the damage's error), every write to it — a send routed there, `truncate_to`,
+    /// `delete_records_before`, retention — fails with the damage's error, and its files
+    /// stay as they are. The other partitions work as ever. [`Broker::damaged_partitions`] lists them;
+    /// the way back is the error's (accept the loss, and reopen), or deleting the topic.
+    Offline,
 }
 
 /// Kafka's `log.retention.check.interval.ms` default: 5 minutes.
@@ -265,6 +285,7 @@ impl Default for BrokerBuilder {
             offsets_compact_bytes: DEFAULT_COMPACT_BYTES,
             retention_check_interval: Some(DEFAULT_RETENTION_CHECK_INTERVAL),
             offsets_retention: None,
+            damage_policy: DamagePolicy::FailOpen,
         }
     }
 }
@@ -354,6 +375,23 @@ impl BrokerBuilder {
         self
     }
 
+    /// What open does with a damaged partition; see [`DamagePolicy`]. Default =
+    /// [`DamagePolicy::FailOpen`].
+    ///
+    /// # Examples
+    /// ```
+    /// use brooklet::{Broker, DamagePolicy};
+    /// let dir = tempfile::tempdir()?;
+    /// let broker = Broker::builder().damage_policy(DamagePolicy::Offline).open(dir.path())?;
+    /// assert!(broker.damaged_partitions().is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn damage_policy(mut self, policy: DamagePolicy) -> Self {
+        self.damage_policy = policy;
+        self
+    }
+
     /// Opens (or creates) the data directory `dir`.
     ///
     /// # Errors
@@ -363,7 +401,8 @@ impl BrokerBuilder {
     /// [`Error::Corrupt`] or [`Error::UnsupportedVersion`] for an unreadable topic table,
     /// or `Corrupt` for a missing one in a directory holding a subdirectory named like a
     /// partition (`<topic>-<number>`), which open would otherwise take for a leftover and
-    /// remove; any error of opening a partition log.
+    /// remove; any error of opening a partition log (with [`DamagePolicy::Offline`], a
+    /// partition's damage leaves it offline instead).
     pub fn open(self, dir: impl AsRef<Path>) -> Result<Broker> {
         Broker::open_inner(dir.as_ref(), self, None)
     }
@@ -570,7 +609,14 @@ impl Broker {
         };
         remove_unlisted_partitions(dir, &stored)?;
         let topics = open_topics(dir, &stored, |path, config| {
-            PartitionLog::open_owned(path, config, Arc::clone(&vfs))
+            match PartitionLog::open_owned(path, config.clone(), Arc::clone(&vfs)) {
+                Err(damage @ Error::Corrupt { .. }) if builder.damage_policy == DamagePolicy::Offline => {
+                    tracing::error!(dir = %path.display(), error = %damage, "partition offline: its open found damage");
+                    // Read as a reader would; if even that fails, the open fails as by default.
+                    PartitionLog::open_damaged(path, config, Arc::clone(&vfs), damage.duplicate()).map_err(|_| damage)
+                }
+                opened => opened,
+            }
         })?;
         let offsets = OffsetStore::open(
             dir,
@@ -778,6 +824,23 @@ impl Broker {
             self.topic_changed(&name);
         }
         result
+    }
+
+    /// The partitions open left offline for damage ([`DamagePolicy::Offline`]), each with
+    /// the damage's error (which names the file and the way out). Empty with the default
+    /// policy, which fails the open instead.
+    #[must_use]
+    pub fn damaged_partitions(&self) -> Vec<(TopicPartition, Error)> {
+        let topics: Vec<Arc<Topic>> = self.inner.topics.read().values().cloned().collect();
+        topics
+            .iter()
+            .flat_map(|t| {
+                (0u32..)
+                    .zip(t.partition_logs())
+                    .filter_map(|(p, log)| log.damage().map(|d| (TopicPartition::new(&t.name, p), d.duplicate())))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     /// Re-reads the committed offsets of a [read-only broker](Self::open_read_only), which
@@ -1149,7 +1212,8 @@ fn retention_pass(inner: &Weak<BrokerInner>, offsets_retention: Option<Duration>
         return false;
     };
     let logs: Vec<Arc<PartitionLog>> = inner.topics.read().values().flat_map(|t| t.partition_logs()).collect();
-    for log in logs {
+    // An offline partition's files stay as they are.
+    for log in logs.into_iter().filter(|log| log.damage().is_none()) {
         // A topic deleted meanwhile: its files are going anyway.
         if let Err(e) = log.enforce_retention()
             && !log.is_deleted()

@@ -113,7 +113,7 @@ pub mod io {
     pub use crate::storage::io::{OpenMode, OsFs, Vfs, VfsFile};
 }
 
-pub use broker::{Broker, BrokerBuilder, PartitionDescription, TopicDescription};
+pub use broker::{Broker, BrokerBuilder, DamagePolicy, PartitionDescription, TopicDescription};
 pub use codec::{
     Bincode, Codec, Decoder, Encoder, Json, PoisonRecord, TypedConsumer, TypedProducer, TypedRecord, Utf8,
 };

@@ -1666,3 +1666,117 @@ fn deliveries_match_what_is_stored_while_the_size_limit_changes() {
     }
     assert_eq!(stored, acknowledged);
 }
+
+// ---------------------------------------------------------------------------------------
+// Damaged partitions
+// ---------------------------------------------------------------------------------------
+
+/// Every file of a directory, with its bytes.
+fn dir_bytes(dir: &Path) -> BTreeSet<(String, Vec<u8>)> {
+    entries(dir)
+        .into_iter()
+        .map(|name| {
+            let bytes = fs::read(dir.join(&name)).unwrap();
+            (name, bytes)
+        })
+        .collect()
+}
+
+/// A partition whose synced records are damaged: by default the broker does not open
+/// (nothing cut); with `DamagePolicy::Offline` it opens with that partition offline —
+/// readable up to the damage, refusing writes with the damage's error, files untouched —
+/// and the others working; once the operator accepts the loss, it is cut and writable.
+#[test]
+fn a_damaged_partition_fails_open_or_goes_offline_as_the_policy_says() {
+    let dir = temp_dir();
+    let values = |n: usize, p: u32| (0..n).map(move |i| format!("{p}-{i:0>120}"));
+    {
+        let broker = Broker::open(dir.path()).unwrap();
+        broker
+            .create_topic("t", TopicConfig::with_partitions(2).segment_bytes(4096))
+            .unwrap();
+        let p = producer(&broker);
+        for part in 0..2 {
+            for v in values(60, part) {
+                p.send(ProducerRecord::new("t").partition(part).value(v)).unwrap();
+            }
+        }
+    }
+    // A bit flip in the last segment of t-1, whose next open scans it (no clean marker).
+    let t1 = dir.path().join("t-1");
+    let last = entries(&t1).into_iter().filter(|n| n.ends_with(".log")).max().unwrap();
+    let segment = t1.join(&last);
+    let mut bytes = fs::read(&segment).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x10;
+    fs::write(&segment, bytes).unwrap();
+    fs::remove_file(t1.join("clean-shutdown")).unwrap();
+    let before = dir_bytes(&t1);
+
+    match Broker::open(dir.path()) {
+        Err(Error::Corrupt { path, .. }) => assert_eq!(path, segment),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(dir_bytes(&t1), before, "the failed open changed t-1");
+
+    {
+        let broker = Broker::builder()
+            .damage_policy(brooklet::DamagePolicy::Offline)
+            .open(dir.path())
+            .unwrap();
+        let damaged = broker.damaged_partitions();
+        assert_eq!(damaged.len(), 1);
+        assert_eq!(damaged[0].0, TopicPartition::new("t", 1));
+        assert!(matches!(&damaged[0].1, Error::Corrupt { path, .. } if *path == segment));
+        let p = producer(&broker);
+        // t-0 works; a send to t-1 fails with the damage, and so do the log's own writes.
+        assert_eq!(
+            p.send(ProducerRecord::new("t").partition(0).value("more"))
+                .unwrap()
+                .offset,
+            60
+        );
+        assert!(matches!(
+            p.send(ProducerRecord::new("t").partition(1).value("lost")),
+            Err(Error::Corrupt { .. })
+        ));
+        let log = broker.partition_log(&TopicPartition::new("t", 1)).unwrap();
+        assert!(matches!(log.truncate_to(1), Err(Error::Corrupt { .. })));
+        assert!(matches!(log.delete_records_before(1), Err(Error::Corrupt { .. })));
+        // Its records read back up to the damage, and a read there is the damage.
+        let mut read = Vec::new();
+        let failure = loop {
+            match log.read(read.len() as u64, 1 << 20) {
+                Ok(batches) if batches.is_empty() => break None,
+                Ok(batches) => {
+                    for r in batches.iter().flat_map(|b| b.records()) {
+                        read.push(String::from_utf8(r.unwrap().value.unwrap().to_vec()).unwrap());
+                    }
+                }
+                Err(e) => break Some(e),
+            }
+        };
+        assert!(matches!(failure, Some(Error::Corrupt { .. })), "{failure:?}");
+        assert!(!read.is_empty() && read.len() < 60, "{}", read.len());
+        assert_eq!(read, values(read.len(), 1).collect::<Vec<_>>());
+        // The topic's settings can still change.
+        let config = broker
+            .describe_topic("t")
+            .unwrap()
+            .config
+            .retention_ms(Some(Duration::from_secs(3600)));
+        broker.alter_topic_config("t", config).unwrap();
+    }
+    assert_eq!(dir_bytes(&t1), before, "the offline partition's files changed");
+
+    // The operator accepts the loss: the next open cuts at the damage, and t-1 takes writes.
+    fs::remove_file(t1.join("recovery-point")).unwrap();
+    let broker = Broker::open(dir.path()).unwrap();
+    assert!(broker.damaged_partitions().is_empty());
+    let end = broker.describe_topic("t").unwrap().partitions[1].log_end_offset;
+    assert!(end < 60, "{end}");
+    let meta = producer(&broker)
+        .send(ProducerRecord::new("t").partition(1).value("after"))
+        .unwrap();
+    assert_eq!(meta.offset, end);
+}

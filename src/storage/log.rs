@@ -388,6 +388,9 @@ pub struct PartitionLog {
     /// Opened with [`PartitionLog::open_read_only`]: every write fails with
     /// [`Error::ReadOnly`], and the visible end follows the files (see [`PartitionLog::refresh`]).
     read_only: bool,
+    /// The damage a writable open found, for a partition a broker opened read-only instead
+    /// ([`DamagePolicy::Offline`](crate::DamagePolicy::Offline)): every write fails with it.
+    damage: Option<Error>,
 }
 
 fn now_ms() -> i64 {
@@ -477,6 +480,7 @@ impl PartitionLog {
             recovery: o.recovery,
             watchers: Watchers::default(),
             read_only,
+            damage: None,
             dir: o.dir,
         }
     }
@@ -596,6 +600,23 @@ impl PartitionLog {
     /// ```
     pub fn open_read_only(dir: impl AsRef<Path>, config: LogConfig) -> Result<Self> {
         Self::open_read_only_with_vfs(dir.as_ref(), config, Arc::new(OsFs))
+    }
+
+    /// Opens, read-only, a partition whose writable open failed with `damage`, leaving its
+    /// files as they are: it reads up to the damage, as a read-only open does (a read there
+    /// is the damage's error), and every write fails with `damage`.
+    pub(crate) fn open_damaged(dir: &Path, config: LogConfig, vfs: Arc<dyn Vfs>, damage: Error) -> Result<Self> {
+        let mut log = Self::open_read_only_with_vfs(dir, config, vfs)?;
+        log.damage = Some(damage);
+        Ok(log)
+    }
+
+    /// The damage that keeps this partition from taking writes: `Some` only for a partition
+    /// a broker opened with [`DamagePolicy::Offline`](crate::DamagePolicy::Offline) after its
+    /// open found damage (the error names the file and what to do).
+    #[must_use]
+    pub fn damage(&self) -> Option<&Error> {
+        self.damage.as_ref()
     }
 
     pub(crate) fn open_read_only_with_vfs(dir: &Path, config: LogConfig, vfs: Arc<dyn Vfs>) -> Result<Self> {
@@ -938,7 +959,8 @@ impl PartitionLog {
     /// ```
     pub fn set_config(&self, config: LogConfig) -> Result<()> {
         config.validate()?;
-        if self.read_only {
+        // A damaged partition's broker is writable: its settings follow the topic's.
+        if self.read_only && self.damage.is_none() {
             return Err(Error::ReadOnly {
                 what: format!("change the configuration of partition log {}", self.dir.display()),
             });
@@ -1009,6 +1031,9 @@ impl PartitionLog {
     }
 
     fn check_writable(&self) -> Result<()> {
+        if let Some(damage) = &self.damage {
+            return Err(damage.duplicate());
+        }
         if self.read_only {
             return Err(Error::ReadOnly {
                 what: format!("write to partition log {}", self.dir.display()),
