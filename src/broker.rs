@@ -1237,13 +1237,8 @@ fn expire_offsets(inner: &BrokerInner, retention: Duration) {
     let counts = |t: &str| inner.topics.read().get(t).map(|t| t.partition_count());
     for group in inner.offsets.groups() {
         let idle = |emptied_at: Option<i64>| {
-            let newest = inner
-                .offsets
-                .group(&group)
-                .values()
-                .map(|o| o.commit_timestamp)
-                .max()
-                .unwrap_or(i64::MIN);
+            // Commits not yet synced count: the deletion would remove them too.
+            let newest = inner.offsets.newest_commit(&group).unwrap_or(i64::MIN);
             newest.max(emptied_at.unwrap_or(i64::MIN)) < cutoff
         };
         let delete = || inner.offsets.delete_where(&group, |_| true);

@@ -320,6 +320,26 @@ impl OffsetStore {
         self.table.read().get(group).cloned().unwrap_or_default()
     }
 
+    /// When `group` last committed (ms since the epoch): its newest commit in the table or
+    /// among those not yet synced (`Synced` offsets), which reach the table only then but
+    /// are commits all the same. `None` if it has none.
+    pub fn newest_commit(&self, group: &str) -> Option<i64> {
+        // Pending first, held while the table is read (the lock order of `apply_synced`).
+        let pending = self.pending.lock();
+        let pending_newest = pending
+            .iter()
+            .flat_map(|(_, changes)| changes)
+            .filter(|(g, _, _)| g == group)
+            .filter_map(|(_, _, change)| change.as_ref().map(|om| om.commit_timestamp))
+            .max();
+        let table_newest = self
+            .table
+            .read()
+            .get(group)
+            .and_then(|offsets| offsets.values().map(|om| om.commit_timestamp).max());
+        table_newest.max(pending_newest)
+    }
+
     /// The groups that have committed offsets.
     pub fn groups(&self) -> Vec<String> {
         self.table.read().keys().cloned().collect()

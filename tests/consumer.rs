@@ -2336,6 +2336,49 @@ fn after_a_restart_offsets_expire_from_their_newest_commit() {
     }
 }
 
+/// With `Synced` offsets, a commit is in the table only once synced (for `commit_async`, at
+/// the consumer's next poll); until then it is still the group's newest commit. Offsets
+/// retention counted only the table's, so a group whose earlier commits were old lost the
+/// commit just made too (its tombstone written after it), though the commit reported success.
+#[test]
+fn offsets_retention_counts_a_commit_not_yet_synced() {
+    let dir = common::temp_dir();
+    {
+        let broker = Broker::open(dir.path()).unwrap();
+        broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+        fill(&broker, "t", 1, 4);
+        let mut c = broker.consumer(manual("solo")).unwrap();
+        c.assign(&[tp("t", 0)]).unwrap();
+        c.seek(&tp("t", 0), 2).unwrap();
+        c.commit().unwrap();
+    }
+    let retention = Duration::from_secs(5);
+    std::thread::sleep(retention + Duration::from_millis(200));
+    let interval = Duration::from_millis(300);
+    let broker = Broker::builder()
+        .offsets_durability(Durability::Synced)
+        .retention_check_interval(Some(interval))
+        .offsets_retention(Some(retention))
+        .open(dir.path())
+        .unwrap();
+    let committed = || broker.committed_offset("solo", &tp("t", 0)).map(|o| o.offset);
+    // Before the first retention pass: the old commit, and a new one not yet in the table.
+    let mut c = broker.consumer(manual("solo")).unwrap();
+    c.assign(&[tp("t", 0)]).unwrap();
+    c.seek(&tp("t", 0), 3).unwrap();
+    let outcome = Arc::new(Mutex::new(None));
+    let seen = Arc::clone(&outcome);
+    c.commit_async(move |r| *seen.lock().unwrap() = Some(r.is_ok()));
+    // A few retention passes, well inside the retention of the new commit.
+    let passes = Instant::now();
+    while passes.elapsed() < interval * 4 && committed().is_some() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    c.poll(Duration::ZERO).unwrap();
+    assert_eq!(*outcome.lock().unwrap(), Some(true));
+    assert_eq!(committed(), Some(3), "a commit that succeeded was deleted");
+}
+
 /// `beginning_offsets` and `end_offsets` (Kafka's `beginningOffsets`/`endOffsets`) of any
 /// partitions, assigned or not: the log start (moved by deleting records) and the visible
 /// end (not `Buffered` records still in the writer's buffer).
