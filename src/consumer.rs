@@ -1457,7 +1457,12 @@ impl Consumer {
     /// # Errors
     /// [`Error::UnknownTopic`] or [`Error::InvalidPartition`].
     pub fn beginning_offsets(&self, partitions: &[TopicPartition]) -> Result<BTreeMap<TopicPartition, u64>> {
-        self.offsets_of(partitions, PartitionLog::log_start_offset)
+        self.offsets_of(partitions, |log| {
+            // A read-only broker's log start moves with the writer's retention and deletions:
+            // a refresh picks it up, as `visible_end_offset` does for the end.
+            log.refresh_quietly();
+            log.log_start_offset()
+        })
     }
 
     /// The end of each partition (Kafka's `endOffsets`, the high watermark): the offset

@@ -647,3 +647,31 @@ fn refresh_topics_shows_created_grown_altered_and_deleted_topics() {
     writer.refresh_topics().unwrap();
     assert_eq!(writer.list_topics(), ["grows", "new"]);
 }
+
+/// `beginning_offsets` of a read-only broker is the writer's log start now (as Kafka's
+/// `beginningOffsets` asks the broker), as `end_offsets` is its end: it was the start the
+/// reader last happened to see, so records the writer deleted looked still there.
+#[test]
+fn beginning_offsets_of_a_reader_follow_the_writers_log_start() {
+    let dir = common::temp_dir();
+    let writer = Broker::open(dir.path()).unwrap();
+    writer.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    let producer = writer.producer(ProducerConfig::default());
+    for i in 0..10 {
+        producer
+            .send(ProducerRecord::new("t").partition(0).value(format!("{i}")))
+            .unwrap();
+    }
+    let reader = Broker::open_read_only(dir.path()).unwrap();
+    let consumer = reader.consumer(ConsumerConfig::default()).unwrap();
+    let tp = TopicPartition::new("t", 0);
+    let ends = |c: &brooklet::Consumer| {
+        (
+            c.beginning_offsets(std::slice::from_ref(&tp)).unwrap()[&tp],
+            c.end_offsets(std::slice::from_ref(&tp)).unwrap()[&tp],
+        )
+    };
+    assert_eq!(ends(&consumer), (0, 10));
+    writer.partition_log(&tp).unwrap().delete_records_before(5).unwrap();
+    assert_eq!(ends(&consumer), (5, 10));
+}

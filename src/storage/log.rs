@@ -902,7 +902,7 @@ impl PartitionLog {
 
     /// [`refresh`](Self::refresh) for getters that cannot fail: a failure is logged and
     /// the previous end kept.
-    fn refresh_quietly(&self) {
+    pub(crate) fn refresh_quietly(&self) {
         if self.read_only
             && let Err(e) = self.refresh()
         {
