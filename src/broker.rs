@@ -256,7 +256,7 @@ pub struct BrokerBuilder {
 
 /// What [`BrokerBuilder::open`] does with a partition whose open finds damage: records that
 /// were synced (below its recovery point) no longer read back as written — a bit flip, a
-/// lost block, a segment gone. See `RELIABILITY.md`.
+/// lost block, a cut file. See `RELIABILITY.md`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DamagePolicy {
     /// The open fails with the damage's [`Error::Corrupt`] (which names the file, the byte,
@@ -269,7 +269,8 @@ pub enum DamagePolicy {
     /// is the damage's error), every write to it — a send routed there, `truncate_to`,
     /// `delete_records_before`, retention — fails with the damage's error, and its files
     /// stay as they are. The other partitions work as ever. [`Broker::damaged_partitions`] lists them;
-    /// the way back is the error's (accept the loss, and reopen), or deleting the topic.
+    /// the way back is the error's (accept the loss, and reopen), or deleting the topic. A
+    /// partition with no segment file left at all cannot be read and still fails the open.
     Offline,
 }
 

@@ -919,6 +919,35 @@ fn truncate_to_an_offset_a_shortened_segment_lost_fails_and_deletes_nothing() {
     assert_eq!(later.first().map(|b| b.base_offset()), Some(next_segment));
 }
 
+/// A sealed segment file deleted from the middle of a log (with its index files): a read of
+/// an offset it held is `Error::Corrupt` naming the missing offsets — not an empty answer,
+/// at which a consumer waited forever as if at the end — while the segments before and
+/// after it still read.
+#[test]
+fn a_segment_missing_from_the_middle_is_reported_on_read() {
+    let config = LogConfig::default().segment_bytes(4096);
+    let (template, written, bases) = many_segment_template(&config);
+    let dir = fresh_copy(template.path());
+    let (before, gone, after) = (bases[1], bases[2], bases[3]);
+    for ext in ["log", "index", "timeindex"] {
+        fs::remove_file(seg_path(dir.path(), gone, ext)).unwrap();
+    }
+    fs::remove_file(dir.path().join(MARKER)).unwrap();
+    let log = PartitionLog::open(dir.path(), config).unwrap();
+    assert_eq!(log.log_end_offset(), written.records.len() as u64);
+    for offset in [gone, after - 1] {
+        match log.read(offset, 1 << 20) {
+            Err(Error::Corrupt { path, reason, .. }) => {
+                assert_eq!(path, seg_path(dir.path(), before, "log"), "{reason}");
+                assert!(reason.contains(&format!("the next one starts at {after}")), "{reason}");
+            }
+            other => panic!("read({offset}) gave {other:?}"),
+        }
+    }
+    assert_eq!(log.read(before, 1).unwrap()[0].base_offset(), before);
+    assert_eq!(log.read(after, 1).unwrap()[0].base_offset(), after);
+}
+
 // ---------------------------------------------------------------------------------------
 // 5. Index files
 // ---------------------------------------------------------------------------------------

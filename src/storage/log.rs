@@ -1684,7 +1684,38 @@ impl PartitionLog {
             }
             return Ok(Vec::new());
         };
-        self.fetch_from(&segment, offset, max_bytes, spare).map(|f| f.batches)
+        let fetched = self.fetch_from(&segment, offset, max_bytes, spare)?;
+        if fetched.batches.is_empty() && self.is_sealed(&segment) {
+            self.check_gap(&segment, offset)?;
+        }
+        Ok(fetched.batches)
+    }
+
+    /// After a sealed `segment` held no batch at `offset`, below the visible end: the next
+    /// segment starts past `offset`, so a segment file is missing (damage, as a lost block
+    /// is) — `Error::Corrupt`, not an empty answer, which a consumer would take for the end
+    /// of the log and wait at forever. Unless retention or a truncation changed the log
+    /// meanwhile (the offset is below the new start, or the segment is the last now).
+    fn check_gap(&self, segment: &Segment, offset: u64) -> Result<()> {
+        let next = self
+            .segments
+            .read()
+            .range(segment.base_offset.saturating_add(1)..)
+            .next()
+            .map(|(base, _)| *base);
+        let Some(next) = next else { return Ok(()) };
+        if offset < self.log_start.load(Ordering::Acquire) || offset >= self.visible_end.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        Err(Error::corrupt(
+            &segment.log_path,
+            segment.size(),
+            format!(
+                "offsets {offset} to {} are missing: this segment ends before them and the next one starts at {next} \
+                 (a segment file is gone)",
+                next.saturating_sub(1)
+            ),
+        ))
     }
 
     /// Fetches the batches of `segment` from the one holding `offset`, starting at the index
