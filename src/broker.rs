@@ -722,11 +722,16 @@ impl Broker {
             config: topic.config().partition_count(logs.len() as u32),
             partitions: (0u32..)
                 .zip(&logs)
-                .map(|(partition, log)| PartitionDescription {
-                    partition,
-                    log_start_offset: log.log_start_offset(),
-                    log_end_offset: log.log_end_offset(),
-                    size_bytes: log.size_bytes(),
+                .map(|(partition, log)| {
+                    // The end first: on a read-only broker it refreshes from the files, which
+                    // moves the start too (the writer's retention).
+                    let log_end_offset = log.log_end_offset();
+                    PartitionDescription {
+                        partition,
+                        log_start_offset: log.log_start_offset(),
+                        log_end_offset,
+                        size_bytes: log.size_bytes(),
+                    }
                 })
                 .collect(),
         })

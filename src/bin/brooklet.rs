@@ -1328,7 +1328,12 @@ const TOPIC_REFRESH: Duration = Duration::from_secs(1);
 /// of `topic` added since, from their first record (all of them are new to this follower).
 /// A deleted topic makes the next poll fail with `UnknownTopic`.
 fn follow_new_partitions(broker: &Broker, consumer: &mut brooklet::Consumer, topic: &str) -> CliResult<()> {
-    broker.refresh_topics()?;
+    // A refresh racing the application (a topic created and deleted between reading the
+    // table and opening its files) is tried again at the next one.
+    if let Err(e) = broker.refresh_topics() {
+        eprintln!("brooklet: warning: could not re-read the topic table: {e}");
+        return Ok(());
+    }
     let Ok(description) = broker.describe_topic(topic) else {
         return Ok(());
     };
