@@ -407,10 +407,6 @@ struct Pending {
     callbacks: Vec<(usize, Callback)>,
     bytes: usize,
     since: Option<Instant>,
-    /// The smallest batch limit the queued records were checked against at their send
-    /// (`None` while none is queued): a limit lowered below it since
-    /// ([`Broker::alter_topic_config`]) makes the write check them again.
-    checked_limit: Option<usize>,
 }
 
 /// Records of one `send_batch` bound for one partition, borrowed from the input.
@@ -1480,8 +1476,11 @@ impl Shared {
         // record out of other records' batches only uncompressed, and a compressed one that
         // fits uncompressed but not compressed failed its whole batch, whose other records
         // were partly stored.
-        let limit = queue.max_batch();
-        if let Err(e) = check_records(std::slice::from_ref(&record.record), limit, self.config.compression) {
+        if let Err(e) = check_records(
+            std::slice::from_ref(&record.record),
+            queue.max_batch(),
+            self.config.compression,
+        ) {
             return refuse(e, notify);
         }
         let size = estimated_size(&record.record);
@@ -1509,7 +1508,6 @@ impl Shared {
         let first = pending.records.is_empty();
         let index = pending.records.len();
         pending.records.push(record.record);
-        pending.checked_limit = Some(pending.checked_limit.map_or(limit, |l| l.min(limit)));
         let delivery = match notify {
             Notify::Handle => Some(Delivery {
                 batch: Arc::clone(pending.outcome.get_or_insert_with(Arc::default)),
@@ -1563,55 +1561,25 @@ impl Shared {
         if pending.records.is_empty() {
             return None;
         }
-        let mut records = std::mem::take(&mut pending.records);
-        let batch_len = records.len();
+        let records = std::mem::take(&mut pending.records);
         let outcome = pending.outcome.take();
         let callbacks = std::mem::take(&mut pending.callbacks);
         pending.bytes = 0;
         pending.since = None;
-        // Each record fit alone when it was queued, but `alter_topic_config` may have lowered
-        // the limit since (then, and only then, they are checked again): such a record fails
-        // alone, as at its send, and the others are written (else the batch would fail after
-        // writing the records before it).
-        let mut refused = Vec::new();
-        // The position in the batch of each record of `records`, once some were refused.
-        let mut positions = None;
-        let limit = queue.max_batch();
-        if pending.checked_limit.take().is_some_and(|checked| limit < checked) {
-            let mut kept = Vec::with_capacity(records.len());
-            let mut kept_at = Vec::with_capacity(records.len());
-            for (i, record) in records.into_iter().enumerate() {
-                match check_records(std::slice::from_ref(&record), limit, self.config.compression) {
-                    Ok(()) => {
-                        kept.push(record);
-                        kept_at.push(i);
-                    }
-                    Err(e) => refused.push((i, e)),
-                }
-            }
-            records = kept;
-            positions = Some(kept_at);
-        }
         let durability = self.config.durability;
         let mut epoch = u64::MAX;
-        // A limit lowered between the check above and the write refuses a record there:
-        // it too fails alone.
-        let mut late = Vec::new();
-        let mut result = if records.is_empty() {
-            Ok(Vec::new())
-        } else {
-            self.append_split(queue, &records, durability.min_written(), &mut epoch, Some(&mut late))
-        };
-        if !late.is_empty() {
-            refused.extend(late.into_iter().map(|(i, e)| {
-                let at = positions
-                    .as_ref()
-                    .and_then(|p: &Vec<usize>| p.get(i).copied())
-                    .unwrap_or(i);
-                (at, e)
-            }));
-            refused.sort_by_key(|(i, _)| *i);
-        }
+        // Each record fit alone when it was queued, but `alter_topic_config` may have lowered
+        // the limit since: a record the log now refuses alone fails alone, as at its send,
+        // and the others are written (else the batch would fail after writing the records
+        // before it). Refused in order, so `refused` is sorted by index.
+        let mut refused = Vec::new();
+        let mut result = self.append_split(
+            queue,
+            &records,
+            durability.min_written(),
+            &mut epoch,
+            Some(&mut refused),
+        );
         if let Ok(infos) = &result
             && durability == Durability::Synced
             && let Some((_, last)) = infos.last()
@@ -1625,7 +1593,7 @@ impl Shared {
         let asked = !callbacks.is_empty() || outcome.as_ref().is_some_and(|o| Arc::strong_count(o) > 1);
         let failed = match &result {
             Ok(_) => refused.len(),
-            Err(_) => batch_len,
+            Err(_) => records.len(),
         };
         if failed > 0 {
             self.counters.errors.fetch_add(failed as u64, Ordering::Relaxed);

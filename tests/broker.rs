@@ -1616,8 +1616,8 @@ fn a_queued_record_too_large_after_alter_fails_alone() {
 /// `alter_topic_config` lowering and raising `max_message_bytes` over and over while a
 /// producer writes batches holding a record between the two limits: every delivery's
 /// outcome matches what was stored — a record reported stored is at its offset, a record
-/// reported refused is nowhere — whichever moment each change lands at (between the
-/// producer's re-check of its queued records and the write, too).
+/// reported refused is nowhere — whichever moment each change lands at (while a batch is
+/// being split and written, too).
 #[test]
 fn deliveries_match_what_is_stored_while_the_size_limit_changes() {
     let broker = Broker::temporary().unwrap();
