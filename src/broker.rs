@@ -35,7 +35,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
@@ -1236,10 +1236,7 @@ fn retention_pass(inner: &Weak<BrokerInner>, offsets_retention: Option<Duration>
 /// Deletes the committed offsets of every group without members that has been idle for
 /// `retention` (see [`BrokerBuilder::offsets_retention`]).
 fn expire_offsets(inner: &BrokerInner, retention: Duration) {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-    let cutoff = now.saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
+    let cutoff = crate::record::now_ms().saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
     let counts = |t: &str| inner.topics.read().get(t).map(|t| t.partition_count());
     for group in inner.offsets.groups() {
         let idle = |emptied_at: Option<i64>| {

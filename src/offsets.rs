@@ -37,10 +37,10 @@
 //! (standard configuration) of `(covered log offset, [(group, topic, partition, offset,
 //! commit time, metadata)])`.
 
+use crate::record::now_ms;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
@@ -164,12 +164,6 @@ fn apply_change(
 struct WriteState {
     /// Log size right after the last snapshot.
     bytes_at_snapshot: u64,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 impl OffsetStore {

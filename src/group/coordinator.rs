@@ -40,7 +40,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use crate::record::now_ms;
 
 use parking_lot::Mutex;
 
@@ -49,13 +51,6 @@ use crate::error::{Error, Result};
 use crate::offsets::{OffsetAndMetadata, OffsetStore};
 use crate::storage::notify::Signal;
 use crate::topic::TopicPartition;
-
-/// Milliseconds since the Unix epoch (0 for a clock before it).
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
 
 /// Partition counts of topics, as the broker knows them now (`None`: no such topic).
 pub(crate) type TopicCounts<'a> = &'a dyn Fn(&str) -> Option<u32>;

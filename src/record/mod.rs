@@ -14,6 +14,13 @@ use bytes::Bytes;
 
 pub use batch::{Compression, HeaderRefs, RecordBatch, RecordRef, RecordRefs, Records, TimestampType};
 
+/// Now, as a record timestamp: milliseconds since the Unix epoch (0 for a clock before it).
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// A record header: a string name and a byte value. Names need not be unique; order is kept.
 ///
 /// Unlike Kafka's, a header value is never null (Kafka's Java client allows a `null` header

@@ -64,7 +64,9 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use crate::record::now_ms;
 
 use parking_lot::{MappedRwLockReadGuard, Mutex, RwLock};
 
@@ -391,12 +393,6 @@ pub struct PartitionLog {
     /// The damage a writable open found, for a partition a broker opened read-only instead
     /// ([`DamagePolicy::Offline`](crate::DamagePolicy::Offline)): every write fails with it.
     damage: Option<Error>,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Takes the directory's lock file, failing at once if it is held.
