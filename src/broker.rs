@@ -266,7 +266,8 @@ pub enum DamagePolicy {
     FailOpen,
     /// The broker opens, and each damaged partition is *offline* (as a Kafka partition
     /// whose log directory failed): its records read back up to the damage (a read there
-    /// is the damage's error), every write to it — a send routed there, `truncate_to`,
+    /// is the damage's error; a consumer's poll reports it once, then has nothing from that
+    /// partition until a seek, while its other partitions go on), every write to it — a send routed there, `truncate_to`,
     /// `delete_records_before`, retention — fails with the damage's error, and its files
     /// stay as they are. The other partitions work as ever. [`Broker::damaged_partitions`] lists them;
     /// the way back is the error's (accept the loss, and reopen), or deleting the topic. A

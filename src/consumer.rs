@@ -643,6 +643,20 @@ struct Part {
     /// The last offset committed (or found committed) by this consumer.
     committed: Option<u64>,
     paused: bool,
+    /// The position at which this consumer was told of an offline partition's damage
+    /// ([`PartitionLog::damage`]): polls there return nothing for it, as a Kafka consumer's
+    /// do for a partition with no leader, instead of the same error at every poll. A seek
+    /// elsewhere re-arms it.
+    damage_reported_at: Option<u64>,
+}
+
+impl Part {
+    /// Moves the position by the application's choice (a seek), or drops it (`None`): the
+    /// damage, if any, is reported again when a read reaches it.
+    fn move_to(&mut self, position: Option<u64>) {
+        self.position = position;
+        self.damage_reported_at = None;
+    }
 }
 
 /// Interrupts a [`Consumer`]'s `poll` from another thread; from
@@ -1010,6 +1024,7 @@ impl Consumer {
                 position: None,
                 committed: None,
                 paused: false,
+                damage_reported_at: None,
             },
         );
     }
@@ -1054,7 +1069,11 @@ impl Consumer {
     /// `auto_offset_reset` is `None`; [`Error::OffsetOutOfRange`] when a position falls
     /// outside the log and `auto_offset_reset` is `None`; [`Error::UnknownTopic`] for a
     /// manually assigned partition whose topic was deleted (until it is created again);
-    /// [`Error::Corrupt`] or [`Error::Io`] from the log; [`Error::Closed`] after `close`;
+    /// [`Error::Corrupt`] or [`Error::Io`] from the log (a partition left offline by
+    /// [`DamagePolicy::Offline`](crate::DamagePolicy::Offline) reports its damage once when a
+    /// read reaches it, and again only after a seek; its polls there return nothing for it
+    /// in between, as a Kafka consumer's do for a partition with no leader);
+    /// [`Error::Closed`] after `close`;
     /// [`Error::Wakeup`] when a [`WakeupHandle`] interrupted it (nothing consumed);
     /// [`Error::NotSubscribed`] at once for a consumer with neither a subscription nor an
     /// assignment (as Kafka). As in Kafka, records already read from other partitions in the
@@ -1263,7 +1282,7 @@ impl Consumer {
                 log.watchers().add(&self.signal);
             }
             part.log = log;
-            part.position = None;
+            part.move_to(None);
             part.committed = None;
         }
     }
@@ -1325,6 +1344,9 @@ impl Consumer {
                 continue;
             }
             let Some(position) = part.position else { continue };
+            if part.damage_reported_at == Some(position) {
+                continue;
+            }
             if part.log.is_deleted() {
                 if subscribed {
                     // Revoked at the next sync_group (`revoke_deleted`).
@@ -1346,6 +1368,9 @@ impl Consumer {
                     // Nothing of a failed partition is returned.
                     out.chunks.truncate(mark.0);
                     out.len = mark.1;
+                    if part.log.damage().is_some() && matches!(e, Error::Corrupt { .. }) {
+                        part.damage_reported_at = Some(position);
+                    }
                     if let Some(e) = handle_fetch_error(e, tp, part, reset_policy) {
                         failure = Some((tp.clone(), position, e));
                         break;
@@ -1418,7 +1443,7 @@ impl Consumer {
     /// # Errors
     /// [`Error::NotAssigned`].
     pub fn seek(&mut self, tp: &TopicPartition, offset: u64) -> Result<()> {
-        self.part_mut(tp)?.position = Some(offset);
+        self.part_mut(tp)?.move_to(Some(offset));
         Ok(())
     }
 
@@ -1445,7 +1470,7 @@ impl Consumer {
         }
         for tp in partitions {
             let part = self.part_mut(tp)?;
-            part.position = Some(to(&part.log));
+            part.move_to(Some(to(&part.log)));
         }
         Ok(())
     }

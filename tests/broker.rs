@@ -1759,6 +1759,46 @@ fn a_damaged_partition_fails_open_or_goes_offline_as_the_policy_says() {
         assert!(matches!(failure, Some(Error::Corrupt { .. })), "{failure:?}");
         assert!(!read.is_empty() && read.len() < 60, "{}", read.len());
         assert_eq!(read, values(read.len(), 1).collect::<Vec<_>>());
+        // A group consumer reads both partitions; reaching the damage, it is told once,
+        // then the offline partition has nothing for it (as a Kafka partition with no
+        // leader) — its polls are not an error each time — while the other goes on.
+        use brooklet::{ConsumerConfig, OffsetReset};
+        let mut consumer = broker
+            .consumer(ConsumerConfig::group("g").auto_offset_reset(OffsetReset::Earliest))
+            .unwrap();
+        consumer.subscribe(&["t"]).unwrap();
+        let (mut got, mut damage_errors, mut empty_polls) = ([0usize; 2], 0, 0);
+        for _ in 0..200 {
+            if empty_polls == 3 {
+                break;
+            }
+            match consumer.poll(Duration::from_millis(20)) {
+                Ok(records) if records.is_empty() => empty_polls += 1,
+                Ok(records) => records.iter().for_each(|r| got[r.partition() as usize] += 1),
+                Err(Error::Corrupt { path, .. }) => {
+                    assert_eq!(path, segment);
+                    damage_errors += 1;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(got, [61, read.len()]);
+        assert_eq!(damage_errors, 1);
+        // A seek back re-reads up to the damage, which is reported again.
+        consumer.seek(&TopicPartition::new("t", 1), 0).unwrap();
+        let (mut again, mut errors) = (0, 0);
+        for _ in 0..5 {
+            match consumer.poll(Duration::from_millis(20)) {
+                Ok(records) => again += records.len(),
+                Err(Error::Corrupt { .. }) => errors += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!((again, errors), (read.len(), 1));
+        // The committed position stays below the damage.
+        consumer.commit().unwrap();
+        let committed = consumer.committed(&TopicPartition::new("t", 1)).unwrap();
+        assert_eq!(committed.map(|c| c.offset), Some(read.len() as u64));
         // The topic's settings can still change.
         let config = broker
             .describe_topic("t")
