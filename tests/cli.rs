@@ -1402,3 +1402,31 @@ fn consume_follow_picks_up_partitions_added_while_it_runs() {
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
     assert!(stderr.contains("topic \"t\" does not exist"), "{stderr}");
 }
+
+/// stderr into a pipe nobody reads any more (`2>&1 | head -1` once `head` is gone): the
+/// line is lost, but the command ends as it would have, not in a panic (exit 101).
+#[test]
+fn a_closed_stderr_pipe_changes_no_exit_status() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    ok(&dir, &["topics", "create", "orders"]);
+    let run = |args: &[&str]| {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        Command::new(env!("CARGO_BIN_EXE_brooklet"))
+            .arg("--dir")
+            .arg(&dir)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(writer)
+            .output()
+            .unwrap()
+    };
+    // An error: its line goes nowhere, the status stays 1.
+    let o = run(&["topics", "describe", "nope"]);
+    assert_eq!((o.status.code(), stdout(&o).as_str()), (Some(1), ""));
+    // A success with a hint on stderr (nothing to consume): still 0.
+    let o = run(&["consume", "orders"]);
+    assert_eq!((o.status.code(), stdout(&o).as_str()), (Some(0), ""));
+}

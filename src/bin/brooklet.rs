@@ -300,6 +300,14 @@ struct ResetArgs {
     execute: bool,
 }
 
+/// `eprintln!` that ignores a failed write: stderr into a pipe whose reader is gone (`2>&1 |
+/// head`) loses the line rather than panicking (exit 101), as stdout does ([`Output`]).
+macro_rules! stderr_line {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(io::stderr(), $($arg)*);
+    }};
+}
+
 /// What went wrong, as the one line printed on stderr.
 struct Failure(String);
 
@@ -316,7 +324,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(Failure(message)) => {
-            eprintln!("brooklet: error: {message}");
+            stderr_line!("brooklet: error: {message}");
             ExitCode::from(1)
         }
     }
@@ -499,7 +507,7 @@ fn open_reader(dir: &Path) -> CliResult<Broker> {
 fn warn_damage(broker: &Broker) {
     for (tp, log) in partition_logs(broker) {
         if let Err(e) = log.refresh() {
-            eprintln!("brooklet: warning: {tp}: {e}");
+            stderr_line!("brooklet: warning: {tp}: {e}");
         }
     }
 }
@@ -548,7 +556,7 @@ fn open_writer(dir: &Path, action: &str) -> CliResult<Broker> {
 fn warn_recoveries(broker: &Broker) {
     for (tp, log) in partition_logs(broker) {
         if let Some(warning) = recovery_warning(&tp, log.recovery_report()) {
-            eprintln!("brooklet: warning: {warning}");
+            stderr_line!("brooklet: warning: {warning}");
         }
     }
 }
@@ -1049,7 +1057,7 @@ fn produce(dir: &Path, args: &ProduceArgs, out: &mut Output) -> CliResult<ExitCo
         ))),
         Some(ProduceStop::Signal(signal)) => {
             out.flush()?;
-            eprintln!(
+            stderr_line!(
                 "brooklet: interrupted by {}: stopped after line {number} of stdin; the {total} record(s) up to it were produced",
                 signal_name(signal)
             );
@@ -1250,7 +1258,7 @@ fn consume(dir: &Path, args: &ConsumeArgs, out: &mut Output) -> CliResult<ExitCo
                     )
                 };
                 out.flush()?;
-                eprintln!(
+                stderr_line!(
                     "brooklet: warning: {tp}: skipped offsets {from} to {}: {why}",
                     r.offset() - 1
                 );
@@ -1307,14 +1315,14 @@ fn consume(dir: &Path, args: &ConsumeArgs, out: &mut Output) -> CliResult<ExitCo
     if printed == 0 && !args.follow && signal.is_none() {
         // stdout stays empty for scripts; the hint goes to stderr.
         if args.from_beginning || args.offset.is_some() {
-            eprintln!("brooklet: no records to read");
+            stderr_line!("brooklet: no records to read");
         } else if resumes {
-            eprintln!(
+            stderr_line!(
                 "brooklet: no new records for group {} since its committed offsets (groups reset-offsets moves them)",
                 args.group.as_deref().unwrap_or_default()
             );
         } else {
-            eprintln!("{NO_NEW_RECORDS}");
+            stderr_line!("{NO_NEW_RECORDS}");
         }
     }
     Ok(signal.map_or(ExitCode::SUCCESS, signal_exit))
@@ -1331,7 +1339,7 @@ fn follow_new_partitions(broker: &Broker, consumer: &mut brooklet::Consumer, top
     // A refresh racing the application (a topic created and deleted between reading the
     // table and opening its files) is tried again at the next one.
     if let Err(e) = broker.refresh_topics() {
-        eprintln!("brooklet: warning: could not re-read the topic table: {e}");
+        stderr_line!("brooklet: warning: could not re-read the topic table: {e}");
         return Ok(());
     }
     let Ok(description) = broker.describe_topic(topic) else {
