@@ -1430,3 +1430,35 @@ fn a_closed_stderr_pipe_changes_no_exit_status() {
     let o = run(&["consume", "orders"]);
     assert_eq!((o.status.code(), stdout(&o).as_str()), (Some(0), ""));
 }
+
+/// `verify` of a directory that is not a data directory (a mistyped --dir, a partition's
+/// directory) says so, as every other command does, rather than reporting it as damage
+/// (exit 2) with advice on recovering synced records; a data directory that lost its topic
+/// table still is damage.
+#[test]
+fn verify_of_a_directory_that_is_not_a_data_directory_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    ok(&dir, &["topics", "create", "orders"]);
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    for not_data in [empty, dir.join("meta")] {
+        let o = brooklet(&not_data, &["verify"]);
+        assert_eq!((o.status.code(), stdout(&o).as_str()), (Some(1), ""), "{}", stderr(&o));
+        assert_eq!(
+            stderr(&o),
+            format!(
+                "brooklet: error: {} is not a brooklet data directory (no meta/topics)\n",
+                not_data.display()
+            )
+        );
+    }
+    std::fs::remove_file(dir.join("meta").join("topics")).unwrap();
+    let o = brooklet(&dir, &["verify"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("damaged: cannot open the directory read-only"),
+        "{}",
+        stdout(&o)
+    );
+}

@@ -1585,6 +1585,15 @@ fn dump_log(path: &Path, records: bool, out: &mut Output) -> CliResult<ExitCode>
 
 fn verify(dir: &Path, out: &mut Output) -> CliResult<ExitCode> {
     check_dir(dir)?;
+    // Neither of the directories every data directory has: not one (a mistyped --dir, or a
+    // partition's directory), which is no damage. A data directory that lost its topic
+    // table (meta/ still there) is, below.
+    if !dir.join("meta").is_dir() && !dir.join("offsets").is_dir() {
+        return Err(Failure(format!(
+            "{} is not a brooklet data directory (no meta/topics)",
+            dir.display()
+        )));
+    }
     let mut problems: Vec<String> = Vec::new();
     // The metadata: the topic table and the committed offsets must load.
     let topics = match Broker::open_read_only(dir) {
