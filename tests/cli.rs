@@ -1462,3 +1462,26 @@ fn verify_of_a_directory_that_is_not_a_data_directory_says_so() {
         stdout(&o)
     );
 }
+
+/// A `topics create` refused for its name leaves no trace: the data directory it would
+/// have made (with its lock, topic table and offsets log) is not made.
+#[test]
+fn a_refused_topics_create_makes_no_data_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let o = brooklet(&dir, &["topics", "create", "bad name!"]);
+    assert_eq!((o.status.code(), stdout(&o).as_str()), (Some(1), ""));
+    assert_eq!(
+        stderr(&o),
+        "brooklet: error: invalid topic name \"bad name!\": character ' ' is not one of [a-zA-Z0-9._-]\n"
+    );
+    assert!(!dir.exists());
+    // A --dir that is a file is named so, as for every other command.
+    std::fs::write(&dir, b"").unwrap();
+    let o = brooklet(&dir, &["topics", "create", "orders"]);
+    assert_eq!((o.status.code(), stdout(&o).as_str()), (Some(1), ""));
+    assert_eq!(
+        stderr(&o),
+        format!("brooklet: error: {} is not a directory\n", dir.display())
+    );
+}

@@ -703,6 +703,11 @@ fn topics(dir: &Path, cmd: TopicsCommand, out: &mut Output) -> CliResult<()> {
             config,
         } => {
             let settings = with_settings(TopicConfig::with_partitions(partitions), &config, &[])?;
+            // Checked before the directory is made, so that a refused name leaves none.
+            brooklet::validate_topic_name(&topic)?;
+            if dir.exists() {
+                check_dir(dir)?;
+            }
             std::fs::create_dir_all(dir)
                 .map_err(|e| Failure(format!("cannot create directory {}: {e}", dir.display())))?;
             let broker = open_writer(dir, "create")?;
