@@ -1485,3 +1485,27 @@ fn a_refused_topics_create_makes_no_data_directory() {
         format!("brooklet: error: {} is not a directory\n", dir.display())
     );
 }
+
+/// `consume --follow --partition P` beside an application stops with an error when the
+/// topic is deleted, as the follower of a whole topic does: it went on waiting on the
+/// deleted files (and, once the topic was created again and written, failed calling the
+/// new files corrupt data).
+#[test]
+fn consume_follow_of_one_partition_stops_when_the_topic_is_deleted() {
+    let (_tmp, dir, app) = small_retention_topic();
+    app.send(0);
+    let mut child = spawn(
+        &dir,
+        &["consume", "t", "--partition", "0", "--from-beginning", "--follow"],
+    );
+    let lines = line_receiver(&mut child);
+    assert_eq!(
+        lines.recv_timeout(Duration::from_secs(60)).unwrap(),
+        format!("{:0>200}", 0)
+    );
+    app.broker.delete_topic("t").unwrap();
+    assert_eq!(wait_exit(&mut child).code(), Some(1));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(stderr, "brooklet: error: topic \"t\" does not exist\n");
+}

@@ -1217,8 +1217,9 @@ fn consume(dir: &Path, args: &ConsumeArgs, out: &mut Output) -> CliResult<ExitCo
     let mut signal = None;
     // Per partition: the offset after the last record printed, to tell a jump.
     let mut expected: BTreeMap<TopicPartition, u64> = BTreeMap::new();
-    // Following every partition beside an application: partitions it adds are followed too.
-    let mut refreshed = (args.follow && args.partition.is_none() && broker.is_read_only()).then(Instant::now);
+    // Following beside an application: the topic table is re-read, so that a deleted topic
+    // ends the follow; of a whole topic, partitions the application adds are followed too.
+    let mut refreshed = (args.follow && broker.is_read_only()).then(Instant::now);
     loop {
         if args.max_records.is_some_and(|max| printed >= max) {
             break;
@@ -1231,7 +1232,7 @@ fn consume(dir: &Path, args: &ConsumeArgs, out: &mut Output) -> CliResult<ExitCo
             && at.elapsed() >= TOPIC_REFRESH
         {
             *at = Instant::now();
-            follow_new_partitions(&broker, &mut consumer, &args.topic)?;
+            follow_new_partitions(&broker, &mut consumer, &args.topic, args.partition)?;
         }
         let records = consumer.poll(SIGNAL_CHECK)?;
         // Per partition: the offset after the last record printed, the first record of
@@ -1337,14 +1338,23 @@ fn consume(dir: &Path, args: &ConsumeArgs, out: &mut Output) -> CliResult<ExitCo
 /// the application added.
 const TOPIC_REFRESH: Duration = Duration::from_secs(1);
 
-/// Re-reads the topic table of `broker` (read-only) and assigns `consumer` the partitions
-/// of `topic` added since, from their first record (all of them are new to this follower).
-/// A deleted topic makes the next poll fail with `UnknownTopic`.
-fn follow_new_partitions(broker: &Broker, consumer: &mut brooklet::Consumer, topic: &str) -> CliResult<()> {
+/// Re-reads the topic table of `broker` (read-only) and, unless the consumer reads only
+/// `partition`, assigns `consumer` the partitions of `topic` added since, from their first
+/// record (all of them are new to this follower). A deleted topic makes the next poll fail
+/// with `UnknownTopic`.
+fn follow_new_partitions(
+    broker: &Broker,
+    consumer: &mut brooklet::Consumer,
+    topic: &str,
+    partition: Option<u32>,
+) -> CliResult<()> {
     // A refresh racing the application (a topic created and deleted between reading the
     // table and opening its files) is tried again at the next one.
     if let Err(e) = broker.refresh_topics() {
         stderr_line!("brooklet: warning: could not re-read the topic table: {e}");
+        return Ok(());
+    }
+    if partition.is_some() {
         return Ok(());
     }
     let Ok(description) = broker.describe_topic(topic) else {
