@@ -1509,3 +1509,24 @@ fn consume_follow_of_one_partition_stops_when_the_topic_is_deleted() {
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
     assert_eq!(stderr, "brooklet: error: topic \"t\" does not exist\n");
 }
+
+/// The help names every command that needs the directory free, as they behave: `topics
+/// alter` too, and `groups reset-offsets` only with --execute (its dry run reads).
+#[test]
+fn help_names_the_writing_commands_as_they_behave() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let help = ok(&dir, &["--help"]);
+    assert!(
+        help.contains(
+            "writing commands (topics create/alter/delete/add-partitions, produce, consume --group, groups \
+             reset-offsets --execute, groups delete) need it free"
+        ),
+        "{help}"
+    );
+    let topics = ok(&dir, &["topics", "--help"]);
+    assert!(
+        topics.starts_with("List, describe, create, alter, delete topics and add partitions\n"),
+        "{topics}"
+    );
+}

@@ -47,8 +47,8 @@ Examples:
 /// verify.
 ///
 /// Reading commands work while an application holds the directory (they open it read-only);
-/// writing commands (topics create/delete/add-partitions, produce, consume --group, groups
-/// reset-offsets/delete) need it free.
+/// writing commands (topics create/alter/delete/add-partitions, produce, consume --group,
+/// groups reset-offsets --execute, groups delete) need it free.
 #[derive(Debug, Parser)]
 #[command(name = "brooklet", version, after_help = EXAMPLES)]
 struct Cli {
@@ -61,7 +61,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// List, describe, create, delete topics and add partitions.
+    /// List, describe, create, alter, delete topics and add partitions.
     #[command(
         subcommand,
         after_help = "Examples:\n  brooklet --dir data topics list\n  brooklet --dir data topics create orders --partitions 3 --config retention.ms=86400000"
