@@ -1530,3 +1530,31 @@ fn help_names_the_writing_commands_as_they_behave() {
         "{topics}"
     );
 }
+
+/// `topics alter` given one setting both to set and to delete is refused, as kafka-configs
+/// refuses it, rather than resetting it silently and reporting nothing changed.
+#[test]
+fn topics_alter_refuses_a_setting_both_set_and_deleted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    ok(&dir, &["topics", "create", "orders"]);
+    let before = ok(&dir, &["topics", "describe", "orders"]);
+    let o = brooklet(
+        &dir,
+        &[
+            "topics",
+            "alter",
+            "orders",
+            "--config",
+            "retention.ms=5000",
+            "--delete-config",
+            "retention.ms",
+        ],
+    );
+    assert_eq!((o.status.code(), stdout(&o).as_str()), (Some(1), ""));
+    assert_eq!(
+        stderr(&o),
+        "brooklet: error: retention.ms is given to both --config and --delete-config\n"
+    );
+    assert_eq!(ok(&dir, &["topics", "describe", "orders"]), before);
+}

@@ -724,6 +724,13 @@ fn topics(dir: &Path, cmd: TopicsCommand, out: &mut Output) -> CliResult<()> {
                     "nothing to change: give --config KEY=VALUE or --delete-config KEY".into(),
                 ));
             }
+            if let Some(key) = delete_config.iter().map(|k| k.trim()).find(|k| {
+                config
+                    .iter()
+                    .any(|pair| pair.split_once('=').is_some_and(|(set, _)| set.trim() == *k))
+            }) {
+                return Err(Failure(format!("{key} is given to both --config and --delete-config")));
+            }
             let broker = open_writer(dir, "topics alter")?;
             let old = broker.describe_topic(&topic)?.config;
             let new = with_settings(old.clone(), &config, &delete_config)?;
