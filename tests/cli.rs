@@ -1558,3 +1558,22 @@ fn topics_alter_refuses_a_setting_both_set_and_deleted() {
     );
     assert_eq!(ok(&dir, &["topics", "describe", "orders"]), before);
 }
+
+/// `consume --max-records 0` reads nothing, as asked, and does not claim there was nothing
+/// to read.
+#[test]
+fn consume_max_records_0_prints_nothing_and_claims_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    ok(&dir, &["topics", "create", "orders"]);
+    assert!(
+        brooklet_with_stdin(&dir, &["produce", "orders"], "a\nb\n")
+            .status
+            .success()
+    );
+    let o = brooklet(&dir, &["consume", "orders", "--from-beginning", "--max-records", "0"]);
+    assert_eq!(
+        (o.status.code(), stdout(&o).as_str(), stderr(&o).as_str()),
+        (Some(0), "", "")
+    );
+}

@@ -1325,7 +1325,7 @@ fn consume(dir: &Path, args: &ConsumeArgs, out: &mut Output) -> CliResult<ExitCo
     }
     consumer.close()?;
     drop(broker);
-    if printed == 0 && !args.follow && signal.is_none() {
+    if printed == 0 && !args.follow && signal.is_none() && args.max_records != Some(0) {
         // stdout stays empty for scripts; the hint goes to stderr.
         if args.from_beginning || args.offset.is_some() {
             stderr_line!("brooklet: no records to read");
