@@ -1577,3 +1577,22 @@ fn consume_max_records_0_prints_nothing_and_claims_nothing() {
         (Some(0), "", "")
     );
 }
+
+/// A data directory missing a partition's directory is named for what is wrong, not
+/// called "not a brooklet data directory (no meta/topics)" while meta/topics is there.
+#[test]
+fn a_missing_partition_directory_is_not_called_a_missing_topic_table() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    ok(&dir, &["topics", "create", "orders", "--partitions", "2"]);
+    std::fs::remove_dir_all(dir.join("orders-1")).unwrap();
+    let o = brooklet(&dir, &["topics", "list"]);
+    assert_eq!((o.status.code(), stdout(&o).as_str()), (Some(1), ""));
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "brooklet: error: I/O error during list directory on {}: No such file or directory (os error 2)\n",
+            dir.join("orders-1").display()
+        )
+    );
+}

@@ -486,7 +486,11 @@ fn check_dir(dir: &Path) -> CliResult<()> {
 fn open_reader(dir: &Path) -> CliResult<Broker> {
     check_dir(dir)?;
     let broker = Broker::open_read_only(dir).map_err(|e| match e {
-        Error::Io { ref source, .. } if source.kind() == io::ErrorKind::NotFound => Failure(format!(
+        // Only the topic table missing: another missing file (a partition's directory) is
+        // damage to name as it is.
+        Error::Io {
+            ref source, ref path, ..
+        } if source.kind() == io::ErrorKind::NotFound && *path == dir.join("meta").join("topics") => Failure(format!(
             "{} is not a brooklet data directory (no meta/topics)",
             dir.display()
         )),
