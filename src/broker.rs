@@ -13,12 +13,15 @@
 //! ```text
 //! pos  size  field
 //!   0     4  magic     b"BRKM"
-//!   4     2  version   u16 = 1
+//!   4     2  version   u16 = 2
 //!   6     2  reserved, 0
 //!   8     4  length    u32: bytes of payload
 //!  12     4  crc       CRC-32 of the payload
 //!  16     …  payload   bincode 2 (standard config) of the topic list
 //! ```
+//! Each entry of the list: name, partition count, the settings, and (from version 2) the
+//! topic's [`TopicId`]. A version 1 table (no ids) is read with every id unknown; a writable
+//! open gives its topics ids and writes the table as version 2.
 //! Little-endian. The file is replaced atomically (tmp, fdatasync, rename, directory
 //! fsync), so after a crash it holds the topic table before or after the change, never a mix.
 //! Creating a topic writes the table after its partition directories exist (and after any
@@ -49,13 +52,15 @@ use crate::storage::checkpoint;
 use crate::storage::io::{OsFs, Vfs};
 use crate::storage::log::lock_dir;
 use crate::storage::retention::RetentionChecker;
-use crate::topic::{CleanupPolicy, TopicConfig, validate_topic_name};
+use crate::topic::{CleanupPolicy, TopicConfig, TopicId, validate_topic_name};
 use crate::{PartitionLog, TopicPartition};
 
 const META_DIR: &str = "meta";
 const TOPICS_FILE: &str = "topics";
 const META_MAGIC: &[u8; 4] = b"BRKM";
-const META_VERSION: u16 = 1;
+const META_VERSION: u16 = 2;
+/// The versions of `meta/topics` this build reads: 1 had no topic ids.
+const META_VERSIONS: [u16; 2] = [1, META_VERSION];
 /// Largest topic table read; far above any real one (10,000 topics of long names).
 const MAX_META_BYTES: u64 = 64 << 20;
 
@@ -75,6 +80,41 @@ pub(crate) struct StoredTopic {
     timestamp_type: u8,
     /// 0 Delete, 1 Compact.
     cleanup_policy: u8,
+    /// [`TopicId::UNKNOWN`]'s 0 for a topic read from a version 1 table.
+    id: u128,
+}
+
+/// A topic as a version 1 table stored it: [`StoredTopic`] without the id.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct StoredTopicV1 {
+    #[serde(deserialize_with = "checkpoint::owned_str")]
+    name: String,
+    partitions: u32,
+    segment_bytes: u64,
+    segment_ms: Option<u64>,
+    retention_bytes: Option<u64>,
+    retention_ms: Option<u64>,
+    max_message_bytes: u32,
+    timestamp_type: u8,
+    cleanup_policy: u8,
+}
+
+impl From<StoredTopicV1> for StoredTopic {
+    fn from(t: StoredTopicV1) -> Self {
+        StoredTopic {
+            name: t.name,
+            partitions: t.partitions,
+            segment_bytes: t.segment_bytes,
+            segment_ms: t.segment_ms,
+            retention_bytes: t.retention_bytes,
+            retention_ms: t.retention_ms,
+            max_message_bytes: t.max_message_bytes,
+            timestamp_type: t.timestamp_type,
+            cleanup_policy: t.cleanup_policy,
+            id: TopicId::UNKNOWN.as_u128(),
+        }
+    }
 }
 
 fn millis(d: Option<Duration>) -> Option<u64> {
@@ -82,8 +122,9 @@ fn millis(d: Option<Duration>) -> Option<u64> {
 }
 
 impl StoredTopic {
-    fn new(name: &str, config: &TopicConfig) -> Self {
+    fn new(name: &str, id: TopicId, config: &TopicConfig) -> Self {
         StoredTopic {
+            id: id.as_u128(),
             name: name.to_owned(),
             partitions: config.partitions,
             segment_bytes: config.segment_bytes,
@@ -136,17 +177,24 @@ pub(crate) fn frame_topics(payload: &[u8]) -> Vec<u8> {
     checkpoint::frame(META_MAGIC, META_VERSION, payload)
 }
 
-/// Decodes a `meta/topics` file's bytes (`path` names it in errors).
+/// Decodes a `meta/topics` file's bytes (`path` names it in errors); a version 1 table's
+/// topics come with [`TopicId::UNKNOWN`].
 pub(crate) fn decode_topics(path: &Path, bytes: &[u8]) -> Result<Vec<StoredTopic>> {
-    let payload = checkpoint::unframe(path, bytes, META_MAGIC, META_VERSION)?;
-    let (topics, used): (Vec<StoredTopic>, usize) = bincode::serde::decode_from_slice(payload, bincode_config())
-        .map_err(|e| {
-            Error::corrupt(
-                path,
-                checkpoint::FRAME_HEADER as u64,
-                format!("cannot decode the topic table: {e}"),
-            )
-        })?;
+    let (version, payload) = checkpoint::unframe(path, bytes, META_MAGIC, &META_VERSIONS)?;
+    let corrupt = |e: bincode::error::DecodeError| {
+        Error::corrupt(
+            path,
+            checkpoint::FRAME_HEADER as u64,
+            format!("cannot decode the topic table: {e}"),
+        )
+    };
+    let (topics, used): (Vec<StoredTopic>, usize) = if version == 1 {
+        let (v1, used): (Vec<StoredTopicV1>, usize) =
+            bincode::serde::decode_from_slice(payload, bincode_config()).map_err(corrupt)?;
+        (v1.into_iter().map(StoredTopic::from).collect(), used)
+    } else {
+        bincode::serde::decode_from_slice(payload, bincode_config()).map_err(corrupt)?
+    };
     if used != payload.len() {
         return Err(Error::corrupt(path, 0, "trailing bytes after the topic table"));
     }
@@ -157,6 +205,7 @@ pub(crate) fn decode_topics(path: &Path, bytes: &[u8]) -> Result<Vec<StoredTopic
 #[derive(Debug)]
 pub(crate) struct Topic {
     pub name: String,
+    pub id: TopicId,
     /// Replaced by [`Broker::alter_topic_config`]; its partition count is the one the topic
     /// was created with (`partitions` holds the current one).
     config: RwLock<TopicConfig>,
@@ -193,9 +242,10 @@ impl Topic {
         self.partitions.read().clone()
     }
 
-    fn new(name: String, config: TopicConfig, logs: Vec<Arc<PartitionLog>>) -> Topic {
+    fn new(name: String, id: TopicId, config: TopicConfig, logs: Vec<Arc<PartitionLog>>) -> Topic {
         Topic {
             name,
+            id,
             config: RwLock::new(config),
             count: AtomicU32::new(logs.len() as u32),
             partitions: RwLock::new(logs),
@@ -228,6 +278,9 @@ pub struct PartitionDescription {
 pub struct TopicDescription {
     /// The topic's name.
     pub name: String,
+    /// The id of this creation of the topic ([`TopicId::UNKNOWN`] on a read-only broker of
+    /// a directory whose table predates ids).
+    pub id: TopicId,
     /// Its configuration (`partitions` is the current count).
     pub config: TopicConfig,
     /// One entry per partition, in order.
@@ -588,7 +641,7 @@ impl Broker {
         checkpoint::sync_parent(&*vfs, &meta_dir)?;
         let lock = lock_dir(dir)?;
         let topics_path = meta_dir.join(TOPICS_FILE);
-        let stored = match checkpoint::read_small_file(&*vfs, &topics_path, MAX_META_BYTES)? {
+        let mut stored = match checkpoint::read_small_file(&*vfs, &topics_path, MAX_META_BYTES)? {
             Some(bytes) => decode_topics(&topics_path, &bytes)?,
             None => {
                 // A new data directory. No create or delete runs before the table exists, so
@@ -609,6 +662,15 @@ impl Broker {
                 Vec::new()
             }
         };
+        if stored.iter().any(|t| t.id == TopicId::UNKNOWN.as_u128()) {
+            // A version 1 table: its topics get ids, written (as version 2) before anything
+            // else changes; a table that does not check out is refused below as it is.
+            checked_configs(&topics_path, &stored)?;
+            for t in stored.iter_mut().filter(|t| t.id == TopicId::UNKNOWN.as_u128()) {
+                t.id = TopicId::generate().as_u128();
+            }
+            checkpoint::write_atomic(&*vfs, &topics_path, &encode_topics(&stored)?)?;
+        }
         remove_unlisted_partitions(dir, &stored)?;
         let topics = open_topics(dir, &stored, |path, config| {
             match PartitionLog::open_owned(path, config.clone(), Arc::clone(&vfs)) {
@@ -684,9 +746,9 @@ impl Broker {
         // Nor its records: a delete that failed after writing the table left directories.
         remove_unlisted_partitions(&self.inner.dir, &self.stored_topics())?;
         let logs = self.open_partitions(name, &config, 0..config.partitions)?;
-        let topic = Arc::new(Topic::new(name.to_owned(), config, logs));
+        let topic = Arc::new(Topic::new(name.to_owned(), TopicId::generate(), config, logs));
         let mut table = self.stored_topics();
-        table.push(StoredTopic::new(name, &topic.config()));
+        table.push(StoredTopic::new(name, topic.id, &topic.config()));
         self.write_table(&table)?;
         self.inner.topics.write().insert(name.to_owned(), topic);
         self.topic_changed(name);
@@ -720,6 +782,7 @@ impl Broker {
         let logs = topic.partition_logs();
         Ok(TopicDescription {
             name: topic.name.clone(),
+            id: topic.id,
             config: topic.config().partition_count(logs.len() as u32),
             partitions: (0u32..)
                 .zip(&logs)
@@ -747,9 +810,12 @@ impl Broker {
     /// `consume --follow` does, every second. A writable broker's table is its own: this
     /// does nothing there.
     ///
-    /// Not seen: a topic deleted and created again under its name between two refreshes
-    /// (this broker goes on reading the old topic's files; open it again), and commits made
-    /// since open (see [`refresh_offsets`](Self::refresh_offsets)).
+    /// A topic deleted and created again under its name between two refreshes is told apart
+    /// by its [`TopicId`]: the old one is deleted here and the new one opened, and consumers
+    /// of the old one's partitions read the new one's, as they would on the writer's broker.
+    /// (Not for a table written before topics had ids, until a writable open gives them
+    /// ids.) Not seen: commits made since open (see
+    /// [`refresh_offsets`](Self::refresh_offsets)).
     ///
     /// # Errors
     /// [`Error::Io`], [`Error::Corrupt`] or [`Error::UnsupportedVersion`] reading the table
@@ -793,14 +859,17 @@ impl Broker {
                 .iter()
                 .map(|(name, topic)| (name.clone(), Arc::clone(topic)))
                 .collect();
-            for (name, topic) in &current {
-                if !stored.iter().any(|t| &t.name == name) {
-                    self.inner.topics.write().remove(name);
-                    for log in topic.partition_logs() {
-                        log.mark_deleted();
-                    }
-                    changed.push(name.clone());
+            // Gone from the table, or deleted and created again (another id): the old topic
+            // is deleted for this broker's producers and consumers; a new one opens below.
+            let (current, gone): (Vec<_>, Vec<_>) = current
+                .into_iter()
+                .partition(|(name, topic)| stored.iter().any(|t| &t.name == name && TopicId(t.id).may_be(topic.id)));
+            for (name, topic) in &gone {
+                self.inner.topics.write().remove(name);
+                for log in topic.partition_logs() {
+                    log.mark_deleted();
                 }
+                changed.push(name.clone());
             }
             for (t, config) in stored.iter().zip(configs) {
                 match current.iter().find(|(name, _)| *name == t.name) {
@@ -819,7 +888,7 @@ impl Broker {
                         let logs = (0..t.partitions)
                             .map(|p| open(&t.name, p, &config))
                             .collect::<Result<Vec<_>>>()?;
-                        let topic = Arc::new(Topic::new(t.name.clone(), config, logs));
+                        let topic = Arc::new(Topic::new(t.name.clone(), TopicId(t.id), config, logs));
                         self.inner.topics.write().insert(t.name.clone(), topic);
                         changed.push(t.name.clone());
                     }
@@ -977,7 +1046,7 @@ impl Broker {
         }
         let mut table = self.stored_topics();
         if let Some(t) = table.iter_mut().find(|t| t.name == name) {
-            *t = StoredTopic::new(name, &config);
+            *t = StoredTopic::new(name, topic.id, &config);
         }
         self.write_table(&table)?;
         let log_config = config.log_config();
@@ -1115,7 +1184,7 @@ impl Broker {
             .topics
             .read()
             .values()
-            .map(|t| StoredTopic::new(&t.name, &t.config()))
+            .map(|t| StoredTopic::new(&t.name, t.id, &t.config()))
             .collect()
     }
 
@@ -1176,7 +1245,10 @@ fn open_topics(
         let logs = (0..t.partitions)
             .map(|p| open_log(&partition_dir(dir, &t.name, p), config.log_config()).map(Arc::new))
             .collect::<Result<Vec<_>>>()?;
-        topics.insert(t.name.clone(), Arc::new(Topic::new(t.name.clone(), config, logs)));
+        topics.insert(
+            t.name.clone(),
+            Arc::new(Topic::new(t.name.clone(), TopicId(t.id), config, logs)),
+        );
     }
     Ok(topics)
 }
@@ -1293,6 +1365,7 @@ mod tests {
     fn topic_table_round_trips_and_rejects_damage() {
         let table = vec![StoredTopic::new(
             "orders",
+            TopicId::generate(),
             &TopicConfig::with_partitions(3).retention_bytes(Some(10)),
         )];
         let bytes = encode_topics(&table).unwrap();
@@ -1307,18 +1380,83 @@ mod tests {
             assert!(decode_topics(path, &bytes[..len]).is_err(), "cut at {len}");
         }
         let mut newer = bytes.clone();
-        newer[4] = 2;
+        newer[4] = 3;
         assert!(matches!(
             decode_topics(path, &newer),
-            Err(Error::UnsupportedVersion { found: 2, .. })
+            Err(Error::UnsupportedVersion {
+                found: 3,
+                supported: 2,
+                ..
+            })
         ));
+    }
+
+    /// The bytes of a version 1 table (before topic ids) listing `topics`.
+    fn v1_table(topics: &[StoredTopic]) -> Vec<u8> {
+        let v1: Vec<StoredTopicV1> = topics
+            .iter()
+            .map(|t| StoredTopicV1 {
+                name: t.name.clone(),
+                partitions: t.partitions,
+                segment_bytes: t.segment_bytes,
+                segment_ms: t.segment_ms,
+                retention_bytes: t.retention_bytes,
+                retention_ms: t.retention_ms,
+                max_message_bytes: t.max_message_bytes,
+                timestamp_type: t.timestamp_type,
+                cleanup_policy: t.cleanup_policy,
+            })
+            .collect();
+        let payload = bincode::serde::encode_to_vec(&v1, bincode_config()).unwrap();
+        checkpoint::frame(META_MAGIC, 1, &payload)
+    }
+
+    /// A data directory written before topics had ids opens with its topics and records; a
+    /// read-only open sees the ids as unknown, a writable one gives each topic an id, kept
+    /// from then on, and writes the table as version 2.
+    #[test]
+    fn a_version_1_topic_table_opens_and_its_topics_get_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let broker = Broker::open(dir.path()).unwrap();
+            broker.create_topic("a", TopicConfig::with_partitions(2)).unwrap();
+            broker
+                .create_topic("b", TopicConfig::default().retention_bytes(Some(1 << 20)))
+                .unwrap();
+            let producer = broker.producer(crate::ProducerConfig::default());
+            producer
+                .send(crate::ProducerRecord::new("a").partition(1).value("x"))
+                .unwrap();
+        }
+        let table = dir.path().join(META_DIR).join(TOPICS_FILE);
+        let stored = decode_topics(&table, &std::fs::read(&table).unwrap()).unwrap();
+        let mut v1 = stored.clone();
+        v1.iter_mut().for_each(|t| t.id = 0);
+        std::fs::write(&table, v1_table(&stored)).unwrap();
+        assert_eq!(decode_topics(&table, &std::fs::read(&table).unwrap()).unwrap(), v1);
+
+        let reader = Broker::open_read_only(dir.path()).unwrap();
+        assert_eq!(reader.describe_topic("a").unwrap().id, TopicId::UNKNOWN);
+        drop(reader);
+        let ids = |broker: &Broker| ["a", "b"].map(|t| broker.describe_topic(t).unwrap().id);
+        let broker = Broker::open(dir.path()).unwrap();
+        let given = ids(&broker);
+        assert!(given.iter().all(|id| *id != TopicId::UNKNOWN) && given[0] != given[1]);
+        let d = broker.describe_topic("b").unwrap();
+        assert_eq!(d.config, TopicConfig::default().retention_bytes(Some(1 << 20)));
+        assert_eq!(broker.describe_topic("a").unwrap().partitions[1].log_end_offset, 1);
+        drop(broker);
+        let bytes = std::fs::read(&table).unwrap();
+        assert_eq!(u16::from_le_bytes([bytes[4], bytes[5]]), META_VERSION);
+        assert_eq!(ids(&Broker::open(dir.path()).unwrap()), given);
+        assert_eq!(ids(&Broker::open_read_only(dir.path()).unwrap()), given);
     }
 
     /// A checksummed table the broker could never have written (a hand edit) is refused at
     /// open, naming the file, before any partition directory is made.
     #[test]
     fn open_refuses_a_checksummed_table_with_impossible_configs() {
-        let valid = StoredTopic::new("t", &TopicConfig::with_partitions(2));
+        let valid = StoredTopic::new("t", TopicId::generate(), &TopicConfig::with_partitions(2));
         let cases = [
             StoredTopic {
                 partitions: u32::MAX,
@@ -1377,12 +1515,15 @@ mod proptests {
         (
             ("[a-zA-Z0-9._-]{1,20}", any::<u32>(), any::<u64>(), any::<Option<u64>>()),
             (any::<Option<u64>>(), any::<Option<u64>>(), any::<u32>(), 0u8..2, 0u8..2),
+            any::<u128>(),
         )
             .prop_map(
                 |(
                     (name, partitions, segment_bytes, segment_ms),
                     (retention_bytes, retention_ms, max_message_bytes, timestamp_type, cleanup_policy),
+                    id,
                 )| StoredTopic {
+                    id,
                     name,
                     partitions,
                     segment_bytes,

@@ -137,4 +137,6 @@ pub use record::{Compression, Header, LogRecord, Record, RecordBatch, RecordRef,
 pub use storage::log::{
     AppendInfo, AppendOptions, PartitionLog, RecoveryReport, RetentionReport, SyncStats, Truncation,
 };
-pub use topic::{CleanupPolicy, MAX_PARTITIONS, MAX_TOPIC_NAME_LEN, TopicConfig, TopicPartition, validate_topic_name};
+pub use topic::{
+    CleanupPolicy, MAX_PARTITIONS, MAX_TOPIC_NAME_LEN, TopicConfig, TopicId, TopicPartition, validate_topic_name,
+};

@@ -684,7 +684,7 @@ pub(crate) fn frame_snapshot(payload: &[u8]) -> Vec<u8> {
 /// Decodes a snapshot file's bytes (`path` names it in errors): the log offset it covers
 /// and its entries.
 pub(crate) fn decode_snapshot(path: &Path, bytes: &[u8]) -> Result<(u64, Vec<SnapshotEntry>)> {
-    let payload = checkpoint::unframe(path, bytes, SNAPSHOT_MAGIC, SNAPSHOT_VERSION)?;
+    let payload = checkpoint::unframe(path, bytes, SNAPSHOT_MAGIC, &[SNAPSHOT_VERSION])?.1;
     let (decoded, used): ((u64, Vec<SnapshotEntry>), usize) =
         bincode::serde::decode_from_slice(payload, snapshot_config()).map_err(|e| {
             Error::corrupt(

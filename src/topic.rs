@@ -76,6 +76,63 @@ impl fmt::Display for TopicPartition {
     }
 }
 
+/// The identity of one creation of a topic (Kafka's topic ID, KIP-516): a topic deleted and
+/// created again under the same name gets a new one, so a reader that knew the old topic —
+/// a read-only broker beside the writer, a tool — can tell the two apart instead of taking
+/// the new files for the old ones. Assigned by [`Broker::create_topic`](crate::Broker::create_topic),
+/// kept in the topic table, unchanged by reopening, altering or growing the topic. Shown as
+/// 32 hex digits.
+///
+/// # Examples
+/// ```
+/// use brooklet::{Broker, TopicConfig};
+/// let broker = Broker::temporary()?;
+/// broker.create_topic("orders", TopicConfig::default())?;
+/// let first = broker.describe_topic("orders")?.id;
+/// broker.delete_topic("orders")?;
+/// broker.create_topic("orders", TopicConfig::default())?;
+/// assert_ne!(broker.describe_topic("orders")?.id, first);
+/// assert_eq!(first.to_string().len(), 32);
+/// # Ok::<(), brooklet::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicId(pub(crate) u128);
+
+impl TopicId {
+    /// The id of a topic listed by a topic table written before topics had ids (version 1):
+    /// unknown, it matches any. A writable open gives such topics ids.
+    pub const UNKNOWN: TopicId = TopicId(0);
+
+    /// A new id, never [`UNKNOWN`](Self::UNKNOWN): the time in nanoseconds, the process id
+    /// and a per-process counter (only one process at a time writes a data directory).
+    pub(crate) fn generate() -> TopicId {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        let low = (u64::from(std::process::id()) << 32) | u64::from(COUNTER.fetch_add(1, Ordering::Relaxed));
+        TopicId(((u128::from(nanos) << 64) | u128::from(low)).max(1))
+    }
+
+    /// Whether `self` and `other` may be the same creation: equal, or either unknown.
+    pub(crate) fn may_be(self, other: TopicId) -> bool {
+        self == other || self == TopicId::UNKNOWN || other == TopicId::UNKNOWN
+    }
+
+    /// The id as a number.
+    #[must_use]
+    pub fn as_u128(self) -> u128 {
+        self.0
+    }
+}
+
+impl fmt::Display for TopicId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
 /// What happens to old data of a topic (Kafka's `cleanup.policy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]

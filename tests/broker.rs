@@ -947,7 +947,7 @@ fn topic_table_from_a_future_version_is_unsupported() {
     let dir = temp_dir();
     let table = closed_dir_with_topics(dir.path());
     let good = fs::read(&table).unwrap();
-    for version in [2u16, 7, u16::MAX] {
+    for version in [3u16, 7, u16::MAX] {
         let mut newer = good.clone();
         newer[4..6].copy_from_slice(&version.to_le_bytes());
         fs::write(&table, &newer).unwrap();
@@ -955,7 +955,7 @@ fn topic_table_from_a_future_version_is_unsupported() {
             Err(Error::UnsupportedVersion { path, found, supported }) => {
                 assert_eq!(path, table);
                 assert_eq!(found, u32::from(version));
-                assert_eq!(supported, 1);
+                assert_eq!(supported, 2);
             }
             other => panic!("version {version}: {other:?}"),
         }

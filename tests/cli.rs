@@ -178,6 +178,12 @@ fn topics_create_list_describe_add_partitions_delete() {
     let describe = ok(&dir, &["topics", "describe", "orders"]);
     assert_eq!(row(&describe, &["retention.ms"]), ["retention.ms", "86400000"]);
     assert_eq!(row(&describe, &["2"])[..4], ["2", "0", "0", "0"]);
+    let id = Broker::open_read_only(&dir)
+        .unwrap()
+        .describe_topic("orders")
+        .unwrap()
+        .id;
+    assert_eq!(row(&describe, &["id"]), ["id", id.to_string().as_str()]);
     ok(&dir, &["topics", "add-partitions", "orders", "5"]);
     assert_eq!(row(&ok(&dir, &["topics", "list"]), &["orders"])[1], "5");
     ok(&dir, &["topics", "delete", "audit"]);

@@ -648,6 +648,95 @@ fn refresh_topics_shows_created_grown_altered_and_deleted_topics() {
     assert_eq!(writer.list_topics(), ["grows", "new"]);
 }
 
+/// A topic deleted and created again between two refreshes is a new topic to a read-only
+/// broker, told apart by its id: the reader's consumers of the old one read the new one's
+/// records (from the start, by their reset policy), instead of reading on in the old one's
+/// deleted files, or taking the new files for the old ones (which looked like damage).
+#[test]
+fn refresh_topics_tells_a_topic_created_again_from_the_old_one() {
+    let dir = common::temp_dir();
+    let writer = Broker::open(dir.path()).unwrap();
+    writer.create_topic("t", TopicConfig::with_partitions(2)).unwrap();
+    let producer = writer.producer(ProducerConfig::default());
+    for v in ["old0", "old1", "old2"] {
+        producer.send(ProducerRecord::new("t").partition(0).value(v)).unwrap();
+    }
+    let reader = Broker::open_read_only(dir.path()).unwrap();
+    let old_id = reader.describe_topic("t").unwrap().id;
+    assert_eq!(old_id, writer.describe_topic("t").unwrap().id);
+    let mut consumer = reader
+        .consumer(ConsumerConfig::default().auto_offset_reset(OffsetReset::Earliest))
+        .unwrap();
+    consumer.assign(&[TopicPartition::new("t", 0)]).unwrap();
+    assert_eq!(consumer.poll(Duration::from_secs(5)).unwrap().len(), 3);
+
+    writer.delete_topic("t").unwrap();
+    writer.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    producer.send(ProducerRecord::new("t").value("new0")).unwrap();
+    producer.send(ProducerRecord::new("t").value("new1")).unwrap();
+    let new_id = writer.describe_topic("t").unwrap().id;
+    assert_ne!(new_id, old_id);
+
+    reader.refresh_topics().unwrap();
+    let d = reader.describe_topic("t").unwrap();
+    assert_eq!(
+        (d.id, d.partitions.len(), d.partitions[0].log_end_offset),
+        (new_id, 1, 2)
+    );
+    let mut values = Vec::new();
+    for _ in 0..100 {
+        if values.len() == 2 {
+            break;
+        }
+        let records = consumer.poll(Duration::from_millis(50)).unwrap();
+        values.extend(records.iter().map(|r| (r.offset(), r.value().unwrap().to_vec())));
+    }
+    assert_eq!(values, [(0, b"new0".to_vec()), (1, b"new1".to_vec())]);
+    // A refresh with nothing changed keeps the topic (and its id) as it is.
+    reader.refresh_topics().unwrap();
+    assert_eq!(reader.describe_topic("t").unwrap().id, new_id);
+}
+
+/// A reader whose directory is replaced under it — deleted and made again by a new log,
+/// as when a topic is deleted and created again — serves what it had and stops there: the
+/// new log's files are neither more of its log nor damage to it (the new log's clean
+/// close said it was longer than the reader's segment, which read as damage).
+#[test]
+fn a_reader_of_a_replaced_directory_stops_at_what_it_had() {
+    let dir = common::temp_dir();
+    let path = dir.path().join("p");
+    let writer = PartitionLog::open(&path, LogConfig::default()).unwrap();
+    let value = |v: &str| vec![Record::new().value(v.to_owned())];
+    writer.append(&value("old0"), Durability::Written).unwrap();
+    writer.append(&value("old1"), Durability::Written).unwrap();
+    let reader = PartitionLog::open_read_only(&path, LogConfig::default()).unwrap();
+    assert_eq!(reader.log_end_offset(), 2);
+    writer.append(&value("old2"), Durability::Written).unwrap();
+    writer.close().unwrap();
+    std::fs::remove_dir_all(&path).unwrap();
+    let new = PartitionLog::open(&path, LogConfig::default()).unwrap();
+    for v in ["new0", "new1", "new2", "new3", "new4"] {
+        new.append(&value(v), Durability::Written).unwrap();
+    }
+    new.close().unwrap();
+
+    // Its own file's last record (written before the delete) is served; nothing after.
+    assert_eq!(reader.log_end_offset(), 3);
+    let values: Vec<Vec<u8>> = reader
+        .read(0, 1 << 20)
+        .unwrap()
+        .iter()
+        .flat_map(|b| b.records())
+        .map(|r| r.unwrap().value.unwrap().to_vec())
+        .collect();
+    assert_eq!(values, [b"old0".to_vec(), b"old1".to_vec(), b"old2".to_vec()]);
+    assert!(reader.read(3, 1 << 20).unwrap().is_empty());
+    reader.refresh().unwrap();
+    // A new reader reads the new log.
+    let fresh = PartitionLog::open_read_only(&path, LogConfig::default()).unwrap();
+    assert_eq!(fresh.log_end_offset(), 5);
+}
+
 /// `beginning_offsets` of a read-only broker is the writer's log start now (as Kafka's
 /// `beginningOffsets` asks the broker), as `end_offsets` is its end: it was the start the
 /// reader last happened to see, so records the writer deleted looked still there.

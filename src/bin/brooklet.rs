@@ -678,6 +678,8 @@ fn topics(dir: &Path, cmd: TopicsCommand, out: &mut Output) -> CliResult<()> {
             let broker = open_reader(dir)?;
             let d = broker.describe_topic(&topic)?;
             out.line(&format!("topic {}", d.name))?;
+            // Kafka's TopicId: tells this creation of the name from an earlier one.
+            out.line(&format!("  {:<24}{}", "id", d.id))?;
             for (key, value) in d.config.properties() {
                 out.line(&format!("  {key:<24}{value}"))?;
             }

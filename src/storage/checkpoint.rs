@@ -233,12 +233,13 @@ pub(crate) fn frame(magic: &[u8; 4], version: u16, payload: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Checks a [`frame`]d file's header and checksum and returns its payload.
+/// Checks a [`frame`]d file's header and checksum and returns its version, one of
+/// `versions` (oldest to newest), and its payload.
 ///
 /// # Errors
-/// [`Error::UnsupportedVersion`] for another version; [`Error::Corrupt`] (naming `path`)
-/// for anything else that is not a valid frame of `magic`.
-pub(crate) fn unframe<'a>(path: &Path, bytes: &'a [u8], magic: &[u8; 4], version: u16) -> Result<&'a [u8]> {
+/// [`Error::UnsupportedVersion`] for another version (naming the newest as supported);
+/// [`Error::Corrupt`] (naming `path`) for anything else that is not a valid frame of `magic`.
+pub(crate) fn unframe<'a>(path: &Path, bytes: &'a [u8], magic: &[u8; 4], versions: &[u16]) -> Result<(u16, &'a [u8])> {
     let corrupt = |reason: &str| Error::corrupt(path, 0, reason);
     let (head, payload) = bytes
         .split_at_checked(FRAME_HEADER)
@@ -257,11 +258,11 @@ pub(crate) fn unframe<'a>(path: &Path, bytes: &'a [u8], magic: &[u8; 4], version
         return Err(corrupt("bad magic"));
     }
     let found = u16_at(4);
-    if found != version {
+    if !versions.contains(&found) {
         return Err(Error::UnsupportedVersion {
             path: path.to_path_buf(),
             found: u32::from(found),
-            supported: u32::from(version),
+            supported: u32::from(versions.last().copied().unwrap_or_default()),
         });
     }
     if u16_at(6) != 0 {
@@ -273,7 +274,7 @@ pub(crate) fn unframe<'a>(path: &Path, bytes: &'a [u8], magic: &[u8; 4], version
     if crc32fast::hash(payload) != u32_at(12) {
         return Err(corrupt("checksum mismatch"));
     }
-    Ok(payload)
+    Ok((found, payload))
 }
 
 #[cfg(test)]

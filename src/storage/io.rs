@@ -130,6 +130,39 @@ pub trait Vfs: Send + Sync + Debug {
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
 }
 
+/// A directory held open to tell whether its path still names it: not if it was deleted,
+/// or replaced by a new directory of that name (a topic deleted and created again).
+/// Holding it keeps its inode from being freed, so a new directory cannot be given the same
+/// inode number and pass for it. The one file-system call outside [`Vfs`]: it reads no
+/// data, only the directory's identity, and where it cannot tell it answers "not replaced".
+#[derive(Debug)]
+pub(crate) struct HeldDir {
+    _handle: File,
+    id: (u64, u64),
+}
+
+impl HeldDir {
+    /// Holds the directory at `path`; `None` if it cannot be opened.
+    pub(crate) fn open(path: &Path) -> Option<HeldDir> {
+        use std::os::unix::fs::MetadataExt;
+        let handle = File::open(path).ok()?;
+        let meta = handle.metadata().ok()?;
+        Some(HeldDir {
+            id: (meta.dev(), meta.ino()),
+            _handle: handle,
+        })
+    }
+
+    /// Whether `path` no longer names the held directory: gone, or another directory.
+    pub(crate) fn replaced(&self, path: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        match fs::metadata(path) {
+            Ok(meta) => (meta.dev(), meta.ino()) != self.id,
+            Err(e) => e.kind() == io::ErrorKind::NotFound,
+        }
+    }
+}
+
 /// The operating system's file system.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct OsFs;

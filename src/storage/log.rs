@@ -72,7 +72,7 @@ use parking_lot::{MappedRwLockReadGuard, Mutex, RwLock};
 
 use super::checkpoint;
 use super::index::{Extent, OFFSET_ENTRY, SegmentIndex};
-use super::io::{OsFs, Vfs};
+use super::io::{HeldDir, OsFs, Vfs};
 use super::notify::Watchers;
 use super::segment::{
     Fetched, INDEX_SUFFIX, LOG_SUFFIX, Segment, SpareBuffer, TIME_INDEX_SUFFIX, parse_segment_name, segment_path,
@@ -390,6 +390,9 @@ pub struct PartitionLog {
     /// Opened with [`PartitionLog::open_read_only`]: every write fails with
     /// [`Error::ReadOnly`], and the visible end follows the files (see [`PartitionLog::refresh`]).
     read_only: bool,
+    /// A read-only log's directory, held to tell when its path names another directory
+    /// (see [`PartitionLog::refresh`]); `None` for a writable log.
+    held_dir: Option<HeldDir>,
     /// The damage a writable open found, for a partition a broker opened read-only instead
     /// ([`DamagePolicy::Offline`](crate::DamagePolicy::Offline)): every write fails with it.
     damage: Option<Error>,
@@ -476,6 +479,7 @@ impl PartitionLog {
             recovery: o.recovery,
             watchers: Watchers::default(),
             read_only,
+            held_dir: None,
             damage: None,
             dir: o.dir,
         }
@@ -575,7 +579,10 @@ impl PartitionLog {
     ///
     /// What it does not follow: a writer's [`truncate_to`](Self::truncate_to), or the
     /// truncation a writer's recovery makes after a crash (records it already served may then
-    /// be gone). Every write — append, flush, retention, truncation — fails with
+    /// be gone). Nor a directory deleted, or replaced by a new one of the same name (a topic
+    /// deleted and created again): it serves what its open files held and sees no more,
+    /// taking the new files neither for more of its log nor for damage to it (a read-only
+    /// [`Broker`](crate::Broker)'s `refresh_topics` opens the new topic). Every write — append, flush, retention, truncation — fails with
     /// [`Error::ReadOnly`]; dropping it writes nothing.
     ///
     /// # Errors
@@ -619,6 +626,9 @@ impl PartitionLog {
         config.validate()?;
         let dir = dir.to_path_buf();
         let limits = config.limits();
+        // Held before anything is read by path: if the directory is replaced after this,
+        // the first refresh knows.
+        let held_dir = HeldDir::open(&dir);
         let (mut log_start, segments) = Self::open_listed_segments(&*vfs, &dir, limits)?;
         let active = segments
             .values()
@@ -632,7 +642,7 @@ impl PartitionLog {
         active.size.store(0, Ordering::Release);
         active.set_index(SegmentIndex::new());
         let next_offset = active.base_offset;
-        let log = PartitionLog::assemble(
+        let mut log = PartitionLog::assemble(
             Opening {
                 dir,
                 config,
@@ -648,6 +658,7 @@ impl PartitionLog {
             },
             true,
         );
+        log.held_dir = held_dir;
         log.refresh_with(false)?;
         Ok(log)
     }
@@ -738,6 +749,9 @@ impl PartitionLog {
         let marker = self.clean_shutdown_marker();
         let recovery_point = self.persisted_recovery_point();
         let mut w = self.writer.lock();
+        // Checked after each read by path: a directory that is still ours then was ours
+        // when the read was made (a replaced one never comes back).
+        let mut replaced = self.dir_replaced();
         loop {
             let active = Arc::clone(&w.active);
             let (start, next) = (active.size(), w.next_offset);
@@ -751,7 +765,7 @@ impl PartitionLog {
             // The writer creates the next segment only after writing every batch of this
             // one, so once it exists at our end, this segment is complete.
             let base = w.next_offset;
-            if base == active.base_offset {
+            if base == active.base_offset || replaced {
                 break;
             }
             let limits = self.config.read().limits();
@@ -768,6 +782,10 @@ impl PartitionLog {
                 }
                 Err(e) => return Err(Error::io("open segment", segment_path(&self.dir, base, LOG_SUFFIX), e)),
             };
+            if self.dir_replaced() {
+                replaced = true;
+                break;
+            }
             segment.size.store(0, Ordering::Release);
             segment.set_index(SegmentIndex::new());
             let segment = Arc::new(segment);
@@ -778,10 +796,18 @@ impl PartitionLog {
         // Read after the scan: retention persists a new log start before it deletes
         // segments, so a segment the scan found deleted lies below this.
         let start = read_log_start(&*self.vfs, &self.dir)?;
+        if replaced || self.dir_replaced() {
+            // Deleted, or replaced by a new directory of the name (a topic deleted and
+            // created again): what the paths name now is not this log's — neither more of
+            // it nor damage to it. What its own open files held is served; no more.
+            self.publish_read_only_end(w.next_offset);
+            return Ok(());
+        }
         if let Some(&[end, base, size]) = marker.as_deref()
             && base == w.active.base_offset
             && w.active.size() < size
             && self.clean_shutdown_marker() == marker
+            && !self.dir_replaced()
         {
             let damage = Error::corrupt(
                 &w.active.log_path,
@@ -803,6 +829,7 @@ impl PartitionLog {
             // own deleted: the records from its end on are below the log start, not damaged.
             && w.next_offset >= start
             && self.persisted_recovery_point() == recovery_point
+            && !self.dir_replaced()
         {
             let damage = vouched_damage(
                 &self.dir,
@@ -819,11 +846,22 @@ impl PartitionLog {
         }
         self.log_start.fetch_max(start.min(w.next_offset), Ordering::AcqRel);
         self.forget_segments_below(start);
-        self.synced_end.store(w.next_offset, Ordering::Release);
-        if self.visible_end.swap(w.next_offset, Ordering::AcqRel) != w.next_offset {
+        self.publish_read_only_end(w.next_offset);
+        Ok(())
+    }
+
+    /// A read-only log's end is `end`: its readers may read up to it.
+    fn publish_read_only_end(&self, end: u64) {
+        self.synced_end.store(end, Ordering::Release);
+        if self.visible_end.swap(end, Ordering::AcqRel) != end {
             self.watchers.notify_all();
         }
-        Ok(())
+    }
+
+    /// Whether a read-only log's directory path now names no directory or another one
+    /// (false where that cannot be told).
+    fn dir_replaced(&self) -> bool {
+        self.held_dir.as_ref().is_some_and(|d| d.replaced(&self.dir))
     }
 
     /// For a read-only log whose next segment (at `next`, after `active`) is gone: the
