@@ -301,8 +301,9 @@ struct Stored {
     partition: u32,
     /// Offset and timestamp per record written (the batch's records but `refused`).
     placed: Vec<(u64, i64)>,
-    /// Records of the batch refused alone, not written (index in the batch, in order, and
-    /// why): those a `max_message_bytes` lowered after they were queued no longer takes.
+    /// Records of the batch not written (index in the batch, in order, and why): those a
+    /// `max_message_bytes` lowered after they were queued no longer takes, refused alone,
+    /// and, when a write failed after part of the batch was written, those from it on.
     refused: Vec<(usize, Error)>,
 }
 
@@ -1408,24 +1409,36 @@ impl Shared {
         records: &[R],
         durability: Durability,
         epoch: &mut u64,
-        mut refused: Option<&mut Vec<(usize, Error)>>,
+        refused: Option<&mut Vec<(usize, Error)>>,
     ) -> Result<Vec<(usize, crate::AppendInfo)>> {
         let mut out = Vec::new();
-        let mut start = 0;
+        self.append_split_into(queue, records, durability, epoch, refused, 0, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`append_split`](Self::append_split), adding `base` to every index it reports and
+    /// pushing the batches written to `out` as it goes: after an error, `out` still says
+    /// which records were written before it (always a prefix of `records`, with `refused`).
+    #[allow(clippy::too_many_arguments)]
+    fn append_split_into<R: AsRef<Record>>(
+        &self,
+        queue: &PartitionQueue,
+        records: &[R],
+        durability: Durability,
+        epoch: &mut u64,
+        mut refused: Option<&mut Vec<(usize, Error)>>,
+        base: usize,
+        out: &mut Vec<(usize, crate::AppendInfo)>,
+    ) -> Result<()> {
+        let mut start = base;
         for chunk in size_chunks(records, queue.max_batch()) {
             match self.append(queue, chunk, durability, epoch) {
                 Ok(info) => out.push((start, info)),
                 Err(Error::RecordTooLarge { .. }) if chunk.len() > 1 => {
                     let (a, b) = chunk.split_at(chunk.len() / 2);
                     for (offset, part) in [(0, a), (a.len(), b)] {
-                        let mut part_refused = Vec::new();
-                        let inner = refused.is_some().then_some(&mut part_refused);
-                        for (i, info) in self.append_split(queue, part, durability, epoch, inner)? {
-                            out.push((start + offset + i, info));
-                        }
-                        if let Some(refused) = refused.as_deref_mut() {
-                            refused.extend(part_refused.into_iter().map(|(i, e)| (start + offset + i, e)));
-                        }
+                        let inner = refused.as_deref_mut();
+                        self.append_split_into(queue, part, durability, epoch, inner, start + offset, out)?;
                     }
                 }
                 Err(e @ Error::RecordTooLarge { .. }) if let Some(refused) = refused.as_deref_mut() => {
@@ -1435,7 +1448,7 @@ impl Shared {
             }
             start += chunk.len();
         }
-        Ok(out)
+        Ok(())
     }
 
     /// fsyncs `log` through `end`, counting the round if this call ran it. `epoch` is the
@@ -1573,13 +1586,33 @@ impl Shared {
         // and the others are written (else the batch would fail after writing the records
         // before it). Refused in order, so `refused` is sorted by index.
         let mut refused = Vec::new();
-        let mut result = self.append_split(
-            queue,
-            &records,
-            durability.min_written(),
-            &mut epoch,
-            Some(&mut refused),
-        );
+        let mut infos = Vec::new();
+        let mut result = self
+            .append_split_into(
+                queue,
+                &records,
+                durability.min_written(),
+                &mut epoch,
+                Some(&mut refused),
+                0,
+                &mut infos,
+            )
+            .map(|()| std::mem::take(&mut infos));
+        // A write that failed after some of the batch was written (it went out as several
+        // batches): those records are in the log, so they are reported stored, and only the
+        // records from the failed write on fail with its error (they are not in the log).
+        if let Err(e) = &result
+            && !infos.is_empty()
+        {
+            let done = infos
+                .iter()
+                .map(|(first, info)| first + usize::try_from(info.last_offset - info.base_offset + 1).unwrap_or(0))
+                .chain(refused.iter().map(|(i, _)| i + 1))
+                .max()
+                .unwrap_or(0);
+            refused.extend((done..records.len()).map(|i| (i, e.duplicate())));
+            result = Ok(std::mem::take(&mut infos));
+        }
         if let Ok(infos) = &result
             && durability == Durability::Synced
             && let Some((_, last)) = infos.last()

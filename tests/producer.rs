@@ -2491,3 +2491,52 @@ fn async_record_too_large_only_compressed_fails_alone() {
         assert!(refused > 0, "{codec:?}: no length was refused");
     }
 }
+
+/// An async batch written as several batches (here: the topic's limit lowered after its
+/// records were queued) whose later write fails: the records of the batches already
+/// written are stored, so their deliveries report where (not the failure), and only the
+/// records not written fail. Nothing reported failed is in the log, nothing stored is
+/// reported failed, and the counters agree.
+#[test]
+fn an_async_batch_failing_after_part_of_it_was_written_reports_each_record_as_stored_or_not() {
+    use brooklet::io::{EIO, Fault, FaultOp};
+    let dir = temp_dir();
+    let fs = FaultFs::new();
+    let broker = Broker::builder().vfs(Arc::new(fs.clone())).open(dir.path()).unwrap();
+    let config = TopicConfig::with_partitions(1).max_message_bytes(8192);
+    broker.create_topic("t", config.clone()).unwrap();
+    let p = broker.producer(flush_only());
+    let values: Vec<String> = (0..24).map(|i| format!("record-{i:02}-{}", "x".repeat(100))).collect();
+    let deliveries: Vec<Delivery> = values
+        .iter()
+        .map(|v| p.send_async(ProducerRecord::new("t").value(v.clone())))
+        .collect();
+    // The queued batch (about 3.5 KB) now takes about four batches of the new limit.
+    broker.alter_topic_config("t", config.max_message_bytes(1024)).unwrap();
+    // The first of them is written; the second fails (rolled back: the log goes on).
+    fs.inject(Fault {
+        op: FaultOp::Write,
+        nth: 2,
+        errno: EIO,
+        forever: false,
+    });
+    assert!(p.flush().is_err());
+    fs.clear_faults();
+    let stored: Vec<String> = records_of(&broker, "t", 0).iter().map(|r| text(&r.value)).collect();
+    assert!(!stored.is_empty() && stored.len() < values.len(), "{}", stored.len());
+    assert_eq!(stored, values[..stored.len()]);
+    let outcomes: Vec<Result<RecordMetadata, Error>> = deliveries.into_iter().map(Delivery::wait).collect();
+    for (i, outcome) in outcomes.iter().enumerate() {
+        match outcome {
+            Ok(meta) if i < stored.len() => assert_eq!(meta.offset, i as u64),
+            Err(Error::Io { .. }) if i >= stored.len() => {}
+            other => panic!("record {i} of {} stored: {other:?}", stored.len()),
+        }
+    }
+    let metrics = p.metrics();
+    assert_eq!(metrics.records_sent, stored.len() as u64);
+    assert_eq!(metrics.errors, (values.len() - stored.len()) as u64);
+    // The producer goes on after what was stored.
+    let next = p.send(ProducerRecord::new("t").value("after")).unwrap();
+    assert_eq!(next.offset, stored.len() as u64);
+}
