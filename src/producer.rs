@@ -540,8 +540,8 @@ struct Shared {
     /// new `Topic`, so its stale queues are replaced) and one queue per partition.
     queues: RwLock<BTreeMap<String, TopicQueues>>,
     /// Queues taken out of `queues` (their topic deleted) that a thread is still completing.
-    /// They move here under `queues`' write lock and leave once completed, so `flush` (which
-    /// reads both, in that order) never misses a record sent before it.
+    /// They move here under `queues`' write lock and leave once completed and their callbacks
+    /// run, so `flush` (which reads both, in that order) never misses a record sent before it.
     retiring: Mutex<Vec<Arc<PartitionQueue>>>,
     counters: Counters,
     closed: AtomicBool,
@@ -1248,7 +1248,8 @@ impl Shared {
 
     /// Completes queues retired from `queues` (moved to `retiring` under its write lock):
     /// the records they still hold get `UnknownTopic` (their logs are marked deleted), never
-    /// dropped with their queues; then they leave `retiring`.
+    /// dropped with their queues; then they leave `retiring` (or, while another thread still
+    /// reports their batches, once it is done).
     fn complete_retired(&self, stale: Vec<Arc<PartitionQueue>>) {
         if stale.is_empty() {
             return;
@@ -1257,9 +1258,12 @@ impl Shared {
             let _ = self.write_pending(old, &mut old.pending.lock());
             old.report();
         }
+        // A queue whose batches another thread is still reporting (it runs their callbacks,
+        // one at a time) stays until that thread is done, so that a flush still waits for
+        // them; `forget_deleted_topics` lets it go then.
         self.retiring
             .lock()
-            .retain(|q| !stale.iter().any(|old| Arc::ptr_eq(old, q)));
+            .retain(|q| !stale.iter().any(|old| Arc::ptr_eq(old, q)) || !q.is_done());
     }
 
     /// The queue of `partition` of `topic` (created with `log` if missing), under the
@@ -1331,6 +1335,8 @@ impl Shared {
     /// A sender still holding one of these queues gets `UnknownTopic` from it (its log is
     /// marked deleted), never a record stranded in it.
     fn forget_deleted_topics(&self) {
+        // Retired queues left to the threads reporting them, now done.
+        self.retiring.lock().retain(|q| !q.is_done());
         // Only once every partition is marked: `delete_topic` marks them one after another,
         // and a queue retired before its log is marked could still take a record (senders
         // check their own queue's log) that nobody would then complete.
@@ -1738,6 +1744,15 @@ impl PartitionQueue {
             self.reported.notify_all();
         }
         reports.running = false;
+    }
+
+    /// Whether nothing is pending here and every batch written has been reported.
+    fn is_done(&self) -> bool {
+        if !self.pending.lock().records.is_empty() {
+            return false;
+        }
+        let reports = self.reports.lock();
+        reports.reported == reports.queued
     }
 
     /// Waits until every batch queued so far has been reported.

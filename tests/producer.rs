@@ -2540,3 +2540,49 @@ fn an_async_batch_failing_after_part_of_it_was_written_reports_each_record_as_st
     let next = p.send(ProducerRecord::new("t").value("after")).unwrap();
     assert_eq!(next.offset, stored.len() as u64);
 }
+
+/// `flush` waits for the callbacks of records sent before it also when their queue was
+/// retired (its topic deleted and created again) while another thread was still running an
+/// earlier callback of that queue: the thread that retired it completed the record but left
+/// its callback to that reporter, and the queue used to leave the producer's sight at once,
+/// so a flush then returned before the record's callback ran.
+#[test]
+fn flush_waits_for_callbacks_of_a_retired_queue_that_another_thread_is_reporting() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    let p = broker.producer(flush_only());
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    let (release_tx, release) = std::sync::mpsc::channel::<()>();
+    p.send_with_callback(ProducerRecord::new("t").value("first"), move |r| {
+        assert_eq!(r.unwrap().offset, 0);
+        entered_tx.send(()).unwrap();
+        release.recv_timeout(Duration::from_secs(30)).unwrap();
+    });
+    let second_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    thread::scope(|s| {
+        // This thread writes the first record and runs its callback, which holds it.
+        let reporter = s.spawn(|| p.flush());
+        entered.recv_timeout(Duration::from_secs(30)).unwrap();
+        let done = Arc::clone(&second_done);
+        p.send_with_callback(ProducerRecord::new("t").value("second"), move |r| {
+            assert!(matches!(r, Err(Error::UnknownTopic { .. })), "{r:?}");
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        broker.delete_topic("t").unwrap();
+        broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+        // Retires the old queue and completes "second"; its callback waits for the reporter.
+        let fresh = p.send_async(ProducerRecord::new("t").value("fresh"));
+        // The reporter is let go only well after the flush below has begun.
+        s.spawn(move || {
+            thread::sleep(Duration::from_millis(300));
+            release_tx.send(()).unwrap();
+        });
+        p.flush().unwrap();
+        assert!(
+            second_done.load(std::sync::atomic::Ordering::SeqCst),
+            "flush returned before the callback of a record sent before it ran"
+        );
+        assert_eq!(fresh.wait().unwrap().offset, 0);
+        reporter.join().unwrap().unwrap();
+    });
+}
