@@ -70,7 +70,7 @@ pub trait Partitioner: Send + Sync + std::fmt::Debug {
     fn partition(&self, topic: &str, key: Option<&[u8]>, value: Option<&[u8]>, partitions: u32) -> u32;
 
     /// Told by the producer when a batch for `previous` was completed, so a sticky
-    /// partitioner can move on. Default: nothing.
+    /// partitioner can move on. Called outside the producer's locks too. Default: nothing.
     fn on_new_batch(&self, _topic: &str, _partitions: u32, _previous: u32) {}
 }
 

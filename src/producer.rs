@@ -1538,10 +1538,10 @@ impl Shared {
             }
         };
         pending.bytes += size;
-        let mut moved_on = Ok(());
+        let mut filled = false;
         if pending.bytes >= self.config.batch_size {
             wrote |= self.write_pending(&queue, &mut pending).is_some();
-            moved_on = self.on_new_batch(&queue);
+            filled = true;
         } else if first {
             pending.since = Some(Instant::now());
             let mut started = self.wake_lock.lock();
@@ -1553,9 +1553,10 @@ impl Shared {
             // Each record's outcome goes to its delivery or callback; nothing else to report.
             queue.report();
         }
-        // The user partitioner's panic reaches its caller, but only once the batch written
-        // above has been reported (else its deliveries would wait for the next write).
-        if let Err(panic) = moved_on {
+        // Outside the partition's lock, as `partition`: the partitioner may send again. Its
+        // panic reaches the caller, but only once the batch written above has been reported
+        // (else its deliveries would wait for the next write).
+        if filled && let Err(panic) = self.on_new_batch(&queue) {
             std::panic::resume_unwind(panic);
         }
         delivery
@@ -1890,13 +1891,14 @@ fn linger_loop(shared: &Shared) {
             if let Some(due) = pending.since.and_then(|since| since.checked_add(linger)) {
                 if due <= Instant::now() {
                     let _ = shared.write_pending(&queue, &mut pending);
-                    // A user partitioner that panics must not end the linger thread (every
-                    // later async batch would wait for a flush): reported, and carried on.
+                    drop(pending);
+                    queue.report();
+                    // Outside the partition's lock (the partitioner may send again). A user
+                    // partitioner that panics must not end the linger thread (every later
+                    // async batch would wait for a flush): reported, and carried on.
                     if shared.on_new_batch(&queue).is_err() {
                         tracing::error!(topic = %queue.topic, "the partitioner's on_new_batch panicked");
                     }
-                    drop(pending);
-                    queue.report();
                     continue;
                 } else {
                     next_due = Some(next_due.map_or(due, |d: Instant| d.min(due)));

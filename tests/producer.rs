@@ -930,6 +930,64 @@ fn a_panicking_callback_of_a_refused_record_does_not_reach_the_sender() {
     assert_eq!(d.wait().unwrap().offset, 0);
 }
 
+/// `on_new_batch` runs outside the producer's locks, as `partition` does, on every path: a
+/// partitioner that sends through the producer from it (here: once, from a batch of
+/// `send_async` and once from the linger thread's) does not deadlock the partition. It ran
+/// under the partition's lock on the async paths, so such a send never returned.
+#[test]
+fn on_new_batch_may_send_through_the_producer() {
+    #[derive(Debug, Default)]
+    struct Resending {
+        /// Taken at the end: the producer holds the partitioner, a cycle otherwise.
+        producer: Mutex<Option<Producer>>,
+        resent: std::sync::atomic::AtomicUsize,
+    }
+    impl brooklet::Partitioner for Resending {
+        fn partition(&self, _: &str, _: Option<&[u8]>, _: Option<&[u8]>, _: u32) -> u32 {
+            0
+        }
+        fn on_new_batch(&self, topic: &str, _: u32, _: u32) {
+            let producer = self.producer.lock().unwrap().clone();
+            if self.resent.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2
+                && let Some(p) = producer
+            {
+                let _ = p.send_async(ProducerRecord::new(topic.to_owned()).value("from on_new_batch"));
+            }
+        }
+    }
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    let partitioner = Arc::new(Resending::default());
+    let p = broker.producer(
+        ProducerConfig::default()
+            .linger(Duration::from_millis(1))
+            .batch_size(1)
+            .partitioner(Arc::clone(&partitioner) as Arc<dyn brooklet::Partitioner>),
+    );
+    *partitioner.producer.lock().unwrap() = Some(p.clone());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sender = p.clone();
+    let worker = thread::spawn(move || {
+        // Fills a batch (batch_size 1): written at once, then on_new_batch sends again; that
+        // record's own batch is written, and on_new_batch sends a third.
+        let d = sender.send_async(ProducerRecord::new("t").value("first"));
+        sender.flush().unwrap();
+        tx.send(d.wait().map(|m| m.offset)).unwrap();
+    });
+    let first = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("a send from on_new_batch deadlocked the producer");
+    worker.join().unwrap();
+    assert_eq!(first.unwrap(), 0);
+    p.flush().unwrap();
+    partitioner.producer.lock().unwrap().take();
+    let values: Vec<String> = records_of(&broker, "t", 0)
+        .into_iter()
+        .map(|r| String::from_utf8(r.value.unwrap().to_vec()).unwrap())
+        .collect();
+    assert_eq!(values, ["first", "from on_new_batch", "from on_new_batch"]);
+}
+
 /// A user partitioner whose `on_new_batch` panics on the sending thread (its record filled
 /// a batch, which was written): the panic reaches the sender, but only after the written
 /// batch was reported — its callback has run, not left for some later write or flush.
