@@ -764,3 +764,36 @@ fn beginning_offsets_of_a_reader_follow_the_writers_log_start() {
     writer.partition_log(&tp).unwrap().delete_records_before(5).unwrap();
     assert_eq!(ends(&consumer), (5, 10));
 }
+
+/// A reader whose directory is replaced before it first used a sealed segment's indexes
+/// must not load the new log's index files as its own, even when they describe a `.log` of
+/// the same length and end (the same records written again, at other times): it answered
+/// `offset_for_timestamp` from the new log's time index, skipping its own segment whose
+/// records are the ones asked for.
+#[test]
+fn a_reader_of_a_replaced_directory_does_not_load_the_new_logs_indexes() {
+    let dir = common::temp_dir();
+    let path = dir.path().join("p");
+    let config = LogConfig::default().segment_bytes(4096);
+    let write = |ts: i64| {
+        let log = PartitionLog::open(&path, config.clone()).unwrap();
+        for i in 0..40 {
+            let record = Record::new().value(vec![b'v'; 200]).timestamp(ts + i);
+            log.append(&[record], Durability::Written).unwrap();
+        }
+        assert!(log.segment_count() >= 3);
+        log.close().unwrap();
+    };
+    const OLD_TS: i64 = 1_700_000_000_000;
+    write(OLD_TS);
+    let reader = PartitionLog::open_read_only(&path, config.clone()).unwrap();
+    assert_eq!(reader.log_end_offset(), 40);
+    std::fs::remove_dir_all(&path).unwrap();
+    write(1_000);
+
+    // Its own records answer, read from its own files.
+    assert_eq!(reader.offset_for_timestamp(OLD_TS + 5).unwrap(), Some(5));
+    assert_eq!(reader.offset_for_timestamp(OLD_TS + 39).unwrap(), Some(39));
+    assert_eq!(reader.offset_for_timestamp(OLD_TS + 40).unwrap(), None);
+    assert_eq!(reader.log_end_offset(), 40);
+}

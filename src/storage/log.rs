@@ -1792,13 +1792,19 @@ impl PartitionLog {
     /// The segment's indexes, loaded (or rebuilt) if need be; a sealed segment ends where
     /// the next one starts.
     fn index_of<'a>(&self, segment: &'a Segment) -> Result<MappedRwLockReadGuard<'a, SegmentIndex>> {
-        segment.index(&*self.vfs, || {
-            self.segments
-                .read()
-                .range(segment.base_offset.saturating_add(1)..)
-                .next()
-                .map(|(base, _)| *base)
-        })
+        segment.index(
+            &*self.vfs,
+            || {
+                self.segments
+                    .read()
+                    .range(segment.base_offset.saturating_add(1)..)
+                    .next()
+                    .map(|(base, _)| *base)
+            },
+            // Checked after the load: a directory still ours then was ours when its index
+            // files were read (a replaced one never comes back).
+            || !self.dir_replaced(),
+        )
     }
 
     /// The first offset whose timestamp is `≥ timestamp` (Kafka's `ListOffsets`), or `None`

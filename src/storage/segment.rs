@@ -210,11 +210,15 @@ impl Segment {
     /// files are missing, invalid, or describe another extent of the log than its current
     /// size and `next_offset` (an older version); rebuilt ones are written back, best
     /// effort. `next_offset` says where the segment ends (the next segment's base offset),
-    /// if known; it is asked only when the index is not loaded yet.
+    /// if known; it is asked only when the index is not loaded yet. `still_ours` is asked
+    /// after files were loaded by path: `false` (the directory now names another log's, see
+    /// [`HeldDir`](super::io::HeldDir)) discards them, and the indexes are rebuilt from this
+    /// segment's own open `.log`.
     pub fn index(
         &self,
         vfs: &dyn Vfs,
         next_offset: impl FnOnce() -> Option<u64>,
+        still_ours: impl FnOnce() -> bool,
     ) -> Result<MappedRwLockReadGuard<'_, SegmentIndex>> {
         {
             let guard = self.index.read();
@@ -240,10 +244,13 @@ impl Segment {
                 } else {
                     SegmentIndex::load_files(vfs, &index_path, &time_path, self.size(), next_offset, max_bytes)?
                 };
-                let index = match loaded {
+                // Files of a log that replaced this one at its path are not this segment's,
+                // however well they describe it.
+                let foreign = loaded.is_some() && !still_ours();
+                let index = match loaded.filter(|_| !foreign) {
                     Some(index) => index,
                     None => {
-                        if !retired {
+                        if !retired && !foreign {
                             tracing::warn!(segment = %self.log_path.display(), "rebuilt missing or invalid index files");
                         }
                         self.rebuilt_index(vfs)?
