@@ -773,10 +773,7 @@ impl PartitionLog {
                 Ok(s) => s,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     match self.segment_past_retention(&active, base)? {
-                        Some(s) => {
-                            w.next_offset = s.base_offset;
-                            s
-                        }
+                        Some(s) => s,
                         None => break,
                     }
                 }
@@ -786,6 +783,9 @@ impl PartitionLog {
                 replaced = true;
                 break;
             }
+            // After a jump past retention, the end is the segment's base (past `base`); only
+            // once the segment is known to be this log's.
+            w.next_offset = segment.base_offset;
             segment.size.store(0, Ordering::Release);
             segment.set_index(SegmentIndex::new());
             let segment = Arc::new(segment);
@@ -2776,6 +2776,62 @@ mod tests {
             offset = last.last_offset() + 1;
         }
         assert_eq!(read, (7..end).collect::<Vec<_>>());
+    }
+
+    /// A reader at the end of its segment looks for the next one; if its directory is
+    /// replaced right then (a topic deleted and created again) by a log whose start is past
+    /// the reader's end, the new log's segment looks like the one the writer's retention
+    /// left, and the reader jumped its end there before it saw that the directory is no
+    /// longer its own: its end became the new log's segment's base, offsets it never had.
+    #[test]
+    fn a_reader_whose_directory_is_replaced_while_it_looks_for_its_next_segment_keeps_its_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p");
+        let config = LogConfig::default().segment_bytes(4096);
+        let value = vec![7u8; 200];
+        let old = PartitionLog::open(&path, config.clone()).unwrap();
+        for _ in 0..5 {
+            old.append(&[Record::new().value(value.clone())], Durability::Written)
+                .unwrap();
+        }
+        old.close().unwrap();
+        let fs = Arc::new(HookFs {
+            target: segment_path(&path, 5, LOG_SUFFIX),
+            hook: Mutex::new(None),
+        });
+        let reader = PartitionLog::open_read_only_with_vfs(&path, config.clone(), fs.clone()).unwrap();
+        assert_eq!(reader.log_end_offset(), 5);
+        // The refresh finds no segment at 5: meanwhile the directory is replaced by a log
+        // whose start is past 5, with a segment at or below its start.
+        let (new_path, new_config) = (path.clone(), config.clone());
+        let replaced_start = Arc::new(Mutex::new(None));
+        let start = Arc::clone(&replaced_start);
+        *fs.hook.lock() = Some(Box::new(move || {
+            std::fs::remove_dir_all(&new_path).unwrap();
+            let new = PartitionLog::open(&new_path, new_config).unwrap();
+            while new.segment_count() < 3 {
+                new.append(&[Record::new().value(vec![8u8; 200])], Durability::Written)
+                    .unwrap();
+            }
+            let end = new.log_end_offset();
+            new.delete_records_before(end - 1).unwrap();
+            *start.lock() = Some(new.log_start_offset());
+            new.close().unwrap();
+        }));
+        reader.refresh().unwrap();
+        assert!(replaced_start.lock().is_some_and(|start| start > 5));
+        assert_eq!(reader.log_end_offset(), 5);
+        let batches = reader.read(0, 1 << 20).unwrap();
+        assert_eq!(
+            batches.iter().map(RecordBatch::base_offset).collect::<Vec<_>>(),
+            [0, 1, 2, 3, 4]
+        );
+        assert!(
+            batches
+                .iter()
+                .all(|b| b.records().all(|r| r.unwrap().value.unwrap() == value))
+        );
+        assert!(reader.read(5, 1 << 20).unwrap().is_empty());
     }
 
     /// The writer's retention check seals and deletes an expired active segment: the
