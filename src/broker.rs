@@ -813,8 +813,9 @@ impl Broker {
     /// A topic deleted and created again under its name between two refreshes is told apart
     /// by its [`TopicId`]: the old one is deleted here and the new one opened, and consumers
     /// of the old one's partitions read the new one's, as they would on the writer's broker.
-    /// (Not for a table written before topics had ids, until a writable open gives them
-    /// ids.) Not seen: commits made since open (see
+    /// (A topic this broker opened from a table written before topics had ids, whose id it
+    /// does not know, is told apart by its partition directories instead: they were
+    /// replaced.) Not seen: commits made since open (see
     /// [`refresh_offsets`](Self::refresh_offsets)).
     ///
     /// # Errors
@@ -841,6 +842,18 @@ impl Broker {
         // Groups rebalance over what changed, also if opening a later topic failed.
         let result = (|| -> Result<()> {
             let _admin = self.inner.admin.lock();
+            // Topics whose id this broker does not know (opened from a version 1 table) are
+            // told from a topic created again by their partition directories, checked before
+            // the table is read: one replaced by then (deleted, perhaps made again) means the
+            // table read next lists that topic only as created again, if at all.
+            let replaced: Vec<String> = self
+                .inner
+                .topics
+                .read()
+                .values()
+                .filter(|t| t.id == TopicId::UNKNOWN && t.partition_logs().iter().any(|l| l.dir_replaced()))
+                .map(|t| t.name.clone())
+                .collect();
             let path = self.table_path();
             let stored = read_existing_table(&*self.inner.vfs, &path)?;
             let configs = checked_configs(&path, &stored)?;
@@ -861,9 +874,11 @@ impl Broker {
                 .collect();
             // Gone from the table, or deleted and created again (another id): the old topic
             // is deleted for this broker's producers and consumers; a new one opens below.
-            let (current, gone): (Vec<_>, Vec<_>) = current
-                .into_iter()
-                .partition(|(name, topic)| stored.iter().any(|t| &t.name == name && TopicId(t.id).may_be(topic.id)));
+            let (current, gone): (Vec<_>, Vec<_>) = current.into_iter().partition(|(name, topic)| {
+                stored
+                    .iter()
+                    .any(|t| &t.name == name && TopicId(t.id).may_be(topic.id) && !replaced.contains(name))
+            });
             for (name, topic) in &gone {
                 self.inner.topics.write().remove(name);
                 for log in topic.partition_logs() {
@@ -1450,6 +1465,73 @@ mod tests {
         assert_eq!(u16::from_le_bytes([bytes[4], bytes[5]]), META_VERSION);
         assert_eq!(ids(&Broker::open(dir.path()).unwrap()), given);
         assert_eq!(ids(&Broker::open_read_only(dir.path()).unwrap()), given);
+    }
+
+    /// A read-only broker opened on a version 1 table knows its topics' ids as unknown. A
+    /// topic deleted and created again after that must still be told from the old one,
+    /// whether a writable open gave the topics ids meanwhile (the new one's id, known, was
+    /// taken for the unknown old one's) or the table stayed version 1: by the partition
+    /// directories the reader holds, which were replaced. The reader went on with the old
+    /// topic's files and never saw the new records.
+    #[test]
+    fn a_reader_of_a_version_1_table_tells_a_topic_created_again_from_the_old_one() {
+        let value = |broker: &Broker, topic: &str, v: &str| {
+            let producer = broker.producer(crate::ProducerConfig::default());
+            producer
+                .send(crate::ProducerRecord::new(topic).partition(0).value(v.to_owned()))
+                .unwrap();
+        };
+        let end = |broker: &Broker, topic: &str| broker.describe_topic(topic).unwrap().partitions[0].log_end_offset;
+        let dir = tempfile::tempdir().unwrap();
+        let table = dir.path().join(META_DIR).join(TOPICS_FILE);
+        let as_v1 = || {
+            let stored = decode_topics(&table, &std::fs::read(&table).unwrap()).unwrap();
+            std::fs::write(&table, v1_table(&stored)).unwrap();
+        };
+        {
+            let broker = Broker::open(dir.path()).unwrap();
+            for topic in ["upgraded", "v1", "kept"] {
+                broker.create_topic(topic, TopicConfig::default()).unwrap();
+                value(&broker, topic, "old");
+            }
+        }
+        as_v1();
+        let reader = Broker::open_read_only(dir.path()).unwrap();
+        assert_eq!(reader.describe_topic("upgraded").unwrap().id, TopicId::UNKNOWN);
+
+        // A writable open gives ids; then a topic is deleted and created again.
+        let writer = Broker::open(dir.path()).unwrap();
+        writer.delete_topic("upgraded").unwrap();
+        writer.create_topic("upgraded", TopicConfig::default()).unwrap();
+        for v in ["new0", "new1"] {
+            value(&writer, "upgraded", v);
+        }
+        value(&writer, "kept", "more");
+        reader.refresh_topics().unwrap();
+        assert_eq!(end(&reader, "upgraded"), 2);
+        assert_eq!(
+            reader.describe_topic("upgraded").unwrap().id,
+            writer.describe_topic("upgraded").unwrap().id
+        );
+        // A topic that stayed is the same topic, its records followed.
+        assert_eq!(reader.describe_topic("kept").unwrap().id, TopicId::UNKNOWN);
+        assert_eq!(end(&reader, "kept"), 2);
+        drop(writer);
+
+        // A writer that keeps the table at version 1 (an older build): no id to compare.
+        as_v1();
+        let reader = Broker::open_read_only(dir.path()).unwrap();
+        let writer = Broker::open(dir.path()).unwrap();
+        writer.delete_topic("v1").unwrap();
+        writer.create_topic("v1", TopicConfig::default()).unwrap();
+        for v in ["new0", "new1", "new2"] {
+            value(&writer, "v1", v);
+        }
+        drop(writer);
+        as_v1();
+        reader.refresh_topics().unwrap();
+        assert_eq!(end(&reader, "v1"), 3);
+        assert_eq!(end(&reader, "kept"), 2);
     }
 
     /// A checksummed table the broker could never have written (a hand edit) is refused at

@@ -860,7 +860,7 @@ impl PartitionLog {
 
     /// Whether a read-only log's directory path now names no directory or another one
     /// (false where that cannot be told).
-    fn dir_replaced(&self) -> bool {
+    pub(crate) fn dir_replaced(&self) -> bool {
         self.held_dir.as_ref().is_some_and(|d| d.replaced(&self.dir))
     }
 
