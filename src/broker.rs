@@ -21,7 +21,8 @@
 //! ```
 //! Each entry of the list: name, partition count, the settings, and (from version 2) the
 //! topic's [`TopicId`]. A version 1 table (no ids) is read with every id unknown; a writable
-//! open gives its topics ids and writes the table as version 2.
+//! open gives its topics ids and writes the table as version 2 — one way: a build from
+//! before topic ids refuses the directory from then on (`UnsupportedVersion`).
 //! Little-endian. The file is replaced atomically (tmp, fdatasync, rename, directory
 //! fsync), so after a crash it holds the topic table before or after the change, never a mix.
 //! Creating a topic writes the table after its partition directories exist (and after any

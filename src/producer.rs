@@ -1606,10 +1606,11 @@ impl Shared {
             )
             .map(|()| std::mem::take(&mut infos));
         // A write that failed after some of the batch was written (it went out as several
-        // batches): those records are in the log, so they are reported stored, and only the
-        // records from the failed write on fail with its error (they are not in the log).
+        // batches) or refused: those records are in the log, so they are reported stored
+        // (or keep their own refusal), and only the records from the failed write on fail
+        // with its error (they are not in the log).
         if let Err(e) = &result
-            && !infos.is_empty()
+            && !(infos.is_empty() && refused.is_empty())
         {
             let done = infos
                 .iter()

@@ -2599,6 +2599,46 @@ fn an_async_batch_failing_after_part_of_it_was_written_reports_each_record_as_st
     assert_eq!(next.offset, stored.len() as u64);
 }
 
+/// As above, when nothing was written before the failed write but a record had been
+/// refused alone (too large for the lowered limit): that record keeps its own error,
+/// `RecordTooLarge`, and only the others fail with the write's.
+#[test]
+fn an_async_batch_whose_first_write_fails_after_a_record_was_refused_keeps_each_error() {
+    use brooklet::io::{EIO, Fault, FaultOp};
+    let dir = temp_dir();
+    let fs = FaultFs::new();
+    let broker = Broker::builder().vfs(Arc::new(fs.clone())).open(dir.path()).unwrap();
+    let config = TopicConfig::with_partitions(1).max_message_bytes(8192);
+    broker.create_topic("t", config.clone()).unwrap();
+    let p = broker.producer(flush_only());
+    let mut values = vec!["x".repeat(2000)];
+    values.extend((0..5).map(|i| format!("small-{i}")));
+    let deliveries: Vec<Delivery> = values
+        .iter()
+        .map(|v| p.send_async(ProducerRecord::new("t").value(v.clone())))
+        .collect();
+    broker.alter_topic_config("t", config.max_message_bytes(1024)).unwrap();
+    fs.inject(Fault {
+        op: FaultOp::Write,
+        nth: 1,
+        errno: EIO,
+        forever: false,
+    });
+    assert!(p.flush().is_err());
+    fs.clear_faults();
+    assert!(records_of(&broker, "t", 0).is_empty());
+    let outcomes: Vec<Result<RecordMetadata, Error>> = deliveries.into_iter().map(Delivery::wait).collect();
+    assert!(
+        matches!(outcomes[0], Err(Error::RecordTooLarge { .. })),
+        "{:?}",
+        outcomes[0]
+    );
+    for (i, outcome) in outcomes.iter().enumerate().skip(1) {
+        assert!(matches!(outcome, Err(Error::Io { .. })), "record {i}: {outcome:?}");
+    }
+    assert_eq!((p.metrics().records_sent, p.metrics().errors), (0, 6));
+}
+
 /// `flush` waits for the callbacks of records sent before it also when their queue was
 /// retired (its topic deleted and created again) while another thread was still running an
 /// earlier callback of that queue: the thread that retired it completed the record but left
