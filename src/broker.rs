@@ -52,7 +52,7 @@ use crate::record::TimestampType;
 use crate::storage::checkpoint;
 use crate::storage::io::{OsFs, Vfs};
 use crate::storage::log::lock_dir;
-use crate::storage::retention::RetentionChecker;
+use crate::storage::retention::{RetentionChecker, Stopping};
 use crate::topic::{CleanupPolicy, TopicConfig, TopicId, validate_topic_name};
 use crate::{PartitionLog, TopicPartition};
 
@@ -705,10 +705,12 @@ impl Broker {
         let offsets_retention = builder.offsets_retention;
         let retention = builder.retention_check_interval.and_then(|interval| {
             let weak = Arc::downgrade(&inner);
-            RetentionChecker::start(interval, move || retention_pass(&weak, offsets_retention))
-                .map_err(|e| tracing::warn!(error = %e, "no retention thread: idle partitions keep expired segments"))
-                .ok()
-                .map(Arc::new)
+            RetentionChecker::start(interval, move |stopping| {
+                retention_pass(&weak, offsets_retention, stopping)
+            })
+            .map_err(|e| tracing::warn!(error = %e, "no retention thread: idle partitions keep expired segments"))
+            .ok()
+            .map(Arc::new)
         });
         Ok(Broker {
             _retention: retention,
@@ -1301,20 +1303,28 @@ fn partition_dirs(dir: &Path) -> Result<Vec<(PathBuf, String, u32)>> {
 }
 
 /// One pass of the retention thread: retention applied to every partition of the broker
-/// `inner` points to. `false` once the broker is gone.
-fn retention_pass(inner: &Weak<BrokerInner>, offsets_retention: Option<Duration>) -> bool {
+/// `inner` points to. `false` once the broker is gone, or closing (`stopping`): the pass
+/// ends at the next partition then, so that a close does not wait for all of them.
+fn retention_pass(inner: &Weak<BrokerInner>, offsets_retention: Option<Duration>, stopping: &Stopping<'_>) -> bool {
     let Some(inner) = inner.upgrade() else {
         return false;
     };
     let logs: Vec<Arc<PartitionLog>> = inner.topics.read().values().flat_map(|t| t.partition_logs()).collect();
     // An offline partition's files stay as they are.
     for log in logs.into_iter().filter(|log| log.damage().is_none()) {
+        // The broker is closing: the rest waits for its next open's first pass.
+        if stopping.requested() {
+            return false;
+        }
         // A topic deleted meanwhile: its files are going anyway.
         if let Err(e) = log.enforce_retention()
             && !log.is_deleted()
         {
             tracing::warn!(dir = %log.dir().display(), error = %e, "retention check failed");
         }
+    }
+    if stopping.requested() {
+        return false;
     }
     if let Some(retention) = offsets_retention {
         expire_offsets(&inner, retention);
