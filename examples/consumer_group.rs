@@ -74,9 +74,11 @@ fn main() -> Res {
     // Each member processes a few jobs and commits.
     settle(&broker, &mut [("a", &mut a), ("b", &mut b), ("c", &mut c)], &mut seen)?;
     println!(
-        "processed {} jobs so far; member c leaves (close commits and leaves the group)",
+        "processed {} jobs so far, each member committing after every poll; member c leaves (close leaves the group)",
         seen.len()
     );
+    // Auto-commit is off, so close commits nothing: c's position is the commit `settle`
+    // made after its last poll, where its partition's new owner resumes.
     c.close()?;
     settle(&broker, &mut [("a", &mut a), ("b", &mut b)], &mut seen)?;
     println!("after the rebalance:");
