@@ -24,7 +24,10 @@ pub enum OffsetSpec {
     Timestamp(i64),
 }
 
-/// A group's state, as Kafka names it.
+/// A group's state. `Empty` and `Stable` are Kafka's states; `Rebalancing` stands for
+/// Kafka's `PreparingRebalance` and `CompletingRebalance` (`Assigning` and `Reconciling`
+/// in the KIP-848 protocol). There is no `Dead`: describing a group with neither members
+/// nor committed offsets is [`Error::UnknownGroup`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupState {
     /// No members; only committed offsets.
