@@ -77,7 +77,7 @@ enum Command {
     Produce(ProduceArgs),
     /// Print records of a topic (the console consumer).
     #[command(
-        after_help = "Examples:\n  brooklet --dir data consume orders --from-beginning\n  brooklet --dir data consume orders --follow --print-key --print-timestamp\n  brooklet --dir data consume orders --partition 0 --offset 42 --max-records 10 --format json | jq .value\n  brooklet --dir data consume orders --group audit --from-beginning\n\nCtrl-C (SIGINT), SIGTERM or SIGHUP stops it at its next poll (within 0.2 s): a group commits what it printed and the directory is closed cleanly; it exits with 130 (SIGINT), 143 (SIGTERM) or 129 (SIGHUP), as a shell reports a command the signal stopped. A second signal ends it at once. Closing its output (| head) stops it the same way, with exit 0."
+        after_help = "Examples:\n  brooklet --dir data consume orders --from-beginning\n  brooklet --dir data consume orders --follow --print-key --print-timestamp\n  brooklet --dir data consume orders --partition 0 --offset 42 --max-records 10 --format json | jq .value\n  brooklet --dir data consume orders --group audit --from-beginning\n\nCtrl-C (SIGINT), SIGTERM or SIGHUP stops it at its next poll (within 0.2 s): a group commits what it printed and the directory is closed cleanly; it exits with 130 (SIGINT), 143 (SIGTERM) or 129 (SIGHUP), as a shell reports a command the signal stopped. A second signal ends it at once. Closing its output (| head) stops it the same way, with exit 0, at its next write (with --follow on an idle topic, at the next record)."
     )]
     Consume(ConsumeArgs),
     /// List, describe (with lag), reset and delete consumer groups.
