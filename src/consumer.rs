@@ -209,7 +209,10 @@ impl ConsumerConfig {
         self
     }
 
-    /// About how many bytes one read of one partition fetches. Default = 1 MiB.
+    /// About how many bytes one read of one partition fetches: Kafka's
+    /// `max.partition.fetch.bytes` (whose default this is), not its per-request
+    /// `fetch.max.bytes`; a poll has no byte limit across partitions (`max_poll_records`
+    /// bounds it). A batch larger than this is still returned whole. Default = 1 MiB.
     #[must_use]
     pub fn fetch_max_bytes(mut self, bytes: usize) -> Self {
         self.fetch_max_bytes = bytes;
