@@ -208,7 +208,11 @@ impl Default for ProducerConfig {
 }
 
 impl ProducerConfig {
-    /// When a send counts as done (Kafka's `acks`). Default = `Written`.
+    /// When a send counts as done (Kafka's `acks`). Default = `Written` (like `acks=1`:
+    /// survives a crash of the process, not of the machine). Kafka's producer defaults to
+    /// `acks=all` since 3.0, which replication makes cheap; without replicas its equivalent
+    /// here is `Synced`, an fsync per send (shared by concurrent senders), so choose it
+    /// where a power loss must not lose acknowledged records.
     #[must_use]
     pub fn durability(mut self, durability: Durability) -> Self {
         self.durability = durability;
