@@ -17,7 +17,10 @@
 //!   or when the producer is closed or its last clone dropped. Every record's outcome
 //!   reaches its `Delivery` (or callback); nothing is dropped silently. As in Kafka, the
 //!   outcomes of one partition's records are reported in the order they were sent (one
-//!   callback at a time), whichever thread wrote their batches.
+//!   callback at a time), whichever thread wrote their batches. Unlike Kafka's `send`, the
+//!   call that fills a batch writes it on its own thread (`Written`: one `write(2)`), and
+//!   with `Synced` also fsyncs it before returning, holding the partition's lock: other
+//!   `send_async` calls to that partition wait for that fsync (no pipelining of fsyncs).
 //! - [`send_batch`](Producer::send_batch) writes many records with one lock acquisition and
 //!   one write per partition.
 //!
