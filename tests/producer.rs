@@ -2550,13 +2550,14 @@ fn async_record_too_large_only_compressed_fails_alone() {
     }
 }
 
-/// An async batch written as several batches (here: the topic's limit lowered after its
-/// records were queued) whose later write fails: the records of the batches already
-/// written are stored, so their deliveries report where (not the failure), and only the
-/// records not written fail. Nothing reported failed is in the log, nothing stored is
-/// reported failed, and the counters agree.
-#[test]
-fn an_async_batch_failing_after_part_of_it_was_written_reports_each_record_as_stored_or_not() {
+/// `values` queued with `send_async` to "t" of a broker on a `FaultFs` (limit 8192), the
+/// limit then lowered to 1024 (the queued batch now goes out as several), the `nth` write
+/// made to fail, and a flush (which fails): each record's outcome, and the directory (to
+/// outlive the broker), the broker and the producer to look further.
+fn flush_a_split_batch_failing_at_write(
+    values: &[String],
+    nth: u64,
+) -> (Vec<Result<RecordMetadata, Error>>, tempfile::TempDir, Broker, Producer) {
     use brooklet::io::{EIO, Fault, FaultOp};
     let dir = temp_dir();
     let fs = FaultFs::new();
@@ -2564,26 +2565,37 @@ fn an_async_batch_failing_after_part_of_it_was_written_reports_each_record_as_st
     let config = TopicConfig::with_partitions(1).max_message_bytes(8192);
     broker.create_topic("t", config.clone()).unwrap();
     let p = broker.producer(flush_only());
-    let values: Vec<String> = (0..24).map(|i| format!("record-{i:02}-{}", "x".repeat(100))).collect();
     let deliveries: Vec<Delivery> = values
         .iter()
         .map(|v| p.send_async(ProducerRecord::new("t").value(v.clone())))
         .collect();
-    // The queued batch (about 3.5 KB) now takes about four batches of the new limit.
     broker.alter_topic_config("t", config.max_message_bytes(1024)).unwrap();
-    // The first of them is written; the second fails (rolled back: the log goes on).
     fs.inject(Fault {
         op: FaultOp::Write,
-        nth: 2,
+        nth,
         errno: EIO,
         forever: false,
     });
     assert!(p.flush().is_err());
     fs.clear_faults();
+    let outcomes = deliveries.into_iter().map(Delivery::wait).collect();
+    (outcomes, dir, broker, p)
+}
+
+/// An async batch written as several batches (here: the topic's limit lowered after its
+/// records were queued) whose later write fails: the records of the batches already
+/// written are stored, so their deliveries report where (not the failure), and only the
+/// records not written fail. Nothing reported failed is in the log, nothing stored is
+/// reported failed, and the counters agree.
+#[test]
+fn an_async_batch_failing_after_part_of_it_was_written_reports_each_record_as_stored_or_not() {
+    let values: Vec<String> = (0..24).map(|i| format!("record-{i:02}-{}", "x".repeat(100))).collect();
+    // The queued batch (about 3.5 KB) takes about four batches of the new limit: the first
+    // of them is written; the second fails (rolled back: the log goes on).
+    let (outcomes, _dir, broker, p) = flush_a_split_batch_failing_at_write(&values, 2);
     let stored: Vec<String> = records_of(&broker, "t", 0).iter().map(|r| text(&r.value)).collect();
     assert!(!stored.is_empty() && stored.len() < values.len(), "{}", stored.len());
     assert_eq!(stored, values[..stored.len()]);
-    let outcomes: Vec<Result<RecordMetadata, Error>> = deliveries.into_iter().map(Delivery::wait).collect();
     for (i, outcome) in outcomes.iter().enumerate() {
         match outcome {
             Ok(meta) if i < stored.len() => assert_eq!(meta.offset, i as u64),
@@ -2604,30 +2616,10 @@ fn an_async_batch_failing_after_part_of_it_was_written_reports_each_record_as_st
 /// `RecordTooLarge`, and only the others fail with the write's.
 #[test]
 fn an_async_batch_whose_first_write_fails_after_a_record_was_refused_keeps_each_error() {
-    use brooklet::io::{EIO, Fault, FaultOp};
-    let dir = temp_dir();
-    let fs = FaultFs::new();
-    let broker = Broker::builder().vfs(Arc::new(fs.clone())).open(dir.path()).unwrap();
-    let config = TopicConfig::with_partitions(1).max_message_bytes(8192);
-    broker.create_topic("t", config.clone()).unwrap();
-    let p = broker.producer(flush_only());
     let mut values = vec!["x".repeat(2000)];
     values.extend((0..5).map(|i| format!("small-{i}")));
-    let deliveries: Vec<Delivery> = values
-        .iter()
-        .map(|v| p.send_async(ProducerRecord::new("t").value(v.clone())))
-        .collect();
-    broker.alter_topic_config("t", config.max_message_bytes(1024)).unwrap();
-    fs.inject(Fault {
-        op: FaultOp::Write,
-        nth: 1,
-        errno: EIO,
-        forever: false,
-    });
-    assert!(p.flush().is_err());
-    fs.clear_faults();
+    let (outcomes, _dir, broker, p) = flush_a_split_batch_failing_at_write(&values, 1);
     assert!(records_of(&broker, "t", 0).is_empty());
-    let outcomes: Vec<Result<RecordMetadata, Error>> = deliveries.into_iter().map(Delivery::wait).collect();
     assert!(
         matches!(outcomes[0], Err(Error::RecordTooLarge { .. })),
         "{:?}",
