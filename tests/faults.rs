@@ -9,8 +9,12 @@ use std::fs;
 use std::path::Path;
 use std::sync::Arc;
 
-use brooklet::io::{EIO, ENOSPC, Fault, FaultFs, FaultOp, OpenMode, PowerLoss, Vfs, VfsFile};
+#[path = "common/gate.rs"]
+mod gate;
+
+use brooklet::io::{EIO, ENOSPC, Fault, FaultFs, FaultOp, PowerLoss};
 use brooklet::{AppendInfo, Durability, Error, LogConfig, LogRecord, PartitionLog, Record};
+use gate::{Gate, GateFs};
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -1511,73 +1515,6 @@ fn open_without_segments_refuses_a_recovery_point_above_the_log_start() {
 // 10. A `Synced` append racing `truncate_to`
 // ---------------------------------------------------------------------------------------
 
-/// One pause point for [`GateFs`]: the next `.log` fsync blocks until released.
-#[derive(Default)]
-struct Gate {
-    state: std::sync::Mutex<(bool, bool, bool)>, // (armed, entered, released)
-    changed: std::sync::Condvar,
-}
-
-impl Gate {
-    fn wait_until(&self, what: impl Fn(&(bool, bool, bool)) -> bool) {
-        let mut s = self.state.lock().unwrap();
-        while !what(&s) {
-            s = self.changed.wait(s).unwrap();
-        }
-    }
-    fn set(&self, f: impl FnOnce(&mut (bool, bool, bool))) {
-        f(&mut self.state.lock().unwrap());
-        self.changed.notify_all();
-    }
-}
-
-/// `FaultFs` whose next segment fsync, once armed, waits for the test to release it: a
-/// slow disk under the test's control.
-#[derive(Debug, Clone)]
-struct GateFs {
-    inner: FaultFs,
-    gate: Arc<Gate>,
-}
-
-impl std::fmt::Debug for Gate {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Gate")
-    }
-}
-
-#[derive(Debug)]
-struct GateFile {
-    inner: Box<dyn VfsFile>,
-    is_log: bool,
-    gate: Arc<Gate>,
-}
-
-impl VfsFile for GateFile {
-    fn read_at(&self, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {
-        self.inner.read_at(buf, pos)
-    }
-    fn write_all_at(&self, buf: &[u8], pos: u64) -> std::io::Result<()> {
-        self.inner.write_all_at(buf, pos)
-    }
-    fn set_len(&self, len: u64) -> std::io::Result<()> {
-        self.inner.set_len(len)
-    }
-    fn file_size(&self) -> std::io::Result<u64> {
-        self.inner.file_size()
-    }
-    fn sync_data(&self) -> std::io::Result<()> {
-        let armed = self.is_log && {
-            let mut s = self.gate.state.lock().unwrap();
-            std::mem::replace(&mut s.0, false)
-        };
-        if armed {
-            self.gate.set(|s| s.1 = true);
-            self.gate.wait_until(|s| s.2);
-        }
-        self.inner.sync_data()
-    }
-}
-
 /// A log in `dir` through a [`GateFs`] over `disk`, holding batches 0..5, and a writer C
 /// whose `Synced` append of "C" the gate holds in its fsync (the round leader's): the gate,
 /// the log and C's thread.
@@ -1605,31 +1542,6 @@ fn log_with_c_held_in_its_fsync(
     };
     gate.wait_until(|s| s.1);
     (gate, log, c)
-}
-
-impl Vfs for GateFs {
-    fn open(&self, path: &Path, mode: OpenMode) -> std::io::Result<Box<dyn VfsFile>> {
-        Ok(Box::new(GateFile {
-            inner: self.inner.open(path, mode)?,
-            is_log: path.extension().is_some_and(|e| e == "log"),
-            gate: Arc::clone(&self.gate),
-        }))
-    }
-    fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
-        self.inner.create_dir_all(path)
-    }
-    fn read_dir(&self, path: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
-        self.inner.read_dir(path)
-    }
-    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
-        self.inner.remove_file(path)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
-        self.inner.rename(from, to)
-    }
-    fn sync_dir(&self, path: &Path) -> std::io::Result<()> {
-        self.inner.sync_dir(path)
-    }
 }
 
 /// A `Synced` append whose records a `truncate_to` removes while the append waits for its
