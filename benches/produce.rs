@@ -19,6 +19,12 @@
 //!   what sharing fsyncs can gain on this machine.
 //! - `synced/send_1_thread`, `synced/send_8_threads`: blocking `send`, `Synced`, to one
 //!   partition; the 8-thread case shares fsyncs (group commit).
+//! - `synced/raw_16k_writes_fdatasync_each`: the records, length-prefixed, `pwrite`n 16 KiB
+//!   at a time with an `fdatasync` after each write: a durable batch writer that waits for
+//!   each batch's fsync before writing the next (no pipelining).
+//! - `synced/send_async_wait_each`: one thread `send_async`s `ASYNC_SYNCED` records,
+//!   `Synced`, default batch size (16 KiB), flushes and waits on every handle: the linger
+//!   thread fsyncs while the sender writes the next batches.
 //! - `compression/*`: `send_batch` of a compressible JSON payload per codec; the on-disk
 //!   bytes per record are printed to stderr.
 //!
@@ -36,6 +42,8 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 
 const RECORDS: usize = 200_000;
 const SYNCED_PER_THREAD: usize = 200;
+/// Records per iteration of the `Synced` async benchmark and its raw baseline.
+const ASYNC_SYNCED: usize = 50_000;
 
 fn key(i: usize) -> Bytes {
     Bytes::from(format!("key-{i:012}"))
@@ -240,6 +248,46 @@ fn synced(c: &mut Criterion) {
             });
         });
     }
+    group.throughput(Throughput::Elements(ASYNC_SYNCED as u64));
+    group.bench_function("raw_16k_writes_fdatasync_each", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let dir = tempfile::tempdir().unwrap();
+                let file = std::fs::File::create(dir.path().join("raw")).unwrap();
+                let mut chunk = Vec::with_capacity(16 * 1024 + 256);
+                let mut pos = 0u64;
+                let start = Instant::now();
+                for i in 0..ASYNC_SYNCED {
+                    chunk.extend_from_slice(&(record.len() as u32).to_le_bytes());
+                    chunk.extend_from_slice(&record);
+                    if chunk.len() >= 16 * 1024 || i + 1 == ASYNC_SYNCED {
+                        file.write_all_at(&chunk, pos).unwrap();
+                        pos += chunk.len() as u64;
+                        chunk.clear();
+                        file.sync_data().unwrap();
+                    }
+                }
+                total += start.elapsed();
+            }
+            total
+        });
+    });
+    group.bench_function("send_async_wait_each", |b| {
+        b.iter_batched(
+            || (broker_with_topic(), records_with((0..ASYNC_SYNCED).map(key), &value())),
+            |((broker, dir), recs)| {
+                let producer = broker.producer(ProducerConfig::default().durability(Durability::Synced));
+                let deliveries: Vec<_> = recs.into_iter().map(|r| producer.send_async(r)).collect();
+                producer.flush().unwrap();
+                for d in deliveries {
+                    black_box(d.wait().unwrap());
+                }
+                (producer, broker, dir)
+            },
+            BatchSize::PerIteration,
+        );
+    });
     group.finish();
 }
 

@@ -18,9 +18,11 @@
 //!   reaches its `Delivery` (or callback); nothing is dropped silently. As in Kafka, the
 //!   outcomes of one partition's records are reported in the order they were sent (one
 //!   callback at a time), whichever thread wrote their batches. Unlike Kafka's `send`, the
-//!   call that fills a batch writes it on its own thread (`Written`: one `write(2)`), and
-//!   with `Synced` also fsyncs it before returning, holding the partition's lock: other
-//!   `send_async` calls to that partition wait for that fsync (no pipelining of fsyncs).
+//!   call that fills a batch writes it on its own thread (one `write(2)`, no fsync). With
+//!   `Synced`, the producer's background thread then fsyncs it and reports its records
+//!   (as Kafka's sender thread waits for `acks`): `send_async` never waits for an fsync,
+//!   the next batches are written while one runs, and one fsync covers every batch
+//!   written before it.
 //! - [`send_batch`](Producer::send_batch) writes many records with one lock acquisition and
 //!   one write per partition.
 //!
@@ -445,9 +447,38 @@ struct Written {
     result: Result<Arc<Stored>>,
     outcome: Option<Arc<BatchOutcome>>,
     callbacks: Vec<(usize, Callback)>,
+    /// A `Synced` batch's fsync, still to run: its records are reported once it is done.
+    sync: Option<SyncPoint>,
+}
+
+/// Where a written `Synced` batch ends, for the fsync that makes it durable. The fsync runs
+/// outside the partition's lock, when the batch is reported ([`PartitionQueue::report`]),
+/// so the writes of later batches are not held up by it and one fsync covers every batch
+/// written before it started (group commit).
+#[derive(Debug, Clone, Copy)]
+struct SyncPoint {
+    /// The offset after the batch's last record.
+    end: u64,
+    /// The truncation epoch its records were appended in (see [`Shared::sync`]).
+    epoch: u64,
+    /// How many of its records were written (they fail if the fsync does).
+    records: u64,
 }
 
 impl Written {
+    /// Runs the batch's pending fsync, if any: a failure becomes the outcome of every record
+    /// of the batch, as if its write had failed.
+    fn synced(mut self, log: &PartitionLog, counters: &Counters) -> Written {
+        if let Some(point) = self.sync.take()
+            && self.result.is_ok()
+            && let Err(e) = sync_log(counters, log, point.end, point.epoch)
+        {
+            counters.errors.fetch_add(point.records, Ordering::Relaxed);
+            self.result = Err(e);
+        }
+        self
+    }
+
     /// Publishes the outcome to the deliveries, then calls the callbacks. A callback that
     /// panics is reported (tracing, error) and the others still run, as Kafka's producer
     /// catches a callback's exception.
@@ -456,6 +487,8 @@ impl Written {
             result,
             outcome,
             callbacks,
+            // Run by `synced`, which `report` calls first.
+            sync: _,
         } = self;
         if let Some(outcome) = outcome {
             outcome.publish(match &result {
@@ -554,10 +587,13 @@ struct Shared {
     closed: AtomicBool,
     /// Wakes the linger thread when a batch starts or the producer closes.
     wake: Condvar,
-    /// How many batches have been started: the linger thread sleeps only if none was
-    /// started since it began scanning the queues (else it scans again), so a batch started
-    /// while it scans is not left for its next idle round.
+    /// How many times the linger thread was woken (a batch started, a `Synced` batch
+    /// written): it sleeps only if this did not change since it began scanning the queues
+    /// (else it scans again), so a batch started while it scans is not left for its next
+    /// idle round.
     wake_lock: Mutex<u64>,
+    /// The linger thread was started: `Synced` async batches are synced and reported there.
+    linger_alive: AtomicBool,
 }
 
 /// Closes the producer when the last clone drops.
@@ -620,12 +656,16 @@ impl Broker {
             closed: AtomicBool::new(false),
             wake: Condvar::new(),
             wake_lock: Mutex::new(0),
+            linger_alive: AtomicBool::new(true),
         });
         let thread_shared = Arc::clone(&shared);
         let linger_thread = std::thread::Builder::new()
             .name("brooklet-linger".into())
             .spawn(move || linger_loop(&thread_shared))
-            .map_err(|e| tracing::warn!(error = %e, "no linger thread: async batches wait for batch_size or flush"))
+            .map_err(|e| {
+                shared.linger_alive.store(false, Ordering::Release);
+                tracing::warn!(error = %e, "no linger thread: async batches wait for batch_size or flush");
+            })
             .ok();
         Producer {
             handle: Arc::new(Handle {
@@ -664,7 +704,7 @@ impl Producer {
                 );
                 drop(pending);
                 if wrote {
-                    queue.report();
+                    queue.report(&shared.counters);
                 }
                 info?
             };
@@ -703,8 +743,10 @@ impl Producer {
     }
 
     /// Queues a record; `callback` runs with its outcome, on the thread that writes the
-    /// batch or on one still reporting an earlier batch of the same partition: callbacks of
-    /// one partition run one at a time, in the order their records were sent (as Kafka's).
+    /// batch or on one still reporting an earlier batch of the same partition (with
+    /// [`Durability::Synced`], usually the producer's background thread, which fsyncs the
+    /// batch first): callbacks of one partition run one at a time, in the order their
+    /// records were sent (as Kafka's).
     /// Keep it short. The batch's [`Delivery`] handles are completed before its callbacks
     /// run. A callback that panics is caught and reported through `tracing` (error level);
     /// the batch's other records are still completed.
@@ -815,7 +857,7 @@ impl Producer {
                 };
                 drop(pending);
                 if wrote {
-                    group.queue.report();
+                    group.queue.report(&shared.counters);
                 }
                 infos?
             };
@@ -1263,7 +1305,7 @@ impl Shared {
         }
         for old in &stale {
             let _ = self.write_pending(old, &mut old.pending.lock());
-            old.report();
+            old.report(&self.counters);
         }
         // A queue whose batches another thread is still reporting (it runs their callbacks,
         // one at a time) stays until that thread is done, so that a flush still waits for
@@ -1468,13 +1510,22 @@ impl Shared {
     /// lowest truncation epoch the records were appended in: if a truncation since then cut
     /// them, this fails with [`Error::Truncated`].
     fn sync(&self, log: &PartitionLog, end: u64, epoch: u64) -> Result<()> {
-        let started = Instant::now();
-        if log.sync_through(end, Some(epoch))? {
-            self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
-            let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-            self.counters.fsync_nanos.fetch_add(nanos, Ordering::Relaxed);
-        }
-        Ok(())
+        sync_log(&self.counters, log, end, epoch)
+    }
+
+    /// Whether `Synced` async batches leave their fsync to the linger thread (see
+    /// [`write_pending`](Self::write_pending)), so that the `send_async` call that fills a
+    /// batch only writes it. Without a linger thread, that call fsyncs.
+    fn defers_sync(&self) -> bool {
+        self.config.durability == Durability::Synced && self.linger_alive.load(Ordering::Acquire)
+    }
+
+    /// Wakes the linger thread to look at the queues again: a batch started, a written one
+    /// waits to be synced and reported, or the producer closed.
+    fn wake_linger(&self) {
+        let mut started = self.wake_lock.lock();
+        *started = started.wrapping_add(1);
+        self.wake.notify_one();
     }
 
     /// Queues `record` for its partition; returns its [`Delivery`] for `Notify::Handle`.
@@ -1551,14 +1602,19 @@ impl Shared {
             filled = true;
         } else if first {
             pending.since = Some(Instant::now());
-            let mut started = self.wake_lock.lock();
-            *started = started.wrapping_add(1);
-            self.wake.notify_one();
+            self.wake_linger();
         }
         drop(pending);
         if wrote {
             // Each record's outcome goes to its delivery or callback; nothing else to report.
-            queue.report();
+            // A `Synced` batch is reported once synced, by the linger thread: this call
+            // returns without waiting for the fsync, and the next batches are written while
+            // it runs (as Kafka's sender thread, not `send`, waits for acks).
+            if self.defers_sync() {
+                self.wake_linger();
+            } else {
+                queue.report(&self.counters);
+            }
         }
         // Outside the partition's lock, as `partition`: the partitioner may send again. Its
         // panic reaches the caller, but only once the batch written above has been reported
@@ -1582,9 +1638,11 @@ impl Shared {
     /// Writes a partition's pending records as one batch (split if too large) and queues
     /// its outcome in the partition's [`Reports`]; the caller runs
     /// [`report`](PartitionQueue::report) once it has released the partition lock (so a
-    /// callback may send again). A `Synced` producer fsyncs before reporting them. Returns
-    /// `None` if nothing was pending, else whether the batch was stored.
-    fn write_pending(&self, queue: &PartitionQueue, pending: &mut Pending) -> Option<Result<()>> {
+    /// callback may send again), or leaves that to the linger thread. A `Synced` batch is
+    /// fsynced by whoever reports it, outside the lock, before its records are reported.
+    /// Returns `None` if nothing was pending, else whether the batch was written, and for
+    /// `Synced` where it ends (a caller that must know it is durable syncs through it).
+    fn write_pending(&self, queue: &PartitionQueue, pending: &mut Pending) -> Option<Result<Option<SyncPoint>>> {
         if pending.records.is_empty() {
             return None;
         }
@@ -1628,13 +1686,14 @@ impl Shared {
             refused.extend((done..records.len()).map(|i| (i, e.duplicate())));
             result = Ok(std::mem::take(&mut infos));
         }
-        if let Ok(infos) = &result
-            && durability == Durability::Synced
-            && let Some((_, last)) = infos.last()
-            && let Err(e) = self.sync(&queue.log, last.last_offset + 1, epoch)
-        {
-            result = Err(e);
-        }
+        let sync = match &result {
+            Ok(infos) if durability == Durability::Synced => infos.last().map(|(_, last)| SyncPoint {
+                end: last.last_offset + 1,
+                epoch,
+                records: records.len().saturating_sub(refused.len()) as u64,
+            }),
+            _ => None,
+        };
         // Where each record went, unless nobody is left to ask: no callbacks, and every
         // delivery handle of the batch dropped (no new one can appear: the batch left
         // `pending` under its lock).
@@ -1659,13 +1718,14 @@ impl Shared {
             })
         });
         let stored = match &result {
-            Ok(stored) => stored.refused.first().map_or(Ok(()), |(_, e)| Err(e.duplicate())),
+            Ok(stored) => stored.refused.first().map_or(Ok(sync), |(_, e)| Err(e.duplicate())),
             Err(e) => Err(e.duplicate()),
         };
         queue.queue_report(Written {
             result,
             outcome,
             callbacks,
+            sync,
         });
         Some(stored)
     }
@@ -1691,11 +1751,24 @@ impl Shared {
         for queue in &queues {
             let written = self.write_pending(queue, &mut queue.pending.lock());
             let wrote = written.is_some();
-            if let Some(Err(e)) = written {
+            let sync = match written {
+                Some(Ok(sync)) => sync,
+                Some(Err(e)) => {
+                    first_error.get_or_insert(e);
+                    None
+                }
+                None => None,
+            };
+            // Also reports what a thread that failed before reporting left queued, and
+            // what the linger thread has not reported yet.
+            queue.report(&self.counters);
+            // The batch is synced once reported (waited for below), but perhaps by another
+            // thread: syncing through it here too (a no-op once done) gives its error.
+            if let Some(point) = sync
+                && let Err(e) = self.sync(&queue.log, point.end, point.epoch)
+            {
                 first_error.get_or_insert(e);
             }
-            // Also reports what a thread that failed before reporting left queued.
-            queue.report();
             // The flush completed a batch: a sticky partitioner moves on, as it does when
             // `batch_size` or the linger closes one (else keyless records sent and flushed
             // a few at a time would all go to one partition). Flush also runs in close and
@@ -1739,16 +1812,17 @@ impl PartitionQueue {
     }
 
     /// Reports the queued batches in order, unless another thread (or this one, further up
-    /// the stack: a callback that sent) is reporting them already.
-    fn report(&self) {
+    /// the stack: a callback that sent) is reporting them already. A `Synced` batch is
+    /// fsynced first (the first fsync covers the batches queued behind it too).
+    fn report(&self, counters: &Counters) {
         let mut reports = self.reports.lock();
-        if reports.running {
+        if reports.running || reports.waiting.is_empty() {
             return;
         }
         reports.running = true;
         let _reporting = ReportingGuard::enter();
         while let Some(written) = reports.waiting.pop_front() {
-            parking_lot::MutexGuard::unlocked(&mut reports, || written.run());
+            parking_lot::MutexGuard::unlocked(&mut reports, || written.synced(&self.log, counters).run());
             reports.reported += 1;
             self.reported.notify_all();
         }
@@ -1860,6 +1934,18 @@ fn size_chunks<R: AsRef<Record>>(records: &[R], max: usize) -> Vec<&[R]> {
     chunks
 }
 
+/// fsyncs `log` through `end` (see [`Shared::sync`]), counting the round in `counters` if
+/// this call ran it.
+fn sync_log(counters: &Counters, log: &PartitionLog, end: u64, epoch: u64) -> Result<()> {
+    let started = Instant::now();
+    if log.sync_through(end, Some(epoch))? {
+        counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        counters.fsync_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
 fn close(shared: &Arc<Shared>, thread: &Mutex<Option<JoinHandle<()>>>) -> Result<()> {
     let result = shared.flush_all();
     {
@@ -1900,7 +1986,7 @@ fn linger_loop(shared: &Shared) {
                 if due <= Instant::now() {
                     let _ = shared.write_pending(&queue, &mut pending);
                     drop(pending);
-                    queue.report();
+                    queue.report(&shared.counters);
                     // Outside the partition's lock (the partitioner may send again). A user
                     // partitioner that panics must not end the linger thread (every later
                     // async batch would wait for a flush): reported, and carried on.
@@ -1912,6 +1998,9 @@ fn linger_loop(shared: &Shared) {
                     next_due = Some(next_due.map_or(due, |d: Instant| d.min(due)));
                 }
             }
+            drop(pending);
+            // `Synced` batches written by `send_async` calls, left here to sync and report.
+            queue.report(&shared.counters);
         }
         shared.forget_deleted_topics();
         let mut guard = shared.wake_lock.lock();

@@ -4,6 +4,8 @@
 //! and what `Synced` sends guarantee across a simulated power loss.
 
 mod common;
+#[path = "common/gate.rs"]
+mod gate;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -19,6 +21,7 @@ use brooklet::{
 };
 use bytes::Bytes;
 use common::{read_all, temp_dir};
+use gate::{Gate, GateFs};
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -1948,6 +1951,127 @@ fn synced_records_survive_power_loss_with_torn_writes() {
     for seed in [1, 7, 42, 1234] {
         power_loss_run(PowerLoss::Torn { seed });
     }
+}
+
+/// A broker on a [`GateFs`] with the one-partition topic "t", and a `Synced` producer whose
+/// async batches are written at about 1 KiB (eight of [`gated_value`]) and never by the
+/// linger timer: the gate, the file system under it, the directory, broker and producer.
+fn gated_synced_producer() -> (Arc<Gate>, FaultFs, tempfile::TempDir, Broker, Producer) {
+    let dir = temp_dir();
+    let gate = Arc::new(Gate::default());
+    let disk = FaultFs::new();
+    let fs = GateFs {
+        inner: disk.clone(),
+        gate: Arc::clone(&gate),
+    };
+    let broker = Broker::builder().vfs(Arc::new(fs)).open(dir.path()).unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    let p = broker.producer(
+        ProducerConfig::default()
+            .durability(Durability::Synced)
+            .batch_size(1024)
+            .linger(Duration::from_secs(3600)),
+    );
+    (gate, disk, dir, broker, p)
+}
+
+/// Record `i`'s value for [`gated_synced_producer`]: eight fill a batch.
+fn gated_value(i: usize) -> String {
+    format!("{i:03}-{}", "v".repeat(90))
+}
+
+/// Records `0..n` ([`gated_value`]) sent with `send_async` on another thread, which must
+/// return while an fsync is held at the armed `gate`: their deliveries. Fails (after
+/// releasing the gate) if the sends wait for that fsync.
+fn send_async_while_an_fsync_is_held(gate: &Gate, p: &Producer, n: usize) -> Vec<Delivery> {
+    gate.arm();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sender = {
+        let p = p.clone();
+        thread::spawn(move || {
+            let deliveries: Vec<Delivery> = (0..n)
+                .map(|i| p.send_async(ProducerRecord::new("t").value(gated_value(i))))
+                .collect();
+            tx.send(deliveries).unwrap();
+        })
+    };
+    gate.wait_entered();
+    let Ok(deliveries) = rx.recv_timeout(Duration::from_secs(60)) else {
+        gate.release();
+        sender.join().unwrap();
+        panic!("send_async waited for an fsync held at the disk");
+    };
+    sender.join().unwrap();
+    deliveries
+}
+
+/// A `send_async` that fills a `Synced` batch writes it and returns: the fsync runs on the
+/// producer's linger thread, so the caller goes on filling and writing the next batches
+/// while it runs, and no record is reported before an fsync that covers it has finished.
+/// The call that filled a batch used to fsync it itself, holding the partition's lock, so
+/// with the disk held here it never returned.
+#[test]
+fn synced_send_async_returns_while_its_batch_is_fsynced_and_reports_only_after() {
+    let (gate, disk, dir, broker, p) = gated_synced_producer();
+    let log = broker.partition_log(&TopicPartition::new("t", 0)).unwrap();
+    let deliveries = send_async_while_an_fsync_is_held(&gate, &p, 100);
+    // With the first batch's fsync held: twelve batches of eight were written, four records
+    // wait for a thirteenth, and nothing is reported.
+    assert_eq!(log.log_end_offset(), 96);
+    assert_eq!(log.synced_end_offset(), 0);
+    let early: Vec<usize> = (0..100).filter(|&i| deliveries[i].try_result().is_some()).collect();
+    assert!(early.is_empty(), "reported before synced: {early:?}");
+
+    gate.release();
+    p.flush().unwrap();
+    assert_eq!(log.synced_end_offset(), 100);
+    let offsets: Vec<u64> = deliveries.into_iter().map(|d| d.wait().unwrap().offset).collect();
+    assert_eq!(offsets, (0..100).collect::<Vec<u64>>());
+    let m = p.metrics();
+    assert_eq!((m.records_sent, m.batches, m.errors), (100, 13, 0));
+    // The fsyncs were shared: the batches written while one ran wait for one more.
+    assert!(m.fsyncs >= 2 && m.fsyncs < 13, "{} fsyncs for 13 batches", m.fsyncs);
+
+    // Reported stored means durable: all of it outlives a power loss.
+    disk.power_loss(PowerLoss::DropUnsynced);
+    drop(p);
+    drop(log);
+    drop(broker);
+    let broker = Broker::open(dir.path()).unwrap();
+    let values: Vec<String> = records_of(&broker, "t", 0).iter().map(|r| text(&r.value)).collect();
+    assert_eq!(values, (0..100).map(gated_value).collect::<Vec<_>>());
+}
+
+/// A `Synced` async batch whose fsync fails (on the linger thread, after the `send_async`
+/// that wrote it returned) fails every record of it: their deliveries get the error, the
+/// counters count them, and `flush` reports it; the log refuses writes until reopened.
+#[test]
+fn synced_send_async_reports_a_failed_fsync_to_every_record_of_the_batch() {
+    use brooklet::io::{EIO, Fault, FaultOp};
+    let (gate, disk, _dir, _broker, p) = gated_synced_producer();
+    // One batch, written; its fsync is at the gate and will fail.
+    let deliveries = send_async_while_an_fsync_is_held(&gate, &p, 8);
+    disk.inject(Fault {
+        op: FaultOp::Sync,
+        nth: 1,
+        errno: EIO,
+        forever: false,
+    });
+    gate.release();
+    for (i, d) in deliveries.into_iter().enumerate() {
+        match d.wait() {
+            Err(Error::Io { .. }) => {}
+            other => panic!("record {i}: {other:?}"),
+        }
+    }
+    let m = p.metrics();
+    assert_eq!((m.records_sent, m.batches, m.errors), (8, 1, 8));
+    let d = p.send_async(ProducerRecord::new("t").value("after"));
+    match p.flush() {
+        Err(Error::Poisoned { .. }) => {}
+        other => panic!("flush after a failed fsync: {other:?}"),
+    }
+    assert!(matches!(d.wait(), Err(Error::Poisoned { .. })));
 }
 
 // ---------------------------------------------------------------------------------------
