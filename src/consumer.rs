@@ -1160,9 +1160,15 @@ impl Consumer {
                         self.with_listener(|l, c| l.on_partitions_lost(c, &lost));
                     }
                     self.remove_parts(&lost);
-                    let Some(topics) = self.subscription.as_ref().map(|s| s.topics.clone()) else {
+                    let Some(sub) = self.subscription.as_ref() else {
                         return Ok(None);
                     };
+                    // The listener subscribed again: that joined already (a second join
+                    // would leave a member nobody polls, holding partitions until evicted).
+                    if sub.member.member_id != member_id {
+                        continue;
+                    }
+                    let topics = sub.topics.clone();
                     let group_id = group.name.clone();
                     tracing::warn!(group = %group_id, member = %member_id, "member was evicted; rejoining");
                     let member = broker.coordinator().join(self.join_request(&group_id, topics), &counts);

@@ -1,0 +1,65 @@
+//! Consumer-group regressions found in review: each test failed before its fix.
+
+use std::time::{Duration, Instant};
+
+use brooklet::{Broker, Consumer, ConsumerConfig, OffsetReset, RebalanceListener, TopicConfig, TopicPartition};
+
+const LONG: Duration = Duration::from_secs(30);
+
+/// A group member that starts at the beginning and commits only when told.
+fn manual(group: &str) -> ConsumerConfig {
+    ConsumerConfig::group(group)
+        .auto_offset_reset(OffsetReset::Earliest)
+        .enable_auto_commit(false)
+}
+
+/// Subscribes again when its partitions are lost (a fresh start after an eviction).
+struct ResubscribeOnLost;
+
+impl RebalanceListener for ResubscribeOnLost {
+    fn on_partitions_lost(&mut self, consumer: &mut Consumer, _partitions: &[TopicPartition]) {
+        consumer.subscribe(&["t"]).unwrap();
+    }
+}
+
+/// An evicted member whose `on_partitions_lost` subscribes again has joined as a new member
+/// there; its poll must not join a second time, which left the first new membership in the
+/// group with nobody polling it: its share of the partitions went unread until it too was
+/// evicted, `max_poll_interval` later.
+#[test]
+fn a_listener_that_subscribes_again_when_evicted_joins_the_group_once() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(2)).unwrap();
+    let mut zombie = broker
+        .consumer(manual("g").max_poll_interval(Duration::from_millis(100)))
+        .unwrap();
+    zombie.subscribe_with_listener(&["t"], ResubscribeOnLost).unwrap();
+    zombie.poll(Duration::from_millis(1)).unwrap();
+    assert_eq!(zombie.assignment().len(), 2);
+    let old = zombie.member_id().map(str::to_owned);
+    // Stop polling for longer than max_poll_interval: the next poll finds it evicted.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(300) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    zombie.poll(Duration::from_millis(1)).unwrap();
+    assert_ne!(zombie.member_id().map(str::to_owned), old, "not evicted");
+    let members: Vec<String> = broker
+        .describe_group("g")
+        .unwrap()
+        .members
+        .into_iter()
+        .map(|m| m.member_id)
+        .collect();
+    assert_eq!(
+        members,
+        [zombie.member_id().unwrap().to_owned()],
+        "one membership per consumer"
+    );
+    // And it reads both partitions again.
+    let start = Instant::now();
+    while zombie.assignment().len() < 2 {
+        assert!(start.elapsed() < LONG, "{:?}", broker.describe_group("g"));
+        zombie.poll(Duration::from_millis(10)).unwrap();
+    }
+}
