@@ -1771,7 +1771,7 @@ impl Consumer {
     /// Runs pending `commit_async` callbacks and leaves the group as
     /// [`unsubscribe`](Self::unsubscribe) does: commits first if auto-commit is on, then runs
     /// the listener's `on_partitions_revoked` for the partitions it owns (as Kafka's
-    /// `close`). Dropping the consumer does the same, except while the thread unwinds from
+    /// `close`), and then the callbacks of `commit_async` calls that listener made. Dropping the consumer does the same, except while the thread unwinds from
     /// a panic (then neither the commit nor the listener runs).
     ///
     /// # Errors
@@ -1786,6 +1786,8 @@ impl Consumer {
         }
         self.run_async_callbacks();
         let result = self.release_all();
+        // The revoke listener may have called `commit_async`: no later call will report it.
+        self.run_async_callbacks();
         self.closed = true;
         result
     }

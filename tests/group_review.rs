@@ -63,3 +63,56 @@ fn a_listener_that_subscribes_again_when_evicted_joins_the_group_once() {
         zombie.poll(Duration::from_millis(10)).unwrap();
     }
 }
+
+/// Commits asynchronously when partitions are taken away, and reports the outcome.
+struct CommitAsyncOnRevoke(std::sync::mpsc::Sender<brooklet::Result<()>>);
+
+impl RebalanceListener for CommitAsyncOnRevoke {
+    fn on_partitions_revoked(&mut self, consumer: &mut Consumer, _partitions: &[TopicPartition]) {
+        let tx = self.0.clone();
+        consumer.commit_async(move |result| {
+            let _ = tx.send(result);
+        });
+    }
+}
+
+/// `close` runs `on_partitions_revoked`, where a listener may `commit_async`: that commit's
+/// callback must run before `close` returns (`commit_async` promises the outcome at the
+/// next poll, commit or close, and none follows a close). It was dropped uncalled — and
+/// with `Synced` offsets the commit, written but never waited for, stayed out of the
+/// offset table, so the group's next member re-read what had been committed.
+#[test]
+fn a_commit_async_made_while_closing_reports_and_is_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::builder()
+        .offsets_durability(brooklet::Durability::Synced)
+        .open(dir.path())
+        .unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    let producer = broker.producer(brooklet::ProducerConfig::default());
+    for i in 0..5 {
+        producer
+            .send(brooklet::ProducerRecord::new("t").value(format!("{i}")))
+            .unwrap();
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut consumer = broker.consumer(manual("g")).unwrap();
+    consumer
+        .subscribe_with_listener(&["t"], CommitAsyncOnRevoke(tx))
+        .unwrap();
+    let start = Instant::now();
+    let mut read = 0;
+    while read < 5 {
+        assert!(start.elapsed() < LONG, "only {read} of 5 records arrived");
+        read += consumer.poll(Duration::from_millis(10)).unwrap().len();
+    }
+    consumer.close().unwrap();
+    let outcome = rx.recv_timeout(LONG).expect("the commit_async callback never ran");
+    assert!(outcome.is_ok(), "{outcome:?}");
+    assert_eq!(
+        broker
+            .committed_offset("g", &TopicPartition::new("t", 0))
+            .map(|o| o.offset),
+        Some(5)
+    );
+}
