@@ -32,7 +32,10 @@
 //!   while the group has no subscribed members (Kafka's rule for standalone consumers).
 //! - `commit_async` writes at once but never waits for an fsync; its callback runs on the
 //!   consumer's thread at the next `poll`, `commit` or `close`, once the commit has the
-//!   broker's offsets durability.
+//!   broker's offsets durability. Before partitions go to another member (a revoke, a
+//!   leave) the consumer waits for that durability, so a `commit_async` in
+//!   `on_partitions_revoked` is where the next owner starts, as Kafka's (whose coordinator
+//!   handles a member's requests in order).
 //! - Dropping a consumer closes it (Kafka has no drop): it commits if auto-commit is on and
 //!   runs `on_partitions_revoked` — except while its thread unwinds from a panic.
 //! - Partitions of a deleted topic are passed to `on_partitions_revoked` at the member's
@@ -990,6 +993,7 @@ impl Consumer {
             }))
             .err();
         }
+        self.await_async_commits();
         // What the listener left assigned (it may have unsubscribed itself).
         let all: Vec<TopicPartition> = self.parts.keys().cloned().collect();
         self.remove_parts(&all);
@@ -1190,6 +1194,7 @@ impl Consumer {
                             tracing::warn!(error = %e, "auto-commit before revoking partitions failed");
                         }
                         self.with_listener(|l, c| l.on_partitions_revoked(c, &revoke));
+                        self.await_async_commits();
                         self.remove_parts(&revoke);
                         group.release(&member_id, &revoke);
                     }
@@ -1739,6 +1744,24 @@ impl Consumer {
             if let Some(part) = self.parts.get_mut(tp) {
                 part.committed = Some(offset);
             }
+        }
+    }
+
+    /// Gives the `commit_async` commits written so far the offsets durability, which puts
+    /// them in the offset table (`Synced` offsets reach it only then), without running their
+    /// callbacks: called before partitions go to another member, which starts at the
+    /// committed offsets — so a `commit_async` in `on_partitions_revoked` counts as a
+    /// commit there does. A failure is left to the callbacks, which wait again.
+    fn await_async_commits(&self) {
+        let end = self
+            .async_pending
+            .iter()
+            .filter_map(|(_, result)| result.as_ref().ok().map(|(end, _)| *end))
+            .max();
+        if let Some(end) = end
+            && let Err(e) = self.broker.offsets().wait_durable(end)
+        {
+            tracing::debug!(error = %e, "syncing commit_async commits before a hand-over failed");
         }
     }
 

@@ -116,3 +116,50 @@ fn a_commit_async_made_while_closing_reports_and_is_committed() {
         Some(5)
     );
 }
+
+/// `on_partitions_revoked` is the place to commit, so that the partitions' next owner starts
+/// there. A `commit_async` made there must be in the offset table before the partitions are
+/// handed over: with `Synced` offsets it reached the table only once synced, at the old
+/// owner's next poll, and the new owner, claiming meanwhile, started before it and re-read
+/// what had been committed.
+#[test]
+fn a_commit_async_on_revoke_is_where_the_next_owner_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::builder()
+        .offsets_durability(brooklet::Durability::Synced)
+        .open(dir.path())
+        .unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(2)).unwrap();
+    let producer = broker.producer(brooklet::ProducerConfig::default());
+    for p in 0..2 {
+        for i in 0..5 {
+            producer
+                .send(brooklet::ProducerRecord::new("t").partition(p).value(format!("{i}")))
+                .unwrap();
+        }
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut old = broker.consumer(manual("g")).unwrap();
+    old.subscribe_with_listener(&["t"], CommitAsyncOnRevoke(tx)).unwrap();
+    let start = Instant::now();
+    let mut read = 0;
+    while read < 10 {
+        assert!(start.elapsed() < LONG, "only {read} of 10 records arrived");
+        read += old.poll(Duration::from_millis(10)).unwrap().len();
+    }
+    let mut new = broker.consumer(manual("g")).unwrap();
+    new.subscribe(&["t"]).unwrap();
+    let moved = TopicPartition::new("t", 1);
+    let mut reread = Vec::new();
+    let start = Instant::now();
+    while !new.assignment().contains(&moved) {
+        assert!(start.elapsed() < LONG, "{:?}", broker.describe_group("g"));
+        old.poll(Duration::from_millis(1)).unwrap();
+        reread.extend(new.poll(Duration::from_millis(1)).unwrap().iter().map(|r| r.offset()));
+    }
+    assert_eq!(new.position(&moved).unwrap(), 5);
+    assert_eq!(reread, [0u64; 0], "the new owner starts where the old one committed");
+    old.poll(Duration::from_millis(1)).unwrap();
+    let outcome = rx.recv_timeout(LONG).expect("the commit_async callback never ran");
+    assert!(outcome.is_ok(), "{outcome:?}");
+}
