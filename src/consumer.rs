@@ -1125,9 +1125,14 @@ impl Consumer {
             let next_check = self.sync_group()?;
             self.follow_recreated();
             self.resolve_positions()?;
-            self.fetch(&mut out)?;
+            let reset = self.fetch(&mut out)?;
             if !out.is_empty() {
                 return Ok(out);
+            }
+            if reset {
+                // A position was reset (out of range): read at the new one now, before the
+                // deadline check, instead of waiting for an append that may never come.
+                continue;
             }
             let now = Instant::now();
             if deadline.is_some_and(|d| now >= d) {
@@ -1336,12 +1341,13 @@ impl Consumer {
 
     /// Reads from the unpaused partitions in turn until `max_poll_records` are in `out`.
     /// A partition that fails leaves its position alone; the error is returned now if
-    /// nothing was read, else kept for the next poll.
-    fn fetch(&mut self, out: &mut ConsumerRecords) -> Result<()> {
+    /// nothing was read, else kept for the next poll. Returns whether a position out of
+    /// range was reset by `auto_offset_reset` (its records are read by the next fetch).
+    fn fetch(&mut self, out: &mut ConsumerRecords) -> Result<bool> {
         let max = self.config.max_poll_records;
         let count = self.parts.len();
         if count == 0 {
-            return Ok(());
+            return Ok(false);
         }
         self.rotation = (self.rotation + 1) % count;
         let reset_policy = self.config.auto_offset_reset;
@@ -1350,6 +1356,7 @@ impl Consumer {
         let mut parts: Vec<(&TopicPartition, &mut Part)> = self.parts.iter_mut().collect();
         parts.rotate_left(self.rotation);
         let mut failure = None;
+        let mut reset = false;
         for (tp, part) in parts {
             if out.len() >= max {
                 break;
@@ -1385,9 +1392,12 @@ impl Consumer {
                     if part.log.damage().is_some() && matches!(e, Error::Corrupt { .. }) {
                         part.damage_reported_at = Some(position);
                     }
-                    if let Some(e) = handle_fetch_error(e, tp, part, reset_policy) {
-                        failure = Some((tp.clone(), position, e));
-                        break;
+                    match handle_fetch_error(e, tp, part, reset_policy) {
+                        Some(e) => {
+                            failure = Some((tp.clone(), position, e));
+                            break;
+                        }
+                        None => reset = true,
                     }
                 }
             }
@@ -1396,9 +1406,9 @@ impl Consumer {
             Some((_, _, e)) if out.is_empty() => Err(e),
             Some(failure) => {
                 self.pending_error = Some(failure);
-                Ok(())
+                Ok(reset)
             }
-            None => Ok(()),
+            None => Ok(reset),
         }
     }
 
