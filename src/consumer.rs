@@ -1909,17 +1909,21 @@ fn fetch_partition(
 }
 
 /// Handles a partition's fetch error: an out-of-range position is reset by `policy` (and
-/// is no error); anything else is returned.
+/// is no error); anything else is returned. `Latest` is the visible end, as when a position
+/// is first resolved: the error's end is the log end, which counts `Buffered` records not
+/// readable yet, and resetting there would skip them.
 fn handle_fetch_error(e: Error, tp: &TopicPartition, part: &mut Part, policy: OffsetReset) -> Option<Error> {
     match e {
-        Error::OffsetOutOfRange { requested, start, end } => match reset(policy, start, end) {
-            Some(to) => {
-                tracing::warn!(partition = %tp, requested, reset_to = to, "position out of range; resetting");
-                part.position = Some(to);
-                None
+        Error::OffsetOutOfRange { requested, start, end } => {
+            match reset(policy, start, part.log.visible_end_offset()) {
+                Some(to) => {
+                    tracing::warn!(partition = %tp, requested, reset_to = to, "position out of range; resetting");
+                    part.position = Some(to);
+                    None
+                }
+                None => Some(Error::OffsetOutOfRange { requested, start, end }),
             }
-            None => Some(Error::OffsetOutOfRange { requested, start, end }),
-        },
+        }
         e => Some(e),
     }
 }

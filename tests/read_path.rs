@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use brooklet::{Broker, ConsumerConfig, OffsetReset, ProducerConfig, ProducerRecord, TopicConfig, TopicPartition};
+use brooklet::{
+    Broker, ConsumerConfig, Durability, OffsetReset, ProducerConfig, ProducerRecord, Record, TopicConfig,
+    TopicPartition,
+};
 
 fn tp(topic: &str, partition: u32) -> TopicPartition {
     TopicPartition::new(topic, partition)
@@ -41,4 +44,39 @@ fn a_poll_that_resets_an_out_of_range_position_returns_the_records_at_the_new_on
     let offsets: Vec<u64> = records.iter().map(|r| r.offset()).collect();
     assert_eq!(offsets, (5..10).collect::<Vec<_>>());
     assert_eq!(consumer.position(&tp("t", 0)).unwrap(), 10);
+}
+
+/// `OffsetReset::Latest` means the visible end (Kafka's high watermark), whether the
+/// consumer had no position or an out-of-range one: records appended `Buffered` and not yet
+/// readable are past the visible end and are read once they are written, in both cases.
+#[test]
+fn a_latest_reset_of_an_out_of_range_position_does_not_skip_buffered_records() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    send_values(&broker, "t", 0..10);
+    let log = broker.partition_log(&tp("t", 0)).unwrap();
+    let buffered: Vec<Record> = (10..15).map(|i| Record::new().value(format!("v{i}"))).collect();
+    log.append(&buffered, Durability::Buffered).unwrap();
+    assert_eq!((log.visible_end_offset(), log.log_end_offset()), (10, 15));
+
+    let mut fresh = broker.consumer(ConsumerConfig::default()).unwrap();
+    fresh.assign(&[tp("t", 0)]).unwrap();
+    assert_eq!(fresh.position(&tp("t", 0)).unwrap(), 10);
+
+    let mut reset = broker.consumer(ConsumerConfig::default()).unwrap();
+    reset.assign(&[tp("t", 0)]).unwrap();
+    reset.seek(&tp("t", 0), 100).unwrap();
+    assert!(reset.poll(Duration::ZERO).unwrap().is_empty());
+    assert_eq!(reset.position(&tp("t", 0)).unwrap(), 10);
+
+    log.flush().unwrap();
+    for consumer in [&mut fresh, &mut reset] {
+        let offsets: Vec<u64> = consumer
+            .poll(Duration::from_secs(30))
+            .unwrap()
+            .iter()
+            .map(|r| r.offset())
+            .collect();
+        assert_eq!(offsets, (10..15).collect::<Vec<_>>());
+    }
 }
