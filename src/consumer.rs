@@ -1115,6 +1115,10 @@ impl Consumer {
 
     fn poll_loop(&mut self, deadline: Option<Instant>) -> Result<ConsumerRecords> {
         let mut out = ConsumerRecords::default();
+        // Whether this poll already read again at once after a reset (once is enough: a
+        // reset moves every out-of-range position in one fetch; a log whose bounds keep
+        // moving under it must not keep the poll past its deadline).
+        let mut reread = false;
         loop {
             // Take the signal before reading: an append (or a wakeup) after this point
             // raises it again.
@@ -1129,9 +1133,10 @@ impl Consumer {
             if !out.is_empty() {
                 return Ok(out);
             }
-            if reset {
+            if reset && !reread {
                 // A position was reset (out of range): read at the new one now, before the
                 // deadline check, instead of waiting for an append that may never come.
+                reread = true;
                 continue;
             }
             let now = Instant::now();
@@ -1804,8 +1809,9 @@ impl Consumer {
     /// Runs pending `commit_async` callbacks and leaves the group as
     /// [`unsubscribe`](Self::unsubscribe) does: commits first if auto-commit is on, then runs
     /// the listener's `on_partitions_revoked` for the partitions it owns (as Kafka's
-    /// `close`), and then the callbacks of `commit_async` calls that listener made. Dropping the consumer does the same, except while the thread unwinds from
-    /// a panic (then neither the commit nor the listener runs).
+    /// `close`), and then the callbacks of `commit_async` calls that listener made.
+    /// Dropping the consumer does the same, except while the thread unwinds from a panic
+    /// (then neither the commit nor the listener runs).
     ///
     /// # Errors
     /// The error of the final auto-commit, if it failed (the consumer is closed anyway).

@@ -2463,3 +2463,231 @@ fn a_panicking_assignor_falls_back_to_range_and_never_panics_another_member() {
         [vec!["t-0", "t-1"], vec!["t-2", "t-3"]]
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Hand-overs: eviction, commits in the revoke listener, close
+// ---------------------------------------------------------------------------------------
+
+/// Subscribes again when its partitions are lost (a fresh start after an eviction).
+struct ResubscribeOnLost;
+
+impl RebalanceListener for ResubscribeOnLost {
+    fn on_partitions_lost(&mut self, consumer: &mut Consumer, _partitions: &[TopicPartition]) {
+        consumer.subscribe(&["t"]).unwrap();
+    }
+}
+
+/// An evicted member whose `on_partitions_lost` subscribes again has joined as a new member
+/// there; its poll must not join a second time, which left the first new membership in the
+/// group with nobody polling it: its share of the partitions went unread until it too was
+/// evicted, `max_poll_interval` later.
+#[test]
+fn a_listener_that_subscribes_again_when_evicted_joins_the_group_once() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(2)).unwrap();
+    let mut zombie = broker
+        .consumer(manual("g").max_poll_interval(Duration::from_millis(100)))
+        .unwrap();
+    zombie.subscribe_with_listener(&["t"], ResubscribeOnLost).unwrap();
+    zombie.poll(Duration::from_millis(1)).unwrap();
+    assert_eq!(zombie.assignment().len(), 2);
+    let old = zombie.member_id().map(str::to_owned);
+    // Stop polling for longer than max_poll_interval: the next poll finds it evicted.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(300) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    zombie.poll(Duration::from_millis(1)).unwrap();
+    assert_ne!(zombie.member_id().map(str::to_owned), old, "not evicted");
+    let members: Vec<String> = broker
+        .describe_group("g")
+        .unwrap()
+        .members
+        .into_iter()
+        .map(|m| m.member_id)
+        .collect();
+    assert_eq!(
+        members,
+        [zombie.member_id().unwrap().to_owned()],
+        "one membership per consumer"
+    );
+    // And it reads both partitions again.
+    let start = Instant::now();
+    while zombie.assignment().len() < 2 {
+        assert!(start.elapsed() < LONG, "{:?}", broker.describe_group("g"));
+        zombie.poll(Duration::from_millis(10)).unwrap();
+    }
+}
+
+/// Commits asynchronously when partitions are taken away, and reports the outcome.
+struct CommitAsyncOnRevoke(std::sync::mpsc::Sender<brooklet::Result<()>>);
+
+impl RebalanceListener for CommitAsyncOnRevoke {
+    fn on_partitions_revoked(&mut self, consumer: &mut Consumer, _partitions: &[TopicPartition]) {
+        let tx = self.0.clone();
+        consumer.commit_async(move |result| {
+            let _ = tx.send(result);
+        });
+    }
+}
+
+/// `close` runs `on_partitions_revoked`, where a listener may `commit_async`: that commit's
+/// callback must run before `close` returns (`commit_async` promises the outcome at the
+/// next poll, commit or close, and none follows a close). It was dropped uncalled — and
+/// with `Synced` offsets the commit, written but never waited for, stayed out of the
+/// offset table, so the group's next member re-read what had been committed.
+#[test]
+fn a_commit_async_made_while_closing_reports_and_is_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::builder()
+        .offsets_durability(Durability::Synced)
+        .open(dir.path())
+        .unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    let producer = broker.producer(ProducerConfig::default());
+    for i in 0..5 {
+        producer.send(ProducerRecord::new("t").value(format!("{i}"))).unwrap();
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut consumer = broker.consumer(manual("g")).unwrap();
+    consumer
+        .subscribe_with_listener(&["t"], CommitAsyncOnRevoke(tx))
+        .unwrap();
+    let start = Instant::now();
+    let mut read = 0;
+    while read < 5 {
+        assert!(start.elapsed() < LONG, "only {read} of 5 records arrived");
+        read += consumer.poll(Duration::from_millis(10)).unwrap().len();
+    }
+    consumer.close().unwrap();
+    let outcome = rx.recv_timeout(LONG).expect("the commit_async callback never ran");
+    assert!(outcome.is_ok(), "{outcome:?}");
+    assert_eq!(
+        broker
+            .committed_offset("g", &TopicPartition::new("t", 0))
+            .map(|o| o.offset),
+        Some(5)
+    );
+}
+
+/// `on_partitions_revoked` is the place to commit, so that the partitions' next owner starts
+/// there. A `commit_async` made there must be in the offset table before the partitions are
+/// handed over: with `Synced` offsets it reached the table only once synced, at the old
+/// owner's next poll, and the new owner, claiming meanwhile, started before it and re-read
+/// what had been committed.
+#[test]
+fn a_commit_async_on_revoke_is_where_the_next_owner_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::builder()
+        .offsets_durability(Durability::Synced)
+        .open(dir.path())
+        .unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(2)).unwrap();
+    let producer = broker.producer(ProducerConfig::default());
+    for p in 0..2 {
+        for i in 0..5 {
+            producer
+                .send(ProducerRecord::new("t").partition(p).value(format!("{i}")))
+                .unwrap();
+        }
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut old = broker.consumer(manual("g")).unwrap();
+    old.subscribe_with_listener(&["t"], CommitAsyncOnRevoke(tx)).unwrap();
+    let start = Instant::now();
+    let mut read = 0;
+    while read < 10 {
+        assert!(start.elapsed() < LONG, "only {read} of 10 records arrived");
+        read += old.poll(Duration::from_millis(10)).unwrap().len();
+    }
+    let mut new = broker.consumer(manual("g")).unwrap();
+    new.subscribe(&["t"]).unwrap();
+    let moved = TopicPartition::new("t", 1);
+    let mut reread = Vec::new();
+    let start = Instant::now();
+    while !new.assignment().contains(&moved) {
+        assert!(start.elapsed() < LONG, "{:?}", broker.describe_group("g"));
+        old.poll(Duration::from_millis(1)).unwrap();
+        reread.extend(new.poll(Duration::from_millis(1)).unwrap().iter().map(|r| r.offset()));
+    }
+    assert_eq!(new.position(&moved).unwrap(), 5);
+    assert_eq!(reread, [0u64; 0], "the new owner starts where the old one committed");
+    old.poll(Duration::from_millis(1)).unwrap();
+    let outcome = rx.recv_timeout(LONG).expect("the commit_async callback never ran");
+    assert!(outcome.is_ok(), "{outcome:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Positions out of range: resets inside a poll
+// ---------------------------------------------------------------------------------------
+
+fn send_values(broker: &Broker, topic: &str, values: std::ops::Range<u64>) {
+    let producer = broker.producer(ProducerConfig::default());
+    let records: Vec<ProducerRecord> = values
+        .map(|i| ProducerRecord::new(topic).partition(0).value(format!("v{i}")))
+        .collect();
+    producer.send_batch(&records).unwrap();
+}
+
+/// A position that fell below the log start is reset by `auto_offset_reset` inside the
+/// poll, and that same poll reads from the reset position: the records are there, so a
+/// poll must not come back empty (nor wait out its timeout for an append that may never
+/// come) because its first read hit the reset.
+#[test]
+fn a_poll_that_resets_an_out_of_range_position_returns_the_records_at_the_new_one() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    send_values(&broker, "t", 0..10);
+    let mut consumer = broker
+        .consumer(ConsumerConfig::default().auto_offset_reset(OffsetReset::Earliest))
+        .unwrap();
+    consumer.assign(&[tp("t", 0)]).unwrap();
+    consumer.seek(&tp("t", 0), 2).unwrap();
+    broker
+        .partition_log(&tp("t", 0))
+        .unwrap()
+        .delete_records_before(5)
+        .unwrap();
+
+    let records = consumer.poll(Duration::ZERO).unwrap().to_vec();
+    let offsets: Vec<u64> = records.iter().map(|r| r.offset()).collect();
+    assert_eq!(offsets, (5..10).collect::<Vec<_>>());
+    assert_eq!(consumer.position(&tp("t", 0)).unwrap(), 10);
+}
+
+/// `OffsetReset::Latest` means the visible end (Kafka's high watermark), whether the
+/// consumer had no position or an out-of-range one: records appended `Buffered` and not yet
+/// readable are past the visible end and are read once they are written, in both cases.
+#[test]
+fn a_latest_reset_of_an_out_of_range_position_does_not_skip_buffered_records() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    send_values(&broker, "t", 0..10);
+    let log = broker.partition_log(&tp("t", 0)).unwrap();
+    let buffered: Vec<brooklet::Record> = (10..15)
+        .map(|i| brooklet::Record::new().value(format!("v{i}")))
+        .collect();
+    log.append(&buffered, Durability::Buffered).unwrap();
+    assert_eq!((log.visible_end_offset(), log.log_end_offset()), (10, 15));
+
+    let mut fresh = broker.consumer(ConsumerConfig::default()).unwrap();
+    fresh.assign(&[tp("t", 0)]).unwrap();
+    assert_eq!(fresh.position(&tp("t", 0)).unwrap(), 10);
+
+    let mut reset = broker.consumer(ConsumerConfig::default()).unwrap();
+    reset.assign(&[tp("t", 0)]).unwrap();
+    reset.seek(&tp("t", 0), 100).unwrap();
+    assert!(reset.poll(Duration::ZERO).unwrap().is_empty());
+    assert_eq!(reset.position(&tp("t", 0)).unwrap(), 10);
+
+    log.flush().unwrap();
+    for consumer in [&mut fresh, &mut reset] {
+        let offsets: Vec<u64> = consumer
+            .poll(Duration::from_secs(30))
+            .unwrap()
+            .iter()
+            .map(|r| r.offset())
+            .collect();
+        assert_eq!(offsets, (10..15).collect::<Vec<_>>());
+    }
+}
