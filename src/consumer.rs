@@ -28,6 +28,9 @@
 //! # Decisions where Kafka leaves room
 //! - Rebalances are incremental (see the group coordinator): `on_partitions_revoked` gets
 //!   only the partitions that move away, `on_partitions_assigned` only the new ones.
+//! - A group member may commit only the partitions it owns now (Kafka's classic protocol
+//!   takes a commit of any partition from a member of the current generation): a member
+//!   that lost a partition cannot move its committed offset, whatever it still holds.
 //! - A consumer with a `group_id` that uses [`assign`](Consumer::assign) may commit only
 //!   while the group has no subscribed members (Kafka's rule for standalone consumers).
 //! - `commit_async` writes at once but never waits for an fsync; its callback runs on the

@@ -58,6 +58,10 @@ pub trait Assignor: Send + Sync + std::fmt::Debug {
     /// that subscribes to its topic; every member appears in the result, possibly with an empty list. `members` are
     /// sorted by `member_id`. If the result breaks these rules, or `assign` panics, the group logs an error and uses
     /// [`RangeAssignor`] for that generation.
+    ///
+    /// It runs on the thread of the member whose poll rebalances, holding the group's lock: it must not call back
+    /// into the broker's group operations for its own group (`describe_group`, `list_groups`, `delete_group`,
+    /// `reset_offsets`, or a consumer joining it), which wait for that lock. Decide from the arguments alone.
     fn assign(
         &self,
         members: &[MemberSubscription],
