@@ -1331,10 +1331,11 @@ impl Consumer {
             let (start, end) = (part.log.log_start_offset(), part.log.visible_end_offset());
             let position = match committed {
                 Some(c) if (start..=end).contains(&c) => c,
-                Some(c) => reset(self.config.auto_offset_reset, start, end).ok_or(Error::OffsetOutOfRange {
+                Some(c) => reset(self.config.auto_offset_reset, start, end).ok_or_else(|| Error::OffsetOutOfRange {
                     requested: c,
                     start,
                     end,
+                    partition: Some(tp.clone()),
                 })?,
                 None => reset(self.config.auto_offset_reset, start, end).ok_or_else(|| Error::NoCommittedOffset {
                     group: self.config.group_id.clone(),
@@ -1923,16 +1924,21 @@ fn fetch_partition(
 /// readable yet, and resetting there would skip them.
 fn handle_fetch_error(e: Error, tp: &TopicPartition, part: &mut Part, policy: OffsetReset) -> Option<Error> {
     match e {
-        Error::OffsetOutOfRange { requested, start, end } => {
-            match reset(policy, start, part.log.visible_end_offset()) {
-                Some(to) => {
-                    tracing::warn!(partition = %tp, requested, reset_to = to, "position out of range; resetting");
-                    part.position = Some(to);
-                    None
-                }
-                None => Some(Error::OffsetOutOfRange { requested, start, end }),
+        Error::OffsetOutOfRange {
+            requested, start, end, ..
+        } => match reset(policy, start, part.log.visible_end_offset()) {
+            Some(to) => {
+                tracing::warn!(partition = %tp, requested, reset_to = to, "position out of range; resetting");
+                part.position = Some(to);
+                None
             }
-        }
+            None => Some(Error::OffsetOutOfRange {
+                requested,
+                start,
+                end,
+                partition: Some(tp.clone()),
+            }),
+        },
         e => Some(e),
     }
 }

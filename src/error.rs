@@ -40,6 +40,10 @@ pub enum Error {
         start: u64,
         /// The log end offset: the offset the next record will get.
         end: u64,
+        /// The partition, when a consumer reports it (Kafka's `OffsetOutOfRangeException`
+        /// names its partitions); `None` from a [`PartitionLog`](crate::PartitionLog),
+        /// which does not know its topic.
+        partition: Option<crate::TopicPartition>,
     },
     /// Stored bytes failed validation (checksum, framing, or an impossible value).
     Corrupt {
@@ -246,10 +250,16 @@ impl Error {
                 ),
             },
             Error::Locked { path } => Error::Locked { path: path.clone() },
-            Error::OffsetOutOfRange { requested, start, end } => Error::OffsetOutOfRange {
+            Error::OffsetOutOfRange {
+                requested,
+                start,
+                end,
+                partition,
+            } => Error::OffsetOutOfRange {
                 requested: *requested,
                 start: *start,
                 end: *end,
+                partition: partition.clone(),
             },
             Error::Corrupt { path, position, reason } => Error::Corrupt {
                 path: path.clone(),
@@ -361,10 +371,18 @@ impl fmt::Display for Error {
                 "directory {} is locked: it is already open in this or another process",
                 path.display()
             ),
-            Error::OffsetOutOfRange { requested, start, end } => write!(
-                f,
-                "offset {requested} is out of range: the log holds offsets {start} to {end} (exclusive end)"
-            ),
+            Error::OffsetOutOfRange {
+                requested,
+                start,
+                end,
+                partition,
+            } => {
+                write!(f, "offset {requested} is out of range")?;
+                if let Some(partition) = partition {
+                    write!(f, " in {partition}")?;
+                }
+                write!(f, ": the log holds offsets {start} to {end} (exclusive end)")
+            }
             Error::Corrupt { path, position, reason } => {
                 write!(f, "corrupt data in {} at byte {position}: {reason}", path.display())
             }

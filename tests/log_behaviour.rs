@@ -69,10 +69,16 @@ fn rec108(tag: u64, ts: i64) -> Record {
     Record::new().value(format!("{tag:0100}")).timestamp(ts)
 }
 
-/// The `(requested, start, end)` of an `OffsetOutOfRange` error; panics on anything else.
+/// The `(requested, start, end)` of an `OffsetOutOfRange` error (which a log, not knowing
+/// its topic, reports without a partition); panics on anything else.
 fn out_of_range<T: std::fmt::Debug>(result: brooklet::Result<T>) -> (u64, u64, u64) {
     match result {
-        Err(Error::OffsetOutOfRange { requested, start, end }) => (requested, start, end),
+        Err(Error::OffsetOutOfRange {
+            requested,
+            start,
+            end,
+            partition: None,
+        }) => (requested, start, end),
         other => panic!("expected OffsetOutOfRange, got {other:?}"),
     }
 }

@@ -1699,6 +1699,7 @@ impl PartitionLog {
                     requested: offset,
                     start,
                     end,
+                    partition: None,
                 });
             }
         }
@@ -1714,6 +1715,7 @@ impl PartitionLog {
                     requested: offset,
                     start,
                     end: self.log_end_offset(),
+                    partition: None,
                 });
             }
             return Ok(Vec::new());
@@ -1992,6 +1994,7 @@ impl PartitionLog {
                 requested: offset,
                 start,
                 end: w.next_offset,
+                partition: None,
             });
         }
         if offset <= start {
@@ -2058,6 +2061,7 @@ impl PartitionLog {
                 requested: offset,
                 start,
                 end: w.next_offset,
+                partition: None,
             });
         }
         if offset >= w.next_offset {
