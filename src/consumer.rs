@@ -1658,7 +1658,11 @@ impl Consumer {
     ///
     /// # Errors
     /// [`Error::CommitFailed`] if the member was evicted or lost a partition (nothing is
-    /// committed then); [`Error::InvalidArgument`] without a `group_id`; an I/O error;
+    /// committed then); [`Error::RecordTooLarge`] if the commit, one batch of the
+    /// committed-offset log (about 50 bytes per partition plus its metadata), passes that
+    /// log's batch limit: half of [`offsets_compact_bytes`](crate::BrokerBuilder::offsets_compact_bytes),
+    /// at least 64 KiB and at most 1 MiB (nothing is committed then);
+    /// [`Error::InvalidArgument`] without a `group_id`; an I/O error;
     /// [`Error::ReadOnly`] on a [read-only broker](Broker::open_read_only);
     /// [`Error::Closed`] after `close`.
     pub fn commit(&mut self) -> Result<()> {

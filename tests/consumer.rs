@@ -2468,6 +2468,40 @@ fn a_panicking_assignor_falls_back_to_range_and_never_panics_another_member() {
     );
 }
 
+/// A commit is one batch of the committed-offset log, all or nothing, so past that log's
+/// batch limit (half of `offsets_compact_bytes`, at least 64 KiB and at most 1 MiB) it is
+/// refused whole with `RecordTooLarge` and nothing of it is committed.
+#[test]
+fn a_commit_larger_than_the_offsets_log_takes_is_refused_whole() {
+    let dir = common::temp_dir();
+    let broker = Broker::builder()
+        .offsets_compact_bytes(64 << 10)
+        .open(dir.path())
+        .unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(16)).unwrap();
+    let mut c = broker.consumer(manual("g")).unwrap();
+    c.assign(&(0..16).map(|p| tp("t", p)).collect::<Vec<_>>()).unwrap();
+    let offsets = |n: u32| -> BTreeMap<TopicPartition, OffsetAndMetadata> {
+        (0..n)
+            .map(|p| (tp("t", p), OffsetAndMetadata::new(0).metadata("m".repeat(4096))))
+            .collect()
+    };
+    match c.commit_offsets(&offsets(16)) {
+        Err(Error::RecordTooLarge { size, max }) => {
+            assert_eq!(max, 64 << 10);
+            assert!(size > max, "{size}");
+        }
+        other => panic!("16 x 4 KiB of metadata in a 64 KiB batch: {other:?}"),
+    }
+    let committed = |p| broker.committed_offset("g", &tp("t", p)).map(|om| om.offset);
+    assert_eq!((0..16).filter_map(committed).count(), 0);
+    c.commit_offsets(&offsets(15)).unwrap();
+    assert_eq!(
+        (0..16).map(committed).collect::<Vec<_>>()[..],
+        [[Some(0); 15].as_slice(), &[None]].concat()[..]
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Hand-overs: eviction, commits in the revoke listener, close
 // ---------------------------------------------------------------------------------------
