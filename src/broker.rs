@@ -35,7 +35,6 @@
 //! partition, which cannot be a leftover.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
@@ -51,7 +50,7 @@ use crate::offsets::{DEFAULT_COMPACT_BYTES, OffsetStore};
 use crate::record::TimestampType;
 use crate::storage::checkpoint;
 use crate::storage::io::{OsFs, Vfs};
-use crate::storage::log::lock_dir;
+use crate::storage::log::{DirLock, lock_dir};
 use crate::storage::retention::{RetentionChecker, Stopping};
 use crate::topic::{CleanupPolicy, TopicConfig, TopicId, validate_topic_name};
 use crate::{PartitionLog, TopicPartition};
@@ -478,7 +477,7 @@ struct BrokerInner {
     admin: Mutex<()>,
     /// Opened with [`Broker::open_read_only`]: no lock, every write refused.
     read_only: bool,
-    _lock: Option<File>,
+    _lock: Option<DirLock>,
     /// Kept last: dropped after the partitions, so their clean close finds the directory.
     _temp: Option<tempfile::TempDir>,
 }

@@ -90,6 +90,20 @@ fn expected_kv(n: usize, prefix: &str) -> Vec<(String, String)> {
 // 1. create / list / describe
 // ---------------------------------------------------------------------------------------
 
+/// A closed broker unlocks its directory at once, even while a process spawned meanwhile
+/// holds a copy of the lock file's descriptor (between its fork and exec).
+#[test]
+fn a_closed_broker_is_unlocked_while_a_spawned_child_shares_its_descriptors() {
+    let dir = temp_dir();
+    let broker = Broker::open(dir.path()).unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    common::while_a_child_is_between_fork_and_exec(|| {
+        drop(broker);
+        let broker = Broker::open(dir.path()).unwrap();
+        assert_eq!(broker.list_topics(), ["t"]);
+    });
+}
+
 #[test]
 fn describe_reports_exact_offsets_and_sizes_and_list_is_sorted() {
     let broker = Broker::temporary().unwrap();

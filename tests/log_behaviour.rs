@@ -217,6 +217,22 @@ fn child_test<T>(
     panic!("child exited before {waiting_for}: {:?}", child.0.wait());
 }
 
+/// A process spawned while a log is open holds a copy of the lock file's descriptor from its
+/// fork to its exec. Closing the log must unlock the directory at once all the same: it
+/// stayed locked until the child's exec, so a reopen right after a close failed with
+/// `Locked` whenever another thread spawned a process (this suite's child tests did).
+#[test]
+fn a_closed_log_is_unlocked_while_a_spawned_child_shares_its_descriptors() {
+    let dir = temp_dir();
+    let log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+    log.append(&[Record::new().value("v")], Durability::Written).unwrap();
+    common::while_a_child_is_between_fork_and_exec(|| {
+        drop(log);
+        let log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+        assert_eq!(log.log_end_offset(), 1);
+    });
+}
+
 // ---------------------------------------------------------------------------------------
 // 1. Round trip
 // ---------------------------------------------------------------------------------------

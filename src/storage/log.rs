@@ -351,7 +351,7 @@ pub struct PartitionLog {
     /// `config`'s effective batch limit, read by every producer send without a lock.
     max_batch_bytes: AtomicU32,
     vfs: Arc<dyn Vfs>,
-    _lock: Option<File>,
+    _lock: Option<DirLock>,
     segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
     writer: Mutex<Writer>,
     /// The group-commit turn; it also guards the history of recent truncations.
@@ -398,8 +398,25 @@ pub struct PartitionLog {
     damage: Option<Error>,
 }
 
+/// A directory's held lock file: unlocked explicitly when dropped.
+///
+/// The lock (`flock`) belongs to the open file, which a child process this one spawns
+/// shares from its fork until its `exec` closes it (the descriptor is close-on-exec). Only
+/// closing our descriptor would leave the directory locked for that moment, so a reopen
+/// right after a close could fail with [`Error::Locked`] while another thread spawns a
+/// process; unlocking releases it for every descriptor at once.
+#[derive(Debug)]
+pub(crate) struct DirLock(File);
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        // An unlock that fails leaves the lock to the close that follows.
+        let _ = self.0.unlock();
+    }
+}
+
 /// Takes the directory's lock file, failing at once if it is held.
-pub(crate) fn lock_dir(dir: &Path) -> Result<File> {
+pub(crate) fn lock_dir(dir: &Path) -> Result<DirLock> {
     let path = dir.join(LOCK_FILE);
     let file = OpenOptions::new()
         .read(true)
@@ -409,7 +426,7 @@ pub(crate) fn lock_dir(dir: &Path) -> Result<File> {
         .open(&path)
         .map_err(|e| Error::io("open lock file", &path, e))?;
     match file.try_lock() {
-        Ok(()) => Ok(file),
+        Ok(()) => Ok(DirLock(file)),
         Err(TryLockError::WouldBlock) => Err(Error::Locked {
             path: dir.to_path_buf(),
         }),
@@ -422,7 +439,7 @@ struct Opening {
     dir: PathBuf,
     config: LogConfig,
     vfs: Arc<dyn Vfs>,
-    lock: Option<File>,
+    lock: Option<DirLock>,
     segments: BTreeMap<u64, Arc<Segment>>,
     active: Arc<Segment>,
     next_offset: u64,

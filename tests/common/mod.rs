@@ -89,3 +89,28 @@ pub fn checkpoint_bytes(version: u16, values: &[u64]) -> Vec<u8> {
 pub fn synced_through(dir: &std::path::Path, offset: u64) {
     std::fs::write(dir.join("recovery-point"), checkpoint_bytes(1, &[offset])).unwrap();
 }
+
+/// Runs `f` while a child process, spawned from another thread, sits between its fork and
+/// its exec (for a second), holding a copy of every descriptor this process has open — as
+/// any process spawned by an application can, at any moment.
+pub fn while_a_child_is_between_fork_and_exec(f: impl FnOnce()) {
+    use std::io::{Read, Write};
+    use std::os::unix::process::CommandExt;
+    let (mut forked, mut in_child) = std::io::pipe().expect("create a pipe");
+    let mut command = std::process::Command::new("true");
+    // SAFETY: the closure runs in the forked child before exec and calls only `write(2)`
+    // and `nanosleep(2)`, both async-signal-safe; it allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            in_child.write_all(b"x")?;
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            Ok(())
+        });
+    }
+    let spawner = std::thread::spawn(move || command.spawn().and_then(|mut child| child.wait()));
+    let mut byte = [0u8; 1];
+    forked.read_exact(&mut byte).expect("the child forked");
+    f();
+    let status = spawner.join().expect("the spawning thread").expect("spawn and wait");
+    assert!(status.success(), "{status}");
+}
