@@ -34,9 +34,9 @@
 //! - A consumer with a `group_id` that uses [`assign`](Consumer::assign) may commit only
 //!   while the group has no subscribed members (Kafka's rule for standalone consumers).
 //! - `commit_async` writes at once but never waits for an fsync; its callback runs on the
-//!   consumer's thread at the next `poll`, `commit` or `close`, once the commit has the
-//!   broker's offsets durability. Before partitions go to another member (a revoke, a
-//!   leave) the consumer waits for that durability, so a `commit_async` in
+//!   consumer's thread at the next `poll`, `commit`, `commit_offsets` or `close`, once the
+//!   commit has the broker's offsets durability. Before partitions go to another member (a
+//!   revoke, a leave) the consumer waits for that durability, so a `commit_async` in
 //!   `on_partitions_revoked` is where the next owner starts, as Kafka's (whose coordinator
 //!   handles a member's requests in order).
 //! - Dropping a consumer closes it (Kafka has no drop): it commits if auto-commit is on and
@@ -1703,7 +1703,9 @@ impl Consumer {
     }
 
     /// Commits explicit offsets (the next offset to read, with optional metadata) for any
-    /// partitions the consumer may commit, atomically.
+    /// partitions the consumer may commit, atomically. Like [`commit`](Self::commit) (and
+    /// Kafka's `commitSync`), it first runs the callbacks of earlier
+    /// [`commit_async`](Self::commit_async) calls.
     ///
     /// # Errors
     /// As [`commit`](Self::commit); [`Error::InvalidArgument`] for metadata over 4,096 bytes;
@@ -1711,14 +1713,15 @@ impl Consumer {
     /// exist (nothing is committed then).
     pub fn commit_offsets(&mut self, offsets: &BTreeMap<TopicPartition, OffsetAndMetadata>) -> Result<()> {
         self.check_open()?;
+        self.run_async_callbacks();
         let list: Vec<(TopicPartition, OffsetAndMetadata)> =
             offsets.iter().map(|(tp, om)| (tp.clone(), om.clone())).collect();
         self.commit_list(&list, true).map(|_| ())
     }
 
     /// Commits the positions as [`commit`](Self::commit) does, without waiting for an
-    /// fsync; `callback` gets the outcome on this thread at the next `poll`, `commit` or
-    /// `close`, once the commit has the broker's offsets durability.
+    /// fsync; `callback` gets the outcome on this thread at the next `poll`, `commit`,
+    /// `commit_offsets` or `close`, once the commit has the broker's offsets durability.
     pub fn commit_async(&mut self, callback: impl FnOnce(Result<()>) + Send + 'static) {
         let result = self.check_open().and_then(|()| {
             let all: Vec<TopicPartition> = self.parts.keys().cloned().collect();

@@ -635,6 +635,33 @@ fn commit_async_reports_through_its_callback_at_the_next_poll() {
     assert_eq!(*outcome.lock().unwrap(), Some(true));
 }
 
+/// `commit` and `commit_offsets` both report earlier `commit_async` outcomes before they
+/// commit, as Kafka's `commitSync` (with or without offsets) does: callbacks see commits
+/// in the order they were made.
+#[test]
+fn commit_async_callbacks_run_before_a_commit_of_either_kind() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    fill(&broker, "t", 1, 3);
+    let mut c = broker.consumer(manual("g")).unwrap();
+    c.subscribe(&["t"]).unwrap();
+    poll_n(&mut c, 3);
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let o = Arc::clone(&order);
+    c.commit_async(move |r| o.lock().unwrap().push(format!("async {}", r.is_ok())));
+    c.commit_offsets(&BTreeMap::from([(tp("t", 0), OffsetAndMetadata::new(2))]))
+        .unwrap();
+    order.lock().unwrap().push("commit_offsets".to_owned());
+    let o = Arc::clone(&order);
+    c.commit_async(move |r| o.lock().unwrap().push(format!("async {}", r.is_ok())));
+    c.commit().unwrap();
+    order.lock().unwrap().push("commit".to_owned());
+    assert_eq!(
+        *order.lock().unwrap(),
+        ["async true", "commit_offsets", "async true", "commit"]
+    );
+}
+
 #[test]
 fn group_admin_reset_delete_and_topic_deletion() {
     let broker = Broker::temporary().unwrap();
