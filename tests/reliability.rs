@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use brooklet::io::{FaultFs, PowerLoss};
 use brooklet::{
-    Broker, ConsumerConfig, Durability, Error, LogRecord, OffsetAndMetadata, ProducerConfig, ProducerRecord,
-    TopicConfig, TopicPartition,
+    Broker, ConsumerConfig, Delivery, Durability, Error, LogRecord, OffsetAndMetadata, ProducerConfig, ProducerRecord,
+    RecordMetadata, TopicConfig, TopicPartition,
 };
 
 fn seed() -> u64 {
@@ -97,7 +97,11 @@ fn power_loss_run(seed: u64) {
     broker
         .create_topic("a", TopicConfig::with_partitions(3).segment_bytes(16 << 10))
         .unwrap();
-    let synced = broker.producer(ProducerConfig::default().durability(Durability::Synced));
+    let synced = broker.producer(
+        ProducerConfig::default()
+            .durability(Durability::Synced)
+            .linger(Duration::from_millis(1)),
+    );
     let written = broker.producer(ProducerConfig::default());
     let mut consumer = broker
         .consumer(ConsumerConfig::group("g").enable_auto_commit(false))
@@ -140,7 +144,15 @@ fn power_loss_run(seed: u64) {
                 let records = (0..n)
                     .map(|i| ProducerRecord::new(&*topic).value(format!("{value}-{i}")))
                     .collect::<Vec<_>>();
-                for (i, m) in synced.send_batch(&records).unwrap().into_iter().enumerate() {
+                // One batch, or one record per `send_async` (the linger thread fsyncs
+                // their batches), each acknowledged once its delivery completes.
+                let metas: Vec<RecordMetadata> = if rng.below(2) == 0 {
+                    synced.send_batch(&records).unwrap().to_vec()
+                } else {
+                    let deliveries: Vec<Delivery> = records.into_iter().map(|r| synced.send_async(r)).collect();
+                    deliveries.into_iter().map(|d| d.wait().unwrap()).collect()
+                };
+                for (i, m) in metas.into_iter().enumerate() {
                     durable.insert((topic.clone(), m.partition, m.offset), format!("{value}-{i}"));
                     all_acked.insert((topic.clone(), m.partition, m.offset), format!("{value}-{i}"));
                 }
