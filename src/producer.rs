@@ -695,7 +695,9 @@ impl Producer {
                 let mut pending = queue.pending.lock();
                 shared.check_open()?;
                 // The pending records' outcomes go to their own deliveries, not this send.
-                let wrote = shared.write_pending(&queue, &mut pending).is_some();
+                shared.write_pending(&queue, &mut pending);
+                // The batches written before this record, which are reported before it.
+                let before = queue.queued();
                 let info = shared.append(
                     &queue,
                     std::slice::from_ref(&record.record),
@@ -703,8 +705,12 @@ impl Producer {
                     &mut epoch,
                 );
                 drop(pending);
-                if wrote {
-                    queue.report(&shared.counters);
+                // Also what a `Synced` send_async left to the linger thread (perhaps busy
+                // elsewhere), and what another thread is reporting: this record's outcome
+                // comes after theirs (as Kafka's `send().get()`), unless this is a callback.
+                queue.report(&shared.counters);
+                if !reporting() {
+                    queue.wait_reported_through(before);
                 }
                 info?
             };
@@ -835,6 +841,8 @@ impl Producer {
         }
         let durability = shared.config.durability;
         let mut to_sync = Vec::new();
+        // Per partition, the batches written before this call's records.
+        let mut before = Vec::new();
         // Every record's entry, by its position in the input (each group fills its own).
         let mut out = BatchMetadata {
             topics: Vec::new(),
@@ -846,7 +854,8 @@ impl Producer {
                 let mut pending = group.queue.pending.lock();
                 shared.check_open()?;
                 // The pending records' outcomes go to their own deliveries.
-                let wrote = shared.write_pending(&group.queue, &mut pending).is_some();
+                shared.write_pending(&group.queue, &mut pending);
+                before.push((Arc::clone(&group.queue), group.queue.queued()));
                 let infos = match &group.records {
                     GroupRecords::All(records) => {
                         shared.append_split(&group.queue, records, durability.min_written(), &mut epoch, None)
@@ -856,9 +865,9 @@ impl Producer {
                     }
                 };
                 drop(pending);
-                if wrote {
-                    group.queue.report(&shared.counters);
-                }
+                // As `send`: earlier records' outcomes, including a `Synced` batch left to
+                // the linger thread, are reported before this call returns.
+                group.queue.report(&shared.counters);
                 infos?
             };
             if let Some(last) = infos.last().map(|(_, info)| info.last_offset) {
@@ -893,6 +902,11 @@ impl Producer {
                         }
                     }
                 }
+            }
+        }
+        if !reporting() {
+            for (queue, before) in before {
+                queue.wait_reported_through(before);
             }
         }
         if durability == Durability::Synced {
@@ -1840,8 +1854,18 @@ impl PartitionQueue {
 
     /// Waits until every batch queued so far has been reported.
     fn wait_reported(&self) {
+        let target = self.queued();
+        self.wait_reported_through(target);
+    }
+
+    /// How many batches have been queued here so far.
+    fn queued(&self) -> u64 {
+        self.reports.lock().queued
+    }
+
+    /// Waits until the first `target` batches queued here have been reported.
+    fn wait_reported_through(&self, target: u64) {
         let mut reports = self.reports.lock();
-        let target = reports.queued;
         while reports.reported < target {
             self.reported.wait(&mut reports);
         }

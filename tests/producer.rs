@@ -2800,3 +2800,82 @@ fn flush_waits_for_callbacks_of_a_retired_queue_that_another_thread_is_reporting
         reporter.join().unwrap().unwrap();
     });
 }
+
+// ---------------------------------------------------------------------------------------
+// 15. review: deferred `Synced` reports
+// ---------------------------------------------------------------------------------------
+
+/// A blocking `send` (and `send_batch`) reports a record only after the records sent
+/// before it to the same partition have been reported, as Kafka's `send().get()` completes
+/// after the callbacks of earlier batches. A `Synced` batch that `send_async` filled is left
+/// to the linger thread: a blocking send on the same thread used to return first, both when
+/// the linger thread was busy elsewhere (nobody reported the batch) and when it was still
+/// reporting it (the send did not wait).
+#[test]
+fn a_blocking_send_returns_after_earlier_synced_async_records_of_its_partition_are_reported() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(2)).unwrap();
+    // Every record fills its batch; the timer never writes one.
+    let p = broker.producer(
+        ProducerConfig::default()
+            .durability(Durability::Synced)
+            .batch_size(1)
+            .linger(Duration::from_secs(3600)),
+    );
+    // The linger thread runs this callback (of partition 1) and is held in it.
+    let (entered_tx, entered) = std::sync::mpsc::channel::<Option<String>>();
+    let (release_tx, release) = std::sync::mpsc::channel::<()>();
+    p.send_with_callback(ProducerRecord::new("t").partition(1).value("hold"), move |r| {
+        r.unwrap();
+        entered_tx.send(thread::current().name().map(str::to_owned)).unwrap();
+        let _ = release.recv_timeout(Duration::from_secs(30));
+    });
+    let runner = entered
+        .recv_timeout(Duration::from_secs(10))
+        .expect("callback never ran");
+    assert_eq!(runner.as_deref(), Some("brooklet-linger"));
+    let first = p.send_async(ProducerRecord::new("t").partition(0).value("first"));
+    let second = p.send(ProducerRecord::new("t").partition(0).value("second"));
+    let first_seen = first.try_result().map(|r| r.map(|m| m.offset));
+    let third = p.send_async(ProducerRecord::new("t").partition(0).value("third"));
+    let fourth = p.send_batch(&[ProducerRecord::new("t").partition(0).value("fourth")]);
+    let third_seen = third.try_result().map(|r| r.map(|m| m.offset));
+    release_tx.send(()).unwrap();
+    assert_eq!(second.unwrap().offset, 1);
+    assert_eq!(fourth.unwrap().get(0).unwrap().offset, 3);
+    assert_eq!(
+        first_seen.map(Result::unwrap),
+        Some(0),
+        "send returned before an earlier record was reported"
+    );
+    assert_eq!(
+        third_seen.map(Result::unwrap),
+        Some(2),
+        "send_batch returned before an earlier record was reported"
+    );
+
+    // Now the linger thread reports partition 0 itself, and is held in a callback of it.
+    let (entered_tx, entered) = std::sync::mpsc::channel::<()>();
+    let (returned_tx, returned) = std::sync::mpsc::channel::<()>();
+    let (seen_tx, seen) = std::sync::mpsc::channel::<bool>();
+    p.send_with_callback(ProducerRecord::new("t").partition(0).value("fifth"), move |r| {
+        assert_eq!(r.unwrap().offset, 4);
+        entered_tx.send(()).unwrap();
+        // Whether the blocking send below returned while this callback still ran.
+        seen_tx
+            .send(returned.recv_timeout(Duration::from_secs(3)).is_ok())
+            .unwrap();
+    });
+    entered
+        .recv_timeout(Duration::from_secs(10))
+        .expect("callback never ran");
+    let sixth = p.send(ProducerRecord::new("t").partition(0).value("sixth")).unwrap();
+    let _ = returned_tx.send(());
+    let returned_early = seen.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert_eq!(sixth.offset, 5);
+    assert!(
+        !returned_early,
+        "send returned while an earlier record's callback was still running"
+    );
+    p.close().unwrap();
+}
