@@ -1623,8 +1623,9 @@ impl Shared {
             // Each record's outcome goes to its delivery or callback; nothing else to report.
             // A `Synced` batch is reported once synced, by the linger thread: this call
             // returns without waiting for the fsync, and the next batches are written while
-            // it runs (as Kafka's sender thread, not `send`, waits for acks).
-            if self.defers_sync() {
+            // it runs (as Kafka's sender thread, not `send`, waits for acks). Not from a
+            // callback, perhaps on the linger thread itself: it may wait for this record.
+            if self.defers_sync() && !reporting() {
                 self.wake_linger();
             } else {
                 queue.report(&self.counters);

@@ -2879,3 +2879,37 @@ fn a_blocking_send_returns_after_earlier_synced_async_records_of_its_partition_a
     );
     p.close().unwrap();
 }
+
+/// A callback may wait for a record it sent to another partition. With `Synced`, its
+/// callbacks run on the linger thread, and the `send_async` that filled a batch left it to
+/// that thread to sync and report, which was waiting for it in the callback: a deadlock.
+#[test]
+fn a_synced_callback_may_wait_for_a_record_it_sent_to_another_partition() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(2)).unwrap();
+    let p = broker.producer(
+        ProducerConfig::default()
+            .durability(Durability::Synced)
+            .batch_size(1)
+            .linger(Duration::from_secs(3600)),
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let inner = p.clone();
+    p.send_with_callback(ProducerRecord::new("t").partition(0).value("outer"), move |r| {
+        assert_eq!(r.unwrap().offset, 0);
+        let d = inner.send_async(ProducerRecord::new("t").partition(1).value("inner"));
+        tx.send((thread::current().name().map(str::to_owned), d.wait().map(|m| m.offset)))
+            .unwrap();
+    });
+    let got = rx.recv_timeout(Duration::from_secs(10));
+    if got.is_err() {
+        // Reports the inner record from here, which lets the callback go.
+        p.flush().unwrap();
+        panic!("the callback's wait for its own send deadlocked the linger thread");
+    }
+    let (runner, inner_offset) = got.unwrap();
+    assert_eq!(runner.as_deref(), Some("brooklet-linger"));
+    assert_eq!(inner_offset.unwrap(), 0);
+    p.close().unwrap();
+    assert_eq!(end_offsets(&broker, "t"), [1, 1]);
+}
