@@ -571,6 +571,9 @@ struct PartitionQueue {
     reports: Mutex<Reports>,
     /// Signalled as batches are reported, for [`flush`](Producer::flush).
     reported: Condvar,
+    /// Batches queued in `reports` and not reported yet (changed under its lock): read
+    /// without a lock by a blocking send, which has nothing to wait for when it is 0.
+    unreported: AtomicU64,
 }
 
 struct Shared {
@@ -696,8 +699,9 @@ impl Producer {
                 shared.check_open()?;
                 // The pending records' outcomes go to their own deliveries, not this send.
                 shared.write_pending(&queue, &mut pending);
-                // The batches written before this record, which are reported before it.
-                let before = queue.queued();
+                // The batches written before this record and not reported yet: reported
+                // before it.
+                let before = queue.unreported_before();
                 let info = shared.append(
                     &queue,
                     std::slice::from_ref(&record.record),
@@ -708,9 +712,11 @@ impl Producer {
                 // Also what a `Synced` send_async left to the linger thread (perhaps busy
                 // elsewhere), and what another thread is reporting: this record's outcome
                 // comes after theirs (as Kafka's `send().get()`), unless this is a callback.
-                queue.report(&shared.counters);
-                if !reporting() {
-                    queue.wait_reported_through(before);
+                if let Some(before) = before {
+                    queue.report(&shared.counters);
+                    if !reporting() {
+                        queue.wait_reported_through(before);
+                    }
                 }
                 info?
             };
@@ -766,7 +772,17 @@ impl Producer {
     /// the producer's last clone. A [`flush`](Self::flush) inside a callback writes what is
     /// pending without waiting for other callbacks (it may be one of them). A callback must
     /// not wait for a later record of its partition ([`Delivery::wait`]) nor for a thread
-    /// that is flushing this producer: those wait for it.
+    /// that is flushing this producer: those wait for it. Nor, as in Kafka (whose callbacks
+    /// run on its one sender thread), should it wait for records that other threads sent:
+    /// the thread running it may be the producer's background thread, which writes lingering
+    /// batches and syncs `Synced` ones. A record it sent itself to another partition it may
+    /// wait for once its batch is written: after a [`flush`](Self::flush) (inside a
+    /// callback it writes and syncs without waiting for other callbacks) or when the record
+    /// filled it.
+    ///
+    /// A blocking [`send`](Self::send) or [`send_batch`](Self::send_batch) returns after
+    /// the outcomes of the records sent before it to the same partitions have been reported
+    /// (as Kafka's `send().get()`), except inside a callback.
     pub fn send_with_callback(
         &self,
         record: ProducerRecord,
@@ -855,7 +871,7 @@ impl Producer {
                 shared.check_open()?;
                 // The pending records' outcomes go to their own deliveries.
                 shared.write_pending(&group.queue, &mut pending);
-                before.push((Arc::clone(&group.queue), group.queue.queued()));
+                let unreported = group.queue.unreported_before();
                 let infos = match &group.records {
                     GroupRecords::All(records) => {
                         shared.append_split(&group.queue, records, durability.min_written(), &mut epoch, None)
@@ -867,7 +883,10 @@ impl Producer {
                 drop(pending);
                 // As `send`: earlier records' outcomes, including a `Synced` batch left to
                 // the linger thread, are reported before this call returns.
-                group.queue.report(&shared.counters);
+                if let Some(unreported) = unreported {
+                    group.queue.report(&shared.counters);
+                    before.push((Arc::clone(&group.queue), unreported));
+                }
                 infos?
             };
             if let Some(last) = infos.last().map(|(_, info)| info.last_offset) {
@@ -1384,6 +1403,7 @@ impl Shared {
             pending: Mutex::new(Pending::default()),
             reports: Mutex::new(Reports::default()),
             reported: Condvar::new(),
+            unreported: AtomicU64::new(0),
         });
         if let Some(slot) = slot {
             *slot = Some(Arc::clone(&queue));
@@ -1824,6 +1844,7 @@ impl PartitionQueue {
         let mut reports = self.reports.lock();
         reports.waiting.push_back(written);
         reports.queued += 1;
+        self.unreported.fetch_add(1, Ordering::Release);
     }
 
     /// Reports the queued batches in order, unless another thread (or this one, further up
@@ -1839,6 +1860,7 @@ impl PartitionQueue {
         while let Some(written) = reports.waiting.pop_front() {
             parking_lot::MutexGuard::unlocked(&mut reports, || written.synced(&self.log, counters).run());
             reports.reported += 1;
+            self.unreported.fetch_sub(1, Ordering::Release);
             self.reported.notify_all();
         }
         reports.running = false;
@@ -1862,6 +1884,16 @@ impl PartitionQueue {
     /// How many batches have been queued here so far.
     fn queued(&self) -> u64 {
         self.reports.lock().queued
+    }
+
+    /// How many batches have been queued here so far, if any of them is still to be
+    /// reported, else `None` (one atomic load: the common case for a blocking send). Call
+    /// under the `pending` lock, so that no batch is queued meanwhile.
+    fn unreported_before(&self) -> Option<u64> {
+        if self.unreported.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        Some(self.queued())
     }
 
     /// Waits until the first `target` batches queued here have been reported.
