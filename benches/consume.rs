@@ -7,6 +7,9 @@
 //! - `consume/poll`: one consumer assigned the 10,000,000-record partition, seeking to the
 //!   beginning and polling (`max_poll_records` 10,000) until it has every record, summing
 //!   key and value lengths. Both files stay in the page cache (warm reads for both).
+//! - `consume/poll_max_500`: the same with the default `max_poll_records` (500, Kafka's):
+//!   each poll returns part of what one read (up to `fetch_max_bytes`, 1 MiB) holds, and
+//!   the next polls take the rest from the batches kept.
 //! - `latency/send_to_poll`: one record at a time on two threads — the producer `send`s
 //!   (`Written`) a record carrying its send time, a consumer blocked in `poll` returns it,
 //!   and the next send waits until the consumer has it. Timed: from just before `send` to
@@ -98,6 +101,8 @@ fn consume(c: &mut Criterion) {
         .consumer(ConsumerConfig::default().max_poll_records(10_000))
         .unwrap();
     consumer.assign(std::slice::from_ref(&tp)).unwrap();
+    let mut default_consumer = broker.consumer(ConsumerConfig::default()).unwrap();
+    default_consumer.assign(std::slice::from_ref(&tp)).unwrap();
 
     let mut group = c.benchmark_group("consume");
     group
@@ -114,23 +119,29 @@ fn consume(c: &mut Criterion) {
         });
     });
     group.bench_function("poll", |b| {
-        b.iter(|| {
-            consumer.seek_to_beginning(std::slice::from_ref(&tp)).unwrap();
-            let (mut count, mut sum) = (0usize, 0u64);
-            while count < RECORDS {
-                let records = consumer.poll(Duration::from_secs(1)).unwrap();
-                assert!(!records.is_empty(), "stalled at {count}");
-                for r in &records {
-                    sum += (r.key().map_or(0, <[u8]>::len) + r.value().map_or(0, <[u8]>::len)) as u64;
-                }
-                count += records.len();
-            }
-            assert_eq!(count, RECORDS);
-            black_box(sum)
-        });
+        b.iter(|| black_box(poll_all(&mut consumer, &tp)));
+    });
+    group.bench_function("poll_max_500", |b| {
+        b.iter(|| black_box(poll_all(&mut default_consumer, &tp)));
     });
     group.finish();
     assert_eq!(KEY_LEN, key(0).len());
+}
+
+/// Polls `tp` from its beginning until every record came; the sum of key and value lengths.
+fn poll_all(consumer: &mut brooklet::Consumer, tp: &TopicPartition) -> u64 {
+    consumer.seek_to_beginning(std::slice::from_ref(tp)).unwrap();
+    let (mut count, mut sum) = (0usize, 0u64);
+    while count < RECORDS {
+        let records = consumer.poll(Duration::from_secs(1)).unwrap();
+        assert!(!records.is_empty(), "stalled at {count}");
+        for r in &records {
+            sum += (r.key().map_or(0, <[u8]>::len) + r.value().map_or(0, <[u8]>::len)) as u64;
+        }
+        count += records.len();
+    }
+    assert_eq!(count, RECORDS);
+    sum
 }
 
 // ---------------------------------------------------------------------------------------

@@ -11,6 +11,11 @@
 //! partitions another process appends to, instead re-checks the files every 50 ms while
 //! it waits: no append in this process can wake it.
 //!
+//! One read of a partition takes up to `fetch_max_bytes` of whole batches; what a poll
+//! does not return of them is kept for the next polls (as Kafka's fetcher keeps a fetch's
+//! records), which take it without reading or decompressing it again. A seek, a truncation
+//! of the log, or a log start moved past the position drops what was kept.
+//!
 //! # Stopping a blocked poll
 //! A consumer is used from one thread; another thread stops it through a [`WakeupHandle`]
 //! (Kafka's `consumer.wakeup()`): the `poll` blocked at that moment, or else the next one,
@@ -219,6 +224,10 @@ impl ConsumerConfig {
     /// `max.partition.fetch.bytes` (whose default this is), not its per-request
     /// `fetch.max.bytes`; a poll has no byte limit across partitions (`max_poll_records`
     /// bounds it). A batch larger than this is still returned whole. Default = 1 MiB.
+    ///
+    /// What a poll read and did not return is kept for the next polls (as Kafka's fetcher
+    /// keeps fetched records), so a consumer holds up to about this much per assigned
+    /// partition between polls.
     #[must_use]
     pub fn fetch_max_bytes(mut self, bytes: usize) -> Self {
         self.fetch_max_bytes = bytes;
@@ -657,6 +666,14 @@ struct Part {
     /// do for a partition with no leader, instead of the same error at every poll. A seek
     /// elsewhere re-arms it.
     damage_reported_at: Option<u64>,
+    /// Batches a poll read but did not return all of, from the one holding the position
+    /// on (as Kafka's fetcher keeps a fetch's records for the next polls): the next poll
+    /// starts there instead of reading (and checking, and decompressing) them again. At
+    /// most one read's worth (`fetch_max_bytes`).
+    fetched: VecDeque<RecordBatch>,
+    /// The log's truncation epoch before `fetched` was read: a truncation since may have
+    /// removed some of them.
+    fetched_epoch: u64,
 }
 
 impl Part {
@@ -665,6 +682,23 @@ impl Part {
     fn move_to(&mut self, position: Option<u64>) {
         self.position = position;
         self.damage_reported_at = None;
+        self.fetched.clear();
+    }
+
+    /// The batches kept from earlier polls, if they still start with the one holding
+    /// `position` and the log was not truncated nor its start moved past `position` since
+    /// (else none: the poll reads from the log).
+    fn take_fetched(&mut self, position: u64) -> VecDeque<RecordBatch> {
+        let mut fetched = std::mem::take(&mut self.fetched);
+        let valid = fetched
+            .front()
+            .is_some_and(|b| b.base_offset() <= position && position <= b.last_offset())
+            && self.log.truncation_epoch() == self.fetched_epoch
+            && position >= self.log.log_start_offset();
+        if !valid {
+            fetched.clear();
+        }
+        fetched
     }
 }
 
@@ -1035,6 +1069,8 @@ impl Consumer {
                 committed: None,
                 paused: false,
                 damage_reported_at: None,
+                fetched: VecDeque::new(),
+                fetched_epoch: 0,
             },
         );
     }
@@ -1855,9 +1891,11 @@ impl Drop for Consumer {
     }
 }
 
-/// Reads records of one partition from `position` into `out` until it holds `max`.
-/// Returns the next position; on error `out` may hold part of the partition's records (the
-/// caller drops them).
+/// Reads records of one partition from `position` into `out` until it holds `max`: first
+/// from the batches an earlier poll kept ([`Part::take_fetched`]), then, if they run out
+/// first, from the log. What this poll leaves of the batches goes back to the part for the
+/// next one. Returns the next position; on error `out` may hold part of the partition's
+/// records (the caller drops them).
 ///
 /// A batch taken whole is parsed once, when the application iterates: the read verified its
 /// CRC-32, and every batch that passes it was written by brooklet's encoder (or survived
@@ -1866,7 +1904,7 @@ impl Drop for Consumer {
 /// find its range. (A batch forged with a matching CRC but unparsable records would be cut
 /// short during iteration, with an error logged: never a panic, never garbage.)
 fn fetch_partition(
-    part: &Part,
+    part: &mut Part,
     partition: u32,
     position: u64,
     max_bytes: usize,
@@ -1874,13 +1912,37 @@ fn fetch_partition(
     spare: &mut SpareBuffer,
     out: &mut ConsumerRecords,
 ) -> Result<u64> {
-    let batches = part.log.read_into(position, max_bytes, spare)?;
     let crc_checked = part.log.config().verify_checksums;
-    let mut next = position;
-    for batch in batches {
-        if out.len >= max {
-            break;
-        }
+    let mut batches = part.take_fetched(position);
+    let mut next = take_records(&mut batches, &part.topic, partition, position, max, crc_checked, out)?;
+    if batches.is_empty() && out.len < max {
+        let epoch = part.log.truncation_epoch();
+        batches = part.log.read_into(next, max_bytes, spare)?.into();
+        next = take_records(&mut batches, &part.topic, partition, next, max, crc_checked, out)?;
+        part.fetched_epoch = epoch;
+    }
+    // A read-only log's files are another process's, which may truncate them unseen here:
+    // its batches are read afresh each poll.
+    if !part.log.is_read_only() {
+        part.fetched = batches;
+    }
+    Ok(next)
+}
+
+/// Moves the records of `batches` from offset `next` on into `out`, front batch first,
+/// until it holds `max`; a batch not taken to its end stays at the front. Returns the
+/// offset after the last record taken.
+fn take_records(
+    batches: &mut VecDeque<RecordBatch>,
+    topic: &Arc<str>,
+    partition: u32,
+    mut next: u64,
+    max: usize,
+    crc_checked: bool,
+    out: &mut ConsumerRecords,
+) -> Result<u64> {
+    while out.len < max {
+        let Some(batch) = batches.pop_front() else { break };
         let batch_end = batch.last_offset().saturating_add(1);
         if batch_end <= next {
             continue;
@@ -1911,15 +1973,20 @@ fn fetch_partition(
             }
             (first.unwrap_or(next), count)
         };
+        let rest = (next < batch_end).then(|| batch.clone());
         if count > 0 {
             out.chunks.push(Chunk {
-                topic: Arc::clone(&part.topic),
+                topic: Arc::clone(topic),
                 partition,
                 batch,
                 from,
                 count,
             });
             out.len += count;
+        }
+        if let Some(rest) = rest {
+            batches.push_front(rest);
+            break;
         }
     }
     Ok(next)

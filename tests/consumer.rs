@@ -2756,3 +2756,117 @@ fn a_latest_reset_of_an_out_of_range_position_does_not_skip_buffered_records() {
         assert_eq!(offsets, (10..15).collect::<Vec<_>>());
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Batches kept between polls
+// ---------------------------------------------------------------------------------------
+
+/// `n` lz4-compressed records "v{i}" for `offsets` to partition 0 of "t", one batch.
+fn send_lz4_batch(broker: &Broker, offsets: std::ops::Range<u64>) {
+    let producer = broker.producer(ProducerConfig::default().compression(brooklet::Compression::Lz4));
+    let records: Vec<ProducerRecord> = offsets
+        .map(|i| ProducerRecord::new("t").partition(0).value(format!("v{i}")))
+        .collect();
+    producer.send_batch(&records).unwrap();
+}
+
+/// `(offset, value)` of each record of one poll.
+fn polled(c: &mut Consumer) -> Vec<(u64, String)> {
+    c.poll(Duration::from_millis(1))
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r.offset(),
+                String::from_utf8_lossy(r.value().unwrap_or_default()).into_owned(),
+            )
+        })
+        .collect()
+}
+
+fn expected(offsets: std::ops::Range<u64>, prefix: &str) -> Vec<(u64, String)> {
+    offsets.map(|i| (i, format!("{prefix}{i}"))).collect()
+}
+
+/// A poll that returns part of what it read keeps the rest for the next polls (no read,
+/// no decompression again); every record still comes once, in order, across compressed
+/// batches, appends between polls and a seek back into the kept batch.
+#[test]
+fn polls_return_kept_batches_in_order_and_a_seek_starts_afresh() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    send_lz4_batch(&broker, 0..10);
+    send_lz4_batch(&broker, 10..20);
+    let mut c = broker.consumer(ConsumerConfig::default().max_poll_records(3)).unwrap();
+    c.assign(&[tp("t", 0)]).unwrap();
+    c.seek(&tp("t", 0), 0).unwrap();
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        got.extend(polled(&mut c));
+    }
+    assert_eq!(got, expected(0..12, "v"));
+    // Appended after the read: the kept batches end before it, the next read finds it.
+    send_lz4_batch(&broker, 20..25);
+    for _ in 0..5 {
+        got.extend(polled(&mut c));
+    }
+    assert_eq!(got, expected(0..25, "v"));
+    // Back into a batch: from there, once.
+    c.seek(&tp("t", 0), 11).unwrap();
+    assert_eq!(polled(&mut c), expected(11..14, "v"));
+    assert_eq!(c.position(&tp("t", 0)).unwrap(), 14);
+}
+
+/// Kept batches are not returned once the log was truncated under them: the records past
+/// the cut were replaced, and the consumer reads the new ones.
+#[test]
+fn a_truncation_drops_the_batches_a_poll_kept() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    send_lz4_batch(&broker, 0..5);
+    send_lz4_batch(&broker, 5..10);
+    let mut c = broker.consumer(ConsumerConfig::default().max_poll_records(3)).unwrap();
+    c.assign(&[tp("t", 0)]).unwrap();
+    c.seek(&tp("t", 0), 0).unwrap();
+    // The poll read both batches and keeps the rest of them.
+    assert_eq!(polled(&mut c), expected(0..3, "v"));
+    let log = broker.partition_log(&tp("t", 0)).unwrap();
+    assert_eq!(log.truncate_to(5).unwrap(), 5);
+    let producer = broker.producer(ProducerConfig::default());
+    for i in 5..8 {
+        producer
+            .send(ProducerRecord::new("t").partition(0).value(format!("new{i}")))
+            .unwrap();
+    }
+    let mut got = polled(&mut c);
+    got.extend(polled(&mut c));
+    assert_eq!(
+        got,
+        [(3, "v3"), (4, "v4"), (5, "new5"), (6, "new6"), (7, "new7")].map(|(o, v)| (o, v.to_owned()))
+    );
+}
+
+/// Kept batches below a log start moved past the position are not returned either: the
+/// position is out of range, and `auto_offset_reset` moves it as for any read.
+#[test]
+fn a_log_start_moved_past_the_position_drops_the_batches_a_poll_kept() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    send_lz4_batch(&broker, 0..10);
+    let mut c = broker
+        .consumer(
+            ConsumerConfig::default()
+                .max_poll_records(3)
+                .auto_offset_reset(OffsetReset::Earliest),
+        )
+        .unwrap();
+    c.assign(&[tp("t", 0)]).unwrap();
+    c.seek(&tp("t", 0), 0).unwrap();
+    assert_eq!(polled(&mut c), expected(0..3, "v"));
+    broker
+        .partition_log(&tp("t", 0))
+        .unwrap()
+        .delete_records_before(6)
+        .unwrap();
+    assert_eq!(polled(&mut c), expected(6..9, "v"));
+}

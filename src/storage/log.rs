@@ -726,6 +726,12 @@ impl PartitionLog {
         self.read_only
     }
 
+    /// How many truncations ([`truncate_to`](Self::truncate_to)) this log has had: a reader
+    /// keeping batches it read checks it did not change since, else they may be gone.
+    pub(crate) fn truncation_epoch(&self) -> u64 {
+        self.truncations.load(Ordering::Acquire)
+    }
+
     /// For a read-only log: picks up what the writer appended since the last refresh — the
     /// complete, valid batches after the known end of the last segment, then those of any
     /// segment the writer rolled to — and the writer's current log start offset. Reads at
