@@ -1917,7 +1917,14 @@ fn fetch_partition(
     let mut next = take_records(&mut batches, &part.topic, partition, position, max, crc_checked, out)?;
     if batches.is_empty() && out.len < max {
         let epoch = part.log.truncation_epoch();
-        batches = part.log.read_into(next, max_bytes, spare)?.into();
+        batches = match part.log.read_into(next, max_bytes, spare) {
+            Ok(read) => read.into(),
+            // The kept records come first, as from a read of them that stopped before the
+            // failure; the next poll reads at `next` and reports it (else they would be
+            // dropped with an error that is not theirs, or a reset moving from `position`).
+            Err(_) if next > position => return Ok(next),
+            Err(e) => return Err(e),
+        };
         next = take_records(&mut batches, &part.topic, partition, next, max, crc_checked, out)?;
         part.fetched_epoch = epoch;
     }

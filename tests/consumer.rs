@@ -2870,3 +2870,44 @@ fn a_log_start_moved_past_the_position_drops_the_batches_a_poll_kept() {
         .unwrap();
     assert_eq!(polled(&mut c), expected(6..9, "v"));
 }
+
+/// A poll that returns the rest of its kept batches and then fails to read what follows
+/// them (here a damaged batch) returns those records, as a poll reading them from the log
+/// does; the damage is reported by the next poll, at its offset. The kept records used to
+/// be dropped with the error: the poll failed at a position whose records read fine, and
+/// the same error came again two polls later.
+#[test]
+fn a_failed_read_after_the_kept_batches_does_not_drop_their_records() {
+    let dir = common::temp_dir();
+    let broker = Broker::open(dir.path()).unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    send_lz4_batch(&broker, 0..10);
+    send_lz4_batch(&broker, 10..20);
+    let first = broker.partition_log(&tp("t", 0)).unwrap().read(0, 1 << 20).unwrap();
+    let a_len = first[0].size_bytes();
+    assert_eq!((first[1].base_offset(), first[1].size_bytes() > 8), (10, true));
+    // Reads of one batch at a time: the first poll reads the first batch only.
+    let mut c = broker
+        .consumer(ConsumerConfig::default().max_poll_records(7).fetch_max_bytes(a_len))
+        .unwrap();
+    c.assign(&[tp("t", 0)]).unwrap();
+    c.seek(&tp("t", 0), 0).unwrap();
+    assert_eq!(polled(&mut c), expected(0..7, "v"));
+    // The second batch's last byte rots on disk (its CRC no longer matches).
+    let segment = dir.path().join("t-0").join("00000000000000000000.log");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&segment)
+        .unwrap();
+    let at = (a_len + first[1].size_bytes() - 1) as u64;
+    let mut byte = [0u8];
+    std::os::unix::fs::FileExt::read_exact_at(&file, &mut byte, at).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &[byte[0] ^ 0xff], at).unwrap();
+    drop(file);
+    assert_eq!(polled(&mut c), expected(7..10, "v"));
+    assert_eq!(c.position(&tp("t", 0)).unwrap(), 10);
+    let damaged = c.poll(Duration::from_millis(1));
+    assert!(matches!(damaged, Err(Error::Corrupt { .. })), "{damaged:?}");
+    assert_eq!(c.position(&tp("t", 0)).unwrap(), 10);
+}
