@@ -369,6 +369,11 @@ pub struct PartitionLog {
     /// Truncations so far (the truncation epoch). Bumped under both the writer lock and the
     /// sync turn, so an append reads, under the writer lock, the epoch it happened in.
     truncations: AtomicU64,
+    /// Truncations whose cut readers see: bumped once the log's end, segment sizes and
+    /// segment list no longer reach the records cut (after `truncations`, which moves
+    /// first, for `Synced` appends). A reader that read this before a read knows the read
+    /// saw no record cut by a truncation counted in it.
+    cuts_seen: AtomicU64,
     log_start: AtomicU64,
     /// The value in the `recovery-point` file (written under the sync turn only); after a
     /// failed write of it, the higher of the values it may hold.
@@ -483,6 +488,7 @@ impl PartitionLog {
             rounds_finished: AtomicU64::new(0),
             last_sync_nanos: AtomicU64::new(0),
             truncations: AtomicU64::new(0),
+            cuts_seen: AtomicU64::new(0),
             log_start: AtomicU64::new(o.log_start),
             recovery_point: AtomicU64::new(o.recovery_point),
             recovery_point_behind: AtomicBool::new(false),
@@ -726,10 +732,11 @@ impl PartitionLog {
         self.read_only
     }
 
-    /// How many truncations ([`truncate_to`](Self::truncate_to)) this log has had: a reader
-    /// keeping batches it read checks it did not change since, else they may be gone.
+    /// How many truncations ([`truncate_to`](Self::truncate_to)) this log has had whose
+    /// cut readers see. A reader that keeps batches reads it before its read, and checks
+    /// it did not change since before using them again: else they may hold cut records.
     pub(crate) fn truncation_epoch(&self) -> u64 {
-        self.truncations.load(Ordering::Acquire)
+        self.cuts_seen.load(Ordering::Acquire)
     }
 
     /// For a read-only log: picks up what the writer appended since the last refresh — the
@@ -2132,6 +2139,8 @@ impl PartitionLog {
                 map.remove(&s.base_offset);
             }
         }
+        // Readers no longer reach the records cut.
+        self.cuts_seen.fetch_add(1, Ordering::AcqRel);
         // A reader still holding one must not write index files at paths that a segment
         // created later with the same base offset will own.
         later.iter().for_each(|s| s.retire());
@@ -2191,6 +2200,8 @@ impl PartitionLog {
         self.visible_end.store(base, Ordering::Release);
         self.synced_end.fetch_min(base, Ordering::AcqRel);
         let all: Vec<Arc<Segment>> = std::mem::take(&mut *self.segments.write()).into_values().collect();
+        // Readers no longer reach the records cut.
+        self.cuts_seen.fetch_add(1, Ordering::AcqRel);
         all.iter().for_each(|s| s.retire());
         let created = || -> Result<Arc<Segment>> {
             for s in all.iter().rev() {
