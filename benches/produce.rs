@@ -36,7 +36,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use brooklet::{Broker, Compression, Durability, ProducerConfig, ProducerRecord, TopicConfig};
+use brooklet::{Broker, Compression, Durability, Producer, ProducerConfig, ProducerRecord, TopicConfig};
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 
@@ -69,6 +69,15 @@ fn chunked(recs: Vec<ProducerRecord>) -> Vec<Vec<ProducerRecord>> {
         chunks.push(it.by_ref().take(1_000).collect());
     }
     chunks
+}
+
+/// `send_async` of every record, a flush, and a wait on every delivery handle.
+fn send_async_and_wait_each(producer: &Producer, recs: Vec<ProducerRecord>) {
+    let deliveries: Vec<_> = recs.into_iter().map(|r| producer.send_async(r)).collect();
+    producer.flush().unwrap();
+    for d in deliveries {
+        black_box(d.wait().unwrap());
+    }
 }
 
 fn broker_with_topic() -> (Broker, tempfile::TempDir) {
@@ -138,11 +147,7 @@ fn produce(c: &mut Criterion) {
             || (broker_with_topic(), records_with(keys.iter().cloned(), &v)),
             |((broker, dir), recs)| {
                 let producer = broker.producer(ProducerConfig::default().batch_size(128 * 1024));
-                let deliveries: Vec<_> = recs.into_iter().map(|r| producer.send_async(r)).collect();
-                producer.flush().unwrap();
-                for d in deliveries {
-                    black_box(d.wait().unwrap());
-                }
+                send_async_and_wait_each(&producer, recs);
                 (producer, broker, dir)
             },
             BatchSize::PerIteration,
@@ -278,11 +283,7 @@ fn synced(c: &mut Criterion) {
             || (broker_with_topic(), records_with((0..ASYNC_SYNCED).map(key), &value())),
             |((broker, dir), recs)| {
                 let producer = broker.producer(ProducerConfig::default().durability(Durability::Synced));
-                let deliveries: Vec<_> = recs.into_iter().map(|r| producer.send_async(r)).collect();
-                producer.flush().unwrap();
-                for d in deliveries {
-                    black_box(d.wait().unwrap());
-                }
+                send_async_and_wait_each(&producer, recs);
                 (producer, broker, dir)
             },
             BatchSize::PerIteration,

@@ -2609,21 +2609,13 @@ fn a_commit_async_made_while_closing_reports_and_is_committed() {
         .open(dir.path())
         .unwrap();
     broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
-    let producer = broker.producer(ProducerConfig::default());
-    for i in 0..5 {
-        producer.send(ProducerRecord::new("t").value(format!("{i}"))).unwrap();
-    }
+    fill(&broker, "t", 1, 5);
     let (tx, rx) = std::sync::mpsc::channel();
     let mut consumer = broker.consumer(manual("g")).unwrap();
     consumer
         .subscribe_with_listener(&["t"], CommitAsyncOnRevoke(tx))
         .unwrap();
-    let start = Instant::now();
-    let mut read = 0;
-    while read < 5 {
-        assert!(start.elapsed() < LONG, "only {read} of 5 records arrived");
-        read += consumer.poll(Duration::from_millis(10)).unwrap().len();
-    }
+    poll_n(&mut consumer, 5);
     consumer.close().unwrap();
     let outcome = rx.recv_timeout(LONG).expect("the commit_async callback never ran");
     assert!(outcome.is_ok(), "{outcome:?}");
@@ -2648,23 +2640,11 @@ fn a_commit_async_on_revoke_is_where_the_next_owner_starts() {
         .open(dir.path())
         .unwrap();
     broker.create_topic("t", TopicConfig::with_partitions(2)).unwrap();
-    let producer = broker.producer(ProducerConfig::default());
-    for p in 0..2 {
-        for i in 0..5 {
-            producer
-                .send(ProducerRecord::new("t").partition(p).value(format!("{i}")))
-                .unwrap();
-        }
-    }
+    fill(&broker, "t", 2, 5);
     let (tx, rx) = std::sync::mpsc::channel();
     let mut old = broker.consumer(manual("g")).unwrap();
     old.subscribe_with_listener(&["t"], CommitAsyncOnRevoke(tx)).unwrap();
-    let start = Instant::now();
-    let mut read = 0;
-    while read < 10 {
-        assert!(start.elapsed() < LONG, "only {read} of 10 records arrived");
-        read += old.poll(Duration::from_millis(10)).unwrap().len();
-    }
+    poll_n(&mut old, 10);
     let mut new = broker.consumer(manual("g")).unwrap();
     new.subscribe(&["t"]).unwrap();
     let moved = TopicPartition::new("t", 1);

@@ -2802,8 +2802,22 @@ fn flush_waits_for_callbacks_of_a_retired_queue_that_another_thread_is_reporting
 }
 
 // ---------------------------------------------------------------------------------------
-// 15. review: deferred `Synced` reports
+// 15. `Synced` async batches, synced and reported by the linger thread
 // ---------------------------------------------------------------------------------------
+
+/// A broker with the two-partition topic "t", and a `Synced` producer whose every async
+/// record fills its batch (the linger timer never writes one).
+fn synced_one_record_batches() -> (Broker, Producer) {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(2)).unwrap();
+    let p = broker.producer(
+        ProducerConfig::default()
+            .durability(Durability::Synced)
+            .batch_size(1)
+            .linger(Duration::from_secs(3600)),
+    );
+    (broker, p)
+}
 
 /// A blocking `send` (and `send_batch`) reports a record only after the records sent
 /// before it to the same partition have been reported, as Kafka's `send().get()` completes
@@ -2813,15 +2827,7 @@ fn flush_waits_for_callbacks_of_a_retired_queue_that_another_thread_is_reporting
 /// reporting it (the send did not wait).
 #[test]
 fn a_blocking_send_returns_after_earlier_synced_async_records_of_its_partition_are_reported() {
-    let broker = Broker::temporary().unwrap();
-    broker.create_topic("t", TopicConfig::with_partitions(2)).unwrap();
-    // Every record fills its batch; the timer never writes one.
-    let p = broker.producer(
-        ProducerConfig::default()
-            .durability(Durability::Synced)
-            .batch_size(1)
-            .linger(Duration::from_secs(3600)),
-    );
+    let (_broker, p) = synced_one_record_batches();
     // The linger thread runs this callback (of partition 1) and is held in it.
     let (entered_tx, entered) = std::sync::mpsc::channel::<Option<String>>();
     let (release_tx, release) = std::sync::mpsc::channel::<()>();
@@ -2885,14 +2891,7 @@ fn a_blocking_send_returns_after_earlier_synced_async_records_of_its_partition_a
 /// that thread to sync and report, which was waiting for it in the callback: a deadlock.
 #[test]
 fn a_synced_callback_may_wait_for_a_record_it_sent_to_another_partition() {
-    let broker = Broker::temporary().unwrap();
-    broker.create_topic("t", TopicConfig::with_partitions(2)).unwrap();
-    let p = broker.producer(
-        ProducerConfig::default()
-            .durability(Durability::Synced)
-            .batch_size(1)
-            .linger(Duration::from_secs(3600)),
-    );
+    let (broker, p) = synced_one_record_batches();
     let (tx, rx) = std::sync::mpsc::channel();
     let inner = p.clone();
     p.send_with_callback(ProducerRecord::new("t").partition(0).value("outer"), move |r| {
