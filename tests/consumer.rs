@@ -2596,6 +2596,35 @@ impl RebalanceListener for CommitAsyncOnRevoke {
     }
 }
 
+/// A broker with `Synced` offsets and topic "t" of `partitions` partitions holding 5
+/// records each, and the only member of group "g", which has read them all and whose
+/// listener commits with `commit_async` on revoke, reporting the outcome on the receiver.
+fn member_committing_async_on_revoke(
+    partitions: u32,
+) -> (
+    tempfile::TempDir,
+    Broker,
+    Consumer,
+    std::sync::mpsc::Receiver<brooklet::Result<()>>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::builder()
+        .offsets_durability(Durability::Synced)
+        .open(dir.path())
+        .unwrap();
+    broker
+        .create_topic("t", TopicConfig::with_partitions(partitions))
+        .unwrap();
+    fill(&broker, "t", partitions, 5);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut consumer = broker.consumer(manual("g")).unwrap();
+    consumer
+        .subscribe_with_listener(&["t"], CommitAsyncOnRevoke(tx))
+        .unwrap();
+    poll_n(&mut consumer, 5 * partitions as usize);
+    (dir, broker, consumer, rx)
+}
+
 /// `close` runs `on_partitions_revoked`, where a listener may `commit_async`: that commit's
 /// callback must run before `close` returns (`commit_async` promises the outcome at the
 /// next poll, commit or close, and none follows a close). It was dropped uncalled — and
@@ -2603,19 +2632,7 @@ impl RebalanceListener for CommitAsyncOnRevoke {
 /// offset table, so the group's next member re-read what had been committed.
 #[test]
 fn a_commit_async_made_while_closing_reports_and_is_committed() {
-    let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::builder()
-        .offsets_durability(Durability::Synced)
-        .open(dir.path())
-        .unwrap();
-    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
-    fill(&broker, "t", 1, 5);
-    let (tx, rx) = std::sync::mpsc::channel();
-    let mut consumer = broker.consumer(manual("g")).unwrap();
-    consumer
-        .subscribe_with_listener(&["t"], CommitAsyncOnRevoke(tx))
-        .unwrap();
-    poll_n(&mut consumer, 5);
+    let (_dir, broker, consumer, rx) = member_committing_async_on_revoke(1);
     consumer.close().unwrap();
     let outcome = rx.recv_timeout(LONG).expect("the commit_async callback never ran");
     assert!(outcome.is_ok(), "{outcome:?}");
@@ -2634,17 +2651,7 @@ fn a_commit_async_made_while_closing_reports_and_is_committed() {
 /// what had been committed.
 #[test]
 fn a_commit_async_on_revoke_is_where_the_next_owner_starts() {
-    let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::builder()
-        .offsets_durability(Durability::Synced)
-        .open(dir.path())
-        .unwrap();
-    broker.create_topic("t", TopicConfig::with_partitions(2)).unwrap();
-    fill(&broker, "t", 2, 5);
-    let (tx, rx) = std::sync::mpsc::channel();
-    let mut old = broker.consumer(manual("g")).unwrap();
-    old.subscribe_with_listener(&["t"], CommitAsyncOnRevoke(tx)).unwrap();
-    poll_n(&mut old, 10);
+    let (_dir, broker, mut old, rx) = member_committing_async_on_revoke(2);
     let mut new = broker.consumer(manual("g")).unwrap();
     new.subscribe(&["t"]).unwrap();
     let moved = TopicPartition::new("t", 1);
