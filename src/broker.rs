@@ -50,7 +50,7 @@ use crate::offsets::{DEFAULT_COMPACT_BYTES, OffsetStore};
 use crate::record::TimestampType;
 use crate::storage::checkpoint;
 use crate::storage::io::{OsFs, Vfs};
-use crate::storage::log::{DirLock, lock_dir};
+use crate::storage::log::{CutHook, DirLock, lock_dir};
 use crate::storage::retention::{RetentionChecker, Stopping};
 use crate::topic::{CleanupPolicy, TopicConfig, TopicId, validate_topic_name};
 use crate::{PartitionLog, TopicPartition};
@@ -689,6 +689,7 @@ impl Broker {
             builder.offsets_compact_bytes,
         )?;
         remove_unlisted_offsets(&offsets, &stored)?;
+        lower_offsets_past_log_ends(&offsets, &topics)?;
         let inner = Arc::new(BrokerInner {
             dir: dir.to_path_buf(),
             vfs,
@@ -701,6 +702,11 @@ impl Broker {
             _lock: Some(lock),
             _temp: temp,
         });
+        for topic in inner.topics.read().values() {
+            for (p, log) in topic.partition_logs().iter().enumerate() {
+                log.set_cut_hook(lower_offsets_on_cut(&inner, TopicPartition::new(&topic.name, p as u32)));
+            }
+        }
         let offsets_retention = builder.offsets_retention;
         let retention = builder.retention_check_interval.and_then(|interval| {
             let weak = Arc::downgrade(&inner);
@@ -1186,12 +1192,13 @@ impl Broker {
     ) -> Result<Vec<Arc<PartitionLog>>> {
         range
             .map(|p| {
-                PartitionLog::open_owned(
+                let log = PartitionLog::open_owned(
                     &partition_dir(&self.inner.dir, name, p),
                     config.log_config(),
                     Arc::clone(&self.inner.vfs),
-                )
-                .map(Arc::new)
+                )?;
+                log.set_cut_hook(lower_offsets_on_cut(&self.inner, TopicPartition::new(name, p)));
+                Ok(Arc::new(log))
             })
             .collect()
     }
@@ -1380,6 +1387,41 @@ fn remove_unlisted_offsets(offsets: &OffsetStore, topics: &[StoredTopic]) -> Res
         );
     }
     Ok(())
+}
+
+/// Lowers committed offsets past the log end of a partition that was not closed cleanly
+/// to that end: what a power loss leaves when a group's commit survived but the tail of
+/// the records it had read did not (they were not synced yet). New records get those
+/// offsets, and the group, resuming past the end, would skip them; from the end it reads
+/// them all. A cleanly closed partition lost nothing, so a commit past its end is the
+/// application's (Kafka takes any offset; the consumer's `auto_offset_reset` handles it),
+/// and an offline partition keeps its offsets (the damage hides its end).
+fn lower_offsets_past_log_ends(offsets: &OffsetStore, topics: &BTreeMap<String, Arc<Topic>>) -> Result<()> {
+    let lowered = offsets.lower_past(|tp| {
+        let log = topics.get(tp.topic.as_str())?.partition(tp.partition).ok()?;
+        (log.damage().is_none() && !log.recovery_report().clean_shutdown).then(|| log.log_end_offset())
+    })?;
+    if lowered > 0 {
+        tracing::warn!(
+            offsets = lowered,
+            "lowered committed offsets past their partition's end to it: the log lost records the group had read (a power loss before they were synced)"
+        );
+    }
+    Ok(())
+}
+
+/// The hook a broker's log runs after a truncation: every group's committed offset of
+/// `tp` past the end the cut left is lowered to it (see [`PartitionLog::truncate_to`]).
+fn lower_offsets_on_cut(inner: &Arc<BrokerInner>, tp: TopicPartition) -> CutHook {
+    let inner = Arc::downgrade(inner);
+    Box::new(move |end| {
+        let Some(inner) = inner.upgrade() else { return Ok(()) };
+        let lowered = inner.offsets.lower_past(|p| (*p == tp).then_some(end))?;
+        if lowered > 0 {
+            tracing::warn!(partition = %tp, end, offsets = lowered, "lowered committed offsets past the truncated log's end to it");
+        }
+        Ok(())
+    })
 }
 
 #[cfg(test)]

@@ -674,15 +674,55 @@ struct Part {
     /// The log's truncation epoch before `fetched` was read: a truncation since may have
     /// removed some of them.
     fetched_epoch: u64,
+    /// The log's [`cut_epoch`](PartitionLog::cut_epoch) when `position` was last known
+    /// valid: a truncation since may have cut the log below it.
+    cut_epoch: u64,
 }
 
 impl Part {
     /// Moves the position by the application's choice (a seek), or drops it (`None`): the
     /// damage, if any, is reported again when a read reaches it.
     fn move_to(&mut self, position: Option<u64>) {
+        self.cut_epoch = self.log.cut_epoch();
         self.position = position;
         self.damage_reported_at = None;
         self.fetched.clear();
+    }
+
+    /// The position, checked against the truncations since it was last: one past the end
+    /// a truncation left moves back to that end, the first offset whose record changed, as
+    /// a Kafka consumer resets to the offset its log diverged at (KIP-320) — unless
+    /// `policy` is [`OffsetReset::None`]: then the position stays, and the error says so
+    /// (until a seek). One atomic load when the log was not truncated.
+    fn check_cuts(&mut self, tp: &TopicPartition, position: u64, policy: OffsetReset) -> Result<u64> {
+        let epoch = self.log.cut_epoch();
+        let Some(end) = self.log.lowest_cut_since(self.cut_epoch) else {
+            return Ok(position);
+        };
+        if end >= position {
+            self.cut_epoch = epoch;
+            return Ok(position);
+        }
+        if policy == OffsetReset::None {
+            return Err(Error::LogTruncated {
+                partition: tp.clone(),
+                position,
+                end,
+            });
+        }
+        tracing::warn!(partition = %tp, position, end, "the log was truncated below the position; resuming at its new end");
+        self.move_to(Some(end));
+        // Not the epoch now: a truncation after `epoch` is checked at the next poll.
+        self.cut_epoch = epoch;
+        Ok(end)
+    }
+
+    /// The position to commit: never past the end a truncation not yet seen by a poll
+    /// left, which would make the group skip the records written there next.
+    fn committable(&self, position: u64) -> u64 {
+        self.log
+            .lowest_cut_since(self.cut_epoch)
+            .map_or(position, |end| position.min(end))
     }
 
     /// The batches kept from earlier polls, if they still start with the one holding
@@ -1071,6 +1111,7 @@ impl Consumer {
                 damage_reported_at: None,
                 fetched: VecDeque::new(),
                 fetched_epoch: 0,
+                cut_epoch: 0,
             },
         );
     }
@@ -1113,7 +1154,10 @@ impl Consumer {
     /// # Errors
     /// [`Error::NoCommittedOffset`] for a partition without a position when
     /// `auto_offset_reset` is `None`; [`Error::OffsetOutOfRange`] when a position falls
-    /// outside the log and `auto_offset_reset` is `None`; [`Error::UnknownTopic`] for a
+    /// outside the log and `auto_offset_reset` is `None`; [`Error::LogTruncated`] when a
+    /// [`PartitionLog::truncate_to`] cut the log below a position and `auto_offset_reset`
+    /// is `None` (with a policy, the position moves back to the end the cut left, so the
+    /// records written there next are read); [`Error::UnknownTopic`] for a
     /// manually assigned partition whose topic was deleted (until it is created again);
     /// [`Error::Corrupt`] or [`Error::Io`] from the log (a partition left offline by
     /// [`DamagePolicy::Offline`](crate::DamagePolicy::Offline) reports its damage once when a
@@ -1364,6 +1408,8 @@ impl Consumer {
                 .and_then(|g| self.broker.offsets().get(g, &tp))
                 .map(|om| om.offset);
             let Some(part) = self.parts.get_mut(&tp) else { continue };
+            // The committed offset was lowered by any truncation that cut below it.
+            part.cut_epoch = part.log.cut_epoch();
             let (start, end) = (part.log.log_start_offset(), part.log.visible_end_offset());
             let position = match committed {
                 Some(c) if (start..=end).contains(&c) => c,
@@ -1427,6 +1473,13 @@ impl Consumer {
                 ));
                 break;
             }
+            let position = match part.check_cuts(tp, position, reset_policy) {
+                Ok(position) => position,
+                Err(e) => {
+                    failure = Some((tp.clone(), position, e));
+                    break;
+                }
+            };
             let mark = (out.chunks.len(), out.len);
             match fetch_partition(part, tp.partition, position, fetch_bytes, max, &mut self.spare, out) {
                 Ok(next) => part.position = Some(next),
@@ -1724,7 +1777,7 @@ impl Consumer {
             .iter()
             .filter_map(|tp| {
                 let part = self.parts.get(tp)?;
-                let position = part.position?;
+                let position = part.committable(part.position?);
                 if part.log.is_deleted() {
                     return None;
                 }
@@ -2010,7 +2063,7 @@ fn handle_fetch_error(e: Error, tp: &TopicPartition, part: &mut Part, policy: Of
         } => match reset(policy, start, part.log.visible_end_offset()) {
             Some(to) => {
                 tracing::warn!(partition = %tp, requested, reset_to = to, "position out of range; resetting");
-                part.position = Some(to);
+                part.move_to(Some(to));
                 None
             }
             None => Some(Error::OffsetOutOfRange {

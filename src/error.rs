@@ -202,6 +202,20 @@ pub enum Error {
         /// it was removed.
         offset: u64,
     },
+    /// The log of a consumer's partition was truncated
+    /// ([`PartitionLog::truncate_to`](crate::PartitionLog::truncate_to)) below its
+    /// position, and its `auto_offset_reset` is [`OffsetReset::None`](crate::OffsetReset::None)
+    /// (Kafka's `LogTruncationException`). The offsets from `end` on belong to other
+    /// records now (or will): the position stays where it was, and polls report this, until
+    /// the application seeks (usually to `end`, the first offset that changed).
+    LogTruncated {
+        /// The partition.
+        partition: crate::TopicPartition,
+        /// The consumer's position.
+        position: u64,
+        /// The log end the truncation left: every offset at or after it was cut.
+        end: u64,
+    },
     /// A write was asked of a broker or log opened read-only
     /// ([`Broker::open_read_only`](crate::Broker::open_read_only),
     /// [`PartitionLog::open_read_only`](crate::PartitionLog::open_read_only)).
@@ -322,6 +336,15 @@ impl Error {
             Error::Truncated { dir, offset } => Error::Truncated {
                 dir: dir.clone(),
                 offset: *offset,
+            },
+            Error::LogTruncated {
+                partition,
+                position,
+                end,
+            } => Error::LogTruncated {
+                partition: partition.clone(),
+                position: *position,
+                end: *end,
             },
             Error::ReadOnly { what } => Error::ReadOnly { what: what.clone() },
             Error::OffsetOverflow {
@@ -454,6 +477,14 @@ impl fmt::Display for Error {
                 f,
                 "partition {} was truncated to offset {offset} before the append was synced; its records at or after that offset are gone",
                 dir.display()
+            ),
+            Error::LogTruncated {
+                partition,
+                position,
+                end,
+            } => write!(
+                f,
+                "partition {partition} was truncated to offset {end}, below the consumer's position {position}; seek to resume"
             ),
             Error::ReadOnly { what } => write!(f, "cannot {what}: the data directory is open read-only"),
             Error::OffsetOverflow {

@@ -447,6 +447,62 @@ impl OffsetStore {
         Ok(count)
     }
 
+    /// Lowers, in every group, each committed offset past `limit(partition)` to that limit
+    /// (its metadata and commit time kept), and syncs the offsets log whatever the offsets
+    /// durability; returns how many. For a partition whose log now ends below offsets that
+    /// groups committed (a truncation, or a power loss that took the log's unsynced tail):
+    /// new records will get the offsets past its end, and a group resuming there would skip
+    /// them. What counts is the table as it will be once the commits not yet durable are
+    /// applied, as for [`delete_matching`](Self::delete_matching).
+    pub fn lower_past(&self, limit: impl Fn(&TopicPartition) -> Option<u64>) -> Result<usize> {
+        let mut count = 0;
+        self.append(true, true, || {
+            // Pending first, held while the table is read (the lock order of `apply_synced`).
+            let pending = self.pending.lock();
+            let mut live: BTreeMap<(String, TopicPartition), OffsetAndMetadata> = BTreeMap::new();
+            for (group, offsets) in self.table.read().iter() {
+                for (tp, om) in offsets.iter().filter(|(tp, _)| limit(tp).is_some()) {
+                    live.insert((group.clone(), tp.clone()), om.clone());
+                }
+            }
+            for (_, changes) in pending.iter() {
+                for (group, tp, change) in changes.iter().filter(|(_, tp, _)| limit(tp).is_some()) {
+                    let key = (group.clone(), tp.clone());
+                    match change {
+                        Some(om) => live.insert(key, om.clone()),
+                        None => live.remove(&key),
+                    };
+                }
+            }
+            let lowered: Vec<(String, TopicPartition, OffsetAndMetadata)> = live
+                .into_iter()
+                .filter_map(|((group, tp), mut om)| {
+                    let max = limit(&tp)?;
+                    (om.offset > max).then(|| {
+                        om.offset = max;
+                        (group, tp, om)
+                    })
+                })
+                .collect();
+            let records = lowered
+                .iter()
+                .map(|(group, tp, om)| {
+                    let value = encode_value(om.offset, om.commit_timestamp, &om.metadata);
+                    encode_key(group, tp).map(|k| Record::new().key(k).value(value))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            count = lowered.len();
+            Ok((
+                records,
+                lowered.into_iter().map(|(g, tp, om)| (g, tp, Some(om))).collect(),
+            ))
+        })?;
+        if count > 0 {
+            self.log.flush()?;
+        }
+        Ok(count)
+    }
+
     /// Appends the records `prepare` returns (called under the write lock, so no other
     /// commit comes between; the commits not yet durable are in `pending`) as one batch
     /// (see `divisible` below), snapshotting if the log has grown enough;

@@ -47,6 +47,16 @@ fn fill(broker: &Broker, topic: &str, partitions: u32, n: usize) {
     producer.send_batch(&records).unwrap();
 }
 
+/// [`fill`], then syncs every partition: records a power loss keeps, so that commits up to
+/// `n` stay within the log (a broker lowers the commits past the end of a log that was not
+/// closed cleanly to that end).
+fn fill_synced(broker: &Broker, topic: &str, partitions: u32, n: usize) {
+    fill(broker, topic, partitions, n);
+    for p in 0..partitions {
+        broker.partition_log(&tp(topic, p)).unwrap().flush().unwrap();
+    }
+}
+
 fn ids(records: &[ConsumerRecord]) -> Vec<(u32, u64)> {
     records.iter().map(|r| (r.partition(), r.offset())).collect()
 }
@@ -954,6 +964,7 @@ fn the_offset_table_survives_power_loss_and_torn_writes() {
             .open(dir.path())
             .unwrap();
         broker.create_topic("t", TopicConfig::with_partitions(2)).unwrap();
+        fill_synced(&broker, "t", 2, 3_010);
         let mut c = broker.consumer(manual("g")).unwrap();
         c.assign(&[tp("t", 0), tp("t", 1)]).unwrap();
         let mut acked = [0u64; 2];
@@ -964,7 +975,7 @@ fn the_offset_table_survives_power_loss_and_torn_writes() {
             acked[p as usize] = i;
         }
         for i in 0..6u64 {
-            c.seek(&tp("t", (i % 2) as u32), 100_000 + i).unwrap();
+            c.seek(&tp("t", (i % 2) as u32), 3_000 + i).unwrap();
             c.commit_async(|_| {});
         }
         fs.power_loss(mode);
@@ -976,7 +987,7 @@ fn the_offset_table_survives_power_loss_and_torn_writes() {
                 .committed_offset("g", &tp("t", p))
                 .unwrap_or_else(|| panic!("{mode:?}: partition {p} lost its commits"))
                 .offset;
-            let async_values: Vec<u64> = (0..6).filter(|i| i % 2 == u64::from(p)).map(|i| 100_000 + i).collect();
+            let async_values: Vec<u64> = (0..6).filter(|i| i % 2 == u64::from(p)).map(|i| 3_000 + i).collect();
             assert!(
                 got == acked[p as usize] || async_values.contains(&got),
                 "{mode:?}: partition {p} committed {got}, acknowledged {}",
@@ -1128,8 +1139,8 @@ fn the_oldest_member_chooses_the_assignor_and_commits_need_real_partitions() {
     assert_eq!(broker.list_groups(), ["g"]);
 }
 
-/// Synced commits of offsets 1, 2, 3, … through `fs` until one fails or `n` are done; then
-/// a power loss. Returns the last acknowledged offset and whether a commit failed.
+/// Synced commits of offsets 1, 2, 3, … (over 5,010 synced records) through `fs` until one
+/// fails or `n` are done; then a power loss. Returns the last acknowledged offset and whether a commit failed.
 fn commit_until_failure(dir: &std::path::Path, fs: &FaultFs, n: u64) -> (u64, bool) {
     let broker = match Broker::builder()
         .vfs(Arc::new(fs.clone()))
@@ -1147,6 +1158,7 @@ fn commit_until_failure(dir: &std::path::Path, fs: &FaultFs, n: u64) -> (u64, bo
     let mut acked = 0;
     let mut failed = created.is_err();
     if !failed {
+        fill_synced(&broker, "t", 1, 5_010);
         let mut c = broker.consumer(manual("g")).unwrap();
         c.assign(&[tp("t", 0)]).unwrap();
         for i in 1..=n {
@@ -1182,6 +1194,7 @@ fn a_commit_whose_fsync_failed_is_not_reported_as_committed() {
         .open(dir.path())
         .unwrap();
     broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    fill_synced(&broker, "t", 1, 10);
     let mut c = broker.consumer(manual("g")).unwrap();
     c.assign(&[tp("t", 0)]).unwrap();
     let commit =
@@ -1223,6 +1236,7 @@ fn the_offset_table_survives_a_crash_at_every_step_of_a_snapshot() {
         .open(dry.path())
         .unwrap();
     broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    fill_synced(&broker, "t", 1, 5_010);
     let mut c = broker.consumer(manual("g")).unwrap();
     c.assign(&[tp("t", 0)]).unwrap();
     let snapshot = dry.path().join("offsets").join("snapshot");
@@ -2897,4 +2911,151 @@ fn a_failed_read_after_the_kept_batches_does_not_drop_their_records() {
     let damaged = c.poll(Duration::from_millis(1));
     assert!(matches!(damaged, Err(Error::Corrupt { .. })), "{damaged:?}");
     assert_eq!(c.position(&tp("t", 0)).unwrap(), 10);
+}
+
+/// Sends `new{i}` for each offset of `offsets` to `t-0`, one record per send.
+fn send_new(broker: &Broker, offsets: std::ops::Range<u64>) {
+    let producer = broker.producer(ProducerConfig::default());
+    for i in offsets {
+        let meta = producer
+            .send(ProducerRecord::new("t").partition(0).value(format!("new{i}")))
+            .unwrap();
+        assert_eq!(meta.offset, i);
+    }
+}
+
+/// A truncation below a group's committed offset lowers it to the new end: the records
+/// sent next get the offsets past it, and the group reads them instead of skipping them
+/// (Kafka's consumers detect the truncation with leader epochs, KIP-320). The committed
+/// offset used to stay at 10, and the group resumed there, skipping offsets 5 to 9.
+#[test]
+fn a_truncation_lowers_committed_offsets_past_the_new_end() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    send_lz4_batch(&broker, 0..5);
+    send_lz4_batch(&broker, 5..10);
+    {
+        let mut c = broker.consumer(manual("g")).unwrap();
+        c.assign(&[tp("t", 0)]).unwrap();
+        assert_eq!(poll_n(&mut c, 10).len(), 10);
+        c.commit().unwrap();
+    }
+    let mut other = broker.consumer(manual("below")).unwrap();
+    other.assign(&[tp("t", 0)]).unwrap();
+    other
+        .commit_offsets(&BTreeMap::from([(tp("t", 0), OffsetAndMetadata::new(3).metadata("m"))]))
+        .unwrap();
+    drop(other);
+
+    let log = broker.partition_log(&tp("t", 0)).unwrap();
+    assert_eq!(log.truncate_to(7).unwrap(), 5, "the cut is at the batch holding 7");
+    assert_eq!(broker.committed_offset("g", &tp("t", 0)).map(|o| o.offset), Some(5));
+    let below = broker.committed_offset("below", &tp("t", 0)).unwrap();
+    assert_eq!(
+        (below.offset, below.metadata.as_str()),
+        (3, "m"),
+        "an offset below the cut stays"
+    );
+
+    send_new(&broker, 5..8);
+    let mut c = broker.consumer(manual("g")).unwrap();
+    c.assign(&[tp("t", 0)]).unwrap();
+    assert_eq!(polled(&mut c), expected(5..8, "new"));
+}
+
+/// A consumer whose position a truncation passed moves back to the new end at its next
+/// poll, and reads the records sent there since; with `auto_offset_reset` `None` the poll
+/// reports the truncation instead (Kafka's `LogTruncationException`) until a seek. A
+/// commit before that poll commits the new end, not the old position. The consumer used to
+/// go on at its old position, skipping the records sent at the offsets in between.
+#[test]
+fn a_consumer_past_a_truncation_resumes_at_the_new_end() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    send_lz4_batch(&broker, 0..10);
+    let log = broker.partition_log(&tp("t", 0)).unwrap();
+
+    let mut c = broker.consumer(manual("g")).unwrap();
+    c.assign(&[tp("t", 0)]).unwrap();
+    assert_eq!(poll_n(&mut c, 10).len(), 10);
+    assert_eq!(log.truncate_to(0).unwrap(), 0);
+    send_new(&broker, 0..3);
+    c.commit().unwrap();
+    assert_eq!(broker.committed_offset("g", &tp("t", 0)).map(|o| o.offset), Some(0));
+    assert_eq!(c.position(&tp("t", 0)).unwrap(), 10, "moved by the next poll");
+    assert_eq!(polled(&mut c), expected(0..3, "new"));
+    assert_eq!(c.position(&tp("t", 0)).unwrap(), 3);
+
+    let mut strict = broker
+        .consumer(ConsumerConfig::default().auto_offset_reset(OffsetReset::None))
+        .unwrap();
+    strict.assign(&[tp("t", 0)]).unwrap();
+    strict.seek(&tp("t", 0), 3).unwrap();
+    assert_eq!(log.truncate_to(1).unwrap(), 1);
+    send_new(&broker, 1..2);
+    for _ in 0..2 {
+        let r = strict.poll(Duration::from_millis(1));
+        assert!(
+            matches!(&r, Err(Error::LogTruncated { partition, position: 3, end: 1 }) if *partition == tp("t", 0)),
+            "{r:?}"
+        );
+        assert_eq!(strict.position(&tp("t", 0)).unwrap(), 3);
+    }
+    strict.seek(&tp("t", 0), 1).unwrap();
+    assert_eq!(polled(&mut strict), expected(1..2, "new"));
+    // The other consumer, at 3, moves back to 1 too, and reads the record sent there.
+    assert_eq!(polled(&mut c), expected(1..2, "new"));
+}
+
+/// A group's commit that a power loss kept while the records it had read were lost (sent
+/// `Written`, committed `Synced`) is lowered to the log's end when the broker opens: the
+/// records sent after the restart get offsets the commit passed, and the group reads them.
+/// It used to resume at the old commit and skip them.
+#[test]
+fn a_commit_past_the_log_end_after_a_power_loss_is_lowered_at_open() {
+    let dir = common::temp_dir();
+    let fs = FaultFs::new();
+    {
+        let broker = Broker::builder()
+            .vfs(Arc::new(fs.clone()))
+            .offsets_durability(Durability::Synced)
+            .open(dir.path())
+            .unwrap();
+        broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+        let synced = broker.producer(ProducerConfig::default().durability(Durability::Synced));
+        for i in 0..4 {
+            synced
+                .send(ProducerRecord::new("t").partition(0).value(format!("old{i}")))
+                .unwrap();
+        }
+        let written = broker.producer(ProducerConfig::default());
+        for i in 4..10 {
+            written
+                .send(ProducerRecord::new("t").partition(0).value(format!("old{i}")))
+                .unwrap();
+        }
+        let mut c = broker.consumer(manual("g")).unwrap();
+        c.assign(&[tp("t", 0)]).unwrap();
+        assert_eq!(poll_n(&mut c, 10).len(), 10);
+        c.commit_offsets(&BTreeMap::from([(
+            tp("t", 0),
+            OffsetAndMetadata::new(10).metadata("m"),
+        )]))
+        .unwrap();
+        fs.power_loss(PowerLoss::DropUnsynced);
+    }
+    let broker = Broker::open(dir.path()).unwrap();
+    let log = broker.partition_log(&tp("t", 0)).unwrap();
+    assert_eq!(log.log_end_offset(), 4, "the Written records were lost");
+    let committed = broker.committed_offset("g", &tp("t", 0)).unwrap();
+    assert_eq!((committed.offset, committed.metadata.as_str()), (4, "m"));
+    send_new(&broker, 4..7);
+    let mut c = broker.consumer(manual("g")).unwrap();
+    c.assign(&[tp("t", 0)]).unwrap();
+    assert_eq!(polled(&mut c), expected(4..7, "new"));
+    drop(c);
+    drop(broker);
+    // The lowering was synced: it survives the next open.
+    let broker = Broker::open(dir.path()).unwrap();
+    assert_eq!(broker.committed_offset("g", &tp("t", 0)).map(|o| o.offset), Some(4));
 }

@@ -401,6 +401,26 @@ pub struct PartitionLog {
     /// The damage a writable open found, for a partition a broker opened read-only instead
     /// ([`DamagePolicy::Offline`](crate::DamagePolicy::Offline)): every write fails with it.
     damage: Option<Error>,
+    /// What the log's owner runs after each truncation.
+    on_cut: OnCut,
+}
+
+/// What a log's owner runs after a [`PartitionLog::truncate_to`], with the log end it left:
+/// a broker lowers its groups' committed offsets past that end to it.
+pub(crate) type CutHook = Box<dyn Fn(u64) -> Result<()> + Send + Sync>;
+
+/// A log's [`CutHook`], set once.
+#[derive(Default)]
+struct OnCut(std::sync::OnceLock<CutHook>);
+
+impl std::fmt::Debug for OnCut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "OnCut(set)"
+        } else {
+            "OnCut(none)"
+        })
+    }
 }
 
 /// A directory's held lock file: unlocked explicitly when dropped.
@@ -504,6 +524,7 @@ impl PartitionLog {
             read_only,
             held_dir: None,
             damage: None,
+            on_cut: OnCut::default(),
             dir: o.dir,
         }
     }
@@ -737,6 +758,31 @@ impl PartitionLog {
     /// it did not change since before using them again: else they may hold cut records.
     pub(crate) fn truncation_epoch(&self) -> u64 {
         self.cuts_seen.load(Ordering::Acquire)
+    }
+
+    /// The truncation epoch for [`lowest_cut_since`](Self::lowest_cut_since): a reader
+    /// reads it when it knows its position valid, before reading on from there.
+    pub(crate) fn cut_epoch(&self) -> u64 {
+        self.truncations.load(Ordering::Acquire)
+    }
+
+    /// The lowest log end a truncation left since `epoch` (from
+    /// [`cut_epoch`](Self::cut_epoch)), or `None` if there was none: one atomic load then.
+    /// If the log's memory of truncations (the last 64) no longer reaches back to
+    /// `epoch`, 0: any offset may have been cut.
+    pub(crate) fn lowest_cut_since(&self, epoch: u64) -> Option<u64> {
+        let current = self.truncations.load(Ordering::Acquire);
+        if epoch >= current {
+            return None;
+        }
+        // A truncation records its end under this lock when it bumps the epoch, so every
+        // one counted in `current` is in the history now.
+        self.sync_lock.lock().lowest_end_since(epoch, current)
+    }
+
+    /// Sets what runs after each truncation (once; later calls are ignored).
+    pub(crate) fn set_cut_hook(&self, hook: CutHook) {
+        let _ = self.on_cut.0.set(hook);
     }
 
     /// For a read-only log: picks up what the writer appended since the last refresh — the
@@ -2054,6 +2100,14 @@ impl PartitionLog {
     /// `offset` falls inside a batch, at the start of that batch (batches are never split).
     /// Returns the new log end offset. The cut is synced before the call returns.
     ///
+    /// The offsets past the new end will be given to new records. So that no reader takes
+    /// those for records it already read (and skips them), as Kafka's consumers detect a
+    /// truncation of their partition's log (KIP-320): for a [`Broker`](crate::Broker)'s log,
+    /// every group's committed offset past the new end is lowered to it, synced, before the
+    /// call returns; and a [`Consumer`](crate::Consumer) whose position is past it moves
+    /// back to it at its next poll (or reports [`Error::LogTruncated`], per its
+    /// `auto_offset_reset`).
+    ///
     /// # Crash safety
     /// The steps, and what a crash (or power loss) right after each leaves at the next open:
     /// 1. The recovery point is lowered to at most the new end, and persisted. No data file
@@ -2078,8 +2132,18 @@ impl PartitionLog {
     /// no stored batch holds `offset` (damage, or a segment file shortened under the log:
     /// nothing is cut); [`Error::Io`] if a write, truncation, deletion or sync fails; [`Error::Poisoned`] after an earlier
     /// failed fsync (or a failed step 2 or 3); [`Error::ReadOnly`] for a log opened
-    /// read-only.
+    /// read-only. For a broker's log, also the error of lowering the committed offsets
+    /// (the cut is made then; truncating again to the same offset retries the lowering).
     pub fn truncate_to(&self, offset: u64) -> Result<u64> {
+        let end = self.cut_to(offset)?;
+        if let Some(hook) = self.on_cut.0.get() {
+            hook(end)?;
+        }
+        Ok(end)
+    }
+
+    /// [`truncate_to`](Self::truncate_to) but for the owner's hook.
+    fn cut_to(&self, offset: u64) -> Result<u64> {
         // Lock order as in `sync_round`: a group-commit round must not publish a synced
         // end past the cut.
         let mut cuts = self.sync_lock.lock();
