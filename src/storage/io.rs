@@ -92,6 +92,13 @@ pub enum OpenMode {
 }
 
 /// The file-system operations the storage engine uses.
+///
+/// Implementations (and their [`VfsFile`]s) report every failure as an [`io::Error`] and
+/// must not panic, as a SQLite VFS reports errors through its return codes. The engine is
+/// written for errors, not unwinding: a panic leaves the call that hit it half done — a
+/// group-commit round still marked running, a `Synced` batch whose records are never
+/// reported — and other threads waiting on that partition may then wait forever.
+/// [`FaultFs`](super::fault::FaultFs) shows how to fail an operation instead.
 pub trait Vfs: Send + Sync + Debug {
     /// Opens (or creates, per `mode`) the file at `path`.
     ///
