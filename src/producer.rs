@@ -317,6 +317,24 @@ struct Stored {
 }
 
 impl Stored {
+    /// The outcome once the fsync of the records written failed with `e`: each fails with
+    /// it, and each refused record keeps its own error.
+    fn unsynced(&self, e: &Error) -> Stored {
+        let mut own = self.refused.iter().peekable();
+        let refused = (0..self.placed.len() + self.refused.len())
+            .map(|i| match own.next_if(|(r, _)| *r == i) {
+                Some((_, error)) => (i, error.duplicate()),
+                None => (i, e.duplicate()),
+            })
+            .collect();
+        Stored {
+            topic: Arc::clone(&self.topic),
+            partition: self.partition,
+            placed: Vec::new(),
+            refused,
+        }
+    }
+
     fn metadata(&self, index: usize) -> Option<RecordMetadata> {
         let before = self.refused.iter().take_while(|(i, _)| *i < index).count();
         self.placed
@@ -467,14 +485,19 @@ struct SyncPoint {
 
 impl Written {
     /// Runs the batch's pending fsync, if any: a failure becomes the outcome of every record
-    /// of the batch, as if its write had failed.
+    /// written, as if its write had failed (a record refused before the write keeps its
+    /// own error).
     fn synced(mut self, log: &PartitionLog, counters: &Counters) -> Written {
         if let Some(point) = self.sync.take()
-            && self.result.is_ok()
+            && let Ok(stored) = &self.result
             && let Err(e) = sync_log(counters, log, point.end, point.epoch)
         {
             counters.errors.fetch_add(point.records, Ordering::Relaxed);
-            self.result = Err(e);
+            self.result = if stored.refused.is_empty() {
+                Err(e)
+            } else {
+                Ok(Arc::new(stored.unsynced(&e)))
+            };
         }
         self
     }

@@ -2074,6 +2074,56 @@ fn synced_send_async_reports_a_failed_fsync_to_every_record_of_the_batch() {
     assert!(matches!(d.wait(), Err(Error::Poisoned { .. })));
 }
 
+/// A `Synced` async batch whose fsync fails, after a lowered `max_message_bytes` refused
+/// one of its records: that record still reports why it was refused (`RecordTooLarge`),
+/// the others the fsync's error. The fsync's error used to replace every outcome, so the
+/// refused record reported an I/O error for a write it never had.
+#[test]
+fn a_failed_fsync_leaves_a_refused_record_its_own_error() {
+    use brooklet::io::{EIO, Fault, FaultOp};
+    let dir = temp_dir();
+    let fs = FaultFs::new();
+    let broker = Broker::builder().vfs(Arc::new(fs.clone())).open(dir.path()).unwrap();
+    let config = TopicConfig::with_partitions(1).max_message_bytes(8192);
+    broker.create_topic("t", config.clone()).unwrap();
+    let p = broker.producer(flush_only().durability(Durability::Synced));
+    let values: Vec<String> = (0..5)
+        .map(|i| {
+            if i == 2 {
+                "x".repeat(2_000)
+            } else {
+                format!("small-{i}")
+            }
+        })
+        .collect();
+    let deliveries: Vec<Delivery> = values
+        .iter()
+        .map(|v| p.send_async(ProducerRecord::new("t").value(v.clone())))
+        .collect();
+    broker.alter_topic_config("t", config.max_message_bytes(1024)).unwrap();
+    fs.inject(Fault {
+        op: FaultOp::Sync,
+        nth: 1,
+        errno: EIO,
+        forever: false,
+    });
+    // The first error of the flush: the refusal, met when writing.
+    let flushed = p.flush();
+    assert!(
+        matches!(flushed, Err(Error::RecordTooLarge { max: 1024, .. })),
+        "{flushed:?}"
+    );
+    for (i, d) in deliveries.into_iter().enumerate() {
+        match (i, d.wait()) {
+            (2, Err(Error::RecordTooLarge { max: 1024, .. })) => {}
+            (0 | 1 | 3 | 4, Err(Error::Io { .. })) => {}
+            (i, other) => panic!("record {i}: {other:?}"),
+        }
+    }
+    let m = p.metrics();
+    assert_eq!(m.errors, 5, "four failed by the fsync, one refused");
+}
+
 // ---------------------------------------------------------------------------------------
 // 14. send_batch
 // ---------------------------------------------------------------------------------------
