@@ -103,6 +103,9 @@ fn consume(c: &mut Criterion) {
     consumer.assign(std::slice::from_ref(&tp)).unwrap();
     let mut default_consumer = broker.consumer(ConsumerConfig::default()).unwrap();
     default_consumer.assign(std::slice::from_ref(&tp)).unwrap();
+    // Ten records per poll out of 1,000-record batches: each poll goes on inside a batch.
+    let mut small_consumer = broker.consumer(ConsumerConfig::default().max_poll_records(10)).unwrap();
+    small_consumer.assign(std::slice::from_ref(&tp)).unwrap();
 
     let mut group = c.benchmark_group("consume");
     group
@@ -123,6 +126,9 @@ fn consume(c: &mut Criterion) {
     });
     group.bench_function("poll_max_500", |b| {
         b.iter(|| black_box(poll_all(&mut default_consumer, &tp)));
+    });
+    group.bench_function("poll_max_10", |b| {
+        b.iter(|| black_box(poll_all(&mut small_consumer, &tp)));
     });
     group.finish();
     assert_eq!(KEY_LEN, key(0).len());

@@ -66,6 +66,7 @@ use crate::error::{Error, Result};
 use crate::group::assignor::{Assignor, RangeAssignor};
 use crate::group::coordinator::{JoinRequest, MemberHandle, PollStep};
 use crate::offsets::OffsetAndMetadata;
+use crate::record::batch::RecordCursor;
 use crate::record::{Header, HeaderRefs, LogRecord, RecordBatch, RecordRef, RecordRefs, TimestampType};
 use crate::storage::notify::Signal;
 use crate::storage::segment::SpareBuffer;
@@ -462,6 +463,9 @@ struct Chunk {
     batch: RecordBatch,
     /// First offset to return; records of the batch before it are skipped.
     from: u64,
+    /// Where the record at `from` starts, when the poll knew it: iteration starts there
+    /// instead of walking (and skipping) the records before it.
+    start: Option<RecordCursor>,
     /// How many records to return from `from` on.
     count: usize,
 }
@@ -570,7 +574,9 @@ impl<'a> Iterator for RecordsIter<'a> {
             let chunk = self.chunks.next()?;
             self.current = Some(ChunkCursor {
                 chunk,
-                records: chunk.batch.iter(),
+                records: chunk
+                    .start
+                    .map_or_else(|| chunk.batch.iter(), |at| chunk.batch.iter_at(at)),
                 left: chunk.count,
                 timestamp_type: chunk.batch.timestamp_type(),
             });
@@ -670,7 +676,7 @@ struct Part {
     /// on (as Kafka's fetcher keeps a fetch's records for the next polls): the next poll
     /// starts there instead of reading (and checking, and decompressing) them again. At
     /// most one read's worth (`fetch_max_bytes`).
-    fetched: VecDeque<RecordBatch>,
+    fetched: Kept,
     /// The log's truncation epoch before `fetched` was read: a truncation since may have
     /// removed some of them.
     fetched_epoch: u64,
@@ -686,7 +692,7 @@ impl Part {
         self.cut_epoch = self.log.cut_epoch();
         self.position = position;
         self.damage_reported_at = None;
-        self.fetched.clear();
+        self.fetched = Kept::default();
     }
 
     /// The position, checked against the truncations since it was last: one past the end
@@ -728,18 +734,27 @@ impl Part {
     /// The batches kept from earlier polls, if they still start with the one holding
     /// `position` and the log was not truncated nor its start moved past `position` since
     /// (else none: the poll reads from the log).
-    fn take_fetched(&mut self, position: u64) -> VecDeque<RecordBatch> {
-        let mut fetched = std::mem::take(&mut self.fetched);
+    fn take_fetched(&mut self, position: u64) -> Kept {
+        let fetched = std::mem::take(&mut self.fetched);
         let valid = fetched
+            .batches
             .front()
             .is_some_and(|b| b.base_offset() <= position && position <= b.last_offset())
             && self.log.truncation_epoch() == self.fetched_epoch
             && position >= self.log.log_start_offset();
-        if !valid {
-            fetched.clear();
-        }
-        fetched
+        if valid { fetched } else { Kept::default() }
     }
+}
+
+/// Batches read but not returned all of, oldest first, and where the first goes on.
+#[derive(Debug, Default)]
+struct Kept {
+    batches: VecDeque<RecordBatch>,
+    /// Where the first batch, partly returned, goes on: the offset of its next record and
+    /// where that record starts, so the next poll neither walks the records before it again
+    /// nor makes the application's iteration do so (one record per poll through a batch of
+    /// n used to cost a walk of n/2 records, twice).
+    resume: Option<(u64, RecordCursor)>,
 }
 
 /// Interrupts a [`Consumer`]'s `poll` from another thread; from
@@ -1109,7 +1124,7 @@ impl Consumer {
                 committed: None,
                 paused: false,
                 damage_reported_at: None,
-                fetched: VecDeque::new(),
+                fetched: Kept::default(),
                 fetched_epoch: 0,
                 cut_epoch: 0,
             },
@@ -1966,90 +1981,110 @@ fn fetch_partition(
     out: &mut ConsumerRecords,
 ) -> Result<u64> {
     let crc_checked = part.log.config().verify_checksums;
-    let mut batches = part.take_fetched(position);
-    let mut next = take_records(&mut batches, &part.topic, partition, position, max, crc_checked, out)?;
-    if batches.is_empty() && out.len < max {
+    let mut kept = part.take_fetched(position);
+    let mut next = kept.take(&part.topic, partition, position, max, crc_checked, out)?;
+    if kept.batches.is_empty() && out.len < max {
         let epoch = part.log.truncation_epoch();
-        batches = match part.log.read_into(next, max_bytes, spare) {
-            Ok(read) => read.into(),
+        kept = match part.log.read_into(next, max_bytes, spare) {
+            Ok(read) => Kept {
+                batches: read.into(),
+                resume: None,
+            },
             // The kept records come first, as from a read of them that stopped before the
             // failure; the next poll reads at `next` and reports it (else they would be
             // dropped with an error that is not theirs, or a reset moving from `position`).
             Err(_) if next > position => return Ok(next),
             Err(e) => return Err(e),
         };
-        next = take_records(&mut batches, &part.topic, partition, next, max, crc_checked, out)?;
+        next = kept.take(&part.topic, partition, next, max, crc_checked, out)?;
         part.fetched_epoch = epoch;
     }
     // A read-only log's files are another process's, which may truncate them unseen here:
     // its batches are read afresh each poll.
     if !part.log.is_read_only() {
-        part.fetched = batches;
+        part.fetched = kept;
     }
     Ok(next)
 }
 
-/// Moves the records of `batches` from offset `next` on into `out`, front batch first,
-/// until it holds `max`; a batch not taken to its end stays at the front. Returns the
-/// offset after the last record taken.
-fn take_records(
-    batches: &mut VecDeque<RecordBatch>,
-    topic: &Arc<str>,
-    partition: u32,
-    mut next: u64,
-    max: usize,
-    crc_checked: bool,
-    out: &mut ConsumerRecords,
-) -> Result<u64> {
-    while out.len < max {
-        let Some(batch) = batches.pop_front() else { break };
-        let batch_end = batch.last_offset().saturating_add(1);
-        if batch_end <= next {
-            continue;
-        }
-        let whole = batch.record_count() as usize;
-        let (from, count) = if batch.base_offset() >= next && out.len + whole <= max {
-            if !crc_checked {
-                batch.check_records()?;
+impl Kept {
+    /// Moves the records of the batches from offset `next` on into `out`, front batch first,
+    /// until it holds `max`; a batch not taken to its end stays at the front, with where it
+    /// goes on in `resume`. Returns the offset after the last record taken.
+    fn take(
+        &mut self,
+        topic: &Arc<str>,
+        partition: u32,
+        mut next: u64,
+        max: usize,
+        crc_checked: bool,
+        out: &mut ConsumerRecords,
+    ) -> Result<u64> {
+        while out.len < max {
+            let Some(batch) = self.batches.pop_front() else { break };
+            let batch_end = batch.last_offset().saturating_add(1);
+            if batch_end <= next {
+                continue;
             }
-            next = batch_end;
-            (batch.base_offset(), whole)
-        } else {
-            let (mut first, mut count) = (None, 0usize);
-            for record in batch.iter() {
-                let offset = record?.offset();
-                if offset < next {
-                    continue;
+            let whole = batch.record_count() as usize;
+            let resumed = self
+                .resume
+                .take()
+                .filter(|(at, _)| *at == next && batch.base_offset() < next);
+            let (from, start, count) = if batch.base_offset() >= next && out.len + whole <= max {
+                if !crc_checked {
+                    batch.check_records()?;
                 }
-                first.get_or_insert(offset);
-                count += 1;
-                next = offset + 1;
-                if out.len + count >= max {
-                    break;
+                next = batch_end;
+                (batch.base_offset(), None, whole)
+            } else {
+                // From where the last poll stopped in this batch, else from its first record.
+                let mut records = resumed.map_or_else(|| batch.iter(), |(_, at)| batch.iter_at(at));
+                let (mut first, mut count) = (None, 0usize);
+                loop {
+                    let at = records.cursor();
+                    let Some(record) = records.next() else { break };
+                    let offset = record?.offset();
+                    if offset < next {
+                        continue;
+                    }
+                    first.get_or_insert((offset, at));
+                    count += 1;
+                    next = offset + 1;
+                    if out.len + count >= max {
+                        break;
+                    }
                 }
+                if out.len + count < max {
+                    next = next.max(batch_end);
+                }
+                if next < batch_end {
+                    self.resume = Some((next, records.cursor()));
+                }
+                match first {
+                    Some((offset, at)) => (offset, Some(at), count),
+                    None => (next, None, 0),
+                }
+            };
+            let rest = (next < batch_end).then(|| batch.clone());
+            if count > 0 {
+                out.chunks.push(Chunk {
+                    topic: Arc::clone(topic),
+                    partition,
+                    batch,
+                    from,
+                    start,
+                    count,
+                });
+                out.len += count;
             }
-            if out.len + count < max {
-                next = next.max(batch_end);
+            if let Some(rest) = rest {
+                self.batches.push_front(rest);
+                break;
             }
-            (first.unwrap_or(next), count)
-        };
-        let rest = (next < batch_end).then(|| batch.clone());
-        if count > 0 {
-            out.chunks.push(Chunk {
-                topic: Arc::clone(topic),
-                partition,
-                batch,
-                from,
-                count,
-            });
-            out.len += count;
         }
-        if let Some(rest) = rest {
-            batches.push_front(rest);
-            break;
-        }
+        Ok(next)
     }
-    Ok(next)
 }
 
 /// Handles a partition's fetch error: an out-of-range position is reset by `policy` (and

@@ -2818,6 +2818,94 @@ fn polls_return_kept_batches_in_order_and_a_seek_starts_afresh() {
     assert_eq!(c.position(&tp("t", 0)).unwrap(), 14);
 }
 
+/// Polls that each take a few records of a large batch go on where the last one stopped
+/// in it (not from the batch's first record, which made one record per poll cost a walk of
+/// the whole batch so far): every record comes once, in order, with the key, value,
+/// headers and timestamp the log holds, for plain, compressed and `LogAppendTime` batches.
+#[test]
+fn small_polls_through_large_batches_return_every_record_exactly() {
+    for (name, config, compression) in [
+        ("plain", TopicConfig::with_partitions(1), brooklet::Compression::None),
+        ("zstd", TopicConfig::with_partitions(1), brooklet::Compression::Zstd),
+        (
+            "append-time",
+            TopicConfig::with_partitions(1).timestamp_type(TimestampType::LogAppendTime),
+            brooklet::Compression::None,
+        ),
+    ] {
+        let broker = Broker::temporary().unwrap();
+        broker.create_topic("t", config).unwrap();
+        let producer = broker.producer(ProducerConfig::default().compression(compression));
+        for b in 0..3u64 {
+            let records: Vec<ProducerRecord> = (b * 200..(b + 1) * 200)
+                .map(|i| {
+                    ProducerRecord::new("t")
+                        .partition(0)
+                        .key(format!("k{i}"))
+                        .value("v".repeat(i as usize % 37))
+                        .header("i", i.to_string())
+                        .timestamp(5_000 + i as i64)
+                })
+                .collect();
+            producer.send_batch(&records).unwrap();
+        }
+        let log = broker.partition_log(&tp("t", 0)).unwrap();
+        let stored = common::read_all(&log);
+        assert_eq!(stored.len(), 600, "{name}");
+        for max in [1, 7, 199] {
+            let mut c = broker
+                .consumer(ConsumerConfig::default().max_poll_records(max))
+                .unwrap();
+            c.assign(&[tp("t", 0)]).unwrap();
+            c.seek(&tp("t", 0), 0).unwrap();
+            let mut got = Vec::new();
+            while got.len() < 600 {
+                let records = c.poll(Duration::from_millis(1)).unwrap();
+                assert!(
+                    !records.is_empty() && records.len() <= max,
+                    "{name}, {max}: {}",
+                    records.len()
+                );
+                got.extend(records.iter().map(|r| {
+                    let headers: Vec<(String, Vec<u8>)> =
+                        r.headers().map(|(k, v)| (k.to_owned(), v.to_vec())).collect();
+                    (
+                        r.offset(),
+                        r.key().map(<[u8]>::to_vec),
+                        r.value().map(<[u8]>::to_vec),
+                        headers,
+                        r.timestamp(),
+                    )
+                }));
+            }
+            let want: Vec<_> = stored
+                .iter()
+                .map(|r| {
+                    let headers: Vec<(String, Vec<u8>)> =
+                        r.headers.iter().map(|h| (h.name.clone(), h.value.to_vec())).collect();
+                    (
+                        r.offset,
+                        r.key.as_ref().map(|k| k.to_vec()),
+                        r.value.as_ref().map(|v| v.to_vec()),
+                        headers,
+                        r.timestamp,
+                    )
+                })
+                .collect();
+            assert_eq!(got, want, "{name}, max_poll_records {max}");
+            // A seek back into a batch a poll is part-way through starts from there, once.
+            c.seek(&tp("t", 0), 301).unwrap();
+            let again: Vec<u64> = c
+                .poll(Duration::from_millis(1))
+                .unwrap()
+                .iter()
+                .map(|r| r.offset())
+                .collect();
+            assert_eq!(again, (301..301 + max as u64).collect::<Vec<_>>(), "{name}, {max}");
+        }
+    }
+}
+
 /// Kept batches are not returned once the log was truncated under them: the records past
 /// the cut were replaced, and the consumer reads the new ones.
 #[test]

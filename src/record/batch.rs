@@ -994,6 +994,15 @@ impl RecordBatch {
         }
     }
 
+    /// Iterates from `cursor` (where an iteration of this batch, or a clone of it, stood:
+    /// [`RecordRefs::cursor`]) on, without walking the records before it again.
+    pub(crate) fn iter_at(&self, cursor: RecordCursor) -> RecordRefs<'_> {
+        RecordRefs {
+            data: self.section(),
+            cursor,
+        }
+    }
+
     /// The buffer the records live in: the decompressed section, or the stored batch.
     fn section(&self) -> &Bytes {
         self.decompressed.as_ref().unwrap_or(&self.data)
@@ -1064,9 +1073,11 @@ struct RawRecord {
     headers: (u32, u32),
 }
 
-/// Where the next record of a batch starts, and what it must satisfy.
+/// Where the next record of a batch starts, and what it must satisfy. Meaningful only for
+/// the batch (or a clone of it) whose iteration gave it: elsewhere, reads through it are
+/// still bounds-checked, and fail as a corrupt batch does.
 #[derive(Debug, Clone, Copy)]
-struct RecordCursor {
+pub(crate) struct RecordCursor {
     position: usize,
     left: u32,
     base_offset: u64,
@@ -1362,6 +1373,14 @@ impl<'a> Iterator for HeaderRefs<'a> {
 pub struct RecordRefs<'a> {
     data: &'a Bytes,
     cursor: RecordCursor,
+}
+
+impl RecordRefs<'_> {
+    /// Where the iteration stands: the next record it returns, for
+    /// [`RecordBatch::iter_at`].
+    pub(crate) fn cursor(&self) -> RecordCursor {
+        self.cursor
+    }
 }
 
 impl<'a> Iterator for RecordRefs<'a> {
