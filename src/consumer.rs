@@ -702,7 +702,7 @@ impl Part {
     /// (until a seek). One atomic load when the log was not truncated.
     fn check_cuts(&mut self, tp: &TopicPartition, position: u64, policy: OffsetReset) -> Result<u64> {
         let epoch = self.log.cut_epoch();
-        let Some(end) = self.log.lowest_cut_since(self.cut_epoch) else {
+        let Some(end) = self.cut_end() else {
             return Ok(position);
         };
         if end >= position {
@@ -726,9 +726,19 @@ impl Part {
     /// The position to commit: never past the end a truncation not yet seen by a poll
     /// left, which would make the group skip the records written there next.
     fn committable(&self, position: u64) -> u64 {
+        self.cut_end().map_or(position, |end| position.min(end))
+    }
+
+    /// The lowest log end the truncations since `cut_epoch` left, if any, as the offset to
+    /// read on from: never below the log start. A truncation that restarted the log empty
+    /// at its start (the batch holding the cut straddled it), or a history of truncations
+    /// too short to tell, says 0 — every record may have changed — and the first offset
+    /// that can hold a record is the log start, where the next records go: from 0, the
+    /// read would be out of range, and `auto_offset_reset` `Latest` would skip them.
+    fn cut_end(&self) -> Option<u64> {
         self.log
             .lowest_cut_since(self.cut_epoch)
-            .map_or(position, |end| position.min(end))
+            .map(|end| end.max(self.log.log_start_offset()))
     }
 
     /// The batches kept from earlier polls, if they still start with the one holding

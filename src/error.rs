@@ -213,7 +213,9 @@ pub enum Error {
         partition: crate::TopicPartition,
         /// The consumer's position.
         position: u64,
-        /// The log end the truncation left: every offset at or after it was cut.
+        /// The log end the truncation left (every offset at or after it was cut), or the
+        /// log start if that is higher (a cut that restarted the log empty at its start):
+        /// the first offset to read from.
         end: u64,
     },
     /// A write was asked of a broker or log opened read-only

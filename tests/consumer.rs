@@ -3147,3 +3147,53 @@ fn a_commit_past_the_log_end_after_a_power_loss_is_lowered_at_open() {
     let broker = Broker::open(dir.path()).unwrap();
     assert_eq!(broker.committed_offset("g", &tp("t", 0)).map(|o| o.offset), Some(4));
 }
+
+/// A truncation inside the batch that straddles the log start restarts the log empty at
+/// its start (a batch is never split): a consumer past it moves back to the log start,
+/// where the next records go, and a commit before that poll commits the log start. They
+/// used to move to offset 0, below the log start, where `auto_offset_reset` took over:
+/// `Latest` skipped the records sent at the log start, a commit stored 0 (and a group
+/// resuming from it reset the same way), and with `None` the error named end 0, where no
+/// seek can read.
+#[test]
+fn a_truncation_that_restarts_the_log_at_its_start_moves_consumers_to_the_start() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    send_lz4_batch(&broker, 0..10);
+    let log = broker.partition_log(&tp("t", 0)).unwrap();
+    assert_eq!(log.delete_records_before(5).unwrap(), 5);
+    let latest = || {
+        ConsumerConfig::group("g")
+            .auto_offset_reset(OffsetReset::Latest)
+            .enable_auto_commit(false)
+    };
+    let mut c = broker.consumer(latest()).unwrap();
+    c.assign(&[tp("t", 0)]).unwrap();
+    c.seek(&tp("t", 0), 5).unwrap();
+    assert_eq!(polled(&mut c), expected(5..10, "v"));
+    let mut strict = broker
+        .consumer(ConsumerConfig::default().auto_offset_reset(OffsetReset::None))
+        .unwrap();
+    strict.assign(&[tp("t", 0)]).unwrap();
+    strict.seek(&tp("t", 0), 10).unwrap();
+
+    assert_eq!(log.truncate_to(7).unwrap(), 5, "the log restarts empty at its start");
+    send_new(&broker, 5..8);
+    c.commit().unwrap();
+    assert_eq!(broker.committed_offset("g", &tp("t", 0)).map(|o| o.offset), Some(5));
+    assert_eq!(polled(&mut c), expected(5..8, "new"));
+    let r = strict.poll(Duration::from_millis(1));
+    assert!(
+        matches!(
+            &r,
+            Err(Error::LogTruncated {
+                position: 10,
+                end: 5,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    strict.seek(&tp("t", 0), 5).unwrap();
+    assert_eq!(polled(&mut strict), expected(5..8, "new"));
+}
