@@ -673,7 +673,16 @@ impl Broker {
         }
         remove_unlisted_partitions(dir, &stored)?;
         let topics = open_topics(dir, &stored, |path, config| {
-            match PartitionLog::open_owned(path, config.clone(), Arc::clone(&vfs)) {
+            let opened = PartitionLog::open_owned(path, config.clone(), Arc::clone(&vfs));
+            if let Ok(log) = &opened
+                && !log.recovery_report().clean_shutdown
+            {
+                // Until its groups' commits past its end are lowered (below): an open that
+                // fails before then must not leave it closed cleanly, or the next one would
+                // not lower them.
+                log.hold_clean_close(true);
+            }
+            match opened {
                 Err(damage @ Error::Corrupt { .. }) if builder.damage_policy == DamagePolicy::Offline => {
                     tracing::error!(dir = %path.display(), error = %damage, "partition offline: its open found damage");
                     // Read as a reader would; if even that fails, the open fails as by default.
@@ -1395,7 +1404,9 @@ fn remove_unlisted_offsets(offsets: &OffsetStore, topics: &[StoredTopic]) -> Res
 /// offsets, and the group, resuming past the end, would skip them; from the end it reads
 /// them all. A cleanly closed partition lost nothing, so a commit past its end is the
 /// application's (Kafka takes any offset; the consumer's `auto_offset_reset` handles it),
-/// and an offline partition keeps its offsets (the damage hides its end).
+/// and an offline partition keeps its offsets (the damage hides its end). Such a partition
+/// was opened with [`PartitionLog::hold_clean_close`], so that an open failing before this
+/// leaves it for the next open to see as not closed cleanly; this releases it.
 fn lower_offsets_past_log_ends(offsets: &OffsetStore, topics: &BTreeMap<String, Arc<Topic>>) -> Result<()> {
     let lowered = offsets.lower_past(|tp| {
         let log = topics.get(tp.topic.as_str())?.partition(tp.partition).ok()?;
@@ -1406,6 +1417,12 @@ fn lower_offsets_past_log_ends(offsets: &OffsetStore, topics: &BTreeMap<String, 
             offsets = lowered,
             "lowered committed offsets past their partition's end to it: the log lost records the group had read (a power loss before they were synced)"
         );
+    }
+    // Done (and synced): the partitions may close cleanly again.
+    for topic in topics.values() {
+        for log in topic.partition_logs() {
+            log.hold_clean_close(false);
+        }
     }
     Ok(())
 }

@@ -3197,3 +3197,48 @@ fn a_truncation_that_restarts_the_log_at_its_start_moves_consumers_to_the_start(
     strict.seek(&tp("t", 0), 5).unwrap();
     assert_eq!(polled(&mut strict), expected(5..8, "new"));
 }
+
+/// A group's `Synced` commit past what a power loss left of the log (the records sent
+/// `Written`) is lowered at the first open that completes, even if an earlier open failed
+/// after it had opened the partition. The failed open used to close the partition cleanly
+/// (its clean-shutdown marker written), so the next open took it for one that lost
+/// nothing, kept the commit, and the group skipped the records sent at the offsets past
+/// the log's end.
+#[test]
+fn a_failed_open_does_not_keep_a_commit_past_the_log_end_from_being_lowered() {
+    let dir = common::temp_dir();
+    let fs = FaultFs::new();
+    {
+        let broker = Broker::builder()
+            .vfs(Arc::new(fs.clone()))
+            .offsets_durability(Durability::Synced)
+            .open(dir.path())
+            .unwrap();
+        broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+        let synced = broker.producer(ProducerConfig::default().durability(Durability::Synced));
+        for i in 0..4 {
+            synced
+                .send(ProducerRecord::new("t").partition(0).value(format!("old{i}")))
+                .unwrap();
+        }
+        fill(&broker, "t", 1, 6);
+        let mut c = broker.consumer(manual("g")).unwrap();
+        c.assign(&[tp("t", 0)]).unwrap();
+        assert_eq!(poll_n(&mut c, 10).len(), 10);
+        c.commit().unwrap();
+        fs.power_loss(PowerLoss::DropUnsynced);
+    }
+    // An open that fails once the partitions are open: here a damaged offsets snapshot.
+    let snapshot = dir.path().join("offsets").join("snapshot");
+    std::fs::write(&snapshot, b"not a snapshot").unwrap();
+    assert!(matches!(Broker::open(dir.path()), Err(Error::Corrupt { .. })));
+    std::fs::remove_file(&snapshot).unwrap();
+
+    let broker = Broker::open(dir.path()).unwrap();
+    assert_eq!(broker.partition_log(&tp("t", 0)).unwrap().log_end_offset(), 4);
+    assert_eq!(broker.committed_offset("g", &tp("t", 0)).map(|o| o.offset), Some(4));
+    send_new(&broker, 4..7);
+    let mut c = broker.consumer(manual("g")).unwrap();
+    c.assign(&[tp("t", 0)]).unwrap();
+    assert_eq!(polled(&mut c), expected(4..7, "new"));
+}

@@ -403,6 +403,9 @@ pub struct PartitionLog {
     damage: Option<Error>,
     /// What the log's owner runs after each truncation.
     on_cut: OnCut,
+    /// A close leaves no clean-shutdown marker while set (see
+    /// [`hold_clean_close`](Self::hold_clean_close)).
+    clean_close_held: AtomicBool,
 }
 
 /// What a log's owner runs after a [`PartitionLog::truncate_to`], with the log end it left:
@@ -525,6 +528,7 @@ impl PartitionLog {
             held_dir: None,
             damage: None,
             on_cut: OnCut::default(),
+            clean_close_held: AtomicBool::new(false),
             dir: o.dir,
         }
     }
@@ -783,6 +787,15 @@ impl PartitionLog {
     /// Sets what runs after each truncation (once; later calls are ignored).
     pub(crate) fn set_cut_hook(&self, hook: CutHook) {
         let _ = self.on_cut.0.set(hook);
+    }
+
+    /// While `held`, a close syncs everything as usual but leaves no clean-shutdown marker,
+    /// so the next open still finds the log not closed cleanly: for an owner with work
+    /// that open must redo if it was not done — a broker lowering the committed offsets
+    /// past the end of a log that was not closed cleanly, which an open that failed before
+    /// it would otherwise leave undone for good.
+    pub(crate) fn hold_clean_close(&self, held: bool) {
+        self.clean_close_held.store(held, Ordering::Release);
     }
 
     /// For a read-only log: picks up what the writer appended since the last refresh — the
@@ -2372,6 +2385,10 @@ impl PartitionLog {
             result?;
         }
         self.persist_recovery_point(w.next_offset)?;
+        if self.clean_close_held.load(Ordering::Acquire) {
+            // The owner's work for an unclean open is not done: the next open redoes it.
+            return Ok(());
+        }
         checkpoint::write(
             &*self.vfs,
             &self.dir.join(CLEAN_SHUTDOWN_FILE),
