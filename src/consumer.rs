@@ -1428,16 +1428,26 @@ impl Consumer {
             .map(|(tp, _)| tp.clone())
             .collect();
         for tp in unresolved {
+            // Read before the committed offset, which reflects (was lowered by) every
+            // truncation counted in it; a later one, whose hook may not have lowered it yet
+            // (or failed to), is checked against the position at the fetch.
+            let Some(settled) = self.parts.get(&tp).map(|p| p.log.settled_cut_epoch()) else {
+                continue;
+            };
             let committed = self
                 .group_id()
                 .and_then(|g| self.broker.offsets().get(g, &tp))
                 .map(|om| om.offset);
             let Some(part) = self.parts.get_mut(&tp) else { continue };
-            // The committed offset was lowered by any truncation that cut below it.
+            // A position from the reset is within the log as it is after every truncation
+            // so far.
             part.cut_epoch = part.log.cut_epoch();
             let (start, end) = (part.log.log_start_offset(), part.log.visible_end_offset());
             let position = match committed {
-                Some(c) if (start..=end).contains(&c) => c,
+                Some(c) if (start..=end).contains(&c) => {
+                    part.cut_epoch = settled;
+                    c
+                }
                 Some(c) => reset(self.config.auto_offset_reset, start, end).ok_or_else(|| Error::OffsetOutOfRange {
                     requested: c,
                     start,

@@ -2,6 +2,8 @@
 //! real files. Every test asserts exact offsets, assignments and committed values.
 
 mod common;
+#[path = "common/gate.rs"]
+mod gate;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -3241,4 +3243,103 @@ fn a_failed_open_does_not_keep_a_commit_past_the_log_end_from_being_lowered() {
     let mut c = broker.consumer(manual("g")).unwrap();
     c.assign(&[tp("t", 0)]).unwrap();
     assert_eq!(polled(&mut c), expected(4..7, "new"));
+}
+
+/// A consumer that starts while a truncation is lowering the group's commits (its
+/// `Synced` lowering waiting for the fsync) does not take the old commit, past the cut, for
+/// its position: it starts at the end the cut left and reads the records sent there since.
+/// It used to take the old commit as checked (the truncation had already happened), and
+/// skipped the records between the cut and it.
+#[test]
+fn a_consumer_starting_while_a_truncation_lowers_the_commits_reads_from_the_cut() {
+    let dir = common::temp_dir();
+    let fs = gate::OffsetsGateFs(gate::GateFs {
+        inner: FaultFs::new(),
+        gate: Arc::default(),
+    });
+    let broker = Broker::builder()
+        .vfs(Arc::new(fs.clone()))
+        .offsets_durability(Durability::Synced)
+        .open(dir.path())
+        .unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    send_lz4_batch(&broker, 0..5);
+    send_lz4_batch(&broker, 5..10);
+    {
+        let mut c = broker.consumer(manual("g")).unwrap();
+        c.assign(&[tp("t", 0)]).unwrap();
+        assert_eq!(poll_n(&mut c, 10).len(), 10);
+        c.commit().unwrap();
+    }
+    let log = broker.partition_log(&tp("t", 0)).unwrap();
+    let gate = Arc::clone(&fs.0.gate);
+    gate.arm();
+    let cutter = {
+        let log = Arc::clone(&log);
+        std::thread::spawn(move || log.truncate_to(7))
+    };
+    gate.wait_entered();
+    // The cut is made; the lowering of the group's commit waits for its fsync.
+    assert_eq!(log.log_end_offset(), 5);
+    send_new(&broker, 5..12);
+    let mut c = broker.consumer(manual("g")).unwrap();
+    c.assign(&[tp("t", 0)]).unwrap();
+    let got = c.poll(Duration::from_millis(1)).map(|records| {
+        records
+            .iter()
+            .map(|r| {
+                (
+                    r.offset(),
+                    String::from_utf8_lossy(r.value().unwrap_or_default()).into_owned(),
+                )
+            })
+            .collect::<Vec<_>>()
+    });
+    gate.release();
+    assert_eq!(cutter.join().unwrap().unwrap(), 5);
+    assert_eq!(got.unwrap(), expected(5..12, "new"));
+    assert_eq!(broker.committed_offset("g", &tp("t", 0)).map(|o| o.offset), Some(5));
+}
+
+/// A truncation whose lowering of the commits failed (the offsets log's write failed)
+/// reports the error with the cut made; a consumer that starts then still does not take
+/// the old commit past the cut, and the next `truncate_to` — even to the log end, which
+/// cuts nothing — lowers it. The old commit used to be taken as checked, skipping the
+/// records sent between the cut and it, and only a truncation to the old offset again
+/// (cutting the records sent since) lowered it.
+#[test]
+fn a_failed_lowering_of_the_commits_is_not_taken_for_done_and_is_retried() {
+    let fs = FaultFs::new();
+    let dir = common::temp_dir();
+    let broker = Broker::builder().vfs(Arc::new(fs.clone())).open(dir.path()).unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    send_lz4_batch(&broker, 0..5);
+    send_lz4_batch(&broker, 5..10);
+    {
+        let mut c = broker.consumer(manual("g")).unwrap();
+        c.assign(&[tp("t", 0)]).unwrap();
+        assert_eq!(poll_n(&mut c, 10).len(), 10);
+        c.commit().unwrap();
+    }
+    let log = broker.partition_log(&tp("t", 0)).unwrap();
+    // The cut writes no file (it cuts and syncs one): the first write is the lowering's.
+    fs.inject(Fault {
+        op: FaultOp::Write,
+        nth: 1,
+        errno: EIO,
+        forever: false,
+    });
+    let r = log.truncate_to(7);
+    assert!(matches!(r, Err(Error::Io { .. })), "{r:?}");
+    assert_eq!(log.log_end_offset(), 5, "the cut is made");
+    assert_eq!(broker.committed_offset("g", &tp("t", 0)).map(|o| o.offset), Some(10));
+
+    send_new(&broker, 5..12);
+    {
+        let mut c = broker.consumer(manual("g")).unwrap();
+        c.assign(&[tp("t", 0)]).unwrap();
+        assert_eq!(polled(&mut c), expected(5..12, "new"));
+    }
+    assert_eq!(log.truncate_to(12).unwrap(), 12, "nothing is cut");
+    assert_eq!(broker.committed_offset("g", &tp("t", 0)).map(|o| o.offset), Some(5));
 }

@@ -406,6 +406,13 @@ pub struct PartitionLog {
     /// A close leaves no clean-shutdown marker while set (see
     /// [`hold_clean_close`](Self::hold_clean_close)).
     clean_close_held: AtomicBool,
+    /// Held across a whole [`truncate_to`](Self::truncate_to), the cut and the owner's
+    /// hook, so that hooks run in the order of their cuts; holds the lowest end a cut left
+    /// whose hook failed, which the next truncation's hook is run with (it still owes it).
+    truncating: Mutex<Option<u64>>,
+    /// The truncation epoch up to which every truncation's hook has run (see
+    /// [`settled_cut_epoch`](Self::settled_cut_epoch)).
+    cuts_settled: AtomicU64,
 }
 
 /// What a log's owner runs after a [`PartitionLog::truncate_to`], with the log end it left:
@@ -529,6 +536,8 @@ impl PartitionLog {
             damage: None,
             on_cut: OnCut::default(),
             clean_close_held: AtomicBool::new(false),
+            truncating: Mutex::new(None),
+            cuts_settled: AtomicU64::new(0),
             dir: o.dir,
         }
     }
@@ -782,6 +791,16 @@ impl PartitionLog {
         // A truncation records its end under this lock when it bumps the epoch, so every
         // one counted in `current` is in the history now.
         self.sync_lock.lock().lowest_end_since(epoch, current)
+    }
+
+    /// The truncation epoch (as [`cut_epoch`](Self::cut_epoch)) up to which every
+    /// truncation's hook has run: what the owner keeps about offsets of this log (a
+    /// broker's committed offsets, which its hook lowers), read after this, reflects every
+    /// truncation counted in it. A truncation after it — its hook still running, or failed
+    /// — may have cut below such an offset: a reader that takes one checks it against the
+    /// truncations since this epoch, with [`lowest_cut_since`](Self::lowest_cut_since).
+    pub(crate) fn settled_cut_epoch(&self) -> u64 {
+        self.cuts_settled.load(Ordering::Acquire)
     }
 
     /// Sets what runs after each truncation (once; later calls are ignored).
@@ -2145,13 +2164,26 @@ impl PartitionLog {
     /// no stored batch holds `offset` (damage, or a segment file shortened under the log:
     /// nothing is cut); [`Error::Io`] if a write, truncation, deletion or sync fails; [`Error::Poisoned`] after an earlier
     /// failed fsync (or a failed step 2 or 3); [`Error::ReadOnly`] for a log opened
-    /// read-only. For a broker's log, also the error of lowering the committed offsets
-    /// (the cut is made then; truncating again to the same offset retries the lowering).
+    /// read-only. For a broker's log, also the error of lowering the committed offsets:
+    /// the cut is made then, and the next `truncate_to` — to the same offset, or to the
+    /// log end, which cuts nothing — lowers them again, to the lowest end a cut whose
+    /// lowering failed left; until then a consumer does not take a committed offset past
+    /// that end for its position.
     pub fn truncate_to(&self, offset: u64) -> Result<u64> {
+        // One truncation at a time, hook included: the hooks run in the order of the cuts.
+        let mut owed = self.truncating.lock();
         let end = self.cut_to(offset)?;
         if let Some(hook) = self.on_cut.0.get() {
-            hook(end)?;
+            let lower_to = owed.map_or(end, |o| o.min(end));
+            if let Err(e) = hook(lower_to) {
+                *owed = Some(lower_to);
+                return Err(e);
+            }
+            *owed = None;
         }
+        // No other truncation runs now: every one so far has had its hook run.
+        self.cuts_settled
+            .store(self.truncations.load(Ordering::Acquire), Ordering::Release);
         Ok(end)
     }
 

@@ -116,3 +116,34 @@ impl Vfs for GateFs {
         self.inner.sync_dir(path)
     }
 }
+
+/// [`GateFs`] whose gate holds only an fsync of the committed-offsets log (under `offsets/`
+/// in the data directory): the partitions' own fsyncs pass.
+#[derive(Debug, Clone)]
+pub struct OffsetsGateFs(pub GateFs);
+
+impl Vfs for OffsetsGateFs {
+    fn open(&self, path: &Path, mode: OpenMode) -> std::io::Result<Box<dyn VfsFile>> {
+        Ok(Box::new(GateFile {
+            inner: self.0.inner.open(path, mode)?,
+            is_log: path.extension().is_some_and(|e| e == "log")
+                && path.components().any(|c| c.as_os_str() == "offsets"),
+            gate: Arc::clone(&self.0.gate),
+        }))
+    }
+    fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
+        self.0.create_dir_all(path)
+    }
+    fn read_dir(&self, path: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+        self.0.read_dir(path)
+    }
+    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
+        self.0.remove_file(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        self.0.rename(from, to)
+    }
+    fn sync_dir(&self, path: &Path) -> std::io::Result<()> {
+        self.0.sync_dir(path)
+    }
+}
