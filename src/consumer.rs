@@ -1794,13 +1794,13 @@ impl Consumer {
         self.run_async_callbacks();
         let all: Vec<TopicPartition> = self.parts.keys().cloned().collect();
         let offsets = self.positions(&all, false);
-        self.commit_list(&offsets, true).map(|_| ())
+        self.commit_list(&offsets, true, true).map(|_| ())
     }
 
     /// The auto-commit: commits the positions of `partitions` that changed.
     fn commit_parts(&mut self, partitions: &[TopicPartition]) -> Result<()> {
         let offsets = self.positions(partitions, true);
-        self.commit_list(&offsets, true).map(|_| ())
+        self.commit_list(&offsets, true, true).map(|_| ())
     }
 
     /// The positions of `partitions` (those that have one, of a topic not deleted). With
@@ -1840,7 +1840,7 @@ impl Consumer {
         self.run_async_callbacks();
         let list: Vec<(TopicPartition, OffsetAndMetadata)> =
             offsets.iter().map(|(tp, om)| (tp.clone(), om.clone())).collect();
-        self.commit_list(&list, true).map(|_| ())
+        self.commit_list(&list, true, false).map(|_| ())
     }
 
     /// Commits the positions as [`commit`](Self::commit) does, without waiting for an
@@ -1850,7 +1850,7 @@ impl Consumer {
         let result = self.check_open().and_then(|()| {
             let all: Vec<TopicPartition> = self.parts.keys().cloned().collect();
             let offsets = self.positions(&all, false);
-            let end = self.commit_list(&offsets, false)?;
+            let end = self.commit_list(&offsets, false, true)?;
             Ok((end, offsets.into_iter().map(|(tp, om)| (tp, om.offset)).collect()))
         });
         self.async_pending.push_back((Box::new(callback), result));
@@ -1858,15 +1858,33 @@ impl Consumer {
 
     /// Checks fencing, writes the commit and records what was committed. With `wait`, the
     /// commit has the offsets durability on return; without, the returned log end must be
-    /// synced before the commit is reported (see `run_async_callbacks`).
-    fn commit_list(&mut self, offsets: &[(TopicPartition, OffsetAndMetadata)], wait: bool) -> Result<u64> {
+    /// synced before the commit is reported (see `run_async_callbacks`). `positions` says
+    /// `offsets` are the consumer's positions (from [`positions`](Self::positions)), which
+    /// a commit never stores past the end a truncation left (see [`Part::committable`]);
+    /// the application's explicit offsets are stored as given.
+    fn commit_list(
+        &mut self,
+        offsets: &[(TopicPartition, OffsetAndMetadata)],
+        wait: bool,
+        positions: bool,
+    ) -> Result<u64> {
         let group = self.require_group()?.to_owned();
         if offsets.is_empty() {
             return Ok(0);
         }
         // The fencing check and the write happen under the group's lock, so no rebalance,
         // eviction or join can slip in between.
-        let valid = |tp: &TopicPartition| self.broker.check_partition(tp);
+        let parts = &self.parts;
+        let valid = |tp: &TopicPartition, offset: u64| {
+            self.broker.check_partition(tp)?;
+            // Positions read before a truncation this consumer has not polled since, and
+            // written after it lowered the group's commits past its end (it takes the
+            // offsets lock this runs under), would be past that end: capped here again.
+            Ok(match parts.get(tp) {
+                Some(part) if positions => part.committable(offset),
+                _ => offset,
+            })
+        };
         let counts = |t: &str| self.broker.partition_count(t);
         let end = match &self.subscription {
             Some(sub) => sub.member.group.commit_fenced(
@@ -2164,5 +2182,43 @@ impl Iterator for Iter<'_> {
                 Err(e) => return Some(Err(e)),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ProducerConfig, ProducerRecord, TopicConfig};
+
+    /// A commit whose positions were read before a truncation and written after the
+    /// truncation lowered the group's commits (the truncation ran on another thread
+    /// between the two steps of `commit`) stores the end the cut left, not the position
+    /// past it: the group resumes there and reads the records sent next. It used to store
+    /// the position, past the cut, and the group skipped them.
+    #[test]
+    fn a_commit_of_positions_read_before_a_truncation_is_capped_at_the_cut() -> Result<()> {
+        let broker = Broker::temporary()?;
+        broker.create_topic("t", TopicConfig::with_partitions(1))?;
+        let tp = TopicPartition::new("t", 0);
+        let producer = broker.producer(ProducerConfig::default());
+        for i in 0..10 {
+            producer.send(ProducerRecord::new("t").partition(0).value(format!("v{i}")))?;
+        }
+        let mut c = broker.consumer(
+            ConsumerConfig::group("g")
+                .auto_offset_reset(OffsetReset::Earliest)
+                .enable_auto_commit(false),
+        )?;
+        c.assign(std::slice::from_ref(&tp))?;
+        let mut read = 0;
+        while read < 10 {
+            read += c.poll(Duration::from_millis(100))?.len();
+        }
+        let offsets = c.positions(std::slice::from_ref(&tp), false);
+        assert_eq!(offsets, [(tp.clone(), OffsetAndMetadata::new(10))]);
+        assert_eq!(broker.partition_log(&tp)?.truncate_to(5)?, 5);
+        c.commit_list(&offsets, true, true)?;
+        assert_eq!(broker.committed_offset("g", &tp).map(|o| o.offset), Some(5));
+        Ok(())
     }
 }

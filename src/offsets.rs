@@ -109,6 +109,10 @@ impl OffsetAndMetadata {
 
 pub(crate) type GroupOffsets = BTreeMap<TopicPartition, OffsetAndMetadata>;
 
+/// Checks a partition a commit names, under the offset table's write lock, and gives the
+/// offset to store for the one the committer asked (see [`OffsetStore::commit`]).
+pub(crate) type CommitCheck<'a> = dyn Fn(&TopicPartition, u64) -> Result<u64> + 'a;
+
 /// The table: in memory for reads, on disk as log + snapshot.
 #[derive(Debug)]
 pub(crate) struct OffsetStore {
@@ -343,20 +347,23 @@ impl OffsetStore {
     /// `wait`, returns once the commit has the configured durability; without, the caller
     /// passes the returned log end to [`wait_durable`](Self::wait_durable) later.
     ///
-    /// `valid` is asked about every partition under the table's write lock, so a commit
-    /// cannot slip in after a topic's deletion dropped its offsets.
+    /// `valid` is asked about every partition and its offset under the table's write lock,
+    /// and gives the offset to store: so a commit cannot slip in after a topic's deletion
+    /// dropped its offsets, nor store an offset past the end a truncation left after the
+    /// truncation lowered the commits past it ([`lower_past`](Self::lower_past), which
+    /// takes the lock too).
     pub fn commit(
         &self,
         group: &str,
         offsets: &[(TopicPartition, OffsetAndMetadata)],
         wait: bool,
-        valid: &dyn Fn(&TopicPartition) -> Result<()>,
+        valid: &CommitCheck<'_>,
     ) -> Result<u64> {
         if offsets.is_empty() {
             return Ok(0);
         }
         let now = now_ms();
-        let mut records = Vec::with_capacity(offsets.len());
+        let mut keys = Vec::with_capacity(offsets.len());
         for (tp, om) in offsets {
             if om.metadata.len() > MAX_METADATA_BYTES {
                 return Err(Error::InvalidArgument {
@@ -366,25 +373,21 @@ impl OffsetStore {
                     ),
                 });
             }
-            records.push(
-                Record::new()
-                    .key(encode_key(group, tp)?)
-                    .value(encode_value(om.offset, now, &om.metadata)),
-            );
+            keys.push(encode_key(group, tp)?);
         }
-        let changes: Vec<Change> = offsets
-            .iter()
-            .map(|(tp, om)| {
+        self.append(wait, false, || {
+            let mut records = Vec::with_capacity(offsets.len());
+            let mut changes: Vec<Change> = Vec::with_capacity(offsets.len());
+            for ((tp, om), key) in offsets.iter().zip(keys) {
+                let offset = valid(tp, om.offset)?;
+                records.push(Record::new().key(key).value(encode_value(offset, now, &om.metadata)));
                 let om = OffsetAndMetadata {
-                    offset: om.offset,
+                    offset,
                     metadata: om.metadata.clone(),
                     commit_timestamp: now,
                 };
-                (group.to_owned(), tp.clone(), Some(om))
-            })
-            .collect();
-        self.append(wait, false, || {
-            offsets.iter().try_for_each(|(tp, _)| valid(tp))?;
+                changes.push((group.to_owned(), tp.clone(), Some(om)));
+            }
             Ok((records, changes))
         })
     }
@@ -868,7 +871,7 @@ mod tests {
         let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", ".", e))?;
         let store = OffsetStore::open(dir.path(), Arc::new(OsFs), Durability::Synced, 1 << 30)?;
         let tp = TopicPartition::new("t", 0);
-        let ok = |_: &TopicPartition| Ok(());
+        let ok = |_: &TopicPartition, offset: u64| Ok(offset);
         let commit = |offset| store.commit("g", &[(tp.clone(), OffsetAndMetadata::new(offset))], false, &ok);
         let first = commit(1)?;
         let second = commit(2)?;
@@ -900,7 +903,7 @@ mod tests {
         let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", ".", e))?;
         let store = OffsetStore::open(dir.path(), Arc::new(OsFs), Durability::Synced, 1 << 30)?;
         let tp = TopicPartition::new("t", 0);
-        store.commit("g", &[(tp.clone(), OffsetAndMetadata::new(5))], false, &|_| Ok(()))?;
+        store.commit("g", &[(tp.clone(), OffsetAndMetadata::new(5))], false, &|_, o| Ok(o))?;
         store.log.flush()?;
         // The committer's `apply_synced`, held at its first step (pending locked) until the
         // deletion is under way.
@@ -965,15 +968,21 @@ mod tests {
             let store = open(dir.path(), 64 << 10);
             for i in 0..20_000u64 {
                 store
-                    .commit("g", &[(tp((i % 4) as u32), OffsetAndMetadata::new(i))], true, &|_| {
-                        Ok(())
-                    })
+                    .commit(
+                        "g",
+                        &[(tp((i % 4) as u32), OffsetAndMetadata::new(i))],
+                        true,
+                        &|_, o| Ok(o),
+                    )
                     .unwrap();
             }
             store
-                .commit("h", &[(tp(0), OffsetAndMetadata::new(5).metadata("x"))], true, &|_| {
-                    Ok(())
-                })
+                .commit(
+                    "h",
+                    &[(tp(0), OffsetAndMetadata::new(5).metadata("x"))],
+                    true,
+                    &|_, o| Ok(o),
+                )
                 .unwrap();
             assert_eq!(store.delete_where("h", |_| true).unwrap(), 1);
             // 20,000 commits of ~70 bytes are ~1.4 MB of log; snapshots keep it near 64 KiB.

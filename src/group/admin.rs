@@ -262,8 +262,9 @@ impl Broker {
             .iter()
             .map(|(tp, o)| (tp.clone(), OffsetAndMetadata::new(*o)))
             .collect();
-        self.offsets()
-            .commit(group, &list, true, &|tp| self.check_partition(tp))?;
+        self.offsets().commit(group, &list, true, &|tp, offset| {
+            self.check_partition(tp).map(|()| offset)
+        })?;
         Ok(moved)
     }
 

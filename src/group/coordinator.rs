@@ -48,7 +48,7 @@ use parking_lot::Mutex;
 
 use super::assignor::{Assignor, MemberSubscription};
 use crate::error::{Error, Result};
-use crate::offsets::{OffsetAndMetadata, OffsetStore};
+use crate::offsets::{CommitCheck, OffsetAndMetadata, OffsetStore};
 use crate::storage::notify::Signal;
 use crate::topic::TopicPartition;
 
@@ -356,7 +356,7 @@ impl Coordinator {
         name: &str,
         offsets: &[(TopicPartition, OffsetAndMetadata)],
         store: &OffsetStore,
-        valid: &dyn Fn(&TopicPartition) -> Result<()>,
+        valid: &CommitCheck<'_>,
         counts: TopicCounts<'_>,
     ) -> Result<u64> {
         self.with_live(name, |_, st| {
@@ -489,7 +489,7 @@ impl Group {
         member_id: &str,
         offsets: &[(TopicPartition, OffsetAndMetadata)],
         store: &OffsetStore,
-        valid: &dyn Fn(&TopicPartition) -> Result<()>,
+        valid: &CommitCheck<'_>,
         counts: TopicCounts<'_>,
     ) -> Result<u64> {
         let mut st = self.state.lock();
@@ -550,7 +550,7 @@ impl GroupState {
         member_id: Option<&str>,
         offsets: &[(TopicPartition, OffsetAndMetadata)],
         store: &OffsetStore,
-        valid: &dyn Fn(&TopicPartition) -> Result<()>,
+        valid: &CommitCheck<'_>,
     ) -> Result<u64> {
         match member_id {
             Some(member_id) => self.check_owner(group, member_id, offsets.iter().map(|(tp, _)| tp))?,
