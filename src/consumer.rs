@@ -695,6 +695,17 @@ impl Part {
         self.fetched = Kept::default();
     }
 
+    /// Moves the position to the offset `to` computes from the log (a seek to its start or
+    /// end, a reset) and returns it. A truncation while it computes is checked at the next
+    /// poll: the epoch is read first.
+    fn move_to_computed(&mut self, to: impl FnOnce(&PartitionLog) -> u64) -> u64 {
+        let epoch = self.log.cut_epoch();
+        let position = to(&self.log);
+        self.move_to(Some(position));
+        self.cut_epoch = epoch;
+        position
+    }
+
     /// The position, checked against the truncations since it was last: one past the end
     /// a truncation left moves back to that end, the first offset whose record changed, as
     /// a Kafka consumer resets to the offset its log diverged at (KIP-320) — unless
@@ -1626,8 +1637,7 @@ impl Consumer {
             self.part(tp)?;
         }
         for tp in partitions {
-            let part = self.part_mut(tp)?;
-            part.move_to(Some(to(&part.log)));
+            self.part_mut(tp)?.move_to_computed(&to);
         }
         Ok(())
     }
@@ -2133,19 +2143,20 @@ fn handle_fetch_error(e: Error, tp: &TopicPartition, part: &mut Part, policy: Of
     match e {
         Error::OffsetOutOfRange {
             requested, start, end, ..
-        } => match reset(policy, start, part.log.visible_end_offset()) {
-            Some(to) => {
-                tracing::warn!(partition = %tp, requested, reset_to = to, "position out of range; resetting");
-                part.move_to(Some(to));
-                None
-            }
-            None => Some(Error::OffsetOutOfRange {
-                requested,
-                start,
-                end,
-                partition: Some(tp.clone()),
-            }),
-        },
+        } if policy == OffsetReset::None => Some(Error::OffsetOutOfRange {
+            requested,
+            start,
+            end,
+            partition: Some(tp.clone()),
+        }),
+        Error::OffsetOutOfRange { requested, start, .. } => {
+            let to = part.move_to_computed(|log| match policy {
+                OffsetReset::Latest => log.visible_end_offset(),
+                _ => start,
+            });
+            tracing::warn!(partition = %tp, requested, reset_to = to, "position out of range; resetting");
+            None
+        }
         e => Some(e),
     }
 }
