@@ -262,10 +262,18 @@ impl Broker {
             .iter()
             .map(|(tp, o)| (tp.clone(), OffsetAndMetadata::new(*o)))
             .collect();
+        // Capped again at the log's end under the offset table's lock, which a truncation's
+        // lowering of the commits takes too: a truncation since the plan, whose lowering
+        // ran before this commit, must not be undone by it.
+        let stored = std::cell::RefCell::new(moved);
         self.offsets().commit(group, &list, true, &|tp, offset| {
-            self.check_partition(tp).map(|()| offset)
+            self.check_partition(tp)?;
+            let log = self.partition_log(tp)?;
+            let capped = offset.min(log.visible_end_offset().max(log.log_start_offset()));
+            stored.borrow_mut().insert(tp.clone(), capped);
+            Ok(capped)
         })?;
-        Ok(moved)
+        Ok(stored.into_inner())
     }
 
     /// Deletes a group's committed offsets and state. Only for a group without members: the
