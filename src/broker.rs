@@ -713,7 +713,8 @@ impl Broker {
         });
         for topic in inner.topics.read().values() {
             for (p, log) in topic.partition_logs().iter().enumerate() {
-                log.set_cut_hook(lower_offsets_on_cut(&inner, TopicPartition::new(&topic.name, p as u32)));
+                let tp = TopicPartition::new(&topic.name, p as u32);
+                log.set_cut_hook(lower_offsets_on_cut(&inner, tp, log));
             }
         }
         let offsets_retention = builder.offsets_retention;
@@ -1201,13 +1202,13 @@ impl Broker {
     ) -> Result<Vec<Arc<PartitionLog>>> {
         range
             .map(|p| {
-                let log = PartitionLog::open_owned(
+                let log = Arc::new(PartitionLog::open_owned(
                     &partition_dir(&self.inner.dir, name, p),
                     config.log_config(),
                     Arc::clone(&self.inner.vfs),
-                )?;
-                log.set_cut_hook(lower_offsets_on_cut(&self.inner, TopicPartition::new(name, p)));
-                Ok(Arc::new(log))
+                )?);
+                log.set_cut_hook(lower_offsets_on_cut(&self.inner, TopicPartition::new(name, p), &log));
+                Ok(log)
             })
             .collect()
     }
@@ -1427,13 +1428,18 @@ fn lower_offsets_past_log_ends(offsets: &OffsetStore, topics: &BTreeMap<String, 
     Ok(())
 }
 
-/// The hook a broker's log runs after a truncation: every group's committed offset of
-/// `tp` past the end the cut left is lowered to it (see [`PartitionLog::truncate_to`]).
-fn lower_offsets_on_cut(inner: &Arc<BrokerInner>, tp: TopicPartition) -> CutHook {
+/// The hook `log`, partition `tp` of a broker, runs after a truncation: every group's
+/// committed offset of `tp` past the end the cut left is lowered to it (see
+/// [`PartitionLog::truncate_to`]). Not if the topic was deleted meanwhile (checked under
+/// the offset table's lock, which the deletion takes to remove the topic's offsets after
+/// marking its logs deleted): the commits under the name may be a new topic's.
+fn lower_offsets_on_cut(inner: &Arc<BrokerInner>, tp: TopicPartition, log: &Arc<PartitionLog>) -> CutHook {
     let inner = Arc::downgrade(inner);
+    let log = Arc::downgrade(log);
     Box::new(move |end| {
         let Some(inner) = inner.upgrade() else { return Ok(()) };
-        let lowered = inner.offsets.lower_past(|p| (*p == tp).then_some(end))?;
+        let live = || log.upgrade().is_some_and(|l| !l.is_deleted());
+        let lowered = inner.offsets.lower_past(|p| (*p == tp && live()).then_some(end))?;
         if lowered > 0 {
             tracing::warn!(partition = %tp, end, offsets = lowered, "lowered committed offsets past the truncated log's end to it");
         }
