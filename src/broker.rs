@@ -1437,7 +1437,14 @@ fn lower_offsets_on_cut(inner: &Arc<BrokerInner>, tp: TopicPartition, log: &Arc<
     let inner = Arc::downgrade(inner);
     let log = Arc::downgrade(log);
     Box::new(move |end| {
-        let Some(inner) = inner.upgrade() else { return Ok(()) };
+        let Some(inner) = inner.upgrade() else {
+            // The broker is gone (the application still holds the log): the next open
+            // lowers them, if the log still ends below them, as after a crash.
+            if let Some(log) = log.upgrade() {
+                log.hold_clean_close(true);
+            }
+            return Ok(());
+        };
         let live = || log.upgrade().is_some_and(|l| !l.is_deleted());
         let lowered = inner.offsets.lower_past(|p| (*p == tp && live()).then_some(end))?;
         if lowered > 0 {

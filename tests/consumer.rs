@@ -3053,6 +3053,28 @@ fn a_truncation_lowers_committed_offsets_past_the_new_end() {
     assert_eq!(polled(&mut c), expected(5..8, "new"));
 }
 
+/// A truncation through a log the application kept after dropping its broker cannot lower
+/// the commits then; the log closes as after a crash, so the next open lowers them.
+#[test]
+fn a_truncation_after_the_broker_was_dropped_is_lowered_at_the_next_open() {
+    let dir = common::temp_dir();
+    let log = {
+        let broker = Broker::open(dir.path()).unwrap();
+        broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+        send_lz4_batch(&broker, 0..5);
+        send_lz4_batch(&broker, 5..10);
+        let mut c = broker.consumer(manual("g")).unwrap();
+        c.assign(&[tp("t", 0)]).unwrap();
+        assert_eq!(poll_n(&mut c, 10).len(), 10);
+        c.commit().unwrap();
+        broker.partition_log(&tp("t", 0)).unwrap()
+    };
+    assert_eq!(log.truncate_to(5).unwrap(), 5);
+    drop(log);
+    let broker = Broker::open(dir.path()).unwrap();
+    assert_eq!(broker.committed_offset("g", &tp("t", 0)).map(|o| o.offset), Some(5));
+}
+
 /// A consumer whose position a truncation passed moves back to the new end at its next
 /// poll, and reads the records sent there since; with `auto_offset_reset` `None` the poll
 /// reports the truncation instead (Kafka's `LogTruncationException`) until a seek. A
