@@ -1300,6 +1300,25 @@ fn text_consume_gives_back_the_bytes_produced_utf8_or_not() {
 }
 
 #[test]
+fn produce_drops_the_cr_of_a_crlf_line_ending_and_keeps_any_other_cr() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    ok(&dir, &["topics", "create", "crlf"]);
+    // A file written on Windows: each line ends in \r\n, and its records are those of the
+    // same file with \n endings. A \r anywhere else is one of the line's bytes.
+    let o = brooklet_with_stdin_bytes(&dir, &["produce", "crlf"], b"a\r\nb\rc\r\nd\r\r\n\r\n");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = brooklet(&dir, &["consume", "crlf", "--from-beginning"]);
+    assert_eq!(o.stdout, b"a\nb\rc\nd\r\n\n");
+    // The help says so.
+    let help = ok(&dir, &["produce", "--help"]);
+    assert!(
+        help.replace("\n ", " ").contains("a \\r before it is dropped"),
+        "{help}"
+    );
+}
+
+#[test]
 fn dump_log_finds_a_relative_segment_under_dir() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");

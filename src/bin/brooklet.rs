@@ -67,10 +67,11 @@ enum Command {
         after_help = "Examples:\n  brooklet --dir data topics list\n  brooklet --dir data topics create orders --partitions 3 --config retention.ms=86400000"
     )]
     Topics(TopicsCommand),
-    /// Send the lines of stdin as records (the console producer). Lines are bytes, UTF-8 or
-    /// not; a line that cannot be produced (no key separator, or a record larger than the
-    /// topic's max.message.bytes) stops the input: the lines before it are produced, none
-    /// after it.
+    /// Send the lines of stdin as records (the console producer). A line ends at \n (a \r
+    /// before it is dropped too, so Windows line endings give the same records); its other
+    /// bytes are sent as they are, UTF-8 or not. A line that cannot be produced (no key
+    /// separator, or a record larger than the topic's max.message.bytes) stops the input:
+    /// the lines before it are produced, none after it.
     #[command(
         after_help = "Examples:\n  printf 'hello\\nworld\\n' | brooklet --dir data produce orders\n  printf 'user-1:{\"amount\":42}\\n' | brooklet --dir data produce orders --key-separator : --header source=cli\n\nCtrl-C (SIGINT), SIGTERM or SIGHUP makes it stop taking lines within 0.2 s, also while it waits for one: it produces the lines it took, prints the summary, closes the directory cleanly, says after which line it stopped, and exits with 130 (SIGINT), 143 (SIGTERM) or 129 (SIGHUP), as a shell reports a command the signal stopped. A second signal ends it at once."
     )]
