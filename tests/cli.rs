@@ -1160,7 +1160,8 @@ fn produce_stops_at_a_line_too_large_for_the_topic() {
         &dir,
         &["topics", "create", "small", "--config", "max.message.bytes=2000"],
     );
-    let lines = format!("a\nb\n{}\nc\nd\n", "x".repeat(5000));
+    // A line within the limit whose record, framed, passes it: the record's size is given.
+    let lines = format!("a\nb\n{}\nc\nd\n", "x".repeat(1990));
     let o = brooklet_with_stdin(&dir, &["produce", "small"], &lines);
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(
@@ -1170,11 +1171,32 @@ fn produce_stops_at_a_line_too_large_for_the_topic() {
     );
     assert_eq!(
         stderr(&o),
-        "brooklet: error: line 3 is one record of 5066 bytes, too large for topic small: its max.message.bytes is \
+        "brooklet: error: line 3 is one record of 2056 bytes, too large for topic small: its max.message.bytes is \
          2000 bytes; stopped there: the 2 record(s) before it were produced\n"
     );
     // Nothing after it was produced.
     assert_eq!(ok(&dir, &["consume", "small", "--from-beginning"]), "a\nb\n");
+    // A line longer than the limit is refused as soon as it passes it.
+    let o = brooklet_with_stdin(&dir, &["produce", "small"], &format!("e\n{}\nf\n", "x".repeat(5000)));
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stderr(&o),
+        "brooklet: error: line 2 is more than 2000 bytes long, too large for topic small: its max.message.bytes is \
+         2000 bytes; stopped there: the 1 record(s) before it were produced\n"
+    );
+    assert_eq!(ok(&dir, &["consume", "small", "--from-beginning"]), "a\nb\ne\n");
+    // With a key separator, the line may be longer than the limit by the separator.
+    let o = brooklet_with_stdin(
+        &dir,
+        &["produce", "small", "--key-separator", "::"],
+        &format!("k::{}\n", "x".repeat(2000)),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).starts_with("brooklet: error: line 1 is more than 2002 bytes long, too large for topic small"),
+        "{}",
+        stderr(&o)
+    );
     // The first line of a run, and one whose limit is segment.bytes (max.message.bytes
     // above it).
     ok(
@@ -1189,19 +1211,68 @@ fn produce_stops_at_a_line_too_large_for_the_topic() {
             "max.message.bytes=8192",
         ],
     );
-    let o = brooklet_with_stdin(&dir, &["produce", "tiny"], &format!("{}\nz\n", "y".repeat(5000)));
-    assert_eq!(o.status.code(), Some(1));
-    assert_eq!(stdout(&o), "produced 0 record(s) to tiny in 0 partition(s)\n");
-    assert_eq!(
-        stderr(&o),
-        "brooklet: error: line 1 is one record of 5066 bytes, too large for topic tiny: its segment.bytes is 4096 \
-         bytes; stopped there: the 0 record(s) before it were produced\n"
-    );
+    for (line, error) in [
+        (
+            "y".repeat(4050),
+            "line 1 is one record of 4116 bytes, too large for topic tiny: its segment.bytes is 4096 bytes",
+        ),
+        (
+            "y".repeat(5000),
+            "line 1 is more than 4096 bytes long, too large for topic tiny: its segment.bytes is 4096 bytes",
+        ),
+    ] {
+        let o = brooklet_with_stdin(&dir, &["produce", "tiny"], &format!("{line}\nz\n"));
+        assert_eq!(o.status.code(), Some(1));
+        assert_eq!(stdout(&o), "produced 0 record(s) to tiny in 0 partition(s)\n");
+        assert_eq!(
+            stderr(&o),
+            format!("brooklet: error: {error}; stopped there: the 0 record(s) before it were produced\n")
+        );
+    }
     let o = brooklet(&dir, &["consume", "tiny", "--from-beginning"]);
     assert_eq!(
         (stdout(&o).as_str(), stderr(&o).as_str()),
         ("", "brooklet: no records to read\n")
     );
+}
+
+/// Input that never ends its line (a binary file, `/dev/zero`): `produce` reads it no
+/// further than the topic's limit and stops there, instead of gathering all of it in memory
+/// only to refuse it.
+#[test]
+fn produce_reads_no_more_of_an_endless_line_than_the_topic_could_take() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    ok(
+        &dir,
+        &["topics", "create", "small", "--config", "max.message.bytes=2000"],
+    );
+    let mut child = spawn(&dir, &["produce", "small"]);
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"a\n").unwrap();
+    let chunk = vec![b'x'; 64 << 10];
+    let mut written = 0usize;
+    loop {
+        match stdin.write_all(&chunk) {
+            Ok(()) => written += chunk.len(),
+            // It stopped reading and exited.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
+            Err(e) => panic!("writing to produce's stdin: {e}"),
+        }
+        assert!(
+            written < 256 << 20,
+            "produce read {written} bytes of one line, far past the topic's limit of 2000"
+        );
+    }
+    drop(stdin);
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stderr(&o),
+        "brooklet: error: line 2 is more than 2000 bytes long, too large for topic small: its max.message.bytes is \
+         2000 bytes; stopped there: the 1 record(s) before it were produced\n"
+    );
+    assert_eq!(ok(&dir, &["consume", "small", "--from-beginning"]), "a\n");
 }
 
 #[test]

@@ -19,7 +19,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::c_int;
-use std::io::{self, BufRead, BufWriter, Write};
+use std::io::{self, BufRead, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -816,6 +816,10 @@ fn non_empty_separator(sep: &str) -> Result<String, String> {
 enum Input {
     /// One line, without its line ending.
     Line(Vec<u8>),
+    /// A line longer than the longest the thread takes (the thread stops): no record of it
+    /// could fit in the topic, so it is not read further (a file without newlines is not
+    /// gathered whole in memory only to be refused).
+    TooLong,
     /// The end of stdin.
     End,
     /// A read failed (the thread stops).
@@ -829,16 +833,20 @@ const CHUNK_BYTES: usize = 1 << 20;
 
 /// Reads stdin on a thread of its own, so that `produce` notices a signal while a read
 /// blocks (on a terminal, waiting for the next line). The thread is left blocked at exit.
-fn read_stdin_lines() -> CliResult<mpsc::Receiver<Input>> {
+/// A line longer than `max_line` bytes (its line ending aside) is [`Input::TooLong`].
+fn read_stdin_lines(max_line: usize) -> CliResult<mpsc::Receiver<Input>> {
     let (lines, receiver) = mpsc::sync_channel(CHUNK_RECORDS);
+    // Enough for the longest line and its \n; a line that fills it without one is too long.
+    let take = u64::try_from(max_line).unwrap_or(u64::MAX).saturating_add(1);
     std::thread::Builder::new()
         .name("stdin".into())
         .spawn(move || {
             let mut input = io::stdin().lock();
             loop {
                 let mut buf = Vec::new();
-                let item = match input.read_until(b'\n', &mut buf) {
+                let item = match input.by_ref().take(take).read_until(b'\n', &mut buf) {
                     Ok(0) => Input::End,
+                    Ok(_) if buf.last() != Some(&b'\n') && buf.len() > max_line => Input::TooLong,
                     Ok(_) => {
                         if buf.last() == Some(&b'\n') {
                             buf.pop();
@@ -950,6 +958,14 @@ fn produce(dir: &Path, args: &ProduceArgs, out: &mut Output) -> CliResult<ExitCo
             "segment.bytes"
         }
     };
+    // The batch limit: a line longer than it, less the key separator it may hold, makes a
+    // record larger than it (framing adds to the key and value), so none is read further.
+    let limit = ["max.message.bytes", "segment.bytes"]
+        .into_iter()
+        .filter_map(|name| setting(name)?.parse::<usize>().ok())
+        .min()
+        .unwrap_or(usize::MAX);
+    let max_line = limit.saturating_add(args.key_separator.as_ref().map_or(0, String::len));
     let durability = match args.durability {
         DurabilityArg::Buffered => Durability::Buffered,
         DurabilityArg::Written => Durability::Written,
@@ -986,7 +1002,7 @@ fn produce(dir: &Path, args: &ProduceArgs, out: &mut Output) -> CliResult<ExitCo
     };
     // Lines are bytes (a value need not be UTF-8), gathered while more are waiting and sent
     // in order; a bad line stops the input after the records before it are produced.
-    let lines = read_stdin_lines()?;
+    let lines = read_stdin_lines(max_line)?;
     let mut chunk: Vec<ProducerRecord> = Vec::new();
     let mut chunk_bytes = 0usize;
     let mut number = 0usize;
@@ -1015,6 +1031,17 @@ fn produce(dir: &Path, args: &ProduceArgs, out: &mut Output) -> CliResult<ExitCo
                 }
             },
             Ok(Input::End) | Err(true) => break send(&mut chunk, first, &mut summary).map(ProduceStop::Failed),
+            Ok(Input::TooLong) => {
+                number += 1;
+                let failure = send(&mut chunk, first, &mut summary).unwrap_or_else(|| {
+                    format!(
+                        "line {number} is more than {max_line} bytes long, too large for topic {}: its {} is {limit} bytes",
+                        args.topic,
+                        limit_name(limit)
+                    )
+                });
+                break Some(ProduceStop::Failed(failure));
+            }
             Ok(Input::Failed(e)) => {
                 let failure = send(&mut chunk, first, &mut summary)
                     .unwrap_or_else(|| format!("cannot read line {} of stdin: {e}", number + 1));
