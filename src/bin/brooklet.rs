@@ -303,9 +303,14 @@ struct ResetArgs {
 
 /// `eprintln!` that ignores a failed write: stderr into a pipe whose reader is gone (`2>&1 |
 /// head`) loses the line rather than panicking (exit 101), as stdout does ([`Output`]).
+/// The line goes out in one write: `writeln!` on unbuffered stderr writes each piece of the
+/// format on its own, and the lines of two commands sharing a terminal or log file came out
+/// spliced (`brooklet: error: brooklet: error: the directory …`).
 macro_rules! stderr_line {
     ($($arg:tt)*) => {{
-        let _ = writeln!(io::stderr(), $($arg)*);
+        let mut line = format!($($arg)*);
+        line.push('\n');
+        let _ = io::stderr().write_all(line.as_bytes());
     }};
 }
 
