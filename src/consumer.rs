@@ -706,6 +706,17 @@ impl Part {
         position
     }
 
+    /// Moves the position back to `offset`, the first record of this partition that a poll
+    /// returned and the application never got (see [`Iter`]'s drop). Unlike a seek, the
+    /// truncations and the damage seen so far still apply; the kept batches go, as their
+    /// resume point is past `offset`.
+    fn rewind(&mut self, offset: u64) {
+        if self.position.is_some_and(|p| offset < p) {
+            self.position = Some(offset);
+            self.fetched = Kept::default();
+        }
+    }
+
     /// The position, checked against the truncations since it was last: one past the end
     /// a truncation left moves back to that end, the first offset whose record changed, as
     /// a Kafka consumer resets to the offset its log diverged at (KIP-320) — unless
@@ -1559,6 +1570,35 @@ impl Consumer {
     /// An iterator that polls forever (as `for msg in consumer` in the Kafka tutorials),
     /// yielding each record or the error of a failed poll. It ends when a
     /// [`WakeupHandle`] wakes the consumer (the way to stop the loop from another thread).
+    ///
+    /// A record counts as consumed once it is yielded, as with kafka-python's consumer
+    /// iterator: leaving the loop early (a `break`, a `?`) moves the positions back to the
+    /// first record of the last poll that the loop did not get, so a
+    /// [`commit`](Self::commit) after it, or the auto-commit at close, covers only the
+    /// records the loop got, and the next `poll` returns the rest.
+    ///
+    /// # Examples
+    /// ```
+    /// use brooklet::{Broker, ConsumerConfig, OffsetReset, ProducerConfig, ProducerRecord, TopicConfig, TopicPartition};
+    ///
+    /// let broker = Broker::temporary()?;
+    /// broker.create_topic("orders", TopicConfig::with_partitions(1))?;
+    /// let producer = broker.producer(ProducerConfig::default());
+    /// for i in 0..10 {
+    ///     producer.send(ProducerRecord::new("orders").value(format!("order-{i}")))?;
+    /// }
+    /// let mut consumer = broker.consumer(ConsumerConfig::group("billing").auto_offset_reset(OffsetReset::Earliest))?;
+    /// consumer.subscribe(&["orders"])?;
+    /// for record in consumer.iter() {
+    ///     let record = record?;
+    ///     if record.offset() == 2 {
+    ///         break; // offsets 0 to 2 are consumed; 3 to 9 are not
+    ///     }
+    /// }
+    /// consumer.commit()?;
+    /// assert_eq!(consumer.position(&TopicPartition::new("orders", 0))?, 3);
+    /// # Ok::<(), brooklet::Error>(())
+    /// ```
     pub fn iter(&mut self) -> Iter<'_> {
         Iter {
             consumer: self,
@@ -1568,7 +1608,8 @@ impl Consumer {
     }
 
     /// An iterator that ends once no record arrives for `idle`: the loop for a program
-    /// that should stop when the topic runs dry. A [`WakeupHandle`] ends it too.
+    /// that should stop when the topic runs dry. A [`WakeupHandle`] ends it too. Leaving
+    /// it early consumes only the records it yielded, as [`iter`](Self::iter)'s.
     pub fn iter_until_idle(&mut self, idle: Duration) -> Iter<'_> {
         Iter {
             consumer: self,
@@ -2169,12 +2210,29 @@ fn reset(policy: OffsetReset, start: u64, end: u64) -> Option<u64> {
     }
 }
 
-/// The iterator of [`Consumer::iter`] and [`Consumer::iter_until_idle`].
+/// The iterator of [`Consumer::iter`] and [`Consumer::iter_until_idle`]. Dropping it moves
+/// the positions back to the first record of the last poll it did not yield.
 #[derive(Debug)]
 pub struct Iter<'a> {
     consumer: &'a mut Consumer,
     buffer: VecDeque<ConsumerRecord>,
     idle_timeout: Option<Duration>,
+}
+
+impl Drop for Iter<'_> {
+    /// The records of the last poll that were not yielded were not consumed: each
+    /// partition's position goes back to the first of them.
+    fn drop(&mut self) {
+        let mut first: BTreeMap<TopicPartition, u64> = BTreeMap::new();
+        for record in &self.buffer {
+            first.entry(record.topic_partition()).or_insert(record.offset());
+        }
+        for (tp, offset) in first {
+            if let Some(part) = self.consumer.parts.get_mut(&tp) {
+                part.rewind(offset);
+            }
+        }
+    }
 }
 
 impl Iterator for Iter<'_> {

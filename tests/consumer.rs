@@ -2212,6 +2212,69 @@ fn wakeup_ends_the_consumer_iterator() {
     assert_eq!(worker.join().unwrap(), [0, 1, 2, 3, 4]);
 }
 
+/// Leaving a `for record in consumer.iter()` loop early (a `break`, a `?`) leaves the
+/// records of its last poll that it did not yield unconsumed: the positions go back to the
+/// first of them, so a commit after the loop, or the auto-commit at close, covers only what
+/// the loop got, and the next poll returns the rest. (The iterator kept the positions the
+/// whole poll reached: a loop that stopped after 3 of 20 records committed all 20, and no
+/// member of the group ever read the other 17.)
+#[test]
+fn leaving_the_consumer_iterator_early_consumes_only_the_records_it_yielded() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(2)).unwrap();
+    fill(&broker, "t", 2, 10);
+    let everything: Vec<(u32, u64)> = (0..2).flat_map(|p| (0..10).map(move |o| (p, o))).collect();
+    // A commit after the loop.
+    let mut c = broker.consumer(manual("g")).unwrap();
+    c.subscribe(&["t"]).unwrap();
+    let mut got = Vec::new();
+    for record in c.iter() {
+        let record = record.unwrap();
+        got.push((record.partition(), record.offset()));
+        if got.len() == 3 {
+            break;
+        }
+    }
+    for p in 0..2 {
+        let yielded = got.iter().filter(|(q, _)| *q == p).count() as u64;
+        assert_eq!(c.position(&tp("t", p)).unwrap(), yielded, "partition {p} after {got:?}");
+    }
+    c.commit().unwrap();
+    drop(c);
+    let mut next = broker.consumer(manual("g")).unwrap();
+    next.subscribe(&["t"]).unwrap();
+    got.extend(ids(&poll_n(&mut next, 17)));
+    got.sort_unstable();
+    assert_eq!(got, everything);
+    drop(next);
+    // The auto-commit at close, after a loop that returned early.
+    let auto = || {
+        broker
+            .consumer(ConsumerConfig::group("auto").auto_offset_reset(OffsetReset::Earliest))
+            .unwrap()
+    };
+    let mut c = auto();
+    c.subscribe(&["t"]).unwrap();
+    let mut got = Vec::new();
+    let mut process = |c: &mut Consumer| -> std::result::Result<(), String> {
+        for record in c.iter() {
+            let record = record.map_err(|e| e.to_string())?;
+            got.push((record.partition(), record.offset()));
+            if got.len() == 5 {
+                return Err("stopped".into());
+            }
+        }
+        Ok(())
+    };
+    assert!(process(&mut c).is_err());
+    drop(c);
+    let mut next = auto();
+    next.subscribe(&["t"]).unwrap();
+    got.extend(ids(&poll_n(&mut next, 15)));
+    got.sort_unstable();
+    assert_eq!(got, everything);
+}
+
 /// Protects a consumer that turns eviction off with the longest interval there is (Kafka
 /// users set `max.poll.interval.ms` to `Integer.MAX_VALUE` for that): the deadline
 /// `last poll + max_poll_interval` used to be computed with `Instant + Duration`, which
