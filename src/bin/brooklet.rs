@@ -67,9 +67,9 @@ enum Command {
         after_help = "Examples:\n  brooklet --dir data topics list\n  brooklet --dir data topics create orders --partitions 3 --config retention.ms=86400000"
     )]
     Topics(TopicsCommand),
-    /// Send the lines of stdin as records (the console producer). A line ends at \n (a \r
-    /// before it is dropped too, so Windows line endings give the same records); its other
-    /// bytes are sent as they are, UTF-8 or not. A line that cannot be produced (no key
+    /// Send the lines of stdin as records (the console producer). A line ends at \n or at
+    /// the end of the input (a \r that ends it is dropped too, so Windows line endings give
+    /// the same records); its other bytes are sent as they are, UTF-8 or not. A line that cannot be produced (no key
     /// separator, or a record larger than the topic's max.message.bytes) stops the input:
     /// the lines before it are produced, none after it.
     #[command(
