@@ -42,7 +42,8 @@
 //! ## Durability
 //! Every append names a [`Durability`]: `Buffered` (≈ Kafka `acks=0`), `Written` (in the OS
 //! page cache: survives a crash of this process; ≈ `acks=1`) or `Synced` (`fdatasync`'d:
-//! survives power loss; ≈ `acks=all`). Concurrent `Synced` appends share fsyncs.
+//! survives power loss; the place of `acks=all`, which Kafka gets from replicas rather than
+//! fsync: brooklet has one copy, so it syncs it). Concurrent `Synced` appends share fsyncs.
 //!
 //! ## Crash recovery
 //! A log closed cleanly reopens without a recovery scan (only if the active segment's index
