@@ -186,6 +186,9 @@ fn topics_create_list_describe_add_partitions_delete() {
     assert_eq!(row(&describe, &["id"]), ["id", id.to_string().as_str()]);
     ok(&dir, &["topics", "add-partitions", "orders", "5"]);
     assert_eq!(row(&ok(&dir, &["topics", "list"]), &["orders"])[1], "5");
+    // Also as kafka-topics --alter takes it.
+    ok(&dir, &["topics", "add-partitions", "orders", "--partitions", "6"]);
+    assert_eq!(row(&ok(&dir, &["topics", "list"]), &["orders"])[1], "6");
     ok(&dir, &["topics", "delete", "audit"]);
     assert!(!ok(&dir, &["topics", "list"]).contains("audit"));
     // Aligned: every line of the table has its columns at the same positions.

@@ -160,12 +160,18 @@ enum TopicsCommand {
         topic: String,
     },
     /// Grow a topic to COUNT partitions.
-    #[command(after_help = "Example:\n  brooklet --dir data topics add-partitions orders 6")]
+    #[command(
+        after_help = "Examples:\n  brooklet --dir data topics add-partitions orders 6\n  brooklet --dir data topics add-partitions orders --partitions 6"
+    )]
     AddPartitions {
         /// The topic.
         topic: String,
         /// The new total partition count.
-        count: u32,
+        #[arg(required_unless_present = "partitions", conflicts_with = "partitions")]
+        count: Option<u32>,
+        /// The new total partition count, as `kafka-topics --alter --partitions` takes it.
+        #[arg(long, value_name = "COUNT")]
+        partitions: Option<u32>,
     },
 }
 
@@ -762,7 +768,14 @@ fn topics(dir: &Path, cmd: TopicsCommand, out: &mut Output) -> CliResult<()> {
             broker.delete_topic(&topic)?;
             out.line(&format!("deleted topic {topic}"))
         }
-        TopicsCommand::AddPartitions { topic, count } => {
+        TopicsCommand::AddPartitions {
+            topic,
+            count,
+            partitions,
+        } => {
+            let count = count
+                .or(partitions)
+                .ok_or_else(|| Failure("topics add-partitions: give the new partition count".into()))?;
             let broker = open_writer(dir, "topics add-partitions")?;
             broker.add_partitions(&topic, count)?;
             out.line(&format!("topic {topic} now has {count} partitions"))
