@@ -689,20 +689,25 @@ impl Part {
     /// Moves the position by the application's choice (a seek), or drops it (`None`): the
     /// damage, if any, is reported again when a read reaches it.
     fn move_to(&mut self, position: Option<u64>) {
-        self.cut_epoch = self.log.cut_epoch();
+        self.move_to_as_of(position, self.log.cut_epoch());
+    }
+
+    /// [`move_to`](Self::move_to) a position known valid as of the log's truncation epoch
+    /// `epoch` (read before the position was worked out): a truncation after it is checked
+    /// at the next poll.
+    fn move_to_as_of(&mut self, position: Option<u64>, epoch: u64) {
+        self.cut_epoch = epoch;
         self.position = position;
         self.damage_reported_at = None;
         self.fetched = Kept::default();
     }
 
     /// Moves the position to the offset `to` computes from the log (a seek to its start or
-    /// end, a reset) and returns it. A truncation while it computes is checked at the next
-    /// poll: the epoch is read first.
+    /// end, a reset) and returns it.
     fn move_to_computed(&mut self, to: impl FnOnce(&PartitionLog) -> u64) -> u64 {
         let epoch = self.log.cut_epoch();
         let position = to(&self.log);
-        self.move_to(Some(position));
-        self.cut_epoch = epoch;
+        self.move_to_as_of(Some(position), epoch);
         position
     }
 
@@ -739,9 +744,7 @@ impl Part {
             });
         }
         tracing::warn!(partition = %tp, position, end, "the log was truncated below the position; resuming at its new end");
-        self.move_to(Some(end));
-        // Not the epoch now: a truncation after `epoch` is checked at the next poll.
-        self.cut_epoch = epoch;
+        self.move_to_as_of(Some(end), epoch);
         Ok(end)
     }
 
