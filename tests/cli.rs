@@ -340,6 +340,28 @@ fn produce_from_stdin_then_consume() {
     assert_eq!(objects[0]["partition"], 0);
     assert_eq!(objects[0]["headers"]["source"], "cli");
     assert_eq!(objects[0]["timestamp_type"], "CreateTime");
+    // The timestamp as kafka-console-consumer prints it, type first.
+    let line = ok(
+        &dir,
+        &[
+            "consume",
+            "orders",
+            "--partition",
+            "0",
+            "--offset",
+            "1",
+            "--max-records",
+            "1",
+            "--print-timestamp",
+        ],
+    );
+    let prefix = format!("CreateTime:{} (", objects[0]["timestamp"]);
+    assert!(line.starts_with(&prefix), "{line:?} should start with {prefix:?}");
+    assert!(
+        line.trim_end()
+            .ends_with(&format!(")\t{}", objects[0]["value"].as_str().unwrap())),
+        "{line:?}"
+    );
     // Without --from-beginning and without a group: only new records, so nothing here (and
     // a hint on stderr).
     let o = brooklet(&dir, &["consume", "orders"]);

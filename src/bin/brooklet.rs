@@ -250,7 +250,8 @@ struct ConsumeArgs {
     /// Print the headers before the value.
     #[arg(long)]
     print_headers: bool,
-    /// Print the timestamp before the value.
+    /// Print the timestamp before the value, as kafka-console-consumer does
+    /// (`CreateTime:1700000000000`), then the time it names in UTC.
     #[arg(long)]
     print_timestamp: bool,
 }
@@ -1176,7 +1177,17 @@ fn format_record(r: &ConsumerRecordRef<'_>, args: &ConsumeArgs) -> Vec<u8> {
         Format::Text => {
             let mut fields: Vec<Vec<u8>> = Vec::new();
             if args.print_timestamp {
-                fields.push(format!("{} ({})", r.timestamp(), format_time(r.timestamp())).into_bytes());
+                // As kafka-console-consumer's print.timestamp: the type (named as in the
+                // JSON format), a colon, the ms.
+                fields.push(
+                    format!(
+                        "{:?}:{} ({})",
+                        r.timestamp_type(),
+                        r.timestamp(),
+                        format_time(r.timestamp())
+                    )
+                    .into_bytes(),
+                );
             }
             if args.print_key {
                 fields.push(r.key().map_or_else(|| b"null".to_vec(), <[u8]>::to_vec));
