@@ -643,6 +643,17 @@ fn errors_are_one_line_and_exit_1() {
     }
     let o = brooklet(&dir, &["consume", "nope"]);
     assert!(stderr(&o).contains("topic \"nope\" does not exist"), "{}", stderr(&o));
+    // A name no topic can have is said so, by the reading and the writing command alike.
+    for o in [
+        brooklet(&dir, &["consume", "bad name"]),
+        brooklet_with_stdin(&dir, &["produce", "bad name"], "x\n"),
+    ] {
+        assert_eq!(o.status.code(), Some(1));
+        assert_eq!(
+            stderr(&o),
+            "brooklet: error: invalid topic name \"bad name\": character ' ' is not one of [a-zA-Z0-9._-]\n"
+        );
+    }
     // Times that do not exist are refused, not moved to a neighbouring day or minute.
     for time in [
         "2024-02-30",

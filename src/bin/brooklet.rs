@@ -940,6 +940,8 @@ enum ProduceStop {
 }
 
 fn produce(dir: &Path, args: &ProduceArgs, out: &mut Output) -> CliResult<ExitCode> {
+    // A name no topic can have is said so, not reported as a topic that does not exist.
+    brooklet::validate_topic_name(&args.topic)?;
     let headers = args
         .headers
         .iter()
@@ -1211,6 +1213,7 @@ const NO_NEW_RECORDS: &str = "brooklet: no new records (consume starts at the en
                               console consumer; --from-beginning reads what is stored, --follow waits for new records)";
 
 fn consume(dir: &Path, args: &ConsumeArgs, out: &mut Output) -> CliResult<ExitCode> {
+    brooklet::validate_topic_name(&args.topic)?;
     let interrupt = Interrupt::install()?;
     let broker = match &args.group {
         Some(_) => open_writer(dir, "consume --group (it commits the group's offsets)")?,
