@@ -50,7 +50,7 @@ use crate::offsets::{DEFAULT_COMPACT_BYTES, OffsetStore};
 use crate::record::TimestampType;
 use crate::storage::checkpoint;
 use crate::storage::io::{OsFs, Vfs};
-use crate::storage::log::{CutHook, DirLock, lock_dir};
+use crate::storage::log::{CutHook, DirLock, LOG_START_FILE, RECOVERY_POINT_FILE, lock_dir};
 use crate::storage::retention::{RetentionChecker, Stopping};
 use crate::topic::{CleanupPolicy, TopicConfig, TopicId, validate_topic_name};
 use crate::{PartitionLog, TopicPartition};
@@ -634,6 +634,21 @@ impl Broker {
         }
         let vfs = builder.vfs;
         let meta_dir = dir.join(META_DIR);
+        if !meta_dir.exists()
+            && let Some(file) = [RECOVERY_POINT_FILE, LOG_START_FILE]
+                .into_iter()
+                .find(|f| dir.join(f).exists())
+        {
+            // Checked before anything is created there: a data directory made inside a
+            // partition directory (`--dir data/orders-0`) would mix its files into the
+            // partition's.
+            return Err(Error::InvalidArgument {
+                reason: format!(
+                    "{} holds {file}: it is a partition's directory, not a data directory (its parent is)",
+                    dir.display()
+                ),
+            });
+        }
         vfs.create_dir_all(&meta_dir)
             .map_err(|e| Error::io("create directory", &meta_dir, e))?;
         // Make the data directory's and meta/'s own entries durable.

@@ -885,6 +885,17 @@ fn open_without_a_topic_table_removes_no_directory() {
     assert!(data.path().join("orders-0").is_dir());
     assert_eq!(entries(&data.path().join("orders-1")), before);
 
+    // A partition's directory given for the data directory (`--dir data/orders-1`) is
+    // refused before anything is created in it: it used to become a second data directory
+    // mixed into the partition's files.
+    match Broker::open(data.path().join("orders-1")) {
+        Err(Error::InvalidArgument { reason }) => {
+            assert!(reason.contains("is a partition's directory"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(entries(&data.path().join("orders-1")), before);
+
     // Without anything named like a partition, a directory opens as a new data directory.
     let plain = temp_dir();
     fs::create_dir(plain.path().join("notes")).unwrap();

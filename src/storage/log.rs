@@ -83,8 +83,8 @@ use crate::record::batch::{self, EncodeOptions, EncodeScratch, EncodedInfo};
 use crate::record::{Compression, Record, RecordBatch, TimestampType};
 
 const LOCK_FILE: &str = "LOCK";
-const RECOVERY_POINT_FILE: &str = "recovery-point";
-const LOG_START_FILE: &str = "log-start-offset";
+pub(crate) const RECOVERY_POINT_FILE: &str = "recovery-point";
+pub(crate) const LOG_START_FILE: &str = "log-start-offset";
 const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
 
 /// Where an append landed.
