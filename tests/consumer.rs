@@ -3182,6 +3182,40 @@ fn a_consumer_past_a_truncation_resumes_at_the_new_end() {
     assert_eq!(polled(&mut c), expected(1..2, "new"));
 }
 
+/// Leaves `dir` as a power loss does when group `g`'s `Synced` commit of offset 10 (metadata
+/// "m") survived, but of the 10 records of `t-0` it had read only the 4 sent `Synced` did
+/// (the other 6 were sent `Written`).
+fn commit_past_what_a_power_loss_keeps(dir: &std::path::Path) {
+    let fs = FaultFs::new();
+    let broker = Broker::builder()
+        .vfs(Arc::new(fs.clone()))
+        .offsets_durability(Durability::Synced)
+        .open(dir)
+        .unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    let synced = broker.producer(ProducerConfig::default().durability(Durability::Synced));
+    for i in 0..4 {
+        synced
+            .send(ProducerRecord::new("t").partition(0).value(format!("old{i}")))
+            .unwrap();
+    }
+    let written = broker.producer(ProducerConfig::default());
+    for i in 4..10 {
+        written
+            .send(ProducerRecord::new("t").partition(0).value(format!("old{i}")))
+            .unwrap();
+    }
+    let mut c = broker.consumer(manual("g")).unwrap();
+    c.assign(&[tp("t", 0)]).unwrap();
+    assert_eq!(poll_n(&mut c, 10).len(), 10);
+    c.commit_offsets(&BTreeMap::from([(
+        tp("t", 0),
+        OffsetAndMetadata::new(10).metadata("m"),
+    )]))
+    .unwrap();
+    fs.power_loss(PowerLoss::DropUnsynced);
+}
+
 /// A group's commit that a power loss kept while the records it had read were lost (sent
 /// `Written`, committed `Synced`) is lowered to the log's end when the broker opens: the
 /// records sent after the restart get offsets the commit passed, and the group reads them.
@@ -3189,36 +3223,7 @@ fn a_consumer_past_a_truncation_resumes_at_the_new_end() {
 #[test]
 fn a_commit_past_the_log_end_after_a_power_loss_is_lowered_at_open() {
     let dir = common::temp_dir();
-    let fs = FaultFs::new();
-    {
-        let broker = Broker::builder()
-            .vfs(Arc::new(fs.clone()))
-            .offsets_durability(Durability::Synced)
-            .open(dir.path())
-            .unwrap();
-        broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
-        let synced = broker.producer(ProducerConfig::default().durability(Durability::Synced));
-        for i in 0..4 {
-            synced
-                .send(ProducerRecord::new("t").partition(0).value(format!("old{i}")))
-                .unwrap();
-        }
-        let written = broker.producer(ProducerConfig::default());
-        for i in 4..10 {
-            written
-                .send(ProducerRecord::new("t").partition(0).value(format!("old{i}")))
-                .unwrap();
-        }
-        let mut c = broker.consumer(manual("g")).unwrap();
-        c.assign(&[tp("t", 0)]).unwrap();
-        assert_eq!(poll_n(&mut c, 10).len(), 10);
-        c.commit_offsets(&BTreeMap::from([(
-            tp("t", 0),
-            OffsetAndMetadata::new(10).metadata("m"),
-        )]))
-        .unwrap();
-        fs.power_loss(PowerLoss::DropUnsynced);
-    }
+    commit_past_what_a_power_loss_keeps(dir.path());
     let broker = Broker::open(dir.path()).unwrap();
     let log = broker.partition_log(&tp("t", 0)).unwrap();
     assert_eq!(log.log_end_offset(), 4, "the Written records were lost");
@@ -3294,27 +3299,7 @@ fn a_truncation_that_restarts_the_log_at_its_start_moves_consumers_to_the_start(
 #[test]
 fn a_failed_open_does_not_keep_a_commit_past_the_log_end_from_being_lowered() {
     let dir = common::temp_dir();
-    let fs = FaultFs::new();
-    {
-        let broker = Broker::builder()
-            .vfs(Arc::new(fs.clone()))
-            .offsets_durability(Durability::Synced)
-            .open(dir.path())
-            .unwrap();
-        broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
-        let synced = broker.producer(ProducerConfig::default().durability(Durability::Synced));
-        for i in 0..4 {
-            synced
-                .send(ProducerRecord::new("t").partition(0).value(format!("old{i}")))
-                .unwrap();
-        }
-        fill(&broker, "t", 1, 6);
-        let mut c = broker.consumer(manual("g")).unwrap();
-        c.assign(&[tp("t", 0)]).unwrap();
-        assert_eq!(poll_n(&mut c, 10).len(), 10);
-        c.commit().unwrap();
-        fs.power_loss(PowerLoss::DropUnsynced);
-    }
+    commit_past_what_a_power_loss_keeps(dir.path());
     // An open that fails once the partitions are open: here a damaged offsets snapshot.
     let snapshot = dir.path().join("offsets").join("snapshot");
     std::fs::write(&snapshot, b"not a snapshot").unwrap();

@@ -2080,13 +2080,6 @@ fn synced_send_async_reports_a_failed_fsync_to_every_record_of_the_batch() {
 /// refused record reported an I/O error for a write it never had.
 #[test]
 fn a_failed_fsync_leaves_a_refused_record_its_own_error() {
-    use brooklet::io::{EIO, Fault, FaultOp};
-    let dir = temp_dir();
-    let fs = FaultFs::new();
-    let broker = Broker::builder().vfs(Arc::new(fs.clone())).open(dir.path()).unwrap();
-    let config = TopicConfig::with_partitions(1).max_message_bytes(8192);
-    broker.create_topic("t", config.clone()).unwrap();
-    let p = broker.producer(flush_only().durability(Durability::Synced));
     let values: Vec<String> = (0..5)
         .map(|i| {
             if i == 2 {
@@ -2096,31 +2089,21 @@ fn a_failed_fsync_leaves_a_refused_record_its_own_error() {
             }
         })
         .collect();
-    let deliveries: Vec<Delivery> = values
-        .iter()
-        .map(|v| p.send_async(ProducerRecord::new("t").value(v.clone())))
-        .collect();
-    broker.alter_topic_config("t", config.max_message_bytes(1024)).unwrap();
-    fs.inject(Fault {
-        op: FaultOp::Sync,
-        nth: 1,
-        errno: EIO,
-        forever: false,
-    });
+    let f = flush_a_lowered_limit_batch_failing(&values, Durability::Synced, brooklet::io::FaultOp::Sync, 1);
     // The first error of the flush: the refusal, met when writing.
-    let flushed = p.flush();
     assert!(
-        matches!(flushed, Err(Error::RecordTooLarge { max: 1024, .. })),
-        "{flushed:?}"
+        matches!(f.flushed, Err(Error::RecordTooLarge { max: 1024, .. })),
+        "{:?}",
+        f.flushed
     );
-    for (i, d) in deliveries.into_iter().enumerate() {
-        match (i, d.wait()) {
+    for (i, outcome) in f.outcomes.into_iter().enumerate() {
+        match (i, outcome) {
             (2, Err(Error::RecordTooLarge { max: 1024, .. })) => {}
             (0 | 1 | 3 | 4, Err(Error::Io { .. })) => {}
             (i, other) => panic!("record {i}: {other:?}"),
         }
     }
-    let m = p.metrics();
+    let m = f.producer.metrics();
     assert_eq!(m.errors, 5, "four failed by the fsync, one refused");
 }
 
@@ -2732,28 +2715,59 @@ fn flush_a_split_batch_failing_at_write(
     values: &[String],
     nth: u64,
 ) -> (Vec<Result<RecordMetadata, Error>>, tempfile::TempDir, Broker, Producer) {
-    use brooklet::io::{EIO, Fault, FaultOp};
+    let f = flush_a_lowered_limit_batch_failing(values, Durability::Written, brooklet::io::FaultOp::Write, nth);
+    assert!(f.flushed.is_err());
+    (f.outcomes, f.dir, f.broker, f.producer)
+}
+
+/// What [`flush_a_lowered_limit_batch_failing`] leaves to look at.
+struct FailedFlush {
+    flushed: Result<(), Error>,
+    outcomes: Vec<Result<RecordMetadata, Error>>,
+    /// Outlives the broker.
+    dir: tempfile::TempDir,
+    broker: Broker,
+    producer: Producer,
+}
+
+/// `values` queued with `send_async` at `durability` to "t" of a broker on a `FaultFs`
+/// (limit 8192), the limit then lowered to 1024, the `nth` operation `op` made to fail
+/// once, and a flush: its result, each record's outcome, and the directory, the broker and
+/// the producer to look further.
+fn flush_a_lowered_limit_batch_failing(
+    values: &[String],
+    durability: Durability,
+    op: brooklet::io::FaultOp,
+    nth: u64,
+) -> FailedFlush {
+    use brooklet::io::{EIO, Fault};
     let dir = temp_dir();
     let fs = FaultFs::new();
     let broker = Broker::builder().vfs(Arc::new(fs.clone())).open(dir.path()).unwrap();
     let config = TopicConfig::with_partitions(1).max_message_bytes(8192);
     broker.create_topic("t", config.clone()).unwrap();
-    let p = broker.producer(flush_only());
+    let p = broker.producer(flush_only().durability(durability));
     let deliveries: Vec<Delivery> = values
         .iter()
         .map(|v| p.send_async(ProducerRecord::new("t").value(v.clone())))
         .collect();
     broker.alter_topic_config("t", config.max_message_bytes(1024)).unwrap();
     fs.inject(Fault {
-        op: FaultOp::Write,
+        op,
         nth,
         errno: EIO,
         forever: false,
     });
-    assert!(p.flush().is_err());
+    let flushed = p.flush();
     fs.clear_faults();
     let outcomes = deliveries.into_iter().map(Delivery::wait).collect();
-    (outcomes, dir, broker, p)
+    FailedFlush {
+        flushed,
+        outcomes,
+        dir,
+        broker,
+        producer: p,
+    }
 }
 
 /// An async batch written as several batches (here: the topic's limit lowered after its
