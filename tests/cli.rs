@@ -319,21 +319,16 @@ fn produce_from_stdin_then_consume() {
         ]
     );
     // JSON, one partition from an offset, a limit.
-    let json = ok(
-        &dir,
-        &[
-            "consume",
-            "orders",
-            "--partition",
-            "0",
-            "--offset",
-            "1",
-            "--max-records",
-            "2",
-            "--format",
-            "json",
-        ],
-    );
+    let from_1 = [
+        "consume",
+        "orders",
+        "--partition",
+        "0",
+        "--offset",
+        "1",
+        "--max-records",
+    ];
+    let json = ok(&dir, &[&from_1[..], &["2", "--format", "json"]].concat());
     let objects: Vec<serde_json::Value> = json.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(objects.len(), 2);
     assert_eq!(objects[0]["offset"], 1);
@@ -341,20 +336,7 @@ fn produce_from_stdin_then_consume() {
     assert_eq!(objects[0]["headers"]["source"], "cli");
     assert_eq!(objects[0]["timestamp_type"], "CreateTime");
     // The timestamp as kafka-console-consumer prints it, type first.
-    let line = ok(
-        &dir,
-        &[
-            "consume",
-            "orders",
-            "--partition",
-            "0",
-            "--offset",
-            "1",
-            "--max-records",
-            "1",
-            "--print-timestamp",
-        ],
-    );
+    let line = ok(&dir, &[&from_1[..], &["1", "--print-timestamp"]].concat());
     let prefix = format!("CreateTime:{} (", objects[0]["timestamp"]);
     assert!(line.starts_with(&prefix), "{line:?} should start with {prefix:?}");
     assert!(

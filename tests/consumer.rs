@@ -3066,6 +3066,15 @@ fn a_failed_read_after_the_kept_batches_does_not_drop_their_records() {
     assert_eq!(c.position(&tp("t", 0)).unwrap(), 10);
 }
 
+/// A member of group `g` (manual commits) assigned `t-0`, which has polled its first `n`
+/// records.
+fn member_that_read_t0(broker: &Broker, n: usize) -> Consumer {
+    let mut c = broker.consumer(manual("g")).unwrap();
+    c.assign(&[tp("t", 0)]).unwrap();
+    assert_eq!(poll_n(&mut c, n).len(), n);
+    c
+}
+
 /// Sends `new{i}` for each offset of `offsets` to `t-0`, one record per send.
 fn send_new(broker: &Broker, offsets: std::ops::Range<u64>) {
     let producer = broker.producer(ProducerConfig::default());
@@ -3088,9 +3097,7 @@ fn a_truncation_lowers_committed_offsets_past_the_new_end() {
     send_lz4_batch(&broker, 0..5);
     send_lz4_batch(&broker, 5..10);
     {
-        let mut c = broker.consumer(manual("g")).unwrap();
-        c.assign(&[tp("t", 0)]).unwrap();
-        assert_eq!(poll_n(&mut c, 10).len(), 10);
+        let mut c = member_that_read_t0(&broker, 10);
         c.commit().unwrap();
     }
     let mut other = broker.consumer(manual("below")).unwrap();
@@ -3126,9 +3133,7 @@ fn a_truncation_after_the_broker_was_dropped_is_lowered_at_the_next_open() {
         broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
         send_lz4_batch(&broker, 0..5);
         send_lz4_batch(&broker, 5..10);
-        let mut c = broker.consumer(manual("g")).unwrap();
-        c.assign(&[tp("t", 0)]).unwrap();
-        assert_eq!(poll_n(&mut c, 10).len(), 10);
+        let mut c = member_that_read_t0(&broker, 10);
         c.commit().unwrap();
         broker.partition_log(&tp("t", 0)).unwrap()
     };
@@ -3150,9 +3155,7 @@ fn a_consumer_past_a_truncation_resumes_at_the_new_end() {
     send_lz4_batch(&broker, 0..10);
     let log = broker.partition_log(&tp("t", 0)).unwrap();
 
-    let mut c = broker.consumer(manual("g")).unwrap();
-    c.assign(&[tp("t", 0)]).unwrap();
-    assert_eq!(poll_n(&mut c, 10).len(), 10);
+    let mut c = member_that_read_t0(&broker, 10);
     assert_eq!(log.truncate_to(0).unwrap(), 0);
     send_new(&broker, 0..3);
     c.commit().unwrap();
@@ -3205,9 +3208,7 @@ fn commit_past_what_a_power_loss_keeps(dir: &std::path::Path) {
             .send(ProducerRecord::new("t").partition(0).value(format!("old{i}")))
             .unwrap();
     }
-    let mut c = broker.consumer(manual("g")).unwrap();
-    c.assign(&[tp("t", 0)]).unwrap();
-    assert_eq!(poll_n(&mut c, 10).len(), 10);
+    let mut c = member_that_read_t0(&broker, 10);
     c.commit_offsets(&BTreeMap::from([(
         tp("t", 0),
         OffsetAndMetadata::new(10).metadata("m"),
@@ -3336,9 +3337,7 @@ fn a_consumer_starting_while_a_truncation_lowers_the_commits_reads_from_the_cut(
     send_lz4_batch(&broker, 0..5);
     send_lz4_batch(&broker, 5..10);
     {
-        let mut c = broker.consumer(manual("g")).unwrap();
-        c.assign(&[tp("t", 0)]).unwrap();
-        assert_eq!(poll_n(&mut c, 10).len(), 10);
+        let mut c = member_that_read_t0(&broker, 10);
         c.commit().unwrap();
     }
     let log = broker.partition_log(&tp("t", 0)).unwrap();
@@ -3386,9 +3385,7 @@ fn a_failed_lowering_of_the_commits_is_not_taken_for_done_and_is_retried() {
     send_lz4_batch(&broker, 0..5);
     send_lz4_batch(&broker, 5..10);
     {
-        let mut c = broker.consumer(manual("g")).unwrap();
-        c.assign(&[tp("t", 0)]).unwrap();
-        assert_eq!(poll_n(&mut c, 10).len(), 10);
+        let mut c = member_that_read_t0(&broker, 10);
         c.commit().unwrap();
     }
     let log = broker.partition_log(&tp("t", 0)).unwrap();
