@@ -2060,9 +2060,10 @@ impl Drop for Consumer {
 /// A batch taken whole is parsed once, when the application iterates: the read verified its
 /// CRC-32, and every batch that passes it was written by brooklet's encoder (or survived
 /// recovery's full parse), so its records parse. Only with `verify_checksums(false)` is
-/// each such batch parsed here first. A partly taken batch is walked record by record to
-/// find its range. (A batch forged with a matching CRC but unparsable records would be cut
-/// short during iteration, with an error logged: never a panic, never garbage.)
+/// each batch parsed here first. A partly taken batch is walked record by record to find
+/// its range, reading only each record's length and deltas. (A batch forged with a
+/// matching CRC but unparsable records would be cut short during iteration, with an error
+/// logged: never a panic, never garbage.)
 fn fetch_partition(
     part: &mut Part,
     partition: u32,
@@ -2123,20 +2124,22 @@ impl Kept {
                 .resume
                 .take()
                 .filter(|(at, _)| *at == next && batch.base_offset() < next);
+            if !crc_checked {
+                batch.check_records()?;
+            }
             let (from, start, count) = if batch.base_offset() >= next && out.len + whole <= max {
-                if !crc_checked {
-                    batch.check_records()?;
-                }
                 next = batch_end;
                 (batch.base_offset(), None, whole)
             } else {
-                // From where the last poll stopped in this batch, else from its first record.
-                let mut records = resumed.map_or_else(|| batch.iter(), |(_, at)| batch.iter_at(at));
+                // From where the last poll stopped in this batch, else from its first record,
+                // reading only each record's length and deltas: the records are parsed when
+                // iterated, as those of a batch returned whole are.
+                let mut records = batch.offsets(resumed.map(|(_, at)| at));
                 let (mut first, mut count) = (None, 0usize);
                 loop {
                     let at = records.cursor();
-                    let Some(record) = records.next() else { break };
-                    let offset = record?.offset();
+                    let Some(offset) = records.next() else { break };
+                    let offset = offset?;
                     if offset < next {
                         continue;
                     }

@@ -994,12 +994,24 @@ impl RecordBatch {
         }
     }
 
-    /// Iterates from `cursor` (where an iteration of this batch, or a clone of it, stood:
-    /// [`RecordRefs::cursor`]) on, without walking the records before it again.
+    /// Iterates from `cursor` (where a walk of this batch, or of a clone of it, stood:
+    /// [`RecordOffsets::cursor`]) on, without walking the records before it again.
     pub(crate) fn iter_at(&self, cursor: RecordCursor) -> RecordRefs<'_> {
         RecordRefs {
             data: self.section(),
             cursor,
+        }
+    }
+
+    /// The offsets of the records from `from` (a cursor as for [`iter_at`](Self::iter_at);
+    /// `None` is the first record) on, each with where it starts: for finding where a poll
+    /// stops inside a batch. Each step reads only the record's length and deltas (checking
+    /// that they fit the batch and are in order), not its key, value and headers: their
+    /// parse comes when the records are iterated.
+    pub(crate) fn offsets(&self, from: Option<RecordCursor>) -> RecordOffsets<'_> {
+        RecordOffsets {
+            data: self.section(),
+            cursor: from.unwrap_or_else(|| self.cursor()),
         }
     }
 
@@ -1088,6 +1100,17 @@ pub(crate) struct RecordCursor {
     next_min_delta: u64,
 }
 
+/// A record parsed up to its offset delta, by [`RecordCursor::parse_head`].
+struct Head<'b> {
+    /// At the field after the offset delta.
+    c: Cursor<'b>,
+    /// Bytes of the length prefix.
+    n: usize,
+    body: &'b [u8],
+    timestamp_delta: i64,
+    offset_delta: u64,
+}
+
 /// A cursor over a byte slice whose every read is bounds-checked. Ranges it returns are
 /// relative to `origin`.
 struct Cursor<'a> {
@@ -1153,26 +1176,13 @@ impl RecordCursor {
     /// a record either decodes whole or not at all) without moving the cursor.
     #[inline]
     fn parse_next(&self, batch: &[u8]) -> Result<RawRecord, DecodeError> {
-        let rest = batch.get(self.position..).unwrap_or_default();
-        let (body_len, n) = varint::get_u64(rest).map_err(varint_err)?;
-        let body = usize::try_from(body_len)
-            .ok()
-            .and_then(|len| rest.get(n..n.checked_add(len)?))
-            .ok_or_else(|| DecodeError::corrupt(format!("record length {body_len} runs past the batch")))?;
-        let mut c = Cursor {
-            buf: body,
-            pos: 0,
-            origin: self.position + n,
-        };
-        let _attributes = c.u8()?;
-        let timestamp_delta = c.i64()?;
-        let offset_delta = c.u64()?;
-        if offset_delta < self.next_min_delta || offset_delta > u64::from(self.last_offset_delta) {
-            return Err(DecodeError::corrupt(format!(
-                "offset delta {offset_delta} is out of order or past the last offset delta {}",
-                self.last_offset_delta
-            )));
-        }
+        let Head {
+            mut c,
+            n,
+            body,
+            timestamp_delta,
+            offset_delta,
+        } = self.parse_head(batch)?;
         let key = c.nullable()?;
         let value = c.nullable()?;
         let header_count = c.u64()?;
@@ -1206,6 +1216,39 @@ impl RecordCursor {
         })
     }
 
+    /// Parses the record at the cursor up to its offset delta (its length prefix, the
+    /// attributes and the timestamp delta before it), checking that the delta is in order.
+    #[inline(always)]
+    fn parse_head<'b>(&self, batch: &'b [u8]) -> Result<Head<'b>, DecodeError> {
+        let rest = batch.get(self.position..).unwrap_or_default();
+        let (body_len, n) = varint::get_u64(rest).map_err(varint_err)?;
+        let body = usize::try_from(body_len)
+            .ok()
+            .and_then(|len| rest.get(n..n.checked_add(len)?))
+            .ok_or_else(|| DecodeError::corrupt(format!("record length {body_len} runs past the batch")))?;
+        let mut c = Cursor {
+            buf: body,
+            pos: 0,
+            origin: self.position + n,
+        };
+        let _attributes = c.u8()?;
+        let timestamp_delta = c.i64()?;
+        let offset_delta = c.u64()?;
+        if offset_delta < self.next_min_delta || offset_delta > u64::from(self.last_offset_delta) {
+            return Err(DecodeError::corrupt(format!(
+                "offset delta {offset_delta} is out of order or past the last offset delta {}",
+                self.last_offset_delta
+            )));
+        }
+        Ok(Head {
+            c,
+            n,
+            body,
+            timestamp_delta,
+            offset_delta,
+        })
+    }
+
     #[inline]
     fn advance(&mut self, raw: &RawRecord) {
         self.position += raw.size as usize;
@@ -1224,17 +1267,40 @@ impl RecordCursor {
                 self.advance(&raw);
                 Some(Ok(raw))
             }
-            Err(e) => {
-                self.left = 0;
-                let reason = match e {
-                    DecodeError::Corrupt(reason) => reason,
-                    DecodeError::Torn { .. } => "record ends early".into(),
-                };
-                Some(Err(Error::InvalidBatch {
-                    base_offset: self.base_offset,
-                    reason,
-                }))
+            Err(e) => Some(Err(self.fail(e))),
+        }
+    }
+
+    /// Steps over the record at the cursor, parsing only up to its offset delta, and
+    /// returns its offset; `None` at the end; after an error the walk ends.
+    #[inline]
+    fn skip_next(&mut self, batch: &[u8]) -> Option<Result<u64>> {
+        if self.left == 0 {
+            return None;
+        }
+        match self.parse_head(batch) {
+            Ok(head) => {
+                // Both fit: the record lies inside `batch`, the delta is at most a u32's.
+                self.position += head.n + head.body.len();
+                self.left -= 1;
+                self.next_min_delta = head.offset_delta + 1;
+                Some(Ok(self.base_offset + head.offset_delta))
             }
+            Err(e) => Some(Err(self.fail(e))),
+        }
+    }
+
+    /// Ends the iteration, with the error a reader reports for `e`.
+    #[cold]
+    fn fail(&mut self, e: DecodeError) -> Error {
+        self.left = 0;
+        let reason = match e {
+            DecodeError::Corrupt(reason) => reason,
+            DecodeError::Torn { .. } => "record ends early".into(),
+        };
+        Error::InvalidBatch {
+            base_offset: self.base_offset,
+            reason,
         }
     }
 
@@ -1375,14 +1441,6 @@ pub struct RecordRefs<'a> {
     cursor: RecordCursor,
 }
 
-impl RecordRefs<'_> {
-    /// Where the iteration stands: the next record it returns, for
-    /// [`RecordBatch::iter_at`].
-    pub(crate) fn cursor(&self) -> RecordCursor {
-        self.cursor
-    }
-}
-
 impl<'a> Iterator for RecordRefs<'a> {
     type Item = Result<RecordRef<'a>>;
 
@@ -1394,6 +1452,30 @@ impl<'a> Iterator for RecordRefs<'a> {
 
     fn size_hint(&self) -> (usize, Option<usize>) {
         (0, Some(self.cursor.left as usize))
+    }
+}
+
+/// Iterator over the offsets of a batch's records, from [`RecordBatch::offsets`].
+#[derive(Debug, Clone)]
+pub(crate) struct RecordOffsets<'a> {
+    data: &'a Bytes,
+    cursor: RecordCursor,
+}
+
+impl RecordOffsets<'_> {
+    /// Where the walk stands: the next record it steps over, for
+    /// [`RecordBatch::iter_at`].
+    pub(crate) fn cursor(&self) -> RecordCursor {
+        self.cursor
+    }
+}
+
+impl Iterator for RecordOffsets<'_> {
+    type Item = Result<u64>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        self.cursor.skip_next(self.data)
     }
 }
 
@@ -2036,6 +2118,41 @@ mod tests {
         }
     }
 
+    /// A batch forged with a matching CRC: the walk by lengths stops with the reader's
+    /// error at the first record whose length or offset delta is wrong, and ends there.
+    #[test]
+    fn the_walk_by_lengths_stops_at_a_forged_record() {
+        let good = encode_one(&sample(), 40);
+        let section = &good[HEADER_LEN..];
+        let first = RecordBatch::decode(&good, 1 << 20, true).unwrap();
+        let mut walk = first.offsets(None);
+        walk.next();
+        let second = walk.cursor().position - HEADER_LEN;
+        // The second record's offset delta (after its length, attributes and timestamp
+        // delta, one byte each here) set back to 0; then its length running past the batch.
+        let mut behind = section.to_vec();
+        assert_eq!(behind[second + 3], 1, "offset delta 1");
+        behind[second + 3] = 0;
+        let mut long = section.to_vec();
+        long[second] = 0x7e;
+        for (forged, reason) in [(behind, "out of order"), (long, "runs past the batch")] {
+            let data = with_section(&good, &forged);
+            let batch = RecordBatch::decode(&data, 1 << 20, true).unwrap();
+            let mut walk = batch.offsets(None);
+            assert_eq!(walk.next().map(Result::unwrap), Some(40));
+            match walk.next() {
+                Some(Err(Error::InvalidBatch {
+                    base_offset: 40,
+                    reason: r,
+                })) => {
+                    assert!(r.contains(reason), "{r}");
+                }
+                other => panic!("{reason}: {other:?}"),
+            }
+            assert!(walk.next().is_none(), "{reason}");
+        }
+    }
+
     #[test]
     fn declared_length_is_bounded() {
         let mut data = encode_one(&sample(), 0).to_vec();
@@ -2058,6 +2175,7 @@ mod tests {
             if let Ok(batch) = RecordBatch::decode(&data, 1 << 16, false) {
                 let _ = batch.validate_records();
                 for r in batch.records() { let _ = r; }
+                for o in batch.offsets(None) { let _ = o; }
             }
         }
 
@@ -2080,6 +2198,7 @@ mod tests {
                 if let Ok(batch) = RecordBatch::decode(&data, limit, true) {
                     let _ = batch.validate_records();
                     for r in batch.records() { let _ = r; }
+                    for o in batch.offsets(None) { let _ = o; }
                 }
             }
         }
@@ -2120,6 +2239,19 @@ mod tests {
                 .collect::<Result<_>>()
                 .unwrap();
             prop_assert_eq!(&borrowed, &got);
+            // The walk by lengths gives every offset, and iterating from where it stood
+            // before each step gives that record and the rest.
+            let mut walk = batch.offsets(None);
+            for (i, g) in got.iter().enumerate() {
+                let from_here: Vec<LogRecord> = batch
+                    .iter_at(walk.cursor())
+                    .map(|r| r.map(|r| r.to_log_record()))
+                    .collect::<Result<_>>()
+                    .unwrap();
+                prop_assert_eq!(&from_here[..], &got[i..]);
+                prop_assert_eq!(walk.next().map(Result::unwrap), Some(g.offset));
+            }
+            prop_assert!(walk.next().is_none());
             for (r, g) in batch.iter().zip(&got) {
                 let r = r.unwrap();
                 prop_assert_eq!((r.offset(), r.timestamp()), (g.offset, g.timestamp));
