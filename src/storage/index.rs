@@ -1,7 +1,8 @@
 //! The sparse offset index (`.index`) and time index (`.timeindex`) of a segment.
 //!
 //! Both live in memory as sorted vectors and are written to their files when a segment is
-//! sealed and at clean shutdown. Like Kafka's, they are caches of what the `.log` says and are
+//! sealed and at clean shutdown; a sealed segment's are loaded when first used and may be
+//! unloaded again (see `LOADED_SEALED_INDEXES` in the log). Like Kafka's, they are caches of what the `.log` says and are
 //! rebuilt from it when missing or invalid (and always after an unclean shutdown, for the
 //! segments recovery scans). Unlike Kafka's, each file carries its entry count and a CRC, so
 //! a torn or truncated file (a sealed segment's index is written without fsync) is detected

@@ -249,6 +249,14 @@ struct Unsynced {
     dir_dirty: bool,
 }
 
+/// How many sealed segments of a log may have their indexes in memory at once (the
+/// active segment's are always in memory). A segment's indexes take about 20 bytes per
+/// 4 KiB of log, so without a bound a reader going through the whole log would keep 0.5%
+/// of its size in memory for good; with it, at most this many segments' worth (about 5 MiB
+/// each at the default 1 GiB segments). Readers at a few places in the log each keep
+/// theirs loaded; one more load unloads the least recently used.
+pub(crate) const LOADED_SEALED_INDEXES: usize = 4;
+
 /// How many recent truncations [`Cuts`] remembers. A waiter older than all of them is
 /// treated as cut (it gets an error, never a false success).
 const MAX_CUTS: usize = 64;
@@ -353,6 +361,8 @@ pub struct PartitionLog {
     vfs: Arc<dyn Vfs>,
     _lock: Option<DirLock>,
     segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
+    /// Counts uses of sealed segments' indexes, for unloading the least recently used.
+    index_ticks: AtomicU64,
     writer: Mutex<Writer>,
     /// The group-commit turn; it also guards the history of recent truncations.
     sync_lock: Mutex<Cuts>,
@@ -501,6 +511,7 @@ impl PartitionLog {
             vfs: o.vfs,
             _lock: o.lock,
             segments: RwLock::new(o.segments),
+            index_ticks: AtomicU64::new(0),
             writer: Mutex::new(Writer {
                 active: o.active,
                 buffer: Vec::new(),
@@ -1399,12 +1410,15 @@ impl PartitionLog {
             log_len: old.size(),
             next_offset: w.next_offset,
         };
-        if let Some(Err(e)) = old.with_index_mut(|index| {
+        match old.with_index_mut(|index| {
             index.add_time_entry();
             index.write_files(&*self.vfs, &old.index_path(), &old.time_index_path(), extent, false)
         }) {
+            // Sealed: nothing changes its indexes any more, and their files hold them.
+            Some(Ok(())) => old.index_written(),
             // Index files are caches: a failure here costs a rebuild later, not data.
-            tracing::warn!(error = %e, "could not write index files of a sealed segment");
+            Some(Err(e)) => tracing::warn!(error = %e, "could not write index files of a sealed segment"),
+            None => {}
         }
         let segment = Arc::new(Segment::open(
             &*self.vfs,
@@ -1415,6 +1429,9 @@ impl PartitionLog {
         )?);
         segment.set_index(SegmentIndex::new());
         self.segments.write().insert(segment.base_offset, Arc::clone(&segment));
+        // The sealed segment's indexes were the writer's: they count among the loaded ones
+        // now, so a writer alone does not keep every segment's in memory.
+        self.unload_cold_indexes(segment.base_offset);
         w.unsynced_sealed.push(old);
         w.active = segment;
         w.reserved_end = 0;
@@ -1900,8 +1917,13 @@ impl PartitionLog {
     }
 
     /// The segment's indexes, loaded (or rebuilt) if need be; a sealed segment ends where
-    /// the next one starts.
+    /// the next one starts. A load first unloads the least recently used indexes of other
+    /// sealed segments beyond [`LOADED_SEALED_INDEXES`].
     fn index_of<'a>(&self, segment: &'a Segment) -> Result<MappedRwLockReadGuard<'a, SegmentIndex>> {
+        segment.touch_index(self.index_ticks.fetch_add(1, Ordering::Relaxed));
+        if !segment.index_loaded() {
+            self.unload_cold_indexes(segment.base_offset);
+        }
         segment.index(
             &*self.vfs,
             || {
@@ -1915,6 +1937,41 @@ impl PartitionLog {
             // files were read (a replaced one never comes back).
             || !self.dir_replaced(),
         )
+    }
+
+    /// Unloads the least recently used indexes of sealed segments (other than `keep`'s)
+    /// until at most `LOADED_SEALED_INDEXES - 1` stay loaded, making room for `keep`'s.
+    /// Skips indexes in use at this moment, and those whose files do not hold them (see
+    /// [`Segment::unload_index`]): those stay loaded.
+    fn unload_cold_indexes(&self, keep: u64) {
+        let mut loaded: Vec<Arc<Segment>> = {
+            let map = self.segments.read();
+            let active = map.keys().next_back().copied();
+            map.values()
+                .filter(|s| Some(s.base_offset) != active && s.base_offset != keep && s.index_loaded())
+                .map(Arc::clone)
+                .collect()
+        };
+        let Some(mut excess) = (loaded.len() + 1).checked_sub(LOADED_SEALED_INDEXES) else {
+            return;
+        };
+        loaded.sort_by_key(|s| s.index_last_used());
+        for segment in loaded {
+            if excess == 0 {
+                break;
+            }
+            if segment.unload_index() {
+                excess -= 1;
+            }
+        }
+    }
+
+    /// The largest timestamp in `segment`, without loading its indexes when it is known.
+    fn max_timestamp_of(&self, segment: &Segment) -> Result<i64> {
+        match segment.known_max_timestamp() {
+            Some(ts) => Ok(ts),
+            None => Ok(self.index_of(segment)?.max_timestamp),
+        }
     }
 
     /// The first offset whose timestamp is `≥ timestamp` (Kafka's `ListOffsets`), or `None`
@@ -1931,16 +1988,14 @@ impl PartitionLog {
             map.range(first..).map(|(_, s)| Arc::clone(s)).collect()
         };
         for segment in segments {
-            let (max_ts, from) = {
-                let index = self.index_of(&segment)?;
-                let from = index
-                    .time_lookup(timestamp)
-                    .map_or(segment.base_offset, |r| segment.base_offset + u64::from(r));
-                (index.max_timestamp, from.max(start))
-            };
-            if max_ts < timestamp {
+            if self.max_timestamp_of(&segment)? < timestamp {
                 continue;
             }
+            let from = self
+                .index_of(&segment)?
+                .time_lookup(timestamp)
+                .map_or(segment.base_offset, |r| segment.base_offset + u64::from(r))
+                .max(start);
             let mut offset = from;
             while offset < visible {
                 let batches = self
@@ -1999,7 +2054,7 @@ impl PartitionLog {
     /// Whether every record of `segment` is older than `age` at `now` (its largest
     /// timestamp, as Kafka's `retention.ms`).
     fn older_than(&self, segment: &Segment, age: Duration, now: i64) -> Result<bool> {
-        let max_ts = self.index_of(segment)?.max_timestamp;
+        let max_ts = self.max_timestamp_of(segment)?;
         Ok(max_ts < now.saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX)))
     }
 
@@ -2750,18 +2805,22 @@ impl Opened {
                 .sync_data()
                 .map_err(|e| Error::io("sync segment", &segment.log_path, e))?;
             let is_last = cut_from.is_some() || segments.keys().next_back() == Some(&segment.base_offset);
-            if !is_last {
-                let mut sealed = index.clone();
+            if is_last {
+                segment.set_index(index);
+            } else {
+                let mut sealed = index;
                 sealed.add_time_entry();
                 // Index files are caches: failing to write one costs a rebuild later, not
                 // the open.
-                if let Err(e) =
-                    sealed.write_files(vfs, &segment.index_path(), &segment.time_index_path(), extent, false)
-                {
-                    tracing::warn!(segment = %segment.log_path.display(), error = %e, "could not write rebuilt index files");
+                let written = sealed.write_files(vfs, &segment.index_path(), &segment.time_index_path(), extent, false);
+                segment.set_index(sealed);
+                match written {
+                    Ok(()) => segment.index_written(),
+                    Err(e) => {
+                        tracing::warn!(segment = %segment.log_path.display(), error = %e, "could not write rebuilt index files");
+                    }
                 }
             }
-            segment.set_index(index);
             if cut_from.is_some() {
                 break;
             }
@@ -2867,6 +2926,162 @@ mod tests {
         fn sync_dir(&self, path: &Path) -> std::io::Result<()> {
             OsFs.sync_dir(path)
         }
+    }
+
+    /// How many sealed segments have their indexes in memory.
+    fn loaded_sealed(log: &PartitionLog) -> usize {
+        let map = log.segments.read();
+        map.values().rev().skip(1).filter(|s| s.index_loaded()).count()
+    }
+
+    /// Appends `n` records of 200-byte values, one per batch, timestamped `1_000 + i`.
+    fn append_numbered(log: &PartitionLog, n: u64) {
+        for i in 0..n {
+            let record = Record::new()
+                .key(i.to_string())
+                .value(vec![7u8; 200])
+                .timestamp(1_000 + i as i64);
+            log.append(&[record], Durability::Written).unwrap();
+        }
+    }
+
+    /// Reads every record from the start, checking each offset and key.
+    fn read_numbered(log: &PartitionLog, n: u64, mut after_each_read: impl FnMut()) {
+        let mut next = 0u64;
+        while next < n {
+            let batches = log.read(next, 1024).unwrap();
+            for batch in &batches {
+                for r in batch.records() {
+                    let r = r.unwrap();
+                    assert_eq!(r.offset, next);
+                    assert_eq!(r.key.as_deref(), Some(next.to_string().as_bytes()));
+                    next += 1;
+                }
+            }
+            after_each_read();
+        }
+        assert_eq!(next, n);
+    }
+
+    /// A writer, and a reader going through a long log, keep at most
+    /// `LOADED_SEALED_INDEXES` sealed segments' indexes in memory: the rest are unloaded
+    /// and loaded again from their files when used, with the same answers.
+    #[test]
+    fn only_a_few_sealed_segments_keep_their_indexes_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig::default().segment_bytes(4096).index_interval_bytes(512);
+        let log = PartitionLog::open(dir.path(), config.clone()).unwrap();
+        append_numbered(&log, 400);
+        let segments = log.segments.read().len();
+        assert!(segments > 20, "{segments} segments");
+        // Each roll unloads the coldest beyond the bound.
+        assert_eq!(loaded_sealed(&log), LOADED_SEALED_INDEXES - 1);
+        let mut most = 0;
+        read_numbered(&log, 400, || most = most.max(loaded_sealed(&log)));
+        assert_eq!(most, LOADED_SEALED_INDEXES);
+        // Time lookups and retention by age answer from what unloaded indexes recorded.
+        for ts in [0, 1_000, 1_057, 1_399] {
+            assert_eq!(
+                log.offset_for_timestamp(ts).unwrap(),
+                Some((ts - 1_000).max(0) as u64),
+                "{ts}"
+            );
+        }
+        assert_eq!(log.offset_for_timestamp(1_400).unwrap(), None);
+        assert!(loaded_sealed(&log) <= LOADED_SEALED_INDEXES);
+        log.close().unwrap();
+        // After a reopen, the same from the index files.
+        let log = PartitionLog::open(dir.path(), config).unwrap();
+        assert_eq!(loaded_sealed(&log), 0);
+        let mut most = 0;
+        read_numbered(&log, 400, || most = most.max(loaded_sealed(&log)));
+        assert_eq!(most, LOADED_SEALED_INDEXES);
+        assert_eq!(log.offset_for_timestamp(1_201).unwrap(), Some(201));
+        // Appends after all that still index the active segment: a read inside it starts at
+        // the record asked for.
+        append_numbered(&log, 3);
+        let end = log.log_end_offset();
+        let batches = log.read(end - 1, 1024).unwrap();
+        assert_eq!(batches.first().map(RecordBatch::base_offset), Some(end - 1));
+    }
+
+    /// Readers at different places, a writer rolling segments and time lookups, all at
+    /// once, load and unload indexes under each other: every read still returns exactly
+    /// the records asked for, and none waits for another for good.
+    #[test]
+    fn indexes_unloaded_under_concurrent_readers_and_a_writer_read_back_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig::default().segment_bytes(4096).index_interval_bytes(512);
+        let log = PartitionLog::open(dir.path(), config).unwrap();
+        append_numbered(&log, 300);
+        std::thread::scope(|s| {
+            for reader in 0..4u64 {
+                let log = &log;
+                s.spawn(move || {
+                    for round in 0..20u64 {
+                        // Each reader starts somewhere else each round.
+                        let mut next = (reader * 71 + round * 13) % 300;
+                        let end = (next + 120).min(300);
+                        while next < end {
+                            for batch in log.read(next, 1024).unwrap() {
+                                for r in batch.records() {
+                                    let r = r.unwrap();
+                                    if r.offset >= next {
+                                        assert_eq!(r.offset, next);
+                                        assert_eq!(r.key.as_deref(), Some(next.to_string().as_bytes()));
+                                        next += 1;
+                                    }
+                                }
+                            }
+                        }
+                        // Each of the six threads may be loading one at this moment.
+                        assert!(loaded_sealed(log) <= LOADED_SEALED_INDEXES + 6);
+                    }
+                });
+            }
+            s.spawn(|| {
+                for i in 0..200u64 {
+                    let ts = 1_000 + (i * 37 % 300) as i64;
+                    assert_eq!(log.offset_for_timestamp(ts).unwrap(), Some((ts - 1_000) as u64));
+                }
+            });
+            s.spawn(|| {
+                for i in 300..500u64 {
+                    let record = Record::new()
+                        .key(i.to_string())
+                        .value(vec![7u8; 200])
+                        .timestamp(1_000 + i as i64);
+                    assert_eq!(log.append(&[record], Durability::Written).unwrap().base_offset, i);
+                }
+            });
+        });
+        read_numbered(&log, 500, || {});
+        assert!(loaded_sealed(&log) <= LOADED_SEALED_INDEXES);
+    }
+
+    /// Indexes whose files do not hold them (a read-only log rebuilds missing ones in
+    /// memory only) are never unloaded: loading them again would read the whole segment.
+    #[test]
+    fn indexes_not_on_disk_stay_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig::default().segment_bytes(4096).index_interval_bytes(512);
+        let log = PartitionLog::open(dir.path(), config.clone()).unwrap();
+        append_numbered(&log, 100);
+        log.close().unwrap();
+        for path in std::fs::read_dir(dir.path()).unwrap() {
+            let path = path.unwrap().path();
+            if path
+                .extension()
+                .is_some_and(|e| e == INDEX_SUFFIX || e == TIME_INDEX_SUFFIX)
+            {
+                std::fs::remove_file(path).unwrap();
+            }
+        }
+        let reader = PartitionLog::open_read_only(dir.path(), config).unwrap();
+        let sealed = reader.segments.read().len() - 1;
+        assert!(sealed > LOADED_SEALED_INDEXES, "{sealed} sealed segments");
+        read_numbered(&reader, 100, || {});
+        assert_eq!(loaded_sealed(&reader), sealed);
     }
 
     /// A reader whose scan of its last segment stopped short (the writer was still writing

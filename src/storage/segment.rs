@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
-use parking_lot::{MappedRwLockReadGuard, RwLock, RwLockReadGuard};
+use parking_lot::{MappedRwLockReadGuard, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::index::{Extent, OFFSET_ENTRY, SegmentIndex};
 use super::io::{OpenMode, Vfs, VfsFile};
@@ -100,8 +100,18 @@ pub(crate) struct Segment {
     pub log_path: PathBuf,
     /// Bytes of the `.log` that readers may read: whole batches handed to the OS.
     pub size: AtomicU64,
-    /// The indexes; `None` for a sealed segment until first used.
+    /// The indexes; `None` for a sealed segment until first used, and again once
+    /// [`unload_index`](Self::unload_index) dropped them.
     index: RwLock<Option<SegmentIndex>>,
+    /// Whether the loaded indexes are what the index files on disk hold (loaded from
+    /// them, or written to them since): only then may they be dropped, to be loaded
+    /// again. Changed under the index lock.
+    index_on_disk: AtomicBool,
+    /// The segment's largest timestamp, as its indexes said when they were unloaded.
+    unloaded_max_timestamp: Mutex<Option<i64>>,
+    /// When the indexes were last asked for (a tick of the log's), for dropping the
+    /// least recently used.
+    last_used: AtomicU64,
     limits: Limits,
     /// Opened by a read-only log: indexes rebuilt from the log stay in memory, never
     /// written back.
@@ -135,6 +145,9 @@ impl Segment {
             log_path,
             size: AtomicU64::new(size),
             index: RwLock::new(None),
+            index_on_disk: AtomicBool::new(false),
+            unloaded_max_timestamp: Mutex::new(None),
+            last_used: AtomicU64::new(0),
             limits,
             read_only: false,
             retired: AtomicBool::new(false),
@@ -154,6 +167,9 @@ impl Segment {
             log_path,
             size: AtomicU64::new(size),
             index: RwLock::new(None),
+            index_on_disk: AtomicBool::new(false),
+            unloaded_max_timestamp: Mutex::new(None),
+            last_used: AtomicU64::new(0),
             limits,
             read_only: true,
             retired: AtomicBool::new(false),
@@ -183,7 +199,64 @@ impl Segment {
 
     /// Installs indexes (for the active segment, and after a scan).
     pub fn set_index(&self, index: SegmentIndex) {
-        *self.index.write() = Some(index);
+        let mut slot = self.index.write();
+        *slot = Some(index);
+        self.index_on_disk.store(false, Ordering::Release);
+    }
+
+    /// Whether the indexes are in memory.
+    pub fn index_loaded(&self) -> bool {
+        self.index.read().is_some()
+    }
+
+    /// Records that the loaded indexes were just written to their files whole (a sealed
+    /// segment's), so that they may be unloaded. Call right after the write, as long as
+    /// nothing changes them again.
+    pub fn index_written(&self) {
+        let _slot = self.index.write();
+        self.index_on_disk.store(true, Ordering::Release);
+    }
+
+    /// Notes that the indexes are being used at `tick`.
+    pub fn touch_index(&self, tick: u64) {
+        self.last_used.store(tick, Ordering::Relaxed);
+    }
+
+    /// The tick of the last use of the indexes.
+    pub fn index_last_used(&self) -> u64 {
+        self.last_used.load(Ordering::Relaxed)
+    }
+
+    /// Drops the loaded indexes if their files on disk hold the same (so loading them
+    /// again reads those files, not the whole log) and nobody is using them at this
+    /// moment; the next use loads them again. Only for a sealed segment: the caller never
+    /// passes the active one, whose indexes the writer changes (and which are never on
+    /// disk between its appends). Returns whether it dropped them.
+    pub fn unload_index(&self) -> bool {
+        let Some(mut slot) = self.index.try_write() else {
+            return false;
+        };
+        if !self.index_on_disk.load(Ordering::Acquire) {
+            return false;
+        }
+        match slot.take() {
+            Some(index) => {
+                *self.unloaded_max_timestamp.lock() = Some(index.max_timestamp);
+                self.index_on_disk.store(false, Ordering::Release);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The segment's largest timestamp when known without loading its indexes: from the
+    /// loaded ones, or as recorded when they were unloaded.
+    pub fn known_max_timestamp(&self) -> Option<i64> {
+        let slot = self.index.read();
+        match &*slot {
+            Some(index) => Some(index.max_timestamp),
+            None => *self.unloaded_max_timestamp.lock(),
+        }
     }
 
     /// Marks the segment's files as no longer its own (its log was deleted, or the segment
@@ -203,7 +276,9 @@ impl Segment {
 
     /// Mutable access to the loaded index (the writer's, for the active segment).
     pub fn with_index_mut<T>(&self, f: impl FnOnce(&mut SegmentIndex) -> T) -> Option<T> {
-        self.index.write().as_mut().map(f)
+        let mut slot = self.index.write();
+        self.index_on_disk.store(false, Ordering::Release);
+        slot.as_mut().map(f)
     }
 
     /// The indexes, loading them from their files, or rebuilding them from the log when the
@@ -247,8 +322,8 @@ impl Segment {
                 // Files of a log that replaced this one at its path are not this segment's,
                 // however well they describe it.
                 let foreign = loaded.is_some() && !still_ours();
-                let index = match loaded.filter(|_| !foreign) {
-                    Some(index) => index,
+                let (index, on_disk) = match loaded.filter(|_| !foreign) {
+                    Some(index) => (index, true),
                     None => {
                         if !retired && !foreign {
                             tracing::warn!(segment = %self.log_path.display(), "rebuilt missing or invalid index files");
@@ -257,11 +332,13 @@ impl Segment {
                     }
                 };
                 *slot = Some(index);
+                self.index_on_disk.store(on_disk, Ordering::Release);
             }
+            // Read on without letting go of the lock, so that no unload comes in between.
+            let guard = RwLockWriteGuard::downgrade(slot);
+            RwLockReadGuard::try_map(guard, Option::as_ref)
+                .map_err(|_| Error::corrupt(&self.log_path, 0, "segment index missing right after its load"))
         }
-        let guard = self.index.read();
-        RwLockReadGuard::try_map(guard, Option::as_ref)
-            .map_err(|_| Error::corrupt(&self.log_path, 0, "segment index vanished while loading"))
     }
 
     /// Walks every batch from the start of the file, validating framing, checksum, records
@@ -488,15 +565,18 @@ impl Segment {
     pub fn rebuild_index(&self, vfs: &dyn Vfs) -> Result<()> {
         let mut slot = self.index.write();
         tracing::warn!(segment = %self.log_path.display(), "rebuilt an index that did not match its log");
-        *slot = Some(self.rebuilt_index(vfs)?);
+        let (index, on_disk) = self.rebuilt_index(vfs)?;
+        *slot = Some(index);
+        self.index_on_disk.store(on_disk, Ordering::Release);
         Ok(())
     }
 
     /// The indexes of a sealed segment rebuilt from its log, written back (best effort)
     /// where this segment may write index files and the scan covered the whole file: an
     /// index of a scan stopped by bad bytes describes less than the file, so it would never
-    /// be loaded; it is kept in memory for this process only. Call with the index lock.
-    fn rebuilt_index(&self, vfs: &dyn Vfs) -> Result<SegmentIndex> {
+    /// be loaded; it is kept in memory for this process only. Returns the indexes and
+    /// whether their files now hold them. Call with the index lock.
+    fn rebuilt_index(&self, vfs: &dyn Vfs) -> Result<(SegmentIndex, bool)> {
         let scan = self.scan()?;
         let whole = scan.error.is_none() && scan.valid_len == self.size();
         let extent = scan.extent();
@@ -504,13 +584,14 @@ impl Segment {
         // The last time entry carries the segment's max timestamp (retention and time
         // lookups read it from the file).
         index.add_time_entry();
-        if whole
-            && self.writes_index_files()
-            && let Err(e) = index.write_files(vfs, &self.index_path(), &self.time_index_path(), extent, false)
-        {
-            tracing::warn!(error = %e, "could not write rebuilt index files");
+        let mut on_disk = false;
+        if whole && self.writes_index_files() {
+            match index.write_files(vfs, &self.index_path(), &self.time_index_path(), extent, false) {
+                Ok(()) => on_disk = true,
+                Err(e) => tracing::warn!(error = %e, "could not write rebuilt index files"),
+            }
         }
-        Ok(index)
+        Ok((index, on_disk))
     }
 
     /// Decodes every complete batch at the front of `buf` (which starts at file position
