@@ -133,7 +133,8 @@ impl ProducerRecord {
         self
     }
 
-    /// Sets the timestamp (ms since the epoch); without one, the send time is used.
+    /// Sets the timestamp (ms since the epoch); without one, the send time is used (for an
+    /// async send, the time of the call, however long the record then lingers).
     #[must_use]
     #[inline]
     pub fn timestamp(mut self, ms: i64) -> Self {
@@ -1003,7 +1004,8 @@ impl Producer {
 ///
 /// A record's stored timestamp is the append time in a batch stored as LogAppendTime, else the
 /// record's own (or the append time when it had none, which `max_timestamp` equals for a
-/// batch of one; for larger batches the append time is the batch's "now").
+/// batch of one; for larger batches the append time is the batch's "now"). Async records
+/// never lack one here: `send_async` stamps them when they are sent.
 fn placed<'a, R: AsRef<Record>>(
     records: &'a [R],
     infos: &'a [(usize, crate::AppendInfo)],
@@ -1586,7 +1588,7 @@ impl Shared {
     }
 
     /// Queues `record` for its partition; returns its [`Delivery`] for `Notify::Handle`.
-    fn enqueue(&self, record: ProducerRecord, notify: Notify) -> Option<Delivery> {
+    fn enqueue(&self, mut record: ProducerRecord, notify: Notify) -> Option<Delivery> {
         let refuse = |e: Error, notify: Notify| {
             self.counters.errors.fetch_add(1, Ordering::Relaxed);
             match notify {
@@ -1616,6 +1618,11 @@ impl Shared {
             self.config.compression,
         ) {
             return refuse(e, notify);
+        }
+        // Stamped now, as Kafka's `send` stamps a record without a timestamp: its batch may be
+        // written a linger (or a flush) later, and the write's time is not when it was sent.
+        if record.record.timestamp_ms().is_none() {
+            record.record = record.record.timestamp(crate::record::now_ms());
         }
         let size = estimated_size(&record.record);
         let mut pending = queue.pending.lock();

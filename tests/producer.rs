@@ -1414,6 +1414,34 @@ fn log_append_time_topic_overwrites_timestamps_and_metadata_reports_them() {
     }
 }
 
+/// A record sent without a timestamp is stamped when it is sent, as Kafka's producer stamps
+/// it in `send()` and `ProducerRecord::timestamp` promises ("the send time"), not when its
+/// batch is written: a record that lingers (here until a flush 300 ms later) keeps the time
+/// of its `send_async` or `send_with_callback`. It used to get the batch's append time.
+#[test]
+fn an_async_record_without_a_timestamp_is_stamped_when_sent_not_when_its_batch_is_written() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    let p = broker.producer(flush_only());
+    let before = now_ms();
+    let d = p.send_async(ProducerRecord::new("t").value("handle"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    p.send_with_callback(ProducerRecord::new("t").value("callback"), move |m| {
+        tx.send(m).unwrap();
+    });
+    let sent = now_ms();
+    thread::sleep(Duration::from_millis(300));
+    p.flush().unwrap();
+    let metas = [d.wait().unwrap(), rx.recv().unwrap().unwrap()];
+    for m in &metas {
+        assert!(
+            before <= m.timestamp && m.timestamp <= sent,
+            "{m:?} not in [{before}, {sent}]"
+        );
+        assert_eq!(stored_at(&broker, m).timestamp, m.timestamp, "{m:?}");
+    }
+}
+
 /// As Kafka's `ProducerRecord`, a negative timestamp is refused, on every path and whatever
 /// the topic's timestamp type, with nothing written; 0 (the epoch) is a timestamp like any.
 #[test]
