@@ -557,29 +557,34 @@ struct Reports {
 }
 
 thread_local! {
-    /// How deep this thread is in reporting batches (running callbacks): a flush there
-    /// cannot wait for reports, its own caller's among them.
-    static REPORTING: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    /// The producers (each by its [`Shared`]'s address) whose batches this thread is
+    /// reporting (running callbacks), innermost last: a flush or send of one of them there
+    /// cannot wait for its reports, its own caller's among them. Another producer's it can,
+    /// as any thread can (a callback forwarding to a dead-letter producer and flushing it).
+    static REPORTING: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Whether this thread is reporting batches (inside a callback, perhaps).
-fn reporting() -> bool {
-    REPORTING.with(|r| r.get() > 0)
+/// Whether this thread is reporting batches of `shared`'s producer (inside one of its
+/// callbacks, perhaps).
+fn reporting(shared: &Shared) -> bool {
+    let id = std::ptr::from_ref(shared) as usize;
+    REPORTING.with(|r| r.borrow().contains(&id))
 }
 
-/// Marks this thread as reporting while alive.
+/// Marks this thread as reporting batches of a producer while alive.
 struct ReportingGuard;
 
 impl ReportingGuard {
-    fn enter() -> ReportingGuard {
-        REPORTING.with(|r| r.set(r.get() + 1));
+    fn enter(shared: &Shared) -> ReportingGuard {
+        let id = std::ptr::from_ref(shared) as usize;
+        REPORTING.with(|r| r.borrow_mut().push(id));
         ReportingGuard
     }
 }
 
 impl Drop for ReportingGuard {
     fn drop(&mut self) {
-        REPORTING.with(|r| r.set(r.get().saturating_sub(1)));
+        REPORTING.with(|r| r.borrow_mut().pop());
     }
 }
 
@@ -735,10 +740,10 @@ impl Producer {
                 drop(pending);
                 // Also what a `Synced` send_async left to the linger thread (perhaps busy
                 // elsewhere), and what another thread is reporting: this record's outcome
-                // comes after theirs (as Kafka's `send().get()`), unless this is a callback.
+                // comes after theirs (as Kafka's `send().get()`), unless this is one of this producer's callbacks.
                 if let Some(before) = before {
-                    queue.report(&shared.counters);
-                    if !reporting() {
+                    queue.report(shared);
+                    if !reporting(shared) {
                         queue.wait_reported_through(before);
                     }
                 }
@@ -793,8 +798,9 @@ impl Producer {
     /// it finds in `send` itself.
     ///
     /// A callback may send (even with a blocking [`send`](Self::send)), flush, close, or drop
-    /// the producer's last clone. A [`flush`](Self::flush) inside a callback writes what is
-    /// pending without waiting for other callbacks (it may be one of them). A callback must
+    /// the producer's last clone. A [`flush`](Self::flush) of this producer inside its
+    /// callback writes what is pending without waiting for other callbacks (it may be one of
+    /// them); a flush of another producer there waits as anywhere else. A callback must
     /// not wait for a later record of its partition ([`Delivery::wait`]) nor for a thread
     /// that is flushing this producer: those wait for it. Nor, as in Kafka (whose callbacks
     /// run on its one sender thread), should it wait for records that other threads sent:
@@ -806,7 +812,7 @@ impl Producer {
     ///
     /// A blocking [`send`](Self::send) or [`send_batch`](Self::send_batch) returns after
     /// the outcomes of the records sent before it to the same partitions have been reported
-    /// (as Kafka's `send().get()`), except inside a callback.
+    /// (as Kafka's `send().get()`), except inside a callback of the same producer.
     pub fn send_with_callback(
         &self,
         record: ProducerRecord,
@@ -908,7 +914,7 @@ impl Producer {
                 // As `send`: earlier records' outcomes, including a `Synced` batch left to
                 // the linger thread, are reported before this call returns.
                 if let Some(unreported) = unreported {
-                    group.queue.report(&shared.counters);
+                    group.queue.report(shared);
                     before.push((Arc::clone(&group.queue), unreported));
                 }
                 infos?
@@ -947,7 +953,7 @@ impl Producer {
                 }
             }
         }
-        if !reporting() {
+        if !reporting(shared) {
             for (queue, before) in before {
                 queue.wait_reported_through(before);
             }
@@ -964,8 +970,9 @@ impl Producer {
     /// `flush`) until every record sent before the call, from any clone or thread, has
     /// completed: its [`Delivery`] is done and its callback has run. With
     /// [`Durability::Buffered`] it also hands the partitions' buffered records to the OS
-    /// (no fsync), so consumers can read everything sent before it. Inside a callback it
-    /// only writes (see [`send_with_callback`](Self::send_with_callback)).
+    /// (no fsync), so consumers can read everything sent before it. Inside one of this
+    /// producer's callbacks it only writes (see [`send_with_callback`](Self::send_with_callback));
+    /// inside another producer's it waits as anywhere else.
     ///
     /// # Errors
     /// The first error writing a pending batch (each record's own outcome also reaches its
@@ -1363,7 +1370,7 @@ impl Shared {
         }
         for old in &stale {
             let _ = self.write_pending(old, &mut old.pending.lock());
-            old.report(&self.counters);
+            old.report(self);
         }
         // A queue whose batches another thread is still reporting (it runs their callbacks,
         // one at a time) stays until that thread is done, so that a flush still waits for
@@ -1673,12 +1680,13 @@ impl Shared {
             // Each record's outcome goes to its delivery or callback; nothing else to report.
             // A `Synced` batch is reported once synced, by the linger thread: this call
             // returns without waiting for the fsync, and the next batches are written while
-            // it runs (as Kafka's sender thread, not `send`, waits for acks). Not from a
-            // callback, perhaps on the linger thread itself: it may wait for this record.
-            if self.defers_sync() && !reporting() {
+            // it runs (as Kafka's sender thread, not `send`, waits for acks). Not from one of
+            // this producer's callbacks, perhaps on its linger thread: it may wait for this
+            // record.
+            if self.defers_sync() && !reporting(self) {
                 self.wake_linger();
             } else {
-                queue.report(&self.counters);
+                queue.report(self);
             }
         }
         // Outside the partition's lock, as `partition`: the partitioner may send again. Its
@@ -1809,7 +1817,8 @@ impl Shared {
 
     /// Writes every partition's pending records, then (as Kafka's `flush`) waits until every
     /// batch written before, by any thread, has been reported: deliveries completed and
-    /// callbacks run. Called from a callback it does not wait (it may be one of those).
+    /// callbacks run. Called from one of this producer's callbacks it does not wait (it may
+    /// be one of those).
     fn flush_all(&self) -> Result<()> {
         let queues = self.all_queues();
         let mut first_error = None;
@@ -1826,7 +1835,7 @@ impl Shared {
             };
             // Also reports what a thread that failed before reporting left queued, and
             // what the linger thread has not reported yet.
-            queue.report(&self.counters);
+            queue.report(self);
             // The batch is synced once reported (waited for below), but perhaps by another
             // thread: syncing through it here too (a no-op once done) gives its error.
             if let Some(point) = sync
@@ -1852,7 +1861,7 @@ impl Shared {
                 first_error.get_or_insert(e);
             }
         }
-        if !reporting() {
+        if !reporting(self) {
             for queue in &queues {
                 queue.wait_reported();
             }
@@ -1880,15 +1889,15 @@ impl PartitionQueue {
     /// Reports the queued batches in order, unless another thread (or this one, further up
     /// the stack: a callback that sent) is reporting them already. A `Synced` batch is
     /// fsynced first (the first fsync covers the batches queued behind it too).
-    fn report(&self, counters: &Counters) {
+    fn report(&self, shared: &Shared) {
         let mut reports = self.reports.lock();
         if reports.running || reports.waiting.is_empty() {
             return;
         }
         reports.running = true;
-        let _reporting = ReportingGuard::enter();
+        let _reporting = ReportingGuard::enter(shared);
         while let Some(written) = reports.waiting.pop_front() {
-            parking_lot::MutexGuard::unlocked(&mut reports, || written.synced(&self.log, counters).run());
+            parking_lot::MutexGuard::unlocked(&mut reports, || written.synced(&self.log, &shared.counters).run());
             reports.reported += 1;
             self.unreported.fetch_sub(1, Ordering::Release);
             self.reported.notify_all();
@@ -2073,7 +2082,7 @@ fn linger_loop(shared: &Shared) {
                 if due <= Instant::now() {
                     let _ = shared.write_pending(&queue, &mut pending);
                     drop(pending);
-                    queue.report(&shared.counters);
+                    queue.report(shared);
                     // Outside the partition's lock (the partitioner may send again). A user
                     // partitioner that panics must not end the linger thread (every later
                     // async batch would wait for a flush): reported, and carried on.
@@ -2087,7 +2096,7 @@ fn linger_loop(shared: &Shared) {
             }
             drop(pending);
             // `Synced` batches written by `send_async` calls, left here to sync and report.
-            queue.report(&shared.counters);
+            queue.report(shared);
         }
         shared.forget_deleted_topics();
         let mut guard = shared.wake_lock.lock();

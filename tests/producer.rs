@@ -2506,6 +2506,43 @@ fn flush_waits_for_callbacks_of_batches_other_threads_are_completing() {
     assert_eq!(later.try_result().map(|r| r.unwrap().offset), Some(1));
 }
 
+/// A callback of one producer may flush another (a dead-letter producer, say), and that
+/// flush is a whole one, as in Kafka: it returns once every record sent to the other producer
+/// before it has completed, a batch that producer's linger thread is still reporting
+/// included. Only a flush of the producer whose callback runs (or of one whose batches this
+/// thread is reporting further up) cannot wait. Any callback used to make every flush a
+/// write without waiting, so the second producer's record was still pending after its flush.
+#[test]
+fn a_callback_of_one_producer_flushing_another_waits_for_its_records() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    broker.create_topic("dlq", TopicConfig::with_partitions(1)).unwrap();
+    let main = broker.producer(flush_only());
+    let dlq = broker.producer(ProducerConfig::default().linger(Duration::from_millis(1)));
+    // The dead-letter producer's linger thread reports a batch slowly.
+    let (started_tx, started) = std::sync::mpsc::channel();
+    dlq.send_with_callback(ProducerRecord::new("dlq").value("slow"), move |r| {
+        assert_eq!(r.unwrap().offset, 0);
+        started_tx.send(()).unwrap();
+        thread::sleep(Duration::from_millis(300));
+    });
+    started.recv_timeout(Duration::from_secs(10)).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let forward = dlq.clone();
+    main.send_with_callback(ProducerRecord::new("t").value("failed-later"), move |_| {
+        let d = forward.send_async(ProducerRecord::new("dlq").value("forwarded"));
+        let flushed = forward.flush();
+        tx.send((flushed, d.try_result())).unwrap();
+    });
+    main.flush().unwrap();
+    let (flushed, forwarded) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    flushed.unwrap();
+    match forwarded {
+        Some(Ok(m)) => assert_eq!(m.offset, 1),
+        other => panic!("the other producer's flush returned with its record at {other:?}"),
+    }
+}
+
 /// As Kafka guarantees, callbacks of records sent to one partition run in the order the
 /// records were sent, even when different threads write their batches.
 #[test]
