@@ -410,7 +410,9 @@ impl BrokerBuilder {
     /// [`retention_check_interval`](Self::retention_check_interval)), counted from when its
     /// last member left or was evicted, or, for a group no member joined since the broker
     /// opened (one that only `assign` consumers commit for, or one from before a restart),
-    /// from its newest commit. A group with members keeps its offsets however old they are.
+    /// from its newest commit. A group with members keeps its offsets however old they are,
+    /// and so does an `assign` consumer with auto-commit that keeps polling: its auto-commit
+    /// commits a position that did not move again once half the retention has passed.
     /// Default = `None`: offsets are kept until [`delete_group`](Broker::delete_group), as
     /// an embedded log keeps what it was given until told otherwise (Kafka's default is 7
     /// days; a consumer of an expired group starts from `auto_offset_reset`).
@@ -475,6 +477,9 @@ struct BrokerInner {
     offsets: OffsetStore,
     /// Serializes admin changes and the topic table writes.
     admin: Mutex<()>,
+    /// [`BrokerBuilder::offsets_retention`] (`None` on a read-only broker, which expires
+    /// nothing).
+    offsets_retention: Option<Duration>,
     /// Opened with [`Broker::open_read_only`]: no lock, every write refused.
     read_only: bool,
     _lock: Option<DirLock>,
@@ -566,6 +571,7 @@ impl Broker {
                 coordinator: Coordinator::default(),
                 offsets,
                 admin: Mutex::new(()),
+                offsets_retention: None,
                 read_only: true,
                 _lock: None,
                 _temp: None,
@@ -722,6 +728,7 @@ impl Broker {
             coordinator: Coordinator::default(),
             offsets,
             admin: Mutex::new(()),
+            offsets_retention: builder.offsets_retention,
             read_only: false,
             _lock: Some(lock),
             _temp: temp,
@@ -1172,6 +1179,18 @@ impl Broker {
 
     pub(crate) fn offsets(&self) -> &OffsetStore {
         &self.inner.offsets
+    }
+
+    /// With [`offsets_retention`](BrokerBuilder::offsets_retention), the commit time (ms
+    /// since the epoch) before which an auto-commit commits a position again even if it did
+    /// not move: half the retention ago, so that a running consumer's offsets never expire
+    /// (Kafka's auto-commit commits every position at every interval). `None` without
+    /// retention.
+    pub(crate) fn auto_commit_refresh_before(&self) -> Option<i64> {
+        self.inner.offsets_retention.map(|retention| {
+            let half = i64::try_from((retention / 2).as_millis()).unwrap_or(i64::MAX);
+            crate::record::now_ms().saturating_sub(half)
+        })
     }
 
     /// The open topic `name`, creating it first if auto-create is on.

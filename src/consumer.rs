@@ -1832,7 +1832,9 @@ impl Consumer {
     /// synchronously and atomically. As Kafka's `commitSync`, every position is written,
     /// also one that did not move since the last commit (so a commit stores it again after
     /// an admin deleted or reset the group's offsets); only auto-commit skips unchanged
-    /// positions. Partitions of a deleted topic are left out.
+    /// positions (but commits them again before half of
+    /// [`offsets_retention`](crate::BrokerBuilder::offsets_retention) passes, so that a
+    /// running consumer's offsets do not expire). Partitions of a deleted topic are left out.
     ///
     /// # Errors
     /// [`Error::CommitFailed`] if the member was evicted or lost a partition (nothing is
@@ -1859,9 +1861,13 @@ impl Consumer {
 
     /// The positions of `partitions` (those that have one, of a topic not deleted). With
     /// `only_changed`, without those this consumer committed durably that the offset table
-    /// still holds (an admin may have deleted or reset them since).
+    /// still holds (an admin may have deleted or reset them since) — unless, with offsets
+    /// retention, that commit is older than half the retention: committed again, it keeps
+    /// a running consumer's offsets from expiring, as Kafka's auto-commit (which commits
+    /// every position at every interval) does.
     fn positions(&self, partitions: &[TopicPartition], only_changed: bool) -> Vec<(TopicPartition, OffsetAndMetadata)> {
         let group = self.group_id();
+        let refresh_before = self.broker.auto_commit_refresh_before();
         partitions
             .iter()
             .filter_map(|tp| {
@@ -1872,9 +1878,9 @@ impl Consumer {
                 }
                 let unchanged = only_changed
                     && part.committed == Some(position)
-                    && group
-                        .and_then(|g| self.broker.offsets().get(g, tp))
-                        .is_some_and(|om| om.offset == position);
+                    && group.and_then(|g| self.broker.offsets().get(g, tp)).is_some_and(|om| {
+                        om.offset == position && refresh_before.is_none_or(|t| om.commit_timestamp >= t)
+                    });
                 (!unchanged).then(|| (tp.clone(), OffsetAndMetadata::new(position)))
             })
             .collect()

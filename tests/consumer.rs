@@ -2489,6 +2489,51 @@ fn offsets_retention_counts_a_commit_not_yet_synced() {
     assert_eq!(committed(), Some(3), "a commit that succeeded was deleted");
 }
 
+/// Protects Kafka's auto-commit keeping an `assign` consumer's offsets alive: Kafka's
+/// auto-commit commits every position each interval, so offsets retention (which counts
+/// from a group's newest commit when no member joined it) never expires the offsets of a
+/// consumer that is running. Brooklet's auto-commit skips positions it committed already;
+/// a consumer idle on a quiet partition for longer than `offsets_retention` made no commit,
+/// the retention pass deleted the offsets it was reading for, and until its next
+/// auto-commit the group had none: a crash then restarted it from `auto_offset_reset`.
+#[test]
+fn an_auto_committing_assign_consumer_keeps_its_offsets_past_offsets_retention() {
+    let dir = common::temp_dir();
+    let retention = Duration::from_secs(1);
+    let broker = Broker::builder()
+        .retention_check_interval(Some(Duration::from_millis(20)))
+        .offsets_retention(Some(retention))
+        .open(dir.path())
+        .unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    fill(&broker, "t", 1, 3);
+    let committed = || broker.committed_offset("solo", &tp("t", 0)).map(|o| o.offset);
+    let mut c = broker
+        .consumer(
+            ConsumerConfig::group("solo")
+                .auto_offset_reset(OffsetReset::Earliest)
+                .auto_commit_interval(Duration::from_millis(300)),
+        )
+        .unwrap();
+    c.assign(&[tp("t", 0)]).unwrap();
+    assert_eq!(poll_n(&mut c, 3).len(), 3);
+    while committed().is_none() {
+        c.poll(Duration::from_millis(20)).unwrap();
+    }
+    // Nothing new arrives; the consumer keeps polling (and auto-committing) for three
+    // retention periods.
+    let start = Instant::now();
+    while start.elapsed() < retention * 3 {
+        assert!(c.poll(Duration::from_millis(20)).unwrap().is_empty());
+        assert_eq!(
+            committed(),
+            Some(3),
+            "offsets gone {:?} into the idle stretch",
+            start.elapsed()
+        );
+    }
+}
+
 /// `beginning_offsets` and `end_offsets` (Kafka's `beginningOffsets`/`endOffsets`) of any
 /// partitions, assigned or not: the log start (moved by deleting records) and the visible
 /// end (not `Buffered` records still in the writer's buffer).
