@@ -35,7 +35,8 @@
 //! # Snapshot payload
 //! A [`frame`](crate::storage::checkpoint) of magic `BRKO`, version 1, around bincode 2
 //! (standard configuration) of `(covered log offset, [(group, topic, partition, offset,
-//! commit time, metadata)])`.
+//! commit time, metadata)])`. An entry holds only what a commit writes (a group and a topic
+//! of at most 65,535 bytes, metadata of at most 4,096); a snapshot with another is refused.
 
 use crate::record::now_ms;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -741,7 +742,8 @@ pub(crate) fn frame_snapshot(payload: &[u8]) -> Vec<u8> {
 }
 
 /// Decodes a snapshot file's bytes (`path` names it in errors): the log offset it covers
-/// and its entries.
+/// and its entries, each one a commit could have written (metadata of at most
+/// [`MAX_METADATA_BYTES`], a group and a topic a log key holds); any other is `Corrupt`.
 pub(crate) fn decode_snapshot(path: &Path, bytes: &[u8]) -> Result<(u64, Vec<SnapshotEntry>)> {
     let payload = checkpoint::unframe(path, bytes, SNAPSHOT_MAGIC, &[SNAPSHOT_VERSION])?.1;
     let (decoded, used): ((u64, Vec<SnapshotEntry>), usize) =
@@ -754,6 +756,24 @@ pub(crate) fn decode_snapshot(path: &Path, bytes: &[u8]) -> Result<(u64, Vec<Sna
         })?;
     if used != payload.len() {
         return Err(Error::corrupt(path, 0, "trailing bytes after the offsets snapshot"));
+    }
+    // Only what a commit writes: an entry the log's key or value could not hold would be
+    // taken now and break the log once written there (a lowering writes it back).
+    if let Some(e) = decoded.1.iter().find(|e| {
+        e.metadata.len() > MAX_METADATA_BYTES
+            || e.group.len() > usize::from(u16::MAX)
+            || e.topic.len() > usize::from(u16::MAX)
+    }) {
+        return Err(Error::corrupt(
+            path,
+            checkpoint::FRAME_HEADER as u64,
+            format!(
+                "an offsets snapshot entry no commit writes (group {} bytes, topic {} bytes, metadata {} bytes)",
+                e.group.len(),
+                e.topic.len(),
+                e.metadata.len()
+            ),
+        ));
     }
     Ok(decoded)
 }

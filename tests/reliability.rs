@@ -523,6 +523,63 @@ fn metadata_files_claiming_long_strings_allocate_only_what_they_hold() {
     }
 }
 
+/// Protects the offset table from a snapshot entry no writer writes. A snapshot whose
+/// checksum holds (a hand-made or foreign file) could carry commit metadata longer than the
+/// 4,096 bytes a commit takes, or a group id or topic name longer than an offsets-log key
+/// holds. Open took it; the first lowering of that commit (a truncation, or an unclean
+/// partition at the next open) wrote the entry into the offsets log, where the next open
+/// refused the record as undecodable, and the broker no longer opened — or, for a long name,
+/// open failed with an `InvalidArgument` naming no file. It is refused at once, as the log's
+/// decoder refuses such a value: `Corrupt` naming the snapshot.
+#[test]
+fn an_offsets_snapshot_entry_no_commit_writes_fails_open() {
+    // bincode (standard): a length below 251 is one byte; 252 says a u32 follows.
+    fn string(len: usize, fill: u8) -> Vec<u8> {
+        let mut out = match u8::try_from(len) {
+            Ok(short) if short < 251 => vec![short],
+            _ => [252u8].into_iter().chain((len as u32).to_le_bytes()).collect(),
+        };
+        out.extend(std::iter::repeat_n(fill, len));
+        out
+    }
+    // A snapshot covering offset 0 with one entry: group, topic "t", partition 0, offset 8,
+    // commit time 1 (zigzag 2), metadata.
+    let snapshot = |group_len: usize, metadata_len: usize| {
+        let mut payload = vec![0u8, 1];
+        payload.extend(string(group_len, b'g'));
+        payload.extend(string(1, b't'));
+        payload.extend([0u8, 8, 2]);
+        payload.extend(string(metadata_len, b'm'));
+        framed(b"BRKO", &payload)
+    };
+    let open_with = |bytes: Vec<u8>| {
+        let dir = common::temp_dir();
+        {
+            let broker = Broker::open(dir.path()).unwrap();
+            broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+        }
+        let path = dir.path().join("offsets/snapshot");
+        std::fs::write(&path, bytes).unwrap();
+        (
+            Broker::open(dir.path()).map(|b| b.committed_offset("g", &tp("t", 0))),
+            path,
+            dir,
+        )
+    };
+    // Control: the longest metadata a commit writes is taken.
+    let (opened, _, _dir) = open_with(snapshot(1, 4096));
+    assert_eq!(opened.unwrap().map(|o| (o.offset, o.metadata.len())), Some((8, 4096)));
+    for (what, bytes) in [
+        ("metadata over 4,096 bytes", snapshot(1, 4097)),
+        ("a group id over 65,535 bytes", snapshot(usize::from(u16::MAX) + 1, 0)),
+    ] {
+        match open_with(bytes) {
+            (Err(Error::Corrupt { path, .. }), want, _dir) => assert_eq!(path, want, "{what}"),
+            (other, _, _dir) => panic!("{what}: {:?}", other.map(|o| o.map(|o| o.metadata.len()))),
+        }
+    }
+}
+
 /// Every hostile input gets a typed error, and what was stored before is untouched.
 #[test]
 fn hostile_input_gets_typed_errors_and_harms_nothing() {
