@@ -721,6 +721,35 @@ fn group_admin_reset_delete_and_topic_deletion() {
     assert!(broker.list_groups().is_empty());
 }
 
+/// A group left with neither members nor offsets (its members closed without committing,
+/// or its only topic was deleted) is unknown to `delete_group` as to `describe_group`.
+#[test]
+fn deleting_a_group_without_members_or_offsets_is_unknown_group() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    broker.create_topic("u", TopicConfig::with_partitions(1)).unwrap();
+    assert_eq!(
+        broker.reset_offsets("g", OffsetSpec::Earliest, Some("t")).unwrap(),
+        BTreeMap::from([(tp("t", 0), 0)])
+    );
+    broker.delete_topic("t").unwrap();
+    let mut c = broker.consumer(manual("h")).unwrap();
+    c.subscribe(&["u"]).unwrap();
+    c.poll(Duration::from_millis(1)).unwrap();
+    assert_eq!(c.assignment(), BTreeSet::from([tp("u", 0)]));
+    drop(c);
+    for group in ["g", "h"] {
+        assert!(
+            matches!(broker.describe_group(group), Err(Error::UnknownGroup { .. })),
+            "{group}"
+        );
+        assert!(
+            matches!(broker.delete_group(group), Err(Error::UnknownGroup { .. })),
+            "{group}"
+        );
+    }
+}
+
 #[test]
 fn a_standalone_commit_is_refused_while_the_group_has_members() {
     let broker = Broker::temporary().unwrap();

@@ -282,17 +282,20 @@ impl Broker {
     /// refused, nothing deleted) or joins a fresh group afterwards.
     ///
     /// # Errors
-    /// [`Error::GroupNotEmpty`] (nothing is deleted then); [`Error::UnknownGroup`]; an I/O
-    /// error; [`Error::ReadOnly`] on a read-only broker.
+    /// [`Error::GroupNotEmpty`] (nothing is deleted then); [`Error::UnknownGroup`] for a
+    /// group with neither members nor committed offsets (as
+    /// [`describe_group`](Self::describe_group)); an I/O error; [`Error::ReadOnly`] on a
+    /// read-only broker.
     pub fn delete_group(&self, group: &str) -> Result<()> {
         self.check_writable(|| format!("delete group {group:?}"))?;
-        let had_live = self.coordinator().existing(group).is_some();
         let deleted = self
             .coordinator()
             .delete_if_empty(group, &|t| self.partition_count(t), || {
                 self.offsets().delete_where(group, |_| true)
             })?;
-        if deleted == 0 && !had_live {
+        // Without members (else it was refused) and without offsets, the group is what
+        // `describe_group` calls unknown, whatever state of it the coordinator still held.
+        if deleted == 0 {
             return Err(Error::UnknownGroup {
                 group: group.to_owned(),
             });
