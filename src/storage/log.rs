@@ -1948,7 +1948,9 @@ impl PartitionLog {
             let map = self.segments.read();
             let active = map.keys().next_back().copied();
             map.values()
-                .filter(|s| Some(s.base_offset) != active && s.base_offset != keep && s.index_loaded())
+                // Without waiting under the map for a load in progress (it may scan a whole
+                // segment): a segment locked now could not be unloaded anyway.
+                .filter(|s| Some(s.base_offset) != active && s.base_offset != keep && s.index_loaded_now())
                 .map(Arc::clone)
                 .collect()
         };
@@ -3082,6 +3084,54 @@ mod tests {
         assert!(sealed > LOADED_SEALED_INDEXES, "{sealed} sealed segments");
         read_numbered(&reader, 100, || {});
         assert_eq!(loaded_sealed(&reader), sealed);
+    }
+
+    /// A load of one segment's indexes that takes long (files read slowly, or a whole
+    /// segment scanned to rebuild them) holds only that segment's index lock: a reader
+    /// loading another segment's meanwhile must not wait for it while holding the segment
+    /// map, which would leave the writer's roll (and, behind it, every read) waiting too.
+    #[test]
+    fn a_slow_index_load_does_not_hold_up_the_writers_roll() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig::default().segment_bytes(4096).index_interval_bytes(512);
+        let log = PartitionLog::open(dir.path(), config.clone()).unwrap();
+        append_numbered(&log, 100);
+        log.close().unwrap();
+        let (in_tx, in_rx) = mpsc::channel::<()>();
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let fs = Arc::new(HookFs {
+            target: segment_path(dir.path(), 0, INDEX_SUFFIX),
+            hook: Mutex::new(Some(Box::new(move || {
+                in_tx.send(()).unwrap();
+                go_rx.recv().unwrap();
+            }))),
+        });
+        let log = PartitionLog::open_with_vfs(dir.path(), config, fs).unwrap();
+        let bases: Vec<u64> = log.segments.read().keys().copied().collect();
+        assert!(bases.len() > 3, "{bases:?}");
+        let (rolled_tx, rolled_rx) = mpsc::channel::<()>();
+        let log = &log;
+        let rolled = std::thread::scope(|s| {
+            // Loads segment 0's indexes, held up in the middle.
+            let slow = s.spawn(move || log.read(0, 1024).unwrap());
+            in_rx.recv().unwrap();
+            // Loads another sealed segment's meanwhile.
+            let other = s.spawn(|| log.read(bases[2], 1024).unwrap());
+            std::thread::sleep(Duration::from_millis(200));
+            let segments = log.segment_count();
+            s.spawn(move || {
+                while log.segment_count() == segments {
+                    append_numbered(log, 1);
+                }
+                rolled_tx.send(()).unwrap();
+            });
+            let rolled = rolled_rx.recv_timeout(Duration::from_secs(5)).is_ok();
+            go_tx.send(()).unwrap();
+            slow.join().unwrap();
+            other.join().unwrap();
+            rolled
+        });
+        assert!(rolled, "the writer's roll waited for another segment's index load");
     }
 
     /// A reader whose scan of its last segment stopped short (the writer was still writing

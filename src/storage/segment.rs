@@ -209,6 +209,12 @@ impl Segment {
         self.index.read().is_some()
     }
 
+    /// Whether the indexes are in memory, without waiting: `false` while another thread
+    /// holds them for writing (loading, changing or unloading them).
+    pub fn index_loaded_now(&self) -> bool {
+        self.index.try_read().is_some_and(|slot| slot.is_some())
+    }
+
     /// Records that the loaded indexes were just written to their files whole (a sealed
     /// segment's), so that they may be unloaded. Call right after the write, as long as
     /// nothing changes them again.
