@@ -910,6 +910,12 @@ impl PartitionLog {
             let segment = Arc::new(segment);
             // Under its own base: after a jump, that is past `base`.
             self.segments.write().insert(segment.base_offset, Arc::clone(&segment));
+            // Sealed now, with the index files the writer wrote before it rolled: take those
+            // for the indexes scanned into memory, so that they may be unloaded as any sealed
+            // segment's (else a reader following a writer keeps every segment's).
+            if active.adopt_index_files(&*self.vfs, segment.base_offset, || !self.dir_replaced()) {
+                self.unload_cold_indexes(segment.base_offset);
+            }
             w.active = segment;
         }
         // Read after the scan: retention persists a new log start before it deletes
@@ -3132,6 +3138,43 @@ mod tests {
             rolled
         });
         assert!(rolled, "the writer's roll waited for another segment's index load");
+    }
+
+    /// A read-only log following a writer reads each segment as its tail, indexing it in
+    /// memory; once the writer sealed it (writing its index files), it is a sealed segment
+    /// like any other: a reader following a writer for weeks keeps at most
+    /// `LOADED_SEALED_INDEXES` of them in memory, not one per segment it followed.
+    #[test]
+    fn a_read_only_log_following_a_writer_keeps_only_a_few_sealed_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig::default().segment_bytes(4096).index_interval_bytes(512);
+        let writer = PartitionLog::open(dir.path(), config.clone()).unwrap();
+        append_numbered(&writer, 1);
+        let reader = PartitionLog::open_read_only(dir.path(), config).unwrap();
+        for i in 1..400u64 {
+            let record = Record::new()
+                .key(i.to_string())
+                .value(vec![7u8; 200])
+                .timestamp(1_000 + i as i64);
+            writer.append(&[record], Durability::Written).unwrap();
+            reader.refresh().unwrap();
+        }
+        assert_eq!(reader.log_end_offset(), 400);
+        let sealed = reader.segments.read().len() - 1;
+        assert!(sealed > 20, "{sealed} sealed segments");
+        assert!(
+            loaded_sealed(&reader) <= LOADED_SEALED_INDEXES,
+            "{} of {sealed} sealed segments keep their indexes",
+            loaded_sealed(&reader)
+        );
+        read_numbered(&reader, 400, || {});
+        for ts in [0, 1_000, 1_057, 1_399] {
+            assert_eq!(
+                reader.offset_for_timestamp(ts).unwrap(),
+                Some((ts - 1_000).max(0) as u64)
+            );
+        }
+        assert!(loaded_sealed(&reader) <= LOADED_SEALED_INDEXES);
     }
 
     /// A reader whose scan of its last segment stopped short (the writer was still writing

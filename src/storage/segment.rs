@@ -209,6 +209,41 @@ impl Segment {
         self.index.read().is_some()
     }
 
+    /// For a read-only log's segment that was its last, indexed in memory as it was
+    /// scanned, and is now sealed (the next one begins at `next_offset`): installs its index
+    /// files instead, if they describe it and `still_ours` (asked after they were read)
+    /// holds, so that they may be unloaded and loaded again. Returns whether it did; files
+    /// missing, invalid or unreadable leave the indexes in memory as they are.
+    pub fn adopt_index_files(&self, vfs: &dyn Vfs, next_offset: u64, still_ours: impl FnOnce() -> bool) -> bool {
+        let mut slot = self.index.write();
+        if self.retired.load(Ordering::Acquire) {
+            return false;
+        }
+        let max_bytes = self
+            .limits
+            .index_max_bytes
+            .max(self.size() / HEADER_LEN as u64 * OFFSET_ENTRY as u64);
+        match SegmentIndex::load_files(
+            vfs,
+            &self.index_path(),
+            &self.time_index_path(),
+            self.size(),
+            Some(next_offset),
+            max_bytes,
+        ) {
+            Ok(Some(index)) if still_ours() => {
+                *slot = Some(index);
+                self.index_on_disk.store(true, Ordering::Release);
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                tracing::debug!(segment = %self.log_path.display(), error = %e, "could not read the index files of a sealed segment");
+                false
+            }
+        }
+    }
+
     /// Whether the indexes are in memory, without waiting: `false` while another thread
     /// holds them for writing (loading, changing or unloading them).
     pub fn index_loaded_now(&self) -> bool {
