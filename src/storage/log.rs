@@ -2942,15 +2942,29 @@ mod tests {
         map.values().rev().skip(1).filter(|s| s.index_loaded()).count()
     }
 
-    /// Appends `n` records of 200-byte values, one per batch, timestamped `1_000 + i`.
+    /// Record `i` of a numbered log: key `i`, a 200-byte value, timestamp `1_000 + i`.
+    fn numbered(i: u64) -> Record {
+        Record::new()
+            .key(i.to_string())
+            .value(vec![7u8; 200])
+            .timestamp(1_000 + i as i64)
+    }
+
+    /// Appends numbered records `0..n`, one per batch.
     fn append_numbered(log: &PartitionLog, n: u64) {
         for i in 0..n {
-            let record = Record::new()
-                .key(i.to_string())
-                .value(vec![7u8; 200])
-                .timestamp(1_000 + i as i64);
-            log.append(&[record], Durability::Written).unwrap();
+            log.append(&[numbered(i)], Durability::Written).unwrap();
         }
+    }
+
+    /// A log in a fresh directory with 4 KiB segments (about 17 numbered records each)
+    /// holding numbered records `0..n`.
+    fn numbered_log(n: u64) -> (tempfile::TempDir, LogConfig, PartitionLog) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig::default().segment_bytes(4096).index_interval_bytes(512);
+        let log = PartitionLog::open(dir.path(), config.clone()).unwrap();
+        append_numbered(&log, n);
+        (dir, config, log)
     }
 
     /// Reads every record from the start, checking each offset and key.
@@ -2976,10 +2990,7 @@ mod tests {
     /// and loaded again from their files when used, with the same answers.
     #[test]
     fn only_a_few_sealed_segments_keep_their_indexes_in_memory() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = LogConfig::default().segment_bytes(4096).index_interval_bytes(512);
-        let log = PartitionLog::open(dir.path(), config.clone()).unwrap();
-        append_numbered(&log, 400);
+        let (dir, config, log) = numbered_log(400);
         let segments = log.segments.read().len();
         assert!(segments > 20, "{segments} segments");
         // Each roll unloads the coldest beyond the bound.
@@ -3018,10 +3029,7 @@ mod tests {
     /// the records asked for, and none waits for another for good.
     #[test]
     fn indexes_unloaded_under_concurrent_readers_and_a_writer_read_back_exactly() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = LogConfig::default().segment_bytes(4096).index_interval_bytes(512);
-        let log = PartitionLog::open(dir.path(), config).unwrap();
-        append_numbered(&log, 300);
+        let (_dir, _, log) = numbered_log(300);
         std::thread::scope(|s| {
             for reader in 0..4u64 {
                 let log = &log;
@@ -3055,11 +3063,7 @@ mod tests {
             });
             s.spawn(|| {
                 for i in 300..500u64 {
-                    let record = Record::new()
-                        .key(i.to_string())
-                        .value(vec![7u8; 200])
-                        .timestamp(1_000 + i as i64);
-                    assert_eq!(log.append(&[record], Durability::Written).unwrap().base_offset, i);
+                    assert_eq!(log.append(&[numbered(i)], Durability::Written).unwrap().base_offset, i);
                 }
             });
         });
@@ -3071,10 +3075,7 @@ mod tests {
     /// memory only) are never unloaded: loading them again would read the whole segment.
     #[test]
     fn indexes_not_on_disk_stay_loaded() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = LogConfig::default().segment_bytes(4096).index_interval_bytes(512);
-        let log = PartitionLog::open(dir.path(), config.clone()).unwrap();
-        append_numbered(&log, 100);
+        let (dir, config, log) = numbered_log(100);
         log.close().unwrap();
         for path in std::fs::read_dir(dir.path()).unwrap() {
             let path = path.unwrap().path();
@@ -3098,10 +3099,7 @@ mod tests {
     /// map, which would leave the writer's roll (and, behind it, every read) waiting too.
     #[test]
     fn a_slow_index_load_does_not_hold_up_the_writers_roll() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = LogConfig::default().segment_bytes(4096).index_interval_bytes(512);
-        let log = PartitionLog::open(dir.path(), config.clone()).unwrap();
-        append_numbered(&log, 100);
+        let (dir, config, log) = numbered_log(100);
         log.close().unwrap();
         let (in_tx, in_rx) = mpsc::channel::<()>();
         let (go_tx, go_rx) = mpsc::channel::<()>();
@@ -3146,17 +3144,10 @@ mod tests {
     /// `LOADED_SEALED_INDEXES` of them in memory, not one per segment it followed.
     #[test]
     fn a_read_only_log_following_a_writer_keeps_only_a_few_sealed_indexes() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = LogConfig::default().segment_bytes(4096).index_interval_bytes(512);
-        let writer = PartitionLog::open(dir.path(), config.clone()).unwrap();
-        append_numbered(&writer, 1);
+        let (dir, config, writer) = numbered_log(1);
         let reader = PartitionLog::open_read_only(dir.path(), config).unwrap();
         for i in 1..400u64 {
-            let record = Record::new()
-                .key(i.to_string())
-                .value(vec![7u8; 200])
-                .timestamp(1_000 + i as i64);
-            writer.append(&[record], Durability::Written).unwrap();
+            writer.append(&[numbered(i)], Durability::Written).unwrap();
             reader.refresh().unwrap();
         }
         assert_eq!(reader.log_end_offset(), 400);
