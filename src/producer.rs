@@ -833,7 +833,8 @@ impl Producer {
     /// without idempotence would.
     ///
     /// # Errors
-    /// As [`send`](Self::send). A routing error, a record too large alone
+    /// As [`send`](Self::send); a closed producer refuses even an empty slice with
+    /// [`Error::Closed`]. A routing error, a record too large alone
     /// ([`Error::RecordTooLarge`]) or one with a negative timestamp
     /// ([`Error::InvalidTimestamp`]) is found before anything is written: nothing of the call
     /// is stored then. On a later error (I/O), records of partitions already written stay
@@ -870,6 +871,9 @@ impl Producer {
 
     fn send_batch_inner(&self, records: &[ProducerRecord]) -> Result<BatchMetadata> {
         let shared = &self.handle.shared;
+        // Checked again under each partition's lock (a close may come in between); this one
+        // refuses a call with nothing to write, which takes no lock.
+        shared.check_open()?;
         let total = records.len();
         let groups = shared.group_by_partition(records)?;
         // A record too large alone, or with a negative timestamp, fails the whole call:

@@ -1212,6 +1212,11 @@ fn sends_after_close_are_refused_with_closed() {
         Err(Error::Closed { what }) => assert_eq!(what, "producer"),
         other => panic!("{other:?}"),
     }
+    // An empty batch too: a closed producer refuses every call, not only those with work.
+    match clone.send_batch(&[]) {
+        Err(Error::Closed { what }) => assert_eq!(what, "producer"),
+        other => panic!("{other:?}"),
+    }
     let (tx, rx) = std::sync::mpsc::channel();
     p.send_with_callback(ProducerRecord::new("t").value("x"), move |r| tx.send(r).unwrap());
     closed(rx.recv().unwrap());
