@@ -8,7 +8,7 @@
 //!   beginning and polling (`max_poll_records` 10,000) until it has every record, summing
 //!   key and value lengths. Both files stay in the page cache (warm reads for both).
 //! - `consume/poll_max_500`: the same with the default `max_poll_records` (500, Kafka's):
-//!   each poll returns part of what one read (up to `fetch_max_bytes`, 1 MiB) holds, and
+//!   each poll returns part of what one read (up to `max_partition_fetch_bytes`, 1 MiB) holds, and
 //!   the next polls take the rest from the batches kept.
 //! - `latency/send_to_poll`: one record at a time on two threads — the producer `send`s
 //!   (`Written`) a record carrying its send time, a consumer blocked in `poll` returns it,

@@ -11,7 +11,7 @@
 //! partitions another process appends to, instead re-checks the files every 50 ms while
 //! it waits: no append in this process can wake it.
 //!
-//! One read of a partition takes up to `fetch_max_bytes` of whole batches; what a poll
+//! One read of a partition takes up to `max_partition_fetch_bytes` of whole batches; what a poll
 //! does not return of them is kept for the next polls (as Kafka's fetcher keeps a fetch's
 //! records), which take it without reading or decompressing it again. A seek, a truncation
 //! of the log, or a log start moved past the position drops what was kept.
@@ -125,7 +125,7 @@ pub struct ConsumerConfig {
     auto_commit_interval: Duration,
     isolation: IsolationLevel,
     assignor: Arc<dyn Assignor>,
-    fetch_max_bytes: usize,
+    max_partition_fetch_bytes: usize,
 }
 
 impl Default for ConsumerConfig {
@@ -140,7 +140,7 @@ impl Default for ConsumerConfig {
             auto_commit_interval: Duration::from_secs(5),
             isolation: IsolationLevel::ReadUncommitted,
             assignor: Arc::new(RangeAssignor),
-            fetch_max_bytes: 1 << 20,
+            max_partition_fetch_bytes: 1 << 20,
         }
     }
 }
@@ -222,16 +222,17 @@ impl ConsumerConfig {
     }
 
     /// About how many bytes one read of one partition fetches: Kafka's
-    /// `max.partition.fetch.bytes` (whose default this is), not its per-request
-    /// `fetch.max.bytes`; a poll has no byte limit across partitions (`max_poll_records`
-    /// bounds it). A batch larger than this is still returned whole. Default = 1 MiB.
+    /// `max.partition.fetch.bytes`, with its default. There is no counterpart of Kafka's
+    /// per-request `fetch.max.bytes`: a poll has no byte limit across partitions
+    /// (`max_poll_records` bounds it). A batch larger than this is still returned whole.
+    /// Default = 1 MiB.
     ///
     /// What a poll read and did not return is kept for the next polls (as Kafka's fetcher
     /// keeps fetched records), so a consumer holds up to about this much per assigned
     /// partition between polls.
     #[must_use]
-    pub fn fetch_max_bytes(mut self, bytes: usize) -> Self {
-        self.fetch_max_bytes = bytes;
+    pub fn max_partition_fetch_bytes(mut self, bytes: usize) -> Self {
+        self.max_partition_fetch_bytes = bytes;
         self
     }
 
@@ -263,8 +264,8 @@ impl ConsumerConfig {
         if self.auto_commit_interval.is_zero() {
             return Err(Error::config("auto_commit_interval", "must be positive"));
         }
-        if self.fetch_max_bytes == 0 {
-            return Err(Error::config("fetch_max_bytes", "must be positive"));
+        if self.max_partition_fetch_bytes == 0 {
+            return Err(Error::config("max_partition_fetch_bytes", "must be positive"));
         }
         Ok(())
     }
@@ -675,7 +676,7 @@ struct Part {
     /// Batches a poll read but did not return all of, from the one holding the position
     /// on (as Kafka's fetcher keeps a fetch's records for the next polls): the next poll
     /// starts there instead of reading (and checking, and decompressing) them again. At
-    /// most one read's worth (`fetch_max_bytes`).
+    /// most one read's worth (`max_partition_fetch_bytes`).
     fetched: Kept,
     /// The log's truncation epoch before `fetched` was read: a truncation since may have
     /// removed some of them.
@@ -857,7 +858,7 @@ pub struct Consumer {
     pending_error: Option<(TopicPartition, u64, Error)>,
     /// The last fetch's read buffer, reused by the next fetch once the records the
     /// application got from it are dropped (one buffer per consumer, at most
-    /// `fetch_max_bytes`).
+    /// `max_partition_fetch_bytes`).
     spare: SpareBuffer,
     closed: bool,
 }
@@ -1502,7 +1503,7 @@ impl Consumer {
         }
         self.rotation = (self.rotation + 1) % count;
         let reset_policy = self.config.auto_offset_reset;
-        let fetch_bytes = self.config.fetch_max_bytes;
+        let fetch_bytes = self.config.max_partition_fetch_bytes;
         let subscribed = self.subscription.is_some();
         let mut parts: Vec<(&TopicPartition, &mut Part)> = self.parts.iter_mut().collect();
         parts.rotate_left(self.rotation);

@@ -3116,7 +3116,11 @@ fn a_failed_read_after_the_kept_batches_does_not_drop_their_records() {
     assert_eq!((first[1].base_offset(), first[1].size_bytes() > 8), (10, true));
     // Reads of one batch at a time: the first poll reads the first batch only.
     let mut c = broker
-        .consumer(ConsumerConfig::default().max_poll_records(7).fetch_max_bytes(a_len))
+        .consumer(
+            ConsumerConfig::default()
+                .max_poll_records(7)
+                .max_partition_fetch_bytes(a_len),
+        )
         .unwrap();
     c.assign(&[tp("t", 0)]).unwrap();
     c.seek(&tp("t", 0), 0).unwrap();
