@@ -9,7 +9,8 @@
 //! `send_batch`; a consumer group of two members reads everything and commits after each
 //! poll. Each partition keeps about 8 MiB (retention by size, 1 MiB segments). The program
 //! exits non-zero if memory or disk grew by more than a margin between the first and the
-//! last third of the run, or if the consumers fell behind for good.
+//! last third of the run, or if the consumers fell behind for good: once the producers stop,
+//! the group must commit every partition's end (lag 0) within 30 seconds.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -50,16 +51,18 @@ fn main() -> Res<()> {
             .retention_bytes(Some(8 << 20)),
     )?;
     let stop = Arc::new(AtomicBool::new(false));
+    // The consumers stop after the producers, once they caught up (or gave up).
+    let stop_consumers = Arc::new(AtomicBool::new(false));
     let produced = Arc::new(AtomicU64::new(0));
     let consumed = Arc::new(AtomicU64::new(0));
-    let mut threads = Vec::new();
+    let mut producers = Vec::new();
     for t in 0..2u64 {
         let (producer, stop, produced) = (
             broker.producer(ProducerConfig::default()),
             Arc::clone(&stop),
             Arc::clone(&produced),
         );
-        threads.push(std::thread::spawn(move || -> brooklet::Result<()> {
+        producers.push(std::thread::spawn(move || -> brooklet::Result<()> {
             let value = vec![b'v'; 100];
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
@@ -77,9 +80,10 @@ fn main() -> Res<()> {
             Ok(())
         }));
     }
+    let mut consumers = Vec::new();
     for _ in 0..2 {
-        let (broker, stop, consumed) = (broker.clone(), Arc::clone(&stop), Arc::clone(&consumed));
-        threads.push(std::thread::spawn(move || -> brooklet::Result<()> {
+        let (broker, stop, consumed) = (broker.clone(), Arc::clone(&stop_consumers), Arc::clone(&consumed));
+        consumers.push(std::thread::spawn(move || -> brooklet::Result<()> {
             let config = ConsumerConfig::group("soak")
                 .auto_offset_reset(OffsetReset::Earliest)
                 .enable_auto_commit(false)
@@ -116,8 +120,38 @@ fn main() -> Res<()> {
         samples.push((rss, disk));
     }
     stop.store(true, Ordering::Relaxed);
-    for t in threads {
+    for t in producers {
         t.join().map_err(|_| "a soak thread panicked")??;
+    }
+    // The producers are done: the group must reach the end of every partition.
+    let drain_deadline = Instant::now() + Duration::from_secs(30);
+    let lag = loop {
+        // A partition the group never committed lags by all it holds (the group itself is
+        // unknown if it committed nothing).
+        let lag: u64 = match broker.describe_group("soak") {
+            Ok(group) if group.partitions.len() == 4 => {
+                group.partitions.iter().map(|p| p.lag.unwrap_or(p.log_end_offset)).sum()
+            }
+            _ => broker
+                .describe_topic("soak")?
+                .partitions
+                .iter()
+                .map(|p| p.log_end_offset)
+                .sum(),
+        };
+        if lag == 0 || Instant::now() >= drain_deadline {
+            break lag;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    stop_consumers.store(true, Ordering::Relaxed);
+    for t in consumers {
+        t.join().map_err(|_| "a soak thread panicked")??;
+    }
+    if lag > 0 {
+        return Err(
+            format!("the consumers fell behind for good: lag {lag} records 30 s after the producers stopped").into(),
+        );
     }
     if samples.is_empty() {
         return Ok(());
