@@ -214,16 +214,33 @@ pub fn segment_files(dir: &Path) -> Result<Vec<PathBuf>> {
 /// and offsets, contiguous across segments — and every index file present against the
 /// batches it points at. A missing index file is not damage (open rebuilds it), nor is a
 /// valid one that describes another extent of the log (an older version, which open also
-/// rebuilds); an invalid one is. `on_segment` is called after each segment with its size in bytes (for progress).
+/// rebuilds); an invalid one is. A segment file that cannot be read is damage too, and the
+/// check goes on with the next one. `on_segment` is called after each segment with its size
+/// in bytes (for progress).
 ///
 /// # Errors
-/// [`Error::Io`] if a file cannot be read.
+/// [`Error::Io`] if the directory cannot be listed.
 pub fn verify_partition(dir: &Path, on_segment: &mut dyn FnMut(&Path, u64)) -> Result<PartitionCheck> {
     let mut check = PartitionCheck::default();
     let mut expected: Option<u64> = None;
     for path in segment_files(dir)? {
-        let dump = dump_segment(&path)?;
         check.segments += 1;
+        let dump = match dump_segment(&path) {
+            Ok(dump) => dump,
+            // A file that cannot be read (EIO from a bad sector, a permission) is damage to
+            // report beside the rest, not a reason to stop checking.
+            Err(Error::Io { source, .. }) => {
+                check.damage.push(Damage {
+                    path: path.clone(),
+                    position: None,
+                    reason: format!("cannot be read: {source}"),
+                });
+                expected = None;
+                on_segment(&path, std::fs::metadata(&path).map_or(0, |m| m.len()));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         check.bytes += dump.file_len;
         check.batches += dump.batches.len() as u64;
         check.records += dump.batches.iter().map(|b| u64::from(b.record_count)).sum::<u64>();

@@ -1711,3 +1711,50 @@ fn a_missing_partition_directory_is_not_called_a_missing_topic_table() {
         )
     );
 }
+
+/// A segment file that cannot be read (a bad sector's EIO, a permission; here a directory
+/// where a segment file belongs) is damage that `verify` reports, going on to check the
+/// rest and exiting with 2, rather than an error that stops the whole check with exit 1
+/// and hides the damage of every other file.
+#[test]
+fn verify_reports_an_unreadable_segment_as_damage_and_checks_the_rest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    ok(&dir, &["topics", "create", "orders", "--partitions", "2"]);
+    for p in ["0", "1"] {
+        let o = brooklet_with_stdin(&dir, &["produce", "orders", "--partition", p], "a\nb\n");
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let unreadable = dir.join("orders-0").join("00000000000000000002.log");
+    std::fs::create_dir(&unreadable).unwrap();
+    let damaged = dir.join("orders-1").join("00000000000000000000.log");
+    let mut bytes = std::fs::read(&damaged).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&damaged, &bytes).unwrap();
+
+    let o = brooklet(&dir, &["verify"]);
+    assert_eq!(o.status.code(), Some(2), "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    let damage: Vec<&str> = out.lines().filter(|l| l.starts_with("damaged: ")).collect();
+    assert_eq!(damage.len(), 3, "{out}");
+    assert!(
+        damage[0].starts_with("damaged: cannot open the directory read-only: "),
+        "{out}"
+    );
+    assert_eq!(
+        damage[1],
+        format!(
+            "damaged: {}: cannot be read: Is a directory (os error 21)",
+            unreadable.display()
+        )
+    );
+    assert!(
+        damage[2].starts_with(&format!(
+            "damaged: {} at byte 0: batch at offset 0: ",
+            damaged.display()
+        )),
+        "{out}"
+    );
+    assert!(out.lines().last().unwrap().starts_with("3 problem(s) found."), "{out}");
+}
