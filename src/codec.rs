@@ -57,6 +57,18 @@ impl<T, C: Encoder<T> + Decoder<T>> Codec<T> for C {}
 /// JSON via serde_json: what the Kafka tutorials send. Encodes any `Serialize` type and
 /// decodes any `DeserializeOwned` one.
 ///
+/// JSON has no NaN or infinity: serde_json encodes a non-finite `f32`/`f64` as `null`
+/// without an error, so such a record is sent, and its consumer, expecting a number, gets
+/// a [`PoisonRecord`] (an `Option<f64>` field reads back as `None`). Check floats before
+/// sending, or use [`Bincode`], which keeps them.
+///
+/// ```
+/// use brooklet::{Decoder, Encoder, Json};
+/// assert_eq!(&Json.encode(&f64::NAN)?[..], b"null");
+/// assert!(Decoder::<f64>::decode(&Json, b"null").is_err());
+/// # Ok::<(), brooklet::Error>(())
+/// ```
+///
 /// # Examples
 /// ```
 /// use brooklet::{Decoder, Encoder, Json};
@@ -127,7 +139,10 @@ impl Decoder<String> for Utf8 {
 /// then fails). bincode has no nesting limit: a recursive type (one holding a `Box` or
 /// `Vec` of itself) decoded from hostile bytes nests as deep as the bytes say, and a deep
 /// enough nesting overflows the thread's stack; decode such types from untrusted sources
-/// with [`Json`], which refuses more than 128 levels.
+/// with [`Json`], which refuses more than 128 levels. Nor does the limit bound the time of a
+/// sequence of a type that takes no bytes on the wire (`()`, a unit struct, `PhantomData`):
+/// a `Vec<()>` decodes as many elements as its length prefix says (ten hostile bytes can ask
+/// for 2^64, a loop that does not end), allocating nothing.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Bincode;
 
