@@ -1817,7 +1817,30 @@ impl PartitionLog {
 
     /// As [`read`](Self::read), reading into `spare`'s buffer when the caller has dropped
     /// what the last read returned (a consumer's polls).
+    ///
+    /// A read does not take the writer lock, so a [`truncate_to`](Self::truncate_to) may
+    /// cut the segment it reads, and new appends fill it again, between its index lookup
+    /// and its `pread`: the bytes at the position it looked up are then other batches, and
+    /// the walk finds them not continuing its offsets. That is not damage: a read that
+    /// fails with [`Error::Corrupt`] while a truncation was made reads again (only once per
+    /// truncation, so real damage is still reported).
     pub(crate) fn read_into(&self, offset: u64, max_bytes: usize, spare: &mut SpareBuffer) -> Result<Vec<RecordBatch>> {
+        // The truncations whose cut this read may have missed are those not yet in place
+        // for readers when it starts (`cuts_seen`), whatever it finds next; each of them
+        // bumps `truncations` first.
+        let mut seen = self.cuts_seen.load(Ordering::Acquire);
+        loop {
+            match self.read_once(offset, max_bytes, spare) {
+                Err(Error::Corrupt { .. }) if self.truncations.load(Ordering::Acquire) != seen => {
+                    seen = self.truncations.load(Ordering::Acquire);
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// One attempt of [`read_into`](Self::read_into).
+    fn read_once(&self, offset: u64, max_bytes: usize, spare: &mut SpareBuffer) -> Result<Vec<RecordBatch>> {
         if self.read_only && offset >= self.visible_end.load(Ordering::Acquire) {
             self.refresh()?;
         }
@@ -3324,5 +3347,121 @@ mod tests {
         );
         let batches = reader.read(5, 1 << 20).unwrap();
         assert_eq!(batches.iter().map(RecordBatch::base_offset).collect::<Vec<_>>(), [5]);
+    }
+
+    /// The OS file system, except that the first read of a segment `.log` by a thread
+    /// named `paused-reader` says so on `paused` and waits for `resume` before reading.
+    #[derive(Debug)]
+    struct PausedReadFs {
+        paused: Mutex<Option<mpsc::Sender<()>>>,
+        resume: Mutex<Option<mpsc::Receiver<()>>>,
+    }
+
+    #[derive(Debug)]
+    struct PausedReadFile {
+        inner: Box<dyn VfsFile>,
+        fs: Arc<PausedReadFs>,
+    }
+
+    impl VfsFile for PausedReadFile {
+        fn read_at(&self, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {
+            if std::thread::current().name() == Some("paused-reader") {
+                let paused = self.fs.paused.lock().take();
+                if let Some(paused) = paused {
+                    paused.send(()).unwrap();
+                    let resume = self.fs.resume.lock().take().unwrap();
+                    resume.recv().unwrap();
+                }
+            }
+            self.inner.read_at(buf, pos)
+        }
+        fn write_all_at(&self, buf: &[u8], pos: u64) -> std::io::Result<()> {
+            self.inner.write_all_at(buf, pos)
+        }
+        fn set_len(&self, len: u64) -> std::io::Result<()> {
+            self.inner.set_len(len)
+        }
+        fn file_size(&self) -> std::io::Result<u64> {
+            self.inner.file_size()
+        }
+        fn sync_data(&self) -> std::io::Result<()> {
+            self.inner.sync_data()
+        }
+    }
+
+    #[derive(Debug)]
+    struct PausedReadVfs(Arc<PausedReadFs>);
+
+    impl Vfs for PausedReadVfs {
+        fn open(&self, path: &Path, mode: OpenMode) -> std::io::Result<Box<dyn VfsFile>> {
+            let inner = OsFs.open(path, mode)?;
+            if parse_segment_name(path, LOG_SUFFIX).is_some() {
+                return Ok(Box::new(PausedReadFile {
+                    inner,
+                    fs: Arc::clone(&self.0),
+                }));
+            }
+            Ok(inner)
+        }
+        fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
+            OsFs.create_dir_all(path)
+        }
+        fn read_dir(&self, path: &Path) -> std::io::Result<Vec<PathBuf>> {
+            OsFs.read_dir(path)
+        }
+        fn remove_file(&self, path: &Path) -> std::io::Result<()> {
+            OsFs.remove_file(path)
+        }
+        fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+            OsFs.rename(from, to)
+        }
+        fn sync_dir(&self, path: &Path) -> std::io::Result<()> {
+            OsFs.sync_dir(path)
+        }
+    }
+
+    /// A read that looked up its position in the segment before a truncation cut the
+    /// segment, and read its bytes after new records were appended at the cut, found other
+    /// batches than its index entry named. It reported `Error::Corrupt` (damage, naming the
+    /// segment file) for an intact log; it reads again instead, and returns the records
+    /// the log now holds at the offset.
+    #[test]
+    fn a_read_racing_a_truncation_and_new_appends_is_not_reported_as_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let (paused_tx, paused) = mpsc::channel();
+        let (resume, resume_rx) = mpsc::channel();
+        let fs = Arc::new(PausedReadFs {
+            paused: Mutex::new(Some(paused_tx)),
+            resume: Mutex::new(Some(resume_rx)),
+        });
+        // One segment, an index entry at every batch.
+        let config = LogConfig::default().index_interval_bytes(1);
+        let log = Arc::new(PartitionLog::open_with_vfs(dir.path(), config, Arc::new(PausedReadVfs(fs))).unwrap());
+        append_numbered(&log, 40);
+        let reader = {
+            let log = Arc::clone(&log);
+            std::thread::Builder::new()
+                .name("paused-reader".into())
+                .spawn(move || log.read(30, 1 << 20))
+                .unwrap()
+        };
+        // The reader has its position (batch 30's, from the index) and the segment's size.
+        paused.recv().unwrap();
+        assert_eq!(log.truncate_to(10).unwrap(), 10);
+        // New records at 10.., in batches of another size than the old ones.
+        let new = |i: u64| {
+            Record::new()
+                .key(format!("new-{i}"))
+                .value(vec![9u8; 333])
+                .timestamp(5_000)
+        };
+        for i in 10..50 {
+            assert_eq!(log.append(&[new(i)], Durability::Written).unwrap().base_offset, i);
+        }
+        resume.send(()).unwrap();
+        let batches = reader.join().unwrap().unwrap();
+        let first = batches.first().unwrap().records().next().unwrap().unwrap();
+        assert_eq!(first.offset, 30);
+        assert_eq!(first.key.as_deref(), Some(&b"new-30"[..]));
     }
 }
