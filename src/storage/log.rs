@@ -1825,12 +1825,19 @@ impl PartitionLog {
     /// fails with [`Error::Corrupt`] while a truncation was made reads again (only once per
     /// truncation, so real damage is still reported).
     pub(crate) fn read_into(&self, offset: u64, max_bytes: usize, spare: &mut SpareBuffer) -> Result<Vec<RecordBatch>> {
-        // The truncations whose cut this read may have missed are those not yet in place
-        // for readers when it starts (`cuts_seen`), whatever it finds next; each of them
-        // bumps `truncations` first.
+        self.again_if_cut(|| self.read_once(offset, max_bytes, spare))
+    }
+
+    /// Runs `read` (a read of the log without the writer lock) and runs it again while it
+    /// fails with [`Error::Corrupt`] and a truncation it may have missed has been made
+    /// since (see [`read_into`](Self::read_into)): once per such truncation.
+    fn again_if_cut<T>(&self, mut read: impl FnMut() -> Result<T>) -> Result<T> {
+        // The truncations a read may have missed are those not yet in place for readers
+        // when it starts (`cuts_seen`), whatever it finds next; each bumps `truncations`
+        // first.
         let mut seen = self.cuts_seen.load(Ordering::Acquire);
         loop {
-            match self.read_once(offset, max_bytes, spare) {
+            match read() {
                 Err(Error::Corrupt { .. }) if self.truncations.load(Ordering::Acquire) != seen => {
                     seen = self.truncations.load(Ordering::Acquire);
                 }
@@ -2011,6 +2018,12 @@ impl PartitionLog {
     /// # Errors
     /// [`Error::Corrupt`] or [`Error::Io`] from reading the segments it searches.
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<u64>> {
+        // A truncation may cut a segment it reads, as for `read`.
+        self.again_if_cut(|| self.offset_for_timestamp_once(timestamp))
+    }
+
+    /// One attempt of [`offset_for_timestamp`](Self::offset_for_timestamp).
+    fn offset_for_timestamp_once(&self, timestamp: i64) -> Result<Option<u64>> {
         let start = self.log_start.load(Ordering::Acquire);
         let visible = self.visible_end.load(Ordering::Acquire);
         let segments: Vec<Arc<Segment>> = {
@@ -3463,5 +3476,41 @@ mod tests {
         let first = batches.first().unwrap().records().next().unwrap().unwrap();
         assert_eq!(first.offset, 30);
         assert_eq!(first.key.as_deref(), Some(&b"new-30"[..]));
+    }
+
+    /// The same race for a time lookup: it answers from the log as the truncation and the
+    /// new appends left it, not with `Error::Corrupt`.
+    #[test]
+    fn a_time_lookup_racing_a_truncation_and_new_appends_is_not_reported_as_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let (paused_tx, paused) = mpsc::channel();
+        let (resume, resume_rx) = mpsc::channel();
+        let fs = Arc::new(PausedReadFs {
+            paused: Mutex::new(Some(paused_tx)),
+            resume: Mutex::new(Some(resume_rx)),
+        });
+        let config = LogConfig::default().index_interval_bytes(1);
+        let log = Arc::new(PartitionLog::open_with_vfs(dir.path(), config, Arc::new(PausedReadVfs(fs))).unwrap());
+        append_numbered(&log, 40);
+        let reader = {
+            let log = Arc::clone(&log);
+            std::thread::Builder::new()
+                .name("paused-reader".into())
+                .spawn(move || log.offset_for_timestamp(1_030))
+                .unwrap()
+        };
+        paused.recv().unwrap();
+        assert_eq!(log.truncate_to(10).unwrap(), 10);
+        let new = |i: u64| {
+            Record::new()
+                .key(format!("new-{i}"))
+                .value(vec![9u8; 333])
+                .timestamp(5_000)
+        };
+        for i in 10..50 {
+            assert_eq!(log.append(&[new(i)], Durability::Written).unwrap().base_offset, i);
+        }
+        resume.send(()).unwrap();
+        assert_eq!(reader.join().unwrap().unwrap(), Some(10));
     }
 }
