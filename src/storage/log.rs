@@ -2651,7 +2651,7 @@ impl Opened {
             });
         }
 
-        let clean_end = Self::clean_end(vfs, &segments, marker.as_deref(), &limits)?;
+        let clean_end = Self::clean_end(vfs, &segments, marker.as_deref())?;
         let (next_offset, persisted_point) = match clean_end {
             Some(end) => {
                 recovery.clean_shutdown = true;
@@ -2707,12 +2707,7 @@ impl Opened {
 
     /// After a clean shutdown: the end offset, with the active segment's indexes loaded.
     /// `None` if there is no valid marker, or it does not match the files.
-    fn clean_end(
-        vfs: &dyn Vfs,
-        segments: &BTreeMap<u64, Arc<Segment>>,
-        marker: Option<&[u64]>,
-        limits: &Limits,
-    ) -> Result<Option<u64>> {
+    fn clean_end(vfs: &dyn Vfs, segments: &BTreeMap<u64, Arc<Segment>>, marker: Option<&[u64]>) -> Result<Option<u64>> {
         let (Some(&[end, active_base, active_size]), Some(active)) = (marker, segments.values().next_back()) else {
             return Ok(None);
         };
@@ -2725,7 +2720,7 @@ impl Opened {
             &active.time_index_path(),
             active_size,
             Some(end),
-            limits.index_max_bytes,
+            active.index_files_max_bytes(),
         )? {
             Some(index) => index,
             None => {
@@ -3363,11 +3358,13 @@ mod tests {
     }
 
     /// The OS file system, except that the first read of a segment `.log` by a thread
-    /// named `paused-reader` says so on `paused` and waits for `resume` before reading.
-    #[derive(Debug)]
+    /// named `paused-reader` says so on `paused` and waits for `resume` before reading, and
+    /// that reads of segment `.log` files are counted.
+    #[derive(Debug, Default)]
     struct PausedReadFs {
         paused: Mutex<Option<mpsc::Sender<()>>>,
         resume: Mutex<Option<mpsc::Receiver<()>>>,
+        log_reads: AtomicU64,
     }
 
     #[derive(Debug)]
@@ -3378,6 +3375,7 @@ mod tests {
 
     impl VfsFile for PausedReadFile {
         fn read_at(&self, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {
+            self.fs.log_reads.fetch_add(1, Ordering::Relaxed);
             if std::thread::current().name() == Some("paused-reader") {
                 let paused = self.fs.paused.lock().take();
                 if let Some(paused) = paused {
@@ -3446,6 +3444,7 @@ mod tests {
         let fs = Arc::new(PausedReadFs {
             paused: Mutex::new(Some(paused_tx)),
             resume: Mutex::new(Some(resume_rx)),
+            log_reads: AtomicU64::new(0),
         });
         // One segment, an index entry at every batch.
         let config = LogConfig::default().index_interval_bytes(1);
@@ -3488,6 +3487,7 @@ mod tests {
         let fs = Arc::new(PausedReadFs {
             paused: Mutex::new(Some(paused_tx)),
             resume: Mutex::new(Some(resume_rx)),
+            log_reads: AtomicU64::new(0),
         });
         let config = LogConfig::default().index_interval_bytes(1);
         let log = Arc::new(PartitionLog::open_with_vfs(dir.path(), config, Arc::new(PausedReadVfs(fs))).unwrap());
@@ -3512,5 +3512,32 @@ mod tests {
         }
         resume.send(()).unwrap();
         assert_eq!(reader.join().unwrap().unwrap(), Some(10));
+    }
+
+    /// Each clean close adds a time entry for the active segment's newest record when no
+    /// index entry has covered it yet, so a segment closed and reopened many times holds more
+    /// time entries than offset entries. Open capped the time index by `index_max_bytes`
+    /// alone and, past it, rebuilt both files by reading the whole active segment, at every
+    /// clean open from then on; the cap is now the segment's own (one entry per batch at
+    /// most), as for a sealed segment's files.
+    #[test]
+    fn a_clean_open_takes_the_time_index_that_many_closes_grew() {
+        // No offset entries (the interval is never reached); at most 8 (64 bytes, the least
+        // allowed) by the configured cap.
+        let config = LogConfig::default().index_max_bytes(64).index_interval_bytes(1 << 20);
+        let dir = tempfile::tempdir().unwrap();
+        let mut reads = Vec::new();
+        for records in 1..=12u64 {
+            let fs = Arc::new(PausedReadFs::default());
+            let log = PartitionLog::open_with_vfs(dir.path(), config.clone(), Arc::new(PausedReadVfs(Arc::clone(&fs))))
+                .unwrap();
+            assert!(log.recovery_report().clean_shutdown);
+            assert_eq!(log.recovery_report().log_end_offset, records - 1);
+            reads.push(fs.log_reads.load(Ordering::Relaxed));
+            log.append(&[numbered(records - 1)], Durability::Written).unwrap();
+            read_numbered(&log, records, || {});
+            log.close().unwrap();
+        }
+        assert_eq!(reads, [0; 12], "reads of the .log at each open");
     }
 }

@@ -209,6 +209,17 @@ impl Segment {
         self.index.read().is_some()
     }
 
+    /// The largest index file of this segment that is read: the configured
+    /// `index_max_bytes`, or more for a segment with more batches. A segment's index has at
+    /// most one entry per batch (the time index too, whose extra entries clean closes add
+    /// each carry a newer batch), so files written under a larger `index_max_bytes`, or grown
+    /// by many closes, stay loadable instead of being refused and rebuilt at every open.
+    pub fn index_files_max_bytes(&self) -> u64 {
+        self.limits
+            .index_max_bytes
+            .max(self.size() / HEADER_LEN as u64 * OFFSET_ENTRY as u64)
+    }
+
     /// For a read-only log's segment that was its last, indexed in memory as it was
     /// scanned, and is now sealed (the next one begins at `next_offset`): installs its index
     /// files instead, if they describe it and `still_ours` (asked after they were read)
@@ -219,10 +230,7 @@ impl Segment {
         if self.retired.load(Ordering::Acquire) {
             return false;
         }
-        let max_bytes = self
-            .limits
-            .index_max_bytes
-            .max(self.size() / HEADER_LEN as u64 * OFFSET_ENTRY as u64);
+        let max_bytes = self.index_files_max_bytes();
         match SegmentIndex::load_files(
             vfs,
             &self.index_path(),
@@ -348,13 +356,7 @@ impl Segment {
             if slot.is_none() {
                 let (index_path, time_path) = (self.index_path(), self.time_index_path());
                 let retired = self.retired.load(Ordering::Acquire);
-                // Files written under a larger `index_max_bytes` stay loadable after it is
-                // lowered (else every open would refuse and rebuild them): a segment's index
-                // has at most one entry per batch, so its size is bounded by the segment's.
-                let max_bytes = self
-                    .limits
-                    .index_max_bytes
-                    .max(self.size() / HEADER_LEN as u64 * OFFSET_ENTRY as u64);
+                let max_bytes = self.index_files_max_bytes();
                 let loaded = if retired {
                     None
                 } else {
