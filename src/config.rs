@@ -264,8 +264,6 @@ pub(crate) struct Limits {
     pub index_interval: u32,
     /// Largest index file read whole; a larger one is invalid and rebuilt.
     pub index_max_bytes: u64,
-    /// Check each batch's CRC on read.
-    pub verify_checksums: bool,
 }
 
 impl LogConfig {
@@ -273,7 +271,6 @@ impl LogConfig {
         Limits {
             index_interval: self.index_interval_bytes,
             index_max_bytes: u64::from(self.index_max_bytes),
-            verify_checksums: self.verify_checksums,
         }
     }
 }

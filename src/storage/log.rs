@@ -358,6 +358,8 @@ pub struct PartitionLog {
     config: RwLock<LogConfig>,
     /// `config`'s effective batch limit, read by every producer send without a lock.
     max_batch_bytes: AtomicU32,
+    /// `config.verify_checksums`, read by every fetch without a lock.
+    verify_checksums: AtomicBool,
     vfs: Arc<dyn Vfs>,
     _lock: Option<DirLock>,
     segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
@@ -507,6 +509,7 @@ impl PartitionLog {
         };
         PartitionLog {
             max_batch_bytes: AtomicU32::new(o.config.effective_max_batch_bytes()),
+            verify_checksums: AtomicBool::new(o.config.verify_checksums),
             config: RwLock::new(o.config.clone()),
             vfs: o.vfs,
             _lock: o.lock,
@@ -1090,7 +1093,8 @@ impl PartitionLog {
 
     /// Changes the log's settings while it is open (as Kafka applies a topic's altered
     /// configuration to its live logs). Each takes effect at its next use: the batch limit,
-    /// timestamp type, index interval and write buffer at the next append; `segment_bytes`,
+    /// timestamp type, index interval and write buffer at the next append; `verify_checksums`
+    /// at the next read; `segment_bytes`,
     /// `segment_ms` and the index size at the next append's roll check (a segment already
     /// past a lowered `segment_bytes` is rolled then); retention at the next roll or
     /// [`enforce_retention`](Self::enforce_retention). Stored batches are never rewritten,
@@ -1127,6 +1131,7 @@ impl PartitionLog {
         let mut w = self.writer.lock();
         self.max_batch_bytes
             .store(config.effective_max_batch_bytes(), Ordering::Release);
+        self.verify_checksums.store(config.verify_checksums, Ordering::Release);
         *self.config.write() = config.clone();
         w.config = config;
         Ok(())
@@ -1924,7 +1929,8 @@ impl PartitionLog {
         let mut attempt = || -> Result<Fetched> {
             let entry = self.index_of(segment)?.lookup((offset - segment.base_offset) as u32);
             let expected = segment.base_offset + u64::from(entry.relative_offset);
-            segment.fetch(u64::from(entry.position), expected, offset, max_bytes, spare)
+            let verify = self.verify_checksums.load(Ordering::Acquire);
+            segment.fetch(u64::from(entry.position), expected, offset, max_bytes, verify, spare)
         };
         match attempt() {
             Err(Error::Corrupt { .. }) if self.is_sealed(segment) => {
@@ -3539,5 +3545,38 @@ mod tests {
             log.close().unwrap();
         }
         assert_eq!(reads, [0; 12], "reads of the .log at each open");
+    }
+
+    /// `verify_checksums` changed by `set_config` applies to the next read, in segments
+    /// already open too. It was fixed in each segment when the segment was opened, so a
+    /// log switched to checking went on serving unchecked bytes until reopened.
+    #[test]
+    fn verify_checksums_set_while_open_applies_to_the_next_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig::default().verify_checksums(false);
+        let log = PartitionLog::open(dir.path(), config.clone()).unwrap();
+        append_numbered(&log, 3);
+        // A byte of record 0's value (200 bytes after the 61-byte batch header and the
+        // record's first few bytes), which no parse checks: only the CRC can tell.
+        let path = dir.path().join("00000000000000000000.log");
+        let mut bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes[100], 7);
+        bytes[100] = 8;
+        std::fs::write(&path, &bytes).unwrap();
+
+        let first_value = |log: &PartitionLog| -> Result<Vec<u8>> {
+            let batches = log.read(0, 1 << 20)?;
+            let record = batches[0].records().next().unwrap()?;
+            Ok(record.value.unwrap().to_vec())
+        };
+        let flipped = |value: Vec<u8>| (value.len(), value.iter().filter(|&&b| b == 8).count());
+        assert_eq!(flipped(first_value(&log).unwrap()), (200, 1));
+        log.set_config(config.clone().verify_checksums(true)).unwrap();
+        match first_value(&log) {
+            Err(Error::Corrupt { path: at, position, .. }) => assert_eq!((at, position), (path.clone(), 0)),
+            other => panic!("{other:?}"),
+        }
+        log.set_config(config).unwrap();
+        assert_eq!(flipped(first_value(&log).unwrap()), (200, 1));
     }
 }

@@ -505,7 +505,8 @@ impl Segment {
 
     /// Reads whole batches from `pos`, where a batch with base offset `expected` starts (an
     /// index entry, or the segment start), skipping those that end before `target`, up to
-    /// `max_bytes` (but always the first batch, however large). Reads never pass `size`.
+    /// `max_bytes` (but always the first batch, however large), checking their CRCs if
+    /// `verify`. Reads never pass `size`.
     ///
     /// Base offsets and lengths sit outside the CRC, so every batch walked must continue the
     /// offsets from `expected` and end inside `size`; anything else is reported as corrupt
@@ -519,6 +520,7 @@ impl Segment {
         mut expected: u64,
         target: u64,
         max_bytes: usize,
+        verify: bool,
         spare: &mut SpareBuffer,
     ) -> Result<Fetched> {
         let size = self.size();
@@ -597,9 +599,9 @@ impl Segment {
                         batches: Vec::new(),
                     });
                 };
-                return self.decode_all(&whole, pos);
+                return self.decode_all(&whole, pos, verify);
             }
-            return self.decode_all(&buf.slice(at..), pos + at as u64);
+            return self.decode_all(&buf.slice(at..), pos + at as u64, verify);
         }
     }
 
@@ -638,9 +640,8 @@ impl Segment {
     }
 
     /// Decodes every complete batch at the front of `buf` (which starts at file position
-    /// `pos`); a partial batch at the end is left out.
-    fn decode_all(&self, buf: &Bytes, pos: u64) -> Result<Fetched> {
-        let verify = self.limits.verify_checksums;
+    /// `pos`), checking each one's CRC if `verify`; a partial batch at the end is left out.
+    fn decode_all(&self, buf: &Bytes, pos: u64, verify: bool) -> Result<Fetched> {
         let mut batches = Vec::new();
         let mut at = 0usize;
         while at < buf.len() {
