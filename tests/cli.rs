@@ -1721,16 +1721,20 @@ fn verify_reports_an_unreadable_segment_as_damage_and_checks_the_rest() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
     ok(&dir, &["topics", "create", "orders", "--partitions", "2"]);
+    // One batch per call: two batches per partition, whatever `produce`'s batching.
     for p in ["0", "1"] {
-        let o = brooklet_with_stdin(&dir, &["produce", "orders", "--partition", p], "a\nb\n");
-        assert!(o.status.success(), "{}", stderr(&o));
+        for line in ["a\n", "b\n"] {
+            let o = brooklet_with_stdin(&dir, &["produce", "orders", "--partition", p], line);
+            assert!(o.status.success(), "{}", stderr(&o));
+        }
     }
     let unreadable = dir.join("orders-0").join("00000000000000000002.log");
     std::fs::create_dir(&unreadable).unwrap();
     let damaged = dir.join("orders-1").join("00000000000000000000.log");
     let mut bytes = std::fs::read(&damaged).unwrap();
-    let last = bytes.len() - 1;
-    bytes[last] ^= 0xff;
+    // The first record's attributes, right after the 61-byte batch header and the record's
+    // one-byte length: the first batch's checksum no longer matches.
+    bytes[62] ^= 0xff;
     std::fs::write(&damaged, &bytes).unwrap();
 
     let o = brooklet(&dir, &["verify"]);
