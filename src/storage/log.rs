@@ -3437,13 +3437,11 @@ mod tests {
         }
     }
 
-    /// A read that looked up its position in the segment before a truncation cut the
-    /// segment, and read its bytes after new records were appended at the cut, found other
-    /// batches than its index entry named. It reported `Error::Corrupt` (damage, naming the
-    /// segment file) for an intact log; it reads again instead, and returns the records
-    /// the log now holds at the offset.
-    #[test]
-    fn a_read_racing_a_truncation_and_new_appends_is_not_reported_as_corrupt() {
+    /// Runs `read` on a thread that pauses at its first read of a segment file, in a log
+    /// of 40 numbered records with an index entry at every batch; meanwhile truncates the
+    /// log to 10 and appends 40 new records (keys `new-10`…, 333-byte values, another batch
+    /// size than the old ones, timestamp 5,000), then lets the read go on. Returns its result.
+    fn race_a_truncation<T: Send + 'static>(read: impl FnOnce(&PartitionLog) -> T + Send + 'static) -> T {
         let dir = tempfile::tempdir().unwrap();
         let (paused_tx, paused) = mpsc::channel();
         let (resume, resume_rx) = mpsc::channel();
@@ -3452,7 +3450,6 @@ mod tests {
             resume: Mutex::new(Some(resume_rx)),
             log_reads: AtomicU64::new(0),
         });
-        // One segment, an index entry at every batch.
         let config = LogConfig::default().index_interval_bytes(1);
         let log = Arc::new(PartitionLog::open_with_vfs(dir.path(), config, Arc::new(PausedReadVfs(fs))).unwrap());
         append_numbered(&log, 40);
@@ -3460,24 +3457,31 @@ mod tests {
             let log = Arc::clone(&log);
             std::thread::Builder::new()
                 .name("paused-reader".into())
-                .spawn(move || log.read(30, 1 << 20))
+                .spawn(move || read(&log))
                 .unwrap()
         };
-        // The reader has its position (batch 30's, from the index) and the segment's size.
+        // The reader has its position (from the index) and the segment's size.
         paused.recv().unwrap();
         assert_eq!(log.truncate_to(10).unwrap(), 10);
-        // New records at 10.., in batches of another size than the old ones.
-        let new = |i: u64| {
-            Record::new()
+        for i in 10..50 {
+            let new = Record::new()
                 .key(format!("new-{i}"))
                 .value(vec![9u8; 333])
-                .timestamp(5_000)
-        };
-        for i in 10..50 {
-            assert_eq!(log.append(&[new(i)], Durability::Written).unwrap().base_offset, i);
+                .timestamp(5_000);
+            assert_eq!(log.append(&[new], Durability::Written).unwrap().base_offset, i);
         }
         resume.send(()).unwrap();
-        let batches = reader.join().unwrap().unwrap();
+        reader.join().unwrap()
+    }
+
+    /// A read that looked up its position in the segment before a truncation cut the
+    /// segment, and read its bytes after new records were appended at the cut, found other
+    /// batches than its index entry named. It reported `Error::Corrupt` (damage, naming the
+    /// segment file) for an intact log; it reads again instead, and returns the records
+    /// the log now holds at the offset.
+    #[test]
+    fn a_read_racing_a_truncation_and_new_appends_is_not_reported_as_corrupt() {
+        let batches = race_a_truncation(|log| log.read(30, 1 << 20)).unwrap();
         let first = batches.first().unwrap().records().next().unwrap().unwrap();
         assert_eq!(first.offset, 30);
         assert_eq!(first.key.as_deref(), Some(&b"new-30"[..]));
@@ -3487,37 +3491,10 @@ mod tests {
     /// new appends left it, not with `Error::Corrupt`.
     #[test]
     fn a_time_lookup_racing_a_truncation_and_new_appends_is_not_reported_as_corrupt() {
-        let dir = tempfile::tempdir().unwrap();
-        let (paused_tx, paused) = mpsc::channel();
-        let (resume, resume_rx) = mpsc::channel();
-        let fs = Arc::new(PausedReadFs {
-            paused: Mutex::new(Some(paused_tx)),
-            resume: Mutex::new(Some(resume_rx)),
-            log_reads: AtomicU64::new(0),
-        });
-        let config = LogConfig::default().index_interval_bytes(1);
-        let log = Arc::new(PartitionLog::open_with_vfs(dir.path(), config, Arc::new(PausedReadVfs(fs))).unwrap());
-        append_numbered(&log, 40);
-        let reader = {
-            let log = Arc::clone(&log);
-            std::thread::Builder::new()
-                .name("paused-reader".into())
-                .spawn(move || log.offset_for_timestamp(1_030))
-                .unwrap()
-        };
-        paused.recv().unwrap();
-        assert_eq!(log.truncate_to(10).unwrap(), 10);
-        let new = |i: u64| {
-            Record::new()
-                .key(format!("new-{i}"))
-                .value(vec![9u8; 333])
-                .timestamp(5_000)
-        };
-        for i in 10..50 {
-            assert_eq!(log.append(&[new(i)], Durability::Written).unwrap().base_offset, i);
-        }
-        resume.send(()).unwrap();
-        assert_eq!(reader.join().unwrap().unwrap(), Some(10));
+        assert_eq!(
+            race_a_truncation(|log| log.offset_for_timestamp(1_030)).unwrap(),
+            Some(10)
+        );
     }
 
     /// Each clean close adds a time entry for the active segment's newest record when no
