@@ -1189,6 +1189,77 @@ fn truncate_to_lowers_a_recovery_point_whose_checkpoint_failed_after_its_rename(
     assert_eq!(log.recovery_report().log_end_offset, cut);
 }
 
+/// Protects: a segment whose files a retention deletion failed to remove is deleted by
+/// the next retention check, not left on disk (and out of `size_bytes`) until the log is
+/// reopened. Retention takes two segments; removing the second one's `.log` fails once.
+#[test]
+fn a_failed_retention_deletion_is_retried_by_the_next_check() {
+    let config = LogConfig::default().segment_bytes(4096);
+    let dir = tempfile::tempdir().unwrap();
+    let (disk, log) = open_faulty(dir.path(), &config);
+    let log = log.unwrap();
+    let mut b = 0;
+    while log.segment_count() < 4 {
+        log.append(&batch(b), Durability::Written).unwrap();
+        b += 1;
+    }
+    let end = log.log_end_offset();
+    let bases: Vec<u64> = segment_files(dir.path());
+    assert_eq!(bases.len(), 4, "{bases:?}");
+    let size_of = |base: u64| fs::metadata(dir.path().join(format!("{base:020}.log"))).unwrap().len();
+    let (first, second) = (size_of(bases[0]), size_of(bases[1]));
+    let before = log.size_bytes();
+    // Keep only the last two segments.
+    let keep = before - first - second;
+    log.set_config(config.clone().retention_bytes(Some(keep))).unwrap();
+    // Removals 1–3 are the first segment's .log, .index and .timeindex; the 4th is the
+    // second segment's .log.
+    disk.inject(Fault {
+        op: FaultOp::Remove,
+        nth: 4,
+        errno: EIO,
+        forever: false,
+    });
+    let err = log.enforce_retention().unwrap_err();
+    assert_eq!(raw_os_error(&err), Some(EIO), "{err}");
+    assert!(err.to_string().contains(&format!("{:020}.log", bases[1])), "{err}");
+    // Both segments are out of the log; the second one's files are still there, and counted.
+    assert_eq!(log.log_start_offset(), bases[2]);
+    assert_eq!(log.segment_count(), 2);
+    assert_eq!(segment_files(dir.path()), bases[1..].to_vec());
+    assert_eq!(log.size_bytes(), before - first);
+
+    // The next check deletes them, and reports it.
+    let report = log.enforce_retention().unwrap();
+    assert_eq!(report.segments_deleted, vec![bases[1]]);
+    assert_eq!(report.bytes_deleted, second);
+    assert_eq!(report.log_start_offset, bases[2]);
+    assert_eq!(segment_files(dir.path()), bases[2..].to_vec());
+    assert_eq!(log.size_bytes(), keep);
+    let read = read_from(&log, bases[2], "after the retried deletion");
+    assert_eq!(read.first().map(|r| r.offset), Some(bases[2]));
+    assert_eq!(read.last().map(|r| r.offset), Some(end - 1));
+}
+
+/// The base offsets of the segment files (`.log`, `.index` or `.timeindex`) in `dir`,
+/// sorted and deduplicated.
+fn segment_files(dir: &Path) -> Vec<u64> {
+    let mut bases: Vec<u64> = fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            let (stem, ext) = name.split_once('.')?;
+            ["log", "index", "timeindex"]
+                .contains(&ext)
+                .then(|| stem.parse().ok())
+                .flatten()
+        })
+        .collect();
+    bases.sort_unstable();
+    bases.dedup();
+    bases
+}
+
 // ---------------------------------------------------------------------------------------
 // 7. Errors at close
 // ---------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@
 //! files opened from it) fails with `EIO`, as if the machine had stopped; reopen the
 //! directory with [`OsFs`](super::io::OsFs) or a new `FaultFs`.
 //!
-//! Errors are injected by [`FaultFs::inject`]: fail the Nth write, sync, rename or truncate
+//! Errors are injected by [`FaultFs::inject`]: fail the Nth write, sync, rename, truncate or removal
 //! with `ENOSPC` or `EIO`, once or from then on. A failed write first writes half of its
 //! buffer, as a real short write may.
 //!
@@ -66,6 +66,8 @@ pub enum FaultOp {
     SetLen,
     /// `preallocate` (a hint: the log carries on without the reservation).
     Preallocate,
+    /// `remove_file`.
+    Remove,
 }
 
 /// An error to inject: the `nth` operation of class `op` (counted from 1, from when the
@@ -305,7 +307,7 @@ impl Vfs for FaultFs {
     }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         let mut s = self.state.lock();
-        s.alive()?;
+        s.check(FaultOp::Remove)?;
         OsFs.remove_file(path)?;
         s.names.remove(path);
         Ok(())

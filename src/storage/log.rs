@@ -30,9 +30,10 @@
 //!   trusted only if the size still matches, and removed (durably) before the first append,
 //!   so a later crash is never mistaken for a clean stop.
 //! - **Retention** persists the new log start offset before deleting files; open finishes an
-//!   interrupted deletion. **Truncation** first lowers and persists the recovery point to
-//!   the new end, then deletes later segments highest first, then cuts and syncs the segment
-//!   holding the cut: a crash midway leaves a prefix of the old log, never a hole (see
+//!   interrupted deletion; a deletion that fails is retried by the next retention check.
+//!   **Truncation** first lowers and persists the recovery point to the new end, then
+//!   deletes later segments highest first, then cuts and syncs the segment holding the
+//!   cut: a crash midway leaves a prefix of the old log, never a hole (see
 //!   [`PartitionLog::truncate_to`]). A failure after its first deletion poisons the log.
 //! - **Failed fsync.** After `fdatasync` fails the kernel may have dropped the dirty pages, so
 //!   the log is poisoned: appends and flushes return [`Error::Poisoned`] until it is reopened
@@ -312,6 +313,10 @@ struct Writer {
     next_offset: u64,
     /// Sealed segments written since the last sync.
     unsynced_sealed: Vec<Arc<Segment>>,
+    /// Segments retention took out of the log (they are below the log start) whose files
+    /// a failed deletion left, oldest first: the next retention check deletes them before
+    /// anything else.
+    undeleted: Vec<Arc<Segment>>,
     /// A segment file was created since the last directory sync.
     dir_dirty: bool,
     /// When the active segment got its first append in this process (for `segment_ms`).
@@ -387,6 +392,8 @@ pub struct PartitionLog {
     /// saw no record cut by a truncation counted in it.
     cuts_seen: AtomicU64,
     log_start: AtomicU64,
+    /// Bytes of the segments in `Writer::undeleted`, counted by `size_bytes`.
+    undeleted_bytes: AtomicU64,
     /// The value in the `recovery-point` file (written under the sync turn only); after a
     /// failed write of it, the higher of the values it may hold.
     recovery_point: AtomicU64,
@@ -520,6 +527,7 @@ impl PartitionLog {
                 buffer: Vec::new(),
                 next_offset: o.next_offset,
                 unsynced_sealed: Vec::new(),
+                undeleted: Vec::new(),
                 dir_dirty: false,
                 active_since: o.active_since,
                 scratch: EncodeScratch::default(),
@@ -534,6 +542,7 @@ impl PartitionLog {
             truncations: AtomicU64::new(0),
             cuts_seen: AtomicU64::new(0),
             log_start: AtomicU64::new(o.log_start),
+            undeleted_bytes: AtomicU64::new(0),
             recovery_point: AtomicU64::new(o.recovery_point),
             recovery_point_behind: AtomicBool::new(false),
             visible_end: AtomicU64::new(o.next_offset),
@@ -1172,10 +1181,13 @@ impl PartitionLog {
         self.synced_end.load(Ordering::Acquire)
     }
 
-    /// Total bytes of the log's segment files (buffered bytes excluded).
+    /// Total bytes of the log's segment files (buffered bytes excluded), counting the files
+    /// of segments retention could not delete yet (see
+    /// [`enforce_retention`](Self::enforce_retention)).
     #[must_use]
     pub fn size_bytes(&self) -> u64 {
-        self.segments.read().values().map(|s| s.size()).sum()
+        let live: u64 = self.segments.read().values().map(|s| s.size()).sum();
+        live + self.undeleted_bytes.load(Ordering::Acquire)
     }
 
     /// Number of segments, the active one included.
@@ -2081,6 +2093,11 @@ impl PartitionLog {
     /// Size retention follows Kafka: a segment goes only if the log stays at or above
     /// `retention_bytes` without it, so the log may exceed the limit by up to one segment.
     ///
+    /// A segment whose files cannot be deleted (the call fails with the error) is out of
+    /// the log all the same — its records are below the log start — but its files stay
+    /// counted in [`size_bytes`](Self::size_bytes), and the next retention check deletes
+    /// them before anything else.
+    ///
     /// # Errors
     /// [`Error::Io`] if the log start offset cannot be persisted or a file not deleted;
     /// [`Error::Poisoned`] after a failed fsync; [`Error::ReadOnly`] for a log opened
@@ -2122,7 +2139,7 @@ impl PartitionLog {
                 .map(|(s, &next)| (Arc::clone(s), next))
                 .collect()
         };
-        let mut total: u64 = self.size_bytes();
+        let mut total: u64 = self.segments.read().values().map(|s| s.size()).sum();
         let mut doomed = Vec::new();
         for (segment, next_base) in candidates {
             let size = segment.size();
@@ -2138,16 +2155,12 @@ impl PartitionLog {
             new_start = new_start.max(next_base);
             doomed.push(segment);
         }
-        if doomed.is_empty() {
-            return Ok(RetentionReport {
-                log_start_offset: new_start,
-                ..RetentionReport::default()
-            });
-        }
         self.delete_segments_below(w, new_start, doomed)
     }
 
-    /// Persists `new_start` as the log start offset, then deletes `doomed` segments.
+    /// Persists `new_start` as the log start offset, takes the `doomed` segments (all below
+    /// it) out of the log, then deletes their files and those of segments an earlier
+    /// deletion left.
     fn delete_segments_below(
         &self,
         w: &mut Writer,
@@ -2158,11 +2171,7 @@ impl PartitionLog {
             checkpoint::write(&*self.vfs, &self.dir.join(LOG_START_FILE), &[new_start])?;
             self.log_start.store(new_start, Ordering::Release);
         }
-        let mut report = RetentionReport {
-            log_start_offset: new_start,
-            ..RetentionReport::default()
-        };
-        {
+        if !doomed.is_empty() {
             let mut map = self.segments.write();
             for segment in &doomed {
                 map.remove(&segment.base_offset);
@@ -2172,18 +2181,44 @@ impl PartitionLog {
         doomed.iter().for_each(|s| s.retire());
         w.unsynced_sealed
             .retain(|s| !doomed.iter().any(|d| d.base_offset == s.base_offset));
-        for segment in doomed {
-            remove_segment_files(&*self.vfs, &self.dir, segment.base_offset)?;
-            report.bytes_deleted += segment.size();
-            report.segments_deleted.push(segment.base_offset);
-        }
+        let doomed_bytes: u64 = doomed.iter().map(|s| s.size()).sum();
+        self.undeleted_bytes.fetch_add(doomed_bytes, Ordering::AcqRel);
+        w.undeleted.extend(doomed);
+        let mut report = RetentionReport {
+            log_start_offset: new_start,
+            ..RetentionReport::default()
+        };
+        let removed = self.remove_undeleted(w, &mut report);
         if !report.segments_deleted.is_empty() {
             self.vfs
                 .sync_dir(&self.dir)
                 .map_err(|e| Error::io("sync directory", &self.dir, e))?;
             tracing::info!(dir = %self.dir.display(), segments = report.segments_deleted.len(), bytes = report.bytes_deleted, log_start_offset = new_start, "retention deleted segments");
         }
-        Ok(report)
+        removed.map(|()| report)
+    }
+
+    /// Deletes the files of the segments in `w.undeleted`, oldest first, noting each in
+    /// `report`. A deletion that fails stops there: that segment and those after it stay
+    /// listed, for the next retention check to try again. (Their offsets are below the log
+    /// start, which never goes back while the log is open, so no segment created later
+    /// owns their paths; and should the process stop first, open deletes every segment
+    /// wholly below the log start.)
+    fn remove_undeleted(&self, w: &mut Writer, report: &mut RetentionReport) -> Result<()> {
+        let mut deleted = 0;
+        let mut result = Ok(());
+        for segment in &w.undeleted {
+            if let Err(e) = remove_segment_files(&*self.vfs, &self.dir, segment.base_offset) {
+                result = Err(e);
+                break;
+            }
+            deleted += 1;
+            self.undeleted_bytes.fetch_sub(segment.size(), Ordering::AcqRel);
+            report.bytes_deleted += segment.size();
+            report.segments_deleted.push(segment.base_offset);
+        }
+        w.undeleted.drain(..deleted);
+        result
     }
 
     /// Advances the log start offset to `offset` (Kafka's `DeleteRecords`): records below
