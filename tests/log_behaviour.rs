@@ -1258,10 +1258,19 @@ fn truncate_to_cuts_at_batch_boundaries_across_segments() {
     assert_eq!(read_all(&log), expected_up_to(54));
     assert_eq!(log.append(&batch(54), Durability::Written).unwrap().base_offset, 54);
 
-    // Below the log start: refused.
+    // Below the log start: every record goes, and the log restarts empty at its start,
+    // which does not move back (offsets below it are never given out again).
     assert_eq!(log.delete_records_before(31).unwrap(), 31);
-    assert_eq!(out_of_range(log.truncate_to(30)), (30, 31, 57));
-    assert_eq!(log.log_end_offset(), 57);
+    assert_eq!(log.truncate_to(7).unwrap(), 31);
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (31, 31));
+    assert!(log.read(31, 1 << 20).unwrap().is_empty());
+    assert_eq!(segment_bases(dir.path()), vec![31]);
+    let info = log.append(&batch(31), Durability::Written).unwrap();
+    assert_eq!(info.base_offset, 31);
+    log.close().unwrap();
+    let log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (31, 34));
+    assert_eq!(read_all(&log).first().map(|r| r.offset), Some(31));
 }
 
 #[test]

@@ -2272,6 +2272,12 @@ impl PartitionLog {
     /// `offset` falls inside a batch, at the start of that batch (batches are never split).
     /// Returns the new log end offset. The cut is synced before the call returns.
     ///
+    /// Nothing readable stays when `offset` is at or below the log start (or the batch
+    /// holding it starts below the log start): the log is left empty, ending where it starts,
+    /// as Kafka's log truncates fully. Unlike Kafka, which then starts the log at `offset`,
+    /// the log start never moves back: an offset below it was given to a record once, and is
+    /// not given to another.
+    ///
     /// The offsets past the new end will be given to new records. So that no reader takes
     /// those for records it already read (and skips them), as Kafka's consumers detect a
     /// truncation of their partition's log (KIP-320): for a [`Broker`](crate::Broker)'s log,
@@ -2300,10 +2306,9 @@ impl PartitionLog {
     /// removed before its fsync was acknowledged fails with [`Error::Truncated`].
     ///
     /// # Errors
-    /// [`Error::OffsetOutOfRange`] if `offset` is below the log start; [`Error::Corrupt`] if
-    /// no stored batch holds `offset` (damage, or a segment file shortened under the log:
-    /// nothing is cut); [`Error::Io`] if a write, truncation, deletion or sync fails; [`Error::Poisoned`] after an earlier
-    /// failed fsync (or a failed step 2 or 3); [`Error::ReadOnly`] for a log opened
+    /// [`Error::Corrupt`] if no stored batch holds `offset` (damage, or a segment file
+    /// shortened under the log: nothing is cut); [`Error::Io`] if a write, truncation,
+    /// deletion or sync fails; [`Error::Poisoned`] after an earlier failed fsync (or a failed step 2 or 3); [`Error::ReadOnly`] for a log opened
     /// read-only. For a broker's log, also the error of lowering the committed offsets:
     /// the cut is made then, and the next `truncate_to` — to the same offset, or to the
     /// log end, which cuts nothing — lowers them again, to the lowest end a cut whose
@@ -2335,14 +2340,8 @@ impl PartitionLog {
         let mut w = self.writer.lock();
         self.check_writable()?;
         let start = self.log_start_offset();
-        if offset < start {
-            return Err(Error::OffsetOutOfRange {
-                requested: offset,
-                start,
-                end: w.next_offset,
-                partition: None,
-            });
-        }
+        // Below the start, every record is at or after `offset`: all go, as from the start.
+        let offset = offset.max(start);
         if offset >= w.next_offset {
             return Ok(w.next_offset);
         }
