@@ -1653,9 +1653,14 @@ impl Shared {
             return refuse(e, notify);
         }
         let mut wrote = false;
+        // A batch was completed here: the partitioner is told once the lock is released.
+        let mut filled = false;
         if pending.bytes > 0 && pending.bytes + size > queue.max_batch() {
-            // Close the batch before it would pass the topic's limit.
+            // Close the batch before it would pass the topic's limit. That completes it as
+            // reaching `batch_size` does: a `batch_size` above the limit is never reached,
+            // and a sticky partitioner told only then would never move on.
             wrote |= self.write_pending(&queue, &mut pending).is_some();
+            filled = true;
         }
         let first = pending.records.is_empty();
         let index = pending.records.len();
@@ -1671,7 +1676,6 @@ impl Shared {
             }
         };
         pending.bytes += size;
-        let mut filled = false;
         if pending.bytes >= self.config.batch_size {
             wrote |= self.write_pending(&queue, &mut pending).is_some();
             filled = true;

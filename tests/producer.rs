@@ -3046,3 +3046,30 @@ fn a_synced_callback_may_wait_for_a_record_it_sent_to_another_partition() {
     p.close().unwrap();
     assert_eq!(end_offsets(&broker, "t"), [1, 1]);
 }
+
+/// Keyless `send_async` records with a `batch_size` above the topic's `max_message_bytes`:
+/// every batch is closed by the topic's limit before it reaches `batch_size`, and a closed
+/// batch is a completed one, so the sticky partitioner moves on at each (as it does when
+/// `batch_size`, the linger or a flush closes one). It used to move only at `batch_size`
+/// (never reached here) or the linger (never due under steady sending, since each closed
+/// batch restarts it): every record went to the partition chosen first.
+#[test]
+fn keyless_async_batches_closed_by_the_topic_limit_move_the_sticky_partitioner_on() {
+    let broker = Broker::temporary().unwrap();
+    small_topic(&broker, "t", 6);
+    // batch_size 1 MiB, the topic's limit 2 KiB.
+    let p = broker.producer(flush_only());
+    let deliveries: Vec<Delivery> = (0..100)
+        .map(|i| p.send_async(ProducerRecord::new("t").value(format!("{i:0>200}"))))
+        .collect();
+    p.flush().unwrap();
+    let partitions: Vec<u32> = deliveries.into_iter().map(|d| d.wait().unwrap().partition).collect();
+    // A run of records on one partition is at most one batch (2 KiB of 200-byte values) and
+    // the record that closed it.
+    let longest = partitions.chunk_by(|a, b| a == b).map(<[u32]>::len).max().unwrap();
+    assert!(
+        longest <= 2048 / 200 + 1,
+        "the partitioner stayed on one partition across batches: {partitions:?}"
+    );
+    p.close().unwrap();
+}
