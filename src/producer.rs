@@ -488,10 +488,10 @@ impl Written {
     /// Runs the batch's pending fsync, if any: a failure becomes the outcome of every record
     /// written, as if its write had failed (a record refused before the write keeps its
     /// own error).
-    fn synced(mut self, log: &PartitionLog, counters: &Counters) -> Written {
+    fn synced(mut self, queue: &PartitionQueue, counters: &Counters) -> Written {
         if let Some(point) = self.sync.take()
             && let Ok(stored) = &self.result
-            && let Err(e) = sync_log(counters, log, point.end, point.epoch)
+            && let Err(e) = sync_log(counters, queue, point.end, point.epoch)
         {
             counters.errors.fetch_add(point.records, Ordering::Relaxed);
             self.result = if stored.refused.is_empty() {
@@ -751,7 +751,7 @@ impl Producer {
             };
             shared.note_sent(&queue, info.size_bytes);
             if durability == Durability::Synced {
-                shared.sync(&queue.log, info.last_offset + 1, epoch)?;
+                shared.sync(&queue, info.last_offset + 1, epoch)?;
             }
             Ok(RecordMetadata {
                 topic: Arc::clone(&queue.topic),
@@ -924,7 +924,7 @@ impl Producer {
                 infos?
             };
             if let Some(last) = infos.last().map(|(_, info)| info.last_offset) {
-                to_sync.push((Arc::clone(&group.queue.log), last + 1, epoch));
+                to_sync.push((Arc::clone(&group.queue), last + 1, epoch));
             }
             shared.note_sent(&group.queue, infos.iter().map(|(_, info)| info.size_bytes).sum());
             // A batch went out on this partition: a sticky partitioner moves on (as Kafka's
@@ -963,8 +963,8 @@ impl Producer {
             }
         }
         if durability == Durability::Synced {
-            for (log, end, epoch) in to_sync {
-                shared.sync(&log, end, epoch)?;
+            for (queue, end, epoch) in to_sync {
+                shared.sync(&queue, end, epoch)?;
             }
         }
         Ok(out)
@@ -1500,11 +1500,10 @@ impl Shared {
         durability: Durability,
         epoch: &mut u64,
     ) -> Result<crate::AppendInfo> {
-        let deleted = || Error::UnknownTopic {
-            topic: queue.topic.to_string(),
-        };
         if queue.log.is_deleted() {
-            return Err(deleted());
+            return Err(Error::UnknownTopic {
+                topic: queue.topic.to_string(),
+            });
         }
         let options = AppendOptions {
             durability,
@@ -1514,7 +1513,7 @@ impl Shared {
             .log
             .append_in_epoch(records, options)
             // A delete racing this append closes the log under it.
-            .map_err(|e| if queue.log.is_deleted() { deleted() } else { e })?;
+            .map_err(|e| queue.deleted_or(e))?;
         *epoch = (*epoch).min(appended_in);
         self.counters.records.fetch_add(records.len() as u64, Ordering::Relaxed);
         self.counters.bytes.fetch_add(info.size_bytes as u64, Ordering::Relaxed);
@@ -1576,11 +1575,12 @@ impl Shared {
         Ok(())
     }
 
-    /// fsyncs `log` through `end`, counting the round if this call ran it. `epoch` is the
-    /// lowest truncation epoch the records were appended in: if a truncation since then cut
-    /// them, this fails with [`Error::Truncated`].
-    fn sync(&self, log: &PartitionLog, end: u64, epoch: u64) -> Result<()> {
-        sync_log(&self.counters, log, end, epoch)
+    /// fsyncs `queue`'s log through `end`, counting the round if this call ran it. `epoch`
+    /// is the lowest truncation epoch the records were appended in: if a truncation since
+    /// then cut them, this fails with [`Error::Truncated`]; if the topic was deleted before
+    /// they were synced, with [`Error::UnknownTopic`].
+    fn sync(&self, queue: &PartitionQueue, end: u64, epoch: u64) -> Result<()> {
+        sync_log(&self.counters, queue, end, epoch)
     }
 
     /// Whether `Synced` async batches leave their fsync to the linger thread (see
@@ -1847,7 +1847,7 @@ impl Shared {
             // The batch is synced once reported (waited for below), but perhaps by another
             // thread: syncing through it here too (a no-op once done) gives its error.
             if let Some(point) = sync
-                && let Err(e) = self.sync(&queue.log, point.end, point.epoch)
+                && let Err(e) = self.sync(queue, point.end, point.epoch)
             {
                 first_error.get_or_insert(e);
             }
@@ -1866,7 +1866,7 @@ impl Shared {
                 && !queue.log.is_deleted()
                 && let Err(e) = queue.log.write_buffered()
             {
-                first_error.get_or_insert(e);
+                first_error.get_or_insert(queue.deleted_or(e));
             }
         }
         if !reporting(self) {
@@ -1879,6 +1879,18 @@ impl Shared {
 }
 
 impl PartitionQueue {
+    /// `e`, or [`Error::UnknownTopic`] if the topic was deleted: a delete racing a write or
+    /// an fsync closes the log under it, which the log reports as a closed log.
+    fn deleted_or(&self, e: Error) -> Error {
+        if self.log.is_deleted() {
+            Error::UnknownTopic {
+                topic: self.topic.to_string(),
+            }
+        } else {
+            e
+        }
+    }
+
     /// The largest batch the partition takes now (the topic's `max_message_bytes`, which
     /// [`Broker::alter_topic_config`] may change while the producer runs).
     fn max_batch(&self) -> usize {
@@ -1905,7 +1917,7 @@ impl PartitionQueue {
         reports.running = true;
         let _reporting = ReportingGuard::enter(shared);
         while let Some(written) = reports.waiting.pop_front() {
-            parking_lot::MutexGuard::unlocked(&mut reports, || written.synced(&self.log, &shared.counters).run());
+            parking_lot::MutexGuard::unlocked(&mut reports, || written.synced(self, &shared.counters).run());
             reports.reported += 1;
             self.unreported.fetch_sub(1, Ordering::Release);
             self.reported.notify_all();
@@ -2038,11 +2050,16 @@ fn size_chunks<R: AsRef<Record>>(records: &[R], max: usize) -> Vec<&[R]> {
     chunks
 }
 
-/// fsyncs `log` through `end` (see [`Shared::sync`]), counting the round in `counters` if
-/// this call ran it.
-fn sync_log(counters: &Counters, log: &PartitionLog, end: u64, epoch: u64) -> Result<()> {
+/// fsyncs `queue`'s log through `end` (see [`Shared::sync`]), counting the round in
+/// `counters` if this call ran it.
+fn sync_log(counters: &Counters, queue: &PartitionQueue, end: u64, epoch: u64) -> Result<()> {
     let started = Instant::now();
-    if log.sync_through(end, Some(epoch))? {
+    if queue
+        .log
+        .sync_through(end, Some(epoch))
+        // A delete closes the log: records it had not synced yet are lost with the topic.
+        .map_err(|e| queue.deleted_or(e))?
+    {
         counters.fsyncs.fetch_add(1, Ordering::Relaxed);
         let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         counters.fsync_nanos.fetch_add(nanos, Ordering::Relaxed);

@@ -3073,3 +3073,33 @@ fn keyless_async_batches_closed_by_the_topic_limit_move_the_sticky_partitioner_o
     );
     p.close().unwrap();
 }
+
+/// A `Synced` async record written to a topic that is deleted before its fsync fails with
+/// `UnknownTopic`, as every other send to a deleted topic does. The fsync of the closed log
+/// used to fail with the log's own "partition log … is closed" (`InvalidArgument`).
+#[test]
+fn a_synced_async_record_whose_topic_is_deleted_before_its_fsync_fails_with_unknown_topic() {
+    let (broker, p) = synced_one_record_batches();
+    broker.create_topic("doomed", TopicConfig::with_partitions(1)).unwrap();
+    // The linger thread runs this callback and is held in it.
+    let (entered_tx, entered) = std::sync::mpsc::channel::<()>();
+    let (release_tx, release) = std::sync::mpsc::channel::<()>();
+    p.send_with_callback(ProducerRecord::new("t").partition(0).value("hold"), move |r| {
+        r.unwrap();
+        entered_tx.send(()).unwrap();
+        let _ = release.recv_timeout(Duration::from_secs(30));
+    });
+    entered
+        .recv_timeout(Duration::from_secs(10))
+        .expect("callback never ran");
+    // Written by this call (it fills its batch); its fsync is left to the held linger thread.
+    let doomed = p.send_async(ProducerRecord::new("doomed").value("v"));
+    assert!(doomed.try_result().is_none());
+    broker.delete_topic("doomed").unwrap();
+    release_tx.send(()).unwrap();
+    match doomed.wait() {
+        Err(Error::UnknownTopic { topic }) => assert_eq!(topic, "doomed"),
+        other => panic!("expected UnknownTopic, got {other:?}"),
+    }
+    p.close().unwrap();
+}
