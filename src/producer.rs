@@ -720,6 +720,10 @@ impl Producer {
     pub fn send(&self, record: ProducerRecord) -> Result<RecordMetadata> {
         let shared = &self.handle.shared;
         let result = (|| {
+            // Checked again under the partition's lock (a close may come in between); this
+            // one keeps a closed producer from auto-creating the record's topic, as
+            // `send_async` and `send_batch` check before routing too.
+            shared.check_open()?;
             let queue = shared.queue_for(&record)?;
             let durability = shared.config.durability;
             let mut epoch = u64::MAX;

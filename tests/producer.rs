@@ -3103,3 +3103,28 @@ fn a_synced_async_record_whose_topic_is_deleted_before_its_fsync_fails_with_unkn
     }
     p.close().unwrap();
 }
+
+/// A closed producer refuses a send to a topic it never wrote with `Closed`, and creates
+/// nothing: a blocking `send` used to auto-create the topic before finding the producer
+/// closed (`send_async` and `send_batch` check first).
+#[test]
+fn a_closed_producer_auto_creates_no_topic() {
+    let dir = common::temp_dir();
+    let broker = Broker::builder()
+        .auto_create_topics(Some(TopicConfig::with_partitions(1)))
+        .open(dir.path())
+        .unwrap();
+    let p = broker.producer(ProducerConfig::default());
+    p.close().unwrap();
+    let closed = |r: Result<RecordMetadata, Error>| match r {
+        Err(Error::Closed { what }) => assert_eq!(what, "producer"),
+        other => panic!("expected Closed, got {other:?}"),
+    };
+    closed(p.send(ProducerRecord::new("new-a").value("x")));
+    closed(p.send_async(ProducerRecord::new("new-b").value("x")).wait());
+    assert!(matches!(
+        p.send_batch(&[ProducerRecord::new("new-c").value("x")]),
+        Err(Error::Closed { .. })
+    ));
+    assert_eq!(broker.list_topics(), Vec::<String>::new());
+}
