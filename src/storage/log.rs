@@ -2308,12 +2308,12 @@ impl PartitionLog {
     /// # Errors
     /// [`Error::Corrupt`] if no stored batch holds `offset` (damage, or a segment file
     /// shortened under the log: nothing is cut); [`Error::Io`] if a write, truncation,
-    /// deletion or sync fails; [`Error::Poisoned`] after an earlier failed fsync (or a failed step 2 or 3); [`Error::ReadOnly`] for a log opened
-    /// read-only. For a broker's log, also the error of lowering the committed offsets:
-    /// the cut is made then, and the next `truncate_to` — to the same offset, or to the
-    /// log end, which cuts nothing — lowers them again, to the lowest end a cut whose
-    /// lowering failed left; until then a consumer does not take a committed offset past
-    /// that end for its position.
+    /// deletion or sync fails; [`Error::Poisoned`] after an earlier failed fsync (or a failed
+    /// step 2 or 3); [`Error::ReadOnly`] for a log opened read-only. For a broker's log,
+    /// also the error of lowering the committed offsets: the cut is made then, and the next
+    /// `truncate_to` — to the same offset, or to the log end, which cuts nothing — lowers
+    /// them again, to the lowest end a cut whose lowering failed left; until then a
+    /// consumer does not take a committed offset past that end for its position.
     pub fn truncate_to(&self, offset: u64) -> Result<u64> {
         // One truncation at a time, hook included: the hooks run in the order of the cuts.
         let mut owed = self.truncating.lock();
