@@ -606,7 +606,9 @@ impl<'a> IntoIterator for &'a ConsumerRecords {
 /// drop), with the consumer at hand. A panic in a callback goes on to the caller of `poll`;
 /// the consumer keeps its listener and stays usable, and its poll has ended as far as the
 /// group is concerned (it is evicted if it does not poll again within
-/// `max_poll_interval`).
+/// `max_poll_interval`). As in Kafka, which raises a callback's exception after completing
+/// the rebalance, the partitions a panicking `on_partitions_revoked` or `on_partitions_lost`
+/// was told of are let go of first: they move on to their new owner.
 ///
 /// # Examples
 /// ```
@@ -1304,10 +1306,16 @@ impl Consumer {
             match group.begin_poll(&member_id, &counts) {
                 PollStep::Evicted => {
                     let lost: Vec<TopicPartition> = self.parts.keys().cloned().collect();
-                    if !lost.is_empty() {
-                        self.with_listener(|l, c| l.on_partitions_lost(c, &lost));
-                    }
+                    let panic = if lost.is_empty() {
+                        None
+                    } else {
+                        self.with_listener_caught(|l, c| l.on_partitions_lost(c, &lost))
+                    };
                     self.remove_parts(&lost);
+                    // Raised once the lost partitions are gone: the next poll joins again.
+                    if let Some(panic) = panic {
+                        std::panic::resume_unwind(panic);
+                    }
                     let Some(sub) = self.subscription.as_ref() else {
                         return Ok(None);
                     };
@@ -1337,10 +1345,16 @@ impl Consumer {
                         {
                             tracing::warn!(error = %e, "auto-commit before revoking partitions failed");
                         }
-                        self.with_listener(|l, c| l.on_partitions_revoked(c, &revoke));
+                        let panic = self.with_listener_caught(|l, c| l.on_partitions_revoked(c, &revoke));
                         self.await_async_commits();
                         self.remove_parts(&revoke);
                         group.release(&member_id, &revoke);
+                        // Raised once the partitions are released (as Kafka raises a callback's
+                        // exception after completing the revocation): kept, they would never
+                        // reach their new owner while this member polls on.
+                        if let Some(panic) = panic {
+                            std::panic::resume_unwind(panic);
+                        }
                     }
                     if to_claim {
                         let (claimed, _complete) = group.claim(&member_id);
@@ -1389,17 +1403,30 @@ impl Consumer {
         }
         let (group, member_id) = (Arc::clone(&sub.member.group), sub.member.member_id.clone());
         tracing::debug!(group = %group.name, member = %member_id, partitions = ?deleted, "revoking partitions of a deleted topic");
-        self.with_listener(|l, c| l.on_partitions_revoked(c, &deleted));
+        let panic = self.with_listener_caught(|l, c| l.on_partitions_revoked(c, &deleted));
         self.remove_parts(&deleted);
         group.release(&member_id, &deleted);
+        if let Some(panic) = panic {
+            std::panic::resume_unwind(panic);
+        }
     }
 
     fn with_listener(&mut self, call: impl FnOnce(&mut dyn RebalanceListener, &mut Consumer)) {
-        let Some(sub) = self.subscription.as_mut() else { return };
+        if let Some(panic) = self.with_listener_caught(call) {
+            std::panic::resume_unwind(panic);
+        }
+    }
+
+    /// [`with_listener`](Self::with_listener), returning the callback's panic instead of
+    /// raising it: for a hand-over that must be completed (partitions released or dropped)
+    /// before the panic goes on to the caller.
+    fn with_listener_caught(
+        &mut self,
+        call: impl FnOnce(&mut dyn RebalanceListener, &mut Consumer),
+    ) -> Option<Box<dyn std::any::Any + Send>> {
+        let sub = self.subscription.as_mut()?;
         let member = sub.member.member_id.clone();
-        let Some(mut listener) = sub.listener.take() else {
-            return;
-        };
+        let mut listener = sub.listener.take()?;
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| call(listener.as_mut(), &mut *self)));
         // Put it back unless the callback replaced the subscription (and its listener) —
         // also after a panic, which then goes on to the caller of `poll`.
@@ -1409,9 +1436,7 @@ impl Consumer {
         {
             sub.listener = Some(listener);
         }
-        if let Err(panic) = outcome {
-            std::panic::resume_unwind(panic);
-        }
+        outcome.err()
     }
 
     /// Makes a manually assigned partition whose topic was deleted and created again read

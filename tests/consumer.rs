@@ -1716,6 +1716,72 @@ fn a_listener_that_panics_while_leaving_does_not_keep_the_member_in_the_group() 
     }
 }
 
+/// Protects the hand-over from a listener that panics at a rebalance. The panic of
+/// `on_partitions_revoked` reaches the caller of `poll`, but — as Kafka's consumer, which
+/// completes the revocation and raises the callback's exception afterwards — the member
+/// has let go of the partitions first. They used to stay with it: a worker that catches the
+/// panic and polls on (a supervised loop) kept them for good, and their new owner never
+/// read them. Likewise an evicted member whose `on_partitions_lost` panicked kept its lost
+/// partitions, was told of them again at every poll, and never joined the group again.
+#[test]
+fn a_listener_that_panics_at_a_rebalance_still_lets_the_partitions_go() {
+    struct PanicsOnRevoke;
+    impl RebalanceListener for PanicsOnRevoke {
+        fn on_partitions_revoked(&mut self, _: &mut Consumer, _: &[TopicPartition]) {
+            panic!("listener bug");
+        }
+    }
+    let poll_caught = |c: &mut Consumer| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.poll(Duration::from_millis(1))))
+            .map(|polled| polled.unwrap().len())
+    };
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(2)).unwrap();
+    fill(&broker, "t", 2, 3);
+    let mut old = broker.consumer(manual("g")).unwrap();
+    old.subscribe_with_listener(&["t"], PanicsOnRevoke).unwrap();
+    poll_n(&mut old, 6);
+    old.commit().unwrap();
+    let mut new = broker.consumer(manual("g")).unwrap();
+    new.subscribe(&["t"]).unwrap();
+    // The range assignor gives the older member t-0 and the new one t-1.
+    assert!(
+        poll_caught(&mut old).is_err(),
+        "the listener's panic reaches the caller"
+    );
+    assert_eq!(poll_caught(&mut new).unwrap(), 0, "t-1 starts at its commit");
+    assert_eq!(assignment(&old), ["t-0"]);
+    assert_eq!(assignment(&new), ["t-1"]);
+    assert_eq!(new.position(&tp("t", 1)).unwrap(), 3);
+    assert_eq!(poll_caught(&mut old).unwrap(), 0, "no second revocation");
+
+    // Evicted: `on_partitions_lost` (by default `on_partitions_revoked`) panics once, and
+    // the next poll joins the group again.
+    let mut evicted = broker
+        .consumer(manual("h").max_poll_interval(Duration::from_millis(200)))
+        .unwrap();
+    evicted.subscribe_with_listener(&["t"], PanicsOnRevoke).unwrap();
+    poll_n(&mut evicted, 6);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(600) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let member = evicted.member_id().map(str::to_owned);
+    assert!(
+        poll_caught(&mut evicted).is_err(),
+        "the listener's panic reaches the caller"
+    );
+    assert!(evicted.assignment().is_empty(), "the lost partitions are gone");
+    assert!(poll_caught(&mut evicted).is_ok(), "told of its lost partitions again");
+    assert_ne!(evicted.member_id().map(str::to_owned), member, "never joined again");
+    let members = broker.describe_group("h").unwrap().members;
+    assert!(
+        members
+            .iter()
+            .any(|m| Some(m.member_id.as_str()) == evicted.member_id())
+    );
+}
+
 /// A consumer tells whose clock each record's timestamp is (Kafka's
 /// `ConsumerRecord.timestampType()`): the producer's on a CreateTime topic, the log's on a
 /// LogAppendTime one — borrowed and owned records alike.
