@@ -608,7 +608,9 @@ impl<'a> IntoIterator for &'a ConsumerRecords {
 /// group is concerned (it is evicted if it does not poll again within
 /// `max_poll_interval`). As in Kafka, which raises a callback's exception after completing
 /// the rebalance, the partitions a panicking `on_partitions_revoked` or `on_partitions_lost`
-/// was told of are let go of first: they move on to their new owner.
+/// was told of are let go of first: they move on to their new owner. A callback's time
+/// inside `poll` counts against `max_poll_interval`, as Kafka's rebalance timeout bounds
+/// it: a member stuck in one is evicted, and its commits there fail from then on.
 ///
 /// # Examples
 /// ```
@@ -1345,7 +1347,7 @@ impl Consumer {
                         {
                             tracing::warn!(error = %e, "auto-commit before revoking partitions failed");
                         }
-                        let panic = self.with_listener_caught(|l, c| l.on_partitions_revoked(c, &revoke));
+                        let panic = self.listener_in_poll(|l, c| l.on_partitions_revoked(c, &revoke));
                         self.await_async_commits();
                         self.remove_parts(&revoke);
                         group.release(&member_id, &revoke);
@@ -1372,9 +1374,21 @@ impl Consumer {
                                 }
                             }
                         }
-                        if !added.is_empty() {
-                            self.with_listener(|l, c| l.on_partitions_assigned(c, &added));
+                        if !added.is_empty()
+                            && let Some(panic) = self.listener_in_poll(|l, c| l.on_partitions_assigned(c, &added))
+                        {
+                            std::panic::resume_unwind(panic);
                         }
+                    }
+                    // A callback that outlasted `max_poll_interval` got the member evicted:
+                    // handled now (lost, rejoin), before this poll reads partitions that have
+                    // moved on. (Not if the listener left or joined again itself.)
+                    let same_member = self
+                        .subscription
+                        .as_ref()
+                        .is_some_and(|s| s.member.member_id == member_id);
+                    if same_member && !group.is_member(&member_id) {
+                        continue;
                     }
                     if let Some(sub) = self.subscription.as_mut() {
                         sub.generation = generation;
@@ -1403,7 +1417,7 @@ impl Consumer {
         }
         let (group, member_id) = (Arc::clone(&sub.member.group), sub.member.member_id.clone());
         tracing::debug!(group = %group.name, member = %member_id, partitions = ?deleted, "revoking partitions of a deleted topic");
-        let panic = self.with_listener_caught(|l, c| l.on_partitions_revoked(c, &deleted));
+        let panic = self.listener_in_poll(|l, c| l.on_partitions_revoked(c, &deleted));
         self.remove_parts(&deleted);
         group.release(&member_id, &deleted);
         if let Some(panic) = panic {
@@ -1415,6 +1429,27 @@ impl Consumer {
         if let Some(panic) = self.with_listener_caught(call) {
             std::panic::resume_unwind(panic);
         }
+    }
+
+    /// [`with_listener_caught`](Self::with_listener_caught) for a callback `poll` runs: its
+    /// time counts as out of poll for the member's `max_poll_interval` (see the
+    /// coordinator's liveness rules), so that a member stuck in its listener is evicted as
+    /// one stuck between polls is.
+    fn listener_in_poll(
+        &mut self,
+        call: impl FnOnce(&mut dyn RebalanceListener, &mut Consumer),
+    ) -> Option<Box<dyn std::any::Any + Send>> {
+        let member = self
+            .subscription
+            .as_ref()
+            .map(|s| (Arc::clone(&s.member.group), s.member.member_id.clone()));
+        let paused = member.as_ref().is_some_and(|(group, id)| group.pause_poll(id));
+        let panic = self.with_listener_caught(call);
+        if paused && let Some((group, id)) = member {
+            let broker = self.broker.clone();
+            group.resume_poll(&id, &|t| broker.partition_count(t));
+        }
+        panic
     }
 
     /// [`with_listener`](Self::with_listener), returning the callback's panic instead of

@@ -1100,6 +1100,62 @@ fn a_peer_blocked_in_poll_takes_over_from_a_member_that_stalls() {
     a.poll(Duration::from_millis(1)).unwrap();
 }
 
+/// Holds `on_partitions_revoked` until told (or until the sender is gone).
+struct BlocksOnRevoke(std::sync::mpsc::Receiver<()>);
+
+impl RebalanceListener for BlocksOnRevoke {
+    fn on_partitions_revoked(&mut self, _: &mut Consumer, _: &[TopicPartition]) {
+        let _ = self.0.recv();
+    }
+}
+
+/// A rebalance listener runs inside `poll`, but its time counts against
+/// `max_poll_interval`, as Kafka bounds a member's rebalance callbacks by its rebalance
+/// timeout (`max.poll.interval.ms`): a member stuck in one — a revoke that retries a
+/// flush to a system that is down — is evicted and its partitions move on. Being "in
+/// poll" kept it in the group for as long as the callback ran: forever here, with its
+/// partitions read by nobody.
+#[test]
+fn a_member_stuck_in_its_rebalance_listener_is_evicted() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(2)).unwrap();
+    fill(&broker, "t", 2, 3);
+    let (release, held) = std::sync::mpsc::channel();
+    let mut stuck = broker
+        .consumer(manual("g").max_poll_interval(Duration::from_millis(200)))
+        .unwrap();
+    stuck.subscribe_with_listener(&["t"], BlocksOnRevoke(held)).unwrap();
+    poll_n(&mut stuck, 6);
+    stuck.commit().unwrap();
+    let mut other = broker.consumer(manual("g")).unwrap();
+    other.subscribe(&["t"]).unwrap();
+    // The rebalance gives t-1 to `other`; `stuck` revokes it, and hangs there.
+    let stuck_thread = std::thread::spawn(move || {
+        stuck.poll(Duration::from_millis(1)).unwrap();
+        stuck
+    });
+    let start = Instant::now();
+    let mut read = Vec::new();
+    while other.assignment().len() < 2 {
+        assert!(
+            start.elapsed() < LONG,
+            "the member stuck in its listener was never evicted: {:?}",
+            broker.describe_group("g").unwrap().members
+        );
+        read.extend(other.poll(Duration::from_millis(10)).unwrap());
+    }
+    assert_eq!(ids(&read), [], "both partitions start at their commits");
+    assert_eq!(other.position(&tp("t", 0)).unwrap(), 3);
+    assert_eq!(other.position(&tp("t", 1)).unwrap(), 3);
+    drop(release);
+    let mut stuck = stuck_thread.join().unwrap();
+    // Out of its callback, it finds itself evicted and joins again, without t-0.
+    assert!(!stuck.assignment().contains(&tp("t", 0)));
+    assert!(matches!(stuck.commit(), Ok(())));
+    other.commit().unwrap();
+    assert_eq!(broker.committed_offset("g", &tp("t", 0)).map(|o| o.offset), Some(3));
+}
+
 #[test]
 fn deleting_a_subscribed_topic_revokes_its_partitions() {
     let broker = Broker::temporary().unwrap();

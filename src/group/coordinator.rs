@@ -32,7 +32,10 @@
 //!
 //! # Liveness
 //! A member is alive while it is inside `poll` and for `max_poll_interval` after a `poll`
-//! returns. The check runs whenever any member of the group polls, and a member blocked in
+//! returns. A rebalance listener callback that `poll` runs counts as time out of poll (from
+//! its start, [`Group::pause_poll`] to [`Group::resume_poll`]), as Kafka bounds a member's
+//! callbacks by its rebalance timeout (`max.poll.interval.ms`): a member stuck in one is
+//! evicted. The check runs whenever any member of the group polls, and a member blocked in
 //! `poll` wakes at the next deadline of its peers to run it; an evicted member's partitions
 //! are free at once, and its later commits fail with [`Error::CommitFailed`].
 
@@ -440,6 +443,37 @@ impl Group {
     /// Whether `member_id` is still a member (not evicted, not left).
     pub fn is_member(&self, member_id: &str) -> bool {
         self.state.lock().members.contains_key(member_id)
+    }
+
+    /// A rebalance callback starts inside the member's poll: if the member is polling, it
+    /// counts as out of poll from now on (its `max_poll_interval` starts now) until
+    /// [`resume_poll`](Self::resume_poll). Returns whether it was polling.
+    pub fn pause_poll(&self, member_id: &str) -> bool {
+        let mut st = self.state.lock();
+        match st.members.get_mut(member_id) {
+            Some(m) if m.in_poll => {
+                m.in_poll = false;
+                m.last_poll = Instant::now();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The callback [`pause_poll`](Self::pause_poll) was called for has returned: members
+    /// past their poll deadline are evicted first (this one too, if the callback outlasted
+    /// its `max_poll_interval`), then the member is polling again. Returns whether it is
+    /// still a member.
+    pub fn resume_poll(&self, member_id: &str, counts: TopicCounts<'_>) -> bool {
+        let now = Instant::now();
+        let mut st = self.state.lock();
+        st.evict_expired(&self.name, now, counts);
+        let Some(m) = st.members.get_mut(member_id) else {
+            return false;
+        };
+        m.in_poll = true;
+        m.last_poll = now;
+        true
     }
 
     /// Marks the end of a poll: the member's `max_poll_interval` starts now.
