@@ -1131,9 +1131,13 @@ impl Consumer {
         self.remove_parts(&all);
         if let Some(sub) = self.subscription.take() {
             let broker = self.broker.clone();
-            sub.member
-                .group
-                .leave(&sub.member.member_id, &|t| broker.partition_count(t));
+            let group = &sub.member.group;
+            group.leave(&sub.member.member_id, &|t| broker.partition_count(t));
+            // The last member of a group that never committed: nothing of it is kept.
+            // (Commits not yet synced count: `newest_commit` sees them.)
+            broker
+                .coordinator()
+                .forget_if_unused(group, || broker.offsets().newest_commit(&group.name).is_some());
         }
         if let Some(panic) = listener_panic {
             std::panic::resume_unwind(panic);
@@ -2331,6 +2335,53 @@ impl Iterator for Iter<'_> {
 mod tests {
     use super::*;
     use crate::{ProducerConfig, ProducerRecord, TopicConfig};
+
+    /// A group whose last member left without committing anything is forgotten by the
+    /// coordinator, as Kafka drops an empty group without offsets: an application that makes
+    /// a group per session (as Kafka's console consumer does) grew the coordinator's map by
+    /// one entry per group for good, though no listing showed them. A group with offsets
+    /// stays, to tell offsets retention when it emptied.
+    #[test]
+    fn an_empty_group_without_offsets_is_forgotten() -> Result<()> {
+        let broker = Broker::temporary()?;
+        broker.create_topic("t", TopicConfig::with_partitions(1))?;
+        for i in 0..30 {
+            let group = format!("session-{i}");
+            let mut c = broker.consumer(ConsumerConfig::group(&group).enable_auto_commit(false))?;
+            c.subscribe(&["t"])?;
+            c.poll(Duration::from_millis(1))?;
+            match i % 3 {
+                0 => c.close()?,
+                1 => c.unsubscribe(),
+                _ => drop(c),
+            }
+            assert!(broker.coordinator().existing(&group).is_none(), "{group} is still held");
+        }
+        let mut a = broker.consumer(ConsumerConfig::group("shared").enable_auto_commit(false))?;
+        let mut b = broker.consumer(ConsumerConfig::group("shared").enable_auto_commit(false))?;
+        a.subscribe(&["t"])?;
+        b.subscribe(&["t"])?;
+        a.close()?;
+        assert!(
+            broker.coordinator().existing("shared").is_some(),
+            "forgotten with a member"
+        );
+        b.close()?;
+        assert!(broker.coordinator().existing("shared").is_none());
+        // Auto-commit at close commits the position: the group has offsets and stays.
+        let mut kept = broker.consumer(ConsumerConfig::group("kept"))?;
+        kept.subscribe(&["t"])?;
+        kept.poll(Duration::from_millis(1))?;
+        kept.close()?;
+        assert_eq!(
+            broker
+                .committed_offset("kept", &TopicPartition::new("t", 0))
+                .map(|o| o.offset),
+            Some(0)
+        );
+        assert!(broker.coordinator().existing("kept").is_some());
+        Ok(())
+    }
 
     /// A commit whose positions were read before a truncation and written after the
     /// truncation lowered the group's commits (the truncation ran on another thread

@@ -28,7 +28,10 @@
 //! `delete_group` removes a group only if it has no members, under the group's lock, and
 //! marks the state removed; every use of a group by name goes through
 //! [`Coordinator::with_live`], which never uses a removed group, so a joining member never
-//! ends up in a group the coordinator has forgotten.
+//! ends up in a group the coordinator has forgotten. A group whose last member left and
+//! that has no committed offsets is forgotten the same way
+//! ([`Coordinator::forget_if_unused`]), as Kafka drops such a group: nothing of it is
+//! worth keeping, and a process making a group per session would keep one each.
 //!
 //! # Liveness
 //! A member is alive while it is inside `poll` and for `max_poll_interval` after a `poll`
@@ -260,6 +263,25 @@ impl Coordinator {
         let mut groups = self.groups.lock();
         if groups.get(name).is_some_and(|g| Arc::ptr_eq(g, group)) {
             groups.remove(name);
+        }
+    }
+
+    /// Forgets `group` if it has no members and `has_offsets` says it has no committed
+    /// offsets (asked under the group's lock, which standalone commits and admin changes to
+    /// its offsets take too): nothing of it is worth keeping then — `emptied_at` serves only
+    /// offsets retention — and an application making a group per session would otherwise
+    /// grow the map by one entry each. A member joining later makes a fresh group.
+    pub fn forget_if_unused(&self, group: &Arc<Group>, has_offsets: impl FnOnce() -> bool) {
+        let unused = {
+            let mut st = group.state.lock();
+            let unused = !st.removed && st.members.is_empty() && !has_offsets();
+            if unused {
+                st.removed = true;
+            }
+            unused
+        };
+        if unused {
+            self.forget(&group.name, group);
         }
     }
 
