@@ -184,7 +184,7 @@ impl ConsumerConfig {
     /// Longest time between the end of one `poll` and the start of the next before the
     /// group evicts the member. Default = 5 minutes. As in Kafka, a member past it has left
     /// the group: its commits fail with [`Error::CommitFailed`](crate::Error::CommitFailed)
-    /// and its next `poll` joins again.
+    /// and its next `poll` joins again. At least 1 ms, as Kafka's `max.poll.interval.ms`.
     #[must_use]
     pub fn max_poll_interval(mut self, interval: Duration) -> Self {
         self.max_poll_interval = interval;
@@ -258,8 +258,15 @@ impl ConsumerConfig {
         if self.max_poll_records == 0 {
             return Err(Error::config("max_poll_records", "must be at least 1"));
         }
-        if self.max_poll_interval.is_zero() {
-            return Err(Error::config("max_poll_interval", "must be positive"));
+        if self.max_poll_interval < Duration::from_millis(1) {
+            return Err(Error::config(
+                "max_poll_interval",
+                format!(
+                    "{:?} must be at least 1 ms (as Kafka's max.poll.interval.ms): a shorter one \
+                     passes before a member that just joined first polls",
+                    self.max_poll_interval
+                ),
+            ));
         }
         if self.auto_commit_interval.is_zero() {
             return Err(Error::config("auto_commit_interval", "must be positive"));

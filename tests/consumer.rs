@@ -2456,6 +2456,40 @@ fn a_member_whose_poll_interval_never_ends_is_never_evicted() {
     forever.commit().unwrap();
 }
 
+/// `max_poll_interval` is at least 1 ms, as Kafka's `max.poll.interval.ms`: a shorter one
+/// had expired by the time a member that just joined first polled, so that poll evicted it,
+/// joined again, was evicted again — a `poll(10 ms)` with a 1 ns interval never returned.
+#[test]
+fn a_sub_millisecond_max_poll_interval_is_refused() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    for short in [Duration::from_nanos(1), Duration::from_micros(999)] {
+        let refused = broker.consumer(ConsumerConfig::group("g").max_poll_interval(short));
+        assert!(
+            matches!(
+                refused,
+                Err(Error::InvalidConfig {
+                    field: "max_poll_interval",
+                    ..
+                })
+            ),
+            "{short:?}: {refused:?}"
+        );
+    }
+    let mut c = broker
+        .consumer(ConsumerConfig::group("g").max_poll_interval(Duration::from_millis(1)))
+        .unwrap();
+    c.subscribe(&["t"]).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(c.poll(Duration::from_millis(10)).map(|r| r.len()));
+    });
+    assert!(
+        matches!(rx.recv_timeout(LONG), Ok(Ok(0))),
+        "a 10 ms poll never returned"
+    );
+}
+
 /// `delete_records_before` up to the log's next offset, which counts `Buffered` records not
 /// written out yet, writes them out first: the log start never passes the visible end (it
 /// did, and `reset_offsets` to an offset then panicked clamping into `start..=end`).
