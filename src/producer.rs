@@ -649,6 +649,12 @@ impl Drop for Handle {
 /// A producer holds its [`Broker`] open (it keeps a clone): drop every producer before
 /// expecting the broker's directory to be closed and unlocked.
 ///
+/// A callback that holds a clone of its own producer (forwarding failures to a dead-letter
+/// topic, say) keeps the producer alive until it has run: until then, dropping the
+/// application's clones closes nothing. Its batch is written within the `linger`; with a
+/// [`linger`](ProducerConfig::linger) of [`Duration::MAX`] it would wait for `batch_size`,
+/// so call [`close`](Self::close) (or [`flush`](Self::flush)) rather than rely on the drop.
+///
 /// # Examples
 /// ```
 /// use brooklet::{Broker, ProducerConfig, ProducerRecord, TopicConfig};
