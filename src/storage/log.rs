@@ -1186,8 +1186,12 @@ impl PartitionLog {
     /// [`enforce_retention`](Self::enforce_retention)).
     #[must_use]
     pub fn size_bytes(&self) -> u64 {
-        let live: u64 = self.segments.read().values().map(|s| s.size()).sum();
-        live + self.undeleted_bytes.load(Ordering::Acquire)
+        self.segments_bytes() + self.undeleted_bytes.load(Ordering::Acquire)
+    }
+
+    /// Bytes of the segments in the log (without those retention could not delete yet).
+    fn segments_bytes(&self) -> u64 {
+        self.segments.read().values().map(|s| s.size()).sum()
     }
 
     /// Number of segments, the active one included.
@@ -2139,7 +2143,7 @@ impl PartitionLog {
                 .map(|(s, &next)| (Arc::clone(s), next))
                 .collect()
         };
-        let mut total: u64 = self.segments.read().values().map(|s| s.size()).sum();
+        let mut total = self.segments_bytes();
         let mut doomed = Vec::new();
         for (segment, next_base) in candidates {
             let size = segment.size();
