@@ -1511,9 +1511,7 @@ impl Shared {
         epoch: &mut u64,
     ) -> Result<crate::AppendInfo> {
         if queue.log.is_deleted() {
-            return Err(Error::UnknownTopic {
-                topic: queue.topic.to_string(),
-            });
+            return Err(queue.unknown_topic());
         }
         let options = AppendOptions {
             durability,
@@ -1657,10 +1655,7 @@ impl Shared {
         }
         if queue.log.is_deleted() {
             drop(pending);
-            let e = Error::UnknownTopic {
-                topic: queue.topic.to_string(),
-            };
-            return refuse(e, notify);
+            return refuse(queue.unknown_topic(), notify);
         }
         let mut wrote = false;
         // A batch was completed here: the partitioner is told once the lock is released.
@@ -1892,12 +1887,13 @@ impl PartitionQueue {
     /// `e`, or [`Error::UnknownTopic`] if the topic was deleted: a delete racing a write or
     /// an fsync closes the log under it, which the log reports as a closed log.
     fn deleted_or(&self, e: Error) -> Error {
-        if self.log.is_deleted() {
-            Error::UnknownTopic {
-                topic: self.topic.to_string(),
-            }
-        } else {
-            e
+        if self.log.is_deleted() { self.unknown_topic() } else { e }
+    }
+
+    /// What a send to this partition's topic gets once the topic was deleted.
+    fn unknown_topic(&self) -> Error {
+        Error::UnknownTopic {
+            topic: self.topic.to_string(),
         }
     }
 
