@@ -1963,6 +1963,12 @@ impl Consumer {
     /// Kafka's `commitSync`), it first runs the callbacks of earlier
     /// [`commit_async`](Self::commit_async) calls.
     ///
+    /// Offsets are stored as given, as Kafka stores them: one past the partition's log end
+    /// too (and it stays past the end across a clean reopen). A consumer that starts from a
+    /// committed offset outside the log applies its `auto_offset_reset`; a
+    /// [`truncate_to`](PartitionLog::truncate_to) of the partition lowers every committed
+    /// offset past the end it leaves to that end.
+    ///
     /// # Errors
     /// As [`commit`](Self::commit); [`Error::InvalidArgument`] for metadata over 4,096 bytes;
     /// [`Error::UnknownTopic`] or [`Error::InvalidPartition`] for a partition that does not
