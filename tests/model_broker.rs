@@ -520,9 +520,6 @@ struct Live {
     /// `PartitionLog::open_read_only` documents).
     follower: Option<Broker>,
     follower_stale: BTreeSet<TopicPartition>,
-    /// Topics deleted since the follower's last refresh, and whether one of that name
-    /// exists again: the follower's describe is checked only after a refresh.
-    deleted_since_refresh: BTreeSet<String>,
 }
 
 fn now_ms() -> i64 {
@@ -624,14 +621,15 @@ fn apply(live: &mut Live, model: &mut Model, op: &Op) {
                 }
             }
             if !exists {
-                *model.creations.entry(name.to_owned()).or_default() += 1;
+                let creations = model.creations.entry(name.to_owned()).or_default();
+                if *creations > 0 {
+                    bump(&STATS.recreated, 1);
+                }
+                *creations += 1;
                 // A new topic starts empty at offset 0, whatever a topic of the name held.
                 model
                     .topics
                     .insert(name.to_owned(), vec![PartModel::default(); *partitions as usize]);
-                if live.deleted_since_refresh.contains(name) {
-                    bump(&STATS.recreated, 1);
-                }
             }
         }
         Op::Delete { topic } => {
@@ -645,7 +643,6 @@ fn apply(live: &mut Live, model: &mut Model, op: &Op) {
                     offsets.retain(|tp, _| tp.topic != name);
                 }
                 model.drop_empty_groups();
-                live.deleted_since_refresh.insert(name.to_owned());
                 live.follower_stale.retain(|tp| tp.topic != name);
             } else {
                 unknown_topic(&result, name, "delete");
@@ -904,7 +901,6 @@ fn apply(live: &mut Live, model: &mut Model, op: &Op) {
                 follower.refresh_topics().expect("refresh_topics");
                 follower.refresh_offsets().expect("refresh_offsets");
             }
-            live.deleted_since_refresh.clear();
             if let Some(follower) = &live.follower {
                 check(follower, model, "the follower after a refresh", &live.follower_stale);
             }
@@ -1691,7 +1687,6 @@ fn run_case(synced_offsets: bool, ops: &[Op]) {
         grabbed: None,
         follower: None,
         follower_stale: BTreeSet::new(),
-        deleted_since_refresh: BTreeSet::new(),
     };
     live.open();
     let mut model = Model::default();
