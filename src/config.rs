@@ -19,7 +19,10 @@ use crate::record::TimestampType;
 ///
 /// `Buffered` data becomes visible to readers when it reaches the OS: at the next
 /// [`flush`](crate::PartitionLog::flush), at the next non-`Buffered` append, or when the
-/// buffer fills. Concurrent `Synced` appends share fsyncs (group commit): a thread whose
+/// buffer fills (see [`LogConfig::write_buffer_bytes`]); also whenever the log writes it
+/// out for its own work — a segment roll, a `truncate_to` that cuts, a
+/// `delete_records_before` past it, a retention check that seals the active segment, a
+/// close. Until then reads stop before it. Concurrent `Synced` appends share fsyncs (group commit): a thread whose
 /// data was already covered by another thread's fsync returns without one of its own.
 ///
 /// Kafka relies on replication for `acks=all`; brooklet has no replicas, so `Synced`
@@ -167,7 +170,8 @@ impl LogConfig {
     }
 
     /// Capacity of the in-memory buffer that holds `Buffered` appends. Default = 64 KiB.
-    /// A `Buffered` append that would overflow it writes the buffer to the OS first.
+    /// A `Buffered` append that fills it (the buffer reaches this many bytes with the
+    /// append's batch) hands the whole buffer, that batch included, to the OS.
     #[must_use]
     pub fn write_buffer_bytes(mut self, bytes: usize) -> Self {
         self.write_buffer_bytes = bytes;

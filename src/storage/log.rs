@@ -1826,7 +1826,10 @@ impl PartitionLog {
     /// read at a segment's end returns that segment's last batches only; call again from the
     /// next offset. The first batch may start before `offset`: skip its earlier records.
     ///
-    /// Returns an empty vector at the visible end of the log.
+    /// Returns an empty vector at the visible end of the log, and from there up to the log
+    /// end: records appended `Buffered` and not yet handed to the OS are not readable (as a
+    /// Kafka fetch past the high watermark returns nothing); see
+    /// [`visible_end_offset`](Self::visible_end_offset).
     ///
     /// # Errors
     /// [`Error::OffsetOutOfRange`] if `offset` is below the log start or past the log end;
@@ -2036,6 +2039,11 @@ impl PartitionLog {
 
     /// The first offset whose timestamp is `≥ timestamp` (Kafka's `ListOffsets`), or `None`
     /// if every record is older. Uses the time index to skip segments and batches.
+    ///
+    /// Only the records a read can return are searched: from the log start (not the
+    /// earlier records of the batch holding it) to the visible end (not `Buffered` records
+    /// still in memory, as Kafka's `ListOffsets` stops at the high watermark). So the answer
+    /// is a readable offset, or `None`.
     ///
     /// # Errors
     /// [`Error::Corrupt`] or [`Error::Io`] from reading the segments it searches.
