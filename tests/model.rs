@@ -448,11 +448,14 @@ struct BatchInfo {
     max_timestamp: i64,
 }
 
-/// A batch as appended: its codec and records (`None` for a timestamp the log chose).
+/// A record as appended: key, value, headers and timestamp (`None` for one the log chose).
+type AppendedRecord = (Option<Vec<u8>>, Option<Vec<u8>>, Vec<(String, Vec<u8>)>, Option<i64>);
+
+/// A batch as appended: its codec and records.
 #[derive(Debug, Clone)]
 struct Appended {
     compression: Compression,
-    records: Vec<(Option<Vec<u8>>, Option<Vec<u8>>, Vec<(String, Vec<u8>)>, Option<i64>)>,
+    records: Vec<AppendedRecord>,
 }
 
 /// Every batch ever appended, by base offset: a truncation lets offsets be given again, so
