@@ -448,14 +448,13 @@ struct BatchInfo {
     max_timestamp: i64,
 }
 
-/// A record as appended: key, value, headers and timestamp (`None` for one the log chose).
-type AppendedRecord = (Option<Vec<u8>>, Option<Vec<u8>>, Vec<(String, Vec<u8>)>, Option<i64>);
-
-/// A batch as appended: its codec and records.
+/// A batch as appended: its codec and records, and whether the log stamped them all with
+/// the append time.
 #[derive(Debug, Clone)]
 struct Appended {
     compression: Compression,
-    records: Vec<AppendedRecord>,
+    log_append_time: bool,
+    records: Vec<RecSpec>,
 }
 
 /// Every batch ever appended, by base offset: a truncation lets offsets be given again, so
@@ -473,21 +472,23 @@ fn appended_at(history: &History, batch: &RecordBatch) -> Result<(), String> {
     let same = |a: &Appended| {
         batch.compression() == Some(a.compression)
             && a.records.len() == records.len()
-            && a.records
-                .iter()
-                .zip(&records)
-                .enumerate()
-                .all(|(i, ((k, v, h, t), r))| {
-                    r.offset == batch.base_offset() + i as u64
-                        && r.key.as_deref() == k.as_deref()
-                        && r.value.as_deref() == v.as_deref()
-                        && r.headers.len() == h.len()
-                        && r.headers
-                            .iter()
-                            .zip(h)
-                            .all(|(x, (n, v))| x.name == *n && x.value == v[..])
-                        && t.is_none_or(|t| t == r.timestamp)
-                })
+            && a.records.iter().zip(&records).enumerate().all(|(i, (spec, r))| {
+                let timestamp = match spec.ts {
+                    _ if a.log_append_time => None,
+                    Ts::Append => None,
+                    Ts::Ancient(t) => Some(t),
+                    Ts::Future(n) => Some(FUTURE + n),
+                };
+                r.offset == batch.base_offset() + i as u64
+                    && r.key.as_deref() == spec.key.as_deref()
+                    && r.value.as_deref() == spec.value.as_deref()
+                    && r.headers.len() == spec.headers.len()
+                    && r.headers
+                        .iter()
+                        .zip(&spec.headers)
+                        .all(|(x, (n, v))| x.name == *n && x.value == v[..])
+                    && timestamp.is_none_or(|t| t == r.timestamp)
+            })
     };
     if versions.iter().any(same) {
         Ok(())
@@ -1092,17 +1093,8 @@ impl Run {
         // Before the append: a concurrent reader may read the batch as soon as it is written.
         let appended = Appended {
             compression,
-            records: specs
-                .iter()
-                .map(|s| {
-                    let t = match (self.knobs.append_time, s.ts) {
-                        (true, _) | (_, Ts::Append) => None,
-                        (false, Ts::Ancient(t)) => Some(t),
-                        (false, Ts::Future(n)) => Some(FUTURE + n),
-                    };
-                    (s.key.clone(), s.value.clone(), s.headers.clone(), t)
-                })
-                .collect(),
+            log_append_time: self.knobs.append_time,
+            records: specs.to_vec(),
         };
         let history = Arc::clone(&self.history);
         history
