@@ -1239,22 +1239,27 @@ fn reset(live: &mut Live, model: &mut Model, group: usize, to: Spec, topic: Opti
     }
 }
 
-fn resume(live: &mut Live, model: &mut Model, group: usize, topic: &str, partition: u8, earliest: bool, commit: bool) {
-    let name = GROUPS[group];
-    let tp = model.partition(topic, partition);
+/// A consumer of `group` without auto-commit, starting from the earliest or the latest
+/// offset where the group has none.
+fn group_consumer(live: &Live, group: &str, earliest: bool) -> Consumer {
     let reset = if earliest {
         OffsetReset::Earliest
     } else {
         OffsetReset::Latest
     };
-    let mut consumer = live
-        .broker()
+    live.broker()
         .consumer(
-            ConsumerConfig::group(name)
+            ConsumerConfig::group(group)
                 .enable_auto_commit(false)
                 .auto_offset_reset(reset),
         )
-        .expect("consumer");
+        .expect("consumer")
+}
+
+fn resume(live: &mut Live, model: &mut Model, group: usize, topic: &str, partition: u8, earliest: bool, commit: bool) {
+    let name = GROUPS[group];
+    let tp = model.partition(topic, partition);
+    let mut consumer = group_consumer(live, name, earliest);
     let assigned = consumer.assign(std::slice::from_ref(&tp));
     let Some(part) = model.part(&tp) else {
         expect_missing(
@@ -1371,19 +1376,7 @@ fn read(
         live.readers.remove(&group);
         model.readers.remove(&group);
         let tp = model.partition(model.topic(topic), partition);
-        let reset = if earliest {
-            OffsetReset::Earliest
-        } else {
-            OffsetReset::Latest
-        };
-        let mut consumer = live
-            .broker()
-            .consumer(
-                ConsumerConfig::group(name)
-                    .enable_auto_commit(false)
-                    .auto_offset_reset(reset),
-            )
-            .expect("consumer");
+        let mut consumer = group_consumer(live, name, earliest);
         let assigned = consumer.assign(std::slice::from_ref(&tp));
         if let Some(want) = missing_partition(model, &tp) {
             expect_missing(&assigned, want, &format!("assign {tp}"));
