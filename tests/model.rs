@@ -19,7 +19,7 @@
 //! operation: log start, log end, visible and synced ends, `size_bytes`, `segment_count`,
 //! the segment files, and a full read from the start.
 //!
-//! CI runs 64 cases of 20–60 operations. `BROOKLET_MODEL_CASES=n` runs more cases,
+//! CI runs 48 cases of 20–60 operations. `BROOKLET_MODEL_CASES=n` runs more cases,
 //! `BROOKLET_MODEL_OPS=n` longer ones and `BROOKLET_MODEL_SEED=n` others, e.g.
 //! `BROOKLET_MODEL_CASES=4000 BROOKLET_MODEL_OPS=150 BROOKLET_MODEL_SEED=8 cargo test --release --test model`.
 
@@ -1375,7 +1375,7 @@ fn describe(op: &Op) -> String {
 /// The test configuration: a fixed seed, `BROOKLET_MODEL_CASES` / `BROOKLET_MODEL_SEED`.
 fn config() -> ProptestConfig {
     ProptestConfig {
-        cases: u32::try_from(env_number("BROOKLET_MODEL_CASES", 64)).unwrap(),
+        cases: u32::try_from(env_number("BROOKLET_MODEL_CASES", 48)).unwrap(),
         failure_persistence: None,
         rng_seed: proptest::test_runner::RngSeed::Fixed(env_number("BROOKLET_MODEL_SEED", 0x6d0d_e1ed)),
         ..ProptestConfig::default()
