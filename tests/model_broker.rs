@@ -1239,6 +1239,14 @@ fn reset(live: &mut Live, model: &mut Model, group: usize, to: Spec, topic: Opti
     }
 }
 
+/// What a poll from `from` returned (offset, timestamp): something if the model holds
+/// records from there, and exactly the model's first records from there.
+fn check_polled(got: &[(u64, i64)], part: &PartModel, from: u64, what: &str) {
+    let stored: Vec<(u64, i64)> = part.records.range(from..).map(|(o, (ts, _))| (*o, *ts)).collect();
+    assert!(!got.is_empty() || stored.is_empty(), "{what}: nothing, model {part:?}");
+    assert_eq!(got, &stored[..got.len().min(stored.len())], "{what}");
+}
+
 /// A consumer of `group` without auto-commit, starting from the earliest or the latest
 /// offset where the group has none.
 fn group_consumer(live: &Live, group: &str, earliest: bool) -> Consumer {
@@ -1286,16 +1294,7 @@ fn resume(live: &mut Live, model: &mut Model, group: usize, topic: &str, partiti
         .poll(Duration::from_millis(if want < part.end { 5_000 } else { 0 }))
         .unwrap_or_else(|e| panic!("{name} polling {tp}: {e:?}"));
     let got: Vec<(u64, i64)> = records.iter().map(|r| (r.offset(), r.timestamp())).collect();
-    let stored: Vec<(u64, i64)> = part.records.range(want..).map(|(o, (ts, _))| (*o, *ts)).collect();
-    assert!(
-        !got.is_empty() || stored.is_empty(),
-        "{name} polling {tp} from {want}: nothing, model {part:?}"
-    );
-    assert_eq!(
-        got,
-        stored[..got.len().min(stored.len())],
-        "{name} polling {tp} from {want}"
-    );
+    check_polled(&got, part, want, &format!("{name} polling {tp} from {want}"));
     if commit {
         let position = consumer.position(&tp).expect("position");
         assert_eq!(
@@ -1494,15 +1493,11 @@ fn read(
         .unwrap_or_else(|e| panic!("{name}'s reader polling {tp} from {position}: {e:?}"));
     let got: Vec<(u64, i64)> = records.iter().map(|r| (r.offset(), r.timestamp())).collect();
     drop(records);
-    let stored: Vec<(u64, i64)> = part.records.range(position..).map(|(o, (ts, _))| (*o, *ts)).collect();
-    assert!(
-        !got.is_empty() || stored.is_empty(),
-        "{name}'s reader polling {tp} from {position}: nothing, model {part:?}"
-    );
-    assert_eq!(
-        got,
-        stored[..got.len().min(stored.len())],
-        "{name}'s reader polling {tp} from {position} ({reader:?})"
+    check_polled(
+        &got,
+        &part,
+        position,
+        &format!("{name}'s reader polling {tp} from {position} ({reader:?})"),
     );
     position += got.len() as u64;
     assert_eq!(
