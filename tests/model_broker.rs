@@ -401,6 +401,17 @@ struct ReaderModel {
 }
 
 impl ReaderModel {
+    /// A reader just assigned `tp`: no position resolved yet, no cut seen.
+    fn new(tp: TopicPartition, creation: u64, earliest: bool) -> Self {
+        ReaderModel {
+            tp,
+            creation,
+            earliest,
+            position: None,
+            cut: None,
+        }
+    }
+
     /// The position as its next poll or commit takes it, given the log start now.
     fn position(&self, start: u64) -> Option<u64> {
         let position = self.position?;
@@ -1359,16 +1370,7 @@ fn read(
         if reader.tp != tp || reader.creation != creation {
             bump(&STATS.reader_reassigned, 1);
             let earliest = reader.earliest;
-            model.readers.insert(
-                group,
-                ReaderModel {
-                    tp,
-                    creation,
-                    earliest,
-                    position: None,
-                    cut: None,
-                },
-            );
+            model.readers.insert(group, ReaderModel::new(tp, creation, earliest));
         }
     }
     if mode == 1 || !model.readers.contains_key(&group) {
@@ -1384,16 +1386,7 @@ fn read(
         assert!(assigned.is_ok(), "assign {tp}: {assigned:?}");
         live.readers.insert(group, consumer);
         let creation = model.creations.get(&tp.topic).copied().unwrap_or(0);
-        model.readers.insert(
-            group,
-            ReaderModel {
-                tp,
-                creation,
-                earliest,
-                position: None,
-                cut: None,
-            },
-        );
+        model.readers.insert(group, ReaderModel::new(tp, creation, earliest));
     }
     let mut reader = model.readers.get(&group).cloned().expect("a reader");
     let consumer = live.readers.get_mut(&group).expect("a reader");
