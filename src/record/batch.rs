@@ -335,6 +335,9 @@ impl fmt::Debug for EncodeScratch {
     }
 }
 
+// Inlined into the encoder's loop (a call per record and field cost a seventh of
+// `put_records`' instructions under callgrind).
+#[inline(always)]
 fn record_body_len(record: &Record, timestamp_delta: i64, offset_delta: u32) -> usize {
     let key = record
         .key
@@ -367,6 +370,7 @@ pub(crate) fn single_record_batch_len(record: &Record) -> usize {
     HEADER_LEN + varint::len_u64(body as u64) + body
 }
 
+#[inline(always)]
 fn put_nullable(out: &mut Vec<u8>, bytes: Option<&Bytes>) {
     match bytes {
         Some(b) => {
