@@ -22,7 +22,9 @@ use crate::record::TimestampType;
 /// buffer fills (see [`LogConfig::write_buffer_bytes`]); also whenever the log writes it
 /// out for its own work — a segment roll, a `truncate_to` that cuts, a
 /// `delete_records_before` past it, a retention check that seals the active segment, a
-/// close. Until then reads stop before it. Concurrent `Synced` appends share fsyncs
+/// close. Until then reads stop before it. A [`Producer`](crate::Producer) sending
+/// `Buffered` also writes its records out a [`linger`](crate::ProducerConfig::linger)
+/// after it left the first of them in the buffer. Concurrent `Synced` appends share fsyncs
 /// (group commit): a thread whose data was already covered by another thread's fsync
 /// returns without one of its own.
 ///

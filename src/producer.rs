@@ -110,6 +110,10 @@ impl ProducerRecord {
     }
 
     /// Sets the key (it picks the partition, and orders records of one key).
+    ///
+    /// Any `Into<Bytes>`: a `String`, a `Vec<u8>` or a `Bytes` is taken without a copy, as
+    /// is a `&'static str` or `&'static [u8]`. A borrowed `&str` or `&[u8]` is copied with
+    /// `.to_owned()` or [`Bytes::copy_from_slice`] (`.key(name.as_str())` does not compile).
     #[must_use]
     #[inline]
     pub fn key(mut self, key: impl Into<Bytes>) -> Self {
@@ -117,7 +121,8 @@ impl ProducerRecord {
         self
     }
 
-    /// Sets the value; without one the record is a tombstone.
+    /// Sets the value; without one the record is a tombstone. It takes what
+    /// [`key`](Self::key) takes.
     #[must_use]
     #[inline]
     pub fn value(mut self, value: impl Into<Bytes>) -> Self {
@@ -219,6 +224,13 @@ impl ProducerConfig {
     /// `acks=all` since 3.0, which replication makes cheap; without replicas its equivalent
     /// here is `Synced`, an fsync per send (shared by concurrent senders), so choose it
     /// where a power loss must not lose acknowledged records.
+    ///
+    /// With `Buffered` (like `acks=0`) a send returns once its record is in the partition's
+    /// in-memory write buffer, which consumers cannot read yet. The producer's background
+    /// thread writes the buffer out to the OS a [`linger`](Self::linger) after the first
+    /// record it left there (as Kafka's producer sends even `acks=0` records after
+    /// `linger.ms`); [`Producer::flush`], `close` and a full buffer write it out at once.
+    /// Until then a crash of the process loses those records.
     #[must_use]
     pub fn durability(mut self, durability: Durability) -> Self {
         self.durability = durability;
@@ -233,7 +245,8 @@ impl ProducerConfig {
         self
     }
 
-    /// How long an async batch may wait for more records (Kafka's `linger.ms`).
+    /// How long an async batch may wait for more records (Kafka's `linger.ms`), and
+    /// `Buffered` records in a partition's write buffer before they are written out.
     /// Default = 5 ms (Kafka 4's default). [`Duration::MAX`] (or any linger too long to add
     /// to the clock) means never by time: batches are written when full, on flush or close.
     #[must_use]
@@ -603,6 +616,13 @@ struct PartitionQueue {
     /// Batches queued in `reports` and not reported yet (changed under its lock): read
     /// without a lock by a blocking send, which has nothing to wait for when it is 0.
     unreported: AtomicU64,
+    /// When this producer first left `Buffered` records in the log's write buffer since
+    /// the linger thread last wrote it out: the linger thread writes them out a `linger`
+    /// later, so that consumers see them (see [`ProducerConfig::durability`]).
+    buffered_since: Mutex<Option<Instant>>,
+    /// `buffered_since` is set (changed under its lock): read without the lock by each
+    /// `Buffered` append, which has nothing to note while it is.
+    buffered_noted: AtomicBool,
 }
 
 struct Shared {
@@ -776,10 +796,17 @@ impl Producer {
         result
     }
 
-    /// Queues a record and returns at once; wait on the [`Delivery`] for the outcome.
-    /// Routing errors (unknown topic, bad partition) are delivered through it too, as are a
-    /// record too large alone and one with a negative timestamp, which are refused before
-    /// they join a batch.
+    /// Queues a record and returns without waiting for it to be stored; wait on the
+    /// [`Delivery`] for the outcome. Routing errors (unknown topic, bad partition) are
+    /// delivered through it too, as are a record too large alone and one with a negative
+    /// timestamp, which are refused before they join a batch.
+    ///
+    /// Memory stays bounded without a `buffer.memory`: the call whose record fills its
+    /// partition's batch ([`ProducerConfig::batch_size`], or the topic's message size limit)
+    /// writes that batch itself before it returns (the `pwrite`; a `Synced` batch's fsync is
+    /// left to the producer's background thread). Where Kafka's `send` blocks for up to
+    /// `max.block.ms` once its buffer is full, a fast sender here is slowed by doing the
+    /// writes, and a producer holds at most one unwritten batch per partition.
     pub fn send_async(&self, record: ProducerRecord) -> Delivery {
         match self.handle.shared.enqueue(record, Notify::Handle) {
             Some(delivery) => delivery,
@@ -1450,6 +1477,8 @@ impl Shared {
             reports: Mutex::new(Reports::default()),
             reported: Condvar::new(),
             unreported: AtomicU64::new(0),
+            buffered_since: Mutex::new(None),
+            buffered_noted: AtomicBool::new(false),
         });
         if let Some(slot) = slot {
             *slot = Some(Arc::clone(&queue));
@@ -1523,10 +1552,31 @@ impl Shared {
             // A delete racing this append closes the log under it.
             .map_err(|e| queue.deleted_or(e))?;
         *epoch = (*epoch).min(appended_in);
+        if durability == Durability::Buffered {
+            self.note_buffered(queue);
+        }
         self.counters.records.fetch_add(records.len() as u64, Ordering::Relaxed);
         self.counters.bytes.fetch_add(info.size_bytes as u64, Ordering::Relaxed);
         self.counters.batches.fetch_add(1, Ordering::Relaxed);
         Ok(info)
+    }
+
+    /// Notes that `queue`'s log holds `Buffered` records of this producer, for the linger
+    /// thread to write out a `linger` after the first of them.
+    fn note_buffered(&self, queue: &PartitionQueue) {
+        // Set, it stays set until the linger thread clears it, then writes the buffer out:
+        // a record appended before that write is in it. (One appended after the write
+        // finds the flag cleared, the log's lock ordering the two.)
+        if queue.buffered_noted.load(Ordering::Acquire) {
+            return;
+        }
+        let mut since = queue.buffered_since.lock();
+        if since.is_none() {
+            *since = Some(Instant::now());
+            queue.buffered_noted.store(true, Ordering::Release);
+            drop(since);
+            self.wake_linger();
+        }
     }
 
     /// Appends `records` in as few batches as the size limit allows: a batch refused as too
@@ -2099,6 +2149,34 @@ fn close(shared: &Arc<Shared>, thread: &Mutex<Option<JoinHandle<()>>>) -> Result
 }
 
 /// Writes batches whose linger has passed; sleeps until the next one is due.
+/// Writes out `queue`'s log buffer if this producer's `Buffered` records have waited there
+/// a `linger`; else lowers `next_due` to when they will have. The records' sends succeeded
+/// already: an error here (the next append or flush meets it too) is only logged.
+fn write_out_buffered(queue: &PartitionQueue, linger: Duration, next_due: &mut Option<Instant>) {
+    {
+        let mut since = queue.buffered_since.lock();
+        // A linger too long to add to the clock never expires, as for async batches.
+        match since.and_then(|since| since.checked_add(linger)) {
+            Some(due) if due <= Instant::now() => {
+                *since = None;
+                queue.buffered_noted.store(false, Ordering::Release);
+            }
+            Some(due) => {
+                *next_due = Some(next_due.map_or(due, |d| d.min(due)));
+                return;
+            }
+            None => return,
+        }
+    }
+    // Cleared first: records buffered from now on are noted again, and written out by
+    // this write or a later one.
+    if !queue.log.is_deleted()
+        && let Err(e) = queue.log.write_buffered()
+    {
+        tracing::warn!(topic = %queue.topic, partition = queue.partition, error = %e, "could not write out buffered records");
+    }
+}
+
 fn linger_loop(shared: &Shared) {
     let linger = shared.config.linger;
     loop {
@@ -2106,6 +2184,7 @@ fn linger_loop(shared: &Shared) {
         let mut next_due: Option<Instant> = None;
         let queues = shared.all_queues();
         for queue in queues {
+            write_out_buffered(&queue, linger, &mut next_due);
             let mut pending = queue.pending.lock();
             // A linger too long to add to the clock (Kafka allows up to `Long.MAX_VALUE`
             // ms) never expires: such batches wait for `batch_size`, a flush or close.

@@ -2709,6 +2709,103 @@ fn a_buffered_producers_flush_makes_its_records_readable() {
     assert_eq!(log(1).visible_end_offset(), 2);
 }
 
+/// Polls `consumer` until it has returned `n` records (or 30 s pass): `(partition, offset,
+/// value)` of each, sorted.
+fn poll_sorted(consumer: &mut brooklet::Consumer, n: usize) -> Vec<(u32, u64, String)> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut got = Vec::new();
+    while got.len() < n && Instant::now() < deadline {
+        for r in &consumer.poll(Duration::from_millis(200)).unwrap() {
+            let value = String::from_utf8(r.value().unwrap_or_default().to_vec()).unwrap();
+            got.push((r.partition(), r.offset(), value));
+        }
+    }
+    got.sort();
+    got
+}
+
+/// A `Buffered` producer's records become readable a `linger` after it left the first of
+/// them in the write buffer, with no flush (as Kafka's producer sends even `acks=0` records
+/// after `linger.ms`): blocking sends, batches and async sends alike. They are then in the
+/// files, where another broker opened read-only on the directory reads them.
+#[test]
+fn a_buffered_producers_records_are_written_out_a_linger_later() {
+    let dir = temp_dir();
+    let broker = Broker::open(dir.path()).unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(3)).unwrap();
+    let tps: Vec<_> = (0..3).map(|p| TopicPartition::new("t", p)).collect();
+    let mut consumer = broker
+        .consumer(ConsumerConfig::default().auto_offset_reset(brooklet::OffsetReset::Earliest))
+        .unwrap();
+    consumer.assign(&tps).unwrap();
+    let p = broker.producer(
+        ProducerConfig::default()
+            .durability(Durability::Buffered)
+            .linger(Duration::from_millis(20)),
+    );
+    assert_eq!(
+        p.send(ProducerRecord::new("t").partition(0).value("blocking"))
+            .unwrap()
+            .offset,
+        0
+    );
+    let batch = [
+        ProducerRecord::new("t").partition(1).value("batch-a"),
+        ProducerRecord::new("t").partition(1).value("batch-b"),
+    ];
+    assert_eq!(p.send_batch(&batch).unwrap().len(), 2);
+    let queued = p.send_async(ProducerRecord::new("t").partition(2).value("async"));
+    let expected = vec![
+        (0, 0, "blocking".to_string()),
+        (1, 0, "batch-a".to_string()),
+        (1, 1, "batch-b".to_string()),
+        (2, 0, "async".to_string()),
+    ];
+    assert_eq!(poll_sorted(&mut consumer, 4), expected);
+    assert_eq!(queued.wait().unwrap().offset, 0);
+    let reader = Broker::open_read_only(dir.path()).unwrap();
+    assert_eq!(
+        reader
+            .consumer(ConsumerConfig::default())
+            .unwrap()
+            .end_offsets(&tps)
+            .unwrap()
+            .into_values()
+            .collect::<Vec<_>>(),
+        [1, 2, 1]
+    );
+    // More records later are noted again and written out in turn.
+    p.send(ProducerRecord::new("t").partition(0).value("later")).unwrap();
+    assert_eq!(poll_sorted(&mut consumer, 1), [(0, 1, "later".to_string())]);
+    drop(p);
+}
+
+/// With a linger of `Duration::MAX` (never by time) a `Buffered` record waits in the
+/// buffer for a flush: unreadable until then, though the partition's log end offset
+/// counts it (Kafka's log end offset against the high watermark consumers read to).
+#[test]
+fn a_buffered_record_without_a_linger_waits_for_the_flush() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    let tp = TopicPartition::new("t", 0);
+    let mut consumer = broker
+        .consumer(ConsumerConfig::default().auto_offset_reset(brooklet::OffsetReset::Earliest))
+        .unwrap();
+    consumer.assign(std::slice::from_ref(&tp)).unwrap();
+    let p = broker.producer(
+        ProducerConfig::default()
+            .durability(Durability::Buffered)
+            .linger(Duration::MAX),
+    );
+    p.send(ProducerRecord::new("t").partition(0).value("kept")).unwrap();
+    assert!(consumer.poll(Duration::from_millis(300)).unwrap().is_empty());
+    assert_eq!(end_offsets(&broker, "t"), [1]);
+    assert_eq!(consumer.end_offsets(std::slice::from_ref(&tp)).unwrap()[&tp], 0);
+    p.flush().unwrap();
+    assert_eq!(poll_sorted(&mut consumer, 1), [(0, 0, "kept".to_string())]);
+    assert_eq!(consumer.end_offsets(std::slice::from_ref(&tp)).unwrap()[&tp], 1);
+}
+
 // ---------------------------------------------------------------------------------------
 // 14. review: keyless routing after flush; async records too large only compressed
 // ---------------------------------------------------------------------------------------

@@ -177,7 +177,7 @@ enum TopicsCommand {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum DurabilityArg {
-    /// In memory until flushed (acks=0).
+    /// In memory, written out within 5 ms (the producer's linger) and at the end (acks=0).
     Buffered,
     /// Handed to the OS: survives a crash of this process (acks=1).
     Written,
