@@ -267,7 +267,10 @@ pub struct PartitionDescription {
     pub partition: u32,
     /// First offset still stored.
     pub log_start_offset: u64,
-    /// Offset the next record will get.
+    /// Offset the next record will get (Kafka's log end offset). It counts `Buffered`
+    /// records still in the partition's write buffer, which consumers cannot read yet:
+    /// [`Consumer::end_offsets`](crate::Consumer::end_offsets) and group lag use the
+    /// readable end, as Kafka's consumers use the high watermark.
     pub log_end_offset: u64,
     /// Bytes of its segment files.
     pub size_bytes: u64,

@@ -240,6 +240,11 @@ impl TopicConfig {
     /// Largest record batch accepted, encoded (Kafka's `max.message.bytes`). A record
     /// larger than this is refused with [`Error::RecordTooLarge`]. Default = 1 MiB. A batch
     /// must fit in one segment, so the limit in force is at most `segment_bytes`.
+    ///
+    /// Unlike Kafka's, the limit holds for a compressed batch both as stored and
+    /// uncompressed, so that no batch written here takes a reader more memory than the
+    /// limit: a 2 MiB value that zstd shrinks to a few KiB is still refused under the
+    /// default.
     #[must_use]
     pub fn max_message_bytes(mut self, bytes: u32) -> Self {
         self.max_message_bytes = bytes;
