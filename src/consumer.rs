@@ -1236,7 +1236,10 @@ impl Consumer {
     /// same poll are returned first, and the error comes from the next poll: no record is
     /// skipped because another partition failed. (Not if the failed partition was seeked or
     /// unassigned in between: then the error no longer applies and is dropped, as Kafka
-    /// drops a stale fetch.)
+    /// drops a stale fetch.) A poll stops reading at the failed partition, so until the
+    /// application seeks past the damage (or pauses or unassigns the partition), the
+    /// partitions after it in the poll's rotation get fewer reads: as with Kafka, whose
+    /// consumer throws at a corrupt record until it is seeked past.
     pub fn poll(&mut self, timeout: Duration) -> Result<ConsumerRecords> {
         self.check_open()?;
         if let Some((tp, position, e)) = self.pending_error.take()
