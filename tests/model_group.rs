@@ -243,6 +243,8 @@ struct MemberModel {
     id: Option<String>,
     /// Partitions it owns, with its position in each.
     owned: BTreeMap<TopicPartition, u64>,
+    /// The generation it synced with at its last poll (0 before its first poll).
+    generation: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -705,6 +707,12 @@ fn member_poll(live: &mut Live, model: &mut Model, slot: usize, what: &str) {
     model_sync(model, slot);
     let records = result.unwrap_or_else(|e| panic!("{what}: poll: {e:?}"));
     let mut m = model.members[slot].take().expect("a member");
+    // The poll synced with the group's current generation (a poll starts no rebalance).
+    m.generation = live
+        .broker()
+        .describe_group(GROUPS[m.group])
+        .unwrap_or_else(|e| panic!("{what}: describe_group: {e:?}"))
+        .generation;
     let mut delivered = std::mem::take(&mut model.groups[m.group].delivered);
     check_records(model, &records, &mut m.owned, m.max_records, Some(&mut delivered), what);
     model.groups[m.group].delivered = delivered;
@@ -758,6 +766,7 @@ fn join(live: &mut Live, model: &mut Model, slot: usize, m: MemberModel, topics:
         topics,
         id: Some(id),
         owned: BTreeMap::new(),
+        generation: 0,
         ..m
     });
     model.rebalance(g);
@@ -823,6 +832,7 @@ fn apply(live: &mut Live, model: &mut Model, op: &Op, what: &str) {
                         topics: Vec::new(),
                         id: None,
                         owned: BTreeMap::new(),
+                        generation: 0,
                     };
                     join(live, model, slot, m, topics);
                 }
@@ -1260,6 +1270,9 @@ fn check(live: &mut Live, model: &mut Model, what: &str) {
         };
         assert_eq!(consumer.member_id(), m.id.as_deref(), "{what}: slot {slot}'s member id");
         assert_eq!(consumer.subscription(), m.topics, "{what}: slot {slot}'s subscription");
+        if m.id.is_some() {
+            assert_eq!(consumer.generation(), m.generation, "{what}: slot {slot}'s generation");
+        }
         let owned: BTreeSet<TopicPartition> = m.owned.keys().cloned().collect();
         assert_eq!(consumer.assignment(), owned, "{what}: slot {slot}'s assignment");
         for (tp, &position) in &m.owned {
