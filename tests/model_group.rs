@@ -1120,12 +1120,13 @@ fn apply(live: &mut Live, model: &mut Model, op: &Op, what: &str) {
 
 /// A stable group's members own every partition of the subscribed topics, each once.
 fn check_partitioned(live: &Live, model: &Model, g: usize, what: &str) {
-    let Ok(d) = live.broker().describe_group(GROUPS[g]) else {
-        return;
-    };
-    if d.members.is_empty() {
+    if model.subscribed(g).is_empty() {
         return;
     }
+    let d = live
+        .broker()
+        .describe_group(GROUPS[g])
+        .unwrap_or_else(|e| panic!("{what}: describe_group {}: {e:?}", GROUPS[g]));
     assert_eq!(d.state, GroupState::Stable, "{what}: {} after settling", GROUPS[g]);
     let mut owned = BTreeSet::new();
     for m in &d.members {
