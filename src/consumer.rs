@@ -37,7 +37,8 @@
 //!   takes a commit of any partition from a member of the current generation): a member
 //!   that lost a partition cannot move its committed offset, whatever it still holds.
 //! - A consumer with a `group_id` that uses [`assign`](Consumer::assign) may commit only
-//!   while the group has no subscribed members (Kafka's rule for standalone consumers).
+//!   while the group has no subscribed members (Kafka's rule for standalone consumers). So
+//!   may one that called [`unsubscribe`](Consumer::unsubscribe): it is no member any more.
 //! - `commit_async` writes at once but never waits for an fsync; its callback runs on the
 //!   consumer's thread at the next `poll`, `commit`, `commit_offsets` or `close`, once the
 //!   commit has the broker's offsets durability. Before partitions go to another member (a
@@ -1724,8 +1725,11 @@ impl Consumer {
             .ok_or_else(|| Error::NotAssigned { partition: tp.clone() })
     }
 
-    /// Makes the next `poll` read `tp` from `offset`. An offset outside the log is handled
-    /// at that poll as Kafka does: by `auto_offset_reset`, or an error if it is `None`.
+    /// Makes the next `poll` that reads `tp` read it from `offset`. An offset outside the
+    /// log is handled then, as Kafka does: by `auto_offset_reset`, or an error if it is
+    /// `None`. A poll that fills `max_poll_records` from other partitions first does not
+    /// read `tp`; if records reach `offset` before a poll does, the offset is inside the
+    /// log by then and is read, not reset.
     ///
     /// # Errors
     /// [`Error::NotAssigned`].

@@ -63,7 +63,7 @@ pub struct GroupDescription {
     pub state: GroupState,
     /// The current generation (0 for a group that never had members in this process).
     pub generation: u64,
-    /// The assignor in use (the oldest member's).
+    /// The assignor in use (the oldest member's); `None` while the group has no members.
     pub assignor: Option<String>,
     /// The members, by member id.
     pub members: Vec<MemberDescription>,
