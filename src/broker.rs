@@ -977,6 +977,56 @@ impl Broker {
             .collect()
     }
 
+    /// Makes everything stored so far durable, as a database's checkpoint does: every
+    /// partition's records (`Buffered` ones written out first) and every committed offset
+    /// are fsynced, whatever durability they were written with. Records a
+    /// [`Producer`](crate::Producer) still holds (async batches not yet written) are the
+    /// producer's to [`flush`](crate::Producer::flush) first.
+    ///
+    /// Dropping the last handle of a broker syncs and closes every partition too, but it
+    /// can only log a failure (through `tracing`). Call this before, where the application
+    /// must learn that its data did not reach the disk. A partition left offline by
+    /// [`DamagePolicy::Offline`] takes no writes, so it has nothing to sync and is skipped.
+    ///
+    /// # Errors
+    /// The first failure, after trying every partition and the offsets:
+    /// [`Error::Io`] if a write or fsync fails (a failed fsync poisons that partition,
+    /// as it does for a `Synced` append), [`Error::Poisoned`] for a partition an earlier
+    /// fsync failure poisoned; [`Error::ReadOnly`] on a read-only broker.
+    ///
+    /// # Examples
+    /// ```
+    /// use brooklet::{Broker, Durability, ProducerConfig, ProducerRecord, TopicConfig};
+    /// let dir = tempfile::tempdir()?;
+    /// let broker = Broker::open(dir.path())?;
+    /// broker.create_topic("orders", TopicConfig::with_partitions(2))?;
+    /// let producer = broker.producer(ProducerConfig::default().durability(Durability::Written));
+    /// for i in 0..100 {
+    ///     producer.send(ProducerRecord::new("orders").key(format!("user-{i}")).value("placed"))?;
+    /// }
+    /// // One fsync per partition for the 100 records, instead of one per send with `Synced`.
+    /// broker.flush()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn flush(&self) -> Result<()> {
+        self.check_writable(|| "flush the broker".to_string())?;
+        let topics: Vec<Arc<Topic>> = self.inner.topics.read().values().cloned().collect();
+        let mut first_error = None;
+        for log in topics.iter().flat_map(|t| t.partition_logs()) {
+            // A topic deleted meanwhile has nothing left to make durable.
+            if log.damage().is_none()
+                && let Err(e) = log.flush()
+                && !log.is_deleted()
+            {
+                first_error.get_or_insert(e);
+            }
+        }
+        if let Err(e) = self.inner.offsets.flush() {
+            first_error.get_or_insert(e);
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
     /// Re-reads the committed offsets of a [read-only broker](Self::open_read_only), which
     /// otherwise keeps those it opened with: [`describe_group`](Self::describe_group),
     /// [`committed_offset`](Self::committed_offset) and its consumers' `committed` then show

@@ -600,6 +600,14 @@ impl OffsetStore {
         Ok(())
     }
 
+    /// Syncs every commit appended so far (whatever the offsets durability), and shows the
+    /// `Synced` ones waiting for an fsync in the table.
+    pub fn flush(&self) -> Result<()> {
+        self.log.flush()?;
+        self.apply_synced();
+        Ok(())
+    }
+
     /// Applies to the table, oldest first, the pending commits that are synced now.
     fn apply_synced(&self) {
         let synced = self.log.synced_end_offset();

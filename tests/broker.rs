@@ -1845,3 +1845,93 @@ fn a_damaged_partition_fails_open_or_goes_offline_as_the_policy_says() {
         .unwrap();
     assert_eq!(meta.offset, end);
 }
+
+// ---------------------------------------------------------------------------------------
+// Broker::flush: a checkpoint whose failure reaches the application
+// ---------------------------------------------------------------------------------------
+
+/// `Written` records, `Buffered` ones and `Written` commits survive a power loss once
+/// `Broker::flush` returned, and (the control) not without it.
+#[test]
+fn broker_flush_makes_written_records_and_commits_survive_a_power_loss() {
+    use brooklet::io::{FaultFs, PowerLoss};
+    use brooklet::{ConsumerConfig, Durability, OffsetAndMetadata};
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    for flush in [true, false] {
+        let dir = temp_dir();
+        let fs = FaultFs::new();
+        let broker = Broker::builder()
+            .vfs(Arc::new(fs.clone()))
+            .offsets_durability(Durability::Written)
+            .open(dir.path())
+            .unwrap();
+        broker.create_topic("t", TopicConfig::with_partitions(2)).unwrap();
+        assert_eq!(send_n(&producer(&broker), "t", 0, 3, "w"), [0, 1, 2]);
+        let buffered = broker.producer(
+            ProducerConfig::default()
+                .durability(Durability::Buffered)
+                .linger(Duration::MAX),
+        );
+        assert_eq!(send_n(&buffered, "t", 1, 2, "b"), [0, 1]);
+        let tp = TopicPartition::new("t", 0);
+        let mut consumer = broker.consumer(ConsumerConfig::group("g")).unwrap();
+        consumer.assign(std::slice::from_ref(&tp)).unwrap();
+        consumer
+            .commit_offsets(&BTreeMap::from([(tp.clone(), OffsetAndMetadata::new(2))]))
+            .unwrap();
+        if flush {
+            broker.flush().unwrap();
+        }
+        fs.power_loss(PowerLoss::DropUnsynced);
+        drop((consumer, buffered));
+        drop(broker);
+
+        let broker = Broker::open(dir.path()).unwrap();
+        let values = |p: u32| -> Vec<String> {
+            read_all(&broker.partition_log(&TopicPartition::new("t", p)).unwrap())
+                .iter()
+                .map(|r| String::from_utf8(r.value.as_deref().unwrap_or_default().to_vec()).unwrap())
+                .collect()
+        };
+        let committed = broker.committed_offset("g", &tp).map(|o| o.offset);
+        if flush {
+            assert_eq!(values(0), ["w0", "w1", "w2"]);
+            assert_eq!(values(1), ["b0", "b1"]);
+            assert_eq!(committed, Some(2));
+        } else {
+            assert_eq!((values(0).len(), values(1).len(), committed), (0, 0, None));
+        }
+    }
+}
+
+/// A failed fsync reaches `Broker::flush`'s caller (and poisons the partition, as it does
+/// for a `Synced` append); a read-only broker refuses to flush.
+#[test]
+fn broker_flush_reports_a_failed_fsync_and_refuses_on_a_read_only_broker() {
+    use brooklet::io::{EIO, Fault, FaultFs, FaultOp};
+    use std::sync::Arc;
+
+    let dir = temp_dir();
+    let fs = FaultFs::new();
+    let broker = Broker::builder().vfs(Arc::new(fs.clone())).open(dir.path()).unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    send_n(&producer(&broker), "t", 0, 2, "v");
+    fs.inject(Fault {
+        op: FaultOp::Sync,
+        nth: 1,
+        errno: EIO,
+        forever: false,
+    });
+    assert!(
+        matches!(broker.flush(), Err(Error::Io { .. })),
+        "the failed fsync was not reported"
+    );
+    assert!(matches!(
+        producer(&broker).send(ProducerRecord::new("t").partition(0).value("after")),
+        Err(Error::Poisoned { .. })
+    ));
+    let reader = Broker::open_read_only(dir.path()).unwrap();
+    assert!(matches!(reader.flush(), Err(Error::ReadOnly { .. })));
+}
