@@ -2148,7 +2148,6 @@ fn close(shared: &Arc<Shared>, thread: &Mutex<Option<JoinHandle<()>>>) -> Result
     result.and(late)
 }
 
-/// Writes batches whose linger has passed; sleeps until the next one is due.
 /// Writes out `queue`'s log buffer if this producer's `Buffered` records have waited there
 /// a `linger`; else lowers `next_due` to when they will have. The records' sends succeeded
 /// already: an error here (the next append or flush meets it too) is only logged.
@@ -2177,6 +2176,8 @@ fn write_out_buffered(queue: &PartitionQueue, linger: Duration, next_due: &mut O
     }
 }
 
+/// Writes batches whose linger has passed, and `Buffered` records that have waited a
+/// linger; sleeps until the next one is due.
 fn linger_loop(shared: &Shared) {
     let linger = shared.config.linger;
     loop {
