@@ -13,7 +13,7 @@ use crate::record::TimestampType;
 ///
 /// | level | returns once the batch is… | survives | Kafka analogue |
 /// |---|---|---|---|
-/// | `Buffered` | copied into the partition's in-memory write buffer | nothing until the next flush | `acks=0` |
+/// | `Buffered` | copied into the partition's in-memory write buffer | nothing until it is written out (below) | `acks=0` |
 /// | `Written` | handed to the OS with `write(2)` | a crash of this process (the page cache outlives it) | `acks=1` |
 /// | `Synced` | written and `fdatasync`'d | power loss and kernel crashes | `acks=all` |
 ///
@@ -32,7 +32,8 @@ use crate::record::TimestampType;
 /// really waits for the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Durability {
-    /// Kept in memory until the next flush: fastest, may lose recent records on any crash.
+    /// Kept in memory until written out (a flush; with a producer, a linger later): fastest,
+    /// may lose recent records on any crash.
     Buffered,
     /// Handed to the OS before returning: survives a process crash. The default.
     #[default]
