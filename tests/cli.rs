@@ -267,6 +267,20 @@ fn topics_alter_changes_and_resets_settings() {
     assert_eq!(ok(&dir, &["topics", "describe", "orders"]), describe);
 }
 
+/// A `--header` that is not `KEY=VALUE` is a usage error, as the other malformed
+/// arguments are: exit 2, the header named, nothing produced (stdin is not read).
+#[test]
+fn a_malformed_header_is_a_usage_error_and_produces_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    ok(&dir, &["topics", "create", "orders", "--partitions", "1"]);
+    let o = brooklet_with_stdin(&dir, &["produce", "orders", "--header", "bad"], "x\n");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("\"bad\" is not KEY=VALUE"), "{}", stderr(&o));
+    let broker = Broker::open_read_only(&dir).unwrap();
+    assert_eq!(broker.describe_topic("orders").unwrap().partitions[0].log_end_offset, 0);
+}
+
 #[test]
 fn produce_from_stdin_then_consume() {
     let tmp = tempfile::tempdir().unwrap();

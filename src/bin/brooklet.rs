@@ -193,8 +193,8 @@ struct ProduceArgs {
     #[arg(long, value_name = "SEP", value_parser = non_empty_separator)]
     key_separator: Option<String>,
     /// A header for every record (repeatable).
-    #[arg(long = "header", value_name = "KEY=VALUE")]
-    headers: Vec<String>,
+    #[arg(long = "header", value_name = "KEY=VALUE", value_parser = key_value)]
+    headers: Vec<(String, String)>,
     /// Send every record to this partition (default: by key, else spread).
     #[arg(long)]
     partition: Option<u32>,
@@ -807,10 +807,12 @@ fn with_settings(mut config: TopicConfig, set: &[String], reset: &[String]) -> C
     Ok(config)
 }
 
-fn key_value(pair: &str, what: &str) -> CliResult<(String, String)> {
+/// `--header`'s `KEY=VALUE`; anything else is a usage error (exit 2), as clap reports the
+/// other malformed arguments.
+fn key_value(pair: &str) -> Result<(String, String), String> {
     pair.split_once('=')
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .ok_or_else(|| Failure(format!("{what} {pair:?} is not KEY=VALUE")))
+        .ok_or_else(|| format!("{pair:?} is not KEY=VALUE"))
 }
 
 /// `line` split at the first `sep`, if any.
@@ -942,11 +944,7 @@ enum ProduceStop {
 fn produce(dir: &Path, args: &ProduceArgs, out: &mut Output) -> CliResult<ExitCode> {
     // A name no topic can have is said so, not reported as a topic that does not exist.
     brooklet::validate_topic_name(&args.topic)?;
-    let headers = args
-        .headers
-        .iter()
-        .map(|h| key_value(h, "--header"))
-        .collect::<CliResult<Vec<_>>>()?;
+    let headers = args.headers.as_slice();
     let interrupt = Interrupt::install()?;
     let broker = open_writer(dir, "produce")?;
     // Fail before reading stdin if the topic or partition does not exist.
@@ -1086,7 +1084,7 @@ fn produce(dir: &Path, args: &ProduceArgs, out: &mut Output) -> CliResult<ExitCo
             },
             None => record = record.value(line.clone()),
         }
-        for (k, v) in &headers {
+        for (k, v) in headers {
             record = record.header(k.clone(), v.clone());
         }
         if let Some(p) = args.partition {
