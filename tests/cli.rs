@@ -1529,7 +1529,10 @@ fn consume_follow_picks_up_partitions_added_while_it_runs() {
     assert_eq!(wait_exit(&mut child).code(), Some(1));
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert!(stderr.contains("topic \"t\" does not exist"), "{stderr}");
+    assert!(
+        stderr.contains("topic \"t\" was deleted while it was being consumed"),
+        "{stderr}"
+    );
 }
 
 /// stderr into a pipe nobody reads any more (`2>&1 | head -1` once `head` is gone): the
@@ -1636,7 +1639,10 @@ fn consume_follow_of_one_partition_stops_when_the_topic_is_deleted() {
     assert_eq!(wait_exit(&mut child).code(), Some(1));
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert_eq!(stderr, "brooklet: error: topic \"t\" does not exist\n");
+    assert_eq!(
+        stderr,
+        "brooklet: error: topic \"t\" was deleted while it was being consumed\n"
+    );
 }
 
 /// The help names every command that needs the directory free, as they behave: `topics

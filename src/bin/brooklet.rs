@@ -1305,7 +1305,13 @@ fn consume(dir: &Path, args: &ConsumeArgs, out: &mut Output) -> CliResult<ExitCo
             *at = Instant::now();
             follow_new_partitions(&broker, &mut consumer, &args.topic, args.partition)?;
         }
-        let records = consumer.poll(SIGNAL_CHECK)?;
+        let records = consumer.poll(SIGNAL_CHECK).map_err(|e| match e {
+            // The topic was there when the command started: it was deleted since.
+            Error::UnknownTopic { topic } => {
+                Failure(format!("topic {topic:?} was deleted while it was being consumed"))
+            }
+            e => e.into(),
+        })?;
         // Per partition: the offset after the last record printed, the first record of
         // this poll, and the first one read but not printed (past --max-records).
         let mut next: BTreeMap<TopicPartition, u64> = BTreeMap::new();
