@@ -3300,6 +3300,48 @@ fn a_failed_read_after_the_kept_batches_does_not_drop_their_records() {
     assert_eq!(c.position(&tp("t", 0)).unwrap(), 10);
 }
 
+/// A batch that rots in the middle of a partition: as from Kafka's fetch, a poll returns
+/// the records before it (they used to be dropped with the error when one read held them
+/// and the damaged batch), the next poll fails at the damaged batch, with the file and
+/// byte position, and leaves the position there; a seek past it reads on.
+#[test]
+fn a_damaged_batch_fails_the_poll_that_reaches_it_after_the_records_before_it() {
+    let dir = common::temp_dir();
+    let broker = Broker::open(dir.path()).unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    for offsets in [0..10, 10..20, 20..30] {
+        send_lz4_batch(&broker, offsets);
+    }
+    let batches = broker.partition_log(&tp("t", 0)).unwrap().read(0, 1 << 20).unwrap();
+    let bases: Vec<u64> = batches.iter().map(brooklet::RecordBatch::base_offset).collect();
+    assert_eq!(bases, [0, 10, 20]);
+    let (a_len, b_len) = (batches[0].size_bytes(), batches[1].size_bytes());
+    drop(batches);
+    // The second batch's last byte rots (its CRC no longer matches).
+    let segment = dir.path().join("t-0").join("00000000000000000000.log");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&segment)
+        .unwrap();
+    let at = (a_len + b_len - 1) as u64;
+    let mut byte = [0u8];
+    std::os::unix::fs::FileExt::read_exact_at(&file, &mut byte, at).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &[byte[0] ^ 0xff], at).unwrap();
+    drop(file);
+    let mut c = broker.consumer(ConsumerConfig::default()).unwrap();
+    c.assign(&[tp("t", 0)]).unwrap();
+    c.seek(&tp("t", 0), 0).unwrap();
+    assert_eq!(polled(&mut c), expected(0..10, "v"));
+    match c.poll(Duration::from_millis(1)) {
+        Err(Error::Corrupt { path, position, .. }) => assert_eq!((path, position), (segment, a_len as u64)),
+        other => panic!("expected the damage, got {other:?}"),
+    }
+    assert_eq!(c.position(&tp("t", 0)).unwrap(), 10);
+    c.seek(&tp("t", 0), 20).unwrap();
+    assert_eq!(polled(&mut c), expected(20..30, "v"));
+}
+
 /// A member of group `g` (manual commits) assigned `t-0`, which has polled its first `n`
 /// records.
 fn member_that_read_t0(broker: &Broker, n: usize) -> Consumer {

@@ -1834,7 +1834,9 @@ impl PartitionLog {
     /// # Errors
     /// [`Error::OffsetOutOfRange`] if `offset` is below the log start or past the log end;
     /// [`Error::Corrupt`] if the stored bytes fail validation (with `verify_checksums`, the
-    /// default, every batch's CRC is checked); [`Error::Io`] if the read fails.
+    /// default, every batch's CRC is checked): as a Kafka fetch does, a read returns the
+    /// valid batches before a damaged one, and the read that starts at the damaged batch
+    /// fails; [`Error::Io`] if the read fails.
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<Vec<RecordBatch>> {
         self.read_into(offset, max_bytes, &mut SpareBuffer::default())
     }

@@ -640,7 +640,9 @@ impl Segment {
     }
 
     /// Decodes every complete batch at the front of `buf` (which starts at file position
-    /// `pos`), checking each one's CRC if `verify`; a partial batch at the end is left out.
+    /// `pos`), checking each one's CRC if `verify`; a partial batch at the end is left out,
+    /// and so is everything from a damaged batch on when batches come before it (the read
+    /// that starts at the damaged batch fails with it).
     fn decode_all(&self, buf: &Bytes, pos: u64, verify: bool) -> Result<Fetched> {
         let mut batches = Vec::new();
         let mut at = 0usize;
@@ -660,7 +662,10 @@ impl Segment {
                     at += batch.size_bytes();
                     batches.push(batch);
                 }
-                Err(DecodeError::Torn { .. }) if !batches.is_empty() => break,
+                // The batches before a damaged one are returned, as Kafka's fetch returns
+                // the records before a corrupt one: the read starting at the damaged batch
+                // reports it.
+                Err(_) if !batches.is_empty() => break,
                 Err(e) => return Err(Error::corrupt(&self.log_path, pos + at as u64, decode_reason(e))),
             }
         }
