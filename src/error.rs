@@ -62,11 +62,16 @@ pub enum Error {
         /// What was wrong.
         reason: String,
     },
-    /// A batch is larger than the configured maximum.
+    /// A record, or a batch of records, is too large to store. As with Kafka's
+    /// `RecordTooLargeException`, sizes count the batch as stored, header included. A
+    /// [`Producer`](crate::Producer) checks each record alone against the topic's
+    /// [`max_message_bytes`](crate::TopicConfig::max_message_bytes) (`size` is then that of
+    /// a batch holding only the record); [`PartitionLog::append`](crate::PartitionLog::append)
+    /// checks its batch against [`LogConfig::max_batch_bytes`](crate::LogConfig::max_batch_bytes).
     RecordTooLarge {
-        /// Encoded size of the batch, in bytes.
+        /// Encoded size of the batch, header included, in bytes.
         size: usize,
-        /// The configured maximum (`max_batch_bytes`).
+        /// The limit it exceeds.
         max: usize,
     },
     /// A record's timestamp is negative. As in Kafka (whose `ProducerRecord` refuses one), a
@@ -415,7 +420,11 @@ impl fmt::Display for Error {
                 write!(f, "invalid record in the batch at offset {base_offset}: {reason}")
             }
             Error::RecordTooLarge { size, max } => {
-                write!(f, "batch of {size} bytes exceeds the maximum of {max} bytes")
+                write!(
+                    f,
+                    "record too large: {size} bytes as a stored batch (header included), over the limit of {max} bytes \
+                     (a topic's max_message_bytes, a log's max_batch_bytes)"
+                )
             }
             Error::InvalidTimestamp { timestamp } => write!(
                 f,

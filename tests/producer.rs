@@ -78,9 +78,19 @@ fn flush_only() -> ProducerConfig {
 
 fn expect_too_large(result: Result<RecordMetadata, Error>, max: usize, min_size: usize) {
     match result {
-        Err(Error::RecordTooLarge { size, max: got_max }) => {
+        Err(e @ Error::RecordTooLarge { .. }) => {
+            let Error::RecordTooLarge { size, max: got_max } = e else {
+                unreachable!()
+            };
             assert_eq!(got_max, max);
             assert!(size > min_size, "size {size} should exceed {min_size}");
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "record too large: {size} bytes as a stored batch (header included), over the limit of {max} \
+                     bytes (a topic's max_message_bytes, a log's max_batch_bytes)"
+                )
+            );
         }
         other => panic!("expected RecordTooLarge, got {other:?}"),
     }

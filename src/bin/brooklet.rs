@@ -3,8 +3,8 @@
 //!
 //! Commands that only read open the directory with `Broker::open_read_only`, so they work
 //! while an application holds it; commands that write need it free and say so when it is in
-//! use. Errors are one line on stderr and exit code 1; `dump-log` and `verify` exit with 2
-//! when they find damage. `consume` and `produce` stop cleanly on SIGINT, SIGTERM or SIGHUP
+//! use. Errors are one line on stderr and exit code 1; `dump-log`, `verify` and `consume`
+//! exit with 2 when they find damage (`consume` prints the healthy partitions first). `consume` and `produce` stop cleanly on SIGINT, SIGTERM or SIGHUP
 //! (a group commits, the directory is closed) and exit with 128 + the signal's number.
 
 #![forbid(unsafe_code)]
@@ -78,7 +78,7 @@ enum Command {
     Produce(ProduceArgs),
     /// Print records of a topic (the console consumer).
     #[command(
-        after_help = "Examples:\n  brooklet --dir data consume orders --from-beginning\n  brooklet --dir data consume orders --follow --print-key --print-timestamp\n  brooklet --dir data consume orders --partition 0 --offset 42 --max-records 10 --format json | jq .value\n  brooklet --dir data consume orders --group audit --from-beginning\n\nCtrl-C (SIGINT), SIGTERM or SIGHUP stops it at its next poll (within 0.2 s): a group commits what it printed and the directory is closed cleanly; it exits with 130 (SIGINT), 143 (SIGTERM) or 129 (SIGHUP), as a shell reports a command the signal stopped. A second signal ends it at once. Closing its output (| head) stops it the same way, with exit 0, at its next write (with --follow on an idle topic, at the next record)."
+        after_help = "Examples:\n  brooklet --dir data consume orders --from-beginning\n  brooklet --dir data consume orders --follow --print-key --print-timestamp\n  brooklet --dir data consume orders --partition 0 --offset 42 --max-records 10 --format json | jq .value\n  brooklet --dir data consume orders --group audit --from-beginning\n\nCtrl-C (SIGINT), SIGTERM or SIGHUP stops it at its next poll (within 0.2 s): a group commits what it printed and the directory is closed cleanly; it exits with 130 (SIGINT), 143 (SIGTERM) or 129 (SIGHUP), as a shell reports a command the signal stopped. A second signal ends it at once. Closing its output (| head) stops it the same way, with exit 0, at its next write (with --follow on an idle topic, at the next record).\n\nA damaged partition (see verify) is read up to its damage, with a warning on stderr naming the offset it stops at; the other partitions are printed in full, and the exit status is 2."
     )]
     Consume(ConsumeArgs),
     /// List, describe (with lag), reset and delete consumer groups.
@@ -497,6 +497,14 @@ fn check_dir(dir: &Path) -> CliResult<()> {
 
 /// Opens the directory for reading, beside any application that holds it.
 fn open_reader(dir: &Path) -> CliResult<Broker> {
+    let broker = open_reader_unwarned(dir)?;
+    warn_damage(&broker);
+    Ok(broker)
+}
+
+/// [`open_reader`] without its damage warnings: for `consume`, which warns of damage when
+/// a read reaches it, naming the offset it stops printing at.
+fn open_reader_unwarned(dir: &Path) -> CliResult<Broker> {
     check_dir(dir)?;
     let broker = Broker::open_read_only(dir).map_err(|e| match e {
         // Only the topic table missing: another missing file (a partition's directory) is
@@ -512,7 +520,6 @@ fn open_reader(dir: &Path) -> CliResult<Broker> {
     // A read-only open runs no recovery and cuts nothing, so its reports are empty today;
     // checked all the same, so that a reader would say so if it ever did.
     warn_recoveries(&broker);
-    warn_damage(&broker);
     Ok(broker)
 }
 
@@ -1215,7 +1222,7 @@ fn consume(dir: &Path, args: &ConsumeArgs, out: &mut Output) -> CliResult<ExitCo
     let interrupt = Interrupt::install()?;
     let broker = match &args.group {
         Some(_) => open_writer(dir, "consume --group (it commits the group's offsets)")?,
-        None => open_reader(dir)?,
+        None => open_reader_unwarned(dir)?,
     };
     let description = broker.describe_topic(&args.topic)?;
     let partitions: Vec<u32> = match args.partition {
@@ -1286,6 +1293,8 @@ fn consume(dir: &Path, args: &ConsumeArgs, out: &mut Output) -> CliResult<ExitCo
     }
     let mut printed = 0u64;
     let mut signal = None;
+    // Partitions a read failed in, with the offset it failed at: not read any further.
+    let mut damaged: BTreeMap<TopicPartition, u64> = BTreeMap::new();
     // Per partition: the offset after the last record printed, to tell a jump.
     let mut expected: BTreeMap<TopicPartition, u64> = BTreeMap::new();
     // Following beside an application: the topic table is re-read, so that a deleted topic
@@ -1305,13 +1314,30 @@ fn consume(dir: &Path, args: &ConsumeArgs, out: &mut Output) -> CliResult<ExitCo
             *at = Instant::now();
             follow_new_partitions(&broker, &mut consumer, &args.topic, args.partition)?;
         }
-        let records = consumer.poll(SIGNAL_CHECK).map_err(|e| match e {
+        let records = match consumer.poll(SIGNAL_CHECK) {
+            Ok(records) => records,
             // The topic was there when the command started: it was deleted since.
-            Error::UnknownTopic { topic } => {
-                Failure(format!("topic {topic:?} was deleted while it was being consumed"))
+            Err(Error::UnknownTopic { topic }) => {
+                return Err(Failure(format!(
+                    "topic {topic:?} was deleted while it was being consumed"
+                )));
             }
-            e => e.into(),
-        })?;
+            Err(e) => {
+                // A damaged partition is set aside (paused) with a warning, so that the
+                // healthy ones are still printed; the exit status reports it at the end.
+                let Some(tp) = failed_partition(&broker, &consumer, &e) else {
+                    return Err(e.into());
+                };
+                let at = consumer.position(&tp)?;
+                out.flush()?;
+                stderr_line!(
+                    "brooklet: warning: {tp}: {e}; its records from offset {at} on are not printed (brooklet verify lists the damage)"
+                );
+                consumer.pause(std::slice::from_ref(&tp))?;
+                damaged.insert(tp, at);
+                continue;
+            }
+        };
         // Per partition: the offset after the last record printed, the first record of
         // this poll, and the first one read but not printed (past --max-records).
         let mut next: BTreeMap<TopicPartition, u64> = BTreeMap::new();
@@ -1372,10 +1398,14 @@ fn consume(dir: &Path, args: &ConsumeArgs, out: &mut Output) -> CliResult<ExitCo
                 .collect();
             consumer.commit_offsets(&offsets)?;
         }
+        let assignment = consumer.assignment();
+        if !assignment.is_empty() && assignment.iter().all(|tp| damaged.contains_key(tp)) {
+            // Nothing is left to read, even by following.
+            break;
+        }
         if !args.follow && records.is_empty() {
-            let assignment = consumer.assignment();
             let mut done = !assignment.is_empty();
-            for tp in &assignment {
+            for tp in assignment.iter().filter(|tp| !damaged.contains_key(*tp)) {
                 let end = ends.get(&tp.partition).copied().unwrap_or(0);
                 done &= consumer.position(tp)? >= end;
             }
@@ -1395,6 +1425,15 @@ fn consume(dir: &Path, args: &ConsumeArgs, out: &mut Output) -> CliResult<ExitCo
     }
     consumer.close()?;
     drop(broker);
+    if signal.is_none() && !damaged.is_empty() {
+        let list: Vec<String> = damaged.iter().map(|(tp, at)| format!("{tp} at offset {at}")).collect();
+        stderr_line!(
+            "brooklet: error: {} damaged partition(s) could not be read to the end: {}",
+            list.len(),
+            list.join(", ")
+        );
+        return Ok(ExitCode::from(2));
+    }
     if printed == 0 && !args.follow && signal.is_none() && args.max_records != Some(0) {
         // stdout stays empty for scripts; the hint goes to stderr.
         if args.from_beginning || args.offset.is_some() {
@@ -1409,6 +1448,18 @@ fn consume(dir: &Path, args: &ConsumeArgs, out: &mut Output) -> CliResult<ExitCo
         }
     }
     Ok(signal.map_or(ExitCode::SUCCESS, signal_exit))
+}
+
+/// The assigned partition whose read failed with `e`: the one whose directory holds the
+/// file `e` names. `None` for an error that names no file of the consumer's partitions.
+fn failed_partition(broker: &Broker, consumer: &brooklet::Consumer, e: &Error) -> Option<TopicPartition> {
+    let (Error::Corrupt { path, .. } | Error::Io { path, .. }) = e else {
+        return None;
+    };
+    consumer
+        .assignment()
+        .into_iter()
+        .find(|tp| broker.partition_log(tp).is_ok_and(|log| path.starts_with(log.dir())))
 }
 
 /// How often `consume --follow` of a whole topic re-reads the topic table for partitions
@@ -1688,11 +1739,12 @@ fn verify(dir: &Path, out: &mut Output) -> CliResult<ExitCode> {
     }
     let mut problems: Vec<String> = Vec::new();
     // The metadata: the topic table and the committed offsets must load.
+    // The count of topics, or (the table did not load) what was checked instead.
     let topics = match Broker::open_read_only(dir) {
-        Ok(broker) => broker.list_topics(),
+        Ok(broker) => format!("{} topic(s)", broker.list_topics().len()),
         Err(e) => {
             problems.push(format!("cannot open the directory read-only: {e}"));
-            Vec::new()
+            "the topic table (it does not load)".to_string()
         }
     };
     // Every partition directory: the topic table's, any other <name>-<n> with segments, and
@@ -1740,8 +1792,8 @@ fn verify(dir: &Path, out: &mut Output) -> CliResult<ExitCode> {
     }
     bar.finish_and_clear();
     out.line(&format!(
-        "checked {} topic(s), {} partition log(s) (offsets log included), {} segment(s), {} index file(s), {} batch(es), {} record(s), {} in {:.1?}",
-        topics.len(),
+        "checked {}, {} partition log(s) (offsets log included), {} segment(s), {} index file(s), {} batch(es), {} record(s), {} in {:.1?}",
+        topics,
         partition_dirs.len(),
         sum.segments,
         sum.indexes,
