@@ -134,7 +134,7 @@ pub use producer::{
     BatchMetadata, BatchMetadataIter, Delivery, Producer, ProducerConfig, ProducerMetrics, ProducerRecord,
     RecordMetadata,
 };
-pub use record::{Compression, Header, LogRecord, Record, RecordBatch, RecordRef, TimestampType};
+pub use record::{Compression, Header, IntoPayload, LogRecord, Record, RecordBatch, RecordRef, TimestampType};
 pub use storage::log::{
     AppendInfo, AppendOptions, PartitionLog, RecoveryReport, RetentionReport, SyncStats, Truncation,
 };

@@ -49,7 +49,7 @@ use crate::broker::{Broker, Topic};
 use crate::config::Durability;
 use crate::error::{Error, Result};
 use crate::partitioner::{DefaultPartitioner, Partitioner};
-use crate::record::{Compression, Record};
+use crate::record::{Compression, IntoPayload, Record};
 use crate::storage::log::{AppendOptions, PartitionLog};
 
 /// A record addressed to a topic (and optionally a partition): Kafka's `ProducerRecord`.
@@ -111,12 +111,11 @@ impl ProducerRecord {
 
     /// Sets the key (it picks the partition, and orders records of one key).
     ///
-    /// Any `Into<Bytes>`: a `String`, a `Vec<u8>` or a `Bytes` is taken without a copy, as
-    /// is a `&'static str` or `&'static [u8]`. A borrowed `&str` or `&[u8]` is copied with
-    /// `.to_owned()` or [`Bytes::copy_from_slice`] (`.key(name.as_str())` does not compile).
+    /// Any [`IntoPayload`](crate::IntoPayload): a `String`, a `Vec<u8>` or a `Bytes` is
+    /// taken without a copy; a borrowed `&str` or `&[u8]` (`.key(name.as_str())`) is copied.
     #[must_use]
     #[inline]
-    pub fn key(mut self, key: impl Into<Bytes>) -> Self {
+    pub fn key(mut self, key: impl IntoPayload) -> Self {
         self.record = self.record.key(key);
         self
     }
@@ -125,7 +124,7 @@ impl ProducerRecord {
     /// [`key`](Self::key) takes.
     #[must_use]
     #[inline]
-    pub fn value(mut self, value: impl Into<Bytes>) -> Self {
+    pub fn value(mut self, value: impl IntoPayload) -> Self {
         self.record = self.record.value(value);
         self
     }
@@ -133,7 +132,7 @@ impl ProducerRecord {
     /// Appends a header.
     #[must_use]
     #[inline]
-    pub fn header(mut self, name: impl Into<String>, value: impl Into<Bytes>) -> Self {
+    pub fn header(mut self, name: impl Into<String>, value: impl IntoPayload) -> Self {
         self.record = self.record.header(name, value);
         self
     }

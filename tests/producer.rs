@@ -96,6 +96,40 @@ fn expect_too_large(result: Result<RecordMetadata, Error>, max: usize, min_size:
     }
 }
 
+/// Keys, values and header values take borrowed bytes as they are written
+/// (`name.as_str()`, a slice, a `b"…"` literal, a `&String`; copied) and owned buffers
+/// without a copy, and come back byte for byte.
+#[test]
+fn records_take_borrowed_bytes_and_owned_buffers() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    let producer = broker.producer(ProducerConfig::default());
+    let name = String::from("user-1");
+    let body = [7u8; 3];
+    let meta = producer
+        .send(
+            ProducerRecord::new("t")
+                .key(name.as_str())
+                .value(&body[..])
+                .header("a", b"x")
+                .header("b", &name)
+                .header("c", std::borrow::Cow::Borrowed("y")),
+        )
+        .unwrap();
+    let stored = stored_at(&broker, &meta);
+    assert_eq!(stored.key.as_deref(), Some(&b"user-1"[..]));
+    assert_eq!(stored.value.as_deref(), Some(&[7u8, 7, 7][..]));
+    let headers: Vec<(&str, &[u8])> = stored.headers.iter().map(|h| (h.name.as_str(), &h.value[..])).collect();
+    assert_eq!(headers, [("a", &b"x"[..]), ("b", b"user-1"), ("c", b"y")]);
+
+    let owned = Bytes::from(vec![9u8; 100]);
+    let text = String::from("key");
+    let text_at = text.as_ptr();
+    let record = brooklet::Record::new().key(text).value(&owned);
+    assert_eq!(record.key_bytes().map(|k| k.as_ptr()), Some(text_at));
+    assert_eq!(record.value_bytes().map(|v| v.as_ptr()), Some(owned.as_ptr()));
+}
+
 // ---------------------------------------------------------------------------------------
 // 1. keyed routing
 // ---------------------------------------------------------------------------------------

@@ -21,6 +21,97 @@ pub(crate) fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// What a record's key, value or header value can be given as.
+///
+/// Owned buffers are taken without a copy: [`Bytes`], `BytesMut`, `Vec<u8>`, `String`,
+/// `Box<[u8]>`, `Box<str>`, and a `&Bytes` (a reference-count increment). Borrowed bytes are
+/// copied: `&str`, `&[u8]`, `&[u8; N]` (a `b"…"` literal), `&String`, `&Vec<u8>` and
+/// `[u8; N]`; a `Cow<str>` or `Cow<[u8]>` is taken or copied as it holds. So `.key(user.id.as_str())` works as written. (String literals are
+/// copied too: a few bytes each; to store a large static payload without a copy, pass
+/// `Bytes::from_static`.)
+///
+/// # Examples
+/// ```
+/// use brooklet::Record;
+/// let id = String::from("user-1");
+/// let r = Record::new().key(id.as_str()).value(b"{}").header("trace", vec![1, 2]);
+/// assert_eq!(r.key_bytes().map(|k| k.as_ref()), Some(&b"user-1"[..]));
+/// ```
+pub trait IntoPayload {
+    /// The bytes, as stored.
+    fn into_payload(self) -> Bytes;
+}
+
+/// Owned buffers, taken as they are.
+macro_rules! owned_payload {
+    ($($t:ty),*) => {$(
+        impl IntoPayload for $t {
+            #[inline]
+            fn into_payload(self) -> Bytes {
+                Bytes::from(self)
+            }
+        }
+    )*};
+}
+owned_payload!(Bytes, bytes::BytesMut, Vec<u8>, String, Box<[u8]>);
+
+/// Borrowed bytes, copied.
+macro_rules! borrowed_payload {
+    ($($t:ty),*) => {$(
+        impl IntoPayload for $t {
+            #[inline]
+            fn into_payload(self) -> Bytes {
+                Bytes::copy_from_slice(AsRef::<[u8]>::as_ref(&self))
+            }
+        }
+    )*};
+}
+borrowed_payload!(&str, &[u8], &String, &Vec<u8>);
+
+/// A `Cow`: its owned buffer taken, its borrowed bytes copied.
+macro_rules! cow_payload {
+    ($($t:ty),*) => {$(
+        impl IntoPayload for std::borrow::Cow<'_, $t> {
+            #[inline]
+            fn into_payload(self) -> Bytes {
+                match self {
+                    std::borrow::Cow::Borrowed(b) => b.into_payload(),
+                    std::borrow::Cow::Owned(o) => o.into_payload(),
+                }
+            }
+        }
+    )*};
+}
+cow_payload!(str, [u8]);
+
+impl IntoPayload for Box<str> {
+    #[inline]
+    fn into_payload(self) -> Bytes {
+        Bytes::from(self.into_string())
+    }
+}
+
+impl IntoPayload for &Bytes {
+    #[inline]
+    fn into_payload(self) -> Bytes {
+        self.clone()
+    }
+}
+
+impl<const N: usize> IntoPayload for &[u8; N] {
+    #[inline]
+    fn into_payload(self) -> Bytes {
+        Bytes::copy_from_slice(self)
+    }
+}
+
+impl<const N: usize> IntoPayload for [u8; N] {
+    #[inline]
+    fn into_payload(self) -> Bytes {
+        Bytes::copy_from_slice(&self)
+    }
+}
+
 /// A record header: a string name and a byte value. Names need not be unique; order is kept.
 ///
 /// Unlike Kafka's, a header value is never null (Kafka's Java client allows a `null` header
@@ -41,10 +132,10 @@ impl Header {
     /// let h = brooklet::Header::new("source", "api");
     /// assert_eq!(h.value.as_ref(), b"api");
     /// ```
-    pub fn new(name: impl Into<String>, value: impl Into<Bytes>) -> Self {
+    pub fn new(name: impl Into<String>, value: impl IntoPayload) -> Self {
         Header {
             name: name.into(),
-            value: value.into(),
+            value: value.into_payload(),
         }
     }
 }
@@ -85,23 +176,23 @@ impl Record {
     /// Sets the key. Records with the same key keep their order within a partition.
     #[must_use]
     #[inline]
-    pub fn key(mut self, key: impl Into<Bytes>) -> Self {
-        self.key = Some(key.into());
+    pub fn key(mut self, key: impl IntoPayload) -> Self {
+        self.key = Some(key.into_payload());
         self
     }
 
     /// Sets the value. A record without a value is a tombstone.
     #[must_use]
     #[inline]
-    pub fn value(mut self, value: impl Into<Bytes>) -> Self {
-        self.value = Some(value.into());
+    pub fn value(mut self, value: impl IntoPayload) -> Self {
+        self.value = Some(value.into_payload());
         self
     }
 
     /// Appends a header; headers keep their order and names may repeat.
     #[must_use]
     #[inline]
-    pub fn header(mut self, name: impl Into<String>, value: impl Into<Bytes>) -> Self {
+    pub fn header(mut self, name: impl Into<String>, value: impl IntoPayload) -> Self {
         self.headers.push(Header::new(name, value));
         self
     }
