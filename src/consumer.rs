@@ -1891,8 +1891,10 @@ impl Consumer {
         Ok(self.broker.offsets().get(group, tp))
     }
 
-    /// How many readable records of `tp` are past this consumer's position (visible end −
-    /// position; Kafka's high watermark minus position).
+    /// How many records of `tp` lie between this consumer's position and the visible end
+    /// (visible end − position: Kafka's high watermark minus position, its `records-lag`).
+    /// A position below the log start (retention deleted records before they were read,
+    /// and the next poll resets it) counts the deleted records too, as Kafka's does.
     ///
     /// # Errors
     /// [`Error::NotAssigned`]; as [`position`](Self::position).

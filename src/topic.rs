@@ -388,6 +388,15 @@ impl TopicConfig {
                 }
                 _ => return Err(refused("cleanup.policy", "only delete (compact is not supported yet)")),
             },
+            // Listed by `properties`, but not a setting (as in Kafka, whose topic configs
+            // leave it out): a count is raised with its own call, and never lowered.
+            "partitions" => {
+                return Err(Error::config(
+                    "partitions",
+                    "the partition count is not a setting: raise it with Broker::add_partitions \
+                     (brooklet topics add-partitions); it cannot be lowered",
+                ));
+            }
             _ => {
                 return Err(Error::config(
                     "config",
@@ -399,8 +408,9 @@ impl TopicConfig {
         })
     }
 
-    /// Every setting as a Kafka property name and value (`-1` for no limit), in the names
-    /// [`set`](Self::set) takes.
+    /// The partition count (`partitions`), then every setting as a Kafka property name and
+    /// value (`-1` for no limit), in the names [`set`](Self::set) takes. The count is not
+    /// one of them: [`Broker::add_partitions`](crate::Broker::add_partitions) raises it.
     #[must_use]
     pub fn properties(&self) -> Vec<(&'static str, String)> {
         let ms = |d: Option<Duration>| d.map_or_else(|| "-1".to_owned(), |d| d.as_millis().to_string());

@@ -264,6 +264,16 @@ fn topics_alter_changes_and_resets_settings() {
         assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
         assert_eq!(stderr(&o).lines().count(), 1, "{args:?}: {}", stderr(&o));
     }
+    // The count `describe` lists among the settings is raised by its own command.
+    let o = brooklet(&dir, &["topics", "alter", "orders", "--config", "partitions=6"]);
+    assert_eq!(
+        (o.status.code(), stderr(&o).as_str()),
+        (
+            Some(1),
+            "brooklet: error: invalid configuration for `partitions`: the partition count is not a setting: raise it \
+             with Broker::add_partitions (brooklet topics add-partitions); it cannot be lowered\n"
+        )
+    );
     assert_eq!(ok(&dir, &["topics", "describe", "orders"]), describe);
 }
 
@@ -1123,7 +1133,65 @@ fn consume_prints_the_healthy_partitions_of_a_damaged_topic() {
     assert_eq!(committed, [Some(3), Some(2), Some(1)]);
 }
 
-/// Every line the child prints, as they come (its stdout is taken).
+/// `consume` without `--follow` stops at the end each partition had when it started, also
+/// while an application keeps writing: it used to stop only after a poll found nothing new,
+/// so beside a writer faster than its poll timeout it ran, printing, until the writer
+/// stopped.
+#[test]
+fn consume_without_follow_stops_at_the_starting_end_while_an_application_writes() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let broker = Broker::open(&dir).unwrap();
+    broker
+        .create_topic("t", brooklet::TopicConfig::with_partitions(2))
+        .unwrap();
+    let producer = broker.producer(ProducerConfig::default());
+    let send = move |i: u32| {
+        producer
+            .send(ProducerRecord::new("t").partition(i % 2).value(i.to_string()))
+            .unwrap();
+    };
+    for i in 0..100 {
+        send(i);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            // Until the test stops it, or (the bug) long after `consume` should have ended.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut i = 100;
+            while !stop.load(Ordering::Acquire) && Instant::now() < deadline {
+                send(i);
+                i += 1;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            (i, stop.load(Ordering::Acquire))
+        })
+    };
+    let o = brooklet(&dir, &["consume", "t", "--from-beginning", "--format", "json"]);
+    stop.store(true, Ordering::Release);
+    let (written, stopped_by_test) = writer.join().unwrap();
+    assert!(stopped_by_test, "consume ran until the writer gave up");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // Each partition's records from its first on, with no gap: i goes to partition i % 2.
+    let mut printed: [Vec<u32>; 2] = [Vec::new(), Vec::new()];
+    for line in stdout(&o).lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let p = v["partition"].as_u64().unwrap() as usize;
+        printed[p].push(v["value"].as_str().unwrap().parse().unwrap());
+    }
+    for (p, values) in printed.iter().enumerate() {
+        let expected: Vec<u32> = (0..).map(|k| 2 * k + p as u32).take(values.len()).collect();
+        assert_eq!(values, &expected, "partition {p}");
+        assert!(values.len() >= 50, "partition {p}: {} records", values.len());
+    }
+    assert!(printed[0].len() + printed[1].len() <= written as usize);
+}
+
+/// Every line the child prints, as they come (its stdout is taken)./// Every line the child prints, as they come (its stdout is taken).
 fn line_receiver(child: &mut Child) -> mpsc::Receiver<String> {
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();

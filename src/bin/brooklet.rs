@@ -17,7 +17,7 @@
     clippy::unimplemented
 )]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::c_int;
 use std::io::{self, BufRead, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -1295,6 +1295,16 @@ fn consume(dir: &Path, args: &ConsumeArgs, out: &mut Output) -> CliResult<ExitCo
     let mut signal = None;
     // Partitions a read failed in, with the offset it failed at: not read any further.
     let mut damaged: BTreeMap<TopicPartition, u64> = BTreeMap::new();
+    // Partitions a read-only open found damaged: their valid batches end at the damage, so
+    // their end is not the end to stop at, but the read there, which reports the damage.
+    let damaged_at_open: BTreeSet<TopicPartition> = if broker.is_read_only() {
+        tps.iter()
+            .filter(|tp| broker.partition_log(tp).is_ok_and(|log| log.refresh().is_err()))
+            .cloned()
+            .collect()
+    } else {
+        BTreeSet::new()
+    };
     // Per partition: the offset after the last record printed, to tell a jump.
     let mut expected: BTreeMap<TopicPartition, u64> = BTreeMap::new();
     // Following beside an application: the topic table is re-read, so that a deleted topic
@@ -1344,12 +1354,14 @@ fn consume(dir: &Path, args: &ConsumeArgs, out: &mut Output) -> CliResult<ExitCo
         let mut first: BTreeMap<TopicPartition, u64> = BTreeMap::new();
         let mut unprinted: BTreeMap<TopicPartition, u64> = BTreeMap::new();
         for r in &records {
-            first.entry(r.topic_partition()).or_insert(r.offset());
-            if args.max_records.is_some_and(|max| printed >= max) {
-                unprinted.entry(r.topic_partition()).or_insert(r.offset());
+            let tp = r.topic_partition();
+            first.entry(tp.clone()).or_insert(r.offset());
+            // Without --follow, records written since the start are not printed.
+            let past_end = !args.follow && r.offset() >= ends.get(&tp.partition).copied().unwrap_or(0);
+            if past_end || args.max_records.is_some_and(|max| printed >= max) {
+                unprinted.entry(tp).or_insert(r.offset());
                 continue;
             }
-            let tp = r.topic_partition();
             if let Some(&from) = expected.get(&tp)
                 && r.offset() > from
             {
@@ -1403,11 +1415,17 @@ fn consume(dir: &Path, args: &ConsumeArgs, out: &mut Output) -> CliResult<ExitCo
             // Nothing is left to read, even by following.
             break;
         }
-        if !args.follow && records.is_empty() {
+        if !args.follow {
+            // Done when every partition is at its end as it was at the start, however fast
+            // an application writes meanwhile; a partition that is there is read no more.
             let mut done = !assignment.is_empty();
             for tp in assignment.iter().filter(|tp| !damaged.contains_key(*tp)) {
                 let end = ends.get(&tp.partition).copied().unwrap_or(0);
-                done &= consumer.position(tp)? >= end;
+                if consumer.position(tp)? >= end && !damaged_at_open.contains(tp) {
+                    consumer.pause(std::slice::from_ref(tp))?;
+                } else {
+                    done = false;
+                }
             }
             if done {
                 break;
