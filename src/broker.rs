@@ -493,7 +493,8 @@ struct BrokerInner {
 /// An open data directory of topics. Cheap to clone (`Arc` inside), `Send + Sync`:
 /// producers and consumers made from it may live on any thread.
 ///
-/// Dropping the last clone closes every partition cleanly.
+/// Dropping the last clone closes every partition cleanly; [`close`](Self::close) does the
+/// same and returns what failed.
 ///
 /// # Examples
 /// ```
@@ -1024,6 +1025,81 @@ impl Broker {
         if let Err(e) = self.inner.offsets.flush() {
             first_error.get_or_insert(e);
         }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Closes the data directory and reports how that went, as `sqlite3_close` does: what
+    /// dropping the last handle does too, but a drop can only log a failure (through
+    /// `tracing`). Every partition is flushed, synced and marked closed cleanly (so the next
+    /// open runs no recovery scan), the committed offsets likewise, and the directory's lock
+    /// is released: the directory can be opened again at once, in this process or another.
+    /// A [`PartitionLog`] still held from [`partition_log`](Self::partition_log) is closed
+    /// too (its appends fail from then on).
+    ///
+    /// The broker closes only with its last handle. Drop (or [`close`](crate::Consumer::close)) its
+    /// consumers and drop its producers and clones first (a producer's
+    /// [`close`](crate::Producer::close) sends what it holds, but the producer still holds the
+    /// broker until it is dropped).
+    ///
+    /// # Errors
+    /// [`Error::InUse`] while other handles of the broker are alive: this handle is dropped
+    /// after a [`flush`](Self::flush), and the directory closes with the last of them.
+    /// Otherwise the first failure of a partition's or of the offsets' close
+    /// ([`Error::Io`], [`Error::Poisoned`]): that log is left to recover at the next open,
+    /// the others are closed, and the lock is released all the same. A read-only broker's
+    /// close only drops this handle (it writes nothing and holds no lock).
+    ///
+    /// # Examples
+    /// ```
+    /// use brooklet::{Broker, ProducerConfig, ProducerRecord, TopicConfig, TopicPartition};
+    /// let dir = tempfile::tempdir()?;
+    /// let broker = Broker::open(dir.path())?;
+    /// broker.create_topic("orders", TopicConfig::with_partitions(1))?;
+    /// let producer = broker.producer(ProducerConfig::default());
+    /// producer.send(ProducerRecord::new("orders").value("placed"))?;
+    /// drop(producer);
+    /// broker.close()?;
+    /// let reopened = Broker::open(dir.path())?; // the lock is free, and no recovery runs
+    /// let log = reopened.partition_log(&TopicPartition::new("orders", 0))?;
+    /// assert!(log.recovery_report().clean_shutdown);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn close(self) -> Result<()> {
+        if self.inner.read_only {
+            return Ok(());
+        }
+        let Broker { _retention, inner } = self;
+        // The last handle stops and joins the retention thread here, as its drop would.
+        drop(_retention);
+        let inner = match Arc::try_unwrap(inner) {
+            Ok(inner) => inner,
+            Err(shared) => {
+                let broker = Broker {
+                    _retention: None,
+                    inner: shared,
+                };
+                broker.flush()?;
+                return Err(Error::InUse {
+                    path: broker.inner.dir.clone(),
+                    handles: Arc::strong_count(&broker.inner) - 1,
+                });
+            }
+        };
+        let mut first_error = None;
+        let topics: Vec<Arc<Topic>> = inner.topics.read().values().cloned().collect();
+        for log in topics.iter().flat_map(|t| t.partition_logs()) {
+            if let Err(e) = log.shutdown()
+                && !log.is_deleted()
+            {
+                first_error.get_or_insert(e);
+            }
+        }
+        if let Err(e) = inner.offsets.close() {
+            first_error.get_or_insert(e);
+        }
+        drop(topics);
+        // The lock goes with the rest (a temporary directory too).
+        drop(inner);
         first_error.map_or(Ok(()), Err)
     }
 

@@ -146,6 +146,15 @@ pub enum Error {
         /// What was closed.
         what: &'static str,
     },
+    /// [`Broker::close`](crate::Broker::close) was called while other handles of the broker
+    /// (clones, producers, consumers) were alive: it flushed, but the directory stays open
+    /// until the last of them is dropped.
+    InUse {
+        /// The directory.
+        path: PathBuf,
+        /// How many other handles hold it.
+        handles: usize,
+    },
     /// A batch uses a compression codec this build does not support.
     UnsupportedCompression {
         /// The codec number from the batch attributes.
@@ -321,6 +330,10 @@ impl Error {
             },
             Error::Serialization { reason } => Error::Serialization { reason: reason.clone() },
             Error::Closed { what } => Error::Closed { what },
+            Error::InUse { path, handles } => Error::InUse {
+                path: path.clone(),
+                handles: *handles,
+            },
             Error::UnsupportedCompression { codec } => Error::UnsupportedCompression { codec: *codec },
             Error::NoCommittedOffset { group, partition } => Error::NoCommittedOffset {
                 group: group.clone(),
@@ -460,6 +473,12 @@ impl fmt::Display for Error {
             // record whether of its key or its value ("value: JSON decode: …").
             Error::Serialization { reason } => write!(f, "(de)serialization failed: {reason}"),
             Error::Closed { what } => write!(f, "the {what} is closed"),
+            Error::InUse { path, handles } => write!(
+                f,
+                "broker {} was flushed but not closed: {handles} other handle(s) of it (clones, producers, \
+                 consumers) are alive, and it closes when the last one is dropped",
+                path.display()
+            ),
             Error::UnsupportedCompression { codec } => {
                 write!(f, "compression codec {codec} is not supported by this build")
             }

@@ -600,6 +600,14 @@ impl OffsetStore {
         Ok(())
     }
 
+    /// Closes the store's log as [`PartitionLog::close`] does (for [`Broker::close`]): the
+    /// offsets committed so far are synced, and the next open runs no recovery scan.
+    ///
+    /// [`Broker::close`]: crate::Broker::close
+    pub(crate) fn close(&self) -> Result<()> {
+        self.log.shutdown()
+    }
+
     /// Syncs every commit appended so far (whatever the offsets durability), and shows the
     /// `Synced` ones waiting for an fsync in the table.
     pub fn flush(&self) -> Result<()> {

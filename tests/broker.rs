@@ -1935,3 +1935,103 @@ fn broker_flush_reports_a_failed_fsync_and_refuses_on_a_read_only_broker() {
     let reader = Broker::open_read_only(dir.path()).unwrap();
     assert!(matches!(reader.flush(), Err(Error::ReadOnly { .. })));
 }
+
+/// `Broker::close` closes the directory as the last drop does, but in the caller's hands:
+/// every partition and the committed offsets are closed cleanly (the next open, at once and
+/// in the same process, runs no recovery) and everything is there.
+#[test]
+fn broker_close_closes_cleanly_and_frees_the_directory_at_once() {
+    let dir = temp_dir();
+    let broker = Broker::open(dir.path()).unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(2)).unwrap();
+    let sent = send_n(&producer(&broker), "t", 1, 5, "v");
+    assert_eq!(sent, [0, 1, 2, 3, 4]);
+    let mut consumer = broker.consumer(brooklet::ConsumerConfig::group("g")).unwrap();
+    consumer.assign(&[TopicPartition::new("t", 1)]).unwrap();
+    consumer
+        .commit_offsets(
+            &[(TopicPartition::new("t", 1), brooklet::OffsetAndMetadata::new(3))]
+                .into_iter()
+                .collect(),
+        )
+        .unwrap();
+    consumer.close().unwrap();
+    let held = broker.partition_log(&TopicPartition::new("t", 0)).unwrap();
+    broker.close().unwrap();
+    // A log the application still held is closed with the rest.
+    let refused = held.append(&[brooklet::Record::new().value("late")], brooklet::Durability::Written);
+    assert!(matches!(refused, Err(Error::InvalidArgument { .. })), "{refused:?}");
+    drop(held);
+
+    let reopened = Broker::open(dir.path()).unwrap();
+    for p in 0..2 {
+        let log = reopened.partition_log(&TopicPartition::new("t", p)).unwrap();
+        assert!(log.recovery_report().clean_shutdown, "t-{p}");
+    }
+    let log = reopened.partition_log(&TopicPartition::new("t", 1)).unwrap();
+    let values: Vec<_> = read_all(&log).into_iter().map(|r| r.value).collect();
+    let expected: Vec<_> = (0..5).map(|i| Some(bytes::Bytes::from(format!("v{i}")))).collect();
+    assert_eq!(values, expected);
+    assert_eq!(
+        reopened
+            .committed_offset("g", &TopicPartition::new("t", 1))
+            .map(|c| c.offset),
+        Some(3)
+    );
+}
+
+/// While a producer or a clone still holds the broker, `close` flushes and says so
+/// (`InUse`), and the directory stays open (locked) until the last handle goes.
+#[test]
+fn broker_close_with_other_handles_alive_is_in_use() {
+    let dir = temp_dir();
+    let broker = Broker::open(dir.path()).unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    let producer = producer(&broker);
+    send_n(&producer, "t", 0, 3, "v");
+    let clone = broker.clone();
+    match broker.close() {
+        Err(Error::InUse { path, handles }) => assert_eq!((path, handles), (dir.path().to_path_buf(), 2)),
+        other => panic!("expected InUse, got {other:?}"),
+    }
+    assert!(matches!(Broker::open(dir.path()), Err(Error::Locked { .. })));
+    drop(producer);
+    match clone.clone().close() {
+        Err(Error::InUse { handles, .. }) => assert_eq!(handles, 1),
+        other => panic!("expected InUse, got {other:?}"),
+    }
+    clone.close().unwrap();
+    let reopened = Broker::open(dir.path()).unwrap();
+    let log = reopened.partition_log(&TopicPartition::new("t", 0)).unwrap();
+    assert!(log.recovery_report().clean_shutdown);
+    assert_eq!(read_all(&log).len(), 3);
+    // A read-only broker's close drops the handle; it has nothing to write.
+    drop(log);
+    Broker::open_read_only(dir.path()).unwrap().close().unwrap();
+}
+
+/// A close whose fsync fails reports it (a drop could only log it), leaves that partition
+/// to recover at the next open, and still frees the directory.
+#[test]
+fn broker_close_reports_a_failed_fsync_and_still_frees_the_directory() {
+    use brooklet::io::{EIO, Fault, FaultFs, FaultOp};
+    use std::sync::Arc;
+
+    let dir = temp_dir();
+    let fs = FaultFs::new();
+    let broker = Broker::builder().vfs(Arc::new(fs.clone())).open(dir.path()).unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    send_n(&producer(&broker), "t", 0, 2, "v");
+    fs.inject(Fault {
+        op: FaultOp::Sync,
+        nth: 1,
+        errno: EIO,
+        forever: false,
+    });
+    let closed = broker.close();
+    assert!(matches!(closed, Err(Error::Io { .. })), "{closed:?}");
+    let reopened = Broker::open(dir.path()).unwrap();
+    let log = reopened.partition_log(&TopicPartition::new("t", 0)).unwrap();
+    assert!(!log.recovery_report().clean_shutdown);
+    assert_eq!(read_all(&log).len(), 2);
+}

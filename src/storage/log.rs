@@ -2531,7 +2531,8 @@ impl PartitionLog {
 
     /// Closes once: the first call marks the log closed whatever happens next, so a close
     /// that failed is not retried by `Drop` into leaving a marker the failure should prevent.
-    fn shutdown(&self) -> Result<()> {
+    /// Also [`Broker::close`](crate::Broker::close)'s, on logs others may still hold.
+    pub(crate) fn shutdown(&self) -> Result<()> {
         if self.read_only {
             // A reader writes nothing, not even at close.
             self.closed.store(true, Ordering::Release);
