@@ -1108,7 +1108,8 @@ fn produce(dir: &Path, args: &ProduceArgs, out: &mut Output) -> CliResult<ExitCo
     };
     producer.close()?;
     drop(producer);
-    drop(broker);
+    // Closed here rather than dropped, so that a failure to close reaches the exit status.
+    broker.close()?;
     let total: u64 = summary.values().map(|s| s.0).sum();
     out.line(&format!(
         "produced {total} record(s) to {} in {} partition(s)",
@@ -1442,7 +1443,7 @@ fn consume(dir: &Path, args: &ConsumeArgs, out: &mut Output) -> CliResult<ExitCo
         consumer.commit()?;
     }
     consumer.close()?;
-    drop(broker);
+    broker.close()?;
     if signal.is_none() && !damaged.is_empty() {
         let list: Vec<String> = damaged.iter().map(|(tp, at)| format!("{tp} at offset {at}")).collect();
         stderr_line!(
