@@ -1906,16 +1906,14 @@ fn broker_flush_makes_written_records_and_commits_survive_a_power_loss() {
     }
 }
 
-/// A failed fsync reaches `Broker::flush`'s caller (and poisons the partition, as it does
-/// for a `Synced` append); a read-only broker refuses to flush.
-#[test]
-fn broker_flush_reports_a_failed_fsync_and_refuses_on_a_read_only_broker() {
+/// A broker over `dir` holding 2 records in `t-0`, whose next fsync fails with `EIO`.
+fn broker_whose_next_fsync_fails(dir: &Path) -> Broker {
     use brooklet::io::{EIO, Fault, FaultFs, FaultOp};
-    use std::sync::Arc;
-
-    let dir = temp_dir();
     let fs = FaultFs::new();
-    let broker = Broker::builder().vfs(Arc::new(fs.clone())).open(dir.path()).unwrap();
+    let broker = Broker::builder()
+        .vfs(std::sync::Arc::new(fs.clone()))
+        .open(dir)
+        .unwrap();
     broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
     send_n(&producer(&broker), "t", 0, 2, "v");
     fs.inject(Fault {
@@ -1924,6 +1922,15 @@ fn broker_flush_reports_a_failed_fsync_and_refuses_on_a_read_only_broker() {
         errno: EIO,
         forever: false,
     });
+    broker
+}
+
+/// A failed fsync reaches `Broker::flush`'s caller (and poisons the partition, as it does
+/// for a `Synced` append); a read-only broker refuses to flush.
+#[test]
+fn broker_flush_reports_a_failed_fsync_and_refuses_on_a_read_only_broker() {
+    let dir = temp_dir();
+    let broker = broker_whose_next_fsync_fails(dir.path());
     assert!(
         matches!(broker.flush(), Err(Error::Io { .. })),
         "the failed fsync was not reported"
@@ -2014,20 +2021,8 @@ fn broker_close_with_other_handles_alive_is_in_use() {
 /// to recover at the next open, and still frees the directory.
 #[test]
 fn broker_close_reports_a_failed_fsync_and_still_frees_the_directory() {
-    use brooklet::io::{EIO, Fault, FaultFs, FaultOp};
-    use std::sync::Arc;
-
     let dir = temp_dir();
-    let fs = FaultFs::new();
-    let broker = Broker::builder().vfs(Arc::new(fs.clone())).open(dir.path()).unwrap();
-    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
-    send_n(&producer(&broker), "t", 0, 2, "v");
-    fs.inject(Fault {
-        op: FaultOp::Sync,
-        nth: 1,
-        errno: EIO,
-        forever: false,
-    });
+    let broker = broker_whose_next_fsync_fails(dir.path());
     let closed = broker.close();
     assert!(matches!(closed, Err(Error::Io { .. })), "{closed:?}");
     let reopened = Broker::open(dir.path()).unwrap();

@@ -3066,6 +3066,15 @@ fn send_lz4_batch(broker: &Broker, offsets: std::ops::Range<u64>) {
     producer.send_batch(&records).unwrap();
 }
 
+/// Flips every bit of the byte at `at` in the file at `path`, as rot on disk would.
+fn flip_byte(path: &std::path::Path, at: u64) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, at).unwrap();
+    file.write_all_at(&[byte[0] ^ 0xff], at).unwrap();
+}
+
 /// `(offset, value)` of each record of one poll.
 fn polled(c: &mut Consumer) -> Vec<(u64, String)> {
     c.poll(Duration::from_millis(1))
@@ -3283,16 +3292,7 @@ fn a_failed_read_after_the_kept_batches_does_not_drop_their_records() {
     assert_eq!(polled(&mut c), expected(0..7, "v"));
     // The second batch's last byte rots on disk (its CRC no longer matches).
     let segment = dir.path().join("t-0").join("00000000000000000000.log");
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&segment)
-        .unwrap();
-    let at = (a_len + first[1].size_bytes() - 1) as u64;
-    let mut byte = [0u8];
-    std::os::unix::fs::FileExt::read_exact_at(&file, &mut byte, at).unwrap();
-    std::os::unix::fs::FileExt::write_all_at(&file, &[byte[0] ^ 0xff], at).unwrap();
-    drop(file);
+    flip_byte(&segment, (a_len + first[1].size_bytes() - 1) as u64);
     assert_eq!(polled(&mut c), expected(7..10, "v"));
     assert_eq!(c.position(&tp("t", 0)).unwrap(), 10);
     let damaged = c.poll(Duration::from_millis(1));
@@ -3319,16 +3319,7 @@ fn a_damaged_batch_fails_the_poll_that_reaches_it_after_the_records_before_it() 
     drop(batches);
     // The second batch's last byte rots (its CRC no longer matches).
     let segment = dir.path().join("t-0").join("00000000000000000000.log");
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&segment)
-        .unwrap();
-    let at = (a_len + b_len - 1) as u64;
-    let mut byte = [0u8];
-    std::os::unix::fs::FileExt::read_exact_at(&file, &mut byte, at).unwrap();
-    std::os::unix::fs::FileExt::write_all_at(&file, &[byte[0] ^ 0xff], at).unwrap();
-    drop(file);
+    flip_byte(&segment, (a_len + b_len - 1) as u64);
     let mut c = broker.consumer(ConsumerConfig::default()).unwrap();
     c.assign(&[tp("t", 0)]).unwrap();
     c.seek(&tp("t", 0), 0).unwrap();
