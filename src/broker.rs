@@ -1043,7 +1043,8 @@ impl Broker {
     ///
     /// # Errors
     /// [`Error::InUse`] while other handles of the broker are alive: this handle is dropped
-    /// after a [`flush`](Self::flush), and the directory closes with the last of them.
+    /// after a [`flush`](Self::flush) (whose failure is returned instead), and the
+    /// directory closes with the last of them.
     /// Otherwise the first failure of a partition's or of the offsets' close
     /// ([`Error::Io`], [`Error::Poisoned`]): that log is left to recover at the next open,
     /// the others are closed, and the lock is released all the same. A read-only broker's
@@ -1071,21 +1072,27 @@ impl Broker {
         let Broker { _retention, inner } = self;
         // The last handle stops and joins the retention thread here, as its drop would.
         drop(_retention);
-        let inner = match Arc::try_unwrap(inner) {
-            Ok(inner) => inner,
-            Err(shared) => {
-                let broker = Broker {
-                    _retention: None,
-                    inner: shared,
-                };
-                broker.flush()?;
-                return Err(Error::InUse {
-                    path: broker.inner.dir.clone(),
-                    handles: Arc::strong_count(&broker.inner) - 1,
-                });
+        let others = Arc::strong_count(&inner) - 1;
+        let flushed = if others > 0 {
+            Broker {
+                _retention: None,
+                inner: Arc::clone(&inner),
             }
+            .flush()
+        } else {
+            Ok(())
         };
-        let mut first_error = None;
+        let path = inner.dir.clone();
+        // Exactly one of handles closed or dropped at once gets it: a close that does not
+        // says so, and the one that does (or the last drop) closes.
+        let Some(inner) = Arc::into_inner(inner) else {
+            flushed?;
+            return Err(Error::InUse {
+                path,
+                handles: others.max(1),
+            });
+        };
+        let mut first_error = flushed.err();
         let topics: Vec<Arc<Topic>> = inner.topics.read().values().cloned().collect();
         for log in topics.iter().flat_map(|t| t.partition_logs()) {
             if let Err(e) = log.shutdown()

@@ -62,7 +62,8 @@
 //!
 //! ## Close
 //! Dropping the last clone of a [`Broker`] closes every partition cleanly (the next open
-//! runs no recovery scan). Dropping the last clone of a [`Producer`] writes its pending records
+//! runs no recovery scan); [`Broker::close`] does the same and returns what failed, where a
+//! drop can only log it. Dropping the last clone of a [`Producer`] writes its pending records
 //! first. A producer keeps its broker open. A consumer blocked in `poll` on another thread
 //! is stopped with its [`WakeupHandle`] (Kafka's `wakeup()`), then closed (or dropped),
 //! which commits (with auto-commit) and leaves its group.

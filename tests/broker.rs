@@ -1963,14 +1963,43 @@ fn broker_close_closes_cleanly_and_frees_the_directory_at_once() {
         )
         .unwrap();
     consumer.close().unwrap();
-    let held = broker.partition_log(&TopicPartition::new("t", 0)).unwrap();
+    // Many small segments, whose indexes are loaded from their files when read.
+    broker
+        .create_topic("many", TopicConfig::with_partitions(1).segment_bytes(4096))
+        .unwrap();
+    let value = "x".repeat(200);
+    for _ in 0..400 {
+        producer(&broker)
+            .send(ProducerRecord::new("many").partition(0).value(value.as_str()))
+            .unwrap();
+    }
+    let held = broker.partition_log(&TopicPartition::new("many", 0)).unwrap();
     broker.close().unwrap();
-    // A log the application still held is closed with the rest.
+    // A log the application still held is closed with the rest: no more appends, and no
+    // more writes to files that a new owner of the directory may be changing; reads go on.
     let refused = held.append(&[brooklet::Record::new().value("late")], brooklet::Durability::Written);
     assert!(matches!(refused, Err(Error::InvalidArgument { .. })), "{refused:?}");
+    let index_files = || -> Vec<std::path::PathBuf> {
+        fs::read_dir(dir.path().join("many-0"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "index"))
+            .collect()
+    };
+    let indexes = index_files();
+    assert!(indexes.len() > 10, "{} segments", indexes.len());
+    for index in &indexes {
+        fs::remove_file(index).unwrap();
+    }
+    let reopened = Broker::open(dir.path()).unwrap();
+    assert_eq!(read_all(&held).len(), 400);
+    assert_eq!(
+        index_files(),
+        Vec::<std::path::PathBuf>::new(),
+        "the closed log wrote index files"
+    );
     drop(held);
 
-    let reopened = Broker::open(dir.path()).unwrap();
     for p in 0..2 {
         let log = reopened.partition_log(&TopicPartition::new("t", p)).unwrap();
         assert!(log.recovery_report().clean_shutdown, "t-{p}");

@@ -3333,6 +3333,31 @@ fn a_damaged_batch_fails_the_poll_that_reaches_it_after_the_records_before_it() 
     assert_eq!(polled(&mut c), expected(20..30, "v"));
 }
 
+/// As above for damage to a batch's base offset, which lies outside its CRC: the records
+/// before it are returned, and the poll that reaches it fails there.
+#[test]
+fn a_damaged_base_offset_fails_the_poll_that_reaches_it_after_the_records_before_it() {
+    let dir = common::temp_dir();
+    let broker = Broker::open(dir.path()).unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    for offsets in [0..10, 10..20, 20..30] {
+        send_lz4_batch(&broker, offsets);
+    }
+    let a_len = broker.partition_log(&tp("t", 0)).unwrap().read(0, 1 << 20).unwrap()[0].size_bytes();
+    let segment = dir.path().join("t-0").join("00000000000000000000.log");
+    // The most significant byte of the second batch's (little-endian) base offset.
+    flip_byte(&segment, (a_len + 7) as u64);
+    let mut c = broker.consumer(ConsumerConfig::default()).unwrap();
+    c.assign(&[tp("t", 0)]).unwrap();
+    c.seek(&tp("t", 0), 0).unwrap();
+    assert_eq!(polled(&mut c), expected(0..10, "v"));
+    match c.poll(Duration::from_millis(1)) {
+        Err(Error::Corrupt { path, position, .. }) => assert_eq!((path, position), (segment, a_len as u64)),
+        other => panic!("expected the damage, got {other:?}"),
+    }
+    assert_eq!(c.position(&tp("t", 0)).unwrap(), 10);
+}
+
 /// A member of group `g` (manual commits) assigned `t-0`, which has polled its first `n`
 /// records.
 fn member_that_read_t0(broker: &Broker, n: usize) -> Consumer {

@@ -4,8 +4,9 @@
 //! Commands that only read open the directory with `Broker::open_read_only`, so they work
 //! while an application holds it; commands that write need it free and say so when it is in
 //! use. Errors are one line on stderr and exit code 1; `dump-log`, `verify` and `consume`
-//! exit with 2 when they find damage (`consume` prints the healthy partitions first). `consume` and `produce` stop cleanly on SIGINT, SIGTERM or SIGHUP
-//! (a group commits, the directory is closed) and exit with 128 + the signal's number.
+//! exit with 2 when they find damage (`consume` prints the healthy partitions first).
+//! `consume` and `produce` stop cleanly on SIGINT, SIGTERM or SIGHUP (a group commits, the
+//! directory is closed) and exit with 128 + the signal's number.
 
 #![forbid(unsafe_code)]
 #![deny(
@@ -29,9 +30,9 @@ use std::time::{Duration, Instant};
 
 use brooklet::inspect::{self, PartitionCheck};
 use brooklet::{
-    Broker, ConsumerConfig, ConsumerRecordRef, Durability, Error, GroupState, OffsetAndMetadata, OffsetReset,
-    OffsetSpec, PartitionLog, Producer, ProducerConfig, ProducerRecord, RecordMetadata, RecoveryReport, TopicConfig,
-    TopicPartition,
+    Broker, ConsumerConfig, ConsumerRecordRef, DamagePolicy, Durability, Error, GroupState, OffsetAndMetadata,
+    OffsetReset, OffsetSpec, PartitionLog, Producer, ProducerConfig, ProducerRecord, RecordMetadata, RecoveryReport,
+    TopicConfig, TopicPartition,
 };
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -555,6 +556,11 @@ fn partition_logs(broker: &Broker) -> Vec<(TopicPartition, Arc<PartitionLog>)> {
 
 /// Opens the directory for writing: it must not be in use.
 fn open_writer(dir: &Path, action: &str) -> CliResult<Broker> {
+    open_writer_with(dir, action, DamagePolicy::default())
+}
+
+/// [`open_writer`] with the given policy for partitions its open finds damaged.
+fn open_writer_with(dir: &Path, action: &str, damage: DamagePolicy) -> CliResult<Broker> {
     check_dir(dir)?;
     if !dir.join("meta").join("topics").exists() && !action.starts_with("create") {
         return Err(Failure(format!(
@@ -562,7 +568,7 @@ fn open_writer(dir: &Path, action: &str) -> CliResult<Broker> {
             dir.display()
         )));
     }
-    let broker = Broker::open(dir).map_err(|e| match e {
+    let broker = Broker::builder().damage_policy(damage).open(dir).map_err(|e| match e {
         Error::Locked { .. } => Failure(format!(
             "the directory {} is in use by another process (an application has it open); {action} writes to it, so stop that process first — reading commands work meanwhile",
             dir.display()
@@ -1222,7 +1228,12 @@ fn consume(dir: &Path, args: &ConsumeArgs, out: &mut Output) -> CliResult<ExitCo
     brooklet::validate_topic_name(&args.topic)?;
     let interrupt = Interrupt::install()?;
     let broker = match &args.group {
-        Some(_) => open_writer(dir, "consume --group (it commits the group's offsets)")?,
+        // A damaged partition is left offline, not a failed open: the others are printed.
+        Some(_) => open_writer_with(
+            dir,
+            "consume --group (it commits the group's offsets)",
+            DamagePolicy::Offline,
+        )?,
         None => open_reader_unwarned(dir)?,
     };
     let description = broker.describe_topic(&args.topic)?;
@@ -1296,15 +1307,20 @@ fn consume(dir: &Path, args: &ConsumeArgs, out: &mut Output) -> CliResult<ExitCo
     let mut signal = None;
     // Partitions a read failed in, with the offset it failed at: not read any further.
     let mut damaged: BTreeMap<TopicPartition, u64> = BTreeMap::new();
-    // Partitions a read-only open found damaged: their valid batches end at the damage, so
-    // their end is not the end to stop at, but the read there, which reports the damage.
+    // Partitions the open found damaged (left offline): their valid batches end at the
+    // damage, so their end is not the end to stop at, but the read there, which reports it.
     let damaged_at_open: BTreeSet<TopicPartition> = if broker.is_read_only() {
         tps.iter()
             .filter(|tp| broker.partition_log(tp).is_ok_and(|log| log.refresh().is_err()))
             .cloned()
             .collect()
     } else {
-        BTreeSet::new()
+        broker
+            .damaged_partitions()
+            .into_iter()
+            .map(|(tp, _)| tp)
+            .filter(|tp| tps.contains(tp))
+            .collect()
     };
     // Per partition: the offset after the last record printed, to tell a jump.
     let mut expected: BTreeMap<TopicPartition, u64> = BTreeMap::new();

@@ -2531,13 +2531,30 @@ impl PartitionLog {
 
     /// Closes once: the first call marks the log closed whatever happens next, so a close
     /// that failed is not retried by `Drop` into leaving a marker the failure should prevent.
-    /// Also [`Broker::close`](crate::Broker::close)'s, on logs others may still hold.
+    ///
+    /// Also [`Broker::close`](crate::Broker::close)'s, on logs the application may still
+    /// hold after the directory's lock is released: once closed, the log never again opens
+    /// an index file by path (its segments are retired, as a deleted topic's are), since a
+    /// new owner of the directory may be changing them; reads through it go on from its
+    /// open `.log` files.
     pub(crate) fn shutdown(&self) -> Result<()> {
         if self.read_only {
             // A reader writes nothing, not even at close.
             self.closed.store(true, Ordering::Release);
             return Ok(());
         }
+        // A truncation in progress finishes first, its hook included (which may hold the
+        // clean-shutdown marker back until the committed offsets are lowered).
+        let _truncating = self.truncating.lock();
+        let result = self.close_files();
+        for segment in self.segments.read().values() {
+            segment.retire();
+        }
+        result
+    }
+
+    /// [`shutdown`](Self::shutdown)'s writes. Call with the truncation lock.
+    fn close_files(&self) -> Result<()> {
         let _turn = self.sync_lock.lock();
         let mut w = self.writer.lock();
         if self.closed.swap(true, Ordering::AcqRel) {
