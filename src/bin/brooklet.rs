@@ -229,8 +229,9 @@ struct ConsumeArgs {
     /// Start at the oldest record (default: only new records; a group resumes at its commit).
     #[arg(long, conflicts_with = "offset")]
     from_beginning: bool,
-    /// Keep waiting for new records instead of stopping at the end (of a whole topic: also
-    /// from partitions an application adds meanwhile).
+    /// Keep waiting for new records (of a whole topic: also from partitions an application
+    /// adds meanwhile). Without it, consume stops at the end each partition had when it
+    /// started, however fast an application writes.
     #[arg(long)]
     follow: bool,
     /// Stop after N records.
