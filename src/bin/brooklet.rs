@@ -1367,7 +1367,8 @@ fn consume(dir: &Path, args: &ConsumeArgs, out: &mut Output) -> CliResult<ExitCo
             }
         };
         // Per partition: the offset after the last record printed, the first record of
-        // this poll, and the first one read but not printed (past --max-records).
+        // this poll, and the first one read but not printed (past --max-records, or past the
+        // end at the start without --follow).
         let mut next: BTreeMap<TopicPartition, u64> = BTreeMap::new();
         let mut first: BTreeMap<TopicPartition, u64> = BTreeMap::new();
         let mut unprinted: BTreeMap<TopicPartition, u64> = BTreeMap::new();

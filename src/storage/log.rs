@@ -2547,7 +2547,9 @@ impl PartitionLog {
         // clean-shutdown marker back until the committed offsets are lowered).
         let _truncating = self.truncating.lock();
         let result = self.close_files();
-        for segment in self.segments.read().values() {
+        // Outside the map's lock: a retire waits for an index load in progress.
+        let segments: Vec<Arc<Segment>> = self.segments.read().values().cloned().collect();
+        for segment in segments {
             segment.retire();
         }
         result
