@@ -3300,12 +3300,13 @@ fn a_failed_read_after_the_kept_batches_does_not_drop_their_records() {
     assert_eq!(c.position(&tp("t", 0)).unwrap(), 10);
 }
 
-/// A batch that rots in the middle of a partition: as from Kafka's fetch, a poll returns
-/// the records before it (they used to be dropped with the error when one read held them
-/// and the damaged batch), the next poll fails at the damaged batch, with the file and
-/// byte position, and leaves the position there; a seek past it reads on.
-#[test]
-fn a_damaged_batch_fails_the_poll_that_reaches_it_after_the_records_before_it() {
+/// Three batches in `t-0` (offsets 0..10, 10..20, 20..30) with one byte of the second
+/// flipped, at `at(first batch's size, second's)`: a consumer reading from 0 gets the records
+/// before the damage (they used to be dropped with the error when one read held them and
+/// the damaged batch, as a Kafka fetch does not), then the damage, with the file and the
+/// byte position where the second batch starts, and its position stays there. Returns it,
+/// with the directory and broker it reads.
+fn consume_to_damage_in_the_second_batch(at: impl Fn(usize, usize) -> usize) -> (tempfile::TempDir, Broker, Consumer) {
     let dir = common::temp_dir();
     let broker = Broker::open(dir.path()).unwrap();
     broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
@@ -3317,9 +3318,8 @@ fn a_damaged_batch_fails_the_poll_that_reaches_it_after_the_records_before_it() 
     assert_eq!(bases, [0, 10, 20]);
     let (a_len, b_len) = (batches[0].size_bytes(), batches[1].size_bytes());
     drop(batches);
-    // The second batch's last byte rots (its CRC no longer matches).
     let segment = dir.path().join("t-0").join("00000000000000000000.log");
-    flip_byte(&segment, (a_len + b_len - 1) as u64);
+    flip_byte(&segment, at(a_len, b_len) as u64);
     let mut c = broker.consumer(ConsumerConfig::default()).unwrap();
     c.assign(&[tp("t", 0)]).unwrap();
     c.seek(&tp("t", 0), 0).unwrap();
@@ -3329,33 +3329,23 @@ fn a_damaged_batch_fails_the_poll_that_reaches_it_after_the_records_before_it() 
         other => panic!("expected the damage, got {other:?}"),
     }
     assert_eq!(c.position(&tp("t", 0)).unwrap(), 10);
+    (dir, broker, c)
+}
+
+/// A batch that rots (its last byte: the CRC no longer matches) fails the poll that
+/// reaches it, after the records before it; a seek past it reads on.
+#[test]
+fn a_damaged_batch_fails_the_poll_that_reaches_it_after_the_records_before_it() {
+    let (_dir, _broker, mut c) = consume_to_damage_in_the_second_batch(|a_len, b_len| a_len + b_len - 1);
     c.seek(&tp("t", 0), 20).unwrap();
     assert_eq!(polled(&mut c), expected(20..30, "v"));
 }
 
-/// As above for damage to a batch's base offset, which lies outside its CRC: the records
-/// before it are returned, and the poll that reaches it fails there.
+/// As above for damage to a batch's base offset, which lies outside its CRC (the most
+/// significant byte of the little-endian field).
 #[test]
 fn a_damaged_base_offset_fails_the_poll_that_reaches_it_after_the_records_before_it() {
-    let dir = common::temp_dir();
-    let broker = Broker::open(dir.path()).unwrap();
-    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
-    for offsets in [0..10, 10..20, 20..30] {
-        send_lz4_batch(&broker, offsets);
-    }
-    let a_len = broker.partition_log(&tp("t", 0)).unwrap().read(0, 1 << 20).unwrap()[0].size_bytes();
-    let segment = dir.path().join("t-0").join("00000000000000000000.log");
-    // The most significant byte of the second batch's (little-endian) base offset.
-    flip_byte(&segment, (a_len + 7) as u64);
-    let mut c = broker.consumer(ConsumerConfig::default()).unwrap();
-    c.assign(&[tp("t", 0)]).unwrap();
-    c.seek(&tp("t", 0), 0).unwrap();
-    assert_eq!(polled(&mut c), expected(0..10, "v"));
-    match c.poll(Duration::from_millis(1)) {
-        Err(Error::Corrupt { path, position, .. }) => assert_eq!((path, position), (segment, a_len as u64)),
-        other => panic!("expected the damage, got {other:?}"),
-    }
-    assert_eq!(c.position(&tp("t", 0)).unwrap(), 10);
+    consume_to_damage_in_the_second_batch(|a_len, _| a_len + 7);
 }
 
 /// A member of group `g` (manual commits) assigned `t-0`, which has polled its first `n`
