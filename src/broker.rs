@@ -1069,19 +1069,11 @@ impl Broker {
         if self.inner.read_only {
             return Ok(());
         }
+        let others = Arc::strong_count(&self.inner) - 1;
+        let flushed = if others > 0 { self.flush() } else { Ok(()) };
         let Broker { _retention, inner } = self;
         // The last handle stops and joins the retention thread here, as its drop would.
         drop(_retention);
-        let others = Arc::strong_count(&inner) - 1;
-        let flushed = if others > 0 {
-            Broker {
-                _retention: None,
-                inner: Arc::clone(&inner),
-            }
-            .flush()
-        } else {
-            Ok(())
-        };
         let path = inner.dir.clone();
         // Exactly one of handles closed or dropped at once gets it: a close that does not
         // says so, and the one that does (or the last drop) closes.
