@@ -1084,9 +1084,39 @@ struct RawRecord {
     size: u32,
     header_count: u32,
     timestamp_delta: i64,
-    key: Option<(u32, u32)>,
-    value: Option<(u32, u32)>,
+    key: Span,
+    value: Span,
     headers: (u32, u32),
+}
+
+/// Where a key or a value lies in its batch: `start..end`, or [`Span::NULL`] for a null
+/// one. A plain pair rather than an `Option`, so that a parsed record has no discriminant
+/// to pack. With `Option<(u32, u32)>` the compiler stored a pair as two 32-bit halves and
+/// reloaded it at once as one 64-bit word, which the CPU cannot forward from its store
+/// buffer: a third of the samples of a `poll` loop's record parsing sat on that reload, and
+/// the loop took 33.3 ns per record against 30.5 ns with `Span` (BENCHMARKS.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    start: u32,
+    end: u32,
+}
+
+impl Span {
+    /// A null field: `start > end`, which no field's range has, so [`get`](Self::get)
+    /// answers `None` for it with the same bounds check as for any other range.
+    const NULL: Span = Span { start: 1, end: 0 };
+
+    /// The field's bytes in `data`; `None` for a null field.
+    #[inline(always)]
+    fn get(self, data: &[u8]) -> Option<&[u8]> {
+        data.get(self.start as usize..self.end as usize)
+    }
+
+    /// The field as a zero-copy slice of `data`; `None` for a null field.
+    fn slice(self, data: &Bytes) -> Option<Bytes> {
+        self.get(data)
+            .map(|_| data.slice(self.start as usize..self.end as usize))
+    }
 }
 
 /// Where the next record of a batch starts, and what it must satisfy. Meaningful only for
@@ -1208,7 +1238,12 @@ impl RecordCursor {
         if batch.len() > u32::MAX as usize {
             return Err(DecodeError::corrupt("records section longer than 4 GiB"));
         }
-        let range = |r: Option<(usize, usize)>| r.map(|(s, e)| (s as u32, e as u32));
+        let range = |r: Option<(usize, usize)>| {
+            r.map_or(Span::NULL, |(s, e)| Span {
+                start: s as u32,
+                end: e as u32,
+            })
+        };
         Ok(RawRecord {
             offset_delta: offset_delta as u32,
             size: (n + body.len()) as u32,
@@ -1348,16 +1383,14 @@ impl<'a> RecordRef<'a> {
     #[must_use]
     #[inline]
     pub fn key(&self) -> Option<&'a [u8]> {
-        let data: &'a [u8] = self.data;
-        self.raw.key.and_then(|(s, e)| data.get(s as usize..e as usize))
+        self.raw.key.get(self.data)
     }
 
     /// The value; `None` is a tombstone.
     #[must_use]
     #[inline]
     pub fn value(&self) -> Option<&'a [u8]> {
-        let data: &'a [u8] = self.data;
-        self.raw.value.and_then(|(s, e)| data.get(s as usize..e as usize))
+        self.raw.value.get(self.data)
     }
 
     /// The headers, in order, as `(name, value)`.
@@ -1376,7 +1409,6 @@ impl<'a> RecordRef<'a> {
     /// An owned copy whose payloads are zero-copy slices of the batch.
     #[must_use]
     pub fn to_log_record(&self) -> LogRecord {
-        let slice = |r: Option<(u32, u32)>| r.map(|(s, e)| self.data.slice(s as usize..e as usize));
         let mut headers = Vec::new();
         let mut refs = self.headers();
         while let Some(((ns, ne), (vs, ve))) = refs.next_ranges() {
@@ -1389,8 +1421,8 @@ impl<'a> RecordRef<'a> {
         LogRecord {
             offset: self.offset,
             timestamp: self.timestamp,
-            key: slice(self.raw.key),
-            value: slice(self.raw.value),
+            key: self.raw.key.slice(self.data),
+            value: self.raw.value.slice(self.data),
             headers,
         }
     }
