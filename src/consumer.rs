@@ -2275,11 +2275,22 @@ impl Kept {
     }
 }
 
-/// Handles a partition's fetch error: an out-of-range position is reset by `policy` (and
-/// is no error); anything else is returned. `Latest` is the visible end, as when a position
+/// Handles a partition's fetch error: an out-of-range position past the end a truncation
+/// left moves back to it (a read-only log learns of its writer's truncations in the read);
+/// another out-of-range position is reset by `policy` (and is no error); anything else is
+/// returned. `Latest` is the visible end, as when a position
 /// is first resolved: the error's end is the log end, which counts `Buffered` records not
 /// readable yet, and resetting there would skip them.
 fn handle_fetch_error(e: Error, tp: &TopicPartition, part: &mut Part, policy: OffsetReset) -> Option<Error> {
+    // A read-only log learns of its writer's truncations in a read: a position past the end
+    // one left moves back to it (or fails with `LogTruncated`), as before a read.
+    if let Error::OffsetOutOfRange { requested, .. } = e {
+        match part.check_cuts(tp, requested, policy) {
+            Ok(to) if to < requested => return None,
+            Err(truncated) => return Some(truncated),
+            Ok(_) => {}
+        }
+    }
     match e {
         Error::OffsetOutOfRange {
             requested, start, end, ..

@@ -3671,10 +3671,11 @@ fn a_failed_lowering_of_the_commits_is_not_taken_for_done_and_is_retried() {
         c.commit().unwrap();
     }
     let log = broker.partition_log(&tp("t", 0)).unwrap();
-    // The cut writes no file (it cuts and syncs one): the first write is the lowering's.
+    // The cut writes one file, the truncations marker for read-only readers, before and
+    // after it cuts: the third write is the lowering's.
     fs.inject(Fault {
         op: FaultOp::Write,
-        nth: 1,
+        nth: 3,
         errno: EIO,
         forever: false,
     });

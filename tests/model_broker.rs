@@ -526,11 +526,9 @@ struct Live {
     members: BTreeMap<usize, Consumer>,
     /// The log handle of [`Op::Grab`], with its topic's creation (see [`Model::creations`]).
     grabbed: Option<(TopicPartition, u64, Arc<PartitionLog>)>,
-    /// The long-lived read-only broker of [`Op::Follow`], and the partitions a truncation
-    /// cut since it opened them (it does not follow a writer's `truncate_to`, as
-    /// `PartitionLog::open_read_only` documents).
+    /// The long-lived read-only broker of [`Op::Follow`]: it follows the writer, its
+    /// truncations included.
     follower: Option<Broker>,
-    follower_stale: BTreeSet<TopicPartition>,
 }
 
 fn now_ms() -> i64 {
@@ -654,7 +652,6 @@ fn apply(live: &mut Live, model: &mut Model, op: &Op) {
                     offsets.retain(|tp, _| tp.topic != name);
                 }
                 model.drop_empty_groups();
-                live.follower_stale.retain(|tp| tp.topic != name);
             } else {
                 unknown_topic(&result, name, "delete");
             }
@@ -786,7 +783,7 @@ fn apply(live: &mut Live, model: &mut Model, op: &Op) {
                 expect_missing(&log, want, &format!("partition_log {tp}"));
                 return;
             }
-            truncate(live, &log.expect("the partition exists"), model, &tp, *at);
+            truncate(&log.expect("the partition exists"), model, &tp, *at);
         }
         Op::Grab { topic, partition } => {
             let tp = model.partition(model.topic(*topic), *partition);
@@ -802,7 +799,7 @@ fn apply(live: &mut Live, model: &mut Model, op: &Op) {
             };
             if model.topics.contains_key(&tp.topic) && model.creations.get(&tp.topic) == Some(&creation) {
                 if *cut {
-                    truncate(live, &log, model, &tp, *at);
+                    truncate(&log, model, &tp, *at);
                 } else {
                     delete_records(&log, model, &tp, *at);
                 }
@@ -833,7 +830,7 @@ fn apply(live: &mut Live, model: &mut Model, op: &Op) {
             live.close();
             model.readers.clear();
             model.members.clear();
-            truncate(live, &log, model, &tp, *at);
+            truncate(&log, model, &tp, *at);
             drop(log);
             live.open();
             bump(&STATS.detached, 1);
@@ -888,7 +885,7 @@ fn apply(live: &mut Live, model: &mut Model, op: &Op) {
         }
         Op::ReadOnlyBeside => {
             let reader = Broker::open_read_only(live.dir.path()).expect("open read-only beside the writer");
-            check(&reader, model, "read-only beside the writer", &BTreeSet::new());
+            check(&reader, model, "read-only beside the writer");
             check_read_only_refuses(&reader);
         }
         Op::ReadOnlyClosed => {
@@ -897,7 +894,7 @@ fn apply(live: &mut Live, model: &mut Model, op: &Op) {
             model.members.clear();
             {
                 let reader = Broker::open_read_only(live.dir.path()).expect("open read-only");
-                check(&reader, model, "read-only after close", &BTreeSet::new());
+                check(&reader, model, "read-only after close");
                 check_read_only_refuses(&reader);
             }
             live.open();
@@ -907,13 +904,12 @@ fn apply(live: &mut Live, model: &mut Model, op: &Op) {
             if *reopen || live.follower.is_none() {
                 live.follower = None;
                 live.follower = Some(Broker::open_read_only(live.dir.path()).expect("open the follower"));
-                live.follower_stale.clear();
             } else if let Some(follower) = &live.follower {
                 follower.refresh_topics().expect("refresh_topics");
                 follower.refresh_offsets().expect("refresh_offsets");
             }
             if let Some(follower) = &live.follower {
-                check(follower, model, "the follower after a refresh", &live.follower_stale);
+                check(follower, model, "the follower after a refresh");
             }
         }
     }
@@ -941,7 +937,7 @@ fn delete_records(log: &PartitionLog, model: &mut Model, tp: &TopicPartition, at
     // consumer below the start applies its auto_offset_reset).
 }
 
-fn truncate(live: &mut Live, log: &PartitionLog, model: &mut Model, tp: &TopicPartition, at: Pick) {
+fn truncate(log: &PartitionLog, model: &mut Model, tp: &TopicPartition, at: Pick) {
     let part = model.part_mut(tp).expect("the partition exists");
     let offset = part.resolve(at).max(part.start);
     // Batches are never split: the log ends at the start of the batch holding the offset;
@@ -961,9 +957,6 @@ fn truncate(live: &mut Live, log: &PartitionLog, model: &mut Model, tp: &TopicPa
     let cut = new_end < part.end;
     if cut {
         bump(&STATS.truncations_cutting, 1);
-        if live.follower.is_some() {
-            live.follower_stale.insert(tp.clone());
-        }
     }
     part.end = new_end;
     part.records.retain(|o, _| *o < new_end);
@@ -1523,26 +1516,18 @@ fn check_read_only_refuses(reader: &Broker) {
 }
 
 /// The broker (writer or reader) equals the model: topics, partitions, offsets, groups.
-/// `stale`: partitions a read-only broker is not expected to follow (cut by a truncation
-/// since it opened them): their start and end are not checked.
-fn check(broker: &Broker, model: &Model, when: &str, stale: &BTreeSet<TopicPartition>) {
-    check_with(broker, model, when, stale, &BTreeMap::new());
+fn check(broker: &Broker, model: &Model, when: &str) {
+    check_with(broker, model, when, &BTreeMap::new());
 }
 
 /// [`check`] of the writer's broker, where the groups of `members` have a subscribed
 /// member (to the topic given).
 fn check_writer(live: &Live, model: &Model, when: &str) {
     let members: BTreeMap<&str, &str> = model.members.iter().map(|(g, t)| (GROUPS[*g], *t)).collect();
-    check_with(live.broker(), model, when, &BTreeSet::new(), &members);
+    check_with(live.broker(), model, when, &members);
 }
 
-fn check_with(
-    broker: &Broker,
-    model: &Model,
-    when: &str,
-    stale: &BTreeSet<TopicPartition>,
-    members: &BTreeMap<&str, &str>,
-) {
+fn check_with(broker: &Broker, model: &Model, when: &str, members: &BTreeMap<&str, &str>) {
     let names: Vec<String> = model.topics.keys().cloned().collect();
     assert_eq!(broker.list_topics(), names, "{when}: list_topics");
     for name in TOPICS {
@@ -1558,18 +1543,7 @@ fn check_with(
             .iter()
             .map(|p| (p.partition, p.log_start_offset, p.log_end_offset))
             .collect();
-        let want: Vec<(u32, u64, u64)> = (0u32..)
-            .zip(parts)
-            .map(|(i, p)| {
-                let tp = TopicPartition::new(name, i);
-                match got.get(i as usize) {
-                    // A reader does not follow a writer's truncation: what it saw of the
-                    // log then is all it knows of it.
-                    Some(&(_, start, end)) if stale.contains(&tp) => (i, start, end),
-                    _ => (i, p.start, p.end),
-                }
-            })
-            .collect();
+        let want: Vec<(u32, u64, u64)> = (0u32..).zip(parts).map(|(i, p)| (i, p.start, p.end)).collect();
         assert_eq!(got, want, "{when}: {name}'s partitions (number, start, end)");
     }
     let groups: BTreeSet<String> = model
@@ -1631,10 +1605,7 @@ fn check_with(
         let want: Vec<(TopicPartition, Option<Committed>, u64, Option<u64>)> = tps
             .into_iter()
             .map(|tp| {
-                let mut end = model.part(&tp).map_or(0, |p| p.end);
-                if stale.contains(&tp) {
-                    end = got.iter().find(|g| g.0 == tp).map_or(end, |g| g.2);
-                }
+                let end = model.part(&tp).map_or(0, |p| p.end);
                 let c = offsets.get(&tp).cloned();
                 let lag = c.as_ref().map(|c| end.saturating_sub(c.offset));
                 (tp, c, end, lag)
@@ -1667,7 +1638,6 @@ fn run_case(synced_offsets: bool, ops: &[Op]) {
         members: BTreeMap::new(),
         grabbed: None,
         follower: None,
-        follower_stale: BTreeSet::new(),
     };
     live.open();
     let mut model = Model::default();
@@ -1695,7 +1665,7 @@ fn run_case(synced_offsets: bool, ops: &[Op]) {
     model.members.clear();
     live.follower = None;
     live.open();
-    check(live.broker(), &model, "after the final reopen", &BTreeSet::new());
+    check(live.broker(), &model, "after the final reopen");
 }
 
 fn snapshot_exists(dir: &Path) -> bool {

@@ -797,3 +797,173 @@ fn a_reader_of_a_replaced_directory_does_not_load_the_new_logs_indexes() {
     assert_eq!(reader.offset_for_timestamp(OLD_TS + 40).unwrap(), None);
     assert_eq!(reader.log_end_offset(), 40);
 }
+
+/// `(offset, value)` of every record `log` reads from its start to its end.
+fn offsets_and_values(log: &PartitionLog) -> Vec<(u64, String)> {
+    common::read_all(log)
+        .into_iter()
+        .map(|r| (r.offset, String::from_utf8(r.value.unwrap().to_vec()).unwrap()))
+        .collect()
+}
+
+/// Appends one record per batch, valued `{tag}{i}`, for each `i` of `range`, with a key of
+/// 300 bytes so that a 4 KiB segment holds a dozen.
+fn append_each(log: &PartitionLog, tag: &str, range: std::ops::Range<u64>) {
+    for i in range {
+        let record = Record::new().key(vec![b'k'; 300]).value(format!("{tag}{i}"));
+        log.append(&[record], Durability::Written).unwrap();
+    }
+}
+
+/// The `(offset, value)` pairs of runs of records valued `{tag}{offset}`.
+fn runs(parts: &[(&str, std::ops::Range<u64>)]) -> Vec<(u64, String)> {
+    parts
+        .iter()
+        .flat_map(|(tag, range)| range.clone().map(move |i| (i, format!("{tag}{i}"))))
+        .collect()
+}
+
+/// Protects: a reader follows the writer's `truncate_to` as a Kafka follower truncates to its
+/// leader, at its next refresh — also one that a read finding the files shorter than it
+/// knew makes by itself. It used to keep its view of the files: after a cut it read nothing
+/// at all from offset 0 (the cut segment was shorter than it knew), and once the writer
+/// appended past the old end it read the new records at offsets that were not theirs and
+/// never saw the last ones. Here: a cut that deletes later segments, new records at the
+/// offsets cut that reach past the old end (so that sizes cannot tell), two truncations
+/// between two refreshes, and a cut below the log start that restarts the log empty.
+#[test]
+fn a_reader_follows_the_writers_truncations() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig::default().segment_bytes(4096);
+    let writer = PartitionLog::open(dir.path(), config.clone()).unwrap();
+    append_each(&writer, "a", 0..40);
+    assert!(writer.segment_count() >= 3, "{} segments", writer.segment_count());
+    let reader = PartitionLog::open_read_only(dir.path(), config.clone()).unwrap();
+    assert_eq!(offsets_and_values(&reader), runs(&[("a", 0..40)]));
+
+    assert_eq!(writer.truncate_to(5).unwrap(), 5);
+    assert_eq!(writer.segment_count(), 1);
+    // No refresh: the read of the cut segment comes back short, and the reader follows.
+    assert_eq!(offsets_and_values(&reader), runs(&[("a", 0..5)]));
+    assert_eq!(reader.log_end_offset(), 5);
+
+    append_each(&writer, "b", 5..45);
+    assert_eq!(offsets_and_values(&reader), runs(&[("a", 0..5), ("b", 5..45)]));
+    assert_eq!(reader.log_end_offset(), 45);
+
+    writer.truncate_to(30).unwrap();
+    writer.truncate_to(20).unwrap();
+    append_each(&writer, "c", 20..25);
+    reader.refresh().unwrap();
+    assert_eq!(
+        offsets_and_values(&reader),
+        runs(&[("a", 0..5), ("b", 5..20), ("c", 20..25)])
+    );
+
+    // A batch of five straddling the new log start: a cut below it restarts the log empty at
+    // the start.
+    let batch: Vec<Record> = (25..30).map(|i| Record::new().value(format!("d{i}"))).collect();
+    writer.append(&batch, Durability::Written).unwrap();
+    writer.delete_records_before(27).unwrap();
+    assert_eq!(writer.truncate_to(0).unwrap(), 27);
+    reader.refresh().unwrap();
+    assert_eq!(offsets_and_values(&reader), vec![]);
+    assert_eq!((reader.log_start_offset(), reader.log_end_offset()), (27, 27));
+    append_each(&writer, "e", 27..29);
+    assert_eq!(offsets_and_values(&reader), runs(&[("e", 27..29)]));
+
+    let fresh = PartitionLog::open_read_only(dir.path(), config).unwrap();
+    assert_eq!(offsets_and_values(&fresh), runs(&[("e", 27..29)]));
+}
+
+/// Protects: a consumer of a read-only broker whose position the writer's truncation left
+/// past the end moves back to the cut (Kafka's KIP-320) and reads the records written there
+/// since, exactly once; it used to wait at its old position for records that would come at
+/// other offsets. With `auto_offset_reset` `None`, the poll fails with `LogTruncated` instead.
+#[test]
+fn a_consumer_of_a_reader_moves_back_to_the_writers_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = Broker::open(dir.path()).unwrap();
+    writer.create_topic(TOPIC, TopicConfig::with_partitions(1)).unwrap();
+    let tp = TopicPartition::new(TOPIC, 0);
+    let producer = writer.producer(ProducerConfig::default());
+    let send = |tag: &str, range: std::ops::Range<u64>| {
+        for i in range {
+            producer
+                .send(ProducerRecord::new(TOPIC).value(format!("{tag}{i}")))
+                .unwrap();
+        }
+    };
+    send("a", 0..10);
+    let reader = Broker::open_read_only(dir.path()).unwrap();
+    let consumer_with = |reset| {
+        let mut consumer = reader
+            .consumer(ConsumerConfig::default().auto_offset_reset(reset))
+            .unwrap();
+        consumer.assign(std::slice::from_ref(&tp)).unwrap();
+        consumer
+    };
+    let mut consumer = consumer_with(OffsetReset::Earliest);
+    let mut strict = consumer_with(OffsetReset::None);
+    strict.seek(&tp, 10).unwrap();
+    let poll_n = |consumer: &mut brooklet::Consumer, n: usize| {
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while got.len() < n && Instant::now() < deadline {
+            for r in &consumer.poll(Duration::from_millis(50)).unwrap() {
+                got.push((r.offset(), String::from_utf8(r.value().unwrap().to_vec()).unwrap()));
+            }
+        }
+        got
+    };
+    assert_eq!(poll_n(&mut consumer, 10), runs(&[("a", 0..10)]));
+
+    writer.partition_log(&tp).unwrap().truncate_to(6).unwrap();
+    send("b", 6..8);
+    assert_eq!(poll_n(&mut consumer, 2), runs(&[("b", 6..8)]));
+    assert_eq!(consumer.position(&tp).unwrap(), 8);
+    assert!(consumer.poll(Duration::from_millis(100)).unwrap().is_empty());
+
+    match strict.poll(Duration::from_millis(100)) {
+        Err(Error::LogTruncated {
+            partition,
+            position,
+            end,
+        }) => {
+            assert_eq!((partition, position, end), (tp.clone(), 10, 6));
+        }
+        other => panic!("expected LogTruncated, got {other:?}"),
+    }
+}
+
+/// Protects: a truncation the writer began but did not finish (its log failed midway, as a
+/// crash would leave it) is followed once the next writer's open has recovered the log: the
+/// reader's next refresh then gives exactly what that writer has, instead of its view from
+/// before the cut (whose later segments it could still read through its open files).
+#[test]
+fn a_reader_follows_a_truncation_that_failed_midway_once_the_writer_reopens() {
+    use brooklet::io::{EIO, Fault, FaultFs, FaultOp};
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig::default().segment_bytes(4096);
+    let disk = FaultFs::new();
+    let writer = PartitionLog::open_with_vfs(dir.path(), config.clone(), std::sync::Arc::new(disk.clone())).unwrap();
+    append_each(&writer, "a", 0..40);
+    let reader = PartitionLog::open_read_only(dir.path(), config.clone()).unwrap();
+    assert_eq!(offsets_and_values(&reader), runs(&[("a", 0..40)]));
+    // The later segments are deleted; cutting the segment that holds offset 5 fails.
+    disk.inject(Fault {
+        op: FaultOp::SetLen,
+        nth: 1,
+        errno: EIO,
+        forever: false,
+    });
+    assert!(writer.truncate_to(5).is_err());
+    drop(writer);
+    let writer = PartitionLog::open(dir.path(), config).unwrap();
+    let end = writer.log_end_offset();
+    assert!((5..40).contains(&end), "recovered to {end}");
+    append_each(&writer, "b", end..end + 3);
+    reader.refresh().unwrap();
+    assert_eq!(offsets_and_values(&reader), runs(&[("a", 0..end), ("b", end..end + 3)]));
+    assert_eq!(reader.log_end_offset(), end + 3);
+}

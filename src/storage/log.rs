@@ -13,6 +13,8 @@
 //!   recovery-point                    checkpoint: offset below which all is synced
 //!   log-start-offset                  checkpoint: first offset still readable
 //!   clean-shutdown                    checkpoint: [end offset, active base, active size]
+//!   truncations                       checkpoint: [cuts started, cuts finished, end the
+//!                                     last cut left], which read-only readers follow
 //! ```
 //!
 //! # Crash safety, argued case by case
@@ -31,10 +33,12 @@
 //!   so a later crash is never mistaken for a clean stop.
 //! - **Retention** persists the new log start offset before deleting files; open finishes an
 //!   interrupted deletion; a deletion that fails is retried by the next retention check.
-//!   **Truncation** first lowers and persists the recovery point to the new end, then
-//!   deletes later segments highest first, then cuts and syncs the segment holding the
-//!   cut: a crash midway leaves a prefix of the old log, never a hole (see
-//!   [`PartitionLog::truncate_to`]). A failure after its first deletion poisons the log.
+//!   **Truncation** first lowers and persists the recovery point to the new end and counts
+//!   the truncation as begun in the `truncations` file, then deletes later segments highest
+//!   first, then cuts and syncs the segment holding the cut, then counts it as finished:
+//!   a crash midway leaves a prefix of the old log, never a hole (see
+//!   [`PartitionLog::truncate_to`]), and the next open counts it as finished. A failure
+//!   after its first deletion poisons the log. Read-only readers follow finished ones.
 //! - **Failed fsync.** After `fdatasync` fails the kernel may have dropped the dirty pages, so
 //!   the log is poisoned: appends and flushes return [`Error::Poisoned`] until it is reopened
 //!   and has recovered from what is really on disk. A failed `write` is rolled back (the file
@@ -87,6 +91,10 @@ const LOCK_FILE: &str = "LOCK";
 pub(crate) const RECOVERY_POINT_FILE: &str = "recovery-point";
 pub(crate) const LOG_START_FILE: &str = "log-start-offset";
 const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
+/// `[started, finished, end]`: how many truncations the writer began and completed, and the
+/// end the last one left. Absent until the first truncation. A read-only reader whose view
+/// predates a finished one reloads the segment list (see [`PartitionLog::refresh`]).
+const TRUNCATIONS_FILE: &str = "truncations";
 
 /// Where an append landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -273,6 +281,9 @@ const RESERVE_MIN: u64 = 1024 * 1024;
 struct Cuts {
     /// `(epoch after the truncation, log end it left)`, oldest first.
     recent: std::collections::VecDeque<(u64, u64)>,
+    /// A writer's: the `[started, finished]` counts its `truncations` file holds (after a
+    /// failed write of it, the higher values it may hold).
+    persisted: [u64; 2],
 }
 
 impl Cuts {
@@ -391,6 +402,9 @@ pub struct PartitionLog {
     /// first, for `Synced` appends). A reader that read this before a read knows the read
     /// saw no record cut by a truncation counted in it.
     cuts_seen: AtomicU64,
+    /// A read-only log's: the writer's finished truncations (its `truncations` file) that
+    /// its view of the segments reflects (see [`PartitionLog::refresh`]).
+    followed_cuts: AtomicU64,
     log_start: AtomicU64,
     /// Bytes of the segments in `Writer::undeleted`, counted by `size_bytes`.
     undeleted_bytes: AtomicU64,
@@ -541,6 +555,7 @@ impl PartitionLog {
             last_sync_nanos: AtomicU64::new(0),
             truncations: AtomicU64::new(0),
             cuts_seen: AtomicU64::new(0),
+            followed_cuts: AtomicU64::new(0),
             log_start: AtomicU64::new(o.log_start),
             undeleted_bytes: AtomicU64::new(0),
             recovery_point: AtomicU64::new(o.recovery_point),
@@ -627,7 +642,8 @@ impl PartitionLog {
                 "recovery truncated the log"
             );
         }
-        Ok(PartitionLog::assemble(
+        let truncations = settle_truncations(&*vfs, &dir, next_offset)?;
+        let mut log = PartitionLog::assemble(
             Opening {
                 dir,
                 config,
@@ -642,7 +658,9 @@ impl PartitionLog {
                 recovery,
             },
             false,
-        ))
+        );
+        log.sync_lock.get_mut().persisted = truncations;
+        Ok(log)
     }
 
     /// Opens the log in `dir` for reading only, alongside a writer that may be appending to it
@@ -657,9 +675,11 @@ impl PartitionLog {
     /// writer left them (as a clean open does); indexes missing from disk are rebuilt in
     /// memory only.
     ///
-    /// What it does not follow: a writer's [`truncate_to`](Self::truncate_to), or the
-    /// truncation a writer's recovery makes after a crash (records it already served may then
-    /// be gone). Nor a directory deleted, or replaced by a new one of the same name (a topic
+    /// It follows a writer's [`truncate_to`](Self::truncate_to) at its next refresh (see
+    /// [`refresh`](Self::refresh)). What it does not follow: the truncation a writer's
+    /// recovery makes after a crash, which cuts only bytes that were never a valid batch (a
+    /// reader never served them), or, after a power loss, records the reader's own process
+    /// lost with it. Nor a directory deleted, or replaced by a new one of the same name (a topic
     /// deleted and created again): it serves what its open files held and sees no more,
     /// taking the new files neither for more of its log nor for damage to it (a read-only
     /// [`Broker`](crate::Broker)'s `refresh_topics` opens the new topic). Every write — append, flush, retention, truncation — fails with
@@ -709,6 +729,8 @@ impl PartitionLog {
         // Held before anything is read by path: if the directory is replaced after this,
         // the first refresh knows.
         let held_dir = HeldDir::open(&dir);
+        // Read before the listing: a truncation finished after it is followed by a refresh.
+        let followed = read_truncations(&*vfs, &dir).map_or(0, |[_, finished, _]| finished);
         let (mut log_start, segments) = Self::open_listed_segments(&*vfs, &dir, limits)?;
         let active = segments
             .values()
@@ -739,6 +761,7 @@ impl PartitionLog {
             true,
         );
         log.held_dir = held_dir;
+        log.followed_cuts = AtomicU64::new(followed);
         log.refresh_with(false)?;
         Ok(log)
     }
@@ -852,6 +875,19 @@ impl PartitionLog {
     /// segments wholly below the log start are dropped, so that their deleted files are not
     /// held open.
     ///
+    /// A truncation the writer finished since ([`truncate_to`](Self::truncate_to), which
+    /// counts it in the `truncations` file) is followed, as a Kafka follower truncates to its
+    /// leader: the segments are listed again and the last one scanned from its start, and if
+    /// the cut left the log below this view's end, the end moves down to it and consumers
+    /// past it move back to it (as after a truncation in this process). Which offset the cut
+    /// left is known when one truncation finished since the last refresh; after several,
+    /// any may have been cut, and consumers move back to the log start. A read that finds
+    /// the files shorter than it knew (an empty answer below the end, a missing segment)
+    /// refreshes by itself; until the next refresh, a reader serves what its view of the
+    /// files holds, as any reader that read before the cut got. A truncation in progress, or
+    /// one a writer that crashed or failed midway left unfinished, is followed once finished
+    /// (the next writable open finishes it).
+    ///
     /// # Errors
     /// [`Error::Io`] if a segment or checkpoint cannot be read; [`Error::Corrupt`] for an
     /// unreadable log-start checkpoint. Bytes that are not a valid batch are not an error
@@ -879,10 +915,20 @@ impl PartitionLog {
         // and lowers the point before it cuts records).
         let marker = self.clean_shutdown_marker();
         let recovery_point = self.persisted_recovery_point();
+        let cut = self.cut_to_follow();
+        // Lock order as in `cut_to`.
+        let mut cuts = cut.is_some().then(|| self.sync_lock.lock());
         let mut w = self.writer.lock();
         // Checked after each read by path: a directory that is still ours then was ours
         // when the read was made (a replaced one never comes back).
         let mut replaced = self.dir_replaced();
+        if let (Some((finished, end)), Some(cuts)) = (cut, cuts.as_mut())
+            && !replaced
+        {
+            self.follow_cut(&mut w, cuts, end)?;
+            self.followed_cuts.store(finished, Ordering::Release);
+        }
+        drop(cuts);
         loop {
             let active = Arc::clone(&w.active);
             let (start, next) = (active.size(), w.next_offset);
@@ -984,6 +1030,56 @@ impl PartitionLog {
         self.log_start.fetch_max(start.min(w.next_offset), Ordering::AcqRel);
         self.forget_segments_below(start);
         self.publish_read_only_end(w.next_offset);
+        Ok(())
+    }
+
+    /// For a read-only log: a truncation the writer finished that its view does not reflect
+    /// yet, as (the writer's count of finished truncations, the end it left — or 0 when
+    /// more than one finished since, and any offset may have been cut). `None` while one is
+    /// in progress: the refresh after it finishes follows it.
+    fn cut_to_follow(&self) -> Option<(u64, u64)> {
+        let [started, finished, end] = read_truncations(&*self.vfs, &self.dir)?;
+        let followed = self.followed_cuts.load(Ordering::Acquire);
+        if started != finished || finished == followed {
+            return None;
+        }
+        Some((finished, if finished == followed + 1 { end } else { 0 }))
+    }
+
+    /// A read-only log takes a truncation of the writer's, as a Kafka follower truncates to
+    /// its leader: it lists the segments again and scans the last one from its start, as
+    /// an open does, then swaps them in. If the cut left the log below this view's end, it
+    /// counts as a truncation here: the end is lowered to it, and consumers past it move
+    /// back to it (see [`truncate_to`](Self::truncate_to)). Call with the sync turn.
+    ///
+    /// # Errors
+    /// As [`open_read_only`](Self::open_read_only) for the segments listed; the view is
+    /// then left as it was.
+    fn follow_cut(&self, w: &mut Writer, cuts: &mut Cuts, cut_end: u64) -> Result<()> {
+        let limits = self.config.read().limits();
+        let (_, segments) = Self::open_listed_segments(&*self.vfs, &self.dir, limits)?;
+        let active = segments
+            .values()
+            .next_back()
+            .cloned()
+            .ok_or_else(|| Error::corrupt(&self.dir, 0, "the partition has no segment file"))?;
+        let mut index = SegmentIndex::new();
+        let progress = active.scan_into(0, active.base_offset, &mut index)?;
+        active.size.store(progress.valid_len, Ordering::Release);
+        active.set_index(index);
+        // A cut begun since the truncation followed may have left the files shorter still.
+        let cut_end = cut_end.min(progress.next_offset);
+        tracing::info!(dir = %self.dir.display(), end = cut_end, "read-only log: the writer truncated the log");
+        if cut_end < w.next_offset {
+            self.note_cut(cuts, cut_end);
+            self.visible_end.fetch_min(cut_end, Ordering::AcqRel);
+            self.synced_end.fetch_min(cut_end, Ordering::AcqRel);
+        }
+        *self.segments.write() = segments;
+        // Readers no longer reach the records cut.
+        self.cuts_seen.fetch_add(1, Ordering::AcqRel);
+        w.active = active;
+        w.next_offset = progress.next_offset;
         Ok(())
     }
 
@@ -1867,9 +1963,29 @@ impl PartitionLog {
                 Err(Error::Corrupt { .. }) if self.truncations.load(Ordering::Acquire) != seen => {
                     seen = self.truncations.load(Ordering::Acquire);
                 }
+                // A read-only log's files may have been cut by the writer since its view
+                // of them was taken.
+                Err(e @ Error::Corrupt { .. }) if self.read_only => {
+                    if !self.followed_a_cut()? {
+                        return Err(e);
+                    }
+                    seen = self.truncations.load(Ordering::Acquire);
+                }
                 result => return result,
             }
         }
+    }
+
+    /// For a read-only log whose read found less than its view promised (an empty answer
+    /// below its end, or a missing segment): whether a refresh found and followed a
+    /// truncation of the writer's, after which the read is worth making again.
+    ///
+    /// # Errors
+    /// As [`refresh`](Self::refresh).
+    fn followed_a_cut(&self) -> Result<bool> {
+        let before = self.cuts_seen.load(Ordering::Acquire);
+        self.refresh()?;
+        Ok(self.cuts_seen.load(Ordering::Acquire) != before)
     }
 
     /// One attempt of [`read_into`](Self::read_into).
@@ -1908,8 +2024,13 @@ impl PartitionLog {
             return Ok(Vec::new());
         };
         let fetched = self.fetch_from(&segment, offset, max_bytes, spare)?;
-        if fetched.batches.is_empty() && self.is_sealed(&segment) {
-            self.check_gap(&segment, offset)?;
+        if fetched.batches.is_empty() {
+            if self.read_only && self.followed_a_cut()? {
+                return self.read_once(offset, max_bytes, spare);
+            }
+            if self.is_sealed(&segment) {
+                self.check_gap(&segment, offset)?;
+            }
         }
         Ok(fetched.batches)
     }
@@ -2298,13 +2419,16 @@ impl PartitionLog {
     /// every group's committed offset past the new end is lowered to it, synced, before the
     /// call returns; and a [`Consumer`](crate::Consumer) whose position is past it moves
     /// back to it at its next poll (or reports [`Error::LogTruncated`], per its
-    /// `auto_offset_reset`).
+    /// `auto_offset_reset`). A read-only reader of the directory, in this process or another,
+    /// follows the cut at its next refresh ([`refresh`](Self::refresh)), and so do its
+    /// consumers.
     ///
     /// # Crash safety
     /// The steps, and what a crash (or power loss) right after each leaves at the next open:
-    /// 1. The recovery point is lowered to at most the new end, and persisted. No data file
-    ///    has changed yet: the whole log survives, and the next open scans from the segment
-    ///    holding the new end.
+    /// 1. The recovery point is lowered to at most the new end, and persisted; so is the
+    ///    truncation's start, counted in the `truncations` file. No data file has changed
+    ///    yet: the whole log survives, and the next open scans from the segment holding the
+    ///    new end.
     /// 2. The segments after the one holding the cut are deleted, highest base offset first,
     ///    and the directory is synced. A crash in between leaves the old log without some of
     ///    its last segments — a prefix of it, never one with a hole, since recovery scans
@@ -2312,10 +2436,13 @@ impl PartitionLog {
     /// 3. The segment holding the cut is cut, and synced. A crash before the sync leaves it
     ///    at its old or its new length, both prefixes of the old log; after it, the log ends
     ///    at the new end.
+    /// 4. The truncation is counted as finished in the `truncations` file, which read-only
+    ///    readers follow. After a crash before this, the next open counts it as finished,
+    ///    at the end it recovered.
     ///
     /// So a crash before the call returns leaves the old log cut somewhere at or after the new
     /// end (at a batch boundary), and every record below the new end that was synced
-    /// survives. A failure in step 2 or 3 poisons the log (its files no longer match its
+    /// survives. A failure in steps 2 to 4 poisons the log (its files no longer match its
     /// memory): it refuses writes until reopened. A `Synced` append whose records the cut
     /// removed before its fsync was acknowledged fails with [`Error::Truncated`].
     ///
@@ -2389,6 +2516,7 @@ impl PartitionLog {
             .collect();
         // Step 1: nothing is destroyed yet, so a failure here leaves the log usable.
         self.lower_recovery_point(new_end)?;
+        self.persist_truncation(&mut cuts, new_end, false)?;
         // Readers stop at the new end from now on, whatever happens next, and `Synced`
         // appends waiting for the sync turn learn that their records past it are gone.
         self.note_cut(&mut cuts, new_end);
@@ -2430,6 +2558,8 @@ impl PartitionLog {
             Ok(())
         };
         destroyed().map_err(|e| self.poison(e))?;
+        self.persist_truncation(&mut cuts, new_end, true)
+            .map_err(|e| self.poison(e))?;
         w.unsynced_sealed.retain(|s| s.base_offset < target.base_offset);
         w.active = target;
         w.reserved_end = 0;
@@ -2457,6 +2587,7 @@ impl PartitionLog {
     /// A failure after the first deletion poisons the log.
     fn restart_empty_at(&self, w: &mut Writer, cuts: &mut Cuts, base: u64) -> Result<u64> {
         self.lower_recovery_point(base)?;
+        self.persist_truncation(cuts, 0, false)?;
         // Every record goes, whatever its offset.
         self.note_cut(cuts, 0);
         self.visible_end.store(base, Ordering::Release);
@@ -2475,6 +2606,7 @@ impl PartitionLog {
             Segment::create_empty(&*self.vfs, &self.dir, base, w.config.limits())
         };
         let segment = created().map_err(|e| self.poison(e))?;
+        self.persist_truncation(cuts, 0, true).map_err(|e| self.poison(e))?;
         self.segments.write().insert(base, Arc::clone(&segment));
         w.active = segment;
         w.reserved_end = 0;
@@ -2500,6 +2632,22 @@ impl PartitionLog {
             self.persist_recovery_point(end)?;
         }
         Ok(())
+    }
+
+    /// Records in the `truncations` file, for read-only readers, that a truncation leaving
+    /// the log ending at `end` begins (before anything is cut) or has `finished`. Call with
+    /// the sync turn.
+    fn persist_truncation(&self, cuts: &mut Cuts, end: u64, finished: bool) -> Result<()> {
+        let [started, done] = cuts.persisted;
+        let next = if finished {
+            [started, started]
+        } else {
+            [started + 1, done]
+        };
+        let written = checkpoint::write(&*self.vfs, &self.dir.join(TRUNCATIONS_FILE), &[next[0], next[1], end]);
+        // A failed write may still have replaced the file: the next count is past both.
+        cuts.persisted = [next[0].max(started), next[1].max(done)];
+        written
     }
 
     /// Writes the recovery-point checkpoint. Call with the sync turn.
@@ -2614,6 +2762,40 @@ impl Drop for PartitionLog {
 }
 
 /// The log start offset in `dir`'s checkpoint (0 without one).
+/// The `truncations` file's `[started, finished, end]`, if there is a readable one.
+fn read_truncations(vfs: &dyn Vfs, dir: &Path) -> Option<[u64; 3]> {
+    checkpoint::read(vfs, &dir.join(TRUNCATIONS_FILE), 3)
+        .ok()
+        .flatten()
+        .and_then(|v| v.try_into().ok())
+}
+
+/// At a writable open: records a truncation that was begun but not finished (the writer
+/// crashed, or its log was poisoned, midway) as finished, with `end` (the end this open
+/// recovered, below which nothing was cut) as the end it left, so that read-only readers
+/// reload; an unreadable file is replaced the same way. Returns the `[started, finished]`
+/// counts the file holds.
+///
+/// # Errors
+/// [`Error::Io`] if the file cannot be replaced.
+fn settle_truncations(vfs: &dyn Vfs, dir: &Path, end: u64) -> Result<[u64; 2]> {
+    let path = dir.join(TRUNCATIONS_FILE);
+    let counts = match checkpoint::read(vfs, &path, 3) {
+        Ok(None) => return Ok([0, 0]),
+        Ok(Some(v)) => match v[..] {
+            [started, finished, _] if started == finished => return Ok([started, finished]),
+            [started, finished, _] => started.max(finished),
+            _ => 0,
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "replacing an unreadable truncations file");
+            0
+        }
+    };
+    checkpoint::write(vfs, &path, &[counts, counts, end])?;
+    Ok([counts, counts])
+}
+
 fn read_log_start(vfs: &dyn Vfs, dir: &Path) -> Result<u64> {
     Ok(checkpoint::read(vfs, &dir.join(LOG_START_FILE), 1)?.map_or(0, |v| v.first().copied().unwrap_or(0)))
 }
