@@ -1225,7 +1225,9 @@ impl Consumer {
     /// [`PartitionLog::truncate_to`] cut the log below a position and `auto_offset_reset`
     /// is `None` (with a policy, the position moves back to the end the cut left, so the
     /// records written there next are read); [`Error::UnknownTopic`] for a
-    /// manually assigned partition whose topic was deleted (until it is created again);
+    /// manually assigned partition whose topic was deleted (until it is created again), and
+    /// [`Error::InvalidPartition`] for one whose topic was created again with fewer
+    /// partitions (until partitions are added up to it; the others are read meanwhile);
     /// [`Error::Corrupt`] or [`Error::Io`] from the log (a partition left offline by
     /// [`DamagePolicy::Offline`](crate::DamagePolicy::Offline) reports its damage once when a
     /// read reaches it, and again only after a seek; its polls there return nothing for it
@@ -1600,13 +1602,19 @@ impl Consumer {
                     // Revoked at the next sync_group (`revoke_deleted`).
                     continue;
                 }
-                failure = Some((
-                    tp.clone(),
-                    position,
-                    Error::UnknownTopic {
+                // A topic created again (`follow_recreated` swaps its log in) with fewer
+                // partitions has none of this number: that, not a missing topic.
+                let error = match self.broker.partition_count(&tp.topic) {
+                    Some(partitions) if partitions <= tp.partition => Error::InvalidPartition {
+                        topic: tp.topic.clone(),
+                        partition: tp.partition,
+                        partitions,
+                    },
+                    _ => Error::UnknownTopic {
                         topic: tp.topic.clone(),
                     },
-                ));
+                };
+                failure = Some((tp.clone(), position, error));
                 break;
             }
             let position = match part.check_cuts(tp, position, reset_policy) {

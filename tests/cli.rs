@@ -1702,6 +1702,47 @@ fn consume_follow_picks_up_partitions_added_while_it_runs() {
     );
 }
 
+/// `consume --follow` of a whole topic that the application deletes and creates again with
+/// fewer partitions follows the new topic: it says which partitions it no longer follows and
+/// prints what the new topic gets. It used to stop with "was deleted while it was being
+/// consumed" (the partitions the new topic lacks were reported as a deleted topic).
+#[test]
+fn consume_follow_goes_on_with_a_topic_created_again_with_fewer_partitions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    ok(&dir, &["topics", "create", "t", "--partitions", "3"]);
+    let broker = Broker::open(&dir).unwrap();
+    let producer = broker.producer(ProducerConfig::default());
+    let send = |p: u32, value: &str| {
+        producer
+            .send(ProducerRecord::new("t").partition(p).value(value.to_owned()))
+            .unwrap();
+    };
+    send(2, "old-2");
+    let mut child = spawn(&dir, &["consume", "t", "--from-beginning", "--follow"]);
+    let lines = line_receiver(&mut child);
+    let next_line = || lines.recv_timeout(Duration::from_secs(60)).unwrap();
+    assert_eq!(next_line(), "old-2");
+    // Stopped meanwhile, so that no refresh of its falls between the delete and the create
+    // (it would find no topic, and stop: deleted).
+    signal(&child, "STOP");
+    broker.delete_topic("t").unwrap();
+    broker
+        .create_topic("t", brooklet::TopicConfig::with_partitions(1))
+        .unwrap();
+    send(0, "new-0");
+    signal(&child, "CONT");
+    assert_eq!(next_line(), "new-0");
+    // Partitions added again are followed again, from their first record.
+    broker.add_partitions("t", 2).unwrap();
+    send(1, "new-1");
+    assert_eq!(next_line(), "new-1");
+    assert_eq!(
+        interrupt_and_stderr(&mut child),
+        "brooklet: warning: t was created again with 1 partition(s): no longer following t-1, t-2\n"
+    );
+}
+
 /// stderr into a pipe nobody reads any more (`2>&1 | head -1` once `head` is gone): the
 /// line is lost, but the command ends as it would have, not in a panic (exit 101).
 #[test]

@@ -1655,6 +1655,50 @@ fn an_assigned_consumer_reads_a_topic_deleted_and_recreated() {
     sender.join().unwrap();
 }
 
+/// Protects a manually assigned consumer of a topic created again with fewer partitions:
+/// the partitions the new topic lacks are reported as `InvalidPartition` (the topic exists),
+/// not as the topic being unknown, while the others are read; partitions added up to them
+/// are read again. A poll returning records keeps its error for the next one.
+#[test]
+fn an_assigned_consumer_of_a_topic_recreated_with_fewer_partitions_reads_those_it_has() {
+    let broker = Broker::temporary().unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(3)).unwrap();
+    let mut c = broker
+        .consumer(ConsumerConfig::default().auto_offset_reset(OffsetReset::Earliest))
+        .unwrap();
+    c.assign(&[tp("t", 0), tp("t", 1), tp("t", 2)]).unwrap();
+    assert!(c.poll(Duration::from_millis(1)).unwrap().is_empty());
+    broker.delete_topic("t").unwrap();
+    broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
+    let producer = broker.producer(ProducerConfig::default());
+    producer
+        .send(ProducerRecord::new("t").partition(0).value("new"))
+        .unwrap();
+    let (mut records, mut missing) = (Vec::new(), BTreeSet::new());
+    for _ in 0..6 {
+        match c.poll(Duration::from_millis(1)) {
+            Ok(got) => records.extend(got.iter().map(|r| (r.partition(), r.offset()))),
+            Err(Error::InvalidPartition {
+                topic,
+                partition,
+                partitions,
+            }) => {
+                assert_eq!((topic.as_str(), partitions), ("t", 1));
+                missing.insert(partition);
+            }
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+    assert_eq!(records, [(0, 0)]);
+    assert_eq!(missing, BTreeSet::from([1, 2]));
+    broker.add_partitions("t", 3).unwrap();
+    producer
+        .send(ProducerRecord::new("t").partition(2).value("again"))
+        .unwrap();
+    let got = poll_n(&mut c, 1);
+    assert_eq!((got[0].partition(), got[0].offset()), (2, 0));
+}
+
 /// Protects group membership against `delete_group` racing `subscribe` (a stress run of
 /// two seconds; the interleaving itself is made deterministic in the coordinator's unit
 /// test `a_group_removed_between_lookup_and_lock_is_never_used`). A join used to look the

@@ -1345,10 +1345,33 @@ fn consume(dir: &Path, args: &ConsumeArgs, out: &mut Output) -> CliResult<ExitCo
         let records = match consumer.poll(SIGNAL_CHECK) {
             Ok(records) => records,
             // The topic was there when the command started: it was deleted since.
+            // The topic was there when the command started: deleted since, unless a refresh
+            // of the table finds it created again (then the consumer reads the new one).
             Err(Error::UnknownTopic { topic }) => {
+                if refreshed.is_some() {
+                    follow_new_partitions(&broker, &mut consumer, &args.topic, args.partition)?;
+                    if broker.describe_topic(&args.topic).is_ok() {
+                        continue;
+                    }
+                }
                 return Err(Failure(format!(
                     "topic {topic:?} was deleted while it was being consumed"
                 )));
+            }
+            // Created again with fewer partitions: a whole topic goes on with those it has.
+            Err(Error::InvalidPartition {
+                topic,
+                partition,
+                partitions,
+            }) => {
+                if refreshed.is_none() || args.partition.is_some() {
+                    return Err(Failure(format!(
+                        "partition {topic}-{partition} no longer exists: the topic was deleted and created again \
+                         with {partitions} partition(s)"
+                    )));
+                }
+                follow_new_partitions(&broker, &mut consumer, &args.topic, args.partition)?;
+                continue;
             }
             Err(e) => {
                 // A damaged partition is set aside (paused) with a warning, so that the
@@ -1505,8 +1528,9 @@ const TOPIC_REFRESH: Duration = Duration::from_secs(1);
 
 /// Re-reads the topic table of `broker` (read-only) and, unless the consumer reads only
 /// `partition`, assigns `consumer` the partitions of `topic` added since, from their first
-/// record (all of them are new to this follower). A deleted topic makes the next poll fail
-/// with `UnknownTopic`.
+/// record (all of them are new to this follower), and unassigns, with a warning, those it
+/// no longer has (deleted and created again with fewer). A deleted topic makes the next
+/// poll fail with `UnknownTopic`.
 fn follow_new_partitions(
     broker: &Broker,
     consumer: &mut brooklet::Consumer,
@@ -1532,7 +1556,20 @@ fn follow_new_partitions(
         .map(|d| TopicPartition::new(topic, d.partition))
         .collect();
     let added: Vec<TopicPartition> = all.iter().filter(|tp| !assigned.contains(*tp)).cloned().collect();
-    if !added.is_empty() {
+    // The topic was deleted and created again with fewer partitions.
+    let gone: Vec<String> = assigned
+        .iter()
+        .filter(|tp| !all.contains(*tp))
+        .map(ToString::to_string)
+        .collect();
+    if !gone.is_empty() {
+        stderr_line!(
+            "brooklet: warning: {topic} was created again with {} partition(s): no longer following {}",
+            all.len(),
+            gone.join(", ")
+        );
+    }
+    if !added.is_empty() || !gone.is_empty() {
         consumer.assign(&all)?;
         consumer.seek_to_beginning(&added)?;
     }
