@@ -649,6 +649,12 @@ fn errors_are_one_line_and_exit_1() {
     }
     let o = brooklet(&dir, &["consume", "nope"]);
     assert!(stderr(&o).contains("topic \"nope\" does not exist"), "{}", stderr(&o));
+    // Groups live in the application's process until they commit: not "does not exist".
+    assert_eq!(
+        stderr(&brooklet(&dir, &["groups", "describe", "nope"])),
+        "brooklet: error: group \"nope\" has no committed offsets (a group whose members have not committed yet, \
+         in an application's process, is not visible to this command)\n"
+    );
     // A name no topic can have is said so, by the reading and the writing command alike.
     for o in [
         brooklet(&dir, &["consume", "bad name"]),
@@ -1740,6 +1746,38 @@ fn consume_follow_goes_on_with_a_topic_created_again_with_fewer_partitions() {
     assert_eq!(
         interrupt_and_stderr(&mut child),
         "brooklet: warning: t was created again with 1 partition(s): no longer following t-1, t-2\n"
+    );
+}
+
+/// A negative count, partition or offset is refused as out of range (clap's exit 2), not
+/// taken for an unknown option ("unexpected argument '-1' … use '-- -1'"); and the command
+/// list gives `produce` one line, as every other command.
+#[test]
+fn negative_numbers_are_out_of_range_and_the_command_list_is_one_line_each() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    ok(&dir, &["topics", "create", "orders"]);
+    for (args, flag) in [
+        (
+            &["topics", "create", "x", "--partitions", "-1"][..],
+            "--partitions <PARTITIONS>",
+        ),
+        (&["consume", "orders", "--partition", "-1"], "--partition <P>"),
+        (&["consume", "orders", "--max-records", "-5"], "--max-records <N>"),
+    ] {
+        let o = brooklet(&dir, args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(
+            stderr(&o).starts_with(&format!("error: invalid value '{}' for '{flag}'", args[args.len() - 1])),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
+    let help = ok(&dir, &["--help"]);
+    let produce: Vec<&str> = help.lines().filter(|l| l.starts_with("  produce ")).collect();
+    assert_eq!(
+        produce,
+        ["  produce   Send the lines of stdin as records (the console producer)"]
     );
 }
 

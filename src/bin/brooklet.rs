@@ -68,8 +68,9 @@ enum Command {
         after_help = "Examples:\n  brooklet --dir data topics list\n  brooklet --dir data topics create orders --partitions 3 --config retention.ms=86400000"
     )]
     Topics(TopicsCommand),
-    /// Send the lines of stdin as records (the console producer). A line ends at \n or at
-    /// the end of the input (a \r that ends it is dropped too, so Windows line endings give
+    /// Send the lines of stdin as records (the console producer).
+    ///
+    /// A line ends at \n or at the end of the input (a \r that ends it is dropped too, so Windows line endings give
     /// the same records); its other bytes are sent as they are, UTF-8 or not. A line that cannot be produced (no key
     /// separator, or a record larger than the topic's max.message.bytes) stops the input:
     /// the lines before it are produced, none after it.
@@ -127,7 +128,7 @@ enum TopicsCommand {
         /// The topic.
         topic: String,
         /// How many partitions.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
         partitions: u32,
         /// A setting, as Kafka names it (repeatable): segment.bytes (4096 to 4294967295),
         /// segment.ms, retention.ms (-1 = no limit, the default, or 1 and up),
@@ -168,10 +169,14 @@ enum TopicsCommand {
         /// The topic.
         topic: String,
         /// The new total partition count.
-        #[arg(required_unless_present = "partitions", conflicts_with = "partitions")]
+        #[arg(
+            required_unless_present = "partitions",
+            conflicts_with = "partitions",
+            allow_negative_numbers = true
+        )]
         count: Option<u32>,
         /// The new total partition count, as `kafka-topics --alter --partitions` takes it.
-        #[arg(long, value_name = "COUNT")]
+        #[arg(long, value_name = "COUNT", allow_negative_numbers = true)]
         partitions: Option<u32>,
     },
 }
@@ -197,7 +202,7 @@ struct ProduceArgs {
     #[arg(long = "header", value_name = "KEY=VALUE", value_parser = key_value)]
     headers: Vec<(String, String)>,
     /// Send every record to this partition (default: by key, else spread).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     partition: Option<u32>,
     /// How durable each record is before it counts as sent.
     #[arg(long, value_enum, default_value = "written")]
@@ -235,13 +240,13 @@ struct ConsumeArgs {
     #[arg(long)]
     follow: bool,
     /// Stop after N records.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     max_records: Option<u64>,
     /// Read only this partition.
-    #[arg(long, value_name = "P")]
+    #[arg(long, value_name = "P", allow_negative_numbers = true)]
     partition: Option<u32>,
     /// Start at this offset (needs --partition; at most the partition's end offset).
-    #[arg(long, value_name = "O", requires = "partition")]
+    #[arg(long, value_name = "O", requires = "partition", allow_negative_numbers = true)]
     offset: Option<u64>,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
@@ -295,7 +300,7 @@ struct ResetArgs {
     #[arg(long)]
     to_latest: bool,
     /// To this offset (clamped into each partition's log).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     to_offset: Option<u64>,
     /// To the first record at or after this UTC time: YYYY-MM-DD[THH:MM[:SS[.mmm]]][Z], or
     /// milliseconds since the epoch.
@@ -1593,7 +1598,18 @@ fn groups(dir: &Path, cmd: GroupsCommand, out: &mut Output) -> CliResult<()> {
         }
         GroupsCommand::Describe { group } => {
             let broker = open_reader(dir)?;
-            let d = broker.describe_group(&group)?;
+            let d = match broker.describe_group(&group) {
+                Ok(d) => d,
+                // Only committed offsets are on disk: the members of a group in the
+                // application's process are not visible here.
+                Err(Error::UnknownGroup { group }) => {
+                    return Err(Failure(format!(
+                        "group {group:?} has no committed offsets (a group whose members have not committed yet, \
+                         in an application's process, is not visible to this command)"
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            };
             let state = match d.state {
                 GroupState::Empty => "no members in this process",
                 GroupState::Stable => "stable",
