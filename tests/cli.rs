@@ -1781,6 +1781,48 @@ fn negative_numbers_are_out_of_range_and_the_command_list_is_one_line_each() {
     );
 }
 
+/// `produce` to a partition damaged after a clean shutdown (which a writable open does not
+/// scan) refuses, with the exit status of damage and before it reads stdin: it used to store
+/// the records after the damage, where every reader stops, and exit 0. A healthy partition
+/// of the same topic takes records as ever; a produce that may route to the damaged one
+/// (no --partition) refuses too.
+#[test]
+fn produce_refuses_a_damaged_partition() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    ok(&dir, &["topics", "create", "t", "--partitions", "2"]);
+    let lines: String = (0..50).map(|i| format!("line-{i}\n")).collect();
+    for p in ["0", "1"] {
+        let o = brooklet_with_stdin(&dir, &["produce", "t", "--partition", p], &lines);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let segment = dir.join("t-0").join("00000000000000000000.log");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let at = bytes.len() - 10;
+    bytes[at] ^= 0xff;
+    std::fs::write(&segment, &bytes).unwrap();
+    let damaged = bytes;
+    for args in [&["produce", "t", "--partition", "0"][..], &["produce", "t"]] {
+        let o = brooklet_with_stdin(&dir, args, "x\n");
+        assert_eq!((o.status.code(), stdout(&o).as_str()), (Some(2), ""), "{args:?}");
+        let err = stderr(&o);
+        assert!(err.starts_with("brooklet: warning: t-0: corrupt data in "), "{err}");
+        assert!(
+            err.ends_with(
+                "brooklet: error: nothing produced: t-0 is damaged, and records produced to it would be stored after \
+                 the damage, where readers stop (brooklet verify lists the damage)\n"
+            ),
+            "{err}"
+        );
+    }
+    // Nothing went to the damaged partition's files.
+    assert_eq!(std::fs::read(&segment).unwrap(), damaged);
+    let o = brooklet_with_stdin(&dir, &["produce", "t", "--partition", "1"], "x\n");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = brooklet(&dir, &["consume", "t", "--partition", "1", "--offset", "50"]);
+    assert_eq!((o.status.code(), stdout(&o).as_str()), (Some(0), "x\n"));
+}
+
 /// stderr into a pipe nobody reads any more (`2>&1 | head -1` once `head` is gone): the
 /// line is lost, but the command ends as it would have, not in a panic (exit 101).
 #[test]

@@ -560,6 +560,21 @@ fn partition_logs(broker: &Broker) -> Vec<(TopicPartition, Arc<PartitionLog>)> {
     logs
 }
 
+/// The partitions of `topic` (or only `partition`) whose valid batches stop short of where
+/// the writer left them, with the damage: found as a read-only open finds it (which scans
+/// the last segment of each), while the caller holds the directory for writing. A
+/// directory that cannot be opened so reports nothing here: the writer's open checked it.
+fn damaged_partitions(dir: &Path, topic: &str, partition: Option<u32>) -> Vec<(TopicPartition, Error)> {
+    let Ok(reader) = Broker::open_read_only(dir) else {
+        return Vec::new();
+    };
+    partition_logs(&reader)
+        .into_iter()
+        .filter(|(tp, _)| *tp.topic == *topic && partition.is_none_or(|p| p == tp.partition))
+        .filter_map(|(tp, log)| log.refresh().err().map(|e| (tp, e)))
+        .collect()
+}
+
 /// Opens the directory for writing: it must not be in use.
 fn open_writer(dir: &Path, action: &str) -> CliResult<Broker> {
     open_writer_with(dir, action, DamagePolicy::default())
@@ -978,6 +993,23 @@ fn produce(dir: &Path, args: &ProduceArgs, out: &mut Output) -> CliResult<ExitCo
             partitions,
         }
         .into());
+    }
+    // A partition damaged below its end (bytes that rotted after a clean shutdown, which a
+    // writable open does not scan for) would store the records after the damage, where
+    // every reader stops: refused, before stdin is read, with the exit status of damage.
+    let damaged = damaged_partitions(dir, &args.topic, args.partition);
+    if !damaged.is_empty() {
+        for (tp, e) in &damaged {
+            stderr_line!("brooklet: warning: {tp}: {e}");
+        }
+        let list: Vec<String> = damaged.iter().map(|(tp, _)| tp.to_string()).collect();
+        stderr_line!(
+            "brooklet: error: nothing produced: {} is damaged, and records produced to it would be stored after the \
+             damage, where readers stop (brooklet verify lists the damage)",
+            list.join(", ")
+        );
+        broker.close()?;
+        return Ok(ExitCode::from(2));
     }
     // The setting that sets the batch limit, to name it when a line is too large.
     let setting = |name: &str| {
