@@ -327,21 +327,44 @@ fn produce_from_stdin_then_consume() {
     let mut got: Vec<&str> = out.lines().collect();
     got.sort_unstable();
     let mut want: Vec<String> = (0..10)
-        .map(|i| format!("user-{}\tsource=cli\torder-{i}", i % 3))
+        .map(|i| format!("source=cli\tuser-{}\torder-{i}", i % 3))
         .collect();
     want.sort_unstable();
     assert_eq!(got, want);
     // Per key, in send order: user-0's orders arrive in order on their partition.
-    let user0: Vec<&str> = out.lines().filter(|l| l.starts_with("user-0")).collect();
+    let user0: Vec<&str> = out.lines().filter(|l| l.contains("\tuser-0\t")).collect();
     assert_eq!(
         user0,
         [
-            "user-0\tsource=cli\torder-0",
-            "user-0\tsource=cli\torder-3",
-            "user-0\tsource=cli\torder-6",
-            "user-0\tsource=cli\torder-9"
+            "source=cli\tuser-0\torder-0",
+            "source=cli\tuser-0\torder-3",
+            "source=cli\tuser-0\torder-6",
+            "source=cli\tuser-0\torder-9"
         ]
     );
+    // Every field, in kafka-console-consumer's order.
+    let all = ok(
+        &dir,
+        &[
+            "consume",
+            "orders",
+            "--from-beginning",
+            "--partition",
+            "0",
+            "--max-records",
+            "1",
+            "--print-timestamp",
+            "--print-partition",
+            "--print-offset",
+            "--print-headers",
+            "--print-key",
+        ],
+    );
+    let fields: Vec<&str> = all.trim_end().split('\t').collect();
+    assert_eq!(fields.len(), 6, "{all}");
+    assert!(fields[0].starts_with("CreateTime:"), "{all}");
+    assert_eq!(fields[1..4], ["Partition:0", "Offset:0", "source=cli"], "{all}");
+    assert!(fields[4].starts_with("user-") && fields[5].starts_with("order-"), "{all}");
     // JSON, one partition from an offset, a limit.
     let from_1 = [
         "consume",
@@ -1562,7 +1585,7 @@ fn text_consume_gives_back_the_bytes_produced_utf8_or_not() {
         &dir,
         &["consume", "bin", "--from-beginning", "--print-key", "--print-headers"],
     );
-    assert_eq!(o.stdout, b"k\xff\th=v\t\xff\xfebin\n");
+    assert_eq!(o.stdout, b"h=v\tk\xff\t\xff\xfebin\n");
     // JSON strings cannot hold such bytes: they become U+FFFD, as its help says.
     let json = ok(&dir, &["consume", "bin", "--from-beginning", "--format", "json"]);
     let object: serde_json::Value = serde_json::from_str(json.trim_end()).unwrap();

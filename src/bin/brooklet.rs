@@ -254,13 +254,19 @@ struct ConsumeArgs {
     /// Print the key before the value.
     #[arg(long)]
     print_key: bool,
-    /// Print the headers before the value.
+    /// Print the headers (`name=value,…`, or `NO_HEADERS`) before the key and value.
     #[arg(long)]
     print_headers: bool,
-    /// Print the timestamp before the value, as kafka-console-consumer does
+    /// Print the timestamp first, as kafka-console-consumer does
     /// (`CreateTime:1700000000000`), then the time it names in UTC.
     #[arg(long)]
     print_timestamp: bool,
+    /// Print the partition (`Partition:0`) after the timestamp, as kafka-console-consumer does.
+    #[arg(long)]
+    print_partition: bool,
+    /// Print the offset (`Offset:42`) after the partition, as kafka-console-consumer does.
+    #[arg(long)]
+    print_offset: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -1241,8 +1247,13 @@ fn format_record(r: &ConsumerRecordRef<'_>, args: &ConsumeArgs) -> Vec<u8> {
                     .into_bytes(),
                 );
             }
-            if args.print_key {
-                fields.push(r.key().map_or_else(|| b"null".to_vec(), <[u8]>::to_vec));
+            // The order of kafka-console-consumer's fields: timestamp, partition, offset,
+            // headers, key, value.
+            if args.print_partition {
+                fields.push(format!("Partition:{}", r.partition()).into_bytes());
+            }
+            if args.print_offset {
+                fields.push(format!("Offset:{}", r.offset()).into_bytes());
             }
             if args.print_headers {
                 let headers: Vec<Vec<u8>> = r.headers().map(|(k, v)| [k.as_bytes(), b"=", v].concat()).collect();
@@ -1251,6 +1262,9 @@ fn format_record(r: &ConsumerRecordRef<'_>, args: &ConsumeArgs) -> Vec<u8> {
                 } else {
                     headers.join(&b","[..])
                 });
+            }
+            if args.print_key {
+                fields.push(r.key().map_or_else(|| b"null".to_vec(), <[u8]>::to_vec));
             }
             fields.push(r.value().map_or_else(|| b"null".to_vec(), <[u8]>::to_vec));
             fields.join(&b"\t"[..])
