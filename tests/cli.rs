@@ -364,7 +364,10 @@ fn produce_from_stdin_then_consume() {
     assert_eq!(fields.len(), 6, "{all}");
     assert!(fields[0].starts_with("CreateTime:"), "{all}");
     assert_eq!(fields[1..4], ["Partition:0", "Offset:0", "source=cli"], "{all}");
-    assert!(fields[4].starts_with("user-") && fields[5].starts_with("order-"), "{all}");
+    assert!(
+        fields[4].starts_with("user-") && fields[5].starts_with("order-"),
+        "{all}"
+    );
     // JSON, one partition from an offset, a limit.
     let from_1 = [
         "consume",
@@ -1670,6 +1673,25 @@ fn consume_and_produce_refuse_bad_arguments_up_front() {
     assert_eq!(
         ok(&dir, &["consume", "orders", "--partition", "0", "--offset", "2"]),
         "c\n"
+    );
+    // kafka-console-consumer's named offsets.
+    assert_eq!(
+        ok(&dir, &["consume", "orders", "--partition", "0", "--offset", "earliest"]),
+        "a\nb\nc\n"
+    );
+    let o = brooklet(&dir, &["consume", "orders", "--partition", "0", "--offset", "latest"]);
+    assert_eq!(
+        (o.status.code(), stdout(&o).as_str(), stderr(&o).as_str()),
+        (Some(0), "", "brooklet: no records to read\n")
+    );
+    let o = brooklet(&dir, &["consume", "orders", "--partition", "0", "--offset", "newest"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).starts_with(
+            "error: invalid value 'newest' for '--offset <O>': \"newest\" is not an offset: give a number, earliest or latest\n"
+        ),
+        "{}",
+        stderr(&o)
     );
     // Conflicting and empty arguments: clap's usage errors (exit 2), nothing run.
     let o = brooklet(

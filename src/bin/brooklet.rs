@@ -245,9 +245,10 @@ struct ConsumeArgs {
     /// Read only this partition.
     #[arg(long, value_name = "P", allow_negative_numbers = true)]
     partition: Option<u32>,
-    /// Start at this offset (needs --partition; at most the partition's end offset).
-    #[arg(long, value_name = "O", requires = "partition", allow_negative_numbers = true)]
-    offset: Option<u64>,
+    /// Start at this offset, or at `earliest` or `latest`, as kafka-console-consumer's
+    /// --offset (needs --partition; a number at most the partition's end offset).
+    #[arg(long, value_name = "O", requires = "partition", allow_negative_numbers = true, value_parser = parse_offset)]
+    offset: Option<OffsetArg>,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
@@ -1207,6 +1208,25 @@ fn escaped(bytes: &[u8]) -> String {
 
 /// One record as the line `consume` prints (without the newline). Text gives keys, values
 /// and header values as the bytes stored.
+/// `consume --offset`: a number, or one of the partition's ends.
+#[derive(Debug, Clone, Copy)]
+enum OffsetArg {
+    At(u64),
+    Earliest,
+    Latest,
+}
+
+fn parse_offset(s: &str) -> Result<OffsetArg, String> {
+    match s {
+        "earliest" => Ok(OffsetArg::Earliest),
+        "latest" => Ok(OffsetArg::Latest),
+        _ => s
+            .parse()
+            .map(OffsetArg::At)
+            .map_err(|_| format!("{s:?} is not an offset: give a number, earliest or latest")),
+    }
+}
+
 fn format_record(r: &ConsumerRecordRef<'_>, args: &ConsumeArgs) -> Vec<u8> {
     match args.format {
         Format::Json => {
@@ -1289,6 +1309,8 @@ fn consume(dir: &Path, args: &ConsumeArgs, out: &mut Output) -> CliResult<ExitCo
         None => open_reader_unwarned(dir)?,
     };
     let description = broker.describe_topic(&args.topic)?;
+    // --offset as a number (it needs --partition).
+    let mut offset = None;
     let partitions: Vec<u32> = match args.partition {
         Some(p) => {
             let Some(d) = description.partitions.iter().find(|d| d.partition == p) else {
@@ -1299,9 +1321,14 @@ fn consume(dir: &Path, args: &ConsumeArgs, out: &mut Output) -> CliResult<ExitCo
                 }
                 .into());
             };
+            offset = args.offset.map(|o| match o {
+                OffsetArg::At(offset) => offset,
+                OffsetArg::Earliest => d.log_start_offset,
+                OffsetArg::Latest => d.log_end_offset,
+            });
             // Refused rather than moved to an end by the reset policy, which would print
             // something else than asked for, or nothing, without saying why.
-            if let Some(offset) = args.offset {
+            if let Some(offset) = offset {
                 if offset > d.log_end_offset {
                     return Err(Failure(format!(
                         "offset {offset} is past the end of {}-{p}: its end offset is {} (the offset the next record gets)",
@@ -1351,7 +1378,7 @@ fn consume(dir: &Path, args: &ConsumeArgs, out: &mut Output) -> CliResult<ExitCo
         consumer.subscribe(&[args.topic.as_str()])?;
     } else {
         consumer.assign(&tps)?;
-        if let (Some(offset), Some(tp)) = (args.offset, tps.first()) {
+        if let (Some(offset), Some(tp)) = (offset, tps.first()) {
             consumer.seek(tp, offset)?;
         }
     }
@@ -1547,7 +1574,7 @@ fn consume(dir: &Path, args: &ConsumeArgs, out: &mut Output) -> CliResult<ExitCo
     }
     if printed == 0 && !args.follow && signal.is_none() && args.max_records != Some(0) {
         // stdout stays empty for scripts; the hint goes to stderr.
-        if args.from_beginning || args.offset.is_some() {
+        if args.from_beginning || offset.is_some() {
             stderr_line!("brooklet: no records to read");
         } else if resumes {
             stderr_line!(
