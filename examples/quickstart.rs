@@ -241,6 +241,7 @@ fn run() -> Res {
     let audit_revenue: i64 = all.iter().map(|(_, _, o)| cents(o.amount)).sum();
     println!("audit (second group, from earliest): read all {} orders", all.len());
     ensure(audit_revenue == revenue + new_revenue, "audit's revenue = analytics'")?;
+    audit.commit()?; // so that `brooklet groups describe audit` shows it too
     let lag = broker.describe_group("analytics")?.total_lag();
     ensure(lag == 0, "analytics is caught up")?;
 

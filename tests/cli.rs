@@ -1949,6 +1949,25 @@ fn a_refused_topics_create_makes_no_data_directory() {
         "brooklet: error: invalid topic name \"bad name!\": character ' ' is not one of [a-zA-Z0-9._-]\n"
     );
     assert!(!dir.exists());
+    // A directory holding other files is not made a data directory (a mistyped --dir).
+    let other = tmp.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("notes.txt"), b"mine").unwrap();
+    let o = brooklet(&other, &["topics", "create", "orders"]);
+    assert_eq!((o.status.code(), stdout(&o).as_str()), (Some(1), ""));
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "brooklet: error: {} is not a brooklet data directory (no meta/topics) and not empty: a new one is made \
+             only in a new or empty directory\n",
+            other.display()
+        )
+    );
+    let names: Vec<_> = std::fs::read_dir(&other)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["notes.txt"]);
     // A --dir that is a file is named so, as for every other command.
     std::fs::write(&dir, b"").unwrap();
     let o = brooklet(&dir, &["topics", "create", "orders"]);

@@ -590,11 +590,22 @@ fn open_writer(dir: &Path, action: &str) -> CliResult<Broker> {
 /// [`open_writer`] with the given policy for partitions its open finds damaged.
 fn open_writer_with(dir: &Path, action: &str, damage: DamagePolicy) -> CliResult<Broker> {
     check_dir(dir)?;
-    if !dir.join("meta").join("topics").exists() && !action.starts_with("create") {
-        return Err(Failure(format!(
-            "{} is not a brooklet data directory (no meta/topics)",
-            dir.display()
-        )));
+    if !dir.join("meta").join("topics").exists() {
+        if !action.starts_with("create") {
+            return Err(Failure(format!(
+                "{} is not a brooklet data directory (no meta/topics)",
+                dir.display()
+            )));
+        }
+        // A new data directory is made in a new or empty directory only: a mistyped --dir
+        // naming some other directory would mix its files with the data directory's.
+        if std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some()) {
+            return Err(Failure(format!(
+                "{} is not a brooklet data directory (no meta/topics) and not empty: a new one is made only in a new \
+                 or empty directory",
+                dir.display()
+            )));
+        }
     }
     let broker = Broker::builder().damage_policy(damage).open(dir).map_err(|e| match e {
         Error::Locked { .. } => Failure(format!(
