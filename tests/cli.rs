@@ -1868,6 +1868,44 @@ fn produce_refuses_a_damaged_partition() {
     assert_eq!((o.status.code(), stdout(&o).as_str()), (Some(0), "x\n"));
 }
 
+/// `consume` without `--follow` beside an application that truncates the partition below the
+/// end it had when the command started stops at the end the cut left, having printed exactly
+/// the records up to it: it used to wait, polling, for records up to the old end, which
+/// might never come. The command is held in the middle (its stdout pipe full, not read) while
+/// the application truncates.
+#[test]
+fn consume_without_follow_stops_at_an_end_an_application_cut_below_the_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    ok(&dir, &["topics", "create", "t"]);
+    let broker = Broker::open(&dir).unwrap();
+    let producer = broker.producer(ProducerConfig::default());
+    // 4 KiB lines: the 64 KiB pipe holds 16, one poll reads some 250.
+    let value = |i: u64| format!("{i:04}{}", "x".repeat(4096));
+    let batch: Vec<ProducerRecord> = (0..2000).map(|i| ProducerRecord::new("t").value(value(i))).collect();
+    producer.send_batch(&batch).unwrap();
+    let mut child = spawn(&dir, &["consume", "t", "--from-beginning"]);
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
+    assert_eq!(first, format!("{}\n", value(0)));
+    // It started (its end is 2000), and cannot pass some 300 records while unread. The cut
+    // falls at the start of the batch holding offset 1000.
+    let log = broker.partition_log(&brooklet::TopicPartition::new("t", 0)).unwrap();
+    let cut = log.truncate_to(1000).unwrap();
+    assert!((500..=1000).contains(&cut), "cut at {cut}");
+    let reader = std::thread::spawn(move || {
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+        rest
+    });
+    let status = wait_exit(&mut child);
+    let rest = reader.join().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let want: String = (1..cut).map(|i| format!("{}\n", value(i))).collect();
+    assert!(rest == want, "{} lines printed after the first", rest.lines().count());
+}
+
 /// stderr into a pipe nobody reads any more (`2>&1 | head -1` once `head` is gone): the
 /// line is lost, but the command ends as it would have, not in a panic (exit 101).
 #[test]

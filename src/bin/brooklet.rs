@@ -1551,7 +1551,13 @@ fn consume(dir: &Path, args: &ConsumeArgs, out: &mut Output) -> CliResult<ExitCo
             // an application writes meanwhile; a partition that is there is read no more.
             let mut done = !assignment.is_empty();
             for tp in assignment.iter().filter(|tp| !damaged.contains_key(*tp)) {
+                // The end as it is now where an application truncated the partition below
+                // the end at the start (the consumer moved back to the cut): else this
+                // would wait for records that may never come.
                 let end = ends.get(&tp.partition).copied().unwrap_or(0);
+                let end = broker
+                    .partition_log(tp)
+                    .map_or(end, |log| end.min(log.visible_end_offset()));
                 if consumer.position(tp)? >= end && !damaged_at_open.contains(tp) {
                     consumer.pause(std::slice::from_ref(tp))?;
                 } else {

@@ -915,7 +915,8 @@ impl PartitionLog {
         // and lowers the point before it cuts records).
         let marker = self.clean_shutdown_marker();
         let recovery_point = self.persisted_recovery_point();
-        let cut = self.cut_to_follow();
+        let truncations = read_truncations(&*self.vfs, &self.dir);
+        let cut = self.cut_to_follow(truncations);
         // Lock order as in `cut_to`.
         let mut cuts = cut.is_some().then(|| self.sync_lock.lock());
         let mut w = self.writer.lock();
@@ -990,6 +991,7 @@ impl PartitionLog {
             && base == w.active.base_offset
             && w.active.size() < size
             && self.clean_shutdown_marker() == marker
+            && self.no_cut_raced(cut.is_some(), truncations)
             && !self.dir_replaced()
         {
             let damage = Error::corrupt(
@@ -1012,6 +1014,7 @@ impl PartitionLog {
             // own deleted: the records from its end on are below the log start, not damaged.
             && w.next_offset >= start
             && self.persisted_recovery_point() == recovery_point
+            && self.no_cut_raced(cut.is_some(), truncations)
             && !self.dir_replaced()
         {
             let damage = vouched_damage(
@@ -1037,13 +1040,21 @@ impl PartitionLog {
     /// yet, as (the writer's count of finished truncations, the end it left — or 0 when
     /// more than one finished since, and any offset may have been cut). `None` while one is
     /// in progress: the refresh after it finishes follows it.
-    fn cut_to_follow(&self) -> Option<(u64, u64)> {
-        let [started, finished, end] = read_truncations(&*self.vfs, &self.dir)?;
+    fn cut_to_follow(&self, truncations: Option<[u64; 3]>) -> Option<(u64, u64)> {
+        let [started, finished, end] = truncations?;
         let followed = self.followed_cuts.load(Ordering::Acquire);
         if started != finished || finished == followed {
             return None;
         }
         Some((finished, if finished == followed + 1 { end } else { 0 }))
+    }
+
+    /// Whether no truncation of the writer's ran during a refresh that read its
+    /// `truncations` file as `before` at its start and `followed` one or not: else the
+    /// files may be shorter than the marker or recovery point read before said, and a
+    /// later refresh follows the cut — not damage.
+    fn no_cut_raced(&self, followed: bool, before: Option<[u64; 3]>) -> bool {
+        !followed && read_truncations(&*self.vfs, &self.dir) == before
     }
 
     /// A read-only log takes a truncation of the writer's, as a Kafka follower truncates to
