@@ -967,3 +967,176 @@ fn a_reader_follows_a_truncation_that_failed_midway_once_the_writer_reopens() {
     assert_eq!(offsets_and_values(&reader), runs(&[("a", 0..end), ("b", end..end + 3)]));
     assert_eq!(reader.log_end_offset(), end + 3);
 }
+
+/// Protects: a read-only consumer that starts from a group's committed offset past a cut the
+/// reader followed takes it as committed, once the writer's broker lowered the commits past
+/// the cut (its hook, recorded as settled in the `truncations` file). It used to check such
+/// an offset against every cut followed since the reader opened: it moved back to the cut
+/// and delivered the records after it again, or failed with `LogTruncated`.
+#[test]
+fn a_commit_made_after_a_followed_cut_is_taken_as_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = Broker::open(dir.path()).unwrap();
+    writer.create_topic(TOPIC, TopicConfig::with_partitions(1)).unwrap();
+    let tp = TopicPartition::new(TOPIC, 0);
+    let producer = writer.producer(ProducerConfig::default());
+    let send = |tag: &str, range: std::ops::Range<u64>| {
+        for i in range {
+            producer
+                .send(ProducerRecord::new(TOPIC).value(format!("{tag}{i}")))
+                .unwrap();
+        }
+    };
+    send("a", 0..10);
+    let reader = Broker::open_read_only(dir.path()).unwrap();
+    let log = reader.partition_log(&tp).unwrap();
+    assert_eq!(log.log_end_offset(), 10);
+    writer.partition_log(&tp).unwrap().truncate_to(6).unwrap();
+    send("b", 6..10);
+    assert_eq!(log.log_end_offset(), 10);
+    {
+        let mut c = writer
+            .consumer(ConsumerConfig::group("g").enable_auto_commit(false))
+            .unwrap();
+        c.assign(std::slice::from_ref(&tp)).unwrap();
+        let commit = BTreeMap::from([(tp.clone(), OffsetAndMetadata::new(10))]);
+        c.commit_offsets(&commit).unwrap();
+    }
+    reader.refresh_offsets().unwrap();
+    for reset in [OffsetReset::Earliest, OffsetReset::None] {
+        let config = ConsumerConfig::group("g")
+            .enable_auto_commit(false)
+            .auto_offset_reset(reset);
+        let mut c = reader.consumer(config).unwrap();
+        c.assign(std::slice::from_ref(&tp)).unwrap();
+        assert_eq!(c.poll(Duration::from_millis(100)).unwrap().len(), 0, "{reset:?}");
+        assert_eq!(c.position(&tp).unwrap(), 10, "{reset:?}");
+    }
+}
+
+/// Protects: readers of a read-only log, and a consumer of a read-only broker, beside a
+/// writer that appends and truncates as fast as it can, never get an error (a read racing a
+/// cut in progress used to report the shortened files as damage: thousands of `Corrupt`
+/// errors in 15 s) and never a record at an offset it was not written at; once the writer
+/// stops, both read exactly what it has. Every value names the offset it was written at.
+/// Runs 3 s (`BROOKLET_STRESS_SECS` for longer).
+#[test]
+fn readers_beside_a_writer_that_truncates_get_no_error_and_no_wrong_record() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let secs = std::env::var("BROOKLET_STRESS_SECS").map_or(3, |v| v.parse().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let writer = Broker::open(dir.path()).unwrap();
+    writer
+        .create_topic(TOPIC, TopicConfig::with_partitions(1).segment_bytes(4096))
+        .unwrap();
+    let tp = TopicPartition::new(TOPIC, 0);
+    let log = writer.partition_log(&tp).unwrap();
+    // Keys of varying sizes, so that a batch cut and written again lies elsewhere.
+    let append = |generation: u64, n: u64| {
+        for _ in 0..n {
+            let offset = log.log_end_offset();
+            let key = vec![b'k'; 100 + (generation % 7) as usize * 37];
+            let record = Record::new().key(key).value(format!("{offset}-{generation}"));
+            log.append(&[record], Durability::Written).unwrap();
+        }
+    };
+    let at_its_offset = |offset: u64, value: &[u8]| {
+        let value = std::str::from_utf8(value).unwrap();
+        value.split('-').next() == Some(offset.to_string().as_str())
+    };
+    append(0, 40);
+    let reader = Arc::new(PartitionLog::open_read_only(dir.path().join("live-0"), LogConfig::default()).unwrap());
+    let follower = Broker::open_read_only(dir.path()).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let problems = Arc::new(AtomicU64::new(0));
+    let mut readers = Vec::new();
+    for _ in 0..2 {
+        let (reader, stop, problems) = (Arc::clone(&reader), Arc::clone(&stop), Arc::clone(&problems));
+        readers.push(std::thread::spawn(move || {
+            let mut position = 0;
+            while !stop.load(Ordering::Relaxed) {
+                match reader.read(position, 2048) {
+                    Ok(batches) if batches.is_empty() => position = reader.log_start_offset(),
+                    Ok(batches) => {
+                        for batch in &batches {
+                            for r in batch.records() {
+                                let r = r.unwrap();
+                                if !at_its_offset(r.offset, &r.value.unwrap()) {
+                                    problems.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                            position = batch.last_offset() + 1;
+                        }
+                    }
+                    Err(Error::OffsetOutOfRange { .. }) => position = reader.log_start_offset(),
+                    Err(e) => {
+                        eprintln!("read({position}): {e}");
+                        problems.fetch_add(1, Ordering::Relaxed);
+                        position = 0;
+                    }
+                }
+            }
+        }));
+    }
+    let consumer = {
+        let (stop, problems) = (Arc::clone(&stop), Arc::clone(&problems));
+        let tp = tp.clone();
+        std::thread::spawn(move || {
+            let config = ConsumerConfig::default().auto_offset_reset(OffsetReset::Earliest);
+            let mut c = follower.consumer(config).unwrap();
+            c.assign(std::slice::from_ref(&tp)).unwrap();
+            let mut idle = 0;
+            while idle < 20 {
+                let stopped = stop.load(Ordering::Relaxed);
+                match c.poll(Duration::from_millis(20)) {
+                    Ok(records) => {
+                        idle = if records.is_empty() && stopped { idle + 1 } else { 0 };
+                        for r in &records {
+                            if !at_its_offset(r.offset(), r.value().unwrap()) {
+                                problems.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("poll: {e}");
+                        problems.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            c.position(&tp).unwrap()
+        })
+    };
+    let mut rng = common::Rng(7);
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let (mut generation, mut truncations) = (1, 0);
+    while Instant::now() < deadline {
+        append(generation, 1 + rng.next() % 15);
+        if rng.next().is_multiple_of(3) || log.log_end_offset() > 400 {
+            let (start, end) = (log.log_start_offset(), log.log_end_offset());
+            log.truncate_to(start + rng.next() % (end - start + 1)).unwrap();
+            generation += 1;
+            truncations += 1;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    readers.into_iter().for_each(|r| r.join().unwrap());
+    let position = consumer.join().unwrap();
+    assert!(truncations > 100, "{truncations} truncations");
+    assert_eq!(
+        problems.load(Ordering::Relaxed),
+        0,
+        "errors or misplaced records (printed above)"
+    );
+    assert_eq!(position, log.log_end_offset());
+    reader.refresh().unwrap();
+    let written: Vec<_> = common::read_all(&log)
+        .into_iter()
+        .map(|r| (r.offset, r.value))
+        .collect();
+    let read: Vec<_> = common::read_all(&reader)
+        .into_iter()
+        .map(|r| (r.offset, r.value))
+        .collect();
+    assert_eq!(read, written);
+}

@@ -1217,8 +1217,6 @@ fn escaped(bytes: &[u8]) -> String {
     text
 }
 
-/// One record as the line `consume` prints (without the newline). Text gives keys, values
-/// and header values as the bytes stored.
 /// `consume --offset`: a number, or one of the partition's ends.
 #[derive(Debug, Clone, Copy)]
 enum OffsetArg {
@@ -1238,6 +1236,8 @@ fn parse_offset(s: &str) -> Result<OffsetArg, String> {
     }
 }
 
+/// One record as the line `consume` prints (without the newline). Text gives keys, values
+/// and header values as the bytes stored.
 fn format_record(r: &ConsumerRecordRef<'_>, args: &ConsumeArgs) -> Vec<u8> {
     match args.format {
         Format::Json => {
@@ -1433,7 +1433,6 @@ fn consume(dir: &Path, args: &ConsumeArgs, out: &mut Output) -> CliResult<ExitCo
         }
         let records = match consumer.poll(SIGNAL_CHECK) {
             Ok(records) => records,
-            // The topic was there when the command started: it was deleted since.
             // The topic was there when the command started: deleted since, unless a refresh
             // of the table finds it created again (then the consumer reads the new one).
             Err(Error::UnknownTopic { topic }) => {

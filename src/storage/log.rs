@@ -14,7 +14,8 @@
 //!   log-start-offset                  checkpoint: first offset still readable
 //!   clean-shutdown                    checkpoint: [end offset, active base, active size]
 //!   truncations                       checkpoint: [cuts started, cuts finished, end the
-//!                                     last cut left], which read-only readers follow
+//!                                     last cut left, cuts settled], which read-only
+//!                                     readers follow
 //! ```
 //!
 //! # Crash safety, argued case by case
@@ -91,9 +92,11 @@ const LOCK_FILE: &str = "LOCK";
 pub(crate) const RECOVERY_POINT_FILE: &str = "recovery-point";
 pub(crate) const LOG_START_FILE: &str = "log-start-offset";
 const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
-/// `[started, finished, end]`: how many truncations the writer began and completed, and the
-/// end the last one left. Absent until the first truncation. A read-only reader whose view
-/// predates a finished one reloads the segment list (see [`PartitionLog::refresh`]).
+/// `[started, finished, end, settled]`: how many truncations the writer began and
+/// completed, the end the last one left, and how many of them the owner's hook ran for (a
+/// broker's committed offsets lowered). Absent until the first truncation. A read-only
+/// reader whose view predates a finished one reloads the segment list (see
+/// [`PartitionLog::refresh`]).
 const TRUNCATIONS_FILE: &str = "truncations";
 
 /// Where an append landed.
@@ -281,9 +284,9 @@ const RESERVE_MIN: u64 = 1024 * 1024;
 struct Cuts {
     /// `(epoch after the truncation, log end it left)`, oldest first.
     recent: std::collections::VecDeque<(u64, u64)>,
-    /// A writer's: the `[started, finished]` counts its `truncations` file holds (after a
-    /// failed write of it, the higher values it may hold).
-    persisted: [u64; 2],
+    /// A writer's: what its `truncations` file holds, `[started, finished, end, settled]`
+    /// (after a failed write of it, the higher counts it may hold).
+    persisted: [u64; 4],
 }
 
 impl Cuts {
@@ -312,6 +315,19 @@ impl Cuts {
             .map(|(_, end)| *end)
             .min()
     }
+}
+
+/// What a read-only log makes of a read that found less than its view of the files
+/// promised ([`PartitionLog::explain_short_read`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ShortRead {
+    /// A truncation of the writer's was followed since the read began: read again.
+    Followed,
+    /// The writer is cutting the files, or cut them since the refresh: an empty answer,
+    /// until a later read follows the cut.
+    CutNotFollowed,
+    /// No truncation explains it: damage, as for a writable log.
+    Unexplained,
 }
 
 /// The append side: only touched under `PartitionLog::writer`.
@@ -403,8 +419,11 @@ pub struct PartitionLog {
     /// saw no record cut by a truncation counted in it.
     cuts_seen: AtomicU64,
     /// A read-only log's: the writer's finished truncations (its `truncations` file) that
-    /// its view of the segments reflects (see [`PartitionLog::refresh`]).
+    /// its view of the segments reflects (see [`PartitionLog::refresh`]), and the
+    /// truncation epoch here after the last was followed: once the writer's hook ran for
+    /// them (`settled`), the epoch is settled here too. Both changed under the writer lock.
     followed_cuts: AtomicU64,
+    followed_epoch: AtomicU64,
     log_start: AtomicU64,
     /// Bytes of the segments in `Writer::undeleted`, counted by `size_bytes`.
     undeleted_bytes: AtomicU64,
@@ -556,6 +575,7 @@ impl PartitionLog {
             truncations: AtomicU64::new(0),
             cuts_seen: AtomicU64::new(0),
             followed_cuts: AtomicU64::new(0),
+            followed_epoch: AtomicU64::new(0),
             log_start: AtomicU64::new(o.log_start),
             undeleted_bytes: AtomicU64::new(0),
             recovery_point: AtomicU64::new(o.recovery_point),
@@ -730,7 +750,7 @@ impl PartitionLog {
         // the first refresh knows.
         let held_dir = HeldDir::open(&dir);
         // Read before the listing: a truncation finished after it is followed by a refresh.
-        let followed = read_truncations(&*vfs, &dir).map_or(0, |[_, finished, _]| finished);
+        let followed = read_truncations(&*vfs, &dir).map_or(0, |[_, finished, ..]| finished);
         let (mut log_start, segments) = Self::open_listed_segments(&*vfs, &dir, limits)?;
         let active = segments
             .values()
@@ -881,12 +901,15 @@ impl PartitionLog {
     /// the cut left the log below this view's end, the end moves down to it and consumers
     /// past it move back to it (as after a truncation in this process). Which offset the cut
     /// left is known when one truncation finished since the last refresh; after several,
-    /// any may have been cut, and consumers move back to the log start. A read that finds
-    /// the files shorter than it knew (an empty answer below the end, a missing segment)
-    /// refreshes by itself; until the next refresh, a reader serves what its view of the
-    /// files holds, as any reader that read before the cut got. A truncation in progress, or
-    /// one a writer that crashed or failed midway left unfinished, is followed once finished
-    /// (the next writable open finishes it).
+    /// any may have been cut, and consumers move back to the log start. Committed offsets
+    /// loaded once the writer's broker lowered them past the cuts (recorded in the same file)
+    /// are taken as they are. A read that finds the files shorter than it knew (an empty
+    /// answer below the end, a missing segment, bytes that are not a batch) refreshes by
+    /// itself and reads again if that followed a cut; while a cut is under way it answers
+    /// empty rather than report damage. Until the next refresh, a reader serves what its
+    /// view of the files holds, as any reader that read before the cut got. A truncation a
+    /// writer that crashed or failed midway left unfinished is followed once the next
+    /// writable open finishes it.
     ///
     /// # Errors
     /// [`Error::Io`] if a segment or checkpoint cannot be read; [`Error::Corrupt`] for an
@@ -915,21 +938,36 @@ impl PartitionLog {
         // and lowers the point before it cuts records).
         let marker = self.clean_shutdown_marker();
         let recovery_point = self.persisted_recovery_point();
-        let truncations = read_truncations(&*self.vfs, &self.dir);
-        let cut = self.cut_to_follow(truncations);
+        let mut truncations = read_truncations(&*self.vfs, &self.dir);
         // Lock order as in `cut_to`.
-        let mut cuts = cut.is_some().then(|| self.sync_lock.lock());
+        let mut cuts = self.cut_to_follow(truncations).is_some().then(|| self.sync_lock.lock());
         let mut w = self.writer.lock();
         // Checked after each read by path: a directory that is still ours then was ours
         // when the read was made (a replaced one never comes back).
         let mut replaced = self.dir_replaced();
-        if let (Some((finished, end)), Some(cuts)) = (cut, cuts.as_mut())
+        let mut cut = None;
+        if let Some(cuts) = cuts.as_mut()
             && !replaced
         {
-            self.follow_cut(&mut w, cuts, end)?;
-            self.followed_cuts.store(finished, Ordering::Release);
+            // Again under the locks: a concurrent refresh may have followed it meanwhile.
+            truncations = read_truncations(&*self.vfs, &self.dir);
+            cut = self.cut_to_follow(truncations);
+            if let Some((finished, end)) = cut {
+                self.follow_cut(&mut w, cuts, end)?;
+                self.followed_cuts.store(finished, Ordering::Release);
+                self.followed_epoch
+                    .store(self.truncations.load(Ordering::Acquire), Ordering::Release);
+            }
         }
         drop(cuts);
+        // Committed offsets a reader loads now were lowered past the cuts followed, once the
+        // writer's hook ran for them (a value read earlier is at most the current one).
+        if let Some([.., settled]) = truncations
+            && settled >= self.followed_cuts.load(Ordering::Acquire)
+        {
+            self.cuts_settled
+                .fetch_max(self.followed_epoch.load(Ordering::Acquire), Ordering::AcqRel);
+        }
         loop {
             let active = Arc::clone(&w.active);
             let (start, next) = (active.size(), w.next_offset);
@@ -1040,8 +1078,8 @@ impl PartitionLog {
     /// yet, as (the writer's count of finished truncations, the end it left — or 0 when
     /// more than one finished since, and any offset may have been cut). `None` while one is
     /// in progress: the refresh after it finishes follows it.
-    fn cut_to_follow(&self, truncations: Option<[u64; 3]>) -> Option<(u64, u64)> {
-        let [started, finished, end] = truncations?;
+    fn cut_to_follow(&self, truncations: Option<[u64; 4]>) -> Option<(u64, u64)> {
+        let [started, finished, end, _] = truncations?;
         let followed = self.followed_cuts.load(Ordering::Acquire);
         if started != finished || finished == followed {
             return None;
@@ -1053,8 +1091,9 @@ impl PartitionLog {
     /// `truncations` file as `before` at its start and `followed` one or not: else the
     /// files may be shorter than the marker or recovery point read before said, and a
     /// later refresh follows the cut — not damage.
-    fn no_cut_raced(&self, followed: bool, before: Option<[u64; 3]>) -> bool {
-        !followed && read_truncations(&*self.vfs, &self.dir) == before
+    fn no_cut_raced(&self, followed: bool, before: Option<[u64; 4]>) -> bool {
+        let counts = |t: Option<[u64; 4]>| t.map(|[started, finished, ..]| (started, finished));
+        !followed && counts(read_truncations(&*self.vfs, &self.dir)) == counts(before)
     }
 
     /// A read-only log takes a truncation of the writer's, as a Kafka follower truncates to
@@ -1970,17 +2009,17 @@ impl PartitionLog {
         // first.
         let mut seen = self.cuts_seen.load(Ordering::Acquire);
         loop {
+            let followed = self.cuts_seen.load(Ordering::Acquire);
             match read() {
                 Err(Error::Corrupt { .. }) if self.truncations.load(Ordering::Acquire) != seen => {
                     seen = self.truncations.load(Ordering::Acquire);
                 }
                 // A read-only log's files may have been cut by the writer since its view
-                // of them was taken.
+                // of them was taken: read again once it follows the cut.
                 Err(e @ Error::Corrupt { .. }) if self.read_only => {
-                    if !self.followed_a_cut()? {
+                    if self.explain_short_read(followed)? != ShortRead::Followed {
                         return Err(e);
                     }
-                    seen = self.truncations.load(Ordering::Acquire);
                 }
                 result => return result,
             }
@@ -1988,19 +2027,32 @@ impl PartitionLog {
     }
 
     /// For a read-only log whose read found less than its view promised (an empty answer
-    /// below its end, or a missing segment): whether a refresh found and followed a
-    /// truncation of the writer's, after which the read is worth making again.
+    /// below its end, a missing segment, bytes that are not a batch), given the followed
+    /// truncations (`cuts_seen`) the read started with: refreshes, and says whether a
+    /// truncation of the writer's explains it.
     ///
     /// # Errors
     /// As [`refresh`](Self::refresh).
-    fn followed_a_cut(&self) -> Result<bool> {
-        let before = self.cuts_seen.load(Ordering::Acquire);
+    fn explain_short_read(&self, followed: u64) -> Result<ShortRead> {
         self.refresh()?;
-        Ok(self.cuts_seen.load(Ordering::Acquire) != before)
+        if self.cuts_seen.load(Ordering::Acquire) != followed {
+            return Ok(ShortRead::Followed);
+        }
+        // Begun and not finished, or finished since the refresh read the file.
+        Ok(match read_truncations(&*self.vfs, &self.dir) {
+            Some([started, finished, ..])
+                if started != finished || finished != self.followed_cuts.load(Ordering::Acquire) =>
+            {
+                ShortRead::CutNotFollowed
+            }
+            _ => ShortRead::Unexplained,
+        })
     }
 
     /// One attempt of [`read_into`](Self::read_into).
     fn read_once(&self, offset: u64, max_bytes: usize, spare: &mut SpareBuffer) -> Result<Vec<RecordBatch>> {
+        // The writer's truncations a read-only view followed, before this read used it.
+        let followed = self.cuts_seen.load(Ordering::Acquire);
         if self.read_only && offset >= self.visible_end.load(Ordering::Acquire) {
             self.refresh()?;
         }
@@ -2034,10 +2086,26 @@ impl PartitionLog {
             }
             return Ok(Vec::new());
         };
-        let fetched = self.fetch_from(&segment, offset, max_bytes, spare)?;
+        let fetched = match self.fetch_from(&segment, offset, max_bytes, spare) {
+            Ok(fetched) => fetched,
+            Err(e @ Error::Corrupt { .. }) if self.read_only => {
+                return match self.explain_short_read(followed)? {
+                    ShortRead::Followed => self.read_once(offset, max_bytes, spare),
+                    // The files are being cut: nothing to read here until the cut is
+                    // followed, at a later read.
+                    ShortRead::CutNotFollowed => Ok(Vec::new()),
+                    ShortRead::Unexplained => Err(e),
+                };
+            }
+            Err(e) => return Err(e),
+        };
         if fetched.batches.is_empty() {
-            if self.read_only && self.followed_a_cut()? {
-                return self.read_once(offset, max_bytes, spare);
+            if self.read_only {
+                match self.explain_short_read(followed)? {
+                    ShortRead::Followed => return self.read_once(offset, max_bytes, spare),
+                    ShortRead::CutNotFollowed => return Ok(Vec::new()),
+                    ShortRead::Unexplained => {}
+                }
             }
             if self.is_sealed(&segment) {
                 self.check_gap(&segment, offset)?;
@@ -2477,6 +2545,7 @@ impl PartitionLog {
                 return Err(e);
             }
             *owed = None;
+            self.persist_settled();
         }
         // No other truncation runs now: every one so far has had its hook run.
         self.cuts_settled
@@ -2569,13 +2638,15 @@ impl PartitionLog {
             Ok(())
         };
         destroyed().map_err(|e| self.poison(e))?;
-        self.persist_truncation(&mut cuts, new_end, true)
-            .map_err(|e| self.poison(e))?;
         w.unsynced_sealed.retain(|s| s.base_offset < target.base_offset);
         w.active = target;
         w.reserved_end = 0;
         w.next_offset = new_end;
         w.active_since = None;
+        // Step 4. The files and memory agree already; a failure still poisons, as the
+        // truncation is not recorded as finished for readers until the next open.
+        self.persist_truncation(&mut cuts, new_end, true)
+            .map_err(|e| self.poison(e))?;
         Ok(new_end)
     }
 
@@ -2617,7 +2688,6 @@ impl PartitionLog {
             Segment::create_empty(&*self.vfs, &self.dir, base, w.config.limits())
         };
         let segment = created().map_err(|e| self.poison(e))?;
-        self.persist_truncation(cuts, 0, true).map_err(|e| self.poison(e))?;
         self.segments.write().insert(base, Arc::clone(&segment));
         w.active = segment;
         w.reserved_end = 0;
@@ -2626,6 +2696,7 @@ impl PartitionLog {
         w.next_offset = base;
         w.active_since = None;
         self.synced_end.store(base, Ordering::Release);
+        self.persist_truncation(cuts, 0, true).map_err(|e| self.poison(e))?;
         Ok(base)
     }
 
@@ -2649,15 +2720,37 @@ impl PartitionLog {
     /// the log ending at `end` begins (before anything is cut) or has `finished`. Call with
     /// the sync turn.
     fn persist_truncation(&self, cuts: &mut Cuts, end: u64, finished: bool) -> Result<()> {
-        let [started, done] = cuts.persisted;
-        let next = if finished {
-            [started, started]
+        let [started, done, _, settled] = cuts.persisted;
+        let next = if !finished {
+            [started + 1, done, end, settled]
+        } else if self.on_cut.0.get().is_none() {
+            // No hook to run: settled with it.
+            [started, started, end, started]
         } else {
-            [started + 1, done]
+            [started, started, end, settled]
         };
-        let written = checkpoint::write(&*self.vfs, &self.dir.join(TRUNCATIONS_FILE), &[next[0], next[1], end]);
-        // A failed write may still have replaced the file: the next count is past both.
-        cuts.persisted = [next[0].max(started), next[1].max(done)];
+        self.write_truncations(cuts, next)
+    }
+
+    /// Records in the `truncations` file that the owner's hook ran for every truncation
+    /// finished so far, if it does not say so yet. A failure is logged: readers then keep
+    /// checking committed offsets against those truncations (at worst, duplicates).
+    fn persist_settled(&self) {
+        let mut cuts = self.sync_lock.lock();
+        let [started, finished, end, settled] = cuts.persisted;
+        if settled < finished
+            && let Err(e) = self.write_truncations(&mut cuts, [started, finished, end, finished])
+        {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "could not record that a truncation's hook ran");
+        }
+    }
+
+    /// Replaces the `truncations` file with `next`. Call with the sync turn.
+    fn write_truncations(&self, cuts: &mut Cuts, next: [u64; 4]) -> Result<()> {
+        let written = checkpoint::write(&*self.vfs, &self.dir.join(TRUNCATIONS_FILE), &next);
+        // A failed write may still have replaced the file: the counts kept are the higher.
+        let old = cuts.persisted;
+        cuts.persisted = [next[0].max(old[0]), next[1].max(old[1]), next[2], next[3].max(old[3])];
         written
     }
 
@@ -2772,10 +2865,9 @@ impl Drop for PartitionLog {
     }
 }
 
-/// The log start offset in `dir`'s checkpoint (0 without one).
-/// The `truncations` file's `[started, finished, end]`, if there is a readable one.
-fn read_truncations(vfs: &dyn Vfs, dir: &Path) -> Option<[u64; 3]> {
-    checkpoint::read(vfs, &dir.join(TRUNCATIONS_FILE), 3)
+/// The `truncations` file's `[started, finished, end, settled]`, if there is a readable one.
+fn read_truncations(vfs: &dyn Vfs, dir: &Path) -> Option<[u64; 4]> {
+    checkpoint::read(vfs, &dir.join(TRUNCATIONS_FILE), 4)
         .ok()
         .flatten()
         .and_then(|v| v.try_into().ok())
@@ -2784,29 +2876,34 @@ fn read_truncations(vfs: &dyn Vfs, dir: &Path) -> Option<[u64; 3]> {
 /// At a writable open: records a truncation that was begun but not finished (the writer
 /// crashed, or its log was poisoned, midway) as finished, with `end` (the end this open
 /// recovered, below which nothing was cut) as the end it left, so that read-only readers
-/// reload; an unreadable file is replaced the same way. Returns the `[started, finished]`
-/// counts the file holds.
+/// reload; an unreadable file is replaced the same way. Its hook (a broker lowering
+/// committed offsets) is not known to have run: the settled count stays. Returns what the
+/// file holds.
 ///
 /// # Errors
 /// [`Error::Io`] if the file cannot be replaced.
-fn settle_truncations(vfs: &dyn Vfs, dir: &Path, end: u64) -> Result<[u64; 2]> {
+fn settle_truncations(vfs: &dyn Vfs, dir: &Path, end: u64) -> Result<[u64; 4]> {
     let path = dir.join(TRUNCATIONS_FILE);
-    let counts = match checkpoint::read(vfs, &path, 3) {
-        Ok(None) => return Ok([0, 0]),
+    let next = match checkpoint::read(vfs, &path, 4) {
+        Ok(None) => return Ok([0; 4]),
         Ok(Some(v)) => match v[..] {
-            [started, finished, _] if started == finished => return Ok([started, finished]),
-            [started, finished, _] => started.max(finished),
-            _ => 0,
+            [started, finished, last, settled] if started == finished => return Ok([started, finished, last, settled]),
+            [started, finished, _, settled] => {
+                let n = started.max(finished);
+                [n, n, end, settled]
+            }
+            _ => [0, 0, end, 0],
         },
         Err(e) => {
             tracing::warn!(error = %e, "replacing an unreadable truncations file");
-            0
+            [0, 0, end, 0]
         }
     };
-    checkpoint::write(vfs, &path, &[counts, counts, end])?;
-    Ok([counts, counts])
+    checkpoint::write(vfs, &path, &next)?;
+    Ok(next)
 }
 
+/// The log start offset in `dir`'s checkpoint (0 without one).
 fn read_log_start(vfs: &dyn Vfs, dir: &Path) -> Result<u64> {
     Ok(checkpoint::read(vfs, &dir.join(LOG_START_FILE), 1)?.map_or(0, |v| v.first().copied().unwrap_or(0)))
 }
