@@ -876,6 +876,23 @@ fn a_reader_follows_the_writers_truncations() {
     assert_eq!(offsets_and_values(&fresh), runs(&[("e", 27..29)]));
 }
 
+/// A broker writing `dir`, with the one-partition topic `TOPIC`, and a producer of it.
+fn one_partition_writer(dir: &Path) -> (Broker, brooklet::Producer) {
+    let writer = Broker::open(dir).unwrap();
+    writer.create_topic(TOPIC, TopicConfig::with_partitions(1)).unwrap();
+    let producer = writer.producer(ProducerConfig::default());
+    (writer, producer)
+}
+
+/// Sends one record to `TOPIC` per `i` of `range`, valued `{tag}{i}`.
+fn send_each(producer: &brooklet::Producer, tag: &str, range: std::ops::Range<u64>) {
+    for i in range {
+        producer
+            .send(ProducerRecord::new(TOPIC).value(format!("{tag}{i}")))
+            .unwrap();
+    }
+}
+
 /// Protects: a consumer of a read-only broker whose position the writer's truncation left
 /// past the end moves back to the cut (Kafka's KIP-320) and reads the records written there
 /// since, exactly once; it used to wait at its old position for records that would come at
@@ -883,17 +900,9 @@ fn a_reader_follows_the_writers_truncations() {
 #[test]
 fn a_consumer_of_a_reader_moves_back_to_the_writers_cut() {
     let dir = tempfile::tempdir().unwrap();
-    let writer = Broker::open(dir.path()).unwrap();
-    writer.create_topic(TOPIC, TopicConfig::with_partitions(1)).unwrap();
+    let (writer, producer) = one_partition_writer(dir.path());
     let tp = TopicPartition::new(TOPIC, 0);
-    let producer = writer.producer(ProducerConfig::default());
-    let send = |tag: &str, range: std::ops::Range<u64>| {
-        for i in range {
-            producer
-                .send(ProducerRecord::new(TOPIC).value(format!("{tag}{i}")))
-                .unwrap();
-        }
-    };
+    let send = |tag: &str, range: std::ops::Range<u64>| send_each(&producer, tag, range);
     send("a", 0..10);
     let reader = Broker::open_read_only(dir.path()).unwrap();
     let consumer_with = |reset| {
@@ -976,17 +985,9 @@ fn a_reader_follows_a_truncation_that_failed_midway_once_the_writer_reopens() {
 #[test]
 fn a_commit_made_after_a_followed_cut_is_taken_as_committed() {
     let dir = tempfile::tempdir().unwrap();
-    let writer = Broker::open(dir.path()).unwrap();
-    writer.create_topic(TOPIC, TopicConfig::with_partitions(1)).unwrap();
+    let (writer, producer) = one_partition_writer(dir.path());
     let tp = TopicPartition::new(TOPIC, 0);
-    let producer = writer.producer(ProducerConfig::default());
-    let send = |tag: &str, range: std::ops::Range<u64>| {
-        for i in range {
-            producer
-                .send(ProducerRecord::new(TOPIC).value(format!("{tag}{i}")))
-                .unwrap();
-        }
-    };
+    let send = |tag: &str, range: std::ops::Range<u64>| send_each(&producer, tag, range);
     send("a", 0..10);
     let reader = Broker::open_read_only(dir.path()).unwrap();
     let log = reader.partition_log(&tp).unwrap();
