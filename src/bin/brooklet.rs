@@ -568,17 +568,24 @@ fn partition_logs(broker: &Broker) -> Vec<(TopicPartition, Arc<PartitionLog>)> {
 }
 
 /// The partitions of `topic` (or only `partition`) whose valid batches stop short of where
-/// the writer left them, with the damage: found as a read-only open finds it (which scans
-/// the last segment of each), while the caller holds the directory for writing. A
-/// directory that cannot be opened so reports nothing here: the writer's open checked it.
-fn damaged_partitions(dir: &Path, topic: &str, partition: Option<u32>) -> Vec<(TopicPartition, Error)> {
-    let Ok(reader) = Broker::open_read_only(dir) else {
+/// the writer left them, with the damage: found as a reading command finds it, by a
+/// read-only open of each partition beside the writable one `broker` holds (it scans the
+/// last segment, which a writable open after a clean shutdown trusts). A partition that
+/// cannot be opened so reports nothing here: the writer's open checked it.
+fn damaged_partitions(broker: &Broker, topic: &str, partition: Option<u32>) -> Vec<(TopicPartition, Error)> {
+    let Ok(description) = broker.describe_topic(topic) else {
         return Vec::new();
     };
-    partition_logs(&reader)
-        .into_iter()
-        .filter(|(tp, _)| *tp.topic == *topic && partition.is_none_or(|p| p == tp.partition))
-        .filter_map(|(tp, log)| log.refresh().err().map(|e| (tp, e)))
+    description
+        .partitions
+        .iter()
+        .filter(|d| partition.is_none_or(|p| p == d.partition))
+        .filter_map(|d| {
+            let tp = TopicPartition::new(topic, d.partition);
+            let log = broker.partition_log(&tp).ok()?;
+            let reader = PartitionLog::open_read_only(log.dir(), log.config()).ok()?;
+            reader.refresh().err().map(|e| (tp, e))
+        })
         .collect()
 }
 
@@ -1015,7 +1022,7 @@ fn produce(dir: &Path, args: &ProduceArgs, out: &mut Output) -> CliResult<ExitCo
     // A partition damaged below its end (bytes that rotted after a clean shutdown, which a
     // writable open does not scan for) would store the records after the damage, where
     // every reader stops: refused, before stdin is read, with the exit status of damage.
-    let damaged = damaged_partitions(dir, &args.topic, args.partition);
+    let damaged = damaged_partitions(&broker, &args.topic, args.partition);
     if !damaged.is_empty() {
         for (tp, e) in &damaged {
             stderr_line!("brooklet: warning: {tp}: {e}");
