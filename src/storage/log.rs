@@ -2086,30 +2086,23 @@ impl PartitionLog {
             }
             return Ok(Vec::new());
         };
-        let fetched = match self.fetch_from(&segment, offset, max_bytes, spare) {
-            Ok(fetched) => fetched,
-            Err(e @ Error::Corrupt { .. }) if self.read_only => {
-                return match self.explain_short_read(followed)? {
-                    ShortRead::Followed => self.read_once(offset, max_bytes, spare),
-                    // The files are being cut: nothing to read here until the cut is
-                    // followed, at a later read.
-                    ShortRead::CutNotFollowed => Ok(Vec::new()),
-                    ShortRead::Unexplained => Err(e),
-                };
-            }
-            Err(e) => return Err(e),
+        let fetched = self.fetch_from(&segment, offset, max_bytes, spare);
+        let short = match &fetched {
+            Ok(fetched) => fetched.batches.is_empty(),
+            Err(e) => matches!(e, Error::Corrupt { .. }),
         };
-        if fetched.batches.is_empty() {
-            if self.read_only {
-                match self.explain_short_read(followed)? {
-                    ShortRead::Followed => return self.read_once(offset, max_bytes, spare),
-                    ShortRead::CutNotFollowed => return Ok(Vec::new()),
-                    ShortRead::Unexplained => {}
-                }
+        if self.read_only && short {
+            match self.explain_short_read(followed)? {
+                ShortRead::Followed => return self.read_once(offset, max_bytes, spare),
+                // The files are being cut: nothing to read here until the cut is followed,
+                // at a later read.
+                ShortRead::CutNotFollowed => return Ok(Vec::new()),
+                ShortRead::Unexplained => {}
             }
-            if self.is_sealed(&segment) {
-                self.check_gap(&segment, offset)?;
-            }
+        }
+        let fetched = fetched?;
+        if fetched.batches.is_empty() && self.is_sealed(&segment) {
+            self.check_gap(&segment, offset)?;
         }
         Ok(fetched.batches)
     }
