@@ -84,6 +84,12 @@ fn single(c: &mut Criterion) {
     timed(&mut group, "raw_write_per_record", || raw_write_per_record(&data));
     timed(&mut group, "brooklet_send", || brooklet_send_each(&data));
     timed(&mut group, "brooklet_log_append_1", || brooklet_log_append(&data, 1));
+    timed(&mut group, "brooklet_send_mapped", || {
+        brooklet_send_each_with(&data, true)
+    });
+    timed(&mut group, "brooklet_log_append_1_mapped", || {
+        brooklet_log_append_with(&data, 1, true)
+    });
     timed(&mut group, "sqlite_row_per_tx_normal", || {
         sqlite_insert_each(&data, "NORMAL")
     });

@@ -13,6 +13,8 @@
 //! - `produce/send_async_wait_each`: the same, keeping every handle and waiting on each
 //!   after the flush.
 //! - `produce/send_blocking`: one `send` per record, `Written`.
+//! - `produce/send_blocking_mapped`: the same with `BrokerBuilder::mapped_writes`: the
+//!   partition's active segment is written through a shared memory map, no `write(2)`.
 //! - `synced/raw_write_fdatasync`: `pwrite` + `fdatasync` per record to a plain file.
 //! - `synced/raw_8_threads_lockstep_fdatasync`: 8 threads `pwrite` a record each, then one
 //!   of them fdatasyncs for all 8 (barriers around it): perfect group commit with no log,
@@ -81,8 +83,13 @@ fn send_async_and_wait_each(producer: &Producer, recs: Vec<ProducerRecord>) {
 }
 
 fn broker_with_topic() -> (Broker, tempfile::TempDir) {
+    broker_with_topic_mapped(false)
+}
+
+/// A broker with one 1-partition topic `t`, written through memory maps if `mapped`.
+fn broker_with_topic_mapped(mapped: bool) -> (Broker, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::open(dir.path()).unwrap();
+    let broker = Broker::builder().mapped_writes(mapped).open(dir.path()).unwrap();
     broker.create_topic("t", TopicConfig::with_partitions(1)).unwrap();
     (broker, dir)
 }
@@ -153,19 +160,21 @@ fn produce(c: &mut Criterion) {
             BatchSize::PerIteration,
         );
     });
-    group.bench_function("send_blocking", |b| {
-        b.iter_batched(
-            || (broker_with_topic(), records_with(keys.iter().cloned(), &v)),
-            |((broker, dir), recs)| {
-                let producer = broker.producer(ProducerConfig::default());
-                for r in recs {
-                    black_box(producer.send(r).unwrap());
-                }
-                (producer, broker, dir)
-            },
-            BatchSize::PerIteration,
-        );
-    });
+    for (name, mapped) in [("send_blocking", false), ("send_blocking_mapped", true)] {
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                || (broker_with_topic_mapped(mapped), records_with(keys.iter().cloned(), &v)),
+                |((broker, dir), recs)| {
+                    let producer = broker.producer(ProducerConfig::default());
+                    for r in recs {
+                        black_box(producer.send(r).unwrap());
+                    }
+                    (producer, broker, dir)
+                },
+                BatchSize::PerIteration,
+            );
+        });
+    }
     group.finish();
 }
 

@@ -270,6 +270,18 @@ fn main() {
     );
     add(
         sc,
+        "brooklet send, mapped writes",
+        true,
+        throughput(reps, n_single, || brooklet_send_each_with(&single, true)),
+    );
+    add(
+        sc,
+        "brooklet PartitionLog::append(1), mapped",
+        true,
+        throughput(reps, n_single, || brooklet_log_append_with(&single, 1, true)),
+    );
+    add(
+        sc,
         "raw file, write(2) per record",
         false,
         throughput(reps, n_single, || raw_write_per_record(&single)),
@@ -725,11 +737,34 @@ fn print_targets(rows: &[Row]) {
         1.5,
     );
     ratio(
+        "one-at-a-time (append), mapped writes, vs commitlog",
+        (Single, "brooklet PartitionLog::append(1), mapped"),
+        one_commitlog,
+        1.5,
+    );
+    ratio(
+        "one-at-a-time (send), mapped writes, vs commitlog",
+        (Single, "brooklet send, mapped writes"),
+        one_commitlog,
+        1.5,
+    );
+    ratio(
         "sequential read (poll) vs commitlog",
         poll,
         (Consume, "commitlog read(1 MiB)"),
         1.0,
     );
+    for (what, system) in [
+        ("blocking send", "brooklet send"),
+        ("blocking send, mapped writes", "brooklet send, mapped writes"),
+    ] {
+        let value = rate(rows, Single, system);
+        lines.push((
+            format!("{what} ≥ 1 M records/s"),
+            value.map_or("n/a".into(), |v| format!("{:.2} M/s", v / 1e6)),
+            value.map(|v| v >= 1e6),
+        ));
+    }
     let lat = |system: &str| match find(rows, Latency, system).map(|r| &r.measure) {
         Some(Measure::Latency(p)) => Some(*p),
         _ => None,

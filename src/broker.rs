@@ -308,6 +308,7 @@ pub struct BrokerBuilder {
     retention_check_interval: Option<Duration>,
     offsets_retention: Option<Duration>,
     damage_policy: DamagePolicy,
+    mapped_writes: bool,
 }
 
 /// What [`BrokerBuilder::open`] does with a partition whose open finds damage: records that
@@ -344,6 +345,7 @@ impl Default for BrokerBuilder {
             retention_check_interval: Some(DEFAULT_RETENTION_CHECK_INTERVAL),
             offsets_retention: None,
             damage_policy: DamagePolicy::FailOpen,
+            mapped_writes: false,
         }
     }
 }
@@ -452,6 +454,28 @@ impl BrokerBuilder {
         self
     }
 
+    /// Writes every partition's active segment through a shared memory map
+    /// ([`LogConfig::mapped_writes`]): sends of one small record at a time make no system
+    /// call. Default = `false`. Read that setting's trade-off first: a writable map turns
+    /// some disk failures, and another process shrinking a segment file, into `SIGBUS`.
+    ///
+    /// # Examples
+    /// ```
+    /// use brooklet::{Broker, ProducerConfig, ProducerRecord, TopicConfig};
+    /// let dir = tempfile::tempdir()?;
+    /// let broker = Broker::builder().mapped_writes(true).open(dir.path())?;
+    /// broker.create_topic("clicks", TopicConfig::with_partitions(1))?;
+    /// let producer = broker.producer(ProducerConfig::default());
+    /// let sent = producer.send(ProducerRecord::new("clicks").value("one"))?;
+    /// assert_eq!(sent.offset, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn mapped_writes(mut self, mapped: bool) -> Self {
+        self.mapped_writes = mapped;
+        self
+    }
+
     /// Opens (or creates) the data directory `dir`.
     ///
     /// # Errors
@@ -485,6 +509,8 @@ struct BrokerInner {
     offsets_retention: Option<Duration>,
     /// Opened with [`Broker::open_read_only`]: no lock, every write refused.
     read_only: bool,
+    /// [`BrokerBuilder::mapped_writes`], for every partition log it opens.
+    mapped_writes: bool,
     _lock: Option<DirLock>,
     /// Kept last: dropped after the partitions, so their clean close finds the directory.
     _temp: Option<tempfile::TempDir>,
@@ -577,6 +603,7 @@ impl Broker {
                 admin: Mutex::new(()),
                 offsets_retention: None,
                 read_only: true,
+                mapped_writes: false,
                 _lock: None,
                 _temp: None,
             }),
@@ -698,6 +725,7 @@ impl Broker {
         }
         remove_unlisted_partitions(dir, &stored)?;
         let topics = open_topics(dir, &stored, |path, config| {
+            let config = config.mapped_writes(builder.mapped_writes);
             let opened = PartitionLog::open_owned(path, config.clone(), Arc::clone(&vfs));
             if let Ok(log) = &opened
                 && !log.recovery_report().clean_shutdown
@@ -734,6 +762,7 @@ impl Broker {
             admin: Mutex::new(()),
             offsets_retention: builder.offsets_retention,
             read_only: false,
+            mapped_writes: builder.mapped_writes,
             _lock: Some(lock),
             _temp: temp,
         });
@@ -1232,7 +1261,7 @@ impl Broker {
             *t = StoredTopic::new(name, topic.id, &config);
         }
         self.write_table(&table)?;
-        let log_config = config.log_config();
+        let log_config = config.log_config().mapped_writes(self.inner.mapped_writes);
         *topic.config.write() = config;
         for log in topic.partition_logs() {
             log.set_config(log_config.clone())?;
@@ -1366,7 +1395,7 @@ impl Broker {
             .map(|p| {
                 let log = Arc::new(PartitionLog::open_owned(
                     &partition_dir(&self.inner.dir, name, p),
-                    config.log_config(),
+                    config.log_config().mapped_writes(self.inner.mapped_writes),
                     Arc::clone(&self.inner.vfs),
                 )?);
                 log.set_cut_hook(lower_offsets_on_cut(&self.inner, TopicPartition::new(name, p), &log));

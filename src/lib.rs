@@ -72,7 +72,9 @@
 //! The batch format is documented byte by byte in [`record::batch`]; the index, checkpoint
 //! and topic-table formats in the storage and broker sources (see `ARCHITECTURE.md`).
 
-#![forbid(unsafe_code)]
+// One `unsafe` block in the crate, with its safety argument: mapping a segment file for
+// LogConfig::mapped_writes (src/storage/mapped.rs).
+#![deny(unsafe_code)]
 #![deny(missing_docs)]
 #![deny(
     clippy::unwrap_used,

@@ -1023,11 +1023,23 @@ fn a_commit_made_after_a_followed_cut_is_taken_as_committed() {
 /// Runs 3 s (`BROOKLET_STRESS_SECS` for longer).
 #[test]
 fn readers_beside_a_writer_that_truncates_get_no_error_and_no_wrong_record() {
+    readers_beside_a_truncating_writer(false);
+}
+
+/// As `readers_beside_a_writer_that_truncates_get_no_error_and_no_wrong_record`, with a
+/// writer that writes through memory maps: its files end in zeros allocated ahead, which
+/// every truncation cuts and the next append extends again.
+#[test]
+fn readers_beside_a_mapped_writer_that_truncates_get_no_error_and_no_wrong_record() {
+    readers_beside_a_truncating_writer(true);
+}
+
+fn readers_beside_a_truncating_writer(mapped: bool) {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     let secs = std::env::var("BROOKLET_STRESS_SECS").map_or(3, |v| v.parse().unwrap());
     let dir = tempfile::tempdir().unwrap();
-    let writer = Broker::open(dir.path()).unwrap();
+    let writer = Broker::builder().mapped_writes(mapped).open(dir.path()).unwrap();
     writer
         .create_topic(TOPIC, TopicConfig::with_partitions(1).segment_bytes(4096))
         .unwrap();

@@ -206,8 +206,14 @@ pub fn raw_write_fdatasync(data: &Data) -> Duration {
 
 /// A broker in a fresh temp dir with the one-partition topic `t`.
 pub fn brooklet_broker() -> (Broker, TempDir) {
+    brooklet_broker_with(false)
+}
+
+/// [`brooklet_broker`], writing through memory maps if `mapped`
+/// (`BrokerBuilder::mapped_writes`).
+pub fn brooklet_broker_with(mapped: bool) -> (Broker, TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::open(dir.path()).unwrap();
+    let broker = Broker::builder().mapped_writes(mapped).open(dir.path()).unwrap();
     broker.create_topic(TOPIC, TopicConfig::with_partitions(1)).unwrap();
     (broker, dir)
 }
@@ -227,9 +233,15 @@ pub fn brooklet_send_batch(data: &Data) -> Duration {
 /// Batched produce at the storage level: `PartitionLog::append` of `BATCH` records,
 /// `Written`. Timed: the appends.
 pub fn brooklet_log_append(data: &Data, batch: usize) -> Duration {
+    brooklet_log_append_with(data, batch, false)
+}
+
+/// [`brooklet_log_append`], writing through a memory map if `mapped`
+/// (`LogConfig::mapped_writes`).
+pub fn brooklet_log_append_with(data: &Data, batch: usize, mapped: bool) -> Duration {
     let dir = tempfile::tempdir().unwrap();
     let records = data.records();
-    let log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+    let log = PartitionLog::open(dir.path(), LogConfig::default().mapped_writes(mapped)).unwrap();
     let start = Instant::now();
     for chunk in records.chunks(batch) {
         std::hint::black_box(log.append(chunk, Durability::Written).unwrap());
@@ -242,7 +254,13 @@ pub fn brooklet_log_append(data: &Data, batch: usize) -> Duration {
 
 /// One-at-a-time produce: one blocking `Producer::send` per record, `Written`. Timed: the sends.
 pub fn brooklet_send_each(data: &Data) -> Duration {
-    let (broker, _dir) = brooklet_broker();
+    brooklet_send_each_with(data, false)
+}
+
+/// [`brooklet_send_each`], writing through memory maps if `mapped`
+/// (`BrokerBuilder::mapped_writes`).
+pub fn brooklet_send_each_with(data: &Data, mapped: bool) -> Duration {
+    let (broker, _dir) = brooklet_broker_with(mapped);
     let records = data.producer_records();
     let producer = broker.producer(ProducerConfig::default());
     let start = Instant::now();

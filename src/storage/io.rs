@@ -60,6 +60,15 @@ pub trait VfsFile: Send + Sync + Debug {
         Ok(())
     }
 
+    /// The operating system's file under this one, for writes that bypass
+    /// [`write_all_at`](Self::write_all_at) through a shared memory map
+    /// ([`LogConfig::mapped_writes`](crate::LogConfig::mapped_writes)). The default, `None`,
+    /// keeps every write on this trait: a wrapper such as [`FaultFs`](super::fault::FaultFs)
+    /// sees them all, and mapped writes are then not used. Only [`OsFs`]'s files answer.
+    fn os_file(&self) -> Option<&File> {
+        None
+    }
+
     /// Reads exactly `buf.len()` bytes at `pos`.
     ///
     /// # Errors
@@ -197,6 +206,9 @@ impl VfsFile for OsFile {
     fn preallocate(&self, offset: u64, len: u64) -> io::Result<()> {
         use rustix::fs::{FallocateFlags, fallocate};
         fallocate(&self.0, FallocateFlags::KEEP_SIZE, offset, len).map_err(io::Error::from)
+    }
+    fn os_file(&self) -> Option<&File> {
+        Some(&self.0)
     }
 }
 

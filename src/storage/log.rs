@@ -79,6 +79,7 @@ use parking_lot::{MappedRwLockReadGuard, Mutex, RwLock};
 use super::checkpoint;
 use super::index::{Extent, OFFSET_ENTRY, SegmentIndex};
 use super::io::{HeldDir, OsFs, Vfs};
+use super::mapped::{self, WriteMap};
 use super::notify::Watchers;
 use super::segment::{
     Fetched, INDEX_SUFFIX, LOG_SUFFIX, Segment, SpareBuffer, TIME_INDEX_SUFFIX, parse_segment_name, segment_path,
@@ -277,6 +278,9 @@ const MAX_CUTS: usize = 64;
 /// at least this much at a time (up to [`LogConfig::preallocate_bytes`]): small partitions
 /// never reserve, and a growing one reserves in steps that a batch rarely outgrows.
 const RESERVE_MIN: u64 = 1024 * 1024;
+/// With [`LogConfig::mapped_writes`], the least the active segment's file is extended by
+/// ahead of its writes (each extension is one `fallocate(2)`).
+const MAP_STEP_MIN: u64 = 64 * 1024;
 
 /// The log ends that recent truncations left, so that a `Synced` append whose fsync waited
 /// behind a truncation can tell whether its offsets were cut (and possibly reused).
@@ -357,8 +361,33 @@ struct Writer {
     /// End of the disk blocks reserved ahead of the active segment's writes
     /// ([`LogConfig::preallocate_bytes`]); 0 when none are known to be. Reset whenever the
     /// active segment changes or its file is cut. Past the length at an unclean open: a
-    /// writer that did not close may have left some.
+    /// writer that did not close may have left some. With
+    /// [`LogConfig::mapped_writes`], the end the file was extended to (zeros past the last
+    /// batch, which a seal or close cuts off).
     reserved_end: u64,
+    /// With [`LogConfig::mapped_writes`]: the active segment's map and how far stores into
+    /// it may go. Dropped (`None`) before anything changes the file's length.
+    mapped: Option<MappedTail>,
+}
+
+/// The active segment's shared map ([`LogConfig::mapped_writes`]).
+#[derive(Debug)]
+struct MappedTail {
+    /// The segment mapped: a map of any other (a sealed or deleted one) is not used.
+    segment: Arc<Segment>,
+    map: WriteMap,
+    /// The end the writer extended the file to, with its blocks allocated: stores go only
+    /// below it (see `mapped`).
+    end: u64,
+}
+
+impl Writer {
+    /// Forgets the reservation and the map: call before anything changes the active
+    /// segment's file length, and whenever the active segment changes.
+    fn forget_reserved(&mut self) {
+        self.mapped = None;
+        self.reserved_end = 0;
+    }
 }
 
 /// One partition's log: segments of record batches with offset and time indexes.
@@ -565,6 +594,7 @@ impl PartitionLog {
                 active_since: o.active_since,
                 scratch: EncodeScratch::default(),
                 reserved_end,
+                mapped: None,
                 config: o.config,
             }),
             sync_lock: Mutex::new(Cuts::default()),
@@ -1578,7 +1608,7 @@ impl PartitionLog {
             self.publish_visible(w.next_offset);
         }
         let old = Arc::clone(&w.active);
-        self.release_reserved(w);
+        self.release_reserved(w)?;
         let extent = Extent {
             log_len: old.size(),
             next_offset: w.next_offset,
@@ -1607,7 +1637,7 @@ impl PartitionLog {
         self.unload_cold_indexes(segment.base_offset);
         w.unsynced_sealed.push(old);
         w.active = segment;
-        w.reserved_end = 0;
+        w.forget_reserved();
         w.dir_dirty = true;
         w.active_since = None;
         Ok(())
@@ -1622,13 +1652,18 @@ impl PartitionLog {
         }
         let position = w.active.size();
         let end = position + w.buffer.len() as u64;
+        if w.config.mapped_writes && self.write_mapped(w, position, end) {
+            w.active.size.store(end, Ordering::Release);
+            w.buffer.clear();
+            return Ok(());
+        }
         if end > w.reserved_end {
             self.reserve_ahead(w, position, end);
         }
         if let Err(e) = w.active.log.write_all_at(&w.buffer, position) {
             let err = Error::io("append to segment", &w.active.log_path, e);
             // The cut gives back the reserved blocks too.
-            w.reserved_end = 0;
+            w.forget_reserved();
             if let Err(undo) = w.active.log.set_len(position) {
                 return Err(self.poison(Error::io("roll back a failed append", &w.active.log_path, undo)));
             }
@@ -1637,6 +1672,53 @@ impl PartitionLog {
         w.active.size.store(end, Ordering::Release);
         w.buffer.clear();
         Ok(())
+    }
+
+    /// Stores the buffer at `position..end` of the active segment through its map
+    /// ([`LogConfig::mapped_writes`]), first extending the file with allocated blocks past
+    /// `end` if it is not that long yet. `false`, with nothing stored, where that cannot be
+    /// done (no OS file under the `Vfs`, no map, the extension failed, `end` past the map):
+    /// the caller writes with `write(2)` then.
+    fn write_mapped(&self, w: &mut Writer, position: u64, end: u64) -> bool {
+        let Some(file) = w.active.log.os_file() else {
+            return false;
+        };
+        if !w.mapped.as_ref().is_some_and(|m| Arc::ptr_eq(&m.segment, &w.active)) {
+            w.mapped = None;
+            match WriteMap::new(file, w.config.segment_bytes) {
+                Ok(map) => {
+                    w.mapped = Some(MappedTail {
+                        segment: Arc::clone(&w.active),
+                        map,
+                        end: 0,
+                    });
+                }
+                Err(e) => {
+                    tracing::debug!(file = %w.active.log_path.display(), error = %e, "could not map the active segment; writing with write(2)");
+                    return false;
+                }
+            }
+        }
+        let Some(tail) = w.mapped.as_mut() else {
+            return false;
+        };
+        if end > tail.end {
+            let limit = tail.map.len();
+            if end > limit {
+                return false;
+            }
+            let ahead = position.clamp(MAP_STEP_MIN, w.config.preallocate_bytes.max(MAP_STEP_MIN));
+            let target = end.saturating_add(ahead).min(limit);
+            // From here the file may be longer than its batches: a seal or close cuts it
+            // back, even if the allocation fails halfway.
+            w.reserved_end = w.reserved_end.max(target);
+            if let Err(e) = mapped::allocate(file, position, target - position) {
+                tracing::debug!(file = %w.active.log_path.display(), error = %e, "could not extend the active segment for mapped writes; writing with write(2)");
+                return false;
+            }
+            tail.end = target;
+        }
+        tail.map.write_at(position, &w.buffer)
     }
 
     /// Reserves disk blocks ahead of a write of `position..end` in the active segment (see
@@ -1659,15 +1741,30 @@ impl PartitionLog {
     }
 
     /// Gives back the blocks reserved past the active segment's end (a cut to its own
-    /// length), before it is sealed or closed. A failure costs disk space, not data: logged.
-    fn release_reserved(&self, w: &mut Writer) {
+    /// length), before it is sealed or closed. Where the file stays no longer than its
+    /// batches, a failure costs disk space, not data: logged.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the cut fails and leaves the file longer than its batches (the
+    /// zeros of [`LogConfig::mapped_writes`]): a sealed segment must end at its last batch.
+    /// The reservation is then kept, so a later seal or close tries again.
+    fn release_reserved(&self, w: &mut Writer) -> Result<()> {
         let size = w.active.size();
+        w.mapped = None;
         if w.reserved_end > size
             && let Err(e) = w.active.log.set_len(size)
         {
+            if w.active.log.file_size().map_or(true, |len| len > size) {
+                return Err(Error::io(
+                    "cut the zeros past a segment's last batch",
+                    &w.active.log_path,
+                    e,
+                ));
+            }
             tracing::warn!(file = %w.active.log_path.display(), error = %e, "could not release the blocks reserved past a segment's end");
         }
-        w.reserved_end = 0;
+        w.forget_reserved();
+        Ok(())
     }
 
     /// Makes every record below `target` durable, sharing the fsync with concurrent callers
@@ -2633,7 +2730,7 @@ impl PartitionLog {
         destroyed().map_err(|e| self.poison(e))?;
         w.unsynced_sealed.retain(|s| s.base_offset < target.base_offset);
         w.active = target;
-        w.reserved_end = 0;
+        w.forget_reserved();
         w.next_offset = new_end;
         w.active_since = None;
         // Step 4. The files and memory agree already; a failure still poisons, as the
@@ -2683,7 +2780,7 @@ impl PartitionLog {
         let segment = created().map_err(|e| self.poison(e))?;
         self.segments.write().insert(base, Arc::clone(&segment));
         w.active = segment;
-        w.reserved_end = 0;
+        w.forget_reserved();
         w.unsynced_sealed.clear();
         w.dir_dirty = false;
         w.next_offset = base;
@@ -2816,7 +2913,7 @@ impl PartitionLog {
         }
         // The recovery point is persisted below, where a failure fails the close.
         self.sync_files(unsynced)?;
-        self.release_reserved(&mut w);
+        self.release_reserved(&mut w)?;
         let active = &w.active;
         let extent = Extent {
             log_len: active.size(),

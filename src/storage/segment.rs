@@ -432,6 +432,17 @@ impl Segment {
             let header = match parsed {
                 Some(Ok(h)) if at + h.size <= buf.len() => h,
                 Some(Err(DecodeError::Corrupt(reason))) => {
+                    let zeros = buf
+                        .get(at..)
+                        .is_some_and(|rest| rest.iter().take(HEADER_LEN).all(|&b| b == 0));
+                    let reason = if zeros {
+                        // Not damage in itself: what a writer with mapped writes leaves past
+                        // its last batch when it stops without closing, or a write a power
+                        // loss lost after the file had grown.
+                        "zeros past the last batch (space allocated ahead of writes, or a write that never reached the disk)".into()
+                    } else {
+                        reason
+                    };
                     fail(&mut scan, reason);
                     break;
                 }
@@ -449,11 +460,32 @@ impl Segment {
                         );
                         break;
                     }
-                    let len = (file_len - pos).min(SCAN_CHUNK.max(needed) as u64) as usize;
+                    // Where the buffer does not even hold the next header, that first: past
+                    // the last batch of a log written through a map the file holds zeros,
+                    // and a reader following the writer meets them at every refresh.
+                    let len = if matches!(parsed, Some(Ok(_))) {
+                        (file_len - pos).min(SCAN_CHUNK.max(needed) as u64) as usize
+                    } else {
+                        needed.min(HEADER_LEN)
+                    };
                     let mut fresh = vec![0; len];
-                    self.log
-                        .read_exact_at(&mut fresh, pos)
-                        .map_err(|e| Error::io("read segment", &self.log_path, e))?;
+                    match self.log.read_exact_at(&mut fresh, pos) {
+                        Ok(()) => {}
+                        // Shorter than when it was measured: cut under a read-only reader by
+                        // the writer's `truncate_to`. Stop here, as at a batch still being
+                        // written; the reader follows the cut at a later refresh.
+                        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                            fail(
+                                &mut scan,
+                                format!(
+                                    "the file was cut while it was read: it ends before {}",
+                                    pos + len as u64
+                                ),
+                            );
+                            break;
+                        }
+                        Err(e) => return Err(Error::io("read segment", &self.log_path, e)),
+                    }
                     buf = Bytes::from(fresh);
                     buf_start = pos;
                     continue;
