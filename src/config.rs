@@ -251,7 +251,10 @@ impl LogConfig {
     /// instead of an error. brooklet never stores past the file's end nor into unallocated
     /// blocks, but another process that shrinks a segment file while the log is open, or
     /// a disk error while the kernel reads back a page of the segment's tail that it had
-    /// evicted, ends the process. The one `unsafe` block of the crate maps the file
+    /// evicted, ends the process. So does a full disk on a copy-on-write file system
+    /// (btrfs, ZFS, XFS with shared extents), where blocks allocated by `fallocate` do not
+    /// guarantee that a page written twice needs no new block: use it on ext4 or plain
+    /// XFS. The one `unsafe` block of the crate maps the file
     /// (`src/storage/mapped.rs`). Each active segment maps `segment_bytes` of address space.
     ///
     /// # Examples

@@ -55,6 +55,13 @@ pub struct SegmentDump {
     /// Where and why the walk stopped before the end of the file (a torn tail, or bytes that
     /// do not frame a batch).
     pub stopped: Option<(u64, String)>,
+    /// How many bytes of zeros end the file after its last batch (then `stopped` is
+    /// `None`): space a writer with mapped writes
+    /// ([`LogConfig::mapped_writes`](crate::LogConfig::mapped_writes)) allocated ahead of
+    /// its writes, in the active segment of a log being written or not closed since. The
+    /// next open cuts them. Not damage in the last segment; [`verify_partition`] reports
+    /// them in any other.
+    pub zero_tail: u64,
 }
 
 impl SegmentDump {
@@ -102,11 +109,16 @@ pub fn dump_segment(path: &Path) -> Result<SegmentDump> {
         file_len: bytes.len() as u64,
         batches: Vec::new(),
         stopped: None,
+        zero_tail: 0,
     };
     let mut pos = 0usize;
     let mut expected = base_offset;
     while pos < bytes.len() {
         let rest = bytes.slice(pos..);
+        if rest.iter().all(|&b| b == 0) {
+            dump.zero_tail = rest.len() as u64;
+            break;
+        }
         let header = match BatchHeader::parse(&rest) {
             Ok(h) if h.size <= rest.len() => h,
             Ok(h) => {
@@ -223,7 +235,9 @@ pub fn segment_files(dir: &Path) -> Result<Vec<PathBuf>> {
 pub fn verify_partition(dir: &Path, on_segment: &mut dyn FnMut(&Path, u64)) -> Result<PartitionCheck> {
     let mut check = PartitionCheck::default();
     let mut expected: Option<u64> = None;
-    for path in segment_files(dir)? {
+    let files = segment_files(dir)?;
+    for path in &files {
+        let path = path.clone();
         check.segments += 1;
         let dump = match dump_segment(&path) {
             Ok(dump) => dump,
@@ -267,6 +281,18 @@ pub fn verify_partition(dir: &Path, on_segment: &mut dyn FnMut(&Path, u64)) -> R
                 path: path.clone(),
                 position: Some(*position),
                 reason: reason.clone(),
+            });
+        }
+        if dump.zero_tail > 0 && Some(&path) != files.last() {
+            // A sealed segment ends at its last batch: an open would cut the zeros and every
+            // segment after them.
+            check.damage.push(Damage {
+                path: path.clone(),
+                position: Some(dump.file_len - dump.zero_tail),
+                reason: format!(
+                    "{} bytes of zeros after the last batch of a segment that is not the last",
+                    dump.zero_tail
+                ),
             });
         }
         check_indexes(&dump, &mut check);

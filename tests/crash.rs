@@ -27,7 +27,7 @@ use common::Rng;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -141,16 +141,7 @@ struct Model {
 }
 
 fn run_child(dir: &std::path::Path, run: u64, alive: Duration, model: &mut Model) -> usize {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "crash_child",
-            "--ignored",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env(CHILD_ENV, dir)
+    let mut child = common::child_test("crash_child", CHILD_ENV, dir)
         .env("BROOKLET_CRASH_RUN", run.to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -9,7 +9,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use brooklet::{Durability, LogConfig, PartitionLog, Record};
@@ -112,6 +112,81 @@ fn mapped_appends_read_back_beside_a_reader_and_close_to_segments_that_end_at_th
     assert_eq!(contents(&log), expected(0, after.iter().copied()));
 }
 
+/// The zeros past the last batch of the active (last) segment, as `verify` sees them.
+fn active_zero_tail(dir: &Path) -> u64 {
+    let (active, _) = segment_files(dir).pop().unwrap();
+    brooklet::inspect::dump_segment(&active).unwrap().zero_tail
+}
+
+#[test]
+fn cuts_inside_the_active_segment_retention_and_setting_changes_keep_every_record() {
+    let dir = common::temp_dir();
+    let log = PartitionLog::open(dir.path(), mapped_config()).unwrap();
+    let mut numbers: Vec<u64> = Vec::new();
+    let append = |range: std::ops::Range<u64>, numbers: &mut Vec<u64>| {
+        for i in range {
+            log.append(&[record(i)], Durability::Written).unwrap();
+            numbers.push(i);
+        }
+    };
+    append(0..100, &mut numbers);
+    // A cut inside the active segment: its file ends at the cut; the next append extends
+    // it again and writes through a new map.
+    log.truncate_to(60).unwrap();
+    numbers.truncate(60);
+    let (active, len) = segment_files(dir.path()).pop().unwrap();
+    assert_eq!(segment_files(dir.path()).len(), 1);
+    assert_eq!(brooklet::inspect::dump_segment(&active).unwrap().zero_tail, 0);
+    assert!(len < SEGMENT);
+    append(1000..1050, &mut numbers);
+    assert_eq!(segment_files(dir.path()).pop().unwrap().1, SEGMENT);
+    assert_eq!(contents(&log), expected(0, numbers.iter().copied()));
+
+    // A live mapped writer's directory verifies clean: the zeros end its last segment.
+    let check = brooklet::inspect::verify_partition(dir.path(), &mut |_, _| {}).unwrap();
+    assert!(check.damage.is_empty(), "{:?}", check.damage);
+    assert!(active_zero_tail(dir.path()) > 0);
+
+    // Without the map: appends go through write(2) into the zeros already allocated.
+    log.set_config(mapped_config().mapped_writes(false)).unwrap();
+    append(2000..2010, &mut numbers);
+    assert_eq!(contents(&log), expected(0, numbers.iter().copied()));
+    // With it again, and larger segments: the segment's map is made again, longer, and
+    // writes past the old segment size still go through it (zeros follow the last batch).
+    log.set_config(mapped_config().segment_bytes(4 * SEGMENT)).unwrap();
+    append(3000..3500, &mut numbers);
+    assert_eq!(segment_files(dir.path()).len(), 1);
+    let (_, len) = segment_files(dir.path()).pop().unwrap();
+    assert!(len > SEGMENT, "{len}");
+    assert!(active_zero_tail(dir.path()) > 0);
+    assert_eq!(contents(&log), expected(0, numbers.iter().copied()));
+
+    // Back to small segments, then retention by size and a delete: rolls seal segments cut
+    // to their last batch, and the records kept are the newest.
+    log.set_config(mapped_config().retention_bytes(Some(3 * SEGMENT)))
+        .unwrap();
+    append(4000..5500, &mut numbers);
+    log.enforce_retention().unwrap();
+    let start = log.log_start_offset();
+    assert!(start > 0);
+    let kept = log.delete_records_before(start + 10).unwrap();
+    assert_eq!(kept, start + 10);
+    let first = usize::try_from(kept).unwrap();
+    assert_eq!(contents(&log), expected(kept, numbers[first..].iter().copied()));
+    let files = segment_files(dir.path());
+    let (_, sealed) = files.split_last().unwrap();
+    for (path, _) in sealed {
+        assert_eq!(brooklet::inspect::dump_segment(path).unwrap().zero_tail, 0, "{path:?}");
+    }
+    log.close().unwrap();
+    let check = brooklet::inspect::verify_partition(dir.path(), &mut |_, _| {}).unwrap();
+    assert!(check.damage.is_empty(), "{:?}", check.damage);
+    assert_eq!(active_zero_tail(dir.path()), 0);
+    let log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+    assert!(log.recovery_report().clean_shutdown);
+    assert_eq!(contents(&log), expected(kept, numbers[first..].iter().copied()));
+}
+
 #[test]
 fn synced_mapped_appends_and_flush_cover_the_mapped_bytes() {
     // `Synced` through the map: the fsync counters move, and the records are durable
@@ -156,16 +231,7 @@ fn a_killed_mapped_writer_loses_no_written_record() {
         return;
     }
     let dir = common::temp_dir();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "mapped_child",
-            "--ignored",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env(CHILD_ENV, dir.path())
+    let mut child = common::child_test("mapped_child", CHILD_ENV, dir.path())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -201,6 +267,11 @@ fn a_killed_mapped_writer_loses_no_written_record() {
     let files = segment_files(dir.path());
     let (active, _) = files.split_last().unwrap();
     assert_eq!(active.1, SEGMENT, "{files:?}");
+
+    // `verify` before recovery: no damage, the zeros named as such.
+    let check = brooklet::inspect::verify_partition(dir.path(), &mut |_, _| {}).unwrap();
+    assert!(check.damage.is_empty(), "{:?}", check.damage);
+    assert!(active_zero_tail(dir.path()) > 0);
 
     // A reader before recovery reads every acknowledged record.
     let reader = PartitionLog::open_read_only(dir.path(), LogConfig::default()).unwrap();

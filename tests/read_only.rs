@@ -17,7 +17,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime};
 
 use brooklet::{
@@ -142,16 +142,7 @@ fn follows_a_writer_in_another_process() {
     let reader = Broker::open_read_only(dir.path()).unwrap();
     assert!(reader.is_read_only());
     let spawning = SPAWN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "read_only_child",
-            "--ignored",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env(CHILD_ENV, dir.path())
+    let mut child = common::child_test("read_only_child", CHILD_ENV, dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

@@ -1904,6 +1904,12 @@ fn dump_log(path: &Path, records: bool, out: &mut Output) -> CliResult<ExitCode>
     if let Some((position, reason)) = &dump.stopped {
         out.line(&format!("damaged: stopped at byte {position}: {reason}"))?;
     }
+    if dump.zero_tail > 0 {
+        out.line(&format!(
+            "then {} bytes of zeros: space allocated ahead of a writer with mapped writes (the next open cuts them)",
+            dump.zero_tail
+        ))?;
+    }
     out.flush()?;
     Ok(if dump.is_ok() {
         ExitCode::SUCCESS

@@ -1683,14 +1683,19 @@ impl PartitionLog {
         let Some(file) = w.active.log.os_file() else {
             return false;
         };
-        if !w.mapped.as_ref().is_some_and(|m| Arc::ptr_eq(&m.segment, &w.active)) {
+        let current = w.mapped.as_ref().filter(|m| Arc::ptr_eq(&m.segment, &w.active));
+        // A map of this segment made before `segment_bytes` was raised is too short for a
+        // write past it: map again (the end the file was extended to still holds).
+        let too_short = current.is_some_and(|m| end > m.map.len() && w.config.segment_bytes > m.map.len());
+        if current.is_none() || too_short {
+            let extended = current.map_or(0, |m| m.end);
             w.mapped = None;
             match WriteMap::new(file, w.config.segment_bytes) {
                 Ok(map) => {
                     w.mapped = Some(MappedTail {
                         segment: Arc::clone(&w.active),
                         map,
-                        end: 0,
+                        end: extended,
                     });
                 }
                 Err(e) => {
@@ -1748,23 +1753,30 @@ impl PartitionLog {
     /// [`Error::Io`] if the cut fails and leaves the file longer than its batches (the
     /// zeros of [`LogConfig::mapped_writes`]): a sealed segment must end at its last batch.
     /// The reservation is then kept, so a later seal or close tries again.
-    fn release_reserved(&self, w: &mut Writer) -> Result<()> {
+    ///
+    /// Returns whether the file's length changed (it held such zeros).
+    fn release_reserved(&self, w: &mut Writer) -> Result<bool> {
         let size = w.active.size();
         w.mapped = None;
-        if w.reserved_end > size
-            && let Err(e) = w.active.log.set_len(size)
-        {
-            if w.active.log.file_size().map_or(true, |len| len > size) {
-                return Err(Error::io(
-                    "cut the zeros past a segment's last batch",
-                    &w.active.log_path,
-                    e,
-                ));
+        let mut cut = false;
+        if w.reserved_end > size {
+            let longer = w.active.log.file_size().map_or(true, |len| len > size);
+            match w.active.log.set_len(size) {
+                Ok(()) => cut = longer,
+                Err(e) if longer => {
+                    return Err(Error::io(
+                        "cut the zeros past a segment's last batch",
+                        &w.active.log_path,
+                        e,
+                    ));
+                }
+                Err(e) => {
+                    tracing::warn!(file = %w.active.log_path.display(), error = %e, "could not release the blocks reserved past a segment's end");
+                }
             }
-            tracing::warn!(file = %w.active.log_path.display(), error = %e, "could not release the blocks reserved past a segment's end");
         }
         w.forget_reserved();
-        Ok(())
+        Ok(cut)
     }
 
     /// Makes every record below `target` durable, sharing the fsync with concurrent callers
@@ -2704,6 +2716,9 @@ impl PartitionLog {
         // A reader still holding one must not write index files at paths that a segment
         // created later with the same base offset will own.
         later.iter().for_each(|s| s.retire());
+        // Before any file changes length: no store goes through the old map from here on,
+        // even if what follows fails and leaves the log poisoned.
+        w.forget_reserved();
         let destroyed = || -> Result<()> {
             // Step 2: highest first, so that a crash midway leaves a prefix of the log.
             for s in later.iter().rev() {
@@ -2913,7 +2928,14 @@ impl PartitionLog {
         }
         // The recovery point is persisted below, where a failure fails the close.
         self.sync_files(unsynced)?;
-        self.release_reserved(&mut w)?;
+        if self.release_reserved(&mut w)? {
+            // The zeros past the last batch were cut (mapped writes): durably, so that the
+            // length the clean-shutdown marker records is the one a power loss leaves.
+            w.active
+                .log
+                .sync_data()
+                .map_err(|e| Error::io("sync segment", &w.active.log_path, e))?;
+        }
         let active = &w.active;
         let extent = Extent {
             log_len: active.size(),

@@ -17,8 +17,9 @@
 //!
 //! What remains is what every user of a writable map accepts (LMDB's `MDB_WRITEMAP`,
 //! RocksDB's `allow_mmap_writes`): another process that shrinks the file, or an I/O error
-//! when a page that was written back and evicted is faulted in again, raises `SIGBUS`.
-//! Hence an opt-in.
+//! when a page that was written back and evicted is faulted in again, raises `SIGBUS`; and
+//! on a copy-on-write file system (btrfs, ZFS, XFS with shared extents) allocated blocks do
+//! not guarantee that rewriting a page needs none, so a full disk can too. Hence an opt-in.
 
 use std::fs::File;
 use std::io;

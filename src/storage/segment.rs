@@ -92,6 +92,11 @@ pub(crate) struct Fetched {
 
 /// Bytes read per call while scanning.
 const SCAN_CHUNK: usize = 1 << 20;
+/// The first read of a scan: each next one doubles, up to [`SCAN_CHUNK`]. A read-only reader
+/// rescans the active segment's tail at every refresh, and behind a writer with mapped
+/// writes the file goes on in zeros well past the last batch: a small first read keeps
+/// from reading a whole chunk of them each time.
+const SCAN_FIRST_CHUNK: usize = 16 << 10;
 
 #[derive(Debug)]
 pub(crate) struct Segment {
@@ -419,6 +424,7 @@ impl Segment {
         };
         let mut buf = Bytes::new();
         let mut buf_start = start;
+        let mut chunk = SCAN_FIRST_CHUNK;
         let fail = |scan: &mut ScanProgress, reason: String| {
             scan.error = Some(ScanError {
                 position: scan.valid_len,
@@ -464,7 +470,9 @@ impl Segment {
                     // the last batch of a log written through a map the file holds zeros,
                     // and a reader following the writer meets them at every refresh.
                     let len = if matches!(parsed, Some(Ok(_))) {
-                        (file_len - pos).min(SCAN_CHUNK.max(needed) as u64) as usize
+                        let len = (file_len - pos).min(chunk.max(needed) as u64) as usize;
+                        chunk = (chunk * 2).min(SCAN_CHUNK);
+                        len
                     } else {
                         needed.min(HEADER_LEN)
                     };

@@ -114,3 +114,14 @@ pub fn while_a_child_is_between_fork_and_exec(f: impl FnOnce()) {
     let status = spawner.join().expect("the spawning thread").expect("spawn and wait");
     assert!(status.success(), "{status}");
 }
+
+/// A command that runs this test binary again as a child process, running only the ignored
+/// test `test` (the child's side of a test with real processes), with the environment
+/// variable `env` naming `dir`.
+pub fn child_test(test: &str, env: &str, dir: &std::path::Path) -> std::process::Command {
+    let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+    command
+        .args(["--exact", test, "--ignored", "--nocapture", "--test-threads", "1"])
+        .env(env, dir);
+    command
+}
