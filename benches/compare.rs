@@ -11,8 +11,9 @@
 //!   and `PartitionLog::append` of 1,000 (`Written`), SQLite transactions of 1,000
 //!   (`synchronous=NORMAL`), commitlog `append` of 1,000-message buffers.
 //! - `compare_single`: 20,000 records one per call: raw `write(2)`, brooklet `send` and
-//!   `PartitionLog::append` (`Written`), SQLite one row per transaction (`NORMAL`),
-//!   commitlog `append` of one message.
+//!   `PartitionLog::append` (`Written`), both also with mapped writes (`_mapped`: a store
+//!   into a shared map of the active segment instead of a `write(2)`), SQLite one row per
+//!   transaction (`NORMAL`), commitlog `append` of one message.
 //! - `compare_durable`: 100 records per thread, each durable before the call returns: raw
 //!   `pwrite` + `fdatasync`, brooklet `send` `Synced` on 1 and 8 threads, SQLite one row per
 //!   transaction with `synchronous=FULL`. (commitlog 0.2 has no durable mode: its `flush`
