@@ -236,12 +236,15 @@ impl LogConfig {
     /// read-only log, or a log opened later without this setting reads them as ever.
     ///
     /// How: the file is extended with its blocks allocated (`fallocate(2)` mode 0) a step
-    /// ahead of the writes (as much again as the segment holds, from 64 KiB up to
-    /// [`preallocate_bytes`](Self::preallocate_bytes) or 64 KiB if that is smaller), and the
-    /// zeros past the last batch are cut off when the segment is sealed or the log closed.
-    /// After a crash the active segment ends in those zeros until the next open's recovery
-    /// scan cuts them, which it reports as a truncation; read-only readers stop at them as
-    /// at a batch still being written. Where a file cannot be extended that way (a file
+    /// ahead of the writes — as much again as the segment holds, at least 64 KiB and at
+    /// most [`preallocate_bytes`](Self::preallocate_bytes) (64 KiB if that is smaller, `0`
+    /// included; unlike that setting's reservation, from the first write, not from 1 MiB)
+    /// — and the zeros past the last batch are cut off when the segment is sealed or the
+    /// log closed. After a crash the active segment ends in those zeros until the next
+    /// open's recovery scan cuts them: a [`Truncation`](crate::Truncation) with
+    /// `zeros_only` set (no batch was cut), logged at info level. Read-only readers stop at
+    /// them as at a batch still being written; `brooklet verify` and `dump-log` name them
+    /// and do not count them as damage. Where a file cannot be extended that way (a file
     /// system without `fallocate`, a full disk) or through a [`Vfs`](crate::io::Vfs) other
     /// than [`OsFs`](crate::io::OsFs), the log writes with `write(2)` as without this
     /// setting, so a full disk is still an error, not a signal.
@@ -255,7 +258,10 @@ impl LogConfig {
     /// (btrfs, ZFS, XFS with shared extents), where blocks allocated by `fallocate` do not
     /// guarantee that a page written twice needs no new block: use it on ext4 or plain
     /// XFS. The one `unsafe` block of the crate maps the file
-    /// (`src/storage/mapped.rs`). Each active segment maps `segment_bytes` of address space.
+    /// (`src/storage/mapped.rs`). Each active segment maps `segment_bytes` of address space
+    /// and is one mapping of the process (Linux allows about 65,000, `vm.max_map_count`);
+    /// where a segment cannot be mapped, it is written with `write(2)` and a warning is
+    /// logged.
     ///
     /// # Examples
     /// ```

@@ -202,7 +202,8 @@ pub struct PartitionCheck {
     pub batches: u64,
     /// Records in them.
     pub records: u64,
-    /// Bytes of segment files read.
+    /// Bytes of segment files read, less the zeros past a mapped writer's last batch
+    /// ([`SegmentDump::zero_tail`]).
     pub bytes: u64,
     /// Every damaged file (empty when all is well).
     pub damage: Vec<Damage>,
@@ -255,7 +256,8 @@ pub fn verify_partition(dir: &Path, on_segment: &mut dyn FnMut(&Path, u64)) -> R
             }
             Err(e) => return Err(e),
         };
-        check.bytes += dump.file_len;
+        // The zeros a mapped writer allocated ahead are not data.
+        check.bytes += dump.file_len - dump.zero_tail;
         check.batches += dump.batches.len() as u64;
         check.records += dump.batches.iter().map(|b| u64::from(b.record_count)).sum::<u64>();
         if let (Some(exp), Some(base)) = (expected, dump.base_offset)

@@ -286,6 +286,7 @@ fn a_killed_mapped_writer_loses_no_written_record() {
     let truncation = report.truncation.as_ref().expect("the zeros were cut");
     assert_eq!(truncation.path, active.0);
     assert!(truncation.reason.starts_with("zeros past the last batch"), "{report:?}");
+    assert!(truncation.zeros_only, "{report:?}");
     assert_eq!(truncation.position + truncation.bytes_removed, SEGMENT, "{report:?}");
     assert_eq!(log.log_end_offset(), end);
     assert_eq!(contents(&log), expected(0, 0..end));

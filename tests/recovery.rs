@@ -347,6 +347,7 @@ fn recover_torn_tail_at_every_byte() {
                 position: last_start,
                 bytes_removed: cut - last_start,
                 reason: report.truncation.as_ref().map(|t| t.reason.clone()).unwrap_or_default(),
+                zeros_only: false,
             });
             assert_eq!(
                 report,

@@ -179,6 +179,12 @@ pub struct Truncation {
     pub bytes_removed: u64,
     /// Why the bytes at `position` were invalid.
     pub reason: String,
+    /// Every byte removed was zero: no batch was cut, only space past the last one. That is
+    /// what a writer with [`LogConfig::mapped_writes`] leaves after every crash (the file
+    /// is extended ahead of its writes), so it is logged at info level, not as a warning.
+    /// Without mapped writes it can also be writes a power loss lost after the file had
+    /// grown (unsynced records, which `Synced` never acknowledged).
+    pub zeros_only: bool,
 }
 
 /// Counters of the fsyncs a log ran, from [`PartitionLog::sync_stats`].
@@ -368,6 +374,10 @@ struct Writer {
     /// With [`LogConfig::mapped_writes`]: the active segment's map and how far stores into
     /// it may go. Dropped (`None`) before anything changes the file's length.
     mapped: Option<MappedTail>,
+    /// Mapping the active segment failed (e.g. no address space, or `vm.max_map_count`
+    /// reached): it is written with `write(2)`, and not mapped again until the active
+    /// segment changes or its file is cut.
+    map_failed: bool,
 }
 
 /// The active segment's shared map ([`LogConfig::mapped_writes`]).
@@ -386,6 +396,7 @@ impl Writer {
     /// segment's file length, and whenever the active segment changes.
     fn forget_reserved(&mut self) {
         self.mapped = None;
+        self.map_failed = false;
         self.reserved_end = 0;
     }
 }
@@ -595,6 +606,7 @@ impl PartitionLog {
                 scratch: EncodeScratch::default(),
                 reserved_end,
                 mapped: None,
+                map_failed: false,
                 config: o.config,
             }),
             sync_lock: Mutex::new(Cuts::default()),
@@ -682,15 +694,23 @@ impl PartitionLog {
             .next_back()
             .cloned()
             .ok_or_else(|| Error::corrupt(&dir, 0, "no active segment after open"))?;
-        if let Some(level) = recovery.truncation.as_ref() {
-            tracing::warn!(
+        match recovery.truncation.as_ref() {
+            Some(cut) if cut.zeros_only => tracing::info!(
                 dir = %dir.display(),
-                file = %level.path.display(),
-                position = level.position,
-                bytes_removed = level.bytes_removed,
-                reason = %level.reason,
+                file = %cut.path.display(),
+                position = cut.position,
+                bytes_removed = cut.bytes_removed,
+                "recovery cut the zeros past the last batch (space allocated ahead of writes)"
+            ),
+            Some(cut) => tracing::warn!(
+                dir = %dir.display(),
+                file = %cut.path.display(),
+                position = cut.position,
+                bytes_removed = cut.bytes_removed,
+                reason = %cut.reason,
                 "recovery truncated the log"
-            );
+            ),
+            None => {}
         }
         let truncations = settle_truncations(&*vfs, &dir, next_offset)?;
         let mut log = PartitionLog::assemble(
@@ -1680,7 +1700,7 @@ impl PartitionLog {
     /// done (no OS file under the `Vfs`, no map, the extension failed, `end` past the map):
     /// the caller writes with `write(2)` then.
     fn write_mapped(&self, w: &mut Writer, position: u64, end: u64) -> bool {
-        let Some(file) = w.active.log.os_file() else {
+        let Some(file) = w.active.log.os_file().filter(|_| !w.map_failed) else {
             return false;
         };
         let current = w.mapped.as_ref().filter(|m| Arc::ptr_eq(&m.segment, &w.active));
@@ -1699,7 +1719,8 @@ impl PartitionLog {
                     });
                 }
                 Err(e) => {
-                    tracing::debug!(file = %w.active.log_path.display(), error = %e, "could not map the active segment; writing with write(2)");
+                    tracing::warn!(file = %w.active.log_path.display(), error = %e, "could not map the active segment; writing it with write(2)");
+                    w.map_failed = true;
                     return false;
                 }
             }
@@ -3254,6 +3275,7 @@ impl Opened {
                         "segment starts at offset {}, expected {}",
                         segment.base_offset, next_offset
                     ),
+                    zeros_only: false,
                 });
                 cut_from = Some(segment.base_offset);
                 break;
@@ -3302,6 +3324,8 @@ impl Opened {
                 }
             }
             if let Some(err) = scan.error {
+                // Read before the cut: whether it removes only zeros.
+                let zeros_only = segment.is_zero_from(scan.valid_len, scan.file_len)?;
                 segment
                     .log
                     .set_len(scan.valid_len)
@@ -3312,6 +3336,7 @@ impl Opened {
                     position: err.position,
                     bytes_removed: scan.file_len - scan.valid_len,
                     reason: err.reason,
+                    zeros_only,
                 });
                 cut_from = Some(segment.base_offset + 1);
             }

@@ -543,6 +543,32 @@ impl Segment {
         Ok(scan)
     }
 
+    /// Whether every byte of the file from `start` to `end` is zero (read a chunk at a time;
+    /// a file shorter than `end` counts only what it holds).
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the file cannot be read.
+    pub fn is_zero_from(&self, start: u64, end: u64) -> Result<bool> {
+        let mut buf = vec![0u8; SCAN_CHUNK];
+        let mut pos = start;
+        while pos < end {
+            let want = (end - pos).min(SCAN_CHUNK as u64) as usize;
+            let chunk = buf.get_mut(..want).unwrap_or_default();
+            let n = self
+                .log
+                .read_at(chunk, pos)
+                .map_err(|e| Error::io("read segment", &self.log_path, e))?;
+            if n == 0 {
+                break;
+            }
+            if chunk.get(..n).is_some_and(|read| read.iter().any(|&b| b != 0)) {
+                return Ok(false);
+            }
+            pos += n as u64;
+        }
+        Ok(true)
+    }
+
     /// Reads whole batches from `pos`, where a batch with base offset `expected` starts (an
     /// index entry, or the segment start), skipping those that end before `target`, up to
     /// `max_bytes` (but always the first batch, however large), checking their CRCs if
