@@ -543,16 +543,19 @@ impl Segment {
         Ok(scan)
     }
 
-    /// Whether every byte of the file from `start` to `end` is zero (read a chunk at a time;
+    /// Whether every byte of the file from `start` to `end` is zero (read 16 KiB at a time;
     /// a file shorter than `end` counts only what it holds).
     ///
     /// # Errors
     /// [`Error::Io`] if the file cannot be read.
     pub fn is_zero_from(&self, start: u64, end: u64) -> Result<bool> {
-        let mut buf = vec![0u8; SCAN_CHUNK];
+        // No larger than what is checked, nor than a scan's first read: an open must not
+        // allocate more than the file can justify.
+        let size = end.saturating_sub(start).min(SCAN_FIRST_CHUNK as u64) as usize;
+        let mut buf = vec![0u8; size];
         let mut pos = start;
         while pos < end {
-            let want = (end - pos).min(SCAN_CHUNK as u64) as usize;
+            let want = (end - pos).min(size as u64) as usize;
             let chunk = buf.get_mut(..want).unwrap_or_default();
             let n = self
                 .log
