@@ -516,6 +516,14 @@ struct BrokerInner {
     _temp: Option<tempfile::TempDir>,
 }
 
+impl BrokerInner {
+    /// The log configuration of a partition of a topic with `config`, with this broker's
+    /// own settings for its partition logs ([`BrokerBuilder::mapped_writes`]).
+    fn log_config(&self, config: &TopicConfig) -> LogConfig {
+        config.log_config().mapped_writes(self.mapped_writes)
+    }
+}
+
 /// An open data directory of topics. Cheap to clone (`Arc` inside), `Send + Sync`:
 /// producers and consumers made from it may live on any thread.
 ///
@@ -1261,7 +1269,7 @@ impl Broker {
             *t = StoredTopic::new(name, topic.id, &config);
         }
         self.write_table(&table)?;
-        let log_config = config.log_config().mapped_writes(self.inner.mapped_writes);
+        let log_config = self.inner.log_config(&config);
         *topic.config.write() = config;
         for log in topic.partition_logs() {
             log.set_config(log_config.clone())?;
@@ -1395,7 +1403,7 @@ impl Broker {
             .map(|p| {
                 let log = Arc::new(PartitionLog::open_owned(
                     &partition_dir(&self.inner.dir, name, p),
-                    config.log_config().mapped_writes(self.inner.mapped_writes),
+                    self.inner.log_config(config),
                     Arc::clone(&self.inner.vfs),
                 )?);
                 log.set_cut_hook(lower_offsets_on_cut(&self.inner, TopicPartition::new(name, p), &log));

@@ -237,8 +237,8 @@ pub fn verify_partition(dir: &Path, on_segment: &mut dyn FnMut(&Path, u64)) -> R
     let mut check = PartitionCheck::default();
     let mut expected: Option<u64> = None;
     let files = segment_files(dir)?;
-    for path in &files {
-        let path = path.clone();
+    let last = files.len().saturating_sub(1);
+    for (i, path) in files.into_iter().enumerate() {
         check.segments += 1;
         let dump = match dump_segment(&path) {
             Ok(dump) => dump,
@@ -285,7 +285,7 @@ pub fn verify_partition(dir: &Path, on_segment: &mut dyn FnMut(&Path, u64)) -> R
                 reason: reason.clone(),
             });
         }
-        if dump.zero_tail > 0 && Some(&path) != files.last() {
+        if dump.zero_tail > 0 && i != last {
             // A sealed segment ends at its last batch: an open would cut the zeros and every
             // segment after them.
             check.damage.push(Damage {
