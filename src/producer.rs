@@ -446,6 +446,7 @@ struct Pending {
     outcome: Option<Arc<BatchOutcome>>,
     /// Callbacks, each with its record's index in `records`.
     callbacks: Vec<(usize, Callback)>,
+    /// The records' [`estimated_size`]s, summed.
     bytes: usize,
     since: Option<Instant>,
 }
@@ -454,6 +455,8 @@ struct Pending {
 struct Group<'a> {
     queue: Arc<PartitionQueue>,
     records: GroupRecords<'a>,
+    /// The records' [`estimated_size`]s, summed.
+    estimated: usize,
 }
 
 enum GroupRecords<'a> {
@@ -911,20 +914,10 @@ impl Producer {
         // refuses a call with nothing to write, which takes no lock.
         shared.check_open()?;
         let total = records.len();
+        // Routed and checked before anything is written: a routing error, a record too
+        // large alone or one with a negative timestamp fails the whole call (else the records
+        // before it would be stored while the call reports them failed).
         let groups = shared.group_by_partition(records)?;
-        // A record too large alone, or with a negative timestamp, fails the whole call:
-        // refused before anything is written, as a routing error is (else the records before
-        // it would be stored while the call reports them failed).
-        for group in &groups {
-            match &group.records {
-                GroupRecords::All(records) => {
-                    check_records(records, group.queue.max_batch(), shared.config.compression)?;
-                }
-                GroupRecords::Some { records, .. } => {
-                    check_records(records, group.queue.max_batch(), shared.config.compression)?;
-                }
-            }
-        }
         let durability = shared.config.durability;
         let mut to_sync = Vec::new();
         // Per partition, the batches written before this call's records.
@@ -943,12 +936,20 @@ impl Producer {
                 shared.write_pending(&group.queue, &mut pending);
                 let unreported = group.queue.unreported_before();
                 let infos = match &group.records {
-                    GroupRecords::All(records) => {
-                        shared.append_split(&group.queue, records, durability.min_written(), &mut epoch, None)
-                    }
-                    GroupRecords::Some { records, .. } => {
-                        shared.append_split(&group.queue, records, durability.min_written(), &mut epoch, None)
-                    }
+                    GroupRecords::All(records) => shared.append_split(
+                        &group.queue,
+                        records,
+                        group.estimated,
+                        durability.min_written(),
+                        &mut epoch,
+                    ),
+                    GroupRecords::Some { records, .. } => shared.append_split(
+                        &group.queue,
+                        records,
+                        group.estimated,
+                        durability.min_written(),
+                        &mut epoch,
+                    ),
                 };
                 drop(pending);
                 // As `send`: earlier records' outcomes, including a `Synced` batch left to
@@ -972,7 +973,7 @@ impl Producer {
             );
             let topic = out.topic_index(&group.queue.topic);
             let partition = group.queue.partition;
-            let entry = |(offset, timestamp)| Placed {
+            let entry = |offset, timestamp| Placed {
                 topic,
                 partition,
                 offset,
@@ -980,16 +981,22 @@ impl Producer {
             };
             match group.records {
                 // The whole input in order: the entries as they come.
-                GroupRecords::All(records) => out.records.extend(placed(records, &infos).map(entry)),
+                GroupRecords::All(records) => {
+                    out.records.reserve(records.len());
+                    for_each_placed(records, &infos, |offset, timestamp| {
+                        out.records.push(entry(offset, timestamp));
+                    });
+                }
                 GroupRecords::Some { records, indexes } => {
                     // Every position is filled once the groups have all been written (the
                     // first group sizes the list; the rest find it sized).
                     out.records.resize(total, Placed::default());
-                    for (i, placed) in indexes.into_iter().zip(placed(&records, &infos)) {
-                        if let Some(slot) = out.records.get_mut(i) {
-                            *slot = entry(placed);
+                    let mut indexes = indexes.into_iter();
+                    for_each_placed(&records, &infos, |offset, timestamp| {
+                        if let Some(slot) = indexes.next().and_then(|i| out.records.get_mut(i)) {
+                            *slot = entry(offset, timestamp);
                         }
-                    }
+                    });
                 }
             }
         }
@@ -1046,34 +1053,37 @@ impl Producer {
 }
 
 /// Where `records`, appended as the batches `infos` (`(index of first record, info)`, in
-/// order, covering every record but those refused alone), went: `(offset, stored
-/// timestamp)` per record written, in order.
+/// order, covering every record but those refused alone), went: calls `place(offset,
+/// stored timestamp)` per record written, in order. (Plain loops rather than an iterator:
+/// a `flat_map` gives `Vec::extend` no size, and collecting one cost a `send_batch` of
+/// small records about a tenth of its instructions.)
 ///
 /// A record's stored timestamp is the append time in a batch stored as LogAppendTime, else the
 /// record's own (or the append time when it had none, which `max_timestamp` equals for a
 /// batch of one; for larger batches the append time is the batch's "now"). Async records
 /// never lack one here: `send_async` stamps them when they are sent.
-fn placed<'a, R: AsRef<Record>>(
-    records: &'a [R],
-    infos: &'a [(usize, crate::AppendInfo)],
-) -> impl Iterator<Item = (u64, i64)> + 'a {
-    infos.iter().flat_map(move |(first, info)| {
+fn for_each_placed<R: AsRef<Record>>(
+    records: &[R],
+    infos: &[(usize, crate::AppendInfo)],
+    mut place: impl FnMut(u64, i64),
+) {
+    for (first, info) in infos {
         // A batch holds its records from `first` on: its offsets say how many (a record
         // refused alone between two batches is in neither).
         let count = usize::try_from(info.last_offset - info.base_offset + 1).unwrap_or(usize::MAX);
         let batch = records
             .get(*first..first.saturating_add(count).min(records.len()))
             .unwrap_or_default();
-        let log_append_time = info.timestamp_type == crate::record::TimestampType::LogAppendTime;
-        (info.base_offset..).zip(batch).map(move |(offset, record)| {
-            let timestamp = if log_append_time {
-                info.max_timestamp
-            } else {
-                record.as_ref().timestamp_ms().unwrap_or(info.append_time)
-            };
-            (offset, timestamp)
-        })
-    })
+        if info.timestamp_type == crate::record::TimestampType::LogAppendTime {
+            for offset in (info.base_offset..).take(batch.len()) {
+                place(offset, info.max_timestamp);
+            }
+        } else {
+            for (offset, record) in (info.base_offset..).zip(batch) {
+                place(offset, record.as_ref().timestamp_ms().unwrap_or(info.append_time));
+            }
+        }
+    }
 }
 
 /// Where each record of one [`Producer::send_batch`] was stored, in the order given.
@@ -1275,8 +1285,10 @@ impl Shared {
     /// error writes nothing; each group's lists are allocated once at their final size, and
     /// a batch for a single partition (the common case) is the input slice itself.
     fn group_by_partition<'a>(&self, records: &'a [ProducerRecord]) -> Result<Vec<Group<'a>>> {
-        // Per group: its queue and how many records it gets.
-        let mut queues: Vec<(Arc<PartitionQueue>, usize)> = Vec::new();
+        // Per group: its queue, its batch limit, how many records it gets and their
+        // estimated size. Each record is checked against its partition's limit as it is
+        // routed: one pass over the records, which a large batch brings in from memory.
+        let mut queues: Vec<(Arc<PartitionQueue>, usize, usize, usize)> = Vec::new();
         // Per record: the index of its group; filled only once a second group appears (a
         // batch for one partition, the common case, needs none).
         let mut group_of_record: Vec<usize> = Vec::new();
@@ -1313,14 +1325,17 @@ impl Shared {
             let g = match slot {
                 Some(g) => g,
                 None => {
-                    queues.push((self.queue(topic, partition)?, 0));
+                    let queue = self.queue(topic, partition)?;
+                    let max_batch = queue.max_batch();
+                    queues.push((queue, max_batch, 0, 0));
                     if let Some(slot) = group_of.get_mut(partition as usize) {
                         *slot = Some(queues.len() - 1);
                     }
                     queues.len() - 1
                 }
             };
-            if let Some((_, count)) = queues.get_mut(g) {
+            if let Some((_, max_batch, count, estimated)) = queues.get_mut(g) {
+                *estimated += check_record(&record.record, *max_batch, self.config.compression)?;
                 *count += 1;
             }
             if !group_of_record.is_empty() || g != 0 {
@@ -1333,22 +1348,24 @@ impl Shared {
             }
         }
         if queues.len() == 1
-            && let Some((queue, _)) = queues.pop()
+            && let Some((queue, _, _, estimated)) = queues.pop()
         {
             // One partition: the input as it is.
             return Ok(vec![Group {
                 queue,
                 records: GroupRecords::All(records),
+                estimated,
             }]);
         }
         let mut groups: Vec<Group> = queues
             .into_iter()
-            .map(|(queue, count)| Group {
+            .map(|(queue, _, count, estimated)| Group {
                 queue,
                 records: GroupRecords::Some {
                     records: Vec::with_capacity(count),
                     indexes: Vec::with_capacity(count),
                 },
+                estimated,
             })
             .collect();
         for (i, (record, g)) in records.iter().zip(group_of_record).enumerate() {
@@ -1366,6 +1383,7 @@ impl Shared {
 
     /// The partition for `record` in a topic of `partitions` partitions: explicit, or the
     /// partitioner's choice.
+    #[inline]
     fn route(&self, partitions: u32, record: &ProducerRecord) -> Result<u32> {
         let partition = match record.partition {
             Some(p) => p,
@@ -1377,11 +1395,7 @@ impl Shared {
             ),
         };
         if partition >= partitions {
-            return Err(Error::InvalidPartition {
-                topic: record.topic.to_string(),
-                partition,
-                partitions,
-            });
+            return Err(invalid_partition(&record.topic, partition, partitions));
         }
         Ok(partition)
     }
@@ -1578,48 +1592,57 @@ impl Shared {
         }
     }
 
-    /// Appends `records` in as few batches as the size limit allows: a batch refused as too
-    /// large is split in half and retried, so only a record too large alone fails — with
-    /// `refused`, that record is put there (its index in `records`, and the error) and the
-    /// others are written; without, its error ends the call. Returns `(index of the batch's
-    /// first record, info)` per batch written; lowers `epoch` as [`append`](Self::append)
-    /// does.
+    /// Appends `records`, whose [`estimated_size`]s sum to `estimated`, in as few batches
+    /// as the size limit allows: a batch refused as too large is split in half and retried,
+    /// so only a record too large alone fails, and its error ends the call. Returns `(index
+    /// of the batch's first record, info)` per batch written; lowers `epoch` as
+    /// [`append`](Self::append) does.
     fn append_split<R: AsRef<Record>>(
         &self,
         queue: &PartitionQueue,
         records: &[R],
+        estimated: usize,
         durability: Durability,
         epoch: &mut u64,
-        refused: Option<&mut Vec<(usize, Error)>>,
     ) -> Result<Vec<(usize, crate::AppendInfo)>> {
         let mut out = Vec::new();
-        self.append_split_into(queue, records, durability, epoch, refused, 0, &mut out)?;
+        self.append_split_into(queue, records, Some(estimated), durability, epoch, None, 0, &mut out)?;
         Ok(out)
     }
 
-    /// [`append_split`](Self::append_split), adding `base` to every index it reports and
+    /// Appends `records` as [`append_split`](Self::append_split) does (`estimated`, if
+    /// known, saves a pass to size them), adding `base` to every index it reports and
     /// pushing the batches written to `out` as it goes: after an error, `out` still says
-    /// which records were written before it (always a prefix of `records`, with `refused`).
+    /// which records were written before it (always a prefix of `records`, with
+    /// `refused`). With `refused`, a record too large alone is put there (its index, and
+    /// the error) and the others are written.
     #[allow(clippy::too_many_arguments)]
     fn append_split_into<R: AsRef<Record>>(
         &self,
         queue: &PartitionQueue,
         records: &[R],
+        estimated: Option<usize>,
         durability: Durability,
         epoch: &mut u64,
         mut refused: Option<&mut Vec<(usize, Error)>>,
         base: usize,
         out: &mut Vec<(usize, crate::AppendInfo)>,
     ) -> Result<()> {
+        let max = queue.max_batch();
+        let chunks = match estimated {
+            // What `size_chunks` would find, without its pass over the records.
+            Some(bytes) if records.len() <= 1 || crate::record::batch::HEADER_LEN + bytes <= max => vec![records],
+            _ => size_chunks(records, max),
+        };
         let mut start = base;
-        for chunk in size_chunks(records, queue.max_batch()) {
+        for chunk in chunks {
             match self.append(queue, chunk, durability, epoch) {
                 Ok(info) => out.push((start, info)),
                 Err(Error::RecordTooLarge { .. }) if chunk.len() > 1 => {
                     let (a, b) = chunk.split_at(chunk.len() / 2);
                     for (offset, part) in [(0, a), (a.len(), b)] {
                         let inner = refused.as_deref_mut();
-                        self.append_split_into(queue, part, durability, epoch, inner, start + offset, out)?;
+                        self.append_split_into(queue, part, None, durability, epoch, inner, start + offset, out)?;
                     }
                 }
                 Err(e @ Error::RecordTooLarge { .. }) if let Some(refused) = refused.as_deref_mut() => {
@@ -1680,11 +1703,7 @@ impl Shared {
         // record out of other records' batches only uncompressed, and a compressed one that
         // fits uncompressed but not compressed failed its whole batch, whose other records
         // were partly stored.
-        if let Err(e) = check_records(
-            std::slice::from_ref(&record.record),
-            queue.max_batch(),
-            self.config.compression,
-        ) {
+        if let Err(e) = check_record(&record.record, queue.max_batch(), self.config.compression) {
             return refuse(e, notify);
         }
         // Stamped now, as Kafka's `send` stamps a record without a timestamp: its batch may be
@@ -1784,7 +1803,8 @@ impl Shared {
         let records = std::mem::take(&mut pending.records);
         let outcome = pending.outcome.take();
         let callbacks = std::mem::take(&mut pending.callbacks);
-        pending.bytes = 0;
+        // The records' estimated sizes, summed as they were queued.
+        let estimated = std::mem::take(&mut pending.bytes);
         pending.since = None;
         let durability = self.config.durability;
         let mut epoch = u64::MAX;
@@ -1798,6 +1818,7 @@ impl Shared {
             .append_split_into(
                 queue,
                 &records,
+                Some(estimated),
                 durability.min_written(),
                 &mut epoch,
                 Some(&mut refused),
@@ -1845,7 +1866,9 @@ impl Shared {
                 topic: Arc::clone(&queue.topic),
                 partition: queue.partition,
                 placed: if asked {
-                    placed(&records, &infos).collect()
+                    let mut placed = Vec::with_capacity(records.len());
+                    for_each_placed(&records, &infos, |offset, timestamp| placed.push((offset, timestamp)));
+                    placed
                 } else {
                     Vec::new()
                 },
@@ -2037,51 +2060,63 @@ fn estimated_size(record: &Record) -> usize {
 /// the 20 bytes `estimated_size` counts for them.)
 const SINGLE_BATCH_SLACK: usize = crate::record::batch::HEADER_LEN + 10 + 3 + 30 - 40;
 
-/// `Err(InvalidTimestamp)` for the first of `records` with a negative timestamp, and
-/// `Err(RecordTooLarge)` for the first of `records` that alone exceeds the partition's
-/// batch limit, with the size the log would report for it. With `compression` the limit
-/// applies to the compressed batch too, which incompressible bytes make a little larger
-/// than the records: a record near the limit is then compressed to size it.
-fn check_records<R: AsRef<Record>>(records: &[R], max_batch: usize, compression: Compression) -> Result<()> {
-    let mut scratch = crate::record::batch::EncodeScratch::default();
-    let mut out = Vec::new();
-    for record in records {
-        let record = record.as_ref();
-        if let Some(timestamp) = record.timestamp_ms().filter(|ts| *ts < 0) {
-            return Err(Error::InvalidTimestamp { timestamp });
-        }
-        // The cheap bound clears the usual record; only one near the limit is sized exactly.
-        let bound = estimated_size(record) + SINGLE_BATCH_SLACK;
-        let bound = match compression {
-            Compression::None => bound,
-            // The codecs' worst growth (snappy's 32 + n/6 is the largest), rounded up.
-            _ => bound + bound / 5 + 64,
+/// `Err(InvalidTimestamp)` if `record` has a negative timestamp, `Err(RecordTooLarge)` if
+/// it alone exceeds the partition's batch limit, with the size the log would report for
+/// it; else its [`estimated_size`]. With `compression` the limit applies to the compressed
+/// batch too, which incompressible bytes make a little larger than the records: a record
+/// near the limit is then compressed to size it.
+#[inline]
+fn check_record(record: &Record, max_batch: usize, compression: Compression) -> Result<usize> {
+    // The cheap bound clears the usual record; only one near the limit is sized exactly.
+    let estimated = estimated_size(record);
+    let bound = estimated + SINGLE_BATCH_SLACK;
+    let bound = match compression {
+        Compression::None => bound,
+        // The codecs' worst growth (snappy's 32 + n/6 is the largest), rounded up.
+        _ => bound + bound / 5 + 64,
+    };
+    if bound <= max_batch && record.timestamp_ms().is_none_or(|ts| ts >= 0) {
+        return Ok(estimated);
+    }
+    check_record_closely(record, max_batch, compression).map(|()| estimated)
+}
+
+/// The error for a record routed to `partition` of a topic with `partitions`.
+#[cold]
+fn invalid_partition(topic: &str, partition: u32, partitions: u32) -> Error {
+    Error::InvalidPartition {
+        topic: topic.to_string(),
+        partition,
+        partitions,
+    }
+}
+
+/// [`check_record`] for a record that has a negative timestamp or may be too large.
+#[cold]
+fn check_record_closely(record: &Record, max_batch: usize, compression: Compression) -> Result<()> {
+    if let Some(timestamp) = record.timestamp_ms().filter(|ts| *ts < 0) {
+        return Err(Error::InvalidTimestamp { timestamp });
+    }
+    let size = crate::record::batch::single_record_batch_len(record);
+    if size > max_batch {
+        return Err(Error::RecordTooLarge { size, max: max_batch });
+    }
+    if compression != Compression::None {
+        // Encoded as the log would (a single record's deltas, and so its size, do not
+        // depend on the clock); any other failure is the write's to report.
+        let options = crate::record::batch::EncodeOptions {
+            compression,
+            timestamp_type: crate::record::TimestampType::CreateTime,
         };
-        if bound <= max_batch {
-            continue;
-        }
-        let size = crate::record::batch::single_record_batch_len(record);
-        if size > max_batch {
-            return Err(Error::RecordTooLarge { size, max: max_batch });
-        }
-        if compression != Compression::None {
-            // Encoded as the log would (a single record's deltas, and so its size, do not
-            // depend on the clock); any other failure is the write's to report.
-            out.clear();
-            let options = crate::record::batch::EncodeOptions {
-                compression,
-                timestamp_type: crate::record::TimestampType::CreateTime,
-            };
-            if let Err(e @ Error::RecordTooLarge { .. }) = crate::record::batch::encode(
-                std::slice::from_ref(record),
-                0,
-                max_batch,
-                options,
-                &mut scratch,
-                &mut out,
-            ) {
-                return Err(e);
-            }
+        if let Err(e @ Error::RecordTooLarge { .. }) = crate::record::batch::encode(
+            std::slice::from_ref(record),
+            0,
+            max_batch,
+            options,
+            &mut crate::record::batch::EncodeScratch::default(),
+            &mut Vec::new(),
+        ) {
+            return Err(e);
         }
     }
     Ok(())

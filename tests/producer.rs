@@ -613,6 +613,47 @@ fn oversized_record_is_refused_by_send_and_nothing_is_written() {
     assert_eq!(records_of(&broker, "t", 0).len(), 2);
 }
 
+/// Protects: a `send_batch` larger than the topic's batch limit is written in batches
+/// filled by the records' estimated sizes, in the order given, and not by trial and error
+/// (one attempt, refused, then halves). Each record is estimated at 240 bytes (a 200-byte
+/// value and 40 of overhead) and a batch header at 57, so a 2048-byte limit takes 8
+/// records a batch: 30 records per partition go as 8, 8, 8 and 6. Halving would give 8, 7,
+/// 8, 7. Checked for a call to one partition (the input written as it is) and for a call
+/// spread over two (the records regrouped per partition).
+#[test]
+fn send_batch_over_the_batch_limit_is_written_in_batches_filled_in_order() {
+    let broker = Broker::temporary().unwrap();
+    small_topic(&broker, "one", 1);
+    small_topic(&broker, "two", 2);
+    let p = broker.producer(ProducerConfig::default());
+    let value = |i: usize| format!("{i:0200}");
+    let one: Vec<_> = (0..30).map(|i| ProducerRecord::new("one").value(value(i))).collect();
+    let two: Vec<_> = (0..60)
+        .map(|i| ProducerRecord::new("two").partition(i as u32 % 2).value(value(i)))
+        .collect();
+    for (topic, records, partitions) in [("one", &one, 1), ("two", &two, 2)] {
+        let sent = p.send_batch(records).unwrap();
+        assert_eq!(sent.len(), records.len());
+        for partition in 0..partitions {
+            let log = broker.partition_log(&TopicPartition::new(topic, partition)).unwrap();
+            let batches = log.read(0, 1 << 20).unwrap();
+            let sizes: Vec<u64> = batches.iter().map(|b| b.last_offset() - b.base_offset() + 1).collect();
+            assert_eq!(sizes, [8, 8, 8, 6], "{topic}-{partition}");
+            let values: Vec<_> = records_of(&broker, topic, partition)
+                .into_iter()
+                .map(|r| r.value.unwrap())
+                .collect();
+            let expected: Vec<_> = (0..records.len())
+                .filter(|i| *i as u32 % partitions == partition)
+                .map(|i| Bytes::from(value(i)))
+                .collect();
+            assert_eq!(values, expected, "{topic}-{partition}");
+        }
+    }
+    assert_eq!(p.metrics().batches, 4 + 8);
+    assert_eq!(p.metrics().errors, 0);
+}
+
 #[test]
 fn oversized_async_record_fails_alone_and_its_neighbours_are_stored() {
     let broker = Broker::temporary().unwrap();
