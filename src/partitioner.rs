@@ -93,7 +93,8 @@ impl Rng {
 
 /// Kafka's default: keyed records by [`partition_for_key`]; keyless records stick to one
 /// partition per topic until [`on_new_batch`](Partitioner::on_new_batch), then move to a
-/// different random one (Kafka's sticky partitioner, KIP-480).
+/// different random one (Kafka's sticky partitioner, KIP-480). Every record of a topic with
+/// one partition goes to 0 at once: no hash, no sticky choice (and no draw from the seed).
 #[derive(Debug)]
 pub struct DefaultPartitioner {
     sticky: Mutex<HashMap<String, u32>>,
@@ -128,6 +129,11 @@ impl DefaultPartitioner {
 
 impl Partitioner for DefaultPartitioner {
     fn partition(&self, topic: &str, key: Option<&[u8]>, _value: Option<&[u8]>, partitions: u32) -> u32 {
+        // One partition: what the hash or the sticky choice would give, without hashing
+        // the key or taking the sticky lock for every record.
+        if partitions <= 1 {
+            return 0;
+        }
         if let Some(key) = key {
             return partition_for_key(key, partitions);
         }
@@ -285,6 +291,31 @@ mod tests {
             p.partition("t", Some(b"foobar"), None, 6),
             partition_for_key(b"foobar", 6)
         );
+    }
+
+    /// A one-partition topic short-cuts to 0, and leaves no sticky choice behind: once
+    /// the topic grows, its keyless records stick to a partition chosen then, and keyed
+    /// records hash as ever.
+    #[test]
+    fn one_partition_goes_to_0_and_a_grown_topic_partitions_as_ever() {
+        let p = DefaultPartitioner::with_seed(3);
+        for key in [None, Some(&b"foobar"[..]), Some(&b""[..])] {
+            assert_eq!(p.partition("t", key, None, 1), 0);
+        }
+        p.on_new_batch("t", 1, 0);
+        assert_eq!(p.partition("t", None, None, 1), 0);
+        let sticky = p.partition("t", None, None, 6);
+        for _ in 0..10 {
+            assert_eq!(p.partition("t", None, None, 6), sticky);
+        }
+        for (input, _) in VECTORS {
+            let key = input.as_bytes();
+            assert_eq!(
+                p.partition("t", Some(key), None, 6),
+                partition_for_key(key, 6),
+                "{input}"
+            );
+        }
     }
 
     #[test]
