@@ -1285,10 +1285,17 @@ impl Shared {
     /// error writes nothing; each group's lists are allocated once at their final size, and
     /// a batch for a single partition (the common case) is the input slice itself.
     fn group_by_partition<'a>(&self, records: &'a [ProducerRecord]) -> Result<Vec<Group<'a>>> {
-        // Per group: its queue, its batch limit, how many records it gets and their
-        // estimated size. Each record is checked against its partition's limit as it is
-        // routed: one pass over the records, which a large batch brings in from memory.
-        let mut queues: Vec<(Arc<PartitionQueue>, usize, usize, usize)> = Vec::new();
+        /// One group as the records are routed: each is checked against its partition's
+        /// limit on the way, one pass over the records (which a large batch brings in from
+        /// memory).
+        struct Tally {
+            queue: Arc<PartitionQueue>,
+            max_batch: usize,
+            count: usize,
+            /// The records' [`estimated_size`]s, summed.
+            estimated: usize,
+        }
+        let mut queues: Vec<Tally> = Vec::new();
         // Per record: the index of its group; filled only once a second group appears (a
         // batch for one partition, the common case, needs none).
         let mut group_of_record: Vec<usize> = Vec::new();
@@ -1326,17 +1333,21 @@ impl Shared {
                 Some(g) => g,
                 None => {
                     let queue = self.queue(topic, partition)?;
-                    let max_batch = queue.max_batch();
-                    queues.push((queue, max_batch, 0, 0));
+                    queues.push(Tally {
+                        max_batch: queue.max_batch(),
+                        queue,
+                        count: 0,
+                        estimated: 0,
+                    });
                     if let Some(slot) = group_of.get_mut(partition as usize) {
                         *slot = Some(queues.len() - 1);
                     }
                     queues.len() - 1
                 }
             };
-            if let Some((_, max_batch, count, estimated)) = queues.get_mut(g) {
-                *estimated += check_record(&record.record, *max_batch, self.config.compression)?;
-                *count += 1;
+            if let Some(tally) = queues.get_mut(g) {
+                tally.estimated += check_record(&record.record, tally.max_batch, self.config.compression)?;
+                tally.count += 1;
             }
             if !group_of_record.is_empty() || g != 0 {
                 if group_of_record.is_empty() {
@@ -1348,7 +1359,7 @@ impl Shared {
             }
         }
         if queues.len() == 1
-            && let Some((queue, _, _, estimated)) = queues.pop()
+            && let Some(Tally { queue, estimated, .. }) = queues.pop()
         {
             // One partition: the input as it is.
             return Ok(vec![Group {
@@ -1359,13 +1370,13 @@ impl Shared {
         }
         let mut groups: Vec<Group> = queues
             .into_iter()
-            .map(|(queue, _, count, estimated)| Group {
-                queue,
+            .map(|tally| Group {
+                queue: tally.queue,
                 records: GroupRecords::Some {
-                    records: Vec::with_capacity(count),
-                    indexes: Vec::with_capacity(count),
+                    records: Vec::with_capacity(tally.count),
+                    indexes: Vec::with_capacity(tally.count),
                 },
-                estimated,
+                estimated: tally.estimated,
             })
             .collect();
         for (i, (record, g)) in records.iter().zip(group_of_record).enumerate() {
