@@ -9,7 +9,9 @@
 //! cargo run --release --example compare -- --scale 0.1  # 10x fewer records (a smoke run)
 //! ```
 //!
-//! Each throughput figure is the median of `--reps` runs (default 5). A scenario that fails
+//! Each throughput figure is the median of `--reps` runs (default 5); within a scenario the
+//! systems take turns, run by run, so that a slow phase of the machine is shared by all of
+//! them rather than borne by one (see [`interleaved`]). A scenario that fails
 //! (a panic in a peer) is reported as such and the run goes on; the exit status is 0 unless
 //! the arguments are wrong.
 
@@ -138,27 +140,92 @@ fn parse_args() -> Result<Args, String> {
 
 /// Runs `f`, turning a panic into a `Failed` measure, so one broken peer does not end the run.
 fn guarded(f: impl FnOnce() -> Measure) -> Measure {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-        Ok(m) => m,
-        Err(e) => Measure::Failed(
-            e.downcast_ref::<String>()
-                .cloned()
-                .or_else(|| e.downcast_ref::<&str>().map(|s| (*s).to_string()))
-                .unwrap_or_else(|| "panicked".into()),
-        ),
+    caught(f).unwrap_or_else(Measure::Failed)
+}
+
+/// Runs `f`, turning a panic into its message.
+fn caught<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|e| {
+        e.downcast_ref::<String>()
+            .cloned()
+            .or_else(|| e.downcast_ref::<&str>().map(|s| (*s).to_string()))
+            .unwrap_or_else(|| "panicked".into())
+    })
+}
+
+/// Adds one row of the table, reporting a failed measure as it happens.
+fn add(rows: &mut Vec<Row>, scenario: Scenario, system: &'static str, brooklet: bool, measure: Measure) {
+    if let Measure::Failed(e) = &measure {
+        eprintln!("  {} / {system}: FAILED: {e}", Scenario::title(scenario));
+    }
+    rows.push(Row {
+        scenario,
+        system,
+        brooklet,
+        measure,
+    });
+}
+
+/// Adds the rows of one scenario measured by [`interleaved`].
+fn add_all(rows: &mut Vec<Row>, scenario: Scenario, measured: Vec<(&'static str, bool, Measure)>) {
+    for (system, brooklet, measure) in measured {
+        add(rows, scenario, system, brooklet, measure);
     }
 }
 
-/// The median time of `reps` runs of `f`, as a throughput of `records`.
-fn throughput(reps: usize, records: usize, mut f: impl FnMut() -> Duration) -> Measure {
-    guarded(|| {
-        let mut times: Vec<Duration> = (0..reps).map(|_| f()).collect();
-        times.sort_unstable();
-        Measure::Throughput {
-            records: records as u64,
-            time: times[times.len() / 2],
+/// One system of a throughput scenario: its row, its record count and one timed run.
+struct Contender<'a> {
+    system: &'static str,
+    brooklet: bool,
+    records: usize,
+    run: Box<dyn FnMut() -> Duration + 'a>,
+}
+
+impl<'a> Contender<'a> {
+    fn new(system: &'static str, brooklet: bool, records: usize, run: impl FnMut() -> Duration + 'a) -> Self {
+        Contender {
+            system,
+            brooklet,
+            records,
+            run: Box::new(run),
         }
-    })
+    }
+}
+
+/// The median time of `reps` runs of each contender, as a throughput, run in turns: the
+/// first run of every contender, then the second of every one, and so on. A slow phase of
+/// the machine (the disk writing back what an earlier run wrote, say) then falls on all of
+/// them alike instead of on whichever ran during it, so the ratios between rows hold even
+/// when the absolute figures swing. A contender that panics is reported as failed and is
+/// not run again.
+fn interleaved(reps: usize, mut contenders: Vec<Contender<'_>>) -> Vec<(&'static str, bool, Measure)> {
+    let mut times: Vec<Result<Vec<Duration>, String>> = contenders.iter().map(|_| Ok(Vec::new())).collect();
+    for _ in 0..reps {
+        for (c, t) in contenders.iter_mut().zip(&mut times) {
+            let Ok(done) = t else { continue };
+            match caught(&mut c.run) {
+                Ok(took) => done.push(took),
+                Err(e) => *t = Err(e),
+            }
+        }
+    }
+    contenders
+        .into_iter()
+        .zip(times)
+        .map(|(c, t)| {
+            let measure = match t {
+                Ok(mut times) => {
+                    times.sort_unstable();
+                    Measure::Throughput {
+                        records: c.records as u64,
+                        time: times[times.len() / 2],
+                    }
+                }
+                Err(e) => Measure::Failed(e),
+            };
+            (c.system, c.brooklet, measure)
+        })
+        .collect()
 }
 
 /// The median of `reps` opens.
@@ -196,245 +263,157 @@ fn main() {
     let single = Data::new(n_single);
     let synced = Data::new(n_synced);
     let mut rows: Vec<Row> = Vec::new();
-    let mut add = |scenario, system, brooklet, measure: Measure| {
-        if let Measure::Failed(e) = &measure {
-            eprintln!("  {} / {system}: FAILED: {e}", Scenario::title(scenario));
-        }
-        rows.push(Row {
-            scenario,
-            system,
-            brooklet,
-            measure,
-        });
-    };
-
     eprintln!("- batched produce");
-    let sc = Scenario::Batched;
-    add(
-        sc,
-        "brooklet send_batch(1000)",
-        true,
-        throughput(reps, n, || brooklet_send_batch(&data)),
-    );
-    add(
-        sc,
-        "brooklet PartitionLog::append(1000)",
-        true,
-        throughput(reps, n, || brooklet_log_append(&data, BATCH)),
-    );
-    add(
-        sc,
-        "raw file, 64 KiB BufWriter",
-        false,
-        throughput(reps, n, || raw_append(&data, false)),
-    );
+    #[cfg_attr(not(target_os = "linux"), allow(unused_mut))]
+    let mut batched = vec![
+        Contender::new("brooklet send_batch(1000)", true, n, || brooklet_send_batch(&data)),
+        Contender::new("brooklet PartitionLog::append(1000)", true, n, || {
+            brooklet_log_append(&data, BATCH)
+        }),
+        Contender::new("raw file, 64 KiB BufWriter", false, n, || raw_append(&data, false)),
+    ];
     #[cfg(target_os = "linux")]
-    add(
-        sc,
-        "raw file, BufWriter, blocks reserved",
-        false,
-        throughput(reps, n, || raw_append_reserved(&data)),
-    );
-    add(
-        sc,
-        "raw file + crc32 per record",
-        false,
-        throughput(reps, n, || raw_append(&data, true)),
-    );
-    add(
-        sc,
-        "SQLite, tx of 1000 (NORMAL)",
-        false,
-        throughput(reps, n, || sqlite_insert_batched(&data)),
-    );
-    add(
-        sc,
-        "commitlog append(1000)",
-        false,
-        throughput(reps, n, || commitlog_append(&data, BATCH)),
-    );
+    batched.push(Contender::new("raw file, BufWriter, blocks reserved", false, n, || {
+        raw_append_reserved(&data)
+    }));
+    batched.extend([
+        Contender::new("raw file + crc32 per record", false, n, || raw_append(&data, true)),
+        Contender::new("SQLite, tx of 1000 (NORMAL)", false, n, || sqlite_insert_batched(&data)),
+        Contender::new("commitlog append(1000)", false, n, || commitlog_append(&data, BATCH)),
+    ]);
+    add_all(&mut rows, Scenario::Batched, interleaved(reps, batched));
 
     eprintln!("- one-at-a-time produce");
-    let sc = Scenario::Single;
-    add(
-        sc,
-        "brooklet send",
-        true,
-        throughput(reps, n_single, || brooklet_send_each(&single)),
-    );
-    add(
-        sc,
-        "brooklet PartitionLog::append(1)",
-        true,
-        throughput(reps, n_single, || brooklet_log_append(&single, 1)),
-    );
-    add(
-        sc,
-        "brooklet send, mapped writes",
-        true,
-        throughput(reps, n_single, || brooklet_send_each_with(&single, true)),
-    );
-    add(
-        sc,
-        "brooklet PartitionLog::append(1), mapped",
-        true,
-        throughput(reps, n_single, || brooklet_log_append_with(&single, 1, true)),
-    );
-    add(
-        sc,
-        "raw file, write(2) per record",
-        false,
-        throughput(reps, n_single, || raw_write_per_record(&single)),
-    );
-    add(
-        sc,
-        "SQLite, 1 row per tx (NORMAL)",
-        false,
-        throughput(reps, n_single, || sqlite_insert_each(&single, "NORMAL")),
-    );
-    add(
-        sc,
-        "commitlog append(1)",
-        false,
-        throughput(reps, n_single, || commitlog_append(&single, 1)),
+    let m = n_single;
+    add_all(
+        &mut rows,
+        Scenario::Single,
+        interleaved(
+            reps,
+            vec![
+                Contender::new("brooklet send", true, m, || brooklet_send_each(&single)),
+                Contender::new("brooklet PartitionLog::append(1)", true, m, || {
+                    brooklet_log_append(&single, 1)
+                }),
+                Contender::new("brooklet send, mapped writes", true, m, || {
+                    brooklet_send_each_with(&single, true)
+                }),
+                Contender::new("brooklet PartitionLog::append(1), mapped", true, m, || {
+                    brooklet_log_append_with(&single, 1, true)
+                }),
+                Contender::new("raw file, write(2) per record", false, m, || {
+                    raw_write_per_record(&single)
+                }),
+                Contender::new("SQLite, 1 row per tx (NORMAL)", false, m, || {
+                    sqlite_insert_each(&single, "NORMAL")
+                }),
+                Contender::new("commitlog append(1)", false, m, || commitlog_append(&single, 1)),
+            ],
+        ),
     );
 
     eprintln!("- durable produce");
     let mut fsync_rounds = Vec::new();
-    let sc = Scenario::Durable;
-    add(
-        sc,
-        "brooklet send Synced, 1 thread",
-        true,
-        throughput(reps, n_synced, || brooklet_send_synced(&synced, 1)),
-    );
-    add(
-        sc,
-        "brooklet send Synced, 8 threads",
-        true,
-        throughput(reps, 8 * n_synced, || {
-            let (took, metrics) = brooklet_send_synced_metrics(&synced, 8);
-            fsync_rounds.push((metrics.records_sent, metrics.fsyncs, metrics.fsync_time));
-            took
-        }),
-    );
-    add(
-        sc,
-        "raw file, pwrite + fdatasync",
-        false,
-        throughput(reps, n_synced, || raw_write_fdatasync(&synced)),
-    );
-    add(
-        sc,
-        "SQLite, 1 row per tx (FULL)",
-        false,
-        throughput(reps, n_synced, || sqlite_insert_each(&synced, "FULL")),
+    let m = n_synced;
+    add_all(
+        &mut rows,
+        Scenario::Durable,
+        interleaved(
+            reps,
+            vec![
+                Contender::new("brooklet send Synced, 1 thread", true, m, || {
+                    brooklet_send_synced(&synced, 1)
+                }),
+                Contender::new("brooklet send Synced, 8 threads", true, 8 * m, || {
+                    let (took, metrics) = brooklet_send_synced_metrics(&synced, 8);
+                    fsync_rounds.push((metrics.records_sent, metrics.fsyncs, metrics.fsync_time));
+                    took
+                }),
+                Contender::new("raw file, pwrite + fdatasync", false, m, || {
+                    raw_write_fdatasync(&synced)
+                }),
+                Contender::new("SQLite, 1 row per tx (FULL)", false, m, || {
+                    sqlite_insert_each(&synced, "FULL")
+                }),
+            ],
+        ),
     );
 
     eprintln!("- building the consume fixtures ({n} records per system)");
     let fixtures = Fixtures::build(&data);
     let expected = (n, (n * RECORD_BYTES) as u64);
     let checked = |got: (usize, u64), what: &str| assert_eq!(got, expected, "{what} read back wrong");
+    let timed = |what: &'static str, read: &mut dyn FnMut() -> (usize, u64)| {
+        let start = Instant::now();
+        let got = read();
+        let took = start.elapsed();
+        checked(got, what);
+        took
+    };
     eprintln!("- sequential consume");
-    let sc = Scenario::Consume;
     {
         let broker = brooklet::Broker::open(fixtures.brooklet_dir()).unwrap();
         let mut consumer = brooklet_consumer(&broker);
-        add(
-            sc,
-            "brooklet poll",
-            true,
-            throughput(reps, n, || {
-                let start = Instant::now();
-                let got = brooklet_poll_all(&mut consumer, n);
-                let took = start.elapsed();
-                checked(got, "brooklet");
-                took
-            }),
-        );
-    }
-    add(
-        sc,
-        "raw file, 64 KiB BufReader",
-        false,
-        throughput(reps, n, || {
-            let start = Instant::now();
-            let got = raw_read(&fixtures.raw_path(), false);
-            let took = start.elapsed();
-            checked(got, "raw");
-            took
-        }),
-    );
-    add(
-        sc,
-        "raw file + crc32 per record",
-        false,
-        throughput(reps, n, || {
-            let start = Instant::now();
-            let got = raw_read(&fixtures.raw_crc_path(), true);
-            let took = start.elapsed();
-            checked(got, "raw crc");
-            took
-        }),
-    );
-    {
         let conn = sqlite_open(&fixtures.sqlite_path(), "NORMAL");
-        add(
-            sc,
-            "SQLite, SELECT ORDER BY id",
-            false,
-            throughput(reps, n, || {
-                let start = Instant::now();
-                let got = sqlite_read_all(&conn);
-                let took = start.elapsed();
-                checked(got, "SQLite");
-                took
-            }),
-        );
-    }
-    {
         let log = commitlog_open(&fixtures.commitlog_dir());
-        add(
-            sc,
-            "commitlog read(1 MiB)",
-            false,
-            throughput(reps, n, || {
-                let start = Instant::now();
-                let got = commitlog_read_all(&log);
-                let took = start.elapsed();
-                checked(got, "commitlog");
-                took
-            }),
+        add_all(
+            &mut rows,
+            Scenario::Consume,
+            interleaved(
+                reps,
+                vec![
+                    Contender::new("brooklet poll", true, n, || {
+                        timed("brooklet", &mut || brooklet_poll_all(&mut consumer, n))
+                    }),
+                    Contender::new("raw file, 64 KiB BufReader", false, n, || {
+                        timed("raw", &mut || raw_read(&fixtures.raw_path(), false))
+                    }),
+                    Contender::new("raw file + crc32 per record", false, n, || {
+                        timed("raw crc", &mut || raw_read(&fixtures.raw_crc_path(), true))
+                    }),
+                    Contender::new("SQLite, SELECT ORDER BY id", false, n, || {
+                        timed("SQLite", &mut || sqlite_read_all(&conn))
+                    }),
+                    Contender::new("commitlog read(1 MiB)", false, n, || {
+                        timed("commitlog", &mut || commitlog_read_all(&log))
+                    }),
+                ],
+            ),
         );
     }
 
     eprintln!("- open after clean close");
     let sc = Scenario::Open;
     add(
+        &mut rows,
         sc,
         "brooklet PartitionLog::open",
         true,
         open_time(reps, || brooklet_log_open(&fixtures.brooklet_partition_dir(), n)),
     );
     add(
+        &mut rows,
         sc,
         "brooklet Broker::open",
         true,
         open_time(reps, || brooklet_broker_open(&fixtures.brooklet_dir())),
     );
     add(
+        &mut rows,
         sc,
         "raw file open(2)",
         false,
         open_time(reps, || raw_reopen(&fixtures.raw_path())),
     );
     add(
+        &mut rows,
         sc,
         "SQLite open + max(id)",
         false,
         open_time(reps, || sqlite_reopen(&fixtures.sqlite_path(), n)),
     );
     add(
+        &mut rows,
         sc,
         "commitlog CommitLog::new",
         false,
@@ -449,34 +428,41 @@ fn main() {
     drop(fixtures);
 
     eprintln!("- thread hand-over");
-    let sc = Scenario::Handover;
-    add(
-        sc,
-        "brooklet send_batch -> poll",
-        true,
-        throughput(reps, n, || brooklet_pipeline(&data)),
-    );
-    add(
-        sc,
-        "crossbeam, 1 record per send",
-        false,
-        throughput(reps, n, || crossbeam_spsc(&data, 1)),
-    );
-    add(
-        sc,
-        "crossbeam, Vec of 1000 per send",
-        false,
-        throughput(reps, n, || crossbeam_spsc(&data, BATCH)),
-    );
+    let handover = vec![
+        Contender::new("brooklet send_batch -> poll", true, n, || brooklet_pipeline(&data)),
+        Contender::new("crossbeam, 1 record per send", false, n, || crossbeam_spsc(&data, 1)),
+        Contender::new("crossbeam, Vec of 1000 per send", false, n, || {
+            crossbeam_spsc(&data, BATCH)
+        }),
+    ];
+    add_all(&mut rows, Scenario::Handover, interleaved(reps, handover));
 
     eprintln!("- latency");
     let sc = Scenario::Latency;
     let lat = |f: fn(&Data, usize) -> Vec<std::time::Duration>| {
         guarded(|| Measure::Latency(percentiles(f(&single, n_latency))))
     };
-    add(sc, "brooklet send -> blocked poll", true, lat(brooklet_latencies));
-    add(sc, "raw file write(2) -> spin + pread", false, lat(raw_file_latencies));
-    add(sc, "crossbeam send -> blocked recv", false, lat(crossbeam_latencies));
+    add(
+        &mut rows,
+        sc,
+        "brooklet send -> blocked poll",
+        true,
+        lat(brooklet_latencies),
+    );
+    add(
+        &mut rows,
+        sc,
+        "raw file write(2) -> spin + pread",
+        false,
+        lat(raw_file_latencies),
+    );
+    add(
+        &mut rows,
+        sc,
+        "crossbeam send -> blocked recv",
+        false,
+        lat(crossbeam_latencies),
+    );
 
     println!();
     print_table(&rows, n, n_single, n_synced, n_latency);
