@@ -1288,19 +1288,8 @@ impl RecordCursor {
         if batch.len() > u32::MAX as usize {
             return None;
         }
-        let rest = batch.get(self.position..)?;
-        let (body_len, n) = varint::get_u64(rest).ok()?;
-        let size = n.checked_add(usize::try_from(body_len).ok()?)?;
-        let mut r = FieldReader {
-            buf: rest.get(..size)?,
-            pos: n,
-        };
-        let _attributes = r.u8()?;
-        let timestamp_delta = r.i64()?;
-        let offset_delta = r.u64()?;
-        if offset_delta < self.next_min_delta || offset_delta > u64::from(self.last_offset_delta) {
-            return None;
-        }
+        let (mut r, timestamp_delta, offset_delta) = self.head_fast(batch)?;
+        let size = r.buf.len();
         let key = r.nullable(self.position)?;
         let value = r.nullable(self.position)?;
         let header_count = r.u64()?;
@@ -1326,6 +1315,28 @@ impl RecordCursor {
             value,
             headers: ((self.position + headers_start) as u32, (self.position + r.pos) as u32),
         })
+    }
+
+    /// [`parse_head`](Self::parse_head)'s checks, with no error to build, as
+    /// [`parse_fast`](Self::parse_fast) makes `parse_next`'s: the record (its length prefix
+    /// included) in a reader at the field after the offset delta, the timestamp delta and
+    /// the offset delta.
+    #[inline(always)]
+    fn head_fast<'b>(&self, batch: &'b [u8]) -> Option<(FieldReader<'b>, i64, u64)> {
+        let rest = batch.get(self.position..)?;
+        let (body_len, n) = varint::get_u64(rest).ok()?;
+        let size = n.checked_add(usize::try_from(body_len).ok()?)?;
+        let mut r = FieldReader {
+            buf: rest.get(..size)?,
+            pos: n,
+        };
+        let _attributes = r.u8()?;
+        let timestamp_delta = r.i64()?;
+        let offset_delta = r.u64()?;
+        if offset_delta < self.next_min_delta || offset_delta > u64::from(self.last_offset_delta) {
+            return None;
+        }
+        Some((r, timestamp_delta, offset_delta))
     }
 
     /// [`parse_next`](Self::parse_next) for a record [`parse_fast`](Self::parse_fast)
@@ -1448,20 +1459,35 @@ impl RecordCursor {
 
     /// Steps over the record at the cursor, parsing only up to its offset delta, and
     /// returns its offset; `None` at the end; after an error the walk ends.
-    #[inline]
+    #[inline(always)]
     fn skip_next(&mut self, batch: &[u8]) -> Option<Result<u64>> {
         if self.left == 0 {
             return None;
         }
+        match self.head_fast(batch) {
+            Some((record, _, offset_delta)) => {
+                self.position += record.buf.len();
+                self.left -= 1;
+                self.next_min_delta = offset_delta + 1;
+                Some(Ok(self.base_offset + offset_delta))
+            }
+            None => Some(self.skip_slow(batch)),
+        }
+    }
+
+    /// [`skip_next`](Self::skip_next) for a record [`head_fast`](Self::head_fast) refused.
+    #[cold]
+    #[inline(never)]
+    fn skip_slow(&mut self, batch: &[u8]) -> Result<u64> {
         match self.parse_head(batch) {
             Ok(head) => {
                 // Both fit: the record lies inside `batch`, the delta is at most a u32's.
                 self.position += head.n + head.body.len();
                 self.left -= 1;
                 self.next_min_delta = head.offset_delta + 1;
-                Some(Ok(self.base_offset + head.offset_delta))
+                Ok(self.base_offset + head.offset_delta)
             }
-            Err(e) => Some(Err(self.fail(e))),
+            Err(e) => Err(self.fail(e)),
         }
     }
 
@@ -2405,8 +2431,8 @@ mod tests {
             ..ProptestConfig::default()
         })]
 
-        /// `parse_fast` accepts exactly the records `parse_slow` does, with the same fields:
-        /// on valid batches, and on batches with a few bytes changed or cut off (a CRC
+        /// `parse_fast` accepts exactly the records `parse_slow` does, with the same fields,
+        /// and `head_fast` exactly those `parse_head` does: on valid batches, and on batches with a few bytes changed or cut off (a CRC
         /// forged to match, or checks switched off, would let such bytes reach the parse).
         #[test]
         fn the_fast_record_parse_agrees_with_the_slow_one(
@@ -2438,6 +2464,10 @@ mod tests {
             while cursor.left > 0 {
                 let slow = cursor.parse_slow(&bytes);
                 prop_assert_eq!(cursor.parse_fast(&bytes), slow.clone().ok());
+                // The walk that reads only up to the offset delta.
+                let head = cursor.parse_head(&bytes).map(|h| (h.n + h.body.len(), h.timestamp_delta, h.offset_delta));
+                let fast = cursor.head_fast(&bytes).map(|(r, ts, delta)| (r.buf.len(), ts, delta));
+                prop_assert_eq!(fast, head.ok());
                 let Ok(raw) = slow else { break };
                 cursor.advance(&raw);
                 parsed += 1;
