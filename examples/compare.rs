@@ -4,7 +4,7 @@
 //! project's targets (BENCHMARKS.md, "Targets"; met or missed, on ratios measured in this same run).
 //!
 //! ```sh
-//! cargo run --release --example compare                 # about 30 s on 2 cores
+//! cargo run --release --example compare                 # about a minute on 2 cores
 //! cargo run --release --example compare -- --plot       # also writes benches/compare-*.png
 //! cargo run --release --example compare -- --scale 0.1  # 10x fewer records (a smoke run)
 //! ```
