@@ -10,6 +10,7 @@
 //!    [`Partitioner`].
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
@@ -74,6 +75,33 @@ pub trait Partitioner: Send + Sync + std::fmt::Debug {
     fn on_new_batch(&self, _topic: &str, _partitions: u32, _previous: u32) {}
 }
 
+/// The partitioners' state per topic, looked up for every keyless record.
+type TopicMap = HashMap<String, u32, BuildHasherDefault<Fnv1a>>;
+
+/// FNV-1a, the hash of [`TopicMap`]. Topic names are short and chosen by the application,
+/// not by whoever sends the records, so SipHash's defence against chosen keys buys nothing
+/// here, and it cost 158 of the 247 instructions a keyless record's `partition` took on a
+/// topic of four partitions (callgrind).
+struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv1a {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
 /// A small deterministic generator (splitmix64) for choosing sticky partitions.
 #[derive(Debug)]
 struct Rng(AtomicU64);
@@ -97,7 +125,7 @@ impl Rng {
 /// one partition goes to 0 at once: no hash, no sticky choice (and no draw from the seed).
 #[derive(Debug)]
 pub struct DefaultPartitioner {
-    sticky: Mutex<HashMap<String, u32>>,
+    sticky: Mutex<TopicMap>,
     rng: Rng,
 }
 
@@ -121,7 +149,7 @@ impl DefaultPartitioner {
     #[must_use]
     pub fn with_seed(seed: u64) -> Self {
         DefaultPartitioner {
-            sticky: Mutex::new(HashMap::new()),
+            sticky: Mutex::new(TopicMap::default()),
             rng: Rng(AtomicU64::new(seed)),
         }
     }
@@ -167,7 +195,7 @@ impl Partitioner for DefaultPartitioner {
 /// `RoundRobinPartitioner`).
 #[derive(Debug, Default)]
 pub struct RoundRobinPartitioner {
-    next: Mutex<HashMap<String, u32>>,
+    next: Mutex<TopicMap>,
 }
 
 impl RoundRobinPartitioner {
@@ -325,6 +353,27 @@ mod tests {
         let b: Vec<u32> = (0..4).map(|_| p.partition("b", None, None, 2)).collect();
         assert_eq!(a, [0, 1, 2, 0, 1, 2]);
         assert_eq!(b, [0, 1, 0, 1]);
+    }
+
+    /// The topic maps' hash is FNV-1a (64-bit; the published test vectors), and many
+    /// topics keep apart in them.
+    #[test]
+    fn topic_maps_hash_with_fnv1a_and_keep_topics_apart() {
+        let hash = |bytes: &[u8]| {
+            let mut h = Fnv1a::default();
+            h.write(bytes);
+            h.finish()
+        };
+        assert_eq!(hash(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(hash(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(hash(b"foobar"), 0x8594_4171_f739_67e8);
+        let p = RoundRobinPartitioner::new();
+        let topics: Vec<String> = (0..200).map(|i| format!("topic-{i}")).collect();
+        for round in 0..3 {
+            for t in &topics {
+                assert_eq!(p.partition(t, None, None, 5), round);
+            }
+        }
     }
 
     #[test]
