@@ -9,8 +9,8 @@
 //! cargo run --release --example compare -- --scale 0.1  # 10x fewer records (a smoke run)
 //! ```
 //!
-//! Each throughput figure is the median of `--reps` runs (default 5); within a scenario the
-//! systems take turns, run by run, so that a slow phase of the machine is shared by all of
+//! Each throughput figure is the median of `--reps` runs (default 5); within a throughput
+//! scenario the systems take turns, run by run, so that a slow phase of the machine is shared by all of
 //! them rather than borne by one (see [`interleaved`]). A scenario that fails
 //! (a panic in a peer) is reported as such and the run goes on; the exit status is 0 unless
 //! the arguments are wrong.

@@ -2443,7 +2443,8 @@ mod tests {
                  proptest::collection::vec(("[a-z]{0,5}", proptest::collection::vec(any::<u8>(), 0..8)), 0..3)),
                 1..10),
             changes in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
-            keep in any::<prop::sample::Index>(),
+            framing in proptest::collection::vec((any::<prop::sample::Index>(), 0usize..6, any::<u8>()), 0..3),
+            keep in proptest::option::of(any::<prop::sample::Index>()),
         ) {
             let records: Vec<Record> = recs.iter().map(|(k, v, hs)| {
                 let mut r = Record::new().timestamp(1_700_000_000_000);
@@ -2456,12 +2457,29 @@ mod tests {
             let batch = RecordBatch::decode(&data, 1 << 20, true).unwrap();
             let mut bytes = data.to_vec();
             let section = bytes.len() - HEADER_LEN;
+            // Where each record starts: damage aimed at its framing (the length, attributes,
+            // deltas and key length in its first bytes) reaches the checks past the length
+            // prefix, which damage anywhere mostly does not.
+            let mut starts = Vec::new();
+            let mut walk = batch.cursor();
+            while walk.left > 0 {
+                starts.push(walk.position);
+                let Ok(raw) = walk.parse_slow(&bytes) else { break };
+                walk.advance(&raw);
+            }
             for (at, b) in &changes {
                 bytes[HEADER_LEN + at.index(section)] = *b;
             }
-            // A damaged batch may also be cut short; an intact one is kept whole.
-            let kept = if changes.is_empty() { section } else { keep.index(section + 1) };
-            bytes.truncate(HEADER_LEN + kept);
+            for (record, offset, b) in &framing {
+                if let Some(byte) = bytes.get_mut(starts[record.index(starts.len())] + offset) {
+                    *byte = *b;
+                }
+            }
+            let damaged = !changes.is_empty() || !framing.is_empty();
+            // Some damaged batches are also cut short; an intact one is kept whole.
+            if let Some(keep) = keep.filter(|_| damaged) {
+                bytes.truncate(HEADER_LEN + keep.index(section + 1));
+            }
             let mut cursor = batch.cursor();
             let mut parsed = 0;
             while cursor.left > 0 {
@@ -2475,7 +2493,7 @@ mod tests {
                 cursor.advance(&raw);
                 parsed += 1;
             }
-            if changes.is_empty() {
+            if !damaged {
                 prop_assert_eq!(parsed, records.len());
             }
         }
