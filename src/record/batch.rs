@@ -1424,9 +1424,18 @@ impl RecordCursor {
 
     #[inline]
     fn advance(&mut self, raw: &RawRecord) {
-        self.position += raw.size as usize;
+        self.step_over(raw.size as usize, u64::from(raw.offset_delta));
+    }
+
+    /// Moves the cursor past a record of `size` bytes (its length prefix included) with
+    /// offset delta `offset_delta`, returning the record's offset. Both come from a parse of
+    /// the record at the cursor: it lies inside the batch, and the delta fits a u32.
+    #[inline(always)]
+    fn step_over(&mut self, size: usize, offset_delta: u64) -> u64 {
+        self.position += size;
         self.left -= 1;
-        self.next_min_delta = u64::from(raw.offset_delta) + 1;
+        self.next_min_delta = offset_delta + 1;
+        self.base_offset + offset_delta
     }
 
     /// The next record, `None` at the end; after an error the iteration ends.
@@ -1465,12 +1474,7 @@ impl RecordCursor {
             return None;
         }
         match self.head_fast(batch) {
-            Some((record, _, offset_delta)) => {
-                self.position += record.buf.len();
-                self.left -= 1;
-                self.next_min_delta = offset_delta + 1;
-                Some(Ok(self.base_offset + offset_delta))
-            }
+            Some((record, _, offset_delta)) => Some(Ok(self.step_over(record.buf.len(), offset_delta))),
             None => Some(self.skip_slow(batch)),
         }
     }
@@ -1480,13 +1484,7 @@ impl RecordCursor {
     #[inline(never)]
     fn skip_slow(&mut self, batch: &[u8]) -> Result<u64> {
         match self.parse_head(batch) {
-            Ok(head) => {
-                // Both fit: the record lies inside `batch`, the delta is at most a u32's.
-                self.position += head.n + head.body.len();
-                self.left -= 1;
-                self.next_min_delta = head.offset_delta + 1;
-                Ok(self.base_offset + head.offset_delta)
-            }
+            Ok(head) => Ok(self.step_over(head.n + head.body.len(), head.offset_delta)),
             Err(e) => Err(self.fail(e)),
         }
     }
