@@ -1439,6 +1439,11 @@ impl RecordCursor {
     }
 
     /// The next record, `None` at the end; after an error the iteration ends.
+    ///
+    /// Calls [`parse_fast`](Self::parse_fast) itself rather than through
+    /// [`parse_next`](Self::parse_next): through it, the compiler moved the record via a
+    /// `Result` on the stack in halves and reloaded it whole, a failed store forward that made
+    /// a `poll` loop 20% slower (BENCHMARKS.md, "A record parse that carries no error").
     #[inline(always)]
     fn next_raw(&mut self, batch: &[u8]) -> Option<Result<RawRecord>> {
         if self.left == 0 {
